@@ -1,0 +1,368 @@
+//! The history service: every notification of its silos' users, with its delivery timeline,
+//! in one SQLite database per silo; queries and private feeds answered over the bus.
+//!
+//! For each owned silo it pulls `history-<silo>` from the history stream in batches, writes
+//! a batch in one transaction (idempotent on the notification id), acks the batch after the
+//! commit, and announces each new notification on `live.<user>` for live streams. It answers
+//! `rpc.history.<silo>.query` (a page of history) and `rpc.history.<silo>.feed` (the private
+//! Atom/RSS document) in a queue group, so several replicas can serve reads.
+
+pub mod feed;
+pub mod store;
+
+use async_nats::jetstream;
+use futures::{FutureExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
+use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
+use tocsin_runtime::{ConfigDoc, Readiness};
+use tracing::{debug, info, warn};
+
+/// The `[history]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Where the per-silo databases live (`silo-<k>.db`).
+    pub data_dir: PathBuf,
+    /// Which silos this instance owns: `all`, or numbers and ranges like `0-7,12`.
+    pub silos: String,
+    pub replica_ordinal: Option<u32>,
+    pub replica_count: u32,
+    pub ops_listen: String,
+    /// Notifications older than this are deleted (0 keeps everything).
+    pub retention_days: u64,
+    /// Records written per transaction at most.
+    pub batch: usize,
+    pub max_ack_pending: i64,
+    /// How many entries a private feed shows.
+    pub feed_items: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./data/history".into(),
+            silos: "all".into(),
+            replica_ordinal: None,
+            replica_count: 1,
+            ops_listen: "127.0.0.1:9103".into(),
+            retention_days: 90,
+            batch: 256,
+            max_ack_pending: 20_000,
+            feed_items: 50,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub history: HistoryConfig,
+}
+
+impl Config {
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let bus = doc.section::<BusConfig>("bus");
+        let history = doc.section::<HistoryConfig>("history");
+        let mut problems = Vec::new();
+        if let Ok(b) = &bus {
+            problems.extend(b.validate().iter().map(ToString::to_string));
+        }
+        if let (Ok(b), Ok(h)) = (&bus, &history) {
+            if let Err(e) = h.silo_set(b.silo_count) {
+                problems.push(format!("history.silos: {e}"));
+            }
+            if h.batch == 0 {
+                problems.push("history.batch: must be greater than 0".into());
+            }
+            if !(1..=500).contains(&h.feed_items) {
+                problems.push("history.feed_items: must be 1-500".into());
+            }
+        }
+        match (bus, history) {
+            (Ok(bus), Ok(history)) if problems.is_empty() => Ok(Config { bus, history }),
+            (bus, history) => {
+                problems.extend(bus.err());
+                problems.extend(history.err());
+                Err(problems)
+            }
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn silo_set(&self, silo_count: u32) -> Result<SiloSet, String> {
+        SiloSet::resolve(&self.silos, self.replica_ordinal, self.replica_count, silo_count)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+type Shared = Arc<Mutex<Store>>;
+
+/// Run until `shutdown`; in-flight batches are committed and acked before it returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), HistoryError> {
+    let silos = config
+        .history
+        .silo_set(config.bus.silo_count)
+        .map_err(HistoryError::Config)?;
+    std::fs::create_dir_all(&config.history.data_dir).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create history.data_dir {}: {e}", config.history.data_dir.display()),
+        )
+    })?;
+    let bus = Bus::connect(&config.bus, "history").await?;
+    bus.ensure_streams().await?;
+    let ready = Readiness::default();
+    tocsin_runtime::serve_ops(&config.history.ops_listen, ready.clone(), shutdown.clone()).await?;
+    let mut tasks = Vec::new();
+    for silo in silos.iter() {
+        let path = config.history.data_dir.join(format!("silo-{silo}.db"));
+        let store: Shared = Arc::new(Mutex::new(
+            tokio::task::spawn_blocking(move || Store::open(&path))
+                .await
+                .expect("open task")?,
+        ));
+        let consumer = bus
+            .pull_consumer(
+                StreamKind::History,
+                &format!("history-{silo}"),
+                Some(bus.subjects().history_silo(silo)),
+                config.history.max_ack_pending,
+            )
+            .await?;
+        tasks.push(tokio::spawn(consume(
+            bus.clone(),
+            silo,
+            consumer,
+            store.clone(),
+            config.history.batch,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(serve_queries(
+            bus.clone(),
+            silo,
+            store.clone(),
+            config.history.feed_items,
+            shutdown.clone(),
+        )));
+        if config.history.retention_days > 0 {
+            tasks.push(tokio::spawn(prune(
+                store,
+                config.history.retention_days,
+                shutdown.clone(),
+            )));
+        }
+    }
+    ready.set(true);
+    info!(silos = silos.len(), dir = %config.history.data_dir.display(), "history running");
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            warn!(error = %e, "history task stopped with an error");
+        }
+    }
+    ready.set(false);
+    bus.drain().await;
+    info!("history stopped");
+    Ok(())
+}
+
+async fn consume(
+    bus: Bus,
+    silo: u32,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    store: Shared,
+    batch: usize,
+    shutdown: CancellationToken,
+) -> Result<(), HistoryError> {
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| BusError::Other(format!("history silo {silo}: cannot pull: {e}")))?;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => m,
+        };
+        let mut msgs = match first {
+            Some(Ok(m)) => vec![m],
+            Some(Err(e)) => {
+                warn!(silo, error = %e, "pulling history records failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            None => break,
+        };
+        // take whatever else is already here, without waiting: batching under load,
+        // no added latency when idle
+        while msgs.len() < batch {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(m))) => msgs.push(m),
+                _ => break,
+            }
+        }
+        write_batch(&bus, &store, msgs).await;
+    }
+    Ok(())
+}
+
+async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
+    let mut records = Vec::with_capacity(msgs.len());
+    let mut good = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        match tocsin_bus::decode::<HistoryRecord>(&m.payload, "history record") {
+            Ok(r) if bus.subjects().history(bus.silo_of(r.user()), r.user().as_str()) == m.subject.as_str() => {
+                records.push(r);
+                good.push(m);
+            }
+            Ok(r) => {
+                let reason = format!("record for user {} arrived on the wrong subject", r.user());
+                bus.settle(&m, Disposition::Reject(reason)).await;
+            }
+            Err(e) => bus.settle(&m, Disposition::Reject(e.to_string())).await,
+        }
+    }
+    if good.is_empty() {
+        return;
+    }
+    let n = records.len();
+    let s = store.clone();
+    let result = tokio::task::spawn_blocking(move || s.lock().expect("store lock").apply(&records))
+        .await
+        .expect("write task");
+    match result {
+        Ok(fresh) => {
+            for m in &good {
+                bus.settle(m, Disposition::Ack).await;
+            }
+            metrics::counter!("tocsin_history_records_total").increment(n as u64);
+            for notification in fresh {
+                if let Ok(p) = tocsin_bus::encode(&notification) {
+                    let subject = bus.subjects().live(notification.user.as_str());
+                    if let Err(e) = bus.client().publish(subject, p).await {
+                        debug!(error = %e, "live announcement failed");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, records = n, "cannot write history; the batch will be redelivered");
+            for m in &good {
+                bus.settle(m, Disposition::Retry(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+async fn serve_queries(
+    bus: Bus,
+    silo: u32,
+    store: Shared,
+    feed_items: u32,
+    shutdown: CancellationToken,
+) -> Result<(), HistoryError> {
+    let client = bus.client().clone();
+    let subjects = bus.subjects();
+    let sub_err = |e: &dyn std::fmt::Display| BusError::Other(format!("history silo {silo}: subscribe: {e}"));
+    let mut queries = client
+        .queue_subscribe(subjects.history_rpc(silo, "query"), "history".into())
+        .await
+        .map_err(|e| sub_err(&e))?;
+    let mut feeds = client
+        .queue_subscribe(subjects.history_rpc(silo, "feed"), "history".into())
+        .await
+        .map_err(|e| sub_err(&e))?;
+    loop {
+        let (msg, is_feed) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(m) = queries.next() => (m, false),
+            Some(m) = feeds.next() => (m, true),
+            else => break,
+        };
+        let Some(reply_to) = msg.reply.clone() else { continue };
+        let store = store.clone();
+        let client = client.clone();
+        tokio::spawn(async move {
+            let body = tokio::task::spawn_blocking(move || {
+                if is_feed {
+                    answer_feed(&store, &msg.payload, feed_items)
+                } else {
+                    answer_query(&store, &msg.payload)
+                }
+            })
+            .await
+            .unwrap_or_else(|e| serde_json::to_vec(&Reply::<()>::Err(format!("query failed: {e}"))).unwrap_or_default());
+            let _ = client.publish(reply_to, body.into()).await;
+        });
+    }
+    Ok(())
+}
+
+fn answer_query(store: &Shared, payload: &[u8]) -> Vec<u8> {
+    let reply: Reply<HistoryPage> = match serde_json::from_slice::<HistoryQuery>(payload) {
+        Err(e) => Reply::Err(format!("invalid query: {e}")),
+        Ok(q) => match store.lock().expect("store lock").query(&q) {
+            Ok(page) => Reply::Ok(page),
+            Err(e) => Reply::Err(e.to_string()),
+        },
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+fn answer_feed(store: &Shared, payload: &[u8], feed_items: u32) -> Vec<u8> {
+    let reply: Reply<String> = match serde_json::from_slice::<FeedRequest>(payload) {
+        Err(e) => Reply::Err(format!("invalid feed request: {e}")),
+        Ok(r) => {
+            let q = HistoryQuery {
+                user: r.user.clone(),
+                limit: r.limit.clamp(1, feed_items),
+                cursor: None,
+                since_ms: None,
+                until_ms: None,
+                q: None,
+            };
+            match store.lock().expect("store lock").query(&q) {
+                Ok(page) => Reply::Ok(feed::render(r.format, &r.user, &r.self_url, &page.items, now_ms())),
+                Err(e) => Reply::Err(e.to_string()),
+            }
+        }
+    };
+    serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+async fn prune(store: Shared, retention_days: u64, shutdown: CancellationToken) -> Result<(), HistoryError> {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = every.tick() => {}
+        }
+        let before = now_ms() - (retention_days as i64) * 86_400_000;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.lock().expect("store lock").prune(before)).await {
+            Ok(Ok(n)) if n > 0 => info!(deleted = n, "history retention applied"),
+            Ok(Err(e)) => warn!(error = %e, "history retention failed"),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! The router: one avatar per user, the single authority over that user's data and routing.
+//!
+//! A router instance owns a set of silos. For each it pulls the silo's stream (everything
+//! addressed to that silo's avatars) and hands each message to its user's avatar: a task
+//! that processes that user's messages strictly in order, while different users run
+//! concurrently. An avatar is activated on its first message (its record loaded from the
+//! `avatars` KV bucket) and evicted after `avatar_idle_secs` without one, so a router holds
+//! millions of registered users but only the active ones in memory.
+//!
+//! An avatar decides with [`avatar::apply`] (pure), publishes the effects (history records,
+//! subscription changes) in order without waiting per message, and then — once every PubAck
+//! is in and the record is saved with a revision check — acks the batch. A crash anywhere
+//! before that leaves the messages unacked; they are redelivered and the deterministic ids
+//! make the repeat a no-op downstream.
+
+pub mod avatar;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
+use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
+use tocsin_runtime::{ConfigDoc, Readiness};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The `[router]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Which silos this instance owns: `all`, or numbers and ranges like `0-7,12`.
+    /// Ignored when `replica_ordinal` is set.
+    pub silos: String,
+    /// This instance's StatefulSet ordinal; with `replica_count` it decides the silos
+    /// (silo k belongs to ordinal k mod replica_count).
+    pub replica_ordinal: Option<u32>,
+    pub replica_count: u32,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen; empty for none.
+    pub ops_listen: String,
+    /// An avatar with no message for this long is evicted from memory.
+    pub avatar_idle_secs: u64,
+    /// Messages queued per avatar before the silo's puller waits.
+    pub avatar_queue: usize,
+    /// Unacked messages per silo consumer (backpressure on the whole silo).
+    pub max_ack_pending: i64,
+    /// Messages an avatar handles before it saves and acks.
+    pub batch: usize,
+    pub max_sources_per_user: usize,
+    /// How long shutdown waits for avatars to finish and settle.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            silos: "all".into(),
+            replica_ordinal: None,
+            replica_count: 1,
+            ops_listen: "127.0.0.1:9102".into(),
+            avatar_idle_secs: 300,
+            avatar_queue: 256,
+            max_ack_pending: 20_000,
+            batch: 64,
+            max_sources_per_user: 100,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// Everything the router needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub router: RouterConfig,
+}
+
+impl Config {
+    /// Read and validate; every problem is reported.
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let bus = doc.section::<BusConfig>("bus");
+        let router = doc.section::<RouterConfig>("router");
+        let mut problems = Vec::new();
+        if let Ok(b) = &bus {
+            problems.extend(b.validate().iter().map(ToString::to_string));
+        }
+        if let (Ok(b), Ok(r)) = (&bus, &router) {
+            if let Err(e) = r.silo_set(b.silo_count) {
+                problems.push(format!("router.silos: {e}"));
+            }
+            if r.avatar_queue == 0 || r.batch == 0 {
+                problems.push("router.avatar_queue and router.batch: must be greater than 0".into());
+            }
+        }
+        match (bus, router) {
+            (Ok(bus), Ok(router)) if problems.is_empty() => Ok(Config { bus, router }),
+            (bus, router) => {
+                problems.extend(bus.err());
+                problems.extend(router.err());
+                Err(problems)
+            }
+        }
+    }
+}
+
+impl RouterConfig {
+    pub fn silo_set(&self, silo_count: u32) -> Result<SiloSet, String> {
+        SiloSet::resolve(&self.silos, self.replica_ordinal, self.replica_count, silo_count)
+    }
+}
+
+/// Errors that stop the router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+struct Ctx {
+    bus: Bus,
+    kv: kv::Store,
+    cfg: RouterConfig,
+    limits: avatar::Limits,
+}
+
+/// Run the router until `shutdown`, then drain: stop pulling, let every avatar finish and
+/// settle what it holds (within `shutdown_grace_secs`), close the connection.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RouterError> {
+    let silos = config
+        .router
+        .silo_set(config.bus.silo_count)
+        .map_err(RouterError::Config)?;
+    let bus = Bus::connect(&config.bus, "router").await?;
+    bus.ensure_streams().await?;
+    let kv = bus.kv("avatars").await?;
+    let ready = Readiness::default();
+    tocsin_runtime::serve_ops(&config.router.ops_listen, ready.clone(), shutdown.clone()).await?;
+    let ctx = Arc::new(Ctx {
+        bus: bus.clone(),
+        kv,
+        limits: avatar::Limits {
+            max_sources: config.router.max_sources_per_user,
+        },
+        cfg: config.router.clone(),
+    });
+    let mut workers = Vec::new();
+    for silo in silos.iter() {
+        let consumer = bus
+            .pull_consumer(StreamKind::Silo(silo), "router", None, config.router.max_ack_pending)
+            .await?;
+        workers.push(tokio::spawn(run_silo(ctx.clone(), silo, consumer, shutdown.clone())));
+    }
+    ready.set(true);
+    info!(silos = silos.len(), "router running");
+    for w in workers {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "silo worker stopped with an error"),
+            Err(e) => warn!(error = %e, "silo worker panicked"),
+        }
+    }
+    ready.set(false);
+    bus.drain().await;
+    info!("router stopped");
+    Ok(())
+}
+
+struct AvatarHandle {
+    tx: mpsc::Sender<jetstream::Message>,
+    join: JoinHandle<()>,
+}
+
+async fn run_silo(
+    ctx: Arc<Ctx>,
+    silo: u32,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| BusError::Other(format!("silo {silo}: cannot pull: {e}")))?;
+    let tracker = TaskTracker::new();
+    let mut avatars: HashMap<UserId, AvatarHandle> = HashMap::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                avatars.retain(|_, h| !h.join.is_finished());
+                metrics::gauge!("tocsin_router_active_avatars", "silo" => silo.to_string())
+                    .set(avatars.len() as f64);
+            }
+            next = messages.next() => match next {
+                Some(Ok(msg)) => dispatch(&ctx, silo, &tracker, &mut avatars, msg).await,
+                Some(Err(e)) => {
+                    warn!(silo, error = %e, "pulling from the silo stream failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None => {
+                    warn!(silo, "silo message stream ended");
+                    break;
+                }
+            },
+        }
+    }
+    // stop pulling; dropping the senders lets each avatar finish its queue, save and ack
+    drop(messages);
+    avatars.clear();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(ctx.cfg.shutdown_grace_secs), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(silo, "avatars did not finish within the grace period; their messages will be redelivered");
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    silo: u32,
+    tracker: &TaskTracker,
+    avatars: &mut HashMap<UserId, AvatarHandle>,
+    msg: jetstream::Message,
+) {
+    let Some(user) = ctx
+        .bus
+        .subjects()
+        .user_of_silo_subject(&msg.subject)
+        .and_then(|u| UserId::parse(u).ok())
+    else {
+        let reason = format!("subject {} names no valid user", msg.subject);
+        ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+        return;
+    };
+    let mut msg = msg;
+    loop {
+        let handle = avatars
+            .entry(user.clone())
+            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, user.clone(), tracker));
+        match handle.tx.send(msg).await {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(back)) => {
+                // the avatar went idle and is finishing; wait so two never run for one user
+                msg = back;
+                if let Some(old) = avatars.remove(&user) {
+                    let _ = old.join.await;
+                }
+            }
+        }
+    }
+}
+
+fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId, tracker: &TaskTracker) -> AvatarHandle {
+    let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
+    let span = info_span!("avatar", user = %user, silo);
+    let join = tracker.spawn(
+        Avatar {
+            ctx,
+            user,
+            record: None,
+            revision: 0,
+            loaded: false,
+            dirty: false,
+            pending: Vec::new(),
+            acks: Vec::new(),
+            replies: Vec::new(),
+        }
+        .run(rx)
+        .instrument(span),
+    );
+    metrics::counter!("tocsin_router_avatar_activations_total").increment(1);
+    AvatarHandle { tx, join }
+}
+
+struct Avatar {
+    ctx: Arc<Ctx>,
+    user: UserId,
+    record: Option<UserRecord>,
+    /// KV revision of `record` (0: no entry).
+    revision: u64,
+    loaded: bool,
+    dirty: bool,
+    /// Handled but not yet acked.
+    pending: Vec<jetstream::Message>,
+    acks: Vec<jetstream::context::PublishAckFuture>,
+    replies: Vec<(String, bytes::Bytes)>,
+}
+
+impl Avatar {
+    async fn run(mut self, mut rx: mpsc::Receiver<jetstream::Message>) {
+        let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
+        loop {
+            let msg = match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    // evict: refuse new messages, finish the ones already queued
+                    rx.close();
+                    continue;
+                }
+            };
+            self.handle(msg).await;
+            if rx.is_empty() || self.pending.len() >= self.ctx.cfg.batch {
+                self.flush().await;
+            }
+        }
+        self.flush().await;
+        debug!("avatar evicted");
+    }
+
+    async fn handle(&mut self, msg: jetstream::Message) {
+        if self.ctx.bus.exhausted(&msg) {
+            // it has failed on every delivery: do not let it block this user any longer
+            self.flush().await;
+            let reason = "handling failed on every delivery".to_owned();
+            self.ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+            return;
+        }
+        let parsed: AvatarMessage = match tocsin_bus::decode(&msg.payload, "avatar message") {
+            Ok(m) => m,
+            Err(e) => {
+                self.flush().await;
+                self.ctx.bus.settle(&msg, Disposition::Reject(e.to_string())).await;
+                return;
+            }
+        };
+        if !self.loaded
+            && let Err(e) = self.load().await
+        {
+            warn!(error = %e, "cannot load the user's record; will retry");
+            self.pending.push(msg);
+            self.fail(Duration::from_secs(1)).await;
+            return;
+        }
+        let kind = parsed.kind();
+        let cmd_id = match &parsed {
+            AvatarMessage::Command { command_id, .. } => command_id.clone(),
+            _ => String::new(),
+        };
+        let fx = avatar::apply(&self.user, &mut self.record, parsed, &self.ctx.limits, now_ms());
+        metrics::counter!("tocsin_router_messages_total", "kind" => kind, "outcome" => fx.outcome)
+            .increment(1);
+        if fx.outcome == "no_user" {
+            debug!(subject = %msg.subject, "message for a user that does not exist; dropped");
+        }
+        self.dirty |= fx.dirty;
+        let subjects = self.ctx.bus.subjects().clone();
+        let silo = self.ctx.bus.silo_of(&self.user);
+        let mut outputs = Vec::new();
+        for rec in &fx.history {
+            let id = match rec {
+                tocsin_model::HistoryRecord::Notification { notification, .. } => {
+                    notification.id.to_string()
+                }
+                tocsin_model::HistoryRecord::Timeline {
+                    notification_id,
+                    entry,
+                    ..
+                } => format!("{notification_id}:{}:{}", entry.kind, entry.at_ms),
+            };
+            outputs.push((subjects.history(silo, self.user.as_str()), id, tocsin_bus::encode(rec)));
+        }
+        for (i, sub) in fx.subscriptions.iter().enumerate() {
+            outputs.push((
+                subjects.ingest_subscriptions(),
+                format!("sub:{}:{}:{cmd_id}:{i}", self.user, sub.source_id),
+                tocsin_bus::encode(sub),
+            ));
+        }
+        for (subject, id, payload) in outputs {
+            let sent = match payload {
+                Ok(p) => self.ctx.bus.send(subject, &id, p).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(ack) => self.acks.push(ack),
+                Err(e) => {
+                    warn!(error = %e, "cannot publish a routed output; will retry");
+                    self.pending.push(msg);
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+        }
+        if let Some((to, reply)) = fx.reply
+            && let Ok(p) = tocsin_bus::encode(&reply)
+        {
+            self.replies.push((to, p));
+        }
+        self.pending.push(msg);
+    }
+
+    async fn load(&mut self) -> Result<(), BusError> {
+        let entry = self
+            .ctx
+            .kv
+            .entry(self.user.as_str())
+            .await
+            .map_err(|e| self.kv_err(e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                self.record = Some(tocsin_bus::decode(&e.value, "user record")?);
+                self.revision = e.revision;
+            }
+            Some(e) => {
+                self.record = None;
+                self.revision = e.revision;
+            }
+            None => {
+                self.record = None;
+                self.revision = 0;
+            }
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    fn kv_err(&self, e: impl std::fmt::Display) -> BusError {
+        BusError::Kv {
+            bucket: "avatars".into(),
+            key: self.user.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Make everything handled so far durable, then ack it and send the replies.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for ack in std::mem::take(&mut self.acks) {
+            if let Err(e) = ack.await {
+                warn!(error = %e, "a routed output was not acknowledged by the bus; will retry");
+                self.fail(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+        if self.dirty
+            && let Some(rec) = &self.record
+        {
+            let saved = match tocsin_bus::encode(rec) {
+                Ok(bytes) if self.revision == 0 => {
+                    self.ctx.kv.create(self.user.as_str(), bytes).await.map_err(|e| self.kv_err(e))
+                }
+                Ok(bytes) => self
+                    .ctx
+                    .kv
+                    .update(self.user.as_str(), bytes, self.revision)
+                    .await
+                    .map_err(|e| self.kv_err(e)),
+                Err(e) => Err(e),
+            };
+            match saved {
+                Ok(rev) => {
+                    self.revision = rev;
+                    self.dirty = false;
+                }
+                Err(e) => {
+                    // most likely another router wrote this user (silos moving): reload
+                    warn!(error = %e, "cannot save the user's record; reloading and retrying");
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+        }
+        for msg in self.pending.drain(..) {
+            self.ctx.bus.settle(&msg, Disposition::Ack).await;
+        }
+        for (to, payload) in self.replies.drain(..) {
+            if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
+                debug!(error = %e, "could not send a command reply");
+            }
+        }
+    }
+
+    /// Give back everything not yet durable: nak it for redelivery and forget the in-memory
+    /// state so the next message reloads it.
+    async fn fail(&mut self, after: Duration) {
+        self.acks.clear();
+        self.replies.clear();
+        for msg in self.pending.drain(..) {
+            self.ctx.bus.settle(&msg, Disposition::Retry(after)).await;
+        }
+        self.loaded = false;
+        self.dirty = false;
+        self.record = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_runtime::ConfigSource;
+
+    #[test]
+    fn config_problems_are_all_reported() {
+        let src = ConfigSource {
+            file: None,
+            env: [
+                ("TOCSIN_BUS__SILO_COUNT".to_string(), "0".to_string()),
+                ("TOCSIN_ROUTER__SILOS".to_string(), "9-2".to_string()),
+            ]
+            .into(),
+        };
+        let problems = Config::load(&src.load().unwrap()).unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with("bus.silo_count")), "{problems:?}");
+        let src = ConfigSource {
+            file: None,
+            env: [("TOCSIN_ROUTER__SILOS".to_string(), "0-99".to_string())].into(),
+        };
+        let problems = Config::load(&src.load().unwrap()).unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with("router.silos")), "{problems:?}");
+        assert!(Config::load(&ConfigDoc::empty()).is_ok());
+    }
+}

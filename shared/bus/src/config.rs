@@ -1,0 +1,115 @@
+//! The `[bus]` section every service shares.
+
+use serde::{Deserialize, Serialize};
+
+/// How to reach the bus and how the contract is laid out on it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// NATS server URL(s), comma-separated.
+    pub url: String,
+    /// Prefix of every subject, stream and bucket: `[a-z0-9_-]`, 1-32 characters.
+    pub prefix: String,
+    /// How many silos users are partitioned into. Changing it moves users between silos:
+    /// choose it for the largest deployment you expect (silos are cheap).
+    pub silo_count: u32,
+    /// Stream and bucket replicas (3 in a JetStream cluster).
+    pub replicas: usize,
+    /// JetStream's duplicate window for `Nats-Msg-Id`.
+    pub duplicate_window_secs: u64,
+    /// Deliveries after which a failing message goes to the dead-letter stream.
+    pub max_deliver: i64,
+    /// How long a consumer has to settle a message before it is redelivered.
+    pub ack_wait_secs: u64,
+    /// How long dead letters are kept.
+    pub dead_letter_max_age_days: u64,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// How long a publish keeps retrying transient failures before giving up.
+    pub publish_retry_secs: u64,
+    /// Outstanding PubAcks per connection before publishers wait.
+    pub max_ack_inflight: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "tocsin".into(),
+            silo_count: 16,
+            replicas: 1,
+            duplicate_window_secs: 120,
+            max_deliver: 10,
+            ack_wait_secs: 30,
+            dead_letter_max_age_days: 14,
+            connect_timeout_secs: 10,
+            request_timeout_secs: 5,
+            publish_retry_secs: 10,
+            max_ack_inflight: 4096,
+        }
+    }
+}
+
+/// A problem with the `[bus]` section.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("bus.{field}: {message}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl BusConfig {
+    /// Every problem with this section.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
+        let mut err = |field, message: String| out.push(ConfigError { field, message });
+        if self.url.trim().is_empty() {
+            err("url", "must not be empty".into());
+        }
+        if !tocsin_model::ids::is_token(&self.prefix, 32) {
+            err("prefix", format!("{:?} must be 1-32 characters of a-z, 0-9, '_' or '-'", self.prefix));
+        }
+        if !(1..=4096).contains(&self.silo_count) {
+            err("silo_count", format!("must be 1-4096, got {}", self.silo_count));
+        }
+        if !matches!(self.replicas, 1 | 3 | 5) {
+            err("replicas", format!("must be 1, 3 or 5, got {}", self.replicas));
+        }
+        if self.max_deliver < 1 {
+            err("max_deliver", format!("must be at least 1, got {}", self.max_deliver));
+        }
+        for (f, v) in [
+            ("duplicate_window_secs", self.duplicate_window_secs),
+            ("ack_wait_secs", self.ack_wait_secs),
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("dead_letter_max_age_days", self.dead_letter_max_age_days),
+        ] {
+            if v == 0 {
+                err(f, "must be greater than 0".into());
+            }
+        }
+        if self.max_ack_inflight == 0 {
+            err("max_ack_inflight", "must be greater than 0".into());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_all_reported() {
+        assert!(BusConfig::default().validate().is_empty());
+        let bad = BusConfig {
+            prefix: "Bad.Prefix".into(),
+            silo_count: 0,
+            replicas: 2,
+            ..Default::default()
+        };
+        let fields: Vec<_> = bad.validate().iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["prefix", "silo_count", "replicas"]);
+    }
+}

@@ -1,0 +1,432 @@
+//! The bus contract of tocsin: every subject, stream, consumer and KV bucket name, and the one
+//! way services publish and consume on NATS JetStream.
+//!
+//! Services never build a subject by hand; they ask [`Subjects`]. Everything lives under a
+//! configurable prefix so that tests (and several installations) can share one server without
+//! sharing streams. Users are partitioned into silos by [`silo_of`]; each silo has its own
+//! stream, so each silo has its own raft group in a cluster.
+//!
+//! Publishing always carries `Nats-Msg-Id` and awaits the PubAck ([`Bus::publish`]);
+//! high-volume publishers keep a bounded window of outstanding acks ([`PublishWindow`]).
+//! Consumers are durable pull consumers with explicit ack; a handler's verdict
+//! ([`Disposition`]) becomes ack, nak-with-backoff or dead-letter ([`Bus::settle`]).
+//! `docs/bus.md` documents every subject and payload.
+
+mod config;
+mod dlq;
+mod names;
+mod publish;
+mod silo;
+
+pub use config::{BusConfig, ConfigError};
+pub use dlq::DeadLetter;
+pub use names::{Subjects, StreamKind};
+pub use publish::PublishWindow;
+pub use silo::{SiloSet, SiloSetError, jump_consistent_hash, silo_of};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use serde::Serialize;
+use std::time::Duration;
+use tracing::{debug, warn};
+
+/// Errors talking to the bus. `kind()` says whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to nats at {url}: {message} (is nats-server running with -js?)")]
+    Connect { url: String, message: String },
+    #[error("jetstream setup failed for {what}: {message}")]
+    Setup { what: String, message: String },
+    #[error("publish to {subject} failed: {message}")]
+    Publish { subject: String, message: String },
+    #[error("request to {subject} failed: {message}")]
+    Request { subject: String, message: String },
+    #[error("key-value {bucket}/{key}: {message}")]
+    Kv {
+        bucket: String,
+        key: String,
+        message: String,
+    },
+    #[error("key-value {bucket}/{key}: revision conflict (another writer owns this key?)")]
+    KvConflict { bucket: String, key: String },
+    #[error("cannot encode or decode {what}: {message}")]
+    Codec { what: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Whether an error is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Transient,
+    Permanent,
+}
+
+impl BusError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BusError::Codec { .. } | BusError::KvConflict { .. } => ErrorKind::Permanent,
+            _ => ErrorKind::Transient,
+        }
+    }
+}
+
+/// What a handler decided about one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Disposition {
+    /// Done: its effect is durable.
+    Ack,
+    /// A transient failure: deliver it again after (at least) this long.
+    Retry(Duration),
+    /// It can never succeed (malformed, refers to nothing): dead-letter it with this reason.
+    Reject(String),
+}
+
+/// A connected bus: the client, the JetStream context and the names.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    config: BusConfig,
+}
+
+impl Bus {
+    /// Connect to the configured server. Fails if the server cannot be reached within
+    /// `connect_timeout_secs`; reconnects by itself afterwards.
+    pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, BusError> {
+        let opts = async_nats::ConnectOptions::new()
+            .name(format!("tocsin-{name}"))
+            .connection_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .event_callback(|e| async move {
+                match e {
+                    async_nats::Event::Disconnected => warn!("nats connection lost, reconnecting"),
+                    async_nats::Event::Connected => debug!("nats connected"),
+                    other => debug!(event = %other, "nats event"),
+                }
+            });
+        let client = tokio::time::timeout(
+            Duration::from_secs(config.connect_timeout_secs),
+            opts.connect(config.url.as_str()),
+        )
+        .await
+        .map_err(|_| BusError::Connect {
+            url: config.url.clone(),
+            message: format!("no answer within {}s", config.connect_timeout_secs),
+        })?
+        .map_err(|e| BusError::Connect {
+            url: config.url.clone(),
+            message: e.to_string(),
+        })?;
+        // wait until the connection is really up (retry_on_initial_connect returns early)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(config.connect_timeout_secs);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if tokio::time::Instant::now() > deadline {
+                return Err(BusError::Connect {
+                    url: config.url.clone(),
+                    message: format!("not connected after {}s", config.connect_timeout_secs),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(config.request_timeout_secs))
+            .max_ack_inflight(config.max_ack_inflight)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Bus {
+            client,
+            js,
+            subjects: Subjects::new(&config.prefix),
+            config: config.clone(),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The silo that owns `user`.
+    pub fn silo_of(&self, user: &tocsin_model::UserId) -> u32 {
+        silo_of(user.as_str(), self.config.silo_count)
+    }
+
+    /// Create or update every stream of the contract. Idempotent; every service calls it at
+    /// start-up, so the order services start in does not matter.
+    pub async fn ensure_streams(&self) -> Result<(), BusError> {
+        for cfg in self.stream_configs() {
+            let name = cfg.name.clone();
+            self.js
+                .create_or_update_stream(cfg)
+                .await
+                .map_err(|e| BusError::Setup {
+                    what: format!("stream {name}"),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The declarative specification of every stream.
+    pub fn stream_configs(&self) -> Vec<stream::Config> {
+        let s = &self.subjects;
+        let dup = Duration::from_secs(self.config.duplicate_window_secs);
+        let replicas = self.config.replicas;
+        let work_queue = |name: String, subjects: Vec<String>, description: &str| stream::Config {
+            name,
+            subjects,
+            description: Some(description.to_owned()),
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: dup,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for k in 0..self.config.silo_count {
+            out.push(work_queue(
+                s.stream(StreamKind::Silo(k)),
+                vec![s.silo_all(k)],
+                "everything addressed to the avatars of one silo",
+            ));
+        }
+        out.push(work_queue(
+            s.stream(StreamKind::History),
+            vec![s.history_all()],
+            "routed notifications and timeline entries for the history service",
+        ));
+        out.push(work_queue(
+            s.stream(StreamKind::Ingest),
+            vec![s.ingest_all()],
+            "feed subscription changes for the ingestor",
+        ));
+        out.push(work_queue(
+            s.stream(StreamKind::Delivery),
+            vec![s.delivery_all()],
+            "delivery jobs, one subject per channel",
+        ));
+        out.push(stream::Config {
+            name: s.stream(StreamKind::DeadLetter),
+            subjects: vec![s.dead_letter_all()],
+            description: Some("messages that failed max_deliver times or were rejected".into()),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_secs(self.config.dead_letter_max_age_days * 86_400),
+            duplicate_window: dup,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// A durable pull consumer with explicit ack, created if missing, updated if changed.
+    pub async fn pull_consumer(
+        &self,
+        stream: StreamKind,
+        durable: &str,
+        filter_subject: Option<String>,
+        max_ack_pending: i64,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        let stream_name = self.subjects.stream(stream);
+        let cfg = pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter_subject.unwrap_or_default(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(self.config.ack_wait_secs),
+            // dead-lettering is ours (see `settle`), so the server never gives up on a message
+            max_deliver: -1,
+            max_ack_pending,
+            ..Default::default()
+        };
+        let err = |e: &dyn std::fmt::Display| BusError::Setup {
+            what: format!("consumer {durable} on {stream_name}"),
+            message: e.to_string(),
+        };
+        self.js
+            .create_consumer_on_stream(cfg, stream_name.as_str())
+            .await
+            .map_err(|e| err(&e))
+    }
+
+    /// Publish `payload` under `msg_id` and wait for the PubAck, retrying transient failures
+    /// (no responders during a leader election, timeouts) with backoff for up to
+    /// `publish_retry_secs`. A retry with the same id is deduplicated by the server.
+    pub async fn publish(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: bytes::Bytes,
+    ) -> Result<(), BusError> {
+        publish::publish_with_retry(&self.js, &self.config, subject, msg_id, payload, None).await
+    }
+
+    /// Send a publish now and return the PubAck future without waiting for it. Publishes sent
+    /// this way leave in call order; the caller awaits the acks (all of them) before it
+    /// treats the effect as durable. Used where order matters and a round trip per message
+    /// would cost too much (an avatar's outputs).
+    pub async fn send(
+        &self,
+        subject: String,
+        msg_id: &str,
+        payload: bytes::Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        let msg = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .message_id(msg_id);
+        self.js
+            .send_publish(subject.clone(), msg)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject,
+                message: e.to_string(),
+            })
+    }
+
+    /// [`Bus::publish`] of a JSON value.
+    pub async fn publish_json<T: Serialize>(
+        &self,
+        subject: String,
+        msg_id: &str,
+        value: &T,
+    ) -> Result<(), BusError> {
+        self.publish(subject, msg_id, encode(value)?).await
+    }
+
+    /// A bounded window of outstanding publishes for high-volume publishers.
+    pub fn window(&self, size: usize) -> PublishWindow {
+        PublishWindow::new(self.clone(), size)
+    }
+
+    /// Turn a handler's verdict into ack, nak-with-delay or dead-letter. A message that has
+    /// been delivered more than `max_deliver` times is dead-lettered instead of retried.
+    pub async fn settle(&self, msg: &jetstream::Message, disposition: Disposition) {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let result = match disposition {
+            Disposition::Ack => msg.ack().await,
+            Disposition::Retry(_) if delivered >= self.config.max_deliver => {
+                let reason = format!("still failing after {delivered} deliveries");
+                self.dead_letter(msg, &reason).await
+            }
+            Disposition::Retry(after) => {
+                let backoff = backoff(delivered, after);
+                msg.ack_with(jetstream::AckKind::Nak(Some(backoff))).await
+            }
+            Disposition::Reject(reason) => self.dead_letter(msg, &reason).await,
+        };
+        if let Err(e) = result {
+            // the server redelivers after ack_wait; handlers are idempotent, so that is safe
+            warn!(subject = %msg.subject, error = %e, "could not settle message; it will be redelivered");
+        }
+    }
+
+    /// Whether this message has already failed too often to be tried again.
+    pub fn exhausted(&self, msg: &jetstream::Message) -> bool {
+        msg.info()
+            .map(|i| i.delivered > self.config.max_deliver)
+            .unwrap_or(false)
+    }
+
+    /// A JetStream KV bucket of the contract, created if missing.
+    pub async fn kv(&self, bucket: &str) -> Result<jetstream::kv::Store, BusError> {
+        let name = self.subjects.bucket(bucket);
+        match self.js.get_key_value(name.as_str()).await {
+            Ok(store) => Ok(store),
+            Err(_) => self
+                .js
+                .create_or_update_key_value(jetstream::kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    num_replicas: self.config.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| BusError::Setup {
+                    what: format!("kv bucket {name}"),
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    /// A request over core NATS with a JSON body and a JSON reply, bounded by `timeout`.
+    pub async fn request_json<Q: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        subject: String,
+        body: &Q,
+        timeout: Duration,
+    ) -> Result<R, BusError> {
+        let payload = encode(body)?;
+        let reply = tokio::time::timeout(timeout, self.client.request(subject.clone(), payload))
+            .await
+            .map_err(|_| BusError::Request {
+                subject: subject.clone(),
+                message: format!("no reply within {}ms", timeout.as_millis()),
+            })?
+            .map_err(|e| BusError::Request {
+                subject: subject.clone(),
+                message: e.to_string(),
+            })?;
+        decode(&reply.payload, "reply")
+    }
+
+    /// Flush and close the connection after in-flight work has been settled.
+    pub async fn drain(&self) {
+        if let Err(e) = self.client.flush().await {
+            debug!(error = %e, "flush on drain failed");
+        }
+        if let Err(e) = self.client.drain().await {
+            debug!(error = %e, "drain failed");
+        }
+    }
+}
+
+/// Exponential backoff from the number of deliveries so far, at least `min`, at most 60 s.
+pub fn backoff(delivered: i64, min: Duration) -> Duration {
+    let exp = (delivered.clamp(1, 16) - 1) as u32;
+    let d = Duration::from_millis(250).saturating_mul(2u32.saturating_pow(exp));
+    d.max(min).min(Duration::from_secs(60))
+}
+
+/// Encode a payload as JSON.
+pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, BusError> {
+    serde_json::to_vec(value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| BusError::Codec {
+            what: std::any::type_name::<T>().to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Decode a JSON payload.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, BusError> {
+    serde_json::from_slice(payload).map_err(|e| BusError::Codec {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1, Duration::ZERO), Duration::from_millis(250));
+        assert_eq!(backoff(3, Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(backoff(100, Duration::ZERO), Duration::from_secs(60));
+        assert_eq!(backoff(1, Duration::from_secs(5)), Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,136 @@
+//! Every subject, stream, consumer and bucket name, built in one place under the prefix.
+
+/// The streams of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Everything addressed to one silo's avatars (work queue, consumer `router`).
+    Silo(u32),
+    /// Routed notifications and timeline entries (work queue, consumers `history-<silo>`).
+    History,
+    /// Feed subscription changes (work queue, consumer `ingestor`).
+    Ingest,
+    /// Delivery jobs (work queue, consumers `delivery-<channel>`).
+    Delivery,
+    /// Dead letters (limits retention).
+    DeadLetter,
+}
+
+/// Subject and stream names under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+    upper: String,
+}
+
+impl Subjects {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            upper: prefix.to_ascii_uppercase().replace('-', "_"),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn stream(&self, kind: StreamKind) -> String {
+        match kind {
+            StreamKind::Silo(k) => format!("{}_SILO_{k}", self.upper),
+            StreamKind::History => format!("{}_HISTORY", self.upper),
+            StreamKind::Ingest => format!("{}_INGEST", self.upper),
+            StreamKind::Delivery => format!("{}_DELIVERY", self.upper),
+            StreamKind::DeadLetter => format!("{}_DLQ", self.upper),
+        }
+    }
+
+    /// A KV bucket name (`avatars`, `feeds`).
+    pub fn bucket(&self, name: &str) -> String {
+        format!("{}_{}", self.upper, name.to_ascii_uppercase())
+    }
+
+    /// `<p>.silo.<k>.<user>.<kind>`: a message for one avatar.
+    pub fn silo(&self, silo: u32, user: &str, kind: &str) -> String {
+        format!("{}.silo.{silo}.{user}.{kind}", self.prefix)
+    }
+
+    pub fn silo_all(&self, silo: u32) -> String {
+        format!("{}.silo.{silo}.>", self.prefix)
+    }
+
+    /// `<p>.history.<k>.<user>`: a record for the history service owning silo `k`.
+    pub fn history(&self, silo: u32, user: &str) -> String {
+        format!("{}.history.{silo}.{user}", self.prefix)
+    }
+
+    pub fn history_silo(&self, silo: u32) -> String {
+        format!("{}.history.{silo}.*", self.prefix)
+    }
+
+    pub fn history_all(&self) -> String {
+        format!("{}.history.*.*", self.prefix)
+    }
+
+    /// `<p>.rpc.history.<k>.<op>`: core NATS request/reply to the history owning silo `k`
+    /// (`query`, `feed`).
+    pub fn history_rpc(&self, silo: u32, op: &str) -> String {
+        format!("{}.rpc.history.{silo}.{op}", self.prefix)
+    }
+
+    /// `<p>.ingest.subscriptions`: feed subscription changes for the ingestor.
+    pub fn ingest_subscriptions(&self) -> String {
+        format!("{}.ingest.subscriptions", self.prefix)
+    }
+
+    pub fn ingest_all(&self) -> String {
+        format!("{}.ingest.>", self.prefix)
+    }
+
+    /// `<p>.delivery.<channel>`: delivery jobs for one channel.
+    pub fn delivery(&self, channel: &str) -> String {
+        format!("{}.delivery.{channel}", self.prefix)
+    }
+
+    pub fn delivery_all(&self) -> String {
+        format!("{}.delivery.>", self.prefix)
+    }
+
+    /// `<p>.live.<user>`: core NATS, each notification as history stores it (for SSE).
+    pub fn live(&self, user: &str) -> String {
+        format!("{}.live.{user}", self.prefix)
+    }
+
+    /// `<p>.dlq.<stream>`: a dead letter taken from `stream`.
+    pub fn dead_letter(&self, stream: &str) -> String {
+        format!("{}.dlq.{}", self.prefix, stream.to_ascii_lowercase())
+    }
+
+    pub fn dead_letter_all(&self) -> String {
+        format!("{}.dlq.>", self.prefix)
+    }
+
+    /// The user id in a silo subject, `<p>.silo.<k>.<user>.<kind>`.
+    pub fn user_of_silo_subject<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix(".silo.")?;
+        let mut parts = rest.split('.');
+        let _silo = parts.next()?;
+        parts.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_parse_back() {
+        let s = Subjects::new("t-1");
+        assert_eq!(s.stream(StreamKind::Silo(3)), "T_1_SILO_3");
+        assert_eq!(s.silo(3, "u1", "notify"), "t-1.silo.3.u1.notify");
+        assert_eq!(s.user_of_silo_subject("t-1.silo.3.u1.notify"), Some("u1"));
+        assert_eq!(s.user_of_silo_subject("other.silo.3.u1.notify"), None);
+        assert_eq!(s.history(2, "u1"), "t-1.history.2.u1");
+        assert_eq!(s.bucket("avatars"), "T_1_AVATARS");
+        assert_eq!(s.dead_letter("T_1_SILO_3"), "t-1.dlq.t_1_silo_3");
+    }
+}

@@ -1,0 +1,80 @@
+//! tocsin's domain model: the types that travel on the bus and the pure logic over them.
+//!
+//! Everything here is plain data and plain functions — no tokio, no NATS, no I/O — so the
+//! rules that decide what a person is told (filters, price parsing, deduplication keys, text
+//! extraction) are unit- and property-tested in milliseconds. Every service depends on it.
+
+pub mod filter;
+pub mod ids;
+pub mod messages;
+pub mod text;
+pub mod user;
+
+pub use filter::{CompiledFilter, Filter, FilterError, Item};
+pub use ids::{NotificationId, UserId, UserIdError};
+pub use messages::*;
+pub use user::*;
+
+/// Milliseconds since the Unix epoch; the one time representation on the bus.
+pub type Millis = i64;
+
+/// The current time in [`Millis`].
+pub fn now_ms() -> Millis {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 of `parts` joined by a NUL byte: stable ids and hashes across services.
+pub fn digest(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0u8]);
+        }
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Check a feed URL's shape: absolute `http`/`https` with a host, at most 2048 bytes, no
+/// credentials. Returns the normalised form. Whether its host is an allowed address is the
+/// ingestor's check at fetch time (DNS can change).
+pub fn validate_feed_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.len() > 2048 {
+        return Err("longer than 2048 bytes".into());
+    }
+    let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not allowed; use http or https", u.scheme()));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("credentials in feed URLs are not supported".into());
+    }
+    let mut u = u;
+    u.set_fragment(None);
+    Ok(u.to_string())
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::validate_feed_url;
+
+    #[test]
+    fn feed_urls_are_checked_and_normalised() {
+        assert_eq!(
+            validate_feed_url(" HTTPS://Example.ORG/search?q=bike#x ").unwrap(),
+            "https://example.org/search?q=bike"
+        );
+        for bad in ["ftp://x/", "not a url", "file:///etc/passwd", "http://u:p@x/"] {
+            assert!(validate_feed_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The payloads that travel on the bus. Each is JSON; fields are only ever added, so a newer
+//! service reads an older message and the other way round (`docs/bus.md` lists them all).
+
+use crate::{Channel, Filter, Millis, NotificationId, Source, SourceStatus, UserId};
+use serde::{Deserialize, Serialize};
+
+/// How urgent a notification is: 1 (lowest) to 5 (urgent); 3 by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct Priority(u8);
+
+impl Priority {
+    pub const LOWEST: Priority = Priority(1);
+    pub const DEFAULT: Priority = Priority(3);
+    pub const URGENT: Priority = Priority(5);
+
+    pub fn new(p: u8) -> Result<Self, String> {
+        if (1..=5).contains(&p) {
+            Ok(Priority(p))
+        } else {
+            Err(format!("priority must be 1-5, got {p}"))
+        }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl TryFrom<u8> for Priority {
+    type Error = String;
+    fn try_from(p: u8) -> Result<Self, String> {
+        Priority::new(p)
+    }
+}
+
+impl From<Priority> for u8 {
+    fn from(p: Priority) -> u8 {
+        p.0
+    }
+}
+
+/// Where a notification came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Feed,
+    Publish,
+    Email,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub kind: SourceKind,
+    /// The user's source id, for sources a user configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A human label: the source's label, or the feed's title.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// One thing to tell one person. Title and body are plain text (never HTML).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub id: NotificationId,
+    pub user: UserId,
+    pub source: SourceRef,
+    pub title: String,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// When tocsin took the item in.
+    pub created_at_ms: Millis,
+    /// When the source says the item was published, if it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at_ms: Option<Millis>,
+    /// A key that identifies the content across sources (a link, a guid or a content hash);
+    /// the avatar drops a second notification with the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+}
+
+/// Everything addressed to a user's avatar, carried in the user's silo stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AvatarMessage {
+    /// A new item for the user, to be routed.
+    Notify { notification: Notification },
+    /// A configuration change; the avatar is the only writer of its user's data.
+    Command {
+        command_id: String,
+        command: Command,
+        /// A core NATS subject the avatar answers on once the command is durable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+    },
+    /// The ingestor's view of one of the user's sources changed.
+    SourceStatus {
+        source_id: String,
+        status: SourceStatus,
+    },
+}
+
+impl AvatarMessage {
+    /// The subject suffix this message is published under (`…<user>.<kind>`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AvatarMessage::Notify { .. } => "notify",
+            AvatarMessage::Command { .. } => "cmd",
+            AvatarMessage::SourceStatus { .. } => "status",
+        }
+    }
+}
+
+/// Configuration commands for an avatar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    CreateUser {
+        name: String,
+        token_hash: String,
+        feed_token_hash: String,
+    },
+    AddSource {
+        source: Source,
+    },
+    RemoveSource {
+        source_id: String,
+    },
+}
+
+/// The avatar's answer to a command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub command_id: String,
+    pub ok: bool,
+    /// A machine-readable reason when not ok: `exists`, `not_found`, `invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What the router tells the ingestor about feed subscriptions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedSubscription {
+    pub op: SubscriptionOp,
+    pub user: UserId,
+    pub source_id: String,
+    pub url: String,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub deliver_existing: bool,
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionOp {
+    Upsert,
+    Remove,
+}
+
+/// One step in a notification's life, as shown in its history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at_ms: Millis,
+    /// `routed`, `attempt`, `delivered`, `failed`, `acked`, …
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// What the router sends the history service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum HistoryRecord {
+    /// A routed notification, with the first entry of its timeline.
+    Notification {
+        notification: Notification,
+        entry: TimelineEntry,
+    },
+    /// A later step of a stored notification's timeline.
+    Timeline {
+        user: UserId,
+        notification_id: NotificationId,
+        entry: TimelineEntry,
+    },
+}
+
+impl HistoryRecord {
+    pub fn user(&self) -> &UserId {
+        match self {
+            HistoryRecord::Notification { notification, .. } => &notification.user,
+            HistoryRecord::Timeline { user, .. } => user,
+        }
+    }
+}
+
+/// A history query from the API (request/reply on the silo's query subject).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub user: UserId,
+    pub limit: u32,
+    /// An opaque cursor from a previous page's `next_cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<Millis>,
+    /// Full-text search over title and body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub q: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub notification: Notification,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub items: Vec<HistoryItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A request for a user's private feed document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedRequest {
+    pub user: UserId,
+    pub format: FeedFormat,
+    /// The URL the document is served at (its `self` link).
+    pub self_url: String,
+    pub limit: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedFormat {
+    Atom,
+    Rss,
+}
+
+/// A reply to a request over the bus: the value, or an error for a person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply<T> {
+    Ok(T),
+    Err(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avatar_messages_round_trip_and_tolerate_new_fields() {
+        let n = Notification {
+            id: NotificationId("n1".into()),
+            user: UserId::parse("u1").unwrap(),
+            source: SourceRef {
+                kind: SourceKind::Publish,
+                id: None,
+                label: String::new(),
+            },
+            title: "t".into(),
+            body: String::new(),
+            url: None,
+            priority: Priority::URGENT,
+            tags: vec![],
+            created_at_ms: 1,
+            published_at_ms: None,
+            dedup_key: None,
+        };
+        let m = AvatarMessage::Notify { notification: n };
+        let mut v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "notify");
+        v["notification"]["added_later"] = serde_json::json!(true);
+        let back: AvatarMessage = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn priority_is_bounded() {
+        assert!(serde_json::from_str::<Priority>("0").is_err());
+        assert!(serde_json::from_str::<Priority>("6").is_err());
+        assert_eq!(serde_json::from_str::<Priority>("5").unwrap(), Priority::URGENT);
+    }
+}

@@ -1,0 +1,285 @@
+//! Text helpers: HTML reduced to plain text, prices found in listing titles, length caps.
+//!
+//! Notifications carry plain text only. Whatever HTML a feed or an e-mail brings is reduced
+//! here, so no markup (and no script, event handler or `javascript:` link) can survive into
+//! a chat message, an SMS, the private feed or the API: every output escapes plain text.
+
+/// Reduce an HTML fragment to readable text: `script`/`style` content dropped, block
+/// elements turned into line breaks, entities decoded, runs of white space folded.
+pub fn html_to_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let bytes = html.as_bytes();
+    let mut i = 0;
+    let mut text_start = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'<' {
+            out.push_str(&decode_entities(&html[text_start..i]));
+            // comment
+            if html[i..].starts_with("<!--") {
+                i = html[i + 4..].find("-->").map(|e| i + 4 + e + 3).unwrap_or(bytes.len());
+                text_start = i;
+                continue;
+            }
+            let (tag, end) = match html[i..].find('>') {
+                Some(e) => (&html[i + 1..i + e], i + e + 1),
+                None => (&html[i + 1..], bytes.len()),
+            };
+            let name: String = tag
+                .trim_start_matches('/')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect::<String>()
+                .to_ascii_lowercase();
+            i = end;
+            if !tag.starts_with('/') && (name == "script" || name == "style") {
+                // skip raw text up to the matching close tag
+                let close = format!("</{name}");
+                let lower = html[i..].to_ascii_lowercase();
+                i = match lower.find(&close) {
+                    Some(p) => {
+                        let after = i + p;
+                        html[after..].find('>').map(|e| after + e + 1).unwrap_or(bytes.len())
+                    }
+                    None => bytes.len(),
+                };
+            } else if matches!(
+                name.as_str(),
+                "br" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
+                    | "ul" | "ol" | "table" | "blockquote" | "pre" | "hr"
+            ) {
+                out.push('\n');
+            } else {
+                out.push(' ');
+            }
+            text_start = i;
+        } else {
+            i += 1;
+        }
+    }
+    if text_start < bytes.len() {
+        out.push_str(&decode_entities(&html[text_start..]));
+    }
+    fold_whitespace(&out)
+}
+
+/// Fold runs of spaces and tabs into one space and runs of blank lines into one line break;
+/// trim the ends. Control characters other than `\n` are dropped.
+pub fn fold_whitespace(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    let mut pending_newline = false;
+    for c in s.chars() {
+        if c == '\n' || c == '\r' {
+            pending_newline = true;
+        } else if c.is_whitespace() {
+            pending_space = true;
+        } else if c.is_control() {
+            continue;
+        } else {
+            if !out.is_empty() {
+                if pending_newline {
+                    out.push('\n');
+                } else if pending_space {
+                    out.push(' ');
+                }
+            }
+            pending_space = false;
+            pending_newline = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A single line: all white space (line breaks included) folded into single spaces.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Decode HTML character references: the common named ones and every numeric one.
+/// Unknown names are left as they are.
+pub fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        rest = &rest[amp..];
+        let semi = rest[1..].find(';').map(|p| p + 1).filter(|&p| p <= 12);
+        let decoded = semi.and_then(|p| {
+            let name = &rest[1..p];
+            let c = if let Some(num) = name.strip_prefix('#') {
+                let n = if let Some(hex) = num.strip_prefix(['x', 'X']) {
+                    u32::from_str_radix(hex, 16).ok()
+                } else {
+                    num.parse::<u32>().ok()
+                };
+                n.and_then(char::from_u32).filter(|c| *c != '\0')
+            } else {
+                named_entity(name)
+            };
+            c.map(|c| (c, p))
+        });
+        match decoded {
+            Some((c, p)) => {
+                out.push(c);
+                rest = &rest[p + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn named_entity(name: &str) -> Option<char> {
+    Some(match name {
+        "amp" => '&',
+        "lt" => '<',
+        "gt" => '>',
+        "quot" => '"',
+        "apos" => '\'',
+        "nbsp" => ' ',
+        "ndash" => '–',
+        "mdash" => '—',
+        "hellip" => '…',
+        "euro" => '€',
+        "pound" => '£',
+        "yen" => '¥',
+        "cent" => '¢',
+        "copy" => '©',
+        "reg" => '®',
+        "trade" => '™',
+        "laquo" => '«',
+        "raquo" => '»',
+        "lsquo" => '‘',
+        "rsquo" => '’',
+        "ldquo" => '“',
+        "rdquo" => '”',
+        "bull" => '•',
+        "middot" => '·',
+        "deg" => '°',
+        "times" => '×',
+        _ => return None,
+    })
+}
+
+/// Cut `s` to at most `max` bytes on a character boundary, marking the cut with `…`.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// The first price in `s`: a currency sign (`$ € £`) followed by a number with optional
+/// thousands separators, decimals and a `k` (thousand) suffix: `$1,250`, `$3.5k`, `€ 900`.
+pub fn parse_price(s: &str) -> Option<f64> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if matches!(chars[i], '$' | '€' | '£') {
+            let mut j = i + 1;
+            while j < chars.len() && chars[j] == ' ' {
+                j += 1;
+            }
+            let start = j;
+            let mut digits = String::new();
+            let mut seen_dot = false;
+            while j < chars.len() {
+                let c = chars[j];
+                if c.is_ascii_digit() {
+                    digits.push(c);
+                } else if c == ',' && j + 1 < chars.len() && chars[j + 1].is_ascii_digit() {
+                    // thousands separator
+                } else if c == '.'
+                    && !seen_dot
+                    && j + 1 < chars.len()
+                    && chars[j + 1].is_ascii_digit()
+                {
+                    seen_dot = true;
+                    digits.push('.');
+                } else {
+                    break;
+                }
+                j += 1;
+            }
+            if j > start
+                && let Ok(mut v) = digits.parse::<f64>()
+            {
+                if j < chars.len()
+                    && matches!(chars[j], 'k' | 'K')
+                    && chars.get(j + 1).is_none_or(|c| !c.is_alphanumeric())
+                {
+                    v *= 1000.0;
+                }
+                return Some(v);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn html_is_reduced_to_text() {
+        let html = r#"<p>Nice <b>bike</b> &amp; helmet</p><script>alert('x')</script><br>
+            <a href="javascript:alert(1)" onclick="x()">link</a> &#36;200 &#x20AC;5 &bogus;"#;
+        let t = html_to_text(html);
+        assert_eq!(t, "Nice bike & helmet\nlink $200 €5 &bogus;");
+        assert!(!t.contains("alert"));
+        assert_eq!(html_to_text("<style>p{}</style>ok<!-- hidden -->"), "ok");
+        assert_eq!(html_to_text("unterminated <b"), "unterminated");
+    }
+
+    #[test]
+    fn prices_are_found() {
+        assert_eq!(parse_price("Road bike - $1,250 (Oakland)"), Some(1250.0));
+        assert_eq!(parse_price("Loft $3.5k/mo"), Some(3500.0));
+        assert_eq!(parse_price("Sofa € 900"), Some(900.0));
+        assert_eq!(parse_price("$25"), Some(25.0));
+        assert_eq!(parse_price("$12.50."), Some(12.5));
+        assert_eq!(parse_price("no price here $ or $x"), None);
+        assert_eq!(parse_price("$5kg of rice"), Some(5.0));
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo wörld", 7), "hél…");
+        assert_eq!(truncate("héllo wörld", 6), "hé…");
+        assert_eq!(truncate("short", 10), "short");
+    }
+
+    proptest! {
+        #[test]
+        fn html_to_text_never_panics_and_has_no_control_chars(s in ".{0,300}") {
+            let t = html_to_text(&s);
+            prop_assert!(!t.chars().any(|c| c.is_control() && c != '\n'));
+        }
+
+        #[test]
+        fn parse_price_never_panics(s in ".{0,100}") {
+            let _ = parse_price(&s);
+        }
+
+        #[test]
+        fn truncate_is_bounded(s in ".{0,200}", max in 4usize..100) {
+            let t = truncate(&s, max);
+            if s.len() <= max { prop_assert_eq!(t, s); } else { prop_assert!(t.len() <= max); }
+        }
+    }
+}

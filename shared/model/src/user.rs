@@ -1,0 +1,191 @@
+//! A user's configuration and state, owned by the user's avatar in the router and persisted
+//! as one JetStream KV entry. Other services may read it (the API checks tokens against it);
+//! only the avatar writes it.
+
+use crate::{Filter, Millis, UserId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+/// What the avatar keeps for one user.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub name: String,
+    pub created_at_ms: Millis,
+    /// SHA-256 (hex) of the user's API token; the token itself is never stored.
+    pub token_hash: String,
+    /// SHA-256 (hex) of the secret in the user's private feed URL.
+    pub feed_token_hash: String,
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+    /// The latest status the ingestor reported per source id.
+    #[serde(default)]
+    pub source_status: BTreeMap<String, SourceStatus>,
+    /// Recently routed notification ids and content keys, for deduplication across sources
+    /// and across retries that fall outside JetStream's duplicate window.
+    #[serde(default)]
+    pub recent: RecentSet,
+}
+
+/// A source a user watches.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: SourceSpec,
+    #[serde(default)]
+    pub filter: Filter,
+    /// A label the user chose, shown with each notification.
+    #[serde(default)]
+    pub label: String,
+    pub created_at_ms: Millis,
+}
+
+/// The kinds of source.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// An RSS 0.9x/2.0, RSS 1.0 (RDF) or Atom feed polled by the ingestor.
+    Feed {
+        url: String,
+        /// Deliver the items already in the feed on the first poll (default: only new ones).
+        #[serde(default)]
+        deliver_existing: bool,
+    },
+}
+
+/// The health of a source as the ingestor last saw it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct SourceStatus {
+    pub ok: bool,
+    /// What went wrong, for a person: the input and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub checked_at_ms: Millis,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// Where a user can be reached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Destination {
+    pub id: String,
+    pub channel: Channel,
+    pub address: String,
+    #[serde(default)]
+    pub verified: bool,
+}
+
+/// The closed set of delivery channels.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Xmpp,
+    Sms,
+    Email,
+    Push,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 5] = [
+        Channel::Xmpp,
+        Channel::Sms,
+        Channel::Email,
+        Channel::Push,
+        Channel::Webhook,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Xmpp => "xmpp",
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::Push => "push",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+/// A bounded, insertion-ordered set of recent keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecentSet {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl RecentSet {
+    /// How many keys a user's avatar remembers.
+    pub const CAPACITY: usize = 512;
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+
+    /// Insert `key`, forgetting the oldest key past capacity. Returns false if present.
+    pub fn insert(&mut self, key: String) -> bool {
+        if self.set.contains(&key) {
+            return false;
+        }
+        self.set.insert(key.clone());
+        self.order.push_back(key);
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Serialize for RecentSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.order.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RecentSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let keys = Vec::<String>::deserialize(d)?;
+        let mut r = RecentSet::default();
+        for k in keys {
+            r.insert(k);
+        }
+        Ok(r)
+    }
+}
+
+/// SHA-256 (hex) of a secret token, as stored.
+pub fn hash_token(token: &str) -> String {
+    crate::digest(&["token", token])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_set_is_bounded_and_round_trips() {
+        let mut r = RecentSet::default();
+        for i in 0..RecentSet::CAPACITY + 10 {
+            assert!(r.insert(format!("k{i}")));
+        }
+        assert_eq!(r.len(), RecentSet::CAPACITY);
+        assert!(!r.contains("k0"));
+        assert!(r.contains("k521"));
+        assert!(!r.insert("k521".into()));
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RecentSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+}

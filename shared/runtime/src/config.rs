@@ -1,0 +1,144 @@
+//! Layered configuration: each section's serde defaults, then a TOML file, then environment
+//! variables `TOCSIN_<SECTION>__<KEY>`. The environment is passed in, never read behind the
+//! caller's back, so tests give a map instead of setting process variables.
+
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+    /// Variables named `TOCSIN_<SECTION>__<KEY>` (others are ignored).
+    pub env: HashMap<String, String>,
+}
+
+impl ConfigSource {
+    /// The file given on the command line and this process's environment.
+    pub fn from_process(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            env: std::env::vars().filter(|(k, _)| k.starts_with("TOCSIN_")).collect(),
+        }
+    }
+
+    /// Read the file and environment into one document.
+    pub fn load(&self) -> Result<ConfigDoc, String> {
+        let mut b = config::Config::builder();
+        if let Some(f) = &self.file {
+            if !f.exists() {
+                return Err(format!("config file {} does not exist", f.display()));
+            }
+            b = b.add_source(config::File::from(f.clone()).format(config::FileFormat::Toml));
+        }
+        // keys that are not sections (TOCSIN_LOG, TOCSIN_NATS_SERVER…) have no "__"
+        let env: HashMap<String, String> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k.contains("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        b = b.add_source(
+            config::Environment::with_prefix("TOCSIN")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let inner = b.build().map_err(|e| e.to_string())?;
+        Ok(ConfigDoc { inner })
+    }
+}
+
+/// A loaded configuration document.
+#[derive(Debug, Clone)]
+pub struct ConfigDoc {
+    inner: config::Config,
+}
+
+impl ConfigDoc {
+    /// Section `name`, or its defaults when absent. Errors name the section and field.
+    pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, String> {
+        match self.inner.get::<T>(name) {
+            Ok(v) => Ok(v),
+            Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
+            Err(e) => Err(format!("[{name}]: {e}")),
+        }
+    }
+
+    /// The top-level section names present, to report ones nobody reads.
+    pub fn sections(&self) -> Vec<String> {
+        self.inner
+            .clone()
+            .try_deserialize::<HashMap<String, serde_json::Value>>()
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// An empty document: every section at its defaults.
+    pub fn empty() -> Self {
+        ConfigSource::default().load().expect("empty config loads")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Default, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct S {
+        listen: String,
+        limit: u32,
+    }
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[svc]\nlisten = \"a\"\nlimit = 3\n").unwrap();
+        let src = ConfigSource {
+            file: Some(f),
+            env: [("TOCSIN_SVC__LIMIT".to_string(), "7".to_string())].into(),
+        };
+        let doc = src.load().unwrap();
+        assert_eq!(
+            doc.section::<S>("svc").unwrap(),
+            S {
+                listen: "a".into(),
+                limit: 7
+            }
+        );
+        assert_eq!(doc.section::<S>("absent").unwrap(), S::default());
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_name_the_field() {
+        let src = ConfigSource {
+            file: None,
+            env: [
+                ("TOCSIN_SVC__LIMT".to_string(), "7".to_string()),
+            ]
+            .into(),
+        };
+        let e = src.load().unwrap().section::<S>("svc").unwrap_err();
+        assert!(e.contains("limt"), "{e}");
+        let src = ConfigSource {
+            file: None,
+            env: [("TOCSIN_SVC__LIMIT".to_string(), "many".to_string())].into(),
+        };
+        let e = src.load().unwrap().section::<S>("svc").unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let src = ConfigSource {
+            file: Some("/nonexistent/tocsin.toml".into()),
+            env: HashMap::new(),
+        };
+        assert!(src.load().unwrap_err().contains("does not exist"));
+    }
+}

@@ -1,0 +1,124 @@
+//! What every tocsin service shares at run time: layered configuration (defaults → file →
+//! `TOCSIN_<SECTION>__<KEY>` environment), telemetry, the shutdown signal, and the
+//! `/healthz`, `/readyz`, `/metrics` endpoints. Each service's `main` is
+//! [`service_main`]; its library's `run(config, shutdown)` does the work.
+
+pub mod config;
+pub mod ops;
+
+pub use config::{ConfigDoc, ConfigSource};
+pub use ops::{Readiness, serve_ops};
+
+use std::future::Future;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for configuration errors (`EX_USAGE`-style, as sysexits' `EX_CONFIG` is 78 but
+/// operators grep for 64 in our docs).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Set up logging: `TOCSIN_LOG` (an `EnvFilter`, default `info`) and `TOCSIN_LOG_FORMAT`
+/// (`pretty`, the default, or `json` for clusters). Safe to call more than once.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOCSIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("TOCSIN_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// Install the process-wide TLS crypto provider (ring). Safe to call more than once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A token cancelled on SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("install SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested, draining");
+        t.cancel();
+    });
+    token
+}
+
+/// The `--config PATH` argument, if given.
+pub fn config_path_from_args() -> Result<Option<std::path::PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut path = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => {
+                path = Some(args.next().ok_or("--config needs a file path")?.into())
+            }
+            other => {
+                if let Some(p) = other.strip_prefix("--config=") {
+                    path = Some(p.into());
+                } else {
+                    return Err(format!("unknown argument {other:?}; usage: [--config FILE]"));
+                }
+            }
+        }
+    }
+    Ok(path)
+}
+
+/// The whole `main` of a service binary: read config (exit 64 listing every problem), start
+/// telemetry, wire signals to the shutdown token, run.
+pub async fn service_main<C, E, L, R, Fut>(name: &str, load: L, run: R) -> ExitCode
+where
+    L: FnOnce(&ConfigDoc) -> Result<C, Vec<String>>,
+    R: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_tracing();
+    install_crypto();
+    let path = match config_path_from_args() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tocsin-{name}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let config = ConfigSource::from_process(path)
+        .load()
+        .map_err(|e| vec![e])
+        .and_then(|doc| load(&doc));
+    let config = match config {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("tocsin-{name}: invalid configuration:");
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let shutdown = shutdown_on_signal();
+    match run(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tocsin-{name} stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
