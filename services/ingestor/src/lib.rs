@@ -1,1 +1,801 @@
-//! placeholder
+//! The ingestor: watches feeds and turns their new items into notifications in the
+//! subscribers' silos.
+//!
+//! It owns the feed state (validators, seen item keys, health, schedule) and the
+//! feed → subscribers index, one KV entry per distinct URL in the `feeds` bucket. It learns
+//! subscriptions from the router (the `ingest.subscriptions` stream) and polls each distinct
+//! URL once per interval however many people subscribe, with conditional GET, per-host
+//! politeness, exponential backoff with jitter and `Retry-After`. The first poll of a feed
+//! sets a baseline; after that only items it has not seen become notifications, for the
+//! subscribers whose filter matches. Notification ids are derived from (user, source, item),
+//! so a repeat after a crash is deduplicated by JetStream and by the avatar.
+
+pub mod fetch;
+pub mod normalize;
+
+use async_nats::jetstream::{self, kv};
+use fetch::{AddressPolicy, FetchError, FetchSettings, Fetched, Fetcher};
+use futures::StreamExt;
+use normalize::{FeedItem, normalize};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
+use tocsin_model::{
+    AvatarMessage, CompiledFilter, Filter, FeedSubscription, Item, Millis, Notification,
+    NotificationId, Priority, SourceKind, SourceRef, SourceStatus, SubscriptionOp, UserId, now_ms,
+};
+use tocsin_runtime::{ConfigDoc, Readiness};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The `[ingestor]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestorConfig {
+    pub ops_listen: String,
+    /// How often each feed is polled when healthy.
+    pub poll_interval_secs: u64,
+    /// Random spread added to each interval, as a fraction of it (0.1 = ±10%).
+    pub jitter: f64,
+    /// The longest wait between polls of a failing feed.
+    pub max_backoff_secs: u64,
+    /// The shortest time between two requests to one host.
+    pub host_min_interval_ms: u64,
+    /// Requests to one host at the same time.
+    pub per_host_concurrency: usize,
+    /// Requests in flight overall.
+    pub max_concurrent_fetches: usize,
+    pub fetch_timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Feeds larger than this (after decompression) are refused.
+    pub max_body_bytes: usize,
+    /// Allow feeds on loopback addresses (tests, the local demo).
+    pub allow_loopback: bool,
+    /// Allow feeds on private, link-local and unique-local addresses (an intranet).
+    pub allow_private_addresses: bool,
+    pub user_agent: String,
+    /// Item keys remembered per feed.
+    pub seen_capacity: usize,
+    /// Outstanding publishes while fanning out.
+    pub publish_window: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for IngestorConfig {
+    fn default() -> Self {
+        Self {
+            ops_listen: "127.0.0.1:9101".into(),
+            poll_interval_secs: 300,
+            jitter: 0.1,
+            max_backoff_secs: 6 * 3600,
+            host_min_interval_ms: 2000,
+            per_host_concurrency: 1,
+            max_concurrent_fetches: 32,
+            fetch_timeout_secs: 20,
+            connect_timeout_secs: 10,
+            max_body_bytes: 5 * 1024 * 1024,
+            allow_loopback: false,
+            allow_private_addresses: false,
+            user_agent: concat!("tocsin/", env!("CARGO_PKG_VERSION"), " (feed watcher)").into(),
+            seen_capacity: 1000,
+            publish_window: 512,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub ingestor: IngestorConfig,
+}
+
+impl Config {
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let bus = doc.section::<BusConfig>("bus");
+        let ingestor = doc.section::<IngestorConfig>("ingestor");
+        let mut problems = Vec::new();
+        if let Ok(b) = &bus {
+            problems.extend(b.validate().iter().map(ToString::to_string));
+        }
+        if let Ok(i) = &ingestor {
+            problems.extend(i.validate());
+        }
+        match (bus, ingestor) {
+            (Ok(bus), Ok(ingestor)) if problems.is_empty() => Ok(Config { bus, ingestor }),
+            (bus, ingestor) => {
+                problems.extend(bus.err());
+                problems.extend(ingestor.err());
+                Err(problems)
+            }
+        }
+    }
+}
+
+impl IngestorConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.poll_interval_secs == 0 {
+            p.push("ingestor.poll_interval_secs: must be greater than 0".into());
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            p.push(format!("ingestor.jitter: must be 0-0.5, got {}", self.jitter));
+        }
+        for (f, v) in [
+            ("per_host_concurrency", self.per_host_concurrency),
+            ("max_concurrent_fetches", self.max_concurrent_fetches),
+            ("max_body_bytes", self.max_body_bytes),
+            ("seen_capacity", self.seen_capacity),
+            ("publish_window", self.publish_window),
+        ] {
+            if v == 0 {
+                p.push(format!("ingestor.{f}: must be greater than 0"));
+            }
+        }
+        if self.fetch_timeout_secs == 0 || self.connect_timeout_secs == 0 {
+            p.push("ingestor.fetch_timeout_secs and connect_timeout_secs: must be greater than 0".into());
+        }
+        p
+    }
+
+    fn policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            allow_loopback: self.allow_loopback,
+            allow_private: self.allow_private_addresses,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestorError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// One subscriber of a feed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Subscriber {
+    pub user: UserId,
+    pub source_id: String,
+    #[serde(default)]
+    pub filter: Filter,
+    #[serde(default)]
+    pub label: String,
+    /// Deliver every item in the feed at the next poll (the subscriber asked for the
+    /// existing items), then only new ones.
+    #[serde(default)]
+    pub pending_existing: bool,
+}
+
+/// Everything the ingestor keeps about one distinct feed URL (the `feeds` KV entry).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct FeedRecord {
+    pub url: String,
+    #[serde(default)]
+    pub title: String,
+    /// `<user>/<source>` → subscriber.
+    #[serde(default)]
+    pub subscribers: BTreeMap<String, Subscriber>,
+    #[serde(default)]
+    pub etag: Option<String>,
+    #[serde(default)]
+    pub last_modified: Option<String>,
+    /// Keys of the items seen, oldest first.
+    #[serde(default)]
+    pub seen: VecDeque<String>,
+    /// Whether a baseline has been taken.
+    #[serde(default)]
+    pub polled: bool,
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_checked_ms: Millis,
+    #[serde(default)]
+    pub next_poll_ms: Millis,
+}
+
+/// The KV key of a feed URL.
+pub fn feed_key(url: &str) -> String {
+    format!("f{}", &tocsin_model::digest(&["feed-url", url])[..32])
+}
+
+/// What one poll decided (pure).
+#[derive(Debug, Default, PartialEq)]
+pub struct PollPlan {
+    pub notifications: Vec<Notification>,
+    /// Keys to remember.
+    pub seen: VecDeque<String>,
+}
+
+/// Decide what a fetched document means for `record`: which notifications go to whom, and
+/// what is seen afterwards. The first poll is a baseline (only subscribers who asked for
+/// existing items get them); later polls notify only unseen items.
+pub fn plan_poll(record: &FeedRecord, feed_title: &str, items: &[FeedItem], seen_capacity: usize, now: Millis) -> PollPlan {
+    let seen_before: HashSet<&str> = record.seen.iter().map(String::as_str).collect();
+    let fresh: Vec<&FeedItem> = if record.polled {
+        items.iter().filter(|i| !seen_before.contains(i.key.as_str())).collect()
+    } else {
+        Vec::new()
+    };
+    let mut notifications = Vec::new();
+    for sub in record.subscribers.values() {
+        let Ok(filter) = sub.filter.compile() else {
+            continue;
+        };
+        let candidates: Vec<&FeedItem> = if sub.pending_existing {
+            items.iter().collect()
+        } else {
+            fresh.clone()
+        };
+        for item in candidates {
+            if let Some(n) = notification_for(sub, &filter, feed_title, item, now) {
+                notifications.push(n);
+            }
+        }
+    }
+    // remember the document's keys plus older ones, up to capacity (at least the document)
+    let mut seen: VecDeque<String> = record.seen.clone();
+    for i in items {
+        if !seen_before.contains(i.key.as_str()) {
+            seen.push_back(i.key.clone());
+        }
+    }
+    let cap = seen_capacity.max(items.len() * 2);
+    while seen.len() > cap {
+        seen.pop_front();
+    }
+    PollPlan { notifications, seen }
+}
+
+fn notification_for(sub: &Subscriber, filter: &CompiledFilter, feed_title: &str, item: &FeedItem, now: Millis) -> Option<Notification> {
+    let matched = filter.matches(&Item {
+        title: &item.title,
+        text: &item.text,
+        categories: &item.categories,
+    });
+    if !matched {
+        return None;
+    }
+    Some(Notification {
+        id: NotificationId::for_feed_item(&sub.user, &sub.source_id, &item.key),
+        user: sub.user.clone(),
+        source: SourceRef {
+            kind: SourceKind::Feed,
+            id: Some(sub.source_id.clone()),
+            label: if sub.label.is_empty() { feed_title.to_owned() } else { sub.label.clone() },
+        },
+        title: if item.title.is_empty() { "(untitled)".into() } else { item.title.clone() },
+        body: item.text.clone(),
+        url: item.link.clone(),
+        priority: Priority::DEFAULT,
+        tags: item.categories.clone(),
+        created_at_ms: now,
+        published_at_ms: item.published_ms,
+        dedup_key: Some(item.link.clone().unwrap_or_else(|| item.key.clone())),
+    })
+}
+
+/// When to poll next: the interval with jitter when healthy; exponential backoff from the
+/// interval when failing (capped), and never before the server's `Retry-After`.
+pub fn next_poll(now: Millis, cfg: &IngestorConfig, failures: u32, retry_after: Option<Duration>, rand01: f64) -> Millis {
+    let base = cfg.poll_interval_secs as f64 * 1000.0;
+    let wait = if failures == 0 {
+        base
+    } else {
+        (base * 2f64.powi(failures.min(20) as i32 - 1)).min(cfg.max_backoff_secs as f64 * 1000.0)
+    };
+    let jittered = wait * (1.0 + cfg.jitter * (2.0 * rand01 - 1.0));
+    let floor = retry_after.map(|d| d.as_millis() as f64).unwrap_or(0.0);
+    now + jittered.max(floor).max(1.0) as Millis
+}
+
+struct Shared {
+    bus: Bus,
+    kv: kv::Store,
+    cfg: IngestorConfig,
+    fetcher: Fetcher,
+    feeds: Mutex<HashMap<String, FeedRecord>>,
+    in_flight: Mutex<HashSet<String>>,
+    hosts: Mutex<HashMap<String, HostState>>,
+    fetch_permits: Semaphore,
+}
+
+#[derive(Default)]
+struct HostState {
+    in_flight: usize,
+    next_allowed_ms: Millis,
+}
+
+/// Run until `shutdown`; polls in flight finish (within the grace period) before it returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestorError> {
+    let cfg = config.ingestor.clone();
+    let fetcher = Fetcher::new(FetchSettings {
+        policy: cfg.policy(),
+        timeout: Duration::from_secs(cfg.fetch_timeout_secs),
+        connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
+        max_body_bytes: cfg.max_body_bytes,
+        user_agent: cfg.user_agent.clone(),
+    })
+    .map_err(IngestorError::Setup)?;
+    let bus = Bus::connect(&config.bus, "ingestor").await?;
+    bus.ensure_streams().await?;
+    let kv = bus.kv("feeds").await?;
+    let feeds = load_feeds(&kv).await?;
+    info!(feeds = feeds.len(), "feed state loaded");
+    let shared = Arc::new(Shared {
+        bus: bus.clone(),
+        kv,
+        fetch_permits: Semaphore::new(cfg.max_concurrent_fetches),
+        cfg,
+        fetcher,
+        feeds: Mutex::new(feeds),
+        in_flight: Mutex::new(HashSet::new()),
+        hosts: Mutex::new(HashMap::new()),
+    });
+    let ready = Readiness::default();
+    tocsin_runtime::serve_ops(&config.ingestor.ops_listen, ready.clone(), shutdown.clone()).await?;
+    let consumer = bus.pull_consumer(StreamKind::Ingest, "ingestor", None, 1000).await?;
+    let subs = tokio::spawn(consume_subscriptions(shared.clone(), consumer, shutdown.clone()));
+    ready.set(true);
+    info!("ingestor running");
+    let tracker = TaskTracker::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => schedule(&shared, &tracker),
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(shared.cfg.shutdown_grace_secs), tracker.wait()).await.is_err() {
+        warn!("polls did not finish within the grace period; they will be repeated after restart");
+    }
+    let _ = subs.await;
+    ready.set(false);
+    bus.drain().await;
+    info!("ingestor stopped");
+    Ok(())
+}
+
+async fn load_feeds(kv: &kv::Store) -> Result<HashMap<String, FeedRecord>, BusError> {
+    let kv_err = |e: &dyn std::fmt::Display| BusError::Kv {
+        bucket: "feeds".into(),
+        key: "*".into(),
+        message: e.to_string(),
+    };
+    let mut out = HashMap::new();
+    let mut keys = kv.keys().await.map_err(|e| kv_err(&e))?;
+    let mut names = Vec::new();
+    while let Some(k) = keys.next().await {
+        names.push(k.map_err(|e| kv_err(&e))?);
+    }
+    for k in names {
+        if let Some(v) = kv.get(&k).await.map_err(|e| kv_err(&e))? {
+            match serde_json::from_slice::<FeedRecord>(&v) {
+                Ok(r) => {
+                    out.insert(k, r);
+                }
+                Err(e) => warn!(key = %k, error = %e, "unreadable feed record skipped"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Result<(), BusError> {
+    let bytes = tocsin_bus::encode(record)?;
+    shared.kv.put(key, bytes).await.map(|_| ()).map_err(|e| BusError::Kv {
+        bucket: "feeds".into(),
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+async fn consume_subscriptions(
+    shared: Arc<Shared>,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    shutdown: CancellationToken,
+) {
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "cannot pull subscription changes");
+            return;
+        }
+    };
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            n = messages.next() => n,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                warn!(error = %e, "pulling subscription changes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            None => return,
+        };
+        let disposition = match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
+            Err(e) => Disposition::Reject(e.to_string()),
+            Ok(sub) => match apply_subscription(&shared, sub).await {
+                Ok(()) => Disposition::Ack,
+                Err(e) => {
+                    warn!(error = %e, "cannot record a subscription change; will retry");
+                    Disposition::Retry(Duration::from_secs(1))
+                }
+            },
+        };
+        shared.bus.settle(&msg, disposition).await;
+    }
+}
+
+async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<(), BusError> {
+    let url = match tocsin_model::validate_feed_url(&sub.url) {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(url = %sub.url, error = %e, "subscription with an invalid URL ignored");
+            return Ok(());
+        }
+    };
+    let key = feed_key(&url);
+    let sub_key = format!("{}/{}", sub.user, sub.source_id);
+    let (record, delete) = {
+        let mut feeds = shared.feeds.lock().expect("feeds lock");
+        match sub.op {
+            SubscriptionOp::Upsert => {
+                let rec = feeds.entry(key.clone()).or_insert_with(|| FeedRecord {
+                    url: url.clone(),
+                    next_poll_ms: 0,
+                    ..Default::default()
+                });
+                let existing = rec.subscribers.contains_key(&sub_key);
+                rec.subscribers.insert(
+                    sub_key,
+                    Subscriber {
+                        user: sub.user,
+                        source_id: sub.source_id,
+                        filter: sub.filter,
+                        label: sub.label,
+                        pending_existing: sub.deliver_existing && !existing,
+                    },
+                );
+                (rec.clone(), false)
+            }
+            SubscriptionOp::Remove => match feeds.get_mut(&key) {
+                None => return Ok(()),
+                Some(rec) => {
+                    rec.subscribers.remove(&sub_key);
+                    if rec.subscribers.is_empty() {
+                        let r = feeds.remove(&key).expect("present");
+                        (r, true)
+                    } else {
+                        (rec.clone(), false)
+                    }
+                }
+            },
+        }
+    };
+    if delete {
+        shared.kv.delete(&key).await.map_err(|e| BusError::Kv {
+            bucket: "feeds".into(),
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        info!(url = %record.url, "last subscriber gone; feed no longer watched");
+    } else {
+        save(shared, &key, &record).await?;
+        debug!(url = %record.url, subscribers = record.subscribers.len(), "subscription recorded");
+    }
+    Ok(())
+}
+
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Start the polls that are due and allowed by the host limits.
+fn schedule(shared: &Arc<Shared>, tracker: &TaskTracker) {
+    let now = now_ms();
+    let due: Vec<(String, String)> = {
+        let feeds = shared.feeds.lock().expect("feeds lock");
+        let in_flight = shared.in_flight.lock().expect("in-flight lock");
+        feeds
+            .iter()
+            .filter(|(k, r)| r.next_poll_ms <= now && !r.subscribers.is_empty() && !in_flight.contains(*k))
+            .map(|(k, r)| (k.clone(), r.url.clone()))
+            .collect()
+    };
+    for (key, url) in due {
+        if shared.fetch_permits.available_permits() == 0 {
+            return;
+        }
+        let host = host_of(&url);
+        {
+            let mut hosts = shared.hosts.lock().expect("hosts lock");
+            let h = hosts.entry(host.clone()).or_default();
+            if h.in_flight >= shared.cfg.per_host_concurrency || h.next_allowed_ms > now {
+                continue;
+            }
+            h.in_flight += 1;
+            h.next_allowed_ms = now + shared.cfg.host_min_interval_ms as Millis;
+        }
+        shared.in_flight.lock().expect("in-flight lock").insert(key.clone());
+        let s = shared.clone();
+        let span = info_span!("poll", url = %url);
+        tracker.spawn(
+            async move {
+                let _permit = s.fetch_permits.acquire().await;
+                poll(&s, &key).await;
+                s.in_flight.lock().expect("in-flight lock").remove(&key);
+                let mut hosts = s.hosts.lock().expect("hosts lock");
+                if let Some(h) = hosts.get_mut(&host) {
+                    h.in_flight = h.in_flight.saturating_sub(1);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Poll one feed, fan out what is new, record the outcome.
+async fn poll(shared: &Shared, key: &str) {
+    let Some(snapshot) = shared.feeds.lock().expect("feeds lock").get(key).cloned() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let result = shared
+        .fetcher
+        .fetch(&snapshot.url, snapshot.etag.as_deref(), snapshot.last_modified.as_deref())
+        .await;
+    let now = now_ms();
+    let outcome: Result<Option<(PollPlan, String, Option<String>, Option<String>)>, (String, Option<Duration>)> = match result {
+        Ok(Fetched::NotModified) => Ok(None),
+        Ok(Fetched::Body { bytes, etag, last_modified }) => match normalize(&bytes) {
+            Ok(parsed) => {
+                let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, shared.cfg.seen_capacity, now);
+                Ok(Some((plan, parsed.title, etag, last_modified)))
+            }
+            Err(e) => Err((e.to_string(), None)),
+        },
+        Err(e) => {
+            let retry_after = e.retry_after();
+            let msg = match &e {
+                FetchError::Status { status: 404 | 410, .. } => format!("{e}: the feed is gone; check the URL"),
+                _ => e.to_string(),
+            };
+            Err((msg, retry_after))
+        }
+    };
+    let label = match &outcome {
+        Ok(None) => "not_modified",
+        Ok(Some(_)) => "ok",
+        Err(_) => "error",
+    };
+    metrics::counter!("tocsin_ingestor_polls_total", "outcome" => label).increment(1);
+    metrics::histogram!("tocsin_ingestor_poll_seconds").record(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(plan) => {
+            let mut published = 0;
+            if let Some((plan, ..)) = &plan
+                && !plan.notifications.is_empty()
+            {
+                published = plan.notifications.len();
+                if let Err(e) = fan_out(shared, &plan.notifications).await {
+                    // nothing recorded as seen: the next poll (soon) publishes again, and the
+                    // ids make the repeat harmless
+                    warn!(error = %e, "fan-out failed; retrying shortly");
+                    record_failure(shared, key, &snapshot, format!("internal: {e}"), Some(Duration::from_secs(5)), now, false).await;
+                    return;
+                }
+            }
+            record_success(shared, key, &snapshot, plan, now).await;
+            if published > 0 {
+                info!(notifications = published, "new items fanned out");
+            }
+        }
+        Err((msg, retry_after)) => {
+            warn!(error = %msg, "feed poll failed");
+            record_failure(shared, key, &snapshot, msg, retry_after, now, true).await;
+        }
+    }
+}
+
+async fn fan_out(shared: &Shared, notifications: &[Notification]) -> Result<(), BusError> {
+    let mut window = shared.bus.window(shared.cfg.publish_window);
+    for n in notifications {
+        let silo = shared.bus.silo_of(&n.user);
+        let subject = shared.bus.subjects().silo(silo, n.user.as_str(), "notify");
+        let payload = tocsin_bus::encode(&AvatarMessage::Notify { notification: n.clone() })?;
+        window.push(subject, n.id.to_string(), payload).await;
+    }
+    window.flush().await?;
+    metrics::counter!("tocsin_ingestor_notifications_total").increment(notifications.len() as u64);
+    Ok(())
+}
+
+type Plan = Option<(PollPlan, String, Option<String>, Option<String>)>;
+
+async fn record_success(shared: &Shared, key: &str, snapshot: &FeedRecord, plan: Plan, now: Millis) {
+    let was_failing = snapshot.failures > 0 || !snapshot.polled;
+    let record = {
+        let mut feeds = shared.feeds.lock().expect("feeds lock");
+        let Some(rec) = feeds.get_mut(key) else { return };
+        if let Some((plan, title, etag, lm)) = plan {
+            rec.seen = plan.seen;
+            rec.title = title;
+            rec.etag = etag;
+            rec.last_modified = lm;
+            rec.polled = true;
+            // subscribers that got the existing items (those present in the snapshot) are done
+            for (k, s) in rec.subscribers.iter_mut() {
+                if snapshot.subscribers.get(k).is_some_and(|o| o.pending_existing) {
+                    s.pending_existing = false;
+                }
+            }
+        }
+        rec.failures = 0;
+        rec.last_error = None;
+        rec.last_checked_ms = now;
+        rec.next_poll_ms = next_poll(now, &shared.cfg, 0, None, rand::rng().random());
+        rec.clone()
+    };
+    if let Err(e) = save(shared, key, &record).await {
+        warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
+    }
+    if was_failing {
+        report_status(shared, &record, SourceStatus { ok: true, error: None, checked_at_ms: now, consecutive_failures: 0 }).await;
+    }
+}
+
+async fn record_failure(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    msg: String,
+    retry_after: Option<Duration>,
+    now: Millis,
+    count: bool,
+) {
+    let record = {
+        let mut feeds = shared.feeds.lock().expect("feeds lock");
+        let Some(rec) = feeds.get_mut(key) else { return };
+        if count {
+            rec.failures += 1;
+            rec.last_error = Some(msg.clone());
+        }
+        rec.last_checked_ms = now;
+        rec.next_poll_ms = match (count, retry_after) {
+            (false, Some(d)) => now + d.as_millis() as Millis,
+            _ => next_poll(now, &shared.cfg, rec.failures, retry_after, rand::rng().random()),
+        };
+        rec.clone()
+    };
+    if let Err(e) = save(shared, key, &record).await {
+        warn!(error = %e, "cannot save feed state");
+    }
+    if count && snapshot.last_error.as_deref() != Some(msg.as_str()) {
+        let status = SourceStatus {
+            ok: false,
+            error: Some(msg),
+            checked_at_ms: now,
+            consecutive_failures: record.failures,
+        };
+        report_status(shared, &record, status).await;
+    }
+}
+
+/// Tell each subscriber's avatar how its source is doing (only on changes).
+async fn report_status(shared: &Shared, record: &FeedRecord, status: SourceStatus) {
+    for sub in record.subscribers.values() {
+        let silo = shared.bus.silo_of(&sub.user);
+        let subject = shared.bus.subjects().silo(silo, sub.user.as_str(), "status");
+        let msg = AvatarMessage::SourceStatus { source_id: sub.source_id.clone(), status: status.clone() };
+        let id = format!("status:{}:{}:{}", sub.user, sub.source_id, status.checked_at_ms);
+        if let Err(e) = shared.bus.publish_json(subject, &id, &msg).await {
+            warn!(error = %e, "cannot report source status");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, title: &str) -> FeedItem {
+        FeedItem {
+            key: key.into(),
+            title: title.into(),
+            text: String::new(),
+            link: Some(format!("https://x.org/{key}")),
+            categories: vec![],
+            published_ms: None,
+        }
+    }
+
+    fn record(subs: &[(&str, Filter, bool)]) -> FeedRecord {
+        FeedRecord {
+            url: "https://x.org/rss".into(),
+            subscribers: subs
+                .iter()
+                .map(|(u, f, existing)| {
+                    (
+                        format!("{u}/s"),
+                        Subscriber {
+                            user: UserId::parse(u).unwrap(),
+                            source_id: "s".into(),
+                            filter: f.clone(),
+                            label: String::new(),
+                            pending_existing: *existing,
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_poll_is_a_baseline_then_only_new_matching_items() {
+        let bikes = Filter { any: vec!["bike".into()], ..Default::default() };
+        let mut rec = record(&[("u1", bikes, false), ("u2", Filter::default(), true)]);
+        let page1 = [item("a", "road bike"), item("b", "sofa")];
+        let plan = plan_poll(&rec, "t", &page1, 100, 1);
+        // u1 gets nothing (baseline), u2 asked for the existing items and gets both
+        let users: Vec<_> = plan.notifications.iter().map(|n| n.user.to_string()).collect();
+        assert_eq!(users, ["u2", "u2"]);
+        rec.seen = plan.seen;
+        rec.polled = true;
+        for s in rec.subscribers.values_mut() {
+            s.pending_existing = false;
+        }
+        let page2 = [item("c", "kids bike"), item("d", "lamp"), item("a", "road bike")];
+        let plan = plan_poll(&rec, "t", &page2, 100, 2);
+        let got: Vec<_> = plan.notifications.iter().map(|n| (n.user.to_string(), n.title.clone())).collect();
+        assert_eq!(got, [("u1".into(), "kids bike".into()), ("u2".into(), "kids bike".into()), ("u2".into(), "lamp".into())]);
+        assert_eq!(plan.seen, ["a", "b", "c", "d"]);
+        // same ids on a repeat: a retried poll is deduplicated downstream
+        let again = plan_poll(&rec, "t", &page2, 100, 3);
+        assert_eq!(again.notifications[0].id, plan.notifications[0].id);
+    }
+
+    #[test]
+    fn seen_is_bounded_but_keeps_the_current_document() {
+        let mut rec = record(&[("u1", Filter::default(), false)]);
+        rec.polled = true;
+        rec.seen = (0..10).map(|i| format!("old{i}")).collect();
+        let page: Vec<_> = (0..4).map(|i| item(&format!("k{i}"), "x")).collect();
+        let plan = plan_poll(&rec, "t", &page, 5, 1);
+        assert_eq!(plan.seen.len(), 8);
+        assert!(plan.seen.iter().rev().take(4).all(|k| k.starts_with('k')));
+    }
+
+    #[test]
+    fn backoff_and_retry_after() {
+        let cfg = IngestorConfig { poll_interval_secs: 60, jitter: 0.0, max_backoff_secs: 600, ..Default::default() };
+        assert_eq!(next_poll(0, &cfg, 0, None, 0.5), 60_000);
+        assert_eq!(next_poll(0, &cfg, 1, None, 0.5), 60_000);
+        assert_eq!(next_poll(0, &cfg, 3, None, 0.5), 240_000);
+        assert_eq!(next_poll(0, &cfg, 10, None, 0.5), 600_000);
+        assert_eq!(next_poll(0, &cfg, 1, Some(Duration::from_secs(3600)), 0.5), 3_600_000);
+        let j = IngestorConfig { jitter: 0.1, ..cfg };
+        assert_eq!(next_poll(0, &j, 0, None, 0.0), 54_000);
+        assert_eq!(next_poll(0, &j, 0, None, 1.0), 66_000);
+    }
+}

@@ -83,6 +83,16 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effec
             ..Default::default()
         };
     };
+    if n.source.kind == tocsin_model::SourceKind::Feed
+        && let Some(sid) = &n.source.id
+        && !r.sources.iter().any(|s| &s.id == sid)
+    {
+        // the user removed this source while the item was on its way
+        return Effects {
+            outcome: "source_removed",
+            ..Default::default()
+        };
+    }
     if r.recent.contains(n.id.as_str()) {
         return Effects {
             outcome: "duplicate",

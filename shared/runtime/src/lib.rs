@@ -4,6 +4,7 @@
 //! [`service_main`]; its library's `run(config, shutdown)` does the work.
 
 pub mod config;
+pub mod local_nats;
 pub mod ops;
 
 pub use config::{ConfigDoc, ConfigSource};
@@ -21,7 +22,7 @@ pub const EXIT_CONFIG: u8 = 64;
 /// (`pretty`, the default, or `json` for clusters). Safe to call more than once.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TOCSIN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("TOCSIN_LOG").unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let json = std::env::var("TOCSIN_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json {

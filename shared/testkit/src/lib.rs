@@ -1,50 +1,17 @@
 //! Test helpers shared by every crate's tests: a real `nats-server` with JetStream per test,
 //! on a free loopback port with a temporary store, stopped when dropped; waits that always
-//! have a timeout.
+//! have a timeout; unique bus prefixes.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
+use tocsin_runtime::local_nats::{LocalNats, find_binary};
 
-/// A `nats-server -js` child process on 127.0.0.1, killed on drop.
+/// A `nats-server -js` child process on 127.0.0.1 with a temporary store, killed on drop.
 pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
-    binary: PathBuf,
-}
-
-/// Where the nats-server binary is: `$TOCSIN_NATS_SERVER`, the project's `.tools` venv
-/// (installed by `make tools`), or `PATH`.
-pub fn nats_server_binary() -> Result<PathBuf> {
-    if let Ok(p) = std::env::var("TOCSIN_NATS_SERVER") {
-        return Ok(PathBuf::from(p));
-    }
-    let root = workspace_root();
-    let venv = root.join(".tools/venv/bin/nats-server");
-    if venv.exists() {
-        return Ok(venv);
-    }
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
-        let p = dir.join("nats-server");
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    bail!("nats-server not found: run `make tools` (installs nats-server 2.15 into .tools/) or set TOCSIN_NATS_SERVER")
-}
-
-/// The workspace root (the directory holding the top `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join(".git").exists() && !dir.join("Makefile").exists() {
-        if !dir.pop() {
-            return PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        }
-    }
-    dir
+    inner: LocalNats,
+    _store: tempfile::TempDir,
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -55,91 +22,45 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
-impl NatsServer {
-    /// Start a server and wait until it accepts connections (10 s at most).
-    pub fn start() -> Result<Self> {
-        let binary = nats_server_binary()?;
-        let store = tempfile::tempdir()?;
-        let mut last = None;
-        for _ in 0..5 {
-            let port = free_port();
-            match Self::spawn(&binary, port, store.path()) {
-                Ok(child) => {
-                    return Ok(Self {
-                        child: Some(child),
-                        port,
-                        store,
-                        binary,
-                    });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("could not start nats-server")))
-    }
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.pop();
+    dir.pop();
+    dir
+}
 
-    fn spawn(binary: &Path, port: u16, store: &Path) -> Result<Child> {
-        let mut child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawn {}", binary.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("nats-server exited early with {status} (port {port} taken?)");
+impl NatsServer {
+    /// Start a server on a free port and wait until it accepts connections.
+    pub fn start() -> Result<Self> {
+        let binary = find_binary(&workspace_root()).map_err(|e| anyhow!(e))?;
+        let store = tempfile::tempdir()?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            match LocalNats::start(&binary, free_port(), store.path(), None) {
+                Ok(inner) => return Ok(Self { inner, _store: store }),
+                Err(e) => last = e,
             }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(child);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("nats-server did not listen on 127.0.0.1:{port} within 10s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        bail!("could not start nats-server: {last}")
     }
 
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.inner.url()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.inner.port
     }
 
     /// Kill the server (SIGKILL), keeping its store.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill();
     }
 
     /// Start it again on the same port with the same store.
     pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match Self::spawn(&self.binary, self.port, self.store.path()) {
-                Ok(c) => {
-                    self.child = Some(c);
-                    return Ok(());
-                }
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
+        self.inner.restart().map_err(|e| anyhow!(e))
     }
 }
 

@@ -1,0 +1,181 @@
+//! A fetched feed document (RSS 0.9x/2.0, RSS 1.0/RDF, Atom, JSON Feed) reduced to plain-text
+//! items with stable keys. Pure: bytes in, items or a readable error out.
+
+use tocsin_model::text::{html_to_text, one_line, truncate};
+
+/// One item of a feed, as plain text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedItem {
+    /// Stable identity: the feed's guid/id, else the link, else a hash of the content.
+    pub key: String,
+    pub title: String,
+    pub text: String,
+    pub link: Option<String>,
+    pub categories: Vec<String>,
+    pub published_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedFeed {
+    pub title: String,
+    pub items: Vec<FeedItem>,
+}
+
+/// Why a document is not a usable feed, for the person who subscribed to it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("the document is empty")]
+    Empty,
+    #[error("not a valid RSS, RDF or Atom feed: {0}")]
+    Invalid(String),
+    #[error("the feed declares entities (a DTD); refusing it to avoid entity-expansion attacks")]
+    Entities,
+}
+
+const MAX_TITLE: usize = 300;
+const MAX_TEXT: usize = 4000;
+const MAX_ITEMS: usize = 500;
+
+/// Parse and normalise `body`.
+pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
+    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|p| &body[p..]);
+    let Some(body) = trimmed else {
+        return Err(NormalizeError::Empty);
+    };
+    // A DTD with entity declarations has no place in a feed; refuse it before any parser
+    // sees it ("billion laughs", external entities).
+    let head = &body[..body.len().min(64 * 1024)];
+    if contains_ci(head, b"<!ENTITY") {
+        return Err(NormalizeError::Entities);
+    }
+    let parser = feed_rs::parser::Builder::new()
+        // no invented ids: an item without guid/id gets our own stable key below
+        .id_generator(|_, _, _| String::new())
+        .sanitize_content(false)
+        .build();
+    let feed = parser
+        .parse(body)
+        .map_err(|e| NormalizeError::Invalid(one_line(&e.to_string())))?;
+    let feed_title = feed
+        .title
+        .as_ref()
+        .map(|t| text_of(&t.content, t.content_type.to_string().as_str()))
+        .unwrap_or_default();
+    let mut items = Vec::new();
+    for e in feed.entries.into_iter().take(MAX_ITEMS) {
+        let title = e
+            .title
+            .as_ref()
+            .map(|t| one_line(&text_of(&t.content, t.content_type.to_string().as_str())))
+            .unwrap_or_default();
+        let text = e
+            .content
+            .as_ref()
+            .and_then(|c| c.body.as_deref().map(|b| text_of(b, c.content_type.to_string().as_str())))
+            .filter(|t| !t.is_empty())
+            .or_else(|| {
+                e.summary
+                    .as_ref()
+                    .map(|s| text_of(&s.content, s.content_type.to_string().as_str()))
+            })
+            .unwrap_or_default();
+        let link = e
+            .links
+            .iter()
+            .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
+            .or(e.links.first())
+            .map(|l| l.href.trim().to_owned())
+            .filter(|h| h.starts_with("http://") || h.starts_with("https://"));
+        if title.is_empty() && text.is_empty() {
+            continue;
+        }
+        let key = if !e.id.trim().is_empty() {
+            e.id.trim().to_owned()
+        } else if let Some(l) = &link {
+            l.clone()
+        } else {
+            format!("h:{}", &tocsin_model::digest(&[&title, &text])[..32])
+        };
+        let categories = e
+            .categories
+            .iter()
+            .map(|c| one_line(c.label.as_deref().unwrap_or(&c.term)))
+            .filter(|c| !c.is_empty())
+            .take(10)
+            .collect();
+        items.push(FeedItem {
+            key: truncate(&key, 512),
+            title: truncate(&title, MAX_TITLE),
+            text: truncate(&text, MAX_TEXT),
+            link,
+            categories,
+            published_ms: e.published.or(e.updated).map(|d| d.timestamp_millis()),
+        });
+    }
+    Ok(ParsedFeed {
+        title: truncate(&one_line(&feed_title), MAX_TITLE),
+        items,
+    })
+}
+
+fn text_of(content: &str, content_type: &str) -> String {
+    if content_type.contains("html") || content.contains('<') {
+        html_to_text(content)
+    } else {
+        tocsin_model::text::fold_whitespace(&tocsin_model::text::decode_entities(content))
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RDF: &str = include_str!("../tests/fixtures/craigslist.rdf");
+    const ATOM: &str = include_str!("../tests/fixtures/atom.xml");
+    const RSS2: &str = include_str!("../tests/fixtures/rss2.xml");
+
+    #[test]
+    fn craigslist_rdf() {
+        let f = normalize(RDF.as_bytes()).unwrap();
+        assert_eq!(f.items.len(), 2);
+        let a = &f.items[0];
+        assert_eq!(a.title, "Trek road bike 56cm - $1,250 (oakland)");
+        assert_eq!(a.link.as_deref(), Some("https://sfbay.craigslist.org/eby/bik/d/trek-road-bike/7700000001.html"));
+        assert_eq!(a.key, a.link.clone().unwrap());
+        assert!(a.text.contains("Carbon frame & Shimano 105"), "{}", a.text);
+        assert!(!a.text.contains('<'));
+    }
+
+    #[test]
+    fn atom_and_rss2() {
+        let f = normalize(ATOM.as_bytes()).unwrap();
+        assert_eq!(f.title, "Example releases");
+        assert_eq!(f.items[0].key, "urn:example:release:1");
+        assert_eq!(f.items[0].categories, ["release"]);
+        assert!(f.items[0].published_ms.is_some());
+        let f = normalize(RSS2.as_bytes()).unwrap();
+        assert_eq!(f.items.len(), 3);
+        assert_eq!(f.items[0].key, "guid-1");
+        // no guid: the link; no link either: a content hash, stable across parses
+        assert_eq!(f.items[1].key, "https://example.org/items/2");
+        assert!(f.items[2].key.starts_with("h:"));
+        assert_eq!(normalize(RSS2.as_bytes()).unwrap().items[2].key, f.items[2].key);
+        assert!(!f.items[0].text.contains("alert"), "{}", f.items[0].text);
+    }
+
+    #[test]
+    fn bad_documents_get_readable_errors() {
+        assert_eq!(normalize(b"  \n"), Err(NormalizeError::Empty));
+        let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><rss><channel><title>&lol2;</title></channel></rss>"#;
+        assert_eq!(normalize(bomb.as_bytes()), Err(NormalizeError::Entities));
+        let e = normalize(b"<html><body>not a feed</body></html>").unwrap_err();
+        assert!(matches!(e, NormalizeError::Invalid(_)), "{e}");
+        let truncated = &RSS2.as_bytes()[..RSS2.len() / 2];
+        assert!(normalize(truncated).is_err());
+        assert!(normalize(&[0xff, 0xfe, 0x00, 0x3c, 0x80, 0x81]).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! The `tocsin` command's library: running every service in one process (`tocsin up`, the
+//! tests, the benchmark), finding and starting a local nats-server, and the HTTP client the
+//! CLI uses to talk to the API.
+
+pub mod bench;
+pub mod client;
+pub mod demo;
+
+use std::future::Future;
+use std::pin::Pin;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tocsin_runtime::ConfigDoc;
+
+/// Every service's configuration, read from one document and validated together.
+#[derive(Clone, Debug)]
+pub struct AllConfig {
+    pub ingestor: tocsin_ingestor::Config,
+    pub router: tocsin_router::Config,
+    pub history: tocsin_history::Config,
+    pub api: tocsin_api::Config,
+}
+
+/// The sections a tocsin configuration may have.
+pub const SECTIONS: [&str; 5] = ["bus", "ingestor", "router", "history", "api"];
+
+impl AllConfig {
+    /// Read every section; report every problem of every section at once, including
+    /// sections nobody reads (a typo in a section name).
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        for s in doc.sections() {
+            if !SECTIONS.contains(&s.as_str()) {
+                problems.push(format!("[{s}]: unknown section; expected one of {}", SECTIONS.join(", ")));
+            }
+        }
+        let ingestor = tocsin_ingestor::Config::load(doc);
+        let router = tocsin_router::Config::load(doc);
+        let history = tocsin_history::Config::load(doc);
+        let api = tocsin_api::Config::load(doc);
+        for p in [&ingestor.as_ref().err(), &router.as_ref().err(), &history.as_ref().err(), &api.as_ref().err()]
+            .into_iter()
+            .flatten()
+        {
+            for line in p.iter() {
+                if !problems.contains(line) {
+                    problems.push(line.clone());
+                }
+            }
+        }
+        match (ingestor, router, history, api) {
+            (Ok(ingestor), Ok(router), Ok(history), Ok(api)) if problems.is_empty() => Ok(AllConfig {
+                ingestor,
+                router,
+                history,
+                api,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Point every service at `url`.
+    pub fn set_nats_url(&mut self, url: &str) {
+        self.ingestor.bus.url = url.to_owned();
+        self.router.bus.url = url.to_owned();
+        self.history.bus.url = url.to_owned();
+        self.api.bus.url = url.to_owned();
+    }
+}
+
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// The services `tocsin up` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Ingestor,
+    Router,
+    History,
+    Api,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [Service::Ingestor, Service::Router, Service::History, Service::Api];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Ingestor => "ingestor",
+            Service::Router => "router",
+            Service::History => "history",
+            Service::Api => "api",
+        }
+    }
+
+    /// This service's `run`, as a future.
+    pub fn start(self, cfg: &AllConfig, shutdown: CancellationToken) -> ServiceFuture {
+        fn boxed<E: std::fmt::Display>(
+            f: impl Future<Output = Result<(), E>> + Send + 'static,
+        ) -> ServiceFuture {
+            Box::pin(async move { f.await.map_err(|e| e.to_string()) })
+        }
+        match self {
+            Service::Ingestor => boxed(tocsin_ingestor::run(cfg.ingestor.clone(), shutdown)),
+            Service::Router => boxed(tocsin_router::run(cfg.router.clone(), shutdown)),
+            Service::History => boxed(tocsin_history::run(cfg.history.clone(), shutdown)),
+            Service::Api => boxed(tocsin_api::run(cfg.api.clone(), shutdown)),
+        }
+    }
+}
+
+/// Start every service as a task of this process. Each stops when `shutdown` is cancelled;
+/// the set yields each service's name and result as it ends.
+pub fn run_all(cfg: &AllConfig, shutdown: &CancellationToken) -> JoinSet<(&'static str, Result<(), String>)> {
+    let mut set = JoinSet::new();
+    for s in Service::ALL {
+        let fut = s.start(cfg, shutdown.clone());
+        set.spawn(async move { (s.name(), fut.await) });
+    }
+    set
+}
