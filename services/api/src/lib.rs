@@ -28,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio_util::sync::CancellationToken;
 use tocsin_bus::{Bus, BusConfig, BusError, DeadLetter};
 use tocsin_model::{
     AvatarMessage, Command, CommandReply, FeedFormat, FeedRequest, Filter, HistoryPage,
@@ -36,6 +35,7 @@ use tocsin_model::{
     SourceSpec, UserId, UserRecord, hash_token, now_ms,
 };
 use tocsin_runtime::{ConfigDoc, Readiness};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The `[api]` section.
@@ -117,9 +117,14 @@ type St = State<Arc<AppState>>;
 /// Run the API until `shutdown`. Returns once the listener is closed and in-flight requests
 /// have finished.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ApiError> {
-    let listener = tokio::net::TcpListener::bind(&config.api.listen).await.map_err(|e| {
-        ApiError::internal(format!("cannot listen on api.listen {}: {e}", config.api.listen))
-    })?;
+    let listener = tokio::net::TcpListener::bind(&config.api.listen)
+        .await
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "cannot listen on api.listen {}: {e}",
+                config.api.listen
+            ))
+        })?;
     serve(config, listener, shutdown).await
 }
 
@@ -163,7 +168,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/publish", post(publish))
         .route("/v1/stream", get(stream))
         .route("/v1/admin/dead-letters", get(dead_letters))
-        .route("/v1/admin/dead-letters/{seq}/replay", post(replay_dead_letter))
+        .route(
+            "/v1/admin/dead-letters/{seq}/replay",
+            post(replay_dead_letter),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/feeds/{user}/{file}", get(private_feed))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
@@ -185,7 +193,9 @@ fn new_token(user: &UserId) -> String {
 
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -218,7 +228,8 @@ async fn load_user(state: &AppState, user: &UserId) -> Result<Option<UserRecord>
 
 /// The authenticated user, or 401. The same answer for a wrong token and an unknown user.
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecord, ApiError> {
-    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token>'"))?;
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token>'"))?;
     let bad = || ApiError::unauthorized("invalid token");
     let rest = token.strip_prefix("tk_").ok_or_else(bad)?;
     let (user, _secret) = rest.rsplit_once('_').ok_or_else(bad)?;
@@ -233,9 +244,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecor
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.cfg.admin_token.is_empty() {
-        return Err(ApiError::forbidden("admin calls are disabled: set api.admin_token (TOCSIN_API__ADMIN_TOKEN)"));
+        return Err(ApiError::forbidden(
+            "admin calls are disabled: set api.admin_token (TOCSIN_API__ADMIN_TOKEN)",
+        ));
     }
-    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <admin token>'"))?;
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <admin token>'"))?;
     if hashes_equal(&hash_token(token), &hash_token(&state.cfg.admin_token)) {
         Ok(())
     } else {
@@ -260,7 +274,11 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 
 // ---------- commands to avatars
 
-async fn command(state: &AppState, user: &UserId, command: Command) -> Result<CommandReply, ApiError> {
+async fn command(
+    state: &AppState,
+    user: &UserId,
+    command: Command,
+) -> Result<CommandReply, ApiError> {
     let command_id = format!("c{}", random_hex(12));
     let inbox = state.bus.client().new_inbox();
     let mut sub = state
@@ -276,7 +294,11 @@ async fn command(state: &AppState, user: &UserId, command: Command) -> Result<Co
         reply_to: Some(inbox),
     };
     let subject = state.bus.subjects().silo(silo, user.as_str(), msg.kind());
-    state.bus.publish_json(subject, &command_id, &msg).await.map_err(bus_error)?;
+    state
+        .bus
+        .publish_json(subject, &command_id, &msg)
+        .await
+        .map_err(bus_error)?;
     let wait = Duration::from_secs(state.cfg.command_timeout_secs);
     let reply = tokio::time::timeout(wait, sub.next()).await.ok().flatten().ok_or_else(|| {
         ApiError::timeout(format!(
@@ -284,7 +306,8 @@ async fn command(state: &AppState, user: &UserId, command: Command) -> Result<Co
             wait.as_secs()
         ))
     })?;
-    tocsin_bus::decode::<CommandReply>(&reply.payload, "command reply").map_err(|e| ApiError::internal(e.to_string()))
+    tocsin_bus::decode::<CommandReply>(&reply.payload, "command reply")
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 fn refusal(reply: CommandReply) -> ApiError {
@@ -316,12 +339,19 @@ fn feed_urls(state: &AppState, user: &UserId, feed_token: &str) -> serde_json::V
     })
 }
 
-async fn create_user(State(state): St, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn create_user(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let req: CreateUser = parse_body(&body)?;
     let name = req.name.trim().to_owned();
     if name.chars().count() > 100 {
-        return Err(ApiError::bad_request("name: at most 100 characters", Some("name".into())));
+        return Err(ApiError::bad_request(
+            "name: at most 100 characters",
+            Some("name".into()),
+        ));
     }
     let user = UserId::generate(rand::rng().random());
     let token = new_token(&user);
@@ -367,7 +397,10 @@ struct SourceView<'a> {
     status: Option<&'a tocsin_model::SourceStatus>,
 }
 
-async fn list_sources(State(state): St, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_sources(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let sources: Vec<SourceView<'_>> = u
         .sources
@@ -392,7 +425,11 @@ struct AddSource {
     deliver_existing: bool,
 }
 
-async fn add_source(State(state): St, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn add_source(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: AddSource = parse_body(&body)?;
     let url = tocsin_model::validate_feed_url(&req.url)
@@ -401,7 +438,10 @@ async fn add_source(State(state): St, headers: HeaderMap, body: axum::body::Byte
         return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
     }
     if req.label.chars().count() > 100 {
-        return Err(ApiError::bad_request("label: at most 100 characters", Some("label".into())));
+        return Err(ApiError::bad_request(
+            "label: at most 100 characters",
+            Some("label".into()),
+        ));
     }
     let source = Source {
         id: format!("s{}", random_hex(6)),
@@ -413,14 +453,25 @@ async fn add_source(State(state): St, headers: HeaderMap, body: axum::body::Byte
         label: req.label.trim().to_owned(),
         created_at_ms: now_ms(),
     };
-    let reply = command(&state, &u.id, Command::AddSource { source: source.clone() }).await?;
+    let reply = command(
+        &state,
+        &u.id,
+        Command::AddSource {
+            source: source.clone(),
+        },
+    )
+    .await?;
     if !reply.ok {
         return Err(refusal(reply));
     }
     Ok((StatusCode::CREATED, Json(json!({ "source": source }))).into_response())
 }
 
-async fn remove_source(State(state): St, headers: HeaderMap, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove_source(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let u = authenticate(&state, &headers).await?;
     if !u.sources.iter().any(|s| s.id == id) {
         return Err(ApiError::not_found(format!("no source {id}")));
@@ -432,7 +483,10 @@ async fn remove_source(State(state): St, headers: HeaderMap, Path(id): Path<Stri
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_destinations(State(state): St, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_destinations(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
     Ok(Json(json!({ "destinations": u.destinations })))
 }
@@ -453,13 +507,21 @@ async fn history(
     params: Result<Query<HistoryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let Query(p) = params.map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text()), None))?;
+    let Query(p) = params.map_err(|e| {
+        ApiError::bad_request(format!("invalid query string: {}", e.body_text()), None)
+    })?;
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be 1-500", Some("limit".into())));
+        return Err(ApiError::bad_request(
+            "limit: must be 1-500",
+            Some("limit".into()),
+        ));
     }
     if p.q.as_ref().is_some_and(|q| q.len() > 200) {
-        return Err(ApiError::bad_request("q: at most 200 bytes", Some("q".into())));
+        return Err(ApiError::bad_request(
+            "q: at most 200 bytes",
+            Some("q".into()),
+        ));
     }
     let q = HistoryQuery {
         user: u.id.clone(),
@@ -481,7 +543,9 @@ async fn history(
         .map_err(|e| ApiError::unavailable(format!("history is unavailable: {e}")))?;
     match reply {
         Reply::Ok(page) => Ok(Json(page)),
-        Reply::Err(e) if e.contains("cursor") => Err(ApiError::bad_request(e, Some("cursor".into()))),
+        Reply::Err(e) if e.contains("cursor") => {
+            Err(ApiError::bad_request(e, Some("cursor".into())))
+        }
         Reply::Err(e) => Err(ApiError::internal(e)),
     }
 }
@@ -504,7 +568,9 @@ struct Publish {
 
 /// Check a publish request; every problem names its field.
 fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>), ApiError> {
-    let bad = |field: &str, msg: String| ApiError::bad_request(format!("{field}: {msg}"), Some(field.to_owned()));
+    let bad = |field: &str, msg: String| {
+        ApiError::bad_request(format!("{field}: {msg}"), Some(field.to_owned()))
+    };
     if p.title.trim().is_empty() {
         return Err(bad("title", "must not be empty".into()));
     }
@@ -526,7 +592,8 @@ fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>), ApiError>
     let url = match &p.click_url {
         None => None,
         Some(u) => {
-            let parsed = url::Url::parse(u).map_err(|e| bad("click_url", format!("not a URL ({e})")))?;
+            let parsed =
+                url::Url::parse(u).map_err(|e| bad("click_url", format!("not a URL ({e})")))?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(bad("click_url", "must be http or https".into()));
             }
@@ -536,7 +603,11 @@ fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>), ApiError>
     Ok((priority, url))
 }
 
-async fn publish(State(state): St, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+async fn publish(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: Publish = parse_body(&body)?;
     let (priority, url) = validate_publish(&req)?;
@@ -564,7 +635,11 @@ async fn publish(State(state): St, headers: HeaderMap, body: axum::body::Bytes) 
     let silo = state.bus.silo_of(&u.id);
     let msg = AvatarMessage::Notify { notification: n };
     let subject = state.bus.subjects().silo(silo, u.id.as_str(), msg.kind());
-    state.bus.publish_json(subject, id.as_str(), &msg).await.map_err(bus_error)?;
+    state
+        .bus
+        .publish_json(subject, id.as_str(), &msg)
+        .await
+        .map_err(bus_error)?;
     metrics::counter!("tocsin_api_published_total").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
@@ -581,10 +656,12 @@ async fn stream(State(state): St, headers: HeaderMap) -> Result<Response, ApiErr
         Ok::<_, std::convert::Infallible>(
             Event::default()
                 .event("notification")
-                .data(String::from_utf8_lossy(&m.payload).into_owned()),
+                .data(String::from_utf8_lossy(&m.payload)),
         )
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -600,7 +677,9 @@ async fn dead_letters(
     params: Result<Query<DeadLetterParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&state, &headers)?;
-    let Query(p) = params.map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text()), None))?;
+    let Query(p) = params.map_err(|e| {
+        ApiError::bad_request(format!("invalid query string: {}", e.body_text()), None)
+    })?;
     let list: Vec<DeadLetter> = state
         .bus
         .dead_letters(p.from.unwrap_or(0), p.limit.unwrap_or(100).min(1000))
@@ -609,7 +688,11 @@ async fn dead_letters(
     Ok(Json(json!({ "dead_letters": list })))
 }
 
-async fn replay_dead_letter(State(state): St, headers: HeaderMap, Path(seq): Path<u64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn replay_dead_letter(
+    State(state): St,
+    headers: HeaderMap,
+    Path(seq): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&state, &headers)?;
     let dl = state
         .bus
@@ -620,7 +703,10 @@ async fn replay_dead_letter(State(state): St, headers: HeaderMap, Path(seq): Pat
     Ok(Json(json!({ "replayed": dl })))
 }
 
-async fn private_feed(State(state): St, Path((user, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn private_feed(
+    State(state): St,
+    Path((user, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("no such feed");
     let (token, format) = if let Some(t) = file.strip_suffix(".atom") {
         (t, FeedFormat::Atom)
@@ -658,7 +744,10 @@ async fn private_feed(State(state): St, Path((user, file)): Path<(String, String
                 FeedFormat::Rss => "application/rss+xml; charset=utf-8",
             };
             Ok((
-                [(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "private, max-age=60")],
+                [
+                    (header::CONTENT_TYPE, ct),
+                    (header::CACHE_CONTROL, "private, max-age=60"),
+                ],
                 xml,
             )
                 .into_response())
@@ -676,10 +765,21 @@ mod tests {
         let p = |v: serde_json::Value| serde_json::from_value::<Publish>(v).unwrap();
         let field = |v| validate_publish(&p(v)).unwrap_err().field;
         assert_eq!(field(json!({"title": " "})), Some("title".into()));
-        assert_eq!(field(json!({"title": "x", "priority": 9})), Some("priority".into()));
-        assert_eq!(field(json!({"title": "x", "click_url": "javascript:alert(1)"})), Some("click_url".into()));
-        assert_eq!(field(json!({"title": "x", "tags": [""]})), Some("tags".into()));
-        assert!(validate_publish(&p(json!({"title": "x", "click_url": "https://e.org/a"}))).is_ok());
+        assert_eq!(
+            field(json!({"title": "x", "priority": 9})),
+            Some("priority".into())
+        );
+        assert_eq!(
+            field(json!({"title": "x", "click_url": "javascript:alert(1)"})),
+            Some("click_url".into())
+        );
+        assert_eq!(
+            field(json!({"title": "x", "tags": [""]})),
+            Some("tags".into())
+        );
+        assert!(
+            validate_publish(&p(json!({"title": "x", "click_url": "https://e.org/a"}))).is_ok()
+        );
     }
 
     #[test]

@@ -17,10 +17,16 @@ mod tests {
         assert_eq!(doc["openapi"], "3.1.0");
         let src = include_str!("lib.rs");
         let mut routes = 0;
-        for line in src.lines().filter(|l| l.trim_start().starts_with(".route(\"")) {
+        for line in src
+            .lines()
+            .filter(|l| l.trim_start().starts_with(".route(\""))
+        {
             let path = line.split('"').nth(1).unwrap();
             routes += 1;
-            assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
+            assert!(
+                doc["paths"].get(path).is_some(),
+                "{path} missing from openapi.json"
+            );
         }
         assert!(routes >= 10);
     }

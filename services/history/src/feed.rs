@@ -47,13 +47,22 @@ fn atom(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> St
         let n = &item.notification;
         s.push_str("  <entry>\n");
         s.push_str(&format!("    <id>urn:tocsin:notification:{}</id>\n", n.id));
-        s.push_str(&format!("    <title type=\"text\">{}</title>\n", escape(&n.title)));
-        s.push_str(&format!("    <updated>{}</updated>\n", rfc3339(n.created_at_ms)));
+        s.push_str(&format!(
+            "    <title type=\"text\">{}</title>\n",
+            escape(&n.title)
+        ));
+        s.push_str(&format!(
+            "    <updated>{}</updated>\n",
+            rfc3339(n.created_at_ms)
+        ));
         if let Some(p) = n.published_at_ms {
             s.push_str(&format!("    <published>{}</published>\n", rfc3339(p)));
         }
         if let Some(link) = safe_link(n.url.as_deref()) {
-            s.push_str(&format!("    <link rel=\"alternate\" href=\"{}\"/>\n", escape(link)));
+            s.push_str(&format!(
+                "    <link rel=\"alternate\" href=\"{}\"/>\n",
+                escape(link)
+            ));
         }
         if !n.source.label.is_empty() {
             s.push_str(&format!(
@@ -64,7 +73,10 @@ fn atom(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> St
         for tag in &n.tags {
             s.push_str(&format!("    <category term=\"{}\"/>\n", escape(tag)));
         }
-        s.push_str(&format!("    <content type=\"text\">{}</content>\n", escape(&n.body)));
+        s.push_str(&format!(
+            "    <content type=\"text\">{}</content>\n",
+            escape(&n.body)
+        ));
         s.push_str("  </entry>\n");
     }
     s.push_str("</feed>\n");
@@ -81,8 +93,13 @@ fn rss(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> Str
         "  <atom:link rel=\"self\" type=\"application/rss+xml\" href=\"{}\"/>\n",
         escape(self_url)
     ));
-    s.push_str(&format!("  <description>tocsin notifications for {user}</description>\n"));
-    s.push_str(&format!("  <lastBuildDate>{}</lastBuildDate>\n", rfc2822(now)));
+    s.push_str(&format!(
+        "  <description>tocsin notifications for {user}</description>\n"
+    ));
+    s.push_str(&format!(
+        "  <lastBuildDate>{}</lastBuildDate>\n",
+        rfc2822(now)
+    ));
     s.push_str("  <generator>tocsin</generator>\n");
     for item in items {
         let n = &item.notification;
@@ -91,7 +108,10 @@ fn rss(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> Str
         if let Some(link) = safe_link(n.url.as_deref()) {
             s.push_str(&format!("    <link>{}</link>\n", escape(link)));
         }
-        s.push_str(&format!("    <guid isPermaLink=\"false\">urn:tocsin:notification:{}</guid>\n", n.id));
+        s.push_str(&format!(
+            "    <guid isPermaLink=\"false\">urn:tocsin:notification:{}</guid>\n",
+            n.id
+        ));
         s.push_str(&format!(
             "    <pubDate>{}</pubDate>\n",
             rfc2822(n.published_at_ms.unwrap_or(n.created_at_ms))
@@ -99,7 +119,10 @@ fn rss(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> Str
         for tag in &n.tags {
             s.push_str(&format!("    <category>{}</category>\n", escape(tag)));
         }
-        s.push_str(&format!("    <description>{}</description>\n", escape(&n.body)));
+        s.push_str(&format!(
+            "    <description>{}</description>\n",
+            escape(&n.body)
+        ));
         s.push_str("  </item>\n");
     }
     s.push_str("</channel>\n</rss>\n");
@@ -175,8 +198,16 @@ mod tests {
     fn both_formats_parse_back_with_text_intact_and_no_markup() {
         let hostile = "<script>alert(1)</script> & \u{0001}ok";
         let items = vec![
-            item(hostile, "<img src=x onerror=alert(1)>", Some("javascript:alert(1)")),
-            item("Road bike $900", "plain", Some("https://example.org/a?x=1&y=2")),
+            item(
+                hostile,
+                "<img src=x onerror=alert(1)>",
+                Some("javascript:alert(1)"),
+            ),
+            item(
+                "Road bike $900",
+                "plain",
+                Some("https://example.org/a?x=1&y=2"),
+            ),
         ];
         let user = UserId::parse("u1").unwrap();
         for format in [FeedFormat::Atom, FeedFormat::Rss] {
@@ -189,7 +220,10 @@ mod tests {
             let t = &feed.entries[0].title.as_ref().unwrap().content;
             assert_eq!(t, "<script>alert(1)</script> & ok", "{format:?}");
             assert!(feed.entries[0].links.is_empty());
-            assert_eq!(feed.entries[1].links[0].href, "https://example.org/a?x=1&y=2");
+            assert_eq!(
+                feed.entries[1].links[0].href,
+                "https://example.org/a?x=1&y=2"
+            );
         }
     }
 }

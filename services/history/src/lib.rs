@@ -17,10 +17,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::Store;
-use tokio_util::sync::CancellationToken;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
 use tocsin_runtime::{ConfigDoc, Readiness};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// The `[history]` section.
@@ -97,7 +97,12 @@ impl Config {
 
 impl HistoryConfig {
     pub fn silo_set(&self, silo_count: u32) -> Result<SiloSet, String> {
-        SiloSet::resolve(&self.silos, self.replica_ordinal, self.replica_count, silo_count)
+        SiloSet::resolve(
+            &self.silos,
+            self.replica_ordinal,
+            self.replica_count,
+            silo_count,
+        )
     }
 }
 
@@ -124,7 +129,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Hist
     std::fs::create_dir_all(&config.history.data_dir).map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("cannot create history.data_dir {}: {e}", config.history.data_dir.display()),
+            format!(
+                "cannot create history.data_dir {}: {e}",
+                config.history.data_dir.display()
+            ),
         )
     })?;
     let bus = Bus::connect(&config.bus, "history").await?;
@@ -231,7 +239,12 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
     let mut good = Vec::with_capacity(msgs.len());
     for m in msgs {
         match tocsin_bus::decode::<HistoryRecord>(&m.payload, "history record") {
-            Ok(r) if bus.subjects().history(bus.silo_of(r.user()), r.user().as_str()) == m.subject.as_str() => {
+            Ok(r)
+                if bus
+                    .subjects()
+                    .history(bus.silo_of(r.user()), r.user().as_str())
+                    == m.subject.as_str() =>
+            {
                 records.push(r);
                 good.push(m);
             }
@@ -268,7 +281,8 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
         Err(e) => {
             warn!(error = %e, records = n, "cannot write history; the batch will be redelivered");
             for m in &good {
-                bus.settle(m, Disposition::Retry(Duration::from_secs(1))).await;
+                bus.settle(m, Disposition::Retry(Duration::from_secs(1)))
+                    .await;
             }
         }
     }
@@ -283,7 +297,8 @@ async fn serve_queries(
 ) -> Result<(), HistoryError> {
     let client = bus.client().clone();
     let subjects = bus.subjects();
-    let sub_err = |e: &dyn std::fmt::Display| BusError::Other(format!("history silo {silo}: subscribe: {e}"));
+    let sub_err =
+        |e: &dyn std::fmt::Display| BusError::Other(format!("history silo {silo}: subscribe: {e}"));
     let mut queries = client
         .queue_subscribe(subjects.history_rpc(silo, "query"), "history".into())
         .await
@@ -299,7 +314,9 @@ async fn serve_queries(
             Some(m) = feeds.next() => (m, true),
             else => break,
         };
-        let Some(reply_to) = msg.reply.clone() else { continue };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
         let store = store.clone();
         let client = client.clone();
         tokio::spawn(async move {
@@ -311,7 +328,10 @@ async fn serve_queries(
                 }
             })
             .await
-            .unwrap_or_else(|e| serde_json::to_vec(&Reply::<()>::Err(format!("query failed: {e}"))).unwrap_or_default());
+            .unwrap_or_else(|e| {
+                serde_json::to_vec(&Reply::<()>::Err(format!("query failed: {e}")))
+                    .unwrap_or_default()
+            });
             let _ = client.publish(reply_to, body.into()).await;
         });
     }
@@ -342,7 +362,13 @@ fn answer_feed(store: &Shared, payload: &[u8], feed_items: u32) -> Vec<u8> {
                 q: None,
             };
             match store.lock().expect("store lock").query(&q) {
-                Ok(page) => Reply::Ok(feed::render(r.format, &r.user, &r.self_url, &page.items, now_ms())),
+                Ok(page) => Reply::Ok(feed::render(
+                    r.format,
+                    &r.user,
+                    &r.self_url,
+                    &page.items,
+                    now_ms(),
+                )),
                 Err(e) => Reply::Err(e.to_string()),
             }
         }
@@ -350,7 +376,11 @@ fn answer_feed(store: &Shared, payload: &[u8], feed_items: u32) -> Vec<u8> {
     serde_json::to_vec(&reply).unwrap_or_default()
 }
 
-async fn prune(store: Shared, retention_days: u64, shutdown: CancellationToken) -> Result<(), HistoryError> {
+async fn prune(
+    store: Shared,
+    retention_days: u64,
+    shutdown: CancellationToken,
+) -> Result<(), HistoryError> {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -359,7 +389,8 @@ async fn prune(store: Shared, retention_days: u64, shutdown: CancellationToken) 
         }
         let before = now_ms() - (retention_days as i64) * 86_400_000;
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.lock().expect("store lock").prune(before)).await {
+        match tokio::task::spawn_blocking(move || s.lock().expect("store lock").prune(before)).await
+        {
             Ok(Ok(n)) if n > 0 => info!(deleted = n, "history retention applied"),
             Ok(Err(e)) => warn!(error = %e, "history retention failed"),
             _ => {}

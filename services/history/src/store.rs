@@ -55,10 +55,13 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
         // FULL: a batch is acked only after its commit is on disk
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Store { conn, path: p })
     }
@@ -87,7 +90,9 @@ impl Store {
                 )
                 .map_err(err)?;
             let mut fts = tx
-                .prepare_cached("INSERT INTO notifications_fts (rowid, title, body) VALUES (?1, ?2, ?3)")
+                .prepare_cached(
+                    "INSERT INTO notifications_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(err)?;
             let mut tl = tx
                 .prepare_cached(
@@ -102,7 +107,12 @@ impl Store {
                     } => {
                         let doc = serde_json::to_string(n).expect("notification serializes");
                         let added = ins
-                            .execute(params![n.id.as_str(), n.user.as_str(), n.created_at_ms, doc])
+                            .execute(params![
+                                n.id.as_str(),
+                                n.user.as_str(),
+                                n.created_at_ms,
+                                doc
+                            ])
                             .map_err(err)?;
                         if added == 1 {
                             let seq = tx.last_insert_rowid();
@@ -155,10 +165,16 @@ impl Store {
         let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
         let rows: Vec<(i64, String)> = match &fts {
             Some(f) => stmt
-                .query_map(params![q.user.as_str(), before, since, until, limit + 1, f], map)
+                .query_map(
+                    params![q.user.as_str(), before, since, until, limit + 1, f],
+                    map,
+                )
                 .and_then(|r| r.collect()),
             None => stmt
-                .query_map(params![q.user.as_str(), before, since, until, limit + 1], map)
+                .query_map(
+                    params![q.user.as_str(), before, since, until, limit + 1],
+                    map,
+                )
                 .and_then(|r| r.collect()),
         }
         .map_err(|e| self.err(e))?;
@@ -177,7 +193,11 @@ impl Store {
         }
         Ok(HistoryPage {
             items,
-            next_cursor: if more { last_seq.map(|s| format!("c{s}")) } else { None },
+            next_cursor: if more {
+                last_seq.map(|s| format!("c{s}"))
+            } else {
+                None
+            },
         })
     }
 
@@ -206,7 +226,11 @@ impl Store {
     /// Whether a notification is stored (tests and tools).
     pub fn contains(&self, id: &str) -> Result<bool, StoreError> {
         self.conn
-            .query_row("SELECT 1 FROM notifications WHERE id = ?1", params![id], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM notifications WHERE id = ?1",
+                params![id],
+                |_| Ok(()),
+            )
             .optional()
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))
@@ -231,7 +255,10 @@ impl Store {
         )
         .map_err(err)?;
         let n = tx
-            .execute("DELETE FROM notifications WHERE created_at_ms < ?1", params![before_ms])
+            .execute(
+                "DELETE FROM notifications WHERE created_at_ms < ?1",
+                params![before_ms],
+            )
             .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(n)
@@ -310,7 +337,11 @@ mod tests {
         assert_eq!(s.apply(&recs).unwrap().len(), 4);
         assert_eq!(s.apply(&recs).unwrap().len(), 0, "redelivery is a no-op");
         let p1 = s.query(&q("u1")).unwrap();
-        let ids: Vec<_> = p1.items.iter().map(|i| i.notification.id.0.clone()).collect();
+        let ids: Vec<_> = p1
+            .items
+            .iter()
+            .map(|i| i.notification.id.0.clone())
+            .collect();
         assert_eq!(ids, ["n3", "n2"]);
         assert_eq!(p1.items[0].timeline.len(), 1);
         let p2 = s

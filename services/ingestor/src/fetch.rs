@@ -63,7 +63,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 let o = v6.octets();
                 return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
             }
-            if s[..6] == [0, 0, 0, 0, 0, 0] && v6 != Ipv6Addr::LOCALHOST && v6 != Ipv6Addr::UNSPECIFIED {
+            if s[..6] == [0, 0, 0, 0, 0, 0]
+                && v6 != Ipv6Addr::LOCALHOST
+                && v6 != Ipv6Addr::UNSPECIFIED
+            {
                 let o = v6.octets();
                 return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
             }
@@ -82,7 +85,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let policy = self.0;
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut reason = None;
             let allowed: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -216,7 +220,8 @@ impl Fetcher {
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<Fetched, FetchError> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| FetchError::Refused(format!("invalid URL {url}: {e}")))?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| FetchError::Refused(format!("invalid URL {url}: {e}")))?;
         check_url(&parsed, self.settings.policy).map_err(FetchError::Refused)?;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -229,7 +234,13 @@ impl Fetcher {
         if let Some(v) = last_modified.and_then(|e| HeaderValue::from_str(e).ok()) {
             headers.insert(header::IF_MODIFIED_SINCE, v);
         }
-        let resp = self.client.get(parsed).headers(headers).send().await.map_err(classify)?;
+        let resp = self
+            .client
+            .get(parsed)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(classify)?;
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Fetched::NotModified);
@@ -315,14 +326,32 @@ mod tests {
     fn private_and_special_addresses_are_refused() {
         let p = AddressPolicy::default();
         for a in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "0.0.0.0", "255.255.255.255", "224.0.0.1", "::1", "::", "fe80::1", "fd00::1",
-            "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "::127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
         ] {
             let ip: IpAddr = a.parse().unwrap();
             assert!(p.refuse(ip).is_some(), "{a} allowed");
         }
-        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "8.8.8.8"] {
+        for a in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "8.8.8.8",
+        ] {
             assert!(p.refuse(a.parse().unwrap()).is_none(), "{a} refused");
         }
         let lo = AddressPolicy {
@@ -336,7 +365,13 @@ mod tests {
     #[test]
     fn literal_hosts_are_checked() {
         let p = AddressPolicy::default();
-        for u in ["http://127.0.0.1/x", "http://[::1]/", "http://localhost:80/", "http://2130706433/", "http://0x7f.1/"] {
+        for u in [
+            "http://127.0.0.1/x",
+            "http://[::1]/",
+            "http://localhost:80/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+        ] {
             let url = reqwest::Url::parse(u).unwrap();
             assert!(check_url(&url, p).is_err(), "{u}");
         }
@@ -346,8 +381,14 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("99999999"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("99999999"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

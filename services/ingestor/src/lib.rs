@@ -22,15 +22,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::{
-    AvatarMessage, CompiledFilter, Filter, FeedSubscription, Item, Millis, Notification,
+    AvatarMessage, CompiledFilter, FeedSubscription, Filter, Item, Millis, Notification,
     NotificationId, Priority, SourceKind, SourceRef, SourceStatus, SubscriptionOp, UserId, now_ms,
 };
 use tocsin_runtime::{ConfigDoc, Readiness};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The `[ingestor]` section.
@@ -124,7 +124,10 @@ impl IngestorConfig {
             p.push("ingestor.poll_interval_secs: must be greater than 0".into());
         }
         if !(0.0..=0.5).contains(&self.jitter) {
-            p.push(format!("ingestor.jitter: must be 0-0.5, got {}", self.jitter));
+            p.push(format!(
+                "ingestor.jitter: must be 0-0.5, got {}",
+                self.jitter
+            ));
         }
         for (f, v) in [
             ("per_host_concurrency", self.per_host_concurrency),
@@ -138,7 +141,10 @@ impl IngestorConfig {
             }
         }
         if self.fetch_timeout_secs == 0 || self.connect_timeout_secs == 0 {
-            p.push("ingestor.fetch_timeout_secs and connect_timeout_secs: must be greater than 0".into());
+            p.push(
+                "ingestor.fetch_timeout_secs and connect_timeout_secs: must be greater than 0"
+                    .into(),
+            );
         }
         p
     }
@@ -221,10 +227,19 @@ pub struct PollPlan {
 /// Decide what a fetched document means for `record`: which notifications go to whom, and
 /// what is seen afterwards. The first poll is a baseline (only subscribers who asked for
 /// existing items get them); later polls notify only unseen items.
-pub fn plan_poll(record: &FeedRecord, feed_title: &str, items: &[FeedItem], seen_capacity: usize, now: Millis) -> PollPlan {
+pub fn plan_poll(
+    record: &FeedRecord,
+    feed_title: &str,
+    items: &[FeedItem],
+    seen_capacity: usize,
+    now: Millis,
+) -> PollPlan {
     let seen_before: HashSet<&str> = record.seen.iter().map(String::as_str).collect();
     let fresh: Vec<&FeedItem> = if record.polled {
-        items.iter().filter(|i| !seen_before.contains(i.key.as_str())).collect()
+        items
+            .iter()
+            .filter(|i| !seen_before.contains(i.key.as_str()))
+            .collect()
     } else {
         Vec::new()
     };
@@ -255,10 +270,19 @@ pub fn plan_poll(record: &FeedRecord, feed_title: &str, items: &[FeedItem], seen
     while seen.len() > cap {
         seen.pop_front();
     }
-    PollPlan { notifications, seen }
+    PollPlan {
+        notifications,
+        seen,
+    }
 }
 
-fn notification_for(sub: &Subscriber, filter: &CompiledFilter, feed_title: &str, item: &FeedItem, now: Millis) -> Option<Notification> {
+fn notification_for(
+    sub: &Subscriber,
+    filter: &CompiledFilter,
+    feed_title: &str,
+    item: &FeedItem,
+    now: Millis,
+) -> Option<Notification> {
     let matched = filter.matches(&Item {
         title: &item.title,
         text: &item.text,
@@ -273,9 +297,17 @@ fn notification_for(sub: &Subscriber, filter: &CompiledFilter, feed_title: &str,
         source: SourceRef {
             kind: SourceKind::Feed,
             id: Some(sub.source_id.clone()),
-            label: if sub.label.is_empty() { feed_title.to_owned() } else { sub.label.clone() },
+            label: if sub.label.is_empty() {
+                feed_title.to_owned()
+            } else {
+                sub.label.clone()
+            },
         },
-        title: if item.title.is_empty() { "(untitled)".into() } else { item.title.clone() },
+        title: if item.title.is_empty() {
+            "(untitled)".into()
+        } else {
+            item.title.clone()
+        },
         body: item.text.clone(),
         url: item.link.clone(),
         priority: Priority::DEFAULT,
@@ -288,7 +320,13 @@ fn notification_for(sub: &Subscriber, filter: &CompiledFilter, feed_title: &str,
 
 /// When to poll next: the interval with jitter when healthy; exponential backoff from the
 /// interval when failing (capped), and never before the server's `Retry-After`.
-pub fn next_poll(now: Millis, cfg: &IngestorConfig, failures: u32, retry_after: Option<Duration>, rand01: f64) -> Millis {
+pub fn next_poll(
+    now: Millis,
+    cfg: &IngestorConfig,
+    failures: u32,
+    retry_after: Option<Duration>,
+    rand01: f64,
+) -> Millis {
     let base = cfg.poll_interval_secs as f64 * 1000.0;
     let wait = if failures == 0 {
         base
@@ -345,8 +383,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     });
     let ready = Readiness::default();
     tocsin_runtime::serve_ops(&config.ingestor.ops_listen, ready.clone(), shutdown.clone()).await?;
-    let consumer = bus.pull_consumer(StreamKind::Ingest, "ingestor", None, 1000).await?;
-    let subs = tokio::spawn(consume_subscriptions(shared.clone(), consumer, shutdown.clone()));
+    let consumer = bus
+        .pull_consumer(StreamKind::Ingest, "ingestor", None, 1000)
+        .await?;
+    let subs = tokio::spawn(consume_subscriptions(
+        shared.clone(),
+        consumer,
+        shutdown.clone(),
+    ));
     ready.set(true);
     info!("ingestor running");
     let tracker = TaskTracker::new();
@@ -359,7 +403,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         }
     }
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(shared.cfg.shutdown_grace_secs), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(
+        Duration::from_secs(shared.cfg.shutdown_grace_secs),
+        tracker.wait(),
+    )
+    .await
+    .is_err()
+    {
         warn!("polls did not finish within the grace period; they will be repeated after restart");
     }
     let _ = subs.await;
@@ -396,11 +446,16 @@ async fn load_feeds(kv: &kv::Store) -> Result<HashMap<String, FeedRecord>, BusEr
 
 async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Result<(), BusError> {
     let bytes = tocsin_bus::encode(record)?;
-    shared.kv.put(key, bytes).await.map(|_| ()).map_err(|e| BusError::Kv {
-        bucket: "feeds".into(),
-        key: key.to_owned(),
-        message: e.to_string(),
-    })
+    shared
+        .kv
+        .put(key, bytes)
+        .await
+        .map(|_| ())
+        .map_err(|e| BusError::Kv {
+            bucket: "feeds".into(),
+            key: key.to_owned(),
+            message: e.to_string(),
+        })
 }
 
 async fn consume_subscriptions(
@@ -429,16 +484,17 @@ async fn consume_subscriptions(
             }
             None => return,
         };
-        let disposition = match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
-            Err(e) => Disposition::Reject(e.to_string()),
-            Ok(sub) => match apply_subscription(&shared, sub).await {
-                Ok(()) => Disposition::Ack,
-                Err(e) => {
-                    warn!(error = %e, "cannot record a subscription change; will retry");
-                    Disposition::Retry(Duration::from_secs(1))
-                }
-            },
-        };
+        let disposition =
+            match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
+                Err(e) => Disposition::Reject(e.to_string()),
+                Ok(sub) => match apply_subscription(&shared, sub).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        warn!(error = %e, "cannot record a subscription change; will retry");
+                        Disposition::Retry(Duration::from_secs(1))
+                    }
+                },
+            };
         shared.bus.settle(&msg, disposition).await;
     }
 }
@@ -518,7 +574,9 @@ fn schedule(shared: &Arc<Shared>, tracker: &TaskTracker) {
         let in_flight = shared.in_flight.lock().expect("in-flight lock");
         feeds
             .iter()
-            .filter(|(k, r)| r.next_poll_ms <= now && !r.subscribers.is_empty() && !in_flight.contains(*k))
+            .filter(|(k, r)| {
+                r.next_poll_ms <= now && !r.subscribers.is_empty() && !in_flight.contains(*k)
+            })
             .map(|(k, r)| (k.clone(), r.url.clone()))
             .collect()
     };
@@ -536,7 +594,11 @@ fn schedule(shared: &Arc<Shared>, tracker: &TaskTracker) {
             h.in_flight += 1;
             h.next_allowed_ms = now + shared.cfg.host_min_interval_ms as Millis;
         }
-        shared.in_flight.lock().expect("in-flight lock").insert(key.clone());
+        shared
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.clone());
         let s = shared.clone();
         let span = info_span!("poll", url = %url);
         tracker.spawn(
@@ -562,22 +624,43 @@ async fn poll(shared: &Shared, key: &str) {
     let started = std::time::Instant::now();
     let result = shared
         .fetcher
-        .fetch(&snapshot.url, snapshot.etag.as_deref(), snapshot.last_modified.as_deref())
+        .fetch(
+            &snapshot.url,
+            snapshot.etag.as_deref(),
+            snapshot.last_modified.as_deref(),
+        )
         .await;
     let now = now_ms();
-    let outcome: Result<Option<(PollPlan, String, Option<String>, Option<String>)>, (String, Option<Duration>)> = match result {
+    let outcome: Result<Option<Refreshed>, (String, Option<Duration>)> = match result {
         Ok(Fetched::NotModified) => Ok(None),
-        Ok(Fetched::Body { bytes, etag, last_modified }) => match normalize(&bytes) {
+        Ok(Fetched::Body {
+            bytes,
+            etag,
+            last_modified,
+        }) => match normalize(&bytes) {
             Ok(parsed) => {
-                let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, shared.cfg.seen_capacity, now);
-                Ok(Some((plan, parsed.title, etag, last_modified)))
+                let plan = plan_poll(
+                    &snapshot,
+                    &parsed.title,
+                    &parsed.items,
+                    shared.cfg.seen_capacity,
+                    now,
+                );
+                Ok(Some(Refreshed {
+                    plan,
+                    title: parsed.title,
+                    etag,
+                    last_modified,
+                }))
             }
             Err(e) => Err((e.to_string(), None)),
         },
         Err(e) => {
             let retry_after = e.retry_after();
             let msg = match &e {
-                FetchError::Status { status: 404 | 410, .. } => format!("{e}: the feed is gone; check the URL"),
+                FetchError::Status {
+                    status: 404 | 410, ..
+                } => format!("{e}: the feed is gone; check the URL"),
                 _ => e.to_string(),
             };
             Err((msg, retry_after))
@@ -593,15 +676,24 @@ async fn poll(shared: &Shared, key: &str) {
     match outcome {
         Ok(plan) => {
             let mut published = 0;
-            if let Some((plan, ..)) = &plan
-                && !plan.notifications.is_empty()
+            if let Some(r) = &plan
+                && !r.plan.notifications.is_empty()
             {
-                published = plan.notifications.len();
-                if let Err(e) = fan_out(shared, &plan.notifications).await {
+                published = r.plan.notifications.len();
+                if let Err(e) = fan_out(shared, &r.plan.notifications).await {
                     // nothing recorded as seen: the next poll (soon) publishes again, and the
                     // ids make the repeat harmless
                     warn!(error = %e, "fan-out failed; retrying shortly");
-                    record_failure(shared, key, &snapshot, format!("internal: {e}"), Some(Duration::from_secs(5)), now, false).await;
+                    record_failure(
+                        shared,
+                        key,
+                        &snapshot,
+                        format!("internal: {e}"),
+                        Some(Duration::from_secs(5)),
+                        now,
+                        false,
+                    )
+                    .await;
                     return;
                 }
             }
@@ -622,7 +714,9 @@ async fn fan_out(shared: &Shared, notifications: &[Notification]) -> Result<(), 
     for n in notifications {
         let silo = shared.bus.silo_of(&n.user);
         let subject = shared.bus.subjects().silo(silo, n.user.as_str(), "notify");
-        let payload = tocsin_bus::encode(&AvatarMessage::Notify { notification: n.clone() })?;
+        let payload = tocsin_bus::encode(&AvatarMessage::Notify {
+            notification: n.clone(),
+        })?;
         window.push(subject, n.id.to_string(), payload).await;
     }
     window.flush().await?;
@@ -630,22 +724,40 @@ async fn fan_out(shared: &Shared, notifications: &[Notification]) -> Result<(), 
     Ok(())
 }
 
-type Plan = Option<(PollPlan, String, Option<String>, Option<String>)>;
+/// A document that was fetched and parsed, with what it means.
+struct Refreshed {
+    plan: PollPlan,
+    title: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
 
-async fn record_success(shared: &Shared, key: &str, snapshot: &FeedRecord, plan: Plan, now: Millis) {
+async fn record_success(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    plan: Option<Refreshed>,
+    now: Millis,
+) {
     let was_failing = snapshot.failures > 0 || !snapshot.polled;
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
-        let Some(rec) = feeds.get_mut(key) else { return };
-        if let Some((plan, title, etag, lm)) = plan {
-            rec.seen = plan.seen;
-            rec.title = title;
-            rec.etag = etag;
-            rec.last_modified = lm;
+        let Some(rec) = feeds.get_mut(key) else {
+            return;
+        };
+        if let Some(r) = plan {
+            rec.seen = r.plan.seen;
+            rec.title = r.title;
+            rec.etag = r.etag;
+            rec.last_modified = r.last_modified;
             rec.polled = true;
             // subscribers that got the existing items (those present in the snapshot) are done
             for (k, s) in rec.subscribers.iter_mut() {
-                if snapshot.subscribers.get(k).is_some_and(|o| o.pending_existing) {
+                if snapshot
+                    .subscribers
+                    .get(k)
+                    .is_some_and(|o| o.pending_existing)
+                {
                     s.pending_existing = false;
                 }
             }
@@ -660,7 +772,17 @@ async fn record_success(shared: &Shared, key: &str, snapshot: &FeedRecord, plan:
         warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
     }
     if was_failing {
-        report_status(shared, &record, SourceStatus { ok: true, error: None, checked_at_ms: now, consecutive_failures: 0 }).await;
+        report_status(
+            shared,
+            &record,
+            SourceStatus {
+                ok: true,
+                error: None,
+                checked_at_ms: now,
+                consecutive_failures: 0,
+            },
+        )
+        .await;
     }
 }
 
@@ -675,7 +797,9 @@ async fn record_failure(
 ) {
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
-        let Some(rec) = feeds.get_mut(key) else { return };
+        let Some(rec) = feeds.get_mut(key) else {
+            return;
+        };
         if count {
             rec.failures += 1;
             rec.last_error = Some(msg.clone());
@@ -683,7 +807,13 @@ async fn record_failure(
         rec.last_checked_ms = now;
         rec.next_poll_ms = match (count, retry_after) {
             (false, Some(d)) => now + d.as_millis() as Millis,
-            _ => next_poll(now, &shared.cfg, rec.failures, retry_after, rand::rng().random()),
+            _ => next_poll(
+                now,
+                &shared.cfg,
+                rec.failures,
+                retry_after,
+                rand::rng().random(),
+            ),
         };
         rec.clone()
     };
@@ -705,9 +835,18 @@ async fn record_failure(
 async fn report_status(shared: &Shared, record: &FeedRecord, status: SourceStatus) {
     for sub in record.subscribers.values() {
         let silo = shared.bus.silo_of(&sub.user);
-        let subject = shared.bus.subjects().silo(silo, sub.user.as_str(), "status");
-        let msg = AvatarMessage::SourceStatus { source_id: sub.source_id.clone(), status: status.clone() };
-        let id = format!("status:{}:{}:{}", sub.user, sub.source_id, status.checked_at_ms);
+        let subject = shared
+            .bus
+            .subjects()
+            .silo(silo, sub.user.as_str(), "status");
+        let msg = AvatarMessage::SourceStatus {
+            source_id: sub.source_id.clone(),
+            status: status.clone(),
+        };
+        let id = format!(
+            "status:{}:{}:{}",
+            sub.user, sub.source_id, status.checked_at_ms
+        );
         if let Err(e) = shared.bus.publish_json(subject, &id, &msg).await {
             warn!(error = %e, "cannot report source status");
         }
@@ -753,22 +892,44 @@ mod tests {
 
     #[test]
     fn first_poll_is_a_baseline_then_only_new_matching_items() {
-        let bikes = Filter { any: vec!["bike".into()], ..Default::default() };
+        let bikes = Filter {
+            any: vec!["bike".into()],
+            ..Default::default()
+        };
         let mut rec = record(&[("u1", bikes, false), ("u2", Filter::default(), true)]);
         let page1 = [item("a", "road bike"), item("b", "sofa")];
         let plan = plan_poll(&rec, "t", &page1, 100, 1);
         // u1 gets nothing (baseline), u2 asked for the existing items and gets both
-        let users: Vec<_> = plan.notifications.iter().map(|n| n.user.to_string()).collect();
+        let users: Vec<_> = plan
+            .notifications
+            .iter()
+            .map(|n| n.user.to_string())
+            .collect();
         assert_eq!(users, ["u2", "u2"]);
         rec.seen = plan.seen;
         rec.polled = true;
         for s in rec.subscribers.values_mut() {
             s.pending_existing = false;
         }
-        let page2 = [item("c", "kids bike"), item("d", "lamp"), item("a", "road bike")];
+        let page2 = [
+            item("c", "kids bike"),
+            item("d", "lamp"),
+            item("a", "road bike"),
+        ];
         let plan = plan_poll(&rec, "t", &page2, 100, 2);
-        let got: Vec<_> = plan.notifications.iter().map(|n| (n.user.to_string(), n.title.clone())).collect();
-        assert_eq!(got, [("u1".into(), "kids bike".into()), ("u2".into(), "kids bike".into()), ("u2".into(), "lamp".into())]);
+        let got: Vec<_> = plan
+            .notifications
+            .iter()
+            .map(|n| (n.user.to_string(), n.title.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("u1".into(), "kids bike".into()),
+                ("u2".into(), "kids bike".into()),
+                ("u2".into(), "lamp".into())
+            ]
+        );
         assert_eq!(plan.seen, ["a", "b", "c", "d"]);
         // same ids on a repeat: a retried poll is deduplicated downstream
         let again = plan_poll(&rec, "t", &page2, 100, 3);
@@ -788,12 +949,20 @@ mod tests {
 
     #[test]
     fn backoff_and_retry_after() {
-        let cfg = IngestorConfig { poll_interval_secs: 60, jitter: 0.0, max_backoff_secs: 600, ..Default::default() };
+        let cfg = IngestorConfig {
+            poll_interval_secs: 60,
+            jitter: 0.0,
+            max_backoff_secs: 600,
+            ..Default::default()
+        };
         assert_eq!(next_poll(0, &cfg, 0, None, 0.5), 60_000);
         assert_eq!(next_poll(0, &cfg, 1, None, 0.5), 60_000);
         assert_eq!(next_poll(0, &cfg, 3, None, 0.5), 240_000);
         assert_eq!(next_poll(0, &cfg, 10, None, 0.5), 600_000);
-        assert_eq!(next_poll(0, &cfg, 1, Some(Duration::from_secs(3600)), 0.5), 3_600_000);
+        assert_eq!(
+            next_poll(0, &cfg, 1, Some(Duration::from_secs(3600)), 0.5),
+            3_600_000
+        );
         let j = IngestorConfig { jitter: 0.1, ..cfg };
         assert_eq!(next_poll(0, &j, 0, None, 0.0), 54_000);
         assert_eq!(next_poll(0, &j, 0, None, 1.0), 66_000);

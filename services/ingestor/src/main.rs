@@ -2,5 +2,10 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tocsin_runtime::service_main("ingestor", tocsin_ingestor::Config::load, tocsin_ingestor::run).await
+    tocsin_runtime::service_main(
+        "ingestor",
+        tocsin_ingestor::Config::load,
+        tocsin_ingestor::run,
+    )
+    .await
 }

@@ -38,7 +38,10 @@ const MAX_ITEMS: usize = 500;
 
 /// Parse and normalise `body`.
 pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|p| &body[p..]);
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map(|p| &body[p..]);
     let Some(body) = trimmed else {
         return Err(NormalizeError::Empty);
     };
@@ -71,7 +74,11 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
         let text = e
             .content
             .as_ref()
-            .and_then(|c| c.body.as_deref().map(|b| text_of(b, c.content_type.to_string().as_str())))
+            .and_then(|c| {
+                c.body
+                    .as_deref()
+                    .map(|b| text_of(b, c.content_type.to_string().as_str()))
+            })
             .filter(|t| !t.is_empty())
             .or_else(|| {
                 e.summary
@@ -127,7 +134,8 @@ fn text_of(content: &str, content_type: &str) -> String {
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -144,7 +152,10 @@ mod tests {
         assert_eq!(f.items.len(), 2);
         let a = &f.items[0];
         assert_eq!(a.title, "Trek road bike 56cm - $1,250 (oakland)");
-        assert_eq!(a.link.as_deref(), Some("https://sfbay.craigslist.org/eby/bik/d/trek-road-bike/7700000001.html"));
+        assert_eq!(
+            a.link.as_deref(),
+            Some("https://sfbay.craigslist.org/eby/bik/d/trek-road-bike/7700000001.html")
+        );
         assert_eq!(a.key, a.link.clone().unwrap());
         assert!(a.text.contains("Carbon frame & Shimano 105"), "{}", a.text);
         assert!(!a.text.contains('<'));
@@ -163,7 +174,10 @@ mod tests {
         // no guid: the link; no link either: a content hash, stable across parses
         assert_eq!(f.items[1].key, "https://example.org/items/2");
         assert!(f.items[2].key.starts_with("h:"));
-        assert_eq!(normalize(RSS2.as_bytes()).unwrap().items[2].key, f.items[2].key);
+        assert_eq!(
+            normalize(RSS2.as_bytes()).unwrap().items[2].key,
+            f.items[2].key
+        );
         assert!(!f.items[0].text.contains("alert"), "{}", f.items[0].text);
     }
 

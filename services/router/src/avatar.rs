@@ -181,7 +181,8 @@ fn command_effects(
                     format!("at most {} sources per user", limits.max_sources),
                 ));
             }
-            fx.subscriptions.push(subscription(user, &source, SubscriptionOp::Upsert));
+            fx.subscriptions
+                .push(subscription(user, &source, SubscriptionOp::Upsert));
             match replacing {
                 Some(i) => r.sources[i] = source,
                 None => r.sources.push(source),
@@ -200,7 +201,8 @@ fn command_effects(
                 .ok_or(("not_found", format!("no source {source_id}")))?;
             let source = r.sources.remove(i);
             r.source_status.remove(&source_id);
-            fx.subscriptions.push(subscription(user, &source, SubscriptionOp::Remove));
+            fx.subscriptions
+                .push(subscription(user, &source, SubscriptionOp::Remove));
             fx.dirty = true;
             Ok(())
         }
@@ -304,7 +306,10 @@ mod tests {
     #[test]
     fn notifications_route_once_and_dedup_by_content() {
         let mut rec = None;
-        assert_eq!(apply(&user(), &mut rec, notify("n1", None), &LIMITS, 1).outcome, "no_user");
+        assert_eq!(
+            apply(&user(), &mut rec, notify("n1", None), &LIMITS, 1).outcome,
+            "no_user"
+        );
         apply(&user(), &mut rec, create(), &LIMITS, 1);
         let fx = apply(&user(), &mut rec, notify("n1", Some("link")), &LIMITS, 2);
         assert_eq!(fx.outcome, "routed");
@@ -340,16 +345,47 @@ mod tests {
             },
             reply_to: Some("i".into()),
         };
-        let fx = apply(&user(), &mut rec, add("s1", "https://example.org/rss", None), &LIMITS, 1);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("s1", "https://example.org/rss", None),
+            &LIMITS,
+            1,
+        );
         assert_eq!(fx.subscriptions.len(), 1);
         assert_eq!(fx.subscriptions[0].op, SubscriptionOp::Upsert);
         let fx = apply(&user(), &mut rec, add("s2", "ftp://x/", None), &LIMITS, 1);
         let reply = fx.reply.unwrap().1;
         assert!(reply.message.unwrap().starts_with("url:"));
-        let fx = apply(&user(), &mut rec, add("s2", "https://a.org/", Some("(")), &LIMITS, 1);
-        assert!(fx.reply.unwrap().1.message.unwrap().starts_with("filter.regex"));
-        apply(&user(), &mut rec, add("s2", "https://a.org/", None), &LIMITS, 1);
-        let fx = apply(&user(), &mut rec, add("s3", "https://b.org/", None), &LIMITS, 1);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("s2", "https://a.org/", Some("(")),
+            &LIMITS,
+            1,
+        );
+        assert!(
+            fx.reply
+                .unwrap()
+                .1
+                .message
+                .unwrap()
+                .starts_with("filter.regex")
+        );
+        apply(
+            &user(),
+            &mut rec,
+            add("s2", "https://a.org/", None),
+            &LIMITS,
+            1,
+        );
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("s3", "https://b.org/", None),
+            &LIMITS,
+            1,
+        );
         assert!(fx.reply.unwrap().1.message.unwrap().contains("at most 2"));
         let rm = AvatarMessage::Command {
             command_id: "rm".into(),

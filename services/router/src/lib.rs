@@ -21,13 +21,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
+use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
+use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
-use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
-use tocsin_runtime::{ConfigDoc, Readiness};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The `[router]` section.
@@ -94,7 +94,8 @@ impl Config {
                 problems.push(format!("router.silos: {e}"));
             }
             if r.avatar_queue == 0 || r.batch == 0 {
-                problems.push("router.avatar_queue and router.batch: must be greater than 0".into());
+                problems
+                    .push("router.avatar_queue and router.batch: must be greater than 0".into());
             }
         }
         match (bus, router) {
@@ -110,7 +111,12 @@ impl Config {
 
 impl RouterConfig {
     pub fn silo_set(&self, silo_count: u32) -> Result<SiloSet, String> {
-        SiloSet::resolve(&self.silos, self.replica_ordinal, self.replica_count, silo_count)
+        SiloSet::resolve(
+            &self.silos,
+            self.replica_ordinal,
+            self.replica_count,
+            silo_count,
+        )
     }
 }
 
@@ -155,9 +161,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
     let mut workers = Vec::new();
     for silo in silos.iter() {
         let consumer = bus
-            .pull_consumer(StreamKind::Silo(silo), "router", None, config.router.max_ack_pending)
+            .pull_consumer(
+                StreamKind::Silo(silo),
+                "router",
+                None,
+                config.router.max_ack_pending,
+            )
             .await?;
-        workers.push(tokio::spawn(run_silo(ctx.clone(), silo, consumer, shutdown.clone())));
+        workers.push(tokio::spawn(run_silo(
+            ctx.clone(),
+            silo,
+            consumer,
+            shutdown.clone(),
+        )));
     }
     ready.set(true);
     info!(silos = silos.len(), "router running");
@@ -221,11 +237,17 @@ async fn run_silo(
     drop(messages);
     avatars.clear();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(ctx.cfg.shutdown_grace_secs), tracker.wait())
-        .await
-        .is_err()
+    if tokio::time::timeout(
+        Duration::from_secs(ctx.cfg.shutdown_grace_secs),
+        tracker.wait(),
+    )
+    .await
+    .is_err()
     {
-        warn!(silo, "avatars did not finish within the grace period; their messages will be redelivered");
+        warn!(
+            silo,
+            "avatars did not finish within the grace period; their messages will be redelivered"
+        );
     }
     Ok(())
 }
@@ -335,7 +357,10 @@ impl Avatar {
             Ok(m) => m,
             Err(e) => {
                 self.flush().await;
-                self.ctx.bus.settle(&msg, Disposition::Reject(e.to_string())).await;
+                self.ctx
+                    .bus
+                    .settle(&msg, Disposition::Reject(e.to_string()))
+                    .await;
                 return;
             }
         };
@@ -352,7 +377,13 @@ impl Avatar {
             AvatarMessage::Command { command_id, .. } => command_id.clone(),
             _ => String::new(),
         };
-        let fx = avatar::apply(&self.user, &mut self.record, parsed, &self.ctx.limits, now_ms());
+        let fx = avatar::apply(
+            &self.user,
+            &mut self.record,
+            parsed,
+            &self.ctx.limits,
+            now_ms(),
+        );
         metrics::counter!("tocsin_router_messages_total", "kind" => kind, "outcome" => fx.outcome)
             .increment(1);
         if fx.outcome == "no_user" {
@@ -373,7 +404,11 @@ impl Avatar {
                     ..
                 } => format!("{notification_id}:{}:{}", entry.kind, entry.at_ms),
             };
-            outputs.push((subjects.history(silo, self.user.as_str()), id, tocsin_bus::encode(rec)));
+            outputs.push((
+                subjects.history(silo, self.user.as_str()),
+                id,
+                tocsin_bus::encode(rec),
+            ));
         }
         for (i, sub) in fx.subscriptions.iter().enumerate() {
             outputs.push((
@@ -454,9 +489,12 @@ impl Avatar {
             && let Some(rec) = &self.record
         {
             let saved = match tocsin_bus::encode(rec) {
-                Ok(bytes) if self.revision == 0 => {
-                    self.ctx.kv.create(self.user.as_str(), bytes).await.map_err(|e| self.kv_err(e))
-                }
+                Ok(bytes) if self.revision == 0 => self
+                    .ctx
+                    .kv
+                    .create(self.user.as_str(), bytes)
+                    .await
+                    .map_err(|e| self.kv_err(e)),
                 Ok(bytes) => self
                     .ctx
                     .kv
@@ -518,13 +556,19 @@ mod tests {
             .into(),
         };
         let problems = Config::load(&src.load().unwrap()).unwrap_err();
-        assert!(problems.iter().any(|p| p.starts_with("bus.silo_count")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("bus.silo_count")),
+            "{problems:?}"
+        );
         let src = ConfigSource {
             file: None,
             env: [("TOCSIN_ROUTER__SILOS".to_string(), "0-99".to_string())].into(),
         };
         let problems = Config::load(&src.load().unwrap()).unwrap_err();
-        assert!(problems.iter().any(|p| p.starts_with("router.silos")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("router.silos")),
+            "{problems:?}"
+        );
         assert!(Config::load(&ConfigDoc::empty()).is_ok());
     }
 }

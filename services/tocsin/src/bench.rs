@@ -9,12 +9,13 @@ use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_model::{
-    AvatarMessage, Command, Notification, NotificationId, Priority, SourceKind, SourceRef, UserId, now_ms,
+    AvatarMessage, Command, Notification, NotificationId, Priority, SourceKind, SourceRef, UserId,
+    now_ms,
 };
 use tocsin_runtime::local_nats::{LocalNats, find_binary};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -48,9 +49,15 @@ impl Report {
             "tocsin bench: {} notifications, {} users, {} silos, window {}, nats-server {}\n",
             o.notifications, o.users, o.silo_count, o.window, self.nats_version
         );
-        s.push_str(&format!("{:<38} {:>10} {:>10} {:>10}\n", "path", "msgs/s", "p50 ms", "p99 ms"));
+        s.push_str(&format!(
+            "{:<38} {:>10} {:>10} {:>10}\n",
+            "path", "msgs/s", "p50 ms", "p99 ms"
+        ));
         for f in [&self.baseline, &self.pipeline] {
-            s.push_str(&format!("{:<38} {:>10.0} {:>10.2} {:>10.2}\n", f.name, f.per_sec, f.p50_ms, f.p99_ms));
+            s.push_str(&format!(
+                "{:<38} {:>10.0} {:>10.2} {:>10.2}\n",
+                f.name, f.per_sec, f.p50_ms, f.p99_ms
+            ));
         }
         s.push_str(&format!(
             "{:<38} {:>10.3} {:>10.1} {:>10.1}\n",
@@ -82,7 +89,9 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let store = tempfile_dir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
     let url = format!("nats://127.0.0.1:{port}");
     let baseline = baseline(&url, &opts).await.context("baseline")?;
@@ -147,11 +156,24 @@ async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
     let mut window = bus.window(opts.window);
     for i in 0..n {
         let payload = start.elapsed().as_micros().to_string();
-        window.push(format!("benchraw.wq.u{}", i % opts.users), format!("m{i}"), payload.into()).await;
+        window
+            .push(
+                format!("benchraw.wq.u{}", i % opts.users),
+                format!("m{i}"),
+                payload.into(),
+            )
+            .await;
     }
     window.flush().await?;
-    let (elapsed, hist) = tokio::time::timeout(opts.timeout, consume).await.context("baseline timed out")???;
-    Ok(figures("raw jetstream work queue (publish→ack)", n, elapsed, &hist))
+    let (elapsed, hist) = tokio::time::timeout(opts.timeout, consume)
+        .await
+        .context("baseline timed out")???;
+    Ok(figures(
+        "raw jetstream work queue (publish→ack)",
+        n,
+        elapsed,
+        &hist,
+    ))
 }
 
 /// tocsin: router and history running in this process; notifications published into the
@@ -183,7 +205,9 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
     let h = tokio::spawn(tocsin_history::run(history, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
-    let users: Vec<UserId> = (0..opts.users).map(|i| UserId::parse(&format!("bench{i}")).expect("valid")).collect();
+    let users: Vec<UserId> = (0..opts.users)
+        .map(|i| UserId::parse(&format!("bench{i}")).expect("valid"))
+        .collect();
     // create the users and wait until every avatar has confirmed
     let inbox = bus.client().new_inbox();
     let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
@@ -199,14 +223,21 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
             reply_to: Some(format!("{inbox}.{i}")),
         };
         let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        window.push(subject, format!("create-{u}"), tocsin_bus::encode(&msg)?).await;
+        window
+            .push(subject, format!("create-{u}"), tocsin_bus::encode(&msg)?)
+            .await;
     }
     window.flush().await?;
     for _ in 0..users.len() {
-        tokio::time::timeout(opts.timeout, replies.next()).await.context("users not created in time")?;
+        tokio::time::timeout(opts.timeout, replies.next())
+            .await
+            .context("users not created in time")?;
     }
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut live = bus.client().subscribe(format!("{}.live.*", bus.subjects().prefix())).await?;
+    let mut live = bus
+        .client()
+        .subscribe(format!("{}.live.*", bus.subjects().prefix()))
+        .await?;
     let n = opts.notifications;
     let sent_c = sent.clone();
     let start = Instant::now();
@@ -214,7 +245,10 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let mut got = 0;
         while got < n {
-            let m = live.next().await.ok_or_else(|| anyhow!("live subscription ended"))?;
+            let m = live
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("live subscription ended"))?;
             let note: Notification = serde_json::from_slice(&m.payload)?;
             if let Some(t) = sent_c.lock().expect("lock").remove(note.id.as_str()) {
                 hist.record(t.elapsed().as_micros().max(1) as u64)?;
@@ -246,7 +280,9 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
         };
         let msg = AvatarMessage::Notify { notification: note };
         let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        sent.lock().expect("lock").insert(id.0.clone(), Instant::now());
+        sent.lock()
+            .expect("lock")
+            .insert(id.0.clone(), Instant::now());
         window.push(subject, id.0, tocsin_bus::encode(&msg)?).await;
     }
     window.flush().await?;
@@ -255,5 +291,10 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
     let _ = r.await;
     let _ = h.await;
     let (elapsed, hist) = result.context("pipeline timed out")???;
-    Ok(figures("tocsin publish→router→history (stored)", n, elapsed, &hist))
+    Ok(figures(
+        "tocsin publish→router→history (stored)",
+        n,
+        elapsed,
+        &hist,
+    ))
 }

@@ -20,7 +20,13 @@ impl ApiClient {
     }
 
     /// Call the API; an error response becomes an error with its message and field.
-    pub async fn call(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Result<Value> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = token {
@@ -35,7 +41,11 @@ impl ApiClient {
             .with_context(|| format!("cannot reach the tocsin API at {} (is `tocsin up` running? set --api or TOCSIN_API_URL)", self.base))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let json: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text.clone())) };
+        let json: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text.clone()))
+        };
         if !status.is_success() {
             let msg = json["error"]["message"].as_str().unwrap_or(text.as_str());
             match json["error"]["field"].as_str() {

@@ -11,13 +11,31 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const LISTINGS: &[(&str, &str)] = &[
-    ("Trek road bike 56cm - $1,250 (oakland)", "Carbon frame, Shimano 105, barely ridden."),
-    ("Mid-century sofa - $400 (berkeley)", "Walnut legs, new cushions."),
-    ("Specialized Allez road bike - $650 (sf)", "Aluminium frame, 54cm, new tyres."),
-    ("Kids bike 20in - $80 (mission district)", "Good condition, training wheels included."),
-    ("Cannondale CAAD12 road bike - $900 (san jose)", "Ultegra groupset, 56cm."),
+    (
+        "Trek road bike 56cm - $1,250 (oakland)",
+        "Carbon frame, Shimano 105, barely ridden.",
+    ),
+    (
+        "Mid-century sofa - $400 (berkeley)",
+        "Walnut legs, new cushions.",
+    ),
+    (
+        "Specialized Allez road bike - $650 (sf)",
+        "Aluminium frame, 54cm, new tyres.",
+    ),
+    (
+        "Kids bike 20in - $80 (mission district)",
+        "Good condition, training wheels included.",
+    ),
+    (
+        "Cannondale CAAD12 road bike - $900 (san jose)",
+        "Ultegra groupset, 56cm.",
+    ),
     ("Standing desk - $150 (palo alto)", "Electric, 120x60."),
-    ("Vintage Peugeot road bike - $300 (alameda)", "Steel frame, recently serviced."),
+    (
+        "Vintage Peugeot road bike - $300 (alameda)",
+        "Steel frame, recently serviced.",
+    ),
 ];
 
 struct Demo {
@@ -33,8 +51,13 @@ impl Demo {
 
 /// The document with the first `n` listings, newest first.
 pub fn document(n: usize, base: &str) -> String {
-    let items: Vec<(usize, &(&str, &str))> = (0..n).map(|i| (i, &LISTINGS[i % LISTINGS.len()])).rev().collect();
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rdf:RDF xmlns=\"http://purl.org/rss/1.0/\" xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\" xmlns:dc=\"http://purl.org/dc/elements/1.1/\">\n");
+    let items: Vec<(usize, &(&str, &str))> = (0..n)
+        .map(|i| (i, &LISTINGS[i % LISTINGS.len()]))
+        .rev()
+        .collect();
+    let mut s = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<rdf:RDF xmlns=\"http://purl.org/rss/1.0/\" xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\" xmlns:dc=\"http://purl.org/dc/elements/1.1/\">\n",
+    );
     s.push_str(&format!("<channel rdf:about=\"{base}/search.rdf\"><title>demo listings</title><link>{base}/</link><description>tocsin demo feed</description><items><rdf:Seq>"));
     for (i, _) in &items {
         s.push_str(&format!("<rdf:li rdf:resource=\"{base}/listing/{i}\"/>"));
@@ -52,17 +75,42 @@ pub fn document(n: usize, base: &str) -> String {
 async fn feed(State(d): State<Arc<Demo>>, headers: HeaderMap) -> Response {
     let n = d.count();
     let etag = format!("\"n{n}\"");
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
         return StatusCode::NOT_MODIFIED.into_response();
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
     let body = document(n, &format!("http://{host}"));
-    ([(header::CONTENT_TYPE, "application/rdf+xml".to_owned()), (header::ETAG, etag)], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "application/rdf+xml".to_owned()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Serve the demo feed at `/search.rdf` until `shutdown`; a new listing every `every`.
-pub async fn serve(listener: tokio::net::TcpListener, every: Duration, shutdown: CancellationToken) -> std::io::Result<()> {
-    let state = Arc::new(Demo { started: Instant::now(), every });
-    let app = Router::new().route("/search.rdf", get(feed)).with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(Demo {
+        started: Instant::now(),
+        every,
+    });
+    let app = Router::new()
+        .route("/search.rdf", get(feed))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

@@ -8,9 +8,9 @@ pub mod demo;
 
 use std::future::Future;
 use std::pin::Pin;
+use tocsin_runtime::ConfigDoc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tocsin_runtime::ConfigDoc;
 
 /// Every service's configuration, read from one document and validated together.
 #[derive(Clone, Debug)]
@@ -31,16 +31,24 @@ impl AllConfig {
         let mut problems = Vec::new();
         for s in doc.sections() {
             if !SECTIONS.contains(&s.as_str()) {
-                problems.push(format!("[{s}]: unknown section; expected one of {}", SECTIONS.join(", ")));
+                problems.push(format!(
+                    "[{s}]: unknown section; expected one of {}",
+                    SECTIONS.join(", ")
+                ));
             }
         }
         let ingestor = tocsin_ingestor::Config::load(doc);
         let router = tocsin_router::Config::load(doc);
         let history = tocsin_history::Config::load(doc);
         let api = tocsin_api::Config::load(doc);
-        for p in [&ingestor.as_ref().err(), &router.as_ref().err(), &history.as_ref().err(), &api.as_ref().err()]
-            .into_iter()
-            .flatten()
+        for p in [
+            &ingestor.as_ref().err(),
+            &router.as_ref().err(),
+            &history.as_ref().err(),
+            &api.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
         {
             for line in p.iter() {
                 if !problems.contains(line) {
@@ -49,12 +57,14 @@ impl AllConfig {
             }
         }
         match (ingestor, router, history, api) {
-            (Ok(ingestor), Ok(router), Ok(history), Ok(api)) if problems.is_empty() => Ok(AllConfig {
-                ingestor,
-                router,
-                history,
-                api,
-            }),
+            (Ok(ingestor), Ok(router), Ok(history), Ok(api)) if problems.is_empty() => {
+                Ok(AllConfig {
+                    ingestor,
+                    router,
+                    history,
+                    api,
+                })
+            }
             _ => Err(problems),
         }
     }
@@ -80,7 +90,12 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::Ingestor, Service::Router, Service::History, Service::Api];
+    pub const ALL: [Service; 4] = [
+        Service::Ingestor,
+        Service::Router,
+        Service::History,
+        Service::Api,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -109,7 +124,10 @@ impl Service {
 
 /// Start every service as a task of this process. Each stops when `shutdown` is cancelled;
 /// the set yields each service's name and result as it ends.
-pub fn run_all(cfg: &AllConfig, shutdown: &CancellationToken) -> JoinSet<(&'static str, Result<(), String>)> {
+pub fn run_all(
+    cfg: &AllConfig,
+    shutdown: &CancellationToken,
+) -> JoinSet<(&'static str, Result<(), String>)> {
     let mut set = JoinSet::new();
     for s in Service::ALL {
         let fut = s.start(cfg, shutdown.clone());

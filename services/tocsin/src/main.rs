@@ -14,7 +14,11 @@ use tocsin_runtime::ConfigSource;
 use tocsin_runtime::local_nats::{LocalNats, find_binary};
 
 #[derive(Parser)]
-#[command(name = "tocsin", version, about = "a self-hosted notification pipeline")]
+#[command(
+    name = "tocsin",
+    version,
+    about = "a self-hosted notification pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -23,13 +27,23 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ApiArgs {
     /// The API's URL.
-    #[arg(long, env = "TOCSIN_API_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "TOCSIN_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     api: String,
     /// Your API token (default: the demo user's, from ./data/demo-user.json).
     #[arg(long, env = "TOCSIN_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     /// The admin token (default: ./data/admin-token, written by `tocsin up`).
-    #[arg(long, env = "TOCSIN_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TOCSIN_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
     admin_token: Option<String>,
     /// Where `tocsin up` keeps its data.
     #[arg(long, default_value = "./data", global = true)]
@@ -175,7 +189,9 @@ enum FeedCmd {
         existing: bool,
     },
     List,
-    Rm { id: String },
+    Rm {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -184,7 +200,9 @@ enum DlqCmd {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
-    Replay { seq: u64 },
+    Replay {
+        seq: u64,
+    },
 }
 
 #[tokio::main]
@@ -210,7 +228,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             api,
         } => up(config, nats_url, !no_loopback_feeds, demo_feed_port, api).await,
         Cmd::Config { config } => {
-            let doc = ConfigSource::from_process(config).load().map_err(|e| anyhow!(e))?;
+            let doc = ConfigSource::from_process(config)
+                .load()
+                .map_err(|e| anyhow!(e))?;
             match AllConfig::load(&doc) {
                 Ok(_) => {
                     println!("configuration is valid");
@@ -225,10 +245,20 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::User { cmd: UserCmd::Add { name }, api } => {
+        Cmd::User {
+            cmd: UserCmd::Add { name },
+            api,
+        } => {
             let c = ApiClient::new(&api.api)?;
             let admin = admin_token(&api)?;
-            let v = c.call(Method::POST, "/v1/users", Some(&admin), Some(&json!({ "name": name }))).await?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/users",
+                    Some(&admin),
+                    Some(&json!({ "name": name })),
+                )
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -268,14 +298,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         } => {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;
-            let mut req = json!({ "title": title, "body": body, "priority": priority, "tags": tags });
+            let mut req =
+                json!({ "title": title, "body": body, "priority": priority, "tags": tags });
             if let Some(u) = url {
                 req["click_url"] = json!(u);
             }
             if let Some(k) = key {
                 req["idempotency_key"] = json!(k);
             }
-            let v = c.call(Method::POST, "/v1/publish", Some(&token), Some(&req)).await?;
+            let v = c
+                .call(Method::POST, "/v1/publish", Some(&token), Some(&req))
+                .await?;
             println!("published {}", v["id"].as_str().unwrap_or("?"));
             Ok(ExitCode::SUCCESS)
         }
@@ -283,9 +316,23 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             let c = ApiClient::new(&api.api)?;
             let admin = admin_token(&api)?;
             let v = match cmd {
-                DlqCmd::List { from } => c.call(Method::GET, &format!("/v1/admin/dead-letters?from={from}"), Some(&admin), None).await?,
+                DlqCmd::List { from } => {
+                    c.call(
+                        Method::GET,
+                        &format!("/v1/admin/dead-letters?from={from}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await?
+                }
                 DlqCmd::Replay { seq } => {
-                    c.call(Method::POST, &format!("/v1/admin/dead-letters/{seq}/replay"), Some(&admin), None).await?
+                    c.call(
+                        Method::POST,
+                        &format!("/v1/admin/dead-letters/{seq}/replay"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await?
                 }
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -293,8 +340,12 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
         }
         Cmd::DemoFeed { port, every_secs } => {
             tocsin_runtime::init_tracing();
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
-            println!("demo feed: http://127.0.0.1:{port}/search.rdf (a new listing every {every_secs}s)");
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+            println!(
+                "demo feed: http://127.0.0.1:{port}/search.rdf (a new listing every {every_secs}s)"
+            );
             let token = tocsin_runtime::shutdown_on_signal();
             tocsin::demo::serve(listener, Duration::from_secs(every_secs.max(1)), token).await?;
             Ok(ExitCode::SUCCESS)
@@ -323,14 +374,19 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 fn read_trimmed(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 fn admin_token(api: &ApiArgs) -> Result<String> {
@@ -348,8 +404,16 @@ fn user_token(api: &ApiArgs) -> Result<String> {
     let v: Value = std::fs::read_to_string(&f)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
-        .ok_or_else(|| anyhow!("no token: pass --token or TOCSIN_TOKEN (tocsin up writes the demo user's to {})", f.display()))?;
-    v["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("{} has no token", f.display()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no token: pass --token or TOCSIN_TOKEN (tocsin up writes the demo user's to {})",
+                f.display()
+            )
+        })?;
+    v["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{} has no token", f.display()))
 }
 
 async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
@@ -382,22 +446,41 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
                 filter["category"] = json!(cat);
             }
             let body = json!({ "url": url, "label": label, "filter": filter, "deliver_existing": existing });
-            let v = c.call(Method::POST, "/v1/sources", Some(&token), Some(&body)).await?;
-            println!("watching {} as source {}", v["source"]["url"].as_str().unwrap_or("?"), v["source"]["id"].as_str().unwrap_or("?"));
+            let v = c
+                .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
+                .await?;
+            println!(
+                "watching {} as source {}",
+                v["source"]["url"].as_str().unwrap_or("?"),
+                v["source"]["id"].as_str().unwrap_or("?")
+            );
         }
         FeedCmd::List => {
-            let v = c.call(Method::GET, "/v1/sources", Some(&token), None).await?;
+            let v = c
+                .call(Method::GET, "/v1/sources", Some(&token), None)
+                .await?;
             for s in v["sources"].as_array().into_iter().flatten() {
                 let status = match (&s["status"]["ok"], s["status"]["error"].as_str()) {
                     (Value::Bool(true), _) => "ok".to_owned(),
                     (_, Some(e)) => format!("error: {e}"),
                     _ => "waiting for first poll".to_owned(),
                 };
-                println!("{}  {}  [{}]", s["id"].as_str().unwrap_or("?"), s["url"].as_str().unwrap_or("?"), status);
+                println!(
+                    "{}  {}  [{}]",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["url"].as_str().unwrap_or("?"),
+                    status
+                );
             }
         }
         FeedCmd::Rm { id } => {
-            c.call(Method::DELETE, &format!("/v1/sources/{}", url_escape(&id)), Some(&token), None).await?;
+            c.call(
+                Method::DELETE,
+                &format!("/v1/sources/{}", url_escape(&id)),
+                Some(&token),
+                None,
+            )
+            .await?;
             println!("removed {id}");
         }
     }
@@ -413,7 +496,11 @@ fn print_history(v: &Value) {
         let n = &i["notification"];
         let when = n["created_at_ms"].as_i64().unwrap_or(0);
         let when = chrono_like(when);
-        println!("{when}  [{}] {}", n["source"]["label"].as_str().unwrap_or(""), n["title"].as_str().unwrap_or(""));
+        println!(
+            "{when}  [{}] {}",
+            n["source"]["label"].as_str().unwrap_or(""),
+            n["title"].as_str().unwrap_or("")
+        );
         if let Some(u) = n["url"].as_str() {
             println!("    {u}");
         }
@@ -436,10 +523,21 @@ fn chrono_like(ms: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z", s / 3600, (s % 3600) / 60, s % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        s / 3600,
+        (s % 3600) / 60,
+        s % 60
+    )
 }
 
-async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: bool, demo_port: u16, args: ApiArgs) -> Result<ExitCode> {
+async fn up(
+    config: Option<PathBuf>,
+    nats_url: Option<String>,
+    allow_loopback: bool,
+    demo_port: u16,
+    args: ApiArgs,
+) -> Result<ExitCode> {
     tocsin_runtime::init_tracing();
     let mut source = ConfigSource::from_process(config);
     let data = args.data_dir.clone();
@@ -455,9 +553,15 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
         }
     };
     let defaults = [
-        ("TOCSIN_HISTORY__DATA_DIR", data.join("history").display().to_string()),
+        (
+            "TOCSIN_HISTORY__DATA_DIR",
+            data.join("history").display().to_string(),
+        ),
         ("TOCSIN_API__ADMIN_TOKEN", admin.clone()),
-        ("TOCSIN_INGESTOR__ALLOW_LOOPBACK", allow_loopback.to_string()),
+        (
+            "TOCSIN_INGESTOR__ALLOW_LOOPBACK",
+            allow_loopback.to_string(),
+        ),
     ];
     for (k, v) in defaults {
         source.env.entry(k.to_owned()).or_insert(v);
@@ -477,11 +581,23 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
     if let Some(u) = nats_url {
         cfg.set_nats_url(&u);
     } else {
-        let url = url::Url::parse(&cfg.router.bus.url).with_context(|| format!("bus.url {} is not a URL", cfg.router.bus.url))?;
+        let url = url::Url::parse(&cfg.router.bus.url)
+            .with_context(|| format!("bus.url {} is not a URL", cfg.router.bus.url))?;
         let port = url.port().unwrap_or(4222);
         let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-        let local = LocalNats::start(&binary, port, &data.join("nats"), Some(&data.join("nats.log"))).map_err(|e| anyhow!(e))?;
-        eprintln!("nats-server {} on {} (store {})", binary.display(), local.url(), data.join("nats").display());
+        let local = LocalNats::start(
+            &binary,
+            port,
+            &data.join("nats"),
+            Some(&data.join("nats.log")),
+        )
+        .map_err(|e| anyhow!(e))?;
+        eprintln!(
+            "nats-server {} on {} (store {})",
+            binary.display(),
+            local.url(),
+            data.join("nats").display()
+        );
         cfg.set_nats_url(&local.url());
         nats = Some(local);
     }
@@ -492,7 +608,11 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", demo_port)).await;
         match listener {
             Ok(l) => {
-                tokio::spawn(tocsin::demo::serve(l, Duration::from_secs(10), shutdown.clone()));
+                tokio::spawn(tocsin::demo::serve(
+                    l,
+                    Duration::from_secs(10),
+                    shutdown.clone(),
+                ));
                 Some(format!("http://127.0.0.1:{demo_port}/search.rdf"))
             }
             Err(e) => {
@@ -510,10 +630,20 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
         bail!("tocsin did not become ready: {e:#}");
     }
     let demo_file = data.join("demo-user.json");
-    let demo = match std::fs::read_to_string(&demo_file).ok().and_then(|s| serde_json::from_str::<Value>(&s).ok()) {
+    let demo = match std::fs::read_to_string(&demo_file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    {
         Some(v) => v,
         None => {
-            let v = client.call(Method::POST, "/v1/users", Some(&admin), Some(&json!({"name": "demo"}))).await?;
+            let v = client
+                .call(
+                    Method::POST,
+                    "/v1/users",
+                    Some(&admin),
+                    Some(&json!({"name": "demo"})),
+                )
+                .await?;
             write_private(&demo_file, &serde_json::to_string_pretty(&v)?)?;
             v
         }
@@ -521,9 +651,19 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
     println!();
     println!("tocsin is running. Ctrl-C stops it.");
     println!("  API:            {api_url}   (OpenAPI: {api_url}/v1/openapi.json)");
-    println!("  demo user:      {} (token in {})", demo["user_id"].as_str().unwrap_or("?"), demo_file.display());
-    println!("  private feed:   {}", demo["feed"]["atom"].as_str().unwrap_or("?"));
-    println!("                  {}", demo["feed"]["rss"].as_str().unwrap_or("?"));
+    println!(
+        "  demo user:      {} (token in {})",
+        demo["user_id"].as_str().unwrap_or("?"),
+        demo_file.display()
+    );
+    println!(
+        "  private feed:   {}",
+        demo["feed"]["atom"].as_str().unwrap_or("?")
+    );
+    println!(
+        "                  {}",
+        demo["feed"]["rss"].as_str().unwrap_or("?")
+    );
     if let Some(d) = &demo_url {
         println!("  demo feed:      {d}   (a new listing every 10s)");
         println!();
@@ -550,7 +690,11 @@ async fn up(config: Option<PathBuf>, nats_url: Option<String>, allow_loopback: b
     if let Some(mut n) = nats {
         n.stop(Duration::from_secs(10));
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn wait_ready(client: &ApiClient) -> Result<()> {
@@ -567,7 +711,9 @@ async fn wait_ready(client: &ApiClient) -> Result<()> {
 fn random_hex(bytes: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 fn write_private(path: &Path, content: &str) -> Result<()> {
@@ -578,7 +724,9 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     opts.mode(0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(content.as_bytes())?;
     Ok(())
 }

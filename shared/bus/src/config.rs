@@ -67,16 +67,31 @@ impl BusConfig {
             err("url", "must not be empty".into());
         }
         if !tocsin_model::ids::is_token(&self.prefix, 32) {
-            err("prefix", format!("{:?} must be 1-32 characters of a-z, 0-9, '_' or '-'", self.prefix));
+            err(
+                "prefix",
+                format!(
+                    "{:?} must be 1-32 characters of a-z, 0-9, '_' or '-'",
+                    self.prefix
+                ),
+            );
         }
         if !(1..=4096).contains(&self.silo_count) {
-            err("silo_count", format!("must be 1-4096, got {}", self.silo_count));
+            err(
+                "silo_count",
+                format!("must be 1-4096, got {}", self.silo_count),
+            );
         }
         if !matches!(self.replicas, 1 | 3 | 5) {
-            err("replicas", format!("must be 1, 3 or 5, got {}", self.replicas));
+            err(
+                "replicas",
+                format!("must be 1, 3 or 5, got {}", self.replicas),
+            );
         }
         if self.max_deliver < 1 {
-            err("max_deliver", format!("must be at least 1, got {}", self.max_deliver));
+            err(
+                "max_deliver",
+                format!("must be at least 1, got {}", self.max_deliver),
+            );
         }
         for (f, v) in [
             ("duplicate_window_secs", self.duplicate_window_secs),

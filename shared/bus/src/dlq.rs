@@ -94,15 +94,24 @@ impl Bus {
             .get(H_MSG_ID)
             .map(|v| v.as_str().to_owned())
             .unwrap_or_else(|| format!("{}:{}", dl.original_stream, dl.original_seq));
-        self.publish(dl.original_subject.clone(), &format!("replay:{seq}:{msg_id}"), m.payload.clone())
-            .await?;
+        self.publish(
+            dl.original_subject.clone(),
+            &format!("replay:{seq}:{msg_id}"),
+            m.payload.clone(),
+        )
+        .await?;
         stream.delete_message(seq).await.map_err(|e| setup(&e))?;
         Ok(dl)
     }
 }
 
 fn to_dead_letter(seq: u64, headers: &async_nats::HeaderMap, payload: &[u8]) -> DeadLetter {
-    let h = |name: &str| headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    };
     DeadLetter {
         seq,
         original_subject: h(H_SUBJECT),

@@ -20,7 +20,7 @@ mod silo;
 
 pub use config::{BusConfig, ConfigError};
 pub use dlq::DeadLetter;
-pub use names::{Subjects, StreamKind};
+pub use names::{StreamKind, Subjects};
 pub use publish::PublishWindow;
 pub use silo::{SiloSet, SiloSetError, jump_consistent_hash, silo_of};
 
@@ -120,7 +120,8 @@ impl Bus {
             message: e.to_string(),
         })?;
         // wait until the connection is really up (retry_on_initial_connect returns early)
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(config.connect_timeout_secs);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(config.connect_timeout_secs);
         while client.connection_state() != async_nats::connection::State::Connected {
             if tokio::time::Instant::now() > deadline {
                 return Err(BusError::Connect {

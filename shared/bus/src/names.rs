@@ -111,7 +111,9 @@ impl Subjects {
 
     /// The user id in a silo subject, `<p>.silo.<k>.<user>.<kind>`.
     pub fn user_of_silo_subject<'a>(&self, subject: &'a str) -> Option<&'a str> {
-        let rest = subject.strip_prefix(self.prefix.as_str())?.strip_prefix(".silo.")?;
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".silo.")?;
         let mut parts = rest.split('.');
         let _silo = parts.next()?;
         parts.next()

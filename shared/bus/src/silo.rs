@@ -61,10 +61,17 @@ impl SiloSet {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (part, part),
             };
-            let lo: u32 = lo.parse().map_err(|_| err(format!("{part:?} is not a number or range")))?;
-            let hi: u32 = hi.parse().map_err(|_| err(format!("{part:?} is not a number or range")))?;
+            let lo: u32 = lo
+                .parse()
+                .map_err(|_| err(format!("{part:?} is not a number or range")))?;
+            let hi: u32 = hi
+                .parse()
+                .map_err(|_| err(format!("{part:?} is not a number or range")))?;
             if lo > hi || hi >= silo_count {
-                return Err(err(format!("{part:?} is outside 0-{}", silo_count.saturating_sub(1))));
+                return Err(err(format!(
+                    "{part:?} is outside 0-{}",
+                    silo_count.saturating_sub(1)
+                )));
             }
             out.extend(lo..=hi);
         }
@@ -80,7 +87,11 @@ impl SiloSet {
     /// `k % replicas`. Every silo has exactly one owner for any replica count.
     pub fn for_ordinal(ordinal: u32, replicas: u32, silo_count: u32) -> Self {
         let replicas = replicas.max(1);
-        Self((0..silo_count).filter(|k| k % replicas == ordinal).collect())
+        Self(
+            (0..silo_count)
+                .filter(|k| k % replicas == ordinal)
+                .collect(),
+        )
     }
 
     /// The silos an instance owns from its config: `replica_ordinal` (with `replica_count`)
@@ -133,7 +144,10 @@ mod tests {
     #[test]
     fn silo_sets_parse() {
         assert_eq!(SiloSet::parse("all", 4).unwrap(), SiloSet(vec![0, 1, 2, 3]));
-        assert_eq!(SiloSet::parse("0-1, 3,1", 4).unwrap(), SiloSet(vec![0, 1, 3]));
+        assert_eq!(
+            SiloSet::parse("0-1, 3,1", 4).unwrap(),
+            SiloSet(vec![0, 1, 3])
+        );
         assert!(SiloSet::parse("4", 4).is_err());
         assert!(SiloSet::parse("x", 4).is_err());
         assert!(SiloSet::parse("3-1", 4).is_err());

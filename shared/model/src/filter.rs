@@ -70,16 +70,25 @@ impl Filter {
                 message,
             })
         };
-        for (name, words) in [("any", &self.any), ("all", &self.all), ("exclude", &self.exclude)]
-        {
+        for (name, words) in [
+            ("any", &self.any),
+            ("all", &self.all),
+            ("exclude", &self.exclude),
+        ] {
             if words.len() > MAX_WORDS {
-                err(name, format!("at most {MAX_WORDS} entries, got {}", words.len()));
+                err(
+                    name,
+                    format!("at most {MAX_WORDS} entries, got {}", words.len()),
+                );
             }
             for w in words {
                 if w.trim().is_empty() {
                     err(name, "entries must not be empty".into());
                 } else if w.len() > MAX_WORD_LEN {
-                    err(name, format!("entries must be at most {MAX_WORD_LEN} bytes"));
+                    err(
+                        name,
+                        format!("entries must be at most {MAX_WORD_LEN} bytes"),
+                    );
                 }
             }
         }
@@ -87,7 +96,10 @@ impl Filter {
             if r.len() > MAX_REGEX_LEN {
                 err("regex", format!("at most {MAX_REGEX_LEN} bytes"));
             } else if let Err(e) = build_regex(r) {
-                err("regex", format!("invalid regular expression: {}", one_line(&e)));
+                err(
+                    "regex",
+                    format!("invalid regular expression: {}", one_line(&e)),
+                );
             }
         }
         for (name, v) in [("price_min", self.price_min), ("price_max", self.price_max)] {
@@ -121,7 +133,10 @@ impl Filter {
             any: lower(&self.any),
             all: lower(&self.all),
             exclude: lower(&self.exclude),
-            regex: self.regex.as_deref().map(|r| build_regex(r).expect("validated")),
+            regex: self
+                .regex
+                .as_deref()
+                .map(|r| build_regex(r).expect("validated")),
             price_min: self.price_min,
             price_max: self.price_max,
             category: self.category.as_ref().map(|c| c.trim().to_lowercase()),
@@ -175,7 +190,10 @@ impl CompiledFilter {
             }
         }
         if let Some(cat) = &self.category
-            && !item.categories.iter().any(|c| c.trim().to_lowercase() == *cat)
+            && !item
+                .categories
+                .iter()
+                .any(|c| c.trim().to_lowercase() == *cat)
         {
             return false;
         }

@@ -50,7 +50,10 @@ pub fn validate_feed_url(raw: &str) -> Result<String, String> {
     }
     let u = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a valid URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err(format!("scheme {:?} is not allowed; use http or https", u.scheme()));
+        return Err(format!(
+            "scheme {:?} is not allowed; use http or https",
+            u.scheme()
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(format!("{raw:?} has no host"));
@@ -73,7 +76,12 @@ mod url_tests {
             validate_feed_url(" HTTPS://Example.ORG/search?q=bike#x ").unwrap(),
             "https://example.org/search?q=bike"
         );
-        for bad in ["ftp://x/", "not a url", "file:///etc/passwd", "http://u:p@x/"] {
+        for bad in [
+            "ftp://x/",
+            "not a url",
+            "file:///etc/passwd",
+            "http://u:p@x/",
+        ] {
             assert!(validate_feed_url(bad).is_err(), "{bad}");
         }
     }

@@ -16,7 +16,10 @@ pub fn html_to_text(html: &str) -> String {
             out.push_str(&decode_entities(&html[text_start..i]));
             // comment
             if html[i..].starts_with("<!--") {
-                i = html[i + 4..].find("-->").map(|e| i + 4 + e + 3).unwrap_or(bytes.len());
+                i = html[i + 4..]
+                    .find("-->")
+                    .map(|e| i + 4 + e + 3)
+                    .unwrap_or(bytes.len());
                 text_start = i;
                 continue;
             }
@@ -38,14 +41,31 @@ pub fn html_to_text(html: &str) -> String {
                 i = match lower.find(&close) {
                     Some(p) => {
                         let after = i + p;
-                        html[after..].find('>').map(|e| after + e + 1).unwrap_or(bytes.len())
+                        html[after..]
+                            .find('>')
+                            .map(|e| after + e + 1)
+                            .unwrap_or(bytes.len())
                     }
                     None => bytes.len(),
                 };
             } else if matches!(
                 name.as_str(),
-                "br" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
-                    | "ul" | "ol" | "table" | "blockquote" | "pre" | "hr"
+                "br" | "p"
+                    | "div"
+                    | "li"
+                    | "tr"
+                    | "h1"
+                    | "h2"
+                    | "h3"
+                    | "h4"
+                    | "h5"
+                    | "h6"
+                    | "ul"
+                    | "ol"
+                    | "table"
+                    | "blockquote"
+                    | "pre"
+                    | "hr"
             ) {
                 out.push('\n');
             } else {

@@ -19,7 +19,9 @@ impl ConfigSource {
     pub fn from_process(file: Option<PathBuf>) -> Self {
         Self {
             file,
-            env: std::env::vars().filter(|(k, _)| k.starts_with("TOCSIN_")).collect(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("TOCSIN_"))
+                .collect(),
         }
     }
 
@@ -118,10 +120,7 @@ mod tests {
     fn unknown_fields_and_bad_types_name_the_field() {
         let src = ConfigSource {
             file: None,
-            env: [
-                ("TOCSIN_SVC__LIMT".to_string(), "7".to_string()),
-            ]
-            .into(),
+            env: [("TOCSIN_SVC__LIMT".to_string(), "7".to_string())].into(),
         };
         let e = src.load().unwrap().section::<S>("svc").unwrap_err();
         assert!(e.contains("limt"), "{e}");

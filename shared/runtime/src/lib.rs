@@ -22,9 +22,12 @@ pub const EXIT_CONFIG: u8 = 64;
 /// (`pretty`, the default, or `json` for clusters). Safe to call more than once.
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TOCSIN_LOG").unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let filter = EnvFilter::try_from_env("TOCSIN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let json = std::env::var("TOCSIN_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
     } else {
@@ -74,7 +77,9 @@ pub fn config_path_from_args() -> Result<Option<std::path::PathBuf>, String> {
                 if let Some(p) = other.strip_prefix("--config=") {
                     path = Some(p.into());
                 } else {
-                    return Err(format!("unknown argument {other:?}; usage: [--config FILE]"));
+                    return Err(format!(
+                        "unknown argument {other:?}; usage: [--config FILE]"
+                    ));
                 }
             }
         }

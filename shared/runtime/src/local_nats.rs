@@ -41,11 +41,19 @@ pub struct LocalNats {
 impl LocalNats {
     /// Start `binary` on 127.0.0.1:`port` with JetStream storing in `store`, and wait (10 s at
     /// most) until it accepts connections. Refuses a port that is already taken.
-    pub fn start(binary: &Path, port: u16, store: &Path, log: Option<&Path>) -> Result<Self, String> {
+    pub fn start(
+        binary: &Path,
+        port: u16,
+        store: &Path,
+        log: Option<&Path>,
+    ) -> Result<Self, String> {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Err(format!("port {port} on 127.0.0.1 is already in use (another nats-server?); stop it or choose another bus.url"));
+            return Err(format!(
+                "port {port} on 127.0.0.1 is already in use (another nats-server?); stop it or choose another bus.url"
+            ));
         }
-        std::fs::create_dir_all(store).map_err(|e| format!("cannot create {}: {e}", store.display()))?;
+        std::fs::create_dir_all(store)
+            .map_err(|e| format!("cannot create {}: {e}", store.display()))?;
         let mut cmd = Command::new(binary);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
@@ -55,11 +63,15 @@ impl LocalNats {
         if let Some(l) = log {
             cmd.arg("-l").arg(l);
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("nats-server exited at start with {status}; see its log"));
+                return Err(format!(
+                    "nats-server exited at start with {status}; see its log"
+                ));
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
@@ -67,7 +79,9 @@ impl LocalNats {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("nats-server did not listen on 127.0.0.1:{port} within 10s"));
+                return Err(format!(
+                    "nats-server did not listen on 127.0.0.1:{port} within 10s"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -94,7 +108,10 @@ impl LocalNats {
     /// Stop it gracefully (SIGTERM; JetStream flushes), waiting up to `grace`.
     pub fn stop(&mut self, grace: Duration) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -65,7 +65,10 @@ pub async fn serve_ops(
         return Ok(None);
     }
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {listen} for /healthz and /metrics: {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {listen} for /healthz and /metrics: {e}"),
+        )
     })?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -38,7 +38,12 @@ impl NatsServer {
         let mut last = String::new();
         for _ in 0..5 {
             match LocalNats::start(&binary, free_port(), store.path(), None) {
-                Ok(inner) => return Ok(Self { inner, _store: store }),
+                Ok(inner) => {
+                    return Ok(Self {
+                        inner,
+                        _store: store,
+                    });
+                }
                 Err(e) => last = e,
             }
         }

@@ -1,0 +1,391 @@
+//! The end-to-end harness: a real nats-server on a free loopback port, every service
+//! running in this process (each one can be killed and restarted on its own), the API on a
+//! port-0 listener, and a feed server whose documents the test changes.
+
+#![allow(dead_code)]
+
+use anyhow::{Context, Result, anyhow};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tocsin_bus::BusConfig;
+use tocsin_testkit::NatsServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Svc {
+    Ingestor,
+    Router,
+    History,
+}
+
+pub struct Harness {
+    pub nats: NatsServer,
+    pub bus: BusConfig,
+    pub data: tempfile::TempDir,
+    pub api_url: String,
+    pub feeds: FeedServer,
+    pub http: reqwest::Client,
+    pub ingestor: tocsin_ingestor::IngestorConfig,
+    running: HashMap<Svc, (CancellationToken, JoinHandle<()>)>,
+    api: (CancellationToken, JoinHandle<()>),
+}
+
+impl Harness {
+    pub async fn start(name: &str) -> Result<Harness> {
+        Self::start_with(name, |_| {}).await
+    }
+
+    /// Start everything; `tweak` adjusts the ingestor's settings first.
+    pub async fn start_with(
+        name: &str,
+        tweak: impl FnOnce(&mut tocsin_ingestor::IngestorConfig),
+    ) -> Result<Harness> {
+        tocsin_runtime::install_crypto();
+        let nats = NatsServer::start()?;
+        let bus = BusConfig {
+            url: nats.url(),
+            prefix: tocsin_testkit::unique_prefix(name),
+            silo_count: 4,
+            ack_wait_secs: 2,
+            max_deliver: 4,
+            ..Default::default()
+        };
+        let mut ingestor = tocsin_ingestor::IngestorConfig {
+            ops_listen: String::new(),
+            poll_interval_secs: 1,
+            jitter: 0.0,
+            host_min_interval_ms: 0,
+            per_host_concurrency: 4,
+            allow_loopback: true,
+            fetch_timeout_secs: 5,
+            max_backoff_secs: 2,
+            ..Default::default()
+        };
+        tweak(&mut ingestor);
+        let feeds = FeedServer::start().await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        let api_cfg = tocsin_api::Config {
+            bus: bus.clone(),
+            api: tocsin_api::ApiConfig {
+                listen: String::new(),
+                public_url: api_url.clone(),
+                admin_token: ADMIN.into(),
+                command_timeout_secs: 15,
+                query_timeout_secs: 10,
+                ..Default::default()
+            },
+        };
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let api = tokio::spawn(async move {
+            if let Err(e) = tocsin_api::serve(api_cfg, listener, t).await {
+                panic!("api failed: {e}");
+            }
+        });
+        let mut h = Harness {
+            nats,
+            bus,
+            data: tempfile::tempdir()?,
+            api_url,
+            feeds,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            ingestor,
+            running: HashMap::new(),
+            api: (token, api),
+        };
+        for s in [Svc::Router, Svc::History, Svc::Ingestor] {
+            h.start_service(s);
+        }
+        h.wait_ready().await?;
+        Ok(h)
+    }
+
+    pub fn start_service(&mut self, s: Svc) {
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let bus = self.bus.clone();
+        let handle = match s {
+            Svc::Router => {
+                let cfg = tocsin_router::Config {
+                    bus,
+                    router: tocsin_router::RouterConfig {
+                        ops_listen: String::new(),
+                        shutdown_grace_secs: 5,
+                        ..Default::default()
+                    },
+                };
+                tokio::spawn(async move { tocsin_router::run(cfg, t).await.expect("router") })
+            }
+            Svc::History => {
+                let cfg = tocsin_history::Config {
+                    bus,
+                    history: tocsin_history::HistoryConfig {
+                        ops_listen: String::new(),
+                        data_dir: self.data.path().join("history"),
+                        ..Default::default()
+                    },
+                };
+                tokio::spawn(async move { tocsin_history::run(cfg, t).await.expect("history") })
+            }
+            Svc::Ingestor => {
+                let cfg = tocsin_ingestor::Config {
+                    bus,
+                    ingestor: self.ingestor.clone(),
+                };
+                tokio::spawn(async move { tocsin_ingestor::run(cfg, t).await.expect("ingestor") })
+            }
+        };
+        self.running.insert(s, (token, handle));
+    }
+
+    /// Kill a service abruptly: its task is dropped mid-flight, nothing is settled.
+    pub async fn kill(&mut self, s: Svc) {
+        if let Some((_, h)) = self.running.remove(&s) {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
+    /// Stop a service gracefully and wait for it.
+    pub async fn stop(&mut self, s: Svc) {
+        if let Some((t, h)) = self.running.remove(&s) {
+            t.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for s in [Svc::Ingestor, Svc::Router, Svc::History] {
+            self.stop(s).await;
+        }
+        self.api.0.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.api.1).await;
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(30),
+            "the api to answer /readyz",
+            || async {
+                let r = self
+                    .http
+                    .get(format!("{}/readyz", self.api_url))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Call the API; returns (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = StatusCode::from_u16(resp.status().as_u16())?;
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    /// Create a user; returns (user id, token, atom feed URL).
+    pub async fn create_user(&self, name: &str) -> Result<(String, String, String)> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/users",
+                Some(ADMIN),
+                Some(json!({ "name": name })),
+            )
+            .await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "create user: {status} {v}");
+        Ok((
+            v["user_id"].as_str().context("user_id")?.to_owned(),
+            v["token"].as_str().context("token")?.to_owned(),
+            v["feed"]["atom"].as_str().context("feed")?.to_owned(),
+        ))
+    }
+
+    pub async fn add_source(&self, token: &str, body: Value) -> Result<String> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/sources",
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "add source: {status} {v}");
+        Ok(v["source"]["id"].as_str().context("id")?.to_owned())
+    }
+
+    /// Every notification in a user's history (all pages), newest first.
+    pub async fn history(&self, token: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                None => "/v1/history?limit=500".to_owned(),
+                Some(c) => format!("/v1/history?limit=500&cursor={c}"),
+            };
+            let (status, v) = self
+                .call(reqwest::Method::GET, &path, Some(token), None)
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "history: {status} {v}");
+            out.extend(v["items"].as_array().cloned().unwrap_or_default());
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn history_titles(&self, token: &str) -> Result<Vec<String>> {
+        Ok(self
+            .history(token)
+            .await?
+            .iter()
+            .map(|i| {
+                i["notification"]["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect())
+    }
+
+    /// Wait until a user's sources all report a status; returns the sources.
+    pub async fn wait_sources_checked(&self, token: &str, n: usize) -> Result<Vec<Value>> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(30),
+            "every source to report a status",
+            || async {
+                let (_, v) = self
+                    .call(reqwest::Method::GET, "/v1/sources", Some(token), None)
+                    .await
+                    .ok()?;
+                let s = v["sources"].as_array()?.clone();
+                (s.len() == n && s.iter().all(|x| x.get("status").is_some())).then_some(s)
+            },
+        )
+        .await
+    }
+}
+
+/// An HTTP server of feed documents that a test sets per path; it counts requests and
+/// honours `If-None-Match` for the ETag it hands out.
+#[derive(Clone)]
+pub struct FeedServer {
+    pub base: String,
+    state: Arc<Mutex<FeedState>>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    docs: HashMap<String, (Vec<u8>, &'static str, u32)>,
+    requests: HashMap<String, Vec<Instant>>,
+}
+
+impl FeedServer {
+    pub async fn start() -> Result<FeedServer> {
+        let state: Arc<Mutex<FeedState>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/{name}", axum::routing::get(serve))
+            .with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.map_err(|e| anyhow!(e)) });
+        Ok(FeedServer { base, state })
+    }
+
+    /// Set the document at `/name`.
+    pub fn set(&self, name: &str, body: impl Into<Vec<u8>>, content_type: &'static str) {
+        let mut s = self.state.lock().unwrap();
+        let version = s.docs.get(name).map(|d| d.2 + 1).unwrap_or(1);
+        s.docs
+            .insert(name.to_owned(), (body.into(), content_type, version));
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    pub fn requests(&self, name: &str) -> Vec<Instant> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn serve(
+    State(state): State<Arc<Mutex<FeedState>>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = state.lock().unwrap();
+    s.requests
+        .entry(name.clone())
+        .or_default()
+        .push(Instant::now());
+    let Some((body, ct, version)) = s.docs.get(&name).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = format!("\"v{version}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, ct.to_owned()), (header::ETAG, etag)],
+        body,
+    )
+        .into_response()
+}
+
+/// An RSS 1.0 (RDF) document, Craigslist's shape, with `(id, title, description)` items.
+pub fn rdf(items: &[(&str, &str, &str)]) -> String {
+    let mut s = String::from(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<rdf:RDF xmlns="http://purl.org/rss/1.0/" xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns:dc="http://purl.org/dc/elements/1.1/">
+<channel rdf:about="https://example.test/search"><title>test listings</title><link>https://example.test/</link><description/></channel>
+"#,
+    );
+    for (id, title, desc) in items {
+        s.push_str(&format!(
+            "<item rdf:about=\"https://example.test/l/{id}\"><title><![CDATA[{title}]]></title><link>https://example.test/l/{id}</link><description><![CDATA[{desc}]]></description></item>\n"
+        ));
+    }
+    s.push_str("</rdf:RDF>\n");
+    s
+}

