@@ -30,9 +30,9 @@ use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tocsin_bus::{Bus, BusConfig, BusError, DeadLetter};
 use tocsin_model::{
-    AvatarMessage, Command, CommandReply, FeedFormat, FeedRequest, Filter, HistoryPage,
-    HistoryQuery, Notification, NotificationId, Priority, Reply, Source, SourceKind, SourceRef,
-    SourceSpec, UserId, UserRecord, hash_token, now_ms,
+    AvatarMessage, Channel, Command, CommandReply, Destination, FeedFormat, FeedRequest, Filter,
+    HistoryPage, HistoryQuery, Notification, NotificationId, Priority, Reply, Source, SourceKind,
+    SourceRef, SourceSpec, UserId, UserRecord, hash_token, now_ms,
 };
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,11 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/me", get(me))
         .route("/v1/sources", get(list_sources).post(add_source))
         .route("/v1/sources/{id}", delete(remove_source))
-        .route("/v1/destinations", get(list_destinations))
+        .route(
+            "/v1/destinations",
+            get(list_destinations).post(add_destination),
+        )
+        .route("/v1/destinations/{id}", delete(remove_destination))
         .route("/v1/history", get(history))
         .route("/v1/publish", post(publish))
         .route("/v1/stream", get(stream))
@@ -483,12 +487,98 @@ async fn remove_source(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A destination as the API shows it: the secret is never returned.
+fn destination_view(d: &Destination) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "channel": d.channel,
+        "address": d.address,
+        "label": d.label,
+        "signed": d.secret.is_some(),
+        "created_at_ms": d.created_at_ms,
+    })
+}
+
 async fn list_destinations(
     State(state): St,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    Ok(Json(json!({ "destinations": u.destinations })))
+    let list: Vec<_> = u.destinations.iter().map(destination_view).collect();
+    Ok(Json(json!({ "destinations": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDestination {
+    channel: Channel,
+    address: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    label: String,
+}
+
+async fn add_destination(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: AddDestination = parse_body(&body)?;
+    let address = Destination::validate_address(req.channel, &req.address)
+        .map_err(|e| ApiError::bad_request(format!("address: {e}"), Some("address".into())))?;
+    if req
+        .secret
+        .as_ref()
+        .is_some_and(|s| s.len() < 16 || s.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "secret: use 16-256 characters",
+            Some("secret".into()),
+        ));
+    }
+    if req.label.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "label: at most 100 characters",
+            Some("label".into()),
+        ));
+    }
+    let destination = Destination {
+        id: format!("d{}", random_hex(6)),
+        channel: req.channel,
+        address,
+        secret: req.secret,
+        label: req.label.trim().to_owned(),
+        created_at_ms: now_ms(),
+    };
+    let view = destination_view(&destination);
+    let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "destination": view }))).into_response())
+}
+
+async fn remove_destination(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    if !u.destinations.iter().any(|d| d.id == id) {
+        return Err(ApiError::not_found(format!("no destination {id}")));
+    }
+    let reply = command(
+        &state,
+        &u.id,
+        Command::RemoveDestination { destination_id: id },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

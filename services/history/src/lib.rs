@@ -238,6 +238,11 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
     let mut records = Vec::with_capacity(msgs.len());
     let mut good = Vec::with_capacity(msgs.len());
     for m in msgs {
+        if bus.exhausted(&m) {
+            let reason = "writing it failed on every delivery".to_owned();
+            bus.settle(&m, Disposition::Reject(reason)).await;
+            continue;
+        }
         match tocsin_bus::decode::<HistoryRecord>(&m.payload, "history record") {
             Ok(r)
                 if bus

@@ -2,14 +2,16 @@
 //! changes and what goes out. No I/O here; `lib.rs` persists and publishes the effects.
 
 use tocsin_model::{
-    AvatarMessage, Command, CommandReply, FeedSubscription, HistoryRecord, Millis, Notification,
-    Source, SourceSpec, SubscriptionOp, TimelineEntry, UserId, UserRecord,
+    AvatarMessage, Command, CommandReply, DeliveryJob, Destination, FeedSubscription,
+    HistoryRecord, Millis, Notification, Source, SourceSpec, SubscriptionOp, TimelineEntry, UserId,
+    UserRecord,
 };
 
 /// Limits an avatar enforces on its user's configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_sources: usize,
+    pub max_destinations: usize,
 }
 
 /// What handling one message produced.
@@ -17,6 +19,7 @@ pub struct Limits {
 pub struct Effects {
     pub history: Vec<HistoryRecord>,
     pub subscriptions: Vec<FeedSubscription>,
+    pub jobs: Vec<DeliveryJob>,
     pub reply: Option<(String, CommandReply)>,
     /// The record changed and must be saved before the message is acked.
     pub dirty: bool,
@@ -73,6 +76,34 @@ pub fn apply(
             }
             fx
         }
+        AvatarMessage::Outcome { outcome } => {
+            let known = record.as_ref().is_some_and(|_| outcome.user == *user);
+            if !known {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            }
+            let kind = if outcome.delivered {
+                "delivered"
+            } else {
+                "failed"
+            };
+            Effects {
+                history: vec![HistoryRecord::Timeline {
+                    user: user.clone(),
+                    notification_id: outcome.notification_id,
+                    entry: TimelineEntry {
+                        at_ms: outcome.at_ms,
+                        kind: kind.into(),
+                        channel: Some(outcome.channel),
+                        detail: format!("{}: {}", outcome.destination_id, outcome.detail),
+                    },
+                }],
+                outcome: kind,
+                ..Default::default()
+            }
+        }
     }
 }
 
@@ -115,6 +146,24 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effec
     if let Some(k) = key {
         r.recent.insert(k);
     }
+    let jobs: Vec<DeliveryJob> = r
+        .destinations
+        .iter()
+        .map(|d| DeliveryJob {
+            job_id: format!("{}:{}", n.id, d.id),
+            notification: n.clone(),
+            destination: d.clone(),
+        })
+        .collect();
+    let detail = if jobs.is_empty() {
+        "kept in history (no destinations)".to_owned()
+    } else {
+        let to: Vec<String> = jobs
+            .iter()
+            .map(|j| format!("{} {}", j.destination.channel.as_str(), j.destination.id))
+            .collect();
+        format!("to {}", to.join(", "))
+    };
     Effects {
         history: vec![HistoryRecord::Notification {
             notification: n,
@@ -122,9 +171,10 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effec
                 at_ms: now,
                 kind: "routed".into(),
                 channel: None,
-                detail: String::new(),
+                detail,
             },
         }],
+        jobs,
         dirty: true,
         outcome: "routed",
         ..Default::default()
@@ -206,6 +256,43 @@ fn command_effects(
             fx.dirty = true;
             Ok(())
         }
+        Command::AddDestination { destination } => {
+            let r = record
+                .as_mut()
+                .ok_or(("not_found", format!("user {user} does not exist")))?;
+            let address = Destination::validate_address(destination.channel, &destination.address)
+                .map_err(|e| ("invalid", format!("address: {e}")))?;
+            let replacing = r.destinations.iter().position(|d| d.id == destination.id);
+            if replacing.is_none() && r.destinations.len() >= limits.max_destinations {
+                return Err((
+                    "invalid",
+                    format!("at most {} destinations per user", limits.max_destinations),
+                ));
+            }
+            let destination = Destination {
+                address,
+                ..destination
+            };
+            match replacing {
+                Some(i) => r.destinations[i] = destination,
+                None => r.destinations.push(destination),
+            }
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::RemoveDestination { destination_id } => {
+            let r = record
+                .as_mut()
+                .ok_or(("not_found", format!("user {user} does not exist")))?;
+            let i = r
+                .destinations
+                .iter()
+                .position(|d| d.id == destination_id)
+                .ok_or(("not_found", format!("no destination {destination_id}")))?;
+            r.destinations.remove(i);
+            fx.dirty = true;
+            Ok(())
+        }
     }
 }
 
@@ -279,7 +366,10 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits { max_sources: 2 };
+    const LIMITS: Limits = Limits {
+        max_sources: 2,
+        max_destinations: 2,
+    };
 
     #[test]
     fn create_is_idempotent_for_the_same_token() {
@@ -397,5 +487,81 @@ mod tests {
         let fx = apply(&user(), &mut rec, rm, &LIMITS, 1);
         assert_eq!(fx.subscriptions[0].op, SubscriptionOp::Remove);
         assert_eq!(rec.unwrap().sources.len(), 1);
+    }
+
+    #[test]
+    fn destinations_get_jobs_and_outcomes_become_timeline_entries() {
+        let mut rec = None;
+        apply(&user(), &mut rec, create(), &LIMITS, 1);
+        let add = |id: &str, channel: Channel, address: &str| AvatarMessage::Command {
+            command_id: format!("d-{id}"),
+            command: Command::AddDestination {
+                destination: Destination {
+                    id: id.into(),
+                    channel,
+                    address: address.into(),
+                    secret: None,
+                    label: String::new(),
+                    created_at_ms: 1,
+                },
+            },
+            reply_to: Some("i".into()),
+        };
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("d1", Channel::Webhook, "https://hooks.example/x"),
+            &LIMITS,
+            1,
+        );
+        assert!(fx.reply.unwrap().1.ok);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("d2", Channel::Webhook, "ftp://x"),
+            &LIMITS,
+            1,
+        );
+        assert!(fx.reply.unwrap().1.message.unwrap().starts_with("address:"));
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add("d3", Channel::Sms, "+15550001111"),
+            &LIMITS,
+            1,
+        );
+        assert!(
+            fx.reply
+                .unwrap()
+                .1
+                .message
+                .unwrap()
+                .contains("not available yet")
+        );
+        let fx = apply(&user(), &mut rec, notify("n1", None), &LIMITS, 2);
+        assert_eq!(fx.jobs.len(), 1);
+        assert_eq!(fx.jobs[0].job_id, "n1:d1");
+        let outcome = AvatarMessage::Outcome {
+            outcome: DeliveryOutcome {
+                job_id: "n1:d1".into(),
+                notification_id: NotificationId("n1".into()),
+                user: user(),
+                destination_id: "d1".into(),
+                channel: Channel::Webhook,
+                delivered: true,
+                detail: "HTTP 200".into(),
+                attempts: 1,
+                at_ms: 3,
+            },
+        };
+        let fx = apply(&user(), &mut rec, outcome, &LIMITS, 3);
+        assert_eq!(fx.outcome, "delivered");
+        match &fx.history[0] {
+            HistoryRecord::Timeline { entry, .. } => {
+                assert_eq!(entry.kind, "delivered");
+                assert_eq!(entry.channel, Some(Channel::Webhook));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -52,6 +52,7 @@ pub struct RouterConfig {
     /// Messages an avatar handles before it saves and acks.
     pub batch: usize,
     pub max_sources_per_user: usize,
+    pub max_destinations_per_user: usize,
     /// How long shutdown waits for avatars to finish and settle.
     pub shutdown_grace_secs: u64,
 }
@@ -68,6 +69,7 @@ impl Default for RouterConfig {
             max_ack_pending: 20_000,
             batch: 64,
             max_sources_per_user: 100,
+            max_destinations_per_user: 20,
             shutdown_grace_secs: 20,
         }
     }
@@ -155,6 +157,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
         kv,
         limits: avatar::Limits {
             max_sources: config.router.max_sources_per_user,
+            max_destinations: config.router.max_destinations_per_user,
         },
         cfg: config.router.clone(),
     });
@@ -402,12 +405,24 @@ impl Avatar {
                     notification_id,
                     entry,
                     ..
-                } => format!("{notification_id}:{}:{}", entry.kind, entry.at_ms),
+                } => format!(
+                    "{notification_id}:{}:{}:{}",
+                    entry.kind,
+                    entry.channel.map(|c| c.as_str()).unwrap_or(""),
+                    entry.at_ms
+                ),
             };
             outputs.push((
                 subjects.history(silo, self.user.as_str()),
                 id,
                 tocsin_bus::encode(rec),
+            ));
+        }
+        for job in &fx.jobs {
+            outputs.push((
+                subjects.delivery(job.destination.channel.as_str()),
+                job.job_id.clone(),
+                tocsin_bus::encode(job),
             ));
         }
         for (i, sub) in fx.subscriptions.iter().enumerate() {

@@ -19,10 +19,11 @@ pub struct AllConfig {
     pub router: tocsin_router::Config,
     pub history: tocsin_history::Config,
     pub api: tocsin_api::Config,
+    pub delivery: tocsin_delivery::Config,
 }
 
 /// The sections a tocsin configuration may have.
-pub const SECTIONS: [&str; 5] = ["bus", "ingestor", "router", "history", "api"];
+pub const SECTIONS: [&str; 6] = ["bus", "ingestor", "router", "history", "api", "delivery"];
 
 impl AllConfig {
     /// Read every section; report every problem of every section at once, including
@@ -41,11 +42,13 @@ impl AllConfig {
         let router = tocsin_router::Config::load(doc);
         let history = tocsin_history::Config::load(doc);
         let api = tocsin_api::Config::load(doc);
+        let delivery = tocsin_delivery::Config::load(doc);
         for p in [
             &ingestor.as_ref().err(),
             &router.as_ref().err(),
             &history.as_ref().err(),
             &api.as_ref().err(),
+            &delivery.as_ref().err(),
         ]
         .into_iter()
         .flatten()
@@ -56,13 +59,16 @@ impl AllConfig {
                 }
             }
         }
-        match (ingestor, router, history, api) {
-            (Ok(ingestor), Ok(router), Ok(history), Ok(api)) if problems.is_empty() => {
+        match (ingestor, router, history, api, delivery) {
+            (Ok(ingestor), Ok(router), Ok(history), Ok(api), Ok(delivery))
+                if problems.is_empty() =>
+            {
                 Ok(AllConfig {
                     ingestor,
                     router,
                     history,
                     api,
+                    delivery,
                 })
             }
             _ => Err(problems),
@@ -75,6 +81,7 @@ impl AllConfig {
         self.router.bus.url = url.to_owned();
         self.history.bus.url = url.to_owned();
         self.api.bus.url = url.to_owned();
+        self.delivery.bus.url = url.to_owned();
     }
 }
 
@@ -86,6 +93,7 @@ pub enum Service {
     Ingestor,
     Router,
     History,
+    Delivery,
     Api,
 }
 
@@ -102,6 +110,7 @@ impl Service {
             Service::Ingestor => "ingestor",
             Service::Router => "router",
             Service::History => "history",
+            Service::Delivery => "delivery",
             Service::Api => "api",
         }
     }
@@ -117,6 +126,7 @@ impl Service {
             Service::Ingestor => boxed(tocsin_ingestor::run(cfg.ingestor.clone(), shutdown)),
             Service::Router => boxed(tocsin_router::run(cfg.router.clone(), shutdown)),
             Service::History => boxed(tocsin_history::run(cfg.history.clone(), shutdown)),
+            Service::Delivery => boxed(tocsin_delivery::run(cfg.delivery.clone(), shutdown)),
             Service::Api => boxed(tocsin_api::run(cfg.api.clone(), shutdown)),
         }
     }
@@ -134,4 +144,64 @@ pub fn run_all(
         set.spawn(async move { (s.name(), fut.await) });
     }
     set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_runtime::ConfigSource;
+
+    fn example() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tocsin.example.toml")
+    }
+
+    #[test]
+    fn the_example_file_loads_and_equals_the_defaults() {
+        let doc = ConfigSource {
+            file: Some(example()),
+            env: Default::default(),
+        }
+        .load()
+        .unwrap();
+        let cfg = AllConfig::load(&doc).unwrap();
+        let defaults = AllConfig::load(&ConfigDoc::empty()).unwrap();
+        assert_eq!(cfg.router, defaults.router);
+        assert_eq!(cfg.history, defaults.history);
+        assert_eq!(cfg.ingestor, defaults.ingestor);
+        assert_eq!(cfg.api, defaults.api);
+        assert_eq!(cfg.delivery, defaults.delivery);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile_dir();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "[bus]\nsilo_count = 0\n[routr]\nx = 1\n[ingestor]\njitter = 2.0\n[api]\npublic_url = \"nope\"\n").unwrap();
+        let doc = ConfigSource {
+            file: Some(f),
+            env: [("TOCSIN_HISTORY__BATCH".to_string(), "0".to_string())].into(),
+        }
+        .load()
+        .unwrap();
+        let problems = AllConfig::load(&doc).unwrap_err();
+        for want in [
+            "[routr]: unknown section",
+            "bus.silo_count",
+            "ingestor.jitter",
+            "api.public_url",
+            "history.batch",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(want)),
+                "{want} not in {problems:#?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tocsin-cfg-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

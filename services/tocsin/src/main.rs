@@ -90,6 +90,13 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Where you are reached.
+    Dest {
+        #[command(subcommand)]
+        cmd: DestCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Your notifications, newest first.
     History {
         #[arg(long, default_value_t = 20)]
@@ -195,6 +202,23 @@ enum FeedCmd {
 }
 
 #[derive(Subcommand)]
+enum DestCmd {
+    /// Deliver every notification to a webhook (a signed JSON POST).
+    Webhook {
+        url: String,
+        /// Sign each request with HMAC-SHA256 of this secret (X-Tocsin-Signature).
+        #[arg(long, env = "TOCSIN_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    List,
+    Rm {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum DlqCmd {
     List {
         #[arg(long, default_value_t = 0)]
@@ -263,6 +287,47 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Feed { cmd, api } => feed(cmd, api).await,
+        Cmd::Dest { cmd, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            match cmd {
+                DestCmd::Webhook { url, secret, label } => {
+                    let body = json!({ "channel": "webhook", "address": url, "secret": secret, "label": label });
+                    let v = c
+                        .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
+                        .await?;
+                    println!(
+                        "delivering to {} as destination {}",
+                        v["destination"]["address"].as_str().unwrap_or("?"),
+                        v["destination"]["id"].as_str().unwrap_or("?")
+                    );
+                }
+                DestCmd::List => {
+                    let v = c
+                        .call(Method::GET, "/v1/destinations", Some(&token), None)
+                        .await?;
+                    for d in v["destinations"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}  {}",
+                            d["id"].as_str().unwrap_or("?"),
+                            d["channel"].as_str().unwrap_or("?"),
+                            d["address"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                DestCmd::Rm { id } => {
+                    c.call(
+                        Method::DELETE,
+                        &format!("/v1/destinations/{}", url_escape(&id)),
+                        Some(&token),
+                        None,
+                    )
+                    .await?;
+                    println!("removed {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::History {
             limit,
             search,

@@ -1,7 +1,7 @@
 //! The payloads that travel on the bus. Each is JSON; fields are only ever added, so a newer
 //! service reads an older message and the other way round (`docs/bus.md` lists them all).
 
-use crate::{Channel, Filter, Millis, NotificationId, Source, SourceStatus, UserId};
+use crate::{Channel, Destination, Filter, Millis, NotificationId, Source, SourceStatus, UserId};
 use serde::{Deserialize, Serialize};
 
 /// How urgent a notification is: 1 (lowest) to 5 (urgent); 3 by default.
@@ -111,6 +111,8 @@ pub enum AvatarMessage {
         source_id: String,
         status: SourceStatus,
     },
+    /// What became of a delivery job.
+    Outcome { outcome: DeliveryOutcome },
 }
 
 impl AvatarMessage {
@@ -120,6 +122,7 @@ impl AvatarMessage {
             AvatarMessage::Notify { .. } => "notify",
             AvatarMessage::Command { .. } => "cmd",
             AvatarMessage::SourceStatus { .. } => "status",
+            AvatarMessage::Outcome { .. } => "outcome",
         }
     }
 }
@@ -139,6 +142,37 @@ pub enum Command {
     RemoveSource {
         source_id: String,
     },
+    AddDestination {
+        destination: Destination,
+    },
+    RemoveDestination {
+        destination_id: String,
+    },
+}
+
+/// One notification to send to one destination (the delivery service's work).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    /// `<notification id>:<destination id>`: the job's identity across retries.
+    pub job_id: String,
+    pub notification: Notification,
+    pub destination: Destination,
+}
+
+/// What the delivery service reports back to the avatar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryOutcome {
+    pub job_id: String,
+    pub notification_id: NotificationId,
+    pub user: UserId,
+    pub destination_id: String,
+    pub channel: Channel,
+    pub delivered: bool,
+    /// What happened, for a person: the provider's answer or the error.
+    #[serde(default)]
+    pub detail: String,
+    pub attempts: i64,
+    pub at_ms: Millis,
 }
 
 /// The avatar's answer to a command.

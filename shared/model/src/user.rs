@@ -73,9 +73,37 @@ pub struct SourceStatus {
 pub struct Destination {
     pub id: String,
     pub channel: Channel,
+    /// The channel's address: a URL for webhooks.
     pub address: String,
+    /// A shared secret for signing (webhooks: HMAC-SHA256 of each request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     #[serde(default)]
-    pub verified: bool,
+    pub label: String,
+    pub created_at_ms: Millis,
+}
+
+impl Destination {
+    /// Check the address for its channel. Returns the normalised address.
+    pub fn validate_address(channel: Channel, address: &str) -> Result<String, String> {
+        match channel {
+            Channel::Webhook => {
+                let u = url::Url::parse(address.trim())
+                    .map_err(|e| format!("{address:?} is not a URL ({e})"))?;
+                if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+                    return Err("a webhook address must be an http or https URL".into());
+                }
+                if address.len() > 2048 {
+                    return Err("longer than 2048 bytes".into());
+                }
+                Ok(u.to_string())
+            }
+            other => Err(format!(
+                "the {} channel is not available yet; webhook is",
+                other.as_str()
+            )),
+        }
+    }
 }
 
 /// The closed set of delivery channels.

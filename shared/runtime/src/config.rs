@@ -45,7 +45,9 @@ impl ConfigSource {
             config::Environment::with_prefix("TOCSIN")
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true)
+                // values stay strings; the deserializer converts them to the field's type, so
+                // an all-digit token or a silo list like "3" is not mistaken for a number
+                .try_parsing(false)
                 .source(Some(env)),
         );
         let inner = b.build().map_err(|e| e.to_string())?;
@@ -62,11 +64,20 @@ pub struct ConfigDoc {
 impl ConfigDoc {
     /// Section `name`, or its defaults when absent. Errors name the section and field.
     pub fn section<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, String> {
-        match self.inner.get::<T>(name) {
-            Ok(v) => Ok(v),
-            Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
-            Err(e) => Err(format!("[{name}]: {e}")),
-        }
+        let value = match self.inner.get::<config::Value>(name) {
+            Ok(v) => v,
+            Err(config::ConfigError::NotFound(_)) => return Ok(T::default()),
+            Err(e) => return Err(format!("[{name}]: {e}")),
+        };
+        // through serde_path_to_error so that the message names the field, whatever the source
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            if path == "." {
+                format!("[{name}]: {}", e.inner())
+            } else {
+                format!("{name}.{path}: {}", e.inner())
+            }
+        })
     }
 
     /// The top-level section names present, to report ones nobody reads.
@@ -129,7 +140,42 @@ mod tests {
             env: [("TOCSIN_SVC__LIMIT".to_string(), "many".to_string())].into(),
         };
         let e = src.load().unwrap().section::<S>("svc").unwrap_err();
-        assert!(e.contains("limit"), "{e}");
+        assert!(e.starts_with("svc.limit:"), "{e}");
+    }
+
+    #[test]
+    fn env_strings_take_the_field_type() {
+        #[derive(Debug, Deserialize, Default, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        struct T {
+            token: String,
+            n: u32,
+            on: bool,
+            ratio: f64,
+        }
+        let env = [
+            ("TOCSIN_T__TOKEN", "12345"),
+            ("TOCSIN_T__N", "7"),
+            ("TOCSIN_T__ON", "true"),
+            ("TOCSIN_T__RATIO", "0.5"),
+        ];
+        let src = ConfigSource {
+            file: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let t: T = src.load().unwrap().section("t").unwrap();
+        assert_eq!(
+            t,
+            T {
+                token: "12345".into(),
+                n: 7,
+                on: true,
+                ratio: 0.5
+            }
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub enum Svc {
     Ingestor,
     Router,
     History,
+    Delivery,
 }
 
 pub struct Harness {
@@ -104,7 +105,7 @@ impl Harness {
             running: HashMap::new(),
             api: (token, api),
         };
-        for s in [Svc::Router, Svc::History, Svc::Ingestor] {
+        for s in [Svc::Router, Svc::History, Svc::Ingestor, Svc::Delivery] {
             h.start_service(s);
         }
         h.wait_ready().await?;
@@ -138,6 +139,19 @@ impl Harness {
                 };
                 tokio::spawn(async move { tocsin_history::run(cfg, t).await.expect("history") })
             }
+            Svc::Delivery => {
+                let cfg = tocsin_delivery::Config {
+                    bus,
+                    delivery: tocsin_delivery::DeliveryConfig {
+                        ops_listen: String::new(),
+                        allow_loopback: true,
+                        webhook_timeout_secs: 5,
+                        shutdown_grace_secs: 5,
+                        ..Default::default()
+                    },
+                };
+                tokio::spawn(async move { tocsin_delivery::run(cfg, t).await.expect("delivery") })
+            }
             Svc::Ingestor => {
                 let cfg = tocsin_ingestor::Config {
                     bus,
@@ -166,7 +180,7 @@ impl Harness {
     }
 
     pub async fn shutdown(mut self) {
-        for s in [Svc::Ingestor, Svc::Router, Svc::History] {
+        for s in [Svc::Ingestor, Svc::Router, Svc::History, Svc::Delivery] {
             self.stop(s).await;
         }
         self.api.0.cancel();

@@ -1,0 +1,222 @@
+//! Which network addresses a URL that a user supplied may reach.
+//!
+//! Feed URLs and webhook URLs come from users; fetching them must not let anyone reach the
+//! server's own network (SSRF). [`GuardedResolver`] drops every resolved address the policy
+//! refuses, [`check_url`] checks literal hosts (which never go through the resolver), and
+//! [`client_builder`] wires both into a reqwest client, redirects included.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+/// Which addresses user-supplied URLs may point at.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AddressPolicy {
+    /// Loopback (127.0.0.0/8, ::1): for tests and the local demo.
+    pub allow_loopback: bool,
+    /// Private, link-local, CGNAT and unique-local ranges.
+    pub allow_private: bool,
+}
+
+impl AddressPolicy {
+    /// Why `ip` may not be fetched, if it may not.
+    pub fn refuse(&self, ip: IpAddr) -> Option<&'static str> {
+        let ip = canonical(ip);
+        if ip.is_loopback() {
+            return (!self.allow_loopback).then_some("a loopback address");
+        }
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Some("an unspecified or multicast address");
+        }
+        match ip {
+            IpAddr::V4(v4) => {
+                let o = v4.octets();
+                if v4.is_broadcast() || o[0] == 0 || o[0] >= 240 {
+                    return Some("a reserved address");
+                }
+                let private = v4.is_private()
+                    || v4.is_link_local()
+                    || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                    || (o[0] == 192 && o[1] == 0 && o[2] == 0);
+                (private && !self.allow_private)
+                    .then_some("a private, link-local or metadata address")
+            }
+            IpAddr::V6(v6) => {
+                let private = v6.is_unique_local() || v6.is_unicast_link_local();
+                (private && !self.allow_private).then_some("a private or link-local address")
+            }
+        }
+    }
+}
+
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible and NAT64 (`64:ff9b::/96`) addresses
+/// judged as the IPv4 address they carry.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let s = v6.segments();
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            if s[..6] == [0, 0, 0, 0, 0, 0]
+                && v6 != Ipv6Addr::LOCALHOST
+                && v6 != Ipv6Addr::UNSPECIFIED
+            {
+                let o = v6.octets();
+                return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            IpAddr::V6(v6)
+        }
+        v4 => v4,
+    }
+}
+
+/// Resolves names and drops every address the policy refuses; a name with nothing left
+/// fails to resolve, with the reason.
+pub struct GuardedResolver(pub AddressPolicy);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.0;
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut reason = None;
+            let allowed: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match policy.refuse(a.ip()) {
+                    Some(r) => {
+                        reason = Some(r);
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            if allowed.is_empty() {
+                let why = reason.unwrap_or("no address");
+                return Err(format!("{host} resolves to {why}; refused").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Check a URL's literal host (an IP in the URL never goes through the resolver).
+pub fn check_url(url: &reqwest::Url, policy: AddressPolicy) -> Result<(), String> {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => match policy.refuse(IpAddr::V4(v4)) {
+            Some(why) => Err(format!("{url} points at {why}; refused")),
+            None => Ok(()),
+        },
+        Some(url::Host::Ipv6(v6)) => match policy.refuse(IpAddr::V6(v6)) {
+            Some(why) => Err(format!("{url} points at {why}; refused")),
+            None => Ok(()),
+        },
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if (d == "localhost" || d.ends_with(".localhost")) && !policy.allow_loopback {
+                Err(format!("{url} points at a loopback address; refused"))
+            } else {
+                Ok(())
+            }
+        }
+        None => Err(format!("{url} has no host")),
+    }
+}
+
+/// A reqwest client builder whose resolver and redirect policy enforce `policy` (at most
+/// `max_redirects` redirects, each checked).
+pub fn client_builder(policy: AddressPolicy, max_redirects: usize) -> reqwest::ClientBuilder {
+    let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= max_redirects {
+            return attempt.error(format!("more than {max_redirects} redirects"));
+        }
+        if let Err(e) = check_url(attempt.url(), policy) {
+            return attempt.error(format!("redirect refused: {e}"));
+        }
+        attempt.follow()
+    });
+    reqwest::Client::builder()
+        .redirect(redirect)
+        .dns_resolver(Arc::new(GuardedResolver(policy)))
+        .no_proxy()
+}
+
+/// The error chain of a reqwest error as one line, and whether the guard refused it.
+pub fn describe(e: &reqwest::Error) -> (String, bool) {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    let refused = msg.contains("refused;") || msg.contains("redirect refused");
+    (msg, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_refused() {
+        let p = AddressPolicy::default();
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            assert!(p.refuse(ip).is_some(), "{a} allowed");
+        }
+        for a in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "8.8.8.8",
+        ] {
+            assert!(p.refuse(a.parse().unwrap()).is_none(), "{a} refused");
+        }
+        let lo = AddressPolicy {
+            allow_loopback: true,
+            allow_private: false,
+        };
+        assert!(lo.refuse("127.0.0.1".parse().unwrap()).is_none());
+        assert!(lo.refuse("10.0.0.1".parse().unwrap()).is_some());
+    }
+
+    #[test]
+    fn literal_hosts_are_checked() {
+        let p = AddressPolicy::default();
+        for u in [
+            "http://127.0.0.1/x",
+            "http://[::1]/",
+            "http://localhost:80/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+        ] {
+            let url = reqwest::Url::parse(u).unwrap();
+            assert!(check_url(&url, p).is_err(), "{u}");
+        }
+        assert!(check_url(&reqwest::Url::parse("https://example.org/").unwrap(), p).is_ok());
+    }
+}

@@ -1,0 +1,223 @@
+//! Delivery to a webhook on loopback: signed, retried through an outage, delivered once,
+//! recorded in the notification's timeline; a permanent failure is recorded too.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::Harness;
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tocsin_testkit::wait_for;
+
+const SECRET: &str = "webhook-secret-0123456789";
+
+#[derive(Default)]
+struct Receiver {
+    /// Answer this many requests with 503 before accepting.
+    fail_first: usize,
+    seen: usize,
+    accepted: Vec<(String, Value)>,
+    bad_signatures: usize,
+}
+
+async fn hook(
+    State(r): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let mut r = r.lock().unwrap();
+    r.seen += 1;
+    if r.seen <= r.fail_first {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("{}.", h("x-tocsin-timestamp")).as_bytes());
+    mac.update(&body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    if h("x-tocsin-signature") != want {
+        r.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    r.accepted
+        .push((h("x-tocsin-id"), serde_json::from_slice(&body).unwrap()));
+    StatusCode::NO_CONTENT
+}
+
+async fn receiver(fail_first: usize) -> anyhow::Result<(String, Arc<Mutex<Receiver>>)> {
+    let state = Arc::new(Mutex::new(Receiver {
+        fail_first,
+        ..Default::default()
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .route("/gone", axum::routing::post(|| async { StatusCode::GONE }))
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, state))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_each_notification_once_signed_through_an_outage() -> anyhow::Result<()> {
+    let h = Harness::start("e2ehook").await?;
+    let (url, rx) = receiver(3).await?;
+    let (_u, token, _) = h.create_user("gwen").await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "webhook", "address": url, "secret": SECRET})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        v["destination"].get("secret").is_none(),
+        "the secret is never returned"
+    );
+    let (_, list) = h
+        .call(Method::GET, "/v1/destinations", Some(&token), None)
+        .await?;
+    assert_eq!(list["destinations"][0]["signed"], true);
+
+    for i in 0..5 {
+        let (status, _) = h
+            .call(
+                Method::POST,
+                "/v1/publish",
+                Some(&token),
+                Some(json!({"title": format!("alert {i}"), "priority": 4})),
+            )
+            .await?;
+        assert_eq!(status, 202);
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "five webhook deliveries",
+        || async { (rx.lock().unwrap().accepted.len() >= 5).then_some(()) },
+    )
+    .await?;
+    // redeliveries would show up now if there were any
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let r = rx.lock().unwrap();
+        assert_eq!(r.bad_signatures, 0);
+        assert_eq!(
+            r.accepted.len(),
+            5,
+            "each notification delivered exactly once"
+        );
+        let mut titles: Vec<_> = r
+            .accepted
+            .iter()
+            .map(|(_, b)| b["title"].as_str().unwrap().to_owned())
+            .collect();
+        titles.sort();
+        assert_eq!(
+            titles,
+            ["alert 0", "alert 1", "alert 2", "alert 3", "alert 4"]
+        );
+        assert!(
+            r.seen >= 8,
+            "the first three attempts were refused and retried"
+        );
+    }
+
+    // the timeline shows routed then delivered
+    let items = wait_for(
+        Duration::from_secs(20),
+        "delivered entries in history",
+        || async {
+            let items = h.history(&token).await.ok()?;
+            items
+                .iter()
+                .all(|i| {
+                    i["timeline"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().any(|e| e["kind"] == "delivered"))
+                })
+                .then_some(items)
+        },
+    )
+    .await?;
+    let kinds: Vec<_> = items[0]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["routed", "delivered"]);
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_webhook_is_recorded_as_failed() -> anyhow::Result<()> {
+    let h = Harness::start("e2ehookfail").await?;
+    let (url, _rx) = receiver(0).await?;
+    let (_u, token, _) = h.create_user("hal").await?;
+    let gone = url.replace("/hook", "/gone");
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "webhook", "address": gone})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    for (body, field) in [
+        (
+            json!({"channel": "webhook", "address": "not a url"}),
+            "address",
+        ),
+        (json!({"channel": "pigeon", "address": "x"}), "channel"),
+        (
+            json!({"channel": "webhook", "address": "https://x.org/", "secret": "short"}),
+            "secret",
+        ),
+    ] {
+        let (status, v) = h
+            .call(Method::POST, "/v1/destinations", Some(&token), Some(body))
+            .await?;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"title": "will fail"})),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    let entry = wait_for(Duration::from_secs(20), "a failed entry", || async {
+        let items = h.history(&token).await.ok()?;
+        items.first()?["timeline"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "failed")
+            .cloned()
+    })
+    .await?;
+    assert!(
+        entry["detail"].as_str().unwrap().contains("HTTP 410"),
+        "{entry}"
+    );
+    h.shutdown().await;
+    Ok(())
+}
