@@ -81,6 +81,11 @@ impl Fetcher {
         })
     }
 
+    /// The guarded client, for other requests to user-supplied URLs (WebSub hubs).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// GET `url`, conditionally on the validators of the last fetch.
     pub async fn fetch(
         &self,

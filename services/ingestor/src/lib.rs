@@ -12,6 +12,7 @@
 
 pub mod fetch;
 pub mod normalize;
+pub mod websub;
 
 use async_nats::jetstream::{self, kv};
 use fetch::{AddressPolicy, FetchError, FetchSettings, Fetched, Fetcher};
@@ -64,6 +65,15 @@ pub struct IngestorConfig {
     /// Outstanding publishes while fanning out.
     pub publish_window: usize,
     pub shutdown_grace_secs: u64,
+    /// The public base URL hubs reach the ingestor at (WebSub callbacks are
+    /// `<url>/websub/<feed key>`). Empty: WebSub off, every feed is polled.
+    pub websub_public_url: String,
+    /// Where the WebSub callback listens (put it behind the public URL).
+    pub websub_listen: String,
+    /// The lease asked of hubs.
+    pub websub_lease_secs: u64,
+    /// How often a feed with an active WebSub lease is still polled, as a safety net.
+    pub websub_poll_interval_secs: u64,
 }
 
 impl Default for IngestorConfig {
@@ -85,6 +95,10 @@ impl Default for IngestorConfig {
             seen_capacity: 1000,
             publish_window: 512,
             shutdown_grace_secs: 20,
+            websub_public_url: String::new(),
+            websub_listen: "127.0.0.1:8081".into(),
+            websub_lease_secs: 10 * 86_400,
+            websub_poll_interval_secs: 3600,
         }
     }
 }
@@ -138,6 +152,17 @@ impl IngestorConfig {
         ] {
             if v == 0 {
                 p.push(format!("ingestor.{f}: must be greater than 0"));
+            }
+        }
+        if !self.websub_public_url.is_empty() {
+            if url::Url::parse(&self.websub_public_url).is_err() {
+                p.push(format!("ingestor.websub_public_url: {:?} is not a URL", self.websub_public_url));
+            }
+            if self.websub_listen.is_empty() {
+                p.push("ingestor.websub_listen: needed when websub_public_url is set".into());
+            }
+            if self.websub_lease_secs < 60 {
+                p.push("ingestor.websub_lease_secs: at least 60".into());
             }
         }
         if self.fetch_timeout_secs == 0 || self.connect_timeout_secs == 0 {
@@ -209,6 +234,9 @@ pub struct FeedRecord {
     pub last_checked_ms: Millis,
     #[serde(default)]
     pub next_poll_ms: Millis,
+    /// The feed's WebSub subscription, when its hub is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websub: Option<websub::WebSub>,
 }
 
 /// The KV key of a feed URL.
@@ -338,7 +366,7 @@ pub fn next_poll(
     now + jittered.max(floor).max(1.0) as Millis
 }
 
-struct Shared {
+pub(crate) struct Shared {
     bus: Bus,
     kv: kv::Store,
     cfg: IngestorConfig,
@@ -444,7 +472,7 @@ async fn load_feeds(kv: &kv::Store) -> Result<HashMap<String, FeedRecord>, BusEr
     Ok(out)
 }
 
-async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Result<(), BusError> {
+pub(crate) async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Result<(), BusError> {
     let bytes = tocsin_bus::encode(record)?;
     shared
         .kv
@@ -546,6 +574,17 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
         }
     };
     if delete {
+        if let Some(ws) = record.websub.clone()
+            && !shared.cfg.websub_public_url.is_empty()
+        {
+            let client = shared.fetcher.client().clone();
+            let (public, lease, k) = (shared.cfg.websub_public_url.clone(), shared.cfg.websub_lease_secs, key.clone());
+            tokio::spawn(async move {
+                if let Err(e) = websub::request(&client, &public, &k, "unsubscribe", &ws, lease).await {
+                    debug!(error = %e, "WebSub unsubscribe failed; the lease will lapse");
+                }
+            });
+        }
         shared.kv.delete(&key).await.map_err(|e| BusError::Kv {
             bucket: "feeds".into(),
             key: key.clone(),
@@ -637,24 +676,7 @@ async fn poll(shared: &Shared, key: &str) {
             bytes,
             etag,
             last_modified,
-        }) => match normalize(&bytes) {
-            Ok(parsed) => {
-                let plan = plan_poll(
-                    &snapshot,
-                    &parsed.title,
-                    &parsed.items,
-                    shared.cfg.seen_capacity,
-                    now,
-                );
-                Ok(Some(Refreshed {
-                    plan,
-                    title: parsed.title,
-                    etag,
-                    last_modified,
-                }))
-            }
-            Err(e) => Err((e.to_string(), None)),
-        },
+        }) => refresh(shared, &snapshot, &bytes, etag, last_modified, now).map(Some).map_err(|e| (e, None)),
         Err(e) => {
             let retry_after = e.retry_after();
             let msg = match &e {
@@ -673,6 +695,68 @@ async fn poll(shared: &Shared, key: &str) {
     };
     metrics::counter!("tocsin_ingestor_polls_total", "outcome" => label).increment(1);
     metrics::histogram!("tocsin_ingestor_poll_seconds").record(started.elapsed().as_secs_f64());
+    settle_document(shared, key, &snapshot, outcome, now).await;
+}
+
+/// Parse a document and decide what it means for `snapshot`.
+fn refresh(
+    shared: &Shared,
+    snapshot: &FeedRecord,
+    bytes: &[u8],
+    etag: Option<String>,
+    last_modified: Option<String>,
+    now: Millis,
+) -> Result<Refreshed, String> {
+    let parsed = normalize(bytes).map_err(|e| e.to_string())?;
+    let plan = plan_poll(snapshot, &parsed.title, &parsed.items, shared.cfg.seen_capacity, now);
+    Ok(Refreshed {
+        plan,
+        title: parsed.title,
+        etag,
+        last_modified,
+        hub: parsed.hub,
+        topic: parsed.self_url,
+    })
+}
+
+fn random_secret() -> String {
+    let mut rng = rand::rng();
+    (0..24).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+}
+
+/// A document a WebSub hub pushed: processed like a polled one, keeping the validators.
+pub(crate) async fn handle_push(shared: &Shared, key: &str, body: Vec<u8>) {
+    // one poll or push per feed at a time
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if shared.in_flight.lock().expect("in-flight lock").insert(key.to_owned()) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            warn!(key, "a WebSub push waited too long for a poll of the same feed; dropped (the next poll covers it)");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshot = shared.feeds.lock().expect("feeds lock").get(key).cloned();
+    if let Some(snapshot) = snapshot {
+        let now = now_ms();
+        let outcome = refresh(shared, &snapshot, &body, snapshot.etag.clone(), snapshot.last_modified.clone(), now)
+            .map(Some)
+            .map_err(|e| (format!("pushed by the hub: {e}"), None));
+        settle_document(shared, key, &snapshot, outcome, now).await;
+    }
+    shared.in_flight.lock().expect("in-flight lock").remove(key);
+}
+
+/// Fan out what a fetched or pushed document brought, then record the feed's new state.
+async fn settle_document(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    outcome: Result<Option<Refreshed>, (String, Option<Duration>)>,
+    now: Millis,
+) {
     match outcome {
         Ok(plan) => {
             let mut published = 0;
@@ -687,7 +771,7 @@ async fn poll(shared: &Shared, key: &str) {
                     record_failure(
                         shared,
                         key,
-                        &snapshot,
+                        snapshot,
                         format!("internal: {e}"),
                         Some(Duration::from_secs(5)),
                         now,
@@ -697,14 +781,14 @@ async fn poll(shared: &Shared, key: &str) {
                     return;
                 }
             }
-            record_success(shared, key, &snapshot, plan, now).await;
+            record_success(shared, key, snapshot, plan, now).await;
             if published > 0 {
                 info!(notifications = published, "new items fanned out");
             }
         }
         Err((msg, retry_after)) => {
             warn!(error = %msg, "feed poll failed");
-            record_failure(shared, key, &snapshot, msg, retry_after, now, true).await;
+            record_failure(shared, key, snapshot, msg, retry_after, now, true).await;
         }
     }
 }
@@ -730,6 +814,9 @@ struct Refreshed {
     title: String,
     etag: Option<String>,
     last_modified: Option<String>,
+    /// The WebSub hub and topic the document advertises.
+    hub: Option<String>,
+    topic: Option<String>,
 }
 
 async fn record_success(
@@ -740,6 +827,11 @@ async fn record_success(
     now: Millis,
 ) {
     let was_failing = snapshot.failures > 0 || !snapshot.polled;
+    let hub_topic = plan
+        .as_ref()
+        .filter(|_| !shared.cfg.websub_public_url.is_empty())
+        .map(|r| (r.hub.clone(), r.topic.clone().unwrap_or_else(|| snapshot.url.clone())));
+    let mut subscribe = None;
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         let Some(rec) = feeds.get_mut(key) else {
@@ -765,9 +857,43 @@ async fn record_success(
         rec.failures = 0;
         rec.last_error = None;
         rec.last_checked_ms = now;
-        rec.next_poll_ms = next_poll(now, &shared.cfg, 0, None, rand::rng().random());
+        if let Some((hub, topic)) = &hub_topic {
+            let action = websub::plan(rec.websub.as_ref(), hub.as_deref(), topic, shared.cfg.websub_lease_secs, now);
+            if let websub::Action::Subscribe { hub, topic } = action {
+                let ws = websub::WebSub {
+                    hub,
+                    topic,
+                    secret: random_secret(),
+                    verified: false,
+                    lease_expires_ms: 0,
+                    requested_at_ms: now,
+                };
+                rec.websub = Some(ws.clone());
+                subscribe = Some(ws);
+            }
+        }
+        let mut cfg = shared.cfg.clone();
+        if websub::active(rec.websub.as_ref(), now) {
+            cfg.poll_interval_secs = cfg.poll_interval_secs.max(cfg.websub_poll_interval_secs);
+        }
+        rec.next_poll_ms = next_poll(now, &cfg, 0, None, rand::rng().random());
         rec.clone()
     };
+    if let Some(ws) = subscribe {
+        let client = shared.fetcher.client().clone();
+        let (public, lease, k, url) = (
+            shared.cfg.websub_public_url.clone(),
+            shared.cfg.websub_lease_secs,
+            key.to_owned(),
+            record.url.clone(),
+        );
+        tokio::spawn(async move {
+            match websub::request(&client, &public, &k, "subscribe", &ws, lease).await {
+                Ok(()) => info!(%url, hub = %ws.hub, "WebSub subscription requested"),
+                Err(e) => warn!(%url, hub = %ws.hub, error = %e, "WebSub subscription failed; polling, asking again later"),
+            }
+        });
+    }
     if let Err(e) = save(shared, key, &record).await {
         warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
     }

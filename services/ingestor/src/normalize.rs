@@ -19,6 +19,10 @@ pub struct FeedItem {
 pub struct ParsedFeed {
     pub title: String,
     pub items: Vec<FeedItem>,
+    /// The WebSub hub the feed advertises (`<link rel="hub">`), if any.
+    pub hub: Option<String>,
+    /// The feed's own URL as it states it (`<link rel="self">`): the WebSub topic.
+    pub self_url: Option<String>,
 }
 
 /// Why a document is not a usable feed, for the person who subscribed to it.
@@ -64,6 +68,15 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
         .as_ref()
         .map(|t| text_of(&t.content, t.content_type.to_string().as_str()))
         .unwrap_or_default();
+    let link_rel = |rel: &str| {
+        feed.links
+            .iter()
+            .find(|l| l.rel.as_deref() == Some(rel))
+            .map(|l| l.href.trim().to_owned())
+            .filter(|h| h.starts_with("http://") || h.starts_with("https://"))
+    };
+    let hub = link_rel("hub");
+    let self_url = link_rel("self");
     let mut items = Vec::new();
     for e in feed.entries.into_iter().take(MAX_ITEMS) {
         let title = e
@@ -122,6 +135,8 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
     Ok(ParsedFeed {
         title: truncate(&one_line(&feed_title), MAX_TITLE),
         items,
+        hub,
+        self_url,
     })
 }
 
@@ -165,11 +180,15 @@ mod tests {
     fn atom_and_rss2() {
         let f = normalize(ATOM.as_bytes()).unwrap();
         assert_eq!(f.title, "Example releases");
+        assert_eq!(f.hub.as_deref(), Some("https://hub.example.org/"));
+        assert_eq!(f.self_url.as_deref(), Some("https://example.org/releases.atom"));
         assert_eq!(f.items[0].key, "urn:example:release:1");
         assert_eq!(f.items[0].categories, ["release"]);
         assert!(f.items[0].published_ms.is_some());
         let f = normalize(RSS2.as_bytes()).unwrap();
         assert_eq!(f.items.len(), 3);
+        assert_eq!(f.hub.as_deref(), Some("https://hub.example.org/"));
+        assert_eq!(normalize(RDF.as_bytes()).unwrap().hub, None);
         assert_eq!(f.items[0].key, "guid-1");
         // no guid: the link; no link either: a content hash, stable across parses
         assert_eq!(f.items[1].key, "https://example.org/items/2");
