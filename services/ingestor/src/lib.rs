@@ -156,7 +156,10 @@ impl IngestorConfig {
         }
         if !self.websub_public_url.is_empty() {
             if url::Url::parse(&self.websub_public_url).is_err() {
-                p.push(format!("ingestor.websub_public_url: {:?} is not a URL", self.websub_public_url));
+                p.push(format!(
+                    "ingestor.websub_public_url: {:?} is not a URL",
+                    self.websub_public_url
+                ));
             }
             if self.websub_listen.is_empty() {
                 p.push("ingestor.websub_listen: needed when websub_public_url is set".into());
@@ -419,6 +422,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         consumer,
         shutdown.clone(),
     ));
+    if !shared.cfg.websub_public_url.is_empty() {
+        let listen = &shared.cfg.websub_listen;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on ingestor.websub_listen {listen}: {e}"),
+            )
+        })?;
+        info!(listen = %listener.local_addr()?, public = %shared.cfg.websub_public_url, "WebSub callback listening");
+        let app = websub::router(shared.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+    }
     ready.set(true);
     info!("ingestor running");
     let tracker = TaskTracker::new();
@@ -578,9 +598,15 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
             && !shared.cfg.websub_public_url.is_empty()
         {
             let client = shared.fetcher.client().clone();
-            let (public, lease, k) = (shared.cfg.websub_public_url.clone(), shared.cfg.websub_lease_secs, key.clone());
+            let (public, lease, k) = (
+                shared.cfg.websub_public_url.clone(),
+                shared.cfg.websub_lease_secs,
+                key.clone(),
+            );
             tokio::spawn(async move {
-                if let Err(e) = websub::request(&client, &public, &k, "unsubscribe", &ws, lease).await {
+                if let Err(e) =
+                    websub::request(&client, &public, &k, "unsubscribe", &ws, lease).await
+                {
                     debug!(error = %e, "WebSub unsubscribe failed; the lease will lapse");
                 }
             });
@@ -676,7 +702,9 @@ async fn poll(shared: &Shared, key: &str) {
             bytes,
             etag,
             last_modified,
-        }) => refresh(shared, &snapshot, &bytes, etag, last_modified, now).map(Some).map_err(|e| (e, None)),
+        }) => refresh(shared, &snapshot, &bytes, etag, last_modified, now)
+            .map(Some)
+            .map_err(|e| (e, None)),
         Err(e) => {
             let retry_after = e.retry_after();
             let msg = match &e {
@@ -708,7 +736,13 @@ fn refresh(
     now: Millis,
 ) -> Result<Refreshed, String> {
     let parsed = normalize(bytes).map_err(|e| e.to_string())?;
-    let plan = plan_poll(snapshot, &parsed.title, &parsed.items, shared.cfg.seen_capacity, now);
+    let plan = plan_poll(
+        snapshot,
+        &parsed.title,
+        &parsed.items,
+        shared.cfg.seen_capacity,
+        now,
+    );
     Ok(Refreshed {
         plan,
         title: parsed.title,
@@ -721,7 +755,9 @@ fn refresh(
 
 fn random_secret() -> String {
     let mut rng = rand::rng();
-    (0..24).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..24)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 /// A document a WebSub hub pushed: processed like a polled one, keeping the validators.
@@ -729,11 +765,19 @@ pub(crate) async fn handle_push(shared: &Shared, key: &str, body: Vec<u8>) {
     // one poll or push per feed at a time
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if shared.in_flight.lock().expect("in-flight lock").insert(key.to_owned()) {
+        if shared
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.to_owned())
+        {
             break;
         }
         if tokio::time::Instant::now() > deadline {
-            warn!(key, "a WebSub push waited too long for a poll of the same feed; dropped (the next poll covers it)");
+            warn!(
+                key,
+                "a WebSub push waited too long for a poll of the same feed; dropped (the next poll covers it)"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -741,9 +785,16 @@ pub(crate) async fn handle_push(shared: &Shared, key: &str, body: Vec<u8>) {
     let snapshot = shared.feeds.lock().expect("feeds lock").get(key).cloned();
     if let Some(snapshot) = snapshot {
         let now = now_ms();
-        let outcome = refresh(shared, &snapshot, &body, snapshot.etag.clone(), snapshot.last_modified.clone(), now)
-            .map(Some)
-            .map_err(|e| (format!("pushed by the hub: {e}"), None));
+        let outcome = refresh(
+            shared,
+            &snapshot,
+            &body,
+            snapshot.etag.clone(),
+            snapshot.last_modified.clone(),
+            now,
+        )
+        .map(Some)
+        .map_err(|e| (format!("pushed by the hub: {e}"), None));
         settle_document(shared, key, &snapshot, outcome, now).await;
     }
     shared.in_flight.lock().expect("in-flight lock").remove(key);
@@ -830,7 +881,12 @@ async fn record_success(
     let hub_topic = plan
         .as_ref()
         .filter(|_| !shared.cfg.websub_public_url.is_empty())
-        .map(|r| (r.hub.clone(), r.topic.clone().unwrap_or_else(|| snapshot.url.clone())));
+        .map(|r| {
+            (
+                r.hub.clone(),
+                r.topic.clone().unwrap_or_else(|| snapshot.url.clone()),
+            )
+        });
     let mut subscribe = None;
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
@@ -858,7 +914,13 @@ async fn record_success(
         rec.last_error = None;
         rec.last_checked_ms = now;
         if let Some((hub, topic)) = &hub_topic {
-            let action = websub::plan(rec.websub.as_ref(), hub.as_deref(), topic, shared.cfg.websub_lease_secs, now);
+            let action = websub::plan(
+                rec.websub.as_ref(),
+                hub.as_deref(),
+                topic,
+                shared.cfg.websub_lease_secs,
+                now,
+            );
             if let websub::Action::Subscribe { hub, topic } = action {
                 let ws = websub::WebSub {
                     hub,
@@ -890,7 +952,9 @@ async fn record_success(
         tokio::spawn(async move {
             match websub::request(&client, &public, &k, "subscribe", &ws, lease).await {
                 Ok(()) => info!(%url, hub = %ws.hub, "WebSub subscription requested"),
-                Err(e) => warn!(%url, hub = %ws.hub, error = %e, "WebSub subscription failed; polling, asking again later"),
+                Err(e) => {
+                    warn!(%url, hub = %ws.hub, error = %e, "WebSub subscription failed; polling, asking again later")
+                }
             }
         });
     }

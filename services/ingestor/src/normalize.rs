@@ -181,7 +181,10 @@ mod tests {
         let f = normalize(ATOM.as_bytes()).unwrap();
         assert_eq!(f.title, "Example releases");
         assert_eq!(f.hub.as_deref(), Some("https://hub.example.org/"));
-        assert_eq!(f.self_url.as_deref(), Some("https://example.org/releases.atom"));
+        assert_eq!(
+            f.self_url.as_deref(),
+            Some("https://example.org/releases.atom")
+        );
         assert_eq!(f.items[0].key, "urn:example:release:1");
         assert_eq!(f.items[0].categories, ["release"]);
         assert!(f.items[0].published_ms.is_some());

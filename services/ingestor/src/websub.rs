@@ -42,7 +42,13 @@ pub enum Action {
 
 /// Decide whether to (re)subscribe: a hub newly advertised or changed, a lease running out,
 /// or a request that was never verified (asked again after an hour).
-pub fn plan(current: Option<&WebSub>, hub: Option<&str>, topic: &str, lease_secs: u64, now: Millis) -> Action {
+pub fn plan(
+    current: Option<&WebSub>,
+    hub: Option<&str>,
+    topic: &str,
+    lease_secs: u64,
+    now: Millis,
+) -> Action {
     let Some(hub) = hub else { return Action::None };
     let subscribe = Action::Subscribe {
         hub: hub.to_owned(),
@@ -53,7 +59,11 @@ pub fn plan(current: Option<&WebSub>, hub: Option<&str>, topic: &str, lease_secs
         Some(ws) if ws.hub != hub || ws.topic != topic => subscribe,
         Some(ws) if ws.verified => {
             let renew_at = ws.lease_expires_ms - (lease_secs as Millis * 1000) / 5;
-            if now >= renew_at { subscribe } else { Action::None }
+            if now >= renew_at {
+                subscribe
+            } else {
+                Action::None
+            }
         }
         Some(ws) if now - ws.requested_at_ms > 3_600_000 => subscribe,
         Some(_) => Action::None,
@@ -70,15 +80,19 @@ pub fn signature_ok(secret: &str, header: Option<&str>, body: &[u8]) -> bool {
     let Some((algo, hex_sig)) = header.and_then(|h| h.trim().split_once('=')) else {
         return false;
     };
-    let Ok(sig) = hex::decode(hex_sig) else { return false };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
     match algo {
         "sha256" => {
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+            let mut mac =
+                Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
             mac.update(body);
             mac.verify_slice(&sig).is_ok()
         }
         "sha1" => {
-            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
+            let mut mac =
+                Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
             mac.update(body);
             mac.verify_slice(&sig).is_ok()
         }
@@ -137,7 +151,10 @@ async fn verify(
     let mode = q.get("hub.mode").map(String::as_str).unwrap_or_default();
     let topic = q.get("hub.topic").cloned().unwrap_or_default();
     let challenge = q.get("hub.challenge").cloned().unwrap_or_default();
-    let lease: i64 = q.get("hub.lease_seconds").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let lease: i64 = q
+        .get("hub.lease_seconds")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let now = tocsin_model::now_ms();
     let updated: Option<FeedRecord> = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
@@ -177,10 +194,18 @@ async fn verify(
     }
 }
 
-async fn push(State(shared): State<Arc<Shared>>, Path(key): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn push(
+    State(shared): State<Arc<Shared>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let secret = {
         let feeds = shared.feeds.lock().expect("feeds lock");
-        feeds.get(&key).and_then(|r| r.websub.as_ref()).map(|w| w.secret.clone())
+        feeds
+            .get(&key)
+            .and_then(|r| r.websub.as_ref())
+            .map(|w| w.secret.clone())
     };
     let Some(secret) = secret else {
         // 410 tells the hub to stop: we hold no subscription for this callback
@@ -190,7 +215,8 @@ async fn push(State(shared): State<Arc<Shared>>, Path(key): Path<String>, header
     if !signature_ok(&secret, sig, &body) {
         // the spec asks for a 2xx so that a forger learns nothing; the content is dropped
         warn!(key, "WebSub push with a missing or wrong signature ignored");
-        metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "bad_signature").increment(1);
+        metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "bad_signature")
+            .increment(1);
         return StatusCode::ACCEPTED;
     }
     metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "ok").increment(1);
@@ -228,13 +254,34 @@ mod tests {
         assert_eq!(plan(None, Some("https://hub/"), "https://t/", 1000, 0), sub);
         // verified, lease 1000 s: renew in its last fifth
         let w = ws(true, 1_000_000, 0);
-        assert_eq!(plan(Some(&w), Some("https://hub/"), "https://t/", 1000, 500_000), Action::None);
-        assert_eq!(plan(Some(&w), Some("https://hub/"), "https://t/", 1000, 850_000), sub);
+        assert_eq!(
+            plan(Some(&w), Some("https://hub/"), "https://t/", 1000, 500_000),
+            Action::None
+        );
+        assert_eq!(
+            plan(Some(&w), Some("https://hub/"), "https://t/", 1000, 850_000),
+            sub
+        );
         // a changed hub re-subscribes; a pending request waits an hour
-        assert!(matches!(plan(Some(&w), Some("https://hub2/"), "https://t/", 1000, 1), Action::Subscribe { .. }));
+        assert!(matches!(
+            plan(Some(&w), Some("https://hub2/"), "https://t/", 1000, 1),
+            Action::Subscribe { .. }
+        ));
         let p = ws(false, 0, 0);
-        assert_eq!(plan(Some(&p), Some("https://hub/"), "https://t/", 1000, 60_000), Action::None);
-        assert_eq!(plan(Some(&p), Some("https://hub/"), "https://t/", 1000, 3_700_000), sub);
+        assert_eq!(
+            plan(Some(&p), Some("https://hub/"), "https://t/", 1000, 60_000),
+            Action::None
+        );
+        assert_eq!(
+            plan(
+                Some(&p),
+                Some("https://hub/"),
+                "https://t/",
+                1000,
+                3_700_000
+            ),
+            sub
+        );
         assert!(active(Some(&w), 999_999));
         assert!(!active(Some(&w), 1_000_001));
         assert!(!active(Some(&p), 0));
@@ -253,6 +300,13 @@ mod tests {
         assert!(!signature_ok("k", Some("md5=00"), body));
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"k").unwrap();
         mac.update(body);
-        assert!(signature_ok("k", Some(&format!("sha1={}", hex::encode(mac.finalize().into_bytes()))), body));
+        assert!(signature_ok(
+            "k",
+            Some(&format!(
+                "sha1={}",
+                hex::encode(mac.finalize().into_bytes())
+            )),
+            body
+        ));
     }
 }
