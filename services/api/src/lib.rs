@@ -78,31 +78,20 @@ pub struct Config {
 
 impl Config {
     pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let bus = doc.section::<BusConfig>("bus");
-        let api = doc.section::<ApiConfig>("api");
-        let mut problems = Vec::new();
-        if let Ok(b) = &bus {
-            problems.extend(b.validate().iter().map(ToString::to_string));
-        }
-        if let Ok(a) = &api {
-            if url::Url::parse(&a.public_url).is_err() {
-                problems.push(format!("api.public_url: {:?} is not a URL", a.public_url));
+        let (bus, api) = doc.service_sections("api", |b: &BusConfig, s: &ApiConfig| {
+            let mut p = b.problems();
+            if url::Url::parse(&s.public_url).is_err() {
+                p.push(format!("api.public_url: {:?} is not a URL", s.public_url));
             }
-            if !a.admin_token.is_empty() && a.admin_token.len() < 16 {
-                problems.push("api.admin_token: use at least 16 characters".into());
+            if !s.admin_token.is_empty() && s.admin_token.len() < 16 {
+                p.push("api.admin_token: use at least 16 characters".into());
             }
-            if a.max_body_bytes < 1024 {
-                problems.push("api.max_body_bytes: must be at least 1024".into());
+            if s.max_body_bytes < 1024 {
+                p.push("api.max_body_bytes: must be at least 1024".into());
             }
-        }
-        match (bus, api) {
-            (Ok(bus), Ok(api)) if problems.is_empty() => Ok(Config { bus, api }),
-            (bus, api) => {
-                problems.extend(bus.err());
-                problems.extend(api.err());
-                Err(problems)
-            }
-        }
+            p
+        })?;
+        Ok(Config { bus, api })
     }
 }
 

@@ -70,35 +70,26 @@ pub struct Config {
 
 impl Config {
     pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let bus = doc.section::<BusConfig>("bus");
-        let delivery = doc.section::<DeliveryConfig>("delivery");
-        let mut problems = Vec::new();
-        if let Ok(b) = &bus {
-            problems.extend(b.validate().iter().map(ToString::to_string));
-        }
-        if let Ok(d) = &delivery {
-            for c in &d.channels {
-                if *c != Channel::Webhook {
-                    problems.push(format!(
+        let (bus, delivery) =
+            doc.service_sections("delivery", |b: &BusConfig, s: &DeliveryConfig| {
+                let mut p = b.problems();
+                for c in &s.channels {
+                    if *c != Channel::Webhook {
+                        p.push(format!(
                         "delivery.channels: the {} channel is not available yet; use [\"webhook\"]",
                         c.as_str()
                     ));
+                    }
                 }
-            }
-            if d.concurrency == 0 || d.webhook_timeout_secs == 0 {
-                problems.push(
-                    "delivery.concurrency and webhook_timeout_secs: must be greater than 0".into(),
-                );
-            }
-        }
-        match (bus, delivery) {
-            (Ok(bus), Ok(delivery)) if problems.is_empty() => Ok(Config { bus, delivery }),
-            (bus, delivery) => {
-                problems.extend(bus.err());
-                problems.extend(delivery.err());
-                Err(problems)
-            }
-        }
+                if s.concurrency == 0 || s.webhook_timeout_secs == 0 {
+                    p.push(
+                        "delivery.concurrency and webhook_timeout_secs: must be greater than 0"
+                            .into(),
+                    );
+                }
+                p
+            })?;
+        Ok(Config { bus, delivery })
     }
 }
 

@@ -67,31 +67,21 @@ pub struct Config {
 
 impl Config {
     pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let bus = doc.section::<BusConfig>("bus");
-        let history = doc.section::<HistoryConfig>("history");
-        let mut problems = Vec::new();
-        if let Ok(b) = &bus {
-            problems.extend(b.validate().iter().map(ToString::to_string));
-        }
-        if let (Ok(b), Ok(h)) = (&bus, &history) {
-            if let Err(e) = h.silo_set(b.silo_count) {
-                problems.push(format!("history.silos: {e}"));
-            }
-            if h.batch == 0 {
-                problems.push("history.batch: must be greater than 0".into());
-            }
-            if !(1..=500).contains(&h.feed_items) {
-                problems.push("history.feed_items: must be 1-500".into());
-            }
-        }
-        match (bus, history) {
-            (Ok(bus), Ok(history)) if problems.is_empty() => Ok(Config { bus, history }),
-            (bus, history) => {
-                problems.extend(bus.err());
-                problems.extend(history.err());
-                Err(problems)
-            }
-        }
+        let (bus, history) =
+            doc.service_sections("history", |b: &BusConfig, s: &HistoryConfig| {
+                let mut p = b.problems();
+                if let Err(e) = s.silo_set(b.silo_count) {
+                    p.push(format!("history.silos: {e}"));
+                }
+                if s.batch == 0 {
+                    p.push("history.batch: must be greater than 0".into());
+                }
+                if !(1..=500).contains(&s.feed_items) {
+                    p.push("history.feed_items: must be 1-500".into());
+                }
+                p
+            })?;
+        Ok(Config { bus, history })
     }
 }
 

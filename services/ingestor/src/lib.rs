@@ -111,23 +111,13 @@ pub struct Config {
 
 impl Config {
     pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let bus = doc.section::<BusConfig>("bus");
-        let ingestor = doc.section::<IngestorConfig>("ingestor");
-        let mut problems = Vec::new();
-        if let Ok(b) = &bus {
-            problems.extend(b.validate().iter().map(ToString::to_string));
-        }
-        if let Ok(i) = &ingestor {
-            problems.extend(i.validate());
-        }
-        match (bus, ingestor) {
-            (Ok(bus), Ok(ingestor)) if problems.is_empty() => Ok(Config { bus, ingestor }),
-            (bus, ingestor) => {
-                problems.extend(bus.err());
-                problems.extend(ingestor.err());
-                Err(problems)
-            }
-        }
+        let (bus, ingestor) =
+            doc.service_sections("ingestor", |b: &BusConfig, s: &IngestorConfig| {
+                let mut p = b.problems();
+                p.extend(s.validate());
+                p
+            })?;
+        Ok(Config { bus, ingestor })
     }
 }
 

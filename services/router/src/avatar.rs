@@ -220,36 +220,24 @@ fn command_effects(
             Ok(())
         }
         Command::AddSource { source } => {
-            let r = record
-                .as_mut()
-                .ok_or(("not_found", format!("user {user} does not exist")))?;
+            let r = existing(user, record)?;
             validate_source(&source)?;
-            let replacing = r.sources.iter().position(|s| s.id == source.id);
-            if replacing.is_none() && r.sources.len() >= limits.max_sources {
-                return Err((
-                    "invalid",
-                    format!("at most {} sources per user", limits.max_sources),
-                ));
-            }
-            fx.subscriptions
-                .push(subscription(user, &source, SubscriptionOp::Upsert));
-            match replacing {
-                Some(i) => r.sources[i] = source,
-                None => r.sources.push(source),
-            }
+            let upserted = subscription(user, &source, SubscriptionOp::Upsert);
+            let id = source.id.clone();
+            upsert(
+                &mut r.sources,
+                source,
+                |s| s.id == id,
+                limits.max_sources,
+                "sources",
+            )?;
+            fx.subscriptions.push(upserted);
             fx.dirty = true;
             Ok(())
         }
         Command::RemoveSource { source_id } => {
-            let r = record
-                .as_mut()
-                .ok_or(("not_found", format!("user {user} does not exist")))?;
-            let i = r
-                .sources
-                .iter()
-                .position(|s| s.id == source_id)
-                .ok_or(("not_found", format!("no source {source_id}")))?;
-            let source = r.sources.remove(i);
+            let r = existing(user, record)?;
+            let source = take(&mut r.sources, |s| s.id == source_id, "source", &source_id)?;
             r.source_status.remove(&source_id);
             fx.subscriptions
                 .push(subscription(user, &source, SubscriptionOp::Remove));
@@ -257,43 +245,79 @@ fn command_effects(
             Ok(())
         }
         Command::AddDestination { destination } => {
-            let r = record
-                .as_mut()
-                .ok_or(("not_found", format!("user {user} does not exist")))?;
+            let r = existing(user, record)?;
             let address = Destination::validate_address(destination.channel, &destination.address)
                 .map_err(|e| ("invalid", format!("address: {e}")))?;
-            let replacing = r.destinations.iter().position(|d| d.id == destination.id);
-            if replacing.is_none() && r.destinations.len() >= limits.max_destinations {
-                return Err((
-                    "invalid",
-                    format!("at most {} destinations per user", limits.max_destinations),
-                ));
-            }
+            let id = destination.id.clone();
             let destination = Destination {
                 address,
                 ..destination
             };
-            match replacing {
-                Some(i) => r.destinations[i] = destination,
-                None => r.destinations.push(destination),
-            }
+            let limit = limits.max_destinations;
+            upsert(
+                &mut r.destinations,
+                destination,
+                |d| d.id == id,
+                limit,
+                "destinations",
+            )?;
             fx.dirty = true;
             Ok(())
         }
         Command::RemoveDestination { destination_id } => {
-            let r = record
-                .as_mut()
-                .ok_or(("not_found", format!("user {user} does not exist")))?;
-            let i = r
-                .destinations
-                .iter()
-                .position(|d| d.id == destination_id)
-                .ok_or(("not_found", format!("no destination {destination_id}")))?;
-            r.destinations.remove(i);
+            let r = existing(user, record)?;
+            take(
+                &mut r.destinations,
+                |d| d.id == destination_id,
+                "destination",
+                &destination_id,
+            )?;
             fx.dirty = true;
             Ok(())
         }
     }
+}
+
+/// The user's record, or the refusal for a command to a user that does not exist.
+fn existing<'a>(
+    user: &UserId,
+    record: &'a mut Option<UserRecord>,
+) -> Result<&'a mut UserRecord, Refusal> {
+    record
+        .as_mut()
+        .ok_or(("not_found", format!("user {user} does not exist")))
+}
+
+/// Replace the entry `same` finds, or add `item` if there is room for `limit` entries.
+fn upsert<T>(
+    list: &mut Vec<T>,
+    item: T,
+    same: impl Fn(&T) -> bool,
+    limit: usize,
+    what: &str,
+) -> Result<(), Refusal> {
+    match list.iter().position(same) {
+        Some(i) => list[i] = item,
+        None if list.len() >= limit => {
+            return Err(("invalid", format!("at most {limit} {what} per user")));
+        }
+        None => list.push(item),
+    }
+    Ok(())
+}
+
+/// Remove and return the entry `same` finds.
+fn take<T>(
+    list: &mut Vec<T>,
+    same: impl Fn(&T) -> bool,
+    what: &str,
+    id: &str,
+) -> Result<T, Refusal> {
+    let i = list
+        .iter()
+        .position(same)
+        .ok_or(("not_found", format!("no {what} {id}")))?;
+    Ok(list.remove(i))
 }
 
 fn validate_source(source: &Source) -> Result<(), Refusal> {

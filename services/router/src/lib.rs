@@ -85,29 +85,17 @@ pub struct Config {
 impl Config {
     /// Read and validate; every problem is reported.
     pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let bus = doc.section::<BusConfig>("bus");
-        let router = doc.section::<RouterConfig>("router");
-        let mut problems = Vec::new();
-        if let Ok(b) = &bus {
-            problems.extend(b.validate().iter().map(ToString::to_string));
-        }
-        if let (Ok(b), Ok(r)) = (&bus, &router) {
-            if let Err(e) = r.silo_set(b.silo_count) {
-                problems.push(format!("router.silos: {e}"));
+        let (bus, router) = doc.service_sections("router", |b: &BusConfig, s: &RouterConfig| {
+            let mut p = b.problems();
+            if let Err(e) = s.silo_set(b.silo_count) {
+                p.push(format!("router.silos: {e}"));
             }
-            if r.avatar_queue == 0 || r.batch == 0 {
-                problems
-                    .push("router.avatar_queue and router.batch: must be greater than 0".into());
+            if s.avatar_queue == 0 || s.batch == 0 {
+                p.push("router.avatar_queue and router.batch: must be greater than 0".into());
             }
-        }
-        match (bus, router) {
-            (Ok(bus), Ok(router)) if problems.is_empty() => Ok(Config { bus, router }),
-            (bus, router) => {
-                problems.extend(bus.err());
-                problems.extend(router.err());
-                Err(problems)
-            }
-        }
+            p
+        })?;
+        Ok(Config { bus, router })
     }
 }
 

@@ -59,6 +59,11 @@ pub struct ConfigError {
 }
 
 impl BusConfig {
+    /// Every problem with this section, as text.
+    pub fn problems(&self) -> Vec<String> {
+        self.validate().iter().map(ToString::to_string).collect()
+    }
+
     /// Every problem with this section.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();

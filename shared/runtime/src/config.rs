@@ -80,6 +80,30 @@ impl ConfigDoc {
         })
     }
 
+    /// A service's sections: the shared `bus` one and its own, `check`ed together once both
+    /// parse. Every problem found is returned, each naming its section and field.
+    pub fn service_sections<B, S>(
+        &self,
+        name: &str,
+        check: impl FnOnce(&B, &S) -> Vec<String>,
+    ) -> Result<(B, S), Vec<String>>
+    where
+        B: DeserializeOwned + Default,
+        S: DeserializeOwned + Default,
+    {
+        match (self.section::<B>("bus"), self.section::<S>(name)) {
+            (Ok(b), Ok(s)) => {
+                let problems = check(&b, &s);
+                if problems.is_empty() {
+                    Ok((b, s))
+                } else {
+                    Err(problems)
+                }
+            }
+            (b, s) => Err(b.err().into_iter().chain(s.err()).collect()),
+        }
+    }
+
     /// The top-level section names present, to report ones nobody reads.
     pub fn sections(&self) -> Vec<String> {
         self.inner
