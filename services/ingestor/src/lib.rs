@@ -557,6 +557,10 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
                     ..Default::default()
                 });
                 let existing = rec.subscribers.contains_key(&sub_key);
+                if sub.deliver_existing && !existing && rec.polled {
+                    // they asked for what is already listed: fetch it now, not next interval
+                    rec.next_poll_ms = 0;
+                }
                 rec.subscribers.insert(
                     sub_key,
                     Subscriber {

@@ -68,6 +68,9 @@ enum Cmd {
         /// Also serve the demo feed (a new listing every 10 s) on this port (0: off).
         #[arg(long, default_value_t = 8099)]
         demo_feed_port: u16,
+        /// How often the demo feed gains a listing.
+        #[arg(long, default_value_t = 10)]
+        demo_feed_every_secs: u64,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -249,8 +252,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             nats_url,
             no_loopback_feeds,
             demo_feed_port,
+            demo_feed_every_secs,
             api,
-        } => up(config, nats_url, !no_loopback_feeds, demo_feed_port, api).await,
+        } => {
+            let demo = (demo_feed_port > 0).then(|| {
+                (
+                    demo_feed_port,
+                    Duration::from_secs(demo_feed_every_secs.max(1)),
+                )
+            });
+            up(config, nats_url, !no_loopback_feeds, demo, api).await
+        }
         Cmd::Config { config } => {
             let doc = ConfigSource::from_process(config)
                 .load()
@@ -600,10 +612,11 @@ async fn up(
     config: Option<PathBuf>,
     nats_url: Option<String>,
     allow_loopback: bool,
-    demo_port: u16,
+    demo: Option<(u16, Duration)>,
     args: ApiArgs,
 ) -> Result<ExitCode> {
     tocsin_runtime::init_tracing();
+    let demo_every_secs = demo.map(|(_, e)| e.as_secs()).unwrap_or(10);
     let mut source = ConfigSource::from_process(config);
     let data = args.data_dir.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
@@ -669,15 +682,11 @@ async fn up(
     let shutdown = tocsin_runtime::shutdown_on_signal();
     let mut services = run_all(&cfg, &shutdown);
     let api_url = cfg.api.api.public_url.clone();
-    let demo_url = if demo_port > 0 {
+    let demo_url = if let Some((demo_port, every)) = demo {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", demo_port)).await;
         match listener {
             Ok(l) => {
-                tokio::spawn(tocsin::demo::serve(
-                    l,
-                    Duration::from_secs(10),
-                    shutdown.clone(),
-                ));
+                tokio::spawn(tocsin::demo::serve(l, every, shutdown.clone()));
                 Some(format!("http://127.0.0.1:{demo_port}/search.rdf"))
             }
             Err(e) => {
@@ -730,7 +739,7 @@ async fn up(
         demo["feed"]["rss"].as_str().unwrap_or("?")
     );
     if let Some(d) = &demo_url {
-        println!("  demo feed:      {d}   (a new listing every 10s)");
+        println!("  demo feed:      {d}   (a new listing every {demo_every_secs}s)");
         println!();
         println!("  try:  tocsin feed add {d} --match bike --price-max 1000");
         println!("        tocsin history");
