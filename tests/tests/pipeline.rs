@@ -486,3 +486,43 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
     h.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> anyhow::Result<()> {
+    let mut h = Harness::start("e2eingrestart").await?;
+    h.feeds.set(
+        "r.rdf",
+        rdf(&[("1", "listed before", "x")]),
+        "application/rdf+xml",
+    );
+    let (_u, token, _) = h.create_user("finn").await?;
+    h.add_source(&token, json!({"url": h.feeds.url("r.rdf")}))
+        .await?;
+    h.wait_sources_checked(&token, 1).await?;
+    h.kill(Svc::Ingestor).await;
+    h.feeds.set(
+        "r.rdf",
+        rdf(&[("2", "listed while down", "y"), ("1", "listed before", "x")]),
+        "application/rdf+xml",
+    );
+    h.start_service(Svc::Ingestor);
+    let titles = wait_for(
+        Duration::from_secs(20),
+        "the item listed while the ingestor was down",
+        || async {
+            let t = h.history_titles(&token).await.ok()?;
+            (!t.is_empty()).then_some(t)
+        },
+    )
+    .await?;
+    assert_eq!(titles, ["listed while down"]);
+    // several more polls: nothing is announced again
+    let polls = h.feeds.requests("r.rdf").len();
+    wait_for(Duration::from_secs(20), "two more polls", || async {
+        (h.feeds.requests("r.rdf").len() >= polls + 2).then_some(())
+    })
+    .await?;
+    assert_eq!(h.history_titles(&token).await?, ["listed while down"]);
+    h.shutdown().await;
+    Ok(())
+}

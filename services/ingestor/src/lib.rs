@@ -206,8 +206,10 @@ pub struct FeedRecord {
     pub url: String,
     #[serde(default)]
     pub title: String,
-    /// `<user>/<source>` → subscriber.
-    #[serde(default)]
+    /// `<user>/<source>` → subscriber. Kept in KV as one entry per subscriber
+    /// ([`subscriber_key`]), so a feed with many subscribers never outgrows a KV value and
+    /// a poll rewrites only the feed's own state.
+    #[serde(default, skip_serializing)]
     pub subscribers: BTreeMap<String, Subscriber>,
     #[serde(default)]
     pub etag: Option<String>,
@@ -235,6 +237,12 @@ pub struct FeedRecord {
 /// The KV key of a feed URL.
 pub fn feed_key(url: &str) -> String {
     format!("f{}", &tocsin_model::digest(&["feed-url", url])[..32])
+}
+
+/// The KV key of one subscriber of the feed stored under `feed_key`:
+/// `s<feed hash>.<user>.<source>`.
+pub fn subscriber_key(feed_key: &str, sub: &Subscriber) -> String {
+    format!("s{}.{}.{}", &feed_key[1..], sub.user, sub.source_id)
 }
 
 /// What one poll decided (pure).
@@ -463,23 +471,67 @@ async fn load_feeds(kv: &kv::Store) -> Result<HashMap<String, FeedRecord>, BusEr
         key: "*".into(),
         message: e.to_string(),
     };
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, FeedRecord> = HashMap::new();
+    let mut subscribers = Vec::new();
     let mut keys = kv.keys().await.map_err(|e| kv_err(&e))?;
     let mut names = Vec::new();
     while let Some(k) = keys.next().await {
         names.push(k.map_err(|e| kv_err(&e))?);
     }
     for k in names {
-        if let Some(v) = kv.get(&k).await.map_err(|e| kv_err(&e))? {
+        let Some(v) = kv.get(&k).await.map_err(|e| kv_err(&e))? else {
+            continue;
+        };
+        if k.starts_with('f') {
             match serde_json::from_slice::<FeedRecord>(&v) {
                 Ok(r) => {
                     out.insert(k, r);
                 }
                 Err(e) => warn!(key = %k, error = %e, "unreadable feed record skipped"),
             }
+        } else if let Some(feed) = k.strip_prefix('s').and_then(|r| r.split('.').next()) {
+            match serde_json::from_slice::<Subscriber>(&v) {
+                Ok(sub) => subscribers.push((format!("f{feed}"), sub)),
+                Err(e) => warn!(key = %k, error = %e, "unreadable subscriber skipped"),
+            }
+        }
+    }
+    for (feed, sub) in subscribers {
+        match out.get_mut(&feed) {
+            Some(r) => {
+                r.subscribers
+                    .insert(format!("{}/{}", sub.user, sub.source_id), sub);
+            }
+            None => warn!(feed = %feed, user = %sub.user, "subscriber of an unknown feed skipped"),
         }
     }
     Ok(out)
+}
+
+/// Store or delete one subscriber's entry.
+async fn save_subscriber(
+    shared: &Shared,
+    feed_key: &str,
+    sub: &Subscriber,
+    delete: bool,
+) -> Result<(), BusError> {
+    let key = subscriber_key(feed_key, sub);
+    let result = if delete {
+        shared.kv.delete(&key).await.map_err(|e| e.to_string())
+    } else {
+        let bytes = tocsin_bus::encode(sub)?;
+        shared
+            .kv
+            .put(&key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    result.map_err(|message| BusError::Kv {
+        bucket: "feeds".into(),
+        key,
+        message,
+    })
 }
 
 pub(crate) async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Result<(), BusError> {
@@ -547,47 +599,57 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
     };
     let key = feed_key(&url);
     let sub_key = format!("{}/{}", sub.user, sub.source_id);
-    let (record, delete) = {
+    // (the feed's record, the subscriber, whether the record itself must be written, whether
+    // the feed is no longer watched)
+    let (record, subscriber, write_record, unwatched) = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         match sub.op {
             SubscriptionOp::Upsert => {
+                let fresh = !feeds.contains_key(&key);
                 let rec = feeds.entry(key.clone()).or_insert_with(|| FeedRecord {
                     url: url.clone(),
                     next_poll_ms: 0,
                     ..Default::default()
                 });
                 let existing = rec.subscribers.contains_key(&sub_key);
+                let mut write_record = fresh;
                 if sub.deliver_existing && !existing && rec.polled {
                     // they asked for what is already listed: fetch it now, not next interval
                     rec.next_poll_ms = 0;
+                    write_record = true;
                 }
-                rec.subscribers.insert(
-                    sub_key,
-                    Subscriber {
-                        user: sub.user,
-                        source_id: sub.source_id,
-                        filter: sub.filter,
-                        label: sub.label,
-                        pending_existing: sub.deliver_existing && !existing,
-                    },
-                );
-                (rec.clone(), false)
+                let subscriber = Subscriber {
+                    user: sub.user,
+                    source_id: sub.source_id,
+                    filter: sub.filter,
+                    label: sub.label,
+                    pending_existing: sub.deliver_existing && !existing,
+                };
+                rec.subscribers.insert(sub_key, subscriber.clone());
+                (rec.clone(), subscriber, write_record, false)
             }
-            SubscriptionOp::Remove => match feeds.get_mut(&key) {
-                None => return Ok(()),
-                Some(rec) => {
-                    rec.subscribers.remove(&sub_key);
-                    if rec.subscribers.is_empty() {
-                        let r = feeds.remove(&key).expect("present");
-                        (r, true)
-                    } else {
-                        (rec.clone(), false)
-                    }
+            SubscriptionOp::Remove => {
+                let Some(rec) = feeds.get_mut(&key) else {
+                    return Ok(());
+                };
+                let Some(subscriber) = rec.subscribers.remove(&sub_key) else {
+                    return Ok(());
+                };
+                if rec.subscribers.is_empty() {
+                    let r = feeds.remove(&key).expect("present");
+                    (r, subscriber, false, true)
+                } else {
+                    (rec.clone(), subscriber, false, false)
                 }
-            },
+            }
         }
     };
-    if delete {
+    let removing = sub.op == SubscriptionOp::Remove;
+    if write_record {
+        save(shared, &key, &record).await?;
+    }
+    save_subscriber(shared, &key, &subscriber, removing).await?;
+    if unwatched {
         if let Some(ws) = record.websub.clone()
             && !shared.cfg.websub_public_url.is_empty()
         {
@@ -612,8 +674,17 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
         })?;
         info!(url = %record.url, "last subscriber gone; feed no longer watched");
     } else {
-        save(shared, &key, &record).await?;
         debug!(url = %record.url, subscribers = record.subscribers.len(), "subscription recorded");
+        if !removing && record.polled {
+            // a newcomer to a feed already watched learns its health now, not at its next change
+            let status = SourceStatus {
+                ok: record.failures == 0,
+                error: record.last_error.clone(),
+                checked_at_ms: record.last_checked_ms,
+                consecutive_failures: record.failures,
+            };
+            report_status_to(shared, &subscriber, status).await;
+        }
     }
     Ok(())
 }
@@ -882,6 +953,7 @@ async fn record_success(
             )
         });
     let mut subscribe = None;
+    let mut served = Vec::new();
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         let Some(rec) = feeds.get_mut(key) else {
@@ -895,12 +967,14 @@ async fn record_success(
             rec.polled = true;
             // subscribers that got the existing items (those present in the snapshot) are done
             for (k, s) in rec.subscribers.iter_mut() {
-                if snapshot
-                    .subscribers
-                    .get(k)
-                    .is_some_and(|o| o.pending_existing)
+                if s.pending_existing
+                    && snapshot
+                        .subscribers
+                        .get(k)
+                        .is_some_and(|o| o.pending_existing)
                 {
                     s.pending_existing = false;
+                    served.push(s.clone());
                 }
             }
         }
@@ -954,6 +1028,11 @@ async fn record_success(
     }
     if let Err(e) = save(shared, key, &record).await {
         warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
+    }
+    for sub in &served {
+        if let Err(e) = save_subscriber(shared, key, sub, false).await {
+            warn!(error = %e, "cannot save a subscriber's state; existing items may be announced again (deduplicated)");
+        }
     }
     if was_failing {
         report_status(
@@ -1018,22 +1097,26 @@ async fn record_failure(
 /// Tell each subscriber's avatar how its source is doing (only on changes).
 async fn report_status(shared: &Shared, record: &FeedRecord, status: SourceStatus) {
     for sub in record.subscribers.values() {
-        let silo = shared.bus.silo_of(&sub.user);
-        let subject = shared
-            .bus
-            .subjects()
-            .silo(silo, sub.user.as_str(), "status");
-        let msg = AvatarMessage::SourceStatus {
-            source_id: sub.source_id.clone(),
-            status: status.clone(),
-        };
-        let id = format!(
-            "status:{}:{}:{}",
-            sub.user, sub.source_id, status.checked_at_ms
-        );
-        if let Err(e) = shared.bus.publish_json(subject, &id, &msg).await {
-            warn!(error = %e, "cannot report source status");
-        }
+        report_status_to(shared, sub, status.clone()).await;
+    }
+}
+
+async fn report_status_to(shared: &Shared, sub: &Subscriber, status: SourceStatus) {
+    let silo = shared.bus.silo_of(&sub.user);
+    let subject = shared
+        .bus
+        .subjects()
+        .silo(silo, sub.user.as_str(), "status");
+    let id = format!(
+        "status:{}:{}:{}",
+        sub.user, sub.source_id, status.checked_at_ms
+    );
+    let msg = AvatarMessage::SourceStatus {
+        source_id: sub.source_id.clone(),
+        status,
+    };
+    if let Err(e) = shared.bus.publish_json(subject, &id, &msg).await {
+        warn!(error = %e, "cannot report source status");
     }
 }
 
