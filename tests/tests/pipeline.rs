@@ -398,6 +398,22 @@ async fn the_api_names_bad_fields_and_keeps_users_apart() -> anyhow::Result<()> 
     assert_eq!(status, 204);
     let (_, v) = h.call(Method::GET, "/v1/openapi.json", None, None).await?;
     assert_eq!(v["openapi"], "3.1.0");
+    // every service's metrics, in this process's one registry
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.api_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for name in [
+        "tocsin_api_published_total",
+        "tocsin_router_messages_total",
+        "tocsin_history_records_total",
+        "tocsin_bus_published_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     h.shutdown().await;
     Ok(())
 }
@@ -483,6 +499,43 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
         },
     )
     .await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_avatar_comes_back_with_its_state() -> anyhow::Result<()> {
+    let h = Harness::start("e2eevict").await?;
+    let (_u, token, _) = h.create_user("gil").await?;
+    for round in 0..3 {
+        for i in 0..20 {
+            let body = json!({"title": format!("r{round} n{i}"), "idempotency_key": format!("{round}-{i}")});
+            let (status, _) = h
+                .call(Method::POST, "/v1/publish", Some(&token), Some(body))
+                .await?;
+            assert_eq!(status, 202);
+        }
+        // idle for longer than avatar_idle_secs (1 s): the avatar is evicted
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // a publish repeated after eviction is still recognised (the avatar's recent ids were saved)
+    let (_, again) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"title": "r0 n0", "idempotency_key": "0-0"})),
+        )
+        .await?;
+    assert!(again["id"].is_string());
+    let items = wait_for(Duration::from_secs(20), "60 notifications", || async {
+        let items = h.history(&token).await.ok()?;
+        (items.len() >= 60).then_some(items)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.history(&token).await?.len(), 60);
+    assert_eq!(items.len(), 60);
     h.shutdown().await;
     Ok(())
 }

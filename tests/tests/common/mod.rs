@@ -123,6 +123,9 @@ impl Harness {
                     router: tocsin_router::RouterConfig {
                         ops_listen: String::new(),
                         shutdown_grace_secs: 5,
+                        // evict idle avatars quickly, so every test also exercises
+                        // eviction and reactivation
+                        avatar_idle_secs: 1,
                         ..Default::default()
                     },
                 };
