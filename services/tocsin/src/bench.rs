@@ -23,7 +23,31 @@ pub struct BenchOptions {
     pub users: usize,
     pub silo_count: u32,
     pub window: usize,
+    /// Publishes per second; 0 publishes as fast as the window allows (a burst).
+    pub rate: u64,
     pub timeout: Duration,
+}
+
+/// Spaces publishes at a fixed rate (or not at all).
+struct Pacer {
+    start: tokio::time::Instant,
+    rate: u64,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            rate,
+        }
+    }
+
+    async fn wait(&self, i: usize) {
+        if self.rate > 0 {
+            let at = self.start + Duration::from_secs_f64(i as f64 / self.rate as f64);
+            tokio::time::sleep_until(at).await;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -46,8 +70,17 @@ impl Report {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin bench: {} notifications, {} users, {} silos, window {}, nats-server {}\n",
-            o.notifications, o.users, o.silo_count, o.window, self.nats_version
+            "tocsin bench: {} notifications, {} users, {} silos, window {}, {}, nats-server {}\n",
+            o.notifications,
+            o.users,
+            o.silo_count,
+            o.window,
+            if o.rate == 0 {
+                "burst".to_owned()
+            } else {
+                format!("{}/s offered", o.rate)
+            },
+            self.nats_version
         );
         s.push_str(&format!(
             "{:<38} {:>10} {:>10} {:>10}\n",
@@ -154,7 +187,9 @@ async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
         Ok::<_, anyhow::Error>((start.elapsed(), hist))
     });
     let mut window = bus.window(opts.window);
+    let pacer = Pacer::new(opts.rate);
     for i in 0..n {
+        pacer.wait(i).await;
         let payload = start.elapsed().as_micros().to_string();
         window
             .push(
@@ -258,7 +293,9 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
         Ok::<_, anyhow::Error>((start.elapsed(), hist))
     });
     let mut window = bus.window(opts.window);
+    let pacer = Pacer::new(opts.rate);
     for i in 0..n {
+        pacer.wait(i).await;
         let u = &users[i % users.len()];
         let id = NotificationId(format!("nbench{i}"));
         let note = Notification {

@@ -156,6 +156,9 @@ enum Cmd {
         silos: u32,
         #[arg(long, default_value_t = 512)]
         window: usize,
+        /// Publishes per second (0: a burst, as fast as the window allows).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
@@ -432,6 +435,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             users,
             silos,
             window,
+            rate,
             timeout_secs,
         } => {
             let report = tocsin::bench::run(tocsin::bench::BenchOptions {
@@ -439,6 +443,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 users: users.max(1),
                 silo_count: silos.max(1),
                 window: window.max(1),
+                rate,
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;
