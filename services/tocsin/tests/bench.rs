@@ -1,0 +1,29 @@
+//! The benchmark's short mode runs end to end and accounts for every notification.
+
+use std::time::Duration;
+use tocsin::bench::{BenchOptions, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_short_mode_measures_both_paths() {
+    tocsin_runtime::install_crypto();
+    let report = run(BenchOptions {
+        notifications: 500,
+        users: 50,
+        silo_count: 4,
+        window: 64,
+        rate: 0,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .expect("bench runs");
+    let table = report.table();
+    println!("{table}");
+    for f in [&report.baseline, &report.pipeline] {
+        assert_eq!(f.count, 500);
+        assert!(
+            f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms,
+            "{f:?}"
+        );
+    }
+    assert!(table.contains("ratio"));
+}
