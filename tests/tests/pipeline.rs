@@ -175,7 +175,7 @@ async fn killing_router_and_history_mid_flow_loses_and_duplicates_nothing() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_feeds_get_readable_errors_and_do_not_stop_other_feeds() -> anyhow::Result<()> {
-    let h = Harness::start_with("e2ehostile", |c| c.max_body_bytes = 256 * 1024).await?;
+    let h = Harness::start_with("e2ehostile", |s| s.ingestor.max_body_bytes = 256 * 1024).await?;
     let f = &h.feeds;
     f.set(
         "ok.rdf",

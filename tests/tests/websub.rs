@@ -70,10 +70,10 @@ async fn a_hub_pushes_new_items_instead_of_polling() -> anyhow::Result<()> {
     let port = tocsin_testkit::free_port();
     let public = format!("http://127.0.0.1:{port}");
     let p = public.clone();
-    let h = Harness::start_with("e2ewebsub", move |c| {
-        c.poll_interval_secs = 3600;
-        c.websub_public_url = p;
-        c.websub_listen = format!("127.0.0.1:{port}");
+    let h = Harness::start_with("e2ewebsub", move |s| {
+        s.ingestor.poll_interval_secs = 3600;
+        s.ingestor.websub_public_url = p;
+        s.ingestor.websub_listen = format!("127.0.0.1:{port}");
     })
     .await?;
     let hub_state: Hub = Arc::default();

@@ -12,8 +12,9 @@
 //! but before the ack sends it again. Every request carries the job id so receivers can
 //! deduplicate (webhooks: `X-Tocsin-Id`).
 //!
-//! Channels: `webhook` now; XMPP, SMS, e-mail and push arrive with their issues.
+//! Channels: `webhook` and `email` now; XMPP, SMS and push arrive with their issues.
 
+pub mod email;
 pub mod webhook;
 
 use async_nats::jetstream;
@@ -46,6 +47,8 @@ pub struct DeliveryConfig {
     /// Allow webhooks on private and link-local addresses (an intranet).
     pub allow_private_addresses: bool,
     pub shutdown_grace_secs: u64,
+    /// The SMTP relay for the `email` channel.
+    pub smtp: email::SmtpConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +61,7 @@ impl Default for DeliveryConfig {
             allow_loopback: false,
             allow_private_addresses: false,
             shutdown_grace_secs: 20,
+            smtp: email::SmtpConfig::default(),
         }
     }
 }
@@ -74,11 +78,13 @@ impl Config {
             doc.service_sections("delivery", |b: &BusConfig, s: &DeliveryConfig| {
                 let mut p = b.problems();
                 for c in &s.channels {
-                    if *c != Channel::Webhook {
-                        p.push(format!(
-                        "delivery.channels: the {} channel is not available yet; use [\"webhook\"]",
-                        c.as_str()
-                    ));
+                    match c {
+                        Channel::Webhook => {}
+                        Channel::Email => p.extend(s.smtp.problems()),
+                        other => p.push(format!(
+                            "delivery.channels: the {} channel is not available yet; webhook and email are",
+                            other.as_str()
+                        )),
                     }
                 }
                 if s.concurrency == 0 || s.webhook_timeout_secs == 0 {
@@ -106,6 +112,7 @@ pub enum DeliveryError {
 struct Ctx {
     bus: Bus,
     http: reqwest::Client,
+    mailer: Option<email::Mailer>,
     cfg: DeliveryConfig,
 }
 
@@ -121,6 +128,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION"), " (webhook)"))
         .build()
         .map_err(|e| DeliveryError::Setup(format!("cannot build the HTTP client: {e}")))?;
+    let mailer = if config.delivery.channels.contains(&Channel::Email) {
+        Some(email::Mailer::new(&config.delivery.smtp).map_err(DeliveryError::Setup)?)
+    } else {
+        None
+    };
     let bus = Bus::connect(&config.bus, "delivery").await?;
     bus.ensure_streams().await?;
     let ready = Readiness::default();
@@ -128,6 +140,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         http,
+        mailer,
         cfg: config.delivery.clone(),
     });
     let mut workers = Vec::new();
@@ -227,6 +240,14 @@ async fn handle(ctx: &Ctx, channel: Channel, msg: jetstream::Message) {
     async {
         let result = match job.destination.channel {
             Channel::Webhook => webhook::send(&ctx.http, &job, now_ms()).await,
+            Channel::Email => match &ctx.mailer {
+                Some(m) => m.send(&job).await,
+                // the job stays queued until an instance that serves e-mail takes it
+                None => SendResult::Transient {
+                    detail: "this delivery instance does not serve the email channel".into(),
+                    after: None,
+                },
+            },
             other => SendResult::Permanent(format!("the {} channel is not available yet", other.as_str())),
         };
         let last_try = attempts >= ctx.bus.config().max_deliver;

@@ -181,6 +181,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Hist
     Ok(())
 }
 
+/// Wait until a history instance answers queries for every silo (core NATS requests are not
+/// queued: a query sent before history subscribes gets no answer). For `tocsin up` and tests,
+/// to say "ready" only when the whole pipeline is.
+pub async fn wait_serving(bus: &Bus, timeout: Duration) -> Result<(), BusError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let probe = HistoryQuery {
+        user: tocsin_model::UserId::parse("readiness-probe").expect("valid id"),
+        limit: 1,
+        cursor: None,
+        since_ms: None,
+        until_ms: None,
+        q: None,
+    };
+    for silo in 0..bus.config().silo_count {
+        loop {
+            let subject = bus.subjects().history_rpc(silo, "query");
+            let answer = bus
+                .request_json::<_, Reply<HistoryPage>>(subject, &probe, Duration::from_millis(500))
+                .await;
+            match answer {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn consume(
     bus: Bus,
     silo: u32,

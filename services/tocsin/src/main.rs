@@ -218,6 +218,12 @@ enum DestCmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Deliver every notification by e-mail.
+    Email {
+        address: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     List,
     Rm {
         id: String,
@@ -308,6 +314,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             match cmd {
                 DestCmd::Webhook { url, secret, label } => {
                     let body = json!({ "channel": "webhook", "address": url, "secret": secret, "label": label });
+                    let v = c
+                        .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
+                        .await?;
+                    println!(
+                        "delivering to {} as destination {}",
+                        v["destination"]["address"].as_str().unwrap_or("?"),
+                        v["destination"]["id"].as_str().unwrap_or("?")
+                    );
+                }
+                DestCmd::Email { address, label } => {
+                    let body = json!({ "channel": "email", "address": address, "label": label });
                     let v = c
                         .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
                         .await?;
@@ -703,7 +720,7 @@ async fn up(
         None
     };
     let client = ApiClient::new(&api_url)?;
-    let ready = wait_ready(&client).await;
+    let ready = wait_ready(&client, &cfg).await;
     if let Err(e) = ready {
         shutdown.cancel();
         bail!("tocsin did not become ready: {e:#}");
@@ -776,15 +793,20 @@ async fn up(
     })
 }
 
-async fn wait_ready(client: &ApiClient) -> Result<()> {
+/// Ready when the API answers and history serves every silo.
+async fn wait_ready(client: &ApiClient, cfg: &AllConfig) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match client.call(Method::GET, "/readyz", None, None).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => break,
             Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+    let bus = tocsin_bus::Bus::connect(&cfg.history.bus, "up").await?;
+    tocsin_history::wait_serving(&bus, Duration::from_secs(60)).await?;
+    bus.drain().await;
+    Ok(())
 }
 
 fn random_hex(bytes: usize) -> String {

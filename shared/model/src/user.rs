@@ -98,8 +98,27 @@ impl Destination {
                 }
                 Ok(u.to_string())
             }
+            Channel::Email => {
+                let a = address.trim();
+                let ok = a.len() <= 254
+                    && a.split_once('@').is_some_and(|(local, domain)| {
+                        !local.is_empty()
+                            && domain.contains('.')
+                            && !domain.starts_with('.')
+                            && !domain.ends_with('.')
+                    })
+                    && a.matches('@').count() == 1
+                    && !a.chars().any(|c| {
+                        c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c)
+                    });
+                if ok {
+                    Ok(a.to_owned())
+                } else {
+                    Err(format!("{address:?} is not an e-mail address"))
+                }
+            }
             other => Err(format!(
-                "the {} channel is not available yet; webhook is",
+                "the {} channel is not available yet; webhook and email are",
                 other.as_str()
             )),
         }
@@ -201,6 +220,30 @@ pub fn hash_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn email_addresses_are_checked() {
+        for good in ["ann@example.org", " bob.smith+alerts@mail.example.co.uk "] {
+            assert!(
+                Destination::validate_address(Channel::Email, good).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "ann",
+            "@example.org",
+            "ann@",
+            "ann@localhost",
+            "a@b@c.org",
+            "ann@example.org\r\nBcc: x@y.org",
+            "Ann <ann@example.org>",
+        ] {
+            assert!(
+                Destination::validate_address(Channel::Email, bad).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn recent_set_is_bounded_and_round_trips() {

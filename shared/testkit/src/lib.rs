@@ -100,3 +100,83 @@ pub fn unique_prefix(name: &str) -> String {
         .to_ascii_lowercase();
     format!("t{}-{clean}-{n}", std::process::id())
 }
+
+/// A real SMTP server (aiosmtpd, installed into `.tools` by `make tools`) on 127.0.0.1 that
+/// stores every message it accepts in a Maildir; killed on drop.
+pub struct SmtpSink {
+    child: std::process::Child,
+    pub port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// Start it on `port` (pick one with [`free_port`]) and wait until it accepts connections.
+    pub fn start(port: u16) -> Result<Self> {
+        let python = std::env::var("TOCSIN_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace_root().join(".tools/venv/bin/python"));
+        let maildir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("Maildir"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow!(
+                    "cannot start aiosmtpd with {} ({e}): run `make tools`",
+                    python.display()
+                )
+            })?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("aiosmtpd exited at start with {status}");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("aiosmtpd did not listen on 127.0.0.1:{port} within 15s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self {
+            child,
+            port,
+            maildir,
+        })
+    }
+
+    /// Every message received so far, raw.
+    pub fn messages(&self) -> Vec<String> {
+        let dir = self.maildir.path().join("Maildir/new");
+        let mut out: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                        Some((t, std::fs::read_to_string(e.path()).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

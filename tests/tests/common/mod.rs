@@ -27,6 +27,13 @@ pub enum Svc {
     Delivery,
 }
 
+/// What a test may change before the services start.
+pub struct Settings {
+    pub bus: BusConfig,
+    pub ingestor: tocsin_ingestor::IngestorConfig,
+    pub delivery: tocsin_delivery::DeliveryConfig,
+}
+
 pub struct Harness {
     pub nats: NatsServer,
     pub bus: BusConfig,
@@ -35,6 +42,7 @@ pub struct Harness {
     pub feeds: FeedServer,
     pub http: reqwest::Client,
     pub ingestor: tocsin_ingestor::IngestorConfig,
+    pub delivery: tocsin_delivery::DeliveryConfig,
     running: HashMap<Svc, (CancellationToken, JoinHandle<()>)>,
     api: (CancellationToken, JoinHandle<()>),
 }
@@ -45,10 +53,8 @@ impl Harness {
     }
 
     /// Start everything; `tweak` adjusts the ingestor's settings first.
-    pub async fn start_with(
-        name: &str,
-        tweak: impl FnOnce(&mut tocsin_ingestor::IngestorConfig),
-    ) -> Result<Harness> {
+    /// Start everything; `tweak` adjusts the settings first.
+    pub async fn start_with(name: &str, tweak: impl FnOnce(&mut Settings)) -> Result<Harness> {
         tocsin_runtime::install_crypto();
         let nats = NatsServer::start()?;
         let bus = BusConfig {
@@ -59,7 +65,7 @@ impl Harness {
             max_deliver: 4,
             ..Default::default()
         };
-        let mut ingestor = tocsin_ingestor::IngestorConfig {
+        let ingestor = tocsin_ingestor::IngestorConfig {
             ops_listen: String::new(),
             poll_interval_secs: 1,
             jitter: 0.0,
@@ -70,7 +76,24 @@ impl Harness {
             max_backoff_secs: 2,
             ..Default::default()
         };
-        tweak(&mut ingestor);
+        let delivery = tocsin_delivery::DeliveryConfig {
+            ops_listen: String::new(),
+            allow_loopback: true,
+            webhook_timeout_secs: 5,
+            shutdown_grace_secs: 5,
+            ..Default::default()
+        };
+        let mut settings = Settings {
+            bus,
+            ingestor,
+            delivery,
+        };
+        tweak(&mut settings);
+        let Settings {
+            bus,
+            ingestor,
+            delivery,
+        } = settings;
         let feeds = FeedServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", listener.local_addr()?);
@@ -102,6 +125,7 @@ impl Harness {
                 .timeout(Duration::from_secs(20))
                 .build()?,
             ingestor,
+            delivery,
             running: HashMap::new(),
             api: (token, api),
         };
@@ -145,13 +169,7 @@ impl Harness {
             Svc::Delivery => {
                 let cfg = tocsin_delivery::Config {
                     bus,
-                    delivery: tocsin_delivery::DeliveryConfig {
-                        ops_listen: String::new(),
-                        allow_loopback: true,
-                        webhook_timeout_secs: 5,
-                        shutdown_grace_secs: 5,
-                        ..Default::default()
-                    },
+                    delivery: self.delivery.clone(),
                 };
                 tokio::spawn(async move { tocsin_delivery::run(cfg, t).await.expect("delivery") })
             }
@@ -190,7 +208,8 @@ impl Harness {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.api.1).await;
     }
 
-    async fn wait_ready(&self) -> Result<()> {
+    /// Wait until the API answers and history serves queries for every silo.
+    pub async fn wait_ready(&self) -> Result<()> {
         tocsin_testkit::wait_for(
             Duration::from_secs(30),
             "the api to answer /readyz",
@@ -204,7 +223,11 @@ impl Harness {
                 r.status().is_success().then_some(())
             },
         )
-        .await
+        .await?;
+        let bus = tocsin_bus::Bus::connect(&self.bus, "harness").await?;
+        tocsin_history::wait_serving(&bus, Duration::from_secs(30)).await?;
+        bus.drain().await;
+        Ok(())
     }
 
     /// Call the API; returns (status, JSON body or Null).
