@@ -18,13 +18,37 @@ fn tocsin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tocsin"))
 }
 
+/// `tocsin up` as a child that is stopped (SIGTERM, then SIGKILL) even when the test fails,
+/// so that neither it nor its nats-server outlives the test.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.0.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let data = std::env::temp_dir().join(format!("tocsin-up-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let (nats, api, demo) = (free_port(), free_port(), free_port());
     let api_url = format!("http://127.0.0.1:{api}");
-    let mut child = tocsin()
+    let mut up = Up(tocsin()
         .args([
             "up",
             "--demo-feed-port",
@@ -48,8 +72,8 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn tocsin up");
-    let stdout = child.stdout.take().unwrap();
+        .expect("spawn tocsin up"));
+    let stdout = up.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -111,12 +135,12 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
 
     Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(up.0.id().to_string())
         .status()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = up.0.try_wait().unwrap() {
             break s;
         }
         assert!(
