@@ -127,6 +127,7 @@ pub async fn serve(
     bus.ensure_streams().await.map_err(bus_error)?;
     let avatars = bus.kv("avatars").await.map_err(bus_error)?;
     let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
     let state = Arc::new(AppState {
         bus: bus.clone(),
         avatars,

@@ -136,6 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
     let bus = Bus::connect(&config.bus, "delivery").await?;
     bus.ensure_streams().await?;
     let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.delivery.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),

@@ -128,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Hist
     let bus = Bus::connect(&config.bus, "history").await?;
     bus.ensure_streams().await?;
     let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.history.ops_listen, ready.clone(), shutdown.clone()).await?;
     let mut tasks = Vec::new();
     for silo in silos.iter() {

@@ -411,6 +411,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         hosts: Mutex::new(HashMap::new()),
     });
     let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.ingestor.ops_listen, ready.clone(), shutdown.clone()).await?;
     let consumer = bus
         .pull_consumer(StreamKind::Ingest, "ingestor", None, 1000)

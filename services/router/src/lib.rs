@@ -139,6 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
     bus.ensure_streams().await?;
     let kv = bus.kv("avatars").await?;
     let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.router.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),

@@ -144,6 +144,12 @@ impl Bus {
         })
     }
 
+    /// Whether the connection to NATS is up right now (for readiness checks).
+    pub fn connected_check(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let client = self.client.clone();
+        move || client.connection_state() == async_nats::connection::State::Connected
+    }
+
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }

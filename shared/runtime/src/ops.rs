@@ -7,17 +7,36 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
-/// Whether a service is ready to take work (connected, streams ensured, consumers running).
-#[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+type Check = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Whether a service is ready to take work: it has started (streams ensured, consumers
+/// running) and every registered check passes (e.g. the NATS connection is up).
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<(AtomicBool, std::sync::Mutex<Vec<Check>>)>);
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Readiness").field(&self.is_ready()).finish()
+    }
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Relaxed);
+        self.0.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// Add a condition that must hold for the service to be ready.
+    pub fn add_check(&self, check: impl Fn() -> bool + Send + Sync + 'static) {
+        self.0
+            .1
+            .lock()
+            .expect("readiness lock")
+            .push(Box::new(check));
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.0.load(Ordering::Relaxed)
+            && self.0.1.lock().expect("readiness lock").iter().all(|c| c())
     }
 }
 
@@ -77,4 +96,47 @@ pub async fn serve_ops(
             .await;
     });
     Ok(Some(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[tokio::test]
+    async fn endpoints_answer_and_readiness_follows_checks() {
+        let ready = Readiness::default();
+        let up = Arc::new(AtomicBool::new(true));
+        let u = up.clone();
+        ready.add_check(move || u.load(Ordering::Relaxed));
+        let token = CancellationToken::new();
+        let addr = serve_ops("127.0.0.1:0", ready.clone(), token.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get("/readyz").await.starts_with("HTTP/1.1 503"),
+            "not started yet"
+        );
+        ready.set(true);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        up.store(false, Ordering::Relaxed);
+        assert!(
+            get("/readyz").await.starts_with("HTTP/1.1 503"),
+            "a failing check"
+        );
+        metrics::counter!("tocsin_ops_test_total").increment(1);
+        assert!(get("/metrics").await.contains("tocsin_ops_test_total"));
+        token.cancel();
+    }
 }
