@@ -11,6 +11,7 @@
 //! so a repeat after a crash is deduplicated by JetStream and by the avatar.
 
 pub mod fetch;
+pub mod mail;
 pub mod normalize;
 pub mod websub;
 

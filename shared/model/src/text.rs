@@ -68,7 +68,26 @@ pub fn html_to_text(html: &str) -> String {
                     | "hr"
             ) {
                 out.push('\n');
-            } else {
+            } else if !matches!(
+                name.as_str(),
+                "a" | "b"
+                    | "i"
+                    | "u"
+                    | "em"
+                    | "strong"
+                    | "span"
+                    | "small"
+                    | "font"
+                    | "code"
+                    | "sup"
+                    | "sub"
+                    | "abbr"
+                    | "mark"
+                    | "s"
+                    | "q"
+                    | "cite"
+            ) {
+                // inline elements join their text; anything else separates words
                 out.push(' ');
             }
             text_start = i;

@@ -1,0 +1,312 @@
+//! A forwarded alert e-mail reduced to a notification's parts. Pure: bytes in, parts out.
+//!
+//! mail-parser handles MIME, charsets and encodings. On top of it: the text body (HTML reduced
+//! to text when there is no text part), links, attachment names and sizes, priority from
+//! `X-Priority` / `Importance`, and for a forwarded message (an attached `message/rfc822`, or
+//! an inline "Forwarded message" block) the original sender and subject.
+
+use mail_parser::{MessageParser, MimeHeaders};
+use serde::Serialize;
+use tocsin_model::text::{fold_whitespace, html_to_text, one_line, truncate};
+use tocsin_model::{Millis, Priority};
+
+/// What tocsin keeps of a message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParsedMail {
+    pub subject: String,
+    /// The sender: the original one for a forwarded message.
+    pub from: String,
+    pub date_ms: Option<Millis>,
+    pub message_id: Option<String>,
+    pub text: String,
+    pub links: Vec<String>,
+    pub attachments: Vec<Attachment>,
+    /// Set when the message says (`X-Priority`, `Importance`).
+    pub priority: Option<u8>,
+    pub forwarded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attachment {
+    pub name: String,
+    pub bytes: usize,
+}
+
+const MAX_TEXT: usize = 8000;
+const MAX_LINKS: usize = 20;
+
+/// Parse `raw`; `None` when it is not a message at all.
+pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
+    let msg = MessageParser::default().parse(raw)?;
+    let header_text = |name: &str| {
+        msg.header(name)
+            .and_then(|v| v.as_text())
+            .map(str::to_owned)
+    };
+    let priority = header_text("X-Priority")
+        .and_then(|p| p.trim().chars().next()?.to_digit(10))
+        .and_then(|d| match d {
+            1 => Some(5),
+            2 => Some(4),
+            3 => Some(3),
+            4 => Some(2),
+            5 => Some(1),
+            _ => None,
+        })
+        .or_else(|| {
+            match header_text("Importance")?
+                .trim()
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "high" => Some(4),
+                "low" => Some(2),
+                _ => None,
+            }
+        });
+    let mut subject = msg.subject().map(one_line).unwrap_or_default();
+    let mut from = sender(msg.from());
+    let mut text = body_of(&msg);
+    let mut forwarded = false;
+    let mut attachments = Vec::new();
+    for part in msg.attachments() {
+        if let Some(inner) = part.message() {
+            // an attached original: it is what the person wants to see
+            if !forwarded {
+                forwarded = true;
+                subject = inner.subject().map(one_line).unwrap_or(subject);
+                let inner_from = sender(inner.from());
+                if !inner_from.is_empty() {
+                    from = inner_from;
+                }
+                let inner_text = body_of(inner);
+                if !inner_text.is_empty() {
+                    text = inner_text;
+                }
+            }
+            continue;
+        }
+        attachments.push(Attachment {
+            name: part
+                .attachment_name()
+                .map(one_line)
+                .unwrap_or_else(|| "(unnamed)".into()),
+            bytes: part.len(),
+        });
+    }
+    if !forwarded && let Some((orig_from, orig_subject, rest)) = inline_forward(&text) {
+        forwarded = true;
+        if !orig_from.is_empty() {
+            from = orig_from;
+        }
+        if !orig_subject.is_empty() {
+            subject = orig_subject;
+        }
+        text = rest;
+    }
+    let subject = strip_forward_prefix(&subject);
+    let text = fold_whitespace(&text);
+    Some(ParsedMail {
+        subject: truncate(&subject, 300),
+        from,
+        date_ms: msg.date().map(|d| d.to_timestamp() * 1000),
+        message_id: msg.message_id().map(str::to_owned),
+        links: links(&text),
+        text: truncate(&text, MAX_TEXT),
+        attachments,
+        priority,
+        forwarded,
+    })
+}
+
+fn sender(addr: Option<&mail_parser::Address<'_>>) -> String {
+    let Some(first) = addr.and_then(|a| a.first()) else {
+        return String::new();
+    };
+    match (first.name(), first.address()) {
+        (Some(n), Some(a)) if !n.trim().is_empty() => format!("{} <{a}>", one_line(n)),
+        (_, Some(a)) => a.to_owned(),
+        (Some(n), None) => one_line(n),
+        (None, None) => String::new(),
+    }
+}
+
+/// The text body as sent (text/plain), or the HTML body reduced to text.
+fn body_of(msg: &mail_parser::Message<'_>) -> String {
+    let plain = msg.text_body.first().is_some_and(|&i| {
+        msg.part(i).is_some_and(|p| {
+            p.content_type().is_none_or(|ct| {
+                ct.ctype().eq_ignore_ascii_case("text")
+                    && ct.subtype().is_none_or(|s| s.eq_ignore_ascii_case("plain"))
+            })
+        })
+    });
+    if plain && let Some(t) = msg.body_text(0) {
+        return t.replace("\r\n", "\n");
+    }
+    if let Some(h) = msg.body_html(0) {
+        return html_to_text(&h);
+    }
+    msg.body_text(0)
+        .map(|t| t.replace("\r\n", "\n"))
+        .unwrap_or_default()
+}
+
+/// "Fwd: Fw: Re: x" → "x" (only forward prefixes; replies keep theirs).
+fn strip_forward_prefix(s: &str) -> String {
+    let mut rest = s.trim();
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let cut = ["fwd:", "fw:", "tr:", "wg:"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map(|p| p.len());
+        match cut {
+            Some(n) => rest = rest[n..].trim_start(),
+            None => return rest.to_owned(),
+        }
+    }
+}
+
+/// An inline forward (Gmail's "---------- Forwarded message ---------", Outlook's
+/// "-----Original Message-----"): the original sender, subject and the text after the block.
+fn inline_forward(text: &str) -> Option<(String, String, String)> {
+    let lower = text.to_ascii_lowercase();
+    let start = [
+        "forwarded message",
+        "original message",
+        "begin forwarded message",
+    ]
+    .iter()
+    .filter_map(|m| lower.find(m))
+    .min()?;
+    let after = &text[start..];
+    let mut from = String::new();
+    let mut subject = String::new();
+    let mut body_start = None;
+    let mut offset = 0;
+    for (i, line) in after.split_inclusive('\n').enumerate() {
+        offset += line.len();
+        if i == 0 {
+            continue;
+        }
+        let l = line.trim();
+        let ll = l.to_ascii_lowercase();
+        if let Some(v) = ll.strip_prefix("from:").map(|_| l[5..].trim()) {
+            from = v.to_owned();
+        } else if let Some(v) = ll.strip_prefix("subject:").map(|_| l[8..].trim()) {
+            subject = v.to_owned();
+        } else if ll.starts_with("date:")
+            || ll.starts_with("to:")
+            || ll.starts_with("sent:")
+            || ll.starts_with("cc:")
+        {
+        } else if l.is_empty() && (!from.is_empty() || !subject.is_empty()) {
+            body_start = Some(offset);
+            break;
+        }
+    }
+    let rest = body_start
+        .map(|b| after[b..].trim().to_owned())
+        .unwrap_or_default();
+    (!from.is_empty() || !subject.is_empty()).then_some((from, subject, rest))
+}
+
+/// The distinct http(s) links in `text`, in order.
+pub fn links(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for start in text.match_indices("http").map(|(i, _)| i) {
+        let rest = &text[start..];
+        if !(rest.starts_with("http://") || rest.starts_with("https://")) {
+            continue;
+        }
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | ')' | ']'))
+            .unwrap_or(rest.len());
+        let link = rest[..end].trim_end_matches(['.', ',', ';', ':', '!', '?']);
+        if link.len() > 10 && link.len() <= 2048 && !out.iter().any(|l| l == link) {
+            out.push(link.to_owned());
+            if out.len() == MAX_LINKS {
+                break;
+            }
+        }
+    }
+    out
+}
+
+impl ParsedMail {
+    /// The notification body: the text, then the attachments, if any.
+    pub fn body(&self) -> String {
+        let mut b = self.text.clone();
+        if !self.attachments.is_empty() {
+            b.push_str("\n\nAttachments:");
+            for a in &self.attachments {
+                b.push_str(&format!("\n- {} ({} bytes)", a.name, a.bytes));
+            }
+        }
+        b
+    }
+
+    pub fn priority(&self) -> Priority {
+        self.priority
+            .and_then(|p| Priority::new(p).ok())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Golden files: every `tests/mail/*.eml` must parse to its `.json` twin. On a mismatch
+    /// the actual result is written beside it as `.actual.json` for review.
+    #[test]
+    fn golden_fixtures() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mail");
+        let mut checked = 0;
+        let mut failures = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("eml") {
+                continue;
+            }
+            let raw = std::fs::read(&path).unwrap();
+            let parsed = parse(&raw).unwrap_or_else(|| panic!("{} did not parse", path.display()));
+            let actual = serde_json::to_string_pretty(&parsed).unwrap() + "\n";
+            let expected_path = path.with_extension("json");
+            let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            if actual != expected {
+                std::fs::write(path.with_extension("actual.json"), &actual).unwrap();
+                failures.push(path.display().to_string());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 6, "only {checked} fixtures");
+        assert!(
+            failures.is_empty(),
+            "differs from its .json (see .actual.json): {failures:?}"
+        );
+    }
+
+    #[test]
+    fn links_and_prefixes() {
+        assert_eq!(
+            links("see https://a.example/x, and (http://b.example/y). https://a.example/x again"),
+            ["https://a.example/x", "http://b.example/y"]
+        );
+        assert_eq!(strip_forward_prefix("Fwd: FW: Re: disk"), "Re: disk");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for raw in [
+            &b""[..],
+            b"\xff\xfe\x00",
+            b"Subject: x\r\n\r\n",
+            b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n--b--",
+        ] {
+            let _ = parse(raw);
+        }
+    }
+}
