@@ -152,3 +152,121 @@ async fn mail_queued_while_the_server_is_down_is_delivered_once_when_it_returns(
     h.shutdown().await;
     Ok(())
 }
+
+async fn send_mail(
+    port: u16,
+    to: &str,
+    raw: &[u8],
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    use lettre::AsyncTransport;
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(port)
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+    let envelope = lettre::address::Envelope::new(
+        Some("me@example.org".parse().unwrap()),
+        vec![to.parse().unwrap()],
+    )
+    .unwrap();
+    transport.send_raw(&envelope, raw).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_alert_reaches_history_and_goes_out_by_email() -> anyhow::Result<()> {
+    let out_port = free_port();
+    let smtp_out = SmtpSink::start(out_port)?;
+    let in_port = free_port();
+    let h = Harness::start_with("e2emailin", move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
+        s.ingestor.smtp_max_message_bytes = 64 * 1024;
+        s.delivery.channels = vec![Channel::Email];
+        s.delivery.smtp = SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: out_port,
+            tls: SmtpTls::None,
+            from: "tocsin <notify@tocsin.test>".into(),
+            timeout_secs: 5,
+            ..Default::default()
+        };
+    })
+    .await?;
+    let (status, created) = h
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(common::ADMIN),
+            Some(json!({"name": "max"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "email", "address": "max@example.org"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+
+    let alert = std::fs::read(
+        tocsin_testkit::workspace_root().join("services/ingestor/tests/mail/grafana-alert.eml"),
+    )?;
+    let reply = send_mail(in_port, &inbound, &alert).await?;
+    assert!(reply.is_positive(), "{reply:?}");
+    // sent twice (a sending server's retry): still one notification
+    send_mail(in_port, &inbound, &alert).await?;
+
+    let items = wait_for(Duration::from_secs(20), "the alert in history", || async {
+        let items = h.history(&token).await.ok()?;
+        (!items.is_empty()).then_some(items)
+    })
+    .await?;
+    let n = &items[0]["notification"];
+    assert_eq!(n["title"], "[FIRING:1] DiskSpaceLow db1 (prod)");
+    assert_eq!(n["priority"], 5, "X-Priority: 1 is urgent");
+    assert_eq!(n["source"]["kind"], "email");
+    assert!(n["body"].as_str().unwrap().contains("/var is 97% full"));
+    assert_eq!(
+        n["url"],
+        "https://grafana.example.org/alerting/grafana/abc123/view"
+    );
+    let out = wait_for(Duration::from_secs(20), "the e-mail out", || async {
+        smtp_out.messages().into_iter().next()
+    })
+    .await?;
+    assert!(
+        header(&out, "Subject").unwrap().contains("DiskSpaceLow"),
+        "{out}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        h.history(&token).await?.len(),
+        1,
+        "the retried send is the same notification"
+    );
+
+    // refusals: an unknown or forged recipient at RCPT, an oversized message with 552
+    let forged = inbound.replacen('.', ".0", 1);
+    let e = send_mail(in_port, &forged, &alert).await.unwrap_err();
+    assert!(e.is_permanent() && e.to_string().contains("550"), "{e}");
+    let e = send_mail(in_port, "nobody@tocsin.localhost", &alert)
+        .await
+        .unwrap_err();
+    assert!(e.is_permanent(), "{e}");
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 100 * 1024));
+    let e = send_mail(in_port, &inbound, &big).await.unwrap_err();
+    assert!(e.to_string().contains("552"), "{e}");
+    // and the ingress is still up
+    assert!(
+        send_mail(in_port, &inbound, b"Subject: still here\r\n\r\nyes\r\n")
+            .await?
+            .is_positive()
+    );
+    h.shutdown().await;
+    Ok(())
+}

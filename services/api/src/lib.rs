@@ -55,6 +55,9 @@ pub struct ApiConfig {
     pub query_timeout_secs: u64,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The domain of users' inbound e-mail addresses (`<user>.<secret>@<domain>`): the one
+    /// whose MX points at the ingestor's SMTP listener.
+    pub inbound_domain: String,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +69,7 @@ impl Default for ApiConfig {
             command_timeout_secs: 10,
             query_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
+            inbound_domain: "tocsin.localhost".into(),
         }
     }
 }
@@ -350,6 +354,7 @@ async fn create_user(
     let user = UserId::generate(rand::rng().random());
     let token = new_token(&user);
     let feed_token = random_hex(16);
+    let inbound_token = random_hex(8);
     let reply = command(
         &state,
         &user,
@@ -357,6 +362,7 @@ async fn create_user(
             name: name.clone(),
             token_hash: hash_token(&token),
             feed_token_hash: hash_token(&feed_token),
+            inbound_token_hash: hash_token(&inbound_token),
         },
     )
     .await?;
@@ -368,6 +374,7 @@ async fn create_user(
         "name": name,
         "token": token,
         "feed": feed_urls(&state, &user, &feed_token),
+        "inbound_address": format!("{user}.{inbound_token}@{}", state.cfg.inbound_domain),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

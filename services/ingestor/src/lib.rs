@@ -13,6 +13,7 @@
 pub mod fetch;
 pub mod mail;
 pub mod normalize;
+pub mod smtp;
 pub mod websub;
 
 use async_nats::jetstream::{self, kv};
@@ -75,6 +76,14 @@ pub struct IngestorConfig {
     pub websub_lease_secs: u64,
     /// How often a feed with an active WebSub lease is still polled, as a safety net.
     pub websub_poll_interval_secs: u64,
+    /// Where the SMTP ingress for forwarded e-mail listens (port 25 behind your MX, or a
+    /// relay); empty: no e-mail ingress.
+    pub smtp_listen: String,
+    /// The name the SMTP server greets with.
+    pub smtp_hostname: String,
+    pub smtp_max_message_bytes: usize,
+    pub smtp_max_connections: usize,
+    pub smtp_timeout_secs: u64,
 }
 
 impl Default for IngestorConfig {
@@ -100,6 +109,11 @@ impl Default for IngestorConfig {
             websub_listen: "127.0.0.1:8081".into(),
             websub_lease_secs: 10 * 86_400,
             websub_poll_interval_secs: 3600,
+            smtp_listen: String::new(),
+            smtp_hostname: "tocsin.localhost".into(),
+            smtp_max_message_bytes: 10 * 1024 * 1024,
+            smtp_max_connections: 64,
+            smtp_timeout_secs: 60,
         }
     }
 }
@@ -158,6 +172,13 @@ impl IngestorConfig {
             if self.websub_lease_secs < 60 {
                 p.push("ingestor.websub_lease_secs: at least 60".into());
             }
+        }
+        if !self.smtp_listen.is_empty()
+            && (self.smtp_max_message_bytes == 0
+                || self.smtp_max_connections == 0
+                || self.smtp_timeout_secs == 0)
+        {
+            p.push("ingestor.smtp_max_message_bytes, smtp_max_connections and smtp_timeout_secs: must be greater than 0".into());
         }
         if self.fetch_timeout_secs == 0 || self.connect_timeout_secs == 0 {
             p.push(
@@ -422,6 +443,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         consumer,
         shutdown.clone(),
     ));
+    if !shared.cfg.smtp_listen.is_empty() {
+        let listen = &shared.cfg.smtp_listen;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on ingestor.smtp_listen {listen}: {e}"),
+            )
+        })?;
+        info!(listen = %listener.local_addr()?, "SMTP ingress listening");
+        let settings = smtp::SmtpSettings {
+            hostname: shared.cfg.smtp_hostname.clone(),
+            max_message_bytes: shared.cfg.smtp_max_message_bytes,
+            max_connections: shared.cfg.smtp_max_connections,
+            command_timeout: Duration::from_secs(shared.cfg.smtp_timeout_secs),
+            max_recipients: 50,
+        };
+        let avatars = bus.kv("avatars").await?;
+        tokio::spawn(smtp::serve(
+            listener,
+            bus.clone(),
+            avatars,
+            settings,
+            shutdown.clone(),
+        ));
+    }
     if !shared.cfg.websub_public_url.is_empty() {
         let listen = &shared.cfg.websub_listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -578,6 +624,9 @@ async fn consume_subscriptions(
         };
         let disposition =
             match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
+                _ if shared.bus.exhausted(&msg) => {
+                    Disposition::Reject("recording it failed on every delivery".into())
+                }
                 Err(e) => Disposition::Reject(e.to_string()),
                 Ok(sub) => match apply_subscription(&shared, sub).await {
                     Ok(()) => Disposition::Ack,

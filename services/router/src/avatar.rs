@@ -196,6 +196,7 @@ fn command_effects(
             name,
             token_hash,
             feed_token_hash,
+            inbound_token_hash,
         } => {
             if let Some(r) = record {
                 // a retried create (same token) is the same user: answer ok again
@@ -211,6 +212,7 @@ fn command_effects(
                 created_at_ms: now,
                 token_hash,
                 feed_token_hash,
+                inbound_token_hash,
                 sources: vec![],
                 destinations: vec![],
                 source_status: Default::default(),
@@ -363,6 +365,7 @@ mod tests {
                 name: "Ann".into(),
                 token_hash: "h".into(),
                 feed_token_hash: "f".into(),
+                inbound_token_hash: String::new(),
             },
             reply_to: Some("inbox.1".into()),
         }
@@ -410,6 +413,7 @@ mod tests {
                 name: "X".into(),
                 token_hash: "other".into(),
                 feed_token_hash: "f".into(),
+                inbound_token_hash: String::new(),
             },
             reply_to: Some("i".into()),
         };

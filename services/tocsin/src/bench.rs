@@ -254,6 +254,7 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
                 name: u.to_string(),
                 token_hash: "bench".into(),
                 feed_token_hash: "bench".into(),
+                inbound_token_hash: String::new(),
             },
             reply_to: Some(format!("{inbox}.{i}")),
         };

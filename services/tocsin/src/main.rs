@@ -662,6 +662,11 @@ async fn up(
             "TOCSIN_INGESTOR__ALLOW_LOOPBACK",
             allow_loopback.to_string(),
         ),
+        (
+            "TOCSIN_DELIVERY__ALLOW_LOOPBACK",
+            allow_loopback.to_string(),
+        ),
+        ("TOCSIN_INGESTOR__SMTP_LISTEN", "127.0.0.1:2525".to_owned()),
     ];
     for (k, v) in defaults {
         source.env.entry(k.to_owned()).or_insert(v);
@@ -760,6 +765,13 @@ async fn up(
         "                  {}",
         demo["feed"]["rss"].as_str().unwrap_or("?")
     );
+    if !cfg.ingestor.ingestor.smtp_listen.is_empty() {
+        println!(
+            "  forward e-mail: {}   (SMTP on {})",
+            demo["inbound_address"].as_str().unwrap_or("?"),
+            cfg.ingestor.ingestor.smtp_listen
+        );
+    }
     if let Some(d) = &demo_url {
         println!("  demo feed:      {d}   (a new listing every {demo_every_secs}s)");
         println!();

@@ -46,7 +46,7 @@ impl Drop for Up {
 fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let data = std::env::temp_dir().join(format!("tocsin-up-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let (nats, api, demo) = (free_port(), free_port(), free_port());
+    let (nats, api, demo, smtp) = (free_port(), free_port(), free_port(), free_port());
     let api_url = format!("http://127.0.0.1:{api}");
     let mut up = Up(tocsin()
         .args([
@@ -62,6 +62,7 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         .env("TOCSIN_API__LISTEN", format!("127.0.0.1:{api}"))
         .env("TOCSIN_API__PUBLIC_URL", &api_url)
         .env("TOCSIN_INGESTOR__OPS_LISTEN", "")
+        .env("TOCSIN_INGESTOR__SMTP_LISTEN", format!("127.0.0.1:{smtp}"))
         .env("TOCSIN_ROUTER__OPS_LISTEN", "")
         .env("TOCSIN_HISTORY__OPS_LISTEN", "")
         .env("TOCSIN_DELIVERY__OPS_LISTEN", "")
@@ -94,6 +95,7 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let text = banner.join("\n");
     assert!(text.contains(&api_url), "{text}");
     assert!(text.contains("private feed:"), "{text}");
+    assert!(text.contains("forward e-mail:"), "{text}");
 
     let cli = |args: &[&str]| {
         let out = tocsin()

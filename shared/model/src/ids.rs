@@ -86,6 +86,14 @@ impl NotificationId {
         ))
     }
 
+    /// The id of an inbound e-mail (`key`: its Message-ID, else a hash of it) for `user`.
+    pub fn for_mail(user: &UserId, key: &str) -> Self {
+        Self(format!(
+            "n{}",
+            &crate::digest(&["mail", user.as_str(), key])[..32]
+        ))
+    }
+
     /// A fresh random id for inputs with no identity of their own.
     pub fn random(random: [u8; 16]) -> Self {
         let mut s = String::from("n");

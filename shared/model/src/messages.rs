@@ -135,6 +135,8 @@ pub enum Command {
         name: String,
         token_hash: String,
         feed_token_hash: String,
+        #[serde(default)]
+        inbound_token_hash: String,
     },
     AddSource {
         source: Source,

@@ -16,6 +16,10 @@ pub struct UserRecord {
     pub token_hash: String,
     /// SHA-256 (hex) of the secret in the user's private feed URL.
     pub feed_token_hash: String,
+    /// SHA-256 (hex) of the secret in the user's inbound e-mail address
+    /// (`<user>.<secret>@<inbound domain>`); empty: no inbound address.
+    #[serde(default)]
+    pub inbound_token_hash: String,
     #[serde(default)]
     pub sources: Vec<Source>,
     #[serde(default)]

@@ -1,0 +1,419 @@
+//! The SMTP ingress: people forward alert e-mails to their tocsin address and each becomes a
+//! notification in their silo.
+//!
+//! An inbound address is `<user id>.<secret>@<any domain>`: the secret's hash is in the user's
+//! record (read from the `avatars` KV bucket), so unknown or forged recipients are refused at
+//! RCPT and nothing is ever relayed. The server answers 250 to the data only after the
+//! notification's PubAck — a crash before that makes the sending server retry, so nothing is
+//! lost; the notification id comes from the Message-ID, so a retry is not a second
+//! notification. Line length, message size (at MAIL via `SIZE=` and while reading), command
+//! time and connection count are bounded.
+
+use crate::mail;
+use async_nats::jetstream::kv;
+use std::sync::Arc;
+use std::time::Duration;
+use tocsin_bus::Bus;
+use tocsin_model::{
+    AvatarMessage, Notification, NotificationId, SourceKind, SourceRef, UserId, UserRecord,
+    hash_token, now_ms,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Limits and identity of the SMTP server.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub hostname: String,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub command_timeout: Duration,
+    pub max_recipients: usize,
+}
+
+struct Ctx {
+    bus: Bus,
+    avatars: kv::Store,
+    cfg: SmtpSettings,
+    connections: Semaphore,
+}
+
+/// Serve SMTP on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    bus: Bus,
+    avatars: kv::Store,
+    cfg: SmtpSettings,
+    shutdown: CancellationToken,
+) {
+    let ctx = Arc::new(Ctx {
+        connections: Semaphore::new(cfg.max_connections),
+        bus,
+        avatars,
+        cfg,
+    });
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "smtp accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = ctx.connections.try_acquire() else {
+                let mut s = stream;
+                let _ = s
+                    .write_all(b"421 4.3.2 too many connections, try again later\r\n")
+                    .await;
+                return;
+            };
+            let (r, w) = stream.into_split();
+            if let Err(e) = session(&ctx, BufReader::new(r), w).await {
+                debug!(%peer, error = %e, "smtp session ended");
+            }
+        });
+    }
+}
+
+#[derive(Debug)]
+enum Line {
+    Text(Vec<u8>),
+    TooLong,
+}
+
+/// Read one line (without its CRLF) of at most `max` bytes, within the command timeout.
+async fn read_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    max: usize,
+    timeout: Duration,
+) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(
+        timeout,
+        (&mut *r).take(max as u64 + 2).read_until(b'\n', &mut buf),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "command timeout"))??;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if buf.last() != Some(&b'\n') {
+        return Ok(Line::TooLong);
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    Ok(Line::Text(buf))
+}
+
+async fn session<R, W>(ctx: &Ctx, mut r: BufReader<R>, mut w: W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    let host = ctx.cfg.hostname.clone();
+    let timeout = ctx.cfg.command_timeout;
+    w.write_all(format!("220 {host} tocsin ESMTP ready\r\n").as_bytes())
+        .await?;
+    let mut from: Option<String> = None;
+    let mut rcpts: Vec<UserId> = Vec::new();
+    loop {
+        let line = match read_line(&mut r, 1000, timeout).await {
+            Ok(Line::Text(l)) => String::from_utf8_lossy(&l).into_owned(),
+            Ok(Line::TooLong) => {
+                w.write_all(b"500 5.5.2 line too long\r\n").await?;
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                w.write_all(b"421 4.4.2 timeout, closing\r\n").await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_owned()),
+            None => (line.trim().to_ascii_uppercase(), String::new()),
+        };
+        let reply: String = match verb.as_str() {
+            "EHLO" => format!(
+                "250-{host} hello\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n",
+                ctx.cfg.max_message_bytes
+            ),
+            "HELO" => format!("250 {host} hello\r\n"),
+            "MAIL" => match parse_path(&arg, "FROM:") {
+                None => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
+                Some((path, params)) => {
+                    let size = params.split_whitespace().find_map(|p| {
+                        p.to_ascii_uppercase()
+                            .strip_prefix("SIZE=")
+                            .and_then(|n| n.parse::<usize>().ok())
+                    });
+                    if size.is_some_and(|s| s > ctx.cfg.max_message_bytes) {
+                        format!(
+                            "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
+                            ctx.cfg.max_message_bytes
+                        )
+                    } else {
+                        from = Some(path);
+                        rcpts.clear();
+                        "250 2.1.0 OK\r\n".into()
+                    }
+                }
+            },
+            "RCPT" => match (&from, parse_path(&arg, "TO:")) {
+                (None, _) => "503 5.5.1 MAIL first\r\n".into(),
+                (_, None) => "501 5.5.4 syntax: RCPT TO:<address>\r\n".into(),
+                (_, Some(_)) if rcpts.len() >= ctx.cfg.max_recipients => {
+                    "452 4.5.3 too many recipients\r\n".into()
+                }
+                (_, Some((path, _))) => match recipient(ctx, &path).await {
+                    Ok(Some(user)) => {
+                        if !rcpts.contains(&user) {
+                            rcpts.push(user);
+                        }
+                        "250 2.1.5 OK\r\n".into()
+                    }
+                    Ok(None) => "550 5.1.1 no such mailbox here\r\n".into(),
+                    Err(e) => {
+                        warn!(error = %e, "cannot look up a recipient");
+                        "451 4.3.0 temporary failure, try again later\r\n".into()
+                    }
+                },
+            },
+            "DATA" if rcpts.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
+            "DATA" => {
+                w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
+                let data = match read_data(&mut r, ctx.cfg.max_message_bytes, timeout).await? {
+                    Some(d) => d,
+                    None => {
+                        from = None;
+                        rcpts.clear();
+                        let msg = format!(
+                            "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
+                            ctx.cfg.max_message_bytes
+                        );
+                        w.write_all(msg.as_bytes()).await?;
+                        continue;
+                    }
+                };
+                let reply = deliver(ctx, &rcpts, &data).await;
+                from = None;
+                rcpts.clear();
+                reply
+            }
+            "RSET" => {
+                from = None;
+                rcpts.clear();
+                "250 2.0.0 OK\r\n".into()
+            }
+            "NOOP" => "250 2.0.0 OK\r\n".into(),
+            "VRFY" => "252 2.5.2 cannot verify, but will accept\r\n".into(),
+            "QUIT" => {
+                w.write_all(b"221 2.0.0 bye\r\n").await?;
+                return Ok(());
+            }
+            "STARTTLS" => {
+                "502 5.5.1 STARTTLS is not offered here; put a TLS-terminating MTA in front\r\n"
+                    .into()
+            }
+            _ => "500 5.5.2 command not recognized\r\n".into(),
+        };
+        w.write_all(reply.as_bytes()).await?;
+    }
+}
+
+/// `FROM:<a@b> SIZE=10` → ("a@b", "SIZE=10").
+fn parse_path(arg: &str, keyword: &str) -> Option<(String, String)> {
+    let upper = arg.to_ascii_uppercase();
+    let rest = arg[upper.find(keyword)? + keyword.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    Some((
+        rest[..end].trim().to_owned(),
+        rest[end + 1..].trim().to_owned(),
+    ))
+}
+
+/// The user an inbound address belongs to: `<user>.<secret>@…`, secret checked against the
+/// user's record.
+async fn recipient(ctx: &Ctx, address: &str) -> Result<Option<UserId>, String> {
+    let Some((local, _domain)) = address.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let Some((user, secret)) = local
+        .to_ascii_lowercase()
+        .split_once('.')
+        .map(|(u, s)| (u.to_owned(), s.to_owned()))
+    else {
+        return Ok(None);
+    };
+    let Ok(user) = UserId::parse(&user) else {
+        return Ok(None);
+    };
+    let Some(bytes) = ctx
+        .avatars
+        .get(user.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_slice::<UserRecord>(&bytes) else {
+        return Ok(None);
+    };
+    let ok =
+        !record.inbound_token_hash.is_empty() && record.inbound_token_hash == hash_token(&secret);
+    Ok(ok.then_some(user))
+}
+
+/// Read the message up to the lone dot, undoing dot-stuffing. `None` when it is larger than
+/// `max` (the rest is read and dropped, so the session can go on).
+async fn read_data<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    max: usize,
+    timeout: Duration,
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut too_big = false;
+    loop {
+        let mut line = Vec::new();
+        let n = tokio::time::timeout(
+            timeout,
+            (&mut *r).take(1 << 20).read_until(b'\n', &mut line),
+        )
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "data timeout"))??;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed in data",
+            ));
+        }
+        if line == b".\r\n" || line == b".\n" {
+            return Ok((!too_big).then_some(data));
+        }
+        let content: &[u8] = if line.starts_with(b"..") {
+            &line[1..]
+        } else {
+            &line
+        };
+        if data.len() + content.len() > max {
+            too_big = true;
+            data.clear();
+        }
+        if !too_big {
+            data.extend_from_slice(content);
+        }
+    }
+}
+
+/// Turn the message into a notification for every recipient; the reply to give.
+async fn deliver(ctx: &Ctx, rcpts: &[UserId], data: &[u8]) -> String {
+    let Some(parsed) = mail::parse(data) else {
+        return "554 5.6.0 the message could not be parsed as an e-mail\r\n".into();
+    };
+    metrics::counter!("tocsin_ingestor_mail_total").increment(1);
+    let key = parsed
+        .message_id
+        .clone()
+        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(data)]));
+    let mut ids = Vec::new();
+    for user in rcpts {
+        let n = Notification {
+            id: NotificationId::for_mail(user, &key),
+            user: user.clone(),
+            source: SourceRef {
+                kind: SourceKind::Email,
+                id: None,
+                label: parsed.from.clone(),
+            },
+            title: if parsed.subject.is_empty() {
+                "(no subject)".into()
+            } else {
+                parsed.subject.clone()
+            },
+            body: parsed.body(),
+            url: parsed.links.first().cloned(),
+            priority: parsed.priority(),
+            tags: vec!["email".into()],
+            created_at_ms: now_ms(),
+            published_at_ms: parsed.date_ms,
+            dedup_key: parsed.message_id.clone().map(|m| format!("mid:{m}")),
+        };
+        let subject = ctx
+            .bus
+            .subjects()
+            .silo(ctx.bus.silo_of(user), user.as_str(), "notify");
+        let id = n.id.to_string();
+        if let Err(e) = ctx
+            .bus
+            .publish_json(subject, &id, &AvatarMessage::Notify { notification: n })
+            .await
+        {
+            // no 250: the sending server keeps the message and retries
+            warn!(error = %e, "cannot queue an inbound e-mail; asking the sender to retry");
+            return "451 4.3.0 temporary failure, try again later\r\n".into();
+        }
+        ids.push(id);
+    }
+    info!(recipients = rcpts.len(), from = %parsed.from, "inbound e-mail queued");
+    format!("250 2.0.0 OK queued as {}\r\n", ids.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("FROM:<a@b.org> SIZE=100", "FROM:"),
+            Some(("a@b.org".into(), "SIZE=100".into()))
+        );
+        assert_eq!(
+            parse_path("to: <u1.s@x.org>", "TO:"),
+            Some(("u1.s@x.org".into(), String::new()))
+        );
+        assert_eq!(
+            parse_path("FROM:<>", "FROM:"),
+            Some((String::new(), String::new()))
+        );
+        assert_eq!(parse_path("FROM:a@b.org", "FROM:"), None);
+    }
+
+    #[tokio::test]
+    async fn data_is_unstuffed_and_bounded() {
+        let input = b"Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nNOOP\r\n".to_vec();
+        let mut r = BufReader::new(&input[..]);
+        let d = read_data(&mut r, 1000, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n");
+        let mut r = BufReader::new(&input[..]);
+        assert!(
+            read_data(&mut r, 10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // the session can go on after an oversized message
+        assert!(
+            matches!(read_line(&mut r, 1000, Duration::from_secs(1)).await.unwrap(), Line::Text(l) if l == b"NOOP")
+        );
+    }
+}
