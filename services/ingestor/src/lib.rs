@@ -84,6 +84,8 @@ pub struct IngestorConfig {
     pub smtp_max_message_bytes: usize,
     pub smtp_max_connections: usize,
     pub smtp_timeout_secs: u64,
+    /// Messages one inbound address accepts per minute; 0: no limit.
+    pub smtp_per_address_per_minute: u32,
 }
 
 impl Default for IngestorConfig {
@@ -114,6 +116,7 @@ impl Default for IngestorConfig {
             smtp_max_message_bytes: 10 * 1024 * 1024,
             smtp_max_connections: 64,
             smtp_timeout_secs: 60,
+            smtp_per_address_per_minute: 60,
         }
     }
 }
@@ -458,6 +461,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             max_connections: shared.cfg.smtp_max_connections,
             command_timeout: Duration::from_secs(shared.cfg.smtp_timeout_secs),
             max_recipients: 50,
+            per_address_per_minute: shared.cfg.smtp_per_address_per_minute,
         };
         let avatars = bus.kv("avatars").await?;
         tokio::spawn(smtp::serve(

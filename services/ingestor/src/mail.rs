@@ -299,6 +299,37 @@ mod tests {
     }
 
     #[test]
+    fn hostile_messages_parse_cleanly_and_quickly() {
+        // 100k MIME parts (a "million-part" message cut to what fits under the size limit)
+        let mut many =
+            b"Subject: parts\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n".to_vec();
+        for i in 0..100_000 {
+            many.extend_from_slice(
+                format!("--b\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n").as_bytes(),
+            );
+        }
+        many.extend_from_slice(b"--b--\r\n");
+        let started = std::time::Instant::now();
+        let p = parse(&many).expect("parses");
+        assert_eq!(p.subject, "parts");
+        assert!(p.text.len() <= MAX_TEXT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        // an unknown charset, a broken encoded word, unterminated MIME, NULs and 8-bit junk
+        let junk = b"Subject: =?x-unknown?Q?caf=E9?= =?utf-8?B?###?=\r\nContent-Type: multipart/alternative; boundary=\"zz\"\r\n\r\n--zz\r\nContent-Type: text/plain; charset=klingon\r\n\r\n\x00\xff\xfe body\r\n--zz\r\nContent-Type: text/html\r\n\r\n<p onclick=\"x\">hi";
+        let p = parse(junk).expect("parses");
+        assert!(!p.text.contains('\0'));
+        assert!(!p.subject.contains('\n'));
+        // a header-injection attempt in an encoded subject stays one line
+        let inj = b"Subject: =?utf-8?Q?alert=0D=0ABcc:_evil@example.org?=\r\n\r\nx\r\n";
+        let p = parse(inj).expect("parses");
+        assert!(
+            !p.subject.contains('\r') && !p.subject.contains('\n'),
+            "{:?}",
+            p.subject
+        );
+    }
+
+    #[test]
     fn garbage_never_panics() {
         for raw in [
             &b""[..],

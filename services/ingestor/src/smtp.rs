@@ -32,6 +32,37 @@ pub struct SmtpSettings {
     pub max_connections: usize,
     pub command_timeout: Duration,
     pub max_recipients: usize,
+    /// Messages one inbound address accepts per minute (a burst of as many); 0: no limit.
+    pub per_address_per_minute: u32,
+}
+
+/// A token bucket per inbound address.
+#[derive(Default)]
+struct RateLimits(std::sync::Mutex<std::collections::HashMap<UserId, (f64, std::time::Instant)>>);
+
+impl RateLimits {
+    /// Take one token for `user`; false when the address is over its rate.
+    fn take(&self, user: &UserId, per_minute: u32) -> bool {
+        if per_minute == 0 {
+            return true;
+        }
+        let cap = per_minute as f64;
+        let now = std::time::Instant::now();
+        let mut map = self.0.lock().expect("rate lock");
+        if map.len() > 100_000 {
+            // forget idle addresses rather than grow without bound
+            map.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(120));
+        }
+        let (tokens, at) = map.entry(user.clone()).or_insert((cap, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * cap / 60.0).min(cap);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 struct Ctx {
@@ -39,6 +70,7 @@ struct Ctx {
     avatars: kv::Store,
     cfg: SmtpSettings,
     connections: Semaphore,
+    limits: RateLimits,
 }
 
 /// Serve SMTP on `listener` until `shutdown`.
@@ -51,6 +83,7 @@ pub async fn serve(
 ) {
     let ctx = Arc::new(Ctx {
         connections: Semaphore::new(cfg.max_connections),
+        limits: RateLimits::default(),
         bus,
         avatars,
         cfg,
@@ -180,6 +213,12 @@ where
                     "452 4.5.3 too many recipients\r\n".into()
                 }
                 (_, Some((path, _))) => match recipient(ctx, &path).await {
+                    Ok(Some(user)) if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) => {
+                        metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
+                            .increment(1);
+                        warn!(%user, "inbound address over its rate; asking the sender to retry later");
+                        "450 4.7.1 too many messages for this address, try again later\r\n".into()
+                    }
                     Ok(Some(user)) => {
                         if !rcpts.contains(&user) {
                             rcpts.push(user);
@@ -393,6 +432,17 @@ mod tests {
             Some((String::new(), String::new()))
         );
         assert_eq!(parse_path("FROM:a@b.org", "FROM:"), None);
+    }
+
+    #[test]
+    fn rate_limits_allow_a_burst_then_refuse() {
+        let l = RateLimits::default();
+        let u = UserId::parse("u1").unwrap();
+        let other = UserId::parse("u2").unwrap();
+        assert!((0..3).all(|_| l.take(&u, 3)));
+        assert!(!l.take(&u, 3));
+        assert!(l.take(&other, 3), "limits are per address");
+        assert!((0..100).all(|_| l.take(&u, 0)), "0 means no limit");
     }
 
     #[tokio::test]
