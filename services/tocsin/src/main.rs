@@ -312,19 +312,16 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;
             match cmd {
-                DestCmd::Webhook { url, secret, label } => {
-                    let body = json!({ "channel": "webhook", "address": url, "secret": secret, "label": label });
-                    let v = c
-                        .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
-                        .await?;
-                    println!(
-                        "delivering to {} as destination {}",
-                        v["destination"]["address"].as_str().unwrap_or("?"),
-                        v["destination"]["id"].as_str().unwrap_or("?")
-                    );
-                }
-                DestCmd::Email { address, label } => {
-                    let body = json!({ "channel": "email", "address": address, "label": label });
+                DestCmd::Webhook { .. } | DestCmd::Email { .. } => {
+                    let body = match cmd {
+                        DestCmd::Webhook { url, secret, label } => {
+                            json!({ "channel": "webhook", "address": url, "secret": secret, "label": label })
+                        }
+                        DestCmd::Email { address, label } => {
+                            json!({ "channel": "email", "address": address, "label": label })
+                        }
+                        _ => unreachable!("matched above"),
+                    };
                     let v = c
                         .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
                         .await?;

@@ -304,6 +304,45 @@ impl Harness {
         }
     }
 
+    /// Wait until the user's history holds `ids.len()` notifications, then check it holds
+    /// exactly `ids`, each once — also a moment later, once redeliveries have settled.
+    pub async fn assert_history_is_exactly(
+        &self,
+        token: &str,
+        ids: &std::collections::HashSet<String>,
+    ) -> Result<()> {
+        let ids_of = |items: Vec<Value>| -> Vec<String> {
+            items
+                .iter()
+                .map(|i| {
+                    i["notification"]["id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
+        };
+        let got = tocsin_testkit::wait_for(
+            Duration::from_secs(60),
+            "every notification in history",
+            || async {
+                let items = self.history(token).await.ok()?;
+                (items.len() >= ids.len()).then_some(items)
+            },
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for got in [ids_of(got), ids_of(self.history(token).await?)] {
+            let unique: std::collections::HashSet<String> = got.iter().cloned().collect();
+            anyhow::ensure!(
+                got.len() == unique.len(),
+                "a notification is in history twice"
+            );
+            anyhow::ensure!(&unique == ids, "history differs from what was published");
+        }
+        Ok(())
+    }
+
     pub async fn history_titles(&self, token: &str) -> Result<Vec<String>> {
         Ok(self
             .history(token)
