@@ -7,7 +7,6 @@ mod common;
 use common::Harness;
 use reqwest::Method;
 use serde_json::json;
-use std::collections::HashSet;
 use std::time::Duration;
 use tocsin_delivery::email::{SmtpConfig, SmtpTls};
 use tocsin_model::Channel;
@@ -144,11 +143,15 @@ async fn mail_queued_while_the_server_is_down_is_delivered_once_when_it_returns(
     // anything delivered twice would show up now
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(smtp.messages().len(), 5, "each message exactly once");
-    let subjects: HashSet<String> = msgs
+    let subjects: Vec<String> = msgs
         .iter()
         .map(|m| header(m, "Subject").unwrap().to_owned())
         .collect();
-    assert_eq!(subjects.len(), 5);
+    assert_eq!(
+        subjects,
+        ["alert 0", "alert 1", "alert 2", "alert 3", "alert 4"],
+        "in order for the user, as queued"
+    );
     h.shutdown().await;
     Ok(())
 }

@@ -20,13 +20,14 @@ pub mod webhook;
 use async_nats::jetstream;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::{AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, now_ms};
 use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::{ConfigDoc, Readiness};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -151,7 +152,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
                 StreamKind::Delivery,
                 &format!("delivery-{}", channel.as_str()),
                 Some(bus.subjects().delivery(channel.as_str())),
-                (config.delivery.concurrency * 4) as i64,
+                // jobs held by lanes waiting behind a failing destination count here
+                10_000,
             )
             .await?;
         workers.push(tokio::spawn(run_channel(
@@ -172,6 +174,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
     Ok(())
 }
 
+/// One lane per (user, destination): its jobs are sent strictly in order, one at a time; a
+/// transient failure is retried in place (the job stays unacked, kept alive with progress
+/// acks) so that later jobs for the same destination never overtake it. Different lanes run
+/// concurrently, at most `concurrency` sends at once.
+struct Lane {
+    tx: mpsc::UnboundedSender<(jetstream::Message, DeliveryJob)>,
+    join: tokio::task::JoinHandle<()>,
+}
+
 async fn run_channel(
     ctx: Arc<Ctx>,
     channel: Channel,
@@ -187,13 +198,15 @@ async fn run_channel(
     };
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let tracker = TaskTracker::new();
+    let mut lanes: HashMap<String, Lane> = HashMap::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = permits.clone().acquire_owned() => p.expect("semaphore open"),
-        };
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                lanes.retain(|_, l| !l.join.is_finished());
+                continue;
+            }
             n = messages.next() => n,
         };
         let msg = match next {
@@ -205,12 +218,37 @@ async fn run_channel(
             }
             None => break,
         };
-        let ctx = ctx.clone();
-        tracker.spawn(async move {
-            handle(&ctx, channel, msg).await;
-            drop(permit);
-        });
+        let job: DeliveryJob = match tocsin_bus::decode(&msg.payload, "delivery job") {
+            Ok(j) => j,
+            Err(e) => {
+                ctx.bus
+                    .settle(&msg, Disposition::Reject(e.to_string()))
+                    .await;
+                continue;
+            }
+        };
+        let key = format!("{}:{}", job.notification.user, job.destination.id);
+        let mut item = (msg, job);
+        loop {
+            let lane = lanes.entry(key.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let join = tracker.spawn(run_lane(ctx.clone(), channel, permits.clone(), rx));
+                Lane { tx, join }
+            });
+            match lane.tx.send(item) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    // the lane went idle and is finishing: wait, so one lane never runs twice
+                    item = back;
+                    if let Some(old) = lanes.remove(&key) {
+                        let _ = old.join.await;
+                    }
+                }
+            }
+        }
     }
+    drop(messages);
+    lanes.clear();
     tracker.close();
     if tokio::time::timeout(
         Duration::from_secs(ctx.cfg.shutdown_grace_secs),
@@ -226,49 +264,66 @@ async fn run_channel(
     }
 }
 
-async fn handle(ctx: &Ctx, channel: Channel, msg: jetstream::Message) {
-    let job: DeliveryJob = match tocsin_bus::decode(&msg.payload, "delivery job") {
-        Ok(j) => j,
-        Err(e) => {
-            ctx.bus
-                .settle(&msg, Disposition::Reject(e.to_string()))
-                .await;
-            return;
+async fn run_lane(
+    ctx: Arc<Ctx>,
+    channel: Channel,
+    permits: Arc<Semaphore>,
+    mut rx: mpsc::UnboundedReceiver<(jetstream::Message, DeliveryJob)>,
+) {
+    let idle = Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(idle, rx.recv()).await {
+            Ok(Some((msg, job))) => handle(&ctx, channel, &permits, msg, job).await,
+            Ok(None) => return,
+            Err(_) => rx.close(),
         }
-    };
-    let attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+    }
+}
+
+/// Send one job until it is delivered, fails for good, or has used its attempts.
+async fn handle(
+    ctx: &Ctx,
+    channel: Channel,
+    permits: &Semaphore,
+    msg: jetstream::Message,
+    job: DeliveryJob,
+) {
     let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
     async {
-        let result = match job.destination.channel {
-            Channel::Webhook => webhook::send(&ctx.http, &job, now_ms()).await,
-            Channel::Email => match &ctx.mailer {
-                Some(m) => m.send(&job).await,
-                // the job stays queued until an instance that serves e-mail takes it
-                None => SendResult::Transient {
-                    detail: "this delivery instance does not serve the email channel".into(),
-                    after: None,
-                },
-            },
-            other => SendResult::Permanent(format!("the {} channel is not available yet", other.as_str())),
+        let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let max = ctx.bus.config().max_deliver;
+        let (delivered, detail) = loop {
+            let result = {
+                let _permit = permits.acquire().await.expect("semaphore open");
+                match job.destination.channel {
+                    Channel::Webhook => webhook::send(&ctx.http, &job, now_ms()).await,
+                    Channel::Email => match &ctx.mailer {
+                        Some(m) => m.send(&job).await,
+                        None => SendResult::Permanent("this delivery instance does not serve the email channel".into()),
+                    },
+                    other => SendResult::Permanent(format!("the {} channel is not available yet", other.as_str())),
+                }
+            };
+            let label = match &result {
+                SendResult::Delivered(_) => "delivered",
+                SendResult::Permanent(_) => "failed",
+                SendResult::Transient { .. } => "retry",
+            };
+            metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
+            match result {
+                SendResult::Delivered(d) => break (true, d),
+                SendResult::Permanent(d) => break (false, d),
+                SendResult::Transient { detail, .. } if attempts >= max => {
+                    break (false, format!("gave up after {attempts} attempts: {detail}"));
+                }
+                SendResult::Transient { detail, after } => {
+                    let wait = tocsin_bus::backoff(attempts, after.unwrap_or_default());
+                    warn!(attempt = attempts, %detail, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    keep_alive_for(ctx, &msg, wait).await;
+                    attempts += 1;
+                }
+            }
         };
-        let last_try = attempts >= ctx.bus.config().max_deliver;
-        let (delivered, detail, retry) = match result {
-            SendResult::Delivered(d) => (true, d, None),
-            SendResult::Permanent(d) => (false, d, None),
-            SendResult::Transient { detail, .. } if last_try => (false, format!("gave up after {attempts} attempts: {detail}"), None),
-            SendResult::Transient { detail, after } => (false, detail, Some(after.unwrap_or_default())),
-        };
-        let label = match (delivered, retry.is_some()) {
-            (true, _) => "delivered",
-            (false, true) => "retry",
-            (false, false) => "failed",
-        };
-        metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
-        if let Some(after) = retry {
-            warn!(attempt = attempts, %detail, "delivery failed; will retry");
-            ctx.bus.settle(&msg, Disposition::Retry(after)).await;
-            return;
-        }
         let outcome = DeliveryOutcome {
             job_id: job.job_id.clone(),
             notification_id: job.notification.id.clone(),
@@ -297,4 +352,23 @@ async fn handle(ctx: &Ctx, channel: Channel, msg: jetstream::Message) {
     }
     .instrument(span)
     .await
+}
+
+/// Wait `wait` while telling JetStream the job is still being worked on, so it is not
+/// redelivered (to this or another instance) behind our back.
+async fn keep_alive_for(ctx: &Ctx, msg: &jetstream::Message, wait: Duration) {
+    let slice = Duration::from_secs(ctx.bus.config().ack_wait_secs)
+        .mul_f64(0.4)
+        .max(Duration::from_millis(100));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        if let Err(e) = msg.ack_with(jetstream::AckKind::Progress).await {
+            warn!(error = %e, "cannot extend a job's ack deadline");
+        }
+        tokio::time::sleep((deadline - now).min(slice)).await;
+    }
 }
