@@ -27,6 +27,8 @@ apt_install() {
   fi
 }
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
+# the STARTTLS test makes its certificate with openssl
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi

@@ -273,3 +273,103 @@ async fn a_forwarded_alert_reaches_history_and_goes_out_by_email() -> anyhow::Re
     h.shutdown().await;
     Ok(())
 }
+
+/// A self-signed leaf for localhost / 127.0.0.1 (CA:FALSE, which rustls requires of a leaf).
+fn test_certificate(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let (crt, key) = (dir.join("localhost.crt"), dir.join("localhost.key"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "openssl could not make a test certificate"
+    );
+    Ok((crt, key))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyhow::Result<()> {
+    use lettre::AsyncTransport;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    tocsin_runtime::install_crypto();
+    let dir = tempfile::tempdir()?;
+    let (crt, key) = test_certificate(dir.path())?;
+    let in_port = free_port();
+    let (c, k) = (crt.display().to_string(), key.display().to_string());
+    let h = Harness::start_with("e2emailtls", move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
+        s.ingestor.smtp_tls_cert = c;
+        s.ingestor.smtp_tls_key = k;
+    })
+    .await?;
+    let (status, created) = h
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(common::ADMIN),
+            Some(json!({"name": "tls"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let tls = TlsParameters::builder("localhost".into())
+        .add_root_certificate(Certificate::from_pem(&std::fs::read(&crt)?)?)
+        .build_rustls()?;
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(in_port)
+            .tls(Tls::Required(tls))
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+    let envelope =
+        lettre::address::Envelope::new(Some("me@example.org".parse()?), vec![inbound.parse()?])?;
+    let reply = transport
+        .send_raw(&envelope, b"Subject: over TLS\r\n\r\nsecret stuff\r\n")
+        .await?;
+    assert!(reply.is_positive());
+    wait_for(
+        Duration::from_secs(20),
+        "the message sent over TLS",
+        || async {
+            h.history_titles(&token)
+                .await
+                .ok()?
+                .contains(&"over TLS".to_string())
+                .then_some(())
+        },
+    )
+    .await?;
+    // plain sessions keep working beside it
+    assert!(
+        send_mail(in_port, &inbound, b"Subject: plain\r\n\r\nx\r\n")
+            .await?
+            .is_positive()
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -86,6 +86,9 @@ pub struct IngestorConfig {
     pub smtp_timeout_secs: u64,
     /// Messages one inbound address accepts per minute; 0: no limit.
     pub smtp_per_address_per_minute: u32,
+    /// PEM certificate chain and key: when both are set the SMTP ingress offers STARTTLS.
+    pub smtp_tls_cert: String,
+    pub smtp_tls_key: String,
 }
 
 impl Default for IngestorConfig {
@@ -117,6 +120,8 @@ impl Default for IngestorConfig {
             smtp_max_connections: 64,
             smtp_timeout_secs: 60,
             smtp_per_address_per_minute: 60,
+            smtp_tls_cert: String::new(),
+            smtp_tls_key: String::new(),
         }
     }
 }
@@ -182,6 +187,9 @@ impl IngestorConfig {
                 || self.smtp_timeout_secs == 0)
         {
             p.push("ingestor.smtp_max_message_bytes, smtp_max_connections and smtp_timeout_secs: must be greater than 0".into());
+        }
+        if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
+            p.push("ingestor.smtp_tls_cert and smtp_tls_key: set both or neither".into());
         }
         if self.fetch_timeout_secs == 0 || self.connect_timeout_secs == 0 {
             p.push(
@@ -462,6 +470,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             command_timeout: Duration::from_secs(shared.cfg.smtp_timeout_secs),
             max_recipients: 50,
             per_address_per_minute: shared.cfg.smtp_per_address_per_minute,
+            tls: if shared.cfg.smtp_tls_cert.is_empty() {
+                None
+            } else {
+                Some(
+                    smtp::load_tls(
+                        shared.cfg.smtp_tls_cert.as_ref(),
+                        shared.cfg.smtp_tls_key.as_ref(),
+                    )
+                    .map_err(IngestorError::Setup)?,
+                )
+            },
         };
         let avatars = bus.kv("avatars").await?;
         tokio::spawn(smtp::serve(

@@ -34,6 +34,34 @@ pub struct SmtpSettings {
     pub max_recipients: usize,
     /// Messages one inbound address accepts per minute (a burst of as many); 0: no limit.
     pub per_address_per_minute: u32,
+    /// Offer STARTTLS with this server configuration.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// A TLS server configuration from a PEM certificate chain and private key.
+pub fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("ingestor.smtp_tls_cert {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ingestor.smtp_tls_cert {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ingestor.smtp_tls_cert {}: no certificate in the file",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("ingestor.smtp_tls_key {}: {e}", key.display()))?;
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("ingestor.smtp_tls_cert/key: {e}"))?;
+    Ok(Arc::new(config))
 }
 
 /// A token bucket per inbound address.
@@ -110,8 +138,7 @@ pub async fn serve(
                     .await;
                 return;
             };
-            let (r, w) = stream.into_split();
-            if let Err(e) = session(&ctx, BufReader::new(r), w).await {
+            if let Err(e) = session(&ctx, Box::new(stream), false).await {
                 debug!(%peer, error = %e, "smtp session ended");
             }
         });
@@ -152,127 +179,168 @@ async fn read_line<R: AsyncRead + Unpin>(
     Ok(Line::Text(buf))
 }
 
-async fn session<R, W>(ctx: &Ctx, mut r: BufReader<R>, mut w: W) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWriteExt + Unpin,
-{
-    let host = ctx.cfg.hostname.clone();
-    let timeout = ctx.cfg.command_timeout;
-    w.write_all(format!("220 {host} tocsin ESMTP ready\r\n").as_bytes())
-        .await?;
-    let mut from: Option<String> = None;
-    let mut rcpts: Vec<UserId> = Vec::new();
-    loop {
-        let line = match read_line(&mut r, 1000, timeout).await {
-            Ok(Line::Text(l)) => String::from_utf8_lossy(&l).into_owned(),
-            Ok(Line::TooLong) => {
-                w.write_all(b"500 5.5.2 line too long\r\n").await?;
-                return Ok(());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                w.write_all(b"421 4.4.2 timeout, closing\r\n").await?;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        let (verb, arg) = match line.split_once(' ') {
-            Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_owned()),
-            None => (line.trim().to_ascii_uppercase(), String::new()),
-        };
-        let reply: String = match verb.as_str() {
-            "EHLO" => format!(
-                "250-{host} hello\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n",
-                ctx.cfg.max_message_bytes
-            ),
-            "HELO" => format!("250 {host} hello\r\n"),
-            "MAIL" => match parse_path(&arg, "FROM:") {
-                None => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
-                Some((path, params)) => {
-                    let size = params.split_whitespace().find_map(|p| {
-                        p.to_ascii_uppercase()
-                            .strip_prefix("SIZE=")
-                            .and_then(|n| n.parse::<usize>().ok())
-                    });
-                    if size.is_some_and(|s| s > ctx.cfg.max_message_bytes) {
-                        format!(
-                            "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
-                            ctx.cfg.max_message_bytes
-                        )
-                    } else {
-                        from = Some(path);
-                        rcpts.clear();
-                        "250 2.1.0 OK\r\n".into()
-                    }
+/// A connection, plain or TLS: boxed, so that the session after STARTTLS is the same code.
+trait Io: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// One SMTP session on `stream`; after STARTTLS it starts again on the TLS stream (RFC 3207:
+/// the state is reset and the client greets again).
+fn session<'a>(
+    ctx: &'a Ctx,
+    stream: Box<dyn Io + 'a>,
+    secured: bool,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        let host = ctx.cfg.hostname.clone();
+        let timeout = ctx.cfg.command_timeout;
+        let offer_tls = ctx.cfg.tls.is_some() && !secured;
+        let (r, mut w) = tokio::io::split(stream);
+        let mut r = BufReader::new(r);
+        if !secured {
+            w.write_all(format!("220 {host} tocsin ESMTP ready\r\n").as_bytes())
+                .await?;
+        }
+        let mut from: Option<String> = None;
+        let mut rcpts: Vec<UserId> = Vec::new();
+        loop {
+            let line = match read_line(&mut r, 1000, timeout).await {
+                Ok(Line::Text(l)) => String::from_utf8_lossy(&l).into_owned(),
+                Ok(Line::TooLong) => {
+                    w.write_all(b"500 5.5.2 line too long\r\n").await?;
+                    return Ok(());
                 }
-            },
-            "RCPT" => match (&from, parse_path(&arg, "TO:")) {
-                (None, _) => "503 5.5.1 MAIL first\r\n".into(),
-                (_, None) => "501 5.5.4 syntax: RCPT TO:<address>\r\n".into(),
-                (_, Some(_)) if rcpts.len() >= ctx.cfg.max_recipients => {
-                    "452 4.5.3 too many recipients\r\n".into()
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    w.write_all(b"421 4.4.2 timeout, closing\r\n").await?;
+                    return Ok(());
                 }
-                (_, Some((path, _))) => match recipient(ctx, &path).await {
-                    Ok(Some(user)) if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) => {
-                        metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
-                            .increment(1);
-                        warn!(%user, "inbound address over its rate; asking the sender to retry later");
-                        "450 4.7.1 too many messages for this address, try again later\r\n".into()
-                    }
-                    Ok(Some(user)) => {
-                        if !rcpts.contains(&user) {
-                            rcpts.push(user);
+                Err(e) => return Err(e),
+            };
+            let (verb, arg) = match line.split_once(' ') {
+                Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_owned()),
+                None => (line.trim().to_ascii_uppercase(), String::new()),
+            };
+            let reply: String = match verb.as_str() {
+                "EHLO" => format!(
+                    "250-{host} hello\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n{}250 ENHANCEDSTATUSCODES\r\n",
+                    ctx.cfg.max_message_bytes,
+                    if offer_tls { "250-STARTTLS\r\n" } else { "" }
+                ),
+                "HELO" => format!("250 {host} hello\r\n"),
+                "MAIL" => match parse_path(&arg, "FROM:") {
+                    None => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
+                    Some((path, params)) => {
+                        let size = params.split_whitespace().find_map(|p| {
+                            p.to_ascii_uppercase()
+                                .strip_prefix("SIZE=")
+                                .and_then(|n| n.parse::<usize>().ok())
+                        });
+                        if size.is_some_and(|s| s > ctx.cfg.max_message_bytes) {
+                            format!(
+                                "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
+                                ctx.cfg.max_message_bytes
+                            )
+                        } else {
+                            from = Some(path);
+                            rcpts.clear();
+                            "250 2.1.0 OK\r\n".into()
                         }
-                        "250 2.1.5 OK\r\n".into()
-                    }
-                    Ok(None) => "550 5.1.1 no such mailbox here\r\n".into(),
-                    Err(e) => {
-                        warn!(error = %e, "cannot look up a recipient");
-                        "451 4.3.0 temporary failure, try again later\r\n".into()
                     }
                 },
-            },
-            "DATA" if rcpts.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
-            "DATA" => {
-                w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                    .await?;
-                let data = match read_data(&mut r, ctx.cfg.max_message_bytes, timeout).await? {
-                    Some(d) => d,
-                    None => {
-                        from = None;
-                        rcpts.clear();
-                        let msg = format!(
-                            "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
-                            ctx.cfg.max_message_bytes
-                        );
-                        w.write_all(msg.as_bytes()).await?;
-                        continue;
+                "RCPT" => match (&from, parse_path(&arg, "TO:")) {
+                    (None, _) => "503 5.5.1 MAIL first\r\n".into(),
+                    (_, None) => "501 5.5.4 syntax: RCPT TO:<address>\r\n".into(),
+                    (_, Some(_)) if rcpts.len() >= ctx.cfg.max_recipients => {
+                        "452 4.5.3 too many recipients\r\n".into()
                     }
-                };
-                let reply = deliver(ctx, &rcpts, &data).await;
-                from = None;
-                rcpts.clear();
-                reply
-            }
-            "RSET" => {
-                from = None;
-                rcpts.clear();
-                "250 2.0.0 OK\r\n".into()
-            }
-            "NOOP" => "250 2.0.0 OK\r\n".into(),
-            "VRFY" => "252 2.5.2 cannot verify, but will accept\r\n".into(),
-            "QUIT" => {
-                w.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
-            }
-            "STARTTLS" => {
-                "502 5.5.1 STARTTLS is not offered here; put a TLS-terminating MTA in front\r\n"
-                    .into()
-            }
-            _ => "500 5.5.2 command not recognized\r\n".into(),
-        };
-        w.write_all(reply.as_bytes()).await?;
-    }
+                    (_, Some((path, _))) => match recipient(ctx, &path).await {
+                        Ok(Some(user))
+                            if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) =>
+                        {
+                            metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
+                            .increment(1);
+                            warn!(%user, "inbound address over its rate; asking the sender to retry later");
+                            "450 4.7.1 too many messages for this address, try again later\r\n"
+                                .into()
+                        }
+                        Ok(Some(user)) => {
+                            if !rcpts.contains(&user) {
+                                rcpts.push(user);
+                            }
+                            "250 2.1.5 OK\r\n".into()
+                        }
+                        Ok(None) => "550 5.1.1 no such mailbox here\r\n".into(),
+                        Err(e) => {
+                            warn!(error = %e, "cannot look up a recipient");
+                            "451 4.3.0 temporary failure, try again later\r\n".into()
+                        }
+                    },
+                },
+                "DATA" if rcpts.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
+                "DATA" => {
+                    w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
+                        .await?;
+                    let data = match read_data(&mut r, ctx.cfg.max_message_bytes, timeout).await? {
+                        Some(d) => d,
+                        None => {
+                            from = None;
+                            rcpts.clear();
+                            let msg = format!(
+                                "552 5.3.4 message size exceeds the limit of {} bytes\r\n",
+                                ctx.cfg.max_message_bytes
+                            );
+                            w.write_all(msg.as_bytes()).await?;
+                            continue;
+                        }
+                    };
+                    let reply = deliver(ctx, &rcpts, &data).await;
+                    from = None;
+                    rcpts.clear();
+                    reply
+                }
+                "RSET" => {
+                    from = None;
+                    rcpts.clear();
+                    "250 2.0.0 OK\r\n".into()
+                }
+                "NOOP" => "250 2.0.0 OK\r\n".into(),
+                "VRFY" => "252 2.5.2 cannot verify, but will accept\r\n".into(),
+                "QUIT" => {
+                    w.write_all(b"221 2.0.0 bye\r\n").await?;
+                    return Ok(());
+                }
+                "STARTTLS" if offer_tls => {
+                    if !r.buffer().is_empty() {
+                        // commands pipelined after STARTTLS would cross the TLS boundary
+                        w.write_all(
+                            b"501 5.5.4 no commands may follow STARTTLS in the same packet\r\n",
+                        )
+                        .await?;
+                        return Ok(());
+                    }
+                    w.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                    w.flush().await?;
+                    let stream = r.into_inner().unsplit(w);
+                    let acceptor =
+                        tokio_rustls::TlsAcceptor::from(ctx.cfg.tls.clone().expect("offered"));
+                    let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "TLS handshake timeout",
+                            )
+                        })??;
+                    return session(ctx, Box::new(tls), true).await;
+                }
+                "STARTTLS" if secured => "503 5.5.1 TLS already active\r\n".into(),
+                "STARTTLS" => {
+                    "502 5.5.1 STARTTLS is not offered here (no certificate configured)\r\n".into()
+                }
+                _ => "500 5.5.2 command not recognized\r\n".into(),
+            };
+            w.write_all(reply.as_bytes()).await?;
+        }
+    })
 }
 
 /// `FROM:<a@b> SIZE=10` → ("a@b", "SIZE=10").
