@@ -373,3 +373,87 @@ async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyho
     h.shutdown().await;
     Ok(())
 }
+
+async fn send_mail_from(
+    port: u16,
+    from: &str,
+    to: &str,
+    raw: &[u8],
+) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    use lettre::AsyncTransport;
+    let transport =
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(port)
+            .timeout(Some(Duration::from_secs(10)))
+            .build();
+    let envelope =
+        lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()])
+            .unwrap();
+    transport.send_raw(&envelope, raw).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_senders_reach_an_address_that_lists_them() -> anyhow::Result<()> {
+    let in_port = free_port();
+    let h = Harness::start_with("e2emailallow", move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}")
+    })
+    .await?;
+    let (status, created) = h
+        .call(
+            Method::POST,
+            "/v1/users",
+            Some(common::ADMIN),
+            Some(json!({"name": "ally"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/inbound",
+            Some(&token),
+            Some(json!({"allowed_senders": ["not an address"]})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "allowed_senders");
+    let (status, _) = h
+        .call(
+            Method::PUT,
+            "/v1/inbound",
+            Some(&token),
+            Some(json!({"allowed_senders": ["@alerts.example.com"]})),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let (_, v) = h
+        .call(Method::GET, "/v1/inbound", Some(&token), None)
+        .await?;
+    assert_eq!(v["allowed_senders"], json!(["@alerts.example.com"]));
+    let e = send_mail_from(
+        in_port,
+        "eve@example.org",
+        &inbound,
+        b"Subject: spam\r\n\r\nx\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("5.7.1"), "{e}");
+    let ok = send_mail_from(
+        in_port,
+        "grafana@alerts.example.com",
+        &inbound,
+        b"Subject: allowed\r\n\r\nx\r\n",
+    )
+    .await?;
+    assert!(ok.is_positive());
+    wait_for(Duration::from_secs(20), "the allowed message", || async {
+        (h.history_titles(&token).await.ok()? == ["allowed"]).then_some(())
+    })
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}

@@ -162,6 +162,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             get(list_destinations).post(add_destination),
         )
         .route("/v1/destinations/{id}", delete(remove_destination))
+        .route("/v1/inbound", get(get_inbound).put(put_inbound))
         .route("/v1/history", get(history))
         .route("/v1/publish", post(publish))
         .route("/v1/stream", get(stream))
@@ -576,6 +577,51 @@ async fn remove_destination(
         return Err(refusal(reply));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_inbound(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    Ok(Json(json!({
+        "domain": state.cfg.inbound_domain,
+        "enabled": !u.inbound_token_hash.is_empty(),
+        "allowed_senders": u.allowed_senders,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutInbound {
+    allowed_senders: Vec<String>,
+}
+
+async fn put_inbound(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: PutInbound = parse_body(&body)?;
+    let senders = tocsin_model::validate_allowed_senders(&req.allowed_senders).map_err(|e| {
+        ApiError::bad_request(
+            format!("allowed_senders: {e}"),
+            Some("allowed_senders".into()),
+        )
+    })?;
+    let reply = command(
+        &state,
+        &u.id,
+        Command::SetAllowedSenders {
+            senders: senders.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({ "allowed_senders": senders })))
 }
 
 #[derive(Deserialize)]

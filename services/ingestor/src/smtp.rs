@@ -252,23 +252,28 @@ fn session<'a>(
                     (_, Some(_)) if rcpts.len() >= ctx.cfg.max_recipients => {
                         "452 4.5.3 too many recipients\r\n".into()
                     }
-                    (_, Some((path, _))) => match recipient(ctx, &path).await {
-                        Ok(Some(user))
+                    (Some(sender), Some((path, _))) => match recipient(ctx, &path, sender).await {
+                        Ok(Recipient::SenderRefused) => {
+                            metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "sender")
+                                .increment(1);
+                            "550 5.7.1 this sender may not mail this address\r\n".into()
+                        }
+                        Ok(Recipient::User(user))
                             if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) =>
                         {
                             metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
-                            .increment(1);
+                                .increment(1);
                             warn!(%user, "inbound address over its rate; asking the sender to retry later");
                             "450 4.7.1 too many messages for this address, try again later\r\n"
                                 .into()
                         }
-                        Ok(Some(user)) => {
+                        Ok(Recipient::User(user)) => {
                             if !rcpts.contains(&user) {
                                 rcpts.push(user);
                             }
                             "250 2.1.5 OK\r\n".into()
                         }
-                        Ok(None) => "550 5.1.1 no such mailbox here\r\n".into(),
+                        Ok(Recipient::Unknown) => "550 5.1.1 no such mailbox here\r\n".into(),
                         Err(e) => {
                             warn!(error = %e, "cannot look up a recipient");
                             "451 4.3.0 temporary failure, try again later\r\n".into()
@@ -355,21 +360,28 @@ fn parse_path(arg: &str, keyword: &str) -> Option<(String, String)> {
     ))
 }
 
+enum Recipient {
+    User(UserId),
+    Unknown,
+    /// The address exists, but its owner does not take mail from this sender.
+    SenderRefused,
+}
+
 /// The user an inbound address belongs to: `<user>.<secret>@…`, secret checked against the
-/// user's record.
-async fn recipient(ctx: &Ctx, address: &str) -> Result<Option<UserId>, String> {
+/// user's record, and the envelope sender against the user's allowed senders.
+async fn recipient(ctx: &Ctx, address: &str, sender: &str) -> Result<Recipient, String> {
     let Some((local, _domain)) = address.rsplit_once('@') else {
-        return Ok(None);
+        return Ok(Recipient::Unknown);
     };
     let Some((user, secret)) = local
         .to_ascii_lowercase()
         .split_once('.')
         .map(|(u, s)| (u.to_owned(), s.to_owned()))
     else {
-        return Ok(None);
+        return Ok(Recipient::Unknown);
     };
     let Ok(user) = UserId::parse(&user) else {
-        return Ok(None);
+        return Ok(Recipient::Unknown);
     };
     let Some(bytes) = ctx
         .avatars
@@ -377,14 +389,18 @@ async fn recipient(ctx: &Ctx, address: &str) -> Result<Option<UserId>, String> {
         .await
         .map_err(|e| e.to_string())?
     else {
-        return Ok(None);
+        return Ok(Recipient::Unknown);
     };
     let Ok(record) = serde_json::from_slice::<UserRecord>(&bytes) else {
-        return Ok(None);
+        return Ok(Recipient::Unknown);
     };
-    let ok =
-        !record.inbound_token_hash.is_empty() && record.inbound_token_hash == hash_token(&secret);
-    Ok(ok.then_some(user))
+    if record.inbound_token_hash.is_empty() || record.inbound_token_hash != hash_token(&secret) {
+        return Ok(Recipient::Unknown);
+    }
+    if !tocsin_model::sender_allowed(&record.allowed_senders, sender) {
+        return Ok(Recipient::SenderRefused);
+    }
+    Ok(Recipient::User(user))
 }
 
 /// Read the message up to the lone dot, undoing dot-stuffing. `None` when it is larger than

@@ -215,6 +215,7 @@ fn command_effects(
                 inbound_token_hash,
                 sources: vec![],
                 destinations: vec![],
+                allowed_senders: vec![],
                 source_status: Default::default(),
                 recent: Default::default(),
             });
@@ -263,6 +264,13 @@ fn command_effects(
                 limit,
                 "destinations",
             )?;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetAllowedSenders { senders } => {
+            let r = existing(user, record)?;
+            r.allowed_senders = tocsin_model::validate_allowed_senders(&senders)
+                .map_err(|e| ("invalid", format!("allowed_senders: {e}")))?;
             fx.dirty = true;
             Ok(())
         }

@@ -150,6 +150,10 @@ pub enum Command {
     RemoveDestination {
         destination_id: String,
     },
+    /// Who may send to the user's inbound address (empty: anyone).
+    SetAllowedSenders {
+        senders: Vec<String>,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

@@ -24,6 +24,10 @@ pub struct UserRecord {
     pub sources: Vec<Source>,
     #[serde(default)]
     pub destinations: Vec<Destination>,
+    /// Envelope senders allowed to mail the inbound address: `ann@example.org` or
+    /// `@example.org` (a whole domain). Empty: anyone.
+    #[serde(default)]
+    pub allowed_senders: Vec<String>,
     /// The latest status the ingestor reported per source id.
     #[serde(default)]
     pub source_status: BTreeMap<String, SourceStatus>,
@@ -216,6 +220,43 @@ impl<'de> Deserialize<'de> for RecentSet {
     }
 }
 
+/// Check and normalise an allowed-senders list: each entry an address or `@domain`.
+pub fn validate_allowed_senders(list: &[String]) -> Result<Vec<String>, String> {
+    if list.len() > 100 {
+        return Err(format!("at most 100 entries, got {}", list.len()));
+    }
+    list.iter()
+        .map(|e| {
+            let e = e.trim().to_ascii_lowercase();
+            let ok = if let Some(domain) = e.strip_prefix('@') {
+                domain.contains('.') && !domain.contains('@')
+            } else {
+                Destination::validate_address(Channel::Email, &e).is_ok()
+            };
+            if ok && e.len() <= 254 && !e.chars().any(char::is_whitespace) {
+                Ok(e)
+            } else {
+                Err(format!("{e:?} is neither an address nor @domain"))
+            }
+        })
+        .collect()
+}
+
+/// Whether `sender` (an envelope address) may mail a user with `allowed` senders.
+pub fn sender_allowed(allowed: &[String], sender: &str) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let s = sender.trim().to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        if a.starts_with('@') {
+            s.ends_with(a.as_str())
+        } else {
+            s == *a
+        }
+    })
+}
+
 /// SHA-256 (hex) of a secret token, as stored.
 pub fn hash_token(token: &str) -> String {
     crate::digest(&["token", token])
@@ -247,6 +288,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn allowed_senders() {
+        let l =
+            validate_allowed_senders(&[" Ann@Example.org ".into(), "@alerts.example.com".into()])
+                .unwrap();
+        assert_eq!(l, ["ann@example.org", "@alerts.example.com"]);
+        assert!(validate_allowed_senders(&["nope".into()]).is_err());
+        assert!(sender_allowed(&[], "anyone@x.org"));
+        assert!(sender_allowed(&l, "ANN@example.org"));
+        assert!(sender_allowed(&l, "grafana@alerts.example.com"));
+        assert!(!sender_allowed(&l, "eve@example.org"));
+        assert!(!sender_allowed(&l, "x@evilalerts.example.com.net"));
+        assert!(!sender_allowed(&l, ""), "a null sender is not on a list");
     }
 
     #[test]
