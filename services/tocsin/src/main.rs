@@ -146,6 +146,18 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         every_secs: u64,
     },
+    /// Measure the SMTP ingress (concurrent senders) and the mail parser against a raw
+    /// JetStream baseline.
+    BenchMail {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 8)]
+        senders: usize,
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Measure publish → router → history against a raw JetStream baseline.
     Bench {
         #[arg(long, default_value_t = 20_000)]
@@ -442,6 +454,22 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             );
             let token = tocsin_runtime::shutdown_on_signal();
             tocsin::demo::serve(listener, Duration::from_secs(every_secs.max(1)), token).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchMail {
+            messages,
+            senders,
+            users,
+            timeout_secs,
+        } => {
+            let report = tocsin::bench::run_mail(tocsin::bench::MailBenchOptions {
+                messages: messages.max(1),
+                senders: senders.max(1),
+                users: users.max(1),
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+            print!("{}", report.table());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench {

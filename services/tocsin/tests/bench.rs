@@ -27,3 +27,19 @@ async fn the_bench_short_mode_measures_both_paths() {
     }
     assert!(table.contains("ratio"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mail_bench_short_mode_accounts_for_every_message() {
+    tocsin_runtime::install_crypto();
+    let report = tocsin::bench::run_mail(tocsin::bench::MailBenchOptions {
+        messages: 200,
+        senders: 4,
+        users: 10,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .expect("bench-mail runs");
+    println!("{}", report.table());
+    assert_eq!(report.ingress.count, 200);
+    assert!(report.ingress.per_sec > 0.0 && report.parse_us > 0.0);
+}
