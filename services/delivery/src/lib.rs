@@ -30,7 +30,7 @@ use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use webhook::SendResult;
 
 /// The `[delivery]` section.
@@ -178,6 +178,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
 /// transient failure is retried in place (the job stays unacked, kept alive with progress
 /// acks) so that later jobs for the same destination never overtake it. Different lanes run
 /// concurrently, at most `concurrency` sends at once.
+/// The jobs this instance holds (queued or in flight), by stream sequence.
+type Held = Arc<std::sync::Mutex<HashMap<u64, jetstream::Message>>>;
+
 struct Lane {
     tx: mpsc::UnboundedSender<(jetstream::Message, DeliveryJob)>,
     join: tokio::task::JoinHandle<()>,
@@ -198,13 +201,28 @@ async fn run_channel(
     };
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let tracker = TaskTracker::new();
+    let held: Held = Arc::default();
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    // every job held here — queued in a lane or being sent — is kept alive, so JetStream
+    // never redelivers it behind our back while it waits its turn
+    let ack_wait = Duration::from_secs(ctx.bus.config().ack_wait_secs);
+    let mut keep_alive =
+        tokio::time::interval(ack_wait.mul_f64(0.4).max(Duration::from_millis(100)));
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
                 lanes.retain(|_, l| !l.join.is_finished());
+                continue;
+            }
+            _ = keep_alive.tick() => {
+                let msgs: Vec<jetstream::Message> = held.lock().expect("held lock").values().cloned().collect();
+                for m in msgs {
+                    if let Err(e) = m.ack_with(jetstream::AckKind::Progress).await {
+                        debug!(error = %e, "cannot extend a job's ack deadline");
+                    }
+                }
                 continue;
             }
             n = messages.next() => n,
@@ -227,12 +245,27 @@ async fn run_channel(
                 continue;
             }
         };
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        {
+            let mut h = held.lock().expect("held lock");
+            if h.contains_key(&seq) {
+                // a redelivery of a job we still hold: it is already queued or being sent
+                continue;
+            }
+            h.insert(seq, msg.clone());
+        }
         let key = format!("{}:{}", job.notification.user, job.destination.id);
         let mut item = (msg, job);
         loop {
             let lane = lanes.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let join = tracker.spawn(run_lane(ctx.clone(), channel, permits.clone(), rx));
+                let join = tracker.spawn(run_lane(
+                    ctx.clone(),
+                    channel,
+                    permits.clone(),
+                    held.clone(),
+                    rx,
+                ));
                 Lane { tx, join }
             });
             match lane.tx.send(item) {
@@ -268,12 +301,17 @@ async fn run_lane(
     ctx: Arc<Ctx>,
     channel: Channel,
     permits: Arc<Semaphore>,
+    held: Held,
     mut rx: mpsc::UnboundedReceiver<(jetstream::Message, DeliveryJob)>,
 ) {
     let idle = Duration::from_secs(60);
     loop {
         match tokio::time::timeout(idle, rx.recv()).await {
-            Ok(Some((msg, job))) => handle(&ctx, channel, &permits, msg, job).await,
+            Ok(Some((msg, job))) => {
+                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                handle(&ctx, channel, &permits, msg, job).await;
+                held.lock().expect("held lock").remove(&seq);
+            }
             Ok(None) => return,
             Err(_) => rx.close(),
         }
@@ -319,7 +357,8 @@ async fn handle(
                 SendResult::Transient { detail, after } => {
                     let wait = tocsin_bus::backoff(attempts, after.unwrap_or_default());
                     warn!(attempt = attempts, %detail, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
-                    keep_alive_for(ctx, &msg, wait).await;
+                    // the channel loop keeps the job alive while it waits
+                    tokio::time::sleep(wait).await;
                     attempts += 1;
                 }
             }
@@ -352,23 +391,4 @@ async fn handle(
     }
     .instrument(span)
     .await
-}
-
-/// Wait `wait` while telling JetStream the job is still being worked on, so it is not
-/// redelivered (to this or another instance) behind our back.
-async fn keep_alive_for(ctx: &Ctx, msg: &jetstream::Message, wait: Duration) {
-    let slice = Duration::from_secs(ctx.bus.config().ack_wait_secs)
-        .mul_f64(0.4)
-        .max(Duration::from_millis(100));
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return;
-        }
-        if let Err(e) = msg.ack_with(jetstream::AckKind::Progress).await {
-            warn!(error = %e, "cannot extend a job's ack deadline");
-        }
-        tokio::time::sleep((deadline - now).min(slice)).await;
-    }
 }
