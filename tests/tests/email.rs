@@ -161,18 +161,7 @@ async fn send_mail(
     to: &str,
     raw: &[u8],
 ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
-    use lettre::AsyncTransport;
-    let transport =
-        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(port)
-            .timeout(Some(Duration::from_secs(10)))
-            .build();
-    let envelope = lettre::address::Envelope::new(
-        Some("me@example.org".parse().unwrap()),
-        vec![to.parse().unwrap()],
-    )
-    .unwrap();
-    transport.send_raw(&envelope, raw).await
+    send_mail_from(port, "me@example.org", to, raw).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,15 +183,7 @@ async fn a_forwarded_alert_reaches_history_and_goes_out_by_email() -> anyhow::Re
         };
     })
     .await?;
-    let (status, created) = h
-        .call(
-            Method::POST,
-            "/v1/users",
-            Some(common::ADMIN),
-            Some(json!({"name": "max"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    let created = h.create_user_json("max").await?;
     let token = created["token"].as_str().unwrap().to_owned();
     let inbound = created["inbound_address"].as_str().unwrap().to_owned();
     let (status, _) = h
@@ -326,15 +307,7 @@ async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyho
         s.ingestor.smtp_tls_key = k;
     })
     .await?;
-    let (status, created) = h
-        .call(
-            Method::POST,
-            "/v1/users",
-            Some(common::ADMIN),
-            Some(json!({"name": "tls"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    let created = h.create_user_json("tls").await?;
     let token = created["token"].as_str().unwrap().to_owned();
     let inbound = created["inbound_address"].as_str().unwrap().to_owned();
     let tls = TlsParameters::builder("localhost".into())
@@ -352,18 +325,7 @@ async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyho
         .send_raw(&envelope, b"Subject: over TLS\r\n\r\nsecret stuff\r\n")
         .await?;
     assert!(reply.is_positive());
-    wait_for(
-        Duration::from_secs(20),
-        "the message sent over TLS",
-        || async {
-            h.history_titles(&token)
-                .await
-                .ok()?
-                .contains(&"over TLS".to_string())
-                .then_some(())
-        },
-    )
-    .await?;
+    h.wait_for_title(&token, "over TLS").await?;
     // plain sessions keep working beside it
     assert!(
         send_mail(in_port, &inbound, b"Subject: plain\r\n\r\nx\r\n")
@@ -399,15 +361,7 @@ async fn only_allowed_senders_reach_an_address_that_lists_them() -> anyhow::Resu
         s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}")
     })
     .await?;
-    let (status, created) = h
-        .call(
-            Method::POST,
-            "/v1/users",
-            Some(common::ADMIN),
-            Some(json!({"name": "ally"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    let created = h.create_user_json("ally").await?;
     let token = created["token"].as_str().unwrap().to_owned();
     let inbound = created["inbound_address"].as_str().unwrap().to_owned();
     let (status, v) = h

@@ -348,14 +348,7 @@ async fn the_api_names_bad_fields_and_keeps_users_apart() -> anyhow::Result<()> 
         )
         .await?;
     assert_eq!(status, 202);
-    wait_for(Duration::from_secs(20), "alice's notification", || async {
-        h.history_titles(&ta)
-            .await
-            .ok()?
-            .contains(&"for alice only".to_string())
-            .then_some(())
-    })
-    .await?;
+    h.wait_for_title(&ta, "for alice only").await?;
     assert!(
         h.history_titles(&tb).await?.is_empty(),
         "bob sees alice's history"
@@ -465,18 +458,7 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
         )
         .await?;
     assert_eq!(status, 202);
-    wait_for(
-        Duration::from_secs(20),
-        "a notification after the poison",
-        || async {
-            h.history_titles(&token)
-                .await
-                .ok()?
-                .contains(&"after poison".to_string())
-                .then_some(())
-        },
-    )
-    .await?;
+    h.wait_for_title(&token, "after poison").await?;
     h.shutdown().await;
     Ok(())
 }
@@ -598,18 +580,7 @@ async fn a_nats_server_restart_mid_flow_loses_and_duplicates_nothing() -> anyhow
         )
         .await?;
     assert_eq!(status, 202);
-    wait_for(
-        Duration::from_secs(30),
-        "a notification after the restart",
-        || async {
-            h.history_titles(&token)
-                .await
-                .ok()?
-                .contains(&"after".to_string())
-                .then_some(())
-        },
-    )
-    .await?;
+    h.wait_for_title(&token, "after").await?;
     h.shutdown().await;
     Ok(())
 }

@@ -82,16 +82,7 @@ impl Report {
             },
             self.nats_version
         );
-        s.push_str(&format!(
-            "{:<38} {:>10} {:>10} {:>10}\n",
-            "path", "msgs/s", "p50 ms", "p99 ms"
-        ));
-        for f in [&self.baseline, &self.pipeline] {
-            s.push_str(&format!(
-                "{:<38} {:>10.0} {:>10.2} {:>10.2}\n",
-                f.name, f.per_sec, f.p50_ms, f.p99_ms
-            ));
-        }
+        s.push_str(&figure_rows(&[&self.baseline, &self.pipeline], 38));
         s.push_str(&format!(
             "{:<38} {:>10.3} {:>10.1} {:>10.1}\n",
             "ratio pipeline/baseline (rate; latency x)",
@@ -136,6 +127,56 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         options: opts,
         nats_version: version,
     })
+}
+
+/// Create `users` through their avatars (as the API does) and wait until each has confirmed.
+async fn create_users(
+    bus: &Bus,
+    users: &[UserId],
+    inbound_hash: impl Fn(&UserId) -> String,
+    window: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let inbox = bus.client().new_inbox();
+    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let mut w = bus.window(window);
+    for (i, u) in users.iter().enumerate() {
+        let msg = AvatarMessage::Command {
+            command_id: format!("create-{u}"),
+            command: Command::CreateUser {
+                name: u.to_string(),
+                token_hash: "bench".into(),
+                feed_token_hash: "bench".into(),
+                inbound_token_hash: inbound_hash(u),
+            },
+            reply_to: Some(format!("{inbox}.{i}")),
+        };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        w.push(subject, format!("create-{u}"), tocsin_bus::encode(&msg)?)
+            .await;
+    }
+    w.flush().await?;
+    for _ in users {
+        tokio::time::timeout(timeout, replies.next())
+            .await
+            .context("users not created in time")?;
+    }
+    Ok(())
+}
+
+/// The figures as table rows under a header, `width` wide in the first column.
+fn figure_rows(rows: &[&Figures], width: usize) -> String {
+    let mut s = format!(
+        "{:<width$} {:>10} {:>10} {:>10}\n",
+        "path", "msgs/s", "p50 ms", "p99 ms"
+    );
+    for f in rows {
+        s.push_str(&format!(
+            "{:<width$} {:>10.0} {:>10.2} {:>10.2}\n",
+            f.name, f.per_sec, f.p50_ms, f.p99_ms
+        ));
+    }
+    s
 }
 
 /// A fresh directory for one benchmark run (runs in one process never share one).
@@ -251,31 +292,7 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
         .map(|i| UserId::parse(&format!("bench{i}")).expect("valid"))
         .collect();
     // create the users and wait until every avatar has confirmed
-    let inbox = bus.client().new_inbox();
-    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
-    let mut window = bus.window(opts.window);
-    for (i, u) in users.iter().enumerate() {
-        let msg = AvatarMessage::Command {
-            command_id: format!("create-{u}"),
-            command: Command::CreateUser {
-                name: u.to_string(),
-                token_hash: "bench".into(),
-                feed_token_hash: "bench".into(),
-                inbound_token_hash: String::new(),
-            },
-            reply_to: Some(format!("{inbox}.{i}")),
-        };
-        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        window
-            .push(subject, format!("create-{u}"), tocsin_bus::encode(&msg)?)
-            .await;
-    }
-    window.flush().await?;
-    for _ in 0..users.len() {
-        tokio::time::timeout(opts.timeout, replies.next())
-            .await
-            .context("users not created in time")?;
-    }
+    create_users(&bus, &users, |_| String::new(), opts.window, opts.timeout).await?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let mut live = bus
         .client()
@@ -367,16 +384,7 @@ impl MailReport {
             "tocsin bench-mail: {} messages from {} concurrent SMTP senders to {} addresses\n",
             o.messages, o.senders, o.users
         );
-        s.push_str(&format!(
-            "{:<44} {:>10} {:>10} {:>10}\n",
-            "path", "msgs/s", "p50 ms", "p99 ms"
-        ));
-        for f in [&self.baseline, &self.ingress] {
-            s.push_str(&format!(
-                "{:<44} {:>10.0} {:>10.2} {:>10.2}\n",
-                f.name, f.per_sec, f.p50_ms, f.p99_ms
-            ));
-        }
+        s.push_str(&figure_rows(&[&self.baseline, &self.ingress], 44));
         s.push_str(&format!(
             "{:<44} {:>10.3}\n",
             "ratio ingress/baseline (rate)",
@@ -451,35 +459,22 @@ pub async fn run_mail(opts: MailBenchOptions) -> Result<MailReport> {
     let i = tokio::spawn(tocsin_ingestor::run(ingestor, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
-    let inbox = bus.client().new_inbox();
-    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
-    let mut addresses = Vec::new();
-    for n in 0..opts.users {
-        let u = UserId::parse(&format!("mail{n}")).expect("valid");
-        let secret = format!("s{n}");
-        let msg = AvatarMessage::Command {
-            command_id: format!("create-{u}"),
-            command: Command::CreateUser {
-                name: u.to_string(),
-                token_hash: "bench".into(),
-                feed_token_hash: "bench".into(),
-                inbound_token_hash: tocsin_model::hash_token(&secret),
-            },
-            reply_to: Some(format!("{inbox}.{n}")),
-        };
-        bus.publish_json(
-            bus.subjects().silo(bus.silo_of(&u), u.as_str(), msg.kind()),
-            &format!("create-{u}"),
-            &msg,
-        )
-        .await?;
-        addresses.push(format!("{u}.{secret}@bench.test"));
-    }
-    for _ in 0..opts.users {
-        tokio::time::timeout(opts.timeout, replies.next())
-            .await
-            .context("users not created in time")?;
-    }
+    let users: Vec<UserId> = (0..opts.users)
+        .map(|n| UserId::parse(&format!("mail{n}")).expect("valid"))
+        .collect();
+    let secret = |u: &UserId| format!("s{u}");
+    create_users(
+        &bus,
+        &users,
+        |u| tocsin_model::hash_token(&secret(u)),
+        512,
+        opts.timeout,
+    )
+    .await?;
+    let addresses: Vec<String> = users
+        .iter()
+        .map(|u| format!("{u}.{}@bench.test", secret(u)))
+        .collect();
     // wait for the SMTP listener
     let deadline = Instant::now() + Duration::from_secs(30);
     while tokio::net::TcpStream::connect(("127.0.0.1", smtp_port))

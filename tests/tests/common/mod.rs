@@ -253,7 +253,8 @@ impl Harness {
     }
 
     /// Create a user; returns (user id, token, atom feed URL).
-    pub async fn create_user(&self, name: &str) -> Result<(String, String, String)> {
+    /// Create a user; the API's whole answer (id, token, feed URLs, inbound address).
+    pub async fn create_user_json(&self, name: &str) -> Result<Value> {
         let (status, v) = self
             .call(
                 reqwest::Method::POST,
@@ -263,6 +264,12 @@ impl Harness {
             )
             .await?;
         anyhow::ensure!(status == StatusCode::CREATED, "create user: {status} {v}");
+        Ok(v)
+    }
+
+    /// Create a user; returns (user id, token, atom feed URL).
+    pub async fn create_user(&self, name: &str) -> Result<(String, String, String)> {
+        let v = self.create_user_json(name).await?;
         Ok((
             v["user_id"].as_str().context("user_id")?.to_owned(),
             v["token"].as_str().context("token")?.to_owned(),
@@ -341,6 +348,23 @@ impl Harness {
             anyhow::ensure!(&unique == ids, "history differs from what was published");
         }
         Ok(())
+    }
+
+    /// Wait until a notification titled `title` is in the user's history.
+    pub async fn wait_for_title(&self, token: &str, title: &str) -> Result<()> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(20),
+            &format!("{title:?} in history"),
+            || async {
+                self.history_titles(token)
+                    .await
+                    .ok()?
+                    .iter()
+                    .any(|t| t == title)
+                    .then_some(())
+            },
+        )
+        .await
     }
 
     pub async fn history_titles(&self, token: &str) -> Result<Vec<String>> {
