@@ -10,6 +10,7 @@
 
 mod error;
 mod openapi;
+mod reach;
 
 pub use error::ApiError;
 
@@ -58,6 +59,11 @@ pub struct ApiConfig {
     /// The domain of users' inbound e-mail addresses (`<user>.<secret>@<domain>`): the one
     /// whose MX points at the ingestor's SMTP listener.
     pub inbound_domain: String,
+    /// Twilio's auth token, to check `X-Twilio-Signature` on inbound SMS
+    /// (`POST /v1/sms/twilio`). Give it through `TOCSIN_API__TWILIO_AUTH_TOKEN`. Empty: off.
+    pub twilio_auth_token: String,
+    /// The `token` an SMS gateway (Kannel) passes on `GET /v1/sms/kannel`. Empty: off.
+    pub sms_inbound_token: String,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +76,8 @@ impl Default for ApiConfig {
             query_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
             inbound_domain: "tocsin.localhost".into(),
+            twilio_auth_token: String::new(),
+            sms_inbound_token: String::new(),
         }
     }
 }
@@ -102,6 +110,7 @@ impl Config {
 struct AppState {
     bus: Bus,
     avatars: kv::Store,
+    addresses: kv::Store,
     cfg: ApiConfig,
 }
 
@@ -130,11 +139,13 @@ pub async fn serve(
     let bus = Bus::connect(&config.bus, "api").await.map_err(bus_error)?;
     bus.ensure_streams().await.map_err(bus_error)?;
     let avatars = bus.kv("avatars").await.map_err(bus_error)?;
+    let addresses = bus.kv("addresses").await.map_err(bus_error)?;
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     let state = Arc::new(AppState {
         bus: bus.clone(),
         avatars,
+        addresses,
         cfg: config.api.clone(),
     });
     let app = router(state, ready.clone());
@@ -163,6 +174,19 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         )
         .route("/v1/destinations/{id}", delete(remove_destination))
         .route("/v1/inbound", get(get_inbound).put(put_inbound))
+        .route(
+            "/v1/policy",
+            get(reach::get_policy)
+                .put(reach::put_policy)
+                .delete(reach::delete_policy),
+        )
+        .route("/v1/notifications/{id}/ack", post(reach::ack))
+        .route(
+            "/v1/ack/{user}/{id}/{sig}",
+            get(reach::ack_link_page).post(reach::ack_link),
+        )
+        .route("/v1/sms/twilio", post(reach::twilio_inbound))
+        .route("/v1/sms/kannel", get(reach::kannel_inbound))
         .route("/v1/history", get(history))
         .route("/v1/publish", post(publish))
         .route("/v1/stream", get(stream))
@@ -493,6 +517,7 @@ fn destination_view(d: &Destination) -> serde_json::Value {
         "address": d.address,
         "label": d.label,
         "signed": d.secret.is_some(),
+        "push_format": d.push_format,
         "created_at_ms": d.created_at_ms,
     })
 }
@@ -515,6 +540,8 @@ struct AddDestination {
     secret: Option<String>,
     #[serde(default)]
     label: String,
+    #[serde(default)]
+    push_format: Option<tocsin_model::PushFormat>,
 }
 
 async fn add_destination(
@@ -542,12 +569,20 @@ async fn add_destination(
             Some("label".into()),
         ));
     }
+    if req.push_format.is_some() && req.channel != Channel::Push {
+        return Err(ApiError::bad_request(
+            "push_format: only for the push channel",
+            Some("push_format".into()),
+        ));
+    }
+    reach::check_address_free(&state, &u.id, req.channel, &address).await?;
     let destination = Destination {
         id: format!("d{}", random_hex(6)),
         channel: req.channel,
         address,
         secret: req.secret,
         label: req.label.trim().to_owned(),
+        push_format: req.push_format,
         created_at_ms: now_ms(),
     };
     let view = destination_view(&destination);

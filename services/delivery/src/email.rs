@@ -150,6 +150,11 @@ pub fn build(from: &Mailbox, job: &DeliveryJob) -> Result<Message, String> {
     if let Some(u) = link {
         text.push_str(&format!("{u}\n\n"));
     }
+    if let Some(a) = &job.ack_url {
+        text.push_str(&format!(
+            "Acknowledge (stops any further escalation): {a}\n\n"
+        ));
+    }
     text.push_str(&format!(
         "-- \ntocsin · {} · priority {}\n",
         n.source.label,
@@ -164,6 +169,12 @@ pub fn build(from: &Mailbox, job: &DeliveryJob) -> Result<Message, String> {
             "<p><a href=\"{}\">{}</a></p>",
             escape(u),
             escape(u)
+        ));
+    }
+    if let Some(a) = &job.ack_url {
+        html.push_str(&format!(
+            "<p><a href=\"{}\">Acknowledge</a> (stops any further escalation)</p>",
+            escape(a)
         ));
     }
     html.push_str(&format!(
@@ -220,8 +231,12 @@ mod tests {
                 address: "ann@example.org".into(),
                 secret: None,
                 label: String::new(),
+                push_format: None,
                 created_at_ms: 0,
             },
+            kind: JobKind::Notification,
+            reference: Some(3),
+            ack_url: Some("https://t.example/v1/ack/u1/n1/sig".into()),
         }
     }
 
@@ -248,5 +263,6 @@ mod tests {
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(!raw.contains("javascript:"), "{raw}");
         assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("https://t.example/v1/ack/u1/n1/sig"), "{raw}");
     }
 }

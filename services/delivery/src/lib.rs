@@ -12,10 +12,15 @@
 //! but before the ack sends it again. Every request carries the job id so receivers can
 //! deduplicate (webhooks: `X-Tocsin-Id`).
 //!
-//! Channels: `webhook` and `email` now; XMPP, SMS and push arrive with their issues.
+//! Channels: `xmpp` (chat messages; presence and replies flow back to the avatars), `sms`
+//! (Twilio or a Kannel gateway), `push` (ntfy, UnifiedPush), `email` and `webhook`.
 
+pub mod compose;
 pub mod email;
+pub mod push;
+pub mod sms;
 pub mod webhook;
+pub mod xmpp;
 
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -24,7 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
-use tocsin_model::{AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, now_ms};
+use tocsin_model::{AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, JobKind, now_ms};
 use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::{Semaphore, mpsc};
@@ -50,6 +55,10 @@ pub struct DeliveryConfig {
     pub shutdown_grace_secs: u64,
     /// The SMTP relay for the `email` channel.
     pub smtp: email::SmtpConfig,
+    /// tocsin's XMPP account for the `xmpp` channel.
+    pub xmpp: xmpp::XmppConfig,
+    /// The SMS provider for the `sms` channel.
+    pub sms: sms::SmsConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -63,6 +72,8 @@ impl Default for DeliveryConfig {
             allow_private_addresses: false,
             shutdown_grace_secs: 20,
             smtp: email::SmtpConfig::default(),
+            xmpp: xmpp::XmppConfig::default(),
+            sms: sms::SmsConfig::default(),
         }
     }
 }
@@ -80,12 +91,10 @@ impl Config {
                 let mut p = b.problems();
                 for c in &s.channels {
                     match c {
-                        Channel::Webhook => {}
+                        Channel::Webhook | Channel::Push => {}
                         Channel::Email => p.extend(s.smtp.problems()),
-                        other => p.push(format!(
-                            "delivery.channels: the {} channel is not available yet; webhook and email are",
-                            other.as_str()
-                        )),
+                        Channel::Xmpp => p.extend(s.xmpp.problems()),
+                        Channel::Sms => p.extend(s.sms.problems()),
                     }
                 }
                 if s.concurrency == 0 || s.webhook_timeout_secs == 0 {
@@ -112,9 +121,41 @@ pub enum DeliveryError {
 
 struct Ctx {
     bus: Bus,
+    /// For addresses users give (webhooks, push): behind the address guard.
     http: reqwest::Client,
+    /// For the providers the operator configured (Twilio, the SMS gateway).
+    providers: reqwest::Client,
     mailer: Option<email::Mailer>,
+    xmpp: Option<Arc<xmpp::Xmpp>>,
+    /// A provider rate limit per channel.
+    rates: HashMap<Channel, Rate>,
     cfg: DeliveryConfig,
+}
+
+/// At most `per_sec` sends per second, spaced evenly.
+struct Rate {
+    gap: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Rate {
+    fn new(per_sec: f64) -> Option<Rate> {
+        (per_sec > 0.0).then(|| Rate {
+            gap: Duration::from_secs_f64(1.0 / per_sec),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 /// Run until `shutdown`; jobs in flight finish and settle within the grace period.
@@ -134,15 +175,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
     } else {
         None
     };
+    let providers = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
+        .connect_timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
+        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| DeliveryError::Setup(format!("cannot build the HTTP client: {e}")))?;
     let bus = Bus::connect(&config.bus, "delivery").await?;
     bus.ensure_streams().await?;
+    let xmpp = if config.delivery.channels.contains(&Channel::Xmpp) {
+        let addresses = bus.kv("addresses").await?;
+        Some(
+            xmpp::Xmpp::start(
+                &config.delivery.xmpp,
+                bus.clone(),
+                addresses,
+                shutdown.clone(),
+            )
+            .map_err(DeliveryError::Setup)?,
+        )
+    } else {
+        None
+    };
+    let mut rates = HashMap::new();
+    for (c, r) in [
+        (Channel::Xmpp, config.delivery.xmpp.rate_per_sec),
+        (Channel::Sms, config.delivery.sms.rate_per_sec),
+    ] {
+        if let Some(rate) = Rate::new(r) {
+            rates.insert(c, rate);
+        }
+    }
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.delivery.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         http,
+        providers,
         mailer,
+        xmpp,
+        rates,
         cfg: config.delivery.clone(),
     });
     let mut workers = Vec::new();
@@ -333,14 +406,10 @@ async fn handle(
         let (delivered, detail) = loop {
             let result = {
                 let _permit = permits.acquire().await.expect("semaphore open");
-                match job.destination.channel {
-                    Channel::Webhook => webhook::send(&ctx.http, &job, now_ms()).await,
-                    Channel::Email => match &ctx.mailer {
-                        Some(m) => m.send(&job).await,
-                        None => SendResult::Permanent("this delivery instance does not serve the email channel".into()),
-                    },
-                    other => SendResult::Permanent(format!("the {} channel is not available yet", other.as_str())),
+                if let Some(rate) = ctx.rates.get(&channel) {
+                    rate.wait().await;
                 }
+                send(ctx, &job).await
             };
             let label = match &result {
                 SendResult::Delivered(_) => "delivered",
@@ -363,6 +432,11 @@ async fn handle(
                 }
             }
         };
+        if job.kind == JobKind::Reply {
+            // an answer to the user's own command: nothing to record
+            ctx.bus.settle(&msg, Disposition::Ack).await;
+            return;
+        }
         let outcome = DeliveryOutcome {
             job_id: job.job_id.clone(),
             notification_id: job.notification.id.clone(),
@@ -391,4 +465,27 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// One attempt at sending `job` on its channel.
+async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
+    let not_served = |c: Channel| {
+        SendResult::Permanent(format!(
+            "this delivery instance does not serve the {} channel (delivery.channels)",
+            c.as_str()
+        ))
+    };
+    match job.destination.channel {
+        Channel::Webhook => webhook::send(&ctx.http, job, now_ms()).await,
+        Channel::Push => push::send(&ctx.http, job).await,
+        Channel::Sms => sms::send(&ctx.providers, &ctx.cfg.sms, job).await,
+        Channel::Email => match &ctx.mailer {
+            Some(m) => m.send(job).await,
+            None => not_served(Channel::Email),
+        },
+        Channel::Xmpp => match &ctx.xmpp {
+            Some(x) => x.send(job).await,
+            None => not_served(Channel::Xmpp),
+        },
+    }
 }

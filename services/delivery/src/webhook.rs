@@ -52,17 +52,60 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Classify an HTTP status.
-pub fn classify(status: u16, retry_after: Option<Duration>) -> SendResult {
+/// Classify an HTTP status from `what` (`the webhook`, `ntfy`, …).
+pub fn classify(status: u16, retry_after: Option<Duration>, what: &str) -> SendResult {
     match status {
         200..=299 => SendResult::Delivered(format!("HTTP {status}")),
         408 | 425 | 429 | 500..=599 => SendResult::Transient {
-            detail: format!("HTTP {status} from the webhook"),
+            detail: format!("HTTP {status} from {what}"),
             after: retry_after,
         },
         _ => SendResult::Permanent(format!(
-            "HTTP {status} from the webhook; check the destination URL"
+            "HTTP {status} from {what}; check the destination address"
         )),
+    }
+}
+
+/// Send a request; the status, its `Retry-After` and up to 64 KiB of the body — or how the
+/// exchange failed, classified (a refused address is permanent, the rest transient).
+pub async fn exchange(
+    req: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(u16, Option<Duration>, String), SendResult> {
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(3600)));
+            let mut body = Vec::new();
+            let mut resp = resp;
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            Ok((
+                status,
+                retry_after,
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
+        }
+        Err(e) if e.is_timeout() => Err(SendResult::Transient {
+            detail: format!("{what} timed out"),
+            after: None,
+        }),
+        Err(e) => Err(match tocsin_netguard::describe(&e) {
+            (msg, true) => SendResult::Permanent(msg),
+            (msg, false) => SendResult::Transient {
+                detail: format!("cannot reach {what}: {msg}"),
+                after: None,
+            },
+        }),
     }
 }
 
@@ -78,27 +121,9 @@ pub async fn send(client: &reqwest::Client, job: &DeliveryJob, now: Millis) -> S
     if let Some(secret) = job.destination.secret.as_deref().filter(|s| !s.is_empty()) {
         req = req.header("x-tocsin-signature", signature(secret, ts, &body));
     }
-    match req.body(body).send().await {
-        Ok(resp) => {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(3600)));
-            classify(resp.status().as_u16(), retry_after)
-        }
-        Err(e) if e.is_timeout() => SendResult::Transient {
-            detail: "the webhook timed out".into(),
-            after: None,
-        },
-        Err(e) => match tocsin_netguard::describe(&e) {
-            (msg, true) => SendResult::Permanent(msg),
-            (msg, false) => SendResult::Transient {
-                detail: format!("cannot reach the webhook: {msg}"),
-                after: None,
-            },
-        },
+    match exchange(req.body(body), "the webhook").await {
+        Ok((status, retry_after, _)) => classify(status, retry_after, "the webhook"),
+        Err(r) => r,
     }
 }
 
@@ -117,13 +142,16 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert!(matches!(classify(204, None), SendResult::Delivered(_)));
-        assert!(matches!(classify(503, None), SendResult::Transient { .. }));
+        assert!(matches!(classify(204, None, "w"), SendResult::Delivered(_)));
         assert!(matches!(
-            classify(429, Some(Duration::from_secs(3))),
+            classify(503, None, "w"),
+            SendResult::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(429, Some(Duration::from_secs(3)), "w"),
             SendResult::Transient { after: Some(_), .. }
         ));
-        assert!(matches!(classify(404, None), SendResult::Permanent(_)));
-        assert!(matches!(classify(410, None), SendResult::Permanent(_)));
+        assert!(matches!(classify(404, None, "w"), SendResult::Permanent(_)));
+        assert!(matches!(classify(410, None, "w"), SendResult::Permanent(_)));
     }
 }

@@ -1,8 +1,9 @@
 //! The avatar's decisions, as a pure function: given the user's record and one message, what
 //! changes and what goes out. No I/O here; `lib.rs` persists and publishes the effects.
 
+use crate::escalate::{self, Fired, Links};
 use tocsin_model::{
-    AvatarMessage, Command, CommandReply, DeliveryJob, Destination, FeedSubscription,
+    AddressEntry, AvatarMessage, Command, CommandReply, DeliveryJob, Destination, FeedSubscription,
     HistoryRecord, Millis, Notification, Source, SourceSpec, SubscriptionOp, TimelineEntry, UserId,
     UserRecord,
 };
@@ -12,6 +13,8 @@ use tocsin_model::{
 pub struct Limits {
     pub max_sources: usize,
     pub max_destinations: usize,
+    /// Where signed acknowledgement links point.
+    pub links: Links,
 }
 
 /// What handling one message produced.
@@ -21,6 +24,8 @@ pub struct Effects {
     pub subscriptions: Vec<FeedSubscription>,
     pub jobs: Vec<DeliveryJob>,
     pub reply: Option<(String, CommandReply)>,
+    /// Address index changes: the key and the new entry (None: delete).
+    pub index: Vec<(String, Option<AddressEntry>)>,
     /// The record changed and must be saved before the message is acked.
     pub dirty: bool,
     /// A bounded label for metrics and logs: `routed`, `duplicate`, `no_user`, `applied`, …
@@ -36,7 +41,7 @@ pub fn apply(
     now: Millis,
 ) -> Effects {
     match msg {
-        AvatarMessage::Notify { notification } => route(record, notification, now),
+        AvatarMessage::Notify { notification } => route(record, notification, now, &limits.links),
         AvatarMessage::Command {
             command_id,
             command,
@@ -77,22 +82,21 @@ pub fn apply(
             fx
         }
         AvatarMessage::Outcome { outcome } => {
-            let known = record.as_ref().is_some_and(|_| outcome.user == *user);
-            if !known {
+            let Some(r) = record.as_mut().filter(|_| outcome.user == *user) else {
                 return Effects {
                     outcome: "no_user",
                     ..Default::default()
                 };
-            }
+            };
             let kind = if outcome.delivered {
                 "delivered"
             } else {
                 "failed"
             };
-            Effects {
+            let mut fx = Effects {
                 history: vec![HistoryRecord::Timeline {
                     user: user.clone(),
-                    notification_id: outcome.notification_id,
+                    notification_id: outcome.notification_id.clone(),
                     entry: TimelineEntry {
                         at_ms: outcome.at_ms,
                         kind: kind.into(),
@@ -102,12 +106,121 @@ pub fn apply(
                 }],
                 outcome: kind,
                 ..Default::default()
+            };
+            if !outcome.delivered {
+                let fired = escalate::failed(
+                    r,
+                    &outcome.notification_id,
+                    &outcome.destination_id,
+                    now,
+                    &limits.links,
+                );
+                fx.take(user, fired);
             }
+            fx
+        }
+        AvatarMessage::Presence {
+            address,
+            show,
+            at_ms,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            };
+            let (changed, fired) = escalate::presence(r, address, show, at_ms, now, &limits.links);
+            let mut fx = Effects {
+                outcome: if changed { "presence" } else { "presence_same" },
+                ..Default::default()
+            };
+            fx.take(user, fired);
+            fx
+        }
+        AvatarMessage::Reply {
+            channel,
+            address,
+            text,
+            at_ms,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            };
+            let mut fx = Effects {
+                outcome: "reply",
+                ..Default::default()
+            };
+            match escalate::reply(r, channel, &address, &text, at_ms, now) {
+                Some(fired) => fx.take(user, fired),
+                None => fx.outcome = "reply_unknown_address",
+            }
+            fx
+        }
+        AvatarMessage::Ack {
+            notification_id,
+            via,
+            at_ms: _,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            };
+            let mut fx = Effects {
+                outcome: "ack",
+                ..Default::default()
+            };
+            let entries = escalate::ack(r, &notification_id, &via, None, now)
+                .into_iter()
+                .collect();
+            fx.take(
+                user,
+                Fired {
+                    jobs: vec![],
+                    entries,
+                },
+            );
+            fx
+        }
+        AvatarMessage::Tick { .. } => {
+            let Some(r) = record.as_mut() else {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            };
+            let fired = escalate::tick(r, now, &limits.links);
+            let mut fx = Effects {
+                outcome: "tick",
+                ..Default::default()
+            };
+            fx.take(user, fired);
+            fx
         }
     }
 }
 
-fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effects {
+impl Effects {
+    /// Add what an escalation rule produced; any change to the record makes it dirty.
+    fn take(&mut self, user: &UserId, fired: Fired) {
+        self.dirty = true;
+        self.jobs.extend(fired.jobs);
+        for (notification_id, entry) in fired.entries {
+            self.history.push(HistoryRecord::Timeline {
+                user: user.clone(),
+                notification_id,
+                entry,
+            });
+        }
+    }
+}
+
+fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis, links: &Links) -> Effects {
     let Some(r) = record else {
         return Effects {
             outcome: "no_user",
@@ -146,25 +259,9 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effec
     if let Some(k) = key {
         r.recent.insert(k);
     }
-    let jobs: Vec<DeliveryJob> = r
-        .destinations
-        .iter()
-        .map(|d| DeliveryJob {
-            job_id: format!("{}:{}", n.id, d.id),
-            notification: n.clone(),
-            destination: d.clone(),
-        })
-        .collect();
-    let detail = if jobs.is_empty() {
-        "kept in history (no destinations)".to_owned()
-    } else {
-        let to: Vec<String> = jobs
-            .iter()
-            .map(|j| format!("{} {}", j.destination.channel.as_str(), j.destination.id))
-            .collect();
-        format!("to {}", to.join(", "))
-    };
-    Effects {
+    let (fired, detail) = escalate::start(r, &n, now, links);
+    let user = n.user.clone();
+    let mut fx = Effects {
         history: vec![HistoryRecord::Notification {
             notification: n,
             entry: TimelineEntry {
@@ -174,11 +271,11 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis) -> Effec
                 detail,
             },
         }],
-        jobs,
-        dirty: true,
         outcome: "routed",
         ..Default::default()
-    }
+    };
+    fx.take(&user, fired);
+    fx
 }
 
 type Refusal = (&'static str, String);
@@ -218,6 +315,7 @@ fn command_effects(
                 allowed_senders: vec![],
                 source_status: Default::default(),
                 recent: Default::default(),
+                reach: Default::default(),
             });
             fx.dirty = true;
             Ok(())
@@ -256,6 +354,25 @@ fn command_effects(
                 address,
                 ..destination
             };
+            if let Some(old) = r.destinations.iter().find(|d| d.id == id)
+                && AddressEntry::indexed(old.channel)
+                && old.address_key() != destination.address_key()
+            {
+                fx.index
+                    .push((AddressEntry::key(old.channel, &old.address), None));
+                r.reach.presence.remove(&old.address_key());
+            }
+            if AddressEntry::indexed(destination.channel) {
+                fx.index.push((
+                    AddressEntry::key(destination.channel, &destination.address),
+                    Some(AddressEntry {
+                        user: user.clone(),
+                        destination_id: id.clone(),
+                        channel: destination.channel,
+                        address: destination.address.clone(),
+                    }),
+                ));
+            }
             let limit = limits.max_destinations;
             upsert(
                 &mut r.destinations,
@@ -276,12 +393,42 @@ fn command_effects(
         }
         Command::RemoveDestination { destination_id } => {
             let r = existing(user, record)?;
-            take(
+            if let Some(p) = &r.reach.policy
+                && p.steps
+                    .iter()
+                    .chain(p.urgent_steps.iter().flatten())
+                    .any(|s| s.destinations.contains(&destination_id))
+            {
+                return Err((
+                    "invalid",
+                    format!(
+                        "the escalation policy names destination {destination_id}; change the policy first"
+                    ),
+                ));
+            }
+            let d = take(
                 &mut r.destinations,
                 |d| d.id == destination_id,
                 "destination",
                 &destination_id,
             )?;
+            if AddressEntry::indexed(d.channel) {
+                fx.index
+                    .push((AddressEntry::key(d.channel, &d.address), None));
+                r.reach.presence.remove(&d.address_key());
+            }
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetPolicy { policy } => {
+            let r = existing(user, record)?;
+            if let Some(p) = &policy {
+                let problems = p.problems(&r.destinations);
+                if !problems.is_empty() {
+                    return Err(("invalid", problems.join("; ")));
+                }
+            }
+            r.reach.policy = policy;
             fx.dirty = true;
             Ok(())
         }
@@ -404,7 +551,344 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_sources: 2,
         max_destinations: 2,
+        links: Links {
+            base_url: String::new(),
+        },
     };
+
+    fn limits_with_links() -> Limits {
+        Limits {
+            max_sources: 5,
+            max_destinations: 5,
+            links: Links {
+                base_url: "https://tocsin.example.org".into(),
+            },
+        }
+    }
+
+    fn command(c: Command) -> AvatarMessage {
+        AvatarMessage::Command {
+            command_id: "c".into(),
+            command: c,
+            reply_to: Some("i".into()),
+        }
+    }
+
+    fn add_dest(id: &str, channel: Channel, address: &str) -> AvatarMessage {
+        command(Command::AddDestination {
+            destination: Destination {
+                id: id.into(),
+                channel,
+                address: address.into(),
+                secret: None,
+                label: String::new(),
+                push_format: None,
+                created_at_ms: 0,
+            },
+        })
+    }
+
+    fn channels(fx: &Effects) -> Vec<&str> {
+        fx.jobs
+            .iter()
+            .map(|j| j.destination.channel.as_str())
+            .collect()
+    }
+
+    /// A user with IM, SMS and e-mail, and a policy: IM if present (wait 60 s), then SMS
+    /// (wait 60 s), then e-mail.
+    fn reachable(rec: &mut Option<UserRecord>, l: &Limits) {
+        apply(&user(), rec, create(), l, 1);
+        for (id, ch, a) in [
+            ("im", Channel::Xmpp, "Ann@Example.org"),
+            ("sms", Channel::Sms, "+1 555 000 1111"),
+            ("mail", Channel::Email, "ann@example.org"),
+        ] {
+            let fx = apply(&user(), rec, add_dest(id, ch, a), l, 1);
+            assert!(fx.reply.unwrap().1.ok, "{id}");
+        }
+        let step = |c: Channel, when: Condition, wait_secs: u64| Step {
+            channels: vec![c],
+            when,
+            wait_secs,
+            ..Default::default()
+        };
+        let policy = Policy {
+            steps: vec![
+                step(Channel::Xmpp, Condition::Present, 60),
+                step(Channel::Sms, Condition::Always, 60),
+                step(Channel::Email, Condition::Always, 0),
+            ],
+            urgent_steps: None,
+            quiet_hours: None,
+        };
+        let fx = apply(
+            &user(),
+            rec,
+            command(Command::SetPolicy {
+                policy: Some(policy),
+            }),
+            l,
+            1,
+        );
+        assert!(fx.reply.unwrap().1.ok);
+    }
+
+    fn present(show: Show, at: i64) -> AvatarMessage {
+        AvatarMessage::Presence {
+            address: "xmpp:ann@example.org".into(),
+            show,
+            at_ms: at,
+        }
+    }
+
+    #[test]
+    fn escalation_follows_presence_and_stops_on_ack() {
+        let l = limits_with_links();
+        let mut rec = None;
+        reachable(&mut rec, &l);
+        let r = rec.as_ref().unwrap();
+        assert_eq!(r.destinations[0].address, "ann@example.org");
+        assert_eq!(r.destinations[1].address, "+15550001111");
+        // present: IM first, SMS only after the wait
+        let fx = apply(&user(), &mut rec, present(Show::Chat, 5), &l, 5);
+        assert_eq!(fx.outcome, "presence");
+        let fx = apply(&user(), &mut rec, notify("n1", None), &l, 1_000);
+        assert_eq!(channels(&fx), ["xmpp"]);
+        let job = &fx.jobs[0];
+        assert_eq!(job.reference, Some(1));
+        assert!(
+            job.ack_url
+                .as_deref()
+                .unwrap()
+                .starts_with("https://tocsin.example.org/v1/ack/u1/n1/")
+        );
+        assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), Some(61_000));
+        // a tick before it is due does nothing
+        let fx = apply(
+            &user(),
+            &mut rec,
+            AvatarMessage::Tick { at_ms: 0 },
+            &l,
+            60_999,
+        );
+        assert!(fx.jobs.is_empty());
+        let fx = apply(
+            &user(),
+            &mut rec,
+            AvatarMessage::Tick { at_ms: 0 },
+            &l,
+            61_000,
+        );
+        assert_eq!(channels(&fx), ["sms"]);
+        // the same tick again (a redelivery): nothing more
+        let fx = apply(
+            &user(),
+            &mut rec,
+            AvatarMessage::Tick { at_ms: 0 },
+            &l,
+            61_001,
+        );
+        assert!(fx.jobs.is_empty());
+        // acked over IM: nothing further, and a second ack records nothing
+        let reply = |text: &str| AvatarMessage::Reply {
+            channel: Channel::Xmpp,
+            address: "ann@example.org".into(),
+            text: text.into(),
+            at_ms: 70_000,
+        };
+        let fx = apply(&user(), &mut rec, reply("ack"), &l, 70_000);
+        assert_eq!(fx.history.len(), 1);
+        assert!(
+            matches!(&fx.history[0], HistoryRecord::Timeline { entry, .. } if entry.kind == "acked")
+        );
+        assert_eq!(fx.jobs.len(), 1, "the IM answer");
+        assert_eq!(fx.jobs[0].kind, JobKind::Reply);
+        assert_eq!(fx.jobs[0].notification.title, "Acknowledged 1.");
+        assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), None);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            AvatarMessage::Tick { at_ms: 0 },
+            &l,
+            200_000,
+        );
+        assert!(fx.jobs.is_empty());
+        let fx = apply(&user(), &mut rec, reply("ack 1"), &l, 200_000);
+        assert!(fx.history.is_empty());
+        // away: the IM step is skipped, SMS goes out at once
+        apply(&user(), &mut rec, present(Show::Away, 6), &l, 6);
+        let fx = apply(&user(), &mut rec, notify("n2", None), &l, 300_000);
+        assert_eq!(channels(&fx), ["sms"]);
+        // the SMS fails for good: e-mail at once
+        let outcome = AvatarMessage::Outcome {
+            outcome: DeliveryOutcome {
+                job_id: "n2:sms".into(),
+                notification_id: NotificationId("n2".into()),
+                user: user(),
+                destination_id: "sms".into(),
+                channel: Channel::Sms,
+                delivered: false,
+                detail: "21211 invalid number".into(),
+                attempts: 1,
+                at_ms: 300_100,
+            },
+        };
+        let fx = apply(&user(), &mut rec, outcome, &l, 300_100);
+        assert_eq!(channels(&fx), ["email"]);
+        assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), None);
+        // an ack through the API for a notification that is over is still recorded once
+        let ack = AvatarMessage::Ack {
+            notification_id: NotificationId("n2".into()),
+            via: "link".into(),
+            at_ms: 1,
+        };
+        assert_eq!(
+            apply(&user(), &mut rec, ack.clone(), &l, 400_000)
+                .history
+                .len(),
+            1
+        );
+        assert!(
+            apply(&user(), &mut rec, ack, &l, 400_001)
+                .history
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn low_priority_never_escalates_and_mute_holds_all_but_urgent() {
+        let l = limits_with_links();
+        let mut rec = None;
+        reachable(&mut rec, &l);
+        let mut low = notify("n1", None);
+        if let AvatarMessage::Notify { notification } = &mut low {
+            notification.priority = Priority::new(2).unwrap();
+        }
+        let fx = apply(&user(), &mut rec, low, &l, 1_000);
+        assert_eq!(channels(&fx), ["sms"]);
+        assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), None);
+        let reply = AvatarMessage::Reply {
+            channel: Channel::Xmpp,
+            address: "ann@example.org".into(),
+            text: "mute 1h".into(),
+            at_ms: 2_000,
+        };
+        let fx = apply(&user(), &mut rec, reply, &l, 2_000);
+        assert!(fx.jobs[0].notification.title.starts_with("Muted until"));
+        assert!(
+            apply(&user(), &mut rec, notify("n2", None), &l, 3_000)
+                .jobs
+                .is_empty()
+        );
+        let mut urgent = notify("n3", None);
+        if let AvatarMessage::Notify { notification } = &mut urgent {
+            notification.priority = Priority::URGENT;
+        }
+        assert_eq!(
+            channels(&apply(&user(), &mut rec, urgent, &l, 3_000)),
+            ["sms"]
+        );
+        // replies from an address nobody registered are dropped
+        let stranger = AvatarMessage::Reply {
+            channel: Channel::Xmpp,
+            address: "eve@example.org".into(),
+            text: "ack all".into(),
+            at_ms: 4_000,
+        };
+        let fx = apply(&user(), &mut rec, stranger, &l, 4_000);
+        assert_eq!(fx.outcome, "reply_unknown_address");
+        assert!(fx.jobs.is_empty() && fx.history.is_empty());
+    }
+
+    #[test]
+    fn quiet_hours_hold_until_they_end_or_the_user_is_present() {
+        let l = limits_with_links();
+        let mut rec = None;
+        reachable(&mut rec, &l);
+        let mut p = rec.as_ref().unwrap().reach.policy.clone().unwrap();
+        p.quiet_hours = Some(QuietHours {
+            start: "00:00".into(),
+            end: "06:00".into(),
+            tz: "UTC".into(),
+        });
+        apply(
+            &user(),
+            &mut rec,
+            command(Command::SetPolicy { policy: Some(p) }),
+            &l,
+            1,
+        );
+        // 01:00 UTC on day 0
+        let fx = apply(&user(), &mut rec, notify("n1", None), &l, 3_600_000);
+        assert!(fx.jobs.is_empty());
+        assert_eq!(
+            rec.as_ref().unwrap().reach.earliest_due(),
+            Some(6 * 3_600_000)
+        );
+        // the user shows up at 02:00: the IM step goes out
+        let fx = apply(
+            &user(),
+            &mut rec,
+            present(Show::Available, 7_200_000),
+            &l,
+            7_200_000,
+        );
+        assert_eq!(channels(&fx), ["xmpp"]);
+        assert_eq!(
+            rec.as_ref().unwrap().reach.earliest_due(),
+            Some(7_200_000 + 60_000)
+        );
+    }
+
+    #[test]
+    fn address_index_follows_destinations() {
+        let l = limits_with_links();
+        let mut rec = None;
+        apply(&user(), &mut rec, create(), &l, 1);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add_dest("im", Channel::Xmpp, "ann@example.org"),
+            &l,
+            1,
+        );
+        assert_eq!(fx.index.len(), 1);
+        let (key, entry) = &fx.index[0];
+        assert_eq!(key, &AddressEntry::key(Channel::Xmpp, "ann@example.org"));
+        assert_eq!(entry.as_ref().unwrap().destination_id, "im");
+        // moved to another address: the old key goes
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add_dest("im", Channel::Xmpp, "ann@other.org"),
+            &l,
+            1,
+        );
+        assert_eq!(fx.index.len(), 2);
+        assert!(fx.index[0].1.is_none());
+        let fx = apply(
+            &user(),
+            &mut rec,
+            command(Command::RemoveDestination {
+                destination_id: "im".into(),
+            }),
+            &l,
+            1,
+        );
+        assert_eq!(
+            fx.index,
+            vec![(AddressEntry::key(Channel::Xmpp, "ann@other.org"), None)]
+        );
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add_dest("hook", Channel::Webhook, "https://example.org/h"),
+            &l,
+            1,
+        );
+        assert!(fx.index.is_empty());
+    }
 
     #[test]
     fn create_is_idempotent_for_the_same_token() {
@@ -538,6 +1022,7 @@ mod tests {
                     address: address.into(),
                     secret: None,
                     label: String::new(),
+                    push_format: None,
                     created_at_ms: 1,
                 },
             },
@@ -562,7 +1047,7 @@ mod tests {
         let fx = apply(
             &user(),
             &mut rec,
-            add("d3", Channel::Sms, "+15550001111"),
+            add("d3", Channel::Sms, "555-0001"),
             &LIMITS,
             1,
         );
@@ -572,7 +1057,7 @@ mod tests {
                 .1
                 .message
                 .unwrap()
-                .contains("not available yet")
+                .contains("not an E.164 phone number")
         );
         let fx = apply(&user(), &mut rec, notify("n1", None), &LIMITS, 2);
         assert_eq!(fx.jobs.len(), 1);

@@ -14,6 +14,8 @@
 //! make the repeat a no-op downstream.
 
 pub mod avatar;
+pub mod escalate;
+pub mod timers;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
@@ -55,6 +57,9 @@ pub struct RouterConfig {
     pub max_destinations_per_user: usize,
     /// How long shutdown waits for avatars to finish and settle.
     pub shutdown_grace_secs: u64,
+    /// The API's public URL, for the signed acknowledgement links in notifications
+    /// (`<url>/v1/ack/…`); empty: no links.
+    pub ack_link_base_url: String,
 }
 
 impl Default for RouterConfig {
@@ -71,6 +76,7 @@ impl Default for RouterConfig {
             max_sources_per_user: 100,
             max_destinations_per_user: 20,
             shutdown_grace_secs: 20,
+            ack_link_base_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -124,6 +130,10 @@ pub enum RouterError {
 struct Ctx {
     bus: Bus,
     kv: kv::Store,
+    /// Who owns an IM address or phone number (`AddressEntry`).
+    addresses: kv::Store,
+    /// One key per user with escalations pending: `s<silo>.<user>` → the earliest due time.
+    timers: kv::Store,
     cfg: RouterConfig,
     limits: avatar::Limits,
 }
@@ -138,15 +148,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
     let bus = Bus::connect(&config.bus, "router").await?;
     bus.ensure_streams().await?;
     let kv = bus.kv("avatars").await?;
+    let addresses = bus.kv("addresses").await?;
+    let timers = bus.kv("timers").await?;
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     tocsin_runtime::serve_ops(&config.router.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         kv,
+        addresses,
+        timers,
         limits: avatar::Limits {
             max_sources: config.router.max_sources_per_user,
             max_destinations: config.router.max_destinations_per_user,
+            links: escalate::Links {
+                base_url: config.router.ack_link_base_url.clone(),
+            },
         },
         cfg: config.router.clone(),
     });
@@ -166,6 +183,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
             consumer,
             shutdown.clone(),
         )));
+        let (b, t, s) = (ctx.bus.clone(), ctx.timers.clone(), shutdown.clone());
+        workers.push(tokio::spawn(async move {
+            timers::run(b, t, silo, s).await;
+            Ok(())
+        }));
     }
     ready.set(true);
     info!(silos = silos.len(), "router running");
@@ -293,6 +315,8 @@ fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId, tracker: &TaskTracker) -
             pending: Vec::new(),
             acks: Vec::new(),
             replies: Vec::new(),
+            index: Vec::new(),
+            silo,
         }
         .run(rx)
         .instrument(span),
@@ -313,6 +337,9 @@ struct Avatar {
     pending: Vec<jetstream::Message>,
     acks: Vec<jetstream::context::PublishAckFuture>,
     replies: Vec<(String, bytes::Bytes)>,
+    /// Address index changes to write before the batch is acked.
+    index: Vec<(String, Option<tocsin_model::AddressEntry>)>,
+    silo: u32,
 }
 
 impl Avatar {
@@ -441,6 +468,7 @@ impl Avatar {
         {
             self.replies.push((to, p));
         }
+        self.index.extend(fx.index);
         self.pending.push(msg);
     }
 
@@ -489,6 +517,50 @@ impl Avatar {
                 return;
             }
         }
+        for (key, entry) in std::mem::take(&mut self.index) {
+            let written = match entry {
+                Some(e) => match tocsin_bus::encode(&e) {
+                    Ok(b) => self
+                        .ctx
+                        .addresses
+                        .put(&key, b)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => self
+                    .ctx
+                    .addresses
+                    .delete(&key)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = written {
+                warn!(key, error = %e, "cannot update the address index; will retry");
+                self.fail(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+        // the timer is written before the record, so a crash between the two leaves an extra
+        // wake-up (harmless: nothing is due) rather than an escalation nobody wakes
+        let timer_key = timers::key(self.silo, &self.user);
+        let mut clear_timer = false;
+        if let Some(rec) = &mut self.record {
+            let due = rec.reach.earliest_due();
+            if due != rec.reach.timer_due_ms {
+                if let Some(t) = due
+                    && let Err(e) = self.ctx.timers.put(&timer_key, t.to_string().into()).await
+                {
+                    warn!(error = %e, "cannot set the escalation timer; will retry");
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+                clear_timer = due.is_none();
+                rec.reach.timer_due_ms = due;
+                self.dirty = true;
+            }
+        }
         if self.dirty
             && let Some(rec) = &self.record
         {
@@ -520,6 +592,10 @@ impl Avatar {
                 }
             }
         }
+        if clear_timer && let Err(e) = self.ctx.timers.delete(&timer_key).await {
+            // the scheduler wakes the avatar once more and finds nothing due
+            debug!(error = %e, "cannot clear the escalation timer");
+        }
         for msg in self.pending.drain(..) {
             self.ctx.bus.settle(&msg, Disposition::Ack).await;
         }
@@ -535,6 +611,7 @@ impl Avatar {
     async fn fail(&mut self, after: Duration) {
         self.acks.clear();
         self.replies.clear();
+        self.index.clear();
         for msg in self.pending.drain(..) {
             self.ctx.bus.settle(&msg, Disposition::Retry(after)).await;
         }

@@ -4,12 +4,17 @@
 //! rules that decide what a person is told (filters, price parsing, deduplication keys, text
 //! extraction) are unit- and property-tested in milliseconds. Every service depends on it.
 
+pub mod escalation;
 pub mod filter;
 pub mod ids;
 pub mod messages;
 pub mod text;
 pub mod user;
 
+pub use escalation::{
+    AckTarget, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand, Show,
+    Step, ack_signature, ack_signature_valid,
+};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
 pub use messages::*;

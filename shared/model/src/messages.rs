@@ -1,7 +1,10 @@
 //! The payloads that travel on the bus. Each is JSON; fields are only ever added, so a newer
 //! service reads an older message and the other way round (`docs/bus.md` lists them all).
 
-use crate::{Channel, Destination, Filter, Millis, NotificationId, Source, SourceStatus, UserId};
+use crate::{
+    Channel, Destination, Filter, Millis, NotificationId, Policy, Show, Source, SourceStatus,
+    UserId,
+};
 use serde::{Deserialize, Serialize};
 
 /// How urgent a notification is: 1 (lowest) to 5 (urgent); 3 by default.
@@ -113,6 +116,30 @@ pub enum AvatarMessage {
     },
     /// What became of a delivery job.
     Outcome { outcome: DeliveryOutcome },
+    /// The user's presence on an IM address changed (from the delivery service's XMPP link).
+    Presence {
+        /// `xmpp:ann@example.org`
+        address: String,
+        show: Show,
+        at_ms: Millis,
+    },
+    /// The user wrote back over IM or SMS: an acknowledgement or a command.
+    Reply {
+        channel: Channel,
+        /// The address it came from, as stored in the destination.
+        address: String,
+        text: String,
+        at_ms: Millis,
+    },
+    /// An acknowledgement from the API or a signed link.
+    Ack {
+        notification_id: NotificationId,
+        /// `api`, `link`, …
+        via: String,
+        at_ms: Millis,
+    },
+    /// Escalation timers are due (from the router's timer scheduler).
+    Tick { at_ms: Millis },
 }
 
 impl AvatarMessage {
@@ -123,6 +150,10 @@ impl AvatarMessage {
             AvatarMessage::Command { .. } => "cmd",
             AvatarMessage::SourceStatus { .. } => "status",
             AvatarMessage::Outcome { .. } => "outcome",
+            AvatarMessage::Presence { .. } => "presence",
+            AvatarMessage::Reply { .. } => "reply",
+            AvatarMessage::Ack { .. } => "ack",
+            AvatarMessage::Tick { .. } => "tick",
         }
     }
 }
@@ -154,6 +185,11 @@ pub enum Command {
     SetAllowedSenders {
         senders: Vec<String>,
     },
+    /// The user's escalation policy (None: back to the default).
+    SetPolicy {
+        #[serde(default)]
+        policy: Option<Policy>,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).
@@ -163,6 +199,25 @@ pub struct DeliveryJob {
     pub job_id: String,
     pub notification: Notification,
     pub destination: Destination,
+    /// What kind of message this is.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// The short number to acknowledge with (`ack 12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<u32>,
+    /// A signed link that acknowledges the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// A notification, recorded in its timeline.
+    #[default]
+    Notification,
+    /// An answer to the user's own command (IM): the title is the text; no outcome is kept.
+    Reply,
 }
 
 /// What the delivery service reports back to the avatar.

@@ -35,6 +35,9 @@ pub struct UserRecord {
     /// and across retries that fall outside JetStream's duplicate window.
     #[serde(default)]
     pub recent: RecentSet,
+    /// Escalation policy, presence, pending escalations, acknowledgement references.
+    #[serde(default)]
+    pub reach: crate::Reach,
 }
 
 /// A source a user watches.
@@ -88,18 +91,67 @@ pub struct Destination {
     pub secret: Option<String>,
     #[serde(default)]
     pub label: String,
+    /// For push: the protocol the endpoint speaks (ntfy by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_format: Option<PushFormat>,
     pub created_at_ms: Millis,
 }
 
+/// An entry of the address index: who owns an IM address or phone number, so that presence
+/// and replies arriving from it reach the right avatar.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AddressEntry {
+    pub user: UserId,
+    pub destination_id: String,
+    pub channel: Channel,
+    pub address: String,
+}
+
+impl AddressEntry {
+    /// The index key of an address: `<channel>.<32 hex of its SHA-256>` (KV keys cannot hold
+    /// `@` or `+`).
+    pub fn key(channel: Channel, address: &str) -> String {
+        format!(
+            "{}.{}",
+            channel.as_str(),
+            &crate::digest(&["address", address])[..32]
+        )
+    }
+
+    /// Whether replies and presence from this channel are taken.
+    pub fn indexed(channel: Channel) -> bool {
+        matches!(channel, Channel::Xmpp | Channel::Sms)
+    }
+}
+
+/// What a push endpoint speaks.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PushFormat {
+    /// ntfy's publish API (`POST <server>/<topic>` with Title/Priority/Tags/Click headers).
+    #[default]
+    Ntfy,
+    /// A UnifiedPush endpoint: the message as the POST body, at most 4 KiB.
+    Unifiedpush,
+}
+
 impl Destination {
+    /// The key the address index and presence use: `xmpp:ann@example.org`.
+    pub fn address_key(&self) -> String {
+        format!("{}:{}", self.channel.as_str(), self.address)
+    }
+
     /// Check the address for its channel. Returns the normalised address.
     pub fn validate_address(channel: Channel, address: &str) -> Result<String, String> {
         match channel {
-            Channel::Webhook => {
+            Channel::Webhook | Channel::Push => {
                 let u = url::Url::parse(address.trim())
                     .map_err(|e| format!("{address:?} is not a URL ({e})"))?;
                 if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
-                    return Err("a webhook address must be an http or https URL".into());
+                    return Err(format!(
+                        "a {} address must be an http or https URL",
+                        channel.as_str()
+                    ));
                 }
                 if address.len() > 2048 {
                     return Err("longer than 2048 bytes".into());
@@ -125,11 +177,57 @@ impl Destination {
                     Err(format!("{address:?} is not an e-mail address"))
                 }
             }
-            other => Err(format!(
-                "the {} channel is not available yet; webhook and email are",
-                other.as_str()
-            )),
+            Channel::Xmpp => validate_jid(address),
+            Channel::Sms => validate_e164(address),
         }
+    }
+}
+
+/// A bare JID (`ann@example.org`), lower-cased; resources are not addresses.
+pub fn validate_jid(address: &str) -> Result<String, String> {
+    let a = address.trim().to_lowercase();
+    let ok = a.len() <= 1023
+        && a.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.len() <= 1023
+                && !domain.is_empty()
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && domain
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '.' || c == '-')
+        })
+        && a.matches('@').count() == 1
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>".contains(c));
+    if ok {
+        Ok(a)
+    } else {
+        Err(format!(
+            "{address:?} is not a bare JID like ann@example.org (no resource)"
+        ))
+    }
+}
+
+/// A phone number in E.164 form: `+` and 8 to 15 digits, the first not 0. Spaces, dashes,
+/// dots and parentheses are dropped.
+pub fn validate_e164(address: &str) -> Result<String, String> {
+    let a: String = address
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = a.strip_prefix('+').unwrap_or("");
+    if (8..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0')
+    {
+        Ok(a)
+    } else {
+        Err(format!(
+            "{address:?} is not an E.164 phone number like +15551234567"
+        ))
     }
 }
 

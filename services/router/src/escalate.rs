@@ -1,0 +1,529 @@
+//! Escalation, presence and acknowledgement: the avatar's rules for reaching a person, pure
+//! like the rest of the avatar's decisions. `avatar.rs` calls these; `lib.rs` turns the
+//! earliest pending due time into a durable timer.
+
+use tocsin_model::{
+    AckTarget, Channel, DeliveryJob, Destination, Escalation, JobKind, Millis, Notification,
+    NotificationId, Policy, PresenceState, Priority, Reach, ReplyCommand, Show, SourceKind,
+    SourceRef, Step, TimelineEntry, UserRecord, ack_signature,
+};
+
+/// What an escalation step (or a reply) produced.
+#[derive(Debug, Default, PartialEq)]
+pub struct Fired {
+    pub jobs: Vec<DeliveryJob>,
+    /// Timeline entries, each for its notification.
+    pub entries: Vec<(NotificationId, TimelineEntry)>,
+}
+
+/// Where signed acknowledgement links point (the API's public URL; empty: no links).
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    pub base_url: String,
+}
+
+fn entry(at_ms: Millis, kind: &str, channel: Option<Channel>, detail: String) -> TimelineEntry {
+    TimelineEntry {
+        at_ms,
+        kind: kind.into(),
+        channel,
+        detail,
+    }
+}
+
+fn policy_of(r: &UserRecord) -> Policy {
+    r.reach
+        .policy
+        .clone()
+        .unwrap_or_else(|| Policy::default_for(&r.destinations))
+}
+
+fn urgent(n: &Notification) -> bool {
+    n.priority >= Priority::URGENT
+}
+
+/// Start reaching the user about a freshly routed notification. Returns the jobs of the
+/// first step(s) and a human summary for the `routed` entry.
+pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -> (Fired, String) {
+    let mut fired = Fired::default();
+    if r.destinations.is_empty() {
+        return (fired, "kept in history (no destinations)".into());
+    }
+    if let Some(until) = r.reach.muted_until_ms
+        && until > now
+        && !urgent(n)
+    {
+        return (
+            fired,
+            format!("kept in history: muted until {}", clock(until)),
+        );
+    }
+    let policy = policy_of(r);
+    let reference = r.reach.reference(n);
+    let mut esc = Escalation {
+        notification: n.clone(),
+        next_step: 0,
+        due_ms: now,
+        step_destinations: vec![],
+        step_failed: vec![],
+        held: false,
+        reference,
+    };
+    if let Some(q) = &policy.quiet_hours
+        && !urgent(n)
+        && let Some(end) = q.ends_at(now)
+    {
+        esc.due_ms = end;
+        esc.held = true;
+        keep(&mut r.reach, esc, &mut fired, now);
+        return (
+            fired,
+            format!(
+                "held for quiet hours until {} (or until you are present)",
+                clock(end)
+            ),
+        );
+    }
+    let done = fire(r, &mut esc, &policy, now, links, &mut fired);
+    let summary = if fired.jobs.is_empty() {
+        "kept in history (no step of the policy applies)".to_owned()
+    } else {
+        let to: Vec<String> = fired
+            .jobs
+            .iter()
+            .map(|j| format!("{} {}", j.destination.channel.as_str(), j.destination.id))
+            .collect();
+        let mut s = format!("to {}", to.join(", "));
+        if !done {
+            s.push_str(&format!(
+                "; escalating in {}s unless acknowledged (ref {reference})",
+                (esc.due_ms - now) / 1000
+            ));
+        }
+        s
+    };
+    if !done {
+        keep(&mut r.reach, esc, &mut fired, now);
+    }
+    (fired, summary)
+}
+
+/// Remember a pending escalation, giving up the oldest past the limit.
+fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
+    reach.escalations.insert(esc.notification.id.0.clone(), esc);
+    while reach.escalations.len() > Reach::MAX_ESCALATIONS {
+        let oldest = reach
+            .escalations
+            .values()
+            .min_by_key(|e| (e.notification.created_at_ms, e.reference))
+            .map(|e| e.notification.id.clone());
+        let Some(id) = oldest else { break };
+        reach.escalations.remove(id.as_str());
+        fired.entries.push((
+            id,
+            entry(
+                now,
+                "escalation_dropped",
+                None,
+                format!(
+                    "more than {} escalations pending; the oldest was given up",
+                    Reach::MAX_ESCALATIONS
+                ),
+            ),
+        ));
+    }
+}
+
+/// Fire steps from `esc.next_step` until one has to wait. Returns true when the escalation is
+/// over (no step left, or the notification does not escalate).
+fn fire(
+    r: &UserRecord,
+    esc: &mut Escalation,
+    policy: &Policy,
+    now: Millis,
+    links: &Links,
+    fired: &mut Fired,
+) -> bool {
+    let steps: &[Step] = policy.steps_for(esc.notification.priority);
+    let present = r.reach.present();
+    let low = esc.notification.priority.get() <= 2;
+    esc.held = false;
+    loop {
+        let Some(step) = steps.get(esc.next_step) else {
+            return true;
+        };
+        let index = esc.next_step;
+        esc.next_step += 1;
+        let applies = match step.when {
+            tocsin_model::Condition::Always => true,
+            tocsin_model::Condition::Present => present,
+            tocsin_model::Condition::Away => !present,
+        };
+        let targets: Vec<&Destination> = if applies {
+            step.targets(&r.destinations)
+        } else {
+            vec![]
+        };
+        if targets.is_empty() {
+            continue;
+        }
+        esc.step_destinations = targets.iter().map(|d| d.id.clone()).collect();
+        esc.step_failed.clear();
+        for d in &targets {
+            fired
+                .jobs
+                .push(job(r, &esc.notification, d, esc.reference, links));
+        }
+        if index > 0 {
+            let to: Vec<String> = targets
+                .iter()
+                .map(|d| format!("{} {}", d.channel.as_str(), d.id))
+                .collect();
+            fired.entries.push((
+                esc.notification.id.clone(),
+                entry(
+                    now,
+                    "escalated",
+                    None,
+                    format!("step {}: to {}", index + 1, to.join(", ")),
+                ),
+            ));
+        }
+        if low || esc.next_step >= steps.len() {
+            return true;
+        }
+        if step.wait_secs > 0 {
+            esc.due_ms = now + step.wait_secs as i64 * 1000;
+            return false;
+        }
+    }
+}
+
+fn job(
+    r: &UserRecord,
+    n: &Notification,
+    d: &Destination,
+    reference: u32,
+    links: &Links,
+) -> DeliveryJob {
+    let ack_url = (!links.base_url.is_empty()).then(|| {
+        format!(
+            "{}/v1/ack/{}/{}/{}",
+            links.base_url.trim_end_matches('/'),
+            r.id,
+            n.id,
+            ack_signature(&r.token_hash, &n.id)
+        )
+    });
+    DeliveryJob {
+        job_id: format!("{}:{}", n.id, d.id),
+        notification: n.clone(),
+        destination: d.clone(),
+        kind: JobKind::Notification,
+        reference: Some(reference),
+        ack_url,
+    }
+}
+
+/// Fire every escalation that is due. Quiet hours hold non-urgent ones until they end.
+pub fn tick(r: &mut UserRecord, now: Millis, links: &Links) -> Fired {
+    let mut fired = Fired::default();
+    let policy = policy_of(r);
+    let due: Vec<String> = r
+        .reach
+        .escalations
+        .iter()
+        .filter(|(_, e)| e.due_ms <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for id in due {
+        let Some(mut esc) = r.reach.escalations.remove(&id) else {
+            continue;
+        };
+        advance(r, &mut esc, &policy, now, links, &mut fired);
+    }
+    fired
+}
+
+/// Fire `esc`'s next steps now, unless quiet hours hold it; keep it if it is not over.
+fn advance(
+    r: &mut UserRecord,
+    esc: &mut Escalation,
+    policy: &Policy,
+    now: Millis,
+    links: &Links,
+    fired: &mut Fired,
+) {
+    if let Some(q) = &policy.quiet_hours
+        && !urgent(&esc.notification)
+        && let Some(end) = q.ends_at(now)
+        && !r.reach.present()
+    {
+        esc.due_ms = end;
+        esc.held = true;
+        r.reach
+            .escalations
+            .insert(esc.notification.id.0.clone(), esc.clone());
+        return;
+    }
+    if !fire(r, esc, policy, now, links, fired) {
+        keep(&mut r.reach, esc.clone(), fired, now);
+    }
+}
+
+/// The user's presence on `address` changed. Escalations held by quiet hours go out now if
+/// the user became present.
+pub fn presence(
+    r: &mut UserRecord,
+    address: String,
+    show: Show,
+    at_ms: Millis,
+    now: Millis,
+    links: &Links,
+) -> (bool, Fired) {
+    let mut fired = Fired::default();
+    if !r.destinations.iter().any(|d| d.address_key() == address) {
+        return (false, fired);
+    }
+    let was = r.reach.present();
+    match r.reach.presence.get(&address) {
+        Some(p) if p.at_ms > at_ms => return (false, fired), // older news
+        Some(p) if p.show == show => return (false, fired),
+        _ => {}
+    }
+    r.reach
+        .presence
+        .insert(address, PresenceState { show, at_ms });
+    if !was && r.reach.present() {
+        let policy = policy_of(r);
+        let held: Vec<String> = r
+            .reach
+            .escalations
+            .iter()
+            .filter(|(_, e)| e.held)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in held {
+            if let Some(mut esc) = r.reach.escalations.remove(&id) {
+                fire_now(r, &mut esc, &policy, now, links, &mut fired);
+            }
+        }
+    }
+    (true, fired)
+}
+
+/// Fire ignoring quiet hours (the user is here).
+fn fire_now(
+    r: &mut UserRecord,
+    esc: &mut Escalation,
+    policy: &Policy,
+    now: Millis,
+    links: &Links,
+    fired: &mut Fired,
+) {
+    if !fire(r, esc, policy, now, links, fired) {
+        keep(&mut r.reach, esc.clone(), fired, now);
+    }
+}
+
+/// A delivery failed for good: when every destination of the step failed, move on at once.
+pub fn failed(
+    r: &mut UserRecord,
+    notification: &NotificationId,
+    destination: &str,
+    now: Millis,
+    links: &Links,
+) -> Fired {
+    let mut fired = Fired::default();
+    let Some(esc) = r.reach.escalations.get_mut(notification.as_str()) else {
+        return fired;
+    };
+    if !esc.step_destinations.iter().any(|d| d == destination) {
+        return fired;
+    }
+    if !esc.step_failed.iter().any(|d| d == destination) {
+        esc.step_failed.push(destination.to_owned());
+    }
+    if esc.step_failed.len() < esc.step_destinations.len() {
+        return fired;
+    }
+    let Some(mut esc) = r.reach.escalations.remove(notification.as_str()) else {
+        return fired;
+    };
+    let policy = policy_of(r);
+    fire_now(r, &mut esc, &policy, now, links, &mut fired);
+    fired
+}
+
+/// Acknowledge `id`: pending escalation stops. Returns the timeline entry, or None if it was
+/// already acknowledged.
+pub fn ack(
+    r: &mut UserRecord,
+    id: &NotificationId,
+    via: &str,
+    channel: Option<Channel>,
+    now: Millis,
+) -> Option<(NotificationId, TimelineEntry)> {
+    if !r.recent.insert(format!("ack:{id}")) {
+        return None;
+    }
+    let stopped = r.reach.escalations.remove(id.as_str()).is_some();
+    let detail = if stopped {
+        format!("via {via}; escalation stopped")
+    } else {
+        format!("via {via}")
+    };
+    Some((id.clone(), entry(now, "acked", channel, detail)))
+}
+
+/// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the
+/// answer to send back.
+pub fn reply(
+    r: &mut UserRecord,
+    channel: Channel,
+    address: &str,
+    text: &str,
+    at_ms: Millis,
+    now: Millis,
+) -> Option<Fired> {
+    let key = format!("{}:{address}", channel.as_str());
+    let dest = r
+        .destinations
+        .iter()
+        .find(|d| d.address_key() == key)?
+        .clone();
+    let via = format!("{} ({address})", channel.as_str());
+    let mut fired = Fired::default();
+    let answer = match ReplyCommand::parse(text) {
+        ReplyCommand::Ack(target) => {
+            let ids: Vec<NotificationId> = match target {
+                AckTarget::Latest => latest_pending(&r.reach).into_iter().collect(),
+                AckTarget::Reference(n) => r.reach.by_reference(n).cloned().into_iter().collect(),
+                AckTarget::All => r
+                    .reach
+                    .escalations
+                    .values()
+                    .map(|e| e.notification.id.clone())
+                    .collect(),
+            };
+            let refs: Vec<String> = ids
+                .iter()
+                .filter_map(|id| {
+                    r.reach
+                        .references
+                        .iter()
+                        .find(|(_, x, _)| x == id)
+                        .map(|(n, _, _)| n.to_string())
+                })
+                .collect();
+            let mut acked = 0;
+            for id in &ids {
+                if let Some(e) = ack(r, id, &via, Some(channel), now) {
+                    fired.entries.push(e);
+                    acked += 1;
+                }
+            }
+            match (acked, &target) {
+                (0, AckTarget::Reference(n)) => format!("Nothing to acknowledge as {n}."),
+                (0, _) => "Nothing is waiting for an acknowledgement.".to_owned(),
+                _ => format!("Acknowledged {}.", refs.join(", ")),
+            }
+        }
+        ReplyCommand::Help => ReplyCommand::HELP.to_owned(),
+        ReplyCommand::List => {
+            let mut pending: Vec<&Escalation> = r.reach.escalations.values().collect();
+            pending.sort_by_key(|e| e.notification.created_at_ms);
+            if pending.is_empty() {
+                "Nothing is waiting for an acknowledgement.".to_owned()
+            } else {
+                let lines: Vec<String> = pending
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e.reference,
+                            tocsin_model::text::truncate(&e.notification.title, 80)
+                        )
+                    })
+                    .collect();
+                format!("Waiting for an acknowledgement:\n{}", lines.join("\n"))
+            }
+        }
+        ReplyCommand::Mute(secs) => {
+            let until = now + secs as i64 * 1000;
+            r.reach.muted_until_ms = Some(until);
+            format!(
+                "Muted until {} UTC: only urgent notifications reach you. Send unmute to end it.",
+                clock(until)
+            )
+        }
+        ReplyCommand::Unmute => {
+            r.reach.muted_until_ms = None;
+            "Unmuted.".to_owned()
+        }
+        ReplyCommand::Status => {
+            let presence = if r.reach.present() { "present" } else { "away" };
+            let muted = match r.reach.muted_until_ms {
+                Some(u) if u > now => format!("muted until {} UTC", clock(u)),
+                _ => "not muted".to_owned(),
+            };
+            format!(
+                "You are {presence}, {muted}; {} notification(s) waiting for an acknowledgement; {} destination(s).",
+                r.reach.escalations.len(),
+                r.destinations.len()
+            )
+        }
+        ReplyCommand::Unknown(t) => format!(
+            "I did not understand {:?}. {}",
+            tocsin_model::text::truncate(&t, 40),
+            ReplyCommand::HELP
+        ),
+    };
+    // only IM gets an answer: an SMS answer costs the user money and says little
+    if channel == Channel::Xmpp {
+        fired.jobs.push(DeliveryJob {
+            job_id: format!("reply:{}:{at_ms}", dest.id),
+            notification: Notification {
+                id: NotificationId(format!("r{at_ms}")),
+                user: r.id.clone(),
+                source: SourceRef {
+                    kind: SourceKind::Publish,
+                    id: None,
+                    label: "tocsin".into(),
+                },
+                title: answer,
+                body: String::new(),
+                url: None,
+                priority: Priority::DEFAULT,
+                tags: vec![],
+                created_at_ms: now,
+                published_at_ms: None,
+                dedup_key: None,
+            },
+            destination: dest,
+            kind: JobKind::Reply,
+            reference: None,
+            ack_url: None,
+        });
+    }
+    Some(fired)
+}
+
+/// The most recently sent notification still escalating, else the most recently sent one.
+fn latest_pending(reach: &Reach) -> Option<NotificationId> {
+    reach
+        .escalations
+        .values()
+        .max_by_key(|e| (e.notification.created_at_ms, e.reference))
+        .map(|e| e.notification.id.clone())
+        .or_else(|| reach.references.back().map(|(_, id, _)| id.clone()))
+}
+
+/// `HH:MM` UTC of a time, for messages.
+fn clock(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let day = secs.rem_euclid(86400);
+    format!("{:02}:{:02}", day / 3600, day % 3600 / 60)
+}

@@ -1,0 +1,587 @@
+//! Escalation policies, presence and acknowledgement: the data an avatar keeps to reach a
+//! person on the right channel at the right time, and the pure rules over it.
+//!
+//! A policy is an ordered list of steps. A step sends to some of the user's destinations
+//! (chosen by id or by channel), optionally only when the user is present (or away), and then
+//! waits `wait_secs` for an acknowledgement before the next step. A step that has nothing to
+//! send — its condition does not hold, or the user has no such destination — ends at once, so
+//! an away user is not kept waiting on the IM step.
+
+use crate::{Channel, Destination, Millis, Notification, NotificationId, Priority};
+use chrono::{NaiveTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// When a step applies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    #[default]
+    Always,
+    /// Only while the user is present on IM (available or free for chat).
+    Present,
+    /// Only while the user is not present (away, extended away, do not disturb, offline).
+    Away,
+}
+
+/// One step of an escalation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Destination ids to send to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    /// Or every destination on these channels. Both empty: every destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<Channel>,
+    #[serde(default)]
+    pub when: Condition,
+    /// How long to wait for an acknowledgement before the next step.
+    #[serde(default)]
+    pub wait_secs: u64,
+}
+
+/// Quiet hours in the user's time zone: only urgent notifications escalate; the rest wait
+/// until the quiet hours end or the user is next present.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// `HH:MM`, local time.
+    pub start: String,
+    /// `HH:MM`, local time; may be before `start` (the quiet hours span midnight).
+    pub end: String,
+    /// An IANA time zone: `Europe/Berlin`, `America/New_York`, `UTC`.
+    pub tz: String,
+}
+
+/// A user's escalation policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub steps: Vec<Step>,
+    /// Steps for urgent (priority 5) notifications; `steps` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgent_steps: Option<Vec<Step>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// Limits on a policy.
+pub const MAX_STEPS: usize = 10;
+pub const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
+
+impl Policy {
+    /// The policy a user without one gets: every destination but SMS at once (IM only while
+    /// present); SMS after five minutes without an acknowledgement.
+    pub fn default_for(destinations: &[Destination]) -> Policy {
+        let non_sms: Vec<Channel> = [Channel::Email, Channel::Push, Channel::Webhook]
+            .into_iter()
+            .filter(|c| destinations.iter().any(|d| d.channel == *c))
+            .collect();
+        let has = |c: Channel| destinations.iter().any(|d| d.channel == c);
+        let mut steps = Vec::new();
+        if has(Channel::Xmpp) {
+            steps.push(Step {
+                channels: vec![Channel::Xmpp],
+                when: Condition::Present,
+                ..Default::default()
+            });
+        }
+        if !non_sms.is_empty() {
+            steps.push(Step {
+                channels: non_sms,
+                ..Default::default()
+            });
+        }
+        if has(Channel::Sms) {
+            if let Some(last) = steps.last_mut() {
+                last.wait_secs = 300;
+            }
+            steps.push(Step {
+                channels: vec![Channel::Sms],
+                ..Default::default()
+            });
+        }
+        Policy {
+            steps,
+            urgent_steps: None,
+            quiet_hours: None,
+        }
+    }
+
+    /// The steps for a notification of `priority`.
+    pub fn steps_for(&self, priority: Priority) -> &[Step] {
+        match &self.urgent_steps {
+            Some(s) if priority >= Priority::URGENT => s,
+            _ => &self.steps,
+        }
+    }
+
+    /// Check a policy against the user's destinations; every problem is listed.
+    pub fn problems(&self, destinations: &[Destination]) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut check = |name: &str, steps: &[Step]| {
+            if steps.is_empty() {
+                p.push(format!("{name}: at least one step is needed"));
+            }
+            if steps.len() > MAX_STEPS {
+                p.push(format!("{name}: at most {MAX_STEPS} steps"));
+            }
+            for (i, s) in steps.iter().enumerate() {
+                for d in &s.destinations {
+                    if !destinations.iter().any(|x| &x.id == d) {
+                        p.push(format!("{name}[{i}].destinations: no destination {d}"));
+                    }
+                }
+                if s.wait_secs > MAX_WAIT_SECS {
+                    p.push(format!(
+                        "{name}[{i}].wait_secs: at most {MAX_WAIT_SECS} (a week)"
+                    ));
+                }
+            }
+        };
+        check("steps", &self.steps);
+        if let Some(u) = &self.urgent_steps {
+            check("urgent_steps", u);
+        }
+        if let Some(q) = &self.quiet_hours
+            && let Err(e) = q.parse()
+        {
+            p.push(format!("quiet_hours: {e}"));
+        }
+        p
+    }
+}
+
+impl Step {
+    /// The destinations this step names, in the user's order.
+    pub fn targets<'a>(&self, destinations: &'a [Destination]) -> Vec<&'a Destination> {
+        destinations
+            .iter()
+            .filter(|d| {
+                (self.destinations.is_empty() && self.channels.is_empty())
+                    || self.destinations.contains(&d.id)
+                    || self.channels.contains(&d.channel)
+            })
+            .collect()
+    }
+}
+
+impl QuietHours {
+    fn parse(&self) -> Result<(NaiveTime, NaiveTime, chrono_tz::Tz), String> {
+        let t = |s: &str, what: &str| {
+            NaiveTime::parse_from_str(s.trim(), "%H:%M")
+                .map_err(|_| format!("{what}: {s:?} is not a time like 22:00"))
+        };
+        let start = t(&self.start, "start")?;
+        let end = t(&self.end, "end")?;
+        let tz: chrono_tz::Tz = self
+            .tz
+            .trim()
+            .parse()
+            .map_err(|_| format!("tz: {:?} is not an IANA time zone", self.tz))?;
+        if start == end {
+            return Err("start and end are the same time".into());
+        }
+        Ok((start, end, tz))
+    }
+
+    /// If `now` falls in the quiet hours, when they end.
+    pub fn ends_at(&self, now: Millis) -> Option<Millis> {
+        let (start, end, tz) = self.parse().ok()?;
+        let local = Utc.timestamp_millis_opt(now).single()?.with_timezone(&tz);
+        let t = local.time();
+        let quiet = if start < end {
+            t >= start && t < end
+        } else {
+            t >= start || t < end
+        };
+        if !quiet {
+            return None;
+        }
+        // the next local `end` after now
+        let mut day = local.date_naive();
+        if t >= end {
+            day = day.succ_opt()?;
+        }
+        let end_local = day.and_time(end);
+        let at = tz
+            .from_local_datetime(&end_local)
+            .earliest()
+            // the end falls in a DST gap: an hour later exists
+            .or_else(|| {
+                tz.from_local_datetime(&(end_local + chrono::Duration::hours(1)))
+                    .earliest()
+            })?;
+        Some(at.timestamp_millis())
+    }
+}
+
+/// XMPP presence, as the user's client last announced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    Available,
+    Chat,
+    Away,
+    Xa,
+    Dnd,
+    Unavailable,
+}
+
+impl Show {
+    /// Whether someone showing this is at their desk.
+    pub fn is_present(self) -> bool {
+        matches!(self, Show::Available | Show::Chat)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Show::Available => "available",
+            Show::Chat => "chat",
+            Show::Away => "away",
+            Show::Xa => "xa",
+            Show::Dnd => "dnd",
+            Show::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceState {
+    pub show: Show,
+    pub at_ms: Millis,
+}
+
+/// A notification still being escalated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub notification: Notification,
+    /// The index of the next step to fire.
+    pub next_step: usize,
+    /// When it fires.
+    pub due_ms: Millis,
+    /// Destinations the last fired step sent to, and those of them that failed for good.
+    #[serde(default)]
+    pub step_destinations: Vec<String>,
+    #[serde(default)]
+    pub step_failed: Vec<String>,
+    /// Held by quiet hours (fires early when the user becomes present).
+    #[serde(default)]
+    pub held: bool,
+    /// The short number the user acknowledges with (`ack 12`).
+    pub reference: u32,
+}
+
+/// What an avatar keeps to escalate and to take acknowledgements.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// Last presence per address (`xmpp:ann@example.org`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub presence: BTreeMap<String, PresenceState>,
+    /// Pending escalations by notification id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub escalations: BTreeMap<String, Escalation>,
+    /// Recently sent notifications by short reference, newest last.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub references: VecDeque<(u32, NotificationId, String)>,
+    #[serde(default)]
+    pub next_reference: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until_ms: Option<Millis>,
+    /// The wake-up time last written to the timers bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_due_ms: Option<Millis>,
+}
+
+impl Reach {
+    /// How many short references are remembered.
+    pub const REFERENCES: usize = 100;
+    /// How many escalations may be pending for one user; the oldest is given up past it.
+    pub const MAX_ESCALATIONS: usize = 200;
+
+    /// Whether the user is present on any IM address.
+    pub fn present(&self) -> bool {
+        self.presence.values().any(|p| p.show.is_present())
+    }
+
+    /// The earliest pending escalation's due time.
+    pub fn earliest_due(&self) -> Option<Millis> {
+        self.escalations.values().map(|e| e.due_ms).min()
+    }
+
+    /// A fresh short reference for `n`, remembered with its title.
+    pub fn reference(&mut self, n: &Notification) -> u32 {
+        if let Some((r, _, _)) = self.references.iter().find(|(_, id, _)| *id == n.id) {
+            return *r;
+        }
+        self.next_reference = self.next_reference % 999 + 1;
+        let r = self.next_reference;
+        self.references.retain(|(x, _, _)| *x != r);
+        self.references
+            .push_back((r, n.id.clone(), crate::text::truncate(&n.title, 80)));
+        while self.references.len() > Self::REFERENCES {
+            self.references.pop_front();
+        }
+        r
+    }
+
+    pub fn by_reference(&self, r: u32) -> Option<&NotificationId> {
+        self.references
+            .iter()
+            .find(|(x, _, _)| *x == r)
+            .map(|(_, id, _)| id)
+    }
+}
+
+/// What a person may write back over IM or SMS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyCommand {
+    /// `ack`/`ok` (the latest), `ack 12`, `ack all`.
+    Ack(AckTarget),
+    Help,
+    List,
+    /// `mute 1h`, `mute 30m`, `mute 2d`.
+    Mute(u64),
+    Unmute,
+    Status,
+    Unknown(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckTarget {
+    Latest,
+    Reference(u32),
+    All,
+}
+
+impl ReplyCommand {
+    pub const HELP: &'static str =
+        "Commands: ack (the latest), ack 12, ack all, list, mute 1h, unmute, status, help";
+
+    pub fn parse(text: &str) -> ReplyCommand {
+        let t = text.trim().to_ascii_lowercase();
+        let mut words = t.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let second = words.next();
+        let rest = words.next();
+        match (first, second, rest) {
+            ("ack" | "ok" | "k" | "👍", None, _) => ReplyCommand::Ack(AckTarget::Latest),
+            ("ack" | "ok", Some("all"), None) => ReplyCommand::Ack(AckTarget::All),
+            ("ack" | "ok", Some(n), None) => match n.trim_start_matches('#').parse() {
+                Ok(r) => ReplyCommand::Ack(AckTarget::Reference(r)),
+                Err(_) => ReplyCommand::Unknown(text.trim().to_owned()),
+            },
+            ("help" | "?", None, _) => ReplyCommand::Help,
+            ("list", None, _) => ReplyCommand::List,
+            ("unmute", None, _) => ReplyCommand::Unmute,
+            ("status", None, _) => ReplyCommand::Status,
+            ("mute", Some(d), None) => match parse_duration(d) {
+                Some(s) => ReplyCommand::Mute(s),
+                None => ReplyCommand::Unknown(text.trim().to_owned()),
+            },
+            ("mute", None, _) => ReplyCommand::Mute(3600),
+            _ => ReplyCommand::Unknown(text.trim().to_owned()),
+        }
+    }
+}
+
+/// `90s`, `30m`, `1h`, `2d` (at most 30 days) in seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    let secs = n.checked_mul(mult)?;
+    (secs > 0 && secs <= 30 * 86400).then_some(secs)
+}
+
+/// The signature in an acknowledgement link: HMAC-SHA256 keyed by a secret derived from the
+/// user's token hash, over the notification id (32 hex characters). Only the avatar and the
+/// API, which both read the user's record, can make or check one.
+pub fn ack_signature(token_hash: &str, notification: &NotificationId) -> String {
+    use hmac::{Hmac, Mac};
+    let key = crate::digest(&["ack-link-key", token_hash]);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(b"ack\0");
+    mac.update(notification.as_str().as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// Constant-time check of a link signature.
+pub fn ack_signature_valid(token_hash: &str, notification: &NotificationId, sig: &str) -> bool {
+    let want = ack_signature(token_hash, notification);
+    want.len() == sig.len()
+        && want
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(id: &str, channel: Channel) -> Destination {
+        Destination {
+            id: id.into(),
+            channel,
+            address: String::new(),
+            secret: None,
+            label: String::new(),
+            push_format: None,
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn default_policy_sends_im_and_the_rest_then_sms() {
+        let ds = [
+            dest("x", Channel::Xmpp),
+            dest("s", Channel::Sms),
+            dest("e", Channel::Email),
+        ];
+        let p = Policy::default_for(&ds);
+        assert_eq!(p.steps.len(), 3);
+        assert_eq!(p.steps[0].when, Condition::Present);
+        assert_eq!(p.steps[0].wait_secs, 0);
+        assert_eq!(p.steps[1].channels, [Channel::Email]);
+        assert_eq!(p.steps[1].wait_secs, 300);
+        assert_eq!(p.steps[2].channels, [Channel::Sms]);
+        // webhooks only: one step, everything at once
+        let p = Policy::default_for(&[dest("w", Channel::Webhook)]);
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].targets(&[dest("w", Channel::Webhook)]).len(), 1);
+        assert!(p.problems(&[]).is_empty());
+    }
+
+    #[test]
+    fn policy_problems_name_the_field() {
+        let p = Policy {
+            steps: vec![Step {
+                destinations: vec!["nope".into()],
+                wait_secs: MAX_WAIT_SECS + 1,
+                ..Default::default()
+            }],
+            urgent_steps: Some(vec![]),
+            quiet_hours: Some(QuietHours {
+                start: "25:00".into(),
+                end: "07:00".into(),
+                tz: "Mars/Olympus".into(),
+            }),
+        };
+        let problems = p.problems(&[]);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("steps[0].destinations"));
+        assert!(problems[2].starts_with("urgent_steps"));
+        assert!(problems[3].starts_with("quiet_hours: start"));
+    }
+
+    #[test]
+    fn quiet_hours_across_midnight_in_a_time_zone() {
+        let q = QuietHours {
+            start: "22:00".into(),
+            end: "07:00".into(),
+            tz: "Europe/Berlin".into(),
+        };
+        // 2026-01-15 21:30 UTC = 22:30 in Berlin (CET, +1): quiet until 06:00 UTC next day
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        assert_eq!(
+            q.ends_at(at("2026-01-15T21:30:00Z")),
+            Some(at("2026-01-16T06:00:00Z"))
+        );
+        // 05:00 Berlin the same night
+        assert_eq!(
+            q.ends_at(at("2026-01-16T04:00:00Z")),
+            Some(at("2026-01-16T06:00:00Z"))
+        );
+        assert_eq!(q.ends_at(at("2026-01-16T12:00:00Z")), None);
+        // summer time (+2)
+        assert_eq!(
+            q.ends_at(at("2026-07-15T21:00:00Z")),
+            Some(at("2026-07-16T05:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn replies_parse() {
+        use AckTarget::*;
+        assert_eq!(ReplyCommand::parse(" OK "), ReplyCommand::Ack(Latest));
+        assert_eq!(
+            ReplyCommand::parse("ack 12"),
+            ReplyCommand::Ack(Reference(12))
+        );
+        assert_eq!(
+            ReplyCommand::parse("ack #7"),
+            ReplyCommand::Ack(Reference(7))
+        );
+        assert_eq!(ReplyCommand::parse("ack all"), ReplyCommand::Ack(All));
+        assert_eq!(ReplyCommand::parse("mute 1h"), ReplyCommand::Mute(3600));
+        assert_eq!(ReplyCommand::parse("mute 30m"), ReplyCommand::Mute(1800));
+        assert!(matches!(
+            ReplyCommand::parse("mute forever"),
+            ReplyCommand::Unknown(_)
+        ));
+        assert_eq!(ReplyCommand::parse("status"), ReplyCommand::Status);
+        assert!(matches!(
+            ReplyCommand::parse("ack 12 please"),
+            ReplyCommand::Unknown(_)
+        ));
+        assert_eq!(parse_duration("0m"), None);
+        assert_eq!(parse_duration("31d"), None);
+    }
+
+    #[test]
+    fn ack_links_are_signed_per_user() {
+        let n = NotificationId("n1".into());
+        let s = ack_signature("hash-a", &n);
+        assert_eq!(s.len(), 32);
+        assert!(ack_signature_valid("hash-a", &n, &s));
+        assert!(!ack_signature_valid("hash-b", &n, &s));
+        assert!(!ack_signature_valid(
+            "hash-a",
+            &NotificationId("n2".into()),
+            &s
+        ));
+        assert!(!ack_signature_valid("hash-a", &n, &s[..31]));
+    }
+
+    #[test]
+    fn references_cycle_and_are_bounded() {
+        let mut r = Reach::default();
+        let mut n: Notification = serde_json::from_value(serde_json::json!({
+            "id": "n0", "user": "u1", "source": {"kind": "publish"}, "title": "t",
+            "created_at_ms": 0
+        }))
+        .unwrap();
+        let first = r.reference(&n);
+        assert_eq!(
+            r.reference(&n),
+            first,
+            "the same notification keeps its number"
+        );
+        for i in 1..300 {
+            n.id = NotificationId(format!("n{i}"));
+            r.reference(&n);
+        }
+        assert_eq!(r.references.len(), Reach::REFERENCES);
+        assert_eq!(
+            r.by_reference(300),
+            Some(&NotificationId("n299".into()))
+        );
+    }
+}
