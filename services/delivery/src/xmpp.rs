@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_xmpp::connect::{DnsConfig, StartTlsServerConnector, TcpServerConnector};
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
+use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 use tokio_xmpp::stanzastream::{StanzaStage, StanzaToken};
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Event, Stanza};
+use tokio_xmpp::{Client, Event, IqRequest, Stanza};
 use tracing::{debug, info, warn};
 
 /// The `[delivery.xmpp]` section.
@@ -49,6 +50,9 @@ pub struct XmppConfig {
     pub send_timeout_secs: u64,
     /// Messages per second (0: no limit); servers throttle fast senders.
     pub rate_per_sec: f64,
+    /// How often the connection is checked with an XMPP ping (XEP-0199); a connection that
+    /// does not answer within `send_timeout_secs` is replaced by a fresh login.
+    pub keepalive_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -67,6 +71,7 @@ impl Default for XmppConfig {
             tls: XmppTls::Starttls,
             send_timeout_secs: 20,
             rate_per_sec: 20.0,
+            keepalive_secs: 60,
         }
     }
 }
@@ -95,12 +100,17 @@ impl XmppConfig {
                 self.server
             ));
         }
-        if self.send_timeout_secs == 0 {
-            p.push("delivery.xmpp.send_timeout_secs: must be greater than 0".into());
+        if self.send_timeout_secs == 0 || self.keepalive_secs == 0 {
+            p.push(
+                "delivery.xmpp.send_timeout_secs and keepalive_secs: must be greater than 0".into(),
+            );
         }
         p
     }
 }
+
+/// How long the connection may take to write one stanza before it is replaced.
+const PUT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A request to the connection task.
 enum Out {
@@ -121,6 +131,8 @@ enum Link {
 /// A handle on the XMPP connection.
 pub struct Xmpp {
     out: mpsc::Sender<Out>,
+    /// The connection task, which ends when this handle is dropped.
+    _task: tokio_util::task::AbortOnDropHandle<()>,
     link: watch::Receiver<Link>,
     send_timeout: Duration,
 }
@@ -134,43 +146,17 @@ impl Xmpp {
         shutdown: CancellationToken,
     ) -> Result<Arc<Xmpp>, String> {
         let jid = BareJid::from_str(&cfg.jid).map_err(|e| format!("delivery.xmpp.jid: {e}"))?;
-        let dns = if cfg.server.is_empty() {
-            DnsConfig::srv_default_client(jid.domain().as_str())
-        } else {
-            let (host, port) = cfg
-                .server
-                .rsplit_once(':')
-                .ok_or("delivery.xmpp.server: not host:port")?;
-            let port: u16 = port.parse().map_err(|_| "delivery.xmpp.server: bad port")?;
-            DnsConfig::no_srv(host, port)
-        };
-        let timeouts = Timeouts {
-            read_timeout: Duration::from_secs(60),
-            response_timeout: Duration::from_secs(30),
-        };
-        let client = match cfg.tls {
-            XmppTls::Starttls => Client::new_with_connector(
-                jid.clone(),
-                cfg.password.clone(),
-                StartTlsServerConnector::from(dns),
-                timeouts,
-            ),
-            XmppTls::None => {
-                warn!(
-                    "delivery.xmpp.tls = none: the XMPP password and messages travel in plain text; use it only for a server on this machine"
-                );
-                Client::new_with_connector(
-                    jid.clone(),
-                    cfg.password.clone(),
-                    TcpServerConnector::from(dns),
-                    timeouts,
-                )
-            }
-        };
+        if cfg.tls == XmppTls::None {
+            warn!(
+                "delivery.xmpp.tls = none: the XMPP password and messages travel in plain text; use it only for a server on this machine"
+            );
+        }
+        let client = new_client(cfg, &jid)?;
         let (out_tx, out_rx) = mpsc::channel(256);
         let (link_tx, link_rx) = watch::channel(Link::Offline);
         let task = Connection {
             client,
+            cfg: cfg.clone(),
             me: jid,
             bus,
             addresses,
@@ -179,9 +165,11 @@ impl Xmpp {
             shown: HashMap::new(),
             link: link_tx,
         };
-        tokio::spawn(task.run(out_rx, shutdown));
+        let task =
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task.run(out_rx, shutdown)));
         Ok(Arc::new(Xmpp {
             out: out_tx,
+            _task: task,
             link: link_rx,
             send_timeout: Duration::from_secs(cfg.send_timeout_secs),
         }))
@@ -279,9 +267,42 @@ impl Xmpp {
     }
 }
 
+/// A client for `cfg`; it connects (and reconnects) by itself once polled.
+fn new_client(cfg: &XmppConfig, jid: &BareJid) -> Result<Client, String> {
+    let dns = if cfg.server.is_empty() {
+        DnsConfig::srv_default_client(jid.domain().as_str())
+    } else {
+        let (host, port) = cfg
+            .server
+            .rsplit_once(':')
+            .ok_or("delivery.xmpp.server: not host:port")?;
+        let port: u16 = port.parse().map_err(|_| "delivery.xmpp.server: bad port")?;
+        DnsConfig::no_srv(host, port)
+    };
+    let timeouts = Timeouts {
+        read_timeout: Duration::from_secs(60),
+        response_timeout: Duration::from_secs(30),
+    };
+    Ok(match cfg.tls {
+        XmppTls::Starttls => Client::new_with_connector(
+            jid.clone(),
+            cfg.password.clone(),
+            StartTlsServerConnector::from(dns),
+            timeouts,
+        ),
+        XmppTls::None => Client::new_with_connector(
+            jid.clone(),
+            cfg.password.clone(),
+            TcpServerConnector::from(dns),
+            timeouts,
+        ),
+    })
+}
+
 /// The task that owns the client.
 struct Connection {
     client: Client,
+    cfg: XmppConfig,
     me: BareJid,
     bus: Bus,
     addresses: kv::Store,
@@ -337,9 +358,46 @@ impl Connection {
                 }
             }
         };
+        let every = Duration::from_secs(self.cfg.keepalive_secs);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let (pong_tx, mut pong_rx) = mpsc::channel::<bool>(4);
+        let mut pinging = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = keepalive.tick(), if !pinging => {
+                    pinging = true;
+                    let server = BareJid::from_str(self.me.domain().as_str()).ok().map(Jid::from);
+                    let token = match tokio::time::timeout(
+                        PUT_TIMEOUT,
+                        self.client.send_iq(server, IqRequest::Get(Ping.into())),
+                    )
+                    .await
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            pinging = false;
+                            warn!("the XMPP connection takes no stanzas; logging in again");
+                            self.relogin();
+                            continue;
+                        }
+                    };
+                    let tx = pong_tx.clone();
+                    let wait = Duration::from_secs(self.cfg.send_timeout_secs);
+                    tokio::spawn(async move {
+                        let answered = matches!(tokio::time::timeout(wait, token).await, Ok(Ok(_)));
+                        let _ = tx.send(answered).await;
+                    });
+                }
+                Some(answered) = pong_rx.recv() => {
+                    pinging = false;
+                    if !answered {
+                        // tokio-xmpp can get stuck retrying a stream resumption the server
+                        // refused; a fresh client logs in anew
+                        warn!("the XMPP server did not answer a ping; logging in again");
+                        self.relogin();
+                    }
+                }
                 ev = self.client.next() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => {
@@ -349,7 +407,7 @@ impl Connection {
                 },
                 req = out.recv() => match req {
                     Some(Out::Send(stanza, answer)) => {
-                        let r = self.client.send_stanza(*stanza).await.map_err(|e| e.to_string());
+                        let r = self.put(*stanza).await;
                         let _ = answer.send(r);
                     }
                     None => break,
@@ -368,6 +426,32 @@ impl Connection {
         }
         let _ = self.link.send(Link::Offline);
         let _ = self.client.send_end().await;
+    }
+
+    /// Replace the client with a fresh one (a new login, no stream state carried over). The
+    /// old one is dropped, not closed: closing would flush stanzas it still queues, which
+    /// the jobs that gave up on them send again.
+    fn relogin(&mut self) {
+        let Ok(fresh) = new_client(&self.cfg, &self.me) else {
+            return;
+        };
+        drop(std::mem::replace(&mut self.client, fresh));
+        let _ = self.link.send(Link::Offline);
+        metrics::counter!("tocsin_delivery_xmpp_relogins_total").increment(1);
+    }
+
+    /// Hand `stanza` to the connection. tokio-xmpp waits until it is written, which never
+    /// happens on a connection stuck reconnecting: past [`PUT_TIMEOUT`] the connection is
+    /// replaced (and the stanza with it, so it cannot go out later as a duplicate).
+    async fn put(&mut self, stanza: Stanza) -> Result<StanzaToken, String> {
+        match tokio::time::timeout(PUT_TIMEOUT, self.client.send_stanza(stanza)).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                warn!("the XMPP connection takes no stanzas; logging in again");
+                self.relogin();
+                Err("the XMPP connection took no stanza; logging in again".into())
+            }
+        }
     }
 
     async fn index_changed(&mut self, e: kv::Entry) {
@@ -406,7 +490,7 @@ impl Connection {
             return;
         };
         for p in [Presence::subscribed(), Presence::subscribe()] {
-            if let Err(e) = self.client.send_stanza(p.with_to(to.clone()).into()).await {
+            if let Err(e) = self.put(p.with_to(to.clone()).into()).await {
                 warn!(jid, error = %e, "cannot ask for a presence subscription");
             }
         }
@@ -424,7 +508,7 @@ impl Connection {
                 if !resumed {
                     // a fresh session: announce ourselves; the server then sends the presence
                     // of everyone subscribed
-                    let _ = self.client.send_stanza(Presence::available().into()).await;
+                    let _ = self.put(Presence::available().into()).await;
                     self.resources.clear();
                     let jids: Vec<String> = self.by_jid.keys().cloned().collect();
                     for j in jids {
@@ -459,7 +543,7 @@ impl Connection {
             PresenceType::Subscribe => {
                 // a registered user asks to see us: approve
                 let ok = Presence::subscribed().with_to(from.to_bare());
-                let _ = self.client.send_stanza(ok.into()).await;
+                let _ = self.put(ok.into()).await;
                 return;
             }
             PresenceType::None | PresenceType::Unavailable => {}

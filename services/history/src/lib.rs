@@ -21,6 +21,7 @@ use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 /// The `[history]` section.
@@ -146,27 +147,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Hist
                 config.history.max_ack_pending,
             )
             .await?;
-        tasks.push(tokio::spawn(consume(
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(consume(
             bus.clone(),
             silo,
             consumer,
             store.clone(),
             config.history.batch,
             shutdown.clone(),
-        )));
-        tasks.push(tokio::spawn(serve_queries(
+        ))));
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(serve_queries(
             bus.clone(),
             silo,
             store.clone(),
             config.history.feed_items,
             shutdown.clone(),
-        )));
+        ))));
         if config.history.retention_days > 0 {
-            tasks.push(tokio::spawn(prune(
+            tasks.push(AbortOnDropHandle::new(tokio::spawn(prune(
                 store,
                 config.history.retention_days,
                 shutdown.clone(),
-            )));
+            ))));
         }
     }
     ready.set(true);

@@ -27,9 +27,8 @@ use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The `[router]` section.
@@ -177,17 +176,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
                 config.router.max_ack_pending,
             )
             .await?;
-        workers.push(tokio::spawn(run_silo(
+        // if this task is dropped (aborted), its workers go with it, and theirs with them
+        workers.push(AbortOnDropHandle::new(tokio::spawn(run_silo(
             ctx.clone(),
             silo,
             consumer,
             shutdown.clone(),
-        )));
+        ))));
         let (b, t, s) = (ctx.bus.clone(), ctx.timers.clone(), shutdown.clone());
-        workers.push(tokio::spawn(async move {
+        workers.push(AbortOnDropHandle::new(tokio::spawn(async move {
             timers::run(b, t, silo, s).await;
             Ok(())
-        }));
+        })));
     }
     ready.set(true);
     info!(silos = silos.len(), "router running");
@@ -206,7 +206,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
 
 struct AvatarHandle {
     tx: mpsc::Sender<jetstream::Message>,
-    join: JoinHandle<()>,
+    /// Aborted when dropped: a silo worker that is itself dropped takes its avatars along.
+    join: AbortOnDropHandle<()>,
 }
 
 async fn run_silo(
@@ -223,7 +224,6 @@ async fn run_silo(
         .messages()
         .await
         .map_err(|e| BusError::Other(format!("silo {silo}: cannot pull: {e}")))?;
-    let tracker = TaskTracker::new();
     let mut avatars: HashMap<UserId, AvatarHandle> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -235,7 +235,7 @@ async fn run_silo(
                     .set(avatars.len() as f64);
             }
             next = messages.next() => match next {
-                Some(Ok(msg)) => dispatch(&ctx, silo, &tracker, &mut avatars, msg).await,
+                Some(Ok(msg)) => dispatch(&ctx, silo, &mut avatars, msg).await,
                 Some(Err(e)) => {
                     warn!(silo, error = %e, "pulling from the silo stream failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -249,11 +249,10 @@ async fn run_silo(
     }
     // stop pulling; dropping the senders lets each avatar finish its queue, save and ack
     drop(messages);
-    avatars.clear();
-    tracker.close();
+    let joins: Vec<AbortOnDropHandle<()>> = avatars.into_values().map(|h| h.join).collect();
     if tokio::time::timeout(
         Duration::from_secs(ctx.cfg.shutdown_grace_secs),
-        tracker.wait(),
+        futures::future::join_all(joins),
     )
     .await
     .is_err()
@@ -269,7 +268,6 @@ async fn run_silo(
 async fn dispatch(
     ctx: &Arc<Ctx>,
     silo: u32,
-    tracker: &TaskTracker,
     avatars: &mut HashMap<UserId, AvatarHandle>,
     msg: jetstream::Message,
 ) {
@@ -287,7 +285,7 @@ async fn dispatch(
     loop {
         let handle = avatars
             .entry(user.clone())
-            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, user.clone(), tracker));
+            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, user.clone()));
         match handle.tx.send(msg).await {
             Ok(()) => return,
             Err(mpsc::error::SendError(back)) => {
@@ -301,10 +299,10 @@ async fn dispatch(
     }
 }
 
-fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId, tracker: &TaskTracker) -> AvatarHandle {
+fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
     let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
     let span = info_span!("avatar", user = %user, silo);
-    let join = tracker.spawn(
+    let join = tokio::spawn(
         Avatar {
             ctx,
             user,
@@ -321,6 +319,7 @@ fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId, tracker: &TaskTracker) -
         .run(rx)
         .instrument(span),
     );
+    let join = AbortOnDropHandle::new(join);
     metrics::counter!("tocsin_router_avatar_activations_total").increment(1);
     AvatarHandle { tx, join }
 }

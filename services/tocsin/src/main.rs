@@ -100,6 +100,23 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Your escalation policy: show it, set it from a JSON file (see docs/channels.md), or
+    /// go back to the default.
+    Policy {
+        /// A JSON file holding the policy ("-": standard input).
+        #[arg(long, conflicts_with = "reset")]
+        set: Option<PathBuf>,
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Acknowledge a notification: its pending escalation stops on every channel.
+    Ack {
+        notification_id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Your notifications, newest first.
     History {
         #[arg(long, default_value_t = 20)]
@@ -236,6 +253,29 @@ enum DestCmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Reach you by instant message (your JID; accept tocsin's subscription request).
+    Xmpp {
+        jid: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Reach you by SMS (E.164: +15551234567).
+    Sms {
+        number: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Reach you by push: an ntfy topic URL, or a UnifiedPush endpoint with --unifiedpush.
+    Push {
+        url: String,
+        #[arg(long)]
+        unifiedpush: bool,
+        /// An ntfy access token.
+        #[arg(long, env = "TOCSIN_PUSH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     List,
     Rm {
         id: String,
@@ -324,24 +364,31 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;
             match cmd {
-                DestCmd::Webhook { .. } | DestCmd::Email { .. } => {
-                    let body = match cmd {
-                        DestCmd::Webhook { url, secret, label } => {
-                            json!({ "channel": "webhook", "address": url, "secret": secret, "label": label })
-                        }
-                        DestCmd::Email { address, label } => {
-                            json!({ "channel": "email", "address": address, "label": label })
-                        }
-                        _ => unreachable!("matched above"),
-                    };
-                    let v = c
-                        .call(Method::POST, "/v1/destinations", Some(&token), Some(&body))
-                        .await?;
-                    println!(
-                        "delivering to {} as destination {}",
-                        v["destination"]["address"].as_str().unwrap_or("?"),
-                        v["destination"]["id"].as_str().unwrap_or("?")
-                    );
+                DestCmd::Webhook { url, secret, label } => {
+                    let body = json!({ "channel": "webhook", "address": url, "secret": secret, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Email { address, label } => {
+                    let body = json!({ "channel": "email", "address": address, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Xmpp { jid, label } => {
+                    let body = json!({ "channel": "xmpp", "address": jid, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Sms { number, label } => {
+                    let body = json!({ "channel": "sms", "address": number, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Push {
+                    url,
+                    unifiedpush,
+                    token: push_token,
+                    label,
+                } => {
+                    let format = if unifiedpush { "unifiedpush" } else { "ntfy" };
+                    let body = json!({ "channel": "push", "address": url, "push_format": format, "secret": push_token, "label": label });
+                    add_destination(&c, &token, body).await?;
                 }
                 DestCmd::List => {
                     let v = c
@@ -367,6 +414,49 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                     println!("removed {id}");
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Policy { set, reset, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            if reset {
+                c.call(Method::DELETE, "/v1/policy", Some(&token), None)
+                    .await?;
+                println!("back to the default policy");
+            } else if let Some(path) = set {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                };
+                let policy: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                c.call(Method::PUT, "/v1/policy", Some(&token), Some(&policy))
+                    .await?;
+                println!("policy saved");
+            } else {
+                let v = c
+                    .call(Method::GET, "/v1/policy", Some(&token), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ack {
+            notification_id,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            c.call(
+                Method::POST,
+                &format!("/v1/notifications/{}/ack", url_escape(&notification_id)),
+                Some(&token),
+                None,
+            )
+            .await?;
+            println!("acknowledged {notification_id}");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::History {
@@ -493,6 +583,21 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> {
+    let v = c
+        .call(Method::POST, "/v1/destinations", Some(token), Some(&body))
+        .await?;
+    println!(
+        "reaching you at {} as destination {}",
+        v["destination"]["address"].as_str().unwrap_or("?"),
+        v["destination"]["id"].as_str().unwrap_or("?")
+    );
+    if body["channel"] == "xmpp" {
+        println!("accept the presence subscription request from tocsin in your XMPP client");
+    }
+    Ok(())
 }
 
 fn url_escape(s: &str) -> String {

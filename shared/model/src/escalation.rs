@@ -579,9 +579,6 @@ mod tests {
             r.reference(&n);
         }
         assert_eq!(r.references.len(), Reach::REFERENCES);
-        assert_eq!(
-            r.by_reference(300),
-            Some(&NotificationId("n299".into()))
-        );
+        assert_eq!(r.by_reference(300), Some(&NotificationId("n299".into())));
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod im;
+
 use anyhow::{Context, Result, anyhow};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -32,6 +34,8 @@ pub struct Settings {
     pub bus: BusConfig,
     pub ingestor: tocsin_ingestor::IngestorConfig,
     pub delivery: tocsin_delivery::DeliveryConfig,
+    /// `listen`, `public_url` and `admin_token` are the harness's own.
+    pub api: tocsin_api::ApiConfig,
 }
 
 pub struct Harness {
@@ -56,6 +60,11 @@ impl Harness {
     /// Start everything; `tweak` adjusts the settings first.
     pub async fn start_with(name: &str, tweak: impl FnOnce(&mut Settings)) -> Result<Harness> {
         tocsin_runtime::install_crypto();
+        if std::env::var_os("TOCSIN_TEST_LOG").is_some() {
+            // TOCSIN_TEST_LOG=1 RUST_LOG=tocsin_delivery=debug cargo test …: the services' logs
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(tocsin_runtime::init_tracing);
+        }
         let nats = NatsServer::start()?;
         let bus = BusConfig {
             url: nats.url(),
@@ -87,12 +96,18 @@ impl Harness {
             bus,
             ingestor,
             delivery,
+            api: tocsin_api::ApiConfig {
+                command_timeout_secs: 15,
+                query_timeout_secs: 10,
+                ..Default::default()
+            },
         };
         tweak(&mut settings);
         let Settings {
             bus,
             ingestor,
             delivery,
+            api,
         } = settings;
         let feeds = FeedServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -103,9 +118,7 @@ impl Harness {
                 listen: String::new(),
                 public_url: api_url.clone(),
                 admin_token: ADMIN.into(),
-                command_timeout_secs: 15,
-                query_timeout_secs: 10,
-                ..Default::default()
+                ..api
             },
         };
         let token = CancellationToken::new();
@@ -150,6 +163,7 @@ impl Harness {
                         // evict idle avatars quickly, so every test also exercises
                         // eviction and reactivation
                         avatar_idle_secs: 1,
+                        ack_link_base_url: self.api_url.clone(),
                         ..Default::default()
                     },
                 };
@@ -491,4 +505,118 @@ pub fn rdf(items: &[(&str, &str, &str)]) -> String {
     }
     s.push_str("</rdf:RDF>\n");
     s
+}
+
+/// One request a [`Recorder`] took.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub at: Instant,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A form field of an `application/x-www-form-urlencoded` body.
+    pub fn form(&self, name: &str) -> Option<String> {
+        url::form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// An HTTP server that records every POST and answers each path as the test says (200 `{}`
+/// unless told otherwise): a stand-in for Twilio, ntfy, UnifiedPush and webhook receivers.
+#[derive(Clone)]
+pub struct Recorder {
+    pub base: String,
+    state: Arc<Mutex<RecorderState>>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    seen: Vec<Recorded>,
+    answers: HashMap<String, (u16, String)>,
+}
+
+impl Recorder {
+    pub async fn start() -> Result<Recorder> {
+        let state: Arc<Mutex<RecorderState>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let st = state.clone();
+        let app = axum::Router::new().fallback(axum::routing::post(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let st = st.clone();
+                async move {
+                    let mut s = st.lock().unwrap();
+                    let path = uri.path().to_owned();
+                    s.seen.push(Recorded {
+                        at: Instant::now(),
+                        path: path.clone(),
+                        headers,
+                        body: body.to_vec(),
+                    });
+                    let (status, body) =
+                        s.answers.get(&path).cloned().unwrap_or((200, "{}".into()));
+                    (
+                        StatusCode::from_u16(status).unwrap(),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            },
+        ));
+        tokio::spawn(async move { axum::serve(listener, app).await.map_err(|e| anyhow!(e)) });
+        Ok(Recorder { base, state })
+    }
+
+    /// Answer `path` with `status` and `body` from now on.
+    pub fn answer(&self, path: &str, status: u16, body: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .answers
+            .insert(path.to_owned(), (status, body.to_owned()));
+    }
+
+    /// Every request to `path` so far.
+    pub fn requests(&self, path: &str) -> Vec<Recorded> {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// Twilio's Messages resource path for the tests' account.
+pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+pub fn twilio_path() -> String {
+    format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+}
+
+/// Point the SMS channel at a Twilio stand-in that accepts every message.
+pub fn use_twilio(d: &mut tocsin_delivery::DeliveryConfig, twilio: &Recorder) {
+    twilio.answer(&twilio_path(), 201, r#"{"sid":"SM0123","status":"queued"}"#);
+    d.sms = tocsin_delivery::sms::SmsConfig {
+        provider: tocsin_delivery::sms::SmsProvider::Twilio,
+        twilio_base_url: twilio.base.clone(),
+        twilio_account_sid: TWILIO_SID.into(),
+        twilio_auth_token: "twilio-auth-token".into(),
+        twilio_from: "+15550009999".into(),
+        rate_per_sec: 0.0,
+        ..Default::default()
+    };
 }
