@@ -399,3 +399,216 @@ async fn outages_are_retried_and_a_permanent_failure_moves_on_at_once() -> Resul
     w.h.shutdown().await;
     Ok(())
 }
+
+/// Twilio's request signature, computed the way Twilio documents it: base64 HMAC-SHA1 keyed by
+/// the auth token over the URL followed by each POST parameter's name and value, sorted.
+fn twilio_signature(token: &str, url: &str, params: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(token.as_bytes()).unwrap();
+    mac.update(url.as_bytes());
+    for (k, v) in sorted {
+        mac.update(k.as_bytes());
+        mac.update(v.as_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_sms_replies_and_im_commands() -> Result<()> {
+    const INBOUND: &str = "twilio-inbound-auth-token";
+    let mut w = world("reach-replies", |s| {
+        s.delivery.channels.push(Channel::Push);
+        s.api.twilio_auth_token = INBOUND.into();
+        s.api.sms_inbound_token = "kannel-inbound-token".into();
+    })
+    .await?;
+    let mut ids = Vec::new();
+    for (address, format) in [
+        (w.hooks.url("/ntfy/alerts-ann"), "ntfy"),
+        (w.hooks.url("/up/endpoint-1"), "unifiedpush"),
+    ] {
+        let (status, v) = w
+            .h
+            .call(
+                Method::POST,
+                "/v1/destinations",
+                Some(&w.token),
+                Some(json!({"channel": "push", "address": address, "push_format": format, "secret": "ntfy-access-token"})),
+            )
+            .await?;
+        ensure!(status == 201, "add push: {status} {v}");
+        ids.push(v["destination"]["id"].as_str().unwrap().to_owned());
+    }
+    // push at once; SMS after a second; the last webhook 30 s later (never, if acked)
+    let policy = json!({"steps": [
+        {"channels": ["push"], "wait_secs": 1},
+        {"channels": ["sms"], "wait_secs": 30},
+        {"channels": ["webhook"]},
+    ]});
+    let (status, _) =
+        w.h.call(Method::PUT, "/v1/policy", Some(&w.token), Some(policy))
+            .await?;
+    assert_eq!(status, 200);
+    let (status, v) =
+        w.h.call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&w.token),
+            Some(json!({"steps": [{"destinations": ["nope"]}]})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["field"], "steps[0].destinations", "{v}");
+
+    let (status, v) = w
+        .h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&w.token),
+            Some(json!({"title": "Water leak", "body": "basement sensor", "priority": 5, "click_url": "https://example.org/s/1"})),
+        )
+        .await?;
+    ensure!(status == 202, "{v}");
+    let n1 = v["id"].as_str().unwrap().to_owned();
+    let ntfy = wait_for(Duration::from_secs(15), "the ntfy publish", || async {
+        w.hooks.requests("/ntfy/").first().cloned()
+    })
+    .await?;
+    let m: Value = serde_json::from_slice(&ntfy.body)?;
+    assert_eq!(m["topic"], "alerts-ann");
+    assert_eq!(m["title"], "Water leak");
+    assert_eq!(m["message"], "basement sensor");
+    assert_eq!(m["priority"], 5);
+    assert_eq!(m["click"], "https://example.org/s/1");
+    assert_eq!(m["actions"][0]["method"], "POST");
+    assert!(
+        m["actions"][0]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/ack/")
+    );
+    assert_eq!(
+        ntfy.headers["authorization"].to_str()?,
+        "Bearer ntfy-access-token"
+    );
+    let up = wait_for(
+        Duration::from_secs(15),
+        "the UnifiedPush message",
+        || async { w.hooks.requests("/up/endpoint-1").first().cloned() },
+    )
+    .await?;
+    assert_eq!(up.headers["urgency"].to_str()?, "high");
+    let m: Value = serde_json::from_slice(&up.body)?;
+    assert_eq!(m["id"], n1.as_str());
+    assert!(up.body.len() <= 4096);
+    wait_for(Duration::from_secs(15), "the SMS", || async {
+        w.sms_about("Water leak").first().cloned()
+    })
+    .await?;
+
+    // SMS replies: a forged signature and a stranger change nothing; Ann's ACK acknowledges
+    let url = format!("{}/v1/sms/twilio", w.h.api_url);
+    let post = |params: Vec<(&'static str, String)>, sig: String| {
+        let http = w.h.http.clone();
+        let url = url.clone();
+        async move {
+            http.post(&url)
+                .header("x-twilio-signature", sig)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(params.iter())
+                        .finish(),
+                )
+                .send()
+                .await
+        }
+    };
+    let ann_says = vec![
+        ("From", "+15550001111".to_owned()),
+        ("To", "+15550009999".to_owned()),
+        ("Body", "ACK".to_owned()),
+        ("MessageSid", "SM0001".to_owned()),
+    ];
+    let r = post(ann_says.clone(), "Zm9yZ2Vk".into()).await?;
+    assert_eq!(r.status(), 403);
+    let stranger = vec![
+        ("From", "+15557770000".to_owned()),
+        ("Body", "ack all".to_owned()),
+        ("MessageSid", "SM0002".to_owned()),
+    ];
+    let p: Vec<(&str, &str)> = stranger.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post(stranger.clone(), twilio_signature(INBOUND, &url, &p)).await?;
+    assert_eq!(r.status(), 200);
+    let p: Vec<(&str, &str)> = ann_says.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = post(ann_says.clone(), twilio_signature(INBOUND, &url, &p)).await?;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await?.contains("<Response>"));
+    let t = w.timeline_on(&n1, "acked", Some("sms")).await?;
+    assert_eq!(t.iter().filter(|e| e["kind"] == "acked").count(), 1);
+    // Kannel's inbound form: a wrong token is refused
+    let kannel = |token: &str| {
+        format!(
+            "{}/v1/sms/kannel?token={token}&from=15550001111&text=ack%20all&time=1",
+            w.h.api_url
+        )
+    };
+    assert_eq!(w.h.http.get(kannel("wrong")).send().await?.status(), 403);
+    assert_eq!(
+        w.h.http
+            .get(kannel("kannel-inbound-token"))
+            .send()
+            .await?
+            .status(),
+        204
+    );
+
+    // IM commands
+
+    assert!(ask(&mut w.ann, "help").await?.starts_with("Commands: ack"));
+    let status = ask(&mut w.ann, "status").await?;
+    assert!(
+        status.starts_with("You are present, not muted; 0 notification(s) waiting"),
+        "{status}"
+    );
+    assert!(ask(&mut w.ann, "mute 1h").await?.starts_with("Muted until"));
+    assert!(
+        ask(&mut w.ann, "list")
+            .await?
+            .starts_with("Nothing is waiting")
+    );
+    assert!(
+        ask(&mut w.ann, "frobnicate")
+            .await?
+            .starts_with("I did not understand \"frobnicate\"")
+    );
+    // muted: a normal notification is only kept in history
+    let n2 = w.publish("Newsletter").await?;
+    let t = w.timeline_with(&n2, "routed").await?;
+    assert!(
+        t[0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("kept in history: muted until"),
+        "{t:?}"
+    );
+    assert!(ask(&mut w.ann, "unmute").await?.starts_with("Unmuted"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(w.hooks_about("/ntfy/", &n2).is_empty());
+    assert!(
+        w.hooks_about("/last", &n1).is_empty(),
+        "escalated after the SMS ack"
+    );
+    w.h.shutdown().await;
+    Ok(())
+}
+
+/// Write `text` to tocsin over IM and return its answer.
+async fn ask(ann: &mut ImUser, text: &str) -> Result<String> {
+    ann.say(SERVICE, text);
+    Ok(ann.next_message(Duration::from_secs(10)).await?.1)
+}
