@@ -7,15 +7,15 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use common::im::ImUser;
 use common::{Harness, Recorder, Svc, twilio_path, use_twilio};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tocsin_delivery::xmpp::{XmppConfig, XmppTls};
 use tocsin_model::Channel;
+use tocsin_testkit::im::ImUser;
+use tocsin_testkit::im::Show;
 use tocsin_testkit::{Prosody, wait_for};
-use tokio_xmpp::parsers::presence::Show;
 
 const SERVICE: &str = "tocsin@localhost";
 

@@ -29,20 +29,20 @@ pub struct BenchOptions {
 }
 
 /// Spaces publishes at a fixed rate (or not at all).
-struct Pacer {
+pub(crate) struct Pacer {
     start: tokio::time::Instant,
     rate: u64,
 }
 
 impl Pacer {
-    fn new(rate: u64) -> Self {
+    pub(crate) fn new(rate: u64) -> Self {
         Self {
             start: tokio::time::Instant::now(),
             rate,
         }
     }
 
-    async fn wait(&self, i: usize) {
+    pub(crate) async fn wait(&self, i: usize) {
         if self.rate > 0 {
             let at = self.start + Duration::from_secs_f64(i as f64 / self.rate as f64);
             tokio::time::sleep_until(at).await;
@@ -94,7 +94,12 @@ impl Report {
     }
 }
 
-fn figures(name: &'static str, count: usize, elapsed: Duration, hist: &Histogram<u64>) -> Figures {
+pub(crate) fn figures(
+    name: &'static str,
+    count: usize,
+    elapsed: Duration,
+    hist: &Histogram<u64>,
+) -> Figures {
     Figures {
         name,
         count,
@@ -130,7 +135,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
 }
 
 /// Create `users` through their avatars (as the API does) and wait until each has confirmed.
-async fn create_users(
+pub(crate) async fn create_users(
     bus: &Bus,
     users: &[UserId],
     inbound_hash: impl Fn(&UserId) -> String,
@@ -165,7 +170,7 @@ async fn create_users(
 }
 
 /// The figures as table rows under a header, `width` wide in the first column.
-fn figure_rows(rows: &[&Figures], width: usize) -> String {
+pub(crate) fn figure_rows(rows: &[&Figures], width: usize) -> String {
     let mut s = format!(
         "{:<width$} {:>10} {:>10} {:>10}\n",
         "path", "msgs/s", "p50 ms", "p99 ms"
@@ -180,7 +185,7 @@ fn figure_rows(rows: &[&Figures], width: usize) -> String {
 }
 
 /// A fresh directory for one benchmark run (runs in one process never share one).
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static RUN: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
@@ -193,7 +198,11 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
 }
 
 /// Raw JetStream: a work-queue stream, windowed publishes with ids, one pull consumer acking.
-async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
+pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
+    // each run its own stream: message ids repeat from one run to the next
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
     let cfg = BusConfig {
         url: url.into(),
         prefix: "benchraw".into(),
@@ -204,8 +213,8 @@ async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
     let js = bus.jetstream().clone();
     let stream = js
         .create_stream(jetstream::stream::Config {
-            name: "BENCH_RAW".into(),
-            subjects: vec!["benchraw.wq.>".into()],
+            name: format!("BENCH_RAW_{run}"),
+            subjects: vec![format!("benchraw.wq{run}.>")],
             retention: jetstream::stream::RetentionPolicy::WorkQueue,
             ..Default::default()
         })
@@ -241,7 +250,7 @@ async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
         let payload = start.elapsed().as_micros().to_string();
         window
             .push(
-                format!("benchraw.wq.u{}", i % opts.users),
+                format!("benchraw.wq{run}.u{}", i % opts.users),
                 format!("m{i}"),
                 payload.into(),
             )

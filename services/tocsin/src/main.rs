@@ -175,6 +175,22 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Measure escalation timers (held, fired, memory) and publish → XMPP client latency
+    /// against raw JetStream baselines (the IM part needs `prosody`).
+    BenchReach {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        /// When the held escalations are due (must exceed the time to route them all).
+        #[arg(long, default_value_t = 10)]
+        wait_secs: u64,
+        #[arg(long, default_value_t = 500)]
+        im_messages: usize,
+        /// Instant messages per second.
+        #[arg(long, default_value_t = 50)]
+        im_rate: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Measure publish → router → history against a raw JetStream baseline.
     Bench {
         #[arg(long, default_value_t = 20_000)]
@@ -544,6 +560,24 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             );
             let token = tocsin_runtime::shutdown_on_signal();
             tocsin::demo::serve(listener, Duration::from_secs(every_secs.max(1)), token).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchReach {
+            users,
+            wait_secs,
+            im_messages,
+            im_rate,
+            timeout_secs,
+        } => {
+            let report = tocsin::bench_reach::run(tocsin::bench_reach::ReachBenchOptions {
+                users: users.max(1),
+                wait_secs: wait_secs.max(1),
+                im_messages: im_messages.max(1),
+                im_rate: im_rate.max(1),
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+            print!("{}", report.table());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::BenchMail {

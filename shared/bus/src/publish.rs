@@ -58,7 +58,9 @@ pub(crate) async fn publish_with_retry(
 
 /// Up to `size` publishes in flight at once; [`PublishWindow::flush`] waits for all of them
 /// and reports the first failure. A sequential publisher is bounded by one round trip per
-/// message; a window keeps the server busy.
+/// message; a window keeps the server busy. Publishes run concurrently, so they may be stored
+/// in any order: for messages whose order matters (one user's commands), use [`Bus::send`],
+/// which pipelines in order.
 pub struct PublishWindow {
     bus: Bus,
     permits: Arc<Semaphore>,

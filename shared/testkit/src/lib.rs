@@ -2,6 +2,8 @@
 //! on a free loopback port with a temporary store, stopped when dropped; waits that always
 //! have a timeout; unique bus prefixes.
 
+pub mod im;
+
 use anyhow::{Result, anyhow, bail};
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -4,8 +4,6 @@
 
 #![allow(dead_code)]
 
-pub mod im;
-
 use anyhow::{Context, Result, anyhow};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};

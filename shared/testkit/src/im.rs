@@ -1,4 +1,4 @@
-//! A real XMPP client for tests (tokio-xmpp): it logs in to the test's Prosody as a user,
+//! A real XMPP client for tests and benchmarks (tokio-xmpp): it logs in to Prosody as a user,
 //! approves tocsin's presence subscription, shows a presence, collects the chat messages it
 //! receives and writes back.
 
@@ -10,13 +10,14 @@ use tokio::sync::mpsc;
 use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
-use tokio_xmpp::parsers::presence::{Presence, Show, Type as PresenceType};
+pub use tokio_xmpp::parsers::presence::Show;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, Stanza};
 
 pub struct ImUser {
     out: mpsc::UnboundedSender<Stanza>,
-    inbox: mpsc::UnboundedReceiver<(String, String)>,
+    inbox: mpsc::UnboundedReceiver<(String, String, std::time::Instant)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -67,7 +68,7 @@ impl ImUser {
                         }
                         Some(Event::Stanza(Stanza::Message(m))) => {
                             if let (Some(from), Some((_, body))) = (m.from.clone(), m.get_best_body(vec![])) {
-                                let _ = in_tx.send((from.to_bare().to_string(), body.clone()));
+                                let _ = in_tx.send((from.to_bare().to_string(), body.clone(), std::time::Instant::now()));
                             }
                         }
                         Some(_) => {}
@@ -119,6 +120,15 @@ impl ImUser {
 
     /// The next chat message (from, body) within `timeout`.
     pub async fn next_message(&mut self, timeout: Duration) -> Result<(String, String)> {
+        let (from, body, _) = self.next_timed(timeout).await?;
+        Ok((from, body))
+    }
+
+    /// The next chat message with the moment it arrived.
+    pub async fn next_timed(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(String, String, std::time::Instant)> {
         tokio::time::timeout(timeout, self.inbox.recv())
             .await
             .map_err(|_| anyhow!("no chat message within {timeout:?}"))?
@@ -128,8 +138,8 @@ impl ImUser {
     /// Messages already received, without waiting.
     pub fn received(&mut self) -> Vec<(String, String)> {
         let mut v = Vec::new();
-        while let Ok(m) = self.inbox.try_recv() {
-            v.push(m);
+        while let Ok((from, body, _)) = self.inbox.try_recv() {
+            v.push((from, body));
         }
         v
     }

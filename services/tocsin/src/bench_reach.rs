@@ -1,0 +1,456 @@
+//! `tocsin bench-reach`: escalation timers and instant messages, measured on this machine.
+//!
+//! 1. Timers: `users` users, each with a two-step policy (a webhook, then another one after
+//!    `wait_secs`), get one notification each at once; the router holds one escalation per
+//!    user until it is due, then fires them all. Printed: how fast they fire and how late,
+//!    the router process's memory per active avatar and per pending escalation.
+//! 2. Instant messages: publish → router → delivery → Prosody → a real XMPP client, at a fixed
+//!    rate, with each message's latency (needs `prosody`; skipped with a note otherwise).
+//!
+//! Both beside raw JetStream work-queue figures from the same run and the same server. The
+//! delivery service is not running in part 1: jobs stay in the delivery stream, so the
+//! timers are measured, not the webhooks.
+
+use crate::bench::BenchOptions;
+use crate::bench::{Figures, Pacer, baseline, create_users, figure_rows, figures, tempfile_dir};
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_model::{
+    AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Notification,
+    NotificationId, Policy, Priority, SourceKind, SourceRef, Step, UserId, UserRecord, now_ms,
+};
+use tocsin_runtime::local_nats::{LocalNats, find_binary};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct ReachBenchOptions {
+    pub users: usize,
+    pub wait_secs: u64,
+    pub im_messages: usize,
+    pub im_rate: u64,
+    pub timeout: Duration,
+}
+
+pub struct ReachReport {
+    pub options: ReachBenchOptions,
+    pub burst_baseline: Figures,
+    pub timers: Figures,
+    pub hold_secs: f64,
+    pub avatar_bytes: Option<f64>,
+    pub escalation_bytes: Option<f64>,
+    pub rate_baseline: Figures,
+    pub im: Result<Figures, String>,
+}
+
+impl ReachReport {
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        let mut s = format!(
+            "tocsin bench-reach: {} users with one escalation each (step 2 after {} s); {} instant messages at {}/s\n",
+            o.users, o.wait_secs, o.im_messages, o.im_rate
+        );
+        s.push_str(&figure_rows(&[&self.burst_baseline, &self.timers], 46));
+        s.push_str(&format!(
+            "{:<46} {:>10.3}\n",
+            "ratio timers fired/baseline (rate)",
+            self.timers.per_sec / self.burst_baseline.per_sec
+        ));
+        let mem = |b: Option<f64>| b.map(|b| format!("{:.0}", b)).unwrap_or("n/a".into());
+        s.push_str(&format!(
+            "{:<46} {:>10.1}\n{:<46} {:>10}\n{:<46} {:>10}\n",
+            "escalations held for (s, all at once)",
+            self.hold_secs,
+            "router memory per active avatar (bytes)",
+            mem(self.avatar_bytes),
+            "router memory per pending escalation (bytes)",
+            mem(self.escalation_bytes),
+        ));
+        match &self.im {
+            Ok(im) => {
+                s.push_str(&figure_rows(&[&self.rate_baseline, im], 46));
+                s.push_str(&format!(
+                    "{:<46} {:>10} {:>10.1} {:>10.1}\n",
+                    "ratio IM/baseline (latency x)",
+                    "",
+                    im.p50_ms / self.rate_baseline.p50_ms.max(0.001),
+                    im.p99_ms / self.rate_baseline.p99_ms.max(0.001),
+                ));
+            }
+            Err(why) => s.push_str(&format!("instant messages: not measured: {why}\n")),
+        }
+        s
+    }
+}
+
+/// Resident memory of this process, from /proc (Linux).
+fn rss_bytes() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0)
+}
+
+pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
+    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
+    let store = tempfile_dir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let base = |n: usize, rate: u64| BenchOptions {
+        notifications: n,
+        users: n.clamp(1, 1000),
+        silo_count: 16,
+        window: 512,
+        rate,
+        timeout: opts.timeout,
+    };
+    let burst_baseline = baseline(&url, &base(opts.users, 0))
+        .await
+        .context("baseline")?;
+    let rate_baseline = baseline(&url, &base(opts.im_messages, opts.im_rate))
+        .await
+        .context("baseline at a rate")?;
+    let (timers, hold_secs, avatar_bytes, escalation_bytes) =
+        timers(&url, &opts).await.context("timers")?;
+    let im = instant_messages(&url, &opts)
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let _ = std::fs::remove_dir_all(&store);
+    Ok(ReachReport {
+        options: opts,
+        burst_baseline,
+        timers,
+        hold_secs,
+        avatar_bytes,
+        escalation_bytes,
+        rate_baseline,
+        im,
+    })
+}
+
+/// Send `commands` to the users' avatars, in order (a user's policy names destinations added
+/// just before it), and wait until each has answered ok.
+async fn commands(bus: &Bus, commands: Vec<(UserId, Command)>, timeout: Duration) -> Result<()> {
+    let inbox = bus.client().new_inbox();
+    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let mut acks = Vec::new();
+    let n = commands.len();
+    for (i, (u, c)) in commands.into_iter().enumerate() {
+        let msg = AvatarMessage::Command {
+            command_id: format!("bench-cmd-{i}"),
+            command: c,
+            reply_to: Some(format!("{inbox}.{i}")),
+        };
+        let subject = bus.subjects().silo(bus.silo_of(&u), u.as_str(), msg.kind());
+        // pipelined but ordered (a publish window would not keep the order)
+        acks.push(
+            bus.send(
+                subject,
+                &format!("bench-cmd-{i}"),
+                tocsin_bus::encode(&msg)?,
+            )
+            .await?,
+        );
+        if acks.len() >= 512 {
+            for a in acks.drain(..) {
+                a.await.map_err(|e| anyhow!("command not stored: {e}"))?;
+            }
+        }
+    }
+    for a in acks {
+        a.await.map_err(|e| anyhow!("command not stored: {e}"))?;
+    }
+    for _ in 0..n {
+        let m = tokio::time::timeout(timeout, replies.next())
+            .await
+            .context("commands not confirmed in time")?
+            .ok_or_else(|| anyhow!("reply subscription ended"))?;
+        let r: tocsin_model::CommandReply = serde_json::from_slice(&m.payload)?;
+        anyhow::ensure!(r.ok, "a command was refused: {:?}", r.message);
+    }
+    Ok(())
+}
+
+fn notification(user: &UserId, id: String, title: String) -> Notification {
+    Notification {
+        id: NotificationId(id),
+        user: user.clone(),
+        source: SourceRef {
+            kind: SourceKind::Publish,
+            id: None,
+            label: "bench".into(),
+        },
+        title,
+        body: "a benchmark notification".into(),
+        url: None,
+        priority: Priority::DEFAULT,
+        tags: vec![],
+        created_at_ms: now_ms(),
+        published_at_ms: None,
+        dedup_key: None,
+    }
+}
+
+fn webhook(id: &str) -> Destination {
+    Destination {
+        id: id.into(),
+        channel: Channel::Webhook,
+        address: format!("https://hooks.example.org/{id}"),
+        secret: None,
+        label: String::new(),
+        push_format: None,
+        created_at_ms: now_ms(),
+    }
+}
+
+type TimerFigures = (Figures, f64, Option<f64>, Option<f64>);
+
+async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
+    let bus_cfg = BusConfig {
+        url: url.into(),
+        prefix: "benchtimers".into(),
+        silo_count: 16,
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let router = tocsin_router::Config {
+        bus: bus_cfg.clone(),
+        router: tocsin_router::RouterConfig {
+            ops_listen: String::new(),
+            avatar_idle_secs: 3600,
+            ack_link_base_url: "https://tocsin.example.org".into(),
+            ..Default::default()
+        },
+    };
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let bus = Bus::connect(&bus_cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    let users: Vec<UserId> = (0..opts.users)
+        .map(|i| UserId::parse(&format!("r{i}")).expect("valid"))
+        .collect();
+    let rss0 = rss_bytes();
+    create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = rss_bytes();
+    let policy = Policy {
+        steps: vec![
+            Step {
+                destinations: vec!["first".into()],
+                when: Condition::Always,
+                wait_secs: opts.wait_secs,
+                ..Default::default()
+            },
+            Step {
+                destinations: vec!["second".into()],
+                ..Default::default()
+            },
+        ],
+        urgent_steps: None,
+        quiet_hours: None,
+    };
+    let mut setup = Vec::new();
+    for u in &users {
+        for d in ["first", "second"] {
+            setup.push((
+                u.clone(),
+                Command::AddDestination {
+                    destination: webhook(d),
+                },
+            ));
+        }
+        setup.push((
+            u.clone(),
+            Command::SetPolicy {
+                policy: Some(policy.clone()),
+            },
+        ));
+    }
+    commands(&bus, setup, opts.timeout).await?;
+    // watch the delivery jobs go by (a core subscription sees every publish)
+    let mut jobs = bus
+        .client()
+        .subscribe(bus.subjects().delivery(Channel::Webhook.as_str()))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss2 = rss_bytes();
+    let mut w = bus.window(512);
+    for (i, u) in users.iter().enumerate() {
+        let msg = AvatarMessage::Notify {
+            notification: notification(u, format!("nt{i}"), format!("timer {i}")),
+        };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        w.push(subject, format!("nt{i}"), tocsin_bus::encode(&msg)?)
+            .await;
+    }
+    w.flush().await?;
+    let wait_ms = opts.wait_secs as i64 * 1000;
+    let mut firsts = 0;
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut fired = 0;
+    let mut first_due: Option<i64> = None;
+    let mut rss3 = None;
+    let mut held_at = None;
+    let deadline = tokio::time::Instant::now() + opts.timeout + Duration::from_secs(opts.wait_secs);
+    while fired < users.len() {
+        let m = tokio::time::timeout_at(deadline, jobs.next())
+            .await
+            .context("escalations did not all fire in time")?
+            .ok_or_else(|| anyhow!("subscription ended"))?;
+        let job: DeliveryJob = serde_json::from_slice(&m.payload)?;
+        let due = job.notification.created_at_ms + wait_ms;
+        if job.destination.id == "first" {
+            firsts += 1;
+            first_due = Some(first_due.map_or(due, |d: i64| d.min(due)));
+            if firsts == users.len() {
+                held_at = Some(now_ms());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                rss3 = rss_bytes();
+            }
+        } else {
+            let lag = (now_ms() - due).max(1) as u64;
+            hist.record(lag * 1000)?;
+            fired += 1;
+        }
+    }
+    let done = now_ms();
+    shutdown.cancel();
+    let _ = r.await;
+    let first_due = first_due.unwrap_or(done);
+    let hold_secs = held_at
+        .map(|h| (first_due - h) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let span = Duration::from_millis((done - first_due).max(1) as u64);
+    let per = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some((b - a) / users.len() as f64),
+        _ => None,
+    };
+    Ok((
+        figures(
+            "escalation step fired (due→job; ms late)",
+            users.len(),
+            span,
+            &hist,
+        ),
+        hold_secs,
+        per(rss0, rss1),
+        per(rss2, rss3),
+    ))
+}
+
+/// publish → router → delivery (xmpp) → Prosody → a real client, at `im_rate`.
+async fn instant_messages(url: &str, opts: &ReachBenchOptions) -> Result<Figures> {
+    let prosody = tocsin_testkit::Prosody::start()?;
+    prosody.register("tocsin", "bench-service-pw")?;
+    prosody.register("ann", "bench-ann-pw")?;
+    let bus_cfg = BusConfig {
+        url: url.into(),
+        prefix: "benchim".into(),
+        silo_count: 4,
+        ..Default::default()
+    };
+    let shutdown = CancellationToken::new();
+    let router = tocsin_router::Config {
+        bus: bus_cfg.clone(),
+        router: tocsin_router::RouterConfig {
+            ops_listen: String::new(),
+            ..Default::default()
+        },
+    };
+    let delivery = tocsin_delivery::Config {
+        bus: bus_cfg.clone(),
+        delivery: tocsin_delivery::DeliveryConfig {
+            ops_listen: String::new(),
+            channels: vec![Channel::Xmpp],
+            xmpp: tocsin_delivery::xmpp::XmppConfig {
+                jid: "tocsin@localhost".into(),
+                password: "bench-service-pw".into(),
+                server: prosody.addr(),
+                tls: tocsin_delivery::xmpp::XmppTls::None,
+                rate_per_sec: 0.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    };
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let d = tokio::spawn(tocsin_delivery::run(delivery, shutdown.clone()));
+    let result = async {
+        let bus = Bus::connect(&bus_cfg, "bench").await?;
+        bus.ensure_streams().await?;
+        let ann = UserId::parse("ann").expect("valid");
+        create_users(
+            &bus,
+            std::slice::from_ref(&ann),
+            |_| String::new(),
+            16,
+            opts.timeout,
+        )
+        .await?;
+        let im = Destination {
+            channel: Channel::Xmpp,
+            address: "ann@localhost".into(),
+            ..webhook("im")
+        };
+        commands(
+            &bus,
+            vec![(ann.clone(), Command::AddDestination { destination: im })],
+            opts.timeout,
+        )
+        .await?;
+        let mut client =
+            tocsin_testkit::im::ImUser::login(&prosody.addr(), "ann@localhost", "bench-ann-pw")
+                .await?;
+        client.show(None);
+        // the avatar must see Ann present before IM is the channel
+        let avatars = bus.kv("avatars").await?;
+        tocsin_testkit::wait_for(Duration::from_secs(30), "Ann's presence", || async {
+            let v = avatars.get(ann.as_str()).await.ok()??;
+            let rec: UserRecord = serde_json::from_slice(&v).ok()?;
+            rec.reach.present().then_some(())
+        })
+        .await?;
+        let n = opts.im_messages;
+        let pacer = Pacer::new(opts.im_rate);
+        let mut sent: HashMap<String, Instant> = HashMap::new();
+        let start = Instant::now();
+        for i in 0..n {
+            pacer.wait(i).await;
+            let title = format!("im bench {i}");
+            let msg = AvatarMessage::Notify {
+                notification: notification(&ann, format!("nim{i}"), title.clone()),
+            };
+            let subject = bus
+                .subjects()
+                .silo(bus.silo_of(&ann), ann.as_str(), msg.kind());
+            sent.insert(title, Instant::now());
+            bus.send(subject, &format!("nim{i}"), tocsin_bus::encode(&msg)?)
+                .await?;
+        }
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut got = 0;
+        while got < n {
+            let (_, body, at) = client.next_timed(opts.timeout).await?;
+            let title = body.lines().next().unwrap_or_default().to_owned();
+            if let Some(t) = sent.remove(&title) {
+                hist.record(at.duration_since(t).as_micros().max(1) as u64)?;
+                got += 1;
+            }
+        }
+        Ok::<_, anyhow::Error>(figures(
+            "tocsin publish→router→xmpp→client",
+            n,
+            start.elapsed(),
+            &hist,
+        ))
+    }
+    .await;
+    shutdown.cancel();
+    let _ = r.await;
+    let _ = d.await;
+    result
+}
