@@ -143,7 +143,9 @@ pub(crate) async fn create_users(
     timeout: Duration,
 ) -> Result<()> {
     let inbox = bus.client().new_inbox();
-    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    // count the answers while publishing: a subscription's buffer would overflow otherwise
+    let confirmed = count_replies(replies, users.len(), timeout);
     let mut w = bus.window(window);
     for (i, u) in users.iter().enumerate() {
         let msg = AvatarMessage::Command {
@@ -161,12 +163,26 @@ pub(crate) async fn create_users(
             .await;
     }
     w.flush().await?;
-    for _ in users {
-        tokio::time::timeout(timeout, replies.next())
-            .await
-            .context("users not created in time")?;
-    }
-    Ok(())
+    confirmed.await.context("the reply counter failed")?
+}
+
+/// A task that reads `n` command replies and checks each is ok.
+pub(crate) fn count_replies(
+    mut replies: async_nats::Subscriber,
+    n: usize,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        for _ in 0..n {
+            let m = tokio::time::timeout(timeout, replies.next())
+                .await
+                .context("commands not confirmed in time")?
+                .ok_or_else(|| anyhow!("reply subscription ended"))?;
+            let r: tocsin_model::CommandReply = serde_json::from_slice(&m.payload)?;
+            anyhow::ensure!(r.ok, "a command was refused: {:?}", r.message);
+        }
+        Ok(())
+    })
 }
 
 /// The figures as table rows under a header, `width` wide in the first column.

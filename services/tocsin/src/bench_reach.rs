@@ -12,7 +12,9 @@
 //! timers are measured, not the webhooks.
 
 use crate::bench::BenchOptions;
-use crate::bench::{Figures, Pacer, baseline, create_users, figure_rows, figures, tempfile_dir};
+use crate::bench::{
+    Figures, Pacer, baseline, count_replies, create_users, figure_rows, figures, tempfile_dir,
+};
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -137,9 +139,9 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
 /// just before it), and wait until each has answered ok.
 async fn commands(bus: &Bus, commands: Vec<(UserId, Command)>, timeout: Duration) -> Result<()> {
     let inbox = bus.client().new_inbox();
-    let mut replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let confirmed = count_replies(replies, commands.len(), timeout);
     let mut acks = Vec::new();
-    let n = commands.len();
     for (i, (u, c)) in commands.into_iter().enumerate() {
         let msg = AvatarMessage::Command {
             command_id: format!("bench-cmd-{i}"),
@@ -165,15 +167,7 @@ async fn commands(bus: &Bus, commands: Vec<(UserId, Command)>, timeout: Duration
     for a in acks {
         a.await.map_err(|e| anyhow!("command not stored: {e}"))?;
     }
-    for _ in 0..n {
-        let m = tokio::time::timeout(timeout, replies.next())
-            .await
-            .context("commands not confirmed in time")?
-            .ok_or_else(|| anyhow!("reply subscription ended"))?;
-        let r: tocsin_model::CommandReply = serde_json::from_slice(&m.payload)?;
-        anyhow::ensure!(r.ok, "a command was refused: {:?}", r.message);
-    }
-    Ok(())
+    confirmed.await.context("the reply counter failed")?
 }
 
 fn notification(user: &UserId, id: String, title: String) -> Notification {
@@ -278,6 +272,39 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss2 = rss_bytes();
+    let wait_ms = opts.wait_secs as i64 * 1000;
+    let total = users.len();
+    let deadline = tokio::time::Instant::now() + opts.timeout + Duration::from_secs(opts.wait_secs);
+    // read the jobs while publishing: a subscription's buffer would overflow otherwise
+    let watcher = tokio::spawn(async move {
+        let mut firsts = 0;
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut fired = 0;
+        let mut first_due: Option<i64> = None;
+        let mut rss3 = None;
+        let mut held_at = None;
+        while fired < total {
+            let m = tokio::time::timeout_at(deadline, jobs.next())
+                .await
+                .context("escalations did not all fire in time")?
+                .ok_or_else(|| anyhow!("subscription ended"))?;
+            let job: DeliveryJob = serde_json::from_slice(&m.payload)?;
+            let due = job.notification.created_at_ms + wait_ms;
+            if job.destination.id == "first" {
+                firsts += 1;
+                first_due = Some(first_due.map_or(due, |d: i64| d.min(due)));
+                if firsts == total {
+                    held_at = Some(now_ms());
+                    rss3 = rss_bytes();
+                }
+            } else {
+                let lag = (now_ms() - due).max(1) as u64;
+                hist.record(lag * 1000)?;
+                fired += 1;
+            }
+        }
+        Ok::<_, anyhow::Error>((hist, first_due, rss3, held_at))
+    });
     let mut w = bus.window(512);
     for (i, u) in users.iter().enumerate() {
         let msg = AvatarMessage::Notify {
@@ -288,35 +315,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
             .await;
     }
     w.flush().await?;
-    let wait_ms = opts.wait_secs as i64 * 1000;
-    let mut firsts = 0;
-    let mut hist = Histogram::<u64>::new(3).expect("histogram");
-    let mut fired = 0;
-    let mut first_due: Option<i64> = None;
-    let mut rss3 = None;
-    let mut held_at = None;
-    let deadline = tokio::time::Instant::now() + opts.timeout + Duration::from_secs(opts.wait_secs);
-    while fired < users.len() {
-        let m = tokio::time::timeout_at(deadline, jobs.next())
-            .await
-            .context("escalations did not all fire in time")?
-            .ok_or_else(|| anyhow!("subscription ended"))?;
-        let job: DeliveryJob = serde_json::from_slice(&m.payload)?;
-        let due = job.notification.created_at_ms + wait_ms;
-        if job.destination.id == "first" {
-            firsts += 1;
-            first_due = Some(first_due.map_or(due, |d: i64| d.min(due)));
-            if firsts == users.len() {
-                held_at = Some(now_ms());
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                rss3 = rss_bytes();
-            }
-        } else {
-            let lag = (now_ms() - due).max(1) as u64;
-            hist.record(lag * 1000)?;
-            fired += 1;
-        }
-    }
+    let (hist, first_due, rss3, held_at) = watcher.await.context("the job watcher failed")??;
     let done = now_ms();
     shutdown.cancel();
     let _ = r.await;

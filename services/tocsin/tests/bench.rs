@@ -43,3 +43,26 @@ async fn the_mail_bench_short_mode_accounts_for_every_message() {
     assert_eq!(report.ingress.count, 200);
     assert!(report.ingress.per_sec > 0.0 && report.parse_us > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
+    tocsin_runtime::install_crypto();
+    let report = tocsin::bench_reach::run(tocsin::bench_reach::ReachBenchOptions {
+        users: 200,
+        wait_secs: 3,
+        im_messages: 20,
+        im_rate: 20,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .expect("bench-reach runs");
+    println!("{}", report.table());
+    assert_eq!(report.timers.count, 200);
+    assert!(report.timers.per_sec > 0.0 && report.hold_secs > 0.0);
+    let im = report
+        .im
+        .as_ref()
+        .expect("prosody is installed by make tools");
+    assert_eq!(im.count, 20);
+    assert!(im.p50_ms > 0.0);
+}
