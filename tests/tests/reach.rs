@@ -612,3 +612,68 @@ async fn ask(ann: &mut ImUser, text: &str) -> Result<String> {
     ann.say(SERVICE, text);
     Ok(ann.next_message(Duration::from_secs(10)).await?.1)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_through_a_real_kannel_gateway_and_an_ack_from_the_phone() -> Result<()> {
+    let mut w = world("reach-kannel", |s| {
+        s.api.sms_inbound_token = "kannel-inbound-token".into();
+    })
+    .await?;
+    let mo = format!(
+        "{}/v1/sms/kannel?token=kannel-inbound-token&from=%p&text=%a&time=%t",
+        w.h.api_url
+    );
+    let mut kannel = tocsin_testkit::Kannel::start(&mo)?;
+    w.h.stop(Svc::Delivery).await;
+    w.h.delivery.sms = tocsin_delivery::sms::SmsConfig {
+        provider: tocsin_delivery::sms::SmsProvider::Kannel,
+        kannel_url: kannel.sendsms_url(),
+        kannel_username: kannel.username.clone(),
+        kannel_password: kannel.password.clone(),
+        kannel_from: "12345".into(),
+        rate_per_sec: 0.0,
+        ..Default::default()
+    };
+    w.h.start_service(Svc::Delivery);
+    let policy = json!({"steps": [
+        {"channels": ["sms"], "wait_secs": 20},
+        {"channels": ["webhook"]},
+    ]});
+    let (status, _) =
+        w.h.call(Method::PUT, "/v1/policy", Some(&w.token), Some(policy))
+            .await?;
+    assert_eq!(status, 200);
+    let n = w.publish("Freezer temperature high").await?;
+    let line = wait_for(
+        Duration::from_secs(20),
+        "the SMS at the fake SMSC",
+        || async {
+            kannel
+                .delivered()
+                .into_iter()
+                .find(|l| l.contains("Freezer temperature high"))
+        },
+    )
+    .await?;
+    assert!(line.contains("+15550001111"), "{line}");
+    let t = w.timeline_on(&n, "delivered", Some("sms")).await?;
+    let d = t.iter().find(|e| e["kind"] == "delivered").unwrap();
+    assert!(
+        d["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Accepted for delivery"),
+        "{d}"
+    );
+    // Ann answers from her phone; Kannel passes it to the API, the escalation stops
+    kannel.phone_sends("15550001111", "ack")?;
+    let t = w.timeline_on(&n, "acked", Some("sms")).await?;
+    assert!(t.iter().any(|e| e["kind"] == "acked"));
+    let (_, v) =
+        w.h.call(Method::GET, "/v1/policy", Some(&w.token), None)
+            .await?;
+    assert_eq!(v["pending_escalations"], 0, "{v}");
+    assert!(w.hooks_about("/first", &n).is_empty() && w.hooks_about("/last", &n).is_empty());
+    w.h.shutdown().await;
+    Ok(())
+}

@@ -242,6 +242,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
     for w in workers {
         let _ = w.await;
     }
+    if let Some(x) = &ctx.xmpp {
+        x.closed().await;
+    }
     ready.set(false);
     bus.drain().await;
     info!("delivery stopped");

@@ -132,7 +132,7 @@ enum Link {
 pub struct Xmpp {
     out: mpsc::Sender<Out>,
     /// The connection task, which ends when this handle is dropped.
-    _task: tokio_util::task::AbortOnDropHandle<()>,
+    task: std::sync::Mutex<Option<tokio_util::task::AbortOnDropHandle<()>>>,
     link: watch::Receiver<Link>,
     send_timeout: Duration,
 }
@@ -169,10 +169,19 @@ impl Xmpp {
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task.run(out_rx, shutdown)));
         Ok(Arc::new(Xmpp {
             out: out_tx,
-            _task: task,
+            task: std::sync::Mutex::new(Some(task)),
             link: link_rx,
             send_timeout: Duration::from_secs(cfg.send_timeout_secs),
         }))
+    }
+
+    /// Wait (a few seconds at most) for the connection task to close the session after
+    /// shutdown.
+    pub async fn closed(&self) {
+        let task = self.task.lock().expect("task lock").take();
+        if let Some(t) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
     }
 
     /// Whether the connection is up (for readiness).
@@ -429,13 +438,17 @@ impl Connection {
     }
 
     /// Replace the client with a fresh one (a new login, no stream state carried over). The
-    /// old one is dropped, not closed: closing would flush stanzas it still queues, which
-    /// the jobs that gave up on them send again.
+    /// old one is closed in the background, bounded in time (dropping it makes tokio-xmpp's
+    /// worker panic); a stanza it still queued could go out then — next to the retry of its
+    /// job, which is the at-least-once the channel promises anyway.
     fn relogin(&mut self) {
         let Ok(fresh) = new_client(&self.cfg, &self.me) else {
             return;
         };
-        drop(std::mem::replace(&mut self.client, fresh));
+        let old = std::mem::replace(&mut self.client, fresh);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.send_end()).await;
+        });
         let _ = self.link.send(Link::Offline);
         metrics::counter!("tocsin_delivery_xmpp_relogins_total").increment(1);
     }
