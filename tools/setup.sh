@@ -32,6 +32,8 @@ command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 command -v openssl >/dev/null 2>&1 || apt_install openssl
 # the XMPP tests run a real Prosody (Debian's package; its system service is not used)
 command -v prosody >/dev/null 2>&1 || apt_install prosody
+# the e-mail tests send with swaks, Debian's SMTP client
+command -v swaks >/dev/null 2>&1 || apt_install swaks
 # ... and a real Kannel SMS gateway with its fake SMSC
 { command -v bearerbox >/dev/null 2>&1 && [ -x /usr/lib/kannel/test/fakesmsc ]; } || apt_install kannel kannel-extras
 if [ ! -x "$VENV/bin/python" ]; then

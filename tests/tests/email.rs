@@ -404,10 +404,138 @@ async fn only_allowed_senders_reach_an_address_that_lists_them() -> anyhow::Resu
     )
     .await?;
     assert!(ok.is_positive());
-    wait_for(Duration::from_secs(20), "the allowed message", || async {
-        (h.history_titles(&token).await.ok()? == ["allowed"]).then_some(())
+    // the refusal is in Ann's history (once, however often eve tries), next to the message
+    for _ in 0..3 {
+        let _ = send_mail_from(
+            in_port,
+            "eve@example.org",
+            &inbound,
+            b"Subject: spam\r\n\r\nx\r\n",
+        )
+        .await;
+    }
+    let items = wait_for(Duration::from_secs(20), "the allowed message", || async {
+        let items = h.history(&token).await.ok()?;
+        (items.len() >= 2).then_some(items)
     })
     .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let titles = h.history_titles(&token).await?;
+    assert_eq!(
+        titles.iter().filter(|t| t.starts_with("Refused")).count(),
+        1,
+        "{titles:?}"
+    );
+    assert!(titles.contains(&"allowed".to_owned()), "{titles:?}");
+    let refusal = items
+        .iter()
+        .find(|i| i["notification"]["title"] == "Refused an e-mail from eve@example.org")
+        .expect("the refusal");
+    assert_eq!(refusal["timeline"][0]["kind"], "refused");
+    assert!(
+        refusal["timeline"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not on the address's allowed senders")
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Debian's swaks, the real SMTP client, as a sender would use it.
+fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> anyhow::Result<String> {
+    let mut cmd = std::process::Command::new("swaks");
+    cmd.args([
+        "--server",
+        &format!("127.0.0.1:{port}"),
+        "--from",
+        from,
+        "--to",
+        to,
+    ])
+    .args(["--body", body, "--timeout", "20"]);
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run swaks ({e}): run `make tools`"))?;
+    let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(out.status.success(), "swaks failed: {transcript}");
+    Ok(transcript)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_forwards_an_alert_that_reaches_history_and_an_smtp_server() -> anyhow::Result<()> {
+    let out_port = free_port();
+    let smtp_out = SmtpSink::start(out_port)?;
+    let in_port = free_port();
+    let h = Harness::start_with("e2eswaks", move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
+        s.delivery.channels = vec![Channel::Email];
+        s.delivery.smtp = SmtpConfig {
+            host: "127.0.0.1".into(),
+            port: out_port,
+            tls: SmtpTls::None,
+            from: "tocsin <notify@tocsin.test>".into(),
+            timeout_secs: 5,
+            ..Default::default()
+        };
+    })
+    .await?;
+    let created = h.create_user_json("sam").await?;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "email", "address": "sam@example.org"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let body = "see below\n\n---------- Forwarded message ---------\nFrom: Sensors <sensors@facility.example.net>\nDate: Sat, 21 Nov 2026 14:55:00 +0000\nSubject: Server room temperature high\nTo: sam@example.org\n\nRoom B2 is at 31.5 C (threshold 28 C).\nDashboard: https://facility.example.net/rooms/b2\n";
+    let started = std::time::Instant::now();
+    let transcript = swaks(
+        in_port,
+        "sam@example.org",
+        &inbound,
+        &["Subject: Fw: Server room temperature high"],
+        body,
+    )?;
+    assert!(
+        transcript.contains("250 2.0.0 OK queued as"),
+        "{transcript}"
+    );
+    let items = wait_for(Duration::from_secs(20), "the alert in history", || async {
+        let items = h.history(&token).await.ok()?;
+        (!items.is_empty()).then_some(items)
+    })
+    .await?;
+    let n = &items[0]["notification"];
+    assert_eq!(
+        n["title"], "Server room temperature high",
+        "the original subject"
+    );
+    assert_eq!(
+        n["source"]["label"], "Sensors <sensors@facility.example.net>",
+        "the original sender"
+    );
+    assert_eq!(n["url"], "https://facility.example.net/rooms/b2");
+    let out = wait_for(Duration::from_secs(20), "the e-mail out", || async {
+        smtp_out.messages().into_iter().next()
+    })
+    .await?;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        header(&out, "Subject"),
+        Some("Server room temperature high"),
+        "{out}"
+    );
+    assert!(out.contains("Room B2 is at 31.5 C"), "{out}");
+    assert_eq!(header(&out, "X-RcptTo"), Some("sam@example.org"));
     h.shutdown().await;
     Ok(())
 }

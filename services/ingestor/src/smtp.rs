@@ -64,11 +64,30 @@ pub fn load_tls(
     Ok(Arc::new(config))
 }
 
-/// A token bucket per inbound address.
+/// A token bucket per inbound address, and when a refusal was last recorded for it.
 #[derive(Default)]
-struct RateLimits(std::sync::Mutex<std::collections::HashMap<UserId, (f64, std::time::Instant)>>);
+struct RateLimits(
+    std::sync::Mutex<std::collections::HashMap<UserId, (f64, std::time::Instant)>>,
+    std::sync::Mutex<std::collections::HashMap<UserId, std::time::Instant>>,
+);
 
 impl RateLimits {
+    /// Whether a refusal for `user` should be recorded now (one a minute per address).
+    fn report_due(&self, user: &UserId) -> bool {
+        let now = std::time::Instant::now();
+        let mut map = self.1.lock().expect("report lock");
+        if map.len() > 100_000 {
+            map.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        match map.get(user) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(60) => false,
+            _ => {
+                map.insert(user.clone(), now);
+                true
+            }
+        }
+    }
+
     /// Take one token for `user`; false when the address is over its rate.
     fn take(&self, user: &UserId, per_minute: u32) -> bool {
         if per_minute == 0 {
@@ -255,9 +274,16 @@ fn session<'a>(
                         "452 4.5.3 too many recipients\r\n".into()
                     }
                     (Some(sender), Some((path, _))) => match recipient(ctx, &path, sender).await {
-                        Ok(Recipient::SenderRefused) => {
+                        Ok(Recipient::SenderRefused(user)) => {
                             metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "sender")
                                 .increment(1);
+                            refused(
+                                ctx,
+                                &user,
+                                sender,
+                                "the sender is not on the address's allowed senders (550)",
+                            )
+                            .await;
                             "550 5.7.1 this sender may not mail this address\r\n".into()
                         }
                         Ok(Recipient::User(user))
@@ -266,6 +292,7 @@ fn session<'a>(
                             metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
                                 .increment(1);
                             warn!(%user, "inbound address over its rate; asking the sender to retry later");
+                            refused(ctx, &user, sender, &format!("over the address's limit of {} messages a minute; the sender was asked to retry later (450)", ctx.cfg.per_address_per_minute)).await;
                             "450 4.7.1 too many messages for this address, try again later\r\n"
                                 .into()
                         }
@@ -289,6 +316,13 @@ fn session<'a>(
                     let data = match read_data(&mut r, ctx.cfg.max_message_bytes, timeout).await? {
                         Some(d) => d,
                         None => {
+                            let reason = format!(
+                                "larger than the limit of {} bytes (552)",
+                                ctx.cfg.max_message_bytes
+                            );
+                            for u in &rcpts {
+                                refused(ctx, u, from.as_deref().unwrap_or(""), &reason).await;
+                            }
                             from = None;
                             rcpts.clear();
                             let msg = format!(
@@ -299,7 +333,7 @@ fn session<'a>(
                             continue;
                         }
                     };
-                    let reply = deliver(ctx, &rcpts, &data).await;
+                    let reply = deliver(ctx, &rcpts, from.as_deref().unwrap_or(""), &data).await;
                     from = None;
                     rcpts.clear();
                     reply
@@ -366,7 +400,7 @@ enum Recipient {
     User(UserId),
     Unknown,
     /// The address exists, but its owner does not take mail from this sender.
-    SenderRefused,
+    SenderRefused(UserId),
 }
 
 /// The user an inbound address belongs to: `<user>.<secret>@…`, secret checked against the
@@ -400,7 +434,7 @@ async fn recipient(ctx: &Ctx, address: &str, sender: &str) -> Result<Recipient, 
         return Ok(Recipient::Unknown);
     }
     if !tocsin_model::sender_allowed(&record.allowed_senders, sender) {
-        return Ok(Recipient::SenderRefused);
+        return Ok(Recipient::SenderRefused(user));
     }
     Ok(Recipient::User(user))
 }
@@ -446,9 +480,35 @@ async fn read_data<R: AsyncRead + Unpin>(
     }
 }
 
+/// Record in `user`'s history that something from `sender` was refused — at most once a
+/// minute per address, so a flood of refusals cannot flood the history.
+async fn refused(ctx: &Ctx, user: &UserId, sender: &str, reason: &str) {
+    if !ctx.limits.report_due(user) {
+        return;
+    }
+    let at_ms = now_ms();
+    let msg = AvatarMessage::Refused {
+        source: SourceKind::Email,
+        from: sender.to_owned(),
+        reason: reason.to_owned(),
+        at_ms,
+    };
+    let subject = ctx
+        .bus
+        .subjects()
+        .silo(ctx.bus.silo_of(user), user.as_str(), msg.kind());
+    let id = format!("refused:{user}:{at_ms}");
+    if let Err(e) = ctx.bus.publish_json(subject, &id, &msg).await {
+        debug!(%user, error = %e, "cannot record a refusal in the user's history");
+    }
+}
+
 /// Turn the message into a notification for every recipient; the reply to give.
-async fn deliver(ctx: &Ctx, rcpts: &[UserId], data: &[u8]) -> String {
+async fn deliver(ctx: &Ctx, rcpts: &[UserId], sender: &str, data: &[u8]) -> String {
     let Some(parsed) = mail::parse(data) else {
+        for u in rcpts {
+            refused(ctx, u, sender, "not readable as an e-mail (554)").await;
+        }
         return "554 5.6.0 the message could not be parsed as an e-mail\r\n".into();
     };
     metrics::counter!("tocsin_ingestor_mail_total").increment(1);

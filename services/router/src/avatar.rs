@@ -187,6 +187,64 @@ pub fn apply(
             );
             fx
         }
+        AvatarMessage::Refused {
+            source,
+            from,
+            reason,
+            at_ms,
+        } => {
+            if record.is_none() {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            }
+            let from = tocsin_model::text::truncate(&tocsin_model::text::one_line(&from), 200);
+            let id = tocsin_model::digest(&[
+                "refused",
+                user.as_str(),
+                &from,
+                &reason,
+                &at_ms.to_string(),
+            ]);
+            let what = match source {
+                tocsin_model::SourceKind::Email => "e-mail",
+                _ => "message",
+            };
+            let notification = Notification {
+                id: tocsin_model::NotificationId(format!("x{}", &id[..32])),
+                user: user.clone(),
+                source: tocsin_model::SourceRef {
+                    kind: source,
+                    id: None,
+                    label: from.clone(),
+                },
+                title: format!(
+                    "Refused an {what} from {}",
+                    if from.is_empty() { "<>" } else { &from }
+                ),
+                body: reason.clone(),
+                url: None,
+                priority: tocsin_model::Priority::LOWEST,
+                tags: vec!["refused".into()],
+                created_at_ms: at_ms,
+                published_at_ms: None,
+                dedup_key: None,
+            };
+            Effects {
+                history: vec![HistoryRecord::Notification {
+                    notification,
+                    entry: TimelineEntry {
+                        at_ms,
+                        kind: "refused".into(),
+                        channel: None,
+                        detail: reason,
+                    },
+                }],
+                outcome: "refused",
+                ..Default::default()
+            }
+        }
         AvatarMessage::Tick { .. } => {
             let Some(r) = record.as_mut() else {
                 return Effects {

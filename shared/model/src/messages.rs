@@ -140,6 +140,15 @@ pub enum AvatarMessage {
     },
     /// Escalation timers are due (from the router's timer scheduler).
     Tick { at_ms: Millis },
+    /// Something addressed to the user was refused (an e-mail from a sender not on the list,
+    /// over the rate, too large, unreadable), recorded in the user's history.
+    Refused {
+        source: SourceKind,
+        /// Who sent it (the envelope sender for e-mail).
+        from: String,
+        reason: String,
+        at_ms: Millis,
+    },
 }
 
 impl AvatarMessage {
@@ -154,6 +163,7 @@ impl AvatarMessage {
             AvatarMessage::Reply { .. } => "reply",
             AvatarMessage::Ack { .. } => "ack",
             AvatarMessage::Tick { .. } => "tick",
+            AvatarMessage::Refused { .. } => "refused",
         }
     }
 }
