@@ -34,6 +34,8 @@ command -v openssl >/dev/null 2>&1 || apt_install openssl
 command -v prosody >/dev/null 2>&1 || apt_install prosody
 # the e-mail tests send with swaks, Debian's SMTP client
 command -v swaks >/dev/null 2>&1 || apt_install swaks
+# ... and the SPF/DKIM tests answer DNS with dnsmasq
+command -v dnsmasq >/dev/null 2>&1 || apt_install dnsmasq-base
 # ... and a real Kannel SMS gateway with its fake SMSC
 { command -v bearerbox >/dev/null 2>&1 && [ -x /usr/lib/kannel/test/fakesmsc ]; } || apt_install kannel kannel-extras
 if [ ! -x "$VENV/bin/python" ]; then

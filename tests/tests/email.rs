@@ -539,3 +539,114 @@ async fn swaks_forwards_an_alert_that_reaches_history_and_an_smtp_server() -> an
     h.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_requires_it_takes_only_mail_passing_spf_or_dkim() -> anyhow::Result<()> {
+    use base64::Engine;
+    use mail_auth::common::crypto::Ed25519Key;
+    use mail_auth::common::headers::HeaderWriter;
+    use mail_auth::dkim::DkimSigner;
+    let pkcs8 = Ed25519Key::generate_pkcs8().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = Ed25519Key::from_pkcs8_der(&pkcs8).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let public = base64::engine::general_purpose::STANDARD.encode(key.public_key());
+    let dkim_record = format!("v=DKIM1; k=ed25519; p={public}");
+    let dns = tocsin_testkit::Dns::start(&[
+        ("example.org", "v=spf1 ip4:127.0.0.1 -all"),
+        ("evil.example", "v=spf1 -all"),
+        ("sel._domainkey.signed.example", &dkim_record),
+    ])?;
+    let in_port = free_port();
+    let dns_addr = dns.addr();
+    let h = Harness::start_with("e2emailauth", move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
+        s.ingestor.smtp_verify_senders = true;
+        s.ingestor.smtp_dns_server = dns_addr;
+    })
+    .await?;
+    let created = h.create_user_json("strict").await?;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/inbound",
+            Some(&token),
+            Some(json!({"allowed_senders": [], "require_authenticated": true})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+
+    // SPF passes: 127.0.0.1 may send for example.org
+    let ok = send_mail_from(
+        in_port,
+        "alerts@example.org",
+        &inbound,
+        b"From: alerts@example.org\r\nSubject: spf passes\r\n\r\nx\r\n",
+    )
+    .await?;
+    assert!(ok.is_positive());
+    // SPF fails and nothing is signed: refused, and the refusal is in the history
+    let e = send_mail_from(
+        in_port,
+        "ceo@evil.example",
+        &inbound,
+        b"From: ceo@evil.example\r\nSubject: wire the money\r\n\r\nnow\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("5.7.26"), "{e}");
+    // no SPF record, but a DKIM signature by the From domain
+    let body = b"From: bot@signed.example\r\nTo: strict@example.org\r\nSubject: dkim passes\r\n\r\nsigned body\r\n";
+    let signer = DkimSigner::from_key(key)
+        .domain("signed.example")
+        .selector("sel")
+        .headers(["From", "To", "Subject"]);
+    let signature = signer.sign(body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut signed = signature.to_header().into_bytes();
+    signed.extend_from_slice(body);
+    assert!(
+        send_mail_from(in_port, "bot@signed.example", &inbound, &signed)
+            .await?
+            .is_positive()
+    );
+    // the same signature on a changed body fails
+    let mut tampered = signature.to_header().into_bytes();
+    tampered.extend_from_slice(&body[..body.len() - 6]);
+    tampered.extend_from_slice(b"EVIL\r\n");
+    let e = send_mail_from(in_port, "bot@signed.example", &inbound, &tampered)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("5.7.26"), "{e}");
+
+    let items = wait_for(Duration::from_secs(20), "three history items", || async {
+        let items = h.history(&token).await.ok()?;
+        (items.len() >= 3).then_some(items)
+    })
+    .await?;
+    let by_title = |t: &str| {
+        items
+            .iter()
+            .find(|i| i["notification"]["title"] == t)
+            .unwrap_or_else(|| panic!("{t} in {items:?}"))
+            .clone()
+    };
+    let spf = by_title("spf passes");
+    let tags = spf["notification"]["tags"].as_array().unwrap();
+    assert!(tags.contains(&json!("spf:pass")), "{tags:?}");
+    let dkim = by_title("dkim passes");
+    let tags = dkim["notification"]["tags"].as_array().unwrap();
+    assert!(
+        tags.contains(&json!("dkim:pass")) && tags.contains(&json!("spf:none")),
+        "{tags:?}"
+    );
+    let refused = by_title("Refused an e-mail from ceo@evil.example");
+    assert!(
+        refused["timeline"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SPF fail, DKIM none"),
+        "{refused}"
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -623,6 +623,7 @@ async fn get_inbound(
         "domain": state.cfg.inbound_domain,
         "enabled": !u.inbound_token_hash.is_empty(),
         "allowed_senders": u.allowed_senders,
+        "require_authenticated": u.require_authenticated_mail,
     })))
 }
 
@@ -630,6 +631,9 @@ async fn get_inbound(
 #[serde(deny_unknown_fields)]
 struct PutInbound {
     allowed_senders: Vec<String>,
+    /// Take only mail that passes SPF or DKIM.
+    #[serde(default)]
+    require_authenticated: bool,
 }
 
 async fn put_inbound(
@@ -650,13 +654,16 @@ async fn put_inbound(
         &u.id,
         Command::SetAllowedSenders {
             senders: senders.clone(),
+            require_authenticated: req.require_authenticated,
         },
     )
     .await?;
     if !reply.ok {
         return Err(refusal(reply));
     }
-    Ok(Json(json!({ "allowed_senders": senders })))
+    Ok(Json(
+        json!({ "allowed_senders": senders, "require_authenticated": req.require_authenticated }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@
 //! subscribers whose filter matches. Notification ids are derived from (user, source, item),
 //! so a repeat after a crash is deduplicated by JetStream and by the avatar.
 
+pub mod auth;
 pub mod fetch;
 pub mod mail;
 pub mod normalize;
@@ -89,6 +90,10 @@ pub struct IngestorConfig {
     /// PEM certificate chain and key: when both are set the SMTP ingress offers STARTTLS.
     pub smtp_tls_cert: String,
     pub smtp_tls_key: String,
+    /// Check SPF and DKIM of inbound mail (results become tags; users may require a pass).
+    pub smtp_verify_senders: bool,
+    /// The DNS server for those checks (`ip:port`); empty: the system's resolvers.
+    pub smtp_dns_server: String,
 }
 
 impl Default for IngestorConfig {
@@ -122,6 +127,8 @@ impl Default for IngestorConfig {
             smtp_per_address_per_minute: 60,
             smtp_tls_cert: String::new(),
             smtp_tls_key: String::new(),
+            smtp_verify_senders: false,
+            smtp_dns_server: String::new(),
         }
     }
 }
@@ -187,6 +194,17 @@ impl IngestorConfig {
                 || self.smtp_timeout_secs == 0)
         {
             p.push("ingestor.smtp_max_message_bytes, smtp_max_connections and smtp_timeout_secs: must be greater than 0".into());
+        }
+        if !self.smtp_dns_server.is_empty()
+            && self
+                .smtp_dns_server
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            p.push(format!(
+                "ingestor.smtp_dns_server: {:?} is not ip:port (e.g. 127.0.0.1:53)",
+                self.smtp_dns_server
+            ));
         }
         if self.smtp_tls_cert.is_empty() != self.smtp_tls_key.is_empty() {
             p.push("ingestor.smtp_tls_cert and smtp_tls_key: set both or neither".into());
@@ -470,6 +488,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             command_timeout: Duration::from_secs(shared.cfg.smtp_timeout_secs),
             max_recipients: 50,
             per_address_per_minute: shared.cfg.smtp_per_address_per_minute,
+            sender_check: if shared.cfg.smtp_verify_senders {
+                Some(Arc::new(
+                    auth::SenderCheck::new(&shared.cfg.smtp_dns_server)
+                        .map_err(IngestorError::Setup)?,
+                ))
+            } else {
+                None
+            },
             tls: if shared.cfg.smtp_tls_cert.is_empty() {
                 None
             } else {

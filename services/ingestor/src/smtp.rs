@@ -36,6 +36,8 @@ pub struct SmtpSettings {
     pub per_address_per_minute: u32,
     /// Offer STARTTLS with this server configuration.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Check SPF and DKIM of every message (`ingestor.smtp_verify_senders`).
+    pub sender_check: Option<Arc<crate::auth::SenderCheck>>,
 }
 
 /// A TLS server configuration from a PEM certificate chain and private key.
@@ -159,7 +161,7 @@ pub async fn serve(
                     .await;
                 return;
             };
-            if let Err(e) = session(&ctx, Box::new(stream), false).await {
+            if let Err(e) = session(&ctx, Box::new(stream), false, peer.ip()).await {
                 debug!(%peer, error = %e, "smtp session ended");
             }
         });
@@ -210,6 +212,7 @@ fn session<'a>(
     ctx: &'a Ctx,
     stream: Box<dyn Io + 'a>,
     secured: bool,
+    peer: std::net::IpAddr,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + 'a>> {
     Box::pin(async move {
         let host = ctx.cfg.hostname.clone();
@@ -222,7 +225,9 @@ fn session<'a>(
                 .await?;
         }
         let mut from: Option<String> = None;
-        let mut rcpts: Vec<UserId> = Vec::new();
+        // each recipient, and whether they take only authenticated mail
+        let mut rcpts: Vec<(UserId, bool)> = Vec::new();
+        let mut helo = String::new();
         loop {
             let line = match read_line(&mut r, 1000, timeout).await {
                 Ok(Line::Text(l)) => String::from_utf8_lossy(&l).into_owned(),
@@ -241,12 +246,19 @@ fn session<'a>(
                 None => (line.trim().to_ascii_uppercase(), String::new()),
             };
             let reply: String = match verb.as_str() {
-                "EHLO" => format!(
-                    "250-{host} hello\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n{}250 ENHANCEDSTATUSCODES\r\n",
-                    ctx.cfg.max_message_bytes,
-                    if offer_tls { "250-STARTTLS\r\n" } else { "" }
-                ),
-                "HELO" => format!("250 {host} hello\r\n"),
+                "EHLO" | "HELO" if arg.is_empty() => "501 5.5.4 syntax: EHLO domain\r\n".into(),
+                "EHLO" => {
+                    helo = arg.chars().take(255).collect();
+                    format!(
+                        "250-{host} hello\r\n250-SIZE {}\r\n250-8BITMIME\r\n250-PIPELINING\r\n{}250 ENHANCEDSTATUSCODES\r\n",
+                        ctx.cfg.max_message_bytes,
+                        if offer_tls { "250-STARTTLS\r\n" } else { "" }
+                    )
+                }
+                "HELO" => {
+                    helo = arg.chars().take(255).collect();
+                    format!("250 {host} hello\r\n")
+                }
                 "MAIL" => match parse_path(&arg, "FROM:") {
                     None => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
                     Some((path, params)) => {
@@ -286,7 +298,7 @@ fn session<'a>(
                             .await;
                             "550 5.7.1 this sender may not mail this address\r\n".into()
                         }
-                        Ok(Recipient::User(user))
+                        Ok(Recipient::User(user, _))
                             if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) =>
                         {
                             metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
@@ -296,9 +308,9 @@ fn session<'a>(
                             "450 4.7.1 too many messages for this address, try again later\r\n"
                                 .into()
                         }
-                        Ok(Recipient::User(user)) => {
-                            if !rcpts.contains(&user) {
-                                rcpts.push(user);
+                        Ok(Recipient::User(user, strict)) => {
+                            if !rcpts.iter().any(|(u, _)| *u == user) {
+                                rcpts.push((user, strict));
                             }
                             "250 2.1.5 OK\r\n".into()
                         }
@@ -320,7 +332,7 @@ fn session<'a>(
                                 "larger than the limit of {} bytes (552)",
                                 ctx.cfg.max_message_bytes
                             );
-                            for u in &rcpts {
+                            for (u, _) in &rcpts {
                                 refused(ctx, u, from.as_deref().unwrap_or(""), &reason).await;
                             }
                             from = None;
@@ -333,7 +345,12 @@ fn session<'a>(
                             continue;
                         }
                     };
-                    let reply = deliver(ctx, &rcpts, from.as_deref().unwrap_or(""), &data).await;
+                    let envelope = Envelope {
+                        peer,
+                        helo: &helo,
+                        sender: from.as_deref().unwrap_or(""),
+                    };
+                    let reply = deliver(ctx, &rcpts, &envelope, &data).await;
                     from = None;
                     rcpts.clear();
                     reply
@@ -371,7 +388,7 @@ fn session<'a>(
                                 "TLS handshake timeout",
                             )
                         })??;
-                    return session(ctx, Box::new(tls), true).await;
+                    return session(ctx, Box::new(tls), true, peer).await;
                 }
                 "STARTTLS" if secured => "503 5.5.1 TLS already active\r\n".into(),
                 "STARTTLS" => {
@@ -397,7 +414,8 @@ fn parse_path(arg: &str, keyword: &str) -> Option<(String, String)> {
 }
 
 enum Recipient {
-    User(UserId),
+    /// A user, and whether they take only authenticated (SPF or DKIM) mail.
+    User(UserId, bool),
     Unknown,
     /// The address exists, but its owner does not take mail from this sender.
     SenderRefused(UserId),
@@ -436,7 +454,7 @@ async fn recipient(ctx: &Ctx, address: &str, sender: &str) -> Result<Recipient, 
     if !tocsin_model::sender_allowed(&record.allowed_senders, sender) {
         return Ok(Recipient::SenderRefused(user));
     }
-    Ok(Recipient::User(user))
+    Ok(Recipient::User(user, record.require_authenticated_mail))
 }
 
 /// Read the message up to the lone dot, undoing dot-stuffing. `None` when it is larger than
@@ -504,20 +522,59 @@ async fn refused(ctx: &Ctx, user: &UserId, sender: &str, reason: &str) {
 }
 
 /// Turn the message into a notification for every recipient; the reply to give.
-async fn deliver(ctx: &Ctx, rcpts: &[UserId], sender: &str, data: &[u8]) -> String {
+/// Where a message came from.
+struct Envelope<'a> {
+    peer: std::net::IpAddr,
+    helo: &'a str,
+    sender: &'a str,
+}
+
+async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: &[u8]) -> String {
+    let sender = env.sender;
     let Some(parsed) = mail::parse(data) else {
-        for u in rcpts {
+        for (u, _) in rcpts {
             refused(ctx, u, sender, "not readable as an e-mail (554)").await;
         }
         return "554 5.6.0 the message could not be parsed as an e-mail\r\n".into();
     };
+    let verdict = match &ctx.cfg.sender_check {
+        Some(c) => Some(c.check(env.peer, env.helo, sender, data).await),
+        None => None,
+    };
+    let mut accepted: Vec<&UserId> = Vec::new();
+    for (u, strict) in rcpts {
+        match (&verdict, strict) {
+            (_, false) => accepted.push(u),
+            (Some(v), true) if v.authenticated => accepted.push(u),
+            (Some(v), true) => {
+                let reason = format!(
+                    "not authenticated ({}) and the address takes only authenticated mail (550 5.7.26)",
+                    v.describe()
+                );
+                refused(ctx, u, sender, &reason).await;
+            }
+            (None, true) => {
+                let reason = "the address takes only authenticated mail, and this server does not check SPF/DKIM (ingestor.smtp_verify_senders is off) (550 5.7.26)";
+                refused(ctx, u, sender, reason).await;
+            }
+        }
+    }
+    if accepted.is_empty() {
+        metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "unauthenticated")
+            .increment(1);
+        return "550 5.7.26 this address takes only mail that passes SPF or DKIM\r\n".into();
+    }
+    let mut tags = vec!["email".to_owned()];
+    if let Some(v) = &verdict {
+        tags.extend(v.tags());
+    }
     metrics::counter!("tocsin_ingestor_mail_total").increment(1);
     let key = parsed
         .message_id
         .clone()
         .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(data)]));
     let mut ids = Vec::new();
-    for user in rcpts {
+    for user in accepted.iter().copied() {
         let n = Notification {
             id: NotificationId::for_mail(user, &key),
             user: user.clone(),
@@ -534,7 +591,7 @@ async fn deliver(ctx: &Ctx, rcpts: &[UserId], sender: &str, data: &[u8]) -> Stri
             body: parsed.body(),
             url: parsed.links.first().cloned(),
             priority: parsed.priority(),
-            tags: vec!["email".into()],
+            tags: tags.clone(),
             created_at_ms: now_ms(),
             published_at_ms: parsed.date_ms,
             dedup_key: parsed.message_id.clone().map(|m| format!("mid:{m}")),
@@ -555,7 +612,7 @@ async fn deliver(ctx: &Ctx, rcpts: &[UserId], sender: &str, data: &[u8]) -> Stri
         }
         ids.push(id);
     }
-    info!(recipients = rcpts.len(), from = %parsed.from, "inbound e-mail queued");
+    info!(recipients = accepted.len(), from = %parsed.from, "inbound e-mail queued");
     format!("250 2.0.0 OK queued as {}\r\n", ids.join(","))
 }
 

@@ -371,6 +371,7 @@ fn command_effects(
                 sources: vec![],
                 destinations: vec![],
                 allowed_senders: vec![],
+                require_authenticated_mail: false,
                 source_status: Default::default(),
                 recent: Default::default(),
                 reach: Default::default(),
@@ -442,8 +443,12 @@ fn command_effects(
             fx.dirty = true;
             Ok(())
         }
-        Command::SetAllowedSenders { senders } => {
+        Command::SetAllowedSenders {
+            senders,
+            require_authenticated,
+        } => {
             let r = existing(user, record)?;
+            r.require_authenticated_mail = require_authenticated;
             r.allowed_senders = tocsin_model::validate_allowed_senders(&senders)
                 .map_err(|e| ("invalid", format!("allowed_senders: {e}")))?;
             fx.dirty = true;

@@ -194,6 +194,9 @@ pub enum Command {
     /// Who may send to the user's inbound address (empty: anyone).
     SetAllowedSenders {
         senders: Vec<String>,
+        /// Take only mail that passes SPF or DKIM.
+        #[serde(default)]
+        require_authenticated: bool,
     },
     /// The user's escalation policy (None: back to the default).
     SetPolicy {

@@ -28,6 +28,9 @@ pub struct UserRecord {
     /// `@example.org` (a whole domain). Empty: anyone.
     #[serde(default)]
     pub allowed_senders: Vec<String>,
+    /// Take only mail that passes SPF or (aligned) DKIM at the inbound address.
+    #[serde(default)]
+    pub require_authenticated_mail: bool,
     /// The latest status the ingestor reported per source id.
     #[serde(default)]
     pub source_status: BTreeMap<String, SourceStatus>,
