@@ -36,6 +36,8 @@ command -v prosody >/dev/null 2>&1 || apt_install prosody
 command -v swaks >/dev/null 2>&1 || apt_install swaks
 # ... and the SPF/DKIM tests answer DNS with dnsmasq
 command -v dnsmasq >/dev/null 2>&1 || apt_install dnsmasq-base
+# ... and the IMAP tests watch a real Dovecot (mail put in with LMTP)
+{ command -v dovecot >/dev/null 2>&1 && [ -e /usr/lib/dovecot/lmtp ]; } || apt_install dovecot-imapd dovecot-lmtpd
 # ... and a real Kannel SMS gateway with its fake SMSC
 { command -v bearerbox >/dev/null 2>&1 && [ -x /usr/lib/kannel/test/fakesmsc ]; } || apt_install kannel kannel-extras
 if [ ! -x "$VENV/bin/python" ]; then

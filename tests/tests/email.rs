@@ -650,3 +650,92 @@ async fn an_address_that_requires_it_takes_only_mail_passing_spf_or_dkim() -> an
     h.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_imap_mailbox_turns_new_mail_into_notifications() -> anyhow::Result<()> {
+    let dovecot = tocsin_testkit::Dovecot::start(&[("ann@example.test", "imap-password")])?;
+    let mut h = Harness::start_with("e2eimap", |_| {}).await?;
+    let (_, token, _) = h.create_user("ann").await?;
+    let source = |password: &str| {
+        json!({
+            "kind": "imap", "host": "127.0.0.1", "port": dovecot.imap_port, "tls": "none",
+            "username": "ann@example.test", "password": password, "label": "work mail",
+            "filter": {"exclude": ["newsletter"]}
+        })
+    };
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&token),
+            Some(source("imap-password")),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    assert!(
+        !v.to_string().contains("imap-password"),
+        "the password is echoed: {v}"
+    );
+    let alert = std::fs::read_to_string(
+        tocsin_testkit::workspace_root().join("services/ingestor/tests/mail/grafana-alert.eml"),
+    )?;
+    dovecot.deliver("ann@example.test", &alert)?;
+    dovecot.deliver(
+        "ann@example.test",
+        "From: news@example.test\r\nSubject: Weekly newsletter\r\nMessage-ID: <nl-1@example.test>\r\n\r\nhello\r\n",
+    )?;
+    h.wait_for_title(&token, "[FIRING:1] DiskSpaceLow db1 (prod)")
+        .await?;
+    wait_for(
+        Duration::from_secs(20),
+        "both messages marked seen",
+        || async { (dovecot.seen("ann@example.test") == 2).then_some(()) },
+    )
+    .await?;
+    let items = h.history(&token).await?;
+    assert_eq!(items.len(), 1, "the newsletter is filtered out");
+    let n = &items[0]["notification"];
+    assert_eq!(n["priority"], 5);
+    assert!(n["tags"].as_array().unwrap().contains(&json!("imap")));
+    // the source reports itself healthy, and no password is stored where the API reads
+    let sources = h.wait_sources_checked(&token, 1).await?;
+    assert_eq!(sources[0]["status"]["ok"], true, "{sources:?}");
+    assert!(!sources[0].to_string().contains("imap-password"));
+
+    // the ingestor restarts: the watch resumes from its bucket
+    h.kill(common::Svc::Ingestor).await;
+    h.start_service(common::Svc::Ingestor);
+    dovecot.deliver(
+        "ann@example.test",
+        "From: ci@example.test\r\nSubject: Build failed on main\r\nMessage-ID: <ci-7@example.test>\r\n\r\nstep 3 of 5\r\n",
+    )?;
+    h.wait_for_title(&token, "Build failed on main").await?;
+
+    // a wrong password: the source says so
+    let (_, other, _) = h.create_user("bob").await?;
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&other),
+            Some(source("wrong")),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let sources = wait_for(Duration::from_secs(20), "the login failure", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/sources", Some(&other), None)
+            .await
+            .ok()?;
+        let s = v["sources"].as_array()?.clone();
+        (s.first()?["status"]["ok"] == false).then_some(s)
+    })
+    .await?;
+    let error = sources[0]["status"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("login as ann@example.test refused"),
+        "{error}"
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -442,7 +442,23 @@ async fn list_sources(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddSource {
+    /// `feed` (the default) or `imap`.
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
     url: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    tls: Option<tocsin_model::ImapTls>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    mailbox: Option<String>,
     #[serde(default)]
     label: String,
     #[serde(default)]
@@ -458,8 +474,35 @@ async fn add_source(
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: AddSource = parse_body(&body)?;
-    let url = tocsin_model::validate_feed_url(&req.url)
-        .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?;
+    let spec = match req.kind.as_deref().unwrap_or("feed") {
+        "feed" => SourceSpec::Feed {
+            url: tocsin_model::validate_feed_url(&req.url)
+                .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
+            deliver_existing: req.deliver_existing,
+        },
+        "imap" => {
+            let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
+            SourceSpec::Imap {
+                host: req.host.trim().to_owned(),
+                port: req.port.unwrap_or(match tls {
+                    tocsin_model::ImapTls::Tls => 993,
+                    tocsin_model::ImapTls::None => 143,
+                }),
+                tls,
+                username: req.username.clone(),
+                password: Some(req.password.clone().filter(|p| !p.is_empty()).ok_or_else(
+                    || ApiError::bad_request("password: needed", Some("password".into())),
+                )?),
+                mailbox: req.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                format!("kind: {other:?} is not a source kind (feed, imap)"),
+                Some("kind".into()),
+            ));
+        }
+    };
     if let Some(e) = req.filter.validate("filter.").into_iter().next() {
         return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
     }
@@ -471,10 +514,7 @@ async fn add_source(
     }
     let source = Source {
         id: format!("s{}", random_hex(6)),
-        spec: SourceSpec::Feed {
-            url,
-            deliver_existing: req.deliver_existing,
-        },
+        spec,
         filter: req.filter,
         label: req.label.trim().to_owned(),
         created_at_ms: now_ms(),
@@ -489,6 +529,10 @@ async fn add_source(
     .await?;
     if !reply.ok {
         return Err(refusal(reply));
+    }
+    let mut source = source;
+    if let SourceSpec::Imap { password, .. } = &mut source.spec {
+        *password = None;
     }
     Ok((StatusCode::CREATED, Json(json!({ "source": source }))).into_response())
 }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod fetch;
+pub mod imap;
 pub mod mail;
 pub mod normalize;
 pub mod smtp;
@@ -92,6 +93,8 @@ pub struct IngestorConfig {
     pub smtp_tls_key: String,
     /// Check SPF and DKIM of inbound mail (results become tags; users may require a pass).
     pub smtp_verify_senders: bool,
+    /// How often a watched IMAP mailbox is checked when its server offers no IDLE.
+    pub imap_poll_secs: u64,
     /// The DNS server for those checks (`ip:port`); empty: the system's resolvers.
     pub smtp_dns_server: String,
 }
@@ -128,6 +131,7 @@ impl Default for IngestorConfig {
             smtp_tls_cert: String::new(),
             smtp_tls_key: String::new(),
             smtp_verify_senders: false,
+            imap_poll_secs: 60,
             smtp_dns_server: String::new(),
         }
     }
@@ -467,8 +471,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let consumer = bus
         .pull_consumer(StreamKind::Ingest, "ingestor", None, 1000)
         .await?;
+    let imap = imap::Watches::start(
+        bus.clone(),
+        Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
+        shutdown.clone(),
+    )
+    .await?;
     let subs = tokio::spawn(consume_subscriptions(
         shared.clone(),
+        imap,
         consumer,
         shutdown.clone(),
     ));
@@ -647,6 +658,7 @@ pub(crate) async fn save(shared: &Shared, key: &str, record: &FeedRecord) -> Res
 
 async fn consume_subscriptions(
     shared: Arc<Shared>,
+    imap: Arc<imap::Watches>,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     shutdown: CancellationToken,
 ) {
@@ -671,6 +683,26 @@ async fn consume_subscriptions(
             }
             None => return,
         };
+        if msg.subject.as_str() == shared.bus.subjects().ingest_imap() {
+            let disposition = match tocsin_bus::decode::<tocsin_model::ImapSubscription>(
+                &msg.payload,
+                "IMAP subscription",
+            ) {
+                _ if shared.bus.exhausted(&msg) => {
+                    Disposition::Reject("recording it failed on every delivery".into())
+                }
+                Err(e) => Disposition::Reject(e.to_string()),
+                Ok(sub) => match imap.apply(sub).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        warn!(error = %e, "cannot record an IMAP subscription; will retry");
+                        Disposition::Retry(Duration::from_secs(1))
+                    }
+                },
+            };
+            shared.bus.settle(&msg, disposition).await;
+            continue;
+        }
         let disposition =
             match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
                 _ if shared.bus.exhausted(&msg) => {

@@ -236,6 +236,38 @@ pub fn links(text: &str) -> Vec<String> {
 
 impl ParsedMail {
     /// The notification body: the text, then the attachments, if any.
+    /// The notification for `user`: `key` identifies the message (its Message-ID, else a
+    /// digest of it), so the same message is one notification however often it arrives.
+    pub fn notification(
+        &self,
+        user: &tocsin_model::UserId,
+        key: &str,
+        source_id: Option<String>,
+        tags: Vec<String>,
+    ) -> tocsin_model::Notification {
+        tocsin_model::Notification {
+            id: tocsin_model::NotificationId::for_mail(user, key),
+            user: user.clone(),
+            source: tocsin_model::SourceRef {
+                kind: tocsin_model::SourceKind::Email,
+                id: source_id,
+                label: self.from.clone(),
+            },
+            title: if self.subject.is_empty() {
+                "(no subject)".into()
+            } else {
+                self.subject.clone()
+            },
+            body: self.body(),
+            url: self.links.first().cloned(),
+            priority: self.priority(),
+            tags,
+            created_at_ms: tocsin_model::now_ms(),
+            published_at_ms: self.date_ms,
+            dedup_key: self.message_id.clone().map(|m| format!("mid:{m}")),
+        }
+    }
+
     pub fn body(&self) -> String {
         let mut b = self.text.clone();
         if !self.attachments.is_empty() {

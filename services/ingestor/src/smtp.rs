@@ -14,10 +14,7 @@ use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Bus;
-use tocsin_model::{
-    AvatarMessage, Notification, NotificationId, SourceKind, SourceRef, UserId, UserRecord,
-    hash_token, now_ms,
-};
+use tocsin_model::{AvatarMessage, SourceKind, UserId, UserRecord, hash_token, now_ms};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -575,27 +572,7 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
         .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(data)]));
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {
-        let n = Notification {
-            id: NotificationId::for_mail(user, &key),
-            user: user.clone(),
-            source: SourceRef {
-                kind: SourceKind::Email,
-                id: None,
-                label: parsed.from.clone(),
-            },
-            title: if parsed.subject.is_empty() {
-                "(no subject)".into()
-            } else {
-                parsed.subject.clone()
-            },
-            body: parsed.body(),
-            url: parsed.links.first().cloned(),
-            priority: parsed.priority(),
-            tags: tags.clone(),
-            created_at_ms: now_ms(),
-            published_at_ms: parsed.date_ms,
-            dedup_key: parsed.message_id.clone().map(|m| format!("mid:{m}")),
-        };
+        let n = parsed.notification(user, &key, None, tags.clone());
         let subject = ctx
             .bus
             .subjects()

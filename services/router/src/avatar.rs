@@ -22,6 +22,8 @@ pub struct Limits {
 pub struct Effects {
     pub history: Vec<HistoryRecord>,
     pub subscriptions: Vec<FeedSubscription>,
+    /// IMAP sources to start, change or stop watching (with the password, when given).
+    pub imap: Vec<tocsin_model::ImapSubscription>,
     pub jobs: Vec<DeliveryJob>,
     pub reply: Option<(String, CommandReply)>,
     /// Address index changes: the key and the new entry (None: delete).
@@ -379,10 +381,32 @@ fn command_effects(
             fx.dirty = true;
             Ok(())
         }
-        Command::AddSource { source } => {
+        Command::AddSource { mut source } => {
             let r = existing(user, record)?;
             validate_source(&source)?;
             let upserted = subscription(user, &source, SubscriptionOp::Upsert);
+            let known = r.sources.iter().any(|s| s.id == source.id);
+            if let SourceSpec::Imap { password, .. } = &mut source.spec {
+                if password.is_none() && !known {
+                    return Err(("invalid", "password: needed for a new IMAP source".into()));
+                }
+                fx.imap.push(tocsin_model::ImapSubscription {
+                    op: SubscriptionOp::Upsert,
+                    user: user.clone(),
+                    source_id: source.id.clone(),
+                    label: source.label.clone(),
+                    filter: source.filter.clone(),
+                    spec: None,
+                });
+                // the password goes to the ingestor only, never into the record
+                let spec_with_password = source.spec.clone();
+                if let SourceSpec::Imap { password, .. } = &mut source.spec {
+                    *password = None;
+                }
+                if let Some(s) = fx.imap.last_mut() {
+                    s.spec = Some(spec_with_password);
+                }
+            }
             let id = source.id.clone();
             upsert(
                 &mut r.sources,
@@ -391,7 +415,7 @@ fn command_effects(
                 limits.max_sources,
                 "sources",
             )?;
-            fx.subscriptions.push(upserted);
+            fx.subscriptions.extend(upserted);
             fx.dirty = true;
             Ok(())
         }
@@ -400,7 +424,17 @@ fn command_effects(
             let source = take(&mut r.sources, |s| s.id == source_id, "source", &source_id)?;
             r.source_status.remove(&source_id);
             fx.subscriptions
-                .push(subscription(user, &source, SubscriptionOp::Remove));
+                .extend(subscription(user, &source, SubscriptionOp::Remove));
+            if matches!(source.spec, SourceSpec::Imap { .. }) {
+                fx.imap.push(tocsin_model::ImapSubscription {
+                    op: SubscriptionOp::Remove,
+                    user: user.clone(),
+                    source_id: source.id.clone(),
+                    label: source.label.clone(),
+                    filter: source.filter.clone(),
+                    spec: None,
+                });
+            }
             fx.dirty = true;
             Ok(())
         }
@@ -548,15 +582,53 @@ fn validate_source(source: &Source) -> Result<(), Refusal> {
         SourceSpec::Feed { url, .. } => tocsin_model::validate_feed_url(url)
             .map(|_| ())
             .map_err(|e| ("invalid", format!("url: {e}"))),
+        SourceSpec::Imap {
+            host,
+            port,
+            username,
+            mailbox,
+            ..
+        } => {
+            let host_ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+            if !host_ok {
+                Err(("invalid", format!("host: {host:?} is not a host name")))
+            } else if *port == 0 {
+                Err(("invalid", "port: must be 1-65535".into()))
+            } else if username.is_empty() || username.len() > 320 {
+                Err((
+                    "invalid",
+                    "username: needed (at most 320 characters)".into(),
+                ))
+            } else if mailbox.is_empty()
+                || mailbox.len() > 200
+                || mailbox
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
+                Err((
+                    "invalid",
+                    format!("mailbox: {mailbox:?} is not a mailbox name"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
-fn subscription(user: &UserId, source: &Source, op: SubscriptionOp) -> FeedSubscription {
+fn subscription(user: &UserId, source: &Source, op: SubscriptionOp) -> Option<FeedSubscription> {
     let SourceSpec::Feed {
         url,
         deliver_existing,
-    } = &source.spec;
-    FeedSubscription {
+    } = &source.spec
+    else {
+        return None;
+    };
+    Some(FeedSubscription {
         op,
         user: user.clone(),
         source_id: source.id.clone(),
@@ -564,7 +636,7 @@ fn subscription(user: &UserId, source: &Source, op: SubscriptionOp) -> FeedSubsc
         filter: source.filter.clone(),
         deliver_existing: *deliver_existing,
         label: source.label.clone(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -444,6 +444,13 @@ impl Avatar {
                 tocsin_bus::encode(job),
             ));
         }
+        for (i, sub) in fx.imap.iter().enumerate() {
+            outputs.push((
+                subjects.ingest_imap(),
+                format!("imap:{}:{}:{cmd_id}:{i}", self.user, sub.source_id),
+                tocsin_bus::encode(sub),
+            ));
+        }
         for (i, sub) in fx.subscriptions.iter().enumerate() {
             outputs.push((
                 subjects.ingest_subscriptions(),

@@ -82,6 +82,10 @@ impl Subjects {
         format!("{}.ingest.subscriptions", self.prefix)
     }
 
+    pub fn ingest_imap(&self) -> String {
+        format!("{}.ingest.imap", self.prefix)
+    }
+
     pub fn ingest_all(&self) -> String {
         format!("{}.ingest.>", self.prefix)
     }

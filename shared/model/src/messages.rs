@@ -261,6 +261,22 @@ pub struct CommandReply {
     pub message: Option<String>,
 }
 
+/// What the router tells the ingestor about an IMAP source (`<p>.ingest.imap`). Carries the
+/// password, which the ingestor keeps in its own bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImapSubscription {
+    pub op: SubscriptionOp,
+    pub user: UserId,
+    pub source_id: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(default)]
+    pub filter: Filter,
+    /// The source's spec, with the password when the user gave a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<crate::SourceSpec>,
+}
+
 /// What the router tells the ingestor about feed subscriptions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeedSubscription {

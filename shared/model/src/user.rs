@@ -68,6 +68,31 @@ pub enum SourceSpec {
         #[serde(default)]
         deliver_existing: bool,
     },
+    /// An IMAP mailbox the ingestor watches (IDLE where the server offers it, else polling):
+    /// each new message becomes a notification, parsed like forwarded mail.
+    Imap {
+        host: String,
+        port: u16,
+        /// `tls` (implicit, port 993) or `none` (plain text: a server on the same machine).
+        tls: ImapTls,
+        username: String,
+        /// Only on its way to the ingestor (in the command); never kept in the user's record.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        #[serde(default = "inbox")]
+        mailbox: String,
+    },
+}
+
+fn inbox() -> String {
+    "INBOX".into()
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ImapTls {
+    Tls,
+    None,
 }
 
 /// The health of a source as the ingestor last saw it.

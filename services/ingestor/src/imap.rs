@@ -1,0 +1,400 @@
+//! IMAP watching: instead of forwarding, a user points tocsin at a mailbox. Each watched
+//! mailbox has a task that logs in (implicit TLS, or plain text for a server on the same
+//! machine), selects the mailbox and takes every unseen message: parsed like forwarded mail,
+//! filtered by the source's filter, published to the user's silo, and only after the PubAck
+//! marked `\Seen` — a crash in between takes the message again, and its Message-ID makes it
+//! the same notification. Then it waits with IDLE (RFC 2177) where the server offers it,
+//! else polls every `imap_poll_secs`. Errors back off (2 s doubling to 5 min) and are
+//! reported as the source's status.
+//!
+//! Subscriptions (with the password) arrive on `<p>.ingest.imap` from the user's avatar and
+//! are kept in the ingestor's `imap` bucket (key `<user>.<source>`), so a restart resumes
+//! every watch. The password never enters the user's record.
+
+use crate::mail;
+use async_imap::Session;
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tocsin_bus::{Bus, BusError};
+use tocsin_model::{
+    AvatarMessage, CompiledFilter, ImapSubscription, ImapTls, Item, SourceSpec, SourceStatus,
+    SubscriptionOp, UserId, now_ms,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The watches this ingestor runs.
+pub struct Watches {
+    bus: Bus,
+    kv: kv::Store,
+    poll: Duration,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+fn key(user: &UserId, source: &str) -> String {
+    format!("{user}.{source}")
+}
+
+impl Watches {
+    /// Start every watch stored in the bucket.
+    pub async fn start(
+        bus: Bus,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Watches>, BusError> {
+        let kv = bus.kv("imap").await?;
+        let w = Arc::new(Watches {
+            bus,
+            kv: kv.clone(),
+            poll,
+            running: Mutex::default(),
+            shutdown,
+        });
+        let mut keys = kv.keys().await.map_err(|e| BusError::Kv {
+            bucket: "imap".into(),
+            key: "*".into(),
+            message: e.to_string(),
+        })?;
+        while let Some(Ok(k)) = keys.next().await {
+            if let Ok(Some(v)) = kv.get(&k).await
+                && let Ok(sub) = serde_json::from_slice::<ImapSubscription>(&v)
+            {
+                w.run(sub);
+            }
+        }
+        Ok(w)
+    }
+
+    /// Apply a subscription change from an avatar: store it, then (re)start or stop the watch.
+    pub async fn apply(&self, mut sub: ImapSubscription) -> Result<(), BusError> {
+        let k = key(&sub.user, &sub.source_id);
+        let kv_err = |e: String| BusError::Kv {
+            bucket: "imap".into(),
+            key: k.clone(),
+            message: e,
+        };
+        match sub.op {
+            SubscriptionOp::Remove => {
+                self.kv
+                    .delete(&k)
+                    .await
+                    .map_err(|e| kv_err(e.to_string()))?;
+                if let Some(t) = self.running.lock().expect("lock").remove(&k) {
+                    t.cancel();
+                }
+            }
+            SubscriptionOp::Upsert => {
+                // an update without a new password keeps the one we have
+                if let Some(SourceSpec::Imap { password, .. }) = &mut sub.spec
+                    && password.is_none()
+                    && let Ok(Some(old)) = self.kv.get(&k).await
+                    && let Ok(ImapSubscription {
+                        spec: Some(SourceSpec::Imap { password: old, .. }),
+                        ..
+                    }) = serde_json::from_slice(&old)
+                {
+                    *password = old;
+                }
+                let bytes = tocsin_bus::encode(&sub)?;
+                self.kv
+                    .put(&k, bytes)
+                    .await
+                    .map_err(|e| kv_err(e.to_string()))?;
+                self.run(sub);
+            }
+        }
+        Ok(())
+    }
+
+    /// Start (or restart) the watch for `sub`.
+    fn run(&self, sub: ImapSubscription) {
+        let k = key(&sub.user, &sub.source_id);
+        let token = self.shutdown.child_token();
+        if let Some(old) = self
+            .running
+            .lock()
+            .expect("lock")
+            .insert(k.clone(), token.clone())
+        {
+            old.cancel();
+        }
+        let bus = self.bus.clone();
+        let poll = self.poll;
+        let span = info_span!("imap", user = %sub.user, source = %sub.source_id);
+        tokio::spawn(watch(bus, sub, poll, token).instrument(span));
+    }
+}
+
+/// Keep watching until cancelled, reconnecting with backoff.
+async fn watch(bus: Bus, sub: ImapSubscription, poll: Duration, stop: CancellationToken) {
+    let Some(SourceSpec::Imap {
+        host,
+        port,
+        tls,
+        username,
+        password: Some(password),
+        mailbox,
+    }) = sub.spec.clone()
+    else {
+        warn!("an IMAP subscription without its settings or password; not watched");
+        return;
+    };
+    let filter = match sub.filter.compile() {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(errors = ?e, "the source's filter does not compile; not watched");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(2);
+    loop {
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = session(&bus, &sub, &filter, &host, port, tls, &username, &password, &mailbox, poll, &stop) => r,
+        };
+        let error = match result {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        warn!(%host, error = %error, retry_in_s = backoff.as_secs(), "IMAP watch failed");
+        report(
+            &bus,
+            &sub,
+            SourceStatus {
+                ok: false,
+                error: Some(format!("IMAP {host}:{port} ({mailbox}): {error}")),
+                checked_at_ms: now_ms(),
+                consecutive_failures: 0,
+            },
+        )
+        .await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(300));
+    }
+}
+
+async fn report(bus: &Bus, sub: &ImapSubscription, status: SourceStatus) {
+    let subject = bus
+        .subjects()
+        .silo(bus.silo_of(&sub.user), sub.user.as_str(), "status");
+    let id = format!(
+        "status:{}:{}:{}",
+        sub.user, sub.source_id, status.checked_at_ms
+    );
+    let msg = AvatarMessage::SourceStatus {
+        source_id: sub.source_id.clone(),
+        status,
+    };
+    if let Err(e) = bus.publish_json(subject, &id, &msg).await {
+        debug!(error = %e, "cannot report an IMAP source's status");
+    }
+}
+
+/// One connection: log in, then take unseen messages and wait, until an error or `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    bus: &Bus,
+    sub: &ImapSubscription,
+    filter: &CompiledFilter,
+    host: &str,
+    port: u16,
+    tls: ImapTls,
+    username: &str,
+    password: &str,
+    mailbox: &str,
+    poll: Duration,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| "connecting timed out".to_owned())?
+    .map_err(|e| format!("cannot connect: {e}"))?;
+    match tls {
+        ImapTls::None => {
+            login_and_watch(
+                bus, sub, filter, tcp, username, password, mailbox, poll, stop,
+            )
+            .await
+        }
+        ImapTls::Tls => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let config = tokio_rustls::rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| format!("{host:?} is not a server name: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            login_and_watch(
+                bus, sub, filter, stream, username, password, mailbox, poll, stop,
+            )
+            .await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn login_and_watch<T>(
+    bus: &Bus,
+    sub: &ImapSubscription,
+    filter: &CompiledFilter,
+    stream: T,
+    username: &str,
+    password: &str,
+    mailbox: &str,
+    poll: Duration,
+    stop: &CancellationToken,
+) -> Result<(), String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    let mut client = async_imap::Client::new(stream);
+    client
+        .read_response()
+        .await
+        .map_err(|e| format!("no greeting: {e}"))?;
+    let mut session = client
+        .login(username, password)
+        .await
+        .map_err(|(e, _)| format!("login as {username} refused: {e}"))?;
+    let idle = session
+        .capabilities()
+        .await
+        .map(|c| c.has_str("IDLE"))
+        .unwrap_or(false);
+    session
+        .select(mailbox)
+        .await
+        .map_err(|e| format!("cannot select {mailbox:?}: {e}"))?;
+    info!(idle, "watching the mailbox");
+    report(
+        bus,
+        sub,
+        SourceStatus {
+            ok: true,
+            error: None,
+            checked_at_ms: now_ms(),
+            consecutive_failures: 0,
+        },
+    )
+    .await;
+    loop {
+        take_unseen(bus, sub, filter, &mut session).await?;
+        if idle {
+            let mut handle = session.idle();
+            handle.init().await.map_err(|e| format!("IDLE: {e}"))?;
+            let (wait, _interrupt) = handle.wait_with_timeout(Duration::from_secs(25 * 60));
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = wait => { r.map_err(|e| format!("IDLE: {e}"))?; }
+            }
+            session = handle.done().await.map_err(|e| format!("IDLE: {e}"))?;
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+/// Publish every unseen message, then mark it seen.
+async fn take_unseen<T>(
+    bus: &Bus,
+    sub: &ImapSubscription,
+    filter: &CompiledFilter,
+    session: &mut Session<T>,
+) -> Result<(), String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    let mut uids: Vec<u32> = session
+        .uid_search("UNSEEN")
+        .await
+        .map_err(|e| format!("SEARCH: {e}"))?
+        .into_iter()
+        .collect();
+    uids.sort_unstable();
+    for uid in uids {
+        let raw = {
+            let mut fetches = session
+                .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+                .await
+                .map_err(|e| format!("FETCH: {e}"))?;
+            let mut raw = None;
+            while let Some(f) = fetches.next().await {
+                let f = f.map_err(|e| format!("FETCH: {e}"))?;
+                if let Some(b) = f.body() {
+                    raw = Some(b.to_vec());
+                }
+            }
+            raw
+        };
+        if let Some(raw) = raw {
+            publish(bus, sub, filter, &raw).await?;
+        }
+        let mut stored = session
+            .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
+            .await
+            .map_err(|e| format!("STORE: {e}"))?;
+        while let Some(r) = stored.next().await {
+            r.map_err(|e| format!("STORE: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn publish(
+    bus: &Bus,
+    sub: &ImapSubscription,
+    filter: &CompiledFilter,
+    raw: &[u8],
+) -> Result<(), String> {
+    let Some(parsed) = mail::parse(raw) else {
+        warn!("a message in the mailbox is not readable as an e-mail; skipped");
+        return Ok(());
+    };
+    let item = Item {
+        title: &parsed.subject,
+        text: &parsed.text,
+        categories: &[],
+    };
+    if !filter.matches(&item) {
+        debug!(subject = %parsed.subject, "filtered out");
+        return Ok(());
+    }
+    let key = parsed
+        .message_id
+        .clone()
+        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]));
+    let mut n = parsed.notification(
+        &sub.user,
+        &key,
+        Some(sub.source_id.clone()),
+        vec!["email".into(), "imap".into()],
+    );
+    if !sub.label.is_empty() {
+        n.tags.push(sub.label.clone());
+    }
+    let subject = bus
+        .subjects()
+        .silo(bus.silo_of(&sub.user), sub.user.as_str(), "notify");
+    let id = n.id.to_string();
+    bus.publish_json(subject, &id, &AvatarMessage::Notify { notification: n })
+        .await
+        .map_err(|e| format!("cannot queue the notification: {e}"))
+}
