@@ -584,3 +584,43 @@ async fn a_nats_server_restart_mid_flow_loses_and_duplicates_nothing() -> anyhow
     h.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_limits_requests_per_user_and_per_address() -> anyhow::Result<()> {
+    let h = Harness::start_with("ratelimit", |s| {
+        s.api.rate_per_user_per_minute = 3;
+        s.api.rate_per_ip_per_minute = 8;
+    })
+    .await?;
+    let (_, token, _) = h.create_user("busy").await?; // 1 from this address
+    for _ in 0..3 {
+        let (status, v) = h.call(Method::GET, "/v1/me", Some(&token), None).await?;
+        assert_eq!(status, 200, "{v}");
+    }
+    let (status, v) = h.call(Method::GET, "/v1/me", Some(&token), None).await?;
+    assert_eq!(status, 429, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("for this user"),
+        "{v}"
+    );
+    // the address has used 5 of its 8; unauthenticated calls use up the rest
+    for _ in 0..3 {
+        let (status, _) = h.call(Method::GET, "/v1/openapi.json", None, None).await?;
+        assert_eq!(status, 200);
+    }
+    let r = h
+        .http
+        .get(format!("{}/v1/openapi.json", h.api_url))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    // health checks are never limited
+    let r = h.http.get(format!("{}/healthz", h.api_url)).send().await?;
+    assert_eq!(r.status(), 200);
+    h.shutdown().await;
+    Ok(())
+}

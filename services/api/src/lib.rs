@@ -64,6 +64,11 @@ pub struct ApiConfig {
     pub twilio_auth_token: String,
     /// The `token` an SMS gateway (Kannel) passes on `GET /v1/sms/kannel`. Empty: off.
     pub sms_inbound_token: String,
+    /// Requests a minute per client address (a burst of as many; 0: no limit). Behind a proxy
+    /// every client has the proxy's address: raise it, or limit at the proxy.
+    pub rate_per_ip_per_minute: u32,
+    /// Requests a minute per authenticated user (0: no limit).
+    pub rate_per_user_per_minute: u32,
 }
 
 impl Default for ApiConfig {
@@ -78,6 +83,8 @@ impl Default for ApiConfig {
             inbound_domain: "tocsin.localhost".into(),
             twilio_auth_token: String::new(),
             sms_inbound_token: String::new(),
+            rate_per_ip_per_minute: 1200,
+            rate_per_user_per_minute: 600,
         }
     }
 }
@@ -108,6 +115,8 @@ impl Config {
 }
 
 struct AppState {
+    per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
+    per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     bus: Bus,
     avatars: kv::Store,
     addresses: kv::Store,
@@ -143,6 +152,8 @@ pub async fn serve(
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     let state = Arc::new(AppState {
+        per_ip: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_ip_per_minute),
+        per_user: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_user_per_minute),
         bus: bus.clone(),
         avatars,
         addresses,
@@ -152,10 +163,13 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     ready.set(true);
     info!(addr = ?addr, "api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .map_err(|e| ApiError::internal(format!("server error: {e}")))?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(|e| ApiError::internal(format!("server error: {e}")))?;
     bus.drain().await;
     info!("api stopped");
     Ok(())
@@ -199,8 +213,34 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/feeds/{user}/{file}", get(private_feed))
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_per_ip,
+        ))
         .with_state(state)
         .merge(tocsin_runtime::ops::ops_router(ready))
+}
+
+/// 429 for a client address over `api.rate_per_ip_per_minute`.
+async fn limit_per_ip(
+    State(state): St,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match state.per_ip.take(&peer.ip()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => rate_limited(wait, "from this address"),
+    }
+}
+
+fn rate_limited(wait: Duration, whose: &str) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r =
+        ApiError::too_many(format!("too many requests {whose}; retry in {secs}s")).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    r
 }
 
 fn bus_error(e: BusError) -> ApiError {
@@ -258,11 +298,16 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<UserRecor
     let (user, _secret) = rest.rsplit_once('_').ok_or_else(bad)?;
     let user = UserId::parse(user).map_err(|_| bad())?;
     let record = load_user(state, &user).await?.ok_or_else(bad)?;
-    if hashes_equal(&record.token_hash, &hash_token(token)) {
-        Ok(record)
-    } else {
-        Err(bad())
+    if !hashes_equal(&record.token_hash, &hash_token(token)) {
+        return Err(bad());
     }
+    if let Err(wait) = state.per_user.take(&record.id) {
+        return Err(ApiError::too_many(format!(
+            "too many requests for this user; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
+    Ok(record)
 }
 
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

@@ -63,18 +63,15 @@ pub fn load_tls(
     Ok(Arc::new(config))
 }
 
-/// A token bucket per inbound address, and when a refusal was last recorded for it.
+/// When a refusal was last recorded per inbound address.
 #[derive(Default)]
-struct RateLimits(
-    std::sync::Mutex<std::collections::HashMap<UserId, (f64, std::time::Instant)>>,
-    std::sync::Mutex<std::collections::HashMap<UserId, std::time::Instant>>,
-);
+struct Reported(std::sync::Mutex<std::collections::HashMap<UserId, std::time::Instant>>);
 
-impl RateLimits {
+impl Reported {
     /// Whether a refusal for `user` should be recorded now (one a minute per address).
-    fn report_due(&self, user: &UserId) -> bool {
+    fn due(&self, user: &UserId) -> bool {
         let now = std::time::Instant::now();
-        let mut map = self.1.lock().expect("report lock");
+        let mut map = self.0.lock().expect("report lock");
         if map.len() > 100_000 {
             map.retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
         }
@@ -86,29 +83,6 @@ impl RateLimits {
             }
         }
     }
-
-    /// Take one token for `user`; false when the address is over its rate.
-    fn take(&self, user: &UserId, per_minute: u32) -> bool {
-        if per_minute == 0 {
-            return true;
-        }
-        let cap = per_minute as f64;
-        let now = std::time::Instant::now();
-        let mut map = self.0.lock().expect("rate lock");
-        if map.len() > 100_000 {
-            // forget idle addresses rather than grow without bound
-            map.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(120));
-        }
-        let (tokens, at) = map.entry(user.clone()).or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * cap / 60.0).min(cap);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 struct Ctx {
@@ -116,7 +90,9 @@ struct Ctx {
     avatars: kv::Store,
     cfg: SmtpSettings,
     connections: Semaphore,
-    limits: RateLimits,
+    /// Messages per inbound address and minute.
+    limits: tocsin_runtime::rate::KeyedRateLimit<UserId>,
+    reported: Reported,
 }
 
 /// Serve SMTP on `listener` until `shutdown`.
@@ -129,7 +105,8 @@ pub async fn serve(
 ) {
     let ctx = Arc::new(Ctx {
         connections: Semaphore::new(cfg.max_connections),
-        limits: RateLimits::default(),
+        limits: tocsin_runtime::rate::KeyedRateLimit::new(cfg.per_address_per_minute),
+        reported: Reported::default(),
         bus,
         avatars,
         cfg,
@@ -295,9 +272,7 @@ fn session<'a>(
                             .await;
                             "550 5.7.1 this sender may not mail this address\r\n".into()
                         }
-                        Ok(Recipient::User(user, _))
-                            if !ctx.limits.take(&user, ctx.cfg.per_address_per_minute) =>
-                        {
+                        Ok(Recipient::User(user, _)) if ctx.limits.take(&user).is_err() => {
                             metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
                                 .increment(1);
                             warn!(%user, "inbound address over its rate; asking the sender to retry later");
@@ -498,7 +473,7 @@ async fn read_data<R: AsyncRead + Unpin>(
 /// Record in `user`'s history that something from `sender` was refused — at most once a
 /// minute per address, so a flood of refusals cannot flood the history.
 async fn refused(ctx: &Ctx, user: &UserId, sender: &str, reason: &str) {
-    if !ctx.limits.report_due(user) {
+    if !ctx.reported.due(user) {
         return;
     }
     let at_ms = now_ms();
@@ -615,14 +590,12 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_allow_a_burst_then_refuse() {
-        let l = RateLimits::default();
+    fn refusals_are_reported_once_a_minute_per_address() {
+        let r = Reported::default();
         let u = UserId::parse("u1").unwrap();
-        let other = UserId::parse("u2").unwrap();
-        assert!((0..3).all(|_| l.take(&u, 3)));
-        assert!(!l.take(&u, 3));
-        assert!(l.take(&other, 3), "limits are per address");
-        assert!((0..100).all(|_| l.take(&u, 0)), "0 means no limit");
+        assert!(r.due(&u));
+        assert!(!r.due(&u));
+        assert!(r.due(&UserId::parse("u2").unwrap()));
     }
 
     #[tokio::test]

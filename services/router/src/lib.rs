@@ -317,6 +317,7 @@ fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
             replies: Vec::new(),
             index: Vec::new(),
             silo,
+            hold_until: None,
         }
         .run(rx)
         .instrument(span),
@@ -341,6 +342,8 @@ struct Avatar {
     /// Address index changes to write before the batch is acked.
     index: Vec<(String, Option<tocsin_model::AddressEntry>)>,
     silo: u32,
+    /// After a failed batch: until when new messages are given back rather than handled.
+    hold_until: Option<tokio::time::Instant>,
 }
 
 impl Avatar {
@@ -368,6 +371,16 @@ impl Avatar {
     }
 
     async fn handle(&mut self, msg: jetstream::Message) {
+        if let Some(until) = self.hold_until {
+            let now = tokio::time::Instant::now();
+            if now < until {
+                // an earlier batch was given back: this message must not overtake it
+                let wait = until - now + Duration::from_millis(50);
+                self.ctx.bus.settle(&msg, Disposition::Retry(wait)).await;
+                return;
+            }
+            self.hold_until = None;
+        }
         if self.ctx.bus.exhausted(&msg) {
             // it has failed on every delivery: do not let it block this user any longer
             self.flush().await;
@@ -622,9 +635,15 @@ impl Avatar {
         self.acks.clear();
         self.replies.clear();
         self.index.clear();
+        let mut longest = after;
         for msg in self.pending.drain(..) {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            longest = longest.max(tocsin_bus::backoff(delivered, after));
             self.ctx.bus.settle(&msg, Disposition::Retry(after)).await;
         }
+        // messages for this user already on their way are given back too until the batch is
+        // redelivered, so that the user's messages keep their order
+        self.hold_until = Some(tokio::time::Instant::now() + longest);
         self.loaded = false;
         self.dirty = false;
         self.record = None;

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod local_nats;
 pub mod ops;
+pub mod rate;
 
 pub use config::{ConfigDoc, ConfigSource};
 pub use ops::{Readiness, serve_ops};
