@@ -12,18 +12,70 @@ use tocsin_delivery::email::{SmtpConfig, SmtpTls};
 use tocsin_model::Channel;
 use tocsin_testkit::{SmtpSink, free_port, wait_for};
 
+/// The e-mail channel, through the SMTP server on `port`.
+fn smtp_out(port: u16) -> SmtpConfig {
+    SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: SmtpTls::None,
+        from: "tocsin <notify@tocsin.test>".into(),
+        timeout_secs: 5,
+        ..Default::default()
+    }
+}
+
 async fn harness(name: &str, smtp_port: u16, max_deliver: i64) -> anyhow::Result<Harness> {
     Harness::start_with(name, move |s| {
         s.bus.max_deliver = max_deliver;
         s.delivery.channels = vec![Channel::Webhook, Channel::Email];
-        s.delivery.smtp = SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: smtp_port,
-            tls: SmtpTls::None,
-            from: "tocsin <notify@tocsin.test>".into(),
-            timeout_secs: 5,
-            ..Default::default()
-        };
+        s.delivery.smtp = smtp_out(smtp_port);
+    })
+    .await
+}
+
+/// tocsin with its SMTP ingress, an SMTP server for the e-mail channel, and a user whose
+/// notifications go out by e-mail to `<user>@example.org`.
+struct MailWorld {
+    smtp_out: SmtpSink,
+    h: Harness,
+    token: String,
+    inbound: String,
+    in_port: u16,
+}
+
+async fn mail_world(name: &str, user: &str) -> anyhow::Result<MailWorld> {
+    let out_port = free_port();
+    let smtp_out = SmtpSink::start(out_port)?;
+    let in_port = free_port();
+    let h = harness_in_out(name, in_port, out_port).await?;
+    let created = h.create_user_json(user).await?;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "email", "address": format!("{user}@example.org")})),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "email destination: {status} {v}");
+    Ok(MailWorld {
+        smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    })
+}
+
+/// The SMTP ingress on `in_port` (64 KiB messages at most) and the e-mail channel to `out_port`.
+async fn harness_in_out(name: &str, in_port: u16, out_port: u16) -> anyhow::Result<Harness> {
+    Harness::start_with(name, move |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
+        s.ingestor.smtp_max_message_bytes = 64 * 1024;
+        s.delivery.channels = vec![Channel::Email];
+        s.delivery.smtp = smtp_out(out_port);
     })
     .await
 }
@@ -166,35 +218,13 @@ async fn send_mail(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_alert_reaches_history_and_goes_out_by_email() -> anyhow::Result<()> {
-    let out_port = free_port();
-    let smtp_out = SmtpSink::start(out_port)?;
-    let in_port = free_port();
-    let h = Harness::start_with("e2emailin", move |s| {
-        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
-        s.ingestor.smtp_max_message_bytes = 64 * 1024;
-        s.delivery.channels = vec![Channel::Email];
-        s.delivery.smtp = SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: out_port,
-            tls: SmtpTls::None,
-            from: "tocsin <notify@tocsin.test>".into(),
-            timeout_secs: 5,
-            ..Default::default()
-        };
-    })
-    .await?;
-    let created = h.create_user_json("max").await?;
-    let token = created["token"].as_str().unwrap().to_owned();
-    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&token),
-            Some(json!({"channel": "email", "address": "max@example.org"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    let MailWorld {
+        smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    } = mail_world("e2emailin", "max").await?;
 
     let alert = std::fs::read(
         tocsin_testkit::workspace_root().join("services/ingestor/tests/mail/grafana-alert.eml"),
@@ -468,34 +498,13 @@ fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> anyho
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaks_forwards_an_alert_that_reaches_history_and_an_smtp_server() -> anyhow::Result<()> {
-    let out_port = free_port();
-    let smtp_out = SmtpSink::start(out_port)?;
-    let in_port = free_port();
-    let h = Harness::start_with("e2eswaks", move |s| {
-        s.ingestor.smtp_listen = format!("127.0.0.1:{in_port}");
-        s.delivery.channels = vec![Channel::Email];
-        s.delivery.smtp = SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: out_port,
-            tls: SmtpTls::None,
-            from: "tocsin <notify@tocsin.test>".into(),
-            timeout_secs: 5,
-            ..Default::default()
-        };
-    })
-    .await?;
-    let created = h.create_user_json("sam").await?;
-    let token = created["token"].as_str().unwrap().to_owned();
-    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&token),
-            Some(json!({"channel": "email", "address": "sam@example.org"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    let MailWorld {
+        smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    } = mail_world("e2eswaks", "sam").await?;
     let body = "see below\n\n---------- Forwarded message ---------\nFrom: Sensors <sensors@facility.example.net>\nDate: Sat, 21 Nov 2026 14:55:00 +0000\nSubject: Server room temperature high\nTo: sam@example.org\n\nRoom B2 is at 31.5 C (threshold 28 C).\nDashboard: https://facility.example.net/rooms/b2\n";
     let started = std::time::Instant::now();
     let transcript = swaks(

@@ -182,20 +182,7 @@ async fn watch(bus: Bus, sub: ImapSubscription, poll: Duration, stop: Cancellati
 }
 
 async fn report(bus: &Bus, sub: &ImapSubscription, status: SourceStatus) {
-    let subject = bus
-        .subjects()
-        .silo(bus.silo_of(&sub.user), sub.user.as_str(), "status");
-    let id = format!(
-        "status:{}:{}:{}",
-        sub.user, sub.source_id, status.checked_at_ms
-    );
-    let msg = AvatarMessage::SourceStatus {
-        source_id: sub.source_id.clone(),
-        status,
-    };
-    if let Err(e) = bus.publish_json(subject, &id, &msg).await {
-        debug!(error = %e, "cannot report an IMAP source's status");
-    }
+    crate::report_source_status(bus, &sub.user, &sub.source_id, status).await;
 }
 
 /// One connection: log in, then take unseen messages and wait, until an error or `stop`.

@@ -1234,20 +1234,25 @@ async fn report_status(shared: &Shared, record: &FeedRecord, status: SourceStatu
 }
 
 async fn report_status_to(shared: &Shared, sub: &Subscriber, status: SourceStatus) {
-    let silo = shared.bus.silo_of(&sub.user);
-    let subject = shared
-        .bus
+    report_source_status(&shared.bus, &sub.user, &sub.source_id, status).await;
+}
+
+/// Tell `user`'s avatar how their source is doing (feeds and IMAP mailboxes alike).
+pub(crate) async fn report_source_status(
+    bus: &Bus,
+    user: &tocsin_model::UserId,
+    source_id: &str,
+    status: SourceStatus,
+) {
+    let subject = bus
         .subjects()
-        .silo(silo, sub.user.as_str(), "status");
-    let id = format!(
-        "status:{}:{}:{}",
-        sub.user, sub.source_id, status.checked_at_ms
-    );
+        .silo(bus.silo_of(user), user.as_str(), "status");
+    let id = format!("status:{user}:{source_id}:{}", status.checked_at_ms);
     let msg = AvatarMessage::SourceStatus {
-        source_id: sub.source_id.clone(),
+        source_id: source_id.to_owned(),
         status,
     };
-    if let Err(e) = shared.bus.publish_json(subject, &id, &msg).await {
+    if let Err(e) = bus.publish_json(subject, &id, &msg).await {
         warn!(error = %e, "cannot report source status");
     }
 }

@@ -70,10 +70,7 @@ pub fn apply(
             fx
         }
         AvatarMessage::SourceStatus { source_id, status } => {
-            let mut fx = Effects {
-                outcome: "status",
-                ..Default::default()
-            };
+            let mut fx = Effects::labelled("status");
             if let Some(r) = record
                 && r.sources.iter().any(|s| s.id == source_id)
                 && r.source_status.get(&source_id) != Some(&status)
@@ -127,10 +124,7 @@ pub fn apply(
             at_ms,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects {
-                    outcome: "no_user",
-                    ..Default::default()
-                };
+                return Effects::labelled("no_user");
             };
             let (changed, fired) = escalate::presence(r, address, show, at_ms, now, &limits.links);
             let mut fx = Effects {
@@ -147,15 +141,9 @@ pub fn apply(
             at_ms,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects {
-                    outcome: "no_user",
-                    ..Default::default()
-                };
+                return Effects::labelled("no_user");
             };
-            let mut fx = Effects {
-                outcome: "reply",
-                ..Default::default()
-            };
+            let mut fx = Effects::labelled("reply");
             match escalate::reply(r, channel, &address, &text, at_ms, now) {
                 Some(fired) => fx.take(user, fired),
                 None => fx.outcome = "reply_unknown_address",
@@ -168,15 +156,9 @@ pub fn apply(
             at_ms: _,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects {
-                    outcome: "no_user",
-                    ..Default::default()
-                };
+                return Effects::labelled("no_user");
             };
-            let mut fx = Effects {
-                outcome: "ack",
-                ..Default::default()
-            };
+            let mut fx = Effects::labelled("ack");
             let entries = escalate::ack(r, &notification_id, &via, None, now)
                 .into_iter()
                 .collect();
@@ -249,16 +231,10 @@ pub fn apply(
         }
         AvatarMessage::Tick { .. } => {
             let Some(r) = record.as_mut() else {
-                return Effects {
-                    outcome: "no_user",
-                    ..Default::default()
-                };
+                return Effects::labelled("no_user");
             };
             let fired = escalate::tick(r, now, &limits.links);
-            let mut fx = Effects {
-                outcome: "tick",
-                ..Default::default()
-            };
+            let mut fx = Effects::labelled("tick");
             fx.take(user, fired);
             fx
         }
@@ -266,6 +242,14 @@ pub fn apply(
 }
 
 impl Effects {
+    /// No effects, only the outcome label.
+    fn labelled(outcome: &'static str) -> Effects {
+        Effects {
+            outcome,
+            ..Default::default()
+        }
+    }
+
     /// Add what an escalation rule produced; any change to the record makes it dirty.
     fn take(&mut self, user: &UserId, fired: Fired) {
         self.dirty = true;

@@ -185,6 +185,27 @@ pub(crate) fn count_replies(
     })
 }
 
+/// A typical notification for the benchmarks.
+pub(crate) fn notification(user: &UserId, id: String, title: String) -> Notification {
+    Notification {
+        id: NotificationId(id),
+        user: user.clone(),
+        source: SourceRef {
+            kind: SourceKind::Publish,
+            id: None,
+            label: "bench".into(),
+        },
+        title,
+        body: "a benchmark notification".into(),
+        url: None,
+        priority: Priority::DEFAULT,
+        tags: vec![],
+        created_at_ms: now_ms(),
+        published_at_ms: None,
+        dedup_key: None,
+    }
+}
+
 /// The figures as table rows under a header, `width` wide in the first column.
 pub(crate) fn figure_rows(rows: &[&Figures], width: usize) -> String {
     let mut s = format!(
@@ -347,24 +368,8 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
     for i in 0..n {
         pacer.wait(i).await;
         let u = &users[i % users.len()];
-        let id = NotificationId(format!("nbench{i}"));
-        let note = Notification {
-            id: id.clone(),
-            user: u.clone(),
-            source: SourceRef {
-                kind: SourceKind::Publish,
-                id: None,
-                label: "bench".into(),
-            },
-            title: format!("bench notification {i}"),
-            body: "a benchmark notification body of a typical length for an alert".into(),
-            url: None,
-            priority: Priority::DEFAULT,
-            tags: vec![],
-            created_at_ms: now_ms(),
-            published_at_ms: None,
-            dedup_key: None,
-        };
+        let note = notification(u, format!("nbench{i}"), format!("bench notification {i}"));
+        let id = note.id.clone();
         let msg = AvatarMessage::Notify { notification: note };
         let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
         sent.lock()

@@ -13,7 +13,8 @@
 
 use crate::bench::BenchOptions;
 use crate::bench::{
-    Figures, Pacer, baseline, count_replies, create_users, figure_rows, figures, tempfile_dir,
+    Figures, Pacer, baseline, count_replies, create_users, figure_rows, figures, notification,
+    tempfile_dir,
 };
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -22,8 +23,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_model::{
-    AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Notification,
-    NotificationId, Policy, Priority, SourceKind, SourceRef, Step, UserId, UserRecord, now_ms,
+    AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Policy, Step, UserId,
+    UserRecord, now_ms,
 };
 use tocsin_runtime::local_nats::{LocalNats, find_binary};
 use tokio_util::sync::CancellationToken;
@@ -168,26 +169,6 @@ async fn commands(bus: &Bus, commands: Vec<(UserId, Command)>, timeout: Duration
         a.await.map_err(|e| anyhow!("command not stored: {e}"))?;
     }
     confirmed.await.context("the reply counter failed")?
-}
-
-fn notification(user: &UserId, id: String, title: String) -> Notification {
-    Notification {
-        id: NotificationId(id),
-        user: user.clone(),
-        source: SourceRef {
-            kind: SourceKind::Publish,
-            id: None,
-            label: "bench".into(),
-        },
-        title,
-        body: "a benchmark notification".into(),
-        url: None,
-        priority: Priority::DEFAULT,
-        tags: vec![],
-        created_at_ms: now_ms(),
-        published_at_ms: None,
-        dedup_key: None,
-    }
 }
 
 fn webhook(id: &str) -> Destination {

@@ -139,18 +139,7 @@ impl SmtpSink {
                     python.display()
                 )
             })?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!("aiosmtpd exited at start with {status}");
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("aiosmtpd did not listen on 127.0.0.1:{port} within 15s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&mut child, port, "aiosmtpd")?;
         Ok(Self {
             child,
             port,
@@ -248,24 +237,8 @@ VirtualHost "localhost"
             .map_err(|e| {
                 anyhow!("cannot start prosody ({e}): run `make tools` (apt-get install prosody)")
             })?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!(
-                    "prosody exited at start with {status}; see {}",
-                    self.log_path().display()
-                );
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "prosody did not listen on 127.0.0.1:{} within 15s",
-                    self.port
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_listening(&mut child, self.port, "prosody")
+            .map_err(|e| anyhow!("{e}; see {}", self.log_path().display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -506,6 +479,24 @@ fn http_get_local(port: u16, path: &str) -> String {
     out
 }
 
+/// Wait (15 s at most) until `child` listens on 127.0.0.1:`port`; if it exits or never does,
+/// say so (and stop it).
+fn wait_listening(child: &mut std::process::Child, port: u16, what: &str) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited at start with {status}");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} did not listen on 127.0.0.1:{port} within 15s");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
+}
+
 fn wait_port(port: u16, what: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -562,17 +553,7 @@ impl Dns {
                     "cannot start dnsmasq ({e}): run `make tools` (apt-get install dnsmasq-base)"
                 )
             })?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!("dnsmasq exited at start with {status}");
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                bail!("dnsmasq did not listen on 127.0.0.1:{port} within 10s");
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_listening(&mut child, port, "dnsmasq")?;
         Ok(Dns { child, port })
     }
 
