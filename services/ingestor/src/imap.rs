@@ -40,6 +40,15 @@ fn key(user: &UserId, source: &str) -> String {
     format!("{user}.{source}")
 }
 
+impl Drop for Watches {
+    /// The watches end with the ingestor that runs them (also when it is aborted).
+    fn drop(&mut self) {
+        for t in self.running.lock().expect("lock").values() {
+            t.cancel();
+        }
+    }
+}
+
 impl Watches {
     /// Start every watch stored in the bucket.
     pub async fn start(

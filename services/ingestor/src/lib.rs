@@ -477,12 +477,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         shutdown.clone(),
     )
     .await?;
-    let subs = tokio::spawn(consume_subscriptions(
+    // the long-lived tasks end with this one (also when it is aborted)
+    let mut background = Vec::new();
+    let subs = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(consume_subscriptions(
         shared.clone(),
         imap,
         consumer,
         shutdown.clone(),
-    ));
+    )));
     if !shared.cfg.smtp_listen.is_empty() {
         let listen = &shared.cfg.smtp_listen;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -520,13 +522,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             },
         };
         let avatars = bus.kv("avatars").await?;
-        tokio::spawn(smtp::serve(
-            listener,
-            bus.clone(),
-            avatars,
-            settings,
-            shutdown.clone(),
-        ));
+        background.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            smtp::serve(listener, bus.clone(), avatars, settings, shutdown.clone()),
+        )));
     }
     if !shared.cfg.websub_public_url.is_empty() {
         let listen = &shared.cfg.websub_listen;
@@ -539,11 +537,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         info!(listen = %listener.local_addr()?, public = %shared.cfg.websub_public_url, "WebSub callback listening");
         let app = websub::router(shared.clone());
         let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        background.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+            },
+        )));
     }
     ready.set(true);
     info!("ingestor running");

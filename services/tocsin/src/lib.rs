@@ -61,9 +61,16 @@ impl AllConfig {
             }
         }
         match (ingestor, router, history, api, delivery) {
-            (Ok(ingestor), Ok(router), Ok(history), Ok(api), Ok(delivery))
+            (Ok(ingestor), Ok(mut router), Ok(history), Ok(api), Ok(delivery))
                 if problems.is_empty() =>
             {
+                // one process, one API: acknowledgement links follow its public URL unless
+                // the router was told otherwise
+                if router.router.ack_link_base_url
+                    == tocsin_router::RouterConfig::default().ack_link_base_url
+                {
+                    router.router.ack_link_base_url = api.api.public_url.clone();
+                }
                 Ok(AllConfig {
                     ingestor,
                     router,
