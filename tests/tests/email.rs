@@ -490,7 +490,7 @@ fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> anyho
     let out = cmd
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run swaks ({e}): run `make tools`"))?;
+        .map_err(|e| anyhow::anyhow!("cannot run swaks ({e}): run `make test-tools`"))?;
     let transcript = String::from_utf8_lossy(&out.stdout).into_owned();
     anyhow::ensure!(out.status.success(), "swaks failed: {transcript}");
     Ok(transcript)

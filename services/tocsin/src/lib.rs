@@ -164,6 +164,58 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_config_loads_for_every_service() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config/tocsin.toml");
+        let doc = ConfigSource {
+            file: Some(file),
+            env: [(
+                "TOCSIN_API__ADMIN_TOKEN".to_string(),
+                "an-admin-token-from-the-environment".to_string(),
+            )]
+            .into(),
+        }
+        .load()
+        .unwrap();
+        let cfg = AllConfig::load(&doc).unwrap();
+        assert_eq!(cfg.router.bus.url, "nats://nats:4222");
+        assert_eq!(
+            cfg.api.api.admin_token,
+            "an-admin-token-from-the-environment"
+        );
+        assert_eq!(
+            cfg.router.router.ack_link_base_url,
+            "https://tocsin.example.org"
+        );
+        assert!(
+            cfg.delivery
+                .delivery
+                .channels
+                .contains(&tocsin_model::Channel::Email)
+        );
+        // the systemd units and the compose file start each service with this file
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+        for svc in ["ingestor", "router", "history", "delivery", "api"] {
+            let unit =
+                std::fs::read_to_string(deploy.join(format!("systemd/tocsin-{svc}.service")))
+                    .unwrap();
+            assert!(
+                unit.contains(&format!(
+                    "ExecStart=/usr/local/bin/tocsin-{svc} --config /etc/tocsin/tocsin.toml"
+                )),
+                "{svc}"
+            );
+            assert!(
+                compose.contains(&format!(
+                    "command: [\"{svc}\", \"--config\", \"/etc/tocsin/tocsin.toml\"]"
+                )),
+                "{svc}"
+            );
+        }
+    }
+
+    #[test]
     fn the_example_file_loads_and_equals_the_defaults() {
         let doc = ConfigSource {
             file: Some(example()),

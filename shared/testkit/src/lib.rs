@@ -235,7 +235,9 @@ VirtualHost "localhost"
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| {
-                anyhow!("cannot start prosody ({e}): run `make tools` (apt-get install prosody)")
+                anyhow!(
+                    "cannot start prosody ({e}): run `make test-tools` (apt-get install prosody)"
+                )
             })?;
         wait_listening(&mut child, self.port, "prosody")
             .map_err(|e| anyhow!("{e}; see {}", self.log_path().display()))?;
@@ -371,7 +373,7 @@ max-messages = 0
                 .stderr(log)
                 .spawn()
                 .map_err(|e| {
-                    anyhow!("cannot start {program} ({e}): run `make tools` (apt-get install kannel kannel-extras)")
+                    anyhow!("cannot start {program} ({e}): run `make test-tools` (apt-get install kannel kannel-extras)")
                 })
         };
         let conf_s = conf.display().to_string();
@@ -550,7 +552,7 @@ impl Dns {
             .spawn()
             .map_err(|e| {
                 anyhow!(
-                    "cannot start dnsmasq ({e}): run `make tools` (apt-get install dnsmasq-base)"
+                    "cannot start dnsmasq ({e}): run `make test-tools` (apt-get install dnsmasq-base)"
                 )
             })?;
         wait_listening(&mut child, port, "dnsmasq")?;
@@ -646,7 +648,7 @@ service lmtp {{
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .map_err(|e| anyhow!("cannot start dovecot ({e}): run `make tools` (apt-get install dovecot-imapd dovecot-lmtpd)"))?;
+            .map_err(|e| anyhow!("cannot start dovecot ({e}): run `make test-tools` (apt-get install dovecot-imapd dovecot-lmtpd)"))?;
         let mut d = Dovecot {
             child: Some(child),
             imap_port,
