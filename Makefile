@@ -8,11 +8,12 @@ export TOCSIN_NATS_SERVER ?= $(CURDIR)/.tools/venv/bin/nats-server
 run: tools
 	cargo run -p tocsin -- up
 
-## install test dependencies, then fmt check, clippy -D warnings and every test
+## install test dependencies, then fmt check, clippy -D warnings, every test, and the Helm chart check
 test: test-tools
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --workspace
+	helm/check.sh
 
 ## what running tocsin needs (nats-server, python for it)
 tools:

@@ -43,7 +43,9 @@ use webhook::SendResult;
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     pub ops_listen: String,
-    /// The channels this instance serves (each can run in its own deployment).
+    /// The channels this instance serves (each can run in its own deployment). From the
+    /// environment as a comma-separated list: `TOCSIN_DELIVERY__CHANNELS=xmpp,sms`.
+    #[serde(deserialize_with = "channel_list")]
     pub channels: Vec<Channel>,
     /// Jobs in flight per channel.
     pub concurrency: usize,
@@ -75,6 +77,34 @@ impl Default for DeliveryConfig {
             xmpp: xmpp::XmppConfig::default(),
             sms: sms::SmsConfig::default(),
         }
+    }
+}
+
+/// A list of channels, or a comma-separated string of them (environment variables are strings).
+fn channel_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Channel>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<Channel>),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::List(l) => Ok(l),
+        Either::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                Channel::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == c)
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "{c:?} is not a channel (xmpp, sms, email, push, webhook)"
+                        ))
+                    })
+            })
+            .collect(),
     }
 }
 
@@ -489,5 +519,38 @@ async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
             Some(x) => x.send(job).await,
             None => not_served(Channel::Xmpp),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_runtime::ConfigSource;
+
+    #[test]
+    fn channels_come_from_the_environment_as_a_comma_list() {
+        let src = ConfigSource {
+            file: None,
+            env: [(
+                "TOCSIN_DELIVERY__CHANNELS".to_string(),
+                "webhook, push".to_string(),
+            )]
+            .into(),
+        };
+        let cfg = Config::load(&src.load().unwrap()).unwrap();
+        assert_eq!(cfg.delivery.channels, [Channel::Webhook, Channel::Push]);
+        let src = ConfigSource {
+            file: None,
+            env: [(
+                "TOCSIN_DELIVERY__CHANNELS".to_string(),
+                "pigeon".to_string(),
+            )]
+            .into(),
+        };
+        let problems = Config::load(&src.load().unwrap()).unwrap_err();
+        assert!(
+            problems[0].contains("\"pigeon\" is not a channel"),
+            "{problems:?}"
+        );
     }
 }

