@@ -663,7 +663,10 @@ async fn an_address_that_requires_it_takes_only_mail_passing_spf_or_dkim() -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watched_imap_mailbox_turns_new_mail_into_notifications() -> anyhow::Result<()> {
     let dovecot = tocsin_testkit::Dovecot::start(&[("ann@example.test", "imap-password")])?;
-    let mut h = Harness::start_with("e2eimap", |_| {}).await?;
+    let mut h = Harness::start_with("e2eimap", |s| {
+        s.ingestor.smtp_max_message_bytes = 64 * 1024;
+    })
+    .await?;
     let (_, token, _) = h.create_user("ann").await?;
     let source = |password: &str| {
         json!({
@@ -693,16 +696,28 @@ async fn a_watched_imap_mailbox_turns_new_mail_into_notifications() -> anyhow::R
         "ann@example.test",
         "From: news@example.test\r\nSubject: Weekly newsletter\r\nMessage-ID: <nl-1@example.test>\r\n\r\nhello\r\n",
     )?;
+    // over the size limit: skipped, never read into memory
+    dovecot.deliver(
+        "ann@example.test",
+        &format!(
+            "From: big@example.test\r\nSubject: Huge attachment\r\n\r\n{}\r\n",
+            "x".repeat(100 * 1024)
+        ),
+    )?;
     h.wait_for_title(&token, "[FIRING:1] DiskSpaceLow db1 (prod)")
         .await?;
     wait_for(
         Duration::from_secs(20),
-        "both messages marked seen",
-        || async { (dovecot.seen("ann@example.test") == 2).then_some(()) },
+        "every message marked seen",
+        || async { (dovecot.seen("ann@example.test") == 3).then_some(()) },
     )
     .await?;
     let items = h.history(&token).await?;
-    assert_eq!(items.len(), 1, "the newsletter is filtered out");
+    assert_eq!(
+        items.len(),
+        1,
+        "the newsletter is filtered out, the huge one skipped"
+    );
     let n = &items[0]["notification"];
     assert_eq!(n["priority"], 5);
     assert!(n["tags"].as_array().unwrap().contains(&json!("imap")));

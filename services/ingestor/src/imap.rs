@@ -32,6 +32,8 @@ pub struct Watches {
     bus: Bus,
     kv: kv::Store,
     poll: Duration,
+    /// Larger messages are skipped (marked seen, reported in the log): the SMTP ingress's limit.
+    max_bytes: usize,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
 }
@@ -54,6 +56,7 @@ impl Watches {
     pub async fn start(
         bus: Bus,
         poll: Duration,
+        max_bytes: usize,
         shutdown: CancellationToken,
     ) -> Result<Arc<Watches>, BusError> {
         let kv = bus.kv("imap").await?;
@@ -61,6 +64,7 @@ impl Watches {
             bus,
             kv: kv.clone(),
             poll,
+            max_bytes,
             running: Mutex::default(),
             shutdown,
         });
@@ -132,15 +136,23 @@ impl Watches {
         {
             old.cancel();
         }
-        let bus = self.bus.clone();
-        let poll = self.poll;
+        let limits = Limits {
+            poll: self.poll,
+            max_bytes: self.max_bytes,
+        };
         let span = info_span!("imap", user = %sub.user, source = %sub.source_id);
-        tokio::spawn(watch(bus, sub, poll, token).instrument(span));
+        tokio::spawn(watch(self.bus.clone(), sub, limits, token).instrument(span));
     }
 }
 
+#[derive(Clone, Copy)]
+struct Limits {
+    poll: Duration,
+    max_bytes: usize,
+}
+
 /// Keep watching until cancelled, reconnecting with backoff.
-async fn watch(bus: Bus, sub: ImapSubscription, poll: Duration, stop: CancellationToken) {
+async fn watch(bus: Bus, sub: ImapSubscription, limits: Limits, stop: CancellationToken) {
     let Some(SourceSpec::Imap {
         host,
         port,
@@ -164,7 +176,7 @@ async fn watch(bus: Bus, sub: ImapSubscription, poll: Duration, stop: Cancellati
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = session(&bus, &sub, &filter, &host, port, tls, &username, &password, &mailbox, poll, &stop) => r,
+            r = session(&bus, &sub, &filter, &host, port, tls, &username, &password, &mailbox, limits, &stop) => r,
         };
         let error = match result {
             Ok(()) => return,
@@ -206,7 +218,7 @@ async fn session(
     username: &str,
     password: &str,
     mailbox: &str,
-    poll: Duration,
+    limits: Limits,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let tcp = tokio::time::timeout(
@@ -219,7 +231,7 @@ async fn session(
     match tls {
         ImapTls::None => {
             login_and_watch(
-                bus, sub, filter, tcp, username, password, mailbox, poll, stop,
+                bus, sub, filter, tcp, username, password, mailbox, limits, stop,
             )
             .await
         }
@@ -236,7 +248,7 @@ async fn session(
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
             login_and_watch(
-                bus, sub, filter, stream, username, password, mailbox, poll, stop,
+                bus, sub, filter, stream, username, password, mailbox, limits, stop,
             )
             .await
         }
@@ -252,7 +264,7 @@ async fn login_and_watch<T>(
     username: &str,
     password: &str,
     mailbox: &str,
-    poll: Duration,
+    limits: Limits,
     stop: &CancellationToken,
 ) -> Result<(), String>
 where
@@ -289,7 +301,7 @@ where
     )
     .await;
     loop {
-        take_unseen(bus, sub, filter, &mut session).await?;
+        take_unseen(bus, sub, filter, limits.max_bytes, &mut session).await?;
         if idle {
             let mut handle = session.idle();
             handle.init().await.map_err(|e| format!("IDLE: {e}"))?;
@@ -302,7 +314,7 @@ where
         } else {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(poll) => {}
+                _ = tokio::time::sleep(limits.poll) => {}
             }
         }
     }
@@ -313,6 +325,7 @@ async fn take_unseen<T>(
     bus: &Bus,
     sub: &ImapSubscription,
     filter: &CompiledFilter,
+    max_bytes: usize,
     session: &mut Session<T>,
 ) -> Result<(), String>
 where
@@ -326,7 +339,27 @@ where
         .collect();
     uids.sort_unstable();
     for uid in uids {
-        let raw = {
+        // the size first: a huge message is never read into memory
+        let size = {
+            let mut fetches = session
+                .uid_fetch(uid.to_string(), "RFC822.SIZE")
+                .await
+                .map_err(|e| format!("FETCH: {e}"))?;
+            let mut size = 0;
+            while let Some(f) = fetches.next().await {
+                size = f.map_err(|e| format!("FETCH: {e}"))?.size.unwrap_or(0);
+            }
+            size as usize
+        };
+        let raw = if size > max_bytes {
+            warn!(
+                uid,
+                size,
+                max_bytes,
+                "a message over the size limit (ingestor.smtp_max_message_bytes) is skipped and marked seen"
+            );
+            None
+        } else {
             let mut fetches = session
                 .uid_fetch(uid.to_string(), "BODY.PEEK[]")
                 .await

@@ -474,6 +474,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let imap = imap::Watches::start(
         bus.clone(),
         Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
+        shared.cfg.smtp_max_message_bytes,
         shutdown.clone(),
     )
     .await?;
