@@ -112,6 +112,16 @@ impl World {
         .await
     }
 
+    /// Replace Ann's escalation policy.
+    async fn set_policy(&self, policy: Value) -> Result<()> {
+        let (status, v) = self
+            .h
+            .call(Method::PUT, "/v1/policy", Some(&self.token), Some(policy))
+            .await?;
+        ensure!(status == 200, "policy: {status} {v}");
+        Ok(())
+    }
+
     async fn publish(&self, title: &str) -> Result<String> {
         let (status, v) = self
             .h
@@ -339,10 +349,7 @@ async fn outages_are_retried_and_a_permanent_failure_moves_on_at_once() -> Resul
         {"channels": ["sms"], "wait_secs": 20},
         {"channels": ["webhook"]},
     ]});
-    let (status, _) =
-        w.h.call(Method::PUT, "/v1/policy", Some(&w.token), Some(policy))
-            .await?;
-    assert_eq!(status, 200);
+    w.set_policy(policy).await?;
     w.twilio.answer(
         &twilio_path(),
         400,
@@ -458,10 +465,7 @@ async fn push_sms_replies_and_im_commands() -> Result<()> {
         {"channels": ["sms"], "wait_secs": 30},
         {"channels": ["webhook"]},
     ]});
-    let (status, _) =
-        w.h.call(Method::PUT, "/v1/policy", Some(&w.token), Some(policy))
-            .await?;
-    assert_eq!(status, 200);
+    w.set_policy(policy).await?;
     let (status, v) =
         w.h.call(
             Method::PUT,
@@ -649,10 +653,7 @@ async fn sms_through_a_real_kannel_gateway_and_an_ack_from_the_phone() -> Result
         {"channels": ["sms"], "wait_secs": 20},
         {"channels": ["webhook"]},
     ]});
-    let (status, _) =
-        w.h.call(Method::PUT, "/v1/policy", Some(&w.token), Some(policy))
-            .await?;
-    assert_eq!(status, 200);
+    w.set_policy(policy).await?;
     let n = w.publish("Freezer temperature high").await?;
     let line = wait_for(
         Duration::from_secs(20),

@@ -753,6 +753,11 @@ mod tests {
         assert!(fx.reply.unwrap().1.ok);
     }
 
+    /// The timer scheduler's wake-up, handled at `now`.
+    fn tick(rec: &mut Option<UserRecord>, l: &Limits, now: Millis) -> Effects {
+        apply(&user(), rec, AvatarMessage::Tick { at_ms: 0 }, l, now)
+    }
+
     fn present(show: Show, at: i64) -> AvatarMessage {
         AvatarMessage::Presence {
             address: "xmpp:ann@example.org".into(),
@@ -784,30 +789,12 @@ mod tests {
         );
         assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), Some(61_000));
         // a tick before it is due does nothing
-        let fx = apply(
-            &user(),
-            &mut rec,
-            AvatarMessage::Tick { at_ms: 0 },
-            &l,
-            60_999,
-        );
+        let fx = tick(&mut rec, &l, 60_999);
         assert!(fx.jobs.is_empty());
-        let fx = apply(
-            &user(),
-            &mut rec,
-            AvatarMessage::Tick { at_ms: 0 },
-            &l,
-            61_000,
-        );
+        let fx = tick(&mut rec, &l, 61_000);
         assert_eq!(channels(&fx), ["sms"]);
         // the same tick again (a redelivery): nothing more
-        let fx = apply(
-            &user(),
-            &mut rec,
-            AvatarMessage::Tick { at_ms: 0 },
-            &l,
-            61_001,
-        );
+        let fx = tick(&mut rec, &l, 61_001);
         assert!(fx.jobs.is_empty());
         // acked over IM: nothing further, and a second ack records nothing
         let reply = |text: &str| AvatarMessage::Reply {
@@ -825,13 +812,7 @@ mod tests {
         assert_eq!(fx.jobs[0].kind, JobKind::Reply);
         assert_eq!(fx.jobs[0].notification.title, "Acknowledged 1.");
         assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), None);
-        let fx = apply(
-            &user(),
-            &mut rec,
-            AvatarMessage::Tick { at_ms: 0 },
-            &l,
-            200_000,
-        );
+        let fx = tick(&mut rec, &l, 200_000);
         assert!(fx.jobs.is_empty());
         let fx = apply(&user(), &mut rec, reply("ack 1"), &l, 200_000);
         assert!(fx.history.is_empty());

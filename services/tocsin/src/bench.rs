@@ -185,6 +185,28 @@ pub(crate) fn count_replies(
     })
 }
 
+/// The bus and router settings of a benchmark run under `prefix` (no ops listener).
+pub(crate) fn bench_router(
+    url: &str,
+    prefix: &str,
+    silos: u32,
+) -> (BusConfig, tocsin_router::Config) {
+    let bus = BusConfig {
+        url: url.into(),
+        prefix: prefix.into(),
+        silo_count: silos,
+        ..Default::default()
+    };
+    let router = tocsin_router::Config {
+        bus: bus.clone(),
+        router: tocsin_router::RouterConfig {
+            ops_listen: String::new(),
+            ..Default::default()
+        },
+    };
+    (bus, router)
+}
+
 /// A typical notification for the benchmarks.
 pub(crate) fn notification(user: &UserId, id: String, title: String) -> Notification {
     Notification {
@@ -308,20 +330,8 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
 /// tocsin: router and history running in this process; notifications published into the
 /// silos as the API does; latency measured to the moment history has committed them.
 async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Result<Figures> {
-    let bus_cfg = BusConfig {
-        url: url.into(),
-        prefix: "bench".into(),
-        silo_count: opts.silo_count,
-        ..Default::default()
-    };
+    let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
     let shutdown = CancellationToken::new();
-    let router = tocsin_router::Config {
-        bus: bus_cfg.clone(),
-        router: tocsin_router::RouterConfig {
-            ops_listen: String::new(),
-            ..Default::default()
-        },
-    };
     let history = tocsin_history::Config {
         bus: bus_cfg.clone(),
         history: tocsin_history::HistoryConfig {

@@ -13,15 +13,15 @@
 
 use crate::bench::BenchOptions;
 use crate::bench::{
-    Figures, Pacer, baseline, count_replies, create_users, figure_rows, figures, notification,
-    tempfile_dir,
+    Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows, figures,
+    notification, tempfile_dir,
 };
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tocsin_bus::{Bus, BusConfig};
+use tocsin_bus::Bus;
 use tocsin_model::{
     AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Policy, Step, UserId,
     UserRecord, now_ms,
@@ -186,22 +186,11 @@ fn webhook(id: &str) -> Destination {
 type TimerFigures = (Figures, f64, Option<f64>, Option<f64>);
 
 async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
-    let bus_cfg = BusConfig {
-        url: url.into(),
-        prefix: "benchtimers".into(),
-        silo_count: 16,
-        ..Default::default()
-    };
+    let (bus_cfg, mut router) = bench_router(url, "benchtimers", 16);
+    // every avatar stays active: their memory is one of the figures
+    router.router.avatar_idle_secs = 3600;
+    router.router.ack_link_base_url = "https://tocsin.example.org".into();
     let shutdown = CancellationToken::new();
-    let router = tocsin_router::Config {
-        bus: bus_cfg.clone(),
-        router: tocsin_router::RouterConfig {
-            ops_listen: String::new(),
-            avatar_idle_secs: 3600,
-            ack_link_base_url: "https://tocsin.example.org".into(),
-            ..Default::default()
-        },
-    };
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
@@ -327,20 +316,8 @@ async fn instant_messages(url: &str, opts: &ReachBenchOptions) -> Result<Figures
     let prosody = tocsin_testkit::Prosody::start()?;
     prosody.register("tocsin", "bench-service-pw")?;
     prosody.register("ann", "bench-ann-pw")?;
-    let bus_cfg = BusConfig {
-        url: url.into(),
-        prefix: "benchim".into(),
-        silo_count: 4,
-        ..Default::default()
-    };
+    let (bus_cfg, router) = bench_router(url, "benchim", 4);
     let shutdown = CancellationToken::new();
-    let router = tocsin_router::Config {
-        bus: bus_cfg.clone(),
-        router: tocsin_router::RouterConfig {
-            ops_listen: String::new(),
-            ..Default::default()
-        },
-    };
     let delivery = tocsin_delivery::Config {
         bus: bus_cfg.clone(),
         delivery: tocsin_delivery::DeliveryConfig {
