@@ -548,8 +548,9 @@ async fn a_nats_server_restart_mid_flow_loses_and_duplicates_nothing() -> anyhow
     for i in 0..120 {
         if i == 60 {
             // SIGKILL: in-flight acks and publishes are lost; the store survives
-            h.nats.kill();
-            h.nats.restart()?;
+            let nats = h.nats.as_mut().expect("one nats-server");
+            nats.kill();
+            nats.restart()?;
         }
         let body = json!({"title": format!("m{i}"), "idempotency_key": format!("m{i}")});
         // publishes made while the server is away get 503 after the retry budget; a client

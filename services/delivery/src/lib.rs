@@ -23,7 +23,6 @@ pub mod webhook;
 pub mod xmpp;
 
 use async_nats::jetstream;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,6 +159,36 @@ struct Ctx {
     /// A provider rate limit per channel.
     rates: HashMap<Channel, Rate>,
     cfg: DeliveryConfig,
+    /// What became of the jobs sent lately, by stream sequence: a job redelivered after it
+    /// was sent (its ack or outcome lost while the bus failed over) is reported, not sent
+    /// again.
+    sent: std::sync::Mutex<Sent>,
+}
+
+/// The last [`Sent::CAPACITY`] jobs' results, oldest forgotten first.
+#[derive(Default)]
+struct Sent {
+    results: HashMap<u64, (bool, String, i64)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl Sent {
+    const CAPACITY: usize = 65_536;
+
+    fn get(&self, seq: u64) -> Option<(bool, String, i64)> {
+        self.results.get(&seq).cloned()
+    }
+
+    fn insert(&mut self, seq: u64, result: (bool, String, i64)) {
+        if self.results.insert(seq, result).is_none() {
+            self.order.push_back(seq);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.results.remove(&old);
+            }
+        }
+    }
 }
 
 /// At most `per_sec` sends per second, spaced evenly.
@@ -247,6 +276,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
         xmpp,
         rates,
         cfg: config.delivery.clone(),
+        sent: Default::default(),
     });
     let mut workers = Vec::new();
     for channel in &config.delivery.channels {
@@ -299,13 +329,7 @@ async fn run_channel(
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     shutdown: CancellationToken,
 ) {
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(channel = channel.as_str(), error = %e, "cannot pull delivery jobs");
-            return;
-        }
-    };
+    let mut messages = tocsin_bus::Pull::new(consumer, 256, format!("{} jobs", channel.as_str()));
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let held: Held = Arc::default();
     let mut lanes: HashMap<String, Lane> = HashMap::new();
@@ -331,17 +355,9 @@ async fn run_channel(
                 }
                 continue;
             }
-            n = messages.next() => n,
+            m = messages.next() => m,
         };
-        let msg = match next {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                warn!(channel = channel.as_str(), error = %e, "pulling delivery jobs failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            None => break,
-        };
+        let msg = next;
         let job: DeliveryJob = match tocsin_bus::decode(&msg.payload, "delivery job") {
             Ok(j) => j,
             Err(e) => {
@@ -435,7 +451,13 @@ async fn handle(
     async {
         let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
         let max = ctx.bus.config().max_deliver;
-        let (delivered, detail) = loop {
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let before = ctx.sent.lock().expect("sent lock").get(seq);
+        let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
+            debug!("already sent; reporting it again instead of sending twice");
+            attempts = tried;
+            (delivered, detail)
+        } else { loop {
             let result = {
                 let _permit = permits.acquire().await.expect("semaphore open");
                 if let Some(rate) = ctx.rates.get(&channel) {
@@ -463,7 +485,11 @@ async fn handle(
                     attempts += 1;
                 }
             }
-        };
+        } };
+        ctx.sent
+            .lock()
+            .expect("sent lock")
+            .insert(seq, (delivered, detail.clone(), attempts));
         if job.kind == JobKind::Reply {
             // an answer to the user's own command: nothing to record
             ctx.bus.settle(&msg, Disposition::Ack).await;

@@ -11,7 +11,7 @@ pub mod feed;
 pub mod store;
 
 use async_nats::jetstream;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -220,34 +220,18 @@ async fn consume(
     batch: usize,
     shutdown: CancellationToken,
 ) -> Result<(), HistoryError> {
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| BusError::Other(format!("history silo {silo}: cannot pull: {e}")))?;
+    let mut messages = tocsin_bus::Pull::new(consumer, batch, format!("history silo {silo}"));
     loop {
-        let first = tokio::select! {
+        let mut msgs = tokio::select! {
             _ = shutdown.cancelled() => break,
-            m = messages.next() => m,
-        };
-        let mut msgs = match first {
-            Some(Ok(m)) => vec![m],
-            Some(Err(e)) => {
-                warn!(silo, error = %e, "pulling history records failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            None => break,
+            m = messages.next() => vec![m],
         };
         // take whatever else is already here, without waiting: batching under load,
         // no added latency when idle
         while msgs.len() < batch {
-            match messages.next().now_or_never() {
-                Some(Some(Ok(m))) => msgs.push(m),
-                _ => break,
+            match messages.next_ready() {
+                Some(m) => msgs.push(m),
+                None => break,
             }
         }
         write_batch(&bus, &store, msgs).await;

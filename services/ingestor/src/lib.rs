@@ -663,26 +663,11 @@ async fn consume_subscriptions(
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     shutdown: CancellationToken,
 ) {
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "cannot pull subscription changes");
-            return;
-        }
-    };
+    let mut messages = tocsin_bus::Pull::new(consumer, 256, "subscription changes");
     loop {
-        let next = tokio::select! {
+        let msg = tokio::select! {
             _ = shutdown.cancelled() => return,
-            n = messages.next() => n,
-        };
-        let msg = match next {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                warn!(error = %e, "pulling subscription changes failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            None => return,
+            m = messages.next() => m,
         };
         if msg.subject.as_str() == shared.bus.subjects().ingest_imap() {
             let disposition = match tocsin_bus::decode::<tocsin_model::ImapSubscription>(

@@ -18,12 +18,11 @@ pub mod escalate;
 pub mod timers;
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, Leases, SiloSet, StreamKind};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::mpsc;
@@ -56,6 +55,9 @@ pub struct RouterConfig {
     pub max_destinations_per_user: usize,
     /// How long shutdown waits for avatars to finish and settle.
     pub shutdown_grace_secs: u64,
+    /// A silo is served only by the holder of its lease, renewed every quarter of this; a
+    /// router that dies without releasing its silos holds them this long.
+    pub silo_lease_secs: u64,
     /// The API's public URL, for the signed acknowledgement links in notifications
     /// (`<url>/v1/ack/…`); empty: no links.
     pub ack_link_base_url: String,
@@ -75,6 +77,7 @@ impl Default for RouterConfig {
             max_sources_per_user: 100,
             max_destinations_per_user: 20,
             shutdown_grace_secs: 20,
+            silo_lease_secs: 15,
             ack_link_base_url: "http://127.0.0.1:8080".into(),
         }
     }
@@ -94,6 +97,9 @@ impl Config {
             let mut p = b.problems();
             if let Err(e) = s.silo_set(b.silo_count) {
                 p.push(format!("router.silos: {e}"));
+            }
+            if s.silo_lease_secs < 2 {
+                p.push("router.silo_lease_secs: must be at least 2".into());
             }
             if s.avatar_queue == 0 || s.batch == 0 {
                 p.push("router.avatar_queue and router.batch: must be greater than 0".into());
@@ -166,27 +172,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rout
         },
         cfg: config.router.clone(),
     });
+    // a silo is served only while this instance holds its lease (see tocsin_bus::lease)
+    let leases = Leases::open(
+        &bus,
+        "router",
+        Duration::from_secs(config.router.silo_lease_secs),
+    )
+    .await?;
+    info!(holder = leases.holder(), "router instance");
     let mut workers = Vec::new();
     for silo in silos.iter() {
-        let consumer = bus
-            .pull_consumer(
-                StreamKind::Silo(silo),
-                "router",
-                None,
-                config.router.max_ack_pending,
-            )
-            .await?;
+        let (ctx, leases, shutdown) = (ctx.clone(), leases.clone(), shutdown.clone());
         // if this task is dropped (aborted), its workers go with it, and theirs with them
-        workers.push(AbortOnDropHandle::new(tokio::spawn(run_silo(
-            ctx.clone(),
-            silo,
-            consumer,
-            shutdown.clone(),
-        ))));
-        let (b, t, s) = (ctx.bus.clone(), ctx.timers.clone(), shutdown.clone());
         workers.push(AbortOnDropHandle::new(tokio::spawn(async move {
-            timers::run(b, t, silo, s).await;
-            Ok(())
+            leases
+                .serve_silo(silo, shutdown, |stop| serve_silo(ctx.clone(), silo, stop))
+                .await;
+            Ok::<(), BusError>(())
         })));
     }
     ready.set(true);
@@ -212,20 +214,39 @@ struct AvatarHandle {
     join: AbortOnDropHandle<()>,
 }
 
+/// Serve one silo until `stop` (shutdown, or the lease lost): its avatars and its timers.
+async fn serve_silo(ctx: Arc<Ctx>, silo: u32, stop: CancellationToken) {
+    let open = ctx.bus.pull_consumer(
+        StreamKind::Silo(silo),
+        "router",
+        None,
+        ctx.cfg.max_ack_pending,
+    );
+    let consumer = tokio::select! {
+        _ = stop.cancelled() => return,
+        c = open => match c {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(silo, error = %e, "cannot open the silo's consumer; trying again");
+                return;
+            }
+        },
+    };
+    let (b, t, s) = (ctx.bus.clone(), ctx.timers.clone(), stop.clone());
+    // ticks are idempotent: the scheduler is simply dropped (aborted) with the silo
+    let _timers = AbortOnDropHandle::new(tokio::spawn(timers::run(b, t, silo, s)));
+    if let Err(e) = run_silo(ctx, silo, consumer, stop).await {
+        warn!(silo, error = %e, "silo worker stopped with an error");
+    }
+}
+
 async fn run_silo(
     ctx: Arc<Ctx>,
     silo: u32,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(256)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| BusError::Other(format!("silo {silo}: cannot pull: {e}")))?;
+    let mut messages = tocsin_bus::Pull::new(consumer, 256, format!("silo {silo}"));
     let mut avatars: HashMap<UserId, AvatarHandle> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -236,21 +257,23 @@ async fn run_silo(
                 metrics::gauge!("tocsin_router_active_avatars", "silo" => silo.to_string())
                     .set(avatars.len() as f64);
             }
-            next = messages.next() => match next {
-                Some(Ok(msg)) => dispatch(&ctx, silo, &mut avatars, msg).await,
-                Some(Err(e)) => {
-                    warn!(silo, error = %e, "pulling from the silo stream failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                None => {
-                    warn!(silo, "silo message stream ended");
-                    break;
-                }
-            },
+            msg = messages.next() => dispatch(&ctx, silo, &mut avatars, msg).await,
         }
     }
-    // stop pulling; dropping the senders lets each avatar finish its queue, save and ack
-    drop(messages);
+    // stop pulling. What was pulled but not handed to an avatar goes back at once (nak), so
+    // the silo's next holder gets it before anything newer instead of after `ack_wait`.
+    let unhandled = messages.stop(256, Duration::from_millis(20)).await;
+    for msg in &unhandled {
+        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
+    if !unhandled.is_empty() {
+        debug!(
+            silo,
+            returned = unhandled.len(),
+            "returned messages pulled but not handled"
+        );
+    }
+    // dropping the senders lets each avatar finish its queue, save and ack
     let joins: Vec<AbortOnDropHandle<()>> = avatars.into_values().map(|h| h.join).collect();
     if tokio::time::timeout(
         Duration::from_secs(ctx.cfg.shutdown_grace_secs),

@@ -59,6 +59,16 @@ pub struct ConfigError {
 }
 
 impl BusConfig {
+    /// The servers in `url`: one, or several separated by commas (the nodes of a cluster;
+    /// the client learns the others from the first it reaches, too).
+    pub fn server_urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
     /// Every problem with this section, as text.
     pub fn problems(&self) -> Vec<String> {
         self.validate().iter().map(ToString::to_string).collect()
@@ -70,6 +80,11 @@ impl BusConfig {
         let mut err = |field, message: String| out.push(ConfigError { field, message });
         if self.url.trim().is_empty() {
             err("url", "must not be empty".into());
+        }
+        for u in self.server_urls() {
+            if let Err(e) = u.parse::<async_nats::ServerAddr>() {
+                err("url", format!("{u:?} is not a NATS server address: {e}"));
+            }
         }
         if !tocsin_model::ids::is_token(&self.prefix, 32) {
             err(

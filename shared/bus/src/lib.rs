@@ -14,20 +14,73 @@
 
 mod config;
 mod dlq;
+pub mod lease;
 mod names;
 mod publish;
+mod pulling;
 mod silo;
 
 pub use config::{BusConfig, ConfigError};
 pub use dlq::DeadLetter;
+pub use lease::Leases;
 pub use names::{StreamKind, Subjects};
 pub use publish::PublishWindow;
+pub use pulling::Pull;
 pub use silo::{SiloSet, SiloSetError, jump_consistent_hash, silo_of};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use serde::Serialize;
 use std::time::Duration;
 use tracing::{debug, warn};
+
+/// How often a setup step (a stream, consumer or bucket) is tried before start-up fails.
+const SETUP_ATTEMPTS: u32 = 5;
+
+/// Run one idempotent setup step, retrying it: in a cluster, instances starting together
+/// race to create the same stream or consumer, and the server leaves the losers' requests
+/// unanswered until they time out (seen with nats-server 2.15 and R3 streams); the retry
+/// then finds the winner's stream in place.
+async fn setup<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, BusError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < SETUP_ATTEMPTS => {
+                warn!(
+                    what,
+                    attempt,
+                    error = %e,
+                    "jetstream setup did not succeed (another instance creating it at the same \
+                     time, or a leader election); retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(BusError::Setup {
+                    what: what.to_owned(),
+                    message: format!("{e} (after {attempt} attempts)"),
+                });
+            }
+        }
+    }
+}
+
+/// Whether an existing stream already has every setting tocsin specifies.
+fn same_stream_spec(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects == want.subjects
+        && have.retention == want.retention
+        && have.storage == want.storage
+        && have.num_replicas == want.num_replicas
+        && have.duplicate_window == want.duplicate_window
+        && have.max_age == want.max_age
+        && have.description == want.description
+}
 
 /// Errors talking to the bus. `kind()` says whether a retry can help.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +161,7 @@ impl Bus {
             });
         let client = tokio::time::timeout(
             Duration::from_secs(config.connect_timeout_secs),
-            opts.connect(config.url.as_str()),
+            opts.connect(config.server_urls()),
         )
         .await
         .map_err(|_| BusError::Connect {
@@ -176,13 +229,16 @@ impl Bus {
     pub async fn ensure_streams(&self) -> Result<(), BusError> {
         for cfg in self.stream_configs() {
             let name = cfg.name.clone();
-            self.js
-                .create_or_update_stream(cfg)
-                .await
-                .map_err(|e| BusError::Setup {
-                    what: format!("stream {name}"),
-                    message: e.to_string(),
-                })?;
+            setup(&format!("stream {name}"), || async {
+                // as specified already (every start after the first): nothing to write
+                if let Ok(stream) = self.js.get_stream(&name).await
+                    && same_stream_spec(&stream.cached_info().config, &cfg)
+                {
+                    return Ok(());
+                }
+                self.js.create_or_update_stream(cfg.clone()).await.map(drop)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -258,14 +314,11 @@ impl Bus {
             max_ack_pending,
             ..Default::default()
         };
-        let err = |e: &dyn std::fmt::Display| BusError::Setup {
-            what: format!("consumer {durable} on {stream_name}"),
-            message: e.to_string(),
-        };
-        self.js
-            .create_consumer_on_stream(cfg, stream_name.as_str())
-            .await
-            .map_err(|e| err(&e))
+        setup(&format!("consumer {durable} on {stream_name}"), || {
+            self.js
+                .create_consumer_on_stream(cfg.clone(), stream_name.as_str())
+        })
+        .await
     }
 
     /// Publish `payload` under `msg_id` and wait for the PubAck, retrying transient failures
@@ -323,7 +376,7 @@ impl Bus {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = match disposition {
             Disposition::Ack => msg.ack().await,
-            Disposition::Retry(_) if delivered >= self.config.max_deliver => {
+            Disposition::Retry(_) if self.out_of_retries(msg, delivered + 1) => {
                 let reason = format!("still failing after {delivered} deliveries");
                 self.dead_letter(msg, &reason).await
             }
@@ -341,31 +394,64 @@ impl Bus {
 
     /// Whether this message has already failed too often to be tried again.
     pub fn exhausted(&self, msg: &jetstream::Message) -> bool {
-        msg.info()
-            .map(|i| i.delivered > self.config.max_deliver)
-            .unwrap_or(false)
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        self.out_of_retries(msg, delivered)
+    }
+
+    /// A message is given up on after more than `max_deliver` deliveries spread over at least
+    /// `max_deliver × ack_wait`. The count alone would let an outage dead-letter good
+    /// messages: while a stream's leader moves, or a consumer hands over, messages are
+    /// redelivered in quick succession without any handler having failed on them.
+    fn out_of_retries(&self, msg: &jetstream::Message, delivered: i64) -> bool {
+        if delivered <= self.config.max_deliver {
+            return false;
+        }
+        let min_age = Duration::from_secs(self.config.ack_wait_secs)
+            .saturating_mul(self.config.max_deliver.clamp(1, 1_000) as u32);
+        let age = msg
+            .info()
+            .map(|i| {
+                let published: time::OffsetDateTime = i.published;
+                (time::OffsetDateTime::now_utc() - published)
+                    .try_into()
+                    .unwrap_or(Duration::ZERO)
+            })
+            .unwrap_or(Duration::MAX);
+        age >= min_age
     }
 
     /// A JetStream KV bucket of the contract, created if missing.
     pub async fn kv(&self, bucket: &str) -> Result<jetstream::kv::Store, BusError> {
-        let name = self.subjects.bucket(bucket);
-        match self.js.get_key_value(name.as_str()).await {
-            Ok(store) => Ok(store),
-            Err(_) => self
-                .js
-                .create_or_update_key_value(jetstream::kv::Config {
-                    bucket: name.clone(),
-                    history: 1,
-                    num_replicas: self.config.replicas,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
+        self.kv_with(jetstream::kv::Config {
+            bucket: self.subjects.bucket(bucket),
+            history: 1,
+            num_replicas: self.config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A KV bucket as `cfg` says: opened if it exists with the same `max_age`, else created
+    /// or updated.
+    pub async fn kv_with(
+        &self,
+        cfg: jetstream::kv::Config,
+    ) -> Result<jetstream::kv::Store, BusError> {
+        let name = cfg.bucket.clone();
+        setup(&format!("kv bucket {name}"), || async {
+            if let Ok(store) = self.js.get_key_value(name.as_str()).await
+                && let Ok(status) = store.status().await
+                && status.max_age() == cfg.max_age
+            {
+                return Ok(store);
+            }
+            self.js
+                .create_or_update_key_value(cfg.clone())
                 .await
-                .map_err(|e| BusError::Setup {
-                    what: format!("kv bucket {name}"),
-                    message: e.to_string(),
-                }),
-        }
+                .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// A request over core NATS with a JSON body and a JSON reply, bounded by `timeout`.

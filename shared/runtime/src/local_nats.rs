@@ -36,6 +36,8 @@ pub struct LocalNats {
     pub port: u16,
     pub binary: PathBuf,
     pub store: PathBuf,
+    /// Further arguments (a cluster node's name and routes).
+    pub args: Vec<String>,
 }
 
 impl LocalNats {
@@ -47,6 +49,17 @@ impl LocalNats {
         store: &Path,
         log: Option<&Path>,
     ) -> Result<Self, String> {
+        Self::start_with_args(binary, port, store, log, &[])
+    }
+
+    /// [`LocalNats::start`] with further arguments for nats-server.
+    pub fn start_with_args(
+        binary: &Path,
+        port: u16,
+        store: &Path,
+        log: Option<&Path>,
+        args: &[String],
+    ) -> Result<Self, String> {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Err(format!(
                 "port {port} on 127.0.0.1 is already in use (another nats-server?); stop it or choose another bus.url"
@@ -57,6 +70,7 @@ impl LocalNats {
         let mut cmd = Command::new(binary);
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -90,6 +104,7 @@ impl LocalNats {
             port,
             binary: binary.to_owned(),
             store: store.to_owned(),
+            args: args.to_vec(),
         })
     }
 
@@ -129,7 +144,7 @@ impl LocalNats {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Self::start(&self.binary, self.port, &self.store, None) {
+            match Self::start_with_args(&self.binary, self.port, &self.store, None, &self.args) {
                 Ok(mut fresh) => {
                     self.child = fresh.child.take();
                     return Ok(());

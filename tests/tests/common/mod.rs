@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tocsin_bus::BusConfig;
-use tocsin_testkit::NatsServer;
+use tocsin_testkit::{NatsCluster, NatsServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,10 @@ pub enum Svc {
     Router,
     History,
     Delivery,
+    /// Router replica `i` of [`Harness::router_replicas`], owning silos by the chart's rule.
+    RouterReplica(u32),
+    /// History replica `i` of [`Harness::history_replicas`].
+    HistoryReplica(u32),
 }
 
 /// What a test may change before the services start.
@@ -34,10 +38,17 @@ pub struct Settings {
     pub delivery: tocsin_delivery::DeliveryConfig,
     /// `listen`, `public_url` and `admin_token` are the harness's own.
     pub api: tocsin_api::ApiConfig,
+    /// Nodes of a JetStream cluster to run instead of one nats-server (0: one server).
+    pub cluster_nodes: usize,
+    /// Router and history replicas owning silos by ordinal (0: one instance owning all).
+    pub router_replicas: u32,
+    pub history_replicas: u32,
 }
 
 pub struct Harness {
-    pub nats: NatsServer,
+    /// The one nats-server, unless the test asked for a cluster.
+    pub nats: Option<NatsServer>,
+    pub cluster: Option<NatsCluster>,
     pub bus: BusConfig,
     pub data: tempfile::TempDir,
     pub api_url: String,
@@ -45,6 +56,9 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub ingestor: tocsin_ingestor::IngestorConfig,
     pub delivery: tocsin_delivery::DeliveryConfig,
+    /// The replica count router and history replicas started from now on are told.
+    pub router_replicas: u32,
+    pub history_replicas: u32,
     running: HashMap<Svc, (CancellationToken, JoinHandle<()>)>,
     api: (CancellationToken, JoinHandle<()>),
 }
@@ -63,9 +77,7 @@ impl Harness {
             static ONCE: std::sync::Once = std::sync::Once::new();
             ONCE.call_once(tocsin_runtime::init_tracing);
         }
-        let nats = NatsServer::start()?;
         let bus = BusConfig {
-            url: nats.url(),
             prefix: tocsin_testkit::unique_prefix(name),
             silo_count: 4,
             ack_wait_secs: 2,
@@ -102,14 +114,29 @@ impl Harness {
                 rate_per_user_per_minute: 0,
                 ..Default::default()
             },
+            cluster_nodes: 0,
+            router_replicas: 0,
+            history_replicas: 0,
         };
         tweak(&mut settings);
         let Settings {
-            bus,
+            mut bus,
             ingestor,
             delivery,
             api,
+            cluster_nodes,
+            router_replicas,
+            history_replicas,
         } = settings;
+        let (nats, cluster) = if cluster_nodes > 0 {
+            let c = NatsCluster::start(cluster_nodes)?;
+            bus.url = c.url();
+            (None, Some(c))
+        } else {
+            let n = NatsServer::start()?;
+            bus.url = n.url();
+            (Some(n), None)
+        };
         let feeds = FeedServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", listener.local_addr()?);
@@ -131,6 +158,7 @@ impl Harness {
         });
         let mut h = Harness {
             nats,
+            cluster,
             bus,
             data: tempfile::tempdir()?,
             api_url,
@@ -140,10 +168,21 @@ impl Harness {
                 .build()?,
             ingestor,
             delivery,
+            router_replicas,
+            history_replicas,
             running: HashMap::new(),
             api: (token, api),
         };
-        for s in [Svc::Router, Svc::History, Svc::Ingestor, Svc::Delivery] {
+        let mut services = vec![Svc::Ingestor, Svc::Delivery];
+        match router_replicas {
+            0 => services.push(Svc::Router),
+            n => services.extend((0..n).map(Svc::RouterReplica)),
+        }
+        match history_replicas {
+            0 => services.push(Svc::History),
+            n => services.extend((0..n).map(Svc::HistoryReplica)),
+        }
+        for s in services {
             h.start_service(s);
         }
         h.wait_ready().await?;
@@ -155,10 +194,18 @@ impl Harness {
         let t = token.clone();
         let bus = self.bus.clone();
         let handle = match s {
-            Svc::Router => {
+            Svc::Router | Svc::RouterReplica(_) => {
+                let (ordinal, count) = match s {
+                    Svc::RouterReplica(i) => (Some(i), self.router_replicas),
+                    _ => (None, 1),
+                };
                 let cfg = tocsin_router::Config {
                     bus,
                     router: tocsin_router::RouterConfig {
+                        replica_ordinal: ordinal,
+                        replica_count: count,
+                        // a killed router's silos move on within 3 s
+                        silo_lease_secs: 3,
                         ops_listen: String::new(),
                         shutdown_grace_secs: 5,
                         // evict idle avatars quickly, so every test also exercises
@@ -170,12 +217,22 @@ impl Harness {
                 };
                 tokio::spawn(async move { tocsin_router::run(cfg, t).await.expect("router") })
             }
-            Svc::History => {
+            Svc::History | Svc::HistoryReplica(_) => {
+                let (ordinal, count) = match s {
+                    Svc::HistoryReplica(i) => (Some(i), self.history_replicas),
+                    _ => (None, 1),
+                };
                 let cfg = tocsin_history::Config {
                     bus,
                     history: tocsin_history::HistoryConfig {
+                        replica_ordinal: ordinal,
+                        replica_count: count,
                         ops_listen: String::new(),
-                        data_dir: self.data.path().join("history"),
+                        // a volume per replica, as in the chart
+                        data_dir: match s {
+                            Svc::HistoryReplica(i) => self.data.path().join(format!("history-{i}")),
+                            _ => self.data.path().join("history"),
+                        },
                         ..Default::default()
                     },
                 };
@@ -216,7 +273,14 @@ impl Harness {
     }
 
     pub async fn shutdown(mut self) {
-        for s in [Svc::Ingestor, Svc::Router, Svc::History, Svc::Delivery] {
+        let mut order: Vec<Svc> = self.running.keys().copied().collect();
+        order.sort_by_key(|s| match s {
+            Svc::Ingestor => 0,
+            Svc::Router | Svc::RouterReplica(_) => 1,
+            Svc::History | Svc::HistoryReplica(_) => 2,
+            Svc::Delivery => 3,
+        });
+        for s in order {
             self.stop(s).await;
         }
         self.api.0.cancel();

@@ -1,0 +1,94 @@
+//! A pull subscription that survives the bus moving under it.
+//!
+//! When a consumer's leader moves (a cluster node dies, a new stream elects its first
+//! leader) a JetStream pull reports "no responders" or a missed heartbeat — and may then
+//! stay silent although messages are waiting. [`Pull`] logs such an error and pulls afresh,
+//! so every consuming loop recovers the same way.
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::{FutureExt, StreamExt};
+use std::time::Duration;
+use tracing::warn;
+
+/// A renewing pull from one durable consumer.
+pub struct Pull {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    batch: usize,
+    what: String,
+    messages: Option<pull::Stream>,
+}
+
+impl Pull {
+    /// Pull from `consumer` in batches of `batch`; `what` names it in logs.
+    pub fn new(
+        consumer: jetstream::consumer::Consumer<pull::Config>,
+        batch: usize,
+        what: impl Into<String>,
+    ) -> Pull {
+        Pull {
+            consumer,
+            batch: batch.max(1),
+            what: what.into(),
+            messages: None,
+        }
+    }
+
+    /// The next message, waiting as long as it takes. Errors are logged and the pull is
+    /// renewed. Cancel-safe: dropping the future loses no message.
+    pub async fn next(&mut self) -> jetstream::Message {
+        loop {
+            let messages = match &mut self.messages {
+                Some(m) => m,
+                None => match self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(self.batch)
+                    .heartbeat(Duration::from_secs(5))
+                    .expires(Duration::from_secs(30))
+                    .messages()
+                    .await
+                {
+                    Ok(m) => self.messages.insert(m),
+                    Err(e) => {
+                        warn!(what = %self.what, error = %e, "cannot pull; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
+            match messages.next().await {
+                Some(Ok(m)) => return m,
+                Some(Err(e)) => {
+                    warn!(what = %self.what, error = %e, "pulling failed; pulling afresh");
+                }
+                None => warn!(what = %self.what, "the pull ended; pulling afresh"),
+            }
+            self.messages = None;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A message that is already here, without waiting.
+    pub fn next_ready(&mut self) -> Option<jetstream::Message> {
+        match self.messages.as_mut()?.next().now_or_never() {
+            Some(Some(Ok(m))) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Stop pulling and return what had arrived but was not taken (at most `limit`,
+    /// waiting `linger` for each), for the caller to give back. Given back while still
+    /// subscribed, they would come straight back here.
+    pub async fn stop(mut self, limit: usize, linger: Duration) -> Vec<jetstream::Message> {
+        let mut out = Vec::new();
+        if let Some(messages) = self.messages.as_mut() {
+            while out.len() < limit
+                && let Ok(Some(Ok(m))) = tokio::time::timeout(linger, messages.next()).await
+            {
+                out.push(m);
+            }
+        }
+        self.messages = None;
+        out
+    }
+}
