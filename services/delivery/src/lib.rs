@@ -159,29 +159,29 @@ struct Ctx {
     /// A provider rate limit per channel.
     rates: HashMap<Channel, Rate>,
     cfg: DeliveryConfig,
-    /// What became of the jobs sent lately, by stream sequence: a job redelivered after it
-    /// was sent (its ack or outcome lost while the bus failed over) is reported, not sent
-    /// again.
+    /// What became of the jobs sent lately, by job id: a job redelivered after it was sent
+    /// (its ack or outcome lost while the bus failed over), or published again after a
+    /// server restart forgot its id, is reported, not sent again.
     sent: std::sync::Mutex<Sent>,
 }
 
 /// The last [`Sent::CAPACITY`] jobs' results, oldest forgotten first.
 #[derive(Default)]
 struct Sent {
-    results: HashMap<u64, (bool, String, i64)>,
-    order: std::collections::VecDeque<u64>,
+    results: HashMap<String, (bool, String, i64)>,
+    order: std::collections::VecDeque<String>,
 }
 
 impl Sent {
     const CAPACITY: usize = 65_536;
 
-    fn get(&self, seq: u64) -> Option<(bool, String, i64)> {
-        self.results.get(&seq).cloned()
+    fn get(&self, job: &str) -> Option<(bool, String, i64)> {
+        self.results.get(job).cloned()
     }
 
-    fn insert(&mut self, seq: u64, result: (bool, String, i64)) {
-        if self.results.insert(seq, result).is_none() {
-            self.order.push_back(seq);
+    fn insert(&mut self, job: &str, result: (bool, String, i64)) {
+        if self.results.insert(job.to_owned(), result).is_none() {
+            self.order.push_back(job.to_owned());
             if self.order.len() > Self::CAPACITY
                 && let Some(old) = self.order.pop_front()
             {
@@ -451,8 +451,7 @@ async fn handle(
     async {
         let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
         let max = ctx.bus.config().max_deliver;
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let before = ctx.sent.lock().expect("sent lock").get(seq);
+        let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
         let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
             debug!("already sent; reporting it again instead of sending twice");
             attempts = tried;
@@ -489,7 +488,7 @@ async fn handle(
         ctx.sent
             .lock()
             .expect("sent lock")
-            .insert(seq, (delivered, detail.clone(), attempts));
+            .insert(&job.job_id, (delivered, detail.clone(), attempts));
         if job.kind == JobKind::Reply {
             // an answer to the user's own command: nothing to record
             ctx.bus.settle(&msg, Disposition::Ack).await;

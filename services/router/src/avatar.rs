@@ -857,6 +857,40 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_named_again_in_a_later_step_is_sent_again() {
+        let l = limits_with_links();
+        let mut rec = None;
+        reachable(&mut rec, &l);
+        let reminder = Policy {
+            steps: vec![
+                Step {
+                    channels: vec![Channel::Email],
+                    wait_secs: 60,
+                    ..Default::default()
+                },
+                Step {
+                    channels: vec![Channel::Email],
+                    ..Default::default()
+                },
+            ],
+            urgent_steps: None,
+            quiet_hours: None,
+        };
+        let set = command(Command::SetPolicy {
+            policy: Some(reminder),
+        });
+        assert!(apply(&user(), &mut rec, set, &l, 1).reply.unwrap().1.ok);
+        let first = apply(&user(), &mut rec, notify("n1", None), &l, 1_000);
+        let again = tick(&mut rec, &l, 61_000);
+        assert_eq!(channels(&first), ["email"]);
+        assert_eq!(channels(&again), ["email"]);
+        // distinct ids: the bus's duplicate window and delivery's memory of sent jobs must
+        // not take the reminder for a repeat of the first
+        assert_eq!(first.jobs[0].job_id, "n1:mail");
+        assert_eq!(again.jobs[0].job_id, "n1:mail:s1");
+    }
+
+    #[test]
     fn low_priority_never_escalates_and_mute_holds_all_but_urgent() {
         let l = limits_with_links();
         let mut rec = None;

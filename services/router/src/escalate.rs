@@ -172,7 +172,7 @@ fn fire(
         for d in &targets {
             fired
                 .jobs
-                .push(job(r, &esc.notification, d, esc.reference, links));
+                .push(job(r, &esc.notification, d, index, esc.reference, links));
         }
         if index > 0 {
             let to: Vec<String> = targets
@@ -199,10 +199,14 @@ fn fire(
     }
 }
 
+/// The job for destination `d` at step `step`. Its id is the notification's and the
+/// destination's — with the step from the second step on, so a policy that names a
+/// destination again later (a reminder) sends it again rather than being taken for a repeat.
 fn job(
     r: &UserRecord,
     n: &Notification,
     d: &Destination,
+    step: usize,
     reference: u32,
     links: &Links,
 ) -> DeliveryJob {
@@ -216,7 +220,10 @@ fn job(
         )
     });
     DeliveryJob {
-        job_id: format!("{}:{}", n.id, d.id),
+        job_id: match step {
+            0 => format!("{}:{}", n.id, d.id),
+            s => format!("{}:{}:s{s}", n.id, d.id),
+        },
         notification: n.clone(),
         destination: d.clone(),
         kind: JobKind::Notification,

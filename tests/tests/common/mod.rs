@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use anyhow::{Context, Result, anyhow};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -579,6 +581,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 impl Recorded {
@@ -620,14 +624,16 @@ impl Recorder {
                 async move {
                     let mut s = st.lock().unwrap();
                     let path = uri.path().to_owned();
+                    let (status, answer) =
+                        s.answers.get(&path).cloned().unwrap_or((200, "{}".into()));
                     s.seen.push(Recorded {
                         at: Instant::now(),
                         path: path.clone(),
                         headers,
                         body: body.to_vec(),
+                        status,
                     });
-                    let (status, body) =
-                        s.answers.get(&path).cloned().unwrap_or((200, "{}".into()));
+                    let body = answer;
                     (
                         StatusCode::from_u16(status).unwrap(),
                         [(header::CONTENT_TYPE, "application/json")],
