@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export TOCSIN_NATS_SERVER ?= $(CURDIR)/.tools/venv/bin/nats-server
 
-.PHONY: run test tools test-tools check fmt clippy unit bench bench-smoke clean
+.PHONY: run test tools test-tools check fmt clippy unit bench bench-smoke fuzz faults-long clean
 
 ## install what is missing, build, start nats-server and every service (data in ./data)
 run: tools
@@ -32,6 +32,20 @@ bench: tools
 
 bench-smoke: tools
 	cargo run -p tocsin -- bench --notifications 2000 --users 100
+
+## fuzz every target for FUZZ_SECS seconds each (cargo-fuzz on the stable toolchain; docs/testing.md)
+FUZZ_SECS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+	cd fuzz && for t in feed mail filter policy; do \
+	  mkdir -p corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -max_len=262144 || exit 1; \
+	done
+
+## the fault suite's long version: ten times the notifications, three rounds of kills
+faults-long: test-tools
+	TOCSIN_FAULTS_LONG=1 cargo test -p tocsin-tests --test faults -- --nocapture
 
 clean:
 	rm -rf target .tools
