@@ -208,6 +208,24 @@ mod tests {
         assert_eq!(normalize(b"  \n"), Err(NormalizeError::Empty));
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><rss><channel><title>&lol2;</title></channel></rss>"#;
         assert_eq!(normalize(bomb.as_bytes()), Err(NormalizeError::Entities));
+        // an external entity (XXE) is refused the same way…
+        let xxe = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><rss version="2.0"><channel><title>t</title><item><title>&x;</title></item></channel></rss>"#;
+        assert_eq!(normalize(xxe.as_bytes()), Err(NormalizeError::Entities));
+        // …and one hidden behind 64 KiB of comments reaches the parser, which never resolves
+        // it: no file is read, the item's title is not the file
+        let hidden = format!(
+            "<?xml version=\"1.0\"?>{}{}",
+            "<!-- padding -->".repeat(5_000),
+            &xxe[21..]
+        );
+        match normalize(hidden.as_bytes()) {
+            Ok(f) => assert!(
+                f.items.iter().all(|i| !i.title.contains("root:")),
+                "{:?}",
+                f.items
+            ),
+            Err(e) => assert!(!e.to_string().contains("root:"), "{e}"),
+        }
         let e = normalize(b"<html><body>not a feed</body></html>").unwrap_err();
         assert!(matches!(e, NormalizeError::Invalid(_)), "{e}");
         let truncated = &RSS2.as_bytes()[..RSS2.len() / 2];

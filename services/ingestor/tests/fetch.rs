@@ -1,5 +1,6 @@
 //! The fetcher against a real HTTP server on loopback: conditional GET, gzip, a gzip bomb,
-//! a slow server, Retry-After, and redirects to forbidden addresses.
+//! a slow server, an endless chunked body, a 100 MB body, Retry-After, and redirects to
+//! forbidden addresses.
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -49,6 +50,31 @@ async fn server() -> String {
                 (
                     [(header::CONTENT_ENCODING, "gzip")],
                     gzip(&vec![b' '; 20 * 1024 * 1024]),
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/endless",
+            // a chunked response that never ends, as fast as the client reads
+            get(|| async {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                let body =
+                    futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+                axum::body::Body::from_stream(body)
+            }),
+        )
+        .route(
+            "/huge",
+            // 100 MB announced and sent
+            get(|| async {
+                let chunk = bytes::Bytes::from(vec![b' '; 1024 * 1024]);
+                let body = futures::stream::iter(
+                    (0..100).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+                );
+                (
+                    [(header::CONTENT_LENGTH, (100 * 1024 * 1024).to_string())],
+                    axum::body::Body::from_stream(body),
                 )
                     .into_response()
             }),
@@ -162,6 +188,18 @@ async fn bombs_slow_servers_and_busy_servers_get_clear_errors() {
         FetchError::Timeout
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    // an endless chunked body and a 100 MB one stop at the limit, without reading on
+    for path in ["/endless", "/huge"] {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            f.fetch(&format!("{base}{path}"), None, None)
+                .await
+                .unwrap_err(),
+            FetchError::TooLarge { limit: 1024 * 1024 },
+            "{path}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
     let e = f
         .fetch(&format!("{base}/busy"), None, None)
         .await
