@@ -1,5 +1,6 @@
 //! Delivery to a webhook on loopback: signed, retried through an outage, delivered once,
-//! recorded in the notification's timeline; a permanent failure is recorded too.
+//! recorded in the notification's timeline; a permanent failure is recorded too; a slow
+//! receiver gets backpressure (a bounded number of jobs held, the backlog in the stream).
 
 mod common;
 
@@ -220,6 +221,98 @@ async fn a_permanently_failing_webhook_is_recorded_as_failed() -> anyhow::Result
         entry["detail"].as_str().unwrap().contains("HTTP 410"),
         "{entry}"
     );
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_gets_backpressure_not_a_backlog_in_memory() -> anyhow::Result<()> {
+    const HELD: i64 = 20;
+    const N: usize = 150;
+    let h = Harness::start_with("slowhook", |s| s.delivery.max_ack_pending = HELD).await?;
+    // a receiver that takes 40 ms per request
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/slow", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::post(
+                |State(got): State<Arc<Mutex<Vec<String>>>>, body: axum::body::Bytes| async move {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    got.lock()
+                        .unwrap()
+                        .push(v["id"].as_str().unwrap_or_default().to_owned());
+                    StatusCode::OK
+                },
+            ),
+        )
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_u, token, _) = h.create_user("slow").await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "webhook", "address": url})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..N {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/publish",
+                Some(&token),
+                Some(json!({"title": format!("s{i}")})),
+            )
+            .await?;
+        assert_eq!(status, 202, "{v}");
+        ids.insert(v["id"].as_str().unwrap().to_owned());
+    }
+    // one destination's jobs go out in order, one at a time: ~6 s for all. Meanwhile the
+    // delivery consumer never holds more than HELD; the rest waits in the stream.
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = bus
+        .jetstream()
+        .get_stream(&stream)
+        .await?
+        .get_consumer("delivery-webhook")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut most_held, mut most_waiting) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.lock().unwrap().len() < N {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {N} delivered after 60 s",
+            got.lock().unwrap().len()
+        );
+        if let Ok(info) = consumer.info().await {
+            most_held = most_held.max(info.num_ack_pending);
+            most_waiting = most_waiting.max(info.num_pending);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        most_held <= HELD as usize,
+        "{most_held} jobs held, more than max_ack_pending"
+    );
+    assert!(
+        most_waiting > 0,
+        "the backlog waited in the stream (most waiting: {most_waiting})"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = got.lock().unwrap().clone();
+    let unique: std::collections::HashSet<String> = got.iter().cloned().collect();
+    assert_eq!(got.len(), N, "each delivered once");
+    assert_eq!(unique, ids);
+    eprintln!("held at most {most_held} of {N}; at most {most_waiting} waited in the stream");
+    bus.drain().await;
     h.shutdown().await;
     Ok(())
 }

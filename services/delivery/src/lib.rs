@@ -48,6 +48,9 @@ pub struct DeliveryConfig {
     pub channels: Vec<Channel>,
     /// Jobs in flight per channel.
     pub concurrency: usize,
+    /// Jobs pulled but not yet settled per channel — queued in lanes behind a slow or failing
+    /// destination, or being sent. The rest wait in the stream (backpressure), not in memory.
+    pub max_ack_pending: i64,
     pub webhook_timeout_secs: u64,
     /// Allow webhooks on loopback addresses (tests, local receivers).
     pub allow_loopback: bool,
@@ -68,6 +71,7 @@ impl Default for DeliveryConfig {
             ops_listen: "127.0.0.1:9104".into(),
             channels: vec![Channel::Webhook],
             concurrency: 32,
+            max_ack_pending: 10_000,
             webhook_timeout_secs: 10,
             allow_loopback: false,
             allow_private_addresses: false,
@@ -131,6 +135,12 @@ impl Config {
                         "delivery.concurrency and webhook_timeout_secs: must be greater than 0"
                             .into(),
                     );
+                }
+                if s.max_ack_pending < 1 {
+                    p.push(format!(
+                        "delivery.max_ack_pending: must be at least 1, got {}",
+                        s.max_ack_pending
+                    ));
                 }
                 p
             })?;
@@ -286,7 +296,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
                 &format!("delivery-{}", channel.as_str()),
                 Some(bus.subjects().delivery(channel.as_str())),
                 // jobs held by lanes waiting behind a failing destination count here
-                10_000,
+                config.delivery.max_ack_pending,
             )
             .await?;
         // dropped (aborted) with this task, and the lanes with them
