@@ -124,7 +124,7 @@ impl Config {
                 let mut p = b.problems();
                 for c in &s.channels {
                     match c {
-                        Channel::Webhook | Channel::Push => {}
+                        Channel::Webhook | Channel::Push | Channel::Sink => {}
                         Channel::Email => p.extend(s.smtp.problems()),
                         Channel::Xmpp => p.extend(s.xmpp.problems()),
                         Channel::Sms => p.extend(s.sms.problems()),
@@ -554,6 +554,7 @@ async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
             Some(x) => x.send(job).await,
             None => not_served(Channel::Xmpp),
         },
+        Channel::Sink => SendResult::Delivered(format!("discarded ({})", job.destination.address)),
     }
 }
 

@@ -1,6 +1,7 @@
-//! `tocsin bench`: push N notifications through publish → router → history on this machine
-//! and print the rate and latency, next to a raw JetStream work-queue publish → consume
-//! baseline measured in the same run on the same server.
+//! `tocsin bench`: push N notifications through publish → router → history and → delivery
+//! (to the `sink` channel, which does no I/O) on this machine and print the rate and latency
+//! of both, next to a raw JetStream work-queue publish → consume baseline measured in the same
+//! run on the same server.
 
 use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream;
@@ -11,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_model::{
-    AvatarMessage, Command, Notification, NotificationId, Priority, SourceKind, SourceRef, UserId,
-    now_ms,
+    AvatarMessage, Channel, Command, Destination, Notification, NotificationId, Priority,
+    SourceKind, SourceRef, UserId, now_ms,
 };
 use tocsin_runtime::local_nats::{LocalNats, find_binary};
 use tokio_util::sync::CancellationToken;
@@ -57,11 +58,15 @@ pub struct Figures {
     pub per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub p999_ms: f64,
 }
 
 pub struct Report {
     pub baseline: Figures,
+    /// Publish → committed to history.
     pub pipeline: Figures,
+    /// Publish → delivered to the sink channel (its outcome reported).
+    pub delivered: Figures,
     pub options: BenchOptions,
     pub nats_version: String,
 }
@@ -82,14 +87,20 @@ impl Report {
             },
             self.nats_version
         );
-        s.push_str(&figure_rows(&[&self.baseline, &self.pipeline], 38));
-        s.push_str(&format!(
-            "{:<38} {:>10.3} {:>10.1} {:>10.1}\n",
-            "ratio pipeline/baseline (rate; latency x)",
-            self.pipeline.per_sec / self.baseline.per_sec,
-            self.pipeline.p50_ms / self.baseline.p50_ms.max(0.001),
-            self.pipeline.p99_ms / self.baseline.p99_ms.max(0.001),
+        s.push_str(&figure_rows(
+            &[&self.baseline, &self.pipeline, &self.delivered],
+            44,
         ));
+        for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
+            s.push_str(&format!(
+                "{:<44} {:>10.3} {:>10.1} {:>10.1} {:>10.1}\n",
+                format!("ratio {what}/baseline (rate; latency x)"),
+                f.per_sec / self.baseline.per_sec,
+                f.p50_ms / self.baseline.p50_ms.max(0.001),
+                f.p99_ms / self.baseline.p99_ms.max(0.001),
+                f.p999_ms / self.baseline.p999_ms.max(0.001),
+            ));
+        }
         s
     }
 }
@@ -106,6 +117,7 @@ pub(crate) fn figures(
         per_sec: count as f64 / elapsed.as_secs_f64(),
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        p999_ms: hist.value_at_quantile(0.999) as f64 / 1000.0,
     }
 }
 
@@ -124,11 +136,12 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
     let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
     let url = format!("nats://127.0.0.1:{port}");
     let baseline = baseline(&url, &opts).await.context("baseline")?;
-    let pipeline = pipeline(&url, &opts, &store).await.context("pipeline")?;
+    let (pipeline, delivered) = pipeline(&url, &opts, &store).await.context("pipeline")?;
     let _ = std::fs::remove_dir_all(&store);
     Ok(Report {
         baseline,
         pipeline,
+        delivered,
         options: opts,
         nats_version: version,
     })
@@ -231,13 +244,13 @@ pub(crate) fn notification(user: &UserId, id: String, title: String) -> Notifica
 /// The figures as table rows under a header, `width` wide in the first column.
 pub(crate) fn figure_rows(rows: &[&Figures], width: usize) -> String {
     let mut s = format!(
-        "{:<width$} {:>10} {:>10} {:>10}\n",
-        "path", "msgs/s", "p50 ms", "p99 ms"
+        "{:<width$} {:>10} {:>10} {:>10} {:>10}\n",
+        "path", "msgs/s", "p50 ms", "p99 ms", "p99.9 ms"
     );
     for f in rows {
         s.push_str(&format!(
-            "{:<width$} {:>10.0} {:>10.2} {:>10.2}\n",
-            f.name, f.per_sec, f.p50_ms, f.p99_ms
+            "{:<width$} {:>10.0} {:>10.2} {:>10.2} {:>10.2}\n",
+            f.name, f.per_sec, f.p50_ms, f.p99_ms, f.p999_ms
         ));
     }
     s
@@ -329,7 +342,13 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
 
 /// tocsin: router and history running in this process; notifications published into the
 /// silos as the API does; latency measured to the moment history has committed them.
-async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Result<Figures> {
+/// Publish → router → history and → delivery (sink): the figures to "stored" and to
+/// "delivered", from one run.
+async fn pipeline(
+    url: &str,
+    opts: &BenchOptions,
+    store: &std::path::Path,
+) -> Result<(Figures, Figures)> {
     let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
     let shutdown = CancellationToken::new();
     let history = tocsin_history::Config {
@@ -340,39 +359,53 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
             ..Default::default()
         },
     };
+    let delivery = tocsin_delivery::Config {
+        bus: bus_cfg.clone(),
+        delivery: tocsin_delivery::DeliveryConfig {
+            ops_listen: String::new(),
+            channels: vec![Channel::Sink],
+            ..Default::default()
+        },
+    };
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let h = tokio::spawn(tocsin_history::run(history, shutdown.clone()));
+    let d = tokio::spawn(tocsin_delivery::run(delivery, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
     let users: Vec<UserId> = (0..opts.users)
         .map(|i| UserId::parse(&format!("bench{i}")).expect("valid"))
         .collect();
-    // create the users and wait until every avatar has confirmed
+    // create the users, each with a sink destination, and wait until every avatar has
+    // confirmed
     create_users(&bus, &users, |_| String::new(), opts.window, opts.timeout).await?;
+    add_sinks(&bus, &users, opts.window, opts.timeout).await?;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut live = bus
+    let prefix = bus.subjects().prefix().to_owned();
+    let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
+    // delivery reports each job's outcome to the user's avatar: seen here as it is published
+    let outcomes = bus
         .client()
-        .subscribe(format!("{}.live.*", bus.subjects().prefix()))
+        .subscribe(format!("{prefix}.silo.*.*.outcome"))
         .await?;
     let n = opts.notifications;
-    let sent_c = sent.clone();
     let start = Instant::now();
-    let receive = tokio::spawn(async move {
-        let mut hist = Histogram::<u64>::new(3).expect("histogram");
-        let mut got = 0;
-        while got < n {
-            let m = live
-                .next()
-                .await
-                .ok_or_else(|| anyhow!("live subscription ended"))?;
-            let note: Notification = serde_json::from_slice(&m.payload)?;
-            if let Some(t) = sent_c.lock().expect("lock").remove(note.id.as_str()) {
-                hist.record(t.elapsed().as_micros().max(1) as u64)?;
-                got += 1;
-            }
-        }
-        Ok::<_, anyhow::Error>((start.elapsed(), hist))
+    let stored = receive(live, n, sent.clone(), start, |payload| {
+        let note: Notification = serde_json::from_slice(payload).ok()?;
+        Some(note.id.0)
     });
+    let delivered =
+        receive(
+            outcomes,
+            n,
+            sent.clone(),
+            start,
+            |payload| match serde_json::from_slice(payload).ok()? {
+                AvatarMessage::Outcome { outcome } if outcome.delivered => {
+                    Some(outcome.notification_id.0)
+                }
+                _ => None,
+            },
+        );
     let mut window = bus.window(opts.window);
     let pacer = Pacer::new(opts.rate);
     for i in 0..n {
@@ -388,17 +421,90 @@ async fn pipeline(url: &str, opts: &BenchOptions, store: &std::path::Path) -> Re
         window.push(subject, id.0, tocsin_bus::encode(&msg)?).await;
     }
     window.flush().await?;
-    let result = tokio::time::timeout(opts.timeout, receive).await;
+    let stored = tokio::time::timeout(opts.timeout, stored).await;
+    let delivered = tokio::time::timeout(opts.timeout, delivered).await;
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
-    let (elapsed, hist) = result.context("pipeline timed out")???;
-    Ok(figures(
-        "tocsin publish→router→history (stored)",
-        n,
-        elapsed,
-        &hist,
+    let _ = d.await;
+    let (stored_in, stored_hist) = stored.context("history timed out")???;
+    let (delivered_in, delivered_hist) = delivered.context("delivery timed out")???;
+    Ok((
+        figures(
+            "tocsin publish→router→history (stored)",
+            n,
+            stored_in,
+            &stored_hist,
+        ),
+        figures(
+            "tocsin publish→router→delivery (sink)",
+            n,
+            delivered_in,
+            &delivered_hist,
+        ),
     ))
+}
+
+/// A task that reads `n` distinct notification ids (`id_of` each message) from `sub` and
+/// records each one's latency since it was sent; returns the time from `start` and the
+/// histogram.
+fn receive(
+    mut sub: async_nats::Subscriber,
+    n: usize,
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    start: Instant,
+    id_of: impl Fn(&[u8]) -> Option<String> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(Duration, Histogram<u64>)>> {
+    tokio::spawn(async move {
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < n {
+            let m = sub
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("subscription ended"))?;
+            let Some(id) = id_of(&m.payload) else {
+                continue;
+            };
+            let at = sent.lock().expect("lock").get(&id).copied();
+            if let Some(t) = at
+                && seen.insert(id)
+            {
+                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+            }
+        }
+        Ok((start.elapsed(), hist))
+    })
+}
+
+/// Give each user a `sink` destination and wait until every avatar has confirmed.
+async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration) -> Result<()> {
+    let inbox = bus.client().new_inbox();
+    let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
+    let confirmed = count_replies(replies, users.len(), timeout);
+    let mut w = bus.window(window);
+    for (i, u) in users.iter().enumerate() {
+        let msg = AvatarMessage::Command {
+            command_id: format!("sink-{u}"),
+            command: Command::AddDestination {
+                destination: Destination {
+                    id: "sink".into(),
+                    channel: Channel::Sink,
+                    address: "bench".into(),
+                    secret: None,
+                    label: String::new(),
+                    push_format: None,
+                    created_at_ms: now_ms(),
+                },
+            },
+            reply_to: Some(format!("{inbox}.{i}")),
+        };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        w.push(subject, format!("sink-{u}"), tocsin_bus::encode(&msg)?)
+            .await;
+    }
+    w.flush().await?;
+    confirmed.await.context("the reply counter failed")?
 }
 
 /// Options of `tocsin bench-mail`.

@@ -4,7 +4,7 @@ use std::time::Duration;
 use tocsin::bench::{BenchOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bench_short_mode_measures_both_paths() {
+async fn the_bench_short_mode_measures_every_path() {
     tocsin_runtime::install_crypto();
     let report = run(BenchOptions {
         notifications: 500,
@@ -18,14 +18,15 @@ async fn the_bench_short_mode_measures_both_paths() {
     .expect("bench runs");
     let table = report.table();
     println!("{table}");
-    for f in [&report.baseline, &report.pipeline] {
+    for f in [&report.baseline, &report.pipeline, &report.delivered] {
         assert_eq!(f.count, 500);
         assert!(
-            f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms,
+            f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms && f.p999_ms >= f.p99_ms,
             "{f:?}"
         );
     }
-    assert!(table.contains("ratio"));
+    assert!(table.contains("ratio stored/baseline"));
+    assert!(table.contains("ratio delivered/baseline"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

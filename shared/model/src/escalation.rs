@@ -74,10 +74,15 @@ impl Policy {
     /// The policy a user without one gets: every destination but SMS at once (IM only while
     /// present); SMS after five minutes without an acknowledgement.
     pub fn default_for(destinations: &[Destination]) -> Policy {
-        let non_sms: Vec<Channel> = [Channel::Email, Channel::Push, Channel::Webhook]
-            .into_iter()
-            .filter(|c| destinations.iter().any(|d| d.channel == *c))
-            .collect();
+        let non_sms: Vec<Channel> = [
+            Channel::Email,
+            Channel::Push,
+            Channel::Webhook,
+            Channel::Sink,
+        ]
+        .into_iter()
+        .filter(|c| destinations.iter().any(|d| d.channel == *c))
+        .collect();
         let has = |c: Channel| destinations.iter().any(|d| d.channel == c);
         let mut steps = Vec::new();
         if has(Channel::Xmpp) {

@@ -172,6 +172,13 @@ impl Destination {
     /// Check the address for its channel. Returns the normalised address.
     pub fn validate_address(channel: Channel, address: &str) -> Result<String, String> {
         match channel {
+            Channel::Sink => {
+                let a = address.trim();
+                if a.is_empty() || a.len() > 256 || a.chars().any(char::is_control) {
+                    return Err("a sink address is a name of 1-256 printable characters".into());
+                }
+                Ok(a.to_owned())
+            }
             Channel::Webhook | Channel::Push => {
                 let u = url::Url::parse(address.trim())
                     .map_err(|e| format!("{address:?} is not a URL ({e})"))?;
@@ -268,15 +275,20 @@ pub enum Channel {
     Email,
     Push,
     Webhook,
+    /// Discards every message at once, reporting it delivered: no I/O, for benchmarks
+    /// (`tocsin bench` measures the pipeline to it) and for trying a policy. Served only
+    /// where `delivery.channels` lists it.
+    Sink,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::Xmpp,
         Channel::Sms,
         Channel::Email,
         Channel::Push,
         Channel::Webhook,
+        Channel::Sink,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -286,6 +298,7 @@ impl Channel {
             Channel::Email => "email",
             Channel::Push => "push",
             Channel::Webhook => "webhook",
+            Channel::Sink => "sink",
         }
     }
 }
