@@ -35,7 +35,24 @@ pub struct ReachBenchOptions {
     pub wait_secs: u64,
     pub im_messages: usize,
     pub im_rate: u64,
+    /// Users registered (in the avatars bucket, not in memory) for the memory figure; 0 skips it.
+    pub registered: usize,
+    /// Of those, how many are made active at once.
+    pub active: usize,
     pub timeout: Duration,
+}
+
+/// A router's memory with many registered users and some of them active.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub registered: usize,
+    pub active: usize,
+    /// This process's resident memory with the router running and every user registered
+    /// but none active, and with `active` of them active.
+    pub idle_rss: f64,
+    pub active_rss: f64,
+    /// Registering them: users per second.
+    pub created_per_sec: f64,
 }
 
 pub struct ReachReport {
@@ -47,6 +64,7 @@ pub struct ReachReport {
     pub escalation_bytes: Option<f64>,
     pub rate_baseline: Figures,
     pub im: Result<Figures, String>,
+    pub registered: Option<Result<Registered, String>>,
 }
 
 impl ReachReport {
@@ -84,6 +102,24 @@ impl ReachReport {
                 ));
             }
             Err(why) => s.push_str(&format!("instant messages: not measured: {why}\n")),
+        }
+        match &self.registered {
+            None => {}
+            Some(Ok(r)) => {
+                let mb = |b: f64| b / 1_048_576.0;
+                s.push_str(&format!(
+                    "{:<46} {:>10.0}\n{:<46} {:>10.1}\n{:<46} {:>10.1}\n{:<46} {:>10.0}\n",
+                    format!("users registered (per second: {:.0})", r.created_per_sec),
+                    r.registered as f64,
+                    "router process memory, none active (MiB)",
+                    mb(r.idle_rss),
+                    format!("router process memory, {} active (MiB)", r.active),
+                    mb(r.active_rss),
+                    "memory per active avatar (bytes)",
+                    (r.active_rss - r.idle_rss) / r.active.max(1) as f64,
+                ));
+            }
+            Some(Err(why)) => s.push_str(&format!("registered users: not measured: {why}\n")),
         }
         s
     }
@@ -123,6 +159,11 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
     let im = instant_messages(&url, &opts)
         .await
         .map_err(|e| format!("{e:#}"));
+    let registered = if opts.registered > 0 {
+        Some(registered(&url, &opts).await.map_err(|e| format!("{e:#}")))
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir_all(&store);
     Ok(ReachReport {
         options: opts,
@@ -133,6 +174,85 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
         escalation_bytes,
         rate_baseline,
         im,
+        registered,
+    })
+}
+
+/// Register `opts.registered` users through a first router (avatars evicted at once), then
+/// start a fresh router — as after a restart, holding nobody in memory — and measure this
+/// process's memory before and after `opts.active` of the users become active.
+async fn registered(url: &str, opts: &ReachBenchOptions) -> Result<Registered> {
+    let users: Vec<UserId> = (0..opts.registered)
+        .map(|i| UserId::parse(&format!("reg{i}")).expect("valid"))
+        .collect();
+    let created_per_sec = {
+        let (bus_cfg, mut router) = bench_router(url, "benchreg", 16);
+        router.router.avatar_idle_secs = 1;
+        let shutdown = CancellationToken::new();
+        let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+        let bus = Bus::connect(&bus_cfg, "bench").await?;
+        bus.ensure_streams().await?;
+        let started = Instant::now();
+        create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
+        let per_sec = users.len() as f64 / started.elapsed().as_secs_f64();
+        shutdown.cancel();
+        let _ = r.await;
+        bus.drain().await;
+        per_sec
+    };
+    let (bus_cfg, mut router) = bench_router(url, "benchreg", 16);
+    router.router.avatar_idle_secs = 3600;
+    let shutdown = CancellationToken::new();
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let bus = Bus::connect(&bus_cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_bytes().context("no /proc/self/statm")?;
+    // one notification each: the avatar loads the record from the bucket and stays
+    let active = opts.active.min(users.len());
+    let routed = bus
+        .client()
+        .subscribe(format!("{}.history.>", bus.subjects().prefix()))
+        .await?;
+    let counted = tokio::spawn(async move {
+        let mut routed = routed;
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < active {
+            let m = routed
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("subscription ended"))?;
+            if let Ok(tocsin_model::HistoryRecord::Notification { notification, .. }) =
+                serde_json::from_slice(&m.payload)
+            {
+                seen.insert(notification.id.0);
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let mut w = bus.window(512);
+    for (i, u) in users.iter().take(active).enumerate() {
+        let note = notification(u, format!("nreg{i}"), format!("registered {i}"));
+        let id = note.id.0.clone();
+        let msg = AvatarMessage::Notify { notification: note };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        w.push(subject, id, tocsin_bus::encode(&msg)?).await;
+    }
+    w.flush().await?;
+    tokio::time::timeout(opts.timeout, counted)
+        .await
+        .context("the active users were not all routed in time")???;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let active_rss = rss_bytes().context("no /proc/self/statm")?;
+    shutdown.cancel();
+    let _ = r.await;
+    bus.drain().await;
+    Ok(Registered {
+        registered: users.len(),
+        active,
+        idle_rss,
+        active_rss,
+        created_per_sec,
     })
 }
 

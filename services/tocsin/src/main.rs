@@ -188,6 +188,12 @@ enum Cmd {
         /// Instant messages per second.
         #[arg(long, default_value_t = 50)]
         im_rate: u64,
+        /// Users registered for the memory figure (0 skips it); e.g. 1000000.
+        #[arg(long, default_value_t = 0)]
+        registered: usize,
+        /// How many of the registered users are made active.
+        #[arg(long, default_value_t = 100_000)]
+        active: usize,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
@@ -567,6 +573,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             wait_secs,
             im_messages,
             im_rate,
+            registered,
+            active,
             timeout_secs,
         } => {
             let report = tocsin::bench_reach::run(tocsin::bench_reach::ReachBenchOptions {
@@ -574,6 +582,8 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 wait_secs: wait_secs.max(1),
                 im_messages: im_messages.max(1),
                 im_rate: im_rate.max(1),
+                registered,
+                active,
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;

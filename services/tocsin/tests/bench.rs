@@ -53,6 +53,8 @@ async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
         wait_secs: 3,
         im_messages: 20,
         im_rate: 20,
+        registered: 2_000,
+        active: 200,
         timeout: Duration::from_secs(120),
     })
     .await
@@ -66,4 +68,12 @@ async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
         .expect("prosody is installed by make tools");
     assert_eq!(im.count, 20);
     assert!(im.p50_ms > 0.0);
+    let reg = report
+        .registered
+        .as_ref()
+        .expect("asked for")
+        .as_ref()
+        .expect("registered users measured");
+    assert_eq!((reg.registered, reg.active), (2_000, 200));
+    assert!(reg.idle_rss > 0.0 && reg.active_rss > 0.0 && reg.created_per_sec > 0.0);
 }
