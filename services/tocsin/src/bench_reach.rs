@@ -178,15 +178,18 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
     })
 }
 
-/// Register `opts.registered` users through a first router (avatars evicted at once), then
-/// start a fresh router — as after a restart, holding nobody in memory — and measure this
-/// process's memory before and after `opts.active` of the users become active.
+/// Register `opts.registered` users through a router in this process (avatars evicted at
+/// once), then start `tocsin-router` as its own process — as after a restart, holding nobody
+/// in memory — and read its resident memory before and after `opts.active` of the users
+/// become active. (This process's own memory would not do: the allocator keeps what the
+/// registration used.)
 async fn registered(url: &str, opts: &ReachBenchOptions) -> Result<Registered> {
+    let binary = router_binary()?;
     let users: Vec<UserId> = (0..opts.registered)
         .map(|i| UserId::parse(&format!("reg{i}")).expect("valid"))
         .collect();
+    let (bus_cfg, mut router) = bench_router(url, "benchreg", 16);
     let created_per_sec = {
-        let (bus_cfg, mut router) = bench_router(url, "benchreg", 16);
         router.router.avatar_idle_secs = 1;
         let shutdown = CancellationToken::new();
         let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
@@ -200,16 +203,90 @@ async fn registered(url: &str, opts: &ReachBenchOptions) -> Result<Registered> {
         bus.drain().await;
         per_sec
     };
-    let (bus_cfg, mut router) = bench_router(url, "benchreg", 16);
-    router.router.avatar_idle_secs = 3600;
-    let shutdown = CancellationToken::new();
-    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
-    let bus = Bus::connect(&bus_cfg, "bench").await?;
-    bus.ensure_streams().await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = rss_bytes().context("no /proc/self/statm")?;
-    // one notification each: the avatar loads the record from the bucket and stays
-    let active = opts.active.min(users.len());
+    let ops = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut child = std::process::Command::new(&binary)
+        .env("TOCSIN_BUS__URL", url)
+        .env("TOCSIN_BUS__PREFIX", "benchreg")
+        .env("TOCSIN_BUS__SILO_COUNT", "16")
+        .env("TOCSIN_ROUTER__AVATAR_IDLE_SECS", "3600")
+        .env("TOCSIN_ROUTER__OPS_LISTEN", ops.to_string())
+        .env("TOCSIN_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let pid = child.id();
+    let result = async {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http
+                .get(format!("http://{ops}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the router process did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // its silos taken and its streams pulled
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_rss = process_rss(pid)?;
+        let bus = Bus::connect(&bus_cfg, "bench").await?;
+        activate(&bus, &users, opts.active.min(users.len()), opts.timeout).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let active_rss = process_rss(pid)?;
+        bus.drain().await;
+        Ok::<_, anyhow::Error>((idle_rss, active_rss))
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (idle_rss, active_rss) = result?;
+    Ok(Registered {
+        registered: users.len(),
+        active: opts.active.min(users.len()),
+        idle_rss,
+        active_rss,
+        created_per_sec,
+    })
+}
+
+/// The `tocsin-router` binary beside this executable (or one directory up, for tests).
+fn router_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dirs = exe.ancestors().skip(1).take(2);
+    for d in dirs {
+        let candidate = d.join("tocsin-router");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "no tocsin-router binary beside {}: build it (cargo build --release -p tocsin-router)",
+        exe.display()
+    )
+}
+
+/// A process's resident memory, from /proc (Linux).
+fn process_rss(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")?;
+    Ok(kb * 1024.0)
+}
+
+/// Send one notification to each of the first `active` users and wait until the router has
+/// routed them all (seen on the history subjects): each avatar loads its record and stays.
+async fn activate(bus: &Bus, users: &[UserId], active: usize, timeout: Duration) -> Result<()> {
     let routed = bus
         .client()
         .subscribe(format!("{}.history.>", bus.subjects().prefix()))
@@ -239,21 +316,10 @@ async fn registered(url: &str, opts: &ReachBenchOptions) -> Result<Registered> {
         w.push(subject, id, tocsin_bus::encode(&msg)?).await;
     }
     w.flush().await?;
-    tokio::time::timeout(opts.timeout, counted)
+    tokio::time::timeout(timeout, counted)
         .await
         .context("the active users were not all routed in time")???;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let active_rss = rss_bytes().context("no /proc/self/statm")?;
-    shutdown.cancel();
-    let _ = r.await;
-    bus.drain().await;
-    Ok(Registered {
-        registered: users.len(),
-        active,
-        idle_rss,
-        active_rss,
-        created_per_sec,
-    })
+    Ok(())
 }
 
 /// Send `commands` to the users' avatars, in order (a user's policy names destinations added
