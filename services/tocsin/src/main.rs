@@ -175,6 +175,18 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Measure how fast the ingestor polls feeds (conditional GETs against a local server)
+    /// against plain HTTP requests from one client.
+    BenchFeeds {
+        #[arg(long, default_value_t = 10_000)]
+        feeds: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Measure escalation timers (held, fired, memory) and publish → XMPP client latency
     /// against raw JetStream baselines (the IM part needs `prosody`).
     BenchReach {
@@ -584,6 +596,22 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 im_rate: im_rate.max(1),
                 registered,
                 active,
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+            print!("{}", report.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchFeeds {
+            feeds,
+            concurrency,
+            seconds,
+            timeout_secs,
+        } => {
+            let report = tocsin::bench_feeds::run(tocsin::bench_feeds::FeedBenchOptions {
+                feeds: feeds.max(1),
+                concurrency: concurrency.max(1),
+                seconds: seconds.max(1),
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;

@@ -77,3 +77,20 @@ async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
     assert_eq!((reg.registered, reg.active), (2_000, 200));
     assert!(reg.idle_rss > 0.0 && reg.active_rss > 0.0 && reg.created_per_sec > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_bench_short_mode_polls_every_feed() {
+    tocsin_runtime::install_crypto();
+    let report = tocsin::bench_feeds::run(tocsin::bench_feeds::FeedBenchOptions {
+        feeds: 300,
+        concurrency: 16,
+        seconds: 2,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .expect("bench-feeds runs");
+    println!("{}", report.table());
+    assert!(report.baseline_per_sec > 0.0 && report.ingestor_per_sec > 0.0);
+    // after the first round every fetch is conditional and the server answers 304
+    assert!(report.not_modified > 0.9, "{}", report.not_modified);
+}

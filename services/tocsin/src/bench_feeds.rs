@@ -1,0 +1,240 @@
+//! `tocsin bench-feeds`: how fast the ingestor polls. N feeds (distinct URLs on a local HTTP
+//! server that hands out an ETag and answers `304 Not Modified` to a matching
+//! `If-None-Match`) are subscribed as the router would subscribe them, with a poll interval
+//! short enough that the ingestor can never keep up; the figure is the fetch rate it
+//! sustains. The baseline, in the same run against the same server: plain conditional GETs
+//! from one HTTP client with the same concurrency.
+
+use crate::bench::tempfile_dir;
+use anyhow::{Result, anyhow};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tocsin_bus::{Bus, BusConfig};
+use tocsin_model::{FeedSubscription, SubscriptionOp, UserId};
+use tocsin_runtime::local_nats::{LocalNats, find_binary};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct FeedBenchOptions {
+    pub feeds: usize,
+    /// Concurrent fetches (the ingestor's `max_concurrent_fetches`, and the baseline's).
+    pub concurrency: usize,
+    /// How long each rate is measured.
+    pub seconds: u64,
+    pub timeout: Duration,
+}
+
+pub struct FeedReport {
+    pub options: FeedBenchOptions,
+    /// Plain conditional GETs per second (one client, same concurrency).
+    pub baseline_per_sec: f64,
+    /// The ingestor's fetches per second with every feed due.
+    pub ingestor_per_sec: f64,
+    /// Share of the ingestor's fetches answered 304.
+    pub not_modified: f64,
+    /// How long until every feed had been fetched once.
+    pub first_round_secs: f64,
+}
+
+impl FeedReport {
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        format!(
+            "tocsin bench-feeds: {} feeds on one local server, {} concurrent fetches, {} s per figure\n\
+             {:<46} {:>10}\n\
+             {:<46} {:>10.0}\n\
+             {:<46} {:>10.0}\n\
+             {:<46} {:>10.3}\n\
+             {:<46} {:>10.1}\n\
+             {:<46} {:>10.1}\n",
+            o.feeds,
+            o.concurrency,
+            o.seconds,
+            "path",
+            "fetches/s",
+            "raw HTTP conditional GET (baseline)",
+            self.baseline_per_sec,
+            "tocsin ingestor polling (every feed due)",
+            self.ingestor_per_sec,
+            "ratio ingestor/baseline",
+            self.ingestor_per_sec / self.baseline_per_sec.max(1.0),
+            "answered 304 Not Modified (%)",
+            self.not_modified * 100.0,
+            "first fetch of every feed took (s)",
+            self.first_round_secs,
+        )
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    not_modified: AtomicU64,
+}
+
+/// A feed server: every `/f/<n>` is the same small RSS document with ETag `"v1"`.
+async fn feed_server() -> Result<(String, Arc<Counters>)> {
+    let counters: Arc<Counters> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route(
+            "/f/{n}",
+            axum::routing::get(
+                |State(c): State<Arc<Counters>>, Path(n): Path<u64>, headers: HeaderMap| async move {
+                    c.requests.fetch_add(1, Ordering::Relaxed);
+                    if headers
+                        .get(header::IF_NONE_MATCH)
+                        .is_some_and(|v| v.as_bytes() == b"\"v1\"")
+                    {
+                        c.not_modified.fetch_add(1, Ordering::Relaxed);
+                        return StatusCode::NOT_MODIFIED.into_response();
+                    }
+                    (
+                        [
+                            (header::CONTENT_TYPE, "application/rss+xml"),
+                            (header::ETAG, "\"v1\""),
+                        ],
+                        format!(
+                            "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>feed {n}</title>\
+                             <item><guid>{n}-1</guid><title>listing {n}</title></item></channel></rss>"
+                        ),
+                    )
+                        .into_response()
+                },
+            ),
+        )
+        .with_state(counters.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((base, counters))
+}
+
+pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
+    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
+    let store = tempfile_dir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let (base, counters) = feed_server().await?;
+    let window = Duration::from_secs(opts.seconds);
+
+    // baseline: conditional GETs as fast as `concurrency` clients can make them
+    let baseline_per_sec = {
+        let client = reqwest::Client::new();
+        let stop = Instant::now() + window;
+        let done = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for w in 0..opts.concurrency {
+            let (client, base, done) = (client.clone(), base.clone(), done.clone());
+            let feeds = opts.feeds.max(1);
+            tasks.push(tokio::spawn(async move {
+                let mut i = w;
+                while Instant::now() < stop {
+                    let r = client
+                        .get(format!("{base}/f/{}", i % feeds))
+                        .header(header::IF_NONE_MATCH, "\"v1\"")
+                        .send()
+                        .await;
+                    if r.is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += opts.concurrency;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await?;
+        }
+        done.load(Ordering::Relaxed) as f64 / window.as_secs_f64()
+    };
+
+    // the ingestor, subscribed to every feed; a 1 s interval keeps every feed due
+    let bus_cfg = BusConfig {
+        url: url.clone(),
+        prefix: "benchfeeds".into(),
+        ..Default::default()
+    };
+    let ingestor = tocsin_ingestor::Config {
+        bus: bus_cfg.clone(),
+        ingestor: tocsin_ingestor::IngestorConfig {
+            ops_listen: String::new(),
+            poll_interval_secs: 1,
+            jitter: 0.0,
+            host_min_interval_ms: 0,
+            per_host_concurrency: opts.concurrency,
+            max_concurrent_fetches: opts.concurrency,
+            allow_loopback: true,
+            ..Default::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let ing = tokio::spawn(tocsin_ingestor::run(ingestor, shutdown.clone()));
+    let bus = Bus::connect(&bus_cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    let user = UserId::parse("benchfeeds").expect("valid");
+    let start_requests = counters.requests.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut w = bus.window(512);
+    for i in 0..opts.feeds {
+        let sub = FeedSubscription {
+            op: SubscriptionOp::Upsert,
+            user: user.clone(),
+            source_id: format!("s{i}"),
+            url: format!("{base}/f/{i}"),
+            filter: Default::default(),
+            deliver_existing: false,
+            label: String::new(),
+        };
+        w.push(
+            bus.subjects().ingest_subscriptions(),
+            format!("sub-{i}"),
+            tocsin_bus::encode(&sub)?,
+        )
+        .await;
+    }
+    w.flush().await?;
+    // every feed fetched once (200, its ETag noted), then every one due again and again
+    let deadline = Instant::now() + opts.timeout;
+    while counters.requests.load(Ordering::Relaxed) - start_requests < opts.feeds as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {} feeds fetched in {:?}",
+            counters.requests.load(Ordering::Relaxed) - start_requests,
+            opts.feeds,
+            opts.timeout
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_round_secs = started.elapsed().as_secs_f64();
+    let (r0, n0) = (
+        counters.requests.load(Ordering::Relaxed),
+        counters.not_modified.load(Ordering::Relaxed),
+    );
+    tokio::time::sleep(window).await;
+    let (r1, n1) = (
+        counters.requests.load(Ordering::Relaxed),
+        counters.not_modified.load(Ordering::Relaxed),
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), ing).await;
+    bus.drain().await;
+    let _ = std::fs::remove_dir_all(&store);
+    let fetched = (r1 - r0) as f64;
+    Ok(FeedReport {
+        options: opts,
+        baseline_per_sec,
+        ingestor_per_sec: fetched / window.as_secs_f64(),
+        not_modified: if fetched > 0.0 {
+            (n1 - n0) as f64 / fetched
+        } else {
+            0.0
+        },
+        first_round_secs,
+    })
+}
