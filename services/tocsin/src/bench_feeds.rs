@@ -4,9 +4,13 @@
 //! short enough that the ingestor can never keep up; the figure is the fetch rate it
 //! sustains. The baseline, in the same run against the same server: plain conditional GETs
 //! from one HTTP client with the same concurrency.
+//!
+//! With `--fanout N`, also: N users subscribed to one feed; a new item appears; the time from
+//! the ingestor fetching it to the router having routed it to all N (their history records
+//! published), beside a raw JetStream burst of N messages in the same run.
 
 use crate::bench::tempfile_dir;
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -25,7 +29,19 @@ pub struct FeedBenchOptions {
     pub concurrency: usize,
     /// How long each rate is measured.
     pub seconds: u64,
+    /// Subscribers of the one feed whose new item is fanned out (0: skip).
+    pub fanout: usize,
     pub timeout: Duration,
+}
+
+/// One item fanned out to every subscriber of a feed.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub subscribers: usize,
+    /// From the fetch that found the item to the last subscriber's notification routed.
+    pub secs: f64,
+    /// The same number of messages through raw JetStream (publish → consumed), for scale.
+    pub baseline: crate::bench::Figures,
 }
 
 pub struct FeedReport {
@@ -38,12 +54,13 @@ pub struct FeedReport {
     pub not_modified: f64,
     /// How long until every feed had been fetched once.
     pub first_round_secs: f64,
+    pub fanout: Option<Fanout>,
 }
 
 impl FeedReport {
     pub fn table(&self) -> String {
         let o = &self.options;
-        format!(
+        let mut s = format!(
             "tocsin bench-feeds: {} feeds on one local server, {} concurrent fetches, {} s per figure\n\
              {:<46} {:>10}\n\
              {:<46} {:>10.0}\n\
@@ -66,7 +83,24 @@ impl FeedReport {
             self.not_modified * 100.0,
             "first fetch of every feed took (s)",
             self.first_round_secs,
-        )
+        );
+        if let Some(f) = &self.fanout {
+            s.push_str(&format!(
+                "{:<46} {:>10.2}\n{:<46} {:>10.0}\n{:<46} {:>10.2}\n{:<46} {:>10.3}\n",
+                format!(
+                    "one item to {} subscribers: routed to all in (s)",
+                    f.subscribers
+                ),
+                f.secs,
+                "  notifications routed per second",
+                f.subscribers as f64 / f.secs.max(0.001),
+                format!("raw jetstream burst of {} (s)", f.baseline.count),
+                f.baseline.count as f64 / f.baseline.per_sec.max(0.001),
+                "ratio fan-out/baseline (rate)",
+                (f.subscribers as f64 / f.secs.max(0.001)) / f.baseline.per_sec.max(0.001),
+            ));
+        }
+        s
     }
 }
 
@@ -74,6 +108,9 @@ impl FeedReport {
 struct Counters {
     requests: AtomicU64,
     not_modified: AtomicU64,
+    /// The version of `/fan` (its items), and when a fetch first saw each new version.
+    fan_version: AtomicU64,
+    fan_seen: std::sync::Mutex<Option<(u64, Instant)>>,
 }
 
 /// A feed server: every `/f/<n>` is the same small RSS document with ETag `"v1"`.
@@ -107,6 +144,27 @@ async fn feed_server() -> Result<(String, Arc<Counters>)> {
                         .into_response()
                 },
             ),
+        )
+        .route(
+            "/fan",
+            axum::routing::get(|State(c): State<Arc<Counters>>| async move {
+                let v = c.fan_version.load(Ordering::SeqCst);
+                {
+                    let mut seen = c.fan_seen.lock().expect("lock");
+                    if seen.is_none_or(|(sv, _)| sv != v) {
+                        *seen = Some((v, Instant::now()));
+                    }
+                }
+                let items: String = (0..=v)
+                    .map(|i| format!("<item><guid>fan-{i}</guid><title>fan item {i}</title></item>"))
+                    .collect();
+                (
+                    [(header::CONTENT_TYPE, "application/rss+xml")],
+                    format!(
+                        "<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>fan</title>{items}</channel></rss>"
+                    ),
+                )
+            }),
         )
         .with_state(counters.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -224,6 +282,11 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), ing).await;
     bus.drain().await;
+    let fanout = if opts.fanout > 0 {
+        Some(fanout(&url, &base, &counters, &opts).await?)
+    } else {
+        None
+    };
     let _ = std::fs::remove_dir_all(&store);
     let fetched = (r1 - r0) as f64;
     Ok(FeedReport {
@@ -236,5 +299,103 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
             0.0
         },
         first_round_secs,
+        fanout,
+    })
+}
+
+/// N users subscribed to `/fan`; once every subscription is in and the feed has been polled
+/// (its current items are the baseline), a new item appears: the time from the fetch that sees
+/// it until the router has routed it to every subscriber.
+async fn fanout(
+    url: &str,
+    base: &str,
+    counters: &Counters,
+    opts: &FeedBenchOptions,
+) -> Result<Fanout> {
+    let n = opts.fanout;
+    let baseline = crate::bench::baseline(
+        url,
+        &crate::bench::BenchOptions {
+            notifications: n,
+            users: n.clamp(1, 1000),
+            silo_count: 16,
+            window: 512,
+            rate: 0,
+            timeout: opts.timeout,
+        },
+    )
+    .await?;
+    let (bus_cfg, router) = crate::bench::bench_router(url, "benchfan", 16);
+    let ingestor = tocsin_ingestor::Config {
+        bus: bus_cfg.clone(),
+        ingestor: tocsin_ingestor::IngestorConfig {
+            ops_listen: String::new(),
+            poll_interval_secs: 1,
+            jitter: 0.0,
+            host_min_interval_ms: 0,
+            allow_loopback: true,
+            ..Default::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let bus = Bus::connect(&bus_cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    let users: Vec<UserId> = (0..n)
+        .map(|i| UserId::parse(&format!("fan{i}")).expect("valid"))
+        .collect();
+    crate::bench::create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
+    let ing = tokio::spawn(tocsin_ingestor::run(ingestor, shutdown.clone()));
+    // each user adds the feed as a source, as through the API: the avatar records it and
+    // subscribes the ingestor
+    let add = users
+        .iter()
+        .map(|u| {
+            let source = tocsin_model::Source {
+                id: "fan".into(),
+                spec: tocsin_model::SourceSpec::Feed {
+                    url: format!("{base}/fan"),
+                    deliver_existing: false,
+                },
+                filter: Default::default(),
+                label: String::new(),
+                created_at_ms: tocsin_model::now_ms(),
+            };
+            (u.clone(), tocsin_model::Command::AddSource { source })
+        })
+        .collect();
+    crate::bench_reach::commands(&bus, add, opts.timeout).await?;
+    // every subscription taken in (the work queue is empty), then two polls for the baseline
+    let ingest = bus.subjects().stream(tocsin_bus::StreamKind::Ingest);
+    let deadline = Instant::now() + opts.timeout;
+    loop {
+        let mut s = bus.jetstream().get_stream(&ingest).await?;
+        if s.info().await?.state.messages == 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "subscriptions not taken in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counted = crate::bench_reach::count_routed(&bus, n).await?;
+    counters.fan_version.fetch_add(1, Ordering::SeqCst);
+    let done = tokio::time::timeout(opts.timeout, counted)
+        .await
+        .map_err(|_| anyhow!("the item was not routed to every subscriber in time"))???;
+    let seen = counters
+        .fan_seen
+        .lock()
+        .expect("lock")
+        .filter(|(v, _)| *v >= 1)
+        .map(|(_, at)| at)
+        .context("the new item was never fetched")?;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), ing).await;
+    let _ = r.await;
+    bus.drain().await;
+    Ok(Fanout {
+        subscribers: n,
+        secs: done.duration_since(seen).as_secs_f64(),
+        baseline,
     })
 }

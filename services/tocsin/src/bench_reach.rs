@@ -287,26 +287,7 @@ fn process_rss(pid: u32) -> Result<f64> {
 /// Send one notification to each of the first `active` users and wait until the router has
 /// routed them all (seen on the history subjects): each avatar loads its record and stays.
 async fn activate(bus: &Bus, users: &[UserId], active: usize, timeout: Duration) -> Result<()> {
-    let routed = bus
-        .client()
-        .subscribe(format!("{}.history.>", bus.subjects().prefix()))
-        .await?;
-    let counted = tokio::spawn(async move {
-        let mut routed = routed;
-        let mut seen = std::collections::HashSet::new();
-        while seen.len() < active {
-            let m = routed
-                .next()
-                .await
-                .ok_or_else(|| anyhow!("subscription ended"))?;
-            if let Ok(tocsin_model::HistoryRecord::Notification { notification, .. }) =
-                serde_json::from_slice(&m.payload)
-            {
-                seen.insert(notification.id.0);
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    });
+    let counted = count_routed(bus, active).await?;
     let mut w = bus.window(512);
     for (i, u) in users.iter().take(active).enumerate() {
         let note = notification(u, format!("nreg{i}"), format!("registered {i}"));
@@ -322,9 +303,40 @@ async fn activate(bus: &Bus, users: &[UserId], active: usize, timeout: Duration)
     Ok(())
 }
 
+/// A task that waits until the router has routed `n` distinct notifications (seen as their
+/// history records are published); returns when it was.
+pub(crate) async fn count_routed(
+    bus: &Bus,
+    n: usize,
+) -> Result<tokio::task::JoinHandle<Result<Instant>>> {
+    let mut routed = bus
+        .client()
+        .subscribe(format!("{}.history.>", bus.subjects().prefix()))
+        .await?;
+    Ok(tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < n {
+            let m = routed
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("subscription ended"))?;
+            if let Ok(tocsin_model::HistoryRecord::Notification { notification, .. }) =
+                serde_json::from_slice(&m.payload)
+            {
+                seen.insert(notification.id.0);
+            }
+        }
+        Ok(Instant::now())
+    }))
+}
+
 /// Send `commands` to the users' avatars, in order (a user's policy names destinations added
 /// just before it), and wait until each has answered ok.
-async fn commands(bus: &Bus, commands: Vec<(UserId, Command)>, timeout: Duration) -> Result<()> {
+pub(crate) async fn commands(
+    bus: &Bus,
+    commands: Vec<(UserId, Command)>,
+    timeout: Duration,
+) -> Result<()> {
     let inbox = bus.client().new_inbox();
     let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
     let confirmed = count_replies(replies, commands.len(), timeout);

@@ -184,6 +184,9 @@ enum Cmd {
         concurrency: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Subscribers of one feed whose new item is fanned out (0 skips it); e.g. 100000.
+        #[arg(long, default_value_t = 0)]
+        fanout: usize,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
@@ -606,12 +609,14 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             feeds,
             concurrency,
             seconds,
+            fanout,
             timeout_secs,
         } => {
             let report = tocsin::bench_feeds::run(tocsin::bench_feeds::FeedBenchOptions {
                 feeds: feeds.max(1),
                 concurrency: concurrency.max(1),
                 seconds: seconds.max(1),
+                fanout,
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;

@@ -85,6 +85,7 @@ async fn the_feed_bench_short_mode_polls_every_feed() {
         feeds: 300,
         concurrency: 16,
         seconds: 2,
+        fanout: 300,
         timeout: Duration::from_secs(120),
     })
     .await
@@ -93,4 +94,7 @@ async fn the_feed_bench_short_mode_polls_every_feed() {
     assert!(report.baseline_per_sec > 0.0 && report.ingestor_per_sec > 0.0);
     // after the first round every fetch is conditional and the server answers 304
     assert!(report.not_modified > 0.9, "{}", report.not_modified);
+    let fan = report.fanout.as_ref().expect("asked for");
+    assert_eq!(fan.subscribers, 300);
+    assert!(fan.secs > 0.0);
 }
