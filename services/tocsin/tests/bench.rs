@@ -48,6 +48,13 @@ async fn the_mail_bench_short_mode_accounts_for_every_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
     tocsin_runtime::install_crypto();
+    // the memory figure runs `tocsin-router` as its own process: `cargo test` builds only
+    // the test harness of that package, so build the binary beside this test's profile
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "tocsin-router"])
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "cargo build -p tocsin-router failed");
     let report = tocsin::bench_reach::run(tocsin::bench_reach::ReachBenchOptions {
         users: 200,
         wait_secs: 3,
