@@ -123,21 +123,17 @@ pub(crate) fn figures(
 
 /// Run the benchmark against a fresh nats-server of its own.
 pub async fn run(opts: BenchOptions) -> Result<Report> {
-    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-    let version = std::process::Command::new(&binary)
+    let nats = BenchNats::start()?;
+    let version = std::process::Command::new(&nats.binary)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    let store = tempfile_dir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
-    let url = format!("nats://127.0.0.1:{port}");
+    let url = nats.url.clone();
     let baseline = baseline(&url, &opts).await.context("baseline")?;
-    let (pipeline, delivered) = pipeline(&url, &opts, &store).await.context("pipeline")?;
-    let _ = std::fs::remove_dir_all(&store);
+    let (pipeline, delivered) = pipeline(&url, &opts, &nats.store)
+        .await
+        .context("pipeline")?;
     Ok(Report {
         baseline,
         pipeline,
@@ -145,6 +141,39 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         options: opts,
         nats_version: version,
     })
+}
+
+/// A nats-server of the benchmark's own, on a free loopback port with a fresh store; killed
+/// and its store removed when dropped.
+pub(crate) struct BenchNats {
+    nats: LocalNats,
+    pub binary: std::path::PathBuf,
+    pub store: std::path::PathBuf,
+    pub url: String,
+}
+
+impl BenchNats {
+    pub(crate) fn start() -> Result<BenchNats> {
+        let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
+        let store = tempfile_dir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
+        Ok(BenchNats {
+            url: nats.url(),
+            nats,
+            binary,
+            store,
+        })
+    }
+}
+
+impl Drop for BenchNats {
+    fn drop(&mut self) {
+        self.nats.kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
 }
 
 /// Create `users` through their avatars (as the API does) and wait until each has confirmed.
@@ -155,25 +184,41 @@ pub(crate) async fn create_users(
     window: usize,
     timeout: Duration,
 ) -> Result<()> {
+    command_each(bus, users, "create", window, timeout, |u| {
+        Command::CreateUser {
+            name: u.to_string(),
+            token_hash: "bench".into(),
+            feed_token_hash: "bench".into(),
+            inbound_token_hash: inbound_hash(u),
+        }
+    })
+    .await
+}
+
+/// Send each user's avatar one command (`command(user)`, id `<what>-<user>`) through a
+/// publish window, and wait until every avatar has answered ok.
+pub(crate) async fn command_each(
+    bus: &Bus,
+    users: &[UserId],
+    what: &str,
+    window: usize,
+    timeout: Duration,
+    command: impl Fn(&UserId) -> Command,
+) -> Result<()> {
     let inbox = bus.client().new_inbox();
     let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
     // count the answers while publishing: a subscription's buffer would overflow otherwise
     let confirmed = count_replies(replies, users.len(), timeout);
     let mut w = bus.window(window);
     for (i, u) in users.iter().enumerate() {
+        let id = format!("{what}-{u}");
         let msg = AvatarMessage::Command {
-            command_id: format!("create-{u}"),
-            command: Command::CreateUser {
-                name: u.to_string(),
-                token_hash: "bench".into(),
-                feed_token_hash: "bench".into(),
-                inbound_token_hash: inbound_hash(u),
-            },
+            command_id: id.clone(),
+            command: command(u),
             reply_to: Some(format!("{inbox}.{i}")),
         };
         let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        w.push(subject, format!("create-{u}"), tocsin_bus::encode(&msg)?)
-            .await;
+        w.push(subject, id, tocsin_bus::encode(&msg)?).await;
     }
     w.flush().await?;
     confirmed.await.context("the reply counter failed")?
@@ -479,32 +524,20 @@ fn receive(
 
 /// Give each user a `sink` destination and wait until every avatar has confirmed.
 async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration) -> Result<()> {
-    let inbox = bus.client().new_inbox();
-    let replies = bus.client().subscribe(format!("{inbox}.*")).await?;
-    let confirmed = count_replies(replies, users.len(), timeout);
-    let mut w = bus.window(window);
-    for (i, u) in users.iter().enumerate() {
-        let msg = AvatarMessage::Command {
-            command_id: format!("sink-{u}"),
-            command: Command::AddDestination {
-                destination: Destination {
-                    id: "sink".into(),
-                    channel: Channel::Sink,
-                    address: "bench".into(),
-                    secret: None,
-                    label: String::new(),
-                    push_format: None,
-                    created_at_ms: now_ms(),
-                },
+    command_each(bus, users, "sink", window, timeout, |_| {
+        Command::AddDestination {
+            destination: Destination {
+                id: "sink".into(),
+                channel: Channel::Sink,
+                address: "bench".into(),
+                secret: None,
+                label: String::new(),
+                push_format: None,
+                created_at_ms: now_ms(),
             },
-            reply_to: Some(format!("{inbox}.{i}")),
-        };
-        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        w.push(subject, format!("sink-{u}"), tocsin_bus::encode(&msg)?)
-            .await;
-    }
-    w.flush().await?;
-    confirmed.await.context("the reply counter failed")?
+        }
+    })
+    .await
 }
 
 /// Options of `tocsin bench-mail`.
@@ -557,13 +590,8 @@ pub async fn run_mail(opts: MailBenchOptions) -> Result<MailReport> {
         }
         started.elapsed().as_secs_f64() * 1e6 / n as f64
     };
-    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-    let store = tempfile_dir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = BenchNats::start()?;
+    let url = nats.url.clone();
     let base_opts = BenchOptions {
         notifications: opts.messages,
         users: opts.users,
@@ -676,7 +704,6 @@ pub async fn run_mail(opts: MailBenchOptions) -> Result<MailReport> {
     shutdown.cancel();
     let _ = r.await;
     let _ = i.await;
-    let _ = std::fs::remove_dir_all(&store);
     Ok(MailReport {
         baseline,
         ingress: figures(

@@ -9,7 +9,7 @@
 //! the ingestor fetching it to the router having routed it to all N (their history records
 //! published), beside a raw JetStream burst of N messages in the same run.
 
-use crate::bench::tempfile_dir;
+use crate::bench::BenchNats;
 use anyhow::{Context, Result, anyhow};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_model::{FeedSubscription, SubscriptionOp, UserId};
-use tocsin_runtime::local_nats::{LocalNats, find_binary};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -110,6 +109,7 @@ struct Counters {
     not_modified: AtomicU64,
     /// The version of `/fan` (its items), and when a fetch first saw each new version.
     fan_version: AtomicU64,
+    fan_fetches: AtomicU64,
     fan_seen: std::sync::Mutex<Option<(u64, Instant)>>,
 }
 
@@ -148,6 +148,7 @@ async fn feed_server() -> Result<(String, Arc<Counters>)> {
         .route(
             "/fan",
             axum::routing::get(|State(c): State<Arc<Counters>>| async move {
+                c.fan_fetches.fetch_add(1, Ordering::SeqCst);
                 let v = c.fan_version.load(Ordering::SeqCst);
                 {
                     let mut seen = c.fan_seen.lock().expect("lock");
@@ -172,13 +173,8 @@ async fn feed_server() -> Result<(String, Arc<Counters>)> {
 }
 
 pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
-    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-    let store = tempfile_dir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = BenchNats::start()?;
+    let url = nats.url.clone();
     let (base, counters) = feed_server().await?;
     let window = Duration::from_secs(opts.seconds);
 
@@ -218,21 +214,11 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
         prefix: "benchfeeds".into(),
         ..Default::default()
     };
-    let ingestor = tocsin_ingestor::Config {
-        bus: bus_cfg.clone(),
-        ingestor: tocsin_ingestor::IngestorConfig {
-            ops_listen: String::new(),
-            poll_interval_secs: 1,
-            jitter: 0.0,
-            host_min_interval_ms: 0,
-            per_host_concurrency: opts.concurrency,
-            max_concurrent_fetches: opts.concurrency,
-            allow_loopback: true,
-            ..Default::default()
-        },
-    };
     let shutdown = CancellationToken::new();
-    let ing = tokio::spawn(tocsin_ingestor::run(ingestor, shutdown.clone()));
+    let ing = tokio::spawn(tocsin_ingestor::run(
+        ingestor_config(&bus_cfg, opts.concurrency),
+        shutdown.clone(),
+    ));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
     let user = UserId::parse("benchfeeds").expect("valid");
@@ -287,7 +273,6 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
     } else {
         None
     };
-    let _ = std::fs::remove_dir_all(&store);
     let fetched = (r1 - r0) as f64;
     Ok(FeedReport {
         options: opts,
@@ -301,6 +286,24 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
         first_round_secs,
         fanout,
     })
+}
+
+/// The ingestor in-process, polling every feed each second (always due), with `concurrency`
+/// fetches at once, all allowed on one loopback host.
+fn ingestor_config(bus: &BusConfig, concurrency: usize) -> tocsin_ingestor::Config {
+    tocsin_ingestor::Config {
+        bus: bus.clone(),
+        ingestor: tocsin_ingestor::IngestorConfig {
+            ops_listen: String::new(),
+            poll_interval_secs: 1,
+            jitter: 0.0,
+            host_min_interval_ms: 0,
+            per_host_concurrency: concurrency,
+            max_concurrent_fetches: concurrency,
+            allow_loopback: true,
+            ..Default::default()
+        },
+    }
 }
 
 /// N users subscribed to `/fan`; once every subscription is in and the feed has been polled
@@ -326,17 +329,6 @@ async fn fanout(
     )
     .await?;
     let (bus_cfg, router) = crate::bench::bench_router(url, "benchfan", 16);
-    let ingestor = tocsin_ingestor::Config {
-        bus: bus_cfg.clone(),
-        ingestor: tocsin_ingestor::IngestorConfig {
-            ops_listen: String::new(),
-            poll_interval_secs: 1,
-            jitter: 0.0,
-            host_min_interval_ms: 0,
-            allow_loopback: true,
-            ..Default::default()
-        },
-    };
     let shutdown = CancellationToken::new();
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
@@ -345,7 +337,10 @@ async fn fanout(
         .map(|i| UserId::parse(&format!("fan{i}")).expect("valid"))
         .collect();
     crate::bench::create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
-    let ing = tokio::spawn(tocsin_ingestor::run(ingestor, shutdown.clone()));
+    let ing = tokio::spawn(tocsin_ingestor::run(
+        ingestor_config(&bus_cfg, opts.concurrency),
+        shutdown.clone(),
+    ));
     // each user adds the feed as a source, as through the API: the avatar records it and
     // subscribes the ingestor
     let add = users
@@ -376,7 +371,12 @@ async fn fanout(
         anyhow::ensure!(Instant::now() < deadline, "subscriptions not taken in time");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // two more fetches of the feed: the newcomers' baseline is taken
+    let fetched = counters.fan_fetches.load(Ordering::SeqCst);
+    while counters.fan_fetches.load(Ordering::SeqCst) < fetched + 2 {
+        anyhow::ensure!(Instant::now() < deadline, "the feed was not polled in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let counted = crate::bench_reach::count_routed(&bus, n).await?;
     counters.fan_version.fetch_add(1, Ordering::SeqCst);
     let done = tokio::time::timeout(opts.timeout, counted)

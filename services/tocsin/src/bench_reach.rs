@@ -13,8 +13,8 @@
 
 use crate::bench::BenchOptions;
 use crate::bench::{
-    Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows, figures,
-    notification, tempfile_dir,
+    BenchNats, Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows,
+    figures, notification,
 };
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -26,7 +26,6 @@ use tocsin_model::{
     AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Policy, Step, UserId,
     UserRecord, now_ms,
 };
-use tocsin_runtime::local_nats::{LocalNats, find_binary};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -133,13 +132,8 @@ fn rss_bytes() -> Option<f64> {
 }
 
 pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
-    let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-    let store = tempfile_dir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _nats = LocalNats::start(&binary, port, &store, None).map_err(|e| anyhow!(e))?;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = BenchNats::start()?;
+    let url = nats.url.clone();
     let base = |n: usize, rate: u64| BenchOptions {
         notifications: n,
         users: n.clamp(1, 1000),
@@ -164,7 +158,6 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
     } else {
         None
     };
-    let _ = std::fs::remove_dir_all(&store);
     Ok(ReachReport {
         options: opts,
         burst_baseline,
