@@ -23,6 +23,12 @@ pub struct BusConfig {
     pub ack_wait_secs: u64,
     /// How long dead letters are kept.
     pub dead_letter_max_age_days: u64,
+    /// How long events are kept in the event stream (the archiver normally takes them within
+    /// seconds; this is how long it may be down without losing any).
+    pub events_max_age_hours: u64,
+    /// The most the event stream may hold on disk, in bytes (0: no limit but the age). When
+    /// reached, the oldest events are discarded.
+    pub events_max_bytes: u64,
     pub connect_timeout_secs: u64,
     pub request_timeout_secs: u64,
     /// How long a publish keeps retrying transient failures before giving up.
@@ -42,6 +48,8 @@ impl Default for BusConfig {
             max_deliver: 10,
             ack_wait_secs: 30,
             dead_letter_max_age_days: 14,
+            events_max_age_hours: 168,
+            events_max_bytes: 0,
             connect_timeout_secs: 10,
             request_timeout_secs: 5,
             publish_retry_secs: 10,
@@ -119,6 +127,7 @@ impl BusConfig {
             ("connect_timeout_secs", self.connect_timeout_secs),
             ("request_timeout_secs", self.request_timeout_secs),
             ("dead_letter_max_age_days", self.dead_letter_max_age_days),
+            ("events_max_age_hours", self.events_max_age_hours),
         ] {
             if v == 0 {
                 err(f, "must be greater than 0".into());

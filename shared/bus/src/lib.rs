@@ -79,6 +79,7 @@ fn same_stream_spec(have: &stream::Config, want: &stream::Config) -> bool {
         && have.num_replicas == want.num_replicas
         && have.duplicate_window == want.duplicate_window
         && have.max_age == want.max_age
+        && have.max_bytes == want.max_bytes
         && have.description == want.description
 }
 
@@ -292,6 +293,21 @@ impl Bus {
             duplicate_window: dup,
             ..Default::default()
         });
+        out.push(stream::Config {
+            name: s.stream(StreamKind::Events),
+            subjects: vec![s.events_all()],
+            description: Some("every state change, for the archiver".into()),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_secs(self.config.events_max_age_hours * 3_600),
+            max_bytes: match self.config.events_max_bytes {
+                0 => -1,
+                b => i64::try_from(b).unwrap_or(i64::MAX),
+            },
+            duplicate_window: dup,
+            ..Default::default()
+        });
         out
     }
 
@@ -303,12 +319,27 @@ impl Bus {
         filter_subject: Option<String>,
         max_ack_pending: i64,
     ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        let ack_wait = Duration::from_secs(self.config.ack_wait_secs);
+        self.pull_consumer_with(stream, durable, filter_subject, max_ack_pending, ack_wait)
+            .await
+    }
+
+    /// [`Bus::pull_consumer`] with its own `ack_wait`, for a consumer that holds messages
+    /// longer than others before it settles them (the archiver, filling a file).
+    pub async fn pull_consumer_with(
+        &self,
+        stream: StreamKind,
+        durable: &str,
+        filter_subject: Option<String>,
+        max_ack_pending: i64,
+        ack_wait: Duration,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
         let stream_name = self.subjects.stream(stream);
         let cfg = pull::Config {
             durable_name: Some(durable.to_owned()),
             filter_subject: filter_subject.unwrap_or_default(),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(self.config.ack_wait_secs),
+            ack_wait,
             // dead-lettering is ours (see `settle`), so the server never gives up on a message
             max_deliver: -1,
             max_ack_pending,
@@ -363,6 +394,69 @@ impl Bus {
         value: &T,
     ) -> Result<(), BusError> {
         self.publish(subject, msg_id, encode(value)?).await
+    }
+
+    /// The subject, message id and payload of an event, ready for [`Bus::send`] or a
+    /// [`PublishWindow`] beside the change's other outputs: `service` and (from `user`) `silo`
+    /// are filled in. Events travel with the outputs of the change they record and are
+    /// settled with them, so a crash never keeps the change and loses its event; their ids
+    /// make a repeat after a crash a duplicate the server drops.
+    pub fn event_output(
+        &self,
+        mut event: tocsin_model::Event,
+        service: &str,
+    ) -> Result<(String, String, bytes::Bytes), BusError> {
+        if event.service.is_empty() {
+            event.service = service.to_owned();
+        }
+        if event.silo.is_none()
+            && let Some(u) = &event.user
+        {
+            event.silo = Some(self.silo_of(u));
+        }
+        let payload = encode(&event)?;
+        Ok((self.subjects.events(event.kind), event.id, payload))
+    }
+
+    /// Queue notification `n` for its user's avatar, with the events of its ingestion: the
+    /// events are sent first, pipelined, and every PubAck is awaited (so an error means the
+    /// caller should retry the whole; ids make the repeat harmless).
+    pub async fn notify(
+        &self,
+        n: tocsin_model::Notification,
+        events: Vec<tocsin_model::Event>,
+        service: &str,
+    ) -> Result<(), BusError> {
+        let sent = self.send_events(events, service).await?;
+        let subject = self
+            .subjects
+            .silo(self.silo_of(&n.user), n.user.as_str(), "notify");
+        let id = n.id.to_string();
+        let msg = tocsin_model::AvatarMessage::Notify { notification: n };
+        self.publish_json(subject, &id, &msg).await?;
+        await_acks(sent).await
+    }
+
+    /// Publish events pipelined and wait for every PubAck.
+    pub async fn publish_events(
+        &self,
+        events: Vec<tocsin_model::Event>,
+        service: &str,
+    ) -> Result<(), BusError> {
+        await_acks(self.send_events(events, service).await?).await
+    }
+
+    async fn send_events(
+        &self,
+        events: Vec<tocsin_model::Event>,
+        service: &str,
+    ) -> Result<Vec<(String, jetstream::context::PublishAckFuture)>, BusError> {
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let (subject, id, payload) = self.event_output(event, service)?;
+            acks.push((subject.clone(), self.send(subject, &id, payload).await?));
+        }
+        Ok(acks)
     }
 
     /// A bounded window of outstanding publishes for high-volume publishers.
@@ -484,6 +578,19 @@ impl Bus {
             debug!(error = %e, "drain failed");
         }
     }
+}
+
+/// Wait for the PubAck of every publish sent with [`Bus::send`].
+async fn await_acks(
+    acks: Vec<(String, jetstream::context::PublishAckFuture)>,
+) -> Result<(), BusError> {
+    for (subject, ack) in acks {
+        ack.await.map_err(|e| BusError::Publish {
+            subject,
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Exponential backoff from the number of deliveries so far, at least `min`, at most 60 s.

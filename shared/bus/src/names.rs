@@ -13,6 +13,8 @@ pub enum StreamKind {
     Delivery,
     /// Dead letters (limits retention).
     DeadLetter,
+    /// Events for the archive (limits retention, consumer `archiver`).
+    Events,
 }
 
 /// Subject and stream names under one prefix.
@@ -41,6 +43,7 @@ impl Subjects {
             StreamKind::Ingest => format!("{}_INGEST", self.upper),
             StreamKind::Delivery => format!("{}_DELIVERY", self.upper),
             StreamKind::DeadLetter => format!("{}_DLQ", self.upper),
+            StreamKind::Events => format!("{}_EVENTS", self.upper),
         }
     }
 
@@ -111,6 +114,15 @@ impl Subjects {
 
     pub fn dead_letter_all(&self) -> String {
         format!("{}.dlq.>", self.prefix)
+    }
+
+    /// `<p>.events.<kind>`: one state change, for the archive.
+    pub fn events(&self, kind: tocsin_model::EventKind) -> String {
+        format!("{}.events.{kind}", self.prefix)
+    }
+
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.prefix)
     }
 
     /// The user id in a silo subject, `<p>.silo.<k>.<user>.<kind>`.

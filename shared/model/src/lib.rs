@@ -5,6 +5,7 @@
 //! extraction) are unit- and property-tested in milliseconds. Every service depends on it.
 
 pub mod escalation;
+pub mod events;
 pub mod filter;
 pub mod ids;
 pub mod messages;
@@ -15,6 +16,7 @@ pub use escalation::{
     AckTarget, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand, Show,
     Step, ack_signature, ack_signature_valid,
 };
+pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
 pub use messages::*;
