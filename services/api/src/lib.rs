@@ -896,12 +896,13 @@ async fn publish(
         published_at_ms: None,
         dedup_key: None,
     };
-    let silo = state.bus.silo_of(&u.id);
-    let msg = AvatarMessage::Notify { notification: n };
-    let subject = state.bus.subjects().silo(silo, u.id.as_str(), msg.kind());
+    let events = vec![
+        tocsin_model::Event::ingested("publish", id.as_str(), n.created_at_ms).user(&u.id),
+        tocsin_model::Event::matched(&n),
+    ];
     state
         .bus
-        .publish_json(subject, id.as_str(), &msg)
+        .notify(n, events, "api")
         .await
         .map_err(bus_error)?;
     metrics::counter!("tocsin_api_published_total").increment(1);

@@ -28,7 +28,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
-use tocsin_model::{AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, JobKind, now_ms};
+use tocsin_model::{
+    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, now_ms,
+};
 use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::{ConfigDoc, Readiness};
 use tokio::sync::{Semaphore, mpsc};
@@ -462,6 +464,8 @@ async fn handle(
         let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
         let max = ctx.bus.config().max_deliver;
         let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
+        // `attempted` events, published with the outcome (and settled with it)
+        let mut events: Vec<Event> = Vec::new();
         let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
             debug!("already sent; reporting it again instead of sending twice");
             attempts = tried;
@@ -474,11 +478,16 @@ async fn handle(
                 }
                 send(ctx, &job).await
             };
-            let label = match &result {
-                SendResult::Delivered(_) => "delivered",
-                SendResult::Permanent(_) => "failed",
-                SendResult::Transient { .. } => "retry",
+            let (label, how) = match &result {
+                SendResult::Delivered(d) => ("delivered", d),
+                SendResult::Permanent(d) => ("failed", d),
+                SendResult::Transient { detail, .. } => ("retry", detail),
             };
+            events.push(
+                job_event(EventKind::Attempted, &job, &[&job.job_id, &attempts.to_string()], now_ms())
+                    .attempt(attempts)
+                    .detail(&format!("{label}: {how}")),
+            );
             metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
             match result {
                 SendResult::Delivered(d) => break (true, d),
@@ -518,10 +527,21 @@ async fn handle(
         if !delivered {
             warn!(detail = %outcome.detail, "delivery failed for good");
         }
+        let kind = if delivered { EventKind::Delivered } else { EventKind::Failed };
+        events.push(
+            job_event(kind, &job, &[&job.job_id], outcome.at_ms)
+                .since(job.notification.created_at_ms)
+                .attempt(attempts)
+                .detail(&outcome.detail),
+        );
         let user = outcome.user.clone();
         let subject = ctx.bus.subjects().silo(ctx.bus.silo_of(&user), user.as_str(), "outcome");
         let id = format!("outcome:{}", outcome.job_id);
-        match ctx.bus.publish_json(subject, &id, &AvatarMessage::Outcome { outcome }).await {
+        let reported = match ctx.bus.publish_events(events, "delivery").await {
+            Ok(()) => ctx.bus.publish_json(subject, &id, &AvatarMessage::Outcome { outcome }).await,
+            Err(e) => Err(e),
+        };
+        match reported {
             Ok(()) => ctx.bus.settle(&msg, Disposition::Ack).await,
             // the job is redelivered and sent again: receivers deduplicate by job id
             Err(e) => {
@@ -532,6 +552,21 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// An event about `job`, keyed by `key`.
+fn job_event(
+    kind: EventKind,
+    job: &DeliveryJob,
+    key: &[&str],
+    at_ms: tocsin_model::Millis,
+) -> Event {
+    Event::new(kind, key, at_ms)
+        .user(&job.notification.user)
+        .notification(&job.notification.id)
+        .source(job.notification.source.id.as_deref())
+        .channel(Some(job.destination.channel))
+        .destination(&job.destination.id)
 }
 
 /// One attempt at sending `job` on its channel.

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_bus::{Bus, BusError};
 use tocsin_model::{
-    AvatarMessage, CompiledFilter, ImapSubscription, ImapTls, Item, SourceSpec, SourceStatus,
+    CompiledFilter, Event, ImapSubscription, ImapTls, Item, SourceSpec, SourceStatus,
     SubscriptionOp, UserId, now_ms,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -402,14 +402,22 @@ async fn publish(
         text: &parsed.text,
         categories: &[],
     };
-    if !filter.matches(&item) {
-        debug!(subject = %parsed.subject, "filtered out");
-        return Ok(());
-    }
     let key = parsed
         .message_id
         .clone()
         .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]));
+    let ingested = Event::ingested("imap", &key, tocsin_model::now_ms())
+        .user(&sub.user)
+        .source(Some(&sub.source_id))
+        .detail(&format!("from {}", parsed.from));
+    if !filter.matches(&item) {
+        debug!(subject = %parsed.subject, "filtered out");
+        let out = Event::filtered_out(&sub.user, &sub.source_id, &key, ingested.at_ms);
+        return bus
+            .publish_events(vec![ingested, out], "ingestor")
+            .await
+            .map_err(|e| format!("cannot record the message: {e}"));
+    }
     let mut n = parsed.notification(
         &sub.user,
         &key,
@@ -419,11 +427,8 @@ async fn publish(
     if !sub.label.is_empty() {
         n.tags.push(sub.label.clone());
     }
-    let subject = bus
-        .subjects()
-        .silo(bus.silo_of(&sub.user), sub.user.as_str(), "notify");
-    let id = n.id.to_string();
-    bus.publish_json(subject, &id, &AvatarMessage::Notify { notification: n })
+    let events = vec![ingested, Event::matched(&n)];
+    bus.notify(n, events, "ingestor")
         .await
         .map_err(|e| format!("cannot queue the notification: {e}"))
 }

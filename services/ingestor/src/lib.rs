@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::{
-    AvatarMessage, CompiledFilter, FeedSubscription, Filter, Item, Millis, Notification,
+    AvatarMessage, CompiledFilter, Event, FeedSubscription, Filter, Item, Millis, Notification,
     NotificationId, Priority, SourceKind, SourceRef, SourceStatus, SubscriptionOp, UserId, now_ms,
 };
 use tocsin_runtime::{ConfigDoc, Readiness};
@@ -304,6 +304,8 @@ pub fn subscriber_key(feed_key: &str, sub: &Subscriber) -> String {
 #[derive(Debug, Default, PartialEq)]
 pub struct PollPlan {
     pub notifications: Vec<Notification>,
+    /// `ingested` for each new item, `matched` or `filtered_out` for each subscriber of it.
+    pub events: Vec<Event>,
     /// Keys to remember.
     pub seen: VecDeque<String>,
 }
@@ -328,6 +330,11 @@ pub fn plan_poll(
         Vec::new()
     };
     let mut notifications = Vec::new();
+    let feed = feed_key(&record.url);
+    let mut events: Vec<Event> = fresh
+        .iter()
+        .map(|i| Event::ingested(&feed, &i.key, now).detail(&record.url))
+        .collect();
     for sub in record.subscribers.values() {
         let Ok(filter) = sub.filter.compile() else {
             continue;
@@ -338,8 +345,17 @@ pub fn plan_poll(
             fresh.clone()
         };
         for item in candidates {
-            if let Some(n) = notification_for(sub, &filter, feed_title, item, now) {
-                notifications.push(n);
+            match notification_for(sub, &filter, feed_title, item, now) {
+                Some(n) => {
+                    events.push(Event::matched(&n));
+                    notifications.push(n);
+                }
+                None => events.push(Event::filtered_out(
+                    &sub.user,
+                    &sub.source_id,
+                    &item.key,
+                    now,
+                )),
             }
         }
     }
@@ -356,6 +372,7 @@ pub fn plan_poll(
     }
     PollPlan {
         notifications,
+        events,
         seen,
     }
 }
@@ -995,10 +1012,10 @@ async fn settle_document(
         Ok(plan) => {
             let mut published = 0;
             if let Some(r) = &plan
-                && !r.plan.notifications.is_empty()
+                && !(r.plan.notifications.is_empty() && r.plan.events.is_empty())
             {
                 published = r.plan.notifications.len();
-                if let Err(e) = fan_out(shared, &r.plan.notifications).await {
+                if let Err(e) = fan_out(shared, &r.plan.notifications, &r.plan.events).await {
                     // nothing recorded as seen: the next poll (soon) publishes again, and the
                     // ids make the repeat harmless
                     warn!(error = %e, "fan-out failed; retrying shortly");
@@ -1027,8 +1044,16 @@ async fn settle_document(
     }
 }
 
-async fn fan_out(shared: &Shared, notifications: &[Notification]) -> Result<(), BusError> {
+async fn fan_out(
+    shared: &Shared,
+    notifications: &[Notification],
+    events: &[Event],
+) -> Result<(), BusError> {
     let mut window = shared.bus.window(shared.cfg.publish_window);
+    for e in events {
+        let (subject, id, payload) = shared.bus.event_output(e.clone(), "ingestor")?;
+        window.push(subject, id, payload).await;
+    }
     for n in notifications {
         let silo = shared.bus.silo_of(&n.user);
         let subject = shared.bus.subjects().silo(silo, n.user.as_str(), "notify");

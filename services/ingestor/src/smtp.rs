@@ -14,7 +14,7 @@ use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Bus;
-use tocsin_model::{AvatarMessage, SourceKind, UserId, UserRecord, hash_token, now_ms};
+use tocsin_model::{AvatarMessage, Event, SourceKind, UserId, UserRecord, hash_token, now_ms};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -548,16 +548,14 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {
         let n = parsed.notification(user, &key, None, tags.clone());
-        let subject = ctx
-            .bus
-            .subjects()
-            .silo(ctx.bus.silo_of(user), user.as_str(), "notify");
         let id = n.id.to_string();
-        if let Err(e) = ctx
-            .bus
-            .publish_json(subject, &id, &AvatarMessage::Notify { notification: n })
-            .await
-        {
+        let events = vec![
+            Event::ingested("mail", &key, n.created_at_ms)
+                .user(user)
+                .detail(&format!("from {}", parsed.from)),
+            Event::matched(&n),
+        ];
+        if let Err(e) = ctx.bus.notify(n, events, "ingestor").await {
             // no 250: the sending server keeps the message and retries
             warn!(error = %e, "cannot queue an inbound e-mail; asking the sender to retry");
             return "451 4.3.0 temporary failure, try again later\r\n".into();

@@ -3,9 +3,9 @@
 
 use crate::escalate::{self, Fired, Links};
 use tocsin_model::{
-    AddressEntry, AvatarMessage, Command, CommandReply, DeliveryJob, Destination, FeedSubscription,
-    HistoryRecord, Millis, Notification, Source, SourceSpec, SubscriptionOp, TimelineEntry, UserId,
-    UserRecord,
+    AddressEntry, AvatarMessage, Command, CommandReply, DeliveryJob, Destination, Event, EventKind,
+    FeedSubscription, HistoryRecord, Millis, Notification, Source, SourceSpec, SubscriptionOp,
+    TimelineEntry, UserId, UserRecord,
 };
 
 /// Limits an avatar enforces on its user's configuration.
@@ -28,6 +28,9 @@ pub struct Effects {
     pub reply: Option<(String, CommandReply)>,
     /// Address index changes: the key and the new entry (None: delete).
     pub index: Vec<(String, Option<AddressEntry>)>,
+    /// Events for the archive; `lib.rs` fills in the user and silo and publishes them with the
+    /// other outputs.
+    pub events: Vec<Event>,
     /// The record changed and must be saved before the message is acked.
     pub dirty: bool,
     /// A bounded label for metrics and logs: `routed`, `duplicate`, `no_user`, `applied`, …
@@ -50,8 +53,18 @@ pub fn apply(
             reply_to,
         } => {
             let mut fx = Effects::default();
+            let change = command_event(&command, &command_id, now);
             let result = command_effects(user, record, command, limits, now, &mut fx);
             fx.outcome = if result.is_ok() { "applied" } else { "refused" };
+            match &result {
+                Ok(()) if fx.dirty => fx.events.push(change),
+                Ok(()) => {}
+                Err((code, message)) => fx.events.push(
+                    Event::new(EventKind::Refused, &[&command_id], now)
+                        .source(change.source.as_deref())
+                        .detail(&format!("{} refused ({code}): {message}", change.detail)),
+                ),
+            }
             if let Some(to) = reply_to {
                 let (code, message) = match result {
                     Ok(()) => (None, None),
@@ -92,6 +105,7 @@ pub fn apply(
             } else {
                 "failed"
             };
+            // the `delivered` and `failed` events are the delivery service's, where they happen
             let mut fx = Effects {
                 history: vec![HistoryRecord::Timeline {
                     user: user.clone(),
@@ -159,7 +173,8 @@ pub fn apply(
                 return Effects::labelled("no_user");
             };
             let mut fx = Effects::labelled("ack");
-            let entries = escalate::ack(r, &notification_id, &via, None, now)
+            let mut events = Vec::new();
+            let entries = escalate::ack(r, &notification_id, &via, None, now, &mut events)
                 .into_iter()
                 .collect();
             fx.take(
@@ -167,6 +182,7 @@ pub fn apply(
                 Fired {
                     jobs: vec![],
                     entries,
+                    events,
                 },
             );
             fx
@@ -215,6 +231,9 @@ pub fn apply(
                 published_at_ms: None,
                 dedup_key: None,
             };
+            let event = Event::new(EventKind::Refused, &[notification.id.as_str()], at_ms)
+                .notification(&notification.id)
+                .detail(&format!("{}: {reason}", notification.title));
             Effects {
                 history: vec![HistoryRecord::Notification {
                     notification,
@@ -225,6 +244,7 @@ pub fn apply(
                         detail: reason,
                     },
                 }],
+                events: vec![event],
                 outcome: "refused",
                 ..Default::default()
             }
@@ -254,6 +274,7 @@ impl Effects {
     fn take(&mut self, user: &UserId, fired: Fired) {
         self.dirty = true;
         self.jobs.extend(fired.jobs);
+        self.events.extend(fired.events);
         for (notification_id, entry) in fired.entries {
             self.history.push(HistoryRecord::Timeline {
                 user: user.clone(),
@@ -305,6 +326,11 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis, links: &
     }
     let (fired, detail) = escalate::start(r, &n, now, links);
     let user = n.user.clone();
+    let routed = Event::new(EventKind::Routed, &[n.id.as_str()], now)
+        .notification(&n.id)
+        .source(n.source.id.as_deref())
+        .since(n.created_at_ms)
+        .detail(&detail);
     let mut fx = Effects {
         history: vec![HistoryRecord::Notification {
             notification: n,
@@ -315,6 +341,7 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis, links: &
                 detail,
             },
         }],
+        events: vec![routed],
         outcome: "routed",
         ..Default::default()
     };
@@ -323,6 +350,79 @@ fn route(record: &mut Option<UserRecord>, n: Notification, now: Millis, links: &
 }
 
 type Refusal = (&'static str, String);
+
+/// The event a command records when it changes something (its detail names the change).
+fn command_event(command: &Command, command_id: &str, now: Millis) -> Event {
+    let (kind, source, destination, channel, detail) = match command {
+        Command::CreateUser { .. } => (
+            EventKind::UserCreated,
+            None,
+            None,
+            None,
+            "user created".to_owned(),
+        ),
+        Command::AddSource { source } => (
+            EventKind::SourceChanged,
+            Some(source.id.as_str()),
+            None,
+            None,
+            format!(
+                "source {} set ({})",
+                source.id,
+                match source.spec {
+                    SourceSpec::Feed { .. } => "feed",
+                    SourceSpec::Imap { .. } => "imap",
+                }
+            ),
+        ),
+        Command::RemoveSource { source_id } => (
+            EventKind::SourceChanged,
+            Some(source_id.as_str()),
+            None,
+            None,
+            format!("source {source_id} removed"),
+        ),
+        Command::SetAllowedSenders { senders, .. } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            format!("allowed e-mail senders set ({})", senders.len()),
+        ),
+        Command::AddDestination { destination } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination.id.as_str()),
+            Some(destination.channel),
+            format!("destination {} set", destination.id),
+        ),
+        Command::RemoveDestination { destination_id } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination_id.as_str()),
+            None,
+            format!("destination {destination_id} removed"),
+        ),
+        Command::SetPolicy { policy } => (
+            EventKind::PolicyChanged,
+            None,
+            None,
+            None,
+            if policy.is_some() {
+                "policy set"
+            } else {
+                "policy reset to the default"
+            }
+            .to_owned(),
+        ),
+    };
+    let mut e = Event::new(kind, &[command_id], now)
+        .source(source)
+        .channel(channel)
+        .detail(&detail);
+    e.destination = destination.map(str::to_owned);
+    e
+}
 
 fn command_effects(
     user: &UserId,

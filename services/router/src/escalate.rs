@@ -3,9 +3,9 @@
 //! earliest pending due time into a durable timer.
 
 use tocsin_model::{
-    AckTarget, Channel, DeliveryJob, Destination, Escalation, JobKind, Millis, Notification,
-    NotificationId, Policy, PresenceState, Priority, Reach, ReplyCommand, Show, SourceKind,
-    SourceRef, Step, TimelineEntry, UserRecord, ack_signature,
+    AckTarget, Channel, DeliveryJob, Destination, Escalation, Event, EventKind, JobKind, Millis,
+    Notification, NotificationId, Policy, PresenceState, Priority, Reach, ReplyCommand, Show,
+    SourceKind, SourceRef, Step, TimelineEntry, UserRecord, ack_signature,
 };
 
 /// What an escalation step (or a reply) produced.
@@ -14,6 +14,8 @@ pub struct Fired {
     pub jobs: Vec<DeliveryJob>,
     /// Timeline entries, each for its notification.
     pub entries: Vec<(NotificationId, TimelineEntry)>,
+    /// Events for the archive (`escalated`, `acked`, `presence_changed`).
+    pub events: Vec<Event>,
 }
 
 /// Where signed acknowledgement links point (the API's public URL; empty: no links).
@@ -175,6 +177,21 @@ fn fire(
                 .push(job(r, &esc.notification, d, index, esc.reference, links));
         }
         if index > 0 {
+            for d in &targets {
+                fired.events.push(
+                    Event::new(
+                        EventKind::Escalated,
+                        &[esc.notification.id.as_str(), &index.to_string(), &d.id],
+                        now,
+                    )
+                    .notification(&esc.notification.id)
+                    .source(esc.notification.source.id.as_deref())
+                    .channel(Some(d.channel))
+                    .destination(&d.id)
+                    .attempt(index as i64 + 1)
+                    .detail(&format!("step {}", index + 1)),
+                );
+            }
             let to: Vec<String> = targets
                 .iter()
                 .map(|d| format!("{} {}", d.channel.as_str(), d.id))
@@ -289,9 +306,17 @@ pub fn presence(
     links: &Links,
 ) -> (bool, Fired) {
     let mut fired = Fired::default();
-    if !r.destinations.iter().any(|d| d.address_key() == address) {
+    let Some(dest) = r.destinations.iter().find(|d| d.address_key() == address) else {
         return (false, fired);
-    }
+    };
+    let event = Event::new(
+        EventKind::PresenceChanged,
+        &[&address, show.as_str(), &at_ms.to_string()],
+        at_ms,
+    )
+    .channel(Some(dest.channel))
+    .destination(&dest.id)
+    .detail(show.as_str());
     let was = r.reach.present();
     match r.reach.presence.get(&address) {
         Some(p) if p.at_ms > at_ms => return (false, fired), // older news
@@ -301,6 +326,7 @@ pub fn presence(
     r.reach
         .presence
         .insert(address, PresenceState { show, at_ms });
+    fired.events.push(event);
     if !was && r.reach.present() {
         let policy = policy_of(r);
         let held: Vec<String> = r
@@ -370,16 +396,27 @@ pub fn ack(
     via: &str,
     channel: Option<Channel>,
     now: Millis,
+    events: &mut Vec<Event>,
 ) -> Option<(NotificationId, TimelineEntry)> {
     if !r.recent.insert(format!("ack:{id}")) {
         return None;
     }
-    let stopped = r.reach.escalations.remove(id.as_str()).is_some();
-    let detail = if stopped {
+    let stopped = r.reach.escalations.remove(id.as_str());
+    let detail = if stopped.is_some() {
         format!("via {via}; escalation stopped")
     } else {
         format!("via {via}")
     };
+    let mut event = Event::new(EventKind::Acked, &[id.as_str()], now)
+        .notification(id)
+        .channel(channel)
+        .detail(&detail);
+    if let Some(esc) = &stopped {
+        event = event
+            .since(esc.notification.created_at_ms)
+            .source(esc.notification.source.id.as_deref());
+    }
+    events.push(event);
     Some((id.clone(), entry(now, "acked", channel, detail)))
 }
 
@@ -425,7 +462,7 @@ pub fn reply(
                 .collect();
             let mut acked = 0;
             for id in &ids {
-                if let Some(e) = ack(r, id, &via, Some(channel), now) {
+                if let Some(e) = ack(r, id, &via, Some(channel), now, &mut fired.events) {
                     fired.entries.push(e);
                     acked += 1;
                 }

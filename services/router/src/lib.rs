@@ -487,6 +487,14 @@ impl Avatar {
                 tocsin_bus::encode(sub),
             ));
         }
+        for mut event in fx.events {
+            event.user = Some(self.user.clone());
+            event.silo = Some(silo);
+            match self.ctx.bus.event_output(event, "router") {
+                Ok((subject, id, payload)) => outputs.push((subject, id, Ok(payload))),
+                Err(e) => outputs.push((String::new(), String::new(), Err(e))),
+            }
+        }
         for (i, sub) in fx.subscriptions.iter().enumerate() {
             outputs.push((
                 subjects.ingest_subscriptions(),
