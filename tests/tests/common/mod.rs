@@ -31,6 +31,8 @@ pub enum Svc {
     RouterReplica(u32),
     /// History replica `i` of [`Harness::history_replicas`].
     HistoryReplica(u32),
+    /// Not started with the others: a test that reads the archive starts it.
+    Archiver,
 }
 
 /// What a test may change before the services start.
@@ -61,6 +63,8 @@ pub struct Harness {
     /// The replica count router and history replicas started from now on are told.
     pub router_replicas: u32,
     pub history_replicas: u32,
+    /// The archiver's settings (its target is `<data>/archive` unless changed).
+    pub archiver: tocsin_archiver::ArchiverConfig,
     running: HashMap<Svc, (CancellationToken, JoinHandle<()>)>,
     api: (CancellationToken, JoinHandle<()>),
 }
@@ -158,11 +162,18 @@ impl Harness {
                 panic!("api failed: {e}");
             }
         });
+        let data = tempfile::tempdir()?;
+        let archiver = tocsin_archiver::ArchiverConfig {
+            target: data.path().join("archive").display().to_string(),
+            roll_max_age_secs: 1,
+            ops_listen: String::new(),
+            ..Default::default()
+        };
         let mut h = Harness {
             nats,
             cluster,
             bus,
-            data: tempfile::tempdir()?,
+            data,
             api_url,
             feeds,
             http: reqwest::Client::builder()
@@ -172,6 +183,7 @@ impl Harness {
             delivery,
             router_replicas,
             history_replicas,
+            archiver,
             running: HashMap::new(),
             api: (token, api),
         };
@@ -247,6 +259,13 @@ impl Harness {
                 };
                 tokio::spawn(async move { tocsin_delivery::run(cfg, t).await.expect("delivery") })
             }
+            Svc::Archiver => {
+                let cfg = tocsin_archiver::Config {
+                    bus,
+                    archiver: self.archiver.clone(),
+                };
+                tokio::spawn(async move { tocsin_archiver::run(cfg, t).await.expect("archiver") })
+            }
             Svc::Ingestor => {
                 let cfg = tocsin_ingestor::Config {
                     bus,
@@ -281,6 +300,7 @@ impl Harness {
             Svc::Router | Svc::RouterReplica(_) => 1,
             Svc::History | Svc::HistoryReplica(_) => 2,
             Svc::Delivery => 3,
+            Svc::Archiver => 4,
         });
         for s in order {
             self.stop(s).await;

@@ -1,0 +1,483 @@
+//! The archiver: every event on the bus into Parquet files, partitioned by date and hour, in a
+//! local directory or an S3-compatible bucket; and the analytics that read them back.
+//!
+//! It is one durable consumer (`archiver`) of the event stream. Events are held in memory
+//! until a file is due — `roll_max_events`, `roll_max_bytes` or `roll_max_age_secs`,
+//! whichever comes first — then written, one file per hour the events fall in, each named by
+//! the lowest and highest stream sequence number in it ([`store::FileName`]). Only once every
+//! file of the roll is durable are its events acked.
+//!
+//! A crash can therefore leave files whose events were never acked. The events come back;
+//! at start-up the archiver reads the sequence numbers of the files above the consumer's ack
+//! floor, and while running remembers what it wrote, and acks such an event without writing
+//! it again. So a restart neither loses nor duplicates a row. Events the archiver cannot
+//! decode are dead-lettered, with the reason, not dropped.
+//!
+//! Run one archiver per installation: two would each write their own files, and an event
+//! redelivered from one to the other while the first was writing could be archived twice.
+
+pub mod analytics;
+pub mod store;
+pub mod table;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use store::{Archive, FileName, S3Options};
+use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
+use tocsin_model::Event;
+use tocsin_runtime::{ConfigDoc, Readiness};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// The `[archiver]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiverConfig {
+    /// Where the archive is: a directory, or `s3://bucket[/prefix]`.
+    pub target: String,
+    /// For an `s3://` target.
+    pub s3: S3Options,
+    /// A roll (one file per hour it covers) is written after this many events…
+    pub roll_max_events: usize,
+    /// …or once the events held take this many bytes (as they came off the bus)…
+    pub roll_max_bytes: usize,
+    /// …or when its oldest event has waited this long.
+    pub roll_max_age_secs: u64,
+    pub ops_listen: String,
+}
+
+impl Default for ArchiverConfig {
+    fn default() -> Self {
+        Self {
+            target: "./data/archive".into(),
+            s3: S3Options::default(),
+            roll_max_events: 100_000,
+            roll_max_bytes: 64 * 1024 * 1024,
+            roll_max_age_secs: 60,
+            ops_listen: "127.0.0.1:9106".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub archiver: ArchiverConfig,
+}
+
+impl Config {
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let (bus, archiver) =
+            doc.service_sections("archiver", |b: &BusConfig, a: &ArchiverConfig| {
+                let mut p = b.problems();
+                p.extend(a.problems());
+                p
+            })?;
+        Ok(Config { bus, archiver })
+    }
+}
+
+impl ArchiverConfig {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = Archive::open(&self.target, &self.s3) {
+            p.push(e.to_string());
+        }
+        if !(1..=1_000_000).contains(&self.roll_max_events) {
+            p.push(format!(
+                "archiver.roll_max_events: must be 1-1000000, got {}",
+                self.roll_max_events
+            ));
+        }
+        if self.roll_max_bytes < 1024 {
+            p.push("archiver.roll_max_bytes: must be at least 1024".into());
+        }
+        if !(1..=3600).contains(&self.roll_max_age_secs) {
+            p.push(format!(
+                "archiver.roll_max_age_secs: must be 1-3600, got {}",
+                self.roll_max_age_secs
+            ));
+        }
+        p
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiverError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Run until `shutdown`; what is held is written and acked before it returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ArchiverError> {
+    let cfg = config.archiver;
+    let archive = Archive::open(&cfg.target, &cfg.s3)?;
+    let removed = archive.clean_up().await?;
+    if removed > 0 {
+        info!(
+            removed,
+            "removed the temporary files of an interrupted write"
+        );
+    }
+    let bus = Bus::connect(&config.bus, "archiver").await?;
+    bus.ensure_streams().await?;
+    let mut consumer = consumer(&bus, &cfg).await?;
+    let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
+    tocsin_runtime::serve_ops(&cfg.ops_listen, ready.clone(), shutdown.clone()).await?;
+    let floor = ack_floor(&mut consumer).await?;
+    let written = recently_written(&archive, floor).await;
+    let mut roll = Roll::new(archive, written);
+    ready.set(true);
+    info!(target = %roll.archive, "archiver running");
+    let mut pull = tocsin_bus::Pull::new(
+        consumer.clone(),
+        cfg.roll_max_events.min(4096),
+        "the event stream",
+    );
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let due = match (roll.oldest, retry_at) {
+            (_, Some(r)) => r,
+            (Some(o), None) => o + Duration::from_secs(cfg.roll_max_age_secs),
+            (None, None) => Instant::now() + Duration::from_secs(3600),
+        };
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(due) => None,
+            m = pull.next() => Some(m),
+        };
+        if let Some(m) = msg {
+            roll.take(&bus, m).await;
+            while roll.len() < cfg.roll_max_events
+                && roll.bytes < cfg.roll_max_bytes
+                && let Some(m) = pull.next_ready()
+            {
+                roll.take(&bus, m).await;
+            }
+        }
+        let full = roll.len() >= cfg.roll_max_events || roll.bytes >= cfg.roll_max_bytes;
+        let old = roll
+            .oldest
+            .is_some_and(|o| o.elapsed() >= Duration::from_secs(cfg.roll_max_age_secs));
+        let retry = retry_at.is_some_and(|r| Instant::now() >= r);
+        if (full || old || retry) && !roll.is_empty() {
+            retry_at = match roll.write().await {
+                Ok(()) => {
+                    if let Ok(f) = ack_floor(&mut consumer).await {
+                        roll.forget_below(f);
+                    }
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, events = roll.len(), "cannot write the archive; holding the events and trying again in 5 s");
+                    Some(Instant::now() + Duration::from_secs(5))
+                }
+            };
+        }
+    }
+    // give back what was pulled but not taken, then write what is held
+    let rest = pull
+        .stop(cfg.roll_max_events, Duration::from_millis(20))
+        .await;
+    for m in rest {
+        roll.take(&bus, m).await;
+    }
+    if !roll.is_empty()
+        && let Err(e) = roll.write().await
+    {
+        warn!(error = %e, events = roll.len(), "cannot write the archive at shutdown; the events stay on the bus and are archived at the next start");
+    }
+    ready.set(false);
+    bus.drain().await;
+    info!("archiver stopped");
+    Ok(())
+}
+
+/// The archiver's durable consumer of the event stream.
+async fn consumer(
+    bus: &Bus,
+    cfg: &ArchiverConfig,
+) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, BusError> {
+    // events are held until their file is written: they must not be redelivered meanwhile
+    let ack_wait = Duration::from_secs(cfg.roll_max_age_secs + bus.config().ack_wait_secs);
+    bus.pull_consumer_with(
+        StreamKind::Events,
+        "archiver",
+        None,
+        cfg.roll_max_events as i64,
+        ack_wait,
+    )
+    .await
+}
+
+async fn ack_floor(
+    consumer: &mut jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+) -> Result<u64, BusError> {
+    consumer
+        .info()
+        .await
+        .map(|i| i.ack_floor.stream_sequence)
+        .map_err(|e| BusError::Other(format!("cannot read the archiver consumer's state: {e}")))
+}
+
+/// The sequence numbers above `floor` that files in the archive already hold: written
+/// before a crash, never acked. Files that cannot be read are reported and left out (their
+/// events are written again, under the same name when the roll is the same).
+pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    let listed = match archive.list().await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot list the archive; events already in it may be written again");
+            return out;
+        }
+    };
+    for f in listed {
+        let Some(name) = &f.name else { continue };
+        if name.last_seq <= floor {
+            continue;
+        }
+        let read = match archive.get(&f.relative).await {
+            Ok(bytes) => table::read_seqs(bytes).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match read {
+            Ok(seqs) => out.extend(seqs.into_iter().filter(|s| *s > floor)),
+            Err(e) => {
+                warn!(file = %f.relative, error = %e, "cannot read an archive file written before a restart; its events will be written again")
+            }
+        }
+    }
+    if !out.is_empty() {
+        info!(
+            events = out.len(),
+            "events archived before the last stop but not yet acked; they will be acked, not written again"
+        );
+    }
+    out
+}
+
+/// The events held for the next files.
+struct Roll {
+    archive: Archive,
+    /// By stream sequence: a redelivered event replaces its earlier delivery.
+    held: BTreeMap<u64, (Event, jetstream::Message)>,
+    bytes: usize,
+    oldest: Option<Instant>,
+    /// Sequence numbers written but perhaps not yet acked (above the ack floor).
+    written: BTreeSet<u64>,
+}
+
+impl Roll {
+    fn new(archive: Archive, written: BTreeSet<u64>) -> Roll {
+        Roll {
+            archive,
+            held: BTreeMap::new(),
+            bytes: 0,
+            oldest: None,
+            written,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    async fn take(&mut self, bus: &Bus, msg: jetstream::Message) {
+        let Ok(info) = msg.info() else {
+            bus.settle(&msg, Disposition::Reject("not a JetStream message".into()))
+                .await;
+            return;
+        };
+        let seq = info.stream_sequence;
+        if self.written.contains(&seq) {
+            debug!(seq, "already archived; acking it again");
+            bus.settle(&msg, Disposition::Ack).await;
+            return;
+        }
+        let event: Event = match tocsin_bus::decode(&msg.payload, "event") {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(subject = %msg.subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
+                metrics::counter!("tocsin_archiver_rejected_total").increment(1);
+                bus.settle(&msg, Disposition::Reject(e.to_string())).await;
+                return;
+            }
+        };
+        let size = msg.payload.len();
+        if self.held.insert(seq, (event, msg)).is_none() {
+            self.bytes += size;
+        }
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Write every file of this roll, then ack its events.
+    async fn write(&mut self) -> Result<(), ArchiverError> {
+        self.write_files().await?;
+        self.ack_all().await;
+        Ok(())
+    }
+
+    /// Write every file of this roll (the events stay held).
+    async fn write_files(&mut self) -> Result<(), ArchiverError> {
+        let started = Instant::now();
+        let mut files: BTreeMap<(String, String), Vec<(u64, &Event)>> = BTreeMap::new();
+        for (seq, (event, _)) in &self.held {
+            let name = FileName::new(event.at_ms, 0, 0);
+            files
+                .entry((name.date, name.hour))
+                .or_default()
+                .push((*seq, event));
+        }
+        let mut bytes_written = 0;
+        let count = files.len();
+        for rows in files.values() {
+            let first = rows.first().map(|r| r.0).unwrap_or_default();
+            let last = rows.last().map(|r| r.0).unwrap_or_default();
+            let name = FileName::new(rows[0].1.at_ms, first, last);
+            let batch = table::to_batch(rows).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot build the columns of {}: {e}",
+                    name.relative()
+                ))
+            })?;
+            let bytes: Bytes = table::to_parquet(&batch).map_err(|e| {
+                std::io::Error::other(format!("cannot encode {}: {e}", name.relative()))
+            })?;
+            bytes_written += bytes.len();
+            self.archive.put(&name.relative(), bytes).await?;
+        }
+        metrics::counter!("tocsin_archiver_files_total").increment(count as u64);
+        metrics::counter!("tocsin_archiver_bytes_total").increment(bytes_written as u64);
+        debug!(
+            events = self.held.len(),
+            files = count,
+            bytes = bytes_written,
+            ms = started.elapsed().as_millis() as u64,
+            "archived"
+        );
+        Ok(())
+    }
+
+    /// Ack every held event (its file is durable) and remember it as written.
+    async fn ack_all(&mut self) {
+        let events = self.held.len();
+        for (seq, (_, msg)) in std::mem::take(&mut self.held) {
+            if let Err(e) = msg.ack().await {
+                // redelivered later, then recognised as written
+                debug!(seq, error = %e, "ack failed");
+            }
+            self.written.insert(seq);
+        }
+        self.bytes = 0;
+        self.oldest = None;
+        metrics::counter!("tocsin_archiver_events_total").increment(events as u64);
+    }
+
+    fn forget_below(&mut self, floor: u64) {
+        self.written = self.written.split_off(&(floor + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_model::EventKind;
+
+    /// The window no kill in an integration test reliably hits: the files of a roll are
+    /// durable, its events are not yet acked, and the archiver dies. After a restart the
+    /// events come back and are acked without being written again.
+    #[tokio::test]
+    async fn files_written_but_not_acked_before_a_crash_are_not_written_twice() {
+        let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
+        let dir = tempfile::tempdir().unwrap();
+        let bus_cfg = BusConfig {
+            url: nats.url(),
+            prefix: tocsin_testkit::unique_prefix("archiver-crash"),
+            silo_count: 1,
+            ack_wait_secs: 1,
+            ..Default::default()
+        };
+        let cfg = ArchiverConfig {
+            target: dir.path().display().to_string(),
+            roll_max_age_secs: 1,
+            ops_listen: String::new(),
+            ..Default::default()
+        };
+        let bus = Bus::connect(&bus_cfg, "test").await.unwrap();
+        bus.ensure_streams().await.unwrap();
+        let events: Vec<Event> = (0..100)
+            .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
+            .collect();
+        bus.publish_events(events, "test").await.unwrap();
+
+        // the first life: pull everything, write the file, die before acking
+        let c = consumer(&bus, &cfg).await.unwrap();
+        let mut pull = tocsin_bus::Pull::new(c.clone(), 100, "test");
+        let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
+        let mut roll = Roll::new(archive.clone(), BTreeSet::new());
+        while roll.len() < 100 {
+            let m = tokio::time::timeout(Duration::from_secs(10), pull.next())
+                .await
+                .expect("events");
+            roll.take(&bus, m).await;
+        }
+        roll.write_files().await.unwrap();
+        drop(roll);
+        drop(pull);
+        let files = archive.list().await.unwrap();
+        assert_eq!(files.len(), 1);
+
+        // the second life
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Config {
+                bus: bus_cfg,
+                archiver: cfg,
+            },
+            shutdown.clone(),
+        ));
+        // new events keep coming, so the roll that takes the redelivered events back is not
+        // the one that was lost: written again, they would be in two files
+        for i in 100..200 {
+            let e = Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms());
+            bus.publish_events(vec![e], "test").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        tocsin_testkit::wait_for(Duration::from_secs(20), "every event acked", || {
+            let mut c = c.clone();
+            async move {
+                let i = c.info().await.ok()?;
+                (i.ack_floor.stream_sequence == 200 && i.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let now = archive.list().await.unwrap();
+        assert_eq!(
+            now[0], files[0],
+            "the first file is as the first life left it"
+        );
+        let mut seqs = Vec::new();
+        for f in &now {
+            seqs.extend(table::read_seqs(archive.get(&f.relative).await.unwrap()).unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "each event once");
+    }
+}
