@@ -22,10 +22,13 @@ pub struct AllConfig {
     pub history: tocsin_history::Config,
     pub api: tocsin_api::Config,
     pub delivery: tocsin_delivery::Config,
+    pub archiver: tocsin_archiver::Config,
 }
 
 /// The sections a tocsin configuration may have.
-pub const SECTIONS: [&str; 6] = ["bus", "ingestor", "router", "history", "api", "delivery"];
+pub const SECTIONS: [&str; 7] = [
+    "bus", "ingestor", "router", "history", "api", "delivery", "archiver",
+];
 
 impl AllConfig {
     /// Read every section; report every problem of every section at once, including
@@ -45,12 +48,14 @@ impl AllConfig {
         let history = tocsin_history::Config::load(doc);
         let api = tocsin_api::Config::load(doc);
         let delivery = tocsin_delivery::Config::load(doc);
+        let archiver = tocsin_archiver::Config::load(doc);
         for p in [
             &ingestor.as_ref().err(),
             &router.as_ref().err(),
             &history.as_ref().err(),
             &api.as_ref().err(),
             &delivery.as_ref().err(),
+            &archiver.as_ref().err(),
         ]
         .into_iter()
         .flatten()
@@ -61,8 +66,8 @@ impl AllConfig {
                 }
             }
         }
-        match (ingestor, router, history, api, delivery) {
-            (Ok(ingestor), Ok(mut router), Ok(history), Ok(api), Ok(delivery))
+        match (ingestor, router, history, api, delivery, archiver) {
+            (Ok(ingestor), Ok(mut router), Ok(history), Ok(api), Ok(delivery), Ok(archiver))
                 if problems.is_empty() =>
             {
                 // one process, one API: acknowledgement links follow its public URL unless
@@ -78,6 +83,7 @@ impl AllConfig {
                     history,
                     api,
                     delivery,
+                    archiver,
                 })
             }
             _ => Err(problems),
@@ -91,6 +97,7 @@ impl AllConfig {
         self.history.bus.url = url.to_owned();
         self.api.bus.url = url.to_owned();
         self.delivery.bus.url = url.to_owned();
+        self.archiver.bus.url = url.to_owned();
     }
 }
 
@@ -104,14 +111,17 @@ pub enum Service {
     History,
     Delivery,
     Api,
+    Archiver,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 6] = [
         Service::Ingestor,
         Service::Router,
         Service::History,
+        Service::Delivery,
         Service::Api,
+        Service::Archiver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,6 +131,7 @@ impl Service {
             Service::History => "history",
             Service::Delivery => "delivery",
             Service::Api => "api",
+            Service::Archiver => "archiver",
         }
     }
 
@@ -137,6 +148,7 @@ impl Service {
             Service::History => boxed(tocsin_history::run(cfg.history.clone(), shutdown)),
             Service::Delivery => boxed(tocsin_delivery::run(cfg.delivery.clone(), shutdown)),
             Service::Api => boxed(tocsin_api::run(cfg.api.clone(), shutdown)),
+            Service::Archiver => boxed(tocsin_archiver::run(cfg.archiver.clone(), shutdown)),
         }
     }
 }
@@ -159,6 +171,16 @@ pub fn run_all(
 mod tests {
     use super::*;
     use tocsin_runtime::ConfigSource;
+
+    #[test]
+    fn tocsin_up_runs_every_service_of_the_configuration() {
+        // every section but the shared [bus] is a service `run_all` starts
+        let mut started: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
+        let mut sections: Vec<&str> = SECTIONS.into_iter().filter(|s| *s != "bus").collect();
+        started.sort_unstable();
+        sections.sort_unstable();
+        assert_eq!(started, sections);
+    }
 
     fn example() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/tocsin.example.toml")
@@ -197,7 +219,9 @@ mod tests {
         // the systemd units and the compose file start each service with this file
         let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
         let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
-        for svc in ["ingestor", "router", "history", "delivery", "api"] {
+        for svc in [
+            "ingestor", "router", "history", "delivery", "api", "archiver",
+        ] {
             let unit =
                 std::fs::read_to_string(deploy.join(format!("systemd/tocsin-{svc}.service")))
                     .unwrap();
@@ -231,6 +255,7 @@ mod tests {
         assert_eq!(cfg.ingestor, defaults.ingestor);
         assert_eq!(cfg.api, defaults.api);
         assert_eq!(cfg.delivery, defaults.delivery);
+        assert_eq!(cfg.archiver, defaults.archiver);
     }
 
     #[test]

@@ -175,6 +175,32 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Report on the event archive per day and channel: notifications ingested, routed,
+    /// delivered, failed, escalated and acknowledged, ack rate, delivery latency and time to
+    /// ack. Reads the archiver's target from the configuration unless --archive says where.
+    Analytics {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A directory, or s3://bucket[/prefix] (default: archiver.target; for `tocsin up`,
+        /// <data-dir>/archive).
+        #[arg(long)]
+        archive: Option<String>,
+        /// First day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// A row per user too.
+        #[arg(long)]
+        by_user: bool,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: tocsin_archiver::analytics::Format,
+        /// Where `tocsin up` keeps its data.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
     /// Measure how fast the ingestor polls feeds (conditional GETs against a local server)
     /// against plain HTTP requests from one client.
     BenchFeeds {
@@ -360,6 +386,41 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 )
             });
             up(config, nats_url, !no_loopback_feeds, demo, api).await
+        }
+        Cmd::Analytics {
+            config,
+            archive,
+            from,
+            to,
+            by_user,
+            format,
+            data_dir,
+        } => {
+            let mut source = ConfigSource::from_process(config.clone());
+            if config.is_none() {
+                // like `tocsin up`: the archive under the data directory
+                source
+                    .env
+                    .entry("TOCSIN_ARCHIVER__TARGET".into())
+                    .or_insert_with(|| data_dir.join("archive").display().to_string());
+            }
+            let doc = source.load().map_err(|e| anyhow!(e))?;
+            let cfg = tocsin_archiver::Config::load(&doc)
+                .map_err(|p| anyhow!("invalid configuration:\n  - {}", p.join("\n  - ")))?;
+            let target = archive.unwrap_or(cfg.archiver.target);
+            let store = tocsin_archiver::store::Archive::open(&target, &cfg.archiver.s3)?;
+            let opts = tocsin_archiver::analytics::Options { from, to, by_user };
+            let report = tocsin_archiver::analytics::report(&store, &opts).await?;
+            print!(
+                "{}",
+                tocsin_archiver::analytics::render(&report, format, by_user)
+            );
+            for s in &report.skipped {
+                if format != tocsin_archiver::analytics::Format::Table {
+                    eprintln!("skipped {}: {}", s.file, s.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Config { config } => {
             let doc = ConfigSource::from_process(config)
@@ -863,6 +924,10 @@ async fn up(
         (
             "TOCSIN_HISTORY__DATA_DIR",
             data.join("history").display().to_string(),
+        ),
+        (
+            "TOCSIN_ARCHIVER__TARGET",
+            data.join("archive").display().to_string(),
         ),
         ("TOCSIN_API__ADMIN_TOKEN", admin.clone()),
         (
