@@ -13,9 +13,11 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
       -p tocsin -p tocsin-ingestor -p tocsin-router -p tocsin-history -p tocsin-delivery -p tocsin-api \
+      -p tocsin-archiver \
  && mkdir /out \
  && cp target/release/tocsin target/release/tocsin-ingestor target/release/tocsin-router \
-       target/release/tocsin-history target/release/tocsin-delivery target/release/tocsin-api /out/
+       target/release/tocsin-history target/release/tocsin-delivery target/release/tocsin-api \
+       target/release/tocsin-archiver /out/
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \

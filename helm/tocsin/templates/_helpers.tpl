@@ -93,4 +93,7 @@ volumes:
       name: {{ include "tocsin.fullname" .root }}
   - name: tmp
     emptyDir: {}
+{{- with .volumes }}
+{{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
