@@ -201,6 +201,16 @@ enum Cmd {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Measure the archiver (events/s into Parquet, bytes per event) and an analytics report
+    /// over many events, against the raw JetStream consume rate of the same events.
+    BenchArchive {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        report_events: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Measure how fast the ingestor polls feeds (conditional GETs against a local server)
     /// against plain HTTP requests from one client.
     BenchFeeds {
@@ -660,6 +670,20 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 im_rate: im_rate.max(1),
                 registered,
                 active,
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+            print!("{}", report.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchArchive {
+            events,
+            report_events,
+            timeout_secs,
+        } => {
+            let report = tocsin::bench_archive::run(tocsin::bench_archive::ArchiveBenchOptions {
+                events: events.max(1),
+                report_events: report_events.max(1),
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;

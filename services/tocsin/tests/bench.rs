@@ -105,3 +105,19 @@ async fn the_feed_bench_short_mode_polls_every_feed() {
     assert_eq!(fan.subscribers, 300);
     assert!(fan.secs > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_bench_short_mode_archives_and_reports_every_event() {
+    tocsin_runtime::install_crypto();
+    let report = tocsin::bench_archive::run(tocsin::bench_archive::ArchiveBenchOptions {
+        events: 20_000,
+        report_events: 200_000,
+        timeout: Duration::from_secs(120),
+    })
+    .await
+    .expect("bench-archive runs");
+    println!("{}", report.table());
+    assert!(report.baseline_per_sec > 0.0 && report.archived_per_sec > 0.0);
+    assert!(report.files > 0 && report.bytes_per_event > 0.0);
+    assert!(report.report_rows > 0 && report.report_secs > 0.0);
+}

@@ -1,5 +1,6 @@
 //! The one-command path: `tocsin up` starts its own nats-server and every service, creates
-//! the demo user, watches the demo feed through the CLI, and stops cleanly on SIGTERM.
+//! the demo user, watches the demo feed through the CLI, delivers a match to a webhook, reports
+//! it in `tocsin analytics`, and stops cleanly on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -42,6 +43,49 @@ impl Drop for Up {
     }
 }
 
+/// A webhook receiver: answers every request 200 and counts the POSTs.
+fn webhook() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // headers, then Content-Length bytes of body
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                        })
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            if req.starts_with(b"POST") {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    (url, posts)
+}
+
 #[test]
 fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let data = std::env::temp_dir().join(format!("tocsin-up-test-{}", std::process::id()));
@@ -66,6 +110,8 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         .env("TOCSIN_ROUTER__OPS_LISTEN", "")
         .env("TOCSIN_HISTORY__OPS_LISTEN", "")
         .env("TOCSIN_DELIVERY__OPS_LISTEN", "")
+        .env("TOCSIN_ARCHIVER__OPS_LISTEN", "")
+        .env("TOCSIN_ARCHIVER__ROLL_MAX_AGE_SECS", "1")
         .env("TOCSIN_INGESTOR__POLL_INTERVAL_SECS", "1")
         .env("TOCSIN_INGESTOR__HOST_MIN_INTERVAL_MS", "0")
         .env("TOCSIN_LOG", "warn")
@@ -113,6 +159,8 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let (hook, posts) = webhook();
+    cli(&["dest", "webhook", &hook]);
     let feed = format!("http://127.0.0.1:{demo}/search.rdf");
     cli(&[
         "feed",
@@ -134,6 +182,43 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     };
     assert!(!history.contains("sofa"), "{history}");
     assert!(!history.contains("$1,250"), "{history}");
+    // delivered to the webhook, and archived: analytics reports it
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while posts.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing was delivered to the webhook"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = tocsin()
+            .args(["analytics", "--format", "csv", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("run tocsin analytics");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+        // day,channel,ingested,matched,filtered_out,routed,attempts,delivered,…
+        let delivered = csv
+            .lines()
+            .filter(|l| l.split(',').nth(1) == Some("webhook"))
+            .filter_map(|l| l.split(',').nth(7)?.parse::<u64>().ok())
+            .sum::<u64>();
+        if delivered > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "analytics never showed a delivery: {csv}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     Command::new("kill")
         .arg("-TERM")

@@ -1,0 +1,251 @@
+//! `tocsin bench-archive`: events archived per second (and bytes per event on disk), and the
+//! time of an analytics report over many events, beside the raw JetStream consume rate of the
+//! same events measured in the same run.
+//!
+//! The events are a realistic mix: each notification brings `ingested`, `matched`, `routed`,
+//! `attempted`, `delivered` and, for a third, `acked`, spread over users and channels.
+
+use crate::bench::{BenchNats, tempfile_dir};
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+use tocsin_archiver::store::{Archive, FileName, S3Options};
+use tocsin_archiver::{analytics, table};
+use tocsin_bus::{Bus, BusConfig, StreamKind};
+use tocsin_model::{Channel, Event, EventKind, NotificationId, UserId};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveBenchOptions {
+    /// Events through the bus and the archiver.
+    pub events: usize,
+    /// Events in the archive the report reads (written directly, as the archiver writes them).
+    pub report_events: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ArchiveReport {
+    pub options: ArchiveBenchOptions,
+    pub baseline_per_sec: f64,
+    pub archived_per_sec: f64,
+    pub bytes_per_event: f64,
+    pub files: usize,
+    pub report_secs: f64,
+    pub report_per_sec: f64,
+    pub report_rows: usize,
+}
+
+impl ArchiveReport {
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        format!(
+            "tocsin bench-archive: {} events through the bus, a report over {} events\n\
+             {:<52} {:>12} {:>8}\n\
+             {:<52} {:>12.0} {:>8.2}\n\
+             {:<52} {:>12.0} {:>8.3}\n\
+             {:<52} {:>12.0} {:>8.3}\n\
+             {:<52} {:>12.1}\n\
+             {:<52} {:>12.2}\n",
+            o.events,
+            o.report_events,
+            "path",
+            "events/s",
+            "ratio",
+            "raw JetStream consume + ack (baseline)",
+            self.baseline_per_sec,
+            1.0,
+            "archiver: stream → Parquet, durable, acked",
+            self.archived_per_sec,
+            self.archived_per_sec / self.baseline_per_sec.max(1.0),
+            format!("tocsin analytics over {} events", o.report_events),
+            self.report_per_sec,
+            self.report_per_sec / self.baseline_per_sec.max(1.0),
+            "bytes per event on disk (Snappy Parquet)",
+            self.bytes_per_event,
+            format!("report time (s, {} rows)", self.report_rows),
+            self.report_secs,
+        )
+    }
+}
+
+/// The `i`-th event of the synthetic workload.
+pub fn synthetic_event(i: usize, start_ms: i64) -> Event {
+    const KINDS: [EventKind; 6] = [
+        EventKind::Ingested,
+        EventKind::Matched,
+        EventKind::Routed,
+        EventKind::Attempted,
+        EventKind::Delivered,
+        EventKind::Acked,
+    ];
+    const CHANNELS: [Channel; 4] = [
+        Channel::Email,
+        Channel::Webhook,
+        Channel::Push,
+        Channel::Sms,
+    ];
+    let n = i / KINDS.len();
+    let kind = KINDS[i % KINDS.len()];
+    let user = UserId::parse(&format!("user{}", n % 1000)).expect("valid id");
+    let notification = NotificationId(format!("n{n:032x}"));
+    // a notification a second: a report over many events spans many hours and days
+    let created = start_ms + n as i64 * 1000;
+    let at = created + (i % KINDS.len()) as i64 * 40;
+    let mut e = Event::new(kind, &[&i.to_string()], at)
+        .user(&user)
+        .notification(&notification);
+    e.service = "bench".into();
+    e.silo = Some((n % 16) as u32);
+    if matches!(
+        kind,
+        EventKind::Attempted | EventKind::Delivered | EventKind::Acked
+    ) {
+        e.channel = Some(CHANNELS[n % CHANNELS.len()]);
+        e.destination = Some("d1".into());
+    }
+    match kind {
+        EventKind::Delivered => e = e.since(created).attempt(1),
+        EventKind::Attempted => e = e.attempt(1).detail("delivered: 200 OK"),
+        EventKind::Acked if n % 3 != 0 => e.kind = EventKind::Failed,
+        EventKind::Acked => e = e.since(created - 30_000),
+        _ => {}
+    }
+    e
+}
+
+pub async fn run(opts: ArchiveBenchOptions) -> Result<ArchiveReport> {
+    let nats = BenchNats::start()?;
+    let cfg = BusConfig {
+        url: nats.url.clone(),
+        prefix: "bencharchive".into(),
+        silo_count: 1,
+        ..Default::default()
+    };
+    let bus = Bus::connect(&cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    let start_ms = tocsin_model::now_ms();
+    let mut window = bus.window(1024);
+    for i in 0..opts.events {
+        let (subject, id, payload) = bus.event_output(synthetic_event(i, start_ms), "bench")?;
+        window.push(subject, id, payload).await;
+    }
+    window.flush().await?;
+
+    // the baseline: a plain durable consumer of the same stream, pulling and acking each
+    let consumer = bus
+        .pull_consumer(StreamKind::Events, "baseline", None, 20_000)
+        .await?;
+    let began = Instant::now();
+    let mut msgs = consumer.messages().await?;
+    let mut got = 0;
+    while got < opts.events {
+        let m = tokio::time::timeout(opts.timeout, msgs.next())
+            .await
+            .context("baseline timed out")?
+            .ok_or_else(|| anyhow!("the stream ended"))?
+            .map_err(|e| anyhow!(e))?;
+        m.ack().await.map_err(|e| anyhow!(e))?;
+        got += 1;
+    }
+    let baseline_per_sec = got as f64 / began.elapsed().as_secs_f64();
+    drop(msgs);
+
+    // the archiver, in this process, over the same events
+    let dir = tempfile_dir()?;
+    let archive_dir = dir.join("archive");
+    let acfg = tocsin_archiver::Config {
+        bus: cfg.clone(),
+        archiver: tocsin_archiver::ArchiverConfig {
+            target: archive_dir.display().to_string(),
+            ops_listen: String::new(),
+            ..Default::default()
+        },
+    };
+    let shutdown = CancellationToken::new();
+    let began = Instant::now();
+    let task = tokio::spawn(tocsin_archiver::run(acfg, shutdown.clone()));
+    let deadline = Instant::now() + opts.timeout;
+    let stream = bus.subjects().stream(StreamKind::Events);
+    loop {
+        let consumer: Result<
+            async_nats::jetstream::consumer::Consumer<
+                async_nats::jetstream::consumer::pull::Config,
+            >,
+            _,
+        > = bus
+            .jetstream()
+            .get_consumer_from_stream("archiver", &stream)
+            .await;
+        if let Ok(mut c) = consumer
+            && c.info().await?.ack_floor.stream_sequence >= opts.events as u64
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            shutdown.cancel();
+            return Err(anyhow!("the archiver did not archive every event in time"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let archived_per_sec = opts.events as f64 / began.elapsed().as_secs_f64();
+    shutdown.cancel();
+    task.await?.map_err(|e| anyhow!(e))?;
+    let archive = Archive::open(&archive_dir.display().to_string(), &S3Options::default())?;
+    let listed = archive.list().await?;
+    let bytes: u64 = listed.iter().map(|f| f.size).sum();
+    let files = listed.len();
+
+    // the report: an archive of report_events written as the archiver writes it
+    let report_dir = dir.join("report");
+    let report_archive = Archive::open(&report_dir.display().to_string(), &S3Options::default())?;
+    write_synthetic(&report_archive, opts.report_events, start_ms).await?;
+    let began = Instant::now();
+    let report = analytics::report(&report_archive, &analytics::Options::default()).await?;
+    let report_secs = began.elapsed().as_secs_f64();
+    if report.events != opts.report_events as u64 {
+        return Err(anyhow!(
+            "the report read {} events, not {}",
+            report.events,
+            opts.report_events
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ArchiveReport {
+        options: opts.clone(),
+        baseline_per_sec,
+        archived_per_sec,
+        bytes_per_event: bytes as f64 / opts.events.max(1) as f64,
+        files,
+        report_secs,
+        report_per_sec: opts.report_events as f64 / report_secs,
+        report_rows: report.rows.len(),
+    })
+}
+
+/// Write `n` synthetic events in files of 100,000, partitioned by hour, as the archiver does.
+async fn write_synthetic(archive: &Archive, n: usize, start_ms: i64) -> Result<()> {
+    const ROLL: usize = 100_000;
+    let mut i = 0;
+    while i < n {
+        let end = (i + ROLL).min(n);
+        let events: Vec<Event> = (i..end).map(|j| synthetic_event(j, start_ms)).collect();
+        let mut by_hour: std::collections::BTreeMap<String, Vec<(u64, &Event)>> =
+            Default::default();
+        for (k, e) in events.iter().enumerate() {
+            let name = FileName::new(e.at_ms, 0, 0);
+            by_hour
+                .entry(format!("{}/{}", name.date, name.hour))
+                .or_default()
+                .push(((i + k + 1) as u64, e));
+        }
+        for rows in by_hour.values() {
+            let name = FileName::new(rows[0].1.at_ms, rows[0].0, rows[rows.len() - 1].0);
+            let batch = table::to_batch(rows).map_err(|e| anyhow!(e))?;
+            let bytes = table::to_parquet(&batch).map_err(|e| anyhow!(e))?;
+            archive.put(&name.relative(), bytes).await?;
+        }
+        i = end;
+    }
+    Ok(())
+}
