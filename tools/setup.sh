@@ -5,7 +5,8 @@
 #   - python3 with venv (from Debian's packages if missing),
 #   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
 #   - with --test, from Debian: swaks, prosody, kannel(-extras), dnsmasq-base,
-#     dovecot-imapd/-lmtpd, the real servers and clients the tests run.
+#     dovecot-imapd/-lmtpd, the real servers and clients the tests run, and moto's S3 server
+#     into .tools/s3venv (pinned by hash, tools/requirements-s3.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.tools/venv
@@ -50,5 +51,15 @@ want=$(sha256sum tools/requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r tools/requirements.txt
   echo "$want" > "$VENV/.requirements.sha256"
+fi
+# with --test: moto's S3 server for the archive tests, in its own venv (it is large)
+if [ "${1:-}" = "--test" ]; then
+  S3VENV=.tools/s3venv
+  [ -x "$S3VENV/bin/python" ] || python3 -m venv "$S3VENV"
+  want=$(sha256sum tools/requirements-s3.txt | cut -d' ' -f1)
+  if [ "$(cat "$S3VENV/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+    "$S3VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r tools/requirements-s3.txt
+    echo "$want" > "$S3VENV/.requirements.sha256"
+  fi
 fi
 echo "setup: $("$VENV/bin/nats-server" --version) at $VENV/bin/nats-server; aiosmtpd in $VENV"

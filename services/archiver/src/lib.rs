@@ -480,4 +480,83 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "each event once");
     }
+
+    /// The archive on an S3-compatible server (moto, speaking the S3 REST API with SigV4 on
+    /// loopback): the archiver writes there and the report reads it back, exactly.
+    #[tokio::test]
+    async fn the_archive_on_an_s3_compatible_store_is_written_and_reported() {
+        let s3 = tocsin_testkit::S3Server::start().expect("moto_server");
+        s3.create_bucket("tocsin-archive").unwrap();
+        let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
+        let bus_cfg = BusConfig {
+            url: nats.url(),
+            prefix: tocsin_testkit::unique_prefix("archiver-s3"),
+            silo_count: 1,
+            ack_wait_secs: 1,
+            ..Default::default()
+        };
+        let cfg = ArchiverConfig {
+            target: "s3://tocsin-archive/prod/events".into(),
+            s3: S3Options {
+                endpoint: s3.endpoint(),
+                region: "us-east-1".into(),
+                allow_http: true,
+                access_key_id: "test-key".into(),
+                secret_access_key: "test-secret".into(),
+            },
+            roll_max_age_secs: 1,
+            ops_listen: String::new(),
+            ..Default::default()
+        };
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        let bus = Bus::connect(&bus_cfg, "test").await.unwrap();
+        bus.ensure_streams().await.unwrap();
+        let now = tocsin_model::now_ms();
+        let user = tocsin_model::UserId::parse("ann").unwrap();
+        let mut events = Vec::new();
+        for i in 0..30 {
+            let n = tocsin_model::NotificationId(format!("n{i}"));
+            events.push(
+                Event::new(EventKind::Routed, &[n.as_str()], now)
+                    .user(&user)
+                    .notification(&n),
+            );
+            events.push(
+                Event::new(EventKind::Delivered, &[n.as_str(), "d"], now + 50)
+                    .user(&user)
+                    .notification(&n)
+                    .channel(Some(tocsin_model::Channel::Email))
+                    .since(now),
+            );
+        }
+        bus.publish_events(events, "test").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Config {
+                bus: bus_cfg,
+                archiver: cfg.clone(),
+            },
+            shutdown.clone(),
+        ));
+        let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
+        let report = tocsin_testkit::wait_for(Duration::from_secs(20), "the report", || async {
+            let r = analytics::report(&archive, &analytics::Options::default())
+                .await
+                .ok()?;
+            (r.events == 60).then_some(r)
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let all = report.rows.iter().find(|r| r.channel == "all").unwrap();
+        let email = report.rows.iter().find(|r| r.channel == "email").unwrap();
+        assert_eq!((all.routed, all.delivered, email.delivered), (30, 30, 30));
+        assert_eq!(email.delivery_p50_ms, Some(50));
+        let listed = archive.list().await.unwrap();
+        assert!(
+            listed.iter().all(|f| f.name.is_some()),
+            "names relative to the prefix: {listed:?}"
+        );
+    }
 }

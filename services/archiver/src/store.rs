@@ -102,9 +102,9 @@ pub enum Archive {
     },
 }
 
-/// How to reach an S3-compatible store (credentials come from the environment:
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, and the other `AWS_*` variables).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// How to reach an S3-compatible store. Credentials left empty here come from the standard
+/// `AWS_*` environment variables (or the instance's role).
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Options {
     /// The endpoint of an S3-compatible service (MinIO, Ceph, R2…); empty: AWS.
@@ -113,6 +113,28 @@ pub struct S3Options {
     pub region: String,
     /// Allow a plain-HTTP endpoint (a store on the same network).
     pub allow_http: bool,
+    pub access_key_id: String,
+    /// A secret: set it with `TOCSIN_ARCHIVER__S3__SECRET_ACCESS_KEY`, not in a file.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &if self.secret_access_key.is_empty() {
+                    ""
+                } else {
+                    "<set>"
+                },
+            )
+            .finish()
+    }
 }
 
 impl Archive {
@@ -124,6 +146,8 @@ impl Archive {
             if bucket.is_empty() {
                 return Err(StoreError::Target(target.to_owned()));
             }
+            // the HTTP client's TLS needs a crypto provider (ring, as everywhere in tocsin)
+            tocsin_runtime::install_crypto();
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_allow_http(s3.allow_http);
@@ -132,6 +156,12 @@ impl Archive {
             }
             if !s3.region.is_empty() {
                 b = b.with_region(&s3.region);
+            }
+            if !s3.access_key_id.is_empty() {
+                b = b.with_access_key_id(&s3.access_key_id);
+            }
+            if !s3.secret_access_key.is_empty() {
+                b = b.with_secret_access_key(&s3.secret_access_key);
             }
             let store = b.build().map_err(|e| StoreError::Io {
                 target: target.to_owned(),
