@@ -537,9 +537,16 @@ async fn handle(
         let user = outcome.user.clone();
         let subject = ctx.bus.subjects().silo(ctx.bus.silo_of(&user), user.as_str(), "outcome");
         let id = format!("outcome:{}", outcome.job_id);
-        let reported = match ctx.bus.publish_events(events, "delivery").await {
-            Ok(()) => ctx.bus.publish_json(subject, &id, &AvatarMessage::Outcome { outcome }).await,
-            Err(e) => Err(e),
+        // the events and the outcome in one pipelined batch: one round trip
+        let reported = match (
+            ctx.bus.event_outputs(events, "delivery"),
+            tocsin_bus::encode(&AvatarMessage::Outcome { outcome }),
+        ) {
+            (Ok(mut items), Ok(payload)) => {
+                items.push((subject, id, payload));
+                ctx.bus.publish_all(items).await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         match reported {
             Ok(()) => ctx.bus.settle(&msg, Disposition::Ack).await,

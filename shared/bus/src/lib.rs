@@ -418,45 +418,81 @@ impl Bus {
         Ok((self.subjects.events(event.kind), event.id, payload))
     }
 
-    /// Queue notification `n` for its user's avatar, with the events of its ingestion: the
-    /// events are sent first, pipelined, and every PubAck is awaited (so an error means the
-    /// caller should retry the whole; ids make the repeat harmless).
+    /// Queue notification `n` for its user's avatar, with the events of its ingestion, in one
+    /// pipelined batch ([`Bus::publish_all`]).
     pub async fn notify(
         &self,
         n: tocsin_model::Notification,
         events: Vec<tocsin_model::Event>,
         service: &str,
     ) -> Result<(), BusError> {
-        let sent = self.send_events(events, service).await?;
+        let mut items = self.event_outputs(events, service)?;
         let subject = self
             .subjects
             .silo(self.silo_of(&n.user), n.user.as_str(), "notify");
         let id = n.id.to_string();
         let msg = tocsin_model::AvatarMessage::Notify { notification: n };
-        self.publish_json(subject, &id, &msg).await?;
-        await_acks(sent).await
+        items.push((subject, id, encode(&msg)?));
+        self.publish_all(items).await
     }
 
-    /// Publish events pipelined and wait for every PubAck.
+    /// Publish events in one pipelined batch ([`Bus::publish_all`]).
     pub async fn publish_events(
         &self,
         events: Vec<tocsin_model::Event>,
         service: &str,
     ) -> Result<(), BusError> {
-        await_acks(self.send_events(events, service).await?).await
+        self.publish_all(self.event_outputs(events, service)?).await
     }
 
-    async fn send_events(
+    /// [`Bus::event_output`] of each.
+    pub fn event_outputs(
         &self,
         events: Vec<tocsin_model::Event>,
         service: &str,
-    ) -> Result<Vec<(String, jetstream::context::PublishAckFuture)>, BusError> {
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            let (subject, id, payload) = self.event_output(event, service)?;
-            acks.push((subject.clone(), self.send(subject, &id, payload).await?));
+    ) -> Result<Vec<(String, String, bytes::Bytes)>, BusError> {
+        events
+            .into_iter()
+            .map(|e| self.event_output(e, service))
+            .collect()
+    }
+
+    /// Publish `(subject, id, payload)` items pipelined — every one sent, then every PubAck
+    /// awaited: one round trip for the batch — retrying the whole batch on a transient failure
+    /// for up to `publish_retry_secs` (the ids make a repeat harmless).
+    pub async fn publish_all(
+        &self,
+        items: Vec<(String, String, bytes::Bytes)>,
+    ) -> Result<(), BusError> {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(self.config.publish_retry_secs);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut acks = Vec::with_capacity(items.len());
+            let mut result = Ok(());
+            for (subject, id, payload) in &items {
+                match self.send(subject.clone(), id, payload.clone()).await {
+                    Ok(ack) => acks.push((subject.clone(), ack)),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() {
+                result = await_acks(acks).await;
+            }
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    debug!(attempt, error = %e, "batch publish failed, retrying");
+                    let wait = Duration::from_millis(50 * 2u64.pow(attempt.min(6)));
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(acks)
     }
 
     /// A bounded window of outstanding publishes for high-volume publishers.
