@@ -38,6 +38,7 @@ pub struct Row {
     pub matched: u64,
     pub filtered_out: u64,
     pub routed: u64,
+    /// Sends: those that did not deliver (`attempted`) and those that did (`delivered`).
     pub attempts: u64,
     pub delivered: u64,
     pub failed: u64,
@@ -251,6 +252,8 @@ fn count(
             EventKind::Routed => r.routed += 1,
             EventKind::Attempted => r.attempts += 1,
             EventKind::Delivered => {
+                // the send that delivered (attempts that did not are `attempted` events)
+                r.attempts += 1;
                 r.delivered += 1;
                 a.delivery.extend(latency);
             }

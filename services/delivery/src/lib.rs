@@ -464,7 +464,9 @@ async fn handle(
         let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
         let max = ctx.bus.config().max_deliver;
         let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
-        // `attempted` events, published with the outcome (and settled with it)
+        // `attempted` events for sends that did not deliver, published with the outcome (and
+        // settled with it); a send that delivers is the `delivered` event itself — one event,
+        // not two, on the common path
         let mut events: Vec<Event> = Vec::new();
         let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
             debug!("already sent; reporting it again instead of sending twice");
@@ -483,11 +485,13 @@ async fn handle(
                 SendResult::Permanent(d) => ("failed", d),
                 SendResult::Transient { detail, .. } => ("retry", detail),
             };
-            events.push(
-                job_event(EventKind::Attempted, &job, &[&job.job_id, &attempts.to_string()], now_ms())
-                    .attempt(attempts)
-                    .detail(&format!("{label}: {how}")),
-            );
+            if !matches!(result, SendResult::Delivered(_)) {
+                events.push(
+                    job_event(EventKind::Attempted, &job, &[&job.job_id, &attempts.to_string()], now_ms())
+                        .attempt(attempts)
+                        .detail(&format!("{label}: {how}")),
+                );
+            }
             metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
             match result {
                 SendResult::Delivered(d) => break (true, d),

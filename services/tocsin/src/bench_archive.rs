@@ -106,7 +106,7 @@ pub fn synthetic_event(i: usize, start_ms: i64) -> Event {
     }
     match kind {
         EventKind::Delivered => e = e.since(created).attempt(1),
-        EventKind::Attempted => e = e.attempt(1).detail("delivered: 200 OK"),
+        EventKind::Attempted => e = e.attempt(1).detail("retry: 503 Service Unavailable"),
         EventKind::Acked if n % 3 != 0 => e.kind = EventKind::Failed,
         EventKind::Acked => e = e.since(created - 30_000),
         _ => {}

@@ -28,8 +28,9 @@ pub enum EventKind {
     FilteredOut,
     /// The user's avatar accepted the notification and started its escalation policy.
     Routed,
-    /// One send of a delivery job to a destination (`attempt` counts them; `detail` says how it
-    /// went).
+    /// A send of a delivery job that did not deliver: to be retried, or failed for good
+    /// (`attempt` numbers it; `detail` gives the error). A send that delivers is recorded by
+    /// its `delivered` event alone, so sends = `attempted` + `delivered`.
     Attempted,
     /// A delivery job reached its destination (`latency_ms`: since the notification was
     /// created).
