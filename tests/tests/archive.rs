@@ -169,7 +169,10 @@ async fn analytics_reports_exactly_what_a_scripted_workload_did() -> Result<()> 
         },
     )
     .await?;
-    print!("{}", analytics::render(&report, analytics::Format::Table, false));
+    print!(
+        "{}",
+        analytics::render(&report, analytics::Format::Table, false)
+    );
     let t = totals(&report.rows);
     let all = &t["all"];
     let webhook = &t["webhook"];
