@@ -290,6 +290,17 @@ pub struct FeedRecord {
 }
 
 /// The KV key of a feed URL.
+impl FeedRecord {
+    /// A copy of the feed's own state, without its subscribers (they are kept in KV one by
+    /// one, never in the record's value).
+    pub fn without_subscribers(&mut self) -> FeedRecord {
+        let subscribers = std::mem::take(&mut self.subscribers);
+        let copy = self.clone();
+        self.subscribers = subscribers;
+        copy
+    }
+}
+
 pub fn feed_key(url: &str) -> String {
     format!("f{}", &tocsin_model::digest(&["feed-url", url])[..32])
 }
@@ -734,9 +745,9 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
     };
     let key = feed_key(&url);
     let sub_key = format!("{}/{}", sub.user, sub.source_id);
-    // (the feed's record, the subscriber, whether the record itself must be written, whether
-    // the feed is no longer watched)
-    let (record, subscriber, write_record, unwatched) = {
+    // (the feed's record when it is written or dropped, the subscriber, whether the record
+    // must be written, whether the feed is no longer watched, the feed's health for a newcomer)
+    let (record, subscriber, write_record, unwatched, health) = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         match sub.op {
             SubscriptionOp::Upsert => {
@@ -761,7 +772,18 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
                     pending_existing: sub.deliver_existing && !existing,
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
-                (rec.clone(), subscriber, write_record, false)
+                // the record's own state, only when it is written (copying the subscribers
+                // with it would make each subscription cost as much as the feed's audience)
+                let record = write_record.then(|| rec.without_subscribers());
+                let health = rec.polled.then(|| SourceStatus {
+                    ok: rec.failures == 0,
+                    error: rec.last_error.clone(),
+                    checked_at_ms: rec.last_checked_ms,
+                    consecutive_failures: rec.failures,
+                });
+                let (url, count) = (rec.url.clone(), rec.subscribers.len());
+                debug!(%url, subscribers = count, "subscription recorded");
+                (record, subscriber, write_record, false, health)
             }
             SubscriptionOp::Remove => {
                 let Some(rec) = feeds.get_mut(&key) else {
@@ -772,19 +794,19 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
                 };
                 if rec.subscribers.is_empty() {
                     let r = feeds.remove(&key).expect("present");
-                    (r, subscriber, false, true)
+                    (Some(r), subscriber, false, true, None)
                 } else {
-                    (rec.clone(), subscriber, false, false)
+                    (None, subscriber, false, false, None)
                 }
             }
         }
     };
     let removing = sub.op == SubscriptionOp::Remove;
-    if write_record {
-        save(shared, &key, &record).await?;
+    if write_record && let Some(record) = &record {
+        save(shared, &key, record).await?;
     }
     save_subscriber(shared, &key, &subscriber, removing).await?;
-    if unwatched {
+    if unwatched && let Some(record) = record {
         if let Some(ws) = record.websub.clone()
             && !shared.cfg.websub_public_url.is_empty()
         {
@@ -808,18 +830,9 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
             message: e.to_string(),
         })?;
         info!(url = %record.url, "last subscriber gone; feed no longer watched");
-    } else {
-        debug!(url = %record.url, subscribers = record.subscribers.len(), "subscription recorded");
-        if !removing && record.polled {
-            // a newcomer to a feed already watched learns its health now, not at its next change
-            let status = SourceStatus {
-                ok: record.failures == 0,
-                error: record.last_error.clone(),
-                checked_at_ms: record.last_checked_ms,
-                consecutive_failures: record.failures,
-            };
-            report_status_to(shared, &subscriber, status).await;
-        }
+    } else if let Some(status) = health {
+        // a newcomer to a feed already watched learns its health now, not at its next change
+        report_status_to(shared, &subscriber, status).await;
     }
     Ok(())
 }

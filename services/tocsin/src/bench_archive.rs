@@ -107,7 +107,7 @@ pub fn synthetic_event(i: usize, start_ms: i64) -> Event {
     match kind {
         EventKind::Delivered => e = e.since(created).attempt(1),
         EventKind::Attempted => e = e.attempt(1).detail("retry: 503 Service Unavailable"),
-        EventKind::Acked if n % 3 != 0 => e.kind = EventKind::Failed,
+        EventKind::Acked if !n.is_multiple_of(3) => e.kind = EventKind::Failed,
         EventKind::Acked => e = e.since(created - 30_000),
         _ => {}
     }
