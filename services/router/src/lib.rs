@@ -360,7 +360,7 @@ struct Avatar {
     dirty: bool,
     /// Handled but not yet acked.
     pending: Vec<jetstream::Message>,
-    acks: Vec<jetstream::context::PublishAckFuture>,
+    acks: Vec<tocsin_bus::PendingAck>,
     replies: Vec<(String, bytes::Bytes)>,
     /// Address index changes to write before the batch is acked.
     index: Vec<(String, Option<tocsin_model::AddressEntry>)>,

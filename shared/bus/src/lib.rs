@@ -373,17 +373,22 @@ impl Bus {
         subject: String,
         msg_id: &str,
         payload: bytes::Bytes,
-    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+    ) -> Result<PendingAck, BusError> {
         let msg = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(msg_id);
-        self.js
+        let ack = self
+            .js
             .send_publish(subject.clone(), msg)
             .await
             .map_err(|e| BusError::Publish {
-                subject,
+                subject: subject.clone(),
                 message: e.to_string(),
-            })
+            })?;
+        Ok(PendingAck {
+            subject,
+            task: tokio::spawn(async move { ack.await.map(drop).map_err(|e| e.to_string()) }),
+        })
     }
 
     /// [`Bus::publish`] of a JSON value.
@@ -473,7 +478,7 @@ impl Bus {
             let mut result = Ok(());
             for (subject, id, payload) in &items {
                 match self.send(subject.clone(), id, payload.clone()).await {
-                    Ok(ack) => acks.push((subject.clone(), ack)),
+                    Ok(ack) => acks.push(ack),
                     Err(e) => {
                         result = Err(e);
                         break;
@@ -616,15 +621,41 @@ impl Bus {
     }
 }
 
+/// A publish sent by [`Bus::send`] whose PubAck has not been awaited yet. A task of its own
+/// receives the PubAck, so the client's in-flight permit (`max_ack_inflight`) is given back as
+/// soon as the server answers. Holding the client's own PubAck futures instead deadlocks under
+/// load: each holds a permit until awaited, and when every permit is held by senders that are
+/// themselves waiting for a permit to send their next output, nobody awaits anything (seen
+/// with 100k avatars routing one feed item at once).
+pub struct PendingAck {
+    subject: String,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl std::future::IntoFuture for PendingAck {
+    type Output = Result<(), BusError>;
+    type IntoFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BusError>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let message = match self.task.await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(e) => format!("the PubAck task failed: {e}"),
+            };
+            Err(BusError::Publish {
+                subject: self.subject,
+                message,
+            })
+        })
+    }
+}
+
 /// Wait for the PubAck of every publish sent with [`Bus::send`].
-async fn await_acks(
-    acks: Vec<(String, jetstream::context::PublishAckFuture)>,
-) -> Result<(), BusError> {
-    for (subject, ack) in acks {
-        ack.await.map_err(|e| BusError::Publish {
-            subject,
-            message: e.to_string(),
-        })?;
+async fn await_acks(acks: Vec<PendingAck>) -> Result<(), BusError> {
+    for ack in acks {
+        ack.await?;
     }
     Ok(())
 }
