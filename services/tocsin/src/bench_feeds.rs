@@ -386,25 +386,15 @@ async fn fanout(
     // it here); counted from the stream, as a core subscription would drop messages when
     // 100k arrive at once
     let history = bus.subjects().stream(tocsin_bus::StreamKind::History);
-    let before = bus
-        .jetstream()
-        .get_stream(&history)
-        .await?
-        .info()
-        .await?
-        .state
-        .messages;
+    let stored = || async {
+        let mut s = bus.jetstream().get_stream(&history).await?;
+        Ok::<u64, anyhow::Error>(s.info().await?.state.messages)
+    };
+    let before = stored().await?;
     counters.fan_version.fetch_add(1, Ordering::SeqCst);
     let deadline = Instant::now() + opts.timeout;
     let done = loop {
-        let now = bus
-            .jetstream()
-            .get_stream(&history)
-            .await?
-            .info()
-            .await?
-            .state
-            .messages;
+        let now = stored().await?;
         if now >= before + n as u64 {
             break Instant::now();
         }
