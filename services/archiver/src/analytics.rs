@@ -86,6 +86,15 @@ const ALL: &str = "all";
 
 /// Build the report over every archive file in `archive`.
 pub async fn report(archive: &Archive, opts: &Options) -> Result<Report, crate::store::StoreError> {
+    if let Archive::Local(root) = archive
+        && !root.is_dir()
+    {
+        // a mistyped path must not look like an empty archive
+        return Err(crate::store::StoreError::Io {
+            target: root.display().to_string(),
+            message: "no such directory (is archiver.target, or --archive, right?)".into(),
+        });
+    }
     let listed = archive.list().await?;
     let mut out = Report::default();
     let mut files = Vec::new();
@@ -523,6 +532,20 @@ mod tests {
         assert_eq!(percentiles(&mut v), (Some(50), Some(95), Some(99)));
         assert_eq!(percentiles(&mut [7]), (Some(7), Some(7), Some(7)));
         assert_eq!(percentiles(&mut []), (None, None, None));
+    }
+
+    #[tokio::test]
+    async fn a_missing_archive_directory_is_an_error_not_an_empty_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-archive");
+        let a = Archive::open(missing.to_str().unwrap(), &Default::default()).unwrap();
+        let err = report(&a, &Options::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such directory"), "{err}");
+        let empty = Archive::open(dir.path().to_str().unwrap(), &Default::default()).unwrap();
+        assert_eq!(report(&empty, &Options::default()).await.unwrap().events, 0);
     }
 
     #[test]

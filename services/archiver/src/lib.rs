@@ -120,6 +120,15 @@ pub enum ArchiverError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ArchiverError> {
     let cfg = config.archiver;
     let archive = Archive::open(&cfg.target, &cfg.s3)?;
+    if let Archive::Local(root) = &archive {
+        // fail now if it cannot be made, not at the first roll; and `tocsin analytics` finds it
+        std::fs::create_dir_all(root).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot create archiver.target {}: {e}", root.display()),
+            )
+        })?;
+    }
     let removed = archive.clean_up().await?;
     if removed > 0 {
         info!(
@@ -168,8 +177,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Arch
         let old = roll
             .oldest
             .is_some_and(|o| o.elapsed() >= Duration::from_secs(cfg.roll_max_age_secs));
-        let retry = retry_at.is_some_and(|r| Instant::now() >= r);
-        if (full || old || retry) && !roll.is_empty() {
+        // after a failed write, the next try waits for its time (not for the next message)
+        let may_write = retry_at.is_none_or(|r| Instant::now() >= r);
+        if (full || old || retry_at.is_some()) && may_write && !roll.is_empty() {
             retry_at = match roll.write().await {
                 Ok(()) => {
                     if let Ok(f) = ack_floor(&mut consumer).await {
@@ -266,6 +276,40 @@ pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeSet<u64> {
     out
 }
 
+/// Write `rows` (events with their stream sequence numbers, in sequence order) as archive
+/// files: one per date and hour they fall in, each named by the sequence range in it. The
+/// Parquet encoding runs on a blocking thread. Returns the files and bytes written.
+pub async fn write_rows(
+    archive: &Archive,
+    rows: &[(u64, &Event)],
+) -> Result<(usize, usize), ArchiverError> {
+    let mut files: BTreeMap<(String, String), Vec<(u64, &Event)>> = BTreeMap::new();
+    for (seq, event) in rows {
+        let name = FileName::new(event.at_ms, 0, 0);
+        files
+            .entry((name.date, name.hour))
+            .or_default()
+            .push((*seq, event));
+    }
+    let mut bytes_written = 0;
+    for rows in files.values() {
+        let first = rows.first().map(|r| r.0).unwrap_or_default();
+        let last = rows.last().map(|r| r.0).unwrap_or_default();
+        let name = FileName::new(rows[0].1.at_ms, first, last).relative();
+        let batch = table::to_batch(rows).map_err(|e| {
+            std::io::Error::other(format!("cannot build the columns of {name}: {e}"))
+        })?;
+        let encoded = tokio::task::spawn_blocking(move || table::to_parquet(&batch))
+            .await
+            .map_err(|e| std::io::Error::other(format!("the encoding task failed: {e}")))?;
+        let bytes: Bytes =
+            encoded.map_err(|e| std::io::Error::other(format!("cannot encode {name}: {e}")))?;
+        bytes_written += bytes.len();
+        archive.put(&name, bytes).await?;
+    }
+    Ok((files.len(), bytes_written))
+}
+
 /// The events held for the next files.
 struct Roll {
     archive: Archive,
@@ -334,38 +378,14 @@ impl Roll {
     /// Write every file of this roll (the events stay held).
     async fn write_files(&mut self) -> Result<(), ArchiverError> {
         let started = Instant::now();
-        let mut files: BTreeMap<(String, String), Vec<(u64, &Event)>> = BTreeMap::new();
-        for (seq, (event, _)) in &self.held {
-            let name = FileName::new(event.at_ms, 0, 0);
-            files
-                .entry((name.date, name.hour))
-                .or_default()
-                .push((*seq, event));
-        }
-        let mut bytes_written = 0;
-        let count = files.len();
-        for rows in files.values() {
-            let first = rows.first().map(|r| r.0).unwrap_or_default();
-            let last = rows.last().map(|r| r.0).unwrap_or_default();
-            let name = FileName::new(rows[0].1.at_ms, first, last);
-            let batch = table::to_batch(rows).map_err(|e| {
-                std::io::Error::other(format!(
-                    "cannot build the columns of {}: {e}",
-                    name.relative()
-                ))
-            })?;
-            let bytes: Bytes = table::to_parquet(&batch).map_err(|e| {
-                std::io::Error::other(format!("cannot encode {}: {e}", name.relative()))
-            })?;
-            bytes_written += bytes.len();
-            self.archive.put(&name.relative(), bytes).await?;
-        }
-        metrics::counter!("tocsin_archiver_files_total").increment(count as u64);
-        metrics::counter!("tocsin_archiver_bytes_total").increment(bytes_written as u64);
+        let rows: Vec<(u64, &Event)> = self.held.iter().map(|(s, (e, _))| (*s, e)).collect();
+        let (files, bytes) = write_rows(&self.archive, &rows).await?;
+        metrics::counter!("tocsin_archiver_files_total").increment(files as u64);
+        metrics::counter!("tocsin_archiver_bytes_total").increment(bytes as u64);
         debug!(
-            events = self.held.len(),
-            files = count,
-            bytes = bytes_written,
+            events = rows.len(),
+            files,
+            bytes,
             ms = started.elapsed().as_millis() as u64,
             "archived"
         );

@@ -9,8 +9,8 @@ use crate::bench::{BenchNats, tempfile_dir};
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
-use tocsin_archiver::store::{Archive, FileName, S3Options};
-use tocsin_archiver::{analytics, table};
+use tocsin_archiver::analytics;
+use tocsin_archiver::store::{Archive, S3Options};
 use tocsin_bus::{Bus, BusConfig, StreamKind};
 use tocsin_model::{Channel, Event, EventKind, NotificationId, UserId};
 use tokio_util::sync::CancellationToken;
@@ -223,28 +223,21 @@ pub async fn run(opts: ArchiveBenchOptions) -> Result<ArchiveReport> {
     })
 }
 
-/// Write `n` synthetic events in files of 100,000, partitioned by hour, as the archiver does.
+/// Write `n` synthetic events in rolls of 100,000, as the archiver writes them.
 async fn write_synthetic(archive: &Archive, n: usize, start_ms: i64) -> Result<()> {
     const ROLL: usize = 100_000;
     let mut i = 0;
     while i < n {
         let end = (i + ROLL).min(n);
         let events: Vec<Event> = (i..end).map(|j| synthetic_event(j, start_ms)).collect();
-        let mut by_hour: std::collections::BTreeMap<String, Vec<(u64, &Event)>> =
-            Default::default();
-        for (k, e) in events.iter().enumerate() {
-            let name = FileName::new(e.at_ms, 0, 0);
-            by_hour
-                .entry(format!("{}/{}", name.date, name.hour))
-                .or_default()
-                .push(((i + k + 1) as u64, e));
-        }
-        for rows in by_hour.values() {
-            let name = FileName::new(rows[0].1.at_ms, rows[0].0, rows[rows.len() - 1].0);
-            let batch = table::to_batch(rows).map_err(|e| anyhow!(e))?;
-            let bytes = table::to_parquet(&batch).map_err(|e| anyhow!(e))?;
-            archive.put(&name.relative(), bytes).await?;
-        }
+        let rows: Vec<(u64, &Event)> = events
+            .iter()
+            .enumerate()
+            .map(|(k, e)| ((i + k + 1) as u64, e))
+            .collect();
+        tocsin_archiver::write_rows(archive, &rows)
+            .await
+            .map_err(|e| anyhow!(e))?;
         i = end;
     }
     Ok(())

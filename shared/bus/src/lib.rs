@@ -492,8 +492,7 @@ impl Bus {
                 Ok(()) => return Ok(()),
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     debug!(attempt, error = %e, "batch publish failed, retrying");
-                    let wait = Duration::from_millis(50 * 2u64.pow(attempt.min(6)));
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(publish::retry_delay(attempt)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -48,12 +48,17 @@ pub(crate) async fn publish_with_retry(
                     metrics::counter!("tocsin_bus_publish_failures_total").increment(1);
                     return Err(BusError::Publish { subject, message });
                 }
-                let wait = Duration::from_millis(50 * 2u64.pow(attempt.min(6))).min(deadline - now);
+                let wait = retry_delay(attempt).min(deadline - now);
                 debug!(%subject, attempt, error = %message, "publish failed, retrying");
                 tokio::time::sleep(wait).await;
             }
         }
     }
+}
+
+/// How long a publish waits before its `attempt`+1-th try: 100 ms doubling to 3.2 s.
+pub(crate) fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(50 * 2u64.pow(attempt.min(6)))
 }
 
 /// Up to `size` publishes in flight at once; [`PublishWindow::flush`] waits for all of them
