@@ -540,6 +540,50 @@ async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> an
     Ok(())
 }
 
+/// A second subscriber to a feed already watched asks for what is listed: the feed server
+/// answers 304 to the ingestor's usual conditional GET, so the poll for the newcomer must fetch
+/// the document itself, and the first subscriber gets nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_gets_the_listed_items_from_a_feed_answering_304() -> anyhow::Result<()>
+{
+    let h = Harness::start("e2elate").await?;
+    h.feeds.set(
+        "l.rdf",
+        rdf(&[("1", "listed one", "x"), ("2", "listed two", "y")]),
+        "application/rdf+xml",
+    );
+    let url = h.feeds.url("l.rdf");
+    let (_u1, t1, _) = h.create_user("gail").await?;
+    let (_u2, t2, _) = h.create_user("hugo").await?;
+    h.add_source(&t1, json!({"url": url})).await?;
+    h.wait_sources_checked(&t1, 1).await?;
+    // a few conditional polls (304s) so the feed is settled and its ETag known
+    let polls = h.feeds.requests("l.rdf").len();
+    wait_for(Duration::from_secs(20), "two more polls", || async {
+        (h.feeds.requests("l.rdf").len() >= polls + 2).then_some(())
+    })
+    .await?;
+    h.add_source(&t2, json!({"url": url, "deliver_existing": true}))
+        .await?;
+    let titles = wait_for(Duration::from_secs(20), "the listed items for hugo", || async {
+        let mut t = h.history_titles(&t2).await.ok()?;
+        t.sort();
+        (t.len() == 2).then_some(t)
+    })
+    .await?;
+    assert_eq!(titles, ["listed one", "listed two"]);
+    // more polls: nobody is told again, and gail (a baseline subscriber) never was
+    let polls = h.feeds.requests("l.rdf").len();
+    wait_for(Duration::from_secs(20), "two more polls", || async {
+        (h.feeds.requests("l.rdf").len() >= polls + 2).then_some(())
+    })
+    .await?;
+    assert_eq!(h.history_titles(&t2).await?.len(), 2);
+    assert!(h.history_titles(&t1).await?.is_empty());
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_mid_flow_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     let mut h = Harness::start("e2enatsrestart").await?;

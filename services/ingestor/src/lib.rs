@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod imap;
 pub mod mail;
 pub mod normalize;
+pub mod schedule;
 pub mod smtp;
 pub mod websub;
 
@@ -33,7 +34,7 @@ use tocsin_model::{
     NotificationId, Priority, SourceKind, SourceRef, SourceStatus, SubscriptionOp, UserId, now_ms,
 };
 use tocsin_runtime::{ConfigDoc, Readiness};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -458,7 +459,20 @@ pub(crate) struct Shared {
     feeds: Mutex<HashMap<String, FeedRecord>>,
     in_flight: Mutex<HashSet<String>>,
     hosts: Mutex<HashMap<String, HostState>>,
-    fetch_permits: Semaphore,
+    fetch_permits: Arc<Semaphore>,
+    /// When each watched feed is next due (lock after `feeds`, never before).
+    queue: Mutex<schedule::PollQueue>,
+    /// Woken when an entry becomes the earliest.
+    wake: Notify,
+}
+
+impl Shared {
+    /// Poll `key` at `at` (its record's `next_poll_ms`).
+    fn reschedule(&self, key: &str, at: Millis) {
+        if self.queue.lock().expect("queue lock").set(key, at) {
+            self.wake.notify_one();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -483,10 +497,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let kv = bus.kv("feeds").await?;
     let feeds = load_feeds(&kv).await?;
     info!(feeds = feeds.len(), "feed state loaded");
+    let mut queue = schedule::PollQueue::default();
+    for (key, rec) in &feeds {
+        if !rec.subscribers.is_empty() {
+            queue.set(key, rec.next_poll_ms);
+        }
+    }
     let shared = Arc::new(Shared {
         bus: bus.clone(),
         kv,
-        fetch_permits: Semaphore::new(cfg.max_concurrent_fetches),
+        fetch_permits: Arc::new(Semaphore::new(cfg.max_concurrent_fetches)),
+        queue: Mutex::new(queue),
+        wake: Notify::new(),
         cfg,
         fetcher,
         feeds: Mutex::new(feeds),
@@ -577,14 +599,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     ready.set(true);
     info!("ingestor running");
     let tracker = TaskTracker::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => schedule(&shared, &tracker),
-        }
-    }
+    schedule_polls(&shared, &tracker, &shutdown).await;
     tracker.close();
     if tokio::time::timeout(
         Duration::from_secs(shared.cfg.shutdown_grace_secs),
@@ -772,6 +787,8 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
                     pending_existing: sub.deliver_existing && !existing,
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
+                // (a feed being polled is not in the queue: its poll's end puts it back)
+                shared.reschedule(&key, rec.next_poll_ms);
                 // the record's own state, only when it is written (copying the subscribers
                 // with it would make each subscription cost as much as the feed's audience)
                 let record = write_record.then(|| rec.without_subscribers());
@@ -794,6 +811,7 @@ async fn apply_subscription(shared: &Shared, sub: FeedSubscription) -> Result<()
                 };
                 if rec.subscribers.is_empty() {
                     let r = feeds.remove(&key).expect("present");
+                    shared.queue.lock().expect("queue lock").remove(&key);
                     (Some(r), subscriber, false, true, None)
                 } else {
                     (None, subscriber, false, false, None)
@@ -844,29 +862,89 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Start the polls that are due and allowed by the host limits.
-fn schedule(shared: &Arc<Shared>, tracker: &TaskTracker) {
-    let now = now_ms();
-    let due: Vec<(String, String)> = {
-        let feeds = shared.feeds.lock().expect("feeds lock");
-        let in_flight = shared.in_flight.lock().expect("in-flight lock");
-        feeds
-            .iter()
-            .filter(|(k, r)| {
-                r.next_poll_ms <= now && !r.subscribers.is_empty() && !in_flight.contains(*k)
-            })
-            .map(|(k, r)| (k.clone(), r.url.clone()))
-            .collect()
-    };
-    for (key, url) in due {
-        if shared.fetch_permits.available_permits() == 0 {
+/// Start each feed's poll when it is due, a fetch permit is free and its host allows it;
+/// returns at `shutdown`. A finished fetch frees its permit and the next due feed starts at
+/// once; with nothing due the loop sleeps until the earliest entry (or an earlier one arrives).
+async fn schedule_polls(shared: &Arc<Shared>, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = shared.fetch_permits.clone().acquire_owned() => p.expect("the permits are never closed"),
+        };
+        let Some((key, url, host)) = next_due(shared, shutdown).await else {
             return;
+        };
+        let s = shared.clone();
+        let span = info_span!("poll", url = %url);
+        tracker.spawn(
+            async move {
+                poll(&s, &key).await;
+                s.in_flight.lock().expect("in-flight lock").remove(&key);
+                let mut hosts = s.hosts.lock().expect("hosts lock");
+                if let Some(h) = hosts.get_mut(&host) {
+                    h.in_flight = h.in_flight.saturating_sub(1);
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Wait for the next feed that is due and allowed by its host's limits, and mark it in
+/// flight: (key, url, host). `None` at shutdown.
+async fn next_due(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Option<(String, String, String)> {
+    loop {
+        let now = now_ms();
+        let popped = {
+            let mut queue = shared.queue.lock().expect("queue lock");
+            queue.pop_due(now).ok_or(queue.next_at())
+        };
+        let key = match popped {
+            Ok(key) => key,
+            Err(next_at) => {
+                // nothing due: sleep until the earliest entry, or until woken by an earlier one
+                let wait = next_at.map_or(Duration::from_secs(3600), |at| {
+                    Duration::from_millis(at.saturating_sub(now).max(1) as u64)
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
+        let url = {
+            let feeds = shared.feeds.lock().expect("feeds lock");
+            match feeds.get(&key) {
+                // no longer watched: its entry goes with it
+                None => continue,
+                Some(r) if r.subscribers.is_empty() => continue,
+                Some(r) if r.next_poll_ms > now => {
+                    // a stale entry: the record was rescheduled later
+                    shared.reschedule(&key, r.next_poll_ms);
+                    continue;
+                }
+                Some(r) => r.url.clone(),
+            }
+        };
+        // being polled (or pushed by a hub): that poll's end schedules it again
+        if shared.in_flight.lock().expect("in-flight lock").contains(&key) {
+            continue;
         }
         let host = host_of(&url);
         {
             let mut hosts = shared.hosts.lock().expect("hosts lock");
             let h = hosts.entry(host.clone()).or_default();
             if h.in_flight >= shared.cfg.per_host_concurrency || h.next_allowed_ms > now {
+                // the host's turn comes later; its other feeds wait with this one
+                let later = h.next_allowed_ms.max(now + 100);
+                drop(hosts);
+                shared.reschedule(&key, later);
                 continue;
             }
             h.in_flight += 1;
@@ -877,20 +955,7 @@ fn schedule(shared: &Arc<Shared>, tracker: &TaskTracker) {
             .lock()
             .expect("in-flight lock")
             .insert(key.clone());
-        let s = shared.clone();
-        let span = info_span!("poll", url = %url);
-        tracker.spawn(
-            async move {
-                let _permit = s.fetch_permits.acquire().await;
-                poll(&s, &key).await;
-                s.in_flight.lock().expect("in-flight lock").remove(&key);
-                let mut hosts = s.hosts.lock().expect("hosts lock");
-                if let Some(h) = hosts.get_mut(&host) {
-                    h.in_flight = h.in_flight.saturating_sub(1);
-                }
-            }
-            .instrument(span),
-        );
+        return Some((key, url, host));
     }
 }
 
@@ -900,13 +965,16 @@ async fn poll(shared: &Shared, key: &str) {
         return;
     };
     let started = std::time::Instant::now();
+    // a subscriber waiting for the items already listed needs the document, not a 304
+    let wants_document = snapshot.subscribers.values().any(|s| s.pending_existing);
+    let (etag, last_modified) = if wants_document {
+        (None, None)
+    } else {
+        (snapshot.etag.as_deref(), snapshot.last_modified.as_deref())
+    };
     let result = shared
         .fetcher
-        .fetch(
-            &snapshot.url,
-            snapshot.etag.as_deref(),
-            snapshot.last_modified.as_deref(),
-        )
+        .fetch(&snapshot.url, etag, last_modified)
         .await;
     let now = now_ms();
     let outcome: Result<Option<Refreshed>, (String, Option<Duration>)> = match result {
@@ -1099,6 +1167,7 @@ async fn record_success(
     now: Millis,
 ) {
     let was_failing = snapshot.failures > 0 || !snapshot.polled;
+    let had_document = plan.is_some();
     let hub_topic = plan
         .as_ref()
         .filter(|_| !shared.cfg.websub_public_url.is_empty())
@@ -1163,6 +1232,11 @@ async fn record_success(
             cfg.poll_interval_secs = cfg.poll_interval_secs.max(cfg.websub_poll_interval_secs);
         }
         rec.next_poll_ms = next_poll(now, &cfg, 0, None, rand::rng().random());
+        if had_document && rec.subscribers.values().any(|s| s.pending_existing) {
+            // subscribed while this poll was under way, asking for the existing items: again now
+            rec.next_poll_ms = now;
+        }
+        shared.reschedule(key, rec.next_poll_ms);
         rec.clone()
     };
     if let Some(ws) = subscribe {
@@ -1234,6 +1308,7 @@ async fn record_failure(
                 rand::rng().random(),
             ),
         };
+        shared.reschedule(key, rec.next_poll_ms);
         rec.clone()
     };
     if let Err(e) = save(shared, key, &record).await {
