@@ -544,8 +544,7 @@ async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> an
 /// answers 304 to the ingestor's usual conditional GET, so the poll for the newcomer must fetch
 /// the document itself, and the first subscriber gets nothing again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_subscriber_gets_the_listed_items_from_a_feed_answering_304() -> anyhow::Result<()>
-{
+async fn a_late_subscriber_gets_the_listed_items_from_a_feed_answering_304() -> anyhow::Result<()> {
     let h = Harness::start("e2elate").await?;
     h.feeds.set(
         "l.rdf",
@@ -565,11 +564,15 @@ async fn a_late_subscriber_gets_the_listed_items_from_a_feed_answering_304() -> 
     .await?;
     h.add_source(&t2, json!({"url": url, "deliver_existing": true}))
         .await?;
-    let titles = wait_for(Duration::from_secs(20), "the listed items for hugo", || async {
-        let mut t = h.history_titles(&t2).await.ok()?;
-        t.sort();
-        (t.len() == 2).then_some(t)
-    })
+    let titles = wait_for(
+        Duration::from_secs(20),
+        "the listed items for hugo",
+        || async {
+            let mut t = h.history_titles(&t2).await.ok()?;
+            t.sort();
+            (t.len() == 2).then_some(t)
+        },
+    )
     .await?;
     assert_eq!(titles, ["listed one", "listed two"]);
     // more polls: nobody is told again, and gail (a baseline subscriber) never was

@@ -933,7 +933,12 @@ async fn next_due(
             }
         };
         // being polled (or pushed by a hub): that poll's end schedules it again
-        if shared.in_flight.lock().expect("in-flight lock").contains(&key) {
+        if shared
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .contains(&key)
+        {
             continue;
         }
         let host = host_of(&url);
