@@ -26,12 +26,16 @@ test-tools:
 fmt:
 	cargo fmt --all
 
-## the benchmark: publish → router → history against a raw JetStream baseline
+## every benchmark in one table, each figure beside a baseline from the same run (~10 min;
+## the memory part runs tocsin-router as its own process, so build it too)
 bench: tools
-	cargo run --release -p tocsin -- bench
+	cargo build --release -p tocsin -p tocsin-router
+	./target/release/tocsin bench-all
 
+## the same with small sizes (about a minute; `make test` runs it too)
 bench-smoke: tools
-	cargo run -p tocsin -- bench --notifications 2000 --users 100
+	cargo build --release -p tocsin -p tocsin-router
+	./target/release/tocsin bench-all --short
 
 ## fuzz every target for FUZZ_SECS seconds each (cargo-fuzz on the stable toolchain; docs/testing.md)
 FUZZ_SECS ?= 60

@@ -159,6 +159,11 @@ pub async fn run(opts: ArchiveBenchOptions) -> Result<ArchiveReport> {
         archiver: tocsin_archiver::ArchiverConfig {
             target: archive_dir.display().to_string(),
             ops_listen: String::new(),
+            // a roll of every event when there are fewer than a default roll's worth (else the
+            // figure would be the wait for the age limit)
+            roll_max_events: tocsin_archiver::ArchiverConfig::default()
+                .roll_max_events
+                .min(opts.events),
             ..Default::default()
         },
     };

@@ -3,6 +3,7 @@
 //! CLI uses to talk to the API.
 
 pub mod bench;
+pub mod bench_all;
 pub mod bench_archive;
 pub mod bench_feeds;
 pub mod bench_reach;

@@ -248,6 +248,18 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Run every benchmark in turn (pipeline burst and fixed rate, feed polling and fan-out,
+    /// escalation timers, instant messages, router memory, SMTP ingress, archive) and print
+    /// one table, each figure beside the baseline measured in the same run.
+    BenchAll {
+        /// Small sizes (about a minute) instead of the full ones (about ten minutes).
+        #[arg(long)]
+        short: bool,
+        /// The longest any one part may take (the fan-out and memory parts get at least 900 s
+        /// in the full mode).
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Measure publish → router → history against a raw JetStream baseline.
     Bench {
         #[arg(long, default_value_t = 20_000)]
@@ -721,6 +733,20 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;
+            print!("{}", report.table());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::BenchAll {
+            short,
+            timeout_secs,
+        } => {
+            let timeout = Duration::from_secs(timeout_secs);
+            let opts = if short {
+                tocsin::bench_all::AllOptions::short(timeout)
+            } else {
+                tocsin::bench_all::AllOptions::full(timeout)
+            };
+            let report = tocsin::bench_all::run(opts).await?;
             print!("{}", report.table());
             Ok(ExitCode::SUCCESS)
         }

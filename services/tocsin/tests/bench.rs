@@ -1,52 +1,11 @@
-//! The benchmark's short mode runs end to end and accounts for every notification.
+//! `tocsin bench-all --short` runs every benchmark end to end, accounts for every
+//! notification, message and event, and prints its one table (CI's smoke run).
 
 use std::time::Duration;
-use tocsin::bench::{BenchOptions, run};
+use tocsin::bench_all::{AllOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bench_short_mode_measures_every_path() {
-    tocsin_runtime::install_crypto();
-    let report = run(BenchOptions {
-        notifications: 500,
-        users: 50,
-        silo_count: 4,
-        window: 64,
-        rate: 0,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .expect("bench runs");
-    let table = report.table();
-    println!("{table}");
-    for f in [&report.baseline, &report.pipeline, &report.delivered] {
-        assert_eq!(f.count, 500);
-        assert!(
-            f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms && f.p999_ms >= f.p99_ms,
-            "{f:?}"
-        );
-    }
-    assert!(table.contains("ratio stored/baseline"));
-    assert!(table.contains("ratio delivered/baseline"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mail_bench_short_mode_accounts_for_every_message() {
-    tocsin_runtime::install_crypto();
-    let report = tocsin::bench::run_mail(tocsin::bench::MailBenchOptions {
-        messages: 200,
-        senders: 4,
-        users: 10,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .expect("bench-mail runs");
-    println!("{}", report.table());
-    assert_eq!(report.ingress.count, 200);
-    assert!(report.ingress.per_sec > 0.0 && report.parse_us > 0.0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
+async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     tocsin_runtime::install_crypto();
     // the memory figure runs `tocsin-router` as its own process: `cargo test` builds only
     // the test harness of that package, so build the binary beside this test's profile
@@ -55,69 +14,73 @@ async fn the_reach_bench_short_mode_fires_every_escalation_and_times_the_im() {
         .status()
         .expect("cargo runs");
     assert!(built.success(), "cargo build -p tocsin-router failed");
-    let report = tocsin::bench_reach::run(tocsin::bench_reach::ReachBenchOptions {
-        users: 200,
-        wait_secs: 3,
-        im_messages: 20,
-        im_rate: 20,
-        registered: 2_000,
-        active: 200,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .expect("bench-reach runs");
-    println!("{}", report.table());
-    assert_eq!(report.timers.count, 200);
-    assert!(report.timers.per_sec > 0.0 && report.hold_secs > 0.0);
-    let im = report
+    let opts = AllOptions::short(Duration::from_secs(120));
+    let report = run(opts.clone()).await.expect("bench-all runs");
+    let table = report.table();
+    println!("{table}");
+
+    // the pipeline: every notification stored and delivered, in both runs
+    for r in [&report.burst, &report.steady] {
+        for f in [&r.baseline, &r.pipeline, &r.delivered] {
+            assert_eq!(f.count, r.options.notifications);
+            assert!(
+                f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms && f.p999_ms >= f.p99_ms,
+                "{f:?}"
+            );
+        }
+    }
+    // feeds: after the first round every fetch is conditional and answered 304
+    let feeds = &report.feeds;
+    assert!(feeds.baseline_per_sec > 0.0 && feeds.ingestor_per_sec > 0.0);
+    assert!(feeds.not_modified > 0.9, "{}", feeds.not_modified);
+    let fan = feeds.fanout.as_ref().expect("asked for");
+    assert_eq!(fan.subscribers, opts.feeds.fanout);
+    assert!(fan.secs > 0.0);
+    // timers, instant messages, memory
+    let reach = &report.reach;
+    assert_eq!(reach.timers.count, opts.reach.users);
+    assert!(reach.timers.per_sec > 0.0 && reach.hold_secs > 0.0);
+    let im = reach
         .im
         .as_ref()
         .expect("prosody is installed by make tools");
-    assert_eq!(im.count, 20);
+    assert_eq!(im.count, opts.reach.im_messages);
     assert!(im.p50_ms > 0.0);
-    let reg = report
+    let reg = reach
         .registered
         .as_ref()
         .expect("asked for")
         .as_ref()
         .expect("registered users measured");
-    assert_eq!((reg.registered, reg.active), (2_000, 200));
+    assert_eq!(
+        (reg.registered, reg.active),
+        (opts.reach.registered, opts.reach.active)
+    );
     assert!(reg.idle_rss > 0.0 && reg.active_rss > 0.0 && reg.created_per_sec > 0.0);
-}
+    // mail and archive
+    assert_eq!(report.mail.ingress.count, opts.mail.messages);
+    assert!(report.mail.ingress.per_sec > 0.0 && report.mail.parse_us > 0.0);
+    let a = &report.archive;
+    assert!(a.baseline_per_sec > 0.0 && a.archived_per_sec > 0.0);
+    assert!(a.files > 0 && a.bytes_per_event > 0.0);
+    assert!(a.report_rows > 0 && a.report_secs > 0.0);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_feed_bench_short_mode_polls_every_feed() {
-    tocsin_runtime::install_crypto();
-    let report = tocsin::bench_feeds::run(tocsin::bench_feeds::FeedBenchOptions {
-        feeds: 300,
-        concurrency: 16,
-        seconds: 2,
-        fanout: 300,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .expect("bench-feeds runs");
-    println!("{}", report.table());
-    assert!(report.baseline_per_sec > 0.0 && report.ingestor_per_sec > 0.0);
-    // after the first round every fetch is conditional and the server answers 304
-    assert!(report.not_modified > 0.9, "{}", report.not_modified);
-    let fan = report.fanout.as_ref().expect("asked for");
-    assert_eq!(fan.subscribers, 300);
-    assert!(fan.secs > 0.0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_archive_bench_short_mode_archives_and_reports_every_event() {
-    tocsin_runtime::install_crypto();
-    let report = tocsin::bench_archive::run(tocsin::bench_archive::ArchiveBenchOptions {
-        events: 20_000,
-        report_events: 200_000,
-        timeout: Duration::from_secs(120),
-    })
-    .await
-    .expect("bench-archive runs");
-    println!("{}", report.table());
-    assert!(report.baseline_per_sec > 0.0 && report.archived_per_sec > 0.0);
-    assert!(report.files > 0 && report.bytes_per_event > 0.0);
-    assert!(report.report_rows > 0 && report.report_secs > 0.0);
+    // one table, a row per figure, each with its baseline and (where one applies) a ratio
+    for row in [
+        "publish → delivered (sink), 500 as fast as they go",
+        "publish → history, 300 at 300/s offered",
+        "one feed item to 300 subscribers",
+        "feed polling, 300 feeds",
+        "router memory, 2,000 registered",
+        "escalations fired, 200 due at once",
+        "publish → XMPP client at 20/s",
+        "SMTP ingress, 4 senders",
+        "archiver: events into durable Parquet",
+        "analytics report over 200,000 events",
+    ] {
+        assert!(table.contains(row), "{row:?} missing from\n{table}");
+    }
+    assert!(!table.contains("not measured"), "{table}");
+    // each part's own table still prints its detail
+    assert!(report.burst.table().contains("ratio delivered/baseline"));
 }

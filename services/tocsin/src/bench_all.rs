@@ -1,0 +1,411 @@
+//! `tocsin bench-all`: every benchmark in one run, one table.
+//!
+//! Each part starts its own nats-server (2.10 or newer, as the others do) and measures its own
+//! baseline in the same run — a raw JetStream work queue of the same size and shape for the
+//! bus figures, plain HTTP for feed polling — so each row's ratio compares like with like on
+//! this machine at this minute. The parts run one after another, never together.
+
+use crate::bench::{BenchOptions, Figures, MailBenchOptions, MailReport, Report};
+use crate::bench_archive::{ArchiveBenchOptions, ArchiveReport};
+use crate::bench_feeds::{FeedBenchOptions, FeedReport};
+use crate::bench_reach::{ReachBenchOptions, ReachReport};
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+/// The sizes of every part.
+#[derive(Debug, Clone)]
+pub struct AllOptions {
+    pub burst: BenchOptions,
+    /// The same pipeline at a fixed offered rate (latency below saturation).
+    pub steady: BenchOptions,
+    pub feeds: FeedBenchOptions,
+    pub reach: ReachBenchOptions,
+    pub mail: MailBenchOptions,
+    pub archive: ArchiveBenchOptions,
+    pub short: bool,
+}
+
+impl AllOptions {
+    /// The sizes the issue asks for: 20k notifications, one item to 100k subscribers, 10k feeds,
+    /// a router with 1M registered and 100k active users. About ten minutes on 2 cores.
+    pub fn full(timeout: Duration) -> Self {
+        let burst = BenchOptions {
+            notifications: 20_000,
+            users: 1000,
+            silo_count: 16,
+            window: 512,
+            rate: 0,
+            timeout,
+        };
+        AllOptions {
+            steady: BenchOptions {
+                rate: 2000,
+                ..burst.clone()
+            },
+            burst,
+            feeds: FeedBenchOptions {
+                feeds: 10_000,
+                concurrency: 64,
+                seconds: 10,
+                fanout: 100_000,
+                timeout: timeout.max(Duration::from_secs(900)),
+            },
+            reach: ReachBenchOptions {
+                users: 10_000,
+                wait_secs: 10,
+                im_messages: 500,
+                im_rate: 50,
+                registered: 1_000_000,
+                active: 100_000,
+                timeout: timeout.max(Duration::from_secs(900)),
+            },
+            mail: MailBenchOptions {
+                messages: 5000,
+                senders: 8,
+                users: 100,
+                timeout,
+            },
+            archive: ArchiveBenchOptions {
+                events: 200_000,
+                report_events: 10_000_000,
+                timeout,
+            },
+            short: false,
+        }
+    }
+
+    /// Small sizes that exercise every part (CI's smoke run): about a minute.
+    pub fn short(timeout: Duration) -> Self {
+        let burst = BenchOptions {
+            notifications: 500,
+            users: 50,
+            silo_count: 4,
+            window: 64,
+            rate: 0,
+            timeout,
+        };
+        AllOptions {
+            steady: BenchOptions {
+                notifications: 300,
+                rate: 300,
+                ..burst.clone()
+            },
+            burst,
+            feeds: FeedBenchOptions {
+                feeds: 300,
+                concurrency: 16,
+                seconds: 2,
+                fanout: 300,
+                timeout,
+            },
+            reach: ReachBenchOptions {
+                users: 200,
+                wait_secs: 3,
+                im_messages: 20,
+                im_rate: 20,
+                registered: 2_000,
+                active: 200,
+                timeout,
+            },
+            mail: MailBenchOptions {
+                messages: 200,
+                senders: 4,
+                users: 10,
+                timeout,
+            },
+            archive: ArchiveBenchOptions {
+                events: 20_000,
+                report_events: 200_000,
+                timeout,
+            },
+            short: true,
+        }
+    }
+}
+
+pub struct AllReport {
+    pub burst: Report,
+    pub steady: Report,
+    pub feeds: FeedReport,
+    pub reach: ReachReport,
+    pub mail: MailReport,
+    pub archive: ArchiveReport,
+    pub elapsed: Duration,
+    pub short: bool,
+}
+
+/// Run every part in turn; the first that fails ends the run, naming the part.
+pub async fn run(opts: AllOptions) -> Result<AllReport> {
+    let started = Instant::now();
+    let step = |name: &str| {
+        eprintln!(
+            "bench-all: {name} ({:.0} s so far)",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    step("pipeline, burst");
+    let burst = crate::bench::run(opts.burst.clone())
+        .await
+        .context("pipeline (burst)")?;
+    step("pipeline, fixed rate");
+    let steady = crate::bench::run(opts.steady.clone())
+        .await
+        .context("pipeline (fixed rate)")?;
+    step("feed polling and fan-out");
+    let feeds = crate::bench_feeds::run(opts.feeds.clone())
+        .await
+        .context("feeds")?;
+    step("escalation timers, instant messages, router memory");
+    let reach = crate::bench_reach::run(opts.reach.clone())
+        .await
+        .context("reach")?;
+    step("SMTP ingress");
+    let mail = crate::bench::run_mail(opts.mail.clone())
+        .await
+        .context("mail")?;
+    step("archive");
+    let archive = crate::bench_archive::run(opts.archive.clone())
+        .await
+        .context("archive")?;
+    Ok(AllReport {
+        burst,
+        steady,
+        feeds,
+        reach,
+        mail,
+        archive,
+        elapsed: started.elapsed(),
+        short: opts.short,
+    })
+}
+
+/// One row: what was measured, tocsin's figure, the baseline's, and the ratio.
+struct Row {
+    figure: String,
+    tocsin: String,
+    baseline: String,
+    ratio: String,
+}
+
+fn rate_row(figure: String, t: f64, b: f64, unit: &str, baseline_name: &str) -> Row {
+    Row {
+        figure,
+        tocsin: format!("{} {unit}", thousands(t)),
+        baseline: format!("{} {unit} {baseline_name}", thousands(b)),
+        ratio: format!("{:.3}", t / b.max(f64::MIN_POSITIVE)),
+    }
+}
+
+fn latency_row(figure: String, t: &Figures, b: &Figures) -> Row {
+    let ms = |f: &Figures| format!("{:.1} / {:.1} / {:.1}", f.p50_ms, f.p99_ms, f.p999_ms);
+    Row {
+        figure,
+        tocsin: ms(t),
+        baseline: ms(b),
+        ratio: format!("{:.1}x", t.p50_ms / b.p50_ms.max(0.001)),
+    }
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+impl AllReport {
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let wq = "raw JetStream WQ";
+        for (label, r) in [("burst", &self.burst), ("offered", &self.steady)] {
+            let n = r.options.notifications;
+            let load = if r.options.rate == 0 {
+                format!("{n} as fast as they go")
+            } else {
+                format!("{n} at {}/s {label}", r.options.rate)
+            };
+            for (what, f) in [("delivered (sink)", &r.delivered), ("history", &r.pipeline)] {
+                rows.push(rate_row(
+                    format!("publish → {what}, {load}"),
+                    f.per_sec,
+                    r.baseline.per_sec,
+                    "/s",
+                    wq,
+                ));
+                rows.push(latency_row(
+                    "  latency p50 / p99 / p99.9 ms (ratio: p50)".into(),
+                    f,
+                    &r.baseline,
+                ));
+            }
+        }
+        let f = &self.feeds;
+        if let Some(fan) = &f.fanout {
+            let routed = fan.subscribers as f64 / fan.secs.max(0.001);
+            rows.push(Row {
+                figure: format!(
+                    "one feed item to {} subscribers: all routed in",
+                    thousands(fan.subscribers as f64)
+                ),
+                tocsin: format!("{:.2} s ({} /s)", fan.secs, thousands(routed)),
+                baseline: format!(
+                    "{:.2} s burst of {} {wq}",
+                    fan.baseline.count as f64 / fan.baseline.per_sec.max(0.001),
+                    thousands(fan.baseline.count as f64)
+                ),
+                ratio: format!("{:.3}", routed / fan.baseline.per_sec.max(0.001)),
+            });
+        }
+        rows.push(rate_row(
+            format!(
+                "feed polling, {} feeds all due ({:.0} % answered 304)",
+                thousands(f.options.feeds as f64),
+                f.not_modified * 100.0
+            ),
+            f.ingestor_per_sec,
+            f.baseline_per_sec,
+            "fetches/s",
+            "raw HTTP GET",
+        ));
+        let r = &self.reach;
+        match &r.registered {
+            Some(Ok(reg)) => {
+                let mib = |b: f64| b / 1_048_576.0;
+                rows.push(Row {
+                    figure: format!(
+                        "router memory, {} registered: none / {} active",
+                        thousands(reg.registered as f64),
+                        thousands(reg.active as f64)
+                    ),
+                    tocsin: format!("{:.1} / {:.1} MiB", mib(reg.idle_rss), mib(reg.active_rss)),
+                    baseline: format!(
+                        "{:.1} KB per active user",
+                        (reg.active_rss - reg.idle_rss) / reg.active.max(1) as f64 / 1000.0
+                    ),
+                    ratio: "-".into(),
+                });
+            }
+            Some(Err(why)) => rows.push(Row {
+                figure: "router memory".into(),
+                tocsin: format!("not measured: {why}"),
+                baseline: String::new(),
+                ratio: "-".into(),
+            }),
+            None => {}
+        }
+        rows.push(rate_row(
+            format!(
+                "escalations fired, {} due at once",
+                thousands(r.options.users as f64)
+            ),
+            r.timers.per_sec,
+            r.burst_baseline.per_sec,
+            "/s",
+            wq,
+        ));
+        match &r.im {
+            Ok(im) => rows.push(latency_row(
+                format!(
+                    "publish → XMPP client at {}/s, p50 / p99 / p99.9 ms",
+                    r.options.im_rate
+                ),
+                im,
+                &r.rate_baseline,
+            )),
+            Err(why) => rows.push(Row {
+                figure: "publish → XMPP client".into(),
+                tocsin: format!("not measured: {why}"),
+                baseline: String::new(),
+                ratio: "-".into(),
+            }),
+        }
+        let m = &self.mail;
+        rows.push(rate_row(
+            format!(
+                "SMTP ingress, {} senders (250 after the PubAck)",
+                m.options.senders
+            ),
+            m.ingress.per_sec,
+            m.baseline.per_sec,
+            "msg/s",
+            wq,
+        ));
+        let a = &self.archive;
+        rows.push(rate_row(
+            "archiver: events into durable Parquet".into(),
+            a.archived_per_sec,
+            a.baseline_per_sec,
+            "ev/s",
+            "raw consume",
+        ));
+        rows.push(Row {
+            figure: format!(
+                "analytics report over {} events",
+                thousands(a.options.report_events as f64)
+            ),
+            tocsin: format!("{:.2} s", a.report_secs),
+            baseline: format!("{:.1} bytes per event on disk", a.bytes_per_event),
+            ratio: "-".into(),
+        });
+        rows
+    }
+
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let head = Row {
+            figure: "figure".into(),
+            tocsin: "tocsin".into(),
+            baseline: "baseline (same run)".into(),
+            ratio: "ratio".into(),
+        };
+        let w = |f: fn(&Row) -> &String| {
+            rows.iter()
+                .chain([&head])
+                .map(|r| f(r).chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let (w0, w1, w2) = (w(|r| &r.figure), w(|r| &r.tocsin), w(|r| &r.baseline));
+        let mut s = format!(
+            "tocsin bench-all ({} mode, nats-server {}, {} s)\n",
+            if self.short { "short" } else { "full" },
+            self.burst.nats_version.trim_start_matches("nats-server: "),
+            self.elapsed.as_secs()
+        );
+        for r in [&head].into_iter().chain(rows.iter()) {
+            let pad = |t: &str, w: usize| format!("{t}{}", " ".repeat(w - t.chars().count()));
+            s.push_str(&format!(
+                "{}  {}  {}  {}\n",
+                pad(&r.figure, w0),
+                pad(&r.tocsin, w1),
+                pad(&r.baseline, w2),
+                r.ratio
+            ));
+        }
+        s.push_str(
+            "ratio: tocsin's rate / the baseline's (1 = as fast as the bare server or client), or its \
+             p50 latency as a multiple of the baseline's\n",
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+        assert_eq!(thousands(-12_345.0), "-12,345");
+    }
+}
