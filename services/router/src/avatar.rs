@@ -114,7 +114,14 @@ pub fn apply(
                         at_ms: outcome.at_ms,
                         kind: kind.into(),
                         channel: Some(outcome.channel),
-                        detail: format!("{}: {}", outcome.destination_id, outcome.detail),
+                        // the attempt when it took more than one (an outage, a crash)
+                        detail: match outcome.attempts {
+                            n if n > 1 => format!(
+                                "{}: {} (attempt {n})",
+                                outcome.destination_id, outcome.detail
+                            ),
+                            _ => format!("{}: {}", outcome.destination_id, outcome.detail),
+                        },
                     },
                 }],
                 outcome: kind,
@@ -1305,7 +1312,7 @@ mod tests {
                 channel: Channel::Webhook,
                 delivered: true,
                 detail: "HTTP 200".into(),
-                attempts: 1,
+                attempts: 3,
                 at_ms: 3,
             },
         };
@@ -1315,6 +1322,8 @@ mod tests {
             HistoryRecord::Timeline { entry, .. } => {
                 assert_eq!(entry.kind, "delivered");
                 assert_eq!(entry.channel, Some(Channel::Webhook));
+                // it took three: the timeline says so
+                assert_eq!(entry.detail, "d1: HTTP 200 (attempt 3)");
             }
             other => panic!("{other:?}"),
         }

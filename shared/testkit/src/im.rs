@@ -17,7 +17,8 @@ use tokio_xmpp::{Client, Event, Stanza};
 
 pub struct ImUser {
     out: mpsc::UnboundedSender<Stanza>,
-    inbox: mpsc::UnboundedReceiver<(String, String, std::time::Instant)>,
+    /// (from, body, when, stanza id)
+    inbox: mpsc::UnboundedReceiver<(String, String, std::time::Instant, Option<String>)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -68,7 +69,7 @@ impl ImUser {
                         }
                         Some(Event::Stanza(Stanza::Message(m))) => {
                             if let (Some(from), Some((_, body))) = (m.from.clone(), m.get_best_body(vec![])) {
-                                let _ = in_tx.send((from.to_bare().to_string(), body.clone(), std::time::Instant::now()));
+                                let _ = in_tx.send((from.to_bare().to_string(), body.clone(), std::time::Instant::now(), m.id.as_ref().map(|i| i.0.clone())));
                             }
                         }
                         Some(_) => {}
@@ -129,17 +130,37 @@ impl ImUser {
         &mut self,
         timeout: Duration,
     ) -> Result<(String, String, std::time::Instant)> {
-        tokio::time::timeout(timeout, self.inbox.recv())
+        let (from, body, at, _) = tokio::time::timeout(timeout, self.inbox.recv())
             .await
             .map_err(|_| anyhow!("no chat message within {timeout:?}"))?
-            .ok_or_else(|| anyhow!("the client stopped"))
+            .ok_or_else(|| anyhow!("the client stopped"))?;
+        Ok((from, body, at))
     }
 
     /// Messages already received, without waiting.
     pub fn received(&mut self) -> Vec<(String, String)> {
         let mut v = Vec::new();
-        while let Ok((from, body, _)) = self.inbox.try_recv() {
+        while let Ok((from, body, _, _)) = self.inbox.try_recv() {
             v.push((from, body));
+        }
+        v
+    }
+
+    /// The next chat message within `timeout`: (body, the stanza's id).
+    pub async fn next_with_id(&mut self, timeout: Duration) -> Result<(String, Option<String>)> {
+        let (_, body, _, id) = tokio::time::timeout(timeout, self.inbox.recv())
+            .await
+            .map_err(|_| anyhow!("no chat message within {timeout:?}"))?
+            .ok_or_else(|| anyhow!("the client stopped"))?;
+        Ok((body, id))
+    }
+
+    /// Messages already received, without waiting: (body, the stanza's id) — by which a
+    /// client tells a resent message from a new one.
+    pub fn received_with_ids(&mut self) -> Vec<(String, Option<String>)> {
+        let mut v = Vec::new();
+        while let Ok((_, body, _, id)) = self.inbox.try_recv() {
+            v.push((body, id));
         }
         v
     }

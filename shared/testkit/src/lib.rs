@@ -204,9 +204,10 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 /// A real SMTP server (aiosmtpd, installed into `.tools` by `make tools`) on 127.0.0.1 that
-/// stores every message it accepts in a Maildir; killed on drop.
+/// stores every message it accepts in a Maildir; killed on drop. It can be killed and started
+/// again on the same port, keeping what it has stored.
 pub struct SmtpSink {
-    child: std::process::Child,
+    child: Option<std::process::Child>,
     pub port: u16,
     maildir: tempfile::TempDir,
 }
@@ -214,21 +215,30 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Start it on `port` (pick one with [`free_port`]) and wait until it accepts connections.
     pub fn start(port: u16) -> Result<Self> {
+        let mut sink = Self {
+            child: None,
+            port,
+            maildir: tempfile::tempdir()?,
+        };
+        sink.spawn()?;
+        Ok(sink)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
         let python = std::env::var("TOCSIN_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|_| workspace_root().join(".tools/venv/bin/python"));
-        let maildir = tempfile::tempdir()?;
         let mut child = std::process::Command::new(&python)
             .args([
                 "-m",
                 "aiosmtpd",
                 "-n",
                 "-l",
-                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{}", self.port),
                 "-c",
                 "aiosmtpd.handlers.Mailbox",
             ])
-            .arg(maildir.path().join("Maildir"))
+            .arg(self.maildir.path().join("Maildir"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -239,12 +249,23 @@ impl SmtpSink {
                     python.display()
                 )
             })?;
-        wait_listening(&mut child, port, "aiosmtpd")?;
-        Ok(Self {
-            child,
-            port,
-            maildir,
-        })
+        wait_listening(&mut child, self.port, "aiosmtpd")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kill it (SIGKILL): connections refused until [`SmtpSink::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port with the same Maildir.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()
     }
 
     /// Every message received so far, raw.
@@ -267,8 +288,7 @@ impl SmtpSink {
 
 impl Drop for SmtpSink {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 

@@ -1,6 +1,8 @@
 //! The end-to-end harness: a real nats-server on a free loopback port, every service
-//! running in this process (each one can be killed and restarted on its own), the API on a
-//! port-0 listener, and a feed server whose documents the test changes.
+//! running in this process — or, with [`Settings::processes`], each as its own OS process
+//! (`tocsin-<service>` with a configuration file) — each of which can be killed and restarted
+//! on its own, the API on a port-0 listener, and a feed server whose documents the test
+//! changes.
 
 #![allow(dead_code)]
 
@@ -47,6 +49,15 @@ pub struct Settings {
     /// Router and history replicas owning silos by ordinal (0: one instance owning all).
     pub router_replicas: u32,
     pub history_replicas: u32,
+    /// Run the ingestor, router, history, delivery and archiver as their own processes (the
+    /// binaries of this build, built on first use), so that a kill is SIGKILL of a process.
+    pub processes: bool,
+}
+
+/// A started service: a task of this process, or a process of its own.
+enum Running {
+    Task(CancellationToken, JoinHandle<()>),
+    Process(std::process::Child),
 }
 
 pub struct Harness {
@@ -65,8 +76,60 @@ pub struct Harness {
     pub history_replicas: u32,
     /// The archiver's settings (its target is `<data>/archive` unless changed).
     pub archiver: tocsin_archiver::ArchiverConfig,
-    running: HashMap<Svc, (CancellationToken, JoinHandle<()>)>,
+    running: HashMap<Svc, Running>,
     api: (CancellationToken, JoinHandle<()>),
+    processes: bool,
+}
+
+impl Drop for Harness {
+    /// A failed test leaves no service process behind.
+    fn drop(&mut self) {
+        for (_, r) in self.running.drain() {
+            if let Running::Process(mut c) = r {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn task(
+    token: CancellationToken,
+    f: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Running {
+    Running::Task(token, tokio::spawn(f))
+}
+
+/// Build the service binaries of this test's profile once per test process (`cargo test`
+/// builds only the test harnesses).
+fn build_service_binaries() -> Result<()> {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut cmd = std::process::Command::new(env!("CARGO"));
+            cmd.args(["build", "-q"]);
+            for p in ["ingestor", "router", "history", "delivery", "archiver"] {
+                cmd.args(["-p", &format!("tocsin-{p}")]);
+            }
+            match cmd.status() {
+                Ok(s) if s.success() => Ok(()),
+                Ok(s) => Err(format!("cargo build of the service binaries failed: {s}")),
+                Err(e) => Err(format!("cannot run cargo: {e}")),
+            }
+        })
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+/// `tocsin-<bin>` of this build: beside the test executable's directory (`target/<profile>`).
+fn service_binary(bin: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(format!("tocsin-{bin}")))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no tocsin-{bin} beside {}", exe.display()))
 }
 
 impl Harness {
@@ -123,6 +186,7 @@ impl Harness {
             cluster_nodes: 0,
             router_replicas: 0,
             history_replicas: 0,
+            processes: false,
         };
         tweak(&mut settings);
         let Settings {
@@ -133,7 +197,11 @@ impl Harness {
             cluster_nodes,
             router_replicas,
             history_replicas,
+            processes,
         } = settings;
+        if processes {
+            build_service_binaries()?;
+        }
         let (nats, cluster) = if cluster_nodes > 0 {
             let c = NatsCluster::start(cluster_nodes)?;
             bus.url = c.url();
@@ -186,6 +254,7 @@ impl Harness {
             archiver,
             running: HashMap::new(),
             api: (token, api),
+            processes,
         };
         let mut services = vec![Svc::Ingestor, Svc::Delivery];
         match router_replicas {
@@ -204,10 +273,10 @@ impl Harness {
     }
 
     pub fn start_service(&mut self, s: Svc) {
-        let token = CancellationToken::new();
-        let t = token.clone();
+        let t = CancellationToken::new();
+        let token = t.clone();
         let bus = self.bus.clone();
-        let handle = match s {
+        let running = match s {
             Svc::Router | Svc::RouterReplica(_) => {
                 let (ordinal, count) = match s {
                     Svc::RouterReplica(i) => (Some(i), self.router_replicas),
@@ -229,7 +298,13 @@ impl Harness {
                         ..Default::default()
                     },
                 };
-                tokio::spawn(async move { tocsin_router::run(cfg, t).await.expect("router") })
+                if self.processes {
+                    self.process(s, "router", &cfg.bus, &cfg.router)
+                } else {
+                    task(t, async move {
+                        tocsin_router::run(cfg, token).await.expect("router")
+                    })
+                }
             }
             Svc::History | Svc::HistoryReplica(_) => {
                 let (ordinal, count) = match s {
@@ -250,46 +325,130 @@ impl Harness {
                         ..Default::default()
                     },
                 };
-                tokio::spawn(async move { tocsin_history::run(cfg, t).await.expect("history") })
+                if self.processes {
+                    self.process(s, "history", &cfg.bus, &cfg.history)
+                } else {
+                    task(t, async move {
+                        tocsin_history::run(cfg, token).await.expect("history")
+                    })
+                }
             }
             Svc::Delivery => {
                 let cfg = tocsin_delivery::Config {
                     bus,
                     delivery: self.delivery.clone(),
                 };
-                tokio::spawn(async move { tocsin_delivery::run(cfg, t).await.expect("delivery") })
+                if self.processes {
+                    self.process(s, "delivery", &cfg.bus, &cfg.delivery)
+                } else {
+                    task(t, async move {
+                        tocsin_delivery::run(cfg, token).await.expect("delivery")
+                    })
+                }
             }
             Svc::Archiver => {
                 let cfg = tocsin_archiver::Config {
                     bus,
                     archiver: self.archiver.clone(),
                 };
-                tokio::spawn(async move { tocsin_archiver::run(cfg, t).await.expect("archiver") })
+                if self.processes {
+                    self.process(s, "archiver", &cfg.bus, &cfg.archiver)
+                } else {
+                    task(t, async move {
+                        tocsin_archiver::run(cfg, token).await.expect("archiver")
+                    })
+                }
             }
             Svc::Ingestor => {
                 let cfg = tocsin_ingestor::Config {
                     bus,
                     ingestor: self.ingestor.clone(),
                 };
-                tokio::spawn(async move { tocsin_ingestor::run(cfg, t).await.expect("ingestor") })
+                if self.processes {
+                    self.process(s, "ingestor", &cfg.bus, &cfg.ingestor)
+                } else {
+                    task(t, async move {
+                        tocsin_ingestor::run(cfg, token).await.expect("ingestor")
+                    })
+                }
             }
         };
-        self.running.insert(s, (token, handle));
+        self.running.insert(s, running);
     }
 
-    /// Kill a service abruptly: its task is dropped mid-flight, nothing is settled.
+    /// `tocsin-<bin>` as a process of its own, configured by a file of `[bus]` and its section;
+    /// its output goes to `<data>/<service>.log`.
+    fn process<T: serde::Serialize>(
+        &self,
+        s: Svc,
+        bin: &str,
+        bus: &BusConfig,
+        section: &T,
+    ) -> Running {
+        let name = format!("{s:?}").to_lowercase().replace(['(', ')'], "");
+        let mut doc = toml::Table::new();
+        doc.insert(
+            "bus".into(),
+            toml::Value::try_from(bus).expect("bus as TOML"),
+        );
+        doc.insert(
+            bin.into(),
+            toml::Value::try_from(section).expect("section as TOML"),
+        );
+        let file = self.data.path().join(format!("{name}.toml"));
+        std::fs::write(&file, toml::to_string(&doc).expect("TOML")).expect("config file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join(format!("{name}.log")))
+            .expect("log file");
+        let child = std::process::Command::new(service_binary(bin))
+            .arg("--config")
+            .arg(&file)
+            .env("TOCSIN_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tocsin-{bin}: {e}"));
+        Running::Process(child)
+    }
+
+    /// Kill a service abruptly: its process gets SIGKILL, or its task is dropped mid-flight;
+    /// nothing is settled either way.
     pub async fn kill(&mut self, s: Svc) {
-        if let Some((_, h)) = self.running.remove(&s) {
-            h.abort();
-            let _ = h.await;
+        match self.running.remove(&s) {
+            Some(Running::Task(_, h)) => {
+                h.abort();
+                let _ = h.await;
+            }
+            Some(Running::Process(mut c)) => {
+                let _ = c.kill();
+                let _ = tokio::task::spawn_blocking(move || c.wait()).await;
+            }
+            None => {}
         }
     }
 
-    /// Stop a service gracefully and wait for it.
+    /// Stop a service gracefully (SIGTERM for a process) and wait for it.
     pub async fn stop(&mut self, s: Svc) {
-        if let Some((t, h)) = self.running.remove(&s) {
-            t.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        match self.running.remove(&s) {
+            Some(Running::Task(t, h)) => {
+                t.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+            }
+            Some(Running::Process(mut c)) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            None => {}
         }
     }
 

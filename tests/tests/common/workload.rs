@@ -14,6 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_testkit::wait_for;
 
+/// The title of the `i`-th notification published.
+pub fn title(i: usize) -> String {
+    format!("[n{i}]")
+}
+
 #[derive(Clone)]
 pub struct User {
     pub token: String,
@@ -33,6 +38,18 @@ impl Workload {
     /// `per_silo` users in each of the harness's silos, each with a webhook destination.
     pub async fn users(h: &Harness, per_silo: usize) -> Result<Workload> {
         let hooks = Recorder::start().await?;
+        let make = |path: &str| vec![json!({"channel": "webhook", "address": hooks.url(path)})];
+        Self::users_with(h, per_silo, hooks.clone(), make).await
+    }
+
+    /// `per_silo` users in each of the harness's silos, user `/u<i>` with the destinations
+    /// `destinations("/u<i>")` gives, all of them in one step of the user's policy.
+    pub async fn users_with(
+        h: &Harness,
+        per_silo: usize,
+        hooks: Recorder,
+        destinations: impl Fn(&str) -> Vec<serde_json::Value>,
+    ) -> Result<Workload> {
         let silos = h.bus.silo_count;
         let mut users = Vec::new();
         let mut count: HashMap<u32, usize> = HashMap::new();
@@ -51,15 +68,19 @@ impl Workload {
                 token: v["token"].as_str().context("token")?.to_owned(),
                 path: format!("/u{i}"),
             };
+            let mut ids = Vec::new();
+            for d in destinations(&user.path) {
+                let (status, v) = h
+                    .call(Method::POST, "/v1/destinations", Some(&user.token), Some(d))
+                    .await?;
+                anyhow::ensure!(status == 201, "destination: {status} {v}");
+                ids.push(v["destination"]["id"].clone());
+            }
+            let policy = json!({"steps": [{"destinations": ids}]});
             let (status, v) = h
-                .call(
-                    Method::POST,
-                    "/v1/destinations",
-                    Some(&user.token),
-                    Some(json!({"channel": "webhook", "address": hooks.url(&user.path)})),
-                )
+                .call(Method::PUT, "/v1/policy", Some(&user.token), Some(policy))
                 .await?;
-            anyhow::ensure!(status == 201, "destination: {status} {v}");
+            anyhow::ensure!(status == 200, "policy: {status} {v}");
             users.push(user);
         }
         anyhow::ensure!(
@@ -87,7 +108,8 @@ impl Workload {
             let mut i = 0usize;
             while !done.load(Ordering::Relaxed) {
                 let u = i % users.len();
-                let body = json!({"title": format!("n{i}"), "idempotency_key": format!("n{i}")});
+                // a title no other title contains, to find it in an e-mail, SMS or IM
+                let body = json!({"title": title(i), "idempotency_key": format!("n{i}")});
                 let id = wait_for(Duration::from_secs(90), "an accepted publish", || async {
                     let r = http
                         .post(format!("{api}/v1/publish"))
@@ -109,6 +131,16 @@ impl Workload {
                 tokio::time::sleep(gap).await;
             }
         }));
+    }
+
+    /// (user index, notification id, title) of every notification accepted so far, in order.
+    pub fn accepted(&self) -> Vec<(usize, String, String)> {
+        let published = self.published.lock().unwrap();
+        published
+            .iter()
+            .enumerate()
+            .map(|(i, (u, id))| (*u, id.clone(), title(i)))
+            .collect()
     }
 
     /// How many notifications have been accepted so far.
@@ -214,6 +246,17 @@ impl Workload {
             d.keys().all(|id| all.contains(id)),
             "a webhook got a notification nobody published"
         );
+        self.assert_each_in_history_once(h).await?;
+        eprintln!(
+            "{} notifications: each delivered once and in history once",
+            all.len()
+        );
+        Ok(())
+    }
+
+    /// Each user's history holds exactly the notifications published to them, by id.
+    pub async fn assert_each_in_history_once(&self, h: &Harness) -> Result<()> {
+        let published = self.published.lock().unwrap().clone();
         for (u, user) in self.users.iter().enumerate() {
             let ids: HashSet<String> = published
                 .iter()
@@ -222,10 +265,6 @@ impl Workload {
                 .collect();
             h.assert_history_is_exactly(&user.token, &ids).await?;
         }
-        eprintln!(
-            "{} notifications: each delivered once and in history once",
-            all.len()
-        );
         Ok(())
     }
 }
