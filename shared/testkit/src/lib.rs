@@ -256,10 +256,7 @@ impl SmtpSink {
 
     /// Kill it (SIGKILL): connections refused until [`SmtpSink::restart`].
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        sigkill(&mut self.child);
     }
 
     /// Start it again on the same port with the same Maildir.
@@ -457,10 +454,7 @@ VirtualHost "localhost"
 
     /// Kill the server (SIGKILL); accounts and rosters stay.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        sigkill(&mut self.child);
     }
 
     /// Start it again on the same port.
@@ -646,6 +640,14 @@ impl Drop for Kannel {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// SIGKILL `child`, if running, and reap it.
+fn sigkill(child: &mut Option<std::process::Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
