@@ -52,8 +52,19 @@ impl ImUser {
         let task = tokio::spawn(async move {
             // what to announce again after a reconnect, as a real client does
             let mut announced: Option<Presence> = None;
+            // Answers to subscription requests, sent once nothing has arrived for a moment.
+            // tokio-xmpp's send_stanza waits until the stanza is written, and the connection
+            // stops writing while its incoming queues are full — which they are when the
+            // server floods us (a login's offline messages) and this loop is busy sending
+            // instead of reading: answering at once could wedge the client for good.
+            let mut deferred: Vec<Stanza> = Vec::new();
             loop {
                 tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)), if !deferred.is_empty() => {
+                        for st in deferred.drain(..) {
+                            let _ = client.send_stanza(st).await;
+                        }
+                    }
                     ev = client.next() => match ev {
                         Some(Event::Online { .. }) => {
                             if let Some(p) = announced.clone() {
@@ -63,8 +74,8 @@ impl ImUser {
                         Some(Event::Stanza(Stanza::Presence(p))) if p.type_ == PresenceType::Subscribe => {
                             if let Some(from) = p.from {
                                 let bare = from.to_bare();
-                                let _ = client.send_stanza(Presence::subscribed().with_to(bare.clone()).into()).await;
-                                let _ = client.send_stanza(Presence::subscribe().with_to(bare).into()).await;
+                                deferred.push(Presence::subscribed().with_to(bare.clone()).into());
+                                deferred.push(Presence::subscribe().with_to(bare).into());
                             }
                         }
                         Some(Event::Stanza(Stanza::Message(m))) => {
