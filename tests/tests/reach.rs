@@ -691,3 +691,89 @@ async fn sms_through_a_real_kannel_gateway_and_an_ack_from_the_phone() -> Result
     w.h.shutdown().await;
     Ok(())
 }
+
+/// Many IM users online and subscribed: when the delivery service starts a fresh session, the
+/// server floods it with their presence while it announces itself and re-asks every
+/// subscription. The link must keep reading through that, and a notification must still go
+/// out promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_xmpp_session_with_many_contacts_online_keeps_delivering() -> Result<()> {
+    const USERS: usize = 100;
+    let prosody = Prosody::start()?;
+    prosody.register("tocsin", "service-password")?;
+    let mut h = Harness::start_with("reach-many", |s| {
+        s.delivery.channels = vec![Channel::Xmpp];
+        s.delivery.xmpp = XmppConfig {
+            jid: SERVICE.into(),
+            password: "service-password".into(),
+            server: prosody.addr(),
+            tls: XmppTls::None,
+            send_timeout_secs: 5,
+            rate_per_sec: 0.0,
+            keepalive_secs: 2,
+        };
+    })
+    .await?;
+    let mut tokens = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        let name = format!("m{i}");
+        prosody.register(&name, "pw")?;
+        let c = ImUser::login(&prosody.addr(), &format!("{name}@localhost"), "pw").await?;
+        c.show(None);
+        clients.push(c);
+        let (_, token, _) = h.create_user(&name).await?;
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/destinations",
+                Some(&token),
+                Some(json!({"channel": "xmpp", "address": format!("{name}@localhost")})),
+            )
+            .await?;
+        ensure!(status == 201, "destination: {status} {v}");
+        tokens.push(token);
+    }
+    // everyone's presence has reached tocsin: the subscriptions are in place
+    for token in &tokens {
+        wait_for(Duration::from_secs(30), "a user seen present", || async {
+            let (_, v) = h
+                .call(Method::GET, "/v1/policy", Some(token), None)
+                .await
+                .ok()?;
+            (v["present"] == json!(true)).then_some(())
+        })
+        .await?;
+    }
+    // a fresh session: killed and started again
+    h.kill(Svc::Delivery).await;
+    h.start_service(Svc::Delivery);
+    let started = Instant::now();
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&tokens[USERS - 1]),
+            Some(json!({"title": "After the flood"})),
+        )
+        .await?;
+    ensure!(status == 202, "publish: {status} {v}");
+    let last = clients.last_mut().expect("a client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = false;
+    while Instant::now() < deadline && !seen {
+        if let Ok((_, b)) = last.next_message(Duration::from_secs(1)).await {
+            seen = b.contains("After the flood");
+        }
+    }
+    ensure!(
+        seen,
+        "no IM within 30 s of a fresh session with {USERS} contacts online"
+    );
+    eprintln!(
+        "delivered {:.1} s after the delivery service started a fresh session with {USERS} contacts online",
+        started.elapsed().as_secs_f64()
+    );
+    h.shutdown().await;
+    Ok(())
+}
