@@ -529,13 +529,24 @@ async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> an
     )
     .await?;
     assert_eq!(titles, ["listed while down"]);
-    // several more polls: nothing is announced again
+    // several more polls, each answered 304: nothing is announced again, and the feed's
+    // record on the bus is not rewritten for them (only its times would change)
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let feeds = bus.kv("feeds").await?;
+    let key = tocsin_ingestor::feed_key(&h.feeds.url("r.rdf"));
+    let revision = || async { feeds.entry(&key).await.ok().flatten().map(|e| e.revision) };
+    // (the poll that found the item writes it; let that settle)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = revision().await;
+    assert!(before.is_some(), "the feed's record is on the bus");
     let polls = h.feeds.requests("r.rdf").len();
     wait_for(Duration::from_secs(20), "two more polls", || async {
         (h.feeds.requests("r.rdf").len() >= polls + 2).then_some(())
     })
     .await?;
     assert_eq!(h.history_titles(&token).await?, ["listed while down"]);
+    assert_eq!(revision().await, before, "a 304 rewrote the feed's record");
+    bus.drain().await;
     h.shutdown().await;
     Ok(())
 }

@@ -495,11 +495,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
     let bus = Bus::connect(&config.bus, "ingestor").await?;
     bus.ensure_streams().await?;
     let kv = bus.kv("feeds").await?;
-    let feeds = load_feeds(&kv).await?;
+    let mut feeds = load_feeds(&kv).await?;
     info!(feeds = feeds.len(), "feed state loaded");
     let mut queue = schedule::PollQueue::default();
-    for (key, rec) in &feeds {
+    let (now, interval_ms) = (now_ms(), cfg.poll_interval_secs as f64 * 1000.0);
+    for (key, rec) in feeds.iter_mut() {
         if !rec.subscribers.is_empty() {
+            // a record is written when the feed's state changes, not after each unchanged 304,
+            // so a stored next poll may be long past: spread those over one interval rather
+            // than polling them all at once (feeds never polled go first)
+            if rec.polled && rec.next_poll_ms < now {
+                rec.next_poll_ms = now + (interval_ms * rand::rng().random::<f64>()) as Millis;
+            }
             queue.set(key, rec.next_poll_ms);
         }
     }
@@ -1184,6 +1191,7 @@ async fn record_success(
         });
     let mut subscribe = None;
     let mut served = Vec::new();
+    let must_save;
     let record = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         let Some(rec) = feeds.get_mut(key) else {
@@ -1208,6 +1216,7 @@ async fn record_success(
                 }
             }
         }
+        let failing_before = rec.failures > 0 || rec.last_error.is_some();
         rec.failures = 0;
         rec.last_error = None;
         rec.last_checked_ms = now;
@@ -1242,7 +1251,19 @@ async fn record_success(
             rec.next_poll_ms = now;
         }
         shared.reschedule(key, rec.next_poll_ms);
-        rec.clone()
+        // an unchanged 304 changes only the times, which a restart can do without (it spreads
+        // overdue feeds over an interval): not worth a write to the bus on every poll
+        must_save = had_document
+            || failing_before
+            || was_failing
+            || subscribe.is_some()
+            || !served.is_empty();
+        // the subscribers are needed only to tell them the feed is healthy again
+        if was_failing {
+            rec.clone()
+        } else {
+            rec.without_subscribers()
+        }
     };
     if let Some(ws) = subscribe {
         let client = shared.fetcher.client().clone();
@@ -1261,7 +1282,7 @@ async fn record_success(
             }
         });
     }
-    if let Err(e) = save(shared, key, &record).await {
+    if must_save && let Err(e) = save(shared, key, &record).await {
         warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
     }
     for sub in &served {
