@@ -26,7 +26,7 @@ test-tools:
 fmt:
 	cargo fmt --all
 
-## every benchmark in one table, each figure beside a baseline from the same run (~10 min;
+## every benchmark in one table, each figure beside a baseline from the same run (~7 min;
 ## the memory part runs tocsin-router as its own process, so build it too)
 bench: tools
 	cargo build --release -p tocsin -p tocsin-router

@@ -4,25 +4,13 @@
 
 mod common;
 
-use common::Harness;
+use common::{Harness, smtp_out};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
-use tocsin_delivery::email::{SmtpConfig, SmtpTls};
+
 use tocsin_model::Channel;
 use tocsin_testkit::{SmtpSink, free_port, wait_for};
-
-/// The e-mail channel, through the SMTP server on `port`.
-fn smtp_out(port: u16) -> SmtpConfig {
-    SmtpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        tls: SmtpTls::None,
-        from: "tocsin <notify@tocsin.test>".into(),
-        timeout_secs: 5,
-        ..Default::default()
-    }
-}
 
 async fn harness(name: &str, smtp_port: u16, max_deliver: i64) -> anyhow::Result<Harness> {
     Harness::start_with(name, move |s| {

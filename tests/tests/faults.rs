@@ -22,12 +22,10 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::workload::Workload;
-use common::{Harness, Recorder, Svc, twilio_path, use_twilio};
+use common::{Harness, Recorder, Svc, smtp_out, twilio_path, use_twilio, xmpp_service};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
-use tocsin_delivery::email::{SmtpConfig, SmtpTls};
-use tocsin_delivery::xmpp::{XmppConfig, XmppTls};
 use tocsin_model::Channel;
 use tocsin_testkit::im::ImUser;
 use tocsin_testkit::{Prosody, SmtpSink, free_port, wait_for};
@@ -86,30 +84,14 @@ async fn every_channel_target_down_for_a_while_loses_and_doubles_nothing() -> Re
     let (step, rounds) = if long { (600, 3) } else { (60, 1) };
     let im_pw = "im-password";
     let mut prosody = Prosody::start()?;
-    prosody.register("tocsin", "service-password")?;
+    let xmpp = xmpp_service(&prosody)?;
     let mut smtp = SmtpSink::start(free_port())?;
     let twilio = Recorder::start().await?;
-    let (smtp_port, xmpp_server) = (smtp.port, prosody.addr());
     let h = Harness::start_with("faults-targets", |s| {
         s.bus.max_deliver = 30;
         s.delivery.channels = vec![Channel::Email, Channel::Xmpp, Channel::Sms];
-        s.delivery.smtp = SmtpConfig {
-            host: "127.0.0.1".into(),
-            port: smtp_port,
-            tls: SmtpTls::None,
-            from: "tocsin <notify@tocsin.test>".into(),
-            timeout_secs: 5,
-            ..Default::default()
-        };
-        s.delivery.xmpp = XmppConfig {
-            jid: "tocsin@localhost".into(),
-            password: "service-password".into(),
-            server: xmpp_server,
-            tls: XmppTls::None,
-            send_timeout_secs: 5,
-            rate_per_sec: 0.0,
-            keepalive_secs: 2,
-        };
+        s.delivery.smtp = smtp_out(smtp.port);
+        s.delivery.xmpp = xmpp;
         use_twilio(&mut s.delivery, &twilio);
     })
     .await?;

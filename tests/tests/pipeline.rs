@@ -535,10 +535,18 @@ async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> an
     let feeds = bus.kv("feeds").await?;
     let key = tocsin_ingestor::feed_key(&h.feeds.url("r.rdf"));
     let revision = || async { feeds.entry(&key).await.ok().flatten().map(|e| e.revision) };
-    // (the poll that found the item writes it; let that settle)
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // the poll that found the item writes the record with both items seen
+    wait_for(
+        Duration::from_secs(20),
+        "the record with both items seen",
+        || async {
+            let e = feeds.entry(&key).await.ok().flatten()?;
+            let v: serde_json::Value = serde_json::from_slice(&e.value).ok()?;
+            (v["seen"].as_array()?.len() == 2).then_some(())
+        },
+    )
+    .await?;
     let before = revision().await;
-    assert!(before.is_some(), "the feed's record is on the bus");
     let polls = h.feeds.requests("r.rdf").len();
     wait_for(Duration::from_secs(20), "two more polls", || async {
         (h.feeds.requests("r.rdf").len() >= polls + 2).then_some(())

@@ -7,17 +7,17 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use common::{Harness, Recorder, Svc, twilio_path, use_twilio};
+use common::{Harness, Recorder, Svc, twilio_path, use_twilio, xmpp_service};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use tocsin_delivery::xmpp::{XmppConfig, XmppTls};
+
 use tocsin_model::Channel;
 use tocsin_testkit::im::ImUser;
 use tocsin_testkit::im::Show;
 use tocsin_testkit::{Prosody, wait_for};
 
-const SERVICE: &str = "tocsin@localhost";
+const SERVICE: &str = common::XMPP_SERVICE;
 
 struct World {
     h: Harness,
@@ -33,21 +33,13 @@ struct World {
 /// logged in and present.
 async fn world(name: &str, tweak: impl FnOnce(&mut common::Settings)) -> Result<World> {
     let prosody = Prosody::start()?;
-    prosody.register("tocsin", "service-password")?;
+    let xmpp = xmpp_service(&prosody)?;
     prosody.register("ann", "ann-password")?;
     let twilio = Recorder::start().await?;
     let hooks = Recorder::start().await?;
     let h = Harness::start_with(name, |s| {
         s.delivery.channels = vec![Channel::Xmpp, Channel::Sms, Channel::Webhook];
-        s.delivery.xmpp = XmppConfig {
-            jid: SERVICE.into(),
-            password: "service-password".into(),
-            server: prosody.addr(),
-            tls: XmppTls::None,
-            send_timeout_secs: 5,
-            rate_per_sec: 0.0,
-            keepalive_secs: 2,
-        };
+        s.delivery.xmpp = xmpp;
         use_twilio(&mut s.delivery, &twilio);
         tweak(s);
     })
@@ -700,18 +692,10 @@ async fn sms_through_a_real_kannel_gateway_and_an_ack_from_the_phone() -> Result
 async fn a_fresh_xmpp_session_with_many_contacts_online_keeps_delivering() -> Result<()> {
     const USERS: usize = 100;
     let prosody = Prosody::start()?;
-    prosody.register("tocsin", "service-password")?;
+    let xmpp = xmpp_service(&prosody)?;
     let mut h = Harness::start_with("reach-many", |s| {
         s.delivery.channels = vec![Channel::Xmpp];
-        s.delivery.xmpp = XmppConfig {
-            jid: SERVICE.into(),
-            password: "service-password".into(),
-            server: prosody.addr(),
-            tls: XmppTls::None,
-            send_timeout_secs: 5,
-            rate_per_sec: 0.0,
-            keepalive_secs: 2,
-        };
+        s.delivery.xmpp = xmpp;
     })
     .await?;
     let mut tokens = Vec::new();
@@ -723,15 +707,11 @@ async fn a_fresh_xmpp_session_with_many_contacts_online_keeps_delivering() -> Re
         c.show(None);
         clients.push(c);
         let (_, token, _) = h.create_user(&name).await?;
-        let (status, v) = h
-            .call(
-                Method::POST,
-                "/v1/destinations",
-                Some(&token),
-                Some(json!({"channel": "xmpp", "address": format!("{name}@localhost")})),
-            )
-            .await?;
-        ensure!(status == 201, "destination: {status} {v}");
+        h.add_destination(
+            &token,
+            json!({"channel": "xmpp", "address": format!("{name}@localhost")}),
+        )
+        .await?;
         tokens.push(token);
     }
     // everyone's presence has reached tocsin: the subscriptions are in place

@@ -252,7 +252,7 @@ enum Cmd {
     /// escalation timers, instant messages, router memory, SMTP ingress, archive) and print
     /// one table, each figure beside the baseline measured in the same run.
     BenchAll {
-        /// Small sizes (about a minute) instead of the full ones (about ten minutes).
+        /// Small sizes (about a minute) instead of the full ones (about seven minutes).
         #[arg(long)]
         short: bool,
         /// The longest any one part may take (the fan-out and memory parts get at least 900 s

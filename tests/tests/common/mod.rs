@@ -550,6 +550,23 @@ impl Harness {
         Ok(v["source"]["id"].as_str().context("id")?.to_owned())
     }
 
+    /// Add a destination for the user of `token`; returns its id.
+    pub async fn add_destination(&self, token: &str, body: Value) -> Result<String> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/destinations",
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::CREATED,
+            "add destination: {status} {v}"
+        );
+        Ok(v["destination"]["id"].as_str().context("id")?.to_owned())
+    }
+
     /// Every notification in a user's history (all pages), newest first.
     pub async fn history(&self, token: &str) -> Result<Vec<Value>> {
         let mut out = Vec::new();
@@ -855,6 +872,39 @@ impl Recorder {
 pub const TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 pub fn twilio_path() -> String {
     format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+}
+
+/// tocsin's XMPP account on a test Prosody: register it with [`xmpp_service`].
+pub const XMPP_SERVICE: &str = "tocsin@localhost";
+const XMPP_SERVICE_PASSWORD: &str = "service-password";
+
+/// Create tocsin's account on `prosody` and return the XMPP channel's settings for it
+/// (plain text on loopback, a 2 s keep-alive so that a server restart is noticed quickly).
+pub fn xmpp_service(
+    prosody: &tocsin_testkit::Prosody,
+) -> Result<tocsin_delivery::xmpp::XmppConfig> {
+    prosody.register("tocsin", XMPP_SERVICE_PASSWORD)?;
+    Ok(tocsin_delivery::xmpp::XmppConfig {
+        jid: XMPP_SERVICE.into(),
+        password: XMPP_SERVICE_PASSWORD.into(),
+        server: prosody.addr(),
+        tls: tocsin_delivery::xmpp::XmppTls::None,
+        send_timeout_secs: 5,
+        rate_per_sec: 0.0,
+        keepalive_secs: 2,
+    })
+}
+
+/// The e-mail channel, through the SMTP server on 127.0.0.1:`port`.
+pub fn smtp_out(port: u16) -> tocsin_delivery::email::SmtpConfig {
+    tocsin_delivery::email::SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: tocsin_delivery::email::SmtpTls::None,
+        from: "tocsin <notify@tocsin.test>".into(),
+        timeout_secs: 5,
+        ..Default::default()
+    }
 }
 
 /// Point the SMS channel at a Twilio stand-in that accepts every message.
