@@ -29,13 +29,13 @@ fmt:
 ## every benchmark in one table, each figure beside a baseline from the same run (~7 min;
 ## the memory part runs tocsin-router as its own process, so build it too)
 bench: tools
-	cargo build --release -p tocsin -p tocsin-router
-	./target/release/tocsin bench-all
+	cargo build --release -p tocsin-bench -p tocsin-router
+	./target/release/tocsin-bench all
 
 ## the same with small sizes (about a minute; `make test` runs it too)
 bench-smoke: tools
-	cargo build --release -p tocsin -p tocsin-router
-	./target/release/tocsin bench-all --short
+	cargo build --release -p tocsin-bench -p tocsin-router
+	./target/release/tocsin-bench all --short
 
 ## fuzz every target for FUZZ_SECS seconds each (cargo-fuzz on the stable toolchain; docs/testing.md)
 FUZZ_SECS ?= 60

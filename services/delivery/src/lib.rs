@@ -618,6 +618,7 @@ mod tests {
                 "webhook, push".to_string(),
             )]
             .into(),
+            ..Default::default()
         };
         let cfg = Config::load(&src.load().unwrap()).unwrap();
         assert_eq!(cfg.delivery.channels, [Channel::Webhook, Channel::Push]);
@@ -628,6 +629,7 @@ mod tests {
                 "pigeon".to_string(),
             )]
             .into(),
+            ..Default::default()
         };
         let problems = Config::load(&src.load().unwrap()).unwrap_err();
         assert!(

@@ -695,6 +695,7 @@ mod tests {
                 ("TOCSIN_ROUTER__SILOS".to_string(), "9-2".to_string()),
             ]
             .into(),
+            ..Default::default()
         };
         let problems = Config::load(&src.load().unwrap()).unwrap_err();
         assert!(
@@ -704,6 +705,7 @@ mod tests {
         let src = ConfigSource {
             file: None,
             env: [("TOCSIN_ROUTER__SILOS".to_string(), "0-99".to_string())].into(),
+            ..Default::default()
         };
         let problems = Config::load(&src.load().unwrap()).unwrap_err();
         assert!(

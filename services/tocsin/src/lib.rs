@@ -2,11 +2,6 @@
 //! tests, the benchmark), finding and starting a local nats-server, and the HTTP client the
 //! CLI uses to talk to the API.
 
-pub mod bench;
-pub mod bench_all;
-pub mod bench_archive;
-pub mod bench_feeds;
-pub mod bench_reach;
 pub mod client;
 pub mod demo;
 
@@ -199,6 +194,7 @@ mod tests {
                 "an-admin-token-from-the-environment".to_string(),
             )]
             .into(),
+            ..Default::default()
         }
         .load()
         .unwrap();
@@ -247,6 +243,7 @@ mod tests {
         let doc = ConfigSource {
             file: Some(example()),
             env: Default::default(),
+            ..Default::default()
         }
         .load()
         .unwrap();
@@ -268,6 +265,7 @@ mod tests {
         let doc = ConfigSource {
             file: Some(f),
             env: [("TOCSIN_HISTORY__BATCH".to_string(), "0".to_string())].into(),
+            ..Default::default()
         }
         .load()
         .unwrap();

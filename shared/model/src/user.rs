@@ -276,7 +276,7 @@ pub enum Channel {
     Push,
     Webhook,
     /// Discards every message at once, reporting it delivered: no I/O, for benchmarks
-    /// (`tocsin bench` measures the pipeline to it) and for trying a policy. Served only
+    /// (`tocsin-bench pipeline` measures the pipeline to it) and for trying a policy. Served only
     /// where `delivery.channels` lists it.
     Sink,
 }

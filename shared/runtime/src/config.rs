@@ -1,5 +1,6 @@
-//! Layered configuration: each section's serde defaults, then a TOML file, then environment
-//! variables `TOCSIN_<SECTION>__<KEY>`. The environment is passed in, never read behind the
+//! Layered configuration: each section's serde defaults, then a caller's local defaults (such
+//! as `tocsin up`'s data directory), then a TOML file, then environment variables
+//! `TOCSIN_<SECTION>__<KEY>`. The environment is passed in, never read behind the
 //! caller's back, so tests give a map instead of setting process variables.
 
 use serde::de::DeserializeOwned;
@@ -12,6 +13,9 @@ pub struct ConfigSource {
     pub file: Option<PathBuf>,
     /// Variables named `TOCSIN_<SECTION>__<KEY>` (others are ignored).
     pub env: HashMap<String, String>,
+    /// Defaults of the caller's own, by dotted key (`history.data_dir`): above each section's
+    /// built-in defaults, below the file and the environment.
+    pub defaults: HashMap<String, String>,
 }
 
 impl ConfigSource {
@@ -22,12 +26,18 @@ impl ConfigSource {
             env: std::env::vars()
                 .filter(|(k, _)| k.starts_with("TOCSIN_"))
                 .collect(),
+            defaults: HashMap::new(),
         }
     }
 
     /// Read the file and environment into one document.
     pub fn load(&self) -> Result<ConfigDoc, String> {
         let mut b = config::Config::builder();
+        for (k, v) in &self.defaults {
+            b = b
+                .set_default(k.as_str(), v.as_str())
+                .map_err(|e| format!("default {k}: {e}"))?;
+        }
         if let Some(f) = &self.file {
             if !f.exists() {
                 return Err(format!("config file {} does not exist", f.display()));
@@ -139,6 +149,7 @@ mod tests {
         let src = ConfigSource {
             file: Some(f),
             env: [("TOCSIN_SVC__LIMIT".to_string(), "7".to_string())].into(),
+            ..Default::default()
         };
         let doc = src.load().unwrap();
         assert_eq!(
@@ -156,12 +167,14 @@ mod tests {
         let src = ConfigSource {
             file: None,
             env: [("TOCSIN_SVC__LIMT".to_string(), "7".to_string())].into(),
+            ..Default::default()
         };
         let e = src.load().unwrap().section::<S>("svc").unwrap_err();
         assert!(e.contains("limt"), "{e}");
         let src = ConfigSource {
             file: None,
             env: [("TOCSIN_SVC__LIMIT".to_string(), "many".to_string())].into(),
+            ..Default::default()
         };
         let e = src.load().unwrap().section::<S>("svc").unwrap_err();
         assert!(e.starts_with("svc.limit:"), "{e}");
@@ -189,6 +202,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         };
         let t: T = src.load().unwrap().section("t").unwrap();
         assert_eq!(
@@ -203,10 +217,43 @@ mod tests {
     }
 
     #[test]
+    fn local_defaults_rank_below_the_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[svc]\nlisten = \"from-file\"\n").unwrap();
+        let defaults: HashMap<String, String> = [
+            ("svc.listen".to_string(), "local".to_string()),
+            ("svc.limit".to_string(), "5".to_string()),
+        ]
+        .into();
+        let src = ConfigSource {
+            file: Some(f.clone()),
+            env: HashMap::new(),
+            defaults: defaults.clone(),
+        };
+        let s: S = src.load().unwrap().section("svc").unwrap();
+        assert_eq!(
+            s,
+            S {
+                listen: "from-file".into(),
+                limit: 5
+            }
+        );
+        let src = ConfigSource {
+            file: Some(f),
+            env: [("TOCSIN_SVC__LIMIT".to_string(), "9".to_string())].into(),
+            defaults,
+        };
+        let s: S = src.load().unwrap().section("svc").unwrap();
+        assert_eq!(s.limit, 9);
+    }
+
+    #[test]
     fn a_missing_file_is_an_error() {
         let src = ConfigSource {
             file: Some("/nonexistent/tocsin.toml".into()),
             env: HashMap::new(),
+            ..Default::default()
         };
         assert!(src.load().unwrap_err().contains("does not exist"));
     }

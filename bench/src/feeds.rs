@@ -1,4 +1,4 @@
-//! `tocsin bench-feeds`: how fast the ingestor polls. N feeds (distinct URLs on a local HTTP
+//! `tocsin-bench feeds`: how fast the ingestor polls. N feeds (distinct URLs on a local HTTP
 //! server that hands out an ETag and answers `304 Not Modified` to a matching
 //! `If-None-Match`) are subscribed as the router would subscribe them, with a poll interval
 //! short enough that the ingestor can never keep up; the figure is the fetch rate it
@@ -9,7 +9,7 @@
 //! the ingestor fetching it to the router having routed it to all N (their history records
 //! published), beside a raw JetStream burst of N messages in the same run.
 
-use crate::bench::BenchNats;
+use crate::common::BenchNats;
 use anyhow::{Context, Result};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -40,7 +40,7 @@ pub struct Fanout {
     /// From the fetch that found the item to the last subscriber's notification routed.
     pub secs: f64,
     /// The same number of messages through raw JetStream (publish → consumed), for scale.
-    pub baseline: crate::bench::Figures,
+    pub baseline: crate::common::Figures,
 }
 
 pub struct FeedReport {
@@ -60,7 +60,7 @@ impl FeedReport {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin bench-feeds: {} feeds on one local server, {} concurrent fetches, {} s per figure\n\
+            "tocsin-bench feeds: {} feeds on one local server, {} concurrent fetches, {} s per figure\n\
              {:<46} {:>10}\n\
              {:<46} {:>10.0}\n\
              {:<46} {:>10.0}\n\
@@ -316,9 +316,9 @@ async fn fanout(
     opts: &FeedBenchOptions,
 ) -> Result<Fanout> {
     let n = opts.fanout;
-    let baseline = crate::bench::baseline(
+    let baseline = crate::common::baseline(
         url,
-        &crate::bench::BenchOptions {
+        &crate::pipeline::BenchOptions {
             notifications: n,
             users: n.clamp(1, 1000),
             silo_count: 16,
@@ -328,7 +328,7 @@ async fn fanout(
         },
     )
     .await?;
-    let (bus_cfg, router) = crate::bench::bench_router(url, "benchfan", 16);
+    let (bus_cfg, router) = crate::common::bench_router(url, "benchfan", 16);
     let shutdown = CancellationToken::new();
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
@@ -336,7 +336,7 @@ async fn fanout(
     let users: Vec<UserId> = (0..n)
         .map(|i| UserId::parse(&format!("fan{i}")).expect("valid"))
         .collect();
-    crate::bench::create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
+    crate::common::create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
     let ing = tokio::spawn(tocsin_ingestor::run(
         ingestor_config(&bus_cfg, opts.concurrency),
         shutdown.clone(),
@@ -360,7 +360,7 @@ async fn fanout(
         })
         .collect();
     let intake = Instant::now();
-    crate::bench_reach::commands(&bus, add, opts.timeout).await?;
+    crate::reach::commands(&bus, add, opts.timeout).await?;
     // every subscription taken in (the work queue is empty), then two polls for the baseline
     let ingest = bus.subjects().stream(tocsin_bus::StreamKind::Ingest);
     let deadline = Instant::now() + opts.timeout;

@@ -1,8 +1,8 @@
-//! `tocsin bench-all --short` runs every benchmark end to end, accounts for every
+//! `tocsin-bench all --short` runs every benchmark end to end, accounts for every
 //! notification, message and event, and prints its one table (CI's smoke run).
 
 use std::time::Duration;
-use tocsin::bench_all::{AllOptions, run};
+use tocsin_bench::all::{AllOptions, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {

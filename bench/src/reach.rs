@@ -1,4 +1,4 @@
-//! `tocsin bench-reach`: escalation timers and instant messages, measured on this machine.
+//! `tocsin-bench reach`: escalation timers and instant messages, measured on this machine.
 //!
 //! 1. Timers: `users` users, each with a two-step policy (a webhook, then another one after
 //!    `wait_secs`), get one notification each at once; the router holds one escalation per
@@ -11,11 +11,11 @@
 //! delivery service is not running in part 1: jobs stay in the delivery stream, so the
 //! timers are measured, not the webhooks.
 
-use crate::bench::BenchOptions;
-use crate::bench::{
+use crate::common::{
     BenchNats, Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows,
     figures, notification,
 };
+use crate::pipeline::BenchOptions;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -70,7 +70,7 @@ impl ReachReport {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin bench-reach: {} users with one escalation each (step 2 after {} s); {} instant messages at {}/s\n",
+            "tocsin-bench reach: {} users with one escalation each (step 2 after {} s); {} instant messages at {}/s\n",
             o.users, o.wait_secs, o.im_messages, o.im_rate
         );
         s.push_str(&figure_rows(&[&self.burst_baseline, &self.timers], 46));

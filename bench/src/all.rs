@@ -1,14 +1,16 @@
-//! `tocsin bench-all`: every benchmark in one run, one table.
+//! `tocsin-bench all`: every benchmark in one run, one table.
 //!
 //! Each part starts its own nats-server (2.10 or newer, as the others do) and measures its own
 //! baseline in the same run — a raw JetStream work queue of the same size and shape for the
 //! bus figures, plain HTTP for feed polling — so each row's ratio compares like with like on
 //! this machine at this minute. The parts run one after another, never together.
 
-use crate::bench::{BenchOptions, Figures, MailBenchOptions, MailReport, Report};
-use crate::bench_archive::{ArchiveBenchOptions, ArchiveReport};
-use crate::bench_feeds::{FeedBenchOptions, FeedReport};
-use crate::bench_reach::{ReachBenchOptions, ReachReport};
+use crate::archive::{ArchiveBenchOptions, ArchiveReport};
+use crate::common::Figures;
+use crate::feeds::{FeedBenchOptions, FeedReport};
+use crate::mail::{MailBenchOptions, MailReport};
+use crate::pipeline::{BenchOptions, Report};
+use crate::reach::{ReachBenchOptions, ReachReport};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
@@ -144,27 +146,25 @@ pub async fn run(opts: AllOptions) -> Result<AllReport> {
         )
     };
     step("pipeline, burst");
-    let burst = crate::bench::run(opts.burst.clone())
+    let burst = crate::pipeline::run(opts.burst.clone())
         .await
         .context("pipeline (burst)")?;
     step("pipeline, fixed rate");
-    let steady = crate::bench::run(opts.steady.clone())
+    let steady = crate::pipeline::run(opts.steady.clone())
         .await
         .context("pipeline (fixed rate)")?;
     step("feed polling and fan-out");
-    let feeds = crate::bench_feeds::run(opts.feeds.clone())
+    let feeds = crate::feeds::run(opts.feeds.clone())
         .await
         .context("feeds")?;
     step("escalation timers, instant messages, router memory");
-    let reach = crate::bench_reach::run(opts.reach.clone())
+    let reach = crate::reach::run(opts.reach.clone())
         .await
         .context("reach")?;
     step("SMTP ingress");
-    let mail = crate::bench::run_mail(opts.mail.clone())
-        .await
-        .context("mail")?;
+    let mail = crate::mail::run(opts.mail.clone()).await.context("mail")?;
     step("archive");
-    let archive = crate::bench_archive::run(opts.archive.clone())
+    let archive = crate::archive::run(opts.archive.clone())
         .await
         .context("archive")?;
     Ok(AllReport {
@@ -373,7 +373,7 @@ impl AllReport {
         };
         let (w0, w1, w2) = (w(|r| &r.figure), w(|r| &r.tocsin), w(|r| &r.baseline));
         let mut s = format!(
-            "tocsin bench-all ({} mode, nats-server {}, {} s)\n",
+            "tocsin-bench all ({} mode, nats-server {}, {} s)\n",
             if self.short { "short" } else { "full" },
             self.burst.nats_version.trim_start_matches("nats-server: "),
             self.elapsed.as_secs()

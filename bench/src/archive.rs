@@ -1,11 +1,11 @@
-//! `tocsin bench-archive`: events archived per second (and bytes per event on disk), and the
+//! `tocsin-bench archive`: events archived per second (and bytes per event on disk), and the
 //! time of an analytics report over many events, beside the raw JetStream consume rate of the
 //! same events measured in the same run.
 //!
 //! The events are a realistic mix: each notification brings `ingested`, `matched`, `routed`,
 //! `attempted`, `delivered` and, for a third, `acked`, spread over users and channels.
 
-use crate::bench::{BenchNats, tempfile_dir};
+use crate::common::{BenchNats, tempfile_dir};
 use anyhow::{Context, Result, anyhow};
 use std::time::{Duration, Instant};
 use tocsin_archiver::analytics;
@@ -39,7 +39,7 @@ impl ArchiveReport {
     pub fn table(&self) -> String {
         let o = &self.options;
         format!(
-            "tocsin bench-archive: {} events through the bus, a report over {} events\n\
+            "tocsin-bench archive: {} events through the bus, a report over {} events\n\
              {:<52} {:>12} {:>8}\n\
              {:<52} {:>12.0} {:>8.2}\n\
              {:<52} {:>12.0} {:>8.3}\n\

@@ -1,0 +1,11 @@
+//! tocsin's benchmarks, kept out of the product binary: each part starts a nats-server of its
+//! own and prints its figures beside a baseline measured in the same run (`tocsin-bench all`
+//! is the one table; docs/performance.md has the results and how to rerun them).
+
+pub mod all;
+pub mod archive;
+pub mod common;
+pub mod feeds;
+pub mod mail;
+pub mod pipeline;
+pub mod reach;

@@ -1,0 +1,250 @@
+//! `tocsin-bench pipeline`: push N notifications through publish → router → history and → delivery
+//! (to the `sink` channel, which does no I/O) on this machine and print the rate and latency
+//! of both, next to a raw JetStream work-queue publish → consume baseline measured in the same
+//! run on the same server.
+
+use crate::common::{
+    BenchNats, Figures, Pacer, baseline, bench_router, command_each, create_users, figure_rows,
+    figures, notification,
+};
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tocsin_bus::Bus;
+use tocsin_model::{AvatarMessage, Channel, Command, Destination, Notification, UserId, now_ms};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub notifications: usize,
+    pub users: usize,
+    pub silo_count: u32,
+    pub window: usize,
+    /// Publishes per second; 0 publishes as fast as the window allows (a burst).
+    pub rate: u64,
+    pub timeout: Duration,
+}
+
+pub struct Report {
+    pub baseline: Figures,
+    /// Publish → committed to history.
+    pub pipeline: Figures,
+    /// Publish → delivered to the sink channel (its outcome reported).
+    pub delivered: Figures,
+    pub options: BenchOptions,
+    pub nats_version: String,
+}
+
+impl Report {
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        let mut s = format!(
+            "tocsin-bench pipeline: {} notifications, {} users, {} silos, window {}, {}, nats-server {}\n",
+            o.notifications,
+            o.users,
+            o.silo_count,
+            o.window,
+            if o.rate == 0 {
+                "burst".to_owned()
+            } else {
+                format!("{}/s offered", o.rate)
+            },
+            self.nats_version
+        );
+        s.push_str(&figure_rows(
+            &[&self.baseline, &self.pipeline, &self.delivered],
+            44,
+        ));
+        for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
+            s.push_str(&format!(
+                "{:<44} {:>10.3} {:>10.1} {:>10.1} {:>10.1}\n",
+                format!("ratio {what}/baseline (rate; latency x)"),
+                f.per_sec / self.baseline.per_sec,
+                f.p50_ms / self.baseline.p50_ms.max(0.001),
+                f.p99_ms / self.baseline.p99_ms.max(0.001),
+                f.p999_ms / self.baseline.p999_ms.max(0.001),
+            ));
+        }
+        s
+    }
+}
+
+/// Run the benchmark against a fresh nats-server of its own.
+pub async fn run(opts: BenchOptions) -> Result<Report> {
+    let nats = BenchNats::start()?;
+    let version = std::process::Command::new(&nats.binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let url = nats.url.clone();
+    let baseline = baseline(&url, &opts).await.context("baseline")?;
+    let (pipeline, delivered) = pipeline(&url, &opts, &nats.store)
+        .await
+        .context("pipeline")?;
+    Ok(Report {
+        baseline,
+        pipeline,
+        delivered,
+        options: opts,
+        nats_version: version,
+    })
+}
+
+/// tocsin: router and history running in this process; notifications published into the
+/// silos as the API does; latency measured to the moment history has committed them.
+/// Publish → router → history and → delivery (sink): the figures to "stored" and to
+/// "delivered", from one run.
+async fn pipeline(
+    url: &str,
+    opts: &BenchOptions,
+    store: &std::path::Path,
+) -> Result<(Figures, Figures)> {
+    let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
+    let shutdown = CancellationToken::new();
+    let history = tocsin_history::Config {
+        bus: bus_cfg.clone(),
+        history: tocsin_history::HistoryConfig {
+            ops_listen: String::new(),
+            data_dir: store.join("history"),
+            ..Default::default()
+        },
+    };
+    let delivery = tocsin_delivery::Config {
+        bus: bus_cfg.clone(),
+        delivery: tocsin_delivery::DeliveryConfig {
+            ops_listen: String::new(),
+            channels: vec![Channel::Sink],
+            ..Default::default()
+        },
+    };
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let h = tokio::spawn(tocsin_history::run(history, shutdown.clone()));
+    let d = tokio::spawn(tocsin_delivery::run(delivery, shutdown.clone()));
+    let bus = Bus::connect(&bus_cfg, "bench").await?;
+    bus.ensure_streams().await?;
+    let users: Vec<UserId> = (0..opts.users)
+        .map(|i| UserId::parse(&format!("bench{i}")).expect("valid"))
+        .collect();
+    // create the users, each with a sink destination, and wait until every avatar has
+    // confirmed
+    create_users(&bus, &users, |_| String::new(), opts.window, opts.timeout).await?;
+    add_sinks(&bus, &users, opts.window, opts.timeout).await?;
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let prefix = bus.subjects().prefix().to_owned();
+    let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
+    // delivery reports each job's outcome to the user's avatar: seen here as it is published
+    let outcomes = bus
+        .client()
+        .subscribe(format!("{prefix}.silo.*.*.outcome"))
+        .await?;
+    let n = opts.notifications;
+    let start = Instant::now();
+    let stored = receive(live, n, sent.clone(), start, |payload| {
+        let note: Notification = serde_json::from_slice(payload).ok()?;
+        Some(note.id.0)
+    });
+    let delivered =
+        receive(
+            outcomes,
+            n,
+            sent.clone(),
+            start,
+            |payload| match serde_json::from_slice(payload).ok()? {
+                AvatarMessage::Outcome { outcome } if outcome.delivered => {
+                    Some(outcome.notification_id.0)
+                }
+                _ => None,
+            },
+        );
+    let mut window = bus.window(opts.window);
+    let pacer = Pacer::new(opts.rate);
+    for i in 0..n {
+        pacer.wait(i).await;
+        let u = &users[i % users.len()];
+        let note = notification(u, format!("nbench{i}"), format!("bench notification {i}"));
+        let id = note.id.clone();
+        let msg = AvatarMessage::Notify { notification: note };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        sent.lock()
+            .expect("lock")
+            .insert(id.0.clone(), Instant::now());
+        window.push(subject, id.0, tocsin_bus::encode(&msg)?).await;
+    }
+    window.flush().await?;
+    let stored = tokio::time::timeout(opts.timeout, stored).await;
+    let delivered = tokio::time::timeout(opts.timeout, delivered).await;
+    shutdown.cancel();
+    let _ = r.await;
+    let _ = h.await;
+    let _ = d.await;
+    let (stored_in, stored_hist) = stored.context("history timed out")???;
+    let (delivered_in, delivered_hist) = delivered.context("delivery timed out")???;
+    Ok((
+        figures(
+            "tocsin publish→router→history (stored)",
+            n,
+            stored_in,
+            &stored_hist,
+        ),
+        figures(
+            "tocsin publish→router→delivery (sink)",
+            n,
+            delivered_in,
+            &delivered_hist,
+        ),
+    ))
+}
+
+/// A task that reads `n` distinct notification ids (`id_of` each message) from `sub` and
+/// records each one's latency since it was sent; returns the time from `start` and the
+/// histogram.
+fn receive(
+    mut sub: async_nats::Subscriber,
+    n: usize,
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    start: Instant,
+    id_of: impl Fn(&[u8]) -> Option<String> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<(Duration, Histogram<u64>)>> {
+    tokio::spawn(async move {
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < n {
+            let m = sub
+                .next()
+                .await
+                .ok_or_else(|| anyhow!("subscription ended"))?;
+            let Some(id) = id_of(&m.payload) else {
+                continue;
+            };
+            let at = sent.lock().expect("lock").get(&id).copied();
+            if let Some(t) = at
+                && seen.insert(id)
+            {
+                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+            }
+        }
+        Ok((start.elapsed(), hist))
+    })
+}
+
+/// Give each user a `sink` destination and wait until every avatar has confirmed.
+async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration) -> Result<()> {
+    command_each(bus, users, "sink", window, timeout, |_| {
+        Command::AddDestination {
+            destination: Destination {
+                id: "sink".into(),
+                channel: Channel::Sink,
+                address: "bench".into(),
+                secret: None,
+                label: String::new(),
+                push_format: None,
+                created_at_ms: now_ms(),
+            },
+        }
+    })
+    .await
+}

@@ -1,0 +1,362 @@
+//! The management commands: users, feeds, destinations, policy, acks, history, publishing,
+//! dead letters, analytics over the archive and the configuration check — each a call to the
+//! API (or a read of the archive) with its result printed for a person.
+
+use crate::cli::{ApiArgs, Cmd, DestCmd, DlqCmd, FeedCmd, UserCmd, admin_token, user_token};
+use crate::print::print_history;
+use anyhow::{Context, Result, anyhow};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use tocsin::AllConfig;
+use tocsin::client::ApiClient;
+use tocsin_runtime::ConfigSource;
+
+/// Run one management command (every command but `up` and `demo-feed`).
+pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
+    match cmd {
+        Cmd::Analytics {
+            config,
+            archive,
+            from,
+            to,
+            by_user,
+            format,
+            data_dir,
+        } => {
+            let mut source = ConfigSource::from_process(config.clone());
+            if config.is_none() {
+                // like `tocsin up`: the archive under the data directory
+                source.defaults.insert(
+                    "archiver.target".into(),
+                    data_dir.join("archive").display().to_string(),
+                );
+            }
+            let doc = source.load().map_err(|e| anyhow!(e))?;
+            let cfg = tocsin_archiver::Config::load(&doc)
+                .map_err(|p| anyhow!("invalid configuration:\n  - {}", p.join("\n  - ")))?;
+            let target = archive.unwrap_or(cfg.archiver.target);
+            let store = tocsin_archiver::store::Archive::open(&target, &cfg.archiver.s3)?;
+            let opts = tocsin_archiver::analytics::Options { from, to, by_user };
+            let report = tocsin_archiver::analytics::report(&store, &opts).await?;
+            print!(
+                "{}",
+                tocsin_archiver::analytics::render(&report, format, by_user)
+            );
+            for s in &report.skipped {
+                if format != tocsin_archiver::analytics::Format::Table {
+                    eprintln!("skipped {}: {}", s.file, s.reason);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { config } => {
+            let doc = ConfigSource::from_process(config)
+                .load()
+                .map_err(|e| anyhow!(e))?;
+            match AllConfig::load(&doc) {
+                Ok(_) => {
+                    println!("configuration is valid");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    eprintln!("invalid configuration:");
+                    for p in problems {
+                        eprintln!("  - {p}");
+                    }
+                    Ok(ExitCode::from(tocsin_runtime::EXIT_CONFIG))
+                }
+            }
+        }
+        Cmd::User {
+            cmd: UserCmd::Add { name },
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let admin = admin_token(&api)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/users",
+                    Some(&admin),
+                    Some(&json!({ "name": name })),
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Feed { cmd, api } => feed(cmd, api).await,
+        Cmd::Dest { cmd, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            match cmd {
+                DestCmd::Webhook { url, secret, label } => {
+                    let body = json!({ "channel": "webhook", "address": url, "secret": secret, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Email { address, label } => {
+                    let body = json!({ "channel": "email", "address": address, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Xmpp { jid, label } => {
+                    let body = json!({ "channel": "xmpp", "address": jid, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Sms { number, label } => {
+                    let body = json!({ "channel": "sms", "address": number, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::Push {
+                    url,
+                    unifiedpush,
+                    token: push_token,
+                    label,
+                } => {
+                    let format = if unifiedpush { "unifiedpush" } else { "ntfy" };
+                    let body = json!({ "channel": "push", "address": url, "push_format": format, "secret": push_token, "label": label });
+                    add_destination(&c, &token, body).await?;
+                }
+                DestCmd::List => {
+                    let v = c
+                        .call(Method::GET, "/v1/destinations", Some(&token), None)
+                        .await?;
+                    for d in v["destinations"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}  {}",
+                            d["id"].as_str().unwrap_or("?"),
+                            d["channel"].as_str().unwrap_or("?"),
+                            d["address"].as_str().unwrap_or("?")
+                        );
+                    }
+                }
+                DestCmd::Rm { id } => {
+                    c.call(
+                        Method::DELETE,
+                        &format!("/v1/destinations/{}", url_escape(&id)),
+                        Some(&token),
+                        None,
+                    )
+                    .await?;
+                    println!("removed {id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Policy { set, reset, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            if reset {
+                c.call(Method::DELETE, "/v1/policy", Some(&token), None)
+                    .await?;
+                println!("back to the default policy");
+            } else if let Some(path) = set {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                };
+                let policy: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                c.call(Method::PUT, "/v1/policy", Some(&token), Some(&policy))
+                    .await?;
+                println!("policy saved");
+            } else {
+                let v = c
+                    .call(Method::GET, "/v1/policy", Some(&token), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Ack {
+            notification_id,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            c.call(
+                Method::POST,
+                &format!("/v1/notifications/{}/ack", url_escape(&notification_id)),
+                Some(&token),
+                None,
+            )
+            .await?;
+            println!("acknowledged {notification_id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::History {
+            limit,
+            search,
+            cursor,
+            json: raw,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            let mut path = format!("/v1/history?limit={limit}");
+            if let Some(q) = search {
+                path.push_str(&format!("&q={}", url_escape(&q)));
+            }
+            if let Some(cur) = cursor {
+                path.push_str(&format!("&cursor={}", url_escape(&cur)));
+            }
+            let v = c.call(Method::GET, &path, Some(&token), None).await?;
+            if raw {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_history(&v);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Publish {
+            title,
+            body,
+            priority,
+            tags,
+            url,
+            key,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            let mut req =
+                json!({ "title": title, "body": body, "priority": priority, "tags": tags });
+            if let Some(u) = url {
+                req["click_url"] = json!(u);
+            }
+            if let Some(k) = key {
+                req["idempotency_key"] = json!(k);
+            }
+            let v = c
+                .call(Method::POST, "/v1/publish", Some(&token), Some(&req))
+                .await?;
+            println!("published {}", v["id"].as_str().unwrap_or("?"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dlq { cmd, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let admin = admin_token(&api)?;
+            let v = match cmd {
+                DlqCmd::List { from } => {
+                    c.call(
+                        Method::GET,
+                        &format!("/v1/admin/dead-letters?from={from}"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await?
+                }
+                DlqCmd::Replay { seq } => {
+                    c.call(
+                        Method::POST,
+                        &format!("/v1/admin/dead-letters/{seq}/replay"),
+                        Some(&admin),
+                        None,
+                    )
+                    .await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Up { .. } | Cmd::DemoFeed { .. } => Err(anyhow!("not a management command")),
+    }
+}
+
+async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> {
+    let v = c
+        .call(Method::POST, "/v1/destinations", Some(token), Some(&body))
+        .await?;
+    println!(
+        "reaching you at {} as destination {}",
+        v["destination"]["address"].as_str().unwrap_or("?"),
+        v["destination"]["id"].as_str().unwrap_or("?")
+    );
+    if body["channel"] == "xmpp" {
+        println!("accept the presence subscription request from tocsin in your XMPP client");
+    }
+    Ok(())
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
+    let c = ApiClient::new(&api.api)?;
+    let token = user_token(&api)?;
+    match cmd {
+        FeedCmd::Add {
+            url,
+            any,
+            all,
+            exclude,
+            regex,
+            price_min,
+            price_max,
+            category,
+            label,
+            existing,
+        } => {
+            let mut filter = json!({ "any": any, "all": all, "exclude": exclude });
+            if let Some(r) = regex {
+                filter["regex"] = json!(r);
+            }
+            if let Some(p) = price_min {
+                filter["price_min"] = json!(p);
+            }
+            if let Some(p) = price_max {
+                filter["price_max"] = json!(p);
+            }
+            if let Some(cat) = category {
+                filter["category"] = json!(cat);
+            }
+            let body = json!({ "url": url, "label": label, "filter": filter, "deliver_existing": existing });
+            let v = c
+                .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
+                .await?;
+            println!(
+                "watching {} as source {}",
+                v["source"]["url"].as_str().unwrap_or("?"),
+                v["source"]["id"].as_str().unwrap_or("?")
+            );
+        }
+        FeedCmd::List => {
+            let v = c
+                .call(Method::GET, "/v1/sources", Some(&token), None)
+                .await?;
+            for s in v["sources"].as_array().into_iter().flatten() {
+                let status = match (&s["status"]["ok"], s["status"]["error"].as_str()) {
+                    (Value::Bool(true), _) => "ok".to_owned(),
+                    (_, Some(e)) => format!("error: {e}"),
+                    _ => "waiting for first poll".to_owned(),
+                };
+                println!(
+                    "{}  {}  [{}]",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["url"].as_str().unwrap_or("?"),
+                    status
+                );
+            }
+        }
+        FeedCmd::Rm { id } => {
+            c.call(
+                Method::DELETE,
+                &format!("/v1/sources/{}", url_escape(&id)),
+                Some(&token),
+                None,
+            )
+            .await?;
+            println!("removed {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,313 @@
+//! `tocsin up`: every service in this process against a local nats-server (or the one given),
+//! data under the data directory, an admin token and a demo user created on the first run.
+
+use crate::cli::{ApiArgs, read_trimmed};
+use anyhow::{Context, Result, anyhow, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tocsin::client::ApiClient;
+use tocsin::{AllConfig, run_all};
+use tocsin_runtime::ConfigSource;
+use tocsin_runtime::local_nats::{LocalNats, find_binary};
+
+pub(crate) async fn up(
+    config: Option<PathBuf>,
+    nats_url: Option<String>,
+    allow_loopback: bool,
+    demo: Option<(u16, Duration)>,
+    args: ApiArgs,
+) -> Result<ExitCode> {
+    tocsin_runtime::init_tracing();
+    let demo_every_secs = demo.map(|(_, e)| e.as_secs()).unwrap_or(10);
+    let data = args.data_dir.clone();
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let admin_file = data.join("admin-token");
+    let admin = match read_trimmed(&admin_file) {
+        Some(t) => t,
+        None => {
+            let t = format!("adm_{}", random_hex(20));
+            write_private(&admin_file, &t)?;
+            t
+        }
+    };
+    let source = local_source(
+        ConfigSource::from_process(config),
+        &data,
+        admin,
+        allow_loopback,
+    );
+    let doc = source.load().map_err(|e| anyhow!(e))?;
+    let mut cfg = match AllConfig::load(&doc) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("tocsin up: invalid configuration:");
+            for p in problems {
+                eprintln!("  - {p}");
+            }
+            return Ok(ExitCode::from(tocsin_runtime::EXIT_CONFIG));
+        }
+    };
+    let mut nats = None;
+    if let Some(u) = nats_url {
+        cfg.set_nats_url(&u);
+    } else {
+        let url = url::Url::parse(&cfg.router.bus.url)
+            .with_context(|| format!("bus.url {} is not a URL", cfg.router.bus.url))?;
+        let port = url.port().unwrap_or(4222);
+        let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
+        let local = LocalNats::start(
+            &binary,
+            port,
+            &data.join("nats"),
+            Some(&data.join("nats.log")),
+        )
+        .map_err(|e| anyhow!(e))?;
+        eprintln!(
+            "nats-server {} on {} (store {})",
+            binary.display(),
+            local.url(),
+            data.join("nats").display()
+        );
+        cfg.set_nats_url(&local.url());
+        nats = Some(local);
+    }
+    let shutdown = tocsin_runtime::shutdown_on_signal();
+    let mut services = run_all(&cfg, &shutdown);
+    let api_url = cfg.api.api.public_url.clone();
+    let demo_url = if let Some((demo_port, every)) = demo {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", demo_port)).await;
+        match listener {
+            Ok(l) => {
+                tokio::spawn(tocsin::demo::serve(l, every, shutdown.clone()));
+                Some(format!("http://127.0.0.1:{demo_port}/search.rdf"))
+            }
+            Err(e) => {
+                eprintln!("demo feed not started: cannot listen on 127.0.0.1:{demo_port}: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let client = ApiClient::new(&api_url)?;
+    let ready = wait_ready(&client, &cfg).await;
+    if let Err(e) = ready {
+        shutdown.cancel();
+        bail!("tocsin did not become ready: {e:#}");
+    }
+    let demo_file = data.join("demo-user.json");
+    let demo = match std::fs::read_to_string(&demo_file)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+    {
+        Some(v) => v,
+        None => {
+            let v = client
+                .call(
+                    Method::POST,
+                    "/v1/users",
+                    Some(&cfg.api.api.admin_token),
+                    Some(&json!({"name": "demo"})),
+                )
+                .await?;
+            write_private(&demo_file, &serde_json::to_string_pretty(&v)?)?;
+            v
+        }
+    };
+    println!();
+    println!("tocsin is running. Ctrl-C stops it.");
+    println!("  API:            {api_url}   (OpenAPI: {api_url}/v1/openapi.json)");
+    println!(
+        "  demo user:      {} (token in {})",
+        demo["user_id"].as_str().unwrap_or("?"),
+        demo_file.display()
+    );
+    println!(
+        "  private feed:   {}",
+        demo["feed"]["atom"].as_str().unwrap_or("?")
+    );
+    println!(
+        "                  {}",
+        demo["feed"]["rss"].as_str().unwrap_or("?")
+    );
+    if !cfg.ingestor.ingestor.smtp_listen.is_empty() {
+        println!(
+            "  forward e-mail: {}   (SMTP on {})",
+            demo["inbound_address"].as_str().unwrap_or("?"),
+            cfg.ingestor.ingestor.smtp_listen
+        );
+    }
+    if let Some(d) = &demo_url {
+        println!("  demo feed:      {d}   (a new listing every {demo_every_secs}s)");
+        println!();
+        println!("  try:  tocsin feed add {d} --match bike --price-max 1000");
+        println!("        tocsin history");
+    }
+    println!();
+    let mut failed = false;
+    while let Some(done) = services.join_next().await {
+        match done {
+            Ok((name, Ok(()))) => tracing::info!(service = name, "stopped"),
+            Ok((name, Err(e))) => {
+                eprintln!("tocsin up: the {name} service failed: {e}");
+                failed = true;
+                shutdown.cancel();
+            }
+            Err(e) => {
+                eprintln!("tocsin up: a service panicked: {e}");
+                failed = true;
+                shutdown.cancel();
+            }
+        }
+    }
+    if let Some(mut n) = nats {
+        n.stop(Duration::from_secs(10));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Ready when the API answers and history serves every silo.
+async fn wait_ready(client: &ApiClient, cfg: &AllConfig) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.call(Method::GET, "/readyz", None, None).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    let bus = tocsin_bus::Bus::connect(&cfg.history.bus, "up").await?;
+    tocsin_history::wait_serving(&bus, Duration::from_secs(60)).await?;
+    bus.drain().await;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+fn write_private(path: &Path, content: &str) -> Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+/// `tocsin up`'s configuration: local defaults (data under `data`, the admin token kept there,
+/// loopback feeds and webhooks allowed because the demo feed is on loopback, SMTP on
+/// 127.0.0.1:2525) rank below the file and the environment; `--no-loopback-feeds` on the
+/// command line outranks both.
+fn local_source(
+    mut source: ConfigSource,
+    data: &Path,
+    admin: String,
+    allow_loopback: bool,
+) -> ConfigSource {
+    let defaults = [
+        (
+            "history.data_dir",
+            data.join("history").display().to_string(),
+        ),
+        (
+            "archiver.target",
+            data.join("archive").display().to_string(),
+        ),
+        ("api.admin_token", admin),
+        ("ingestor.allow_loopback", "true".to_owned()),
+        ("delivery.allow_loopback", "true".to_owned()),
+        ("ingestor.smtp_listen", "127.0.0.1:2525".to_owned()),
+    ];
+    source
+        .defaults
+        .extend(defaults.map(|(k, v)| (k.to_owned(), v)));
+    if !allow_loopback {
+        for k in [
+            "TOCSIN_INGESTOR__ALLOW_LOOPBACK",
+            "TOCSIN_DELIVERY__ALLOW_LOOPBACK",
+        ] {
+            source.env.insert(k.to_owned(), "false".to_owned());
+        }
+    }
+    source
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(source: ConfigSource) -> AllConfig {
+        AllConfig::load(&source.load().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_file_outranks_up_s_local_defaults_and_the_environment_outranks_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let file = dir.path().join("tocsin.toml");
+        std::fs::write(
+            &file,
+            "[ingestor]\nsmtp_listen = \"127.0.0.1:2626\"\nallow_loopback = false\n\
+             [delivery]\nallow_loopback = false\n\
+             [history]\ndata_dir = \"/srv/tocsin/history\"\n\
+             [archiver]\ntarget = \"/srv/tocsin/archive\"\n",
+        )
+        .unwrap();
+        let admin = "adm_0123456789abcdef0123".to_owned();
+        let with_file = ConfigSource {
+            file: Some(file.clone()),
+            ..Default::default()
+        };
+        let cfg = load(local_source(with_file, &data, admin.clone(), true));
+        assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2626");
+        assert!(!cfg.ingestor.ingestor.allow_loopback);
+        assert!(!cfg.delivery.delivery.allow_loopback);
+        assert_eq!(
+            cfg.history.history.data_dir,
+            PathBuf::from("/srv/tocsin/history")
+        );
+        assert_eq!(cfg.archiver.archiver.target, "/srv/tocsin/archive");
+        // what the file leaves out keeps the local default
+        assert_eq!(cfg.api.api.admin_token, admin);
+
+        let nothing = local_source(ConfigSource::default(), &data, admin.clone(), true);
+        let cfg = load(nothing);
+        assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2525");
+        assert!(cfg.ingestor.ingestor.allow_loopback && cfg.delivery.delivery.allow_loopback);
+        assert_eq!(cfg.history.history.data_dir, data.join("history"));
+
+        let env_over_file = ConfigSource {
+            file: Some(file),
+            env: [(
+                "TOCSIN_INGESTOR__SMTP_LISTEN".to_owned(),
+                "127.0.0.1:2727".to_owned(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let cfg = load(local_source(env_over_file, &data, admin.clone(), true));
+        assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2727");
+
+        let flag = local_source(ConfigSource::default(), &data, admin, false);
+        let cfg = load(flag);
+        assert!(!cfg.ingestor.ingestor.allow_loopback && !cfg.delivery.delivery.allow_loopback);
+    }
+}
