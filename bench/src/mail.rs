@@ -57,7 +57,9 @@ pub async fn run(opts: MailBenchOptions) -> Result<MailReport> {
         let n = 5000;
         let started = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(tocsin_ingestor::mail::parse(std::hint::black_box(ALERT)));
+            std::hint::black_box(tocsin_ingestor::mail::parse::parse(std::hint::black_box(
+                ALERT,
+            )));
         }
         started.elapsed().as_secs_f64() * 1e6 / n as f64
     };

@@ -5,10 +5,10 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(mail) = tocsin_ingestor::mail::parse(data) {
+    if let Some(mail) = tocsin_ingestor::mail::parse::parse(data) {
         let _ = mail.body();
         let _ = mail.priority();
-        for link in tocsin_ingestor::mail::links(&mail.body()) {
+        for link in tocsin_ingestor::mail::parse::links(&mail.body()) {
             assert!(link.starts_with("http://") || link.starts_with("https://"), "{link:?}");
         }
     }

@@ -533,7 +533,7 @@ async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> an
     // record on the bus is not rewritten for them (only its times would change)
     let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
     let feeds = bus.kv("feeds").await?;
-    let key = tocsin_ingestor::feed_key(&h.feeds.url("r.rdf"));
+    let key = tocsin_ingestor::feeds::feed_key(&h.feeds.url("r.rdf"));
     let revision = || async { feeds.entry(&key).await.ok().flatten().map(|e| e.revision) };
     // the poll that found the item writes the record with both items seen
     wait_for(

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use std::io::Write;
 use std::time::Duration;
-use tocsin_ingestor::fetch::{AddressPolicy, FetchError, FetchSettings, Fetched, Fetcher};
+use tocsin_ingestor::feeds::fetch::{AddressPolicy, FetchError, FetchSettings, Fetched, Fetcher};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());

@@ -11,7 +11,8 @@
 //! are kept in the ingestor's `imap` bucket (key `<user>.<source>`), so a restart resumes
 //! every watch. The password never enters the user's record.
 
-use crate::mail;
+use crate::mail::parse as mail;
+use crate::mail::plan;
 use async_imap::Session;
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -20,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_bus::{Bus, BusError};
 use tocsin_model::{
-    CompiledFilter, Event, ImapSubscription, ImapTls, Item, SourceSpec, SourceStatus,
-    SubscriptionOp, UserId, now_ms,
+    CompiledFilter, ImapSubscription, ImapTls, SourceSpec, SourceStatus, SubscriptionOp, UserId,
+    now_ms,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -203,7 +204,7 @@ async fn watch(bus: Bus, sub: ImapSubscription, limits: Limits, stop: Cancellati
 }
 
 async fn report(bus: &Bus, sub: &ImapSubscription, status: SourceStatus) {
-    crate::report_source_status(bus, &sub.user, &sub.source_id, status).await;
+    crate::status::report_source_status(bus, &sub.user, &sub.source_id, status).await;
 }
 
 /// One connection: log in, then take unseen messages and wait, until an error or `stop`.
@@ -397,37 +398,28 @@ async fn publish(
         warn!("a message in the mailbox is not readable as an e-mail; skipped");
         return Ok(());
     };
-    let item = Item {
-        title: &parsed.subject,
-        text: &parsed.text,
-        categories: &[],
+    let key = plan::mail_key(&parsed, raw);
+    let mut tags = vec!["email".to_owned(), "imap".to_owned()];
+    if !sub.label.is_empty() {
+        tags.push(sub.label.clone());
+    }
+    let to = plan::Mailbox {
+        user: &sub.user,
+        source_id: Some(&sub.source_id),
+        filter: Some(filter),
+        tags,
     };
-    let key = parsed
-        .message_id
-        .clone()
-        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]));
-    let ingested = Event::ingested("imap", &key, tocsin_model::now_ms())
-        .user(&sub.user)
-        .source(Some(&sub.source_id))
-        .detail(&format!("from {}", parsed.from));
-    if !filter.matches(&item) {
+    let plan::MailPlan {
+        notification,
+        events,
+    } = plan::plan(&parsed, &key, plan::Via::Imap, to, tocsin_model::now_ms());
+    let Some(n) = notification else {
         debug!(subject = %parsed.subject, "filtered out");
-        let out = Event::filtered_out(&sub.user, &sub.source_id, &key, ingested.at_ms);
         return bus
-            .publish_events(vec![ingested, out], "ingestor")
+            .publish_events(events, "ingestor")
             .await
             .map_err(|e| format!("cannot record the message: {e}"));
-    }
-    let mut n = parsed.notification(
-        &sub.user,
-        &key,
-        Some(sub.source_id.clone()),
-        vec!["email".into(), "imap".into()],
-    );
-    if !sub.label.is_empty() {
-        n.tags.push(sub.label.clone());
-    }
-    let events = vec![ingested, Event::matched(&n)];
+    };
     bus.notify(n, events, "ingestor")
         .await
         .map_err(|e| format!("cannot queue the notification: {e}"))

@@ -157,9 +157,9 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    const RDF: &str = include_str!("../tests/fixtures/craigslist.rdf");
-    const ATOM: &str = include_str!("../tests/fixtures/atom.xml");
-    const RSS2: &str = include_str!("../tests/fixtures/rss2.xml");
+    const RDF: &str = include_str!("../../tests/fixtures/craigslist.rdf");
+    const ATOM: &str = include_str!("../../tests/fixtures/atom.xml");
+    const RSS2: &str = include_str!("../../tests/fixtures/rss2.xml");
 
     #[test]
     fn craigslist_rdf() {

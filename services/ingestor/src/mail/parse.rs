@@ -244,6 +244,7 @@ impl ParsedMail {
         key: &str,
         source_id: Option<String>,
         tags: Vec<String>,
+        now: tocsin_model::Millis,
     ) -> tocsin_model::Notification {
         tocsin_model::Notification {
             id: tocsin_model::NotificationId::for_mail(user, key),
@@ -262,7 +263,7 @@ impl ParsedMail {
             url: self.links.first().cloned(),
             priority: self.priority(),
             tags,
-            created_at_ms: tocsin_model::now_ms(),
+            created_at_ms: now,
             published_at_ms: self.date_ms,
             dedup_key: self.message_id.clone().map(|m| format!("mid:{m}")),
         }

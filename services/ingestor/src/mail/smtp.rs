@@ -9,12 +9,13 @@
 //! notification. Line length, message size (at MAIL via `SIZE=` and while reading), command
 //! time and connection count are bounded.
 
-use crate::mail;
+use crate::mail::parse as mail;
+use crate::mail::plan;
 use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Bus;
-use tocsin_model::{AvatarMessage, Event, SourceKind, UserId, UserRecord, hash_token, now_ms};
+use tocsin_model::{AvatarMessage, SourceKind, UserId, UserRecord, hash_token, now_ms};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -34,7 +35,7 @@ pub struct SmtpSettings {
     /// Offer STARTTLS with this server configuration.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Check SPF and DKIM of every message (`ingestor.smtp_verify_senders`).
-    pub sender_check: Option<Arc<crate::auth::SenderCheck>>,
+    pub sender_check: Option<Arc<crate::mail::auth::SenderCheck>>,
 }
 
 /// A TLS server configuration from a PEM certificate chain and private key.
@@ -541,20 +542,23 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
         tags.extend(v.tags());
     }
     metrics::counter!("tocsin_ingestor_mail_total").increment(1);
-    let key = parsed
-        .message_id
-        .clone()
-        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(data)]));
+    let key = plan::mail_key(&parsed, data);
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {
-        let n = parsed.notification(user, &key, None, tags.clone());
+        let to = plan::Mailbox {
+            user,
+            source_id: None,
+            filter: None,
+            tags: tags.clone(),
+        };
+        let plan::MailPlan {
+            notification: Some(n),
+            events,
+        } = plan::plan(&parsed, &key, plan::Via::Smtp, to, tocsin_model::now_ms())
+        else {
+            continue; // (no filter: every message passes)
+        };
         let id = n.id.to_string();
-        let events = vec![
-            Event::ingested("mail", &key, n.created_at_ms)
-                .user(user)
-                .detail(&format!("from {}", parsed.from)),
-            Event::matched(&n),
-        ];
         if let Err(e) = ctx.bus.notify(n, events, "ingestor").await {
             // no 250: the sending server keeps the message and retries
             warn!(error = %e, "cannot queue an inbound e-mail; asking the sender to retry");

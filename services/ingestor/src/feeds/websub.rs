@@ -8,7 +8,8 @@
 //! polled document. While a verified lease is running the feed is polled only every
 //! `websub_poll_interval_secs` as a safety net; the lease is renewed when a fifth of it is left.
 
-use crate::{FeedRecord, Shared, feed_key};
+use crate::feeds::store::save;
+use crate::feeds::{FeedRecord, Shared, feed_key};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -180,7 +181,7 @@ async fn verify(
     };
     match updated {
         Some(rec) => {
-            if let Err(e) = crate::save(&shared, &key, &rec).await {
+            if let Err(e) = save(&shared, &key, &rec).await {
                 warn!(error = %e, "cannot save the WebSub state");
             }
             if mode == "subscribe" {
@@ -220,7 +221,9 @@ async fn push(
         return StatusCode::ACCEPTED;
     }
     metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "ok").increment(1);
-    tokio::spawn(async move { crate::handle_push(&shared, &key, body.to_vec()).await });
+    tokio::spawn(
+        async move { crate::feeds::poll::handle_push(&shared, &key, body.to_vec()).await },
+    );
     StatusCode::ACCEPTED
 }
 

@@ -1,0 +1,407 @@
+//! One poll (or WebSub push) of a feed: fetch, parse, plan, fan the new items out to the
+//! subscribers' silos, then record the feed's new state and tell subscribers about its health.
+
+use crate::feeds::Shared;
+use crate::feeds::fetch::{FetchError, Fetched};
+use crate::feeds::normalize::normalize;
+use crate::feeds::plan::{PollPlan, next_poll, plan_poll};
+use crate::feeds::record::{FeedRecord, Subscriber};
+use crate::feeds::store::{save, save_subscriber};
+use crate::feeds::websub;
+use crate::status::report_source_status;
+use rand::Rng;
+use std::time::Duration;
+use tocsin_bus::BusError;
+use tocsin_model::{AvatarMessage, Event, Millis, Notification, SourceStatus, now_ms};
+use tracing::{info, warn};
+
+/// Poll one feed, fan out what is new, record the outcome.
+pub(crate) async fn poll(shared: &Shared, key: &str) {
+    let Some(snapshot) = shared.feeds.lock().expect("feeds lock").get(key).cloned() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    // a subscriber waiting for the items already listed needs the document, not a 304
+    let wants_document = snapshot.subscribers.values().any(|s| s.pending_existing);
+    let (etag, last_modified) = if wants_document {
+        (None, None)
+    } else {
+        (snapshot.etag.as_deref(), snapshot.last_modified.as_deref())
+    };
+    let result = shared
+        .fetcher
+        .fetch(&snapshot.url, etag, last_modified)
+        .await;
+    let now = now_ms();
+    let outcome: Result<Option<Refreshed>, (String, Option<Duration>)> = match result {
+        Ok(Fetched::NotModified) => Ok(None),
+        Ok(Fetched::Body {
+            bytes,
+            etag,
+            last_modified,
+        }) => refresh(shared, &snapshot, &bytes, etag, last_modified, now)
+            .map(Some)
+            .map_err(|e| (e, None)),
+        Err(e) => {
+            let retry_after = e.retry_after();
+            let msg = match &e {
+                FetchError::Status {
+                    status: 404 | 410, ..
+                } => format!("{e}: the feed is gone; check the URL"),
+                _ => e.to_string(),
+            };
+            Err((msg, retry_after))
+        }
+    };
+    let label = match &outcome {
+        Ok(None) => "not_modified",
+        Ok(Some(_)) => "ok",
+        Err(_) => "error",
+    };
+    metrics::counter!("tocsin_ingestor_polls_total", "outcome" => label).increment(1);
+    metrics::histogram!("tocsin_ingestor_poll_seconds").record(started.elapsed().as_secs_f64());
+    settle_document(shared, key, &snapshot, outcome, now).await;
+}
+
+/// Parse a document and decide what it means for `snapshot`.
+pub(crate) fn refresh(
+    shared: &Shared,
+    snapshot: &FeedRecord,
+    bytes: &[u8],
+    etag: Option<String>,
+    last_modified: Option<String>,
+    now: Millis,
+) -> Result<Refreshed, String> {
+    let parsed = normalize(bytes).map_err(|e| e.to_string())?;
+    let plan = plan_poll(
+        snapshot,
+        &parsed.title,
+        &parsed.items,
+        shared.cfg.seen_capacity,
+        now,
+    );
+    Ok(Refreshed {
+        plan,
+        title: parsed.title,
+        etag,
+        last_modified,
+        hub: parsed.hub,
+        topic: parsed.self_url,
+    })
+}
+
+pub(crate) fn random_secret() -> String {
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+/// A document a WebSub hub pushed: processed like a polled one, keeping the validators.
+pub(crate) async fn handle_push(shared: &Shared, key: &str, body: Vec<u8>) {
+    // one poll or push per feed at a time
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if shared
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .insert(key.to_owned())
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            warn!(
+                key,
+                "a WebSub push waited too long for a poll of the same feed; dropped (the next poll covers it)"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let snapshot = shared.feeds.lock().expect("feeds lock").get(key).cloned();
+    if let Some(snapshot) = snapshot {
+        let now = now_ms();
+        let outcome = refresh(
+            shared,
+            &snapshot,
+            &body,
+            snapshot.etag.clone(),
+            snapshot.last_modified.clone(),
+            now,
+        )
+        .map(Some)
+        .map_err(|e| (format!("pushed by the hub: {e}"), None));
+        settle_document(shared, key, &snapshot, outcome, now).await;
+    }
+    shared.in_flight.lock().expect("in-flight lock").remove(key);
+}
+
+/// Fan out what a fetched or pushed document brought, then record the feed's new state.
+pub(crate) async fn settle_document(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    outcome: Result<Option<Refreshed>, (String, Option<Duration>)>,
+    now: Millis,
+) {
+    match outcome {
+        Ok(plan) => {
+            let mut published = 0;
+            if let Some(r) = &plan
+                && !(r.plan.notifications.is_empty() && r.plan.events.is_empty())
+            {
+                published = r.plan.notifications.len();
+                if let Err(e) = fan_out(shared, &r.plan.notifications, &r.plan.events).await {
+                    // nothing recorded as seen: the next poll (soon) publishes again, and the
+                    // ids make the repeat harmless
+                    warn!(error = %e, "fan-out failed; retrying shortly");
+                    record_failure(
+                        shared,
+                        key,
+                        snapshot,
+                        format!("internal: {e}"),
+                        Some(Duration::from_secs(5)),
+                        now,
+                        false,
+                    )
+                    .await;
+                    return;
+                }
+            }
+            record_success(shared, key, snapshot, plan, now).await;
+            if published > 0 {
+                info!(notifications = published, "new items fanned out");
+            }
+        }
+        Err((msg, retry_after)) => {
+            warn!(error = %msg, "feed poll failed");
+            record_failure(shared, key, snapshot, msg, retry_after, now, true).await;
+        }
+    }
+}
+
+pub(crate) async fn fan_out(
+    shared: &Shared,
+    notifications: &[Notification],
+    events: &[Event],
+) -> Result<(), BusError> {
+    let mut window = shared.bus.window(shared.cfg.publish_window);
+    for e in events {
+        let (subject, id, payload) = shared.bus.event_output(e.clone(), "ingestor")?;
+        window.push(subject, id, payload).await;
+    }
+    for n in notifications {
+        let silo = shared.bus.silo_of(&n.user);
+        let subject = shared.bus.subjects().silo(silo, n.user.as_str(), "notify");
+        let payload = tocsin_bus::encode(&AvatarMessage::Notify {
+            notification: n.clone(),
+        })?;
+        window.push(subject, n.id.to_string(), payload).await;
+    }
+    window.flush().await?;
+    metrics::counter!("tocsin_ingestor_notifications_total").increment(notifications.len() as u64);
+    Ok(())
+}
+
+/// A document that was fetched and parsed, with what it means.
+pub(crate) struct Refreshed {
+    plan: PollPlan,
+    title: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// The WebSub hub and topic the document advertises.
+    hub: Option<String>,
+    topic: Option<String>,
+}
+
+pub(crate) async fn record_success(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    plan: Option<Refreshed>,
+    now: Millis,
+) {
+    let was_failing = snapshot.failures > 0 || !snapshot.polled;
+    let had_document = plan.is_some();
+    let hub_topic = plan
+        .as_ref()
+        .filter(|_| !shared.cfg.websub_public_url.is_empty())
+        .map(|r| {
+            (
+                r.hub.clone(),
+                r.topic.clone().unwrap_or_else(|| snapshot.url.clone()),
+            )
+        });
+    let mut subscribe = None;
+    let mut served = Vec::new();
+    let must_save;
+    let record = {
+        let mut feeds = shared.feeds.lock().expect("feeds lock");
+        let Some(rec) = feeds.get_mut(key) else {
+            return;
+        };
+        if let Some(r) = plan {
+            rec.seen = r.plan.seen;
+            rec.title = r.title;
+            rec.etag = r.etag;
+            rec.last_modified = r.last_modified;
+            rec.polled = true;
+            // subscribers that got the existing items (those present in the snapshot) are done
+            for (k, s) in rec.subscribers.iter_mut() {
+                if s.pending_existing
+                    && snapshot
+                        .subscribers
+                        .get(k)
+                        .is_some_and(|o| o.pending_existing)
+                {
+                    s.pending_existing = false;
+                    served.push(s.clone());
+                }
+            }
+        }
+        let failing_before = rec.failures > 0 || rec.last_error.is_some();
+        rec.failures = 0;
+        rec.last_error = None;
+        rec.last_checked_ms = now;
+        if let Some((hub, topic)) = &hub_topic {
+            let action = websub::plan(
+                rec.websub.as_ref(),
+                hub.as_deref(),
+                topic,
+                shared.cfg.websub_lease_secs,
+                now,
+            );
+            if let websub::Action::Subscribe { hub, topic } = action {
+                let ws = websub::WebSub {
+                    hub,
+                    topic,
+                    secret: random_secret(),
+                    verified: false,
+                    lease_expires_ms: 0,
+                    requested_at_ms: now,
+                };
+                rec.websub = Some(ws.clone());
+                subscribe = Some(ws);
+            }
+        }
+        let mut cfg = shared.cfg.clone();
+        if websub::active(rec.websub.as_ref(), now) {
+            cfg.poll_interval_secs = cfg.poll_interval_secs.max(cfg.websub_poll_interval_secs);
+        }
+        rec.next_poll_ms = next_poll(now, &cfg, 0, None, rand::rng().random());
+        if had_document && rec.subscribers.values().any(|s| s.pending_existing) {
+            // subscribed while this poll was under way, asking for the existing items: again now
+            rec.next_poll_ms = now;
+        }
+        shared.reschedule(key, rec.next_poll_ms);
+        // an unchanged 304 changes only the times, which a restart can do without (it spreads
+        // overdue feeds over an interval): not worth a write to the bus on every poll
+        must_save = had_document
+            || failing_before
+            || was_failing
+            || subscribe.is_some()
+            || !served.is_empty();
+        // the subscribers are needed only to tell them the feed is healthy again
+        if was_failing {
+            rec.clone()
+        } else {
+            rec.without_subscribers()
+        }
+    };
+    if let Some(ws) = subscribe {
+        let client = shared.fetcher.client().clone();
+        let (public, lease, k, url) = (
+            shared.cfg.websub_public_url.clone(),
+            shared.cfg.websub_lease_secs,
+            key.to_owned(),
+            record.url.clone(),
+        );
+        tokio::spawn(async move {
+            match websub::request(&client, &public, &k, "subscribe", &ws, lease).await {
+                Ok(()) => info!(%url, hub = %ws.hub, "WebSub subscription requested"),
+                Err(e) => {
+                    warn!(%url, hub = %ws.hub, error = %e, "WebSub subscription failed; polling, asking again later")
+                }
+            }
+        });
+    }
+    if must_save && let Err(e) = save(shared, key, &record).await {
+        warn!(error = %e, "cannot save feed state; items may be announced again (deduplicated)");
+    }
+    for sub in &served {
+        if let Err(e) = save_subscriber(shared, key, sub, false).await {
+            warn!(error = %e, "cannot save a subscriber's state; existing items may be announced again (deduplicated)");
+        }
+    }
+    if was_failing {
+        report_status(
+            shared,
+            &record,
+            SourceStatus {
+                ok: true,
+                error: None,
+                checked_at_ms: now,
+                consecutive_failures: 0,
+            },
+        )
+        .await;
+    }
+}
+
+pub(crate) async fn record_failure(
+    shared: &Shared,
+    key: &str,
+    snapshot: &FeedRecord,
+    msg: String,
+    retry_after: Option<Duration>,
+    now: Millis,
+    count: bool,
+) {
+    let record = {
+        let mut feeds = shared.feeds.lock().expect("feeds lock");
+        let Some(rec) = feeds.get_mut(key) else {
+            return;
+        };
+        if count {
+            rec.failures += 1;
+            rec.last_error = Some(msg.clone());
+        }
+        rec.last_checked_ms = now;
+        rec.next_poll_ms = match (count, retry_after) {
+            (false, Some(d)) => now + d.as_millis() as Millis,
+            _ => next_poll(
+                now,
+                &shared.cfg,
+                rec.failures,
+                retry_after,
+                rand::rng().random(),
+            ),
+        };
+        shared.reschedule(key, rec.next_poll_ms);
+        rec.clone()
+    };
+    if let Err(e) = save(shared, key, &record).await {
+        warn!(error = %e, "cannot save feed state");
+    }
+    if count && snapshot.last_error.as_deref() != Some(msg.as_str()) {
+        let status = SourceStatus {
+            ok: false,
+            error: Some(msg),
+            checked_at_ms: now,
+            consecutive_failures: record.failures,
+        };
+        report_status(shared, &record, status).await;
+    }
+}
+
+/// Tell each subscriber's avatar how its source is doing (only on changes).
+pub(crate) async fn report_status(shared: &Shared, record: &FeedRecord, status: SourceStatus) {
+    for sub in record.subscribers.values() {
+        report_status_to(shared, sub, status.clone()).await;
+    }
+}
+
+pub(crate) async fn report_status_to(shared: &Shared, sub: &Subscriber, status: SourceStatus) {
+    report_source_status(&shared.bus, &sub.user, &sub.source_id, status).await;
+}

@@ -1,0 +1,162 @@
+//! The one plan from a parsed e-mail to what is published, for the SMTP ingress and the IMAP
+//! watches alike: the message's key, its `ingested` event and, when it passes the source's
+//! filter, the notification with its `matched` event (else a `filtered_out` event). Pure.
+
+use crate::mail::parse::ParsedMail;
+use tocsin_model::{CompiledFilter, Event, Item, Millis, Notification, UserId};
+
+/// How the message reached tocsin (the `ingested` event's source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Forwarded to the user's inbound address.
+    Smtp,
+    /// Taken from a watched mailbox (a source of the user's).
+    Imap,
+}
+
+/// Whose message it is and what applies to it.
+pub struct Mailbox<'a> {
+    pub user: &'a UserId,
+    /// The IMAP source; none for forwarded mail.
+    pub source_id: Option<&'a str>,
+    /// The source's filter; forwarded mail has none.
+    pub filter: Option<&'a CompiledFilter>,
+    pub tags: Vec<String>,
+}
+
+/// What one message means for one mailbox.
+#[derive(Debug)]
+pub struct MailPlan {
+    /// None when the source's filter dropped it.
+    pub notification: Option<Notification>,
+    pub events: Vec<Event>,
+}
+
+/// The message's key: its Message-ID, else a digest of the whole message (a repeat of the
+/// same message is the same notification either way).
+pub fn mail_key(parsed: &ParsedMail, raw: &[u8]) -> String {
+    parsed
+        .message_id
+        .clone()
+        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]))
+}
+
+/// Decide what `parsed` (keyed `key`) becomes in `to`'s silo at `now`.
+pub fn plan(parsed: &ParsedMail, key: &str, via: Via, to: Mailbox<'_>, now: Millis) -> MailPlan {
+    let mut ingested = Event::ingested(
+        match via {
+            Via::Smtp => "mail",
+            Via::Imap => "imap",
+        },
+        key,
+        now,
+    )
+    .user(to.user)
+    .detail(&format!("from {}", parsed.from));
+    if let Some(source) = to.source_id {
+        ingested = ingested.source(Some(source));
+    }
+    let passes = to.filter.is_none_or(|f| {
+        f.matches(&Item {
+            title: &parsed.subject,
+            text: &parsed.text,
+            categories: &[],
+        })
+    });
+    if !passes {
+        let out = Event::filtered_out(to.user, to.source_id.unwrap_or_default(), key, now);
+        return MailPlan {
+            notification: None,
+            events: vec![ingested, out],
+        };
+    }
+    let n = parsed.notification(to.user, key, to.source_id.map(str::to_owned), to.tags, now);
+    let events = vec![ingested, Event::matched(&n)];
+    MailPlan {
+        notification: Some(n),
+        events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_model::{EventKind, Filter};
+
+    const ALERT: &[u8] = b"From: Grafana <alerts@grafana.example.org>\r\nTo: u1.s@in.example\r\nSubject: [FIRING:1] DiskSpaceLow\r\nMessage-ID: <a1@grafana.example.org>\r\n\r\n/var is 97% full on db1\r\n";
+
+    #[test]
+    fn forwarded_mail_becomes_one_notification_keyed_by_its_message_id() {
+        let parsed = crate::mail::parse::parse(ALERT).unwrap();
+        let key = mail_key(&parsed, ALERT);
+        assert_eq!(key, "a1@grafana.example.org");
+        let user = UserId::parse("u1").unwrap();
+        let to = Mailbox {
+            user: &user,
+            source_id: None,
+            filter: None,
+            tags: vec!["email".into()],
+        };
+        let p = plan(&parsed, &key, Via::Smtp, to, 1_000);
+        let n = p.notification.expect("no filter: it passes");
+        assert_eq!(n.title, "[FIRING:1] DiskSpaceLow");
+        assert_eq!(n.created_at_ms, 1_000);
+        assert_eq!(n.tags, ["email"]);
+        let kinds: Vec<_> = p.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Ingested, EventKind::Matched]);
+        assert_eq!(p.events[0].source.as_deref(), Some("mail"));
+        // the same message planned again is the same notification
+        let again = plan(
+            &parsed,
+            &key,
+            Via::Smtp,
+            Mailbox {
+                user: &user,
+                source_id: None,
+                filter: None,
+                tags: vec![],
+            },
+            2_000,
+        );
+        assert_eq!(again.notification.unwrap().id, n.id);
+    }
+
+    #[test]
+    fn a_watched_mailbox_applies_its_filter_and_names_its_source() {
+        let parsed = crate::mail::parse::parse(ALERT).unwrap();
+        let user = UserId::parse("u1").unwrap();
+        let only_cpu = Filter {
+            any: vec!["cpu".into()],
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let to = Mailbox {
+            user: &user,
+            source_id: Some("s1"),
+            filter: Some(&only_cpu),
+            tags: vec![],
+        };
+        let p = plan(&parsed, "k", Via::Imap, to, 5);
+        assert!(p.notification.is_none());
+        let kinds: Vec<_> = p.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Ingested, EventKind::FilteredOut]);
+        assert_eq!(p.events[0].source.as_deref(), Some("s1"));
+
+        let full = Filter {
+            any: vec!["full".into()],
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        let to = Mailbox {
+            user: &user,
+            source_id: Some("s1"),
+            filter: Some(&full),
+            tags: vec!["email".into(), "imap".into()],
+        };
+        let n = plan(&parsed, "k", Via::Imap, to, 5).notification.unwrap();
+        assert_eq!(n.source.id.as_deref(), Some("s1"));
+        assert_eq!(n.tags, ["email", "imap"]);
+    }
+}
