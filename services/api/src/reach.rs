@@ -118,7 +118,7 @@ pub async fn ack(
         via: "api".into(),
         at_ms: now_ms(),
     };
-    to_avatar(&state, &u.id, &format!("ack:{id}:api"), &msg).await?;
+    to_avatar(&state, &u.id, &tocsin_bus::msg_id::ack(&id, "api"), &msg).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "acknowledged": id }))))
 }
 
@@ -171,7 +171,7 @@ pub async fn ack_link(
         via: "link".into(),
         at_ms: now_ms(),
     };
-    to_avatar(&state, &user, &format!("ack:{id}:link"), &msg).await?;
+    to_avatar(&state, &user, &tocsin_bus::msg_id::ack(&id, "link"), &msg).await?;
     Ok(page(
         "Acknowledged",
         "<p>No further escalation will be sent for this notification.</p>",
@@ -244,10 +244,7 @@ async fn sms_reply(
         text: tocsin_model::text::truncate(text, 1000),
         at_ms: now_ms(),
     };
-    let id = format!(
-        "sms-reply:{}",
-        tocsin_model::digest(&[provider_id, &number, text])
-    );
+    let id = tocsin_bus::msg_id::sms_reply(&tocsin_model::digest(&[provider_id, &number, text]));
     to_avatar(state, &entry.user, &id, &msg).await
 }
 

@@ -540,7 +540,7 @@ async fn handle(
         );
         let user = outcome.user.clone();
         let subject = ctx.bus.subjects().silo(ctx.bus.silo_of(&user), user.as_str(), "outcome");
-        let id = format!("outcome:{}", outcome.job_id);
+        let id = tocsin_bus::msg_id::outcome(&outcome.job_id);
         // the events and the outcome in one pipelined batch: one round trip
         let reported = match (
             ctx.bus.event_outputs(events, "delivery"),

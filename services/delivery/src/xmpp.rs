@@ -590,7 +590,7 @@ impl Connection {
             entry.user.as_str(),
             msg.kind(),
         );
-        let id = format!("presence:{}:{}:{at_ms}", entry.user, entry.destination_id);
+        let id = tocsin_bus::msg_id::presence(&entry.user, &entry.destination_id, at_ms);
         debug!(jid = bare, show = now_shows.as_str(), "presence");
         if let Err(e) = self.bus.publish_json(subject, &id, &msg).await {
             warn!(jid = bare, error = %e, "cannot pass a presence change on; the next one will be");
@@ -625,13 +625,11 @@ impl Connection {
         );
         // several tocsin instances share the account and may all get the message: the stanza
         // id makes their publishes one
-        let id = match &m.id {
-            Some(i) => format!("xmpp-reply:{bare}:{}", i.0),
-            None => format!(
-                "xmpp-reply:{bare}:{}",
-                tocsin_model::digest(&[body, &(at_ms / 10_000).to_string()])
-            ),
+        let key = match &m.id {
+            Some(i) => i.0.clone(),
+            None => tocsin_model::digest(&[body, &(at_ms / 10_000).to_string()]),
         };
+        let id = tocsin_bus::msg_id::xmpp_reply(&bare, &key);
         if let Err(e) = self.bus.publish_json(subject, &id, &msg).await {
             warn!(from = %from, error = %e, "cannot pass a reply on; it is lost, the user may resend");
         }

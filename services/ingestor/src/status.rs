@@ -14,7 +14,7 @@ pub(crate) async fn report_source_status(
     let subject = bus
         .subjects()
         .silo(bus.silo_of(user), user.as_str(), "status");
-    let id = format!("status:{user}:{source_id}:{}", status.checked_at_ms);
+    let id = tocsin_bus::msg_id::source_status(user, source_id, status.checked_at_ms);
     let msg = AvatarMessage::SourceStatus {
         source_id: source_id.to_owned(),
         status,

@@ -74,7 +74,7 @@ impl Schedule {
             self.queue.pop_first();
             if let Some(e) = self.entries.get_mut(&user) {
                 let (_, due, rev, n) = *e;
-                out.push((user.clone(), format!("tick:{user}:{due}:{rev}:{n}")));
+                out.push((user.clone(), tocsin_bus::msg_id::tick(&user, due, rev, n)));
                 let again = now + RETICK.as_millis() as i64;
                 *e = (again, due, rev, n + 1);
                 self.queue.insert((again, user));

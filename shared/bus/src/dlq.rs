@@ -49,7 +49,7 @@ impl Bus {
             &self.js,
             &self.config,
             self.subjects.dead_letter(&stream),
-            &format!("dlq:{stream}:{seq}"),
+            &crate::msg_id::dead_letter(&stream, seq),
             msg.payload.clone(),
             Some(headers),
         )
@@ -96,7 +96,7 @@ impl Bus {
             .unwrap_or_else(|| format!("{}:{}", dl.original_stream, dl.original_seq));
         self.publish(
             dl.original_subject.clone(),
-            &format!("replay:{seq}:{msg_id}"),
+            &crate::msg_id::replay(seq, &msg_id),
             m.payload.clone(),
         )
         .await?;

@@ -15,6 +15,7 @@
 mod config;
 mod dlq;
 pub mod lease;
+pub mod msg_id;
 mod names;
 mod publish;
 mod pulling;
@@ -419,8 +420,7 @@ impl Bus {
         {
             event.silo = Some(self.silo_of(u));
         }
-        let payload = encode(&event)?;
-        Ok((self.subjects.events(event.kind), event.id, payload))
+        event_message(&self.subjects, event, service)
     }
 
     /// Queue notification `n` for its user's avatar, with the events of its ingestion, in one
@@ -667,6 +667,21 @@ pub fn backoff(delivered: i64, min: Duration) -> Duration {
 }
 
 /// Encode a payload as JSON.
+/// `event` as a message: its subject, its id as `Nats-Msg-Id`, its payload; `service` is
+/// filled in when the event names none. (The silo is the caller's to fill: see
+/// [`Bus::event_output`].)
+pub fn event_message(
+    subjects: &Subjects,
+    mut event: tocsin_model::Event,
+    service: &str,
+) -> Result<(String, String, bytes::Bytes), BusError> {
+    if event.service.is_empty() {
+        event.service = service.to_owned();
+    }
+    let payload = encode(&event)?;
+    Ok((subjects.events(event.kind), event.id, payload))
+}
+
 pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, BusError> {
     serde_json::to_vec(value)
         .map(bytes::Bytes::from)

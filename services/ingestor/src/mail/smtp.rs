@@ -488,7 +488,7 @@ async fn refused(ctx: &Ctx, user: &UserId, sender: &str, reason: &str) {
         .bus
         .subjects()
         .silo(ctx.bus.silo_of(user), user.as_str(), msg.kind());
-    let id = format!("refused:{user}:{at_ms}");
+    let id = tocsin_bus::msg_id::refused(user, at_ms);
     if let Err(e) = ctx.bus.publish_json(subject, &id, &msg).await {
         debug!(%user, error = %e, "cannot record a refusal in the user's history");
     }

@@ -237,10 +237,7 @@ fn job(
         )
     });
     DeliveryJob {
-        job_id: match step {
-            0 => format!("{}:{}", n.id, d.id),
-            s => format!("{}:{}:s{s}", n.id, d.id),
-        },
+        job_id: tocsin_bus::msg_id::delivery_job(&n.id, &d.id, step),
         notification: n.clone(),
         destination: d.clone(),
         kind: JobKind::Notification,
@@ -528,7 +525,7 @@ pub fn reply(
     // only IM gets an answer: an SMS answer costs the user money and says little
     if channel == Channel::Xmpp {
         fired.jobs.push(DeliveryJob {
-            job_id: format!("reply:{}:{at_ms}", dest.id),
+            job_id: tocsin_bus::msg_id::command_answer(&dest.id, at_ms),
             notification: Notification {
                 id: NotificationId(format!("r{at_ms}")),
                 user: r.id.clone(),

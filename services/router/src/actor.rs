@@ -1,0 +1,297 @@
+//! The actor behind an avatar: one task per active user that handles the user's messages in
+//! order with the pure decisions, publishes their outputs, and makes each batch durable
+//! (PubAcks, address index, timer, the record with a revision check) before acking it.
+
+use crate::{Ctx, decide, outputs, timers};
+use async_nats::jetstream::{self, kv};
+use std::sync::Arc;
+use std::time::Duration;
+use tocsin_bus::{BusError, Disposition};
+use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+pub(crate) struct Avatar {
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) user: UserId,
+    pub(crate) record: Option<UserRecord>,
+    /// KV revision of `record` (0: no entry).
+    pub(crate) revision: u64,
+    pub(crate) loaded: bool,
+    pub(crate) dirty: bool,
+    /// Handled but not yet acked.
+    pub(crate) pending: Vec<jetstream::Message>,
+    pub(crate) acks: Vec<tocsin_bus::PendingAck>,
+    pub(crate) replies: Vec<(String, bytes::Bytes)>,
+    /// Address index changes to write before the batch is acked.
+    pub(crate) index: Vec<(String, Option<tocsin_model::AddressEntry>)>,
+    pub(crate) silo: u32,
+    /// After a failed batch: until when new messages are given back rather than handled.
+    pub(crate) hold_until: Option<tokio::time::Instant>,
+}
+
+impl Avatar {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Box<jetstream::Message>>) {
+        let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
+        loop {
+            let msg = match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(_) => {
+                    // evict: refuse new messages, finish the ones already queued
+                    rx.close();
+                    continue;
+                }
+            };
+            // boxed: an idle avatar's task then holds only this loop's state, not the
+            // (large) state of handling and flushing
+            Box::pin(self.handle(*msg)).await;
+            if rx.is_empty() || self.pending.len() >= self.ctx.cfg.batch {
+                Box::pin(self.flush()).await;
+            }
+        }
+        Box::pin(self.flush()).await;
+        debug!("avatar evicted");
+    }
+
+    async fn handle(&mut self, msg: jetstream::Message) {
+        if let Some(until) = self.hold_until {
+            let now = tokio::time::Instant::now();
+            if now < until {
+                // an earlier batch was given back: this message must not overtake it
+                let wait = until - now + Duration::from_millis(50);
+                self.ctx.bus.settle(&msg, Disposition::Retry(wait)).await;
+                return;
+            }
+            self.hold_until = None;
+        }
+        if self.ctx.bus.exhausted(&msg) {
+            // it has failed on every delivery: do not let it block this user any longer
+            self.flush().await;
+            let reason = "handling failed on every delivery".to_owned();
+            self.ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+            return;
+        }
+        let parsed: AvatarMessage = match tocsin_bus::decode(&msg.payload, "avatar message") {
+            Ok(m) => m,
+            Err(e) => {
+                self.flush().await;
+                self.ctx
+                    .bus
+                    .settle(&msg, Disposition::Reject(e.to_string()))
+                    .await;
+                return;
+            }
+        };
+        if !self.loaded
+            && let Err(e) = self.load().await
+        {
+            warn!(error = %e, "cannot load the user's record; will retry");
+            self.pending.push(msg);
+            self.fail(Duration::from_secs(1)).await;
+            return;
+        }
+        let kind = parsed.kind();
+        let cmd_id = match &parsed {
+            AvatarMessage::Command { command_id, .. } => command_id.clone(),
+            _ => String::new(),
+        };
+        let fx = decide::apply(
+            &self.user,
+            &mut self.record,
+            parsed,
+            &self.ctx.limits,
+            now_ms(),
+        );
+        metrics::counter!("tocsin_router_messages_total", "kind" => kind, "outcome" => fx.outcome)
+            .increment(1);
+        if fx.outcome == "no_user" {
+            debug!(subject = %msg.subject, "message for a user that does not exist; dropped");
+        }
+        self.dirty |= fx.dirty;
+        let silo = self.ctx.bus.silo_of(&self.user);
+        let sent = match outputs::outputs(&fx, &self.user, silo, self.ctx.bus.subjects(), &cmd_id) {
+            Ok(outputs) => {
+                let mut sent = Ok(());
+                for o in outputs {
+                    match self.ctx.bus.send(o.subject, &o.id, o.payload).await {
+                        Ok(ack) => self.acks.push(ack),
+                        Err(e) => {
+                            sent = Err(e);
+                            break;
+                        }
+                    }
+                }
+                sent
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            warn!(error = %e, "cannot publish a routed output; will retry");
+            self.pending.push(msg);
+            self.fail(Duration::from_secs(1)).await;
+            return;
+        }
+        if let Some((to, reply)) = fx.reply
+            && let Ok(p) = tocsin_bus::encode(&reply)
+        {
+            self.replies.push((to, p));
+        }
+        self.index.extend(fx.index);
+        self.pending.push(msg);
+    }
+
+    async fn load(&mut self) -> Result<(), BusError> {
+        let entry = self
+            .ctx
+            .kv
+            .entry(self.user.as_str())
+            .await
+            .map_err(|e| self.kv_err(e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                self.record = Some(tocsin_bus::decode(&e.value, "user record")?);
+                self.revision = e.revision;
+            }
+            Some(e) => {
+                self.record = None;
+                self.revision = e.revision;
+            }
+            None => {
+                self.record = None;
+                self.revision = 0;
+            }
+        }
+        self.loaded = true;
+        Ok(())
+    }
+
+    fn kv_err(&self, e: impl std::fmt::Display) -> BusError {
+        BusError::Kv {
+            bucket: "avatars".into(),
+            key: self.user.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Make everything handled so far durable, then ack it and send the replies.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        for ack in std::mem::take(&mut self.acks) {
+            if let Err(e) = ack.await {
+                warn!(error = %e, "a routed output was not acknowledged by the bus; will retry");
+                self.fail(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+        for (key, entry) in std::mem::take(&mut self.index) {
+            let written = match entry {
+                Some(e) => match tocsin_bus::encode(&e) {
+                    Ok(b) => self
+                        .ctx
+                        .addresses
+                        .put(&key, b)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                None => self
+                    .ctx
+                    .addresses
+                    .delete(&key)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = written {
+                warn!(key, error = %e, "cannot update the address index; will retry");
+                self.fail(Duration::from_secs(1)).await;
+                return;
+            }
+        }
+        // the timer is written before the record, so a crash between the two leaves an extra
+        // wake-up (harmless: nothing is due) rather than an escalation nobody wakes
+        let timer_key = timers::key(self.silo, &self.user);
+        let mut clear_timer = false;
+        if let Some(rec) = &mut self.record {
+            let due = rec.reach.earliest_due();
+            if due != rec.reach.timer_due_ms {
+                if let Some(t) = due
+                    && let Err(e) = self.ctx.timers.put(&timer_key, t.to_string().into()).await
+                {
+                    warn!(error = %e, "cannot set the escalation timer; will retry");
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+                clear_timer = due.is_none();
+                rec.reach.timer_due_ms = due;
+                self.dirty = true;
+            }
+        }
+        if self.dirty
+            && let Some(rec) = &self.record
+        {
+            let saved = match tocsin_bus::encode(rec) {
+                Ok(bytes) if self.revision == 0 => self
+                    .ctx
+                    .kv
+                    .create(self.user.as_str(), bytes)
+                    .await
+                    .map_err(|e| self.kv_err(e)),
+                Ok(bytes) => self
+                    .ctx
+                    .kv
+                    .update(self.user.as_str(), bytes, self.revision)
+                    .await
+                    .map_err(|e| self.kv_err(e)),
+                Err(e) => Err(e),
+            };
+            match saved {
+                Ok(rev) => {
+                    self.revision = rev;
+                    self.dirty = false;
+                }
+                Err(e) => {
+                    // most likely another router wrote this user (silos moving): reload
+                    warn!(error = %e, "cannot save the user's record; reloading and retrying");
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+        }
+        if clear_timer && let Err(e) = self.ctx.timers.delete(&timer_key).await {
+            // the scheduler wakes the avatar once more and finds nothing due
+            debug!(error = %e, "cannot clear the escalation timer");
+        }
+        for msg in self.pending.drain(..) {
+            self.ctx.bus.settle(&msg, Disposition::Ack).await;
+        }
+        for (to, payload) in self.replies.drain(..) {
+            if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
+                debug!(error = %e, "could not send a command reply");
+            }
+        }
+    }
+
+    /// Give back everything not yet durable: nak it for redelivery and forget the in-memory
+    /// state so the next message reloads it.
+    async fn fail(&mut self, after: Duration) {
+        self.acks.clear();
+        self.replies.clear();
+        self.index.clear();
+        let mut longest = after;
+        for msg in self.pending.drain(..) {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            longest = longest.max(tocsin_bus::backoff(delivered, after));
+            self.ctx.bus.settle(&msg, Disposition::Retry(after)).await;
+        }
+        // messages for this user already on their way are given back too until the batch is
+        // redelivered, so that the user's messages keep their order
+        self.hold_until = Some(tokio::time::Instant::now() + longest);
+        self.loaded = false;
+        self.dirty = false;
+        self.record = None;
+    }
+}

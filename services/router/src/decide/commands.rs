@@ -1,0 +1,384 @@
+//! Configuration commands from the API (users, sources, destinations, policy, presence,
+//! acks): each validated and applied to the record, or refused with a code.
+
+use crate::decide::{Effects, Limits, Refusal};
+use tocsin_model::{
+    AddressEntry, Command, Destination, Event, EventKind, FeedSubscription, Millis, Source,
+    SourceSpec, SubscriptionOp, UserId, UserRecord,
+};
+
+/// The event a command records when it changes something (its detail names the change).
+pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) -> Event {
+    let (kind, source, destination, channel, detail) = match command {
+        Command::CreateUser { .. } => (
+            EventKind::UserCreated,
+            None,
+            None,
+            None,
+            "user created".to_owned(),
+        ),
+        Command::AddSource { source } => (
+            EventKind::SourceChanged,
+            Some(source.id.as_str()),
+            None,
+            None,
+            format!(
+                "source {} set ({})",
+                source.id,
+                match source.spec {
+                    SourceSpec::Feed { .. } => "feed",
+                    SourceSpec::Imap { .. } => "imap",
+                }
+            ),
+        ),
+        Command::RemoveSource { source_id } => (
+            EventKind::SourceChanged,
+            Some(source_id.as_str()),
+            None,
+            None,
+            format!("source {source_id} removed"),
+        ),
+        Command::SetAllowedSenders { senders, .. } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            format!("allowed e-mail senders set ({})", senders.len()),
+        ),
+        Command::AddDestination { destination } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination.id.as_str()),
+            Some(destination.channel),
+            format!("destination {} set", destination.id),
+        ),
+        Command::RemoveDestination { destination_id } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination_id.as_str()),
+            None,
+            format!("destination {destination_id} removed"),
+        ),
+        Command::SetPolicy { policy } => (
+            EventKind::PolicyChanged,
+            None,
+            None,
+            None,
+            if policy.is_some() {
+                "policy set"
+            } else {
+                "policy reset to the default"
+            }
+            .to_owned(),
+        ),
+    };
+    let mut e = Event::new(kind, &[command_id], now)
+        .source(source)
+        .channel(channel)
+        .detail(&detail);
+    e.destination = destination.map(str::to_owned);
+    e
+}
+
+pub(crate) fn command_effects(
+    user: &UserId,
+    record: &mut Option<UserRecord>,
+    command: Command,
+    limits: &Limits,
+    now: Millis,
+    fx: &mut Effects,
+) -> Result<(), Refusal> {
+    match command {
+        Command::CreateUser {
+            name,
+            token_hash,
+            feed_token_hash,
+            inbound_token_hash,
+        } => {
+            if let Some(r) = record {
+                // a retried create (same token) is the same user: answer ok again
+                return if r.token_hash == token_hash {
+                    Ok(())
+                } else {
+                    Err(("exists", format!("user {user} already exists")))
+                };
+            }
+            *record = Some(UserRecord {
+                id: user.clone(),
+                name,
+                created_at_ms: now,
+                token_hash,
+                feed_token_hash,
+                inbound_token_hash,
+                sources: vec![],
+                destinations: vec![],
+                allowed_senders: vec![],
+                require_authenticated_mail: false,
+                source_status: Default::default(),
+                recent: Default::default(),
+                reach: Default::default(),
+            });
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::AddSource { mut source } => {
+            let r = existing(user, record)?;
+            validate_source(&source)?;
+            let upserted = subscription(user, &source, SubscriptionOp::Upsert);
+            let known = r.sources.iter().any(|s| s.id == source.id);
+            if let SourceSpec::Imap { password, .. } = &mut source.spec {
+                if password.is_none() && !known {
+                    return Err(("invalid", "password: needed for a new IMAP source".into()));
+                }
+                fx.imap.push(tocsin_model::ImapSubscription {
+                    op: SubscriptionOp::Upsert,
+                    user: user.clone(),
+                    source_id: source.id.clone(),
+                    label: source.label.clone(),
+                    filter: source.filter.clone(),
+                    spec: None,
+                });
+                // the password goes to the ingestor only, never into the record
+                let spec_with_password = source.spec.clone();
+                if let SourceSpec::Imap { password, .. } = &mut source.spec {
+                    *password = None;
+                }
+                if let Some(s) = fx.imap.last_mut() {
+                    s.spec = Some(spec_with_password);
+                }
+            }
+            let id = source.id.clone();
+            upsert(
+                &mut r.sources,
+                source,
+                |s| s.id == id,
+                limits.max_sources,
+                "sources",
+            )?;
+            fx.subscriptions.extend(upserted);
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::RemoveSource { source_id } => {
+            let r = existing(user, record)?;
+            let source = take(&mut r.sources, |s| s.id == source_id, "source", &source_id)?;
+            r.source_status.remove(&source_id);
+            fx.subscriptions
+                .extend(subscription(user, &source, SubscriptionOp::Remove));
+            if matches!(source.spec, SourceSpec::Imap { .. }) {
+                fx.imap.push(tocsin_model::ImapSubscription {
+                    op: SubscriptionOp::Remove,
+                    user: user.clone(),
+                    source_id: source.id.clone(),
+                    label: source.label.clone(),
+                    filter: source.filter.clone(),
+                    spec: None,
+                });
+            }
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::AddDestination { destination } => {
+            let r = existing(user, record)?;
+            let address = Destination::validate_address(destination.channel, &destination.address)
+                .map_err(|e| ("invalid", format!("address: {e}")))?;
+            let id = destination.id.clone();
+            let destination = Destination {
+                address,
+                ..destination
+            };
+            if let Some(old) = r.destinations.iter().find(|d| d.id == id)
+                && AddressEntry::indexed(old.channel)
+                && old.address_key() != destination.address_key()
+            {
+                fx.index
+                    .push((AddressEntry::key(old.channel, &old.address), None));
+                r.reach.presence.remove(&old.address_key());
+            }
+            if AddressEntry::indexed(destination.channel) {
+                fx.index.push((
+                    AddressEntry::key(destination.channel, &destination.address),
+                    Some(AddressEntry {
+                        user: user.clone(),
+                        destination_id: id.clone(),
+                        channel: destination.channel,
+                        address: destination.address.clone(),
+                    }),
+                ));
+            }
+            let limit = limits.max_destinations;
+            upsert(
+                &mut r.destinations,
+                destination,
+                |d| d.id == id,
+                limit,
+                "destinations",
+            )?;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetAllowedSenders {
+            senders,
+            require_authenticated,
+        } => {
+            let r = existing(user, record)?;
+            r.require_authenticated_mail = require_authenticated;
+            r.allowed_senders = tocsin_model::validate_allowed_senders(&senders)
+                .map_err(|e| ("invalid", format!("allowed_senders: {e}")))?;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::RemoveDestination { destination_id } => {
+            let r = existing(user, record)?;
+            if let Some(p) = &r.reach.policy
+                && p.steps
+                    .iter()
+                    .chain(p.urgent_steps.iter().flatten())
+                    .any(|s| s.destinations.contains(&destination_id))
+            {
+                return Err((
+                    "invalid",
+                    format!(
+                        "the escalation policy names destination {destination_id}; change the policy first"
+                    ),
+                ));
+            }
+            let d = take(
+                &mut r.destinations,
+                |d| d.id == destination_id,
+                "destination",
+                &destination_id,
+            )?;
+            if AddressEntry::indexed(d.channel) {
+                fx.index
+                    .push((AddressEntry::key(d.channel, &d.address), None));
+                r.reach.presence.remove(&d.address_key());
+            }
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetPolicy { policy } => {
+            let r = existing(user, record)?;
+            if let Some(p) = &policy {
+                let problems = p.problems(&r.destinations);
+                if !problems.is_empty() {
+                    return Err(("invalid", problems.join("; ")));
+                }
+            }
+            r.reach.policy = policy;
+            fx.dirty = true;
+            Ok(())
+        }
+    }
+}
+
+/// The user's record, or the refusal for a command to a user that does not exist.
+pub(crate) fn existing<'a>(
+    user: &UserId,
+    record: &'a mut Option<UserRecord>,
+) -> Result<&'a mut UserRecord, Refusal> {
+    record
+        .as_mut()
+        .ok_or(("not_found", format!("user {user} does not exist")))
+}
+
+/// Replace the entry `same` finds, or add `item` if there is room for `limit` entries.
+pub(crate) fn upsert<T>(
+    list: &mut Vec<T>,
+    item: T,
+    same: impl Fn(&T) -> bool,
+    limit: usize,
+    what: &str,
+) -> Result<(), Refusal> {
+    match list.iter().position(same) {
+        Some(i) => list[i] = item,
+        None if list.len() >= limit => {
+            return Err(("invalid", format!("at most {limit} {what} per user")));
+        }
+        None => list.push(item),
+    }
+    Ok(())
+}
+
+/// Remove and return the entry `same` finds.
+pub(crate) fn take<T>(
+    list: &mut Vec<T>,
+    same: impl Fn(&T) -> bool,
+    what: &str,
+    id: &str,
+) -> Result<T, Refusal> {
+    let i = list
+        .iter()
+        .position(same)
+        .ok_or(("not_found", format!("no {what} {id}")))?;
+    Ok(list.remove(i))
+}
+
+pub(crate) fn validate_source(source: &Source) -> Result<(), Refusal> {
+    if let Some(e) = source.filter.validate("filter.").into_iter().next() {
+        return Err(("invalid", e.to_string()));
+    }
+    match &source.spec {
+        SourceSpec::Feed { url, .. } => tocsin_model::validate_feed_url(url)
+            .map(|_| ())
+            .map_err(|e| ("invalid", format!("url: {e}"))),
+        SourceSpec::Imap {
+            host,
+            port,
+            username,
+            mailbox,
+            ..
+        } => {
+            let host_ok = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+            if !host_ok {
+                Err(("invalid", format!("host: {host:?} is not a host name")))
+            } else if *port == 0 {
+                Err(("invalid", "port: must be 1-65535".into()))
+            } else if username.is_empty() || username.len() > 320 {
+                Err((
+                    "invalid",
+                    "username: needed (at most 320 characters)".into(),
+                ))
+            } else if mailbox.is_empty()
+                || mailbox.len() > 200
+                || mailbox
+                    .chars()
+                    .any(|c| c.is_control() || c == '"' || c == '\\')
+            {
+                Err((
+                    "invalid",
+                    format!("mailbox: {mailbox:?} is not a mailbox name"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+pub(crate) fn subscription(
+    user: &UserId,
+    source: &Source,
+    op: SubscriptionOp,
+) -> Option<FeedSubscription> {
+    let SourceSpec::Feed {
+        url,
+        deliver_existing,
+    } = &source.spec
+    else {
+        return None;
+    };
+    Some(FeedSubscription {
+        op,
+        user: user.clone(),
+        source_id: source.id.clone(),
+        url: url.clone(),
+        filter: source.filter.clone(),
+        deliver_existing: *deliver_existing,
+        label: source.label.clone(),
+    })
+}

@@ -1,0 +1,263 @@
+//! The avatar's decisions, as pure functions: given the user's record and one message, what
+//! changes and what goes out. No I/O here; the actor (`actor.rs`) persists the record and
+//! publishes the effects (`outputs.rs` maps them to bus messages).
+
+pub mod commands;
+pub mod effects;
+pub mod escalate;
+pub mod routing;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use effects::Effects;
+
+use crate::decide::commands::{command_effects, command_event};
+use crate::decide::escalate::{Fired, Links};
+use crate::decide::routing::route;
+use tocsin_model::{
+    AvatarMessage, CommandReply, Event, EventKind, HistoryRecord, Millis, Notification,
+    TimelineEntry, UserId, UserRecord,
+};
+
+/// Limits an avatar enforces on its user's configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_sources: usize,
+    pub max_destinations: usize,
+    /// Where signed acknowledgement links point.
+    pub links: Links,
+}
+
+/// Why a command was refused: a stable code and a message for the person.
+pub(crate) type Refusal = (&'static str, String);
+
+/// Apply `msg` for `user` to `record` (None: the user does not exist yet).
+pub fn apply(
+    user: &UserId,
+    record: &mut Option<UserRecord>,
+    msg: AvatarMessage,
+    limits: &Limits,
+    now: Millis,
+) -> Effects {
+    match msg {
+        AvatarMessage::Notify { notification } => route(record, notification, now, &limits.links),
+        AvatarMessage::Command {
+            command_id,
+            command,
+            reply_to,
+        } => {
+            let mut fx = Effects::default();
+            let change = command_event(&command, &command_id, now);
+            let result = command_effects(user, record, command, limits, now, &mut fx);
+            fx.outcome = if result.is_ok() { "applied" } else { "refused" };
+            match &result {
+                Ok(()) if fx.dirty => fx.events.push(change),
+                Ok(()) => {}
+                Err((code, message)) => fx.events.push(
+                    Event::new(EventKind::Refused, &[&command_id], now)
+                        .source(change.source.as_deref())
+                        .detail(&format!("{} refused ({code}): {message}", change.detail)),
+                ),
+            }
+            if let Some(to) = reply_to {
+                let (code, message) = match result {
+                    Ok(()) => (None, None),
+                    Err((code, message)) => (Some(code.to_owned()), Some(message)),
+                };
+                fx.reply = Some((
+                    to,
+                    CommandReply {
+                        command_id,
+                        ok: code.is_none(),
+                        code,
+                        message,
+                    },
+                ));
+            }
+            fx
+        }
+        AvatarMessage::SourceStatus { source_id, status } => {
+            let mut fx = Effects::labelled("status");
+            if let Some(r) = record
+                && r.sources.iter().any(|s| s.id == source_id)
+                && r.source_status.get(&source_id) != Some(&status)
+            {
+                r.source_status.insert(source_id, status);
+                fx.dirty = true;
+            }
+            fx
+        }
+        AvatarMessage::Outcome { outcome } => {
+            let Some(r) = record.as_mut().filter(|_| outcome.user == *user) else {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            };
+            let kind = if outcome.delivered {
+                "delivered"
+            } else {
+                "failed"
+            };
+            // the `delivered` and `failed` events are the delivery service's, where they happen
+            let mut fx = Effects {
+                history: vec![HistoryRecord::Timeline {
+                    user: user.clone(),
+                    notification_id: outcome.notification_id.clone(),
+                    entry: TimelineEntry {
+                        at_ms: outcome.at_ms,
+                        kind: kind.into(),
+                        channel: Some(outcome.channel),
+                        // the attempt when it took more than one (an outage, a crash)
+                        detail: match outcome.attempts {
+                            n if n > 1 => format!(
+                                "{}: {} (attempt {n})",
+                                outcome.destination_id, outcome.detail
+                            ),
+                            _ => format!("{}: {}", outcome.destination_id, outcome.detail),
+                        },
+                    },
+                }],
+                outcome: kind,
+                ..Default::default()
+            };
+            if !outcome.delivered {
+                let fired = escalate::failed(
+                    r,
+                    &outcome.notification_id,
+                    &outcome.destination_id,
+                    now,
+                    &limits.links,
+                );
+                fx.take(user, fired);
+            }
+            fx
+        }
+        AvatarMessage::Presence {
+            address,
+            show,
+            at_ms,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled("no_user");
+            };
+            let (changed, fired) = escalate::presence(r, address, show, at_ms, now, &limits.links);
+            let mut fx = Effects {
+                outcome: if changed { "presence" } else { "presence_same" },
+                ..Default::default()
+            };
+            fx.take(user, fired);
+            fx
+        }
+        AvatarMessage::Reply {
+            channel,
+            address,
+            text,
+            at_ms,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled("no_user");
+            };
+            let mut fx = Effects::labelled("reply");
+            match escalate::reply(r, channel, &address, &text, at_ms, now) {
+                Some(fired) => fx.take(user, fired),
+                None => fx.outcome = "reply_unknown_address",
+            }
+            fx
+        }
+        AvatarMessage::Ack {
+            notification_id,
+            via,
+            at_ms: _,
+        } => {
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled("no_user");
+            };
+            let mut fx = Effects::labelled("ack");
+            let mut events = Vec::new();
+            let entries = escalate::ack(r, &notification_id, &via, None, now, &mut events)
+                .into_iter()
+                .collect();
+            fx.take(
+                user,
+                Fired {
+                    jobs: vec![],
+                    entries,
+                    events,
+                },
+            );
+            fx
+        }
+        AvatarMessage::Refused {
+            source,
+            from,
+            reason,
+            at_ms,
+        } => {
+            if record.is_none() {
+                return Effects {
+                    outcome: "no_user",
+                    ..Default::default()
+                };
+            }
+            let from = tocsin_model::text::truncate(&tocsin_model::text::one_line(&from), 200);
+            let id = tocsin_model::digest(&[
+                "refused",
+                user.as_str(),
+                &from,
+                &reason,
+                &at_ms.to_string(),
+            ]);
+            let what = match source {
+                tocsin_model::SourceKind::Email => "e-mail",
+                _ => "message",
+            };
+            let notification = Notification {
+                id: tocsin_model::NotificationId(format!("x{}", &id[..32])),
+                user: user.clone(),
+                source: tocsin_model::SourceRef {
+                    kind: source,
+                    id: None,
+                    label: from.clone(),
+                },
+                title: format!(
+                    "Refused an {what} from {}",
+                    if from.is_empty() { "<>" } else { &from }
+                ),
+                body: reason.clone(),
+                url: None,
+                priority: tocsin_model::Priority::LOWEST,
+                tags: vec!["refused".into()],
+                created_at_ms: at_ms,
+                published_at_ms: None,
+                dedup_key: None,
+            };
+            let event = Event::new(EventKind::Refused, &[notification.id.as_str()], at_ms)
+                .notification(&notification.id)
+                .detail(&format!("{}: {reason}", notification.title));
+            Effects {
+                history: vec![HistoryRecord::Notification {
+                    notification,
+                    entry: TimelineEntry {
+                        at_ms,
+                        kind: "refused".into(),
+                        channel: None,
+                        detail: reason,
+                    },
+                }],
+                events: vec![event],
+                outcome: "refused",
+                ..Default::default()
+            }
+        }
+        AvatarMessage::Tick { .. } => {
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled("no_user");
+            };
+            let fired = escalate::tick(r, now, &limits.links);
+            let mut fx = Effects::labelled("tick");
+            fx.take(user, fired);
+            fx
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Serving one silo: pull its stream and hand each message to its user's avatar (spawned on
+//! the first message, gone when idle), then at the end return what was pulled but not handled.
+
+use crate::Ctx;
+use crate::actor::Avatar;
+use crate::timers;
+use async_nats::jetstream::{self};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tocsin_bus::{BusError, Disposition, StreamKind};
+use tocsin_model::UserId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Messages travel to an avatar boxed: a channel allocates its slots 32 at a time, and 32
+/// unboxed messages (408 bytes each) would cost every active avatar 13 KB.
+pub(crate) struct AvatarHandle {
+    tx: mpsc::Sender<Box<jetstream::Message>>,
+    /// Aborted when dropped: a silo worker that is itself dropped takes its avatars along.
+    join: AbortOnDropHandle<()>,
+}
+
+/// Serve one silo until `stop` (shutdown, or the lease lost): its avatars and its timers.
+pub(crate) async fn serve_silo(ctx: Arc<Ctx>, silo: u32, stop: CancellationToken) {
+    let open = ctx.bus.pull_consumer(
+        StreamKind::Silo(silo),
+        "router",
+        None,
+        ctx.cfg.max_ack_pending,
+    );
+    let consumer = tokio::select! {
+        _ = stop.cancelled() => return,
+        c = open => match c {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(silo, error = %e, "cannot open the silo's consumer; trying again");
+                return;
+            }
+        },
+    };
+    let (b, t, s) = (ctx.bus.clone(), ctx.timers.clone(), stop.clone());
+    // ticks are idempotent: the scheduler is simply dropped (aborted) with the silo
+    let _timers = AbortOnDropHandle::new(tokio::spawn(timers::run(b, t, silo, s)));
+    if let Err(e) = run_silo(ctx, silo, consumer, stop).await {
+        warn!(silo, error = %e, "silo worker stopped with an error");
+    }
+}
+
+async fn run_silo(
+    ctx: Arc<Ctx>,
+    silo: u32,
+    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let mut messages = tocsin_bus::Pull::new(consumer, 256, format!("silo {silo}"));
+    let mut avatars: HashMap<UserId, AvatarHandle> = HashMap::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                avatars.retain(|_, h| !h.join.is_finished());
+                metrics::gauge!("tocsin_router_active_avatars", "silo" => silo.to_string())
+                    .set(avatars.len() as f64);
+            }
+            msg = messages.next() => dispatch(&ctx, silo, &mut avatars, msg).await,
+        }
+    }
+    // stop pulling. What was pulled but not handed to an avatar goes back at once (nak), so
+    // the silo's next holder gets it before anything newer instead of after `ack_wait`.
+    let unhandled = messages.stop(256, Duration::from_millis(20)).await;
+    for msg in &unhandled {
+        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
+    if !unhandled.is_empty() {
+        debug!(
+            silo,
+            returned = unhandled.len(),
+            "returned messages pulled but not handled"
+        );
+    }
+    // dropping the senders lets each avatar finish its queue, save and ack
+    let joins: Vec<AbortOnDropHandle<()>> = avatars.into_values().map(|h| h.join).collect();
+    if tokio::time::timeout(
+        Duration::from_secs(ctx.cfg.shutdown_grace_secs),
+        futures::future::join_all(joins),
+    )
+    .await
+    .is_err()
+    {
+        warn!(
+            silo,
+            "avatars did not finish within the grace period; their messages will be redelivered"
+        );
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    silo: u32,
+    avatars: &mut HashMap<UserId, AvatarHandle>,
+    msg: jetstream::Message,
+) {
+    let Some(user) = ctx
+        .bus
+        .subjects()
+        .user_of_silo_subject(&msg.subject)
+        .and_then(|u| UserId::parse(u).ok())
+    else {
+        let reason = format!("subject {} names no valid user", msg.subject);
+        ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+        return;
+    };
+    let mut msg = msg;
+    loop {
+        let handle = avatars
+            .entry(user.clone())
+            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, user.clone()));
+        match handle.tx.send(Box::new(msg)).await {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(back)) => {
+                // the avatar went idle and is finishing; wait so two never run for one user
+                msg = *back;
+                if let Some(old) = avatars.remove(&user) {
+                    let _ = old.join.await;
+                }
+            }
+        }
+    }
+}
+
+fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
+    let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
+    let span = info_span!("avatar", user = %user, silo);
+    let join = tokio::spawn(
+        Avatar {
+            ctx,
+            user,
+            record: None,
+            revision: 0,
+            loaded: false,
+            dirty: false,
+            pending: Vec::new(),
+            acks: Vec::new(),
+            replies: Vec::new(),
+            index: Vec::new(),
+            silo,
+            hold_until: None,
+        }
+        .run(rx)
+        .instrument(span),
+    );
+    let join = AbortOnDropHandle::new(join);
+    metrics::counter!("tocsin_router_avatar_activations_total").increment(1);
+    AvatarHandle { tx, join }
+}
