@@ -1,0 +1,81 @@
+//! The `[api]` configuration section: where it listens, its public URL, the admin token,
+//! body and rate limits, and the inbound SMS settings.
+
+use serde::{Deserialize, Serialize};
+use tocsin_bus::BusConfig;
+use tocsin_runtime::ConfigDoc;
+
+/// The `[api]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the API (and its /healthz, /readyz, /metrics) listens.
+    pub listen: String,
+    /// The URL people reach the API at; private feed URLs are built from it.
+    pub public_url: String,
+    /// The token that may create users and handle dead letters. Empty: admin calls refused.
+    /// Give it through `TOCSIN_API__ADMIN_TOKEN`, never in a file under version control.
+    pub admin_token: String,
+    /// How long to wait for an avatar to answer a command.
+    pub command_timeout_secs: u64,
+    /// How long to wait for the history service.
+    pub query_timeout_secs: u64,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// The domain of users' inbound e-mail addresses (`<user>.<secret>@<domain>`): the one
+    /// whose MX points at the ingestor's SMTP listener.
+    pub inbound_domain: String,
+    /// Twilio's auth token, to check `X-Twilio-Signature` on inbound SMS
+    /// (`POST /v1/sms/twilio`). Give it through `TOCSIN_API__TWILIO_AUTH_TOKEN`. Empty: off.
+    pub twilio_auth_token: String,
+    /// The `token` an SMS gateway (Kannel) passes on `GET /v1/sms/kannel`. Empty: off.
+    pub sms_inbound_token: String,
+    /// Requests a minute per client address (a burst of as many; 0: no limit). Behind a proxy
+    /// every client has the proxy's address: raise it, or limit at the proxy.
+    pub rate_per_ip_per_minute: u32,
+    /// Requests a minute per authenticated user (0: no limit).
+    pub rate_per_user_per_minute: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            admin_token: String::new(),
+            command_timeout_secs: 10,
+            query_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
+            inbound_domain: "tocsin.localhost".into(),
+            twilio_auth_token: String::new(),
+            sms_inbound_token: String::new(),
+            rate_per_ip_per_minute: 1200,
+            rate_per_user_per_minute: 600,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub api: ApiConfig,
+}
+
+impl Config {
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let (bus, api) = doc.service_sections("api", |b: &BusConfig, s: &ApiConfig| {
+            let mut p = b.problems();
+            if url::Url::parse(&s.public_url).is_err() {
+                p.push(format!("api.public_url: {:?} is not a URL", s.public_url));
+            }
+            if !s.admin_token.is_empty() && s.admin_token.len() < 16 {
+                p.push("api.admin_token: use at least 16 characters".into());
+            }
+            if s.max_body_bytes < 1024 {
+                p.push("api.max_body_bytes: must be at least 1024".into());
+            }
+            p
+        })?;
+        Ok(Config { bus, api })
+    }
+}

@@ -1,0 +1,64 @@
+//! `/v1/inbound`: the user's inbound e-mail address and who may send to it.
+
+use crate::auth::authenticate;
+use crate::client::{command, refusal};
+use crate::routes::parse_body;
+use crate::{ApiError, St};
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::json;
+use tocsin_model::Command;
+
+pub(crate) async fn get_inbound(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    Ok(Json(json!({
+        "domain": state.cfg.inbound_domain,
+        "enabled": !u.inbound_token_hash.is_empty(),
+        "allowed_senders": u.allowed_senders,
+        "require_authenticated": u.require_authenticated_mail,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutInbound {
+    allowed_senders: Vec<String>,
+    /// Take only mail that passes SPF or DKIM.
+    #[serde(default)]
+    require_authenticated: bool,
+}
+
+pub(crate) async fn put_inbound(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: PutInbound = parse_body(&body)?;
+    let senders = tocsin_model::validate_allowed_senders(&req.allowed_senders).map_err(|e| {
+        ApiError::bad_request(
+            format!("allowed_senders: {e}"),
+            Some("allowed_senders".into()),
+        )
+    })?;
+    let reply = command(
+        &state,
+        &u.id,
+        Command::SetAllowedSenders {
+            senders: senders.clone(),
+            require_authenticated: req.require_authenticated,
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(
+        json!({ "allowed_senders": senders, "require_authenticated": req.require_authenticated }),
+    ))
+}

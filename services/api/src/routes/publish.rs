@@ -1,0 +1,135 @@
+//! `/v1/publish`: a notification from a program, straight into the user's silo.
+
+use crate::auth::authenticate;
+use crate::routes::parse_body;
+use crate::{ApiError, St, bus_error};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use tocsin_model::{Notification, NotificationId, Priority, SourceKind, SourceRef, now_ms};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Publish {
+    title: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    click_url: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// Check a publish request; every problem names its field.
+pub(crate) fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>), ApiError> {
+    let bad = |field: &str, msg: String| {
+        ApiError::bad_request(format!("{field}: {msg}"), Some(field.to_owned()))
+    };
+    if p.title.trim().is_empty() {
+        return Err(bad("title", "must not be empty".into()));
+    }
+    if p.title.len() > 1000 {
+        return Err(bad("title", "at most 1000 bytes".into()));
+    }
+    if p.body.len() > 16_000 {
+        return Err(bad("body", "at most 16000 bytes".into()));
+    }
+    let priority = Priority::new(p.priority.unwrap_or(3)).map_err(|e| bad("priority", e))?;
+    if p.tags.len() > 20 || p.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
+        return Err(bad("tags", "at most 20 tags of 1-64 bytes".into()));
+    }
+    if let Some(k) = &p.idempotency_key
+        && (k.is_empty() || k.len() > 200)
+    {
+        return Err(bad("idempotency_key", "must be 1-200 bytes".into()));
+    }
+    let url = match &p.click_url {
+        None => None,
+        Some(u) => {
+            let parsed =
+                url::Url::parse(u).map_err(|e| bad("click_url", format!("not a URL ({e})")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad("click_url", "must be http or https".into()));
+            }
+            Some(parsed.to_string())
+        }
+    };
+    Ok((priority, url))
+}
+
+pub(crate) async fn publish(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: Publish = parse_body(&body)?;
+    let (priority, url) = validate_publish(&req)?;
+    let id = match &req.idempotency_key {
+        Some(k) => NotificationId::for_publish(&u.id, k),
+        None => NotificationId::random(rand::rng().random()),
+    };
+    let n = Notification {
+        id: id.clone(),
+        user: u.id.clone(),
+        source: SourceRef {
+            kind: SourceKind::Publish,
+            id: None,
+            label: "api".into(),
+        },
+        title: tocsin_model::text::one_line(&req.title),
+        body: tocsin_model::text::fold_whitespace(&req.body),
+        url,
+        priority,
+        tags: req.tags,
+        created_at_ms: now_ms(),
+        published_at_ms: None,
+        dedup_key: None,
+    };
+    let events = vec![
+        tocsin_model::Event::ingested("publish", id.as_str(), n.created_at_ms).user(&u.id),
+        tocsin_model::Event::matched(&n),
+    ];
+    state
+        .bus
+        .notify(n, events, "api")
+        .await
+        .map_err(bus_error)?;
+    metrics::counter!("tocsin_api_published_total").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_validation_names_fields() {
+        let p = |v: serde_json::Value| serde_json::from_value::<Publish>(v).unwrap();
+        let field = |v| validate_publish(&p(v)).unwrap_err().field;
+        assert_eq!(field(json!({"title": " "})), Some("title".into()));
+        assert_eq!(
+            field(json!({"title": "x", "priority": 9})),
+            Some("priority".into())
+        );
+        assert_eq!(
+            field(json!({"title": "x", "click_url": "javascript:alert(1)"})),
+            Some("click_url".into())
+        );
+        assert_eq!(
+            field(json!({"title": "x", "tags": [""]})),
+            Some("tags".into())
+        );
+        assert!(
+            validate_publish(&p(json!({"title": "x", "click_url": "https://e.org/a"}))).is_ok()
+        );
+    }
+}

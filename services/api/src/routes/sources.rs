@@ -1,0 +1,151 @@
+//! `/v1/sources`: what a user watches (feeds, IMAP mailboxes) with each source's health.
+
+use crate::auth::{authenticate, random_hex};
+use crate::client::{command, refusal};
+use crate::routes::parse_body;
+use crate::{ApiError, St};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tocsin_model::{Command, Filter, Source, SourceSpec, now_ms};
+
+#[derive(Serialize)]
+pub(crate) struct SourceView<'a> {
+    #[serde(flatten)]
+    source: &'a Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a tocsin_model::SourceStatus>,
+}
+
+pub(crate) async fn list_sources(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let sources: Vec<SourceView<'_>> = u
+        .sources
+        .iter()
+        .map(|s| SourceView {
+            source: s,
+            status: u.source_status.get(&s.id),
+        })
+        .collect();
+    Ok(Json(json!({ "sources": sources })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddSource {
+    /// `feed` (the default) or `imap`.
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    tls: Option<tocsin_model::ImapTls>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    mailbox: Option<String>,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    filter: Filter,
+    #[serde(default)]
+    deliver_existing: bool,
+}
+
+pub(crate) async fn add_source(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: AddSource = parse_body(&body)?;
+    let spec = match req.kind.as_deref().unwrap_or("feed") {
+        "feed" => SourceSpec::Feed {
+            url: tocsin_model::validate_feed_url(&req.url)
+                .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
+            deliver_existing: req.deliver_existing,
+        },
+        "imap" => {
+            let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
+            SourceSpec::Imap {
+                host: req.host.trim().to_owned(),
+                port: req.port.unwrap_or(match tls {
+                    tocsin_model::ImapTls::Tls => 993,
+                    tocsin_model::ImapTls::None => 143,
+                }),
+                tls,
+                username: req.username.clone(),
+                password: Some(req.password.clone().filter(|p| !p.is_empty()).ok_or_else(
+                    || ApiError::bad_request("password: needed", Some("password".into())),
+                )?),
+                mailbox: req.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
+            }
+        }
+        other => {
+            return Err(ApiError::bad_request(
+                format!("kind: {other:?} is not a source kind (feed, imap)"),
+                Some("kind".into()),
+            ));
+        }
+    };
+    if let Some(e) = req.filter.validate("filter.").into_iter().next() {
+        return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
+    }
+    if req.label.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "label: at most 100 characters",
+            Some("label".into()),
+        ));
+    }
+    let source = Source {
+        id: format!("s{}", random_hex(6)),
+        spec,
+        filter: req.filter,
+        label: req.label.trim().to_owned(),
+        created_at_ms: now_ms(),
+    };
+    let reply = command(
+        &state,
+        &u.id,
+        Command::AddSource {
+            source: source.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    let mut source = source;
+    if let SourceSpec::Imap { password, .. } = &mut source.spec {
+        *password = None;
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "source": source }))).into_response())
+}
+
+pub(crate) async fn remove_source(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    if !u.sources.iter().any(|s| s.id == id) {
+        return Err(ApiError::not_found(format!("no source {id}")));
+    }
+    let reply = command(&state, &u.id, Command::RemoveSource { source_id: id }).await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
