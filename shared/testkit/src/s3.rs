@@ -1,0 +1,69 @@
+//! moto's S3 server on loopback (the archive's object store in tests).
+
+use crate::wait::wait_listening;
+use crate::{free_port, workspace_root};
+use anyhow::{Result, anyhow};
+use std::path::PathBuf;
+
+/// An S3-compatible server (moto's server mode, installed into `.tools/s3venv` by
+/// `make test-tools`) on a free loopback port, everything in memory; killed on drop. It speaks
+/// the S3 REST API with SigV4 as AWS does; any access key is accepted.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl S3Server {
+    pub fn start() -> Result<Self> {
+        let binary = std::env::var("TOCSIN_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace_root().join(".tools/s3venv/bin/moto_server"));
+        let port = free_port();
+        let mut child = std::process::Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow!(
+                    "cannot start {} ({e}): run `make test-tools`",
+                    binary.display()
+                )
+            })?;
+        wait_listening(&mut child, port, "moto_server")?;
+        Ok(Self { child, port })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Create a bucket (S3 CreateBucket: `PUT /<bucket>`; moto takes it unsigned).
+    pub fn create_bucket(&self, bucket: &str) -> Result<()> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        write!(
+            conn,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            return Err(anyhow!(
+                "create bucket {bucket}: {}",
+                answer.lines().next().unwrap_or("")
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
