@@ -3,10 +3,7 @@
 //! and again mid-file leaves every event in the archive exactly once; foreign and damaged
 //! files are reported and skipped.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::{Harness, Recorder, Svc};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -16,6 +13,7 @@ use tocsin_archiver::store::{Archive, S3Options};
 use tocsin_archiver::table;
 use tocsin_model::Channel;
 use tocsin_testkit::wait_for;
+use tocsin_tests::{Harness, Recorder, Svc};
 
 fn archive(h: &Harness) -> Archive {
     Archive::open(&h.archiver.target, &S3Options::default()).expect("archive")

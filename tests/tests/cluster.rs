@@ -4,14 +4,12 @@
 //! killed and restarted — while notifications keep flowing. Every notification is then
 //! delivered once and in history once, checked by id.
 
-mod common;
-
 use anyhow::{Context, Result};
-use common::workload::Workload;
-use common::{Harness, Svc};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tocsin_testkit::wait_for;
+use tocsin_tests::workload::Workload;
+use tocsin_tests::{Harness, Svc};
 
 const SILOS: u32 = 6;
 

@@ -2,11 +2,8 @@
 //! recorded in the notification's timeline; a permanent failure is recorded too; a slow
 //! receiver gets backpressure (a bounded number of jobs held, the backlog in the stream).
 
-mod common;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::Harness;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,6 +11,7 @@ use sha2::Sha256;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_testkit::wait_for;
+use tocsin_tests::Harness;
 
 const SECRET: &str = "webhook-secret-0123456789";
 

@@ -2,12 +2,10 @@
 //! with the parsed subject and body, a Message-ID derived from the job, no injected header;
 //! through an outage of the server every message is delivered exactly once.
 
-mod common;
-
-use common::{Harness, smtp_out};
 use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
+use tocsin_tests::{Harness, smtp_out};
 
 use tocsin_model::Channel;
 use tocsin_testkit::{SmtpSink, free_port, wait_for};
@@ -715,8 +713,8 @@ async fn a_watched_imap_mailbox_turns_new_mail_into_notifications() -> anyhow::R
     assert!(!sources[0].to_string().contains("imap-password"));
 
     // the ingestor restarts: the watch resumes from its bucket
-    h.kill(common::Svc::Ingestor).await;
-    h.start_service(common::Svc::Ingestor);
+    h.kill(tocsin_tests::Svc::Ingestor).await;
+    h.start_service(tocsin_tests::Svc::Ingestor);
     dovecot.deliver(
         "ann@example.test",
         "From: ci@example.test\r\nSubject: Build failed on main\r\nMessage-ID: <ci-7@example.test>\r\n\r\nstep 3 of 5\r\n",

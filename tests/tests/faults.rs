@@ -18,17 +18,15 @@
 //! The long versions (`TOCSIN_FAULTS_LONG=1`) publish ten times as many and repeat the
 //! round of kills three times.
 
-mod common;
-
 use anyhow::{Context, Result};
-use common::workload::Workload;
-use common::{Harness, Recorder, Svc, smtp_out, twilio_path, use_twilio, xmpp_service};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use tocsin_model::Channel;
 use tocsin_testkit::im::ImUser;
 use tocsin_testkit::{Prosody, SmtpSink, free_port, wait_for};
+use tocsin_tests::workload::Workload;
+use tocsin_tests::{Harness, Recorder, Svc, smtp_out, twilio_path, use_twilio, xmpp_service};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_killed_in_turn_loses_and_doubles_nothing() -> Result<()> {

@@ -1,14 +1,12 @@
 //! End to end through a real nats-server: feed → ingestor → router → history → API and the
 //! private feed; restarts; hostile feeds; API validation and isolation between users.
 
-mod common;
-
-use common::{ADMIN, Harness, Svc, rdf};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 use tocsin_testkit::wait_for;
+use tocsin_tests::{ADMIN, Harness, Svc, rdf};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_matching_item_reaches_history_and_the_private_feed_once_per_url()

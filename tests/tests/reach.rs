@@ -4,20 +4,18 @@
 //! IM or the signed link stops the rest, and a router restart neither loses nor repeats a
 //! step.
 
-mod common;
-
 use anyhow::{Context, Result, ensure};
-use common::{Harness, Recorder, Svc, twilio_path, use_twilio, xmpp_service};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use tocsin_tests::{Harness, Recorder, Svc, twilio_path, use_twilio, xmpp_service};
 
 use tocsin_model::Channel;
 use tocsin_testkit::im::ImUser;
 use tocsin_testkit::im::Show;
 use tocsin_testkit::{Prosody, wait_for};
 
-const SERVICE: &str = common::XMPP_SERVICE;
+const SERVICE: &str = tocsin_tests::XMPP_SERVICE;
 
 struct World {
     h: Harness,
@@ -31,7 +29,7 @@ struct World {
 /// tocsin with the xmpp, sms and webhook channels; a user Ann with IM, SMS and two webhooks;
 /// her policy: IM if present → first webhook, wait 2 s → SMS, wait 2 s → last webhook. Ann is
 /// logged in and present.
-async fn world(name: &str, tweak: impl FnOnce(&mut common::Settings)) -> Result<World> {
+async fn world(name: &str, tweak: impl FnOnce(&mut tocsin_tests::Settings)) -> Result<World> {
     let prosody = Prosody::start()?;
     let xmpp = xmpp_service(&prosody)?;
     prosody.register("ann", "ann-password")?;
@@ -129,7 +127,7 @@ impl World {
     }
 
     /// SMS bodies sent so far that mention `title`.
-    fn sms_about(&self, title: &str) -> Vec<common::Recorded> {
+    fn sms_about(&self, title: &str) -> Vec<tocsin_tests::Recorded> {
         self.twilio
             .requests(&twilio_path())
             .into_iter()
@@ -137,7 +135,7 @@ impl World {
             .collect()
     }
 
-    fn hooks_about(&self, path: &str, id: &str) -> Vec<common::Recorded> {
+    fn hooks_about(&self, path: &str, id: &str) -> Vec<tocsin_tests::Recorded> {
         self.hooks
             .requests(path)
             .into_iter()

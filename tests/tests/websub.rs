@@ -2,10 +2,7 @@
 //! only for our own subscription; signed pushes become notifications without a poll, and
 //! unsigned or forged pushes are dropped.
 
-mod common;
-
 use axum::extract::State;
-use common::Harness;
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -13,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_testkit::wait_for;
+use tocsin_tests::Harness;
 
 #[derive(Default, Clone, Debug)]
 struct Subscription {

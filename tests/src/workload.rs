@@ -4,7 +4,7 @@
 //! outage), and the final check — every notification delivered once and in history once,
 //! by id.
 
-use super::{Harness, Recorder};
+use crate::{Harness, Recorder};
 use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::json;
