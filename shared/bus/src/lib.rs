@@ -666,7 +666,6 @@ pub fn backoff(delivered: i64, min: Duration) -> Duration {
     d.max(min).min(Duration::from_secs(60))
 }
 
-/// Encode a payload as JSON.
 /// `event` as a message: its subject, its id as `Nats-Msg-Id`, its payload; `service` is
 /// filled in when the event names none. (The silo is the caller's to fill: see
 /// [`Bus::event_output`].)
@@ -682,6 +681,7 @@ pub fn event_message(
     Ok((subjects.events(event.kind), event.id, payload))
 }
 
+/// Encode a payload as JSON.
 pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, BusError> {
     serde_json::to_vec(value)
         .map(bytes::Bytes::from)

@@ -1,0 +1,154 @@
+//! The `[delivery]` configuration section: which channels this instance serves, concurrency
+//! and provider rates, the address guard for user-given URLs, and each channel's provider.
+
+use crate::{email, sms, xmpp};
+use serde::{Deserialize, Serialize};
+use tocsin_bus::BusConfig;
+use tocsin_model::Channel;
+use tocsin_runtime::ConfigDoc;
+
+/// The `[delivery]` section.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    pub ops_listen: String,
+    /// The channels this instance serves (each can run in its own deployment). From the
+    /// environment as a comma-separated list: `TOCSIN_DELIVERY__CHANNELS=xmpp,sms`.
+    #[serde(deserialize_with = "channel_list")]
+    pub channels: Vec<Channel>,
+    /// Jobs in flight per channel.
+    pub concurrency: usize,
+    /// Jobs pulled but not yet settled per channel — queued in lanes behind a slow or failing
+    /// destination, or being sent. The rest wait in the stream (backpressure), not in memory.
+    pub max_ack_pending: i64,
+    pub webhook_timeout_secs: u64,
+    /// Allow webhooks on loopback addresses (tests, local receivers).
+    pub allow_loopback: bool,
+    /// Allow webhooks on private and link-local addresses (an intranet).
+    pub allow_private_addresses: bool,
+    pub shutdown_grace_secs: u64,
+    /// The SMTP relay for the `email` channel.
+    pub smtp: email::SmtpConfig,
+    /// tocsin's XMPP account for the `xmpp` channel.
+    pub xmpp: xmpp::XmppConfig,
+    /// The SMS provider for the `sms` channel.
+    pub sms: sms::SmsConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            ops_listen: "127.0.0.1:9104".into(),
+            channels: vec![Channel::Webhook],
+            concurrency: 32,
+            max_ack_pending: 10_000,
+            webhook_timeout_secs: 10,
+            allow_loopback: false,
+            allow_private_addresses: false,
+            shutdown_grace_secs: 20,
+            smtp: email::SmtpConfig::default(),
+            xmpp: xmpp::XmppConfig::default(),
+            sms: sms::SmsConfig::default(),
+        }
+    }
+}
+
+/// A list of channels, or a comma-separated string of them (environment variables are strings).
+fn channel_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Channel>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<Channel>),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::List(l) => Ok(l),
+        Either::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                Channel::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == c)
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "{c:?} is not a channel (xmpp, sms, email, push, webhook)"
+                        ))
+                    })
+            })
+            .collect(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub bus: BusConfig,
+    pub delivery: DeliveryConfig,
+}
+
+impl Config {
+    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
+        let (bus, delivery) =
+            doc.service_sections("delivery", |b: &BusConfig, s: &DeliveryConfig| {
+                let mut p = b.problems();
+                for c in &s.channels {
+                    match c {
+                        Channel::Webhook | Channel::Push | Channel::Sink => {}
+                        Channel::Email => p.extend(s.smtp.problems()),
+                        Channel::Xmpp => p.extend(s.xmpp.problems()),
+                        Channel::Sms => p.extend(s.sms.problems()),
+                    }
+                }
+                if s.concurrency == 0 || s.webhook_timeout_secs == 0 {
+                    p.push(
+                        "delivery.concurrency and webhook_timeout_secs: must be greater than 0"
+                            .into(),
+                    );
+                }
+                if s.max_ack_pending < 1 {
+                    p.push(format!(
+                        "delivery.max_ack_pending: must be at least 1, got {}",
+                        s.max_ack_pending
+                    ));
+                }
+                p
+            })?;
+        Ok(Config { bus, delivery })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tocsin_runtime::ConfigSource;
+
+    #[test]
+    fn channels_come_from_the_environment_as_a_comma_list() {
+        let src = ConfigSource {
+            file: None,
+            env: [(
+                "TOCSIN_DELIVERY__CHANNELS".to_string(),
+                "webhook, push".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let cfg = Config::load(&src.load().unwrap()).unwrap();
+        assert_eq!(cfg.delivery.channels, [Channel::Webhook, Channel::Push]);
+        let src = ConfigSource {
+            file: None,
+            env: [(
+                "TOCSIN_DELIVERY__CHANNELS".to_string(),
+                "pigeon".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let problems = Config::load(&src.load().unwrap()).unwrap_err();
+        assert!(
+            problems[0].contains("\"pigeon\" is not a channel"),
+            "{problems:?}"
+        );
+    }
+}

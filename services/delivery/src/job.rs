@@ -1,0 +1,218 @@
+//! One delivery job from start to outcome: send it (retrying transient failures in place as
+//! [`crate::retry::next_step`] decides), remember what became of it, and report the outcome
+//! with its events to the user's avatar in one batch.
+
+use crate::Ctx;
+use crate::retry::{Next, next_step};
+use crate::webhook::SendResult;
+use crate::{push, sms, webhook};
+use async_nats::jetstream;
+use std::collections::HashMap;
+use std::time::Duration;
+use tocsin_bus::Disposition;
+use tocsin_model::{
+    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, now_ms,
+};
+use tokio::sync::Semaphore;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Send one job until it is delivered, fails for good, or has used its attempts.
+pub(crate) async fn handle(
+    ctx: &Ctx,
+    channel: Channel,
+    permits: &Semaphore,
+    msg: jetstream::Message,
+    job: DeliveryJob,
+) {
+    let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
+    async {
+        let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let max = ctx.bus.config().max_deliver;
+        let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
+        // `attempted` events for sends that did not deliver, published with the outcome (and
+        // settled with it); a send that delivers is the `delivered` event itself — one event,
+        // not two, on the common path
+        let mut events: Vec<Event> = Vec::new();
+        let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
+            debug!("already sent; reporting it again instead of sending twice");
+            attempts = tried;
+            (delivered, detail)
+        } else { loop {
+            let result = {
+                let _permit = permits.acquire().await.expect("semaphore open");
+                if let Some(rate) = ctx.rates.get(&channel) {
+                    rate.wait().await;
+                }
+                send(ctx, &job).await
+            };
+            let (label, how) = match &result {
+                SendResult::Delivered(d) => ("delivered", d),
+                SendResult::Permanent(d) => ("failed", d),
+                SendResult::Transient { detail, .. } => ("retry", detail),
+            };
+            if !matches!(result, SendResult::Delivered(_)) {
+                events.push(
+                    job_event(EventKind::Attempted, &job, &[&job.job_id, &attempts.to_string()], now_ms())
+                        .attempt(attempts)
+                        .detail(&format!("{label}: {how}")),
+                );
+            }
+            metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
+            let detail = how.clone();
+            match next_step(result, attempts, max) {
+                Next::Done { delivered, detail } => break (delivered, detail),
+                Next::RetryIn(wait) => {
+                    warn!(attempt = attempts, %detail, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+                    // the channel loop keeps the job alive while it waits
+                    tokio::time::sleep(wait).await;
+                    attempts += 1;
+                }
+            }
+        } };
+        ctx.sent
+            .lock()
+            .expect("sent lock")
+            .insert(&job.job_id, (delivered, detail.clone(), attempts));
+        if job.kind == JobKind::Reply {
+            // an answer to the user's own command: nothing to record
+            ctx.bus.settle(&msg, Disposition::Ack).await;
+            return;
+        }
+        let outcome = DeliveryOutcome {
+            job_id: job.job_id.clone(),
+            notification_id: job.notification.id.clone(),
+            user: job.notification.user.clone(),
+            destination_id: job.destination.id.clone(),
+            channel,
+            delivered,
+            detail,
+            attempts,
+            at_ms: now_ms(),
+        };
+        if !delivered {
+            warn!(detail = %outcome.detail, "delivery failed for good");
+        }
+        let kind = if delivered { EventKind::Delivered } else { EventKind::Failed };
+        events.push(
+            job_event(kind, &job, &[&job.job_id], outcome.at_ms)
+                .since(job.notification.created_at_ms)
+                .attempt(attempts)
+                .detail(&outcome.detail),
+        );
+        let user = outcome.user.clone();
+        let subject = ctx.bus.subjects().silo(ctx.bus.silo_of(&user), user.as_str(), "outcome");
+        let id = tocsin_bus::msg_id::outcome(&outcome.job_id);
+        // the events and the outcome in one pipelined batch: one round trip
+        let reported = match (
+            ctx.bus.event_outputs(events, "delivery"),
+            tocsin_bus::encode(&AvatarMessage::Outcome { outcome }),
+        ) {
+            (Ok(mut items), Ok(payload)) => {
+                items.push((subject, id, payload));
+                ctx.bus.publish_all(items).await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match reported {
+            Ok(()) => ctx.bus.settle(&msg, Disposition::Ack).await,
+            // the job is redelivered and sent again: receivers deduplicate by job id
+            Err(e) => {
+                warn!(error = %e, "cannot report the outcome; the job will be redelivered");
+                ctx.bus.settle(&msg, Disposition::Retry(Duration::from_secs(1))).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// An event about `job`, keyed by `key`.
+pub(crate) fn job_event(
+    kind: EventKind,
+    job: &DeliveryJob,
+    key: &[&str],
+    at_ms: tocsin_model::Millis,
+) -> Event {
+    Event::new(kind, key, at_ms)
+        .user(&job.notification.user)
+        .notification(&job.notification.id)
+        .source(job.notification.source.id.as_deref())
+        .channel(Some(job.destination.channel))
+        .destination(&job.destination.id)
+}
+
+/// One attempt at sending `job` on its channel.
+pub(crate) async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
+    let not_served = |c: Channel| {
+        SendResult::Permanent(format!(
+            "this delivery instance does not serve the {} channel (delivery.channels)",
+            c.as_str()
+        ))
+    };
+    match job.destination.channel {
+        Channel::Webhook => webhook::send(&ctx.http, job, now_ms()).await,
+        Channel::Push => push::send(&ctx.http, job).await,
+        Channel::Sms => sms::send(&ctx.providers, &ctx.cfg.sms, job).await,
+        Channel::Email => match &ctx.mailer {
+            Some(m) => m.send(job).await,
+            None => not_served(Channel::Email),
+        },
+        Channel::Xmpp => match &ctx.xmpp {
+            Some(x) => x.send(job).await,
+            None => not_served(Channel::Xmpp),
+        },
+        Channel::Sink => SendResult::Delivered(format!("discarded ({})", job.destination.address)),
+    }
+}
+
+/// The last [`Sent::CAPACITY`] jobs' results, oldest forgotten first.
+#[derive(Default)]
+pub(crate) struct Sent {
+    results: HashMap<String, (bool, String, i64)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Sent {
+    const CAPACITY: usize = 65_536;
+
+    fn get(&self, job: &str) -> Option<(bool, String, i64)> {
+        self.results.get(job).cloned()
+    }
+
+    fn insert(&mut self, job: &str, result: (bool, String, i64)) {
+        if self.results.insert(job.to_owned(), result).is_none() {
+            self.order.push_back(job.to_owned());
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.results.remove(&old);
+            }
+        }
+    }
+}
+
+/// At most `per_sec` sends per second, spaced evenly.
+pub(crate) struct Rate {
+    gap: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Rate {
+    pub(crate) fn new(per_sec: f64) -> Option<Rate> {
+        (per_sec > 0.0).then(|| Rate {
+            gap: Duration::from_secs_f64(1.0 / per_sec),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let at = (*next).max(now);
+            *next = at + self.gap;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
