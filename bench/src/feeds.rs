@@ -233,6 +233,7 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
             url: format!("{base}/f/{i}"),
             filter: Default::default(),
             deliver_existing: false,
+            poll_interval_secs: None,
             label: String::new(),
         };
         w.push(
@@ -351,6 +352,7 @@ async fn fanout(
                 spec: tocsin_model::SourceSpec::Feed {
                     url: format!("{base}/fan"),
                     deliver_existing: false,
+                    poll_interval_secs: None,
                 },
                 filter: Default::default(),
                 label: String::new(),

@@ -11,8 +11,11 @@ use tocsin_runtime::ConfigDoc;
 #[serde(deny_unknown_fields, default)]
 pub struct IngestorConfig {
     pub ops_listen: String,
-    /// How often each feed is polled when healthy.
+    /// How often each feed is polled when healthy, unless a subscriber asks for another
+    /// interval (a source's `poll_interval_secs`).
     pub poll_interval_secs: u64,
+    /// The shortest interval a subscriber may ask for: politeness towards the sites watched.
+    pub min_poll_interval_secs: u64,
     /// Random spread added to each interval, as a fraction of it (0.1 = ±10%).
     pub jitter: f64,
     /// The longest wait between polls of a failing feed.
@@ -72,6 +75,7 @@ impl Default for IngestorConfig {
         Self {
             ops_listen: "127.0.0.1:9101".into(),
             poll_interval_secs: 300,
+            min_poll_interval_secs: 60,
             jitter: 0.1,
             max_backoff_secs: 6 * 3600,
             host_min_interval_ms: 2000,
@@ -128,6 +132,9 @@ impl IngestorConfig {
         let mut p = Vec::new();
         if self.poll_interval_secs == 0 {
             p.push("ingestor.poll_interval_secs: must be greater than 0".into());
+        }
+        if self.min_poll_interval_secs == 0 {
+            p.push("ingestor.min_poll_interval_secs: must be greater than 0".into());
         }
         if !(0.0..=0.5).contains(&self.jitter) {
             p.push(format!(

@@ -161,6 +161,7 @@ mod tests {
                     spec: SourceSpec::Feed {
                         url: "https://example.org/rss".into(),
                         deliver_existing: false,
+                        poll_interval_secs: None,
                     },
                     filter: Filter::default(),
                     label: String::new(),

@@ -219,6 +219,10 @@ pub(crate) enum FeedCmd {
         /// Also deliver the items already in the feed.
         #[arg(long)]
         existing: bool,
+        /// Check the feed this often, in seconds (default: the ingestor's interval, 300 s;
+        /// never more often than its min_poll_interval_secs).
+        #[arg(long)]
+        poll_secs: Option<u64>,
     },
     List,
     Rm {

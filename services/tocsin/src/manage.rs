@@ -305,6 +305,7 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             category,
             label,
             existing,
+            poll_secs,
         } => {
             let mut filter = json!({ "any": any, "all": all, "exclude": exclude });
             if let Some(r) = regex {
@@ -319,7 +320,10 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             if let Some(cat) = category {
                 filter["category"] = json!(cat);
             }
-            let body = json!({ "url": url, "label": label, "filter": filter, "deliver_existing": existing });
+            let mut body = json!({ "url": url, "label": label, "filter": filter, "deliver_existing": existing });
+            if let Some(s) = poll_secs {
+                body["poll_interval_secs"] = json!(s);
+            }
             let v = c
                 .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
                 .await?;

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod messages;
 pub mod text;
 pub mod user;
+pub mod validate;
 
 pub use escalation::{
     AckTarget, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand, Show,
@@ -21,6 +22,7 @@ pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
 pub use messages::*;
 pub use user::*;
+pub use validate::{Invalid, validate_destination, validate_source};
 
 /// Milliseconds since the Unix epoch; the one time representation on the bus.
 pub type Millis = i64;

@@ -290,6 +290,9 @@ pub struct FeedSubscription {
     pub deliver_existing: bool,
     #[serde(default)]
     pub label: String,
+    /// The subscriber's own poll interval (none: the ingestor's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,10 @@ pub enum SourceSpec {
         /// Deliver the items already in the feed on the first poll (default: only new ones).
         #[serde(default)]
         deliver_existing: bool,
+        /// How often this user wants the feed checked (default: the ingestor's
+        /// `poll_interval_secs`); never more often than its `min_poll_interval_secs`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        poll_interval_secs: Option<u64>,
     },
     /// An IMAP mailbox the ingestor watches (IDLE where the server offers it, else polling):
     /// each new message becomes a notification, parsed like forwarded mail.

@@ -54,40 +54,17 @@ pub(crate) async fn add_destination(
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: AddDestination = parse_body(&body)?;
-    let address = Destination::validate_address(req.channel, &req.address)
-        .map_err(|e| ApiError::bad_request(format!("address: {e}"), Some("address".into())))?;
-    if req
-        .secret
-        .as_ref()
-        .is_some_and(|s| s.len() < 16 || s.len() > 256)
-    {
-        return Err(ApiError::bad_request(
-            "secret: use 16-256 characters",
-            Some("secret".into()),
-        ));
-    }
-    if req.label.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            "label: at most 100 characters",
-            Some("label".into()),
-        ));
-    }
-    if req.push_format.is_some() && req.channel != Channel::Push {
-        return Err(ApiError::bad_request(
-            "push_format: only for the push channel",
-            Some("push_format".into()),
-        ));
-    }
-    check_address_free(&state, &u.id, req.channel, &address).await?;
-    let destination = Destination {
+    let destination = tocsin_model::validate_destination(Destination {
         id: format!("d{}", random_hex(6)),
         channel: req.channel,
-        address,
+        address: req.address,
         secret: req.secret,
         label: req.label.trim().to_owned(),
         push_format: req.push_format,
         created_at_ms: now_ms(),
-    };
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
+    check_address_free(&state, &u.id, destination.channel, &destination.address).await?;
     let view = destination_view(&destination);
     let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
     if !reply.ok {

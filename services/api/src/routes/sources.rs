@@ -62,6 +62,9 @@ pub(crate) struct AddSource {
     filter: Filter,
     #[serde(default)]
     deliver_existing: bool,
+    /// Check the feed this often (seconds; default: the ingestor's interval).
+    #[serde(default)]
+    poll_interval_secs: Option<u64>,
 }
 
 pub(crate) async fn add_source(
@@ -76,6 +79,7 @@ pub(crate) async fn add_source(
             url: tocsin_model::validate_feed_url(&req.url)
                 .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
             deliver_existing: req.deliver_existing,
+            poll_interval_secs: req.poll_interval_secs,
         },
         "imap" => {
             let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
@@ -100,15 +104,6 @@ pub(crate) async fn add_source(
             ));
         }
     };
-    if let Some(e) = req.filter.validate("filter.").into_iter().next() {
-        return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
-    }
-    if req.label.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            "label: at most 100 characters",
-            Some("label".into()),
-        ));
-    }
     let source = Source {
         id: format!("s{}", random_hex(6)),
         spec,
@@ -116,6 +111,8 @@ pub(crate) async fn add_source(
         label: req.label.trim().to_owned(),
         created_at_ms: now_ms(),
     };
+    tocsin_model::validate_source(&source)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     let reply = command(
         &state,
         &u.id,

@@ -130,16 +130,18 @@ fn notification_for(
     })
 }
 
-/// When to poll next: the interval with jitter when healthy; exponential backoff from the
-/// interval when failing (capped), and never before the server's `Retry-After`.
+/// When to poll next: the feed's interval (see [`FeedRecord::interval_secs`]) with jitter
+/// when healthy; exponential backoff from the interval when failing (capped), and never
+/// before the server's `Retry-After`.
 pub fn next_poll(
     now: Millis,
+    interval_secs: u64,
     cfg: &IngestorConfig,
     failures: u32,
     retry_after: Option<Duration>,
     rand01: f64,
 ) -> Millis {
-    let base = cfg.poll_interval_secs as f64 * 1000.0;
+    let base = interval_secs as f64 * 1000.0;
     let wait = if failures == 0 {
         base
     } else {
@@ -180,6 +182,7 @@ mod tests {
                             filter: f.clone(),
                             label: String::new(),
                             pending_existing: *existing,
+                            poll_interval_secs: None,
                         },
                     )
                 })
@@ -253,16 +256,19 @@ mod tests {
             max_backoff_secs: 600,
             ..Default::default()
         };
-        assert_eq!(next_poll(0, &cfg, 0, None, 0.5), 60_000);
-        assert_eq!(next_poll(0, &cfg, 1, None, 0.5), 60_000);
-        assert_eq!(next_poll(0, &cfg, 3, None, 0.5), 240_000);
-        assert_eq!(next_poll(0, &cfg, 10, None, 0.5), 600_000);
+        assert_eq!(next_poll(0, 60, &cfg, 0, None, 0.5), 60_000);
+        assert_eq!(next_poll(0, 60, &cfg, 1, None, 0.5), 60_000);
+        assert_eq!(next_poll(0, 60, &cfg, 3, None, 0.5), 240_000);
+        assert_eq!(next_poll(0, 60, &cfg, 10, None, 0.5), 600_000);
         assert_eq!(
-            next_poll(0, &cfg, 1, Some(Duration::from_secs(3600)), 0.5),
+            next_poll(0, 60, &cfg, 1, Some(Duration::from_secs(3600)), 0.5),
             3_600_000
         );
+        // a feed's own interval is the base of both
+        assert_eq!(next_poll(0, 10, &cfg, 0, None, 0.5), 10_000);
+        assert_eq!(next_poll(0, 10, &cfg, 2, None, 0.5), 20_000);
         let j = IngestorConfig { jitter: 0.1, ..cfg };
-        assert_eq!(next_poll(0, &j, 0, None, 0.0), 54_000);
-        assert_eq!(next_poll(0, &j, 0, None, 1.0), 66_000);
+        assert_eq!(next_poll(0, 60, &j, 0, None, 0.0), 54_000);
+        assert_eq!(next_poll(0, 60, &j, 0, None, 1.0), 66_000);
     }
 }

@@ -285,11 +285,11 @@ pub(crate) async fn record_success(
                 subscribe = Some(ws);
             }
         }
-        let mut cfg = shared.cfg.clone();
+        let mut interval = rec.interval_secs(&shared.cfg);
         if websub::active(rec.websub.as_ref(), now) {
-            cfg.poll_interval_secs = cfg.poll_interval_secs.max(cfg.websub_poll_interval_secs);
+            interval = interval.max(shared.cfg.websub_poll_interval_secs);
         }
-        rec.next_poll_ms = next_poll(now, &cfg, 0, None, rand::rng().random());
+        rec.next_poll_ms = next_poll(now, interval, &shared.cfg, 0, None, rand::rng().random());
         if had_document && rec.subscribers.values().any(|s| s.pending_existing) {
             // subscribed while this poll was under way, asking for the existing items: again now
             rec.next_poll_ms = now;
@@ -372,6 +372,7 @@ pub(crate) async fn record_failure(
             (false, Some(d)) => now + d.as_millis() as Millis,
             _ => next_poll(
                 now,
+                rec.interval_secs(&shared.cfg),
                 &shared.cfg,
                 rec.failures,
                 retry_after,

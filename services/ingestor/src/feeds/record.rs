@@ -1,6 +1,7 @@
 //! What the ingestor keeps about one feed URL (its `feeds` KV entry) and each subscriber of
 //! it, and the KV keys of both.
 
+use crate::config::IngestorConfig;
 use crate::feeds::websub;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -19,6 +20,9 @@ pub struct Subscriber {
     /// existing items), then only new ones.
     #[serde(default)]
     pub pending_existing: bool,
+    /// How often this subscriber wants the feed checked (none: the default interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_secs: Option<u64>,
 }
 
 /// Everything the ingestor keeps about one distinct feed URL (the `feeds` KV entry).
@@ -56,6 +60,18 @@ pub struct FeedRecord {
 }
 
 impl FeedRecord {
+    /// How often the feed is polled when healthy: the shortest interval a subscriber asked
+    /// for (the default `poll_interval_secs` for those who did not), never below
+    /// `min_poll_interval_secs`.
+    pub fn interval_secs(&self, cfg: &IngestorConfig) -> u64 {
+        self.subscribers
+            .values()
+            .map(|s| s.poll_interval_secs.unwrap_or(cfg.poll_interval_secs))
+            .min()
+            .unwrap_or(cfg.poll_interval_secs)
+            .max(cfg.min_poll_interval_secs)
+    }
+
     /// A copy of the feed's own state, without its subscribers (they are kept in KV one by
     /// one, never in the record's value).
     pub fn without_subscribers(&mut self) -> FeedRecord {
@@ -75,4 +91,48 @@ pub fn feed_key(url: &str) -> String {
 /// `s<feed hash>.<user>.<source>`.
 pub fn subscriber_key(feed_key: &str, sub: &Subscriber) -> String {
     format!("s{}.{}.{}", &feed_key[1..], sub.user, sub.source_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(user: &str, every: Option<u64>) -> Subscriber {
+        Subscriber {
+            user: UserId::parse(user).unwrap(),
+            source_id: "s".into(),
+            filter: Filter::default(),
+            label: String::new(),
+            pending_existing: false,
+            poll_interval_secs: every,
+        }
+    }
+
+    #[test]
+    fn a_feed_is_polled_as_often_as_its_keenest_subscriber_asks_within_the_floor() {
+        let cfg = IngestorConfig {
+            poll_interval_secs: 300,
+            min_poll_interval_secs: 60,
+            ..Default::default()
+        };
+        let mut rec = FeedRecord::default();
+        assert_eq!(rec.interval_secs(&cfg), 300);
+        rec.subscribers.insert("a".into(), sub("u1", None));
+        assert_eq!(rec.interval_secs(&cfg), 300);
+        rec.subscribers.insert("b".into(), sub("u2", Some(120)));
+        assert_eq!(rec.interval_secs(&cfg), 120);
+        rec.subscribers.insert("c".into(), sub("u3", Some(5)));
+        assert_eq!(
+            rec.interval_secs(&cfg),
+            60,
+            "never below the operator's floor"
+        );
+        rec.subscribers.clear();
+        rec.subscribers.insert("d".into(), sub("u4", Some(3600)));
+        assert_eq!(
+            rec.interval_secs(&cfg),
+            3600,
+            "a patient subscriber may ask for less"
+        );
+    }
 }

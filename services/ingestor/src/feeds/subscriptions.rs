@@ -103,8 +103,15 @@ pub(crate) async fn apply_subscription(
                     filter: sub.filter,
                     label: sub.label,
                     pending_existing: sub.deliver_existing && !existing,
+                    poll_interval_secs: sub.poll_interval_secs,
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
+                if rec.polled {
+                    // a subscriber who wants it more often than it is checked: sooner
+                    let sooner = tocsin_model::now_ms()
+                        + rec.interval_secs(&shared.cfg) as tocsin_model::Millis * 1000;
+                    rec.next_poll_ms = rec.next_poll_ms.min(sooner);
+                }
                 // (a feed being polled is not in the queue: its poll's end puts it back)
                 shared.reschedule(&key, rec.next_poll_ms);
                 // the record's own state, only when it is written (copying the subscribers

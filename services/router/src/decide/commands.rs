@@ -3,8 +3,8 @@
 
 use crate::decide::{Effects, Limits, Refusal};
 use tocsin_model::{
-    AddressEntry, Command, Destination, Event, EventKind, FeedSubscription, Millis, Source,
-    SourceSpec, SubscriptionOp, UserId, UserRecord,
+    AddressEntry, Command, Event, EventKind, FeedSubscription, Millis, Source, SourceSpec,
+    SubscriptionOp, UserId, UserRecord,
 };
 
 /// The event a command records when it changes something (its detail names the change).
@@ -180,13 +180,9 @@ pub(crate) fn command_effects(
         }
         Command::AddDestination { destination } => {
             let r = existing(user, record)?;
-            let address = Destination::validate_address(destination.channel, &destination.address)
-                .map_err(|e| ("invalid", format!("address: {e}")))?;
+            let destination = tocsin_model::validate_destination(destination)
+                .map_err(|e| ("invalid", e.to_string()))?;
             let id = destination.id.clone();
-            let destination = Destination {
-                address,
-                ..destination
-            };
             if let Some(old) = r.destinations.iter().find(|d| d.id == id)
                 && AddressEntry::indexed(old.channel)
                 && old.address_key() != destination.address_key()
@@ -315,49 +311,7 @@ pub(crate) fn take<T>(
 }
 
 pub(crate) fn validate_source(source: &Source) -> Result<(), Refusal> {
-    if let Some(e) = source.filter.validate("filter.").into_iter().next() {
-        return Err(("invalid", e.to_string()));
-    }
-    match &source.spec {
-        SourceSpec::Feed { url, .. } => tocsin_model::validate_feed_url(url)
-            .map(|_| ())
-            .map_err(|e| ("invalid", format!("url: {e}"))),
-        SourceSpec::Imap {
-            host,
-            port,
-            username,
-            mailbox,
-            ..
-        } => {
-            let host_ok = !host.is_empty()
-                && host.len() <= 253
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
-            if !host_ok {
-                Err(("invalid", format!("host: {host:?} is not a host name")))
-            } else if *port == 0 {
-                Err(("invalid", "port: must be 1-65535".into()))
-            } else if username.is_empty() || username.len() > 320 {
-                Err((
-                    "invalid",
-                    "username: needed (at most 320 characters)".into(),
-                ))
-            } else if mailbox.is_empty()
-                || mailbox.len() > 200
-                || mailbox
-                    .chars()
-                    .any(|c| c.is_control() || c == '"' || c == '\\')
-            {
-                Err((
-                    "invalid",
-                    format!("mailbox: {mailbox:?} is not a mailbox name"),
-                ))
-            } else {
-                Ok(())
-            }
-        }
-    }
+    tocsin_model::validate_source(source).map_err(|e| ("invalid", e.to_string()))
 }
 
 pub(crate) fn subscription(
@@ -368,6 +322,7 @@ pub(crate) fn subscription(
     let SourceSpec::Feed {
         url,
         deliver_existing,
+        poll_interval_secs,
     } = &source.spec
     else {
         return None;
@@ -380,5 +335,6 @@ pub(crate) fn subscription(
         filter: source.filter.clone(),
         deliver_existing: *deliver_existing,
         label: source.label.clone(),
+        poll_interval_secs: *poll_interval_secs,
     })
 }

@@ -453,6 +453,7 @@ fn sources_are_validated_limited_and_subscribed() {
                 spec: SourceSpec::Feed {
                     url: url.into(),
                     deliver_existing: false,
+                    poll_interval_secs: None,
                 },
                 filter: Filter {
                     regex: regex.map(Into::into),
