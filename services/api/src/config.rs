@@ -22,6 +22,8 @@ pub struct ApiConfig {
     pub query_timeout_secs: u64,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// On shutdown, how long requests in flight may take to finish; live streams end at once.
+    pub shutdown_grace_secs: u64,
     /// The domain of users' inbound e-mail addresses (`<user>.<secret>@<domain>`): the one
     /// whose MX points at the ingestor's SMTP listener.
     pub inbound_domain: String,
@@ -46,6 +48,7 @@ impl Default for ApiConfig {
             command_timeout_secs: 10,
             query_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
+            shutdown_grace_secs: 20,
             inbound_domain: "tocsin.localhost".into(),
             twilio_auth_token: String::new(),
             sms_inbound_token: String::new(),

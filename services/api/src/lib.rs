@@ -42,9 +42,11 @@ use tocsin_bus::{Bus, BusError};
 use tocsin_model::UserId;
 use tocsin_runtime::Readiness;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub(crate) struct AppState {
+    /// Cancelled when the API shuts down: live streams end.
+    pub(crate) shutdown: CancellationToken,
     pub(crate) per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
     pub(crate) per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     pub(crate) bus: Bus,
@@ -81,7 +83,9 @@ pub async fn serve(
     let addresses = bus.kv("addresses").await.map_err(bus_error)?;
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
+    let grace = Duration::from_secs(config.api.shutdown_grace_secs);
     let state = Arc::new(AppState {
+        shutdown: shutdown.clone(),
         per_ip: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_ip_per_minute),
         per_user: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_user_per_minute),
         bus: bus.clone(),
@@ -93,13 +97,22 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     ready.set(true);
     info!(addr = ?addr, "api listening");
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .map_err(|e| ApiError::internal(format!("server error: {e}")))?;
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // after shutdown, requests in flight get the grace period; live streams end at once (they
+    // watch the same token), so an open stream never holds the process up
+    let overdue = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| ApiError::internal(format!("server error: {e}")))?,
+        () = overdue => warn!(grace_secs = grace.as_secs(), "requests still open after the grace period; closing them"),
+    }
+    ready.set(false);
     bus.drain().await;
     info!("api stopped");
     Ok(())

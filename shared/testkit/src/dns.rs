@@ -1,8 +1,9 @@
 //! dnsmasq on loopback answering only the TXT records a test gives it (SPF and DKIM).
 
 use crate::free_port;
+use crate::process::start_quiet;
 use crate::wait::wait_listening;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 
 /// A real DNS server (dnsmasq, from Debian's `dnsmasq-base`) on a free loopback port that
 /// answers only the TXT records it is given; killed on drop. For SPF and DKIM tests.
@@ -39,16 +40,11 @@ impl Dns {
         for z in zones {
             cmd.arg(format!("--local=/{z}/"));
         }
-        let mut child = cmd
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow!(
-                    "cannot start dnsmasq ({e}): run `make test-tools` (apt-get install dnsmasq-base)"
-                )
-            })?;
+        let mut child = start_quiet(
+            &mut cmd,
+            "dnsmasq",
+            "run `make test-tools` (apt-get install dnsmasq-base)",
+        )?;
         wait_listening(&mut child, port, "dnsmasq")?;
         Ok(Dns { child, port })
     }

@@ -1,8 +1,9 @@
 //! Dovecot (IMAP and LMTP) on loopback with mailboxes for the test's users.
 
 use crate::free_port;
+use crate::process::start_quiet;
 use crate::wait::wait_port;
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 /// A real IMAP server (Dovecot, from Debian's `dovecot-imapd` and `dovecot-lmtpd`) on free
 /// loopback ports, its configuration, state and mail in a temporary directory; plain-text
@@ -72,15 +73,14 @@ service lmtp {{
 "
         );
         std::fs::write(dir.path().join("dovecot.conf"), config)?;
-        let child = std::process::Command::new("dovecot")
-            .arg("-c")
-            .arg(dir.path().join("dovecot.conf"))
-            .arg("-F")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| anyhow!("cannot start dovecot ({e}): run `make test-tools` (apt-get install dovecot-imapd dovecot-lmtpd)"))?;
+        let child = start_quiet(
+            std::process::Command::new("dovecot")
+                .arg("-c")
+                .arg(dir.path().join("dovecot.conf"))
+                .arg("-F"),
+            "dovecot",
+            "run `make test-tools` (apt-get install dovecot-imapd dovecot-lmtpd)",
+        )?;
         let mut d = Dovecot {
             child: Some(child),
             imap_port,

@@ -1,5 +1,6 @@
 //! moto's S3 server on loopback (the archive's object store in tests).
 
+use crate::process::start_quiet;
 use crate::wait::wait_listening;
 use crate::{free_port, workspace_root};
 use anyhow::{Result, anyhow};
@@ -19,18 +20,11 @@ impl S3Server {
             .map(PathBuf::from)
             .unwrap_or_else(|_| workspace_root().join(".tools/s3venv/bin/moto_server"));
         let port = free_port();
-        let mut child = std::process::Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow!(
-                    "cannot start {} ({e}): run `make test-tools`",
-                    binary.display()
-                )
-            })?;
+        let mut child = start_quiet(
+            std::process::Command::new(&binary).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            &binary.display().to_string(),
+            "run `make test-tools`",
+        )?;
         wait_listening(&mut child, port, "moto_server")?;
         Ok(Self { child, port })
     }

@@ -1,10 +1,10 @@
 //! aiosmtpd on loopback, storing each accepted message in a Maildir (the e-mail channel's
 //! relay in tests); can be killed and restarted on the same port.
 
-use crate::process::sigkill;
+use crate::process::{sigkill, start_quiet};
 use crate::wait::wait_listening;
 use crate::workspace_root;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// A real SMTP server (aiosmtpd, installed into `.tools` by `make tools`) on 127.0.0.1 that
@@ -32,27 +32,22 @@ impl SmtpSink {
         let python = std::env::var("TOCSIN_PYTHON")
             .map(PathBuf::from)
             .unwrap_or_else(|_| workspace_root().join(".tools/venv/bin/python"));
-        let mut child = std::process::Command::new(&python)
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{}", self.port),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(self.maildir.path().join("Maildir"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow!(
-                    "cannot start aiosmtpd with {} ({e}): run `make tools`",
-                    python.display()
-                )
-            })?;
+        let mut cmd = std::process::Command::new(&python);
+        cmd.args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{}", self.port),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(self.maildir.path().join("Maildir"));
+        let mut child = start_quiet(
+            &mut cmd,
+            &format!("aiosmtpd with {}", python.display()),
+            "run `make tools`",
+        )?;
         wait_listening(&mut child, self.port, "aiosmtpd")?;
         self.child = Some(child);
         Ok(())

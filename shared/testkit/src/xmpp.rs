@@ -1,7 +1,7 @@
 //! Prosody on loopback with accounts registered by the test (the XMPP server in tests).
 
 use crate::free_port;
-use crate::process::sigkill;
+use crate::process::{sigkill, start_quiet};
 use crate::wait::wait_listening;
 use anyhow::{Result, anyhow, bail};
 use std::path::PathBuf;
@@ -60,19 +60,14 @@ VirtualHost "localhost"
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut child = std::process::Command::new("prosody")
-            .arg("--config")
-            .arg(self.config())
-            .arg("-F")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| {
-                anyhow!(
-                    "cannot start prosody ({e}): run `make test-tools` (apt-get install prosody)"
-                )
-            })?;
+        let mut child = start_quiet(
+            std::process::Command::new("prosody")
+                .arg("--config")
+                .arg(self.config())
+                .arg("-F"),
+            "prosody",
+            "run `make test-tools` (apt-get install prosody)",
+        )?;
         wait_listening(&mut child, self.port, "prosody")
             .map_err(|e| anyhow!("{e}; see {}", self.log_path().display()))?;
         self.child = Some(child);

@@ -16,13 +16,16 @@ pub(crate) async fn stream(State(state): St, headers: HeaderMap) -> Result<Respo
         .subscribe(state.bus.subjects().live(u.id.as_str()))
         .await
         .map_err(|e| ApiError::unavailable(format!("the bus is unavailable: {e}")))?;
-    let events = sub.map(|m| {
-        Ok::<_, std::convert::Infallible>(
-            Event::default()
-                .event("notification")
-                .data(String::from_utf8_lossy(&m.payload)),
-        )
-    });
+    // the stream ends when the API shuts down, so it never holds the drain open
+    let events = sub
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .map(|m| {
+            Ok::<_, std::convert::Infallible>(
+                Event::default()
+                    .event("notification")
+                    .data(String::from_utf8_lossy(&m.payload)),
+            )
+        });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -60,16 +60,19 @@ pub struct FeedRecord {
 }
 
 impl FeedRecord {
-    /// How often the feed is polled when healthy: the shortest interval a subscriber asked
-    /// for (the default `poll_interval_secs` for those who did not), never below
-    /// `min_poll_interval_secs`.
+    /// How often the feed is polled when healthy: the shortest interval among its
+    /// subscribers — the default `poll_interval_secs` for those who asked for none, and for
+    /// those who did, what they asked but never below `min_poll_interval_secs` (the floor
+    /// bounds what tenants ask for, not the operator's own default).
     pub fn interval_secs(&self, cfg: &IngestorConfig) -> u64 {
         self.subscribers
             .values()
-            .map(|s| s.poll_interval_secs.unwrap_or(cfg.poll_interval_secs))
+            .map(|s| match s.poll_interval_secs {
+                Some(asked) => asked.max(cfg.min_poll_interval_secs),
+                None => cfg.poll_interval_secs,
+            })
             .min()
             .unwrap_or(cfg.poll_interval_secs)
-            .max(cfg.min_poll_interval_secs)
     }
 
     /// A copy of the feed's own state, without its subscribers (they are kept in KV one by
@@ -134,5 +137,12 @@ mod tests {
             3600,
             "a patient subscriber may ask for less"
         );
+        // the floor bounds what subscribers ask for, not the operator's own default
+        let fast = IngestorConfig {
+            poll_interval_secs: 1,
+            ..cfg
+        };
+        rec.subscribers.insert("e".into(), sub("u5", None));
+        assert_eq!(rec.interval_secs(&fast), 1);
     }
 }
