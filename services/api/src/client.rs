@@ -5,7 +5,7 @@ use crate::auth::random_hex;
 use crate::{ApiError, AppState, bus_error};
 use futures::StreamExt;
 use std::time::Duration;
-use tocsin_model::{AvatarMessage, Command, CommandReply, UserId};
+use tocsin_model::{AvatarMessage, Command, CommandReply, RefusalCode, UserId};
 
 pub(crate) async fn command(
     state: &AppState,
@@ -45,12 +45,11 @@ pub(crate) async fn command(
 
 pub(crate) fn refusal(reply: CommandReply) -> ApiError {
     let message = reply.message.unwrap_or_else(|| "refused".into());
-    match reply.code.as_deref() {
-        Some("not_found") => ApiError::not_found(message),
-        Some("exists") => ApiError::conflict(message),
-        _ => {
-            let field = message.split_once(':').map(|(f, _)| f.trim().to_owned());
-            ApiError::bad_request(message, field)
+    match reply.code {
+        Some(RefusalCode::NotFound) => ApiError::not_found(message),
+        Some(RefusalCode::Exists) => ApiError::conflict(message),
+        Some(RefusalCode::Invalid | RefusalCode::Other) | None => {
+            ApiError::bad_request(message, reply.field)
         }
     }
 }

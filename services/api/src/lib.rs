@@ -14,6 +14,7 @@ pub mod config;
 mod error;
 mod openapi;
 mod routes;
+mod telemetry;
 
 pub use config::{ApiConfig, Config};
 pub use error::ApiError;
@@ -42,7 +43,7 @@ use tocsin_bus::{Bus, BusError};
 use tocsin_model::UserId;
 use tocsin_runtime::Readiness;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 pub(crate) struct AppState {
     /// Cancelled when the API shuts down: live streams end.
@@ -77,6 +78,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ApiError> {
+    telemetry::describe();
     let bus = Bus::connect(&config.bus, "api").await.map_err(bus_error)?;
     bus.ensure_streams().await.map_err(bus_error)?;
     let avatars = bus.kv("avatars").await.map_err(bus_error)?;
@@ -158,8 +160,23 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             state.clone(),
             limit_per_ip,
         ))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
         .merge(tocsin_runtime::ops::ops_router(ready))
+}
+
+/// One span per request, named by its route (`/feeds/{user}/{file}`), never by the path it
+/// was called with: paths carry feed secrets and ack signatures.
+async fn request_span(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "(no route)".to_owned());
+    let span = tracing::info_span!("request", method = %req.method(), route = %route);
+    let response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    response
 }
 
 /// 429 for a client address over `api.rate_per_ip_per_minute`.

@@ -19,6 +19,7 @@
 pub mod analytics;
 pub mod store;
 pub mod table;
+mod telemetry;
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use store::{Archive, FileName, S3Options};
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::Event;
-use tocsin_runtime::{ConfigDoc, Readiness};
+use tocsin_runtime::{ConfigDoc, Readiness, ServiceError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -106,18 +107,9 @@ impl ArchiverConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiverError {
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
-
 /// Run until `shutdown`; what is held is written and acked before it returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ArchiverError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    telemetry::describe();
     let cfg = config.archiver;
     let archive = Archive::open(&cfg.target, &cfg.s3)?;
     if let Archive::Local(root) = &archive {
@@ -282,7 +274,7 @@ pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeSet<u64> {
 pub async fn write_rows(
     archive: &Archive,
     rows: &[(u64, &Event)],
-) -> Result<(usize, usize), ArchiverError> {
+) -> Result<(usize, usize), ServiceError> {
     let mut files: BTreeMap<(String, String), Vec<(u64, &Event)>> = BTreeMap::new();
     for (seq, event) in rows {
         let name = FileName::new(event.at_ms, 0, 0);
@@ -356,7 +348,7 @@ impl Roll {
             Ok(e) => e,
             Err(e) => {
                 warn!(subject = %msg.subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
-                metrics::counter!("tocsin_archiver_rejected_total").increment(1);
+                metrics::counter!(crate::telemetry::REJECTED).increment(1);
                 bus.settle(&msg, Disposition::Reject(e.to_string())).await;
                 return;
             }
@@ -369,19 +361,19 @@ impl Roll {
     }
 
     /// Write every file of this roll, then ack its events.
-    async fn write(&mut self) -> Result<(), ArchiverError> {
+    async fn write(&mut self) -> Result<(), ServiceError> {
         self.write_files().await?;
         self.ack_all().await;
         Ok(())
     }
 
     /// Write every file of this roll (the events stay held).
-    async fn write_files(&mut self) -> Result<(), ArchiverError> {
+    async fn write_files(&mut self) -> Result<(), ServiceError> {
         let started = Instant::now();
         let rows: Vec<(u64, &Event)> = self.held.iter().map(|(s, (e, _))| (*s, e)).collect();
         let (files, bytes) = write_rows(&self.archive, &rows).await?;
-        metrics::counter!("tocsin_archiver_files_total").increment(files as u64);
-        metrics::counter!("tocsin_archiver_bytes_total").increment(bytes as u64);
+        metrics::counter!(crate::telemetry::FILES).increment(files as u64);
+        metrics::counter!(crate::telemetry::BYTES).increment(bytes as u64);
         debug!(
             events = rows.len(),
             files,
@@ -404,7 +396,7 @@ impl Roll {
         }
         self.bytes = 0;
         self.oldest = None;
-        metrics::counter!("tocsin_archiver_events_total").increment(events as u64);
+        metrics::counter!(crate::telemetry::EVENTS).increment(events as u64);
     }
 
     fn forget_below(&mut self, floor: u64) {

@@ -91,6 +91,12 @@ pub enum StoreError {
     Target(String),
 }
 
+impl From<StoreError> for tocsin_runtime::ServiceError {
+    fn from(e: StoreError) -> Self {
+        tocsin_runtime::ServiceError::Store(Box::new(e))
+    }
+}
+
 /// An archive: a local directory or a bucket (with an optional prefix).
 #[derive(Clone, Debug)]
 pub enum Archive {

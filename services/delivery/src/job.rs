@@ -57,7 +57,7 @@ pub(crate) async fn handle(
                         .detail(&format!("{label}: {how}")),
                 );
             }
-            metrics::counter!("tocsin_delivery_attempts_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
+            metrics::counter!(crate::telemetry::ATTEMPTS, "channel" => channel.as_str(), "outcome" => label).increment(1);
             let detail = how.clone();
             match next_step(result, attempts, max) {
                 Next::Done { delivered, detail } => break (delivered, detail),
@@ -89,7 +89,11 @@ pub(crate) async fn handle(
             attempts,
             at_ms: now_ms(),
         };
-        if !delivered {
+        if delivered {
+            let since = (outcome.at_ms - job.notification.created_at_ms).max(0);
+            metrics::histogram!(crate::telemetry::DELIVERED_SECONDS, "channel" => channel.as_str())
+                .record(since as f64 / 1000.0);
+        } else {
             warn!(detail = %outcome.detail, "delivery failed for good");
         }
         let kind = if delivered { EventKind::Delivered } else { EventKind::Failed };

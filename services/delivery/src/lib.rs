@@ -23,6 +23,7 @@ mod lanes;
 pub mod push;
 pub mod retry;
 pub mod sms;
+mod telemetry;
 pub mod webhook;
 pub mod xmpp;
 
@@ -33,23 +34,14 @@ use crate::lanes::run_channel;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tocsin_bus::{Bus, BusError, StreamKind};
+use tocsin_bus::{Bus, StreamKind};
 use tocsin_model::Channel;
 use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::Readiness;
+use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Setup(String),
-}
 
 pub(crate) struct Ctx {
     pub(crate) bus: Bus,
@@ -69,7 +61,8 @@ pub(crate) struct Ctx {
 }
 
 /// Run until `shutdown`; jobs in flight finish and settle within the grace period.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DeliveryError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    telemetry::describe();
     let policy = AddressPolicy {
         allow_loopback: config.delivery.allow_loopback,
         allow_private: config.delivery.allow_private_addresses,
@@ -79,9 +72,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
         .connect_timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION"), " (webhook)"))
         .build()
-        .map_err(|e| DeliveryError::Setup(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| ServiceError::Setup(format!("cannot build the HTTP client: {e}")))?;
     let mailer = if config.delivery.channels.contains(&Channel::Email) {
-        Some(email::Mailer::new(&config.delivery.smtp).map_err(DeliveryError::Setup)?)
+        Some(email::Mailer::new(&config.delivery.smtp).map_err(ServiceError::Setup)?)
     } else {
         None
     };
@@ -90,7 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
         .connect_timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| DeliveryError::Setup(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| ServiceError::Setup(format!("cannot build the HTTP client: {e}")))?;
     let bus = Bus::connect(&config.bus, "delivery").await?;
     bus.ensure_streams().await?;
     let xmpp = if config.delivery.channels.contains(&Channel::Xmpp) {
@@ -102,7 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Deli
                 addresses,
                 shutdown.clone(),
             )
-            .map_err(DeliveryError::Setup)?,
+            .map_err(ServiceError::Setup)?,
         )
     } else {
         None

@@ -450,7 +450,7 @@ impl Connection {
             let _ = tokio::time::timeout(Duration::from_secs(5), old.send_end()).await;
         });
         let _ = self.link.send(Link::Offline);
-        metrics::counter!("tocsin_delivery_xmpp_relogins_total").increment(1);
+        metrics::counter!(crate::telemetry::XMPP_RELOGINS).increment(1);
     }
 
     /// Hand `stanza` to the connection. tokio-xmpp waits until it is written, which never
@@ -529,12 +529,12 @@ impl Connection {
                     }
                 }
                 let _ = self.link.send(Link::Online { acks });
-                metrics::gauge!("tocsin_delivery_xmpp_online").set(1.0);
+                metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(1.0);
             }
             Event::Disconnected(e) => {
                 warn!(error = %e, "lost the XMPP connection; reconnecting");
                 let _ = self.link.send(Link::Offline);
-                metrics::gauge!("tocsin_delivery_xmpp_online").set(0.0);
+                metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(0.0);
             }
             Event::Stanza(Stanza::Presence(p)) => self.presence(p).await,
             Event::Stanza(Stanza::Message(m)) => self.message(m).await,

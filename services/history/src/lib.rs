@@ -9,6 +9,7 @@
 
 pub mod feed;
 pub mod store;
+mod telemetry;
 
 use async_nats::jetstream;
 use futures::StreamExt;
@@ -19,10 +20,10 @@ use std::time::Duration;
 use store::Store;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
-use tocsin_runtime::{ConfigDoc, Readiness};
+use tocsin_runtime::{ConfigDoc, Readiness, ServiceError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The `[history]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -97,26 +98,15 @@ impl HistoryConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
-
 type Shared = Arc<Mutex<Store>>;
 
 /// Run until `shutdown`; in-flight batches are committed and acked before it returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), HistoryError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    telemetry::describe();
     let silos = config
         .history
         .silo_set(config.bus.silo_count)
-        .map_err(HistoryError::Config)?;
+        .map_err(ServiceError::Config)?;
     std::fs::create_dir_all(&config.history.data_dir).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -219,7 +209,7 @@ async fn consume(
     store: Shared,
     batch: usize,
     shutdown: CancellationToken,
-) -> Result<(), HistoryError> {
+) -> Result<(), ServiceError> {
     let mut messages = tocsin_bus::Pull::new(consumer, batch, format!("history silo {silo}"));
     loop {
         let mut msgs = tokio::select! {
@@ -234,7 +224,8 @@ async fn consume(
                 None => break,
             }
         }
-        write_batch(&bus, &store, msgs).await;
+        let span = info_span!("batch", silo, records = msgs.len());
+        write_batch(&bus, &store, msgs).instrument(span).await;
     }
     Ok(())
 }
@@ -278,7 +269,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
             for m in &good {
                 bus.settle(m, Disposition::Ack).await;
             }
-            metrics::counter!("tocsin_history_records_total").increment(n as u64);
+            metrics::counter!(crate::telemetry::RECORDS).increment(n as u64);
             for notification in fresh {
                 if let Ok(p) = tocsin_bus::encode(&notification) {
                     let subject = bus.subjects().live(notification.user.as_str());
@@ -304,7 +295,7 @@ async fn serve_queries(
     store: Shared,
     feed_items: u32,
     shutdown: CancellationToken,
-) -> Result<(), HistoryError> {
+) -> Result<(), ServiceError> {
     let client = bus.client().clone();
     let subjects = bus.subjects();
     let sub_err =
@@ -390,7 +381,7 @@ async fn prune(
     store: Shared,
     retention_days: u64,
     shutdown: CancellationToken,
-) -> Result<(), HistoryError> {
+) -> Result<(), ServiceError> {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {

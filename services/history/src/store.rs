@@ -21,6 +21,12 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<StoreError> for tocsin_runtime::ServiceError {
+    fn from(e: StoreError) -> Self {
+        tocsin_runtime::ServiceError::Store(Box::new(e))
+    }
+}
+
 pub struct Store {
     conn: Connection,
     path: String,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod feeds;
 pub mod mail;
 pub(crate) mod status;
+mod telemetry;
 
 pub use config::{Config, IngestorConfig};
 
@@ -27,26 +28,18 @@ use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tocsin_bus::{Bus, BusError, StreamKind};
+use tocsin_bus::{Bus, StreamKind};
 use tocsin_model::{Millis, now_ms};
 use tocsin_runtime::Readiness;
+use tocsin_runtime::ServiceError;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-#[derive(Debug, thiserror::Error)]
-pub enum IngestorError {
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Setup(String),
-}
-
 /// Run until `shutdown`; polls in flight finish (within the grace period) before it returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), IngestorError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    telemetry::describe();
     let cfg = config.ingestor.clone();
     let fetcher = Fetcher::new(FetchSettings {
         policy: cfg.policy(),
@@ -55,7 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
         max_body_bytes: cfg.max_body_bytes,
         user_agent: cfg.user_agent.clone(),
     })
-    .map_err(IngestorError::Setup)?;
+    .map_err(ServiceError::Setup)?;
     let bus = Bus::connect(&config.bus, "ingestor").await?;
     bus.ensure_streams().await?;
     let kv = bus.kv("feeds").await?;
@@ -126,7 +119,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
             sender_check: if shared.cfg.smtp_verify_senders {
                 Some(Arc::new(
                     auth::SenderCheck::new(&shared.cfg.smtp_dns_server)
-                        .map_err(IngestorError::Setup)?,
+                        .map_err(ServiceError::Setup)?,
                 ))
             } else {
                 None
@@ -139,7 +132,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Inge
                         shared.cfg.smtp_tls_cert.as_ref(),
                         shared.cfg.smtp_tls_key.as_ref(),
                     )
-                    .map_err(IngestorError::Setup)?,
+                    .map_err(ServiceError::Setup)?,
                 )
             },
         };

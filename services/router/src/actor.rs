@@ -9,7 +9,7 @@ use std::time::Duration;
 use tocsin_bus::{BusError, Disposition};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 pub(crate) struct Avatar {
     pub(crate) ctx: Arc<Ctx>,
@@ -45,7 +45,13 @@ impl Avatar {
             };
             // boxed: an idle avatar's task then holds only this loop's state, not the
             // (large) state of handling and flushing
-            Box::pin(self.handle(*msg)).await;
+            let span = info_span!(
+                "message",
+                subject = %msg.subject,
+                kind = tracing::field::Empty,
+                notification = tracing::field::Empty,
+            );
+            Box::pin(self.handle(*msg).instrument(span)).await;
             if rx.is_empty() || self.pending.len() >= self.ctx.cfg.batch {
                 Box::pin(self.flush()).await;
             }
@@ -92,6 +98,11 @@ impl Avatar {
             return;
         }
         let kind = parsed.kind();
+        let span = tracing::Span::current();
+        span.record("kind", kind);
+        if let Some(id) = notification_of(&parsed) {
+            span.record("notification", id.as_str());
+        }
         let cmd_id = match &parsed {
             AvatarMessage::Command { command_id, .. } => command_id.clone(),
             _ => String::new(),
@@ -103,9 +114,9 @@ impl Avatar {
             &self.ctx.limits,
             now_ms(),
         );
-        metrics::counter!("tocsin_router_messages_total", "kind" => kind, "outcome" => fx.outcome)
+        metrics::counter!(crate::telemetry::MESSAGES, "kind" => kind, "outcome" => fx.outcome.as_str())
             .increment(1);
-        if fx.outcome == "no_user" {
+        if fx.outcome == decide::Outcome::NoUser {
             debug!(subject = %msg.subject, "message for a user that does not exist; dropped");
         }
         self.dirty |= fx.dirty;
@@ -293,5 +304,17 @@ impl Avatar {
         self.loaded = false;
         self.dirty = false;
         self.record = None;
+    }
+}
+
+/// The notification a message is about, for its span.
+fn notification_of(msg: &AvatarMessage) -> Option<&tocsin_model::NotificationId> {
+    match msg {
+        AvatarMessage::Notify { notification } => Some(&notification.id),
+        AvatarMessage::Outcome { outcome } => Some(&outcome.notification_id),
+        AvatarMessage::Ack {
+            notification_id, ..
+        } => Some(notification_id),
+        _ => None,
     }
 }

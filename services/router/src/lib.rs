@@ -18,6 +18,7 @@ pub mod config;
 pub mod decide;
 pub mod outputs;
 mod silo;
+mod telemetry;
 pub mod timers;
 
 pub use config::{Config, RouterConfig};
@@ -29,20 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{Bus, BusError, Leases};
 use tocsin_runtime::Readiness;
+use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
-
-/// Errors that stop the router.
-#[derive(Debug, thiserror::Error)]
-pub enum RouterError {
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
 
 pub(crate) struct Ctx {
     pub(crate) bus: Bus,
@@ -57,11 +48,12 @@ pub(crate) struct Ctx {
 
 /// Run the router until `shutdown`, then drain: stop pulling, let every avatar finish and
 /// settle what it holds (within `shutdown_grace_secs`), close the connection.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RouterError> {
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    telemetry::describe();
     let silos = config
         .router
         .silo_set(config.bus.silo_count)
-        .map_err(RouterError::Config)?;
+        .map_err(ServiceError::Config)?;
     let bus = Bus::connect(&config.bus, "router").await?;
     bus.ensure_streams().await?;
     let kv = bus.kv("avatars").await?;

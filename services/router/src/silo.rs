@@ -63,7 +63,7 @@ async fn run_silo(
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
                 avatars.retain(|_, h| !h.join.is_finished());
-                metrics::gauge!("tocsin_router_active_avatars", "silo" => silo.to_string())
+                metrics::gauge!(crate::telemetry::ACTIVE_AVATARS, "silo" => silo.to_string())
                     .set(avatars.len() as f64);
             }
             msg = messages.next() => dispatch(&ctx, silo, &mut avatars, msg).await,
@@ -155,6 +155,6 @@ fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
         .instrument(span),
     );
     let join = AbortOnDropHandle::new(join);
-    metrics::counter!("tocsin_router_avatar_activations_total").increment(1);
+    metrics::counter!(crate::telemetry::AVATAR_ACTIVATIONS).increment(1);
     AvatarHandle { tx, join }
 }

@@ -116,7 +116,7 @@ pub async fn run(bus: Bus, timers: kv::Store, silo: u32, shutdown: CancellationT
                             warn!(silo, user = %uid, error = %e, "cannot publish an escalation tick");
                         }
                     }
-                    metrics::gauge!("tocsin_router_timers", "silo" => silo.to_string())
+                    metrics::gauge!(crate::telemetry::TIMERS, "silo" => silo.to_string())
                         .set(schedule.len() as f64);
                 }
                 next = watch.next() => match next {

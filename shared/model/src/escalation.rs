@@ -122,25 +122,31 @@ impl Policy {
         }
     }
 
-    /// Check a policy against the user's destinations; every problem is listed.
-    pub fn problems(&self, destinations: &[Destination]) -> Vec<String> {
+    /// Check a policy against the user's destinations; every problem is listed, each naming
+    /// its field (`steps[0].destinations`).
+    pub fn problems(&self, destinations: &[Destination]) -> Vec<crate::Invalid> {
+        use crate::Invalid;
         let mut p = Vec::new();
         let mut check = |name: &str, steps: &[Step]| {
             if steps.is_empty() {
-                p.push(format!("{name}: at least one step is needed"));
+                p.push(Invalid::new(name, "at least one step is needed"));
             }
             if steps.len() > MAX_STEPS {
-                p.push(format!("{name}: at most {MAX_STEPS} steps"));
+                p.push(Invalid::new(name, format!("at most {MAX_STEPS} steps")));
             }
             for (i, s) in steps.iter().enumerate() {
                 for d in &s.destinations {
                     if !destinations.iter().any(|x| &x.id == d) {
-                        p.push(format!("{name}[{i}].destinations: no destination {d}"));
+                        p.push(Invalid::new(
+                            &format!("{name}[{i}].destinations"),
+                            format!("no destination {d}"),
+                        ));
                     }
                 }
                 if s.wait_secs > MAX_WAIT_SECS {
-                    p.push(format!(
-                        "{name}[{i}].wait_secs: at most {MAX_WAIT_SECS} (a week)"
+                    p.push(Invalid::new(
+                        &format!("{name}[{i}].wait_secs"),
+                        format!("at most {MAX_WAIT_SECS} (a week)"),
                     ));
                 }
             }
@@ -152,7 +158,7 @@ impl Policy {
         if let Some(q) = &self.quiet_hours
             && let Err(e) = q.parse()
         {
-            p.push(format!("quiet_hours: {e}"));
+            p.push(Invalid::new("quiet_hours", e));
         }
         p
     }
@@ -487,9 +493,9 @@ mod tests {
         };
         let problems = p.problems(&[]);
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(problems[0].starts_with("steps[0].destinations"));
-        assert!(problems[2].starts_with("urgent_steps"));
-        assert!(problems[3].starts_with("quiet_hours: start"));
+        assert!(problems[0].to_string().starts_with("steps[0].destinations"));
+        assert!(problems[2].to_string().starts_with("urgent_steps"));
+        assert!(problems[3].to_string().starts_with("quiet_hours: start"));
     }
 
     #[test]

@@ -254,11 +254,40 @@ pub struct DeliveryOutcome {
 pub struct CommandReply {
     pub command_id: String,
     pub ok: bool,
-    /// A machine-readable reason when not ok: `exists`, `not_found`, `invalid`.
+    /// A machine-readable reason when not ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<RefusalCode>,
+    /// The field at fault, when one is (`url`, `steps[0].destinations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Why an avatar refused a command (`CommandReply::code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    /// Something in the command is not acceptable (see the reply's `field` and message).
+    Invalid,
+    /// What the command names does not exist (the user, a source, a destination).
+    NotFound,
+    /// What the command would create exists already.
+    Exists,
+    /// A code from a newer router than this reader knows.
+    #[serde(other)]
+    Other,
+}
+
+impl RefusalCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::Invalid => "invalid",
+            RefusalCode::NotFound => "not_found",
+            RefusalCode::Exists => "exists",
+            RefusalCode::Other => "other",
+        }
+    }
 }
 
 /// What the router tells the ingestor about an IMAP source (`<p>.ingest.imap`). Carries the

@@ -13,7 +13,7 @@ pub struct Invalid {
 }
 
 impl Invalid {
-    fn new(field: &str, message: impl Into<String>) -> Invalid {
+    pub fn new(field: &str, message: impl Into<String>) -> Invalid {
         Invalid {
             field: field.to_owned(),
             message: message.into(),

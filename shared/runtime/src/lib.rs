@@ -4,11 +4,13 @@
 //! [`service_main`]; its library's `run(config, shutdown)` does the work.
 
 pub mod config;
+pub mod error;
 pub mod local_nats;
 pub mod ops;
 pub mod rate;
 
 pub use config::{ConfigDoc, ConfigSource};
+pub use error::ServiceError;
 pub use ops::{Readiness, serve_ops};
 
 use std::future::Future;

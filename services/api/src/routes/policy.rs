@@ -38,8 +38,7 @@ pub(crate) async fn put_policy(
     let u = authenticate(&state, &headers).await?;
     let policy: Policy = parse_body(&body)?;
     if let Some(p) = policy.problems(&u.destinations).into_iter().next() {
-        let field = p.split_once(':').map(|(f, _)| f.to_owned());
-        return Err(ApiError::bad_request(p, field));
+        return Err(ApiError::bad_request(p.to_string(), Some(p.field)));
     }
     let reply = command(
         &state,

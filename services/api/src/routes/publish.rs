@@ -103,7 +103,7 @@ pub(crate) async fn publish(
         .notify(n, events, "api")
         .await
         .map_err(bus_error)?;
-    metrics::counter!("tocsin_api_published_total").increment(1);
+    metrics::counter!(crate::telemetry::PUBLISHED).increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
 }
 

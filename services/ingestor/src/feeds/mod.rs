@@ -10,6 +10,7 @@ pub mod record;
 pub(crate) mod scheduler;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
+pub mod transition;
 pub mod websub;
 
 pub use plan::{PollPlan, next_poll, plan_poll};

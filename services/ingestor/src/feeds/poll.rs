@@ -4,9 +4,10 @@
 use crate::feeds::Shared;
 use crate::feeds::fetch::{FetchError, Fetched};
 use crate::feeds::normalize::normalize;
-use crate::feeds::plan::{PollPlan, next_poll, plan_poll};
+use crate::feeds::plan::plan_poll;
 use crate::feeds::record::{FeedRecord, Subscriber};
 use crate::feeds::store::{save, save_subscriber};
+use crate::feeds::transition::{AfterSuccess, Failure, Refreshed, after_failure, after_success};
 use crate::feeds::websub;
 use crate::status::report_source_status;
 use rand::Rng;
@@ -58,8 +59,8 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
         Ok(Some(_)) => "ok",
         Err(_) => "error",
     };
-    metrics::counter!("tocsin_ingestor_polls_total", "outcome" => label).increment(1);
-    metrics::histogram!("tocsin_ingestor_poll_seconds").record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::telemetry::POLLS, "outcome" => label).increment(1);
+    metrics::histogram!(crate::telemetry::POLL_SECONDS).record(started.elapsed().as_secs_f64());
     settle_document(shared, key, &snapshot, outcome, now).await;
 }
 
@@ -200,115 +201,39 @@ pub(crate) async fn fan_out(
         window.push(subject, n.id.to_string(), payload).await;
     }
     window.flush().await?;
-    metrics::counter!("tocsin_ingestor_notifications_total").increment(notifications.len() as u64);
+    metrics::counter!(crate::telemetry::NOTIFICATIONS).increment(notifications.len() as u64);
     Ok(())
-}
-
-/// A document that was fetched and parsed, with what it means.
-pub(crate) struct Refreshed {
-    plan: PollPlan,
-    title: String,
-    etag: Option<String>,
-    last_modified: Option<String>,
-    /// The WebSub hub and topic the document advertises.
-    hub: Option<String>,
-    topic: Option<String>,
 }
 
 pub(crate) async fn record_success(
     shared: &Shared,
     key: &str,
     snapshot: &FeedRecord,
-    plan: Option<Refreshed>,
+    doc: Option<Refreshed>,
     now: Millis,
 ) {
-    let was_failing = snapshot.failures > 0 || !snapshot.polled;
-    let had_document = plan.is_some();
-    let hub_topic = plan
-        .as_ref()
-        .filter(|_| !shared.cfg.websub_public_url.is_empty())
-        .map(|r| {
-            (
-                r.hub.clone(),
-                r.topic.clone().unwrap_or_else(|| snapshot.url.clone()),
-            )
-        });
-    let mut subscribe = None;
-    let mut served = Vec::new();
-    let must_save;
-    let record = {
+    let (after, record) = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         let Some(rec) = feeds.get_mut(key) else {
             return;
         };
-        if let Some(r) = plan {
-            rec.seen = r.plan.seen;
-            rec.title = r.title;
-            rec.etag = r.etag;
-            rec.last_modified = r.last_modified;
-            rec.polled = true;
-            // subscribers that got the existing items (those present in the snapshot) are done
-            for (k, s) in rec.subscribers.iter_mut() {
-                if s.pending_existing
-                    && snapshot
-                        .subscribers
-                        .get(k)
-                        .is_some_and(|o| o.pending_existing)
-                {
-                    s.pending_existing = false;
-                    served.push(s.clone());
-                }
-            }
-        }
-        let failing_before = rec.failures > 0 || rec.last_error.is_some();
-        rec.failures = 0;
-        rec.last_error = None;
-        rec.last_checked_ms = now;
-        if let Some((hub, topic)) = &hub_topic {
-            let action = websub::plan(
-                rec.websub.as_ref(),
-                hub.as_deref(),
-                topic,
-                shared.cfg.websub_lease_secs,
-                now,
-            );
-            if let websub::Action::Subscribe { hub, topic } = action {
-                let ws = websub::WebSub {
-                    hub,
-                    topic,
-                    secret: random_secret(),
-                    verified: false,
-                    lease_expires_ms: 0,
-                    requested_at_ms: now,
-                };
-                rec.websub = Some(ws.clone());
-                subscribe = Some(ws);
-            }
-        }
-        let mut interval = rec.interval_secs(&shared.cfg);
-        if websub::active(rec.websub.as_ref(), now) {
-            interval = interval.max(shared.cfg.websub_poll_interval_secs);
-        }
-        rec.next_poll_ms = next_poll(now, interval, &shared.cfg, 0, None, rand::rng().random());
-        if had_document && rec.subscribers.values().any(|s| s.pending_existing) {
-            // subscribed while this poll was under way, asking for the existing items: again now
-            rec.next_poll_ms = now;
-        }
+        let rand01 = rand::rng().random();
+        let after = after_success(rec, snapshot, doc, &shared.cfg, now, rand01, random_secret);
         shared.reschedule(key, rec.next_poll_ms);
-        // an unchanged 304 changes only the times, which a restart can do without (it spreads
-        // overdue feeds over an interval): not worth a write to the bus on every poll
-        must_save = had_document
-            || failing_before
-            || was_failing
-            || subscribe.is_some()
-            || !served.is_empty();
         // the subscribers are needed only to tell them the feed is healthy again
-        if was_failing {
+        let record = if after.recovered {
             rec.clone()
         } else {
             rec.without_subscribers()
-        }
+        };
+        (after, record)
     };
+    let AfterSuccess {
+        subscribe,
+        served,
+        must_save,
+        recovered,
+    } = after;
     if let Some(ws) = subscribe {
         let client = shared.fetcher.client().clone();
         let (public, lease, k, url) = (
@@ -334,7 +259,7 @@ pub(crate) async fn record_success(
             warn!(error = %e, "cannot save a subscriber's state; existing items may be announced again (deduplicated)");
         }
     }
-    if was_failing {
+    if recovered {
         report_status(
             shared,
             &record,
@@ -358,34 +283,25 @@ pub(crate) async fn record_failure(
     now: Millis,
     count: bool,
 ) {
-    let record = {
+    let (tell, record) = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         let Some(rec) = feeds.get_mut(key) else {
             return;
         };
-        if count {
-            rec.failures += 1;
-            rec.last_error = Some(msg.clone());
-        }
-        rec.last_checked_ms = now;
-        rec.next_poll_ms = match (count, retry_after) {
-            (false, Some(d)) => now + d.as_millis() as Millis,
-            _ => next_poll(
-                now,
-                rec.interval_secs(&shared.cfg),
-                &shared.cfg,
-                rec.failures,
-                retry_after,
-                rand::rng().random(),
-            ),
+        let rand01 = rand::rng().random();
+        let failure = Failure {
+            error: &msg,
+            retry_after,
+            feed_at_fault: count,
         };
+        let tell = after_failure(rec, snapshot, failure, &shared.cfg, now, rand01);
         shared.reschedule(key, rec.next_poll_ms);
-        rec.clone()
+        (tell, rec.clone())
     };
     if let Err(e) = save(shared, key, &record).await {
         warn!(error = %e, "cannot save feed state");
     }
-    if count && snapshot.last_error.as_deref() != Some(msg.as_str()) {
+    if tell {
         let status = SourceStatus {
             ok: false,
             error: Some(msg),

@@ -216,11 +216,11 @@ async fn push(
     if !signature_ok(&secret, sig, &body) {
         // the spec asks for a 2xx so that a forger learns nothing; the content is dropped
         warn!(key, "WebSub push with a missing or wrong signature ignored");
-        metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "bad_signature")
+        metrics::counter!(crate::telemetry::WEBSUB_PUSHES, "outcome" => "bad_signature")
             .increment(1);
         return StatusCode::ACCEPTED;
     }
-    metrics::counter!("tocsin_ingestor_websub_pushes_total", "outcome" => "ok").increment(1);
+    metrics::counter!(crate::telemetry::WEBSUB_PUSHES, "outcome" => "ok").increment(1);
     tokio::spawn(
         async move { crate::feeds::poll::handle_push(&shared, &key, body.to_vec()).await },
     );

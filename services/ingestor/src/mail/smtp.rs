@@ -262,7 +262,7 @@ fn session<'a>(
                     }
                     (Some(sender), Some((path, _))) => match recipient(ctx, &path, sender).await {
                         Ok(Recipient::SenderRefused(user)) => {
-                            metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "sender")
+                            metrics::counter!(crate::telemetry::MAIL_REFUSED, "reason" => "sender")
                                 .increment(1);
                             refused(
                                 ctx,
@@ -274,7 +274,7 @@ fn session<'a>(
                             "550 5.7.1 this sender may not mail this address\r\n".into()
                         }
                         Ok(Recipient::User(user, _)) if ctx.limits.take(&user).is_err() => {
-                            metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "rate")
+                            metrics::counter!(crate::telemetry::MAIL_REFUSED, "reason" => "rate")
                                 .increment(1);
                             warn!(%user, "inbound address over its rate; asking the sender to retry later");
                             refused(ctx, &user, sender, &format!("over the address's limit of {} messages a minute; the sender was asked to retry later (450)", ctx.cfg.per_address_per_minute)).await;
@@ -533,7 +533,7 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
         }
     }
     if accepted.is_empty() {
-        metrics::counter!("tocsin_ingestor_mail_refused_total", "reason" => "unauthenticated")
+        metrics::counter!(crate::telemetry::MAIL_REFUSED, "reason" => "unauthenticated")
             .increment(1);
         return "550 5.7.26 this address takes only mail that passes SPF or DKIM\r\n".into();
     }
@@ -541,7 +541,7 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
     if let Some(v) = &verdict {
         tags.extend(v.tags());
     }
-    metrics::counter!("tocsin_ingestor_mail_total").increment(1);
+    metrics::counter!(crate::telemetry::MAIL).increment(1);
     let key = plan::mail_key(&parsed, data);
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {

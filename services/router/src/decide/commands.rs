@@ -100,7 +100,7 @@ pub(crate) fn command_effects(
                 return if r.token_hash == token_hash {
                     Ok(())
                 } else {
-                    Err(("exists", format!("user {user} already exists")))
+                    Err(Refusal::exists(format!("user {user} already exists")))
                 };
             }
             *record = Some(UserRecord {
@@ -128,7 +128,7 @@ pub(crate) fn command_effects(
             let known = r.sources.iter().any(|s| s.id == source.id);
             if let SourceSpec::Imap { password, .. } = &mut source.spec {
                 if password.is_none() && !known {
-                    return Err(("invalid", "password: needed for a new IMAP source".into()));
+                    return Err(Refusal::field("password", "needed for a new IMAP source"));
                 }
                 fx.imap.push(tocsin_model::ImapSubscription {
                     op: SubscriptionOp::Upsert,
@@ -180,8 +180,8 @@ pub(crate) fn command_effects(
         }
         Command::AddDestination { destination } => {
             let r = existing(user, record)?;
-            let destination = tocsin_model::validate_destination(destination)
-                .map_err(|e| ("invalid", e.to_string()))?;
+            let destination =
+                tocsin_model::validate_destination(destination).map_err(Refusal::from)?;
             let id = destination.id.clone();
             if let Some(old) = r.destinations.iter().find(|d| d.id == id)
                 && AddressEntry::indexed(old.channel)
@@ -220,7 +220,7 @@ pub(crate) fn command_effects(
             let r = existing(user, record)?;
             r.require_authenticated_mail = require_authenticated;
             r.allowed_senders = tocsin_model::validate_allowed_senders(&senders)
-                .map_err(|e| ("invalid", format!("allowed_senders: {e}")))?;
+                .map_err(|e| Refusal::field("allowed_senders", e))?;
             fx.dirty = true;
             Ok(())
         }
@@ -232,12 +232,9 @@ pub(crate) fn command_effects(
                     .chain(p.urgent_steps.iter().flatten())
                     .any(|s| s.destinations.contains(&destination_id))
             {
-                return Err((
-                    "invalid",
-                    format!(
-                        "the escalation policy names destination {destination_id}; change the policy first"
-                    ),
-                ));
+                return Err(Refusal::invalid(format!(
+                    "the escalation policy names destination {destination_id}; change the policy first"
+                )));
             }
             let d = take(
                 &mut r.destinations,
@@ -257,8 +254,12 @@ pub(crate) fn command_effects(
             let r = existing(user, record)?;
             if let Some(p) = &policy {
                 let problems = p.problems(&r.destinations);
-                if !problems.is_empty() {
-                    return Err(("invalid", problems.join("; ")));
+                if let Some(first) = problems.first() {
+                    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                    return Err(Refusal {
+                        field: Some(first.field.clone()),
+                        ..Refusal::invalid(all.join("; "))
+                    });
                 }
             }
             r.reach.policy = policy;
@@ -275,7 +276,7 @@ pub(crate) fn existing<'a>(
 ) -> Result<&'a mut UserRecord, Refusal> {
     record
         .as_mut()
-        .ok_or(("not_found", format!("user {user} does not exist")))
+        .ok_or_else(|| Refusal::not_found(format!("user {user} does not exist")))
 }
 
 /// Replace the entry `same` finds, or add `item` if there is room for `limit` entries.
@@ -289,7 +290,7 @@ pub(crate) fn upsert<T>(
     match list.iter().position(same) {
         Some(i) => list[i] = item,
         None if list.len() >= limit => {
-            return Err(("invalid", format!("at most {limit} {what} per user")));
+            return Err(Refusal::invalid(format!("at most {limit} {what} per user")));
         }
         None => list.push(item),
     }
@@ -306,12 +307,12 @@ pub(crate) fn take<T>(
     let i = list
         .iter()
         .position(same)
-        .ok_or(("not_found", format!("no {what} {id}")))?;
+        .ok_or_else(|| Refusal::not_found(format!("no {what} {id}")))?;
     Ok(list.remove(i))
 }
 
 pub(crate) fn validate_source(source: &Source) -> Result<(), Refusal> {
-    tocsin_model::validate_source(source).map_err(|e| ("invalid", e.to_string()))
+    tocsin_model::validate_source(source).map_err(Refusal::from)
 }
 
 pub(crate) fn subscription(

@@ -22,13 +22,13 @@ pub struct Effects {
     pub events: Vec<Event>,
     /// The record changed and must be saved before the message is acked.
     pub dirty: bool,
-    /// A bounded label for metrics and logs: `routed`, `duplicate`, `no_user`, `applied`, …
-    pub outcome: &'static str,
+    /// What it came to (a bounded label for metrics and logs).
+    pub outcome: Outcome,
 }
 
 impl Effects {
     /// No effects, only the outcome label.
-    pub(crate) fn labelled(outcome: &'static str) -> Effects {
+    pub(crate) fn labelled(outcome: Outcome) -> Effects {
         Effects {
             outcome,
             ..Default::default()
@@ -46,6 +46,51 @@ impl Effects {
                 notification_id,
                 entry,
             });
+        }
+    }
+}
+
+/// What handling one message came to: a bounded label for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outcome {
+    Routed,
+    Duplicate,
+    DuplicateContent,
+    SourceRemoved,
+    NoUser,
+    #[default]
+    Applied,
+    Refused,
+    Status,
+    Delivered,
+    Failed,
+    Presence,
+    PresenceSame,
+    Reply,
+    ReplyUnknownAddress,
+    Ack,
+    Tick,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Routed => "routed",
+            Outcome::Duplicate => "duplicate",
+            Outcome::DuplicateContent => "duplicate_content",
+            Outcome::SourceRemoved => "source_removed",
+            Outcome::NoUser => "no_user",
+            Outcome::Applied => "applied",
+            Outcome::Refused => "refused",
+            Outcome::Status => "status",
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::Presence => "presence",
+            Outcome::PresenceSame => "presence_same",
+            Outcome::Reply => "reply",
+            Outcome::ReplyUnknownAddress => "reply_unknown_address",
+            Outcome::Ack => "ack",
+            Outcome::Tick => "tick",
         }
     }
 }

@@ -9,14 +9,14 @@ pub mod routing;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use effects::Effects;
+pub use effects::{Effects, Outcome};
 
 use crate::decide::commands::{command_effects, command_event};
 use crate::decide::escalate::{Fired, Links};
 use crate::decide::routing::route;
 use tocsin_model::{
     AvatarMessage, CommandReply, Event, EventKind, HistoryRecord, Millis, Notification,
-    TimelineEntry, UserId, UserRecord,
+    RefusalCode, TimelineEntry, UserId, UserRecord,
 };
 
 /// Limits an avatar enforces on its user's configuration.
@@ -28,8 +28,56 @@ pub struct Limits {
     pub links: Links,
 }
 
-/// Why a command was refused: a stable code and a message for the person.
-pub(crate) type Refusal = (&'static str, String);
+/// Why a command was refused: a stable code, the field at fault when there is one, and a
+/// message for the person.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refusal {
+    pub(crate) code: RefusalCode,
+    pub(crate) field: Option<String>,
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    /// Something not acceptable, with no one field to blame.
+    pub(crate) fn invalid(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: RefusalCode::Invalid,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// `field` is not acceptable; the message starts with the field's name.
+    pub(crate) fn field(field: &str, why: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            code: RefusalCode::Invalid,
+            field: Some(field.to_owned()),
+            message: format!("{field}: {why}"),
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: RefusalCode::NotFound,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn exists(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: RefusalCode::Exists,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<tocsin_model::Invalid> for Refusal {
+    fn from(e: tocsin_model::Invalid) -> Refusal {
+        Refusal::field(&e.field, e.message)
+    }
+}
 
 /// Apply `msg` for `user` to `record` (None: the user does not exist yet).
 pub fn apply(
@@ -49,35 +97,48 @@ pub fn apply(
             let mut fx = Effects::default();
             let change = command_event(&command, &command_id, now);
             let result = command_effects(user, record, command, limits, now, &mut fx);
-            fx.outcome = if result.is_ok() { "applied" } else { "refused" };
+            fx.outcome = if result.is_ok() {
+                Outcome::Applied
+            } else {
+                Outcome::Refused
+            };
             match &result {
                 Ok(()) if fx.dirty => fx.events.push(change),
                 Ok(()) => {}
-                Err((code, message)) => fx.events.push(
+                Err(refusal) => fx.events.push(
                     Event::new(EventKind::Refused, &[&command_id], now)
                         .source(change.source.as_deref())
-                        .detail(&format!("{} refused ({code}): {message}", change.detail)),
+                        .detail(&format!(
+                            "{} refused ({}): {}",
+                            change.detail,
+                            refusal.code.as_str(),
+                            refusal.message
+                        )),
                 ),
             }
             if let Some(to) = reply_to {
-                let (code, message) = match result {
-                    Ok(()) => (None, None),
-                    Err((code, message)) => (Some(code.to_owned()), Some(message)),
-                };
-                fx.reply = Some((
-                    to,
-                    CommandReply {
+                let reply = match result {
+                    Ok(()) => CommandReply {
                         command_id,
-                        ok: code.is_none(),
-                        code,
-                        message,
+                        ok: true,
+                        code: None,
+                        field: None,
+                        message: None,
                     },
-                ));
+                    Err(r) => CommandReply {
+                        command_id,
+                        ok: false,
+                        code: Some(r.code),
+                        field: r.field,
+                        message: Some(r.message),
+                    },
+                };
+                fx.reply = Some((to, reply));
             }
             fx
         }
         AvatarMessage::SourceStatus { source_id, status } => {
-            let mut fx = Effects::labelled("status");
+            let mut fx = Effects::labelled(Outcome::Status);
             if let Some(r) = record
                 && r.sources.iter().any(|s| s.id == source_id)
                 && r.source_status.get(&source_id) != Some(&status)
@@ -90,7 +151,7 @@ pub fn apply(
         AvatarMessage::Outcome { outcome } => {
             let Some(r) = record.as_mut().filter(|_| outcome.user == *user) else {
                 return Effects {
-                    outcome: "no_user",
+                    outcome: Outcome::NoUser,
                     ..Default::default()
                 };
             };
@@ -118,7 +179,11 @@ pub fn apply(
                         },
                     },
                 }],
-                outcome: kind,
+                outcome: if outcome.delivered {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Failed
+                },
                 ..Default::default()
             };
             if !outcome.delivered {
@@ -139,11 +204,15 @@ pub fn apply(
             at_ms,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects::labelled("no_user");
+                return Effects::labelled(Outcome::NoUser);
             };
             let (changed, fired) = escalate::presence(r, address, show, at_ms, now, &limits.links);
             let mut fx = Effects {
-                outcome: if changed { "presence" } else { "presence_same" },
+                outcome: if changed {
+                    Outcome::Presence
+                } else {
+                    Outcome::PresenceSame
+                },
                 ..Default::default()
             };
             fx.take(user, fired);
@@ -156,12 +225,12 @@ pub fn apply(
             at_ms,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects::labelled("no_user");
+                return Effects::labelled(Outcome::NoUser);
             };
-            let mut fx = Effects::labelled("reply");
+            let mut fx = Effects::labelled(Outcome::Reply);
             match escalate::reply(r, channel, &address, &text, at_ms, now) {
                 Some(fired) => fx.take(user, fired),
-                None => fx.outcome = "reply_unknown_address",
+                None => fx.outcome = Outcome::ReplyUnknownAddress,
             }
             fx
         }
@@ -171,9 +240,9 @@ pub fn apply(
             at_ms: _,
         } => {
             let Some(r) = record.as_mut() else {
-                return Effects::labelled("no_user");
+                return Effects::labelled(Outcome::NoUser);
             };
-            let mut fx = Effects::labelled("ack");
+            let mut fx = Effects::labelled(Outcome::Ack);
             let mut events = Vec::new();
             let entries = escalate::ack(r, &notification_id, &via, None, now, &mut events)
                 .into_iter()
@@ -196,7 +265,7 @@ pub fn apply(
         } => {
             if record.is_none() {
                 return Effects {
-                    outcome: "no_user",
+                    outcome: Outcome::NoUser,
                     ..Default::default()
                 };
             }
@@ -246,16 +315,16 @@ pub fn apply(
                     },
                 }],
                 events: vec![event],
-                outcome: "refused",
+                outcome: Outcome::Refused,
                 ..Default::default()
             }
         }
         AvatarMessage::Tick { .. } => {
             let Some(r) = record.as_mut() else {
-                return Effects::labelled("no_user");
+                return Effects::labelled(Outcome::NoUser);
             };
             let fired = escalate::tick(r, now, &limits.links);
-            let mut fx = Effects::labelled("tick");
+            let mut fx = Effects::labelled(Outcome::Tick);
             fx.take(user, fired);
             fx
         }

@@ -1,8 +1,8 @@
 //! Routing a new notification: drop duplicates and items of removed sources, record it in
 //! history, and start its escalation.
 
-use crate::decide::Effects;
 use crate::decide::escalate::{self, Links};
+use crate::decide::{Effects, Outcome};
 use tocsin_model::{
     Event, EventKind, HistoryRecord, Millis, Notification, TimelineEntry, UserRecord,
 };
@@ -15,7 +15,7 @@ pub(crate) fn route(
 ) -> Effects {
     let Some(r) = record else {
         return Effects {
-            outcome: "no_user",
+            outcome: Outcome::NoUser,
             ..Default::default()
         };
     };
@@ -25,13 +25,13 @@ pub(crate) fn route(
     {
         // the user removed this source while the item was on its way
         return Effects {
-            outcome: "source_removed",
+            outcome: Outcome::SourceRemoved,
             ..Default::default()
         };
     }
     if r.recent.contains(n.id.as_str()) {
         return Effects {
-            outcome: "duplicate",
+            outcome: Outcome::Duplicate,
             ..Default::default()
         };
     }
@@ -42,7 +42,7 @@ pub(crate) fn route(
         // the same content already reached this user through another source
         r.recent.insert(n.id.0.clone());
         return Effects {
-            outcome: "duplicate_content",
+            outcome: Outcome::DuplicateContent,
             dirty: true,
             ..Default::default()
         };
@@ -69,7 +69,7 @@ pub(crate) fn route(
             },
         }],
         events: vec![routed],
-        outcome: "routed",
+        outcome: Outcome::Routed,
         ..Default::default()
     };
     fx.take(&user, fired);

@@ -151,7 +151,7 @@ fn escalation_follows_presence_and_stops_on_ack() {
     assert_eq!(r.destinations[1].address, "+15550001111");
     // present: IM first, SMS only after the wait
     let fx = apply(&user(), &mut rec, present(Show::Chat, 5), &l, 5);
-    assert_eq!(fx.outcome, "presence");
+    assert_eq!(fx.outcome, Outcome::Presence);
     let fx = apply(&user(), &mut rec, notify("n1", None), &l, 1_000);
     assert_eq!(channels(&fx), ["xmpp"]);
     let job = &fx.jobs[0];
@@ -306,7 +306,7 @@ fn low_priority_never_escalates_and_mute_holds_all_but_urgent() {
         at_ms: 4_000,
     };
     let fx = apply(&user(), &mut rec, stranger, &l, 4_000);
-    assert_eq!(fx.outcome, "reply_unknown_address");
+    assert_eq!(fx.outcome, Outcome::ReplyUnknownAddress);
     assert!(fx.jobs.is_empty() && fx.history.is_empty());
 }
 
@@ -419,7 +419,7 @@ fn create_is_idempotent_for_the_same_token() {
         reply_to: Some("i".into()),
     };
     let fx = apply(&user(), &mut rec, other, &LIMITS, 7);
-    assert_eq!(fx.reply.unwrap().1.code.as_deref(), Some("exists"));
+    assert_eq!(fx.reply.unwrap().1.code, Some(RefusalCode::Exists));
 }
 
 #[test]
@@ -427,17 +427,17 @@ fn notifications_route_once_and_dedup_by_content() {
     let mut rec = None;
     assert_eq!(
         apply(&user(), &mut rec, notify("n1", None), &LIMITS, 1).outcome,
-        "no_user"
+        Outcome::NoUser
     );
     apply(&user(), &mut rec, create(), &LIMITS, 1);
     let fx = apply(&user(), &mut rec, notify("n1", Some("link")), &LIMITS, 2);
-    assert_eq!(fx.outcome, "routed");
+    assert_eq!(fx.outcome, Outcome::Routed);
     assert_eq!(fx.history.len(), 1);
     let fx = apply(&user(), &mut rec, notify("n1", Some("link")), &LIMITS, 3);
-    assert_eq!(fx.outcome, "duplicate");
+    assert_eq!(fx.outcome, Outcome::Duplicate);
     assert!(fx.history.is_empty());
     let fx = apply(&user(), &mut rec, notify("n2", Some("link")), &LIMITS, 3);
-    assert_eq!(fx.outcome, "duplicate_content");
+    assert_eq!(fx.outcome, Outcome::DuplicateContent);
     assert!(fx.history.is_empty());
 }
 
@@ -586,7 +586,7 @@ fn destinations_get_jobs_and_outcomes_become_timeline_entries() {
         },
     };
     let fx = apply(&user(), &mut rec, outcome, &LIMITS, 3);
-    assert_eq!(fx.outcome, "delivered");
+    assert_eq!(fx.outcome, Outcome::Delivered);
     match &fx.history[0] {
         HistoryRecord::Timeline { entry, .. } => {
             assert_eq!(entry.kind, "delivered");
