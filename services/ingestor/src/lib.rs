@@ -37,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-/// Run until `shutdown`; polls in flight finish (within the grace period) before it returns.
+/// Run until `shutdown`; what is under way (polls, pushes, SMTP transactions, IMAP watches)
+/// finishes within the grace period before it returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
     telemetry::describe();
     let cfg = config.ingestor.clone();
@@ -67,7 +68,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             queue.set(key, rec.next_poll_ms);
         }
     }
+    let tasks = TaskTracker::new();
     let shared = Arc::new(Shared {
+        tasks: tasks.clone(),
         bus: bus.clone(),
         kv,
         fetch_permits: Arc::new(Semaphore::new(cfg.max_concurrent_fetches)),
@@ -90,6 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
         shared.cfg.smtp_max_message_bytes,
         shutdown.clone(),
+        tasks.clone(),
     )
     .await?;
     // the long-lived tasks end with this one (also when it is aborted)
@@ -138,7 +142,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         };
         let avatars = bus.kv("avatars").await?;
         background.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-            smtp::serve(listener, bus.clone(), avatars, settings, shutdown.clone()),
+            smtp::serve(
+                listener,
+                bus.clone(),
+                avatars,
+                settings,
+                shutdown.clone(),
+                tasks.clone(),
+            ),
         )));
     }
     if !shared.cfg.websub_public_url.is_empty() {
@@ -162,19 +173,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     }
     ready.set(true);
     info!("ingestor running");
-    let tracker = TaskTracker::new();
-    schedule_polls(&shared, &tracker, &shutdown).await;
-    tracker.close();
+    schedule_polls(&shared, &tasks, &shutdown).await;
+    // stop taking new work, then give what is under way (polls, pushes, SMTP transactions,
+    // IMAP watches, hub requests) the grace period before the bus is drained
+    let _ = subs.await;
+    drop(background);
+    tasks.close();
     if tokio::time::timeout(
         Duration::from_secs(shared.cfg.shutdown_grace_secs),
-        tracker.wait(),
+        tasks.wait(),
     )
     .await
     .is_err()
     {
-        warn!("polls did not finish within the grace period; they will be repeated after restart");
+        warn!(
+            "work under way did not finish within the grace period; polls are repeated after restart, SMTP senders retry"
+        );
     }
-    let _ = subs.await;
     ready.set(false);
     bus.drain().await;
     info!("ingestor stopped");

@@ -26,6 +26,9 @@ use tocsin_model::Millis;
 use tokio::sync::{Notify, Semaphore};
 
 pub(crate) struct Shared {
+    /// Every task the ingestor starts (polls, pushes, hub requests, SMTP sessions, IMAP
+    /// watches): waited for, within the grace period, before the bus is drained.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) bus: Bus,
     pub(crate) kv: kv::Store,
     pub(crate) cfg: IngestorConfig,

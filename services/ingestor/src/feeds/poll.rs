@@ -242,7 +242,7 @@ pub(crate) async fn record_success(
             key.to_owned(),
             record.url.clone(),
         );
-        tokio::spawn(async move {
+        shared.tasks.spawn(async move {
             match websub::request(&client, &public, &k, "subscribe", &ws, lease).await {
                 Ok(()) => info!(%url, hub = %ws.hub, "WebSub subscription requested"),
                 Err(e) => {

@@ -159,7 +159,7 @@ pub(crate) async fn apply_subscription(
                 shared.cfg.websub_lease_secs,
                 key.clone(),
             );
-            tokio::spawn(async move {
+            shared.tasks.spawn(async move {
                 if let Err(e) =
                     websub::request(&client, &public, &k, "unsubscribe", &ws, lease).await
                 {

@@ -9,7 +9,7 @@
 //! `websub_poll_interval_secs` as a safety net; the lease is renewed when a fifth of it is left.
 
 use crate::feeds::store::save;
-use crate::feeds::{FeedRecord, Shared, feed_key};
+use crate::feeds::{FeedRecord, Shared};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -221,15 +221,9 @@ async fn push(
         return StatusCode::ACCEPTED;
     }
     metrics::counter!(crate::telemetry::WEBSUB_PUSHES, "outcome" => "ok").increment(1);
-    tokio::spawn(
-        async move { crate::feeds::poll::handle_push(&shared, &key, body.to_vec()).await },
-    );
+    let tasks = shared.tasks.clone();
+    tasks.spawn(async move { crate::feeds::poll::handle_push(&shared, &key, body.to_vec()).await });
     StatusCode::ACCEPTED
-}
-
-/// The key under which a feed URL's record (and callback) lives; re-exported for tests.
-pub fn key_for(url: &str) -> String {
-    feed_key(url)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use tocsin_model::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The watches this ingestor runs.
@@ -37,6 +38,8 @@ pub struct Watches {
     max_bytes: usize,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
+    /// The ingestor's tasks: it waits for every watch before draining the bus.
+    tasks: TaskTracker,
 }
 
 fn key(user: &UserId, source: &str) -> String {
@@ -59,6 +62,7 @@ impl Watches {
         poll: Duration,
         max_bytes: usize,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> Result<Arc<Watches>, BusError> {
         let kv = bus.kv("imap").await?;
         let w = Arc::new(Watches {
@@ -68,6 +72,7 @@ impl Watches {
             max_bytes,
             running: Mutex::default(),
             shutdown,
+            tasks,
         });
         let mut keys = kv.keys().await.map_err(|e| BusError::Kv {
             bucket: "imap".into(),
@@ -142,7 +147,8 @@ impl Watches {
             max_bytes: self.max_bytes,
         };
         let span = info_span!("imap", user = %sub.user, source = %sub.source_id);
-        tokio::spawn(watch(self.bus.clone(), sub, limits, token).instrument(span));
+        self.tasks
+            .spawn(watch(self.bus.clone(), sub, limits, token).instrument(span));
     }
 }
 

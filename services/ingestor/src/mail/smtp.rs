@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 /// Limits and identity of the SMTP server.
@@ -87,6 +88,8 @@ impl Reported {
 }
 
 struct Ctx {
+    /// Ends sessions waiting for their next command.
+    shutdown: CancellationToken,
     bus: Bus,
     avatars: kv::Store,
     cfg: SmtpSettings,
@@ -103,8 +106,10 @@ pub async fn serve(
     avatars: kv::Store,
     cfg: SmtpSettings,
     shutdown: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let ctx = Arc::new(Ctx {
+        shutdown: shutdown.clone(),
         connections: Semaphore::new(cfg.max_connections),
         limits: tocsin_runtime::rate::KeyedRateLimit::new(cfg.per_address_per_minute),
         reported: Reported::default(),
@@ -128,7 +133,7 @@ pub async fn serve(
         // replies are small writes: without this, Nagle and delayed ACKs cost ~40 ms a command
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let Ok(_permit) = ctx.connections.try_acquire() else {
                 let mut s = stream;
                 let _ = s
@@ -204,7 +209,15 @@ fn session<'a>(
         let mut rcpts: Vec<(UserId, bool)> = Vec::new();
         let mut helo = String::new();
         loop {
-            let line = match read_line(&mut r, 1000, timeout).await {
+            // between commands a shutdown ends the session; a transaction under way finishes
+            let next = tokio::select! {
+                _ = ctx.shutdown.cancelled() => {
+                    w.write_all(b"421 4.3.2 shutting down, try again later\r\n").await?;
+                    return Ok(());
+                }
+                l = read_line(&mut r, 1000, timeout) => l,
+            };
+            let line = match next {
                 Ok(Line::Text(l)) => String::from_utf8_lossy(&l).into_owned(),
                 Ok(Line::TooLong) => {
                     w.write_all(b"500 5.5.2 line too long\r\n").await?;
