@@ -1,0 +1,220 @@
+//! Setting the bus up, idempotently and with retries: streams, durable pull consumers and KV
+//! buckets, created or brought to their declared settings at start-up.
+
+use crate::{Bus, BusError, StreamKind};
+use async_nats::jetstream::{self, consumer::pull, stream};
+use std::time::Duration;
+use tracing::warn;
+
+/// How often a setup step (a stream, consumer or bucket) is tried before start-up fails.
+const SETUP_ATTEMPTS: u32 = 5;
+
+/// Run one idempotent setup step, retrying it: in a cluster, instances starting together
+/// race to create the same stream or consumer, and the server leaves the losers' requests
+/// unanswered until they time out (seen with nats-server 2.15 and R3 streams); the retry
+/// then finds the winner's stream in place.
+async fn setup<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, BusError>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < SETUP_ATTEMPTS => {
+                warn!(
+                    what,
+                    attempt,
+                    error = %e,
+                    "jetstream setup did not succeed (another instance creating it at the same \
+                     time, or a leader election); retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(BusError::Setup {
+                    what: what.to_owned(),
+                    message: format!("{e} (after {attempt} attempts)"),
+                });
+            }
+        }
+    }
+}
+
+/// Whether an existing stream already has every setting tocsin specifies.
+fn same_stream_spec(have: &stream::Config, want: &stream::Config) -> bool {
+    have.subjects == want.subjects
+        && have.retention == want.retention
+        && have.storage == want.storage
+        && have.num_replicas == want.num_replicas
+        && have.duplicate_window == want.duplicate_window
+        && have.max_age == want.max_age
+        && have.max_bytes == want.max_bytes
+        && have.description == want.description
+}
+
+impl Bus {
+    /// Create or update every stream of the contract. Idempotent; every service calls it at
+    /// start-up, so the order services start in does not matter.
+    pub async fn ensure_streams(&self) -> Result<(), BusError> {
+        for cfg in self.stream_configs() {
+            let name = cfg.name.clone();
+            setup(&format!("stream {name}"), || async {
+                // as specified already (every start after the first): nothing to write
+                if let Ok(stream) = self.js.get_stream(&name).await
+                    && same_stream_spec(&stream.cached_info().config, &cfg)
+                {
+                    return Ok(());
+                }
+                self.js.create_or_update_stream(cfg.clone()).await.map(drop)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The declarative specification of every stream.
+    pub fn stream_configs(&self) -> Vec<stream::Config> {
+        let s = &self.subjects;
+        let dup = Duration::from_secs(self.config.duplicate_window_secs);
+        let replicas = self.config.replicas;
+        let work_queue = |name: String, subjects: Vec<String>, description: &str| stream::Config {
+            name,
+            subjects,
+            description: Some(description.to_owned()),
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: dup,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        for k in 0..self.config.silo_count {
+            out.push(work_queue(
+                s.stream(StreamKind::Silo(k)),
+                vec![s.silo_all(k)],
+                "everything addressed to the avatars of one silo",
+            ));
+        }
+        out.push(work_queue(
+            s.stream(StreamKind::History),
+            vec![s.history_all()],
+            "routed notifications and timeline entries for the history service",
+        ));
+        out.push(work_queue(
+            s.stream(StreamKind::Ingest),
+            vec![s.ingest_all()],
+            "feed subscription changes for the ingestor",
+        ));
+        out.push(work_queue(
+            s.stream(StreamKind::Delivery),
+            vec![s.delivery_all()],
+            "delivery jobs, one subject per channel",
+        ));
+        out.push(stream::Config {
+            name: s.stream(StreamKind::DeadLetter),
+            subjects: vec![s.dead_letter_all()],
+            description: Some("messages that failed max_deliver times or were rejected".into()),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_secs(self.config.dead_letter_max_age_days * 86_400),
+            duplicate_window: dup,
+            ..Default::default()
+        });
+        out.push(stream::Config {
+            name: s.stream(StreamKind::Events),
+            subjects: vec![s.events_all()],
+            description: Some("every state change, for the archiver".into()),
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_secs(self.config.events_max_age_hours * 3_600),
+            max_bytes: match self.config.events_max_bytes {
+                0 => -1,
+                b => i64::try_from(b).unwrap_or(i64::MAX),
+            },
+            duplicate_window: dup,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// A durable pull consumer with explicit ack, created if missing, updated if changed.
+    pub async fn pull_consumer(
+        &self,
+        stream: StreamKind,
+        durable: &str,
+        filter_subject: Option<String>,
+        max_ack_pending: i64,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        let ack_wait = Duration::from_secs(self.config.ack_wait_secs);
+        self.pull_consumer_with(stream, durable, filter_subject, max_ack_pending, ack_wait)
+            .await
+    }
+
+    /// [`Bus::pull_consumer`] with its own `ack_wait`, for a consumer that holds messages
+    /// longer than others before it settles them (the archiver, filling a file).
+    pub async fn pull_consumer_with(
+        &self,
+        stream: StreamKind,
+        durable: &str,
+        filter_subject: Option<String>,
+        max_ack_pending: i64,
+        ack_wait: Duration,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        let stream_name = self.subjects.stream(stream);
+        let cfg = pull::Config {
+            durable_name: Some(durable.to_owned()),
+            filter_subject: filter_subject.unwrap_or_default(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait,
+            // dead-lettering is ours (see `settle`), so the server never gives up on a message
+            max_deliver: -1,
+            max_ack_pending,
+            ..Default::default()
+        };
+        setup(&format!("consumer {durable} on {stream_name}"), || {
+            self.js
+                .create_consumer_on_stream(cfg.clone(), stream_name.as_str())
+        })
+        .await
+    }
+
+    /// A JetStream KV bucket of the contract, created if missing.
+    pub async fn kv(&self, bucket: &str) -> Result<jetstream::kv::Store, BusError> {
+        self.kv_with(jetstream::kv::Config {
+            bucket: self.subjects.bucket(bucket),
+            history: 1,
+            num_replicas: self.config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// A KV bucket as `cfg` says: opened if it exists with the same `max_age`, else created
+    /// or updated.
+    pub async fn kv_with(
+        &self,
+        cfg: jetstream::kv::Config,
+    ) -> Result<jetstream::kv::Store, BusError> {
+        let name = cfg.bucket.clone();
+        setup(&format!("kv bucket {name}"), || async {
+            if let Ok(store) = self.js.get_key_value(name.as_str()).await
+                && let Ok(status) = store.status().await
+                && status.max_age() == cfg.max_age
+            {
+                return Ok(store);
+            }
+            self.js
+                .create_or_update_key_value(cfg.clone())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+}
