@@ -273,7 +273,7 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
         let mut got = 0;
         while got < n {
             let m = msgs.next().await;
-            let sent: u64 = std::str::from_utf8(&m.payload)?.parse()?;
+            let sent: u64 = std::str::from_utf8(&m.message().payload)?.parse()?;
             let now = start.elapsed().as_micros() as u64;
             hist.record(now.saturating_sub(sent).max(1))?;
             m.ack().await.map_err(|e| anyhow!(e))?;

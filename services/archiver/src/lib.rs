@@ -197,6 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         && let Err(e) = roll.write().await
     {
         warn!(error = %e, events = roll.len(), "cannot write the archive at shutdown; the events stay on the bus and are archived at the next start");
+        roll.leave_all();
     }
     ready.set(false);
     bus.drain().await;
@@ -306,7 +307,7 @@ pub async fn write_rows(
 struct Roll {
     archive: Archive,
     /// By stream sequence: a redelivered event replaces its earlier delivery.
-    held: BTreeMap<u64, (Event, jetstream::Message)>,
+    held: BTreeMap<u64, (Event, tocsin_bus::Inbound)>,
     bytes: usize,
     oldest: Option<Instant>,
     /// Sequence numbers written but perhaps not yet acked (above the ack floor).
@@ -332,30 +333,32 @@ impl Roll {
         self.held.is_empty()
     }
 
-    async fn take(&mut self, bus: &Bus, msg: jetstream::Message) {
-        let Ok(info) = msg.info() else {
-            bus.settle(&msg, Disposition::Reject("not a JetStream message".into()))
+    async fn take(&mut self, bus: &Bus, msg: tocsin_bus::Inbound) {
+        let Ok(info) = msg.message().info() else {
+            msg.settle(bus, Disposition::Reject("not a JetStream message".into()))
                 .await;
             return;
         };
         let seq = info.stream_sequence;
         if self.written.contains(&seq) {
             debug!(seq, "already archived; acking it again");
-            bus.settle(&msg, Disposition::Ack).await;
+            msg.settle(bus, Disposition::Ack).await;
             return;
         }
-        let event: Event = match tocsin_bus::decode(&msg.payload, "event") {
+        let event: Event = match tocsin_bus::decode(&msg.message().payload, "event") {
             Ok(e) => e,
             Err(e) => {
-                warn!(subject = %msg.subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
+                warn!(subject = %msg.message().subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
                 metrics::counter!(crate::telemetry::REJECTED).increment(1);
-                bus.settle(&msg, Disposition::Reject(e.to_string())).await;
+                msg.settle(bus, Disposition::Reject(e.to_string())).await;
                 return;
             }
         };
-        let size = msg.payload.len();
-        if self.held.insert(seq, (event, msg)).is_none() {
-            self.bytes += size;
+        let size = msg.message().payload.len();
+        match self.held.insert(seq, (event, msg)) {
+            // a redelivery of an event already held: the newer delivery is acked with the roll
+            Some((_, older)) => older.leave(),
+            None => self.bytes += size,
         }
         self.oldest.get_or_insert_with(Instant::now);
     }
@@ -397,6 +400,15 @@ impl Roll {
         self.bytes = 0;
         self.oldest = None;
         metrics::counter!(crate::telemetry::EVENTS).increment(events as u64);
+    }
+
+    /// Leave every held event on the bus, unacked: redelivered at the next start.
+    fn leave_all(&mut self) {
+        for (_, (_, msg)) in std::mem::take(&mut self.held) {
+            msg.leave();
+        }
+        self.bytes = 0;
+        self.oldest = None;
     }
 
     fn forget_below(&mut self, floor: u64) {

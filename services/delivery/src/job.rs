@@ -6,7 +6,6 @@ use crate::Ctx;
 use crate::retry::{Next, next_step};
 use crate::webhook::SendResult;
 use crate::{push, sms, webhook};
-use async_nats::jetstream;
 use std::collections::HashMap;
 use std::time::Duration;
 use tocsin_bus::Disposition;
@@ -21,12 +20,12 @@ pub(crate) async fn handle(
     ctx: &Ctx,
     channel: Channel,
     permits: &Semaphore,
-    msg: jetstream::Message,
+    msg: tocsin_bus::Inbound,
     job: DeliveryJob,
 ) {
     let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
     async {
-        let mut attempts = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let mut attempts = msg.message().info().map(|i| i.delivered).unwrap_or(1);
         let max = ctx.bus.config().max_deliver;
         let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
         // `attempted` events for sends that did not deliver, published with the outcome (and
@@ -75,7 +74,7 @@ pub(crate) async fn handle(
             .insert(&job.job_id, (delivered, detail.clone(), attempts));
         if job.kind == JobKind::Reply {
             // an answer to the user's own command: nothing to record
-            ctx.bus.settle(&msg, Disposition::Ack).await;
+            msg.settle(&ctx.bus, Disposition::Ack).await;
             return;
         }
         let outcome = DeliveryOutcome {
@@ -118,11 +117,11 @@ pub(crate) async fn handle(
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
         match reported {
-            Ok(()) => ctx.bus.settle(&msg, Disposition::Ack).await,
+            Ok(()) => msg.settle(&ctx.bus, Disposition::Ack).await,
             // the job is redelivered and sent again: receivers deduplicate by job id
             Err(e) => {
                 warn!(error = %e, "cannot report the outcome; the job will be redelivered");
-                ctx.bus.settle(&msg, Disposition::Retry(Duration::from_secs(1))).await;
+                msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1))).await;
             }
         }
     }

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Disposition;
+use tocsin_bus::Inbound;
 use tocsin_model::{Channel, DeliveryJob};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use tracing::{debug, warn};
 pub(crate) type Held = Arc<std::sync::Mutex<HashMap<u64, jetstream::Message>>>;
 
 pub(crate) struct Lane {
-    tx: mpsc::UnboundedSender<(jetstream::Message, DeliveryJob)>,
+    tx: mpsc::UnboundedSender<(Inbound, DeliveryJob)>,
     join: AbortOnDropHandle<()>,
 }
 
@@ -61,23 +62,29 @@ pub(crate) async fn run_channel(
             m = messages.next() => m,
         };
         let msg = next;
-        let job: DeliveryJob = match tocsin_bus::decode(&msg.payload, "delivery job") {
+        let job: DeliveryJob = match tocsin_bus::decode(&msg.message().payload, "delivery job") {
             Ok(j) => j,
             Err(e) => {
-                ctx.bus
-                    .settle(&msg, Disposition::Reject(e.to_string()))
+                msg.settle(&ctx.bus, Disposition::Reject(e.to_string()))
                     .await;
                 continue;
             }
         };
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        {
+        let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
+        let redelivered = {
             let mut h = held.lock().expect("held lock");
-            if h.contains_key(&seq) {
-                // a redelivery of a job we still hold: it is already queued or being sent
-                continue;
+            let redelivered = h.contains_key(&seq);
+            if !redelivered {
+                // a clone of the message, only to extend its ack deadline while it waits
+                h.insert(seq, msg.message().clone());
             }
-            h.insert(seq, msg.clone());
+            redelivered
+        };
+        if redelivered {
+            // a redelivery of a job we still hold: it is already queued or being sent, and
+            // that delivery is settled when it is done
+            msg.leave();
+            continue;
         }
         let key = format!("{}:{}", job.notification.user, job.destination.id);
         let mut item = (msg, job);
@@ -126,13 +133,13 @@ pub(crate) async fn run_lane(
     channel: Channel,
     permits: Arc<Semaphore>,
     held: Held,
-    mut rx: mpsc::UnboundedReceiver<(jetstream::Message, DeliveryJob)>,
+    mut rx: mpsc::UnboundedReceiver<(Inbound, DeliveryJob)>,
 ) {
     let idle = Duration::from_secs(60);
     loop {
         match tokio::time::timeout(idle, rx.recv()).await {
             Ok(Some((msg, job))) => {
-                let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
                 handle(&ctx, channel, &permits, msg, job).await;
                 held.lock().expect("held lock").remove(&seq);
             }

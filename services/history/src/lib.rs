@@ -230,30 +230,30 @@ async fn consume(
     Ok(())
 }
 
-async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
+async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) {
     let mut records = Vec::with_capacity(msgs.len());
     let mut good = Vec::with_capacity(msgs.len());
     for m in msgs {
-        if bus.exhausted(&m) {
+        if bus.exhausted(m.message()) {
             let reason = "writing it failed on every delivery".to_owned();
-            bus.settle(&m, Disposition::Reject(reason)).await;
+            m.settle(bus, Disposition::Reject(reason)).await;
             continue;
         }
-        match tocsin_bus::decode::<HistoryRecord>(&m.payload, "history record") {
+        match tocsin_bus::decode::<HistoryRecord>(&m.message().payload, "history record") {
             Ok(r)
                 if bus
                     .subjects()
                     .history(bus.silo_of(r.user()), r.user().as_str())
-                    == m.subject.as_str() =>
+                    == m.message().subject.as_str() =>
             {
                 records.push(r);
                 good.push(m);
             }
             Ok(r) => {
                 let reason = format!("record for user {} arrived on the wrong subject", r.user());
-                bus.settle(&m, Disposition::Reject(reason)).await;
+                m.settle(bus, Disposition::Reject(reason)).await;
             }
-            Err(e) => bus.settle(&m, Disposition::Reject(e.to_string())).await,
+            Err(e) => m.settle(bus, Disposition::Reject(e.to_string())).await,
         }
     }
     if good.is_empty() {
@@ -266,8 +266,8 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
         .expect("write task");
     match result {
         Ok(fresh) => {
-            for m in &good {
-                bus.settle(m, Disposition::Ack).await;
+            for m in good {
+                m.settle(bus, Disposition::Ack).await;
             }
             metrics::counter!(crate::telemetry::RECORDS).increment(n as u64);
             for notification in fresh {
@@ -281,8 +281,8 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<jetstream::Message>) {
         }
         Err(e) => {
             warn!(error = %e, records = n, "cannot write history; the batch will be redelivered");
-            for m in &good {
-                bus.settle(m, Disposition::Retry(Duration::from_secs(1)))
+            for m in good {
+                m.settle(bus, Disposition::Retry(Duration::from_secs(1)))
                     .await;
             }
         }

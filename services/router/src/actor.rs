@@ -3,10 +3,10 @@
 //! (PubAcks, address index, timer, the record with a revision check) before acking it.
 
 use crate::{Ctx, decide, outputs, timers};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
-use tocsin_bus::{BusError, Disposition};
+use tocsin_bus::{BusError, Disposition, Inbound};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
@@ -20,7 +20,7 @@ pub(crate) struct Avatar {
     pub(crate) loaded: bool,
     pub(crate) dirty: bool,
     /// Handled but not yet acked.
-    pub(crate) pending: Vec<jetstream::Message>,
+    pub(crate) pending: Vec<Inbound>,
     pub(crate) acks: Vec<tocsin_bus::PendingAck>,
     pub(crate) replies: Vec<(String, bytes::Bytes)>,
     /// Address index changes to write before the batch is acked.
@@ -31,7 +31,7 @@ pub(crate) struct Avatar {
 }
 
 impl Avatar {
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Box<jetstream::Message>>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Box<Inbound>>) {
         let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
         loop {
             let msg = match tokio::time::timeout(idle, rx.recv()).await {
@@ -47,7 +47,7 @@ impl Avatar {
             // (large) state of handling and flushing
             let span = info_span!(
                 "message",
-                subject = %msg.subject,
+                subject = %msg.message().subject,
                 kind = tracing::field::Empty,
                 notification = tracing::field::Empty,
             );
@@ -60,35 +60,34 @@ impl Avatar {
         debug!("avatar evicted");
     }
 
-    async fn handle(&mut self, msg: jetstream::Message) {
+    async fn handle(&mut self, msg: Inbound) {
         if let Some(until) = self.hold_until {
             let now = tokio::time::Instant::now();
             if now < until {
                 // an earlier batch was given back: this message must not overtake it
                 let wait = until - now + Duration::from_millis(50);
-                self.ctx.bus.settle(&msg, Disposition::Retry(wait)).await;
+                msg.settle(&self.ctx.bus, Disposition::Retry(wait)).await;
                 return;
             }
             self.hold_until = None;
         }
-        if self.ctx.bus.exhausted(&msg) {
+        if self.ctx.bus.exhausted(msg.message()) {
             // it has failed on every delivery: do not let it block this user any longer
             self.flush().await;
             let reason = "handling failed on every delivery".to_owned();
-            self.ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+            msg.settle(&self.ctx.bus, Disposition::Reject(reason)).await;
             return;
         }
-        let parsed: AvatarMessage = match tocsin_bus::decode(&msg.payload, "avatar message") {
-            Ok(m) => m,
-            Err(e) => {
-                self.flush().await;
-                self.ctx
-                    .bus
-                    .settle(&msg, Disposition::Reject(e.to_string()))
-                    .await;
-                return;
-            }
-        };
+        let parsed: AvatarMessage =
+            match tocsin_bus::decode(&msg.message().payload, "avatar message") {
+                Ok(m) => m,
+                Err(e) => {
+                    self.flush().await;
+                    msg.settle(&self.ctx.bus, Disposition::Reject(e.to_string()))
+                        .await;
+                    return;
+                }
+            };
         if !self.loaded
             && let Err(e) = self.load().await
         {
@@ -117,7 +116,7 @@ impl Avatar {
         metrics::counter!(crate::telemetry::MESSAGES, "kind" => kind, "outcome" => fx.outcome.as_str())
             .increment(1);
         if fx.outcome == decide::Outcome::NoUser {
-            debug!(subject = %msg.subject, "message for a user that does not exist; dropped");
+            debug!(subject = %msg.message().subject, "message for a user that does not exist; dropped");
         }
         self.dirty |= fx.dirty;
         let silo = self.ctx.bus.silo_of(&self.user);
@@ -277,7 +276,7 @@ impl Avatar {
             debug!(error = %e, "cannot clear the escalation timer");
         }
         for msg in self.pending.drain(..) {
-            self.ctx.bus.settle(&msg, Disposition::Ack).await;
+            msg.settle(&self.ctx.bus, Disposition::Ack).await;
         }
         for (to, payload) in self.replies.drain(..) {
             if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
@@ -294,9 +293,9 @@ impl Avatar {
         self.index.clear();
         let mut longest = after;
         for msg in self.pending.drain(..) {
-            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            let delivered = msg.message().info().map(|i| i.delivered).unwrap_or(1);
             longest = longest.max(tocsin_bus::backoff(delivered, after));
-            self.ctx.bus.settle(&msg, Disposition::Retry(after)).await;
+            msg.settle(&self.ctx.bus, Disposition::Retry(after)).await;
         }
         // messages for this user already on their way are given back too until the batch is
         // redelivered, so that the user's messages keep their order

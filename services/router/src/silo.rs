@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info_span, warn};
 /// Messages travel to an avatar boxed: a channel allocates its slots 32 at a time, and 32
 /// unboxed messages (408 bytes each) would cost every active avatar 13 KB.
 pub(crate) struct AvatarHandle {
-    tx: mpsc::Sender<Box<jetstream::Message>>,
+    tx: mpsc::Sender<Box<tocsin_bus::Inbound>>,
     /// Aborted when dropped: a silo worker that is itself dropped takes its avatars along.
     join: AbortOnDropHandle<()>,
 }
@@ -72,15 +72,12 @@ async fn run_silo(
     // stop pulling. What was pulled but not handed to an avatar goes back at once (nak), so
     // the silo's next holder gets it before anything newer instead of after `ack_wait`.
     let unhandled = messages.stop(256, Duration::from_millis(20)).await;
-    for msg in &unhandled {
-        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+    let returned = unhandled.len();
+    for msg in unhandled {
+        msg.give_back().await;
     }
-    if !unhandled.is_empty() {
-        debug!(
-            silo,
-            returned = unhandled.len(),
-            "returned messages pulled but not handled"
-        );
+    if returned > 0 {
+        debug!(silo, returned, "returned messages pulled but not handled");
     }
     // dropping the senders lets each avatar finish its queue, save and ack
     let joins: Vec<AbortOnDropHandle<()>> = avatars.into_values().map(|h| h.join).collect();
@@ -103,16 +100,16 @@ async fn dispatch(
     ctx: &Arc<Ctx>,
     silo: u32,
     avatars: &mut HashMap<UserId, AvatarHandle>,
-    msg: jetstream::Message,
+    msg: tocsin_bus::Inbound,
 ) {
     let Some(user) = ctx
         .bus
         .subjects()
-        .user_of_silo_subject(&msg.subject)
+        .user_of_silo_subject(&msg.message().subject)
         .and_then(|u| UserId::parse(u).ok())
     else {
-        let reason = format!("subject {} names no valid user", msg.subject);
-        ctx.bus.settle(&msg, Disposition::Reject(reason)).await;
+        let reason = format!("subject {} names no valid user", msg.message().subject);
+        msg.settle(&ctx.bus, Disposition::Reject(reason)).await;
         return;
     };
     let mut msg = msg;

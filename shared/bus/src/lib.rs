@@ -9,11 +9,12 @@
 //! Publishing always carries `Nats-Msg-Id` and awaits the PubAck ([`Bus::publish`]);
 //! high-volume publishers keep a bounded window of outstanding acks ([`PublishWindow`]).
 //! Consumers are durable pull consumers with explicit ack; a handler's verdict
-//! ([`Disposition`]) becomes ack, nak-with-backoff or dead-letter ([`Bus::settle`]).
+//! ([`Disposition`]) becomes ack, nak-with-backoff or dead-letter, once ([`Inbound::settle`]).
 //! `docs/bus.md` documents every subject and payload.
 
 mod config;
 mod dlq;
+mod inbound;
 pub mod lease;
 pub mod msg_id;
 mod names;
@@ -26,6 +27,7 @@ mod silo;
 
 pub use config::{BusConfig, ConfigError};
 pub use dlq::DeadLetter;
+pub use inbound::Inbound;
 pub use lease::Leases;
 pub use names::{StreamKind, Subjects};
 pub use publish::PublishWindow;

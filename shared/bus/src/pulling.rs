@@ -5,6 +5,7 @@
 //! stay silent although messages are waiting. [`Pull`] logs such an error and pulls afresh,
 //! so every consuming loop recovers the same way.
 
+use crate::Inbound;
 use async_nats::jetstream::{self, consumer::pull};
 use futures::{FutureExt, StreamExt};
 use std::time::Duration;
@@ -35,7 +36,7 @@ impl Pull {
 
     /// The next message, waiting as long as it takes. Errors are logged and the pull is
     /// renewed. Cancel-safe: dropping the future loses no message.
-    pub async fn next(&mut self) -> jetstream::Message {
+    pub async fn next(&mut self) -> Inbound {
         loop {
             let messages = match &mut self.messages {
                 Some(m) => m,
@@ -57,7 +58,7 @@ impl Pull {
                 },
             };
             match messages.next().await {
-                Some(Ok(m)) => return m,
+                Some(Ok(m)) => return Inbound::new(m),
                 Some(Err(e)) => {
                     warn!(what = %self.what, error = %e, "pulling failed; pulling afresh");
                 }
@@ -69,9 +70,9 @@ impl Pull {
     }
 
     /// A message that is already here, without waiting.
-    pub fn next_ready(&mut self) -> Option<jetstream::Message> {
+    pub fn next_ready(&mut self) -> Option<Inbound> {
         match self.messages.as_mut()?.next().now_or_never() {
-            Some(Some(Ok(m))) => Some(m),
+            Some(Some(Ok(m))) => Some(Inbound::new(m)),
             _ => None,
         }
     }
@@ -79,13 +80,13 @@ impl Pull {
     /// Stop pulling and return what had arrived but was not taken (at most `limit`,
     /// waiting `linger` for each), for the caller to give back. Given back while still
     /// subscribed, they would come straight back here.
-    pub async fn stop(mut self, limit: usize, linger: Duration) -> Vec<jetstream::Message> {
+    pub async fn stop(mut self, limit: usize, linger: Duration) -> Vec<Inbound> {
         let mut out = Vec::new();
         if let Some(messages) = self.messages.as_mut() {
             while out.len() < limit
                 && let Ok(Some(Ok(m))) = tokio::time::timeout(linger, messages.next()).await
             {
-                out.push(m);
+                out.push(Inbound::new(m));
             }
         }
         self.messages = None;

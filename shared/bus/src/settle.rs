@@ -9,7 +9,8 @@ use tracing::warn;
 impl Bus {
     /// Turn a handler's verdict into ack, nak-with-delay or dead-letter. A message that has
     /// been delivered more than `max_deliver` times is dead-lettered instead of retried.
-    pub async fn settle(&self, msg: &jetstream::Message, disposition: Disposition) {
+    /// Handlers settle through [`Inbound::settle`](crate::Inbound::settle), once.
+    pub(crate) async fn settle_message(&self, msg: &jetstream::Message, disposition: Disposition) {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = match disposition {
             Disposition::Ack => msg.ack().await,

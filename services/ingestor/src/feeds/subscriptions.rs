@@ -27,12 +27,12 @@ pub(crate) async fn consume_subscriptions(
             _ = shutdown.cancelled() => return,
             m = messages.next() => m,
         };
-        if msg.subject.as_str() == shared.bus.subjects().ingest_imap() {
+        if msg.message().subject.as_str() == shared.bus.subjects().ingest_imap() {
             let disposition = match tocsin_bus::decode::<tocsin_model::ImapSubscription>(
-                &msg.payload,
+                &msg.message().payload,
                 "IMAP subscription",
             ) {
-                _ if shared.bus.exhausted(&msg) => {
+                _ if shared.bus.exhausted(msg.message()) => {
                     Disposition::Reject("recording it failed on every delivery".into())
                 }
                 Err(e) => Disposition::Reject(e.to_string()),
@@ -44,24 +44,26 @@ pub(crate) async fn consume_subscriptions(
                     }
                 },
             };
-            shared.bus.settle(&msg, disposition).await;
+            msg.settle(&shared.bus, disposition).await;
             continue;
         }
-        let disposition =
-            match tocsin_bus::decode::<FeedSubscription>(&msg.payload, "feed subscription") {
-                _ if shared.bus.exhausted(&msg) => {
-                    Disposition::Reject("recording it failed on every delivery".into())
+        let disposition = match tocsin_bus::decode::<FeedSubscription>(
+            &msg.message().payload,
+            "feed subscription",
+        ) {
+            _ if shared.bus.exhausted(msg.message()) => {
+                Disposition::Reject("recording it failed on every delivery".into())
+            }
+            Err(e) => Disposition::Reject(e.to_string()),
+            Ok(sub) => match apply_subscription(&shared, sub).await {
+                Ok(()) => Disposition::Ack,
+                Err(e) => {
+                    warn!(error = %e, "cannot record a subscription change; will retry");
+                    Disposition::Retry(Duration::from_secs(1))
                 }
-                Err(e) => Disposition::Reject(e.to_string()),
-                Ok(sub) => match apply_subscription(&shared, sub).await {
-                    Ok(()) => Disposition::Ack,
-                    Err(e) => {
-                        warn!(error = %e, "cannot record a subscription change; will retry");
-                        Disposition::Retry(Duration::from_secs(1))
-                    }
-                },
-            };
-        shared.bus.settle(&msg, disposition).await;
+            },
+        };
+        msg.settle(&shared.bus, disposition).await;
     }
 }
 

@@ -1,0 +1,72 @@
+//! A pulled message is settled once, through its `Inbound`: acked, given back (redelivered
+//! at once), or left unsettled (still pending, redelivered later).
+
+use std::time::Duration;
+use tocsin_bus::{Bus, BusConfig, Disposition, Pull, StreamKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_given_back_and_dropped_messages_each_end_as_they_should() {
+    let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
+    let cfg = BusConfig {
+        url: nats.url(),
+        prefix: tocsin_testkit::unique_prefix("inbound"),
+        silo_count: 1,
+        ..Default::default()
+    };
+    let bus = Bus::connect(&cfg, "test").await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    for i in 0..3 {
+        bus.publish(
+            bus.subjects().history(0, "u1"),
+            &format!("m{i}"),
+            bytes::Bytes::from(format!("{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let consumer = bus
+        .pull_consumer(StreamKind::History, "inbound-test", None, 10)
+        .await
+        .unwrap();
+    let mut pull = Pull::new(consumer.clone(), 1, "test");
+
+    let first = next(&mut pull).await;
+    assert_eq!(&first.message().payload[..], b"0");
+    first.settle(&bus, Disposition::Ack).await;
+
+    let second = next(&mut pull).await;
+    assert_eq!(&second.message().payload[..], b"1");
+    second.give_back().await;
+    // given back: delivered again at once (not after ack_wait), beside what was already on its way
+    let (x, y) = (next(&mut pull).await, next(&mut pull).await);
+    let (again, third) = if &x.message().payload[..] == b"1" {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    assert_eq!(&again.message().payload[..], b"1");
+    assert_eq!(again.message().info().unwrap().delivered, 2);
+    again.settle(&bus, Disposition::Ack).await;
+    assert_eq!(&third.message().payload[..], b"2");
+    drop(third); // logged and counted as unsettled; the server still waits for it
+    drop(pull);
+    let info = tocsin_testkit::wait_for(Duration::from_secs(10), "the acks to land", || {
+        let mut c = consumer.clone();
+        async move {
+            let i = c.info().await.ok()?.clone();
+            (i.ack_floor.stream_sequence == 2).then_some(i)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        info.num_ack_pending, 1,
+        "the dropped message is still pending"
+    );
+}
+
+async fn next(pull: &mut Pull) -> tocsin_bus::Inbound {
+    tokio::time::timeout(Duration::from_secs(10), pull.next())
+        .await
+        .expect("a message")
+}
