@@ -545,6 +545,20 @@ impl Harness {
         Ok(v["source"]["id"].as_str().context("id")?.to_owned())
     }
 
+    /// Publish a notification as the user of `token` (202 expected); returns its id.
+    pub async fn publish(&self, token: &str, body: Value) -> Result<String> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/publish",
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(status == StatusCode::ACCEPTED, "publish: {status} {v}");
+        Ok(v["id"].as_str().context("id")?.to_owned())
+    }
+
     /// Add a destination for the user of `token`; returns its id.
     pub async fn add_destination(&self, token: &str, body: Value) -> Result<String> {
         let (status, v) = self

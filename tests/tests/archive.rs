@@ -109,16 +109,10 @@ async fn analytics_reports_exactly_what_a_scripted_workload_did() -> Result<()> 
     ensure!(status == 200, "policy: {status} {v}");
     let mut notifications = Vec::new();
     for i in 0..10 {
-        let (status, v) = h
-            .call(
-                Method::POST,
-                "/v1/publish",
-                Some(&token),
-                Some(json!({"title": format!("alert {i}")})),
-            )
-            .await?;
-        ensure!(status == 202, "publish: {status} {v}");
-        notifications.push(v["id"].as_str().context("id")?.to_owned());
+        notifications.push(
+            h.publish(&token, json!({"title": format!("alert {i}")}))
+                .await?,
+        );
     }
     wait_for(
         Duration::from_secs(15),
@@ -290,15 +284,8 @@ async fn an_archiver_killed_mid_file_loses_and_repeats_nothing() -> Result<()> {
     ensure!(status == 201, "{status} {v}");
     for round in 0..4 {
         for i in 0..60 {
-            let (status, v) = h
-                .call(
-                    Method::POST,
-                    "/v1/publish",
-                    Some(&token),
-                    Some(json!({"title": format!("round {round} item {i}")})),
-                )
+            h.publish(&token, json!({"title": format!("round {round} item {i}")}))
                 .await?;
-            ensure!(status == 202, "publish: {status} {v}");
         }
         if round < 3 {
             tokio::time::sleep(Duration::from_millis(150 + 100 * round)).await;

@@ -95,15 +95,11 @@ async fn a_webhook_gets_each_notification_once_signed_through_an_outage() -> any
     assert_eq!(list["destinations"][0]["signed"], true);
 
     for i in 0..5 {
-        let (status, _) = h
-            .call(
-                Method::POST,
-                "/v1/publish",
-                Some(&token),
-                Some(json!({"title": format!("alert {i}"), "priority": 4})),
-            )
-            .await?;
-        assert_eq!(status, 202);
+        h.publish(
+            &token,
+            json!({"title": format!("alert {i}"), "priority": 4}),
+        )
+        .await?;
     }
     wait_for(
         Duration::from_secs(30),
@@ -171,15 +167,8 @@ async fn a_permanently_failing_webhook_is_recorded_as_failed() -> anyhow::Result
     let (url, _rx) = receiver(0).await?;
     let (_u, token, _) = h.create_user("hal").await?;
     let gone = url.replace("/hook", "/gone");
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&token),
-            Some(json!({"channel": "webhook", "address": gone})),
-        )
+    h.add_destination(&token, json!({"channel": "webhook", "address": gone}))
         .await?;
-    assert_eq!(status, 201);
     for (body, field) in [
         (
             json!({"channel": "webhook", "address": "not a url"}),
@@ -197,15 +186,7 @@ async fn a_permanently_failing_webhook_is_recorded_as_failed() -> anyhow::Result
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["field"], field, "{v}");
     }
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/publish",
-            Some(&token),
-            Some(json!({"title": "will fail"})),
-        )
-        .await?;
-    assert_eq!(status, 202);
+    h.publish(&token, json!({"title": "will fail"})).await?;
     let entry = wait_for(Duration::from_secs(20), "a failed entry", || async {
         let items = h.history(&token).await.ok()?;
         items.first()?["timeline"]
@@ -249,27 +230,11 @@ async fn a_slow_receiver_gets_backpressure_not_a_backlog_in_memory() -> anyhow::
         .with_state(got.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let (_u, token, _) = h.create_user("slow").await?;
-    let (status, v) = h
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&token),
-            Some(json!({"channel": "webhook", "address": url})),
-        )
+    h.add_destination(&token, json!({"channel": "webhook", "address": url}))
         .await?;
-    assert_eq!(status, 201, "{v}");
     let mut ids = std::collections::HashSet::new();
     for i in 0..N {
-        let (status, v) = h
-            .call(
-                Method::POST,
-                "/v1/publish",
-                Some(&token),
-                Some(json!({"title": format!("s{i}")})),
-            )
-            .await?;
-        assert_eq!(status, 202, "{v}");
-        ids.insert(v["id"].as_str().unwrap().to_owned());
+        ids.insert(h.publish(&token, json!({"title": format!("s{i}")})).await?);
     }
     // one destination's jobs go out in order, one at a time: ~6 s for all. Meanwhile the
     // delivery consumer never holds more than HELD; the rest waits in the stream.

@@ -90,16 +90,7 @@ async fn a_notification_arrives_by_email_without_injected_headers() -> anyhow::R
         .await?;
     assert_eq!(status, 201, "{v}");
     let dest = v["destination"]["id"].as_str().unwrap().to_owned();
-    let (status, v) = h
-        .call(
-            Method::POST,
-            "/v1/publish",
-            Some(&token),
-            Some(json!({"title": "Disk full on db1\r\nBcc: evil@example.org", "body": "98% used on /var", "click_url": "https://grafana.example.org/d/1"})),
-        )
-        .await?;
-    assert_eq!(status, 202);
-    let id = v["id"].as_str().unwrap().to_owned();
+    let id = h.publish(&token, json!({"title": "Disk full on db1\r\nBcc: evil@example.org", "body": "98% used on /var", "click_url": "https://grafana.example.org/d/1"})).await?;
     let msg = wait_for(Duration::from_secs(20), "the e-mail", || async {
         smtp.messages().into_iter().next()
     })
@@ -146,25 +137,14 @@ async fn mail_queued_while_the_server_is_down_is_delivered_once_when_it_returns(
     let port = free_port();
     let h = harness("e2emaildown", port, 30).await?;
     let (_u, token, _) = h.create_user("kim").await?;
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/destinations",
-            Some(&token),
-            Some(json!({"channel": "email", "address": "kim@example.org"})),
-        )
-        .await?;
-    assert_eq!(status, 201);
+    h.add_destination(
+        &token,
+        json!({"channel": "email", "address": "kim@example.org"}),
+    )
+    .await?;
     for i in 0..5 {
-        let (status, _) = h
-            .call(
-                Method::POST,
-                "/v1/publish",
-                Some(&token),
-                Some(json!({"title": format!("alert {i}")})),
-            )
+        h.publish(&token, json!({"title": format!("alert {i}")}))
             .await?;
-        assert_eq!(status, 202);
     }
     // let the first attempts fail against the closed port
     wait_for(Duration::from_secs(20), "all five in history", || async {

@@ -121,16 +121,13 @@ async fn killing_router_and_history_mid_flow_loses_and_duplicates_nothing() -> a
         if i == 220 {
             h.start_service(Svc::History);
         }
-        let (status, v) = h
-            .call(
-                Method::POST,
-                "/v1/publish",
-                Some(&token),
-                Some(json!({"title": format!("n{i}"), "idempotency_key": format!("k{i}")})),
+        let id = h
+            .publish(
+                &token,
+                json!({"title": format!("n{i}"), "idempotency_key": format!("k{i}")}),
             )
             .await?;
-        assert_eq!(status, 202, "{v}");
-        ids.insert(v["id"].as_str().unwrap().to_owned());
+        ids.insert(id.clone());
         // a retried publish (same key) is the same notification
         if i % 50 == 0 {
             let (_, again) = h
@@ -141,7 +138,7 @@ async fn killing_router_and_history_mid_flow_loses_and_duplicates_nothing() -> a
                     Some(json!({"title": format!("n{i}"), "idempotency_key": format!("k{i}")})),
                 )
                 .await?;
-            assert_eq!(again["id"], v["id"]);
+            assert_eq!(again["id"], id.as_str());
         }
     }
     h.assert_history_is_exactly(&token, &ids).await?;
@@ -337,15 +334,7 @@ async fn the_api_names_bad_fields_and_keeps_users_apart() -> anyhow::Result<()> 
     assert_eq!(status, 404, "bob cannot remove alice's source");
     let (_, v) = h.call(Method::GET, "/v1/sources", Some(&tb), None).await?;
     assert_eq!(v["sources"].as_array().unwrap().len(), 0);
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/publish",
-            Some(&ta),
-            Some(json!({"title": "for alice only"})),
-        )
-        .await?;
-    assert_eq!(status, 202);
+    h.publish(&ta, json!({"title": "for alice only"})).await?;
     h.wait_for_title(&ta, "for alice only").await?;
     assert!(
         h.history_titles(&tb).await?.is_empty(),
@@ -447,15 +436,7 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
     )
     .await?;
     // and the user's avatar kept working
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/publish",
-            Some(&token),
-            Some(json!({"title": "after poison"})),
-        )
-        .await?;
-    assert_eq!(status, 202);
+    h.publish(&token, json!({"title": "after poison"})).await?;
     h.wait_for_title(&token, "after poison").await?;
     h.shutdown().await;
     Ok(())
@@ -636,15 +617,7 @@ async fn a_nats_server_restart_mid_flow_loses_and_duplicates_nothing() -> anyhow
     }
     h.assert_history_is_exactly(&token, &ids).await?;
     // the pipeline still flows after the restart
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/v1/publish",
-            Some(&token),
-            Some(json!({"title": "after"})),
-        )
-        .await?;
-    assert_eq!(status, 202);
+    h.publish(&token, json!({"title": "after"})).await?;
     h.wait_for_title(&token, "after").await?;
     h.shutdown().await;
     Ok(())
