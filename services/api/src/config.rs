@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use tocsin_bus::BusConfig;
-use tocsin_runtime::ConfigDoc;
 
 /// The `[api]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -58,27 +57,25 @@ impl Default for ApiConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub api: ApiConfig,
-}
+tocsin_runtime::service_config!(api: ApiConfig);
 
-impl Config {
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, api) = doc.service_sections("api", |b: &BusConfig, s: &ApiConfig| {
-            let mut p = b.problems();
-            if url::Url::parse(&s.public_url).is_err() {
-                p.push(format!("api.public_url: {:?} is not a URL", s.public_url));
-            }
-            if !s.admin_token.is_empty() && s.admin_token.len() < 16 {
-                p.push("api.admin_token: use at least 16 characters".into());
-            }
-            if s.max_body_bytes < 1024 {
-                p.push("api.max_body_bytes: must be at least 1024".into());
-            }
-            p
-        })?;
-        Ok(Config { bus, api })
+impl tocsin_runtime::Section for ApiConfig {
+    const NAME: &'static str = "api";
+
+    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        if url::Url::parse(&self.public_url).is_err() {
+            p.push(format!(
+                "api.public_url: {:?} is not a URL",
+                self.public_url
+            ));
+        }
+        if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
+            p.push("api.admin_token: use at least 16 characters".into());
+        }
+        if self.max_body_bytes < 1024 {
+            p.push("api.max_body_bytes: must be at least 1024".into());
+        }
+        p
     }
 }

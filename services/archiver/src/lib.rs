@@ -29,7 +29,7 @@ use std::time::Duration;
 use store::{Archive, FileName, S3Options};
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::Event;
-use tocsin_runtime::{ConfigDoc, Readiness, ServiceError};
+use tocsin_runtime::{Readiness, ServiceError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -64,21 +64,15 @@ impl Default for ArchiverConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub archiver: ArchiverConfig,
-}
+tocsin_runtime::service_config!(archiver: ArchiverConfig);
 
-impl Config {
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, archiver) =
-            doc.service_sections("archiver", |b: &BusConfig, a: &ArchiverConfig| {
-                let mut p = b.problems();
-                p.extend(a.problems());
-                p
-            })?;
-        Ok(Config { bus, archiver })
+impl tocsin_runtime::Section for ArchiverConfig {
+    const NAME: &'static str = "archiver";
+
+    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        p.extend(self.problems());
+        p
     }
 }
 

@@ -5,7 +5,6 @@ use crate::{email, sms, xmpp};
 use serde::{Deserialize, Serialize};
 use tocsin_bus::BusConfig;
 use tocsin_model::Channel;
-use tocsin_runtime::ConfigDoc;
 
 /// The `[delivery]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -81,40 +80,31 @@ fn channel_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Channel>, 
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub delivery: DeliveryConfig,
-}
+tocsin_runtime::service_config!(delivery: DeliveryConfig);
 
-impl Config {
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, delivery) =
-            doc.service_sections("delivery", |b: &BusConfig, s: &DeliveryConfig| {
-                let mut p = b.problems();
-                for c in &s.channels {
-                    match c {
-                        Channel::Webhook | Channel::Push | Channel::Sink => {}
-                        Channel::Email => p.extend(s.smtp.problems()),
-                        Channel::Xmpp => p.extend(s.xmpp.problems()),
-                        Channel::Sms => p.extend(s.sms.problems()),
-                    }
-                }
-                if s.concurrency == 0 || s.webhook_timeout_secs == 0 {
-                    p.push(
-                        "delivery.concurrency and webhook_timeout_secs: must be greater than 0"
-                            .into(),
-                    );
-                }
-                if s.max_ack_pending < 1 {
-                    p.push(format!(
-                        "delivery.max_ack_pending: must be at least 1, got {}",
-                        s.max_ack_pending
-                    ));
-                }
-                p
-            })?;
-        Ok(Config { bus, delivery })
+impl tocsin_runtime::Section for DeliveryConfig {
+    const NAME: &'static str = "delivery";
+
+    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        for c in &self.channels {
+            match c {
+                Channel::Webhook | Channel::Push | Channel::Sink => {}
+                Channel::Email => p.extend(self.smtp.problems()),
+                Channel::Xmpp => p.extend(self.xmpp.problems()),
+                Channel::Sms => p.extend(self.sms.problems()),
+            }
+        }
+        if self.concurrency == 0 || self.webhook_timeout_secs == 0 {
+            p.push("delivery.concurrency and webhook_timeout_secs: must be greater than 0".into());
+        }
+        if self.max_ack_pending < 1 {
+            p.push(format!(
+                "delivery.max_ack_pending: must be at least 1, got {}",
+                self.max_ack_pending
+            ));
+        }
+        p
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use store::Store;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
-use tocsin_runtime::{ConfigDoc, Readiness, ServiceError};
+use tocsin_runtime::{Readiness, ServiceError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -61,29 +61,23 @@ impl Default for HistoryConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub history: HistoryConfig,
-}
+tocsin_runtime::service_config!(history: HistoryConfig);
 
-impl Config {
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, history) =
-            doc.service_sections("history", |b: &BusConfig, s: &HistoryConfig| {
-                let mut p = b.problems();
-                if let Err(e) = s.silo_set(b.silo_count) {
-                    p.push(format!("history.silos: {e}"));
-                }
-                if s.batch == 0 {
-                    p.push("history.batch: must be greater than 0".into());
-                }
-                if !(1..=500).contains(&s.feed_items) {
-                    p.push("history.feed_items: must be 1-500".into());
-                }
-                p
-            })?;
-        Ok(Config { bus, history })
+impl tocsin_runtime::Section for HistoryConfig {
+    const NAME: &'static str = "history";
+
+    fn problems(&self, bus: &BusConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = self.silo_set(bus.silo_count) {
+            p.push(format!("history.silos: {e}"));
+        }
+        if self.batch == 0 {
+            p.push("history.batch: must be greater than 0".into());
+        }
+        if !(1..=500).contains(&self.feed_items) {
+            p.push("history.feed_items: must be 1-500".into());
+        }
+        p
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::feeds::fetch::AddressPolicy;
 use serde::{Deserialize, Serialize};
 use tocsin_bus::BusConfig;
-use tocsin_runtime::ConfigDoc;
 
 /// The `[ingestor]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -109,21 +108,13 @@ impl Default for IngestorConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub ingestor: IngestorConfig,
-}
+tocsin_runtime::service_config!(ingestor: IngestorConfig);
 
-impl Config {
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, ingestor) =
-            doc.service_sections("ingestor", |b: &BusConfig, s: &IngestorConfig| {
-                let mut p = b.problems();
-                p.extend(s.validate());
-                p
-            })?;
-        Ok(Config { bus, ingestor })
+impl tocsin_runtime::Section for IngestorConfig {
+    const NAME: &'static str = "ingestor";
+
+    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+        self.validate()
     }
 }
 

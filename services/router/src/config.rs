@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use tocsin_bus::{BusConfig, SiloSet};
-use tocsin_runtime::ConfigDoc;
 
 /// The `[router]` section.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -58,30 +57,23 @@ impl Default for RouterConfig {
     }
 }
 
-/// Everything the router needs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub bus: BusConfig,
-    pub router: RouterConfig,
-}
+tocsin_runtime::service_config!(router: RouterConfig);
 
-impl Config {
-    /// Read and validate; every problem is reported.
-    pub fn load(doc: &ConfigDoc) -> Result<Self, Vec<String>> {
-        let (bus, router) = doc.service_sections("router", |b: &BusConfig, s: &RouterConfig| {
-            let mut p = b.problems();
-            if let Err(e) = s.silo_set(b.silo_count) {
-                p.push(format!("router.silos: {e}"));
-            }
-            if s.silo_lease_secs < 2 {
-                p.push("router.silo_lease_secs: must be at least 2".into());
-            }
-            if s.avatar_queue == 0 || s.batch == 0 {
-                p.push("router.avatar_queue and router.batch: must be greater than 0".into());
-            }
-            p
-        })?;
-        Ok(Config { bus, router })
+impl tocsin_runtime::Section for RouterConfig {
+    const NAME: &'static str = "router";
+
+    fn problems(&self, bus: &BusConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = self.silo_set(bus.silo_count) {
+            p.push(format!("router.silos: {e}"));
+        }
+        if self.silo_lease_secs < 2 {
+            p.push("router.silo_lease_secs: must be at least 2".into());
+        }
+        if self.avatar_queue == 0 || self.batch == 0 {
+            p.push("router.avatar_queue and router.batch: must be greater than 0".into());
+        }
+        p
     }
 }
 
@@ -99,7 +91,7 @@ impl RouterConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tocsin_runtime::ConfigSource;
+    use tocsin_runtime::{ConfigDoc, ConfigSource};
 
     #[test]
     fn config_problems_are_all_reported() {

@@ -65,6 +65,14 @@ impl ConfigSource {
     }
 }
 
+/// A service's own section of the configuration document.
+pub trait Section: DeserializeOwned + Default {
+    /// The section's name (`router` for `[router]`).
+    const NAME: &'static str;
+    /// What is wrong with it, given the shared `[bus]` section; each problem names its field.
+    fn problems(&self, bus: &tocsin_bus::BusConfig) -> Vec<String>;
+}
+
 /// A loaded configuration document.
 #[derive(Debug, Clone)]
 pub struct ConfigDoc {
@@ -112,6 +120,15 @@ impl ConfigDoc {
             }
             (b, s) => Err(b.err().into_iter().chain(s.err()).collect()),
         }
+    }
+
+    /// The shared `[bus]` section and `S`'s, each checked; every problem of both is returned.
+    pub fn service<S: Section>(&self) -> Result<(tocsin_bus::BusConfig, S), Vec<String>> {
+        self.service_sections(S::NAME, |b: &tocsin_bus::BusConfig, s: &S| {
+            let mut p = b.problems();
+            p.extend(s.problems(b));
+            p
+        })
     }
 
     /// The top-level section names present, to report ones nobody reads.

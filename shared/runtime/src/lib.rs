@@ -9,7 +9,7 @@ pub mod local_nats;
 pub mod ops;
 pub mod rate;
 
-pub use config::{ConfigDoc, ConfigSource};
+pub use config::{ConfigDoc, ConfigSource, Section};
 pub use error::ServiceError;
 pub use ops::{Readiness, serve_ops};
 
@@ -130,4 +130,30 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+#[doc(hidden)]
+pub use tocsin_bus as __bus;
+
+/// A service's `Config`: the shared `[bus]` section and its own `Section` under a field named
+/// after the service, with `load`, which reads and checks both and reports every problem.
+/// `service_config!(router: RouterConfig)` gives `Config { bus, router }`.
+#[macro_export]
+macro_rules! service_config {
+    ($field:ident: $section:ty) => {
+        /// This service's configuration: the shared `[bus]` section and its own.
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Config {
+            pub bus: $crate::__bus::BusConfig,
+            pub $field: $section,
+        }
+
+        impl Config {
+            /// Read and check both sections; every problem of both is reported.
+            pub fn load(doc: &$crate::ConfigDoc) -> Result<Self, Vec<String>> {
+                let (bus, $field) = doc.service::<$section>()?;
+                Ok(Config { bus, $field })
+            }
+        }
+    };
 }
