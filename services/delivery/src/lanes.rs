@@ -113,14 +113,9 @@ pub(crate) async fn run_channel(
         }
     }
     drop(messages);
-    let joins: Vec<AbortOnDropHandle<()>> = lanes.into_values().map(|l| l.join).collect();
-    if tokio::time::timeout(
-        Duration::from_secs(ctx.cfg.shutdown_grace_secs),
-        futures::future::join_all(joins),
-    )
-    .await
-    .is_err()
-    {
+    let joins = lanes.into_values().map(|l| l.join);
+    let grace = Duration::from_secs(ctx.cfg.shutdown_grace_secs);
+    if !tocsin_runtime::finish_within(grace, joins).await {
         warn!(
             channel = channel.as_str(),
             "jobs did not finish within the grace period; they will be redelivered"

@@ -80,14 +80,9 @@ async fn run_silo(
         debug!(silo, returned, "returned messages pulled but not handled");
     }
     // dropping the senders lets each avatar finish its queue, save and ack
-    let joins: Vec<AbortOnDropHandle<()>> = avatars.into_values().map(|h| h.join).collect();
-    if tokio::time::timeout(
-        Duration::from_secs(ctx.cfg.shutdown_grace_secs),
-        futures::future::join_all(joins),
-    )
-    .await
-    .is_err()
-    {
+    let joins = avatars.into_values().map(|h| h.join);
+    let grace = Duration::from_secs(ctx.cfg.shutdown_grace_secs);
+    if !tocsin_runtime::finish_within(grace, joins).await {
         warn!(
             silo,
             "avatars did not finish within the grace period; their messages will be redelivered"

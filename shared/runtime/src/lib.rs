@@ -38,6 +38,20 @@ pub fn init_tracing() {
     };
 }
 
+/// Wait for every one of `tasks` (already running: join handles) for at most `grace`; true
+/// when all finished in time. The drain step of every service's shutdown.
+pub async fn finish_within<F: Future>(
+    grace: std::time::Duration,
+    tasks: impl IntoIterator<Item = F>,
+) -> bool {
+    let all = async {
+        for t in tasks {
+            t.await;
+        }
+    };
+    tokio::time::timeout(grace, all).await.is_ok()
+}
+
 /// Install the process-wide TLS crypto provider (ring). Safe to call more than once.
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();

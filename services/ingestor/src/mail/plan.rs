@@ -125,36 +125,28 @@ mod tests {
     fn a_watched_mailbox_applies_its_filter_and_names_its_source() {
         let parsed = crate::mail::parse::parse(ALERT).unwrap();
         let user = UserId::parse("u1").unwrap();
-        let only_cpu = Filter {
-            any: vec!["cpu".into()],
-            ..Default::default()
-        }
-        .compile()
-        .unwrap();
-        let to = Mailbox {
+        let any = |word: &str| {
+            Filter {
+                any: vec![word.into()],
+                ..Default::default()
+            }
+            .compile()
+            .unwrap()
+        };
+        let (only_cpu, full) = (any("cpu"), any("full"));
+        let watched = |filter, tags| Mailbox {
             user: &user,
             source_id: Some("s1"),
-            filter: Some(&only_cpu),
-            tags: vec![],
+            filter: Some(filter),
+            tags,
         };
-        let p = plan(&parsed, "k", Via::Imap, to, 5);
+        let p = plan(&parsed, "k", Via::Imap, watched(&only_cpu, vec![]), 5);
         assert!(p.notification.is_none());
         let kinds: Vec<_> = p.events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::Ingested, EventKind::FilteredOut]);
         assert_eq!(p.events[0].source.as_deref(), Some("s1"));
 
-        let full = Filter {
-            any: vec!["full".into()],
-            ..Default::default()
-        }
-        .compile()
-        .unwrap();
-        let to = Mailbox {
-            user: &user,
-            source_id: Some("s1"),
-            filter: Some(&full),
-            tags: vec!["email".into(), "imap".into()],
-        };
+        let to = watched(&full, vec!["email".into(), "imap".into()]);
         let n = plan(&parsed, "k", Via::Imap, to, 5).notification.unwrap();
         assert_eq!(n.source.id.as_deref(), Some("s1"));
         assert_eq!(n.tags, ["email", "imap"]);
