@@ -1,11 +1,3 @@
 //! `tocsin-delivery`: the delivery service as its own process.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tocsin_runtime::service_main(
-        "delivery",
-        tocsin_delivery::Config::load,
-        tocsin_delivery::run,
-    )
-    .await
-}
+tocsin_runtime::service_binary!("delivery", tocsin_delivery);

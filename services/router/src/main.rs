@@ -1,6 +1,3 @@
 //! `tocsin-router`: the router service as its own process.
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    tocsin_runtime::service_main("router", tocsin_router::Config::load, tocsin_router::run).await
-}
+tocsin_runtime::service_binary!("router", tocsin_router);

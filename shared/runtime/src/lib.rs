@@ -171,3 +171,50 @@ macro_rules! service_config {
         }
     };
 }
+
+#[doc(hidden)]
+pub use metrics as __metrics;
+
+/// A service's metric names, each with its kind and help text, and `describe()`, which gives
+/// every one its help text on `/metrics`:
+/// `metric_names! { POLLS: counter = "tocsin_ingestor_polls_total", "feed polls"; }`.
+#[macro_export]
+macro_rules! metric_names {
+    ($($name:ident: $kind:ident = $metric:literal, $help:literal;)*) => {
+        $(
+            #[doc = $help]
+            pub(crate) const $name: &str = $metric;
+        )*
+
+        /// Give every metric its help text (once, at start).
+        pub(crate) fn describe() {
+            $($crate::__describe!($kind, $name, $help);)*
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __describe {
+    (counter, $name:ident, $help:literal) => {
+        $crate::__metrics::describe_counter!($name, $help)
+    };
+    (gauge, $name:ident, $help:literal) => {
+        $crate::__metrics::describe_gauge!($name, $help)
+    };
+    (histogram, $name:ident, $help:literal) => {
+        $crate::__metrics::describe_histogram!($name, $help)
+    };
+}
+
+/// A service's binary: `service_binary!("router", tocsin_router)` is its whole `main`
+/// ([`service_main`] with the library's `Config::load` and `run`).
+#[macro_export]
+macro_rules! service_binary {
+    ($name:literal, $lib:ident) => {
+        #[tokio::main]
+        async fn main() -> std::process::ExitCode {
+            $crate::service_main($name, $lib::Config::load, $lib::run).await
+        }
+    };
+}
