@@ -57,12 +57,11 @@ impl Default for ApiConfig {
     }
 }
 
-tocsin_runtime::service_config!(api: ApiConfig);
+tocsin_runtime::service_config!(api: ApiConfig, ops: listen);
 
-impl tocsin_runtime::Section for ApiConfig {
-    const NAME: &'static str = "api";
-
-    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+impl ApiConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, _bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
         if url::Url::parse(&self.public_url).is_err() {
             p.push(format!(

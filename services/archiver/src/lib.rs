@@ -29,7 +29,7 @@ use std::time::Duration;
 use store::{Archive, FileName, S3Options};
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, StreamKind};
 use tocsin_model::Event;
-use tocsin_runtime::{Readiness, ServiceError};
+use tocsin_runtime::ServiceError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -64,12 +64,11 @@ impl Default for ArchiverConfig {
     }
 }
 
-tocsin_runtime::service_config!(archiver: ArchiverConfig);
+tocsin_runtime::service_config!(archiver: ArchiverConfig, ops: ops_listen);
 
-impl tocsin_runtime::Section for ArchiverConfig {
-    const NAME: &'static str = "archiver";
-
-    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+impl ArchiverConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, _bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
         p.extend(self.problems());
         p
@@ -104,7 +103,7 @@ impl ArchiverConfig {
 /// Run until `shutdown`; what is held is written and acked before it returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
     telemetry::describe();
-    let cfg = config.archiver;
+    let cfg = config.archiver.clone();
     let archive = Archive::open(&cfg.target, &cfg.s3)?;
     if let Archive::Local(root) = &archive {
         // fail now if it cannot be made, not at the first roll; and `tocsin analytics` finds it
@@ -122,12 +121,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             "removed the temporary files of an interrupted write"
         );
     }
-    let bus = Bus::connect(&config.bus, "archiver").await?;
-    bus.ensure_streams().await?;
+    let (bus, ready) = config.connect(&shutdown).await?;
     let mut consumer = consumer(&bus, &cfg).await?;
-    let ready = Readiness::default();
-    ready.add_check(bus.connected_check());
-    tocsin_runtime::serve_ops(&cfg.ops_listen, ready.clone(), shutdown.clone()).await?;
     let floor = ack_floor(&mut consumer).await?;
     let written = recently_written(&archive, floor).await;
     let mut roll = Roll::new(archive, written);

@@ -80,12 +80,11 @@ fn channel_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Channel>, 
     }
 }
 
-tocsin_runtime::service_config!(delivery: DeliveryConfig);
+tocsin_runtime::service_config!(delivery: DeliveryConfig, ops: ops_listen);
 
-impl tocsin_runtime::Section for DeliveryConfig {
-    const NAME: &'static str = "delivery";
-
-    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+impl DeliveryConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, _bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
         for c in &self.channels {
             match c {

@@ -37,7 +37,6 @@ use std::time::Duration;
 use tocsin_bus::{Bus, StreamKind};
 use tocsin_model::Channel;
 use tocsin_netguard::AddressPolicy;
-use tocsin_runtime::Readiness;
 use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -84,8 +83,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::Setup(format!("cannot build the HTTP client: {e}")))?;
-    let bus = Bus::connect(&config.bus, "delivery").await?;
-    bus.ensure_streams().await?;
+    let (bus, ready) = config.connect(&shutdown).await?;
     let xmpp = if config.delivery.channels.contains(&Channel::Xmpp) {
         let addresses = bus.kv("addresses").await?;
         Some(
@@ -109,9 +107,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             rates.insert(c, rate);
         }
     }
-    let ready = Readiness::default();
-    ready.add_check(bus.connected_check());
-    tocsin_runtime::serve_ops(&config.delivery.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         http,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use store::Store;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
-use tocsin_runtime::{Readiness, ServiceError};
+use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -61,12 +61,11 @@ impl Default for HistoryConfig {
     }
 }
 
-tocsin_runtime::service_config!(history: HistoryConfig);
+tocsin_runtime::service_config!(history: HistoryConfig, ops: ops_listen);
 
-impl tocsin_runtime::Section for HistoryConfig {
-    const NAME: &'static str = "history";
-
-    fn problems(&self, bus: &BusConfig) -> Vec<String> {
+impl HistoryConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
         if let Err(e) = self.silo_set(bus.silo_count) {
             p.push(format!("history.silos: {e}"));
@@ -110,11 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             ),
         )
     })?;
-    let bus = Bus::connect(&config.bus, "history").await?;
-    bus.ensure_streams().await?;
-    let ready = Readiness::default();
-    ready.add_check(bus.connected_check());
-    tocsin_runtime::serve_ops(&config.history.ops_listen, ready.clone(), shutdown.clone()).await?;
+    let (bus, ready) = config.connect(&shutdown).await?;
     let mut tasks = Vec::new();
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));

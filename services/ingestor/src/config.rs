@@ -108,12 +108,11 @@ impl Default for IngestorConfig {
     }
 }
 
-tocsin_runtime::service_config!(ingestor: IngestorConfig);
+tocsin_runtime::service_config!(ingestor: IngestorConfig, ops: ops_listen);
 
-impl tocsin_runtime::Section for IngestorConfig {
-    const NAME: &'static str = "ingestor";
-
-    fn problems(&self, _bus: &BusConfig) -> Vec<String> {
+impl IngestorConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, _bus: &BusConfig) -> Vec<String> {
         self.validate()
     }
 }

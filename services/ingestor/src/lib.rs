@@ -28,9 +28,8 @@ use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tocsin_bus::{Bus, StreamKind};
+use tocsin_bus::StreamKind;
 use tocsin_model::{Millis, now_ms};
-use tocsin_runtime::Readiness;
 use tocsin_runtime::ServiceError;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -50,8 +49,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         user_agent: cfg.user_agent.clone(),
     })
     .map_err(ServiceError::Setup)?;
-    let bus = Bus::connect(&config.bus, "ingestor").await?;
-    bus.ensure_streams().await?;
+    let (bus, ready) = config.connect(&shutdown).await?;
     let kv = bus.kv("feeds").await?;
     let mut feeds = load_feeds(&kv).await?;
     info!(feeds = feeds.len(), "feed state loaded");
@@ -82,9 +80,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         in_flight: Mutex::new(HashSet::new()),
         hosts: Mutex::new(HashMap::new()),
     });
-    let ready = Readiness::default();
-    ready.add_check(bus.connected_check());
-    tocsin_runtime::serve_ops(&config.ingestor.ops_listen, ready.clone(), shutdown.clone()).await?;
     let consumer = bus
         .pull_consumer(StreamKind::Ingest, "ingestor", None, 1000)
         .await?;

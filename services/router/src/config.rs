@@ -57,12 +57,11 @@ impl Default for RouterConfig {
     }
 }
 
-tocsin_runtime::service_config!(router: RouterConfig);
+tocsin_runtime::service_config!(router: RouterConfig, ops: ops_listen);
 
-impl tocsin_runtime::Section for RouterConfig {
-    const NAME: &'static str = "router";
-
-    fn problems(&self, bus: &BusConfig) -> Vec<String> {
+impl RouterConfig {
+    /// What is wrong with this section, given the `[bus]` one; each problem names its field.
+    pub fn check(&self, bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
         if let Err(e) = self.silo_set(bus.silo_count) {
             p.push(format!("router.silos: {e}"));

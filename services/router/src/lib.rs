@@ -29,7 +29,6 @@ use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{Bus, BusError, Leases};
-use tocsin_runtime::Readiness;
 use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -54,14 +53,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .router
         .silo_set(config.bus.silo_count)
         .map_err(ServiceError::Config)?;
-    let bus = Bus::connect(&config.bus, "router").await?;
-    bus.ensure_streams().await?;
+    let (bus, ready) = config.connect(&shutdown).await?;
     let kv = bus.kv("avatars").await?;
     let addresses = bus.kv("addresses").await?;
     let timers = bus.kv("timers").await?;
-    let ready = Readiness::default();
-    ready.add_check(bus.connected_check());
-    tocsin_runtime::serve_ops(&config.router.ops_listen, ready.clone(), shutdown.clone()).await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         kv,

@@ -71,6 +71,9 @@ pub trait Section: DeserializeOwned + Default {
     const NAME: &'static str;
     /// What is wrong with it, given the shared `[bus]` section; each problem names its field.
     fn problems(&self, bus: &tocsin_bus::BusConfig) -> Vec<String>;
+
+    /// Where the service serves `/healthz`, `/readyz` and `/metrics` (empty: nowhere).
+    fn ops_listen(&self) -> &str;
 }
 
 /// A loaded configuration document.

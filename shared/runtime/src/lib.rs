@@ -38,6 +38,23 @@ pub fn init_tracing() {
     };
 }
 
+/// The start every service shares: connect to the bus as `name`, make sure the streams exist,
+/// and serve `/healthz`, `/readyz` and `/metrics` on `ops_listen` (ready once the caller says
+/// so, and only while the bus is connected).
+pub async fn connect_service(
+    bus: &tocsin_bus::BusConfig,
+    name: &str,
+    ops_listen: &str,
+    shutdown: &CancellationToken,
+) -> Result<(tocsin_bus::Bus, Readiness), ServiceError> {
+    let bus = tocsin_bus::Bus::connect(bus, name).await?;
+    bus.ensure_streams().await?;
+    let ready = Readiness::default();
+    ready.add_check(bus.connected_check());
+    serve_ops(ops_listen, ready.clone(), shutdown.clone()).await?;
+    Ok((bus, ready))
+}
+
 /// Wait for every one of `tasks` (already running: join handles) for at most `grace`; true
 /// when all finished in time. The drain step of every service's shutdown.
 pub async fn finish_within<F: Future>(
@@ -148,13 +165,29 @@ where
 
 #[doc(hidden)]
 pub use tocsin_bus as __bus;
+#[doc(hidden)]
+pub use tokio_util::sync::CancellationToken as __CancellationToken;
 
-/// A service's `Config`: the shared `[bus]` section and its own `Section` under a field named
-/// after the service, with `load`, which reads and checks both and reports every problem.
-/// `service_config!(router: RouterConfig)` gives `Config { bus, router }`.
+/// A service's `Config`: the shared `[bus]` section and its own section under a field named
+/// after the service, with `load` (reads and checks both, reporting every problem) and
+/// `connect`. `service_config!(router: RouterConfig, ops: ops_listen)` gives
+/// `Config { bus, router }`, and makes `RouterConfig` the `[router]` `Section`, checked by its
+/// own `check(&self, bus) -> Vec<String>`, serving its ops endpoints on `ops_listen`.
 #[macro_export]
 macro_rules! service_config {
-    ($field:ident: $section:ty) => {
+    ($field:ident: $section:ty, ops: $ops:ident) => {
+        impl $crate::Section for $section {
+            const NAME: &'static str = stringify!($field);
+
+            fn problems(&self, bus: &$crate::__bus::BusConfig) -> Vec<String> {
+                self.check(bus)
+            }
+
+            fn ops_listen(&self) -> &str {
+                &self.$ops
+            }
+        }
+
         /// This service's configuration: the shared `[bus]` section and its own.
         #[derive(Clone, Debug, PartialEq)]
         pub struct Config {
@@ -167,6 +200,17 @@ macro_rules! service_config {
             pub fn load(doc: &$crate::ConfigDoc) -> Result<Self, Vec<String>> {
                 let (bus, $field) = doc.service::<$section>()?;
                 Ok(Config { bus, $field })
+            }
+
+            /// Connect to the bus as this service and serve its ops endpoints
+            /// ([`connect_service`]($crate::connect_service)).
+            pub async fn connect(
+                &self,
+                shutdown: &$crate::__CancellationToken,
+            ) -> Result<($crate::__bus::Bus, $crate::Readiness), $crate::ServiceError> {
+                use $crate::Section;
+                let ops = self.$field.ops_listen();
+                $crate::connect_service(&self.bus, <$section>::NAME, ops, shutdown).await
             }
         }
     };
