@@ -3,6 +3,7 @@
 //! listener, a feed server, recording HTTP endpoints, the channel settings the tests use, and
 //! a scripted workload.
 
+mod api;
 mod channels;
 mod feeds;
 mod harness;
