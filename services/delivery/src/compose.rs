@@ -153,11 +153,12 @@ fn cut(text: &str, limit: usize, enc: SmsEncoding) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tocsin_model::*;
 
-    fn job(title: &str, body: &str, ack: bool) -> DeliveryJob {
+    /// A job for tests of every channel (an SMS destination; tests change what they need).
+    pub(crate) fn job(title: &str, body: &str, ack: bool) -> DeliveryJob {
         DeliveryJob {
             job_id: "n1:d1".into(),
             notification: Notification {

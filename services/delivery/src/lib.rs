@@ -45,7 +45,7 @@ use tracing::info;
 pub(crate) struct Ctx {
     pub(crate) bus: Bus,
     /// For addresses users give (webhooks, push): behind the address guard.
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: tocsin_netguard::GuardedClient,
     /// For the providers the operator configured (Twilio, the SMS gateway).
     pub(crate) providers: reqwest::Client,
     pub(crate) mailer: Option<email::Mailer>,
@@ -66,12 +66,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         allow_loopback: config.delivery.allow_loopback,
         allow_private: config.delivery.allow_private_addresses,
     };
-    let http = tocsin_netguard::client_builder(policy, 3)
-        .timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
-        .connect_timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
-        .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION"), " (webhook)"))
-        .build()
-        .map_err(|e| ServiceError::Setup(format!("cannot build the HTTP client: {e}")))?;
+    let timeout = Duration::from_secs(config.delivery.webhook_timeout_secs);
+    let http = tocsin_netguard::GuardedClient::build(policy, 3, |b| {
+        b.timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION"), " (webhook)"))
+    })
+    .map_err(ServiceError::Setup)?;
     let mailer = if config.delivery.channels.contains(&Channel::Email) {
         Some(email::Mailer::new(&config.delivery.smtp).map_err(ServiceError::Setup)?)
     } else {

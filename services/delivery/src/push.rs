@@ -81,7 +81,7 @@ pub fn unifiedpush_body(job: &DeliveryJob) -> Vec<u8> {
 }
 
 /// Send `job` to its push endpoint.
-pub async fn send(http: &reqwest::Client, job: &DeliveryJob) -> SendResult {
+pub async fn send(http: &tocsin_netguard::GuardedClient, job: &DeliveryJob) -> SendResult {
     let d = &job.destination;
     match d.push_format.unwrap_or_default() {
         PushFormat::Ntfy => {
@@ -89,8 +89,11 @@ pub async fn send(http: &reqwest::Client, job: &DeliveryJob) -> SendResult {
                 Ok(x) => x,
                 Err(e) => return SendResult::Permanent(e),
             };
-            let mut req = http
-                .post(root)
+            let req = match http.post(&root) {
+                Ok(r) => r,
+                Err(refused) => return SendResult::Permanent(refused),
+            };
+            let mut req = req
                 .header("content-type", "application/json")
                 .body(ntfy_message(job, &topic).to_string());
             if let Some(token) = d.secret.as_deref().filter(|s| !s.is_empty()) {
@@ -108,8 +111,11 @@ pub async fn send(http: &reqwest::Client, job: &DeliveryJob) -> SendResult {
                 5 => "high",
                 _ => "normal",
             };
-            let req = http
-                .post(&d.address)
+            let req = match http.post(&d.address) {
+                Ok(r) => r,
+                Err(refused) => return SendResult::Permanent(refused),
+            };
+            let req = req
                 .header("content-type", "application/json")
                 .header("ttl", "86400")
                 .header("urgency", urgency)

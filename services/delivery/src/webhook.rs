@@ -109,12 +109,19 @@ pub async fn exchange(
     }
 }
 
-/// Send `job` with `client` (built with the address guard).
-pub async fn send(client: &reqwest::Client, job: &DeliveryJob, now: Millis) -> SendResult {
+/// Send `job` through the address guard.
+pub async fn send(
+    client: &tocsin_netguard::GuardedClient,
+    job: &DeliveryJob,
+    now: Millis,
+) -> SendResult {
     let body = body(job);
     let ts = now / 1000;
-    let mut req = client
-        .post(&job.destination.address)
+    let req = match client.post(&job.destination.address) {
+        Ok(r) => r,
+        Err(refused) => return SendResult::Permanent(refused),
+    };
+    let mut req = req
         .header("content-type", "application/json")
         .header("x-tocsin-id", &job.job_id)
         .header("x-tocsin-timestamp", ts.to_string());
@@ -137,6 +144,54 @@ mod tests {
         assert_eq!(
             signature("s3cret", 1_700_000_000, b"{}"),
             "sha256=97926816e98fbb41ccb1673225ff29a2f35369099990e1b1561651e7bd097ebf"
+        );
+    }
+
+    /// A guard that refuses loopback and private addresses, as in production.
+    fn guarded() -> tocsin_netguard::GuardedClient {
+        tocsin_runtime::install_crypto();
+        let policy = tocsin_netguard::AddressPolicy::default();
+        tocsin_netguard::GuardedClient::build(policy, 3, |b| b.timeout(Duration::from_secs(2)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn webhooks_and_push_endpoints_at_refused_ip_literals_are_never_contacted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let http = guarded();
+        for address in [
+            format!("http://127.0.0.1:{port}/hook"),
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+            format!("http://2130706433:{port}/hook"),
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "http://10.0.0.1/internal".to_owned(),
+        ] {
+            let mut j = crate::compose::tests::job("t", "b", false);
+            j.destination.channel = tocsin_model::Channel::Webhook;
+            j.destination.address = address.clone();
+            match send(&http, &j, 0).await {
+                SendResult::Permanent(why) => assert!(why.contains("refused"), "{address}: {why}"),
+                other => panic!("{address} was not refused: {other:?}"),
+            }
+            j.destination.channel = tocsin_model::Channel::Push;
+            for format in [
+                tocsin_model::PushFormat::Ntfy,
+                tocsin_model::PushFormat::Unifiedpush,
+            ] {
+                j.destination.push_format = Some(format);
+                match crate::push::send(&http, &j).await {
+                    SendResult::Permanent(why) => {
+                        assert!(why.contains("refused"), "{address}: {why}")
+                    }
+                    other => panic!("push to {address} was not refused: {other:?}"),
+                }
+            }
+        }
+        assert!(
+            listener.accept().is_err(),
+            "a refused address was contacted anyway"
         );
     }
 

@@ -1,9 +1,12 @@
 //! Which network addresses a URL that a user supplied may reach.
 //!
-//! Feed URLs and webhook URLs come from users; fetching them must not let anyone reach the
-//! server's own network (SSRF). [`GuardedResolver`] drops every resolved address the policy
-//! refuses, [`check_url`] checks literal hosts (which never go through the resolver), and
-//! [`client_builder`] wires both into a reqwest client, redirects included.
+//! Feed URLs, webhook and push endpoints and WebSub hubs come from users; requesting them must
+//! not let anyone reach the server's own network (SSRF). Every such request goes through one
+//! type, [`GuardedClient`]: it checks the URL's literal host before the request
+//! ([`check_url`]: an IP written in the URL never goes through a resolver), resolves names
+//! through [`GuardedResolver`] (which drops every address the policy refuses, and the
+//! connection uses what is left: no second resolution), and checks every redirect. There is
+//! no way to get the unguarded client out of it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -128,9 +131,53 @@ pub fn check_url(url: &reqwest::Url, policy: AddressPolicy) -> Result<(), String
     }
 }
 
+/// The one client for requests made on a user's behalf (see the crate's documentation).
+#[derive(Clone, Debug)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    policy: AddressPolicy,
+}
+
+impl GuardedClient {
+    /// A client enforcing `policy` (at most `max_redirects` redirects, each checked);
+    /// `configure` sets what else the caller needs (timeouts, user agent, compression).
+    pub fn build(
+        policy: AddressPolicy,
+        max_redirects: usize,
+        configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Result<GuardedClient, String> {
+        let client = configure(client_builder(policy, max_redirects))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(GuardedClient { client, policy })
+    }
+
+    /// A request to `url`, or why it may not be made (the URL is not one, or its literal host
+    /// is refused).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL {url}: {e}"))?;
+        check_url(&parsed, self.policy)?;
+        Ok(self.client.request(method, parsed))
+    }
+
+    /// [`GuardedClient::request`] with GET.
+    pub fn get(&self, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        self.request(reqwest::Method::GET, url)
+    }
+
+    /// [`GuardedClient::request`] with POST.
+    pub fn post(&self, url: &str) -> Result<reqwest::RequestBuilder, String> {
+        self.request(reqwest::Method::POST, url)
+    }
+}
+
 /// A reqwest client builder whose resolver and redirect policy enforce `policy` (at most
-/// `max_redirects` redirects, each checked).
-pub fn client_builder(policy: AddressPolicy, max_redirects: usize) -> reqwest::ClientBuilder {
+/// `max_redirects` redirects, each checked). Only [`GuardedClient`] builds on it.
+fn client_builder(policy: AddressPolicy, max_redirects: usize) -> reqwest::ClientBuilder {
     let redirect = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= max_redirects {
             return attempt.error(format!("more than {max_redirects} redirects"));
@@ -218,5 +265,31 @@ mod tests {
             assert!(check_url(&url, p).is_err(), "{u}");
         }
         assert!(check_url(&reqwest::Url::parse("https://example.org/").unwrap(), p).is_ok());
+    }
+
+    #[test]
+    fn the_guarded_client_checks_every_url_before_a_request_exists() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let guarded = GuardedClient::build(AddressPolicy::default(), 3, |b| b).unwrap();
+        for u in [
+            "http://127.0.0.1:9/x",
+            "http://[::1]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://2130706433/",
+            "http://localhost/",
+            "not a url",
+        ] {
+            assert!(guarded.post(u).is_err(), "{u}");
+            assert!(guarded.get(u).is_err(), "{u}");
+        }
+        assert!(guarded.post("https://example.org/hook").is_ok());
+        let local = AddressPolicy {
+            allow_loopback: true,
+            allow_private: false,
+        };
+        let local = GuardedClient::build(local, 3, |b| b).unwrap();
+        assert!(local.post("http://127.0.0.1:9/x").is_ok());
+        assert!(local.post("http://10.0.0.1/x").is_err());
     }
 }

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use std::sync::Arc;
 use std::time::Duration;
-pub use tocsin_netguard::{AddressPolicy, check_url};
+pub use tocsin_netguard::AddressPolicy;
 
 /// Settings for the client.
 #[derive(Debug, Clone)]
@@ -61,20 +61,19 @@ impl FetchError {
 /// A feed fetcher (cheap to clone).
 #[derive(Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    client: tocsin_netguard::GuardedClient,
     settings: Arc<FetchSettings>,
 }
 
 impl Fetcher {
     pub fn new(settings: FetchSettings) -> Result<Self, String> {
         let policy = settings.policy;
-        let client = tocsin_netguard::client_builder(policy, 5)
-            .user_agent(settings.user_agent.clone())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .gzip(true)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = tocsin_netguard::GuardedClient::build(policy, 5, |b| {
+            b.user_agent(settings.user_agent.clone())
+                .timeout(settings.timeout)
+                .connect_timeout(settings.connect_timeout)
+                .gzip(true)
+        })?;
         Ok(Self {
             client,
             settings: Arc::new(settings),
@@ -82,7 +81,7 @@ impl Fetcher {
     }
 
     /// The guarded client, for other requests to user-supplied URLs (WebSub hubs).
-    pub fn client(&self) -> &reqwest::Client {
+    pub fn client(&self) -> &tocsin_netguard::GuardedClient {
         &self.client
     }
 
@@ -93,9 +92,6 @@ impl Fetcher {
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<Fetched, FetchError> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| FetchError::Refused(format!("invalid URL {url}: {e}")))?;
-        check_url(&parsed, self.settings.policy).map_err(FetchError::Refused)?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::ACCEPT,
@@ -109,7 +105,8 @@ impl Fetcher {
         }
         let resp = self
             .client
-            .get(parsed)
+            .get(url)
+            .map_err(FetchError::Refused)?
             .headers(headers)
             .send()
             .await

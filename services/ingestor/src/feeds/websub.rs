@@ -107,7 +107,7 @@ fn callback_url(public_url: &str, key: &str) -> String {
 
 /// Ask `hub` to (un)subscribe our callback for `topic`.
 pub async fn request(
-    client: &reqwest::Client,
+    client: &tocsin_netguard::GuardedClient,
     public_url: &str,
     key: &str,
     mode: &str,
@@ -122,7 +122,7 @@ pub async fn request(
         .append_pair("hub.lease_seconds", &lease_secs.to_string())
         .finish();
     let resp = client
-        .post(&ws.hub)
+        .post(&ws.hub)?
         .header("content-type", "application/x-www-form-urlencoded")
         .body(form)
         .send()
