@@ -154,8 +154,13 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// The latest instant every format here can write: RFC 2822 and RFC 3339 have four-digit
+/// years, and a date from a feed or an e-mail can be anything (`31 Dec 9999 -2359` is year
+/// 10000 in UTC).
+const LATEST_MS: Millis = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
 fn datetime(ms: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    DateTime::from_timestamp_millis(ms.clamp(0, LATEST_MS)).unwrap_or_default()
 }
 
 fn rfc3339(ms: Millis) -> String {
@@ -191,6 +196,23 @@ mod tests {
                 dedup_key: None,
             },
             timeline: vec![],
+        }
+    }
+
+    #[test]
+    fn dates_no_format_can_write_are_clamped_not_a_panic() {
+        // `Date: Fri, 31 Dec 9999 23:59:59 -2359` is year 10000 in UTC
+        let far = 253_402_387_140_000;
+        let user = UserId::parse("u1").unwrap();
+        for ms in [far, i64::MAX, i64::MIN, -1] {
+            let mut it = item("t", "b", None);
+            it.notification.created_at_ms = ms;
+            it.notification.published_at_ms = Some(ms);
+            for format in [FeedFormat::Atom, FeedFormat::Rss] {
+                let xml = render(format, &user, "http://127.0.0.1/f.xml", &[it.clone()], ms);
+                let feed = feed_rs::parser::parse(xml.as_bytes()).expect("still a feed");
+                assert_eq!(feed.entries.len(), 1, "{ms} {format:?}");
+            }
         }
     }
 
