@@ -229,3 +229,33 @@ async fn kannel(http: &reqwest::Client, cfg: &SmsConfig, to: &str, text: &str) -
         _ => classify(status, retry_after, &format!("the SMS gateway ({answer})")),
     }
 }
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gateway_that_cannot_be_reached_does_not_leak_its_credentials() {
+        tocsin_runtime::install_crypto();
+        // a port nobody listens on
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = SmsConfig {
+            kannel_url: format!("http://127.0.0.1:{port}/cgi-bin/sendsms"),
+            kannel_username: "tocsin".into(),
+            kannel_password: "gateway-s3cret".into(),
+            ..Default::default()
+        };
+        let http = reqwest::Client::new();
+        let detail = match kannel(&http, &cfg, "+15550001111", "hello").await {
+            SendResult::Transient { detail, .. } => detail,
+            other => panic!("{other:?}"),
+        };
+        assert!(detail.contains("cannot reach the SMS gateway"), "{detail}");
+        assert!(!detail.contains("gateway-s3cret"), "{detail}");
+        assert!(!detail.contains("password"), "{detail}");
+    }
+}

@@ -67,7 +67,9 @@ pub fn classify(status: u16, retry_after: Option<Duration>, what: &str) -> SendR
 }
 
 /// Send a request; the status, its `Retry-After` and up to 64 KiB of the body — or how the
-/// exchange failed, classified (a refused address is permanent, the rest transient).
+/// exchange failed, classified (a refused address is permanent, the rest transient). A failure
+/// never names the URL: a provider's carries its credentials (Kannel's `sendsms?password=…`),
+/// a webhook's may carry a token, and the detail reaches the user's timeline and the logs.
 pub async fn exchange(
     req: reqwest::RequestBuilder,
     what: &str,
@@ -99,7 +101,7 @@ pub async fn exchange(
             detail: format!("{what} timed out"),
             after: None,
         }),
-        Err(e) => Err(match tocsin_netguard::describe(&e) {
+        Err(e) => Err(match tocsin_netguard::describe(&e.without_url()) {
             (msg, true) => SendResult::Permanent(msg),
             (msg, false) => SendResult::Transient {
                 detail: format!("cannot reach {what}: {msg}"),
