@@ -71,6 +71,30 @@ pub fn plan(
     }
 }
 
+/// How long after our request a hub may still verify it.
+const VERIFY_WITHIN_MS: Millis = 3_600_000;
+
+/// A hub's verification of a subscription: accepted only for the topic we asked about, while
+/// our request is recent (a verification nobody asked for, or a stale one, is refused), with
+/// the lease it grants clamped to what we asked for and to at least a minute. True when
+/// accepted (`ws` is then verified until the lease ends).
+pub fn confirm(
+    ws: &mut WebSub,
+    topic: &str,
+    granted_secs: i64,
+    asked_secs: u64,
+    now: Millis,
+) -> bool {
+    let asked = i64::try_from(asked_secs).unwrap_or(i64::MAX).max(60);
+    let pending = now.saturating_sub(ws.requested_at_ms) < VERIFY_WITHIN_MS;
+    if ws.topic != topic || !pending {
+        return false;
+    }
+    ws.verified = true;
+    ws.lease_expires_ms = now.saturating_add(granted_secs.clamp(60, asked).saturating_mul(1000));
+    true
+}
+
 /// Whether pushes are flowing: a verified lease that has not expired.
 pub fn active(ws: Option<&WebSub>, now: Millis) -> bool {
     ws.is_some_and(|w| w.verified && w.lease_expires_ms > now)
@@ -160,14 +184,15 @@ async fn verify(
     let updated: Option<FeedRecord> = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");
         match (mode, feeds.get_mut(&key)) {
-            ("subscribe", Some(rec)) => match rec.websub.as_mut() {
-                Some(ws) if ws.topic == topic && !challenge.is_empty() => {
-                    ws.verified = true;
-                    ws.lease_expires_ms = now + lease.max(60) * 1000;
-                    Some(rec.clone())
-                }
-                _ => None,
-            },
+            ("subscribe", Some(rec)) => {
+                let asked = shared.cfg.websub_lease_secs;
+                let ok = !challenge.is_empty()
+                    && rec
+                        .websub
+                        .as_mut()
+                        .is_some_and(|ws| confirm(ws, &topic, lease, asked, now));
+                ok.then(|| rec.clone())
+            }
             // we only ever unsubscribe from feeds nobody watches any more
             ("unsubscribe", None) => return challenge.into_response(),
             ("unsubscribe", Some(rec)) if rec.websub.is_none() => return challenge.into_response(),
@@ -229,6 +254,30 @@ async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_our_recent_request_is_verified_and_its_lease_is_clamped() {
+        let topic = "https://t/";
+        let mut w = ws(false, 0, 1_000);
+        // another topic, or a request more than an hour old: refused
+        assert!(!confirm(
+            &mut w,
+            "https://evil.example/",
+            600,
+            864_000,
+            2_000
+        ));
+        assert!(!confirm(&mut w, topic, 600, 864_000, 1_000 + 3_600_001));
+        assert!(!w.verified);
+        // a hub granting i64::MAX seconds gets what we asked for, with no overflow
+        assert!(confirm(&mut w, topic, i64::MAX, 864_000, 2_000));
+        assert!(w.verified);
+        assert_eq!(w.lease_expires_ms, 2_000 + 864_000 * 1000);
+        // a negative or tiny lease is at least a minute
+        let mut w = ws(false, 0, 1_000);
+        assert!(confirm(&mut w, topic, -5, 864_000, 2_000));
+        assert_eq!(w.lease_expires_ms, 2_000 + 60_000);
+    }
 
     fn ws(verified: bool, lease_expires_ms: Millis, requested_at_ms: Millis) -> WebSub {
         WebSub {
