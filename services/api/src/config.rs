@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub rate_per_ip_per_minute: u32,
     /// Requests a minute per authenticated user (0: no limit).
     pub rate_per_user_per_minute: u32,
+    /// Live streams (`/v1/stream`) one user may hold open at once; more get 429.
+    pub max_streams_per_user: usize,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +55,7 @@ impl Default for ApiConfig {
             sms_inbound_token: String::new(),
             rate_per_ip_per_minute: 1200,
             rate_per_user_per_minute: 600,
+            max_streams_per_user: 8,
         }
     }
 }

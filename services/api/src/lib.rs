@@ -46,6 +46,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, warn};
 
 pub(crate) struct AppState {
+    /// Live streams open per user (`api.max_streams_per_user`).
+    pub(crate) streams: std::sync::Mutex<std::collections::HashMap<UserId, usize>>,
     /// Cancelled when the API shuts down: live streams end.
     pub(crate) shutdown: CancellationToken,
     pub(crate) per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
@@ -87,6 +89,7 @@ pub async fn serve(
     ready.add_check(bus.connected_check());
     let grace = Duration::from_secs(config.api.shutdown_grace_secs);
     let state = Arc::new(AppState {
+        streams: Default::default(),
         shutdown: shutdown.clone(),
         per_ip: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_ip_per_minute),
         per_user: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_user_per_minute),
