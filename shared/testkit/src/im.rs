@@ -60,10 +60,16 @@ impl ImUser {
             // are full and nobody reads them. tocsin's own link, which also sends from its
             // loop, keeps delivering through a fresh session with 250 contacts online
             // (reach.rs).
+            // ... or, at the latest, two seconds after the first was deferred: a steady trickle
+            // of stanzas must not starve them (a subscription never answered, a user never
+            // seen present)
             let mut deferred: Vec<Stanza> = Vec::new();
+            let mut deferred_by = tokio::time::Instant::now();
             loop {
+                let quiet = tokio::time::sleep(Duration::from_millis(300));
+                let latest = tokio::time::sleep_until(deferred_by);
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(300)), if !deferred.is_empty() => {
+                    _ = async { tokio::select! { _ = quiet => {}, _ = latest => {} } }, if !deferred.is_empty() => {
                         for st in deferred.drain(..) {
                             let _ = client.send_stanza(st).await;
                         }
@@ -77,6 +83,9 @@ impl ImUser {
                         Some(Event::Stanza(Stanza::Presence(p))) if p.type_ == PresenceType::Subscribe => {
                             if let Some(from) = p.from {
                                 let bare = from.to_bare();
+                                if deferred.is_empty() {
+                                    deferred_by = tokio::time::Instant::now() + Duration::from_secs(2);
+                                }
                                 deferred.push(Presence::subscribed().with_to(bare.clone()).into());
                                 deferred.push(Presence::subscribe().with_to(bare).into());
                             }
