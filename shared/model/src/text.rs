@@ -36,9 +36,7 @@ pub fn html_to_text(html: &str) -> String {
             i = end;
             if !tag.starts_with('/') && (name == "script" || name == "style") {
                 // skip raw text up to the matching close tag
-                let close = format!("</{name}");
-                let lower = html[i..].to_ascii_lowercase();
-                i = match lower.find(&close) {
+                i = match find_close_tag(&html[i..], &name) {
                     Some(p) => {
                         let after = i + p;
                         html[after..]
@@ -101,6 +99,16 @@ pub fn html_to_text(html: &str) -> String {
     fold_whitespace(&out)
 }
 
+/// Where `</name` (any case) first starts in `s`. One pass: the text after each `</` is
+/// compared in place, never lowercased as a copy (a copy per tag made many tags quadratic).
+fn find_close_tag(s: &str, name: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    s.match_indices("</").map(|(p, _)| p).find(|&p| {
+        b.get(p + 2..p + 2 + name.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    })
+}
+
 /// Fold runs of spaces and tabs into one space and runs of blank lines into one line break;
 /// trim the ends. Control characters other than `\n` are dropped.
 pub fn fold_whitespace(s: &str) -> String {
@@ -146,7 +154,13 @@ pub fn decode_entities(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let semi = rest[1..].find(';').map(|p| p + 1).filter(|&p| p <= 12);
+        // a reference is short: look for its `;` in the next 12 bytes only (searching the
+        // whole rest made a text of many `&` and one far `;` quadratic)
+        let semi = rest.as_bytes()[1..]
+            .iter()
+            .take(12)
+            .position(|&b| b == b';')
+            .map(|p| p + 1);
         let decoded = semi.and_then(|p| {
             let name = &rest[1..p];
             let c = if let Some(num) = name.strip_prefix('#') {

@@ -40,7 +40,8 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
             bytes,
             etag,
             last_modified,
-        }) => refresh(shared, &snapshot, &bytes, etag, last_modified, now)
+        }) => refresh(shared, &snapshot, bytes, etag, last_modified, now)
+            .await
             .map(Some)
             .map_err(|e| (e, None)),
         Err(e) => {
@@ -64,23 +65,26 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
     settle_document(shared, key, &snapshot, outcome, now).await;
 }
 
-/// Parse a document and decide what it means for `snapshot`.
-pub(crate) fn refresh(
+/// Parse a document and decide what it means for `snapshot`, on a blocking thread: a
+/// document of several MiB takes long enough to parse that it must not hold an async worker.
+pub(crate) async fn refresh(
     shared: &Shared,
     snapshot: &FeedRecord,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     etag: Option<String>,
     last_modified: Option<String>,
     now: Millis,
 ) -> Result<Refreshed, String> {
-    let parsed = normalize(bytes).map_err(|e| e.to_string())?;
-    let plan = plan_poll(
-        snapshot,
-        &parsed.title,
-        &parsed.items,
-        shared.cfg.seen_capacity,
-        now,
-    );
+    let snapshot = snapshot.clone();
+    let seen_capacity = shared.cfg.seen_capacity;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let parsed = normalize(&bytes).map_err(|e| e.to_string())?;
+        let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, seen_capacity, now);
+        Ok::<_, String>((parsed, plan))
+    })
+    .await
+    .map_err(|e| format!("the document could not be processed ({e})"))?;
+    let (parsed, plan) = parsed?;
     Ok(Refreshed {
         plan,
         title: parsed.title,
@@ -126,11 +130,12 @@ pub(crate) async fn handle_push(shared: &Shared, key: &str, body: Vec<u8>) {
         let outcome = refresh(
             shared,
             &snapshot,
-            &body,
+            body,
             snapshot.etag.clone(),
             snapshot.last_modified.clone(),
             now,
         )
+        .await
         .map(Some)
         .map_err(|e| (format!("pushed by the hub: {e}"), None));
         settle_document(shared, key, &snapshot, outcome, now).await;
