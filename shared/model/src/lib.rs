@@ -4,6 +4,7 @@
 //! rules that decide what a person is told (filters, price parsing, deduplication keys, text
 //! extraction) are unit- and property-tested in milliseconds. Every service depends on it.
 
+pub mod budget;
 pub mod escalation;
 pub mod events;
 pub mod filter;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use tocsin_model::{Notification, NotificationId, Priority, SourceKind, SourceRef, now_ms};
+use tocsin_model::{Notification, NotificationId, Priority, SourceKind, SourceRef, budget, now_ms};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,15 +36,20 @@ pub(crate) fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>)
     if p.title.trim().is_empty() {
         return Err(bad("title", "must not be empty".into()));
     }
-    if p.title.len() > 1000 {
-        return Err(bad("title", "at most 1000 bytes".into()));
+    if p.title.len() > budget::MAX_TITLE {
+        return Err(bad("title", format!("at most {} bytes", budget::MAX_TITLE)));
     }
-    if p.body.len() > 16_000 {
-        return Err(bad("body", "at most 16000 bytes".into()));
+    if p.body.len() > budget::MAX_BODY {
+        return Err(bad("body", format!("at most {} bytes", budget::MAX_BODY)));
     }
     let priority = Priority::new(p.priority.unwrap_or(3)).map_err(|e| bad("priority", e))?;
-    if p.tags.len() > 20 || p.tags.iter().any(|t| t.is_empty() || t.len() > 64) {
-        return Err(bad("tags", "at most 20 tags of 1-64 bytes".into()));
+    if p.tags.len() > budget::MAX_TAGS
+        || p.tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > budget::MAX_TAG)
+    {
+        let (n, len) = (budget::MAX_TAGS, budget::MAX_TAG);
+        return Err(bad("tags", format!("at most {n} tags of 1-{len} bytes")));
     }
     if let Some(k) = &p.idempotency_key
         && (k.is_empty() || k.len() > 200)
@@ -53,6 +58,12 @@ pub(crate) fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>)
     }
     let url = match &p.click_url {
         None => None,
+        Some(u) if u.len() > budget::MAX_URL => {
+            return Err(bad(
+                "click_url",
+                format!("at most {} bytes", budget::MAX_URL),
+            ));
+        }
         Some(u) => {
             let parsed =
                 url::Url::parse(u).map_err(|e| bad("click_url", format!("not a URL ({e})")))?;

@@ -1,6 +1,7 @@
 //! A fetched feed document (RSS 0.9x/2.0, RSS 1.0/RDF, Atom, JSON Feed) reduced to plain-text
 //! items with stable keys. Pure: bytes in, items or a readable error out.
 
+use tocsin_model::budget;
 use tocsin_model::text::{html_to_text, one_line, truncate};
 
 /// One item of a feed, as plain text.
@@ -39,6 +40,8 @@ pub enum NormalizeError {
 const MAX_TITLE: usize = 300;
 const MAX_TEXT: usize = 4000;
 const MAX_ITEMS: usize = 500;
+const MAX_KEY: usize = 512;
+const MAX_CATEGORY: usize = 100;
 
 /// Parse and normalise `body`.
 pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
@@ -73,7 +76,7 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
             .iter()
             .find(|l| l.rel.as_deref() == Some(rel))
             .map(|l| l.href.trim().to_owned())
-            .filter(|h| h.starts_with("http://") || h.starts_with("https://"))
+            .filter(|h| web_link(h))
     };
     let hub = link_rel("hub");
     let self_url = link_rel("self");
@@ -105,12 +108,12 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
             .find(|l| l.rel.as_deref().is_none_or(|r| r == "alternate"))
             .or(e.links.first())
             .map(|l| l.href.trim().to_owned())
-            .filter(|h| h.starts_with("http://") || h.starts_with("https://"));
+            .filter(|h| web_link(h));
         if title.is_empty() && text.is_empty() {
             continue;
         }
         let key = if !e.id.trim().is_empty() {
-            e.id.trim().to_owned()
+            bounded_key(e.id.trim())
         } else if let Some(l) = &link {
             l.clone()
         } else {
@@ -119,12 +122,17 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
         let categories = e
             .categories
             .iter()
-            .map(|c| one_line(c.label.as_deref().unwrap_or(&c.term)))
+            .map(|c| {
+                truncate(
+                    &one_line(c.label.as_deref().unwrap_or(&c.term)),
+                    MAX_CATEGORY,
+                )
+            })
             .filter(|c| !c.is_empty())
             .take(10)
             .collect();
         items.push(FeedItem {
-            key: truncate(&key, 512),
+            key,
             title: truncate(&title, MAX_TITLE),
             text: truncate(&text, MAX_TEXT),
             link,
@@ -138,6 +146,21 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
         hub,
         self_url,
     })
+}
+
+/// An absolute http(s) link short enough to keep (a longer one is dropped, not cut).
+fn web_link(h: &str) -> bool {
+    (h.starts_with("http://") || h.starts_with("https://")) && h.len() <= budget::MAX_URL
+}
+
+/// An item's id as its key; a longer one as its digest (two ids that differ only past a cut
+/// would otherwise be one item).
+fn bounded_key(id: &str) -> String {
+    if id.len() <= MAX_KEY {
+        id.to_owned()
+    } else {
+        format!("sha256:{}", tocsin_model::digest(&[id]))
+    }
 }
 
 fn text_of(content: &str, content_type: &str) -> String {
@@ -231,5 +254,29 @@ mod tests {
         let truncated = &RSS2.as_bytes()[..RSS2.len() / 2];
         assert!(normalize(truncated).is_err());
         assert!(normalize(&[0xff, 0xfe, 0x00, 0x3c, 0x80, 0x81]).is_err());
+    }
+
+    /// An item far over every bound (the report's oversized item made fan-out fail on every
+    /// poll) comes out bounded: key as a digest, the link dropped, the rest cut.
+    #[test]
+    fn an_oversized_item_comes_out_bounded() {
+        let big = |c: &str, n: usize| c.repeat(n);
+        let doc = format!(
+            "<rss version=\"2.0\"><channel><title>{}</title><item><guid>{}</guid><link>https://x.example/{}</link><title>{}</title>{}<description>{}</description></item></channel></rss>",
+            big("T", 1 << 20),
+            big("g", 1 << 20),
+            big("l", 2 << 20),
+            big("t", 1 << 20),
+            format!("<category>{}</category>", big("c", 100_000)).repeat(20),
+            big("&amp;lt;script&amp;gt;x", 200_000),
+        );
+        let f = normalize(doc.as_bytes()).unwrap();
+        let item = &f.items[0];
+        assert!(item.key.starts_with("sha256:") && item.key.len() < 80);
+        assert_eq!(item.link, None, "a 2 MiB link is dropped");
+        assert!(item.title.len() <= MAX_TITLE && f.title.len() <= MAX_TITLE);
+        assert!(item.text.len() <= MAX_TEXT);
+        assert!(item.categories.len() <= 10);
+        assert!(item.categories.iter().all(|c| c.len() <= MAX_CATEGORY));
     }
 }

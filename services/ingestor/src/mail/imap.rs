@@ -381,7 +381,7 @@ where
             raw
         };
         if let Some(raw) = raw {
-            publish(bus, sub, filter, &raw).await?;
+            publish(bus, sub, filter, raw).await?;
         }
         let mut stored = session
             .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
@@ -398,13 +398,12 @@ async fn publish(
     bus: &Bus,
     sub: &ImapSubscription,
     filter: &CompiledFilter,
-    raw: &[u8],
+    raw: Vec<u8>,
 ) -> Result<(), String> {
-    let Some(parsed) = mail::parse(raw) else {
+    let Some((parsed, key)) = mail::parse_keyed(raw.into()).await else {
         warn!("a message in the mailbox is not readable as an e-mail; skipped");
         return Ok(());
     };
-    let key = plan::mail_key(&parsed, raw);
     let mut tags = vec!["email".to_owned(), "imap".to_owned()];
     if !sub.label.is_empty() {
         tags.push(sub.label.clone());

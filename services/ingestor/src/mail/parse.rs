@@ -20,7 +20,9 @@ pub struct ParsedMail {
     pub message_id: Option<String>,
     pub text: String,
     pub links: Vec<String>,
+    /// The first attachments (at most 20), and how many more there were.
     pub attachments: Vec<Attachment>,
+    pub more_attachments: usize,
     /// Set when the message says (`X-Priority`, `Importance`).
     pub priority: Option<u8>,
     pub forwarded: bool,
@@ -34,6 +36,34 @@ pub struct Attachment {
 
 const MAX_TEXT: usize = 8000;
 const MAX_LINKS: usize = 20;
+const MAX_LINK: usize = 2048;
+const MAX_ATTACHMENTS: usize = 20;
+/// Attachment names and the sender's name, in bytes.
+const MAX_NAME: usize = 200;
+/// A Message-ID longer than this is kept as its digest.
+const MAX_ID: usize = 250;
+
+/// `parse` and `mail_key` on a blocking thread: a message of several MiB takes long enough
+/// to parse that it must not hold an async worker. `None` when it is not a message at all.
+pub async fn parse_keyed(raw: std::sync::Arc<[u8]>) -> Option<(ParsedMail, String)> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = parse(&raw)?;
+        let key = mail_key(&parsed, &raw);
+        Some((parsed, key))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The message's key: its Message-ID, else a digest of the whole message (a repeat of the
+/// same message is the same notification either way).
+pub fn mail_key(parsed: &ParsedMail, raw: &[u8]) -> String {
+    parsed
+        .message_id
+        .clone()
+        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]))
+}
 
 /// Parse `raw`; `None` when it is not a message at all.
 pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
@@ -69,6 +99,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
     let mut text = body_of(&msg);
     let mut forwarded = false;
     let mut attachments = Vec::new();
+    let mut more_attachments = 0;
     for part in msg.attachments() {
         if let Some(inner) = part.message() {
             // an attached original: it is what the person wants to see
@@ -86,10 +117,14 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             }
             continue;
         }
+        if attachments.len() == MAX_ATTACHMENTS {
+            more_attachments += 1;
+            continue;
+        }
         attachments.push(Attachment {
             name: part
                 .attachment_name()
-                .map(one_line)
+                .map(|n| truncate(&one_line(n), MAX_NAME))
                 .unwrap_or_else(|| "(unnamed)".into()),
             bytes: part.len(),
         });
@@ -108,15 +143,26 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
     let text = fold_whitespace(&text);
     Some(ParsedMail {
         subject: truncate(&subject, 300),
-        from,
-        date_ms: msg.date().map(|d| d.to_timestamp() * 1000),
-        message_id: msg.message_id().map(str::to_owned),
+        from: truncate(&from, MAX_NAME),
+        date_ms: msg.date().and_then(|d| d.to_timestamp().checked_mul(1000)),
+        message_id: msg.message_id().map(bounded_id),
         links: links(&text),
         text: truncate(&text, MAX_TEXT),
         attachments,
+        more_attachments,
         priority,
         forwarded,
     })
+}
+
+/// A Message-ID as the key of its notification: kept when it is of a sensible length, else
+/// replaced by its digest (an id is only compared, and a 600 KB one must not be kept).
+fn bounded_id(id: &str) -> String {
+    if id.len() <= MAX_ID {
+        id.to_owned()
+    } else {
+        format!("sha256:{}", tocsin_model::digest(&[id]))
+    }
 }
 
 fn sender(addr: Option<&mail_parser::Address<'_>>) -> String {
@@ -156,10 +202,14 @@ fn body_of(msg: &mail_parser::Message<'_>) -> String {
 fn strip_forward_prefix(s: &str) -> String {
     let mut rest = s.trim();
     loop {
-        let lower = rest.to_ascii_lowercase();
+        // compared in place: lowercasing the rest per prefix made `Fwd:` × n quadratic
         let cut = ["fwd:", "fw:", "tr:", "wg:"]
             .iter()
-            .find(|p| lower.starts_with(*p))
+            .find(|p| {
+                rest.as_bytes()
+                    .get(..p.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+            })
             .map(|p| p.len());
         match cut {
             Some(n) => rest = rest[n..].trim_start(),
@@ -212,23 +262,27 @@ fn inline_forward(text: &str) -> Option<(String, String, String)> {
     (!from.is_empty() || !subject.is_empty()).then_some((from, subject, rest))
 }
 
-/// The distinct http(s) links in `text`, in order.
+/// The distinct http(s) links in `text`, in order. One pass: the search resumes after each
+/// link found (resuming at the next `http` inside it made `http://http://…` quadratic).
 pub fn links(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for start in text.match_indices("http").map(|(i, _)| i) {
+    let mut from = 0;
+    while out.len() < MAX_LINKS
+        && let Some(p) = text[from..].find("http")
+    {
+        let start = from + p;
         let rest = &text[start..];
         if !(rest.starts_with("http://") || rest.starts_with("https://")) {
+            from = start + 4;
             continue;
         }
         let end = rest
             .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | ')' | ']'))
             .unwrap_or(rest.len());
+        from = start + end;
         let link = rest[..end].trim_end_matches(['.', ',', ';', ':', '!', '?']);
-        if link.len() > 10 && link.len() <= 2048 && !out.iter().any(|l| l == link) {
+        if link.len() > 10 && link.len() <= MAX_LINK && !out.iter().any(|l| l == link) {
             out.push(link.to_owned());
-            if out.len() == MAX_LINKS {
-                break;
-            }
         }
     }
     out
@@ -275,6 +329,9 @@ impl ParsedMail {
             b.push_str("\n\nAttachments:");
             for a in &self.attachments {
                 b.push_str(&format!("\n- {} ({} bytes)", a.name, a.bytes));
+            }
+            if self.more_attachments > 0 {
+                b.push_str(&format!("\n- and {} more", self.more_attachments));
             }
         }
         b
@@ -329,6 +386,41 @@ mod tests {
             ["https://a.example/x", "http://b.example/y"]
         );
         assert_eq!(strip_forward_prefix("Fwd: FW: Re: disk"), "Re: disk");
+    }
+
+    /// What a message can make tocsin keep is bounded: a 600 KB Message-ID (the report's
+    /// stuck record) is kept as its digest, the sender's name is cut, and only the first 20
+    /// attachments are listed, with how many more there were.
+    #[test]
+    fn oversized_headers_and_attachment_lists_are_bounded() {
+        let mut m = format!(
+            "From: {} <a@example.org>\r\nSubject: s\r\nMessage-ID: <{}@x>\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n",
+            "N".repeat(100_000),
+            "i".repeat(600_000)
+        );
+        for i in 0..100 {
+            m.push_str(&format!(
+                "--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{i}{}\"\r\n\r\nx\r\n",
+                "f".repeat(1000)
+            ));
+        }
+        m.push_str("--b--\r\n");
+        let p = parse(m.as_bytes()).unwrap();
+        let id = p.message_id.as_deref().unwrap();
+        assert!(id.starts_with("sha256:") && id.len() < 80, "{id}");
+        assert_eq!(mail_key(&p, m.as_bytes()), id);
+        assert!(p.from.len() <= MAX_NAME);
+        assert_eq!((p.attachments.len(), p.more_attachments), (20, 80));
+        assert!(p.attachments.iter().all(|a| a.name.len() <= MAX_NAME));
+        let n = p.notification(
+            &tocsin_model::UserId::parse("u1").unwrap(),
+            id,
+            None,
+            vec![],
+            0,
+        );
+        assert!(n.body.ends_with("- and 80 more"), "{}", n.body);
+        assert!(serde_json::to_vec(&n).unwrap().len() < 32 * 1024);
     }
 
     #[test]

@@ -32,15 +32,6 @@ pub struct MailPlan {
     pub events: Vec<Event>,
 }
 
-/// The message's key: its Message-ID, else a digest of the whole message (a repeat of the
-/// same message is the same notification either way).
-pub fn mail_key(parsed: &ParsedMail, raw: &[u8]) -> String {
-    parsed
-        .message_id
-        .clone()
-        .unwrap_or_else(|| tocsin_model::digest(&[&String::from_utf8_lossy(raw)]))
-}
-
 /// Decide what `parsed` (keyed `key`) becomes in `to`'s silo at `now`.
 pub fn plan(parsed: &ParsedMail, key: &str, via: Via, to: Mailbox<'_>, now: Millis) -> MailPlan {
     let mut ingested = Event::ingested(
@@ -88,7 +79,7 @@ mod tests {
     #[test]
     fn forwarded_mail_becomes_one_notification_keyed_by_its_message_id() {
         let parsed = crate::mail::parse::parse(ALERT).unwrap();
-        let key = mail_key(&parsed, ALERT);
+        let key = crate::mail::parse::mail_key(&parsed, ALERT);
         assert_eq!(key, "a1@grafana.example.org");
         let user = UserId::parse("u1").unwrap();
         let to = Mailbox {

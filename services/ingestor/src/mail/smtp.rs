@@ -336,7 +336,7 @@ fn session<'a>(
                         helo: &helo,
                         sender: from.as_deref().unwrap_or(""),
                     };
-                    let reply = deliver(ctx, &rcpts, &envelope, &data).await;
+                    let reply = deliver(ctx, &rcpts, &envelope, data.into()).await;
                     from = None;
                     rcpts.clear();
                     reply
@@ -515,16 +515,21 @@ struct Envelope<'a> {
     sender: &'a str,
 }
 
-async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: &[u8]) -> String {
+async fn deliver(
+    ctx: &Ctx,
+    rcpts: &[(UserId, bool)],
+    env: &Envelope<'_>,
+    data: std::sync::Arc<[u8]>,
+) -> String {
     let sender = env.sender;
-    let Some(parsed) = mail::parse(data) else {
+    let Some((parsed, key)) = mail::parse_keyed(data.clone()).await else {
         for (u, _) in rcpts {
             refused(ctx, u, sender, "not readable as an e-mail (554)").await;
         }
         return "554 5.6.0 the message could not be parsed as an e-mail\r\n".into();
     };
     let verdict = match &ctx.cfg.sender_check {
-        Some(c) => Some(c.check(env.peer, env.helo, sender, data).await),
+        Some(c) => Some(c.check(env.peer, env.helo, sender, &data).await),
         None => None,
     };
     let mut accepted: Vec<&UserId> = Vec::new();
@@ -555,7 +560,6 @@ async fn deliver(ctx: &Ctx, rcpts: &[(UserId, bool)], env: &Envelope<'_>, data: 
         tags.extend(v.tags());
     }
     metrics::counter!(crate::telemetry::MAIL).increment(1);
-    let key = plan::mail_key(&parsed, data);
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {
         let to = plan::Mailbox {

@@ -5,7 +5,7 @@
 use tocsin_model::{
     AckTarget, Channel, DeliveryJob, Destination, Escalation, Event, EventKind, JobKind, Millis,
     Notification, NotificationId, Policy, PresenceState, Priority, Reach, ReplyCommand, Show,
-    SourceKind, SourceRef, Step, TimelineEntry, UserRecord, ack_signature,
+    SourceKind, SourceRef, Step, TimelineEntry, UserRecord, ack_signature, budget,
 };
 
 /// What an escalation step (or a reply) produced.
@@ -110,10 +110,19 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
     (fired, summary)
 }
 
-/// Remember a pending escalation, giving up the oldest past the limit.
+/// Remember a pending escalation, giving up the oldest past the count or byte budget.
 fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
     reach.escalations.insert(esc.notification.id.0.clone(), esc);
-    while reach.escalations.len() > Reach::MAX_ESCALATIONS {
+    let held = |reach: &Reach| -> usize {
+        reach
+            .escalations
+            .values()
+            .map(|e| budget::approx_bytes(&e.notification))
+            .sum()
+    };
+    while reach.escalations.len() > Reach::MAX_ESCALATIONS
+        || (reach.escalations.len() > 1 && held(reach) > budget::ESCALATION_BUDGET)
+    {
         let oldest = reach
             .escalations
             .values()
@@ -128,8 +137,9 @@ fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
                 "escalation_dropped",
                 None,
                 format!(
-                    "more than {} escalations pending; the oldest was given up",
-                    Reach::MAX_ESCALATIONS
+                    "more than {} escalations or {} KiB of them pending; the oldest was given up",
+                    Reach::MAX_ESCALATIONS,
+                    budget::ESCALATION_BUDGET / 1024
                 ),
             ),
         ));

@@ -16,7 +16,7 @@ use crate::decide::escalate::{Fired, Links};
 use crate::decide::routing::route;
 use tocsin_model::{
     AvatarMessage, CommandReply, Event, EventKind, HistoryRecord, Millis, Notification,
-    RefusalCode, TimelineEntry, UserId, UserRecord,
+    RefusalCode, TimelineEntry, UserId, UserRecord, budget,
 };
 
 /// Limits an avatar enforces on its user's configuration.
@@ -96,7 +96,23 @@ pub fn apply(
         } => {
             let mut fx = Effects::default();
             let change = command_event(&command, &command_id, now);
-            let result = command_effects(user, record, command, limits, now, &mut fx);
+            // commands are rare: a copy lets a change that outgrows the budget be undone whole
+            let before = record.clone();
+            let mut result = command_effects(user, record, command, limits, now, &mut fx);
+            if result.is_ok()
+                && let Some(r) = record
+                && let bytes = budget::config_bytes(r)
+                && bytes > budget::CONFIG_BUDGET
+                && bytes > before.as_ref().map_or(0, budget::config_bytes)
+            {
+                *record = before;
+                fx = Effects::default();
+                result = Err(Refusal::invalid(format!(
+                    "the configuration would take {} KiB, over the budget of {} KiB per user; remove a source or destination, or shorten filters and labels",
+                    bytes.div_ceil(1024),
+                    budget::CONFIG_BUDGET / 1024
+                )));
+            }
             fx.outcome = if result.is_ok() {
                 Outcome::Applied
             } else {
@@ -137,8 +153,14 @@ pub fn apply(
             }
             fx
         }
-        AvatarMessage::SourceStatus { source_id, status } => {
+        AvatarMessage::SourceStatus {
+            source_id,
+            mut status,
+        } => {
             let mut fx = Effects::labelled(Outcome::Status);
+            status.error = status
+                .error
+                .map(|e| tocsin_model::text::truncate(&e, budget::MAX_STATUS_ERROR));
             if let Some(r) = record
                 && r.sources.iter().any(|s| s.id == source_id)
                 && r.source_status.get(&source_id) != Some(&status)

@@ -13,6 +13,8 @@ pub(crate) fn route(
     now: Millis,
     links: &Links,
 ) -> Effects {
+    // the record keeps it while it escalates: cut to the bounds whoever produced it
+    let n = n.bounded();
     let Some(r) = record else {
         return Effects {
             outcome: Outcome::NoUser,
