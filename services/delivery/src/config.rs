@@ -20,6 +20,16 @@ pub struct DeliveryConfig {
     /// Jobs pulled but not yet settled per channel — queued in lanes behind a slow or failing
     /// destination, or being sent. The rest wait in the stream (backpressure), not in memory.
     pub max_ack_pending: i64,
+    /// Jobs one user may hold in a channel's window; the rest are parked back in the stream
+    /// until some of theirs are settled, so one tenant cannot fill the window for all.
+    pub max_held_per_user: usize,
+    /// Parked jobs pulled but not yet settled per channel (their own window).
+    pub parked_max_ack_pending: i64,
+    /// Failed sends in a row that pause a destination (its jobs are parked, one probes it).
+    pub breaker_failures: u32,
+    /// The first pause; doubled each time the probe fails, up to `breaker_max_secs`.
+    pub breaker_open_secs: u64,
+    pub breaker_max_secs: u64,
     pub webhook_timeout_secs: u64,
     /// Allow webhooks on loopback addresses (tests, local receivers).
     pub allow_loopback: bool,
@@ -41,6 +51,11 @@ impl Default for DeliveryConfig {
             channels: vec![Channel::Webhook],
             concurrency: 32,
             max_ack_pending: 10_000,
+            max_held_per_user: 64,
+            parked_max_ack_pending: 1_000,
+            breaker_failures: 5,
+            breaker_open_secs: 30,
+            breaker_max_secs: 600,
             webhook_timeout_secs: 10,
             allow_loopback: false,
             allow_private_addresses: false,
@@ -97,6 +112,15 @@ impl DeliveryConfig {
         if self.concurrency == 0 || self.webhook_timeout_secs == 0 {
             p.push("delivery.concurrency and webhook_timeout_secs: must be greater than 0".into());
         }
+        if self.max_held_per_user == 0 || self.breaker_failures == 0 {
+            p.push("delivery.max_held_per_user and breaker_failures: must be at least 1".into());
+        }
+        if self.parked_max_ack_pending < 1 {
+            p.push(format!(
+                "delivery.parked_max_ack_pending: must be at least 1, got {}",
+                self.parked_max_ack_pending
+            ));
+        }
         if self.max_ack_pending < 1 {
             p.push(format!(
                 "delivery.max_ack_pending: must be at least 1, got {}",
@@ -104,6 +128,20 @@ impl DeliveryConfig {
             ));
         }
         p
+    }
+}
+
+impl DeliveryConfig {
+    /// The bounds on what one user or destination may hold of a channel.
+    pub fn fairness(&self) -> crate::fairness::Bounds {
+        crate::fairness::Bounds {
+            max_held_per_user: self.max_held_per_user,
+            breaker_failures: self.breaker_failures,
+            breaker_open: std::time::Duration::from_secs(self.breaker_open_secs),
+            breaker_max: std::time::Duration::from_secs(
+                self.breaker_max_secs.max(self.breaker_open_secs),
+            ),
+        }
     }
 }
 

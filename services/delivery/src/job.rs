@@ -22,6 +22,7 @@ pub(crate) async fn handle(
     permits: &Semaphore,
     msg: tocsin_bus::Inbound,
     job: DeliveryJob,
+    breaker: &impl Fn(bool),
 ) {
     let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
     async {
@@ -44,6 +45,8 @@ pub(crate) async fn handle(
                 }
                 send(ctx, &job).await
             };
+            // the destination answered (delivered, or refused for good), or it did not
+            breaker(!matches!(result, SendResult::Transient { .. }));
             let (label, how) = match &result {
                 SendResult::Delivered(d) => ("delivered", d),
                 SendResult::Permanent(d) => ("failed", d),

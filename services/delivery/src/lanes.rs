@@ -1,11 +1,12 @@
-//! A channel's worker: pull its jobs and run them in lanes, one per (user, destination), in
-//! order within a lane and concurrently across lanes.
+//! A channel's worker: pull its jobs (and its parked jobs) and run them in lanes, one per
+//! (user, destination), in order within a lane and concurrently across lanes.
 
 use crate::Ctx;
+use crate::fairness::{Admit, Fairness};
 use crate::job::handle;
 use async_nats::jetstream;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tocsin_bus::Disposition;
 use tocsin_bus::Inbound;
@@ -14,6 +15,13 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
+
+/// A fixed start for the breaker's clock.
+static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn started() -> &'static std::time::Instant {
+    START.get_or_init(std::time::Instant::now)
+}
 
 /// The jobs this instance holds (queued or in flight), by stream sequence.
 pub(crate) type Held = Arc<std::sync::Mutex<HashMap<u64, jetstream::Message>>>;
@@ -26,16 +34,21 @@ pub(crate) struct Lane {
 /// One lane per (user, destination): its jobs are sent strictly in order, one at a time; a
 /// transient failure is retried in place (the job stays unacked, kept alive with progress
 /// acks) so that later jobs for the same destination never overtake it. Different lanes run
-/// concurrently, at most `concurrency` sends at once.
+/// concurrently, at most `concurrency` sends at once. Which jobs may wait here at all is
+/// [`Fairness`]'s decision: the others are parked back in the stream, on the channel's parked
+/// subject, whose own consumer feeds them back in as room frees up.
 pub(crate) async fn run_channel(
     ctx: Arc<Ctx>,
     channel: Channel,
-    consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    consumers: Consumers,
     shutdown: CancellationToken,
 ) {
-    let mut messages = tocsin_bus::Pull::new(consumer, 256, format!("{} jobs", channel.as_str()));
+    let what = channel.as_str();
+    let mut messages = tocsin_bus::Pull::new(consumers.jobs, 256, format!("{what} jobs"));
+    let mut parked = tocsin_bus::Pull::new(consumers.parked, 64, format!("{what} parked jobs"));
     let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
     let held: Held = Arc::default();
+    let fair = Arc::new(Mutex::new(Fairness::new(ctx.cfg.fairness())));
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     // every job held here — queued in a lane or being sent — is kept alive, so JetStream
@@ -43,8 +56,13 @@ pub(crate) async fn run_channel(
     let ack_wait = Duration::from_secs(ctx.bus.config().ack_wait_secs);
     let mut keep_alive =
         tokio::time::interval(ack_wait.mul_f64(0.4).max(Duration::from_millis(100)));
+    // parked jobs that are parked again (their user still full, their destination still
+    // failing) cycle through the stream: after a batch of them in a row, the parked
+    // consumer pauses a second rather than spin
+    let mut parked_again = 0;
+    let mut parked_resume = tokio::time::Instant::now();
     loop {
-        let next = tokio::select! {
+        let (msg, from_parked) = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
                 lanes.retain(|_, l| !l.join.is_finished());
@@ -59,9 +77,10 @@ pub(crate) async fn run_channel(
                 }
                 continue;
             }
-            m = messages.next() => m,
+            m = messages.next() => (m, false),
+            m = parked.next(), if tokio::time::Instant::now() >= parked_resume => (m, true),
+            _ = tokio::time::sleep_until(parked_resume), if tokio::time::Instant::now() < parked_resume => continue,
         };
-        let msg = next;
         let job: DeliveryJob = match tocsin_bus::decode(&msg.message().payload, "delivery job") {
             Ok(j) => j,
             Err(e) => {
@@ -71,22 +90,38 @@ pub(crate) async fn run_channel(
             }
         };
         let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
-        let redelivered = {
-            let mut h = held.lock().expect("held lock");
-            let redelivered = h.contains_key(&seq);
-            if !redelivered {
-                // a clone of the message, only to extend its ack deadline while it waits
-                h.insert(seq, msg.message().clone());
-            }
-            redelivered
-        };
-        if redelivered {
+        if held.lock().expect("held lock").contains_key(&seq) {
             // a redelivery of a job we still hold: it is already queued or being sent, and
             // that delivery is settled when it is done
             msg.leave();
             continue;
         }
         let key = format!("{}:{}", job.notification.user, job.destination.id);
+        let user = job.notification.user.to_string();
+        let verdict = fair.lock().expect("fairness lock").admit(
+            &key,
+            &user,
+            from_parked,
+            started().elapsed(),
+        );
+        if let Admit::Park(why) = verdict {
+            if from_parked {
+                parked_again += 1;
+                if parked_again >= 64 {
+                    parked_again = 0;
+                    parked_resume = tokio::time::Instant::now() + Duration::from_secs(1);
+                }
+            }
+            park(&ctx, channel, &fair, &key, msg, &job, &why).await;
+            continue;
+        }
+        if from_parked {
+            parked_again = 0;
+        }
+        // a clone of the message, only to extend its ack deadline while it waits
+        held.lock()
+            .expect("held lock")
+            .insert(seq, msg.message().clone());
         let mut item = (msg, job);
         loop {
             let lane = lanes.entry(key.clone()).or_insert_with(|| {
@@ -96,6 +131,7 @@ pub(crate) async fn run_channel(
                     channel,
                     permits.clone(),
                     held.clone(),
+                    fair.clone(),
                     rx,
                 )));
                 Lane { tx, join }
@@ -113,6 +149,7 @@ pub(crate) async fn run_channel(
         }
     }
     drop(messages);
+    drop(parked);
     let joins = lanes.into_values().map(|l| l.join);
     let grace = Duration::from_secs(ctx.cfg.shutdown_grace_secs);
     if !tocsin_runtime::finish_within(grace, joins).await {
@@ -123,11 +160,56 @@ pub(crate) async fn run_channel(
     }
 }
 
+/// A channel's two consumers: its jobs, and its parked jobs.
+pub(crate) struct Consumers {
+    pub(crate) jobs: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    pub(crate) parked: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+}
+
+/// Park `msg`: publish its job on the channel's parked subject, then ack it. The parked copy's
+/// id is the job's and the original's stream sequence, so a crash between the two parks it
+/// once (the bus drops the repeat), and a job parked again gets a new copy.
+async fn park(
+    ctx: &Ctx,
+    channel: Channel,
+    fair: &Mutex<Fairness>,
+    key: &str,
+    msg: Inbound,
+    job: &DeliveryJob,
+    why: &str,
+) {
+    let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
+    let subject = ctx.bus.subjects().delivery_parked(channel.as_str());
+    let id = tocsin_bus::msg_id::parked(&job.job_id, seq);
+    let sent = match ctx
+        .bus
+        .send(subject, &id, msg.message().payload.clone())
+        .await
+    {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(()) => {
+            metrics::counter!(crate::telemetry::PARKED, "channel" => channel.as_str()).increment(1);
+            debug!(user = %job.notification.user, destination = %job.destination.id, reason = why, "job parked");
+            msg.settle(&ctx.bus, Disposition::Ack).await;
+        }
+        Err(e) => {
+            fair.lock().expect("fairness lock").park_failed(key);
+            warn!(error = %e, "cannot park a job; it is given back to the stream");
+            msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1)))
+                .await;
+        }
+    }
+}
+
 pub(crate) async fn run_lane(
     ctx: Arc<Ctx>,
     channel: Channel,
     permits: Arc<Semaphore>,
     held: Held,
+    fair: Arc<Mutex<Fairness>>,
     mut rx: mpsc::UnboundedReceiver<(Inbound, DeliveryJob)>,
 ) {
     let idle = Duration::from_secs(60);
@@ -135,8 +217,20 @@ pub(crate) async fn run_lane(
         match tokio::time::timeout(idle, rx.recv()).await {
             Ok(Some((msg, job))) => {
                 let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
-                handle(&ctx, channel, &permits, msg, job).await;
+                let key = format!("{}:{}", job.notification.user, job.destination.id);
+                let user = job.notification.user.to_string();
+                let breaker = |ok: bool| {
+                    let opened =
+                        fair.lock()
+                            .expect("fairness lock")
+                            .sent(&key, ok, started().elapsed());
+                    if let Some(pause) = opened {
+                        warn!(%user, destination = %job.destination.id, pause_secs = pause.as_secs(), "a destination keeps failing; its further jobs are parked until the pause is over");
+                    }
+                };
+                handle(&ctx, channel, &permits, msg, job.clone(), &breaker).await;
                 held.lock().expect("held lock").remove(&seq);
+                fair.lock().expect("fairness lock").release(&key, &user);
             }
             Ok(None) => return,
             Err(_) => rx.close(),

@@ -18,6 +18,7 @@
 pub mod compose;
 pub mod config;
 pub mod email;
+pub mod fairness;
 mod job;
 mod lanes;
 pub mod push;
@@ -30,7 +31,7 @@ pub mod xmpp;
 pub use config::{Config, DeliveryConfig};
 
 use crate::job::{Rate, Sent};
-use crate::lanes::run_channel;
+use crate::lanes::{Consumers, run_channel};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,20 +121,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     });
     let mut workers = Vec::new();
     for channel in &config.delivery.channels {
-        let consumer = bus
-            .pull_consumer(
-                StreamKind::Delivery,
-                &format!("delivery-{}", channel.as_str()),
-                Some(bus.subjects().delivery(channel.as_str())),
-                // jobs held by lanes waiting behind a failing destination count here
-                config.delivery.max_ack_pending,
-            )
-            .await?;
+        let name = channel.as_str();
+        let consumers = Consumers {
+            jobs: bus
+                .pull_consumer(
+                    StreamKind::Delivery,
+                    &format!("delivery-{name}"),
+                    Some(bus.subjects().delivery(name)),
+                    // jobs held by lanes waiting behind a slow destination count here
+                    config.delivery.max_ack_pending,
+                )
+                .await?,
+            parked: bus
+                .pull_consumer(
+                    StreamKind::Delivery,
+                    &format!("delivery-{name}-parked"),
+                    Some(bus.subjects().delivery_parked(name)),
+                    config.delivery.parked_max_ack_pending,
+                )
+                .await?,
+        };
         // dropped (aborted) with this task, and the lanes with them
         workers.push(AbortOnDropHandle::new(tokio::spawn(run_channel(
             ctx.clone(),
             *channel,
-            consumer,
+            consumers,
             shutdown.clone(),
         ))));
     }

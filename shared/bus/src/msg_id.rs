@@ -60,6 +60,12 @@ pub fn outcome(job_id: &str) -> String {
     format!("outcome:{job_id}")
 }
 
+/// A delivery job parked back in the stream, from the stream message `seq` (each parking of
+/// the same job is a new copy; a repeat of one parking is dropped).
+pub fn parked(job_id: &str, seq: u64) -> String {
+    format!("parked:{job_id}:{seq}")
+}
+
 /// A presence change of `user`'s IM destination.
 pub fn presence(user: &UserId, destination: &str, at_ms: Millis) -> String {
     format!("presence:{user}:{destination}:{at_ms}")

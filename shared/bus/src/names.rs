@@ -98,6 +98,13 @@ impl Subjects {
         format!("{}.delivery.{channel}", self.prefix)
     }
 
+    /// `<p>.delivery.<channel>.parked`: jobs parked back in the stream (a user over its
+    /// share of the channel, a destination that keeps failing), consumer
+    /// `delivery-<channel>-parked`.
+    pub fn delivery_parked(&self, channel: &str) -> String {
+        format!("{}.delivery.{channel}.parked", self.prefix)
+    }
+
     pub fn delivery_all(&self) -> String {
         format!("{}.delivery.>", self.prefix)
     }

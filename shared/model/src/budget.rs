@@ -21,6 +21,11 @@ pub const MAX_DEDUP_KEY: usize = 128;
 /// A source's last error as kept in the record.
 pub const MAX_STATUS_ERROR: usize = 500;
 
+/// Delivery jobs one notification may cause over its whole escalation: a policy of many
+/// zero-wait steps naming many destinations cannot turn one publish into hundreds of
+/// requests against a third party.
+pub const MAX_JOBS_PER_NOTIFICATION: u32 = 30;
+
 /// The user's configuration (sources, destinations, allowed senders, policy) as encoded.
 pub const CONFIG_BUDGET: usize = 512 * 1024;
 /// The notifications held by pending escalations, counted with [`approx_bytes`].
@@ -237,6 +242,7 @@ mod tests {
                     step_failed: (0..20).map(|i| format!("d{i:063}")).collect(),
                     held: true,
                     reference: 999,
+                    jobs: MAX_JOBS_PER_NOTIFICATION,
                 },
             );
         }

@@ -282,6 +282,9 @@ pub struct Escalation {
     pub held: bool,
     /// The short number the user acknowledges with (`ack 12`).
     pub reference: u32,
+    /// Delivery jobs fired for it so far (bounded by [`crate::budget::MAX_JOBS_PER_NOTIFICATION`]).
+    #[serde(default)]
+    pub jobs: u32,
 }
 
 /// What an avatar keeps to escalate and to take acknowledgements.

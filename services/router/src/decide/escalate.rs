@@ -70,6 +70,7 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         step_failed: vec![],
         held: false,
         reference,
+        jobs: 0,
     };
     if let Some(q) = &policy.quiet_hours
         && !urgent(n)
@@ -179,6 +180,29 @@ fn fire(
         if targets.is_empty() {
             continue;
         }
+        let room = budget::MAX_JOBS_PER_NOTIFICATION.saturating_sub(esc.jobs) as usize;
+        if targets.len() > room {
+            fired.entries.push((
+                esc.notification.id.clone(),
+                entry(
+                    now,
+                    "escalation_capped",
+                    None,
+                    format!(
+                        "at most {} deliveries per notification: step {} sent to {room} of {} destinations and the policy stops here",
+                        budget::MAX_JOBS_PER_NOTIFICATION,
+                        index + 1,
+                        targets.len()
+                    ),
+                ),
+            ));
+        }
+        let capped = targets.len() > room;
+        let targets: Vec<&Destination> = targets.into_iter().take(room).collect();
+        esc.jobs += targets.len() as u32;
+        if targets.is_empty() {
+            return true;
+        }
         esc.step_destinations = targets.iter().map(|d| d.id.clone()).collect();
         esc.step_failed.clear();
         for d in &targets {
@@ -216,7 +240,7 @@ fn fire(
                 ),
             ));
         }
-        if low || esc.next_step >= steps.len() {
+        if low || capped || esc.next_step >= steps.len() {
             return true;
         }
         if step.wait_secs > 0 {

@@ -695,3 +695,57 @@ fn configuration_over_its_byte_budget_is_refused_and_undone() {
     assert_eq!(r.sources.len(), at, "the refused source was not kept");
     assert!(budget::config_bytes(&r) <= budget::CONFIG_BUDGET);
 }
+
+/// A policy of ten zero-wait steps, each to five webhooks, would make one publish fifty
+/// requests; one notification causes at most MAX_JOBS_PER_NOTIFICATION, and its timeline
+/// says the policy was cut short.
+#[test]
+fn one_notification_causes_a_bounded_number_of_jobs() {
+    let l = limits_with_links();
+    let mut rec = None;
+    apply(&user(), &mut rec, create(), &l, 1);
+    for i in 0..5 {
+        let fx = apply(
+            &user(),
+            &mut rec,
+            add_dest(
+                &format!("w{i}"),
+                Channel::Webhook,
+                &format!("https://h{i}.example/"),
+            ),
+            &l,
+            1,
+        );
+        assert!(fx.reply.unwrap().1.ok);
+    }
+    let step = Step {
+        channels: vec![Channel::Webhook],
+        ..Default::default()
+    };
+    let policy = Policy {
+        steps: vec![step; 10],
+        urgent_steps: None,
+        quiet_hours: None,
+    };
+    let fx = apply(
+        &user(),
+        &mut rec,
+        command(Command::SetPolicy {
+            policy: Some(policy),
+        }),
+        &l,
+        1,
+    );
+    assert!(fx.reply.unwrap().1.ok);
+    let fx = apply(&user(), &mut rec, notify("n1", None), &l, 2);
+    assert_eq!(fx.jobs.len(), budget::MAX_JOBS_PER_NOTIFICATION as usize);
+    let capped = fx.history.iter().any(|h| {
+        matches!(h, HistoryRecord::Timeline { entry, .. }
+            if entry.kind == "escalation_capped" && entry.detail.contains("sent to 0 of 5"))
+    });
+    assert!(capped, "{:?}", fx.history);
+    assert!(
+        rec.unwrap().reach.escalations.is_empty(),
+        "the escalation is over"
+    );
+}

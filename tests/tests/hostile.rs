@@ -1,0 +1,136 @@
+//! Attacks from tenants and from outside, against the real pipeline, each beside a bystander
+//! tenant: the attacker gets an error or nothing, the bystander's notifications are
+//! delivered as if nothing happened, nothing is lost, the services stay ready.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tocsin_testkit::wait_for;
+use tocsin_tests::Harness;
+
+/// A webhook receiver on loopback that records the titles it gets.
+async fn receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<String>>>)> {
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |State(got): State<Arc<Mutex<Vec<String>>>>, body: axum::body::Bytes| async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    got.lock()
+                        .unwrap()
+                        .push(v["title"].as_str().unwrap_or_default().to_owned());
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, got))
+}
+
+/// A tarpit: takes connections and never answers. Returns its URL and how many connections
+/// it took.
+async fn tarpit() -> anyhow::Result<(String, Arc<Mutex<usize>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let taken: Arc<Mutex<usize>> = Arc::default();
+    let t = taken.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            *t.lock().unwrap() += 1;
+            held.push(s);
+        }
+    });
+    Ok((url, taken))
+}
+
+/// The report: tarpit webhooks and a few hundred publishes blocked every other tenant's
+/// webhooks for hours, because the jobs waiting behind the tarpit filled the channel's
+/// window. Now the attacker holds at most its share, its other jobs are parked in the
+/// stream, its failing destinations are paused, and a bystander's webhook is delivered at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tarpit_webhooks_of_one_tenant_do_not_delay_another_tenants() -> anyhow::Result<()> {
+    const WINDOW: i64 = 40;
+    const SHARE: usize = 8;
+    let h = Harness::start_with("tarpit", |s| {
+        s.delivery.max_ack_pending = WINDOW;
+        s.delivery.max_held_per_user = SHARE;
+        s.delivery.breaker_failures = 3;
+        s.delivery.webhook_timeout_secs = 5;
+        s.bus.max_deliver = 5;
+    })
+    .await?;
+    let (_m, mallory, _) = h.create_user("mallory").await?;
+    let (_b, bystander, _) = h.create_user("bystander").await?;
+    let mut tarpits = Vec::new();
+    for _ in 0..3 {
+        let (url, taken) = tarpit().await?;
+        h.add_destination(&mallory, json!({"channel": "webhook", "address": url}))
+            .await?;
+        tarpits.push(taken);
+    }
+    let (url, got) = receiver().await?;
+    h.add_destination(&bystander, json!({"channel": "webhook", "address": url}))
+        .await?;
+    // the attacker: three tarpits, each notification to all of them: 6x the window in jobs
+    for i in 0..2 * WINDOW {
+        h.publish(&mallory, json!({"title": format!("m{i}"), "priority": 4}))
+            .await?;
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the tarpits taking requests",
+        || async { (tarpits.iter().all(|t| *t.lock().unwrap() > 0)).then_some(()) },
+    )
+    .await?;
+    // the bystander, while the tarpits hold their connections
+    let started = Instant::now();
+    for i in 0..10 {
+        h.publish(&bystander, json!({"title": format!("b{i}")}))
+            .await?;
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "the bystander's ten webhooks",
+        || async { (got.lock().unwrap().len() >= 10).then_some(()) },
+    )
+    .await?;
+    let took = started.elapsed();
+    eprintln!("the bystander's 10 webhooks arrived in {took:?} beside 3 tarpits");
+    let titles = got.lock().unwrap().clone();
+    let want: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    assert_eq!(titles, want, "each once, in order");
+
+    // what the attacker holds of the window is its share; the rest waits in the stream
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
+    let js_stream = bus.jetstream().get_stream(&stream).await?;
+    let mut main: async_nats::jetstream::consumer::PullConsumer = js_stream
+        .get_consumer("delivery-webhook")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let held = main.info().await?.num_ack_pending;
+    assert!(
+        held <= SHARE,
+        "the attacker holds {held} jobs, over {SHARE}"
+    );
+    let mut parked: async_nats::jetstream::consumer::PullConsumer = js_stream
+        .get_consumer("delivery-webhook-parked")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let info = parked.info().await?;
+    assert!(
+        info.num_pending + info.num_ack_pending as u64 > 0,
+        "the attacker's other jobs are parked"
+    );
+    bus.drain().await;
+    h.shutdown().await;
+    Ok(())
+}
