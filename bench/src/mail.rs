@@ -99,6 +99,8 @@ pub async fn run(opts: MailBenchOptions) -> Result<MailReport> {
             smtp_listen: format!("127.0.0.1:{smtp_port}"),
             smtp_per_address_per_minute: 0,
             smtp_max_connections: opts.senders.max(1) * 2,
+            // every sender is on loopback: one client
+            smtp_max_connections_per_client: opts.senders.max(1) * 2,
             ..Default::default()
         },
     };

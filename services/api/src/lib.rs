@@ -189,24 +189,12 @@ async fn limit_per_ip(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match state.per_ip.take(&client_key(peer.ip())) {
+    match state
+        .per_ip
+        .take(&tocsin_runtime::clients::client_key(peer.ip()))
+    {
         Ok(()) => next.run(req).await,
         Err(wait) => rate_limited(wait, "from this address"),
-    }
-}
-
-/// Whose request it is, for the per-address limit: an IPv4 address, or an IPv6 /64 (one
-/// subscriber's network: a client walking through its own /64 is still one client).
-fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => std::net::IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
     }
 }
 
@@ -221,26 +209,4 @@ fn rate_limited(wait: Duration, whose: &str) -> Response {
 
 pub(crate) fn bus_error(e: BusError) -> ApiError {
     ApiError::unavailable(format!("the bus is unavailable: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::client_key;
-
-    #[test]
-    fn ipv6_clients_are_limited_by_their_64() {
-        let a = client_key("2001:db8:1:2:aaaa::1".parse().unwrap());
-        let b = client_key("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap());
-        let c = client_key("2001:db8:1:3::1".parse().unwrap());
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(
-            client_key("::ffff:192.0.2.7".parse().unwrap()),
-            client_key("192.0.2.7".parse().unwrap())
-        );
-        assert_ne!(
-            client_key("192.0.2.7".parse().unwrap()),
-            client_key("192.0.2.8".parse().unwrap())
-        );
-    }
 }

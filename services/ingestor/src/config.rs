@@ -55,6 +55,14 @@ pub struct IngestorConfig {
     pub smtp_hostname: String,
     pub smtp_max_message_bytes: usize,
     pub smtp_max_connections: usize,
+    /// Sessions one client (an IPv4 address or an IPv6 /64) may hold at once.
+    pub smtp_max_connections_per_client: usize,
+    /// The longest a session may last, however busy it keeps itself.
+    pub smtp_max_session_secs: u64,
+    /// Message bytes all sessions together may hold while they receive (each DATA reserves
+    /// `smtp_max_message_bytes`; a session that cannot reserve in time gets 421): what the
+    /// SMTP ingress may take of the ingestor's memory.
+    pub smtp_max_buffered_bytes: usize,
     pub smtp_timeout_secs: u64,
     /// Messages one inbound address accepts per minute; 0: no limit.
     pub smtp_per_address_per_minute: u32,
@@ -97,6 +105,9 @@ impl Default for IngestorConfig {
             smtp_hostname: "tocsin.localhost".into(),
             smtp_max_message_bytes: 10 * 1024 * 1024,
             smtp_max_connections: 64,
+            smtp_max_connections_per_client: 8,
+            smtp_max_session_secs: 600,
+            smtp_max_buffered_bytes: 128 * 1024 * 1024,
             smtp_timeout_secs: 60,
             smtp_per_address_per_minute: 60,
             smtp_tls_cert: String::new(),
@@ -160,9 +171,11 @@ impl IngestorConfig {
         if !self.smtp_listen.is_empty()
             && (self.smtp_max_message_bytes == 0
                 || self.smtp_max_connections == 0
+                || self.smtp_max_connections_per_client == 0
+                || self.smtp_max_session_secs == 0
                 || self.smtp_timeout_secs == 0)
         {
-            p.push("ingestor.smtp_max_message_bytes, smtp_max_connections and smtp_timeout_secs: must be greater than 0".into());
+            p.push("ingestor.smtp_max_message_bytes, smtp_max_connections, smtp_max_connections_per_client, smtp_max_session_secs and smtp_timeout_secs: must be greater than 0".into());
         }
         if !self.smtp_dns_server.is_empty()
             && self

@@ -112,6 +112,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             hostname: shared.cfg.smtp_hostname.clone(),
             max_message_bytes: shared.cfg.smtp_max_message_bytes,
             max_connections: shared.cfg.smtp_max_connections,
+            max_connections_per_client: shared.cfg.smtp_max_connections_per_client,
+            max_session: Duration::from_secs(shared.cfg.smtp_max_session_secs),
+            max_buffered_bytes: shared
+                .cfg
+                .smtp_max_buffered_bytes
+                .max(shared.cfg.smtp_max_message_bytes),
             command_timeout: Duration::from_secs(shared.cfg.smtp_timeout_secs),
             max_recipients: 50,
             per_address_per_minute: shared.cfg.smtp_per_address_per_minute,

@@ -29,6 +29,12 @@ pub struct SmtpSettings {
     pub hostname: String,
     pub max_message_bytes: usize,
     pub max_connections: usize,
+    /// Sessions per client (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_client: usize,
+    /// The longest a session may last.
+    pub max_session: Duration,
+    /// Message bytes all sessions may hold while receiving (at least `max_message_bytes`).
+    pub max_buffered_bytes: usize,
     pub command_timeout: Duration,
     pub max_recipients: usize,
     /// Messages one inbound address accepts per minute (a burst of as many); 0: no limit.
@@ -94,6 +100,9 @@ struct Ctx {
     avatars: kv::Store,
     cfg: SmtpSettings,
     connections: Semaphore,
+    per_client: tocsin_runtime::clients::PerClient,
+    /// Message buffers, in KiB: each DATA reserves `max_message_bytes` of it.
+    buffers: Semaphore,
     /// Messages per inbound address and minute.
     limits: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     reported: Reported,
@@ -111,6 +120,8 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         shutdown: shutdown.clone(),
         connections: Semaphore::new(cfg.max_connections),
+        per_client: tocsin_runtime::clients::PerClient::new(cfg.max_connections_per_client),
+        buffers: Semaphore::new(cfg.max_buffered_bytes.div_ceil(1024)),
         limits: tocsin_runtime::rate::KeyedRateLimit::new(cfg.per_address_per_minute),
         reported: Reported::default(),
         bus,
@@ -134,6 +145,15 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         tasks.spawn(async move {
+            let Some(_slot) = ctx.per_client.open(peer.ip()) else {
+                let mut s = stream;
+                let _ = s
+                    .write_all(
+                        b"421 4.7.0 too many connections from your network, try again later\r\n",
+                    )
+                    .await;
+                return;
+            };
             let Ok(_permit) = ctx.connections.try_acquire() else {
                 let mut s = stream;
                 let _ = s
@@ -141,8 +161,19 @@ pub async fn serve(
                     .await;
                 return;
             };
-            if let Err(e) = session(&ctx, Box::new(stream), false, peer.ip()).await {
-                debug!(%peer, error = %e, "smtp session ended");
+            // the session says goodbye itself at its deadline; this is the hard stop should
+            // a write or a DATA transfer still hold it
+            let deadline = tokio::time::Instant::now() + ctx.cfg.max_session;
+            let hard = ctx.cfg.max_session + ctx.cfg.command_timeout;
+            match tokio::time::timeout(
+                hard,
+                session(&ctx, Box::new(stream), false, peer.ip(), deadline),
+            )
+            .await
+            {
+                Ok(Err(e)) => debug!(%peer, error = %e, "smtp session ended"),
+                Ok(Ok(())) => {}
+                Err(_) => debug!(%peer, "smtp session cut at its lifetime"),
             }
         });
     }
@@ -193,6 +224,7 @@ fn session<'a>(
     stream: Box<dyn Io + 'a>,
     secured: bool,
     peer: std::net::IpAddr,
+    deadline: tokio::time::Instant,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + 'a>> {
     Box::pin(async move {
         let host = ctx.cfg.hostname.clone();
@@ -213,6 +245,10 @@ fn session<'a>(
             let next = tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
                     w.write_all(b"421 4.3.2 shutting down, try again later\r\n").await?;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    w.write_all(b"421 4.4.2 session lasted too long, closing\r\n").await?;
                     return Ok(());
                 }
                 l = read_line(&mut r, 1000, timeout) => l,
@@ -309,6 +345,17 @@ fn session<'a>(
                 },
                 "DATA" if rcpts.is_empty() => "503 5.5.1 RCPT first\r\n".into(),
                 "DATA" => {
+                    // the buffer this message may need, reserved before any of it is read
+                    let kib = ctx.cfg.max_message_bytes.div_ceil(1024) as u32;
+                    let Ok(Ok(_buffer)) =
+                        tokio::time::timeout(timeout, ctx.buffers.acquire_many(kib)).await
+                    else {
+                        w.write_all(
+                            b"421 4.3.2 too busy receiving other messages, try again later\r\n",
+                        )
+                        .await?;
+                        return Ok(());
+                    };
                     w.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
                         .await?;
                     let data = match read_data(&mut r, ctx.cfg.max_message_bytes, timeout).await? {
@@ -374,7 +421,7 @@ fn session<'a>(
                                 "TLS handshake timeout",
                             )
                         })??;
-                    return session(ctx, Box::new(tls), true, peer).await;
+                    return session(ctx, Box::new(tls), true, peer, deadline).await;
                 }
                 "STARTTLS" if secured => "503 5.5.1 TLS already active\r\n".into(),
                 "STARTTLS" => {

@@ -1,0 +1,152 @@
+//! SMTP sessions against the real ingestor: a session waiting for its next command is told
+//! "421 shutting down" at shutdown and `run` returns; one client holds at most its share of
+//! the sessions, and no session outlives its lifetime however busy it keeps itself.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tocsin_bus::BusConfig;
+use tocsin_testkit::{NatsServer, free_port, unique_prefix};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+
+struct Ingress {
+    _nats: NatsServer,
+    port: u16,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), tocsin_runtime::ServiceError>>,
+}
+
+/// The ingestor with its SMTP ingress on a free loopback port, as `tweak` sets it.
+async fn start(tweak: impl FnOnce(&mut tocsin_ingestor::IngestorConfig)) -> Ingress {
+    tocsin_runtime::install_crypto();
+    let nats = NatsServer::start().expect("nats-server");
+    let port = free_port();
+    let mut ingestor = tocsin_ingestor::IngestorConfig {
+        ops_listen: String::new(),
+        smtp_listen: format!("127.0.0.1:{port}"),
+        // a session left to its command timeout would outlive these tests' patience
+        smtp_timeout_secs: 300,
+        ..Default::default()
+    };
+    tweak(&mut ingestor);
+    let config = tocsin_ingestor::Config {
+        bus: BusConfig {
+            url: nats.url(),
+            prefix: unique_prefix("smtpsess"),
+            ..Default::default()
+        },
+        ingestor,
+    };
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(tocsin_ingestor::run(config, shutdown.clone()));
+    tocsin_testkit::wait_for(Duration::from_secs(30), "the SMTP ingress", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await
+    .expect("listening");
+    Ingress {
+        _nats: nats,
+        port,
+        shutdown,
+        run,
+    }
+}
+
+type Session = (BufReader<OwnedReadHalf>, OwnedWriteHalf);
+
+/// Connect from `from` (any loopback address: 127.0.0.0/8 is all ours) and read the first
+/// line the server says.
+async fn connect(port: u16, from: &str) -> (Session, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket
+        .connect(SocketAddr::new("127.0.0.1".parse().unwrap(), port))
+        .await
+        .unwrap();
+    let (r, w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let first = line(&mut r).await;
+    ((r, w), first)
+}
+
+async fn line(r: &mut BufReader<OwnedReadHalf>) -> String {
+    let mut l = String::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_line(&mut l))
+        .await
+        .expect("a line from the server")
+        .unwrap();
+    l
+}
+
+async fn ehlo((r, w): &mut Session) {
+    w.write_all(b"EHLO test.example\r\n").await.unwrap();
+    while !line(r).await.starts_with("250 ") {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_smtp_session_is_closed_with_421_and_run_returns() {
+    let ingress = start(|_| {}).await;
+    let (mut s, greeting) = connect(ingress.port, "127.0.0.1").await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    ehlo(&mut s).await;
+    ingress.shutdown.cancel();
+    let said = line(&mut s.0).await;
+    assert!(said.starts_with("421 "), "{said}");
+    tokio::time::timeout(Duration::from_secs(30), ingress.run)
+        .await
+        .expect("the ingestor did not stop")
+        .unwrap()
+        .expect("run ends cleanly");
+}
+
+/// The report: 64 slots shared by everyone and no session lifetime, so one client could
+/// hold every slot for as long as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holds_its_share_of_sessions_for_at_most_their_lifetime() {
+    let ingress = start(|c| {
+        c.smtp_max_connections_per_client = 2;
+        c.smtp_max_session_secs = 3;
+    })
+    .await;
+    let port = ingress.port;
+    let (mut a, greeting) = connect(port, "127.0.0.1").await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let (_b, greeting) = connect(port, "127.0.0.1").await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    let (_c, refused) = connect(port, "127.0.0.1").await;
+    assert!(refused.starts_with("421 4.7.0"), "{refused}");
+    // another client is served meanwhile
+    let (_d, greeting) = connect(port, "127.0.0.2").await;
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    // a session that keeps itself busy is still closed at its lifetime
+    ehlo(&mut a).await;
+    let started = std::time::Instant::now();
+    let closed = loop {
+        a.1.write_all(b"NOOP\r\n").await.unwrap();
+        let said = line(&mut a.0).await;
+        if !said.starts_with("250") {
+            break said;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the session outlived its lifetime"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(closed.starts_with("421 4.4.2"), "{closed}");
+    drop(a);
+    // its slot is given back
+    let again = tocsin_testkit::wait_for(Duration::from_secs(10), "a slot given back", || async {
+        let (_s, greeting) = connect(port, "127.0.0.1").await;
+        greeting.starts_with("220 ").then_some(greeting)
+    })
+    .await;
+    assert!(again.is_ok());
+    ingress.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), ingress.run).await;
+}
