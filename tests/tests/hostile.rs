@@ -134,3 +134,54 @@ async fn tarpit_webhooks_of_one_tenant_do_not_delay_another_tenants() -> anyhow:
     h.shutdown().await;
     Ok(())
 }
+
+/// The report: IMAP sources connected anywhere (internal port scans), and `tls: none` sent a
+/// password to any host. Now an IMAP host goes through the address guard like every URL: with
+/// loopback not allowed, a source on 127.0.0.1 is refused with the reason, and nothing
+/// connects to the listener there; the bystander is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_source_on_a_refused_address_is_never_contacted() -> anyhow::Result<()> {
+    let h = Harness::start_with("imapguard", |s| s.ingestor.allow_loopback = false).await?;
+    let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = internal.local_addr()?.port();
+    let contacted: Arc<Mutex<usize>> = Arc::default();
+    let c = contacted.clone();
+    tokio::spawn(async move {
+        while internal.accept().await.is_ok() {
+            *c.lock().unwrap() += 1;
+        }
+    });
+    let (_m, mallory, _) = h.create_user("mallory").await?;
+    let (_b, bystander, _) = h.create_user("bystander").await?;
+    let (url, got) = receiver().await?;
+    h.add_destination(&bystander, json!({"channel": "webhook", "address": url}))
+        .await?;
+    h.add_source(
+        &mallory,
+        json!({
+            "kind": "imap", "host": "127.0.0.1", "port": port, "tls": "none",
+            "username": "scan", "password": "secret-password"
+        }),
+    )
+    .await?;
+    let sources = h.wait_sources_checked(&mallory, 1).await?;
+    let status = &sources[0]["status"];
+    assert_eq!(status["ok"], false, "{status}");
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(error.contains("loopback address; refused"), "{error}");
+    assert_eq!(
+        *contacted.lock().unwrap(),
+        0,
+        "nothing reached the listener"
+    );
+    h.publish(&bystander, json!({"title": "still here"}))
+        .await?;
+    wait_for(
+        Duration::from_secs(20),
+        "the bystander's webhook",
+        || async { (got.lock().unwrap().as_slice() == ["still here"]).then_some(()) },
+    )
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}

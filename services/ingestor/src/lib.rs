@@ -87,6 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         bus.clone(),
         Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
         shared.cfg.smtp_max_message_bytes,
+        shared.cfg.policy(),
         shutdown.clone(),
         tasks.clone(),
     )

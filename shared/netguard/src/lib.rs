@@ -33,7 +33,17 @@ impl AddressPolicy {
         match ip {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
-                if v4.is_broadcast() || o[0] == 0 || o[0] >= 240 {
+                // TEST-NET-1/2/3, benchmarking (198.18.0.0/15) and the old 6to4 relay anycast
+                // (192.88.99.0/24) never reach a real server on the internet
+                let reserved = v4.is_broadcast()
+                    || o[0] == 0
+                    || o[0] >= 240
+                    || (o[0], o[1], o[2]) == (192, 0, 2)
+                    || (o[0], o[1], o[2]) == (198, 51, 100)
+                    || (o[0], o[1], o[2]) == (203, 0, 113)
+                    || (o[0], o[1], o[2]) == (192, 88, 99)
+                    || (o[0] == 198 && (o[1] & 0xfe) == 18);
+                if reserved {
                     return Some("a reserved address");
                 }
                 let private = v4.is_private()
@@ -44,6 +54,15 @@ impl AddressPolicy {
                     .then_some("a private, link-local or metadata address")
             }
             IpAddr::V6(v6) => {
+                let s = v6.segments();
+                // documentation (2001:db8::/32), benchmarking (2001:2::/48), the deprecated
+                // site-local range (fec0::/10)
+                if (s[0] == 0x2001 && s[1] == 0xdb8)
+                    || (s[0] == 0x2001 && s[1] == 2 && s[2] == 0)
+                    || (s[0] & 0xffc0) == 0xfec0
+                {
+                    return Some("a reserved address");
+                }
                 let private = v6.is_unique_local() || v6.is_unicast_link_local();
                 (private && !self.allow_private).then_some("a private or link-local address")
             }
@@ -51,8 +70,9 @@ impl AddressPolicy {
     }
 }
 
-/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible and NAT64 (`64:ff9b::/96`) addresses
-/// judged as the IPv4 address they carry.
+/// IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible, NAT64 (`64:ff9b::/96`), 6to4
+/// (`2002:aabb:ccdd::/48`) and Teredo (`2001:0::/32`, the client's address inverted in the
+/// last 32 bits) addresses judged as the IPv4 address they carry.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => {
@@ -60,6 +80,13 @@ fn canonical(ip: IpAddr) -> IpAddr {
                 return IpAddr::V4(v4);
             }
             let s = v6.segments();
+            let o = v6.octets();
+            if s[0] == 0x2002 {
+                return IpAddr::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+            }
+            if s[0] == 0x2001 && s[1] == 0 {
+                return IpAddr::V4(Ipv4Addr::new(!o[12], !o[13], !o[14], !o[15]));
+            }
             if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
                 let o = v6.octets();
                 return IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
@@ -106,6 +133,58 @@ impl reqwest::dns::Resolve for GuardedResolver {
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// A TCP connection on a user's behalf to `host:port` (a name or a literal address), to an
+/// address the policy allows, within `timeout`: for protocols other than HTTP (IMAP). Returns
+/// the stream and the address it reached.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    policy: AddressPolicy,
+    timeout: std::time::Duration,
+) -> Result<(tokio::net::TcpStream, IpAddr), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    if (name == "localhost" || name.ends_with(".localhost")) && !policy.allow_loopback {
+        return Err(format!("{host} is a loopback address; refused"));
+    }
+    let attempt = async {
+        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((bare, port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect(),
+        };
+        let mut last = format!("{host} has no address");
+        for a in addrs {
+            if let Some(why) = policy.refuse(a.ip()) {
+                last = format!("{host} is {why}; refused");
+                continue;
+            }
+            match tokio::net::TcpStream::connect(a).await {
+                Ok(s) => return Ok((s, a.ip())),
+                Err(e) => last = format!("cannot connect to {a}: {e}"),
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| format!("connecting to {host}:{port} timed out"))?
+}
+
+/// Whether `ip` is on this machine or its own network (loopback, private, link-local):
+/// where plain text may go.
+pub fn is_local(ip: IpAddr) -> bool {
+    AddressPolicy::default().refuse(ip).is_some()
+        && AddressPolicy {
+            allow_loopback: true,
+            allow_private: true,
+        }
+        .refuse(ip)
+        .is_none()
 }
 
 /// Check a URL's literal host (an IP in the URL never goes through the resolver).
@@ -232,6 +311,16 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
             "::127.0.0.1",
+            // 6to4 of 127.0.0.1 and of 169.254.169.254, Teredo of 10.0.0.1
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+            // TEST-NET, benchmarking, documentation
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.19.255.1",
+            "2001:db8::1",
         ] {
             let ip: IpAddr = a.parse().unwrap();
             assert!(p.refuse(ip).is_some(), "{a} allowed");
@@ -249,6 +338,24 @@ mod tests {
         };
         assert!(lo.refuse("127.0.0.1".parse().unwrap()).is_none());
         assert!(lo.refuse("10.0.0.1".parse().unwrap()).is_some());
+    }
+
+    #[tokio::test]
+    async fn tcp_connections_reach_only_allowed_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = std::time::Duration::from_secs(5);
+        for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "2130706433"] {
+            let refused = connect(host, port, AddressPolicy::default(), t).await;
+            assert!(refused.is_err(), "{host}");
+        }
+        let lo = AddressPolicy {
+            allow_loopback: true,
+            allow_private: false,
+        };
+        let (_s, ip) = connect("127.0.0.1", port, lo, t).await.unwrap();
+        assert!(is_local(ip));
+        assert!(!is_local("93.184.216.34".parse().unwrap()));
     }
 
     #[test]

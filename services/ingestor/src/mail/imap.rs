@@ -11,6 +11,7 @@
 //! are kept in the ingestor's `imap` bucket (key `<user>.<source>`), so a restart resumes
 //! every watch. The password never enters the user's record.
 
+use crate::mail::capped::{Budget, Capped};
 use crate::mail::parse as mail;
 use crate::mail::plan;
 use async_imap::Session;
@@ -36,6 +37,7 @@ pub struct Watches {
     poll: Duration,
     /// Larger messages are skipped (marked seen, reported in the log): the SMTP ingress's limit.
     max_bytes: usize,
+    policy: tocsin_netguard::AddressPolicy,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
     /// The ingestor's tasks: it waits for every watch before draining the bus.
@@ -61,6 +63,7 @@ impl Watches {
         bus: Bus,
         poll: Duration,
         max_bytes: usize,
+        policy: tocsin_netguard::AddressPolicy,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Arc<Watches>, BusError> {
@@ -70,6 +73,7 @@ impl Watches {
             kv: kv.clone(),
             poll,
             max_bytes,
+            policy,
             running: Mutex::default(),
             shutdown,
             tasks,
@@ -145,6 +149,7 @@ impl Watches {
         let limits = Limits {
             poll: self.poll,
             max_bytes: self.max_bytes,
+            policy: self.policy,
         };
         let span = info_span!("imap", user = %sub.user, source = %sub.source_id);
         self.tasks
@@ -156,6 +161,25 @@ impl Watches {
 struct Limits {
     poll: Duration,
     max_bytes: usize,
+    /// Where a user's IMAP host may be (the ingestor's address guard).
+    policy: tocsin_netguard::AddressPolicy,
+}
+
+/// How long any one exchange with the server may take (IDLE's wait excepted).
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// What the server may send in answer to a command other than a message fetch (a SEARCH of a
+/// huge mailbox included).
+const CONTROL_BYTES: usize = 16 * 1024 * 1024;
+
+/// `fut` within [`IO_TIMEOUT`], its error described as `what`.
+async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    tokio::time::timeout(IO_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{what}: no answer within {}s", IO_TIMEOUT.as_secs()))?
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 /// Keep watching until cancelled, reconnecting with backoff.
@@ -228,17 +252,21 @@ async fn session(
     limits: Limits,
     stop: &CancellationToken,
 ) -> Result<(), String> {
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::net::TcpStream::connect((host, port)),
-    )
-    .await
-    .map_err(|_| "connecting timed out".to_owned())?
-    .map_err(|e| format!("cannot connect: {e}"))?;
+    let (tcp, ip) =
+        tocsin_netguard::connect(host, port, limits.policy, Duration::from_secs(20)).await?;
+    let budget = Budget::default();
+    budget.set(CONTROL_BYTES);
     match tls {
         ImapTls::None => {
+            // a password in plain text goes to this machine or its own network, nowhere else
+            if !tocsin_netguard::is_local(ip) {
+                return Err(format!(
+                    "{host} ({ip}) is not on this machine or its network, and tls is none: the password would cross the internet in plain text; use tls"
+                ));
+            }
+            let tcp = Capped::new(tcp, budget.clone());
             login_and_watch(
-                bus, sub, filter, tcp, username, password, mailbox, limits, stop,
+                bus, sub, filter, tcp, &budget, username, password, mailbox, limits, stop,
             )
             .await
         }
@@ -250,12 +278,14 @@ async fn session(
                 .with_no_client_auth();
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_owned())
                 .map_err(|e| format!("{host:?} is not a server name: {e}"))?;
-            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let tcp = Capped::new(tcp, budget.clone());
+            let stream = within(
+                "TLS",
+                tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+            )
+            .await?;
             login_and_watch(
-                bus, sub, filter, stream, username, password, mailbox, limits, stop,
+                bus, sub, filter, stream, &budget, username, password, mailbox, limits, stop,
             )
             .await
         }
@@ -268,6 +298,7 @@ async fn login_and_watch<T>(
     sub: &ImapSubscription,
     filter: &CompiledFilter,
     stream: T,
+    budget: &Budget,
     username: &str,
     password: &str,
     mailbox: &str,
@@ -278,23 +309,23 @@ where
     T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
 {
     let mut client = async_imap::Client::new(stream);
-    client
-        .read_response()
-        .await
-        .map_err(|e| format!("no greeting: {e}"))?;
-    let mut session = client
-        .login(username, password)
-        .await
-        .map_err(|(e, _)| format!("login as {username} refused: {e}"))?;
-    let idle = session
-        .capabilities()
+    let greeting = within("no greeting", client.read_response()).await?;
+    if greeting.is_none() {
+        return Err("no greeting: the connection closed".into());
+    }
+    let mut session = within(&format!("login as {username} refused"), async {
+        client.login(username, password).await.map_err(|(e, _)| e)
+    })
+    .await?;
+    let idle = within("CAPABILITY", session.capabilities())
         .await
         .map(|c| c.has_str("IDLE"))
         .unwrap_or(false);
-    session
-        .select(mailbox)
-        .await
-        .map_err(|e| format!("cannot select {mailbox:?}: {e}"))?;
+    within(
+        &format!("cannot select {mailbox:?}"),
+        session.select(mailbox),
+    )
+    .await?;
     info!(idle, "watching the mailbox");
     report(
         bus,
@@ -308,16 +339,17 @@ where
     )
     .await;
     loop {
-        take_unseen(bus, sub, filter, limits.max_bytes, &mut session).await?;
+        take_unseen(bus, sub, filter, limits.max_bytes, budget, &mut session).await?;
+        budget.set(CONTROL_BYTES);
         if idle {
             let mut handle = session.idle();
-            handle.init().await.map_err(|e| format!("IDLE: {e}"))?;
+            within("IDLE", handle.init()).await?;
             let (wait, _interrupt) = handle.wait_with_timeout(Duration::from_secs(25 * 60));
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 r = wait => { r.map_err(|e| format!("IDLE: {e}"))?; }
             }
-            session = handle.done().await.map_err(|e| format!("IDLE: {e}"))?;
+            session = within("IDLE", handle.done()).await?;
         } else {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
@@ -333,65 +365,81 @@ async fn take_unseen<T>(
     sub: &ImapSubscription,
     filter: &CompiledFilter,
     max_bytes: usize,
+    budget: &Budget,
     session: &mut Session<T>,
 ) -> Result<(), String>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
 {
-    let mut uids: Vec<u32> = session
-        .uid_search("UNSEEN")
-        .await
-        .map_err(|e| format!("SEARCH: {e}"))?
+    budget.set(CONTROL_BYTES);
+    let mut uids: Vec<u32> = within("SEARCH", session.uid_search("UNSEEN"))
+        .await?
         .into_iter()
         .collect();
     uids.sort_unstable();
     for uid in uids {
-        // the size first: a huge message is never read into memory
-        let size = {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "RFC822.SIZE")
-                .await
-                .map_err(|e| format!("FETCH: {e}"))?;
-            let mut size = 0;
-            while let Some(f) = fetches.next().await {
-                size = f.map_err(|e| format!("FETCH: {e}"))?.size.unwrap_or(0);
-            }
-            size as usize
-        };
-        let raw = if size > max_bytes {
-            warn!(
-                uid,
-                size,
-                max_bytes,
-                "a message over the size limit (ingestor.smtp_max_message_bytes) is skipped and marked seen"
-            );
-            None
-        } else {
-            let mut fetches = session
-                .uid_fetch(uid.to_string(), "BODY.PEEK[]")
-                .await
-                .map_err(|e| format!("FETCH: {e}"))?;
-            let mut raw = None;
-            while let Some(f) = fetches.next().await {
-                let f = f.map_err(|e| format!("FETCH: {e}"))?;
-                if let Some(b) = f.body() {
-                    raw = Some(b.to_vec());
-                }
-            }
-            raw
-        };
-        if let Some(raw) = raw {
+        if let Some(raw) = fetch_message(session, uid, max_bytes, budget).await? {
             publish(bus, sub, filter, raw).await?;
         }
-        let mut stored = session
-            .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
-            .await
-            .map_err(|e| format!("STORE: {e}"))?;
-        while let Some(r) = stored.next().await {
-            r.map_err(|e| format!("STORE: {e}"))?;
-        }
+        budget.set(CONTROL_BYTES);
+        within("STORE", async {
+            let mut stored = session
+                .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
+                .await?;
+            while let Some(r) = stored.next().await {
+                r?;
+            }
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await?;
     }
     Ok(())
+}
+
+/// Message `uid`, unless it is over `max_bytes`: by the size the server reports (then it is
+/// not fetched), or by what the server actually sends (the stream's budget cuts it off).
+pub(crate) async fn fetch_message<T>(
+    session: &mut Session<T>,
+    uid: u32,
+    max_bytes: usize,
+    budget: &Budget,
+) -> Result<Option<Vec<u8>>, String>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug,
+{
+    budget.set(CONTROL_BYTES);
+    let size = within("FETCH", async {
+        let mut fetches = session.uid_fetch(uid.to_string(), "RFC822.SIZE").await?;
+        let mut size = 0;
+        while let Some(f) = fetches.next().await {
+            size = f?.size.unwrap_or(0);
+        }
+        Ok::<_, async_imap::error::Error>(size as usize)
+    })
+    .await?;
+    if size > max_bytes {
+        warn!(
+            uid,
+            size,
+            max_bytes,
+            "a message over the size limit (ingestor.smtp_max_message_bytes) is skipped and marked seen"
+        );
+        return Ok(None);
+    }
+    // what the answer may take: the message, and room for the FETCH response around it
+    budget.set(max_bytes + 64 * 1024);
+    within("FETCH", async {
+        let mut fetches = session.uid_fetch(uid.to_string(), "BODY.PEEK[]").await?;
+        let mut raw = None;
+        while let Some(f) = fetches.next().await {
+            if let Some(b) = f?.body() {
+                raw = Some(b.to_vec());
+            }
+        }
+        Ok::<_, async_imap::error::Error>(raw)
+    })
+    .await
+    .map_err(|e| format!("{e} (message {uid} said it was {size} bytes)"))
 }
 
 async fn publish(
@@ -428,4 +476,74 @@ async fn publish(
     bus.notify(n, events, "ingestor")
         .await
         .map_err(|e| format!("cannot queue the notification: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// A scripted IMAP server on one end of a pipe: it accepts any login and answers a
+    /// message's size with `says`, then sends `sends` bytes as the message.
+    async fn lying_server(end: tokio::io::DuplexStream, says: usize, sends: usize) {
+        let (r, mut w) = tokio::io::split(end);
+        let mut r = BufReader::new(r);
+        let _ = w.write_all(b"* OK fake IMAP ready\r\n").await;
+        let mut line = String::new();
+        while r.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+            let tag = line.split_whitespace().next().unwrap_or("*").to_owned();
+            let answer = if line.contains("RFC822.SIZE") {
+                format!("* 1 FETCH (UID 7 RFC822.SIZE {says})\r\n{tag} OK done\r\n")
+            } else if line.contains("BODY.PEEK[]") {
+                let _ = w
+                    .write_all(format!("* 1 FETCH (UID 7 BODY[] {{{sends}}}\r\n").as_bytes())
+                    .await;
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = sends;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if w.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                format!(")\r\n{tag} OK done\r\n")
+            } else {
+                format!("{tag} OK done\r\n")
+            };
+            if w.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            line.clear();
+        }
+    }
+
+    async fn fetch_from(says: usize, sends: usize) -> Result<Option<Vec<u8>>, String> {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(lying_server(theirs, says, sends));
+        let budget = Budget::default();
+        budget.set(CONTROL_BYTES);
+        let mut client = async_imap::Client::new(Capped::new(ours, budget.clone()));
+        client.read_response().await.unwrap();
+        let mut session = client.login("u", "p").await.map_err(|(e, _)| e).unwrap();
+        fetch_message(&mut session, 7, 10_000, &budget).await
+    }
+
+    /// The report: the server's reported size was trusted, so a server that says 100 bytes
+    /// and sends 5 MB had all of it read into memory.
+    #[tokio::test]
+    async fn what_the_server_sends_is_bounded_not_what_it_says() {
+        let honest = fetch_from(100, 100).await.unwrap().unwrap();
+        assert_eq!(honest.len(), 100);
+        assert_eq!(
+            fetch_from(20_000, 20_000).await.unwrap(),
+            None,
+            "skipped by size"
+        );
+        let e = fetch_from(100, 5_000_000).await.unwrap_err();
+        assert!(
+            e.contains("size limit") && e.contains("said it was 100 bytes"),
+            "{e}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! the same way and turned into notifications by the same plan.
 
 pub mod auth;
+pub mod capped;
 pub mod imap;
 pub mod parse;
 pub mod plan;
