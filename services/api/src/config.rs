@@ -38,6 +38,16 @@ pub struct ApiConfig {
     pub rate_per_user_per_minute: u32,
     /// Live streams (`/v1/stream`) one user may hold open at once; more get 429.
     pub max_streams_per_user: usize,
+    /// Connections the API holds in all; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Connections one client (an IPv4 address or an IPv6 /64; behind a proxy, the proxy)
+    /// may hold.
+    pub max_connections_per_client: usize,
+    /// A new connection's first request must arrive within this long (more than the
+    /// command and query timeouts, so no answer is cut off).
+    pub header_timeout_secs: u64,
+    /// A connection with nothing read or written for this long is closed.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +66,10 @@ impl Default for ApiConfig {
             rate_per_ip_per_minute: 1200,
             rate_per_user_per_minute: 600,
             max_streams_per_user: 8,
+            max_connections: 512,
+            max_connections_per_client: 64,
+            header_timeout_secs: 30,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -63,6 +77,16 @@ impl Default for ApiConfig {
 tocsin_runtime::service_config!(api: ApiConfig, ops: listen);
 
 impl ApiConfig {
+    /// The listener's limits.
+    pub fn listener_limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            max_connections: self.max_connections,
+            per_client: self.max_connections_per_client,
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
+
     /// What is wrong with this section, given the `[bus]` one; each problem names its field.
     pub fn check(&self, _bus: &BusConfig) -> Vec<String> {
         let mut p = Vec::new();
@@ -74,6 +98,16 @@ impl ApiConfig {
         }
         if !self.admin_token.is_empty() && self.admin_token.len() < 16 {
             p.push("api.admin_token: use at least 16 characters".into());
+        }
+        let slowest = self.command_timeout_secs.max(self.query_timeout_secs);
+        if self.header_timeout_secs <= slowest || self.idle_timeout_secs <= slowest {
+            p.push(format!(
+                "api.header_timeout_secs ({}) and idle_timeout_secs ({}): must be longer than the command and query timeouts ({slowest} s), or slow answers are cut off",
+                self.header_timeout_secs, self.idle_timeout_secs
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            p.push("api.max_connections and max_connections_per_client: must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             p.push("api.max_body_bytes: must be at least 1024".into());

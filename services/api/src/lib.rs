@@ -12,6 +12,7 @@ mod auth;
 mod client;
 pub mod config;
 mod error;
+pub mod listener;
 mod openapi;
 mod routes;
 mod telemetry;
@@ -102,9 +103,10 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     ready.set(true);
     info!(addr = ?addr, "api listening");
+    let listener = listener::Guarded::new(listener, config.api.listener_limits());
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<listener::Peer>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     // after shutdown, requests in flight get the grace period; live streams end at once (they
@@ -185,7 +187,7 @@ async fn request_span(req: axum::extract::Request, next: axum::middleware::Next)
 /// 429 for a client address over `api.rate_per_ip_per_minute`.
 async fn limit_per_ip(
     State(state): St,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    axum::extract::ConnectInfo(listener::Peer(peer)): axum::extract::ConnectInfo<listener::Peer>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

@@ -1,6 +1,8 @@
-//! Live streams (`/v1/stream`, Server-Sent Events) against the real `tocsin-api` process: a
-//! user holds at most `api.max_streams_per_user` at once, a closed one gives its slot back, and
-//! SIGTERM ends open streams so the process exits within its grace period.
+//! Connections and live streams (`/v1/stream`, Server-Sent Events) against the real
+//! `tocsin-api` process: one client holds at most `api.max_connections_per_client`
+//! connections, a connection that sends nothing (or trickles its headers) is closed at its
+//! deadline; a user holds at most `api.max_streams_per_user` streams, a closed one gives its
+//! slot back, and SIGTERM ends open streams so the process exits within its grace period.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,4 +151,110 @@ async fn a_user_holds_at_most_max_streams_and_a_closed_one_frees_its_slot() {
     })
     .await
     .expect("a closed stream gives its slot back");
+}
+
+/// Connect from `from` (127.0.0.0/8 is all loopback) to the API at `base`.
+async fn connect_from(base: &str, from: &str) -> tokio::net::TcpStream {
+    let to: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server closes `s` within `within` (reads end or fail).
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A request over a raw connection: the status line of the answer.
+async fn status_line(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: tocsin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut line = String::new();
+    let mut r = tokio::io::BufReader::new(s);
+    tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+        .await
+        .expect("an answer")
+        .unwrap();
+    line
+}
+
+/// The report: no connection cap and no header or idle timeout, so a client that opened
+/// sockets and sent nothing exhausted the file descriptors of every service under `tocsin up`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_trickling_connections_are_capped_per_client_and_closed_in_time() {
+    let (_api, base, _token, _nats) = api_with_a_user(&[
+        ("TOCSIN_API__MAX_CONNECTIONS_PER_CLIENT", "4"),
+        ("TOCSIN_API__COMMAND_TIMEOUT_SECS", "1"),
+        ("TOCSIN_API__QUERY_TIMEOUT_SECS", "1"),
+        ("TOCSIN_API__HEADER_TIMEOUT_SECS", "3"),
+        ("TOCSIN_API__IDLE_TIMEOUT_SECS", "4"),
+    ])
+    .await;
+    let opened = Instant::now();
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(connect_from(&base, "127.0.0.1").await);
+    }
+    // a fifth from the same client is closed at once; another client is served
+    let mut fifth = connect_from(&base, "127.0.0.1").await;
+    assert!(closed_within(&mut fifth, Duration::from_secs(2)).await);
+    let mut other = connect_from(&base, "127.0.0.2").await;
+    assert!(status_line(&mut other).await.starts_with("HTTP/1.1 200"));
+    // the silent ones are closed at the header deadline, not held
+    for s in &mut silent {
+        assert!(
+            closed_within(s, Duration::from_secs(15)).await,
+            "a silent connection was held"
+        );
+    }
+    let held = opened.elapsed();
+    assert!(
+        held >= Duration::from_secs(3),
+        "closed before its deadline: {held:?}"
+    );
+    // the client has its slots back
+    let mut again = connect_from(&base, "127.0.0.1").await;
+    assert!(status_line(&mut again).await.starts_with("HTTP/1.1 200"));
+    // a connection that trickles its headers is cut off all the same
+    let mut slow = connect_from(&base, "127.0.0.1").await;
+    let started = Instant::now();
+    let trickled = tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncWriteExt;
+        for b in b"GET /healthz HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .chain(b"a".repeat(1000).iter())
+        {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        trickled.is_ok(),
+        "a trickling client held its connection for 15 s"
+    );
+    eprintln!(
+        "a trickling client was cut off after {:?}",
+        started.elapsed()
+    );
+    // an idle keep-alive connection is closed after its idle timeout
+    assert!(closed_within(&mut again, Duration::from_secs(15)).await);
 }
