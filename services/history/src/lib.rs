@@ -43,6 +43,8 @@ pub struct HistoryConfig {
     pub max_ack_pending: i64,
     /// How many entries a private feed shows.
     pub feed_items: u32,
+    /// Notifications kept per user; past it the oldest go (checked hourly, with retention).
+    pub max_items_per_user: u64,
 }
 
 impl Default for HistoryConfig {
@@ -57,6 +59,7 @@ impl Default for HistoryConfig {
             batch: 256,
             max_ack_pending: 20_000,
             feed_items: 50,
+            max_items_per_user: 100_000,
         }
     }
 }
@@ -72,6 +75,9 @@ impl HistoryConfig {
         }
         if self.batch == 0 {
             p.push("history.batch: must be greater than 0".into());
+        }
+        if self.max_items_per_user == 0 {
+            p.push("history.max_items_per_user: must be at least 1".into());
         }
         if !(1..=500).contains(&self.feed_items) {
             p.push("history.feed_items: must be 1-500".into());
@@ -121,6 +127,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })?;
     let (bus, ready) = config.connect(&shutdown).await?;
     let mut tasks = Vec::new();
+    // per silo: whether its last write succeeded; /readyz is false while one cannot write
+    let mut writable = Vec::new();
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));
         let store: Shared = Arc::new(Mutex::new(
@@ -136,29 +144,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 config.history.max_ack_pending,
             )
             .await?;
+        let ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        writable.push(ok.clone());
         tasks.push(AbortOnDropHandle::new(tokio::spawn(consume(
             bus.clone(),
             silo,
             consumer,
-            store.clone(),
+            (store.clone(), ok),
             config.history.batch,
             shutdown.clone(),
         ))));
+        let reader = lock(&store).reader();
         tasks.push(AbortOnDropHandle::new(tokio::spawn(serve_queries(
             bus.clone(),
             silo,
-            store.clone(),
+            reader,
             config.history.feed_items,
             shutdown.clone(),
         ))));
-        if config.history.retention_days > 0 {
-            tasks.push(AbortOnDropHandle::new(tokio::spawn(prune(
-                store,
-                config.history.retention_days,
-                shutdown.clone(),
-            ))));
-        }
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(prune(
+            store,
+            config.history.retention_days,
+            config.history.max_items_per_user,
+            shutdown.clone(),
+        ))));
     }
+    ready.add_check(move || {
+        writable
+            .iter()
+            .all(|w| w.load(std::sync::atomic::Ordering::Relaxed))
+    });
     ready.set(true);
     info!(silos = silos.len(), dir = %config.history.data_dir.display(), "history running");
     for t in tasks {
@@ -205,7 +220,7 @@ async fn consume(
     bus: Bus,
     silo: u32,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-    store: Shared,
+    (store, writable): (Shared, Arc<std::sync::atomic::AtomicBool>),
     batch: usize,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -224,12 +239,14 @@ async fn consume(
             }
         }
         let span = info_span!("batch", silo, records = msgs.len());
-        write_batch(&bus, &store, msgs).instrument(span).await;
+        let written = write_batch(&bus, &store, msgs).instrument(span).await;
+        writable.store(written, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }
 
-async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) {
+/// Write one batch; false when the store refused it (the batch is given back).
+async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) -> bool {
     let mut records = Vec::with_capacity(msgs.len());
     let mut good = Vec::with_capacity(msgs.len());
     for m in msgs {
@@ -256,7 +273,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
         }
     }
     if good.is_empty() {
-        return;
+        return true;
     }
     let n = records.len();
     let s = store.clone();
@@ -277,6 +294,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
                     }
                 }
             }
+            true
         }
         Err(e) => {
             warn!(error = %e, records = n, "cannot write history; the batch will be redelivered");
@@ -284,6 +302,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
                 m.settle(bus, Disposition::Retry(Duration::from_secs(1)))
                     .await;
             }
+            false
         }
     }
 }
@@ -291,7 +310,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
 async fn serve_queries(
     bus: Bus,
     silo: u32,
-    store: Shared,
+    store: Arc<store::Reader>,
     feed_items: u32,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
@@ -338,21 +357,51 @@ async fn serve_queries(
     Ok(())
 }
 
-fn answer_query(store: &Shared, payload: &[u8]) -> Vec<u8> {
+fn answer_query(store: &store::Reader, payload: &[u8]) -> Vec<u8> {
     let reply: Reply<HistoryPage> = match serde_json::from_slice::<HistoryQuery>(payload) {
         Err(e) => Reply::Err(format!("invalid query: {e}")),
-        Ok(q) => {
-            let page = lock(store).query(&q);
-            match page {
-                Ok(page) => Reply::Ok(page),
-                Err(e) => Reply::Err(e.to_string()),
-            }
-        }
+        Ok(q) => match store.query(&q) {
+            Ok(page) => Reply::Ok(page),
+            Err(e) => Reply::Err(e.to_string()),
+        },
     };
-    serde_json::to_vec(&reply).unwrap_or_default()
+    within_payload(&reply)
 }
 
-fn answer_feed(store: &Shared, payload: &[u8], feed_items: u32) -> Vec<u8> {
+/// `reply` encoded, or an error reply if it would not fit in one bus message (the bounds
+/// above keep it from happening; a reply over the limit would be dropped and the API would
+/// time out instead of saying why).
+fn within_payload<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
+    const LIMIT: usize = 1024 * 1024 - 16 * 1024;
+    match serde_json::to_vec(reply) {
+        Ok(v) if v.len() <= LIMIT => v,
+        Ok(v) => serde_json::to_vec(&Reply::<()>::Err(format!(
+            "the answer would take {} KiB, over what one bus message carries; ask for fewer items",
+            v.len() / 1024
+        )))
+        .unwrap_or_default(),
+        Err(e) => serde_json::to_vec(&Reply::<()>::Err(format!("cannot encode the answer: {e}")))
+            .unwrap_or_default(),
+    }
+}
+
+/// The most a rendered private feed may take: the reply travels in one bus message.
+const FEED_BYTES: usize = 768 * 1024;
+
+/// The feed of `items`, or of as many of the newest as fit in [`FEED_BYTES`]: a feed always
+/// renders, however large its entries (escaping can make one several times its size).
+fn render_within(r: &FeedRequest, items: &[tocsin_model::HistoryItem]) -> String {
+    let mut n = items.len();
+    loop {
+        let doc = feed::render(r.format, &r.user, &r.self_url, &items[..n], now_ms());
+        if doc.len() <= FEED_BYTES || n <= 1 {
+            return doc;
+        }
+        n /= 2;
+    }
+}
+
+fn answer_feed(store: &store::Reader, payload: &[u8], feed_items: u32) -> Vec<u8> {
     let reply: Reply<String> = match serde_json::from_slice::<FeedRequest>(payload) {
         Err(e) => Reply::Err(format!("invalid feed request: {e}")),
         Ok(r) => {
@@ -364,27 +413,20 @@ fn answer_feed(store: &Shared, payload: &[u8], feed_items: u32) -> Vec<u8> {
                 until_ms: None,
                 q: None,
             };
-            // the lock is released before rendering: nothing from a notification is handled
-            // while it is held
-            let page = lock(store).query(&q);
-            match page {
-                Ok(page) => Reply::Ok(feed::render(
-                    r.format,
-                    &r.user,
-                    &r.self_url,
-                    &page.items,
-                    now_ms(),
-                )),
+            match store.query(&q) {
+                Ok(page) => Reply::Ok(render_within(&r, &page.items)),
                 Err(e) => Reply::Err(e.to_string()),
             }
         }
     };
-    serde_json::to_vec(&reply).unwrap_or_default()
+    within_payload(&reply)
 }
 
+/// Every hour: retention (when `retention_days` is set) and each user's quota.
 async fn prune(
     store: Shared,
     retention_days: u64,
+    max_items_per_user: u64,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -393,11 +435,29 @@ async fn prune(
             _ = shutdown.cancelled() => return Ok(()),
             _ = every.tick() => {}
         }
-        let before = now_ms() - (retention_days as i64) * 86_400_000;
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || lock(&s).prune(before)).await {
-            Ok(Ok(n)) if n > 0 => info!(deleted = n, "history retention applied"),
-            Ok(Err(e)) => warn!(error = %e, "history retention failed"),
+        let done = tokio::task::spawn_blocking(move || {
+            let mut store = lock(&s);
+            let old = match retention_days {
+                0 => Ok(0),
+                days => store.prune(now_ms() - (days as i64) * 86_400_000),
+            };
+            (old, store.enforce_quota(max_items_per_user))
+        })
+        .await;
+        let Ok((old, quota)) = done else { continue };
+        match old {
+            Ok(n) if n > 0 => info!(deleted = n, "history retention applied"),
+            Err(e) => warn!(error = %e, "history retention failed"),
+            _ => {}
+        }
+        match quota {
+            Ok(n) if n > 0 => info!(
+                deleted = n,
+                max_items_per_user,
+                "users over their history quota lost their oldest notifications"
+            ),
+            Err(e) => warn!(error = %e, "history quota failed"),
             _ => {}
         }
     }
@@ -408,11 +468,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_silo_whose_store_lock_was_poisoned_still_answers() {
+    fn a_silo_whose_store_lock_was_poisoned_still_answers_and_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store: Shared = Arc::new(Mutex::new(
             Store::open(&dir.path().join("silo-0.sqlite")).unwrap(),
         ));
+        let reader = lock(&store).reader();
         // a panic while the lock is held poisons it
         let s = store.clone();
         let _ = std::thread::spawn(move || {
@@ -423,10 +484,61 @@ mod tests {
         assert!(store.is_poisoned());
         let q = serde_json::json!({"user": "u1", "limit": 10});
         let reply: Reply<HistoryPage> =
-            serde_json::from_slice(&answer_query(&store, q.to_string().as_bytes())).unwrap();
+            serde_json::from_slice(&answer_query(&reader, q.to_string().as_bytes())).unwrap();
         assert!(
             matches!(reply, Reply::Ok(ref p) if p.items.is_empty()),
             "{reply:?}"
         );
+        assert_eq!(lock(&store).apply(&[]).unwrap(), vec![]);
+    }
+
+    /// The report: 25 large mails broke a user's private feed (the rendered document was
+    /// over a bus message). It now renders as many of the newest entries as fit.
+    #[test]
+    fn a_private_feed_of_huge_entries_still_renders_within_a_bus_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("silo-0.sqlite")).unwrap();
+        let records: Vec<HistoryRecord> = (0..50)
+            .map(|i| HistoryRecord::Notification {
+                notification: tocsin_model::Notification {
+                    id: tocsin_model::NotificationId(format!("n{i}")),
+                    user: tocsin_model::UserId::parse("u1").unwrap(),
+                    source: tocsin_model::SourceRef {
+                        kind: tocsin_model::SourceKind::Email,
+                        id: None,
+                        label: "x".into(),
+                    },
+                    title: "<&>".repeat(300),
+                    body: "<&\"".repeat(5_000),
+                    url: None,
+                    priority: Default::default(),
+                    tags: vec![],
+                    created_at_ms: i,
+                    published_at_ms: None,
+                    dedup_key: None,
+                },
+                entry: tocsin_model::TimelineEntry {
+                    at_ms: i,
+                    kind: "routed".into(),
+                    channel: None,
+                    detail: String::new(),
+                },
+            })
+            .collect();
+        store.apply(&records).unwrap();
+        let reader = store.reader();
+        for format in ["atom", "rss"] {
+            let req = serde_json::json!({"user": "u1", "format": format, "self_url": "https://t.example/f", "limit": 50});
+            let answer = answer_feed(&reader, req.to_string().as_bytes(), 50);
+            assert!(answer.len() < 1024 * 1024, "{} bytes", answer.len());
+            let reply: Reply<String> = serde_json::from_slice(&answer).unwrap();
+            let Reply::Ok(doc) = reply else {
+                panic!("{reply:?}")
+            };
+            assert!(
+                doc.len() <= FEED_BYTES && doc.contains("n49"),
+                "the newest is in"
+            );
+        }
     }
 }

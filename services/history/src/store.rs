@@ -1,5 +1,9 @@
 //! One silo's history in SQLite (WAL): notifications, their timelines, a full-text index.
-//! Synchronous code; the service calls it from blocking tasks.
+//! Synchronous code; the service calls it from blocking tasks. Writes go through one
+//! connection; queries through a pool of read-only ones (WAL lets them read while the writer
+//! commits), each query cut off after [`QUERY_TIME`], so a tenant's slow search never holds up
+//! the silo's writes. A page never grows past [`PAGE_BYTES`]: the reply travels in one bus
+//! message.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -19,6 +23,10 @@ pub enum StoreError {
     Cursor(String),
     #[error("stored document is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the search took longer than {0}s and was stopped; narrow it (fewer or longer words, a time range)"
+    )]
+    TooSlow(u64),
 }
 
 impl From<StoreError> for tocsin_runtime::ServiceError {
@@ -30,7 +38,21 @@ impl From<StoreError> for tocsin_runtime::ServiceError {
 pub struct Store {
     conn: Connection,
     path: String,
+    reader: std::sync::Arc<Reader>,
 }
+
+/// Queries on one silo's database through a pool of read-only connections, used without the
+/// writer's lock.
+pub struct Reader {
+    path: String,
+    /// Idle read-only connections.
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+/// The most a page's items may take encoded; past it the page ends early with a cursor.
+pub const PAGE_BYTES: usize = 512 * 1024;
+/// The longest a query may run before it is interrupted.
+pub const QUERY_TIME: std::time::Duration = std::time::Duration::from_secs(3);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notifications (
@@ -69,7 +91,24 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Store { conn, path: p })
+        Ok(Store {
+            conn,
+            reader: std::sync::Arc::new(Reader {
+                path: p.clone(),
+                idle: Default::default(),
+            }),
+            path: p,
+        })
+    }
+
+    /// The silo's reader, for queries that must not wait for writes.
+    pub fn reader(&self) -> std::sync::Arc<Reader> {
+        self.reader.clone()
+    }
+
+    /// [`Reader::query`].
+    pub fn query(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        self.reader.query(q)
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -100,12 +139,15 @@ impl Store {
                     "INSERT INTO notifications_fts (rowid, title, body) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(err)?;
+            // an entry belongs to a notification of the same user, or it is not kept: an ack
+            // of an id that is not the user's (or not stored) leaves nothing behind
             let mut tl = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO timeline (notification_id, at_ms, kind, channel, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR IGNORE INTO timeline (notification_id, at_ms, kind, channel, detail) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?1 AND user = ?6)",
                 )
                 .map_err(err)?;
             for rec in records {
+                let user = rec.user().as_str();
                 let (nid, entry) = match rec {
                     HistoryRecord::Notification {
                         notification: n,
@@ -138,95 +180,14 @@ impl Store {
                     entry.at_ms,
                     entry.kind,
                     entry.channel.map(|c| c.as_str()).unwrap_or(""),
-                    entry.detail
+                    entry.detail,
+                    user
                 ])
                 .map_err(err)?;
             }
         }
         tx.commit().map_err(err)?;
         Ok(fresh)
-    }
-
-    /// One page of a user's history, newest first.
-    pub fn query(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
-        let before: i64 = match &q.cursor {
-            None => i64::MAX,
-            Some(c) => c
-                .strip_prefix('c')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| StoreError::Cursor(c.clone()))?,
-        };
-        let limit = q.limit.clamp(1, 500) as i64;
-        let fts = q.q.as_deref().map(fts_query).filter(|s| !s.is_empty());
-        let mut sql = String::from(
-            "SELECT seq, doc FROM notifications WHERE user = ?1 AND seq < ?2 AND created_at_ms >= ?3 AND created_at_ms < ?4",
-        );
-        if fts.is_some() {
-            sql.push_str(" AND seq IN (SELECT rowid FROM notifications_fts WHERE notifications_fts MATCH ?6)");
-        }
-        sql.push_str(" ORDER BY seq DESC LIMIT ?5");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let since = q.since_ms.unwrap_or(i64::MIN);
-        let until = q.until_ms.unwrap_or(i64::MAX);
-        let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
-        let rows: Vec<(i64, String)> = match &fts {
-            Some(f) => stmt
-                .query_map(
-                    params![q.user.as_str(), before, since, until, limit + 1, f],
-                    map,
-                )
-                .and_then(|r| r.collect()),
-            None => stmt
-                .query_map(
-                    params![q.user.as_str(), before, since, until, limit + 1],
-                    map,
-                )
-                .and_then(|r| r.collect()),
-        }
-        .map_err(|e| self.err(e))?;
-        let more = rows.len() as i64 > limit;
-        let mut items = Vec::new();
-        let mut last_seq = None;
-        for (seq, doc) in rows.into_iter().take(limit as usize) {
-            let notification: Notification =
-                serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let timeline = self.timeline(notification.id.as_str())?;
-            items.push(HistoryItem {
-                notification,
-                timeline,
-            });
-            last_seq = Some(seq);
-        }
-        Ok(HistoryPage {
-            items,
-            next_cursor: if more {
-                last_seq.map(|s| format!("c{s}"))
-            } else {
-                None
-            },
-        })
-    }
-
-    fn timeline(&self, id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT at_ms, kind, channel, detail FROM timeline WHERE notification_id = ?1 ORDER BY at_ms, rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![id], |r| {
-                let channel: String = r.get(2)?;
-                Ok(TimelineEntry {
-                    at_ms: r.get(0)?,
-                    kind: r.get(1)?,
-                    channel: serde_json::from_value(serde_json::Value::String(channel)).ok(),
-                    detail: r.get(3)?,
-                })
-            })
-            .and_then(|r| r.collect())
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
     }
 
     /// Whether a notification is stored (tests and tools).
@@ -266,8 +227,221 @@ impl Store {
                 params![before_ms],
             )
             .map_err(err)?;
+        // entries whose notification is gone (or never was)
+        tx.execute(
+            "DELETE FROM timeline WHERE at_ms < ?1 AND notification_id NOT IN (SELECT id FROM notifications)",
+            params![before_ms],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(n)
+    }
+
+    /// Delete each user's oldest notifications past `max_per_user`; returns how many went.
+    pub fn enforce_quota(&mut self, max_per_user: u64) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let over: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT user FROM notifications GROUP BY user HAVING COUNT(*) > ?1")
+                .map_err(err)?;
+            stmt.query_map(params![max_per_user as i64], |r| r.get(0))
+                .and_then(|r| r.collect())
+                .map_err(err)?
+        };
+        let mut deleted = 0;
+        for user in over {
+            let tx = self.conn.transaction().map_err(err)?;
+            // the newest kept: everything of the user's at or below the next one goes
+            let cut: i64 = tx
+                .query_row(
+                    "SELECT seq FROM notifications WHERE user = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                    params![user, max_per_user as i64],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            tx.execute(
+                "DELETE FROM notifications_fts WHERE rowid IN (SELECT seq FROM notifications WHERE user = ?1 AND seq <= ?2)",
+                params![user, cut],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM notifications WHERE user = ?1 AND seq <= ?2)",
+                params![user, cut],
+            )
+            .map_err(err)?;
+            deleted += tx
+                .execute(
+                    "DELETE FROM notifications WHERE user = ?1 AND seq <= ?2",
+                    params![user, cut],
+                )
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Reader {
+    /// A read-only connection from the pool (a new one when all are busy), given back by
+    /// [`Reader::give_back`].
+    fn connection(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        if let Some(c) = idle {
+            return Ok(c);
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let c = Connection::open_with_flags(&self.path, flags).map_err(|e| self.err(e))?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| self.err(e))?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < 4 {
+            idle.push(c);
+        }
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Apply a batch in one transaction. Returns the notifications that were new (a
+    /// redelivered record is ignored: the notification id is unique).
+    /// One page of a user's history, newest first: at most `limit` items and [`PAGE_BYTES`],
+    /// on a read-only connection, within [`QUERY_TIME`].
+    pub fn query(&self, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let conn = self.connection()?;
+        // a watchdog interrupts the query at its time (on the runtime's timer when there is
+        // one: queries run on its blocking threads)
+        let interrupt = conn.get_interrupt_handle();
+        let watchdog = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            rt.spawn(async move {
+                tokio::time::sleep(QUERY_TIME).await;
+                interrupt.interrupt();
+            })
+        });
+        let page = self.query_on(&conn, q);
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        self.give_back(conn);
+        page.map_err(|e| match e {
+            StoreError::Sqlite { source, .. }
+                if source.sqlite_error_code()
+                    == Some(rusqlite::ErrorCode::OperationInterrupted) =>
+            {
+                StoreError::TooSlow(QUERY_TIME.as_secs())
+            }
+            e => e,
+        })
+    }
+
+    fn query_on(&self, conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let before: i64 = match &q.cursor {
+            None => i64::MAX,
+            Some(c) => c
+                .strip_prefix('c')
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StoreError::Cursor(c.clone()))?,
+        };
+        let limit = q.limit.clamp(1, 500) as i64;
+        let fts = q.q.as_deref().map(fts_query).filter(|s| !s.is_empty());
+        let mut sql = String::from(
+            "SELECT seq, doc FROM notifications WHERE user = ?1 AND seq < ?2 AND created_at_ms >= ?3 AND created_at_ms < ?4",
+        );
+        if fts.is_some() {
+            sql.push_str(" AND seq IN (SELECT rowid FROM notifications_fts WHERE notifications_fts MATCH ?6)");
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?5");
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let since = q.since_ms.unwrap_or(i64::MIN);
+        let until = q.until_ms.unwrap_or(i64::MAX);
+        let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
+        let rows: Vec<(i64, String)> = match &fts {
+            Some(f) => stmt
+                .query_map(
+                    params![q.user.as_str(), before, since, until, limit + 1, f],
+                    map,
+                )
+                .and_then(|r| r.collect()),
+            None => stmt
+                .query_map(
+                    params![q.user.as_str(), before, since, until, limit + 1],
+                    map,
+                )
+                .and_then(|r| r.collect()),
+        }
+        .map_err(|e| self.err(e))?;
+        let mut more = rows.len() as i64 > limit;
+        let mut items = Vec::new();
+        let mut last_seq = None;
+        let mut bytes = 0;
+        for (seq, doc) in rows.into_iter().take(limit as usize) {
+            let notification: Notification =
+                serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let timeline = self.timeline(conn, notification.id.as_str())?;
+            let item = HistoryItem {
+                notification,
+                timeline,
+            };
+            let size = serde_json::to_vec(&item).map_or(0, |v| v.len());
+            if !items.is_empty() && bytes + size > PAGE_BYTES {
+                // the rest on the next page
+                more = true;
+                break;
+            }
+            bytes += size;
+            items.push(item);
+            last_seq = Some(seq);
+        }
+        Ok(HistoryPage {
+            items,
+            next_cursor: if more {
+                last_seq.map(|s| format!("c{s}"))
+            } else {
+                None
+            },
+        })
+    }
+
+    fn timeline(&self, conn: &Connection, id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT at_ms, kind, channel, detail FROM timeline WHERE notification_id = ?1 ORDER BY at_ms, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                let channel: String = r.get(2)?;
+                Ok(TimelineEntry {
+                    at_ms: r.get(0)?,
+                    kind: r.get(1)?,
+                    channel: serde_json::from_value(serde_json::Value::String(channel)).ok(),
+                    detail: r.get(3)?,
+                })
+            })
+            .and_then(|r| r.collect())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
     }
 }
 
@@ -392,5 +566,135 @@ mod tests {
         assert_eq!(s.prune(25).unwrap(), 2);
         assert!(!s.contains("n1").unwrap());
         assert!(s.contains("n3").unwrap());
+    }
+
+    fn entry(user: &str, id: &str, at: i64, kind: &str) -> HistoryRecord {
+        HistoryRecord::Timeline {
+            user: UserId::parse(user).unwrap(),
+            notification_id: NotificationId(id.into()),
+            entry: TimelineEntry {
+                at_ms: at,
+                kind: kind.into(),
+                channel: None,
+                detail: String::new(),
+            },
+        }
+    }
+
+    fn timeline_of(s: &Store, user: &str, id: &str) -> Vec<String> {
+        s.query(&HistoryQuery {
+            limit: 500,
+            ..q(user)
+        })
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|i| i.notification.id.0 == id)
+        .map(|i| i.timeline.into_iter().map(|e| e.kind).collect())
+        .unwrap_or_default()
+    }
+
+    /// The report: 25 large mails made a page larger than a bus message (dropped silently;
+    /// the API timed out). A page now ends early at PAGE_BYTES, and its cursors still lead
+    /// through every item exactly once.
+    #[test]
+    fn pages_stop_at_their_byte_budget_and_cursors_cover_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("h.db")).unwrap();
+        let recs: Vec<_> = (0..100)
+            .map(|i| {
+                let mut r = n(&format!("n{i:03}"), "u1", i, "big");
+                if let HistoryRecord::Notification { notification, .. } = &mut r {
+                    notification.body = "<".repeat(16_000);
+                }
+                r
+            })
+            .collect();
+        s.apply(&recs).unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = s
+                .query(&HistoryQuery {
+                    limit: 500,
+                    cursor: cursor.clone(),
+                    ..q("u1")
+                })
+                .unwrap();
+            let bytes = serde_json::to_vec(&page).unwrap().len();
+            assert!(bytes <= PAGE_BYTES + 4096, "a page of {bytes} bytes");
+            pages += 1;
+            seen.extend(page.items.into_iter().map(|i| i.notification.id.0));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert!(pages > 1);
+        let want: Vec<String> = (0..100).rev().map(|i| format!("n{i:03}")).collect();
+        assert_eq!(seen, want);
+    }
+
+    /// The report: acks of ids that are not the user's left rows retention never deleted, and
+    /// one user's ack showed in another's timeline when they shared a silo.
+    #[test]
+    fn timeline_entries_attach_only_to_the_same_users_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("h.db")).unwrap();
+        s.apply(&[n("n1", "u1", 10, "mine")]).unwrap();
+        s.apply(&[
+            entry("u2", "n1", 11, "acked"),
+            entry("u2", "nope", 12, "acked"),
+            entry("u1", "n1", 13, "delivered"),
+        ])
+        .unwrap();
+        assert_eq!(timeline_of(&s, "u1", "n1"), ["routed", "delivered"]);
+        let rows: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM timeline", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2, "nothing kept for ids that are not the user's");
+    }
+
+    #[test]
+    fn a_user_over_the_quota_loses_the_oldest_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut recs: Vec<_> = (0..30)
+            .map(|i| n(&format!("a{i:02}"), "u1", i, "bike"))
+            .collect();
+        recs.extend((0..5).map(|i| n(&format!("b{i}"), "u2", i, "bike")));
+        s.apply(&recs).unwrap();
+        assert_eq!(s.enforce_quota(10).unwrap(), 20);
+        let kept = s
+            .query(&HistoryQuery {
+                limit: 500,
+                ..q("u1")
+            })
+            .unwrap()
+            .items;
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept.last().unwrap().notification.id.0, "a20");
+        let found = s
+            .query(&HistoryQuery {
+                limit: 500,
+                q: Some("bike".into()),
+                ..q("u1")
+            })
+            .unwrap();
+        assert_eq!(
+            found.items.len(),
+            10,
+            "the search index lost the deleted ones too"
+        );
+        assert_eq!(s.enforce_quota(10).unwrap(), 0);
+        let others = s
+            .query(&HistoryQuery {
+                limit: 500,
+                ..q("u2")
+            })
+            .unwrap();
+        assert_eq!(others.items.len(), 5);
     }
 }
