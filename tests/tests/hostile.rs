@@ -185,3 +185,113 @@ async fn an_imap_source_on_a_refused_address_is_never_contacted() -> anyhow::Res
     h.shutdown().await;
     Ok(())
 }
+
+/// One message over raw SMTP; returns the server's answer to the end of DATA.
+async fn smtp_send(port: u16, to: &str, message: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    async fn reply(r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> anyhow::Result<String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            tokio::time::timeout(Duration::from_secs(60), r.read_line(&mut line)).await??;
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return Ok(all);
+            }
+        }
+    }
+    reply(&mut r).await?;
+    for cmd in [
+        "EHLO attacker.example".to_owned(),
+        "MAIL FROM:<a@attacker.example>".to_owned(),
+        format!("RCPT TO:<{to}>"),
+        "DATA".to_owned(),
+    ] {
+        w.write_all(format!("{cmd}\r\n").as_bytes()).await?;
+        let said = reply(&mut r).await?;
+        anyhow::ensure!(
+            said.starts_with('2') || said.starts_with('3'),
+            "{cmd}: {said}"
+        );
+    }
+    w.write_all(message.replace("\n.", "\n..").as_bytes())
+        .await?;
+    w.write_all(b"\r\n.\r\n").await?;
+    let said = reply(&mut r).await?;
+    w.write_all(b"QUIT\r\n").await?;
+    Ok(said)
+}
+
+/// The report's mails, through the real SMTP ingress: two with 600 KB Message-IDs (the
+/// user's record grew past a bus message and the avatar could never save again), one dated
+/// `31 Dec 9999 -2359` (history answered 500 for the whole silo), one of 5 MB of `<script>`
+/// tags and `http://` runs (quadratic text paths). Afterwards the attacker's account works —
+/// history, private feed, a configuration change — and a bystander in the same silos is
+/// delivered to as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_mails_leave_every_account_working() -> anyhow::Result<()> {
+    let port = tocsin_testkit::free_port();
+    let h = Harness::start_with("hostilemail", |s| {
+        s.ingestor.smtp_listen = format!("127.0.0.1:{port}");
+    })
+    .await?;
+    let created = h.create_user_json("mallory").await?;
+    let mallory = created["token"].as_str().unwrap().to_owned();
+    let inbound = created["inbound_address"].as_str().unwrap().to_owned();
+    let feed = created["feed"]["atom"].as_str().unwrap().to_owned();
+    let (_b, bystander, _) = h.create_user("bystander").await?;
+    let (url, got) = receiver().await?;
+    h.add_destination(&bystander, json!({"channel": "webhook", "address": url}))
+        .await?;
+    let started = Instant::now();
+    for i in 0..2 {
+        let mail = format!(
+            "From: a@attacker.example\r\nSubject: long id {i}\r\nMessage-ID: <{}{i}@x>\r\n\r\nbody\r\n",
+            "i".repeat(600_000)
+        );
+        let said = smtp_send(port, &inbound, &mail).await?;
+        assert!(said.starts_with("250"), "{said}");
+    }
+    let dated = "From: a@attacker.example\r\nSubject: from the future\r\nDate: Fri, 31 Dec 9999 23:59:59 -2359\r\nMessage-ID: <future@x>\r\n\r\nbody\r\n";
+    assert!(smtp_send(port, &inbound, dated).await?.starts_with("250"));
+    let heavy = format!(
+        "From: a@attacker.example\r\nSubject: heavy\r\nMessage-ID: <heavy@x>\r\nContent-Type: text/html\r\n\r\n{}\r\n{}\r\n",
+        "<script>x</script>&".repeat(150_000),
+        "http://".repeat(300_000)
+    );
+    assert!(smtp_send(port, &inbound, &heavy).await?.starts_with("250"));
+    eprintln!("four hostile mails taken in {:?}", started.elapsed());
+
+    // the attacker's account still works: history, the private feed, a configuration change
+    let titles = wait_for(
+        Duration::from_secs(30),
+        "the four mails in history",
+        || async {
+            let t = h.history_titles(&mallory).await.ok()?;
+            (t.len() == 4).then_some(t)
+        },
+    )
+    .await?;
+    assert!(titles.contains(&"from the future".to_owned()), "{titles:?}");
+    let atom = h.http.get(&feed).send().await?;
+    assert_eq!(atom.status(), 200, "the private feed renders");
+    h.add_destination(
+        &mallory,
+        json!({"channel": "webhook", "address": "https://hooks.example.org/x"}),
+    )
+    .await?;
+    // and the bystander is served
+    h.publish(&bystander, json!({"title": "still here"}))
+        .await?;
+    wait_for(
+        Duration::from_secs(20),
+        "the bystander's webhook",
+        || async { (got.lock().unwrap().as_slice() == ["still here"]).then_some(()) },
+    )
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}
