@@ -130,6 +130,32 @@ async fn tarpit_webhooks_of_one_tenant_do_not_delay_another_tenants() -> anyhow:
         info.num_pending + info.num_ack_pending as u64 > 0,
         "the attacker's other jobs are parked"
     );
+    // the tarpits' breakers open, and their owner sees why
+    let paused = wait_for(
+        Duration::from_secs(90),
+        "the tarpits reported paused",
+        || async {
+            let (_, v) = h
+                .call(
+                    reqwest::Method::GET,
+                    "/v1/destinations",
+                    Some(&mallory),
+                    None,
+                )
+                .await
+                .ok()?;
+            let list = v["destinations"].as_array()?.clone();
+            list.iter()
+                .all(|d| d["status"]["ok"] == false)
+                .then_some(list)
+        },
+    )
+    .await?;
+    let error = paused[0]["status"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("times in a row") && error.contains("paused"),
+        "{error}"
+    );
     bus.drain().await;
     h.shutdown().await;
     Ok(())

@@ -26,6 +26,15 @@ pub struct Bounds {
     pub breaker_max: Duration,
 }
 
+/// A change of a destination's breaker, for its user to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    /// Paused for this long after `failures` failed sends in a row.
+    Opened { pause: Duration, failures: u32 },
+    /// Delivering again after a pause.
+    Closed,
+}
+
 /// Where a pulled job goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admit {
@@ -123,15 +132,16 @@ impl Fairness {
     }
 
     /// A send to `lane`'s destination ended (`ok`: delivered, or refused for good, which is
-    /// the destination answering). Returns how long the breaker opened for, if it did.
-    pub fn sent(&mut self, lane: &str, ok: bool, now: Duration) -> Option<Duration> {
+    /// the destination answering). Returns the breaker's change, if it changed.
+    pub fn sent(&mut self, lane: &str, ok: bool, now: Duration) -> Option<Breaker> {
         let b = self.bounds;
         let l = self.lanes.entry(lane.to_owned()).or_default();
         if ok {
+            let was_open = l.open_until.is_some();
             l.failures = 0;
             l.opened = 0;
             l.open_until = None;
-            return None;
+            return was_open.then_some(Breaker::Closed);
         }
         l.failures = l.failures.saturating_add(1);
         let probing = l.open_until.is_some_and(|u| now >= u);
@@ -142,7 +152,10 @@ impl Fairness {
                 .min(b.breaker_max);
             l.opened += 1;
             l.open_until = Some(now + open);
-            return Some(open);
+            return Some(Breaker::Opened {
+                pause: open,
+                failures: l.failures,
+            });
         }
         None
     }
@@ -203,7 +216,13 @@ mod tests {
         let s = Duration::from_secs;
         assert_eq!(f.admit("u1:a", "u1", false, T0), Admit::Hold);
         assert_eq!(f.sent("u1:a", false, s(1)), None);
-        assert_eq!(f.sent("u1:a", false, s(2)), Some(s(10)));
+        let opened = |secs, failures| {
+            Some(Breaker::Opened {
+                pause: s(secs),
+                failures,
+            })
+        };
+        assert_eq!(f.sent("u1:a", false, s(2)), opened(10, 2));
         f.release("u1:a", "u1");
         // open: parked
         let Admit::Park(why) = f.admit("u1:a", "u1", true, s(5)) else {
@@ -214,15 +233,16 @@ mod tests {
         assert_eq!(f.admit("u1:a", "u1", true, s(12)), Admit::Hold);
         assert!(matches!(f.admit("u1:a", "u1", true, s(12)), Admit::Park(_)));
         // the probe fails: open again, twice as long, capped
-        assert_eq!(f.sent("u1:a", false, s(13)), Some(s(20)));
+        assert_eq!(f.sent("u1:a", false, s(13)), opened(20, 3));
         f.release("u1:a", "u1");
         assert!(matches!(f.admit("u1:a", "u1", true, s(30)), Admit::Park(_)));
         assert_eq!(f.admit("u1:a", "u1", true, s(34)), Admit::Hold);
-        assert_eq!(f.sent("u1:a", false, s(35)), Some(s(25)), "capped");
+        assert_eq!(f.sent("u1:a", false, s(35)), opened(25, 4), "capped");
         f.release("u1:a", "u1");
         assert_eq!(f.admit("u1:a", "u1", true, s(61)), Admit::Hold);
         // a success closes it
-        assert_eq!(f.sent("u1:a", true, s(62)), None);
+        assert_eq!(f.sent("u1:a", true, s(62)), Some(Breaker::Closed));
+        assert_eq!(f.sent("u1:a", true, s(63)), None);
         assert_eq!(f.admit("u1:a", "u1", true, s(62)), Admit::Hold);
         assert_eq!(f.admit("u1:a", "u1", false, s(62)), Admit::Hold);
     }

@@ -3,6 +3,7 @@
 //! with its events to the user's avatar in one batch.
 
 use crate::Ctx;
+use crate::fairness::Breaker;
 use crate::retry::{Next, next_step};
 use crate::webhook::SendResult;
 use crate::{push, sms, webhook};
@@ -10,7 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tocsin_bus::Disposition;
 use tocsin_model::{
-    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, now_ms,
+    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, SourceStatus,
+    now_ms,
 };
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info_span, warn};
@@ -22,7 +24,7 @@ pub(crate) async fn handle(
     permits: &Semaphore,
     msg: tocsin_bus::Inbound,
     job: DeliveryJob,
-    breaker: &impl Fn(bool),
+    breaker: &impl Fn(bool) -> Option<Breaker>,
 ) {
     let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
     async {
@@ -46,7 +48,13 @@ pub(crate) async fn handle(
                 send(ctx, &job).await
             };
             // the destination answered (delivered, or refused for good), or it did not
-            breaker(!matches!(result, SendResult::Transient { .. }));
+            if let Some(change) = breaker(!matches!(result, SendResult::Transient { .. })) {
+                let last = match &result {
+                    SendResult::Transient { detail, .. } => detail.as_str(),
+                    _ => "",
+                };
+                report_breaker(ctx, &job, change, last).await;
+            }
             let (label, how) = match &result {
                 SendResult::Delivered(d) => ("delivered", d),
                 SendResult::Permanent(d) => ("failed", d),
@@ -130,6 +138,45 @@ pub(crate) async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Tell the user's avatar that `job`'s destination was paused, or delivers again.
+async fn report_breaker(ctx: &Ctx, job: &DeliveryJob, change: Breaker, last_error: &str) {
+    let user = &job.notification.user;
+    let destination = &job.destination.id;
+    let at = now_ms();
+    let status = match change {
+        Breaker::Opened { pause, failures } => {
+            warn!(%user, %destination, pause_secs = pause.as_secs(), failures, last_error, "a destination keeps failing; its further jobs are parked until the pause is over");
+            SourceStatus {
+                ok: false,
+                error: Some(format!(
+                    "failed {failures} times in a row (last: {last_error}); paused for {}s, then one delivery tries it again",
+                    pause.as_secs()
+                )),
+                checked_at_ms: at,
+                consecutive_failures: failures,
+            }
+        }
+        Breaker::Closed => SourceStatus {
+            ok: true,
+            error: None,
+            checked_at_ms: at,
+            consecutive_failures: 0,
+        },
+    };
+    let subject = ctx
+        .bus
+        .subjects()
+        .silo(ctx.bus.silo_of(user), user.as_str(), "status");
+    let id = tocsin_bus::msg_id::destination_status(user, destination, at);
+    let msg = AvatarMessage::DestinationStatus {
+        destination_id: destination.clone(),
+        status,
+    };
+    if let Err(e) = ctx.bus.publish_json(subject, &id, &msg).await {
+        warn!(error = %e, "cannot report a destination's status");
+    }
 }
 
 /// An event about `job`, keyed by `key`.

@@ -220,13 +220,9 @@ pub(crate) async fn run_lane(
                 let key = format!("{}:{}", job.notification.user, job.destination.id);
                 let user = job.notification.user.to_string();
                 let breaker = |ok: bool| {
-                    let opened =
-                        fair.lock()
-                            .expect("fairness lock")
-                            .sent(&key, ok, started().elapsed());
-                    if let Some(pause) = opened {
-                        warn!(%user, destination = %job.destination.id, pause_secs = pause.as_secs(), "a destination keeps failing; its further jobs are parked until the pause is over");
-                    }
+                    fair.lock()
+                        .expect("fairness lock")
+                        .sent(&key, ok, started().elapsed())
                 };
                 handle(&ctx, channel, &permits, msg, job.clone(), &breaker).await;
                 held.lock().expect("held lock").remove(&seq);

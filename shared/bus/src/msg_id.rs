@@ -50,6 +50,11 @@ pub fn source_status(user: &UserId, source: &str, checked_at_ms: Millis) -> Stri
     format!("status:{user}:{source}:{checked_at_ms}")
 }
 
+/// A destination's status change for `user` at `at_ms`.
+pub fn destination_status(user: &UserId, destination: &str, at_ms: Millis) -> String {
+    format!("dstatus:{user}:{destination}:{at_ms}")
+}
+
 /// Input refused for `user` at `at_ms` (mail from a sender not allowed, unreadable mail).
 pub fn refused(user: &UserId, at_ms: Millis) -> String {
     format!("refused:{user}:{at_ms}")

@@ -159,6 +159,7 @@ mod tests {
             allowed_senders: vec![],
             require_authenticated_mail: true,
             source_status: Default::default(),
+            destination_status: Default::default(),
             recent: Default::default(),
             reach: Default::default(),
         };
@@ -211,6 +212,17 @@ mod tests {
         for s in &r.sources {
             r.source_status.insert(
                 s.id.clone(),
+                SourceStatus {
+                    ok: false,
+                    error: Some("e".repeat(MAX_STATUS_ERROR)),
+                    checked_at_ms: 0,
+                    consecutive_failures: u32::MAX,
+                },
+            );
+        }
+        for d in &r.destinations {
+            r.destination_status.insert(
+                d.id.clone(),
                 SourceStatus {
                     ok: false,
                     error: Some("e".repeat(MAX_STATUS_ERROR)),

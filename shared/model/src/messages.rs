@@ -114,6 +114,12 @@ pub enum AvatarMessage {
         source_id: String,
         status: SourceStatus,
     },
+    /// The delivery service's view of one of the user's destinations changed (its circuit
+    /// breaker paused it after failures, or it delivers again).
+    DestinationStatus {
+        destination_id: String,
+        status: SourceStatus,
+    },
     /// What became of a delivery job.
     Outcome { outcome: DeliveryOutcome },
     /// The user's presence on an IM address changed (from the delivery service's XMPP link).
@@ -158,6 +164,7 @@ impl AvatarMessage {
             AvatarMessage::Notify { .. } => "notify",
             AvatarMessage::Command { .. } => "cmd",
             AvatarMessage::SourceStatus { .. } => "status",
+            AvatarMessage::DestinationStatus { .. } => "destination_status",
             AvatarMessage::Outcome { .. } => "outcome",
             AvatarMessage::Presence { .. } => "presence",
             AvatarMessage::Reply { .. } => "reply",

@@ -34,6 +34,9 @@ pub struct UserRecord {
     /// The latest status the ingestor reported per source id.
     #[serde(default)]
     pub source_status: BTreeMap<String, SourceStatus>,
+    /// The latest status delivery reported per destination id (a paused destination).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destination_status: BTreeMap<String, SourceStatus>,
     /// Recently routed notification ids and content keys, for deduplication across sources
     /// and across retries that fall outside JetStream's duplicate window.
     #[serde(default)]
@@ -99,7 +102,7 @@ pub enum ImapTls {
     None,
 }
 
-/// The health of a source as the ingestor last saw it.
+/// The health of a source as the ingestor last saw it, or of a destination as delivery did.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct SourceStatus {
     pub ok: bool,

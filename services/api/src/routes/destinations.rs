@@ -30,7 +30,18 @@ pub(crate) async fn list_destinations(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let list: Vec<_> = u.destinations.iter().map(destination_view).collect();
+    // with its status when delivery paused it (a destination that keeps failing)
+    let list: Vec<_> = u
+        .destinations
+        .iter()
+        .map(|d| {
+            let mut v = destination_view(d);
+            if let Some(s) = u.destination_status.get(&d.id) {
+                v["status"] = json!(s);
+            }
+            v
+        })
+        .collect();
     Ok(Json(json!({ "destinations": list })))
 }
 

@@ -115,6 +115,7 @@ pub(crate) fn command_effects(
                 allowed_senders: vec![],
                 require_authenticated_mail: false,
                 source_status: Default::default(),
+                destination_status: Default::default(),
                 recent: Default::default(),
                 reach: Default::default(),
             });
@@ -242,6 +243,7 @@ pub(crate) fn command_effects(
                 "destination",
                 &destination_id,
             )?;
+            r.destination_status.remove(&destination_id);
             if AddressEntry::indexed(d.channel) {
                 fx.index
                     .push((AddressEntry::key(d.channel, &d.address), None));

@@ -170,6 +170,27 @@ pub fn apply(
             }
             fx
         }
+        AvatarMessage::DestinationStatus {
+            destination_id,
+            mut status,
+        } => {
+            let mut fx = Effects::labelled(Outcome::Status);
+            status.error = status
+                .error
+                .map(|e| tocsin_model::text::truncate(&e, budget::MAX_STATUS_ERROR));
+            if let Some(r) = record
+                && r.destinations.iter().any(|d| d.id == destination_id)
+                && r.destination_status.get(&destination_id) != Some(&status)
+            {
+                if status.ok {
+                    r.destination_status.remove(&destination_id);
+                } else {
+                    r.destination_status.insert(destination_id, status);
+                }
+                fx.dirty = true;
+            }
+            fx
+        }
         AvatarMessage::Outcome { outcome } => {
             let Some(r) = record.as_mut().filter(|_| outcome.user == *user) else {
                 return Effects {
