@@ -32,8 +32,8 @@ impl<T> Capped<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
-    /// Reads pass through; once they add up to more than the budget the read fails (it may
-    /// overshoot by one read, which the caller's buffer bounds).
+    /// Reads pass through; the read that takes them past the budget fails instead (what it
+    /// read is dropped: the connection is given up).
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -46,6 +46,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Capped<T> {
             let left = self.budget.0.load(Ordering::Relaxed);
             if n > left {
                 self.budget.0.store(0, Ordering::Relaxed);
+                // an error reports no bytes read (the contract of `poll_read`)
+                buf.set_filled(before);
                 return Poll::Ready(Err(std::io::Error::other(
                     "the server sent more than the size limit allows",
                 )));
