@@ -41,7 +41,7 @@ bench-smoke: tools
 FUZZ_SECS ?= 60
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
-	cd fuzz && for t in feed mail filter policy; do \
+	cd fuzz && for t in feed mail filter policy text; do \
 	  mkdir -p corpus/$$t && \
 	  RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t seeds/$$t -- \
 	    -max_total_time=$(FUZZ_SECS) -rss_limit_mb=2048 -max_len=262144 || exit 1; \

@@ -79,6 +79,31 @@ impl From<tocsin_model::Invalid> for Refusal {
     }
 }
 
+/// Keep `status` for `id` (a source or destination the record still has) in the map `keep`
+/// picks, its error cut to the budget.
+fn set_status(
+    record: &mut Option<UserRecord>,
+    id: &str,
+    mut status: tocsin_model::SourceStatus,
+    known: impl Fn(&UserRecord) -> bool,
+    keep: impl Fn(
+        &mut UserRecord,
+    ) -> &mut std::collections::BTreeMap<String, tocsin_model::SourceStatus>,
+) -> Effects {
+    let mut fx = Effects::labelled(Outcome::Status);
+    status.error = status
+        .error
+        .map(|e| tocsin_model::text::truncate(&e, budget::MAX_STATUS_ERROR));
+    if let Some(r) = record.as_mut().filter(|r| known(r)) {
+        let map = keep(r);
+        if map.get(id) != Some(&status) {
+            map.insert(id.to_owned(), status);
+            fx.dirty = true;
+        }
+    }
+    fx
+}
+
 /// Apply `msg` for `user` to `record` (None: the user does not exist yet).
 pub fn apply(
     user: &UserId,
@@ -153,44 +178,23 @@ pub fn apply(
             }
             fx
         }
-        AvatarMessage::SourceStatus {
-            source_id,
-            mut status,
-        } => {
-            let mut fx = Effects::labelled(Outcome::Status);
-            status.error = status
-                .error
-                .map(|e| tocsin_model::text::truncate(&e, budget::MAX_STATUS_ERROR));
-            if let Some(r) = record
-                && r.sources.iter().any(|s| s.id == source_id)
-                && r.source_status.get(&source_id) != Some(&status)
-            {
-                r.source_status.insert(source_id, status);
-                fx.dirty = true;
-            }
-            fx
-        }
+        AvatarMessage::SourceStatus { source_id, status } => set_status(
+            record,
+            &source_id,
+            status,
+            |r| r.sources.iter().any(|s| s.id == source_id),
+            |r| &mut r.source_status,
+        ),
         AvatarMessage::DestinationStatus {
             destination_id,
-            mut status,
-        } => {
-            let mut fx = Effects::labelled(Outcome::Status);
-            status.error = status
-                .error
-                .map(|e| tocsin_model::text::truncate(&e, budget::MAX_STATUS_ERROR));
-            if let Some(r) = record
-                && r.destinations.iter().any(|d| d.id == destination_id)
-                && r.destination_status.get(&destination_id) != Some(&status)
-            {
-                if status.ok {
-                    r.destination_status.remove(&destination_id);
-                } else {
-                    r.destination_status.insert(destination_id, status);
-                }
-                fx.dirty = true;
-            }
-            fx
-        }
+            status,
+        } => set_status(
+            record,
+            &destination_id,
+            status,
+            |r| r.destinations.iter().any(|d| d.id == destination_id),
+            |r| &mut r.destination_status,
+        ),
         AvatarMessage::Outcome { outcome } => {
             let Some(r) = record.as_mut().filter(|_| outcome.user == *user) else {
                 return Effects {
