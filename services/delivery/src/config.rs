@@ -20,6 +20,9 @@ pub struct DeliveryConfig {
     /// Jobs pulled but not yet settled per channel — queued in lanes behind a slow or failing
     /// destination, or being sent. The rest wait in the stream (backpressure), not in memory.
     pub max_ack_pending: i64,
+    /// Sends in flight for one user per channel (at most `concurrency`): a tenant's slow
+    /// destinations hold at most this many of the channel's sends.
+    pub max_sends_per_user: usize,
     /// Jobs one user may hold in a channel's window; the rest are parked back in the stream
     /// until some of theirs are settled, so one tenant cannot fill the window for all.
     pub max_held_per_user: usize,
@@ -51,6 +54,7 @@ impl Default for DeliveryConfig {
             channels: vec![Channel::Webhook],
             concurrency: 32,
             max_ack_pending: 10_000,
+            max_sends_per_user: 8,
             max_held_per_user: 64,
             parked_max_ack_pending: 1_000,
             breaker_failures: 5,
@@ -112,8 +116,12 @@ impl DeliveryConfig {
         if self.concurrency == 0 || self.webhook_timeout_secs == 0 {
             p.push("delivery.concurrency and webhook_timeout_secs: must be greater than 0".into());
         }
-        if self.max_held_per_user == 0 || self.breaker_failures == 0 {
-            p.push("delivery.max_held_per_user and breaker_failures: must be at least 1".into());
+        if self.max_held_per_user == 0 || self.breaker_failures == 0 || self.max_sends_per_user == 0
+        {
+            p.push(
+                "delivery.max_held_per_user, max_sends_per_user and breaker_failures: must be at least 1"
+                    .into(),
+            );
         }
         if self.parked_max_ack_pending < 1 {
             p.push(format!(

@@ -14,14 +14,13 @@ use tocsin_model::{
     AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, SourceStatus,
     now_ms,
 };
-use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info_span, warn};
 
 /// Send one job until it is delivered, fails for good, or has used its attempts.
 pub(crate) async fn handle(
     ctx: &Ctx,
     channel: Channel,
-    permits: &Semaphore,
+    permits: &crate::permits::Permits,
     msg: tocsin_bus::Inbound,
     job: DeliveryJob,
     breaker: &impl Fn(bool) -> Option<Breaker>,
@@ -41,7 +40,7 @@ pub(crate) async fn handle(
             (delivered, detail)
         } else { loop {
             let result = {
-                let _permit = permits.acquire().await.expect("semaphore open");
+                let _permit = permits.acquire(job.notification.user.as_str()).await;
                 if let Some(rate) = ctx.rates.get(&channel) {
                     rate.wait().await;
                 }

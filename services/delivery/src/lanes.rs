@@ -4,6 +4,7 @@
 use crate::Ctx;
 use crate::fairness::{Admit, Fairness};
 use crate::job::handle;
+use crate::permits::Permits;
 use async_nats::jetstream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tocsin_bus::Disposition;
 use tocsin_bus::Inbound;
 use tocsin_model::{Channel, DeliveryJob};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, warn};
@@ -46,7 +47,10 @@ pub(crate) async fn run_channel(
     let what = channel.as_str();
     let mut messages = tocsin_bus::Pull::new(consumers.jobs, 256, format!("{what} jobs"));
     let mut parked = tocsin_bus::Pull::new(consumers.parked, 64, format!("{what} parked jobs"));
-    let permits = Arc::new(Semaphore::new(ctx.cfg.concurrency));
+    let permits = Arc::new(Permits::new(
+        ctx.cfg.concurrency,
+        ctx.cfg.max_sends_per_user,
+    ));
     let held: Held = Arc::default();
     let fair = Arc::new(Mutex::new(Fairness::new(ctx.cfg.fairness())));
     let mut lanes: HashMap<String, Lane> = HashMap::new();
@@ -66,6 +70,7 @@ pub(crate) async fn run_channel(
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
                 lanes.retain(|_, l| !l.join.is_finished());
+                permits.sweep();
                 continue;
             }
             _ = keep_alive.tick() => {
@@ -112,7 +117,7 @@ pub(crate) async fn run_channel(
                     parked_resume = tokio::time::Instant::now() + Duration::from_secs(1);
                 }
             }
-            park(&ctx, channel, &fair, &key, msg, &job, &why).await;
+            park(&ctx, channel, &fair, key, msg, &job, &why).await;
             continue;
         }
         if from_parked {
@@ -168,12 +173,14 @@ pub(crate) struct Consumers {
 
 /// Park `msg`: publish its job on the channel's parked subject, then ack it. The parked copy's
 /// id is the job's and the original's stream sequence, so a crash between the two parks it
-/// once (the bus drops the repeat), and a job parked again gets a new copy.
+/// once (the bus drops the repeat), and a job parked again gets a new copy. The publishes go
+/// out in order here; their PubAcks are awaited (and the originals acked) off this loop, so a
+/// flood of one tenant's jobs is parked at the bus's pace rather than one round trip each.
 async fn park(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     channel: Channel,
-    fair: &Mutex<Fairness>,
-    key: &str,
+    fair: &Arc<Mutex<Fairness>>,
+    key: String,
     msg: Inbound,
     job: &DeliveryJob,
     why: &str,
@@ -181,33 +188,37 @@ async fn park(
     let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
     let subject = ctx.bus.subjects().delivery_parked(channel.as_str());
     let id = tocsin_bus::msg_id::parked(&job.job_id, seq);
-    let sent = match ctx
+    debug!(user = %job.notification.user, destination = %job.destination.id, reason = why, "parking a job");
+    let sent = ctx
         .bus
         .send(subject, &id, msg.message().payload.clone())
-        .await
-    {
-        Ok(ack) => ack.await,
-        Err(e) => Err(e),
-    };
-    match sent {
-        Ok(()) => {
-            metrics::counter!(crate::telemetry::PARKED, "channel" => channel.as_str()).increment(1);
-            debug!(user = %job.notification.user, destination = %job.destination.id, reason = why, "job parked");
-            msg.settle(&ctx.bus, Disposition::Ack).await;
+        .await;
+    let (ctx, fair) = (ctx.clone(), fair.clone());
+    tokio::spawn(async move {
+        let acked = match sent {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(()) => {
+                metrics::counter!(crate::telemetry::PARKED, "channel" => channel.as_str())
+                    .increment(1);
+                msg.settle(&ctx.bus, Disposition::Ack).await;
+            }
+            Err(e) => {
+                fair.lock().expect("fairness lock").park_failed(&key);
+                warn!(error = %e, "cannot park a job; it is given back to the stream");
+                msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1)))
+                    .await;
+            }
         }
-        Err(e) => {
-            fair.lock().expect("fairness lock").park_failed(key);
-            warn!(error = %e, "cannot park a job; it is given back to the stream");
-            msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1)))
-                .await;
-        }
-    }
+    });
 }
 
 pub(crate) async fn run_lane(
     ctx: Arc<Ctx>,
     channel: Channel,
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
     held: Held,
     fair: Arc<Mutex<Fairness>>,
     mut rx: mpsc::UnboundedReceiver<(Inbound, DeliveryJob)>,

@@ -21,6 +21,7 @@ pub mod email;
 pub mod fairness;
 mod job;
 mod lanes;
+mod permits;
 pub mod push;
 pub mod retry;
 pub mod sms;
