@@ -461,6 +461,31 @@ impl Harness {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.api.1).await;
     }
 
+    /// Wait until the routers have handled and settled everything sent to every silo (each
+    /// avatar's batch made durable and acked): a kill after this finds no routing half done.
+    pub async fn wait_routers_settled(&self) -> Result<()> {
+        let bus = tocsin_bus::Bus::connect(&self.bus, "harness").await?;
+        for silo in 0..bus.config().silo_count {
+            let stream = bus.subjects().stream(tocsin_bus::StreamKind::Silo(silo));
+            let what = format!("silo {silo}'s messages settled by its router");
+            tocsin_testkit::wait_for(Duration::from_secs(30), &what, || async {
+                let mut c: async_nats::jetstream::consumer::PullConsumer = bus
+                    .jetstream()
+                    .get_stream(&stream)
+                    .await
+                    .ok()?
+                    .get_consumer("router")
+                    .await
+                    .ok()?;
+                let info = c.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            })
+            .await?;
+        }
+        bus.drain().await;
+        Ok(())
+    }
+
     /// Wait until the API answers and history serves queries for every silo.
     pub async fn wait_ready(&self) -> Result<()> {
         tocsin_testkit::wait_for(
