@@ -36,6 +36,20 @@ pub struct Report {
     pub delivered: Figures,
     pub options: BenchOptions,
     pub nats_version: String,
+    /// One notification's latency by hop, from the router's and delivery's own events.
+    pub hops: Hops,
+}
+
+/// Per-hop latency percentiles (p50, p99) in ms, from the `routed` and `delivered` events'
+/// `latency_ms` (each since the notification's creation, at millisecond resolution).
+#[derive(Debug, Clone, Default)]
+pub struct Hops {
+    /// Publish → the avatar routed it (silo stream, router, its batch).
+    pub routed: (f64, f64),
+    /// Routed → the sink delivered it (the job through the delivery stream, the lane, the send).
+    pub to_delivered: (f64, f64),
+    /// Notifications both events were seen for.
+    pub seen: usize,
 }
 
 impl Report {
@@ -57,6 +71,11 @@ impl Report {
         s.push_str(&figure_rows(
             &[&self.baseline, &self.pipeline, &self.delivered],
             44,
+        ));
+        let h = &self.hops;
+        s.push_str(&format!(
+            "hops ({} notifications, ms from their events): publish → routed p50 {:.0} p99 {:.0}; routed → delivered p50 {:.0} p99 {:.0}\n",
+            h.seen, h.routed.0, h.routed.1, h.to_delivered.0, h.to_delivered.1
         ));
         for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
             s.push_str(&format!(
@@ -82,13 +101,14 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         .unwrap_or_default();
     let url = nats.url.clone();
     let baseline = baseline(&url, &opts).await.context("baseline")?;
-    let (pipeline, delivered) = pipeline(&url, &opts, &nats.store)
+    let (pipeline, delivered, hops) = pipeline(&url, &opts, &nats.store)
         .await
         .context("pipeline")?;
     Ok(Report {
         baseline,
         pipeline,
         delivered,
+        hops,
         options: opts,
         nats_version: version,
     })
@@ -102,7 +122,7 @@ async fn pipeline(
     url: &str,
     opts: &BenchOptions,
     store: &std::path::Path,
-) -> Result<(Figures, Figures)> {
+) -> Result<(Figures, Figures, Hops)> {
     let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
     let shutdown = CancellationToken::new();
     let history = tocsin_history::Config {
@@ -141,7 +161,9 @@ async fn pipeline(
         .client()
         .subscribe(format!("{prefix}.silo.*.*.outcome"))
         .await?;
+    let events = bus.client().subscribe(bus.subjects().events_all()).await?;
     let n = opts.notifications;
+    let hops = hops(events, n);
     let start = Instant::now();
     let stored = receive(live, n, sent.clone(), start, |payload| {
         let note: Notification = serde_json::from_slice(payload).ok()?;
@@ -177,6 +199,12 @@ async fn pipeline(
     window.flush().await?;
     let stored = tokio::time::timeout(opts.timeout, stored).await;
     let delivered = tokio::time::timeout(opts.timeout, delivered).await;
+    // the last events are published with the last outcomes: a moment to read them
+    let hops = tokio::time::timeout(Duration::from_secs(10), hops)
+        .await
+        .ok()
+        .and_then(|h| h.ok())
+        .unwrap_or_default();
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
@@ -196,7 +224,52 @@ async fn pipeline(
             delivered_in,
             &delivered_hist,
         ),
+        hops,
     ))
+}
+
+/// A task that reads the `routed` and `delivered` events of `n` notifications from `sub`
+/// and returns the per-hop percentiles.
+fn hops(mut sub: async_nats::Subscriber, n: usize) -> tokio::task::JoinHandle<Hops> {
+    tokio::spawn(async move {
+        let mut routed: HashMap<String, i64> = HashMap::new();
+        let mut delivered: HashMap<String, i64> = HashMap::new();
+        while routed.len() < n || delivered.len() < n {
+            let Some(m) = sub.next().await else { break };
+            let Ok(e) = serde_json::from_slice::<tocsin_model::Event>(&m.payload) else {
+                continue;
+            };
+            let (Some(id), Some(ms)) = (e.notification, e.latency_ms) else {
+                continue;
+            };
+            match e.kind {
+                tocsin_model::EventKind::Routed => routed.insert(id.0, ms),
+                tocsin_model::EventKind::Delivered => delivered.insert(id.0, ms),
+                _ => None,
+            };
+        }
+        let mut to_routed = Histogram::<u64>::new(3).expect("histogram");
+        let mut onward = Histogram::<u64>::new(3).expect("histogram");
+        let mut seen = 0;
+        for (id, r) in &routed {
+            if let Some(d) = delivered.get(id) {
+                let _ = to_routed.record((*r).max(0) as u64);
+                let _ = onward.record((d - r).max(0) as u64);
+                seen += 1;
+            }
+        }
+        let p = |h: &Histogram<u64>| {
+            (
+                h.value_at_quantile(0.5) as f64,
+                h.value_at_quantile(0.99) as f64,
+            )
+        };
+        Hops {
+            routed: p(&to_routed),
+            to_delivered: p(&onward),
+            seen,
+        }
+    })
 }
 
 /// A task that reads `n` distinct notification ids (`id_of` each message) from `sub` and
