@@ -2,6 +2,8 @@
 //! changes and what goes out. No I/O here; the actor (`actor.rs`) persists the record and
 //! publishes the effects (`outputs.rs` maps them to bus messages).
 
+#[cfg(test)]
+mod budget_tests;
 pub mod commands;
 pub mod effects;
 pub mod escalate;
