@@ -161,7 +161,8 @@ impl Fairness {
     }
 
     /// Jobs held for `user` now.
-    pub fn held_by(&self, user: &str) -> usize {
+    #[cfg(test)]
+    fn held_by(&self, user: &str) -> usize {
         self.users.get(user).copied().unwrap_or(0)
     }
 }

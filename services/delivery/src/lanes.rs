@@ -74,7 +74,7 @@ pub(crate) async fn run_channel(
                 continue;
             }
             _ = keep_alive.tick() => {
-                let msgs: Vec<jetstream::Message> = held.lock().expect("held lock").values().cloned().collect();
+                let msgs: Vec<jetstream::Message> = tocsin_runtime::lock(&held).values().cloned().collect();
                 for m in msgs {
                     if let Err(e) = m.ack_with(jetstream::AckKind::Progress).await {
                         debug!(error = %e, "cannot extend a job's ack deadline");
@@ -95,7 +95,7 @@ pub(crate) async fn run_channel(
             }
         };
         let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
-        if held.lock().expect("held lock").contains_key(&seq) {
+        if tocsin_runtime::lock(&held).contains_key(&seq) {
             // a redelivery of a job we still hold: it is already queued or being sent, and
             // that delivery is settled when it is done
             msg.leave();
@@ -103,12 +103,8 @@ pub(crate) async fn run_channel(
         }
         let key = format!("{}:{}", job.notification.user, job.destination.id);
         let user = job.notification.user.to_string();
-        let verdict = fair.lock().expect("fairness lock").admit(
-            &key,
-            &user,
-            from_parked,
-            started().elapsed(),
-        );
+        let verdict =
+            tocsin_runtime::lock(&fair).admit(&key, &user, from_parked, started().elapsed());
         if let Admit::Park(why) = verdict {
             if from_parked {
                 parked_again += 1;
@@ -124,9 +120,7 @@ pub(crate) async fn run_channel(
             parked_again = 0;
         }
         // a clone of the message, only to extend its ack deadline while it waits
-        held.lock()
-            .expect("held lock")
-            .insert(seq, msg.message().clone());
+        tocsin_runtime::lock(&held).insert(seq, msg.message().clone());
         let mut item = (msg, job);
         loop {
             let lane = lanes.entry(key.clone()).or_insert_with(|| {
@@ -206,7 +200,7 @@ async fn park(
                 msg.settle(&ctx.bus, Disposition::Ack).await;
             }
             Err(e) => {
-                fair.lock().expect("fairness lock").park_failed(&key);
+                tocsin_runtime::lock(&fair).park_failed(&key);
                 warn!(error = %e, "cannot park a job; it is given back to the stream");
                 msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1)))
                     .await;
@@ -230,14 +224,11 @@ pub(crate) async fn run_lane(
                 let seq = msg.message().info().map(|i| i.stream_sequence).unwrap_or(0);
                 let key = format!("{}:{}", job.notification.user, job.destination.id);
                 let user = job.notification.user.to_string();
-                let breaker = |ok: bool| {
-                    fair.lock()
-                        .expect("fairness lock")
-                        .sent(&key, ok, started().elapsed())
-                };
+                let breaker =
+                    |ok: bool| tocsin_runtime::lock(&fair).sent(&key, ok, started().elapsed());
                 handle(&ctx, channel, &permits, msg, job.clone(), &breaker).await;
-                held.lock().expect("held lock").remove(&seq);
-                fair.lock().expect("fairness lock").release(&key, &user);
+                tocsin_runtime::lock(&held).remove(&seq);
+                tocsin_runtime::lock(&fair).release(&key, &user);
             }
             Ok(None) => return,
             Err(_) => rx.close(),

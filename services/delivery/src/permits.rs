@@ -32,7 +32,7 @@ impl Permits {
     /// queues for (and so never holds up) the channel's permits.
     pub(crate) async fn acquire(&self, user: &str) -> Permit {
         let mine = {
-            let mut users = self.users.lock().expect("permits lock");
+            let mut users = tocsin_runtime::lock(&self.users);
             users
                 .entry(user.to_owned())
                 .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)))
@@ -54,9 +54,7 @@ impl Permits {
     /// Forget the users with no send in flight or waiting.
     pub(crate) fn sweep(&self) {
         let per_user = self.per_user;
-        self.users
-            .lock()
-            .expect("permits lock")
+        tocsin_runtime::lock(&self.users)
             .retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < per_user);
     }
 }

@@ -104,9 +104,7 @@ type Shared = Arc<Mutex<Store>>;
 /// is rolled back — so the store is used again rather than the silo refusing everything until
 /// a restart.
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    tocsin_runtime::lock(store)
 }
 
 /// Run until `shutdown`; in-flight batches are committed and acked before it returns.

@@ -290,11 +290,7 @@ impl Reader {
     /// A read-only connection from the pool (a new one when all are busy), given back by
     /// [`Reader::give_back`].
     fn connection(&self) -> Result<Connection, StoreError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let idle = tocsin_runtime::lock(&self.idle).pop();
         if let Some(c) = idle {
             return Ok(c);
         }
@@ -308,10 +304,7 @@ impl Reader {
     }
 
     fn give_back(&self, c: Connection) {
-        let mut idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = tocsin_runtime::lock(&self.idle);
         if idle.len() < 4 {
             idle.push(c);
         }
@@ -399,11 +392,17 @@ impl Reader {
             let notification: Notification =
                 serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let timeline = self.timeline(conn, notification.id.as_str())?;
+            // what the item adds to the reply: its stored document (JSON already) and its
+            // entries, with room for their field names
+            let size = doc.len()
+                + timeline
+                    .iter()
+                    .map(|e| 96 + e.kind.len() + e.detail.len())
+                    .sum::<usize>();
             let item = HistoryItem {
                 notification,
                 timeline,
             };
-            let size = serde_json::to_vec(&item).map_or(0, |v| v.len());
             if !items.is_empty() && bytes + size > PAGE_BYTES {
                 // the rest on the next page
                 more = true;

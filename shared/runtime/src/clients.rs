@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// The client `ip` belongs to.
 pub fn client_key(ip: IpAddr) -> IpAddr {
@@ -45,7 +45,7 @@ impl PerClient {
     /// A slot for a connection from `ip`, or `None` when its client holds all of its own.
     pub fn open(&self, ip: IpAddr) -> Option<Slot> {
         let key = client_key(ip);
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::lock(&self.open);
         let n = open.entry(key).or_default();
         if *n >= self.per_client {
             return None;
@@ -58,15 +58,16 @@ impl PerClient {
     }
 
     /// Connections open from `ip`'s client.
-    pub fn count(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+    #[cfg(test)]
+    fn count(&self, ip: IpAddr) -> usize {
+        let open = crate::lock(&self.open);
         open.get(&client_key(ip)).copied().unwrap_or(0)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::lock(&self.open);
         if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {

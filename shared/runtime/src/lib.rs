@@ -14,6 +14,13 @@ pub use config::{ConfigDoc, ConfigSource, Section};
 pub use error::ServiceError;
 pub use ops::{Readiness, serve_ops};
 
+/// Lock `m`, recovering it if a panic poisoned it. For state that stays consistent whatever
+/// point a panic interrupted (counts, caches, tables): one panicking task must not turn every
+/// later lock into a panic of its own.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 use std::future::Future;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;

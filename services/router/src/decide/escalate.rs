@@ -114,15 +114,13 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
 /// Remember a pending escalation, giving up the oldest past the count or byte budget.
 fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
     reach.escalations.insert(esc.notification.id.0.clone(), esc);
-    let held = |reach: &Reach| -> usize {
-        reach
-            .escalations
-            .values()
-            .map(|e| budget::approx_bytes(&e.notification))
-            .sum()
-    };
+    let mut held: usize = reach
+        .escalations
+        .values()
+        .map(|e| budget::approx_bytes(&e.notification))
+        .sum();
     while reach.escalations.len() > Reach::MAX_ESCALATIONS
-        || (reach.escalations.len() > 1 && held(reach) > budget::ESCALATION_BUDGET)
+        || (reach.escalations.len() > 1 && held > budget::ESCALATION_BUDGET)
     {
         let oldest = reach
             .escalations
@@ -130,7 +128,9 @@ fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
             .min_by_key(|e| (e.notification.created_at_ms, e.reference))
             .map(|e| e.notification.id.clone());
         let Some(id) = oldest else { break };
-        reach.escalations.remove(id.as_str());
+        if let Some(gone) = reach.escalations.remove(id.as_str()) {
+            held -= budget::approx_bytes(&gone.notification);
+        }
         fired.entries.push((
             id,
             entry(
