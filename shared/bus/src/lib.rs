@@ -14,10 +14,12 @@
 
 mod config;
 mod dlq;
+pub mod envelope;
 mod inbound;
 pub mod lease;
 pub mod msg_id;
 mod names;
+mod outbox;
 mod publish;
 mod pulling;
 mod send;
@@ -30,6 +32,7 @@ pub use dlq::DeadLetter;
 pub use inbound::Inbound;
 pub use lease::Leases;
 pub use names::{StreamKind, Subjects};
+pub use outbox::{Outbox, Outgoing, Receipt};
 pub use publish::PublishWindow;
 pub use pulling::Pull;
 pub use send::PendingAck;

@@ -66,6 +66,11 @@ impl Subjects {
         format!("{}.history.{silo}.{user}", self.prefix)
     }
 
+    /// `<p>.history.<k>.ENVELOPE`: records of many users of silo `k` in envelopes.
+    pub fn history_envelope(&self, silo: u32) -> String {
+        format!("{}.history.{silo}.{}", self.prefix, crate::envelope::TOKEN)
+    }
+
     pub fn history_silo(&self, silo: u32) -> String {
         format!("{}.history.{silo}.*", self.prefix)
     }
@@ -126,6 +131,11 @@ impl Subjects {
     /// `<p>.events.<kind>`: one state change, for the archive.
     pub fn events(&self, kind: tocsin_model::EventKind) -> String {
         format!("{}.events.{kind}", self.prefix)
+    }
+
+    /// `<p>.events.ENVELOPE`: events of many kinds in envelopes.
+    pub fn events_envelope(&self) -> String {
+        format!("{}.events.{}", self.prefix, crate::envelope::TOKEN)
     }
 
     pub fn events_all(&self) -> String {

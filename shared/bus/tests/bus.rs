@@ -115,3 +115,62 @@ async fn next(pull: &mut Pull) -> tocsin_bus::Inbound {
         .await
         .expect("a message")
 }
+
+/// An outbox turns what many submitters gave it while it was busy into one round: each
+/// subject's records in envelopes (every record once, in order), the `first` ones stored and
+/// acknowledged before the messages of their own; every receipt answers once the round is
+/// durable, and says so when the outbox is gone.
+#[tokio::test(flavor = "current_thread")]
+async fn an_outbox_round_envelopes_records_and_stores_first_ones_first() {
+    use tocsin_bus::{Outbox, Outgoing, envelope};
+    let (_nats, bus) = bus("outbox", BusConfig::default().max_ack_inflight).await;
+    let (outbox, task) = Outbox::spawn(bus.clone(), "test".into());
+    let s = bus.subjects();
+    // submitted without yielding: the outbox takes them all as one round
+    let receipts: Vec<_> = (0..50)
+        .map(|t| {
+            outbox.submit(vec![
+                Outgoing::record(
+                    s.history_envelope(0),
+                    format!("h{t}"),
+                    format!("{{\"t\":{t}}}").into(),
+                )
+                .first(),
+                Outgoing::alone(s.history(0, &format!("u{t}")), format!("a{t}"), "{}".into()),
+                Outgoing::record(s.events_envelope(), format!("e{t}"), "{}".into()),
+            ])
+        })
+        .collect();
+    for r in receipts {
+        r.await.expect("stored");
+    }
+    let name = s.stream(StreamKind::History);
+    let mut stream = bus.jetstream().get_stream(&name).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    assert_eq!(last, 51, "one envelope and fifty messages of their own");
+    let first = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(first.subject.as_str(), s.history_envelope(0));
+    let ids: Vec<String> = envelope::records(&first.payload)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, (0..50).map(|t| format!("h{t}")).collect::<Vec<_>>());
+    for seq in 2..=51 {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        assert_eq!(m.subject.as_str(), s.history(0, &format!("u{}", seq - 2)));
+    }
+    let events = bus
+        .jetstream()
+        .get_stream(s.stream(StreamKind::Events))
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    assert_eq!(envelope::records(&events.payload).unwrap().len(), 50);
+    drop(task);
+    tokio::task::yield_now().await;
+    let gone = outbox.submit(Vec::new()).await.unwrap_err().to_string();
+    assert!(gone.contains("outbox stopped"), "{gone}");
+}

@@ -1,0 +1,213 @@
+//! A publisher many tasks share (a router silo's avatars, a delivery instance's lanes): it
+//! gathers what they submit while its previous round is in flight and publishes it as one
+//! round — records for the same subject in envelopes, the rest as messages of their own — then
+//! tells each submitter, or settles its input message, once the round is durable.
+//!
+//! Nothing waits on a timer: an idle outbox publishes a submission at once; under load, what
+//! arrives during one round's PubAcks becomes the next round, so the batches grow with the
+//! load (group commit). See ADR 0016.
+
+use crate::envelope;
+use crate::{Bus, BusError, Disposition, Inbound, PendingAck};
+use bytes::Bytes;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::debug;
+
+/// One message to publish through an [`Outbox`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// The subject: of the message, or of the envelope a record travels in.
+    pub subject: String,
+    /// The `Nats-Msg-Id` of a message; a record's own id inside its envelope.
+    pub id: String,
+    pub payload: Bytes,
+    /// A record that travels in an envelope with the round's other records for its subject.
+    pub enveloped: bool,
+    /// Published and acknowledged before the round's other messages (history records before
+    /// the jobs whose outcomes add to them).
+    pub first: bool,
+}
+
+impl Outgoing {
+    /// A message of its own.
+    pub fn alone(subject: String, id: String, payload: Bytes) -> Outgoing {
+        Outgoing {
+            subject,
+            id,
+            payload,
+            enveloped: false,
+            first: false,
+        }
+    }
+
+    /// A record for the envelopes on `subject`.
+    pub fn record(subject: String, id: String, payload: Bytes) -> Outgoing {
+        Outgoing {
+            enveloped: true,
+            ..Outgoing::alone(subject, id, payload)
+        }
+    }
+
+    /// Published and acknowledged before the rest of its round.
+    pub fn first(mut self) -> Outgoing {
+        self.first = true;
+        self
+    }
+}
+
+/// What to do once a submission's round is durable (or has failed).
+enum Then {
+    Tell(oneshot::Sender<Result<(), String>>),
+    /// Ack the message the outputs answer; on failure, give it back for a retry.
+    Settle(Box<Inbound>),
+}
+
+struct Submission {
+    items: Vec<Outgoing>,
+    then: Then,
+}
+
+/// The answer to [`Outbox::submit`]: await it for the round's result.
+pub struct Receipt(oneshot::Receiver<Result<(), String>>);
+
+impl std::future::IntoFuture for Receipt {
+    type Output = Result<(), BusError>;
+    type IntoFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BusError>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            match self.0.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(BusError::Other(e)),
+                Err(_) => Err(BusError::Other("the outbox stopped".into())),
+            }
+        })
+    }
+}
+
+/// A handle on a running outbox; clones share it. The outbox stops when every handle is gone
+/// and what was submitted is published, or when its task handle is dropped.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::UnboundedSender<Submission>,
+}
+
+/// At most this many submissions make one round.
+const ROUND: usize = 4096;
+
+impl Outbox {
+    /// Start an outbox publishing on `bus`; `name` is for its logs.
+    pub fn spawn(bus: Bus, name: String) -> (Outbox, AbortOnDropHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = AbortOnDropHandle::new(tokio::spawn(run(bus, name, rx)));
+        (Outbox { tx }, task)
+    }
+
+    /// Publish `items` (in order, within the rules of a round) and say when they are durable.
+    pub fn submit(&self, items: Vec<Outgoing>) -> Receipt {
+        let (tx, rx) = oneshot::channel();
+        // a send fails only when the outbox is gone: the receipt then says so
+        let _ = self.tx.send(Submission {
+            items,
+            then: Then::Tell(tx),
+        });
+        Receipt(rx)
+    }
+
+    /// Publish `items` and then ack `msg`, the message they answer; if the round fails (or the
+    /// outbox is gone), `msg` is given back (retried) so that its handler runs again.
+    pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: Inbound) {
+        let sent = self.tx.send(Submission {
+            items,
+            then: Then::Settle(Box::new(msg)),
+        });
+        if let Err(mpsc::error::SendError(Submission {
+            then: Then::Settle(msg),
+            ..
+        })) = sent
+        {
+            msg.settle(bus, Disposition::Retry(Duration::from_secs(1)))
+                .await;
+        }
+    }
+}
+
+async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>) {
+    let mut round = Vec::new();
+    while let Some(first) = rx.recv().await {
+        round.push(first);
+        while round.len() < ROUND {
+            match rx.try_recv() {
+                Ok(s) => round.push(s),
+                Err(_) => break,
+            }
+        }
+        let result = publish_round(&bus, &round).await;
+        metrics::histogram!("tocsin_bus_outbox_round_submissions").record(round.len() as f64);
+        if let Err(e) = &result {
+            debug!(outbox = %name, error = %e, "an outbox round failed; its submitters retry");
+        }
+        for s in round.drain(..) {
+            match s.then {
+                Then::Tell(tx) => {
+                    let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                }
+                Then::Settle(msg) => {
+                    let d = match &result {
+                        Ok(()) => Disposition::Ack,
+                        Err(_) => Disposition::Retry(Duration::from_secs(1)),
+                    };
+                    msg.settle(&bus, d).await;
+                }
+            }
+        }
+    }
+}
+
+/// A subject's records in a round: (id, payload).
+type Records<'a> = Vec<(&'a str, &'a [u8])>;
+
+/// Publish a round: the `first` items, acknowledged, then the rest; in each part the messages
+/// of their own in submission order, then the envelopes, each subject's records in submission
+/// order.
+async fn publish_round(bus: &Bus, round: &[Submission]) -> Result<(), BusError> {
+    for first in [true, false] {
+        let mut acks: Vec<PendingAck> = Vec::new();
+        // subjects in the order of their first record, with their records
+        let mut groups: Vec<(&str, Records)> = Vec::new();
+        for item in round
+            .iter()
+            .flat_map(|s| &s.items)
+            .filter(|i| i.first == first)
+        {
+            if item.enveloped {
+                let rec = (item.id.as_str(), item.payload.as_ref());
+                match groups.iter_mut().find(|(s, _)| *s == item.subject) {
+                    Some((_, recs)) => recs.push(rec),
+                    None => groups.push((item.subject.as_str(), vec![rec])),
+                }
+            } else {
+                acks.push(
+                    bus.send(item.subject.clone(), &item.id, item.payload.clone())
+                        .await?,
+                );
+            }
+        }
+        for (subject, recs) in &groups {
+            for run in envelope::pack(recs) {
+                let part = &recs[run];
+                let payload = envelope::encode(part.iter().copied());
+                let id = envelope::id(part.iter().map(|(id, _)| *id));
+                acks.push(bus.send((*subject).to_owned(), &id, payload).await?);
+            }
+            metrics::histogram!("tocsin_bus_envelope_records").record(recs.len() as f64);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    Ok(())
+}
