@@ -1,6 +1,7 @@
 //! The event archive end to end: a scripted workload through the real pipeline is archived
 //! as Parquet, and `tocsin analytics` reports exactly its counts; an archiver killed again
-//! and again mid-file leaves every event in the archive exactly once; foreign and damaged
+//! and again mid-file leaves every event in the archive exactly once (each event of each
+//! stream message, alone or in an envelope); foreign and damaged
 //! files are reported and skipped.
 
 use anyhow::{Context, Result, ensure};
@@ -45,13 +46,29 @@ async fn rows(a: &Archive) -> Result<Vec<(u64, String, String)>> {
     Ok(out)
 }
 
-/// How many events the event stream holds, and its last sequence number.
-async fn stream_state(h: &Harness) -> Result<(u64, u64)> {
+/// Every event the event stream holds, as (stream sequence, event id): a message carries one
+/// event or an envelope of them. Fails if the stream lost a message (limits retention keeps
+/// them all).
+async fn stream_events(h: &Harness) -> Result<Vec<(u64, String)>> {
     let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
     let name = bus.subjects().stream(tocsin_bus::StreamKind::Events);
     let mut s = bus.jetstream().get_stream(&name).await?;
     let info = s.info().await?;
-    Ok((info.state.messages, info.state.last_sequence))
+    ensure!(
+        info.state.messages == info.state.last_sequence,
+        "the event stream lost messages: {} held, last sequence {}",
+        info.state.messages,
+        info.state.last_sequence
+    );
+    let mut out = Vec::new();
+    for seq in 1..=info.state.last_sequence {
+        let m = s.get_raw_message(seq).await?;
+        for r in tocsin_bus::envelope::records(&m.payload)? {
+            let e: tocsin_model::Event = serde_json::from_slice(&r.payload)?;
+            out.push((seq, e.id));
+        }
+    }
+    Ok(out)
 }
 
 /// The report's `all` rows summed over days (a run may cross midnight UTC), and its rows per
@@ -299,28 +316,25 @@ async fn an_archiver_killed_mid_file_loses_and_repeats_nothing() -> Result<()> {
     .await?;
     let a = archive(&h);
     // 240 notifications × (ingested, matched, routed, delivered) + the setup
-    let (messages, last) = wait_for(Duration::from_secs(30), "the stream to settle", || async {
-        let (m, l) = stream_state(&h).await.ok()?;
-        (m >= 240 * 4 + 2).then_some((m, l))
+    let events = wait_for(Duration::from_secs(30), "the stream to settle", || async {
+        let e = stream_events(&h).await.ok()?;
+        (e.len() >= 240 * 4 + 2).then_some(e)
     })
     .await?;
-    assert_eq!(
-        messages, last,
-        "the event stream lost nothing (limits retention)"
-    );
     let archived = wait_for(
         Duration::from_secs(40),
         "the archive to catch up",
         || async {
             let r = rows(&a).await.ok()?;
-            (r.len() as u64 >= messages).then_some(r)
+            (r.len() >= events.len()).then_some(r)
         },
     )
     .await?;
-    let mut seqs: Vec<u64> = archived.iter().map(|r| r.0).collect();
-    seqs.sort_unstable();
-    let expected: Vec<u64> = (1..=last).collect();
-    assert_eq!(seqs, expected, "every stream sequence exactly once");
+    let mut got: Vec<(u64, &str)> = archived.iter().map(|r| (r.0, r.1.as_str())).collect();
+    got.sort_unstable();
+    let mut expected: Vec<(u64, &str)> = events.iter().map(|(s, id)| (*s, id.as_str())).collect();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "every event of the stream exactly once");
     let mut ids: Vec<&str> = archived.iter().map(|r| r.1.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();

@@ -5,12 +5,14 @@
 //! until a file is due — `roll_max_events`, `roll_max_bytes` or `roll_max_age_secs`,
 //! whichever comes first — then written, one file per hour the events fall in, each named by
 //! the lowest and highest stream sequence number in it ([`store::FileName`]). Only once every
-//! file of the roll is durable are its events acked.
+//! file of the roll is durable are its events acked. A message may carry one event or an
+//! envelope of them (ADR 0016); each event is a row with its message's sequence number.
 //!
 //! A crash can therefore leave files whose events were never acked. The events come back;
 //! at start-up the archiver reads the sequence numbers of the files above the consumer's ack
-//! floor, and while running remembers what it wrote, and acks such an event without writing
-//! it again. So a restart neither loses nor duplicates a row. Events the archiver cannot
+//! floor (with the event ids in them: an envelope's events can fall into two hours' files,
+//! and a crash between the two leaves it half written), and while running remembers what it
+//! wrote, and acks such an event without writing it again. So a restart neither loses nor duplicates a row. Events the archiver cannot
 //! decode are dead-lettered, with the reason, not dropped.
 //!
 //! Run one archiver per installation: two would each write their own files, and an event
@@ -221,11 +223,12 @@ async fn ack_floor(
         .map_err(|e| BusError::Other(format!("cannot read the archiver consumer's state: {e}")))
 }
 
-/// The sequence numbers above `floor` that files in the archive already hold: written
-/// before a crash, never acked. Files that cannot be read are reported and left out (their
-/// events are written again, under the same name when the roll is the same).
-pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
+/// The events above `floor` that files in the archive already hold, by stream sequence number
+/// and event id: written before a crash, never acked. Files that cannot be read are reported
+/// and left out (their events are written again, under the same name when the roll is the
+/// same).
+pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeMap<u64, BTreeSet<String>> {
+    let mut out: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     let listed = match archive.list().await {
         Ok(l) => l,
         Err(e) => {
@@ -239,11 +242,15 @@ pub async fn recently_written(archive: &Archive, floor: u64) -> BTreeSet<u64> {
             continue;
         }
         let read = match archive.get(&f.relative).await {
-            Ok(bytes) => table::read_seqs(bytes).map_err(|e| e.to_string()),
+            Ok(bytes) => table::read_seq_ids(bytes).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match read {
-            Ok(seqs) => out.extend(seqs.into_iter().filter(|s| *s > floor)),
+            Ok(rows) => {
+                for (seq, id) in rows.into_iter().filter(|(s, _)| *s > floor) {
+                    out.entry(seq).or_default().insert(id);
+                }
+            }
             Err(e) => {
                 warn!(file = %f.relative, error = %e, "cannot read an archive file written before a restart; its events will be written again")
             }
@@ -292,30 +299,50 @@ pub async fn write_rows(
     Ok((files.len(), bytes_written))
 }
 
+/// The events in a message: one, or an envelope of them.
+fn decode_events(payload: &Bytes) -> Result<Vec<Event>, BusError> {
+    tocsin_bus::envelope::records(payload)?
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            tocsin_bus::decode(&r.payload, "event").map_err(|e| match r.id.is_empty() {
+                true => e,
+                false => BusError::Other(format!("record {i} ({}): {e}", r.id)),
+            })
+        })
+        .collect()
+}
+
 /// The events held for the next files.
 struct Roll {
     archive: Archive,
-    /// By stream sequence: a redelivered event replaces its earlier delivery.
-    held: BTreeMap<u64, (Event, tocsin_bus::Inbound)>,
+    /// By stream sequence: a redelivered message replaces its earlier delivery.
+    held: BTreeMap<u64, (Vec<Event>, tocsin_bus::Inbound)>,
+    /// The events in `held`.
+    events: usize,
     bytes: usize,
     oldest: Option<Instant>,
-    /// Sequence numbers written but perhaps not yet acked (above the ack floor).
+    /// Messages written whole but perhaps not yet acked (above the ack floor).
     written: BTreeSet<u64>,
+    /// Events found in the archive at start-up, by message: written before the last stop.
+    found: BTreeMap<u64, BTreeSet<String>>,
 }
 
 impl Roll {
-    fn new(archive: Archive, written: BTreeSet<u64>) -> Roll {
+    fn new(archive: Archive, found: BTreeMap<u64, BTreeSet<String>>) -> Roll {
         Roll {
             archive,
             held: BTreeMap::new(),
+            events: 0,
             bytes: 0,
             oldest: None,
-            written,
+            written: BTreeSet::new(),
+            found,
         }
     }
 
     fn len(&self) -> usize {
-        self.held.len()
+        self.events
     }
 
     fn is_empty(&self) -> bool {
@@ -334,7 +361,7 @@ impl Roll {
             msg.settle(bus, Disposition::Ack).await;
             return;
         }
-        let event: Event = match tocsin_bus::decode(&msg.message().payload, "event") {
+        let mut events = match decode_events(&msg.message().payload) {
             Ok(e) => e,
             Err(e) => {
                 warn!(subject = %msg.message().subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
@@ -343,12 +370,26 @@ impl Roll {
                 return;
             }
         };
+        if let Some(ids) = self.found.get(&seq) {
+            // written before the last stop, in part or whole: only the rest is written now
+            events.retain(|e| !ids.contains(&e.id));
+            if events.is_empty() {
+                debug!(seq, "already archived; acking it again");
+                msg.settle(bus, Disposition::Ack).await;
+                return;
+            }
+        }
         let size = msg.message().payload.len();
-        match self.held.insert(seq, (event, msg)) {
-            // a redelivery of an event already held: the newer delivery is acked with the roll
-            Some((_, older)) => older.leave(),
+        let count = events.len();
+        match self.held.insert(seq, (events, msg)) {
+            // a redelivery of a message already held: the newer delivery is acked with the roll
+            Some((older_events, older)) => {
+                self.events -= older_events.len();
+                older.leave();
+            }
             None => self.bytes += size,
         }
+        self.events += count;
         self.oldest.get_or_insert_with(Instant::now);
     }
 
@@ -362,7 +403,11 @@ impl Roll {
     /// Write every file of this roll (the events stay held).
     async fn write_files(&mut self) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let rows: Vec<(u64, &Event)> = self.held.iter().map(|(s, (e, _))| (*s, e)).collect();
+        let rows: Vec<(u64, &Event)> = self
+            .held
+            .iter()
+            .flat_map(|(s, (events, _))| events.iter().map(move |e| (*s, e)))
+            .collect();
         let (files, bytes) = write_rows(&self.archive, &rows).await?;
         metrics::counter!(crate::telemetry::FILES).increment(files as u64);
         metrics::counter!(crate::telemetry::BYTES).increment(bytes as u64);
@@ -378,14 +423,16 @@ impl Roll {
 
     /// Ack every held event (its file is durable) and remember it as written.
     async fn ack_all(&mut self) {
-        let events = self.held.len();
+        let events = self.events;
         for (seq, (_, msg)) in std::mem::take(&mut self.held) {
             if let Err(e) = msg.ack().await {
                 // redelivered later, then recognised as written
                 debug!(seq, error = %e, "ack failed");
             }
             self.written.insert(seq);
+            self.found.remove(&seq);
         }
+        self.events = 0;
         self.bytes = 0;
         self.oldest = None;
         metrics::counter!(crate::telemetry::EVENTS).increment(events as u64);
@@ -396,12 +443,14 @@ impl Roll {
         for (_, (_, msg)) in std::mem::take(&mut self.held) {
             msg.leave();
         }
+        self.events = 0;
         self.bytes = 0;
         self.oldest = None;
     }
 
     fn forget_below(&mut self, floor: u64) {
         self.written = self.written.split_off(&(floor + 1));
+        self.found = self.found.split_off(&(floor + 1));
     }
 }
 
@@ -409,6 +458,81 @@ impl Roll {
 mod tests {
     use super::*;
     use tocsin_model::EventKind;
+
+    /// An envelope whose events fall into two hours is written as two files; a crash between
+    /// the two leaves it half archived. After a restart only the other half is written.
+    #[tokio::test]
+    async fn an_envelope_half_archived_before_a_crash_is_completed_not_repeated() {
+        let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
+        let dir = tempfile::tempdir().unwrap();
+        let bus_cfg = BusConfig {
+            url: nats.url(),
+            prefix: tocsin_testkit::unique_prefix("archiver-half"),
+            silo_count: 1,
+            ack_wait_secs: 1,
+            ..Default::default()
+        };
+        let cfg = ArchiverConfig {
+            target: dir.path().display().to_string(),
+            roll_max_age_secs: 1,
+            ops_listen: String::new(),
+            ..Default::default()
+        };
+        let bus = Bus::connect(&bus_cfg, "test").await.unwrap();
+        bus.ensure_streams().await.unwrap();
+        // two events in one hour, two in the next
+        let hour = 3_600_000;
+        let base = (tocsin_model::now_ms() / hour - 2) * hour;
+        let events: Vec<Event> = (0..4)
+            .map(|i| {
+                let at = base + hour - 2 + i;
+                let mut e = Event::new(EventKind::Routed, &[&i.to_string()], at);
+                e.service = "test".into();
+                e
+            })
+            .collect();
+        let payloads: Vec<(String, Bytes)> = events
+            .iter()
+            .map(|e| (e.id.clone(), tocsin_bus::encode(e).unwrap()))
+            .collect();
+        let envelope =
+            tocsin_bus::envelope::encode(payloads.iter().map(|(id, p)| (id.as_str(), &p[..])));
+        bus.publish(bus.subjects().events_envelope(), "env-1", envelope)
+            .await
+            .unwrap();
+        // the first life wrote the first hour's file and died
+        let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
+        let first: Vec<(u64, &Event)> = events[..2].iter().map(|e| (1, e)).collect();
+        write_rows(&archive, &first).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Config {
+                bus: bus_cfg,
+                archiver: cfg.clone(),
+            },
+            shutdown.clone(),
+        ));
+        let c = consumer(&bus, &cfg).await.unwrap();
+        tocsin_testkit::wait_for(Duration::from_secs(20), "the envelope acked", || {
+            let mut c = c.clone();
+            async move {
+                let i = c.info().await.ok()?;
+                (i.ack_floor.stream_sequence == 1 && i.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let mut rows = Vec::new();
+        for f in archive.list().await.unwrap() {
+            rows.extend(table::read_seq_ids(archive.get(&f.relative).await.unwrap()).unwrap());
+        }
+        rows.sort();
+        let mut expected: Vec<(u64, String)> = events.iter().map(|e| (1, e.id.clone())).collect();
+        expected.sort();
+        assert_eq!(rows, expected, "each event of the envelope once");
+    }
 
     /// The window no kill in an integration test reliably hits: the files of a roll are
     /// durable, its events are not yet acked, and the archiver dies. After a restart the
@@ -441,7 +565,7 @@ mod tests {
         let c = consumer(&bus, &cfg).await.unwrap();
         let mut pull = tocsin_bus::Pull::new(c.clone(), 100, "test");
         let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
-        let mut roll = Roll::new(archive.clone(), BTreeSet::new());
+        let mut roll = Roll::new(archive.clone(), BTreeMap::new());
         while roll.len() < 100 {
             let m = tokio::time::timeout(Duration::from_secs(10), pull.next())
                 .await

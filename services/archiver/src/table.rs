@@ -223,6 +223,22 @@ pub fn read_seqs(bytes: Bytes) -> Result<Vec<u64>, ReadError> {
     Ok(out)
 }
 
+/// The stream sequence number and event id of every row in a file.
+pub fn read_seq_ids(bytes: Bytes) -> Result<Vec<(u64, String)>, ReadError> {
+    let mut out = Vec::new();
+    for c in read_columns(bytes, &["seq", "id"])? {
+        let (Some(seqs), Some(ids)) = (&c.seq, c.text("id")) else {
+            continue;
+        };
+        for i in 0..c.rows {
+            if let Some(id) = text_at(ids, i) {
+                out.push((seqs.value(i), id.to_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a text column's value at `i` is present.
 pub fn text_at(a: &StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))

@@ -246,29 +246,21 @@ async fn consume(
 /// Write one batch; false when the store refused it (the batch is given back).
 async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) -> bool {
     let mut records = Vec::with_capacity(msgs.len());
-    let mut good = Vec::with_capacity(msgs.len());
+    // each message with the records of it that could not be read, if any
+    let mut good: Vec<(tocsin_bus::Inbound, Vec<String>)> = Vec::with_capacity(msgs.len());
     for m in msgs {
         if bus.exhausted(m.message()) {
             let reason = "writing it failed on every delivery".to_owned();
             m.settle(bus, Disposition::Reject(reason)).await;
             continue;
         }
-        match tocsin_bus::decode::<HistoryRecord>(&m.message().payload, "history record") {
-            Ok(r)
-                if bus
-                    .subjects()
-                    .history(bus.silo_of(r.user()), r.user().as_str())
-                    == m.message().subject.as_str() =>
-            {
-                records.push(r);
-                good.push(m);
-            }
-            Ok(r) => {
-                let reason = format!("record for user {} arrived on the wrong subject", r.user());
-                m.settle(bus, Disposition::Reject(reason)).await;
-            }
-            Err(e) => m.settle(bus, Disposition::Reject(e.to_string())).await,
+        let (read, problems) = read_records(bus, m.message());
+        if read.is_empty() {
+            m.settle(bus, Disposition::Reject(summary(&problems))).await;
+            continue;
         }
+        records.extend(read);
+        good.push((m, problems));
     }
     if good.is_empty() {
         return true;
@@ -280,8 +272,14 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
         .expect("write task");
     match result {
         Ok(fresh) => {
-            for m in good {
-                m.settle(bus, Disposition::Ack).await;
+            for (m, problems) in good {
+                // the records that could be read are written; the message is kept in the
+                // dead-letter stream for the others (written again, they change nothing)
+                let d = match problems.is_empty() {
+                    true => Disposition::Ack,
+                    false => Disposition::Reject(summary(&problems)),
+                };
+                m.settle(bus, d).await;
             }
             metrics::counter!(crate::telemetry::RECORDS).increment(n as u64);
             for notification in fresh {
@@ -296,13 +294,68 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
         }
         Err(e) => {
             warn!(error = %e, records = n, "cannot write history; the batch will be redelivered");
-            for m in good {
+            for (m, _) in good {
                 m.settle(bus, Disposition::Retry(Duration::from_secs(1)))
                     .await;
             }
             false
         }
     }
+}
+
+/// The first few problems of a message, for its dead letter's reason.
+fn summary(problems: &[String]) -> String {
+    let mut s = problems
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if problems.len() > 5 {
+        s.push_str(&format!("; and {} more", problems.len() - 5));
+    }
+    s
+}
+
+/// The records in a message (one record, or an envelope of them) that belong on its subject,
+/// and what is wrong with the others, each naming its place in the message.
+fn read_records(
+    bus: &Bus,
+    msg: &async_nats::jetstream::Message,
+) -> (Vec<HistoryRecord>, Vec<String>) {
+    let subject = msg.subject.as_str();
+    let parts = match tocsin_bus::envelope::records(&msg.payload) {
+        Ok(p) => p,
+        Err(e) => return (Vec::new(), vec![e.to_string()]),
+    };
+    let enveloped = tocsin_bus::envelope::is_envelope(&msg.payload);
+    let mut records = Vec::with_capacity(parts.len());
+    let mut problems = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        let place = match enveloped {
+            true => format!("record {i} ({}): ", part.id),
+            false => String::new(),
+        };
+        match tocsin_bus::decode::<HistoryRecord>(&part.payload, "history record") {
+            Ok(r) => {
+                let silo = bus.silo_of(r.user());
+                let expected = match enveloped {
+                    true => bus.subjects().history_envelope(silo),
+                    false => bus.subjects().history(silo, r.user().as_str()),
+                };
+                if expected == subject {
+                    records.push(r);
+                } else {
+                    problems.push(format!(
+                        "{place}record for user {} arrived on the wrong subject",
+                        r.user()
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{place}{e}")),
+        }
+    }
+    (records, problems)
 }
 
 async fn serve_queries(
