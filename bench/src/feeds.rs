@@ -385,27 +385,40 @@ async fn fanout(
         intake.elapsed().as_secs_f64()
     );
     // routed = the avatar's history record is stored in the history stream (nobody consumes
-    // it here); counted from the stream, as a core subscription would drop messages when
-    // 100k arrive at once
+    // it here); counted from the stream (records in the silos' envelopes), read by an ordered
+    // consumer from where it stood, as a core subscription would drop messages when 100k
+    // arrive at once
     let history = bus.subjects().stream(tocsin_bus::StreamKind::History);
-    let stored = || async {
-        let mut s = bus.jetstream().get_stream(&history).await?;
-        Ok::<u64, anyhow::Error>(s.info().await?.state.messages)
-    };
-    let before = stored().await?;
+    let mut stream = bus.jetstream().get_stream(&history).await?;
+    let earlier = stream.info().await?.state.messages;
+    let reader = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    // what the stream held before the new item is not counted (a work queue: read it all)
+    for _ in 0..earlier {
+        let next = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut messages)).await;
+        let Ok(Some(Ok(m))) = next else {
+            anyhow::bail!("cannot read the history stream's earlier messages");
+        };
+        m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+    }
     counters.fan_version.fetch_add(1, Ordering::SeqCst);
-    let deadline = Instant::now() + opts.timeout;
+    let mut routed = 0usize;
     let done = loop {
-        let now = stored().await?;
-        if now >= before + n as u64 {
+        if routed >= n {
             break Instant::now();
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the item was routed to {} of {n} subscribers in time",
-            now - before
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let next = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut messages)).await;
+        let Ok(Some(Ok(m))) = next else {
+            anyhow::bail!("the item was routed to {routed} of {n} subscribers in time");
+        };
+        routed += tocsin_bus::envelope::records(&m.payload)?.len();
+        m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     };
     let seen = counters
         .fan_seen

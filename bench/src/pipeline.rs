@@ -156,32 +156,25 @@ async fn pipeline(
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let prefix = bus.subjects().prefix().to_owned();
     let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
-    // delivery reports each job's outcome to the user's avatar: seen here as it is published
-    let outcomes = bus
-        .client()
-        .subscribe(format!("{prefix}.silo.*.*.outcome"))
-        .await?;
+    // delivery reports each delivered job with its `delivered` event: seen here as the
+    // envelope carrying it is published
+    let delivered_events = bus.client().subscribe(bus.subjects().events_all()).await?;
     let events = bus.client().subscribe(bus.subjects().events_all()).await?;
     let n = opts.notifications;
     let hops = hops(events, n);
     let start = Instant::now();
     let stored = receive(live, n, sent.clone(), start, |payload| {
-        let note: Notification = serde_json::from_slice(payload).ok()?;
-        Some(note.id.0)
+        serde_json::from_slice::<Notification>(payload)
+            .map(|note| note.id.0)
+            .into_iter()
+            .collect()
     });
-    let delivered =
-        receive(
-            outcomes,
-            n,
-            sent.clone(),
-            start,
-            |payload| match serde_json::from_slice(payload).ok()? {
-                AvatarMessage::Outcome { outcome } if outcome.delivered => {
-                    Some(outcome.notification_id.0)
-                }
-                _ => None,
-            },
-        );
+    let delivered = receive(delivered_events, n, sent.clone(), start, |payload| {
+        events_in(payload)
+            .filter(|e| e.kind == tocsin_model::EventKind::Delivered)
+            .filter_map(|e| e.notification.map(|id| id.0))
+            .collect()
+    });
     let mut window = bus.window(opts.window);
     let pacer = Pacer::new(opts.rate);
     for i in 0..n {
@@ -236,17 +229,16 @@ fn hops(mut sub: async_nats::Subscriber, n: usize) -> tokio::task::JoinHandle<Ho
         let mut delivered: HashMap<String, i64> = HashMap::new();
         while routed.len() < n || delivered.len() < n {
             let Some(m) = sub.next().await else { break };
-            let Ok(e) = serde_json::from_slice::<tocsin_model::Event>(&m.payload) else {
-                continue;
-            };
-            let (Some(id), Some(ms)) = (e.notification, e.latency_ms) else {
-                continue;
-            };
-            match e.kind {
-                tocsin_model::EventKind::Routed => routed.insert(id.0, ms),
-                tocsin_model::EventKind::Delivered => delivered.insert(id.0, ms),
-                _ => None,
-            };
+            for e in events_in(&m.payload) {
+                let (Some(id), Some(ms)) = (e.notification, e.latency_ms) else {
+                    continue;
+                };
+                match e.kind {
+                    tocsin_model::EventKind::Routed => routed.insert(id.0, ms),
+                    tocsin_model::EventKind::Delivered => delivered.insert(id.0, ms),
+                    _ => None,
+                };
+            }
         }
         let mut to_routed = Histogram::<u64>::new(3).expect("histogram");
         let mut onward = Histogram::<u64>::new(3).expect("histogram");
@@ -272,6 +264,14 @@ fn hops(mut sub: async_nats::Subscriber, n: usize) -> tokio::task::JoinHandle<Ho
     })
 }
 
+/// The events in a message: one, or an envelope of them (unreadable ones left out).
+fn events_in(payload: &bytes::Bytes) -> impl Iterator<Item = tocsin_model::Event> {
+    tocsin_bus::envelope::records(payload)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| serde_json::from_slice(&r.payload).ok())
+}
+
 /// A task that reads `n` distinct notification ids (`id_of` each message) from `sub` and
 /// records each one's latency since it was sent; returns the time from `start` and the
 /// histogram.
@@ -280,7 +280,7 @@ fn receive(
     n: usize,
     sent: Arc<Mutex<HashMap<String, Instant>>>,
     start: Instant,
-    id_of: impl Fn(&[u8]) -> Option<String> + Send + 'static,
+    id_of: impl Fn(&bytes::Bytes) -> Vec<String> + Send + 'static,
 ) -> tokio::task::JoinHandle<Result<(Duration, Histogram<u64>)>> {
     tokio::spawn(async move {
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
@@ -290,14 +290,13 @@ fn receive(
                 .next()
                 .await
                 .ok_or_else(|| anyhow!("subscription ended"))?;
-            let Some(id) = id_of(&m.payload) else {
-                continue;
-            };
-            let at = sent.lock().expect("lock").get(&id).copied();
-            if let Some(t) = at
-                && seen.insert(id)
-            {
-                hist.record(t.elapsed().as_micros().max(1) as u64)?;
+            for id in id_of(&m.payload) {
+                let at = sent.lock().expect("lock").get(&id).copied();
+                if let Some(t) = at
+                    && seen.insert(id)
+                {
+                    hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                }
             }
         }
         Ok((start.elapsed(), hist))

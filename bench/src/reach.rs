@@ -297,7 +297,7 @@ async fn activate(bus: &Bus, users: &[UserId], active: usize, timeout: Duration)
 }
 
 /// A task that waits until the router has routed `n` distinct notifications (seen as their
-/// history records are published); returns when it was.
+/// history records are published, alone or in envelopes); returns when it was.
 pub(crate) async fn count_routed(
     bus: &Bus,
     n: usize,
@@ -313,10 +313,12 @@ pub(crate) async fn count_routed(
                 .next()
                 .await
                 .ok_or_else(|| anyhow!("subscription ended"))?;
-            if let Ok(tocsin_model::HistoryRecord::Notification { notification, .. }) =
-                serde_json::from_slice(&m.payload)
-            {
-                seen.insert(notification.id.0);
+            for r in tocsin_bus::envelope::records(&m.payload).unwrap_or_default() {
+                if let Ok(tocsin_model::HistoryRecord::Notification { notification, .. }) =
+                    serde_json::from_slice(&r.payload)
+                {
+                    seen.insert(notification.id.0);
+                }
             }
         }
         Ok(Instant::now())

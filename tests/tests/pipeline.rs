@@ -442,6 +442,91 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
     Ok(())
 }
 
+/// An envelope of history records with one unreadable record: history writes the others
+/// and dead-letters the envelope, naming the record, so nothing is lost and nothing is
+/// written twice when it is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -> anyhow::Result<()>
+{
+    let h = Harness::start("e2eenvelope").await?;
+    let (uid, token, _) = h.create_user("ivy").await?;
+    let id = h.publish(&token, json!({"title": "enveloped"})).await?;
+    h.wait_for_title(&token, "enveloped").await?;
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let user = tocsin_model::UserId::parse(&uid)?;
+    let note = |kind: &str| tocsin_model::HistoryRecord::Timeline {
+        user: user.clone(),
+        notification_id: tocsin_model::NotificationId(id.clone()),
+        entry: tocsin_model::TimelineEntry {
+            at_ms: 1_700_000_000_000,
+            kind: kind.into(),
+            channel: None,
+            detail: "from an envelope".into(),
+        },
+    };
+    let (good1, good2) = (
+        tocsin_bus::encode(&note("noted"))?,
+        tocsin_bus::encode(&note("seen"))?,
+    );
+    let payload = tocsin_bus::envelope::encode([
+        ("good-1", &good1[..]),
+        ("bad", &b"{\"not\":\"a record\"}"[..]),
+        ("good-2", &good2[..]),
+    ]);
+    let subject = bus.subjects().history_envelope(bus.silo_of(&user));
+    bus.publish(subject.clone(), "env-test-1", payload).await?;
+    let letter = wait_for(Duration::from_secs(20), "the dead letter", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+            .await
+            .ok()?;
+        v["dead_letters"].as_array()?.first().cloned()
+    })
+    .await?;
+    assert_eq!(letter["original_subject"], subject);
+    let reason = letter["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("record 1 (bad): "), "{reason}");
+    let kinds = |items: Vec<serde_json::Value>| -> Vec<String> {
+        items
+            .iter()
+            .find(|i| i["notification"]["id"] == id.as_str())
+            .and_then(|i| i["timeline"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let got = kinds(h.history(&token).await?);
+    assert!(
+        got.contains(&"noted".to_owned()) && got.contains(&"seen".to_owned()),
+        "{got:?}"
+    );
+    // replayed, the good records change nothing and the letter comes back
+    let seq = letter["seq"].as_u64().unwrap_or_default();
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &format!("/v1/admin/dead-letters/{seq}/replay"),
+            Some(ADMIN),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    wait_for(Duration::from_secs(20), "the letter dead again", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+            .await
+            .ok()?;
+        let l = v["dead_letters"].as_array()?.clone();
+        (l.len() == 1 && l[0]["seq"].as_u64()? != seq).then_some(())
+    })
+    .await?;
+    let again = kinds(h.history(&token).await?);
+    assert_eq!(again.len(), got.len(), "{again:?}");
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_avatar_comes_back_with_its_state() -> anyhow::Result<()> {
     let h = Harness::start("e2eevict").await?;

@@ -1,6 +1,8 @@
 //! One delivery job from start to outcome: send it (retrying transient failures in place as
 //! [`crate::retry::next_step`] decides), remember what became of it, and report the outcome
-//! with its events to the user's avatar in one batch.
+//! with its events through the instance's outbox, which acks the job once the report is
+//! durable: a delivered job as its timeline entry straight to history, a failed one to the
+//! user's avatar (which may escalate).
 
 use crate::Ctx;
 use crate::fairness::Breaker;
@@ -9,10 +11,10 @@ use crate::webhook::SendResult;
 use crate::{push, sms, webhook};
 use std::collections::HashMap;
 use std::time::Duration;
-use tocsin_bus::Disposition;
+use tocsin_bus::{Disposition, Outgoing};
 use tocsin_model::{
-    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, SourceStatus,
-    now_ms,
+    AvatarMessage, Channel, DeliveryJob, DeliveryOutcome, Event, EventKind, JobKind, Millis,
+    SourceStatus, now_ms,
 };
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -34,10 +36,10 @@ pub(crate) async fn handle(
         // settled with it); a send that delivers is the `delivered` event itself — one event,
         // not two, on the common path
         let mut events: Vec<Event> = Vec::new();
-        let (delivered, detail) = if let Some((delivered, detail, tried)) = before {
+        let (delivered, detail, at_ms) = if let Some(done) = before {
             debug!("already sent; reporting it again instead of sending twice");
-            attempts = tried;
-            (delivered, detail)
+            attempts = done.attempts;
+            (done.delivered, done.detail, done.at_ms)
         } else { loop {
             let result = {
                 let _permit = permits.acquire(job.notification.user.as_str()).await;
@@ -69,7 +71,7 @@ pub(crate) async fn handle(
             metrics::counter!(crate::telemetry::ATTEMPTS, "channel" => channel.as_str(), "outcome" => label).increment(1);
             let detail = how.clone();
             match next_step(result, attempts, max) {
-                Next::Done { delivered, detail } => break (delivered, detail),
+                Next::Done { delivered, detail } => break (delivered, detail, now_ms()),
                 Next::RetryIn(wait) => {
                     warn!(attempt = attempts, %detail, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
                     // the channel loop keeps the job alive while it waits
@@ -81,7 +83,7 @@ pub(crate) async fn handle(
         ctx.sent
             .lock()
             .expect("sent lock")
-            .insert(&job.job_id, (delivered, detail.clone(), attempts));
+            .insert(&job.job_id, Done { delivered, detail: detail.clone(), attempts, at_ms });
         if job.kind == JobKind::Reply {
             // an answer to the user's own command: nothing to record
             msg.settle(&ctx.bus, Disposition::Ack).await;
@@ -96,7 +98,8 @@ pub(crate) async fn handle(
             delivered,
             detail,
             attempts,
-            at_ms: now_ms(),
+            // the moment of the send, kept with it: a report made again is the same report
+            at_ms,
         };
         if delivered {
             let since = (outcome.at_ms - job.notification.created_at_ms).max(0);
@@ -112,31 +115,62 @@ pub(crate) async fn handle(
                 .attempt(attempts)
                 .detail(&outcome.detail),
         );
-        let user = outcome.user.clone();
-        let subject = ctx.bus.subjects().silo(ctx.bus.silo_of(&user), user.as_str(), "outcome");
-        let id = tocsin_bus::msg_id::outcome(&outcome.job_id);
-        // the events and the outcome in one pipelined batch: one round trip
-        let reported = match (
-            ctx.bus.event_outputs(events, "delivery"),
-            tocsin_bus::encode(&AvatarMessage::Outcome { outcome }),
-        ) {
-            (Ok(mut items), Ok(payload)) => {
-                items.push((subject, id, payload));
-                ctx.bus.publish_all(items).await
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        match reported {
-            Ok(()) => msg.settle(&ctx.bus, Disposition::Ack).await,
-            // the job is redelivered and sent again: receivers deduplicate by job id
+        match report(ctx, &outcome, events) {
+            Ok(items) => ctx.outbox.submit_then_ack(&ctx.bus, items, msg).await,
+            // the job is redelivered and reported again (not sent: it is in `sent`)
             Err(e) => {
-                warn!(error = %e, "cannot report the outcome; the job will be redelivered");
+                warn!(error = %e, "cannot encode the outcome; the job will be redelivered");
                 msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1))).await;
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// What reports `outcome`: its events; a delivered job's timeline entry, for the history of the
+/// user's silo; a failed job's outcome, for the user's avatar (which may escalate).
+fn report(
+    ctx: &Ctx,
+    outcome: &DeliveryOutcome,
+    events: Vec<Event>,
+) -> Result<Vec<Outgoing>, tocsin_bus::BusError> {
+    let subjects = ctx.bus.subjects();
+    let silo = ctx.bus.silo_of(&outcome.user);
+    let mut items = Vec::with_capacity(events.len() + 1);
+    if outcome.delivered {
+        let record = outcome.timeline_record();
+        let id = match &record {
+            tocsin_model::HistoryRecord::Timeline { entry, .. } => tocsin_bus::msg_id::timeline(
+                &outcome.notification_id,
+                &entry.kind,
+                entry.channel,
+                entry.at_ms,
+            ),
+            tocsin_model::HistoryRecord::Notification { notification, .. } => {
+                notification.id.to_string()
+            }
+        };
+        items.push(Outgoing::record(
+            subjects.history_envelope(silo),
+            id,
+            tocsin_bus::encode(&record)?,
+        ));
+    } else {
+        let msg = AvatarMessage::Outcome {
+            outcome: outcome.clone(),
+        };
+        items.push(Outgoing::alone(
+            subjects.silo(silo, outcome.user.as_str(), "outcome"),
+            tocsin_bus::msg_id::outcome(&outcome.job_id),
+            tocsin_bus::encode(&msg)?,
+        ));
+    }
+    for event in events {
+        let (_, id, payload) = ctx.bus.event_output(event, "delivery")?;
+        items.push(Outgoing::record(subjects.events_envelope(), id, payload));
+    }
+    Ok(items)
 }
 
 /// Tell the user's avatar that `job`'s destination was paused, or delivers again.
@@ -217,21 +251,31 @@ pub(crate) async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
     }
 }
 
+/// What became of a job that was sent.
+#[derive(Clone, Debug)]
+pub(crate) struct Done {
+    delivered: bool,
+    detail: String,
+    attempts: i64,
+    /// When the last attempt ended.
+    at_ms: Millis,
+}
+
 /// The last [`Sent::CAPACITY`] jobs' results, oldest forgotten first.
 #[derive(Default)]
 pub(crate) struct Sent {
-    results: HashMap<String, (bool, String, i64)>,
+    results: HashMap<String, Done>,
     order: std::collections::VecDeque<String>,
 }
 
 impl Sent {
     const CAPACITY: usize = 65_536;
 
-    fn get(&self, job: &str) -> Option<(bool, String, i64)> {
+    fn get(&self, job: &str) -> Option<Done> {
         self.results.get(job).cloned()
     }
 
-    fn insert(&mut self, job: &str, result: (bool, String, i64)) {
+    fn insert(&mut self, job: &str, result: Done) {
         if self.results.insert(job.to_owned(), result).is_none() {
             self.order.push_back(job.to_owned());
             if self.order.len() > Self::CAPACITY

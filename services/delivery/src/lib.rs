@@ -1,6 +1,8 @@
 //! The delivery service: takes delivery jobs from the per-channel work queues, sends them,
-//! and reports each outcome to the user's avatar (which records it in the notification's
-//! timeline).
+//! and reports each outcome: a delivered job as an entry of the notification's timeline,
+//! straight to history; a failed one to the user's avatar, which records it and may escalate.
+//! Reports leave through one outbox in rounds (records in envelopes), and a job is acked once
+//! its report is durable.
 //!
 //! One worker pool per enabled channel, each with its own durable consumer
 //! (`delivery-<channel>`) and concurrency limit. Sending is kept apart from the retry
@@ -59,6 +61,8 @@ pub(crate) struct Ctx {
     /// (its ack or outcome lost while the bus failed over), or published again after a
     /// server restart forgot its id, is reported, not sent again.
     pub(crate) sent: std::sync::Mutex<Sent>,
+    /// Where the lanes' reports go: published in rounds, each job acked after its report.
+    pub(crate) outbox: tocsin_bus::Outbox,
 }
 
 /// Run until `shutdown`; jobs in flight finish and settle within the grace period.
@@ -110,6 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             rates.insert(c, rate);
         }
     }
+    let (outbox, outbox_task) = tocsin_bus::Outbox::spawn(bus.clone(), "delivery".into());
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         http,
@@ -119,6 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         rates,
         cfg: config.delivery.clone(),
         sent: Default::default(),
+        outbox,
     });
     let mut workers = Vec::new();
     for channel in &config.delivery.channels {
@@ -155,6 +161,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     for w in workers {
         let _ = w.await;
     }
+    // the last reports: an empty submission is answered once everything before it is done
+    let grace = Duration::from_secs(config.delivery.shutdown_grace_secs);
+    if tokio::time::timeout(grace, ctx.outbox.submit(Vec::new()))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the last outcomes were not reported within the grace period; their jobs will be redelivered and reported then"
+        );
+    }
+    drop(outbox_task);
     if let Some(x) = &ctx.xmpp {
         x.closed().await;
     }

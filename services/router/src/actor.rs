@@ -1,6 +1,10 @@
 //! The actor behind an avatar: one task per active user that handles the user's messages in
-//! order with the pure decisions, publishes their outputs, and makes each batch durable
-//! (PubAcks, address index, timer, the record with a revision check) before acking it.
+//! order with the pure decisions, hands each batch's outputs to its silo's outbox at once, and
+//! checkpoints — address index, timer, the record with a revision check, then the acks of
+//! every message handled since the last checkpoint — when a command waits for its reply, the
+//! index or timer changed, `checkpoint_messages` are handled, or the oldest unacked message
+//! is `checkpoint_ms` old. Until then the silo stream is the log: a crash replays what was
+//! handled since the checkpoint, and its outputs come again with the same ids (ADR 0016).
 
 use crate::{Ctx, decide, outputs, timers};
 use async_nats::jetstream::kv;
@@ -21,22 +25,38 @@ pub(crate) struct Avatar {
     pub(crate) dirty: bool,
     /// Handled but not yet acked.
     pub(crate) pending: Vec<Inbound>,
-    pub(crate) acks: Vec<tocsin_bus::PendingAck>,
+    /// The outputs of the messages handled so far, for the silo's outbox.
+    pub(crate) outgoing: Vec<tocsin_bus::Outgoing>,
+    pub(crate) outbox: tocsin_bus::Outbox,
     pub(crate) replies: Vec<(String, bytes::Bytes)>,
     /// Address index changes to write before the batch is acked.
     pub(crate) index: Vec<(String, Option<tocsin_model::AddressEntry>)>,
     pub(crate) silo: u32,
     /// After a failed batch: until when new messages are given back rather than handled.
     pub(crate) hold_until: Option<tokio::time::Instant>,
+    /// When the oldest message in `pending` was handled.
+    pub(crate) pending_since: Option<tokio::time::Instant>,
 }
 
 impl Avatar {
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Box<Inbound>>) {
         let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
+        let every = Duration::from_millis(self.ctx.cfg.checkpoint_ms);
         loop {
-            let msg = match tokio::time::timeout(idle, rx.recv()).await {
+            // wait for the next message, or until the pending checkpoint is due
+            let wait = match self.pending_since {
+                Some(since) => {
+                    (since + every).saturating_duration_since(tokio::time::Instant::now())
+                }
+                None => idle,
+            };
+            let msg = match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
+                Err(_) if self.pending_since.is_some() => {
+                    Box::pin(self.flush()).await;
+                    continue;
+                }
                 Err(_) => {
                     // evict: refuse new messages, finish the ones already queued
                     rx.close();
@@ -52,8 +72,15 @@ impl Avatar {
                 notification = tracing::field::Empty,
             );
             Box::pin(self.handle(*msg).instrument(span)).await;
-            if rx.is_empty() || self.pending.len() >= self.ctx.cfg.batch {
-                Box::pin(self.flush()).await;
+            if !self.pending.is_empty() && self.pending_since.is_none() {
+                self.pending_since = Some(tokio::time::Instant::now());
+            }
+            if rx.is_empty() || self.outgoing.len() >= self.ctx.cfg.batch {
+                if self.must_checkpoint(every) {
+                    Box::pin(self.flush()).await;
+                } else {
+                    Box::pin(self.publish()).await;
+                }
             }
         }
         Box::pin(self.flush()).await;
@@ -120,24 +147,10 @@ impl Avatar {
         }
         self.dirty |= fx.dirty;
         let silo = self.ctx.bus.silo_of(&self.user);
-        let sent = match outputs::outputs(&fx, &self.user, silo, self.ctx.bus.subjects(), &cmd_id) {
-            Ok(outputs) => {
-                let mut sent = Ok(());
-                for o in outputs {
-                    match self.ctx.bus.send(o.subject, &o.id, o.payload).await {
-                        Ok(ack) => self.acks.push(ack),
-                        Err(e) => {
-                            sent = Err(e);
-                            break;
-                        }
-                    }
-                }
-                sent
-            }
-            Err(e) => Err(e),
-        };
+        let sent = outputs::outputs(&fx, &self.user, silo, self.ctx.bus.subjects(), &cmd_id)
+            .map(|out| self.outgoing.extend(out));
         if let Err(e) = sent {
-            warn!(error = %e, "cannot publish a routed output; will retry");
+            warn!(error = %e, "cannot encode a routed output; will retry");
             self.pending.push(msg);
             self.fail(Duration::from_secs(1)).await;
             return;
@@ -184,17 +197,44 @@ impl Avatar {
         }
     }
 
-    /// Make everything handled so far durable, then ack it and send the replies.
+    /// Whether what was handled must be made durable now rather than at a later checkpoint:
+    /// a command waits for its reply, the address index or the escalation timer changes (other
+    /// services read them), enough messages wait for their acks, or the oldest has waited long
+    /// enough.
+    fn must_checkpoint(&self, every: Duration) -> bool {
+        !self.replies.is_empty()
+            || !self.index.is_empty()
+            || self.pending.len() >= self.ctx.cfg.checkpoint_messages
+            || self.pending_since.is_some_and(|t| t.elapsed() >= every)
+            || self
+                .record
+                .as_ref()
+                .is_some_and(|r| r.reach.earliest_due() != r.reach.timer_due_ms)
+    }
+
+    /// Send the outputs handled so far through the silo's outbox and wait until they are
+    /// durable; false (and everything given back) if they are not.
+    async fn publish(&mut self) -> bool {
+        if self.outgoing.is_empty() {
+            return true;
+        }
+        let receipt = self.outbox.submit(std::mem::take(&mut self.outgoing));
+        if let Err(e) = receipt.await {
+            warn!(error = %e, "a routed output was not acknowledged by the bus; will retry");
+            self.fail(Duration::from_secs(1)).await;
+            return false;
+        }
+        true
+    }
+
+    /// Make everything handled so far durable (a checkpoint), then ack it and send the
+    /// replies.
     async fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        for ack in std::mem::take(&mut self.acks) {
-            if let Err(e) = ack.await {
-                warn!(error = %e, "a routed output was not acknowledged by the bus; will retry");
-                self.fail(Duration::from_secs(1)).await;
-                return;
-            }
+        if !self.publish().await {
+            return;
         }
         for (key, entry) in std::mem::take(&mut self.index) {
             let written = match entry {
@@ -278,6 +318,7 @@ impl Avatar {
         for msg in self.pending.drain(..) {
             msg.settle(&self.ctx.bus, Disposition::Ack).await;
         }
+        self.pending_since = None;
         for (to, payload) in self.replies.drain(..) {
             if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
                 debug!(error = %e, "could not send a command reply");
@@ -288,10 +329,11 @@ impl Avatar {
     /// Give back everything not yet durable: nak it for redelivery and forget the in-memory
     /// state so the next message reloads it.
     async fn fail(&mut self, after: Duration) {
-        self.acks.clear();
+        self.outgoing.clear();
         self.replies.clear();
         self.index.clear();
         let mut longest = after;
+        self.pending_since = None;
         for msg in self.pending.drain(..) {
             let delivered = msg.message().info().map(|i| i.delivered).unwrap_or(1);
             longest = longest.max(tocsin_bus::backoff(delivered, after));

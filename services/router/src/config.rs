@@ -23,8 +23,15 @@ pub struct RouterConfig {
     pub avatar_queue: usize,
     /// Unacked messages per silo consumer (backpressure on the whole silo).
     pub max_ack_pending: i64,
-    /// Messages an avatar handles before it saves and acks.
+    /// Outputs an avatar gathers before it hands them to its silo's outbox (it hands them
+    /// over sooner when its queue is empty).
     pub batch: usize,
+    /// An avatar checkpoints (saves its record, then acks what it handled) at the latest when
+    /// its oldest unacked message is this old, or when it has handled `checkpoint_messages`;
+    /// sooner when a command waits for its reply or its address index or timer changes.
+    /// Outputs do not wait for it. Must stay well under `bus.ack_wait_secs`.
+    pub checkpoint_ms: u64,
+    pub checkpoint_messages: usize,
     pub max_sources_per_user: usize,
     pub max_destinations_per_user: usize,
     /// How long shutdown waits for avatars to finish and settle.
@@ -48,6 +55,8 @@ impl Default for RouterConfig {
             avatar_queue: 256,
             max_ack_pending: 20_000,
             batch: 64,
+            checkpoint_ms: 200,
+            checkpoint_messages: 256,
             max_sources_per_user: 100,
             max_destinations_per_user: 20,
             shutdown_grace_secs: 20,
@@ -69,8 +78,17 @@ impl RouterConfig {
         if self.silo_lease_secs < 2 {
             p.push("router.silo_lease_secs: must be at least 2".into());
         }
-        if self.avatar_queue == 0 || self.batch == 0 {
-            p.push("router.avatar_queue and router.batch: must be greater than 0".into());
+        if self.avatar_queue == 0 || self.batch == 0 || self.checkpoint_messages == 0 {
+            p.push(
+                "router.avatar_queue, router.batch and router.checkpoint_messages: must be greater than 0"
+                    .into(),
+            );
+        }
+        if self.checkpoint_ms.saturating_mul(5) > bus.ack_wait_secs.saturating_mul(1000) {
+            p.push(format!(
+                "router.checkpoint_ms: {} is too close to bus.ack_wait_secs ({} s); keep it under a fifth of it",
+                self.checkpoint_ms, bus.ack_wait_secs
+            ));
         }
         p
     }

@@ -1,19 +1,11 @@
-//! The map from an avatar's effects to bus messages (subject, `Nats-Msg-Id`, payload), in the
-//! order the actor publishes them: history records, delivery jobs, IMAP watch changes,
-//! events, feed subscription changes. Pure: the actor sends what this returns.
+//! The map from an avatar's effects to bus messages, in the order the actor submits them to
+//! its silo's outbox: history records (in the silo's history envelopes, acknowledged first),
+//! delivery jobs, IMAP watch changes, events (in event envelopes), feed subscription changes.
+//! Pure: the actor submits what this returns.
 
 use crate::decide::Effects;
-use bytes::Bytes;
-use tocsin_bus::{BusError, Subjects, msg_id};
+use tocsin_bus::{BusError, Outgoing, Subjects, msg_id};
 use tocsin_model::{HistoryRecord, UserId};
-
-/// One message to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Output {
-    pub subject: String,
-    pub id: String,
-    pub payload: Bytes,
-}
 
 /// The messages `fx` makes for `user` in `silo`; `command_id` is the command being handled
 /// (empty for other messages). Events get the user, the silo and the router as their service.
@@ -23,17 +15,10 @@ pub fn outputs(
     silo: u32,
     subjects: &Subjects,
     command_id: &str,
-) -> Result<Vec<Output>, BusError> {
+) -> Result<Vec<Outgoing>, BusError> {
     let mut out = Vec::with_capacity(
         fx.history.len() + fx.jobs.len() + fx.imap.len() + fx.events.len() + fx.subscriptions.len(),
     );
-    let mut push = |subject: String, id: String, payload: Bytes| {
-        out.push(Output {
-            subject,
-            id,
-            payload,
-        })
-    };
     for rec in &fx.history {
         let id = match rec {
             HistoryRecord::Notification { notification, .. } => notification.id.to_string(),
@@ -43,39 +28,42 @@ pub fn outputs(
                 ..
             } => msg_id::timeline(notification_id, &entry.kind, entry.channel, entry.at_ms),
         };
-        push(
-            subjects.history(silo, user.as_str()),
-            id,
-            tocsin_bus::encode(rec)?,
+        out.push(
+            Outgoing::record(
+                subjects.history_envelope(silo),
+                id,
+                tocsin_bus::encode(rec)?,
+            )
+            .first(),
         );
     }
     for job in &fx.jobs {
-        push(
+        out.push(Outgoing::alone(
             subjects.delivery(job.destination.channel.as_str()),
             job.job_id.clone(),
             tocsin_bus::encode(job)?,
-        );
+        ));
     }
     for (i, sub) in fx.imap.iter().enumerate() {
-        push(
+        out.push(Outgoing::alone(
             subjects.ingest_imap(),
             msg_id::imap_subscription(user, &sub.source_id, command_id, i),
             tocsin_bus::encode(sub)?,
-        );
+        ));
     }
     for event in &fx.events {
         let mut event = event.clone();
         event.user = Some(user.clone());
         event.silo = Some(silo);
-        let (subject, id, payload) = tocsin_bus::event_message(subjects, event, "router")?;
-        push(subject, id, payload);
+        let (_, id, payload) = tocsin_bus::event_message(subjects, event, "router")?;
+        out.push(Outgoing::record(subjects.events_envelope(), id, payload));
     }
     for (i, sub) in fx.subscriptions.iter().enumerate() {
-        push(
+        out.push(Outgoing::alone(
             subjects.ingest_subscriptions(),
             msg_id::feed_subscription(user, &sub.source_id, command_id, i),
             tocsin_bus::encode(sub)?,
-        );
+        ));
     }
     Ok(out)
 }
@@ -108,7 +96,8 @@ mod tests {
         let fx = apply(&user(), &mut rec, notify("n1", None), &LIMITS, 2);
         let out = outputs(&fx, &user(), 3, &subjects(), "").unwrap();
         let s = subjects();
-        assert_eq!(out[0].subject, s.history(3, "u1"));
+        assert_eq!(out[0].subject, s.history_envelope(3));
+        assert!(out[0].enveloped && out[0].first);
         assert_eq!(out[0].id, "n1");
         let job = out
             .iter()
@@ -119,23 +108,23 @@ mod tests {
         assert_eq!(decoded.destination.id, "d1");
         let events: Vec<Event> = out
             .iter()
-            .filter(|o| o.subject.starts_with("t.events."))
+            .filter(|o| o.subject == s.events_envelope())
             .map(|o| serde_json::from_slice(&o.payload).unwrap())
             .collect();
         assert!(events.iter().any(|e| e.kind == EventKind::Routed));
         for (e, o) in events
             .iter()
-            .zip(out.iter().filter(|o| o.subject.starts_with("t.events.")))
+            .zip(out.iter().filter(|o| o.subject == s.events_envelope()))
         {
             assert_eq!(e.user, Some(user()));
             assert_eq!(e.silo, Some(3));
             assert_eq!(e.service, "router");
             assert_eq!(o.id, e.id);
-            assert_eq!(o.subject, s.events(e.kind));
+            assert!(o.enveloped && !o.first);
         }
         // the order the actor publishes in: history, jobs, (imap,) events, subscriptions
-        let rank = |o: &Output| {
-            if o.subject == s.history(3, "u1") {
+        let rank = |o: &Outgoing| {
+            if o.subject == s.history_envelope(3) {
                 0
             } else if o.subject.starts_with("t.delivery.") {
                 1
@@ -175,6 +164,7 @@ mod tests {
         let last = out.last().unwrap();
         assert_eq!(last.subject, subjects().ingest_subscriptions());
         assert_eq!(last.id, "sub:u1:s1:c7:0");
+        assert!(!last.enveloped);
         let sub: FeedSubscription = serde_json::from_slice(&last.payload).unwrap();
         assert_eq!(sub.url, "https://example.org/rss");
     }

@@ -56,6 +56,9 @@ async fn run_silo(
     shutdown: CancellationToken,
 ) -> Result<(), BusError> {
     let mut messages = tocsin_bus::Pull::new(consumer, 256, format!("silo {silo}"));
+    // the avatars' outputs leave in rounds through one outbox per silo; it outlives them
+    // (their handles are dropped before it) and goes with this worker
+    let (outbox, _outbox_task) = tocsin_bus::Outbox::spawn(ctx.bus.clone(), format!("silo {silo}"));
     let mut avatars: HashMap<UserId, AvatarHandle> = HashMap::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -66,7 +69,7 @@ async fn run_silo(
                 metrics::gauge!(crate::telemetry::ACTIVE_AVATARS, "silo" => silo.to_string())
                     .set(avatars.len() as f64);
             }
-            msg = messages.next() => dispatch(&ctx, silo, &mut avatars, msg).await,
+            msg = messages.next() => dispatch(&ctx, silo, &outbox, &mut avatars, msg).await,
         }
     }
     // stop pulling. What was pulled but not handed to an avatar goes back at once (nak), so
@@ -94,6 +97,7 @@ async fn run_silo(
 async fn dispatch(
     ctx: &Arc<Ctx>,
     silo: u32,
+    outbox: &tocsin_bus::Outbox,
     avatars: &mut HashMap<UserId, AvatarHandle>,
     msg: tocsin_bus::Inbound,
 ) {
@@ -111,7 +115,7 @@ async fn dispatch(
     loop {
         let handle = avatars
             .entry(user.clone())
-            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, user.clone()));
+            .or_insert_with(|| spawn_avatar(ctx.clone(), silo, outbox.clone(), user.clone()));
         match handle.tx.send(Box::new(msg)).await {
             Ok(()) => return,
             Err(mpsc::error::SendError(back)) => {
@@ -125,7 +129,12 @@ async fn dispatch(
     }
 }
 
-fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
+fn spawn_avatar(
+    ctx: Arc<Ctx>,
+    silo: u32,
+    outbox: tocsin_bus::Outbox,
+    user: UserId,
+) -> AvatarHandle {
     let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
     let span = info_span!("avatar", user = %user, silo);
     let join = tokio::spawn(
@@ -137,11 +146,13 @@ fn spawn_avatar(ctx: Arc<Ctx>, silo: u32, user: UserId) -> AvatarHandle {
             loaded: false,
             dirty: false,
             pending: Vec::new(),
-            acks: Vec::new(),
+            outgoing: Vec::new(),
+            outbox,
             replies: Vec::new(),
             index: Vec::new(),
             silo,
             hold_until: None,
+            pending_since: None,
         }
         .run(rx)
         .instrument(span),

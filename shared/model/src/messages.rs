@@ -256,6 +256,31 @@ pub struct DeliveryOutcome {
     pub at_ms: Millis,
 }
 
+impl DeliveryOutcome {
+    /// The outcome as the entry it makes in its notification's timeline: `delivered` or
+    /// `failed`, with the destination and, when it took more than one, the attempt.
+    pub fn timeline_record(&self) -> HistoryRecord {
+        let kind = if self.delivered {
+            "delivered"
+        } else {
+            "failed"
+        };
+        HistoryRecord::Timeline {
+            user: self.user.clone(),
+            notification_id: self.notification_id.clone(),
+            entry: TimelineEntry {
+                at_ms: self.at_ms,
+                kind: kind.into(),
+                channel: Some(self.channel),
+                detail: match self.attempts {
+                    n if n > 1 => format!("{}: {} (attempt {n})", self.destination_id, self.detail),
+                    _ => format!("{}: {}", self.destination_id, self.detail),
+                },
+            },
+        }
+    }
+}
+
 /// The avatar's answer to a command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CommandReply {

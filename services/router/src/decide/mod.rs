@@ -204,30 +204,11 @@ pub fn apply(
                     ..Default::default()
                 };
             };
-            let kind = if outcome.delivered {
-                "delivered"
-            } else {
-                "failed"
-            };
-            // the `delivered` and `failed` events are the delivery service's, where they happen
+            // the `delivered` and `failed` events are the delivery service's, where they happen;
+            // a delivered outcome goes straight to history, and one that comes here anyway (from
+            // an older delivery service) is recorded the same way
             let mut fx = Effects {
-                history: vec![HistoryRecord::Timeline {
-                    user: user.clone(),
-                    notification_id: outcome.notification_id.clone(),
-                    entry: TimelineEntry {
-                        at_ms: outcome.at_ms,
-                        kind: kind.into(),
-                        channel: Some(outcome.channel),
-                        // the attempt when it took more than one (an outage, a crash)
-                        detail: match outcome.attempts {
-                            n if n > 1 => format!(
-                                "{}: {} (attempt {n})",
-                                outcome.destination_id, outcome.detail
-                            ),
-                            _ => format!("{}: {}", outcome.destination_id, outcome.detail),
-                        },
-                    },
-                }],
+                history: vec![outcome.timeline_record()],
                 outcome: if outcome.delivered {
                     Outcome::Delivered
                 } else {
