@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
 
+tocsin_runtime::global_allocator!();
+
 #[derive(Parser)]
 #[command(
     name = "tocsin-bench",

@@ -12,6 +12,8 @@ use cli::{Cli, Cmd};
 use std::process::ExitCode;
 use std::time::Duration;
 
+tocsin_runtime::global_allocator!();
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tocsin_runtime::install_crypto();

@@ -259,11 +259,25 @@ macro_rules! __describe {
     };
 }
 
+/// The allocator of every tocsin binary (mimalloc; ADR 0017).
+pub use mimalloc::MiMalloc as Allocator;
+
+/// Make [`Allocator`] the binary's global allocator: once, in each binary's root.
+#[macro_export]
+macro_rules! global_allocator {
+    () => {
+        #[global_allocator]
+        static GLOBAL: $crate::Allocator = $crate::Allocator;
+    };
+}
+
 /// A service's binary: `service_binary!("router", tocsin_router)` is its whole `main`
-/// ([`service_main`] with the library's `Config::load` and `run`).
+/// ([`service_main`] with the library's `Config::load` and `run`), with tocsin's allocator.
 #[macro_export]
 macro_rules! service_binary {
     ($name:literal, $lib:ident) => {
+        $crate::global_allocator!();
+
         #[tokio::main]
         async fn main() -> std::process::ExitCode {
             $crate::service_main($name, $lib::Config::load, $lib::run).await
