@@ -411,7 +411,18 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
         .call(Method::GET, "/v1/admin/dead-letters", Some(&token), None)
         .await?;
     assert_eq!(status, 401, "users cannot see dead letters");
-    let seq = list[0]["seq"].as_u64().unwrap();
+    // still poison: it comes back to the dead-letter stream under a new sequence
+    replay_until_dead_again(&h, list[0]["seq"].as_u64().unwrap()).await?;
+    // and the user's avatar kept working
+    h.publish(&token, json!({"title": "after poison"})).await?;
+    h.wait_for_title(&token, "after poison").await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Replay dead letter `seq` and wait until it is the one dead letter again, under a new
+/// sequence (its message is still poison).
+async fn replay_until_dead_again(h: &Harness, seq: u64) -> anyhow::Result<()> {
     let (status, v) = h
         .call(
             Method::POST,
@@ -421,7 +432,6 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
         )
         .await?;
     assert_eq!(status, 200, "{v}");
-    // still poison: it comes back to the dead-letter stream under a new sequence
     wait_for(
         Duration::from_secs(20),
         "the replayed letter to be dead again",
@@ -435,10 +445,6 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
         },
     )
     .await?;
-    // and the user's avatar kept working
-    h.publish(&token, json!({"title": "after poison"})).await?;
-    h.wait_for_title(&token, "after poison").await?;
-    h.shutdown().await;
     Ok(())
 }
 
@@ -502,25 +508,7 @@ async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -
         "{got:?}"
     );
     // replayed, the good records change nothing and the letter comes back
-    let seq = letter["seq"].as_u64().unwrap_or_default();
-    let (status, v) = h
-        .call(
-            Method::POST,
-            &format!("/v1/admin/dead-letters/{seq}/replay"),
-            Some(ADMIN),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 200, "{v}");
-    wait_for(Duration::from_secs(20), "the letter dead again", || async {
-        let (_, v) = h
-            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
-            .await
-            .ok()?;
-        let l = v["dead_letters"].as_array()?.clone();
-        (l.len() == 1 && l[0]["seq"].as_u64()? != seq).then_some(())
-    })
-    .await?;
+    replay_until_dead_again(&h, letter["seq"].as_u64().unwrap_or_default()).await?;
     let again = kinds(h.history(&token).await?);
     assert_eq!(again.len(), got.len(), "{again:?}");
     h.shutdown().await;

@@ -459,15 +459,21 @@ mod tests {
     use super::*;
     use tocsin_model::EventKind;
 
-    /// An envelope whose events fall into two hours is written as two files; a crash between
-    /// the two leaves it half archived. After a restart only the other half is written.
-    #[tokio::test]
-    async fn an_envelope_half_archived_before_a_crash_is_completed_not_repeated() {
+    /// A nats-server, an archive directory, and a bus and archiver configured for them.
+    async fn setup(
+        name: &str,
+    ) -> (
+        tocsin_testkit::NatsServer,
+        tempfile::TempDir,
+        BusConfig,
+        ArchiverConfig,
+        Bus,
+    ) {
         let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
         let dir = tempfile::tempdir().unwrap();
         let bus_cfg = BusConfig {
             url: nats.url(),
-            prefix: tocsin_testkit::unique_prefix("archiver-half"),
+            prefix: tocsin_testkit::unique_prefix(name),
             silo_count: 1,
             ack_wait_secs: 1,
             ..Default::default()
@@ -480,6 +486,14 @@ mod tests {
         };
         let bus = Bus::connect(&bus_cfg, "test").await.unwrap();
         bus.ensure_streams().await.unwrap();
+        (nats, dir, bus_cfg, cfg, bus)
+    }
+
+    /// An envelope whose events fall into two hours is written as two files; a crash between
+    /// the two leaves it half archived. After a restart only the other half is written.
+    #[tokio::test]
+    async fn an_envelope_half_archived_before_a_crash_is_completed_not_repeated() {
+        let (_nats, _dir, bus_cfg, cfg, bus) = setup("archiver-half").await;
         // two events in one hour, two in the next
         let hour = 3_600_000;
         let base = (tocsin_model::now_ms() / hour - 2) * hour;
@@ -539,23 +553,7 @@ mod tests {
     /// events come back and are acked without being written again.
     #[tokio::test]
     async fn files_written_but_not_acked_before_a_crash_are_not_written_twice() {
-        let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
-        let dir = tempfile::tempdir().unwrap();
-        let bus_cfg = BusConfig {
-            url: nats.url(),
-            prefix: tocsin_testkit::unique_prefix("archiver-crash"),
-            silo_count: 1,
-            ack_wait_secs: 1,
-            ..Default::default()
-        };
-        let cfg = ArchiverConfig {
-            target: dir.path().display().to_string(),
-            roll_max_age_secs: 1,
-            ops_listen: String::new(),
-            ..Default::default()
-        };
-        let bus = Bus::connect(&bus_cfg, "test").await.unwrap();
-        bus.ensure_streams().await.unwrap();
+        let (_nats, _dir, bus_cfg, cfg, bus) = setup("archiver-crash").await;
         let events: Vec<Event> = (0..100)
             .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
             .collect();
