@@ -459,6 +459,27 @@ mod tests {
     use super::*;
     use tocsin_model::EventKind;
 
+    /// Wait until the archiver consumer `c` has acked everything up to `seq`, then stop the
+    /// archiver `task`.
+    async fn acked_then_stop(
+        c: &jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+        seq: u64,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), ServiceError>>,
+    ) {
+        tocsin_testkit::wait_for(Duration::from_secs(20), "every event acked", || {
+            let mut c = c.clone();
+            async move {
+                let i = c.info().await.ok()?;
+                (i.ack_floor.stream_sequence == seq && i.num_ack_pending == 0).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
     /// A nats-server, an archive directory, and a bus and archiver configured for them.
     async fn setup(
         name: &str,
@@ -527,17 +548,7 @@ mod tests {
             shutdown.clone(),
         ));
         let c = consumer(&bus, &cfg).await.unwrap();
-        tocsin_testkit::wait_for(Duration::from_secs(20), "the envelope acked", || {
-            let mut c = c.clone();
-            async move {
-                let i = c.info().await.ok()?;
-                (i.ack_floor.stream_sequence == 1 && i.num_ack_pending == 0).then_some(())
-            }
-        })
-        .await
-        .unwrap();
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
+        acked_then_stop(&c, 1, shutdown, task).await;
         let mut rows = Vec::new();
         for f in archive.list().await.unwrap() {
             rows.extend(table::read_seq_ids(archive.get(&f.relative).await.unwrap()).unwrap());
@@ -592,17 +603,7 @@ mod tests {
             bus.publish_events(vec![e], "test").await.unwrap();
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        tocsin_testkit::wait_for(Duration::from_secs(20), "every event acked", || {
-            let mut c = c.clone();
-            async move {
-                let i = c.info().await.ok()?;
-                (i.ack_floor.stream_sequence == 200 && i.num_ack_pending == 0).then_some(())
-            }
-        })
-        .await
-        .unwrap();
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
+        acked_then_stop(&c, 200, shutdown, task).await;
         let now = archive.list().await.unwrap();
         assert_eq!(
             now[0], files[0],
