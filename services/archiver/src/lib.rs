@@ -301,6 +301,9 @@ pub async fn write_rows(
 
 /// The events in a message: one, or an envelope of them.
 fn decode_events(payload: &Bytes) -> Result<Vec<Event>, BusError> {
+    if !tocsin_bus::envelope::is_envelope(payload) {
+        return tocsin_bus::decode(payload, "event").map(|e| vec![e]);
+    }
     tocsin_bus::envelope::records(payload)?
         .iter()
         .enumerate()
