@@ -107,8 +107,14 @@ impl Outbox {
     }
 
     /// Publish `items` (in order, within the rules of a round) and say when they are durable.
+    /// Items that could never be published (over what one bus message carries) are refused
+    /// here, so that they fail only their submitter and never a round shared with others.
     pub fn submit(&self, items: Vec<Outgoing>) -> Receipt {
         let (tx, rx) = oneshot::channel();
+        if let Some(e) = oversized(&items) {
+            let _ = tx.send(Err(e));
+            return Receipt(rx);
+        }
         // a send fails only when the outbox is gone: the receipt then says so
         let _ = self.tx.send(Submission {
             items,
@@ -120,6 +126,11 @@ impl Outbox {
     /// Publish `items` and then ack `msg`, the message they answer; if the round fails (or the
     /// outbox is gone), `msg` is given back (retried) so that its handler runs again.
     pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: Inbound) {
+        if let Some(e) = oversized(&items) {
+            // it would fail every time: dead-lettered with the reason, not retried
+            msg.settle(bus, Disposition::Reject(e)).await;
+            return;
+        }
         let sent = self.tx.send(Submission {
             items,
             then: Then::Settle(Box::new(msg)),
@@ -133,6 +144,23 @@ impl Outbox {
                 .await;
         }
     }
+}
+
+/// What is wrong with `items` if one of them can never be published: larger than a bus
+/// message may be (with an envelope's framing).
+fn oversized(items: &[Outgoing]) -> Option<String> {
+    let limit = tocsin_model::budget::RECORD_LIMIT;
+    items
+        .iter()
+        .find(|i| envelope::framed_len(&i.id, &i.payload) + envelope::MAGIC.len() > limit)
+        .map(|i| {
+            format!(
+                "an output for {} ({}) takes {} bytes, over the {limit} one bus message may carry",
+                i.subject,
+                i.id,
+                i.payload.len()
+            )
+        })
 }
 
 async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>) {

@@ -174,3 +174,27 @@ async fn an_outbox_round_envelopes_records_and_stores_first_ones_first() {
     let gone = outbox.submit(Vec::new()).await.unwrap_err().to_string();
     assert!(gone.contains("outbox stopped"), "{gone}");
 }
+
+/// An output too large for any bus message is refused to its submitter alone: a round with
+/// others' outputs is not failed by it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_oversized_output_fails_its_submitter_and_no_one_else() {
+    use tocsin_bus::{Outbox, Outgoing};
+    let (_nats, bus) = bus("outbox-big", BusConfig::default().max_ack_inflight).await;
+    let (outbox, _task) = Outbox::spawn(bus.clone(), "test".into());
+    let s = bus.subjects();
+    let big = bytes::Bytes::from(vec![b'x'; 1024 * 1024]);
+    let bad = outbox.submit(vec![Outgoing::record(
+        s.history_envelope(0),
+        "big".into(),
+        big,
+    )]);
+    let good = outbox.submit(vec![Outgoing::record(
+        s.history_envelope(0),
+        "small".into(),
+        "{}".into(),
+    )]);
+    let e = bad.await.unwrap_err().to_string();
+    assert!(e.contains("big") && e.contains("1048576 bytes"), "{e}");
+    good.await.expect("the other submitter's output is stored");
+}
