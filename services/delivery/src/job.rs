@@ -140,17 +140,12 @@ fn report(
     let mut items = Vec::with_capacity(events.len() + 1);
     if outcome.delivered {
         let record = outcome.timeline_record();
-        let id = match &record {
-            tocsin_model::HistoryRecord::Timeline { entry, .. } => tocsin_bus::msg_id::timeline(
-                &outcome.notification_id,
-                &entry.kind,
-                entry.channel,
-                entry.at_ms,
-            ),
-            tocsin_model::HistoryRecord::Notification { notification, .. } => {
-                notification.id.to_string()
-            }
-        };
+        let id = tocsin_bus::msg_id::timeline(
+            &outcome.notification_id,
+            "delivered",
+            Some(outcome.channel),
+            outcome.at_ms,
+        );
         items.push(Outgoing::record(
             subjects.history_envelope(silo),
             id,
