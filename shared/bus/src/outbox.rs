@@ -60,8 +60,8 @@ impl Outgoing {
 /// What to do once a submission's round is durable (or has failed).
 enum Then {
     Tell(oneshot::Sender<Result<(), String>>),
-    /// Ack the message the outputs answer; on failure, give it back for a retry.
-    Settle(Box<Inbound>),
+    /// Ack the message the outputs answer (on failure, give it back for a retry), then say so.
+    Settle(Box<Inbound>, oneshot::Sender<()>),
 }
 
 struct Submission {
@@ -124,24 +124,32 @@ impl Outbox {
     }
 
     /// Publish `items` and then ack `msg`, the message they answer; if the round fails (or the
-    /// outbox is gone), `msg` is given back (retried) so that its handler runs again.
+    /// outbox is gone), `msg` is given back (retried) so that its handler runs again. Returns
+    /// once `msg` is settled, so a caller that handles its messages one at a time never has
+    /// more than one of them done but not yet acked (what a crash would make it do again).
     pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: Inbound) {
         if let Some(e) = oversized(&items) {
             // it would fail every time: dead-lettered with the reason, not retried
             msg.settle(bus, Disposition::Reject(e)).await;
             return;
         }
+        let (settled, wait) = oneshot::channel();
         let sent = self.tx.send(Submission {
             items,
-            then: Then::Settle(Box::new(msg)),
+            then: Then::Settle(Box::new(msg), settled),
         });
-        if let Err(mpsc::error::SendError(Submission {
-            then: Then::Settle(msg),
-            ..
-        })) = sent
-        {
-            msg.settle(bus, Disposition::Retry(Duration::from_secs(1)))
-                .await;
+        match sent {
+            Err(mpsc::error::SendError(Submission {
+                then: Then::Settle(msg, _),
+                ..
+            })) => {
+                msg.settle(bus, Disposition::Retry(Duration::from_secs(1)))
+                    .await
+            }
+            // an error here means the outbox stopped: the message is then redelivered
+            _ => {
+                let _ = wait.await;
+            }
         }
     }
 }
@@ -183,12 +191,13 @@ async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>
                 Then::Tell(tx) => {
                     let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 }
-                Then::Settle(msg) => {
+                Then::Settle(msg, settled) => {
                     let d = match &result {
                         Ok(()) => Disposition::Ack,
                         Err(_) => Disposition::Retry(Duration::from_secs(1)),
                     };
                     msg.settle(&bus, d).await;
+                    let _ = settled.send(());
                 }
             }
         }
