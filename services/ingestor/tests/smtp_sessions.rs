@@ -1,6 +1,7 @@
 //! SMTP sessions against the real ingestor: a session waiting for its next command is told
 //! "421 shutting down" at shutdown and `run` returns; one client holds at most its share of
-//! the sessions, and no session outlives its lifetime however busy it keeps itself.
+//! the sessions, and no session outlives its lifetime however busy it keeps itself; pipelined
+//! commands (RFC 2920) are answered in order.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -151,4 +152,29 @@ async fn one_client_holds_its_share_of_sessions_for_at_most_their_lifetime() {
     assert!(again.is_ok());
     ingress.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), ingress.run).await;
+}
+
+/// RFC 2920: commands a client sends in one go are answered in order, each of them, and the
+/// replies held for the batch are written once its last command is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_commands_are_answered_in_order() {
+    let ingress = start(|_| {}).await;
+    let (mut s, _) = connect(ingress.port, "127.0.0.1").await;
+    ehlo(&mut s).await;
+    let (r, w) = &mut s;
+    w.write_all(
+        b"MAIL FROM:<ann@example.org>\r\nRCPT TO:<nobody.nosecret@in.example>\r\nNOOP\r\nRSET\r\nVRFY ann\r\n",
+    )
+    .await
+    .unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(line(r).await);
+    }
+    let codes: Vec<&str> = replies.iter().map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "550", "250", "250", "252"], "{replies:?}");
+    // and a command on its own afterwards is answered on its own
+    w.write_all(b"QUIT\r\n").await.unwrap();
+    assert!(line(r).await.starts_with("221 "));
+    ingress.shutdown.cancel();
 }

@@ -46,6 +46,22 @@ pub struct UserRecord {
     pub reach: crate::Reach,
 }
 
+/// The part of a stored [`UserRecord`] that the SMTP ingress checks for every message, read
+/// from the record's JSON without building the rest: its dedup set alone is most of a busy
+/// user's record, and would be parsed and hashed once per e-mail for nothing.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct InboundMail {
+    /// See [`UserRecord::inbound_token_hash`].
+    #[serde(default)]
+    pub inbound_token_hash: String,
+    /// See [`UserRecord::allowed_senders`].
+    #[serde(default)]
+    pub allowed_senders: Vec<String>,
+    /// See [`UserRecord::require_authenticated_mail`].
+    #[serde(default)]
+    pub require_authenticated_mail: bool,
+}
+
 /// A source a user watches.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Source {
@@ -434,6 +450,43 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_inbound_mail_view_reads_a_stored_record() {
+        let mut recent = RecentSet::default();
+        for i in 0..RecentSet::CAPACITY {
+            recent.insert(format!("n{i:032x}"));
+        }
+        let record = UserRecord {
+            id: UserId::parse("ann").unwrap(),
+            name: "Ann".into(),
+            created_at_ms: 1,
+            token_hash: "a".repeat(64),
+            feed_token_hash: "b".repeat(64),
+            inbound_token_hash: "c".repeat(64),
+            sources: vec![],
+            destinations: vec![],
+            allowed_senders: vec!["@alerts.example.com".into()],
+            require_authenticated_mail: true,
+            source_status: Default::default(),
+            destination_status: Default::default(),
+            recent,
+            reach: Default::default(),
+        };
+        let stored = serde_json::to_vec(&record).unwrap();
+        let view: InboundMail = serde_json::from_slice(&stored).unwrap();
+        assert_eq!(
+            view,
+            InboundMail {
+                inbound_token_hash: record.inbound_token_hash.clone(),
+                allowed_senders: record.allowed_senders.clone(),
+                require_authenticated_mail: true,
+            }
+        );
+        // a record from before inbound mail existed reads as "no inbound address"
+        let old: InboundMail = serde_json::from_str(r#"{"id":"ann","recent":[]}"#).unwrap();
+        assert_eq!(old, InboundMail::default());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Bus;
-use tocsin_model::{AvatarMessage, SourceKind, UserId, UserRecord, hash_token, now_ms};
+use tocsin_model::{AvatarMessage, InboundMail, SourceKind, UserId, hash_token, now_ms};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -230,8 +230,12 @@ fn session<'a>(
         let host = ctx.cfg.hostname.clone();
         let timeout = ctx.cfg.command_timeout;
         let offer_tls = ctx.cfg.tls.is_some() && !secured;
-        let (r, mut w) = tokio::io::split(stream);
+        let (r, w) = tokio::io::split(stream);
         let mut r = BufReader::new(r);
+        let mut w = Replies {
+            w,
+            held: Vec::new(),
+        };
         if !secured {
             w.write_all(format!("220 {host} tocsin ESMTP ready\r\n").as_bytes())
                 .await?;
@@ -409,8 +413,8 @@ fn session<'a>(
                         return Ok(());
                     }
                     w.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
-                    w.flush().await?;
-                    let stream = r.into_inner().unsplit(w);
+                    w.w.flush().await?;
+                    let stream = r.into_inner().unsplit(w.w);
                     let acceptor =
                         tokio_rustls::TlsAcceptor::from(ctx.cfg.tls.clone().expect("offered"));
                     let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
@@ -429,9 +433,43 @@ fn session<'a>(
                 }
                 _ => "500 5.5.2 command not recognized\r\n".into(),
             };
-            w.write_all(reply.as_bytes()).await?;
+            // more commands already read: the client pipelined them (RFC 2920), so their
+            // replies go out together once the batch is answered
+            w.hold(reply.as_bytes(), !r.buffer().is_empty()).await?;
         }
     })
+}
+
+/// The session's replies. Replies to pipelined commands (RFC 2920) are held until the last
+/// command the client sent in one go is answered and written in one write, as the RFC asks
+/// of servers; any other reply is written at once, after what is held. What is held is
+/// bounded by the commands the reader's buffer holds.
+struct Replies<W> {
+    w: W,
+    held: Vec<u8>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> Replies<W> {
+    /// Write what is held and `bytes`.
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.held.is_empty() {
+            return self.w.write_all(bytes).await;
+        }
+        self.held.extend_from_slice(bytes);
+        let written = self.w.write_all(&self.held).await;
+        self.held.clear();
+        written
+    }
+
+    /// Hold `bytes` while the client has sent more commands that are not yet answered;
+    /// otherwise write them with what is held.
+    async fn hold(&mut self, bytes: &[u8], more_commands: bool) -> std::io::Result<()> {
+        if more_commands {
+            self.held.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.write_all(bytes).await
+    }
 }
 
 /// `FROM:<a@b> SIZE=10` → ("a@b", "SIZE=10").
@@ -478,7 +516,7 @@ async fn recipient(ctx: &Ctx, address: &str, sender: &str) -> Result<Recipient, 
     else {
         return Ok(Recipient::Unknown);
     };
-    let Ok(record) = serde_json::from_slice::<UserRecord>(&bytes) else {
+    let Ok(record) = serde_json::from_slice::<InboundMail>(&bytes) else {
         return Ok(Recipient::Unknown);
     };
     if record.inbound_token_hash.is_empty() || record.inbound_token_hash != hash_token(&secret) {
