@@ -62,8 +62,8 @@ impl AllOptions {
                 timeout: timeout.max(Duration::from_secs(900)),
             },
             mail: MailBenchOptions {
-                messages: 5000,
-                senders: 8,
+                messages: 10_000,
+                senders: 32,
                 users: 100,
                 timeout,
             },

@@ -146,7 +146,8 @@ pub async fn run(opts: MailBenchOptions) -> Result<MailReport> {
         let addresses = addresses.clone();
         let total = opts.messages;
         tasks.spawn(async move {
-            // one connection per sender, reused, with TCP_NODELAY as production MTAs do
+            // one connection per sender, reused, with TCP_NODELAY and pipelining as production
+            // MTAs do
             let mut smtp = SmtpClient::connect(smtp_port).await?;
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
             let mut sent = 0;
@@ -237,11 +238,15 @@ impl SmtpClient {
         self.expect(code).await
     }
 
+    /// One transaction, its envelope pipelined (RFC 2920, which the ingress offers) as
+    /// production MTAs send it: two round trips, not four.
     async fn send(&mut self, from: &str, to: &str, data: &str) -> Result<()> {
-        self.command(&format!("MAIL FROM:<{from}>\r\n"), "250")
-            .await?;
-        self.command(&format!("RCPT TO:<{to}>\r\n"), "250").await?;
-        self.command("DATA\r\n", "354").await?;
+        use tokio::io::AsyncWriteExt;
+        let envelope = format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n");
+        self.w.write_all(envelope.as_bytes()).await?;
+        self.expect("250").await?;
+        self.expect("250").await?;
+        self.expect("354").await?;
         self.command(&format!("{data}.\r\n"), "250").await
     }
 

@@ -25,9 +25,9 @@ enum Cmd {
     /// JetStream baseline.
     #[command(alias = "bench-mail")]
     Mail {
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 10_000)]
         messages: usize,
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 32)]
         senders: usize,
         #[arg(long, default_value_t = 100)]
         users: usize,
