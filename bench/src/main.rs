@@ -116,8 +116,17 @@ enum Cmd {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match tocsin_runtime::runtime() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("tocsin-bench: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     tocsin_runtime::install_crypto();
     match dispatch(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,8 +14,17 @@ use std::time::Duration;
 
 tocsin_runtime::global_allocator!();
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match tocsin_runtime::runtime() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("tocsin: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     tocsin_runtime::install_crypto();
     let cli = Cli::parse();
     match dispatch(cli.command).await {

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod local_nats;
+pub mod memory;
 pub mod ops;
 pub mod rate;
 
@@ -259,8 +260,7 @@ macro_rules! __describe {
     };
 }
 
-/// The allocator of every tocsin binary (mimalloc; ADR 0017).
-pub use mimalloc::MiMalloc as Allocator;
+pub use memory::{Allocator, runtime};
 
 /// Make [`Allocator`] the binary's global allocator: once, in each binary's root.
 #[macro_export]
@@ -278,9 +278,14 @@ macro_rules! service_binary {
     ($name:literal, $lib:ident) => {
         $crate::global_allocator!();
 
-        #[tokio::main]
-        async fn main() -> std::process::ExitCode {
-            $crate::service_main($name, $lib::Config::load, $lib::run).await
+        fn main() -> std::process::ExitCode {
+            match $crate::runtime() {
+                Ok(rt) => rt.block_on($crate::service_main($name, $lib::Config::load, $lib::run)),
+                Err(e) => {
+                    eprintln!("tocsin-{}: cannot start the async runtime: {e}", $name);
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
     };
 }
