@@ -315,11 +315,13 @@ impl Avatar {
             // the scheduler wakes the avatar once more and finds nothing due
             debug!(error = %e, "cannot clear the escalation timer");
         }
-        for msg in self.pending.drain(..) {
+        // taken, not drained: an idle avatar keeps no room for messages (408 bytes each) it
+        // no longer holds
+        for msg in std::mem::take(&mut self.pending) {
             msg.settle(&self.ctx.bus, Disposition::Ack).await;
         }
         self.pending_since = None;
-        for (to, payload) in self.replies.drain(..) {
+        for (to, payload) in std::mem::take(&mut self.replies) {
             if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
                 debug!(error = %e, "could not send a command reply");
             }
@@ -329,12 +331,12 @@ impl Avatar {
     /// Give back everything not yet durable: nak it for redelivery and forget the in-memory
     /// state so the next message reloads it.
     async fn fail(&mut self, after: Duration) {
-        self.outgoing.clear();
-        self.replies.clear();
-        self.index.clear();
+        self.outgoing = Vec::new();
+        self.replies = Vec::new();
+        self.index = Vec::new();
         let mut longest = after;
         self.pending_since = None;
-        for msg in self.pending.drain(..) {
+        for msg in std::mem::take(&mut self.pending) {
             let delivered = msg.message().info().map(|i| i.delivered).unwrap_or(1);
             longest = longest.max(tocsin_bus::backoff(delivered, after));
             msg.settle(&self.ctx.bus, Disposition::Retry(after)).await;
