@@ -39,7 +39,10 @@ pub(crate) struct Avatar {
 }
 
 impl Avatar {
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Box<Inbound>>) {
+    /// The avatar's task. `self` comes boxed: an `async fn` keeps its arguments in its state
+    /// twice (as passed and as bound), and an avatar's state is most of what an idle avatar
+    /// costs.
+    pub(crate) async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<Box<Inbound>>) {
         let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
         let every = Duration::from_millis(self.ctx.cfg.checkpoint_ms);
         loop {

@@ -138,7 +138,7 @@ fn spawn_avatar(
     let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
     let span = info_span!("avatar", user = %user, silo);
     let join = tokio::spawn(
-        Avatar {
+        Box::new(Avatar {
             ctx,
             user,
             record: None,
@@ -153,7 +153,7 @@ fn spawn_avatar(
             silo,
             hold_until: None,
             pending_since: None,
-        }
+        })
         .run(rx)
         .instrument(span),
     );
