@@ -157,11 +157,10 @@ async fn pipeline(
     let prefix = bus.subjects().prefix().to_owned();
     let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
     // delivery reports each delivered job with its `delivered` event: seen here as the
-    // envelope carrying it is published
-    let delivered_events = bus.client().subscribe(bus.subjects().events_all()).await?;
+    // envelope carrying it is published. One subscription, each event decoded once: the
+    // bench shares the process (and its two cores) with the services it measures.
     let events = bus.client().subscribe(bus.subjects().events_all()).await?;
     let n = opts.notifications;
-    let hops = hops(events, n);
     let start = Instant::now();
     let stored = receive(live, n, sent.clone(), start, |payload| {
         serde_json::from_slice::<Notification>(payload)
@@ -169,12 +168,7 @@ async fn pipeline(
             .into_iter()
             .collect()
     });
-    let delivered = receive(delivered_events, n, sent.clone(), start, |payload| {
-        events_in(payload)
-            .filter(|e| e.kind == tocsin_model::EventKind::Delivered)
-            .filter_map(|e| e.notification.map(|id| id.0))
-            .collect()
-    });
+    let delivered = read_events(events, n, sent.clone(), start, Duration::from_secs(10));
     let mut window = bus.window(opts.window);
     let pacer = Pacer::new(opts.rate);
     for i in 0..n {
@@ -192,18 +186,12 @@ async fn pipeline(
     window.flush().await?;
     let stored = tokio::time::timeout(opts.timeout, stored).await;
     let delivered = tokio::time::timeout(opts.timeout, delivered).await;
-    // the last events are published with the last outcomes: a moment to read them
-    let hops = tokio::time::timeout(Duration::from_secs(10), hops)
-        .await
-        .ok()
-        .and_then(|h| h.ok())
-        .unwrap_or_default();
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
     let _ = d.await;
     let (stored_in, stored_hist) = stored.context("history timed out")???;
-    let (delivered_in, delivered_hist) = delivered.context("delivery timed out")???;
+    let ((delivered_in, delivered_hist), hops) = delivered.context("delivery timed out")???;
     Ok((
         figures(
             "tocsin publish→router→history (stored)",
@@ -221,23 +209,53 @@ async fn pipeline(
     ))
 }
 
-/// A task that reads the `routed` and `delivered` events of `n` notifications from `sub`
-/// and returns the per-hop percentiles.
-fn hops(mut sub: async_nats::Subscriber, n: usize) -> tokio::task::JoinHandle<Hops> {
+/// When the last of a path's notifications arrived, and each one's latency in µs.
+type Arrival = (Duration, Histogram<u64>);
+
+/// A task that reads the events of `n` notifications from `sub`, each message decoded once:
+/// the time from each notification's publish (`sent`) to its `delivered` event being seen,
+/// and the per-hop percentiles from the `routed` and `delivered` events' own times. Once every
+/// notification is delivered it waits at most `linger` for `routed` events still missing.
+fn read_events(
+    mut sub: async_nats::Subscriber,
+    n: usize,
+    sent: Arc<Mutex<HashMap<String, Instant>>>,
+    start: Instant,
+    linger: Duration,
+) -> tokio::task::JoinHandle<Result<(Arrival, Hops)>> {
     tokio::spawn(async move {
+        let mut hist = Histogram::<u64>::new(3).expect("histogram");
+        let mut all_delivered = None;
         let mut routed: HashMap<String, i64> = HashMap::new();
         let mut delivered: HashMap<String, i64> = HashMap::new();
-        while routed.len() < n || delivered.len() < n {
-            let Some(m) = sub.next().await else { break };
+        while all_delivered.is_none() || routed.len() < n {
+            let m = match all_delivered {
+                None => sub.next().await,
+                Some(_) => match tokio::time::timeout(linger, sub.next()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                },
+            }
+            .ok_or_else(|| anyhow!("subscription ended"))?;
             for e in events_in(&m.payload) {
                 let (Some(id), Some(ms)) = (e.notification, e.latency_ms) else {
                     continue;
                 };
                 match e.kind {
-                    tocsin_model::EventKind::Routed => routed.insert(id.0, ms),
-                    tocsin_model::EventKind::Delivered => delivered.insert(id.0, ms),
-                    _ => None,
-                };
+                    tocsin_model::EventKind::Routed => {
+                        routed.insert(id.0, ms);
+                    }
+                    tocsin_model::EventKind::Delivered if !delivered.contains_key(&id.0) => {
+                        if let Some(t) = sent.lock().expect("lock").get(&id.0) {
+                            hist.record(t.elapsed().as_micros().max(1) as u64)?;
+                        }
+                        delivered.insert(id.0, ms);
+                    }
+                    _ => {}
+                }
+            }
+            if all_delivered.is_none() && delivered.len() >= n {
+                all_delivered = Some(start.elapsed());
             }
         }
         let mut to_routed = Histogram::<u64>::new(3).expect("histogram");
@@ -256,11 +274,15 @@ fn hops(mut sub: async_nats::Subscriber, n: usize) -> tokio::task::JoinHandle<Ho
                 h.value_at_quantile(0.99) as f64,
             )
         };
-        Hops {
+        let hops = Hops {
             routed: p(&to_routed),
             to_delivered: p(&onward),
             seen,
-        }
+        };
+        Ok((
+            (all_delivered.unwrap_or_else(|| start.elapsed()), hist),
+            hops,
+        ))
     })
 }
 
@@ -281,7 +303,7 @@ fn receive(
     sent: Arc<Mutex<HashMap<String, Instant>>>,
     start: Instant,
     id_of: impl Fn(&bytes::Bytes) -> Vec<String> + Send + 'static,
-) -> tokio::task::JoinHandle<Result<(Duration, Histogram<u64>)>> {
+) -> tokio::task::JoinHandle<Result<Arrival>> {
     tokio::spawn(async move {
         let mut hist = Histogram::<u64>::new(3).expect("histogram");
         let mut seen = std::collections::HashSet::new();
