@@ -342,8 +342,9 @@ impl AllReport {
             a.archived_per_sec,
             a.baseline_per_sec,
             "ev/s",
-            "raw consume",
+            "raw consume (mean of before and after)",
         ));
+
         rows.push(Row {
             figure: format!(
                 "analytics report over {} events",
