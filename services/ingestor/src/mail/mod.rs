@@ -7,3 +7,4 @@ pub mod imap;
 pub mod parse;
 pub mod plan;
 pub mod smtp;
+pub(crate) mod wire;

@@ -11,12 +11,13 @@
 
 use crate::mail::parse as mail;
 use crate::mail::plan;
+use crate::mail::wire::{Line, Replies, read_data, read_line};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::Bus;
 use tocsin_model::{AvatarMessage, InboundMail, SourceKind, UserId, hash_token, now_ms};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -179,40 +180,6 @@ pub async fn serve(
     }
 }
 
-#[derive(Debug)]
-enum Line {
-    Text(Vec<u8>),
-    TooLong,
-}
-
-/// Read one line (without its CRLF) of at most `max` bytes, within the command timeout.
-async fn read_line<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-    max: usize,
-    timeout: Duration,
-) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(
-        timeout,
-        (&mut *r).take(max as u64 + 2).read_until(b'\n', &mut buf),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "command timeout"))??;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
-    if buf.last() != Some(&b'\n') {
-        return Ok(Line::TooLong);
-    }
-    while matches!(buf.last(), Some(b'\n' | b'\r')) {
-        buf.pop();
-    }
-    Ok(Line::Text(buf))
-}
-
 /// A connection, plain or TLS: boxed, so that the session after STARTTLS is the same code.
 trait Io: AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
@@ -232,10 +199,7 @@ fn session<'a>(
         let offer_tls = ctx.cfg.tls.is_some() && !secured;
         let (r, w) = tokio::io::split(stream);
         let mut r = BufReader::new(r);
-        let mut w = Replies {
-            w,
-            held: Vec::new(),
-        };
+        let mut w = Replies::new(w);
         if !secured {
             w.write_all(format!("220 {host} tocsin ESMTP ready\r\n").as_bytes())
                 .await?;
@@ -413,8 +377,7 @@ fn session<'a>(
                         return Ok(());
                     }
                     w.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
-                    w.w.flush().await?;
-                    let stream = r.into_inner().unsplit(w.w);
+                    let stream = r.into_inner().unsplit(w.into_inner().await?);
                     let acceptor =
                         tokio_rustls::TlsAcceptor::from(ctx.cfg.tls.clone().expect("offered"));
                     let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
@@ -438,38 +401,6 @@ fn session<'a>(
             w.hold(reply.as_bytes(), !r.buffer().is_empty()).await?;
         }
     })
-}
-
-/// The session's replies. Replies to pipelined commands (RFC 2920) are held until the last
-/// command the client sent in one go is answered and written in one write, as the RFC asks
-/// of servers; any other reply is written at once, after what is held. What is held is
-/// bounded by the commands the reader's buffer holds.
-struct Replies<W> {
-    w: W,
-    held: Vec<u8>,
-}
-
-impl<W: tokio::io::AsyncWrite + Unpin> Replies<W> {
-    /// Write what is held and `bytes`.
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.held.is_empty() {
-            return self.w.write_all(bytes).await;
-        }
-        self.held.extend_from_slice(bytes);
-        let written = self.w.write_all(&self.held).await;
-        self.held.clear();
-        written
-    }
-
-    /// Hold `bytes` while the client has sent more commands that are not yet answered;
-    /// otherwise write them with what is held.
-    async fn hold(&mut self, bytes: &[u8], more_commands: bool) -> std::io::Result<()> {
-        if more_commands {
-            self.held.extend_from_slice(bytes);
-            return Ok(());
-        }
-        self.write_all(bytes).await
-    }
 }
 
 /// `FROM:<a@b> SIZE=10` → ("a@b", "SIZE=10").
@@ -526,47 +457,6 @@ async fn recipient(ctx: &Ctx, address: &str, sender: &str) -> Result<Recipient, 
         return Ok(Recipient::SenderRefused(user));
     }
     Ok(Recipient::User(user, record.require_authenticated_mail))
-}
-
-/// Read the message up to the lone dot, undoing dot-stuffing. `None` when it is larger than
-/// `max` (the rest is read and dropped, so the session can go on).
-async fn read_data<R: AsyncRead + Unpin>(
-    r: &mut BufReader<R>,
-    max: usize,
-    timeout: Duration,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let mut data = Vec::new();
-    let mut too_big = false;
-    loop {
-        let mut line = Vec::new();
-        let n = tokio::time::timeout(
-            timeout,
-            (&mut *r).take(1 << 20).read_until(b'\n', &mut line),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "data timeout"))??;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed in data",
-            ));
-        }
-        if line == b".\r\n" || line == b".\n" {
-            return Ok((!too_big).then_some(data));
-        }
-        let content: &[u8] = if line.starts_with(b"..") {
-            &line[1..]
-        } else {
-            &line
-        };
-        if data.len() + content.len() > max {
-            too_big = true;
-            data.clear();
-        }
-        if !too_big {
-            data.extend_from_slice(content);
-        }
-    }
 }
 
 /// Record in `user`'s history that something from `sender` was refused — at most once a
@@ -700,27 +590,5 @@ mod tests {
         assert!(r.due(&u));
         assert!(!r.due(&u));
         assert!(r.due(&UserId::parse("u2").unwrap()));
-    }
-
-    #[tokio::test]
-    async fn data_is_unstuffed_and_bounded() {
-        let input = b"Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nNOOP\r\n".to_vec();
-        let mut r = BufReader::new(&input[..]);
-        let d = read_data(&mut r, 1000, Duration::from_secs(1))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(d, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n");
-        let mut r = BufReader::new(&input[..]);
-        assert!(
-            read_data(&mut r, 10, Duration::from_secs(1))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        // the session can go on after an oversized message
-        assert!(
-            matches!(read_line(&mut r, 1000, Duration::from_secs(1)).await.unwrap(), Line::Text(l) if l == b"NOOP")
-        );
     }
 }
