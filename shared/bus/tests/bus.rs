@@ -1,5 +1,6 @@
 //! The bus against a real nats-server: publishing never deadlocks on the client's in-flight
-//! permits, and a pulled message is settled once, through its `Inbound`.
+//! permits, a pulled message is settled once, through its `Inbound`, and many keys of a KV
+//! bucket are read in one batched request.
 
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, Disposition, Pull, StreamKind};
@@ -197,4 +198,47 @@ async fn an_oversized_output_fails_its_submitter_and_no_one_else() {
     let e = bad.await.unwrap_err().to_string();
     assert!(e.contains("big") && e.contains("1048576 bytes"), "{e}");
     good.await.expect("the other submitter's output is stored");
+}
+
+/// The latest entries of many keys in batched requests: values and revisions as written, a
+/// deleted key without a value, a key never written absent; more keys than one request takes.
+#[tokio::test(flavor = "current_thread")]
+async fn many_keys_are_read_at_once_with_their_revisions() {
+    let (_nats, bus) = bus("kvmany", 64).await;
+    let kv = bus.kv("avatars").await.unwrap();
+    let n = tocsin_bus::KV_LATEST_MAX_KEYS + 10;
+    let mut revisions = Vec::new();
+    for i in 0..n {
+        let rev = kv
+            .put(format!("u{i}"), format!("v{i}").into())
+            .await
+            .unwrap();
+        revisions.push(rev);
+    }
+    let rewritten = kv.put("u3", "again".into()).await.unwrap();
+    kv.delete("u5").await.unwrap();
+    let mut keys: Vec<String> = (0..n).map(|i| format!("u{i}")).collect();
+    keys.push("never".into());
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let got = bus
+        .kv_latest(&kv, &keys, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), n, "every written key, not the one never written");
+    let by_key: std::collections::HashMap<&str, &tocsin_bus::Latest> =
+        got.iter().map(|l| (l.key.as_str(), l)).collect();
+    assert!(!by_key.contains_key("never"));
+    assert_eq!(by_key["u3"].value.as_deref(), Some(&b"again"[..]));
+    assert_eq!(by_key["u3"].revision, rewritten);
+    assert_eq!(by_key["u5"].value, None, "deleted");
+    for i in [0, 1, n - 1] {
+        let l = by_key[format!("u{i}").as_str()];
+        assert_eq!(l.value.as_deref(), Some(format!("v{i}").as_bytes()));
+        assert_eq!(l.revision, revisions[i]);
+    }
+    let none = bus
+        .kv_latest(&kv, &["nobody", "no-one"], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }
