@@ -25,6 +25,27 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
+/// Where an envelope came from, for dead-lettering one of its records: its stream, its
+/// sequence there and how often it has been delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordOrigin {
+    pub stream: String,
+    pub seq: u64,
+    pub delivered: i64,
+}
+
+impl RecordOrigin {
+    /// The origin of a pulled message (None for a message that did not come from a stream).
+    pub fn of(msg: &jetstream::Message) -> Option<RecordOrigin> {
+        let info = msg.info().ok()?;
+        Some(RecordOrigin {
+            stream: info.stream.to_owned(),
+            seq: info.stream_sequence,
+            delivered: info.delivered,
+        })
+    }
+}
+
 impl Bus {
     pub(crate) async fn dead_letter(
         &self,
@@ -55,6 +76,40 @@ impl Bus {
         )
         .await?;
         msg.ack_with(jetstream::AckKind::Term).await
+    }
+
+    /// Set record `index` of an envelope aside alone, as the message it would have been on its
+    /// own (`subject`, `payload`, `record_id` as its `Nats-Msg-Id`), so that replaying it hands
+    /// it to its consumer like any other message. The envelope itself is settled by its
+    /// consumer once its other records are.
+    pub async fn dead_letter_record(
+        &self,
+        origin: &RecordOrigin,
+        index: usize,
+        record: (&str, &str, bytes::Bytes),
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let (subject, record_id, payload) = record;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(H_SUBJECT, subject);
+        headers.insert(H_STREAM, origin.stream.as_str());
+        headers.insert(H_SEQ, origin.seq.to_string().as_str());
+        headers.insert(H_REASON, tocsin_model::text::one_line(reason).as_str());
+        headers.insert(H_DELIVERIES, origin.delivered.to_string().as_str());
+        if !record_id.is_empty() {
+            headers.insert(H_MSG_ID, record_id);
+        }
+        warn!(%subject, stream = %origin.stream, seq = origin.seq, index, %reason, "record of an envelope dead-lettered");
+        metrics::counter!("tocsin_bus_dead_lettered_total").increment(1);
+        crate::publish::publish_with_retry(
+            &self.js,
+            &self.config,
+            self.subjects.dead_letter(&origin.stream),
+            &crate::msg_id::dead_letter_record(&origin.stream, origin.seq, index),
+            payload,
+            Some(headers),
+        )
+        .await
     }
 
     /// Up to `limit` dead letters, oldest first, starting at sequence `from`.

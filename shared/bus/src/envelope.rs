@@ -27,6 +27,17 @@ pub const MAX_RECORDS: usize = 1024;
 /// `<p>.events.ENVELOPE`): user ids and event kinds are lowercase, so it names neither.
 pub const TOKEN: &str = "ENVELOPE";
 
+/// The id of a record for one user's avatar in a silo's envelope: the user, then the record's
+/// own id (`<user>/<id>`). User ids never contain `/`.
+pub fn addressed(user: &str, id: &str) -> String {
+    format!("{user}/{id}")
+}
+
+/// The user a silo envelope's record is for, and the record's own id ([`addressed`]).
+pub fn addressee(record_id: &str) -> Option<(&str, &str)> {
+    record_id.split_once('/')
+}
+
 /// Whether `payload` is an envelope.
 pub fn is_envelope(payload: &[u8]) -> bool {
     payload.starts_with(MAGIC)
@@ -118,6 +129,21 @@ pub fn records(payload: &Bytes) -> Result<Vec<Record>, BusError> {
     Ok(out)
 }
 
+/// `records` (id, payload), in order, as the envelopes that carry them ([`pack`]): each
+/// envelope's `Nats-Msg-Id` ([`id`]) and payload ([`encode`]).
+pub fn sealed(records: &[(&str, &[u8])]) -> Vec<(String, Bytes)> {
+    pack(records)
+        .into_iter()
+        .map(|run| {
+            let part = &records[run];
+            (
+                id(part.iter().map(|(id, _)| *id)),
+                encode(part.iter().copied()),
+            )
+        })
+        .collect()
+}
+
 /// Split `records` (id, payload), in order, into runs that each fit one envelope.
 pub fn pack<I: AsRef<str>, T: AsRef<[u8]>>(records: &[(I, T)]) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
@@ -199,6 +225,13 @@ mod tests {
         assert_ne!(id(["a", "b"]), id(["b", "a"]));
         assert_ne!(id(["ab"]), id(["a", "b"]));
         assert!(id(["a"]).starts_with("env:1:"));
+    }
+
+    #[test]
+    fn addressed_ids_name_their_user() {
+        let id = addressed("u-1", "n00ff");
+        assert_eq!(addressee(&id), Some(("u-1", "n00ff")));
+        assert_eq!(addressee("no-user"), None);
     }
 
     #[test]

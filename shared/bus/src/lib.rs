@@ -29,7 +29,7 @@ mod setup;
 mod silo;
 
 pub use config::{BusConfig, ConfigError};
-pub use dlq::DeadLetter;
+pub use dlq::{DeadLetter, RecordOrigin};
 pub use inbound::Inbound;
 pub use kv_many::{Latest, MAX_KEYS as KV_LATEST_MAX_KEYS};
 pub use lease::Leases;

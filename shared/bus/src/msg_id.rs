@@ -101,6 +101,11 @@ pub fn dead_letter(stream: &str, seq: u64) -> String {
     format!("dlq:{stream}:{seq}")
 }
 
+/// Record `index` of the envelope at sequence `seq` of `stream`, set aside alone.
+pub fn dead_letter_record(stream: &str, seq: u64, index: usize) -> String {
+    format!("dlq:{stream}:{seq}:{index}")
+}
+
 /// Dead letter `seq` replayed to its original subject (its original id kept inside).
 pub fn replay(seq: u64, original_id: &str) -> String {
     format!("replay:{seq}:{original_id}")

@@ -57,6 +57,12 @@ impl Subjects {
         format!("{}.silo.{silo}.{user}.{kind}", self.prefix)
     }
 
+    /// `<p>.silo.<k>.ENVELOPE.<kind>`: messages of `kind` for many avatars of silo `k` in
+    /// envelopes, each record addressed to its user ([`crate::envelope::addressed`]).
+    pub fn silo_envelope(&self, silo: u32, kind: &str) -> String {
+        self.silo(silo, crate::envelope::TOKEN, kind)
+    }
+
     pub fn silo_all(&self, silo: u32) -> String {
         format!("{}.silo.{silo}.>", self.prefix)
     }
@@ -164,6 +170,10 @@ mod tests {
         assert_eq!(s.silo(3, "u1", "notify"), "t-1.silo.3.u1.notify");
         assert_eq!(s.user_of_silo_subject("t-1.silo.3.u1.notify"), Some("u1"));
         assert_eq!(s.user_of_silo_subject("other.silo.3.u1.notify"), None);
+        assert_eq!(
+            s.user_of_silo_subject(&s.silo_envelope(3, "notify")),
+            Some(crate::envelope::TOKEN)
+        );
         assert_eq!(s.history(2, "u1"), "t-1.history.2.u1");
         assert_eq!(s.bucket("avatars"), "T_1_AVATARS");
         assert_eq!(s.dead_letter("T_1_SILO_3"), "t-1.dlq.t_1_silo_3");

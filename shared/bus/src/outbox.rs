@@ -234,10 +234,7 @@ async fn publish_round(bus: &Bus, round: &[Submission]) -> Result<(), BusError> 
             }
         }
         for (subject, recs) in &groups {
-            for run in envelope::pack(recs) {
-                let part = &recs[run];
-                let payload = envelope::encode(part.iter().copied());
-                let id = envelope::id(part.iter().map(|(id, _)| *id));
+            for (id, payload) in envelope::sealed(recs) {
                 acks.push(bus.send((*subject).to_owned(), &id, payload).await?);
             }
             metrics::histogram!("tocsin_bus_envelope_records").record(recs.len() as f64);

@@ -135,6 +135,67 @@ impl Bus {
         self.publish_all(items).await
     }
 
+    /// The `(subject, id, payload)` messages that queue `notifications` for their avatars, in
+    /// order: a silo with one of them gets it as a message of its own; a silo with several gets
+    /// them in envelopes on [`crate::Subjects::silo_envelope`], each record's id its user's and
+    /// its own ([`crate::envelope::addressed`]), so one feed item for many subscribers costs a
+    /// message per silo rather than one per subscriber.
+    pub fn notify_outputs(
+        &self,
+        notifications: &[tocsin_model::Notification],
+    ) -> Result<Vec<(String, String, bytes::Bytes)>, BusError> {
+        let mut by_silo: std::collections::BTreeMap<u32, Vec<(String, bytes::Bytes, usize)>> =
+            Default::default();
+        for (i, n) in notifications.iter().enumerate() {
+            let msg = tocsin_model::AvatarMessage::Notify {
+                notification: n.clone(),
+            };
+            let id = crate::envelope::addressed(n.user.as_str(), n.id.as_str());
+            by_silo
+                .entry(self.silo_of(&n.user))
+                .or_default()
+                .push((id, encode(&msg)?, i));
+        }
+        let mut out = Vec::with_capacity(by_silo.len());
+        for (silo, records) in by_silo {
+            if let [(_, payload, i)] = records.as_slice() {
+                let n = &notifications[*i];
+                let subject = self.subjects.silo(silo, n.user.as_str(), "notify");
+                out.push((subject, n.id.to_string(), payload.clone()));
+                continue;
+            }
+            let framed: Vec<(&str, &[u8])> = records
+                .iter()
+                .map(|(id, p, _)| (id.as_str(), p.as_ref()))
+                .collect();
+            let subject = self.subjects.silo_envelope(silo, "notify");
+            for (id, payload) in crate::envelope::sealed(&framed) {
+                out.push((subject.clone(), id, payload));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Bus::event_output`] of each, in envelopes on [`crate::Subjects::events_envelope`]
+    /// (each event a record under its own id): what a change that records many events at
+    /// once publishes, instead of one message per event.
+    pub fn event_envelopes(
+        &self,
+        events: Vec<tocsin_model::Event>,
+        service: &str,
+    ) -> Result<Vec<(String, String, bytes::Bytes)>, BusError> {
+        let records = self.event_outputs(events, service)?;
+        let framed: Vec<(&str, &[u8])> = records
+            .iter()
+            .map(|(_, id, p)| (id.as_str(), p.as_ref()))
+            .collect();
+        let subject = self.subjects.events_envelope();
+        Ok(crate::envelope::sealed(&framed)
+            .into_iter()
+            .map(|(id, payload)| (subject.clone(), id, payload))
+            .collect())
+    }
+
     /// Publish events in one pipelined batch ([`Bus::publish_all`]).
     pub async fn publish_events(
         &self,
