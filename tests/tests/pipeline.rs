@@ -515,6 +515,91 @@ async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -
     Ok(())
 }
 
+/// A bulk hand-over (a silo's notifications in envelopes, as the ingestor sends a feed item's
+/// subscribers): each record reaches its avatar once, an unreadable record is dead-lettered
+/// alone as the message it would have been (and replays as one), and the same records handed
+/// over again are duplicates, not new notifications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_hand_over_routes_each_record_once_and_sets_a_bad_one_aside_alone()
+-> anyhow::Result<()> {
+    let h = Harness::start("e2ebulk").await?;
+    let (uid, token, _) = h.create_user("bulk").await?;
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let user = tocsin_model::UserId::parse(&uid)?;
+    let note = |i: u32| tocsin_model::Notification {
+        id: tocsin_model::NotificationId(format!("nbulk{i}")),
+        user: user.clone(),
+        source: tocsin_model::SourceRef {
+            kind: tocsin_model::SourceKind::Publish,
+            id: None,
+            label: "bulk".into(),
+        },
+        title: format!("bulk {i}"),
+        body: String::new(),
+        url: None,
+        priority: Default::default(),
+        tags: Vec::new(),
+        created_at_ms: tocsin_model::now_ms(),
+        published_at_ms: None,
+        dedup_key: None,
+    };
+    let record = |i: u32| -> anyhow::Result<(String, bytes::Bytes)> {
+        let n = note(i);
+        let id = tocsin_bus::envelope::addressed(&uid, n.id.as_str());
+        let msg = tocsin_model::AvatarMessage::Notify { notification: n };
+        Ok((id, tocsin_bus::encode(&msg)?))
+    };
+    let ((id1, p1), (id2, p2)) = (record(1)?, record(2)?);
+    let bad_id = tocsin_bus::envelope::addressed(&uid, "nbad");
+    let payload = tocsin_bus::envelope::encode([
+        (id1.as_str(), &p1[..]),
+        (
+            bad_id.as_str(),
+            &b"{\"type\":\"notify\",\"garbage\":true}"[..],
+        ),
+        (id2.as_str(), &p2[..]),
+    ]);
+    let silo = bus.silo_of(&user);
+    let subject = bus.subjects().silo_envelope(silo, "notify");
+    bus.publish(subject.clone(), "bulk-test-1", payload).await?;
+    let letter = wait_for(Duration::from_secs(20), "the dead letter", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+            .await
+            .ok()?;
+        v["dead_letters"].as_array()?.first().cloned()
+    })
+    .await?;
+    // set aside as the message it would have been on its own, so a replay is one
+    assert_eq!(
+        letter["original_subject"],
+        bus.subjects().silo(silo, &uid, "notify")
+    );
+    assert_eq!(letter["payload"], "{\"type\":\"notify\",\"garbage\":true}");
+    h.wait_for_title(&token, "bulk 1").await?;
+    h.wait_for_title(&token, "bulk 2").await?;
+    // handed over again with a new one (the publisher's own code this time): only the new one
+    let again: Vec<_> = [1, 2, 3].into_iter().map(note).collect();
+    for (subject, id, payload) in bus.notify_outputs(&again)? {
+        assert_eq!(subject, bus.subjects().silo_envelope(silo, "notify"));
+        bus.publish(subject, &id, payload).await?;
+    }
+    h.wait_for_title(&token, "bulk 3").await?;
+    let titles: Vec<String> = h
+        .history(&token)
+        .await?
+        .iter()
+        .filter_map(|i| i["notification"]["title"].as_str().map(str::to_owned))
+        .collect();
+    for t in ["bulk 1", "bulk 2", "bulk 3"] {
+        assert_eq!(titles.iter().filter(|x| *x == t).count(), 1, "{titles:?}");
+    }
+    // the dead letter replays as a message of its own and, still poison, comes back alone
+    replay_until_dead_again(&h, letter["seq"].as_u64().unwrap_or_default()).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_avatar_comes_back_with_its_state() -> anyhow::Result<()> {
     let h = Harness::start("e2eevict").await?;

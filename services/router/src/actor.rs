@@ -6,11 +6,12 @@
 //! is `checkpoint_ms` old. Until then the silo stream is the log: a crash replays what was
 //! handled since the checkpoint, and its outputs come again with the same ids (ADR 0016).
 
+use crate::handed::Handed;
 use crate::{Ctx, decide, outputs, timers};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
-use tocsin_bus::{BusError, Disposition, Inbound};
+use tocsin_bus::{BusError, Disposition};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
@@ -24,7 +25,7 @@ pub(crate) struct Avatar {
     pub(crate) loaded: bool,
     pub(crate) dirty: bool,
     /// Handled but not yet acked.
-    pub(crate) pending: Vec<Inbound>,
+    pub(crate) pending: Vec<Handed>,
     /// The outputs of the messages handled so far, for the silo's outbox.
     pub(crate) outgoing: Vec<tocsin_bus::Outgoing>,
     pub(crate) outbox: tocsin_bus::Outbox,
@@ -42,7 +43,7 @@ impl Avatar {
     /// The avatar's task. `self` comes boxed: an `async fn` keeps its arguments in its state
     /// twice (as passed and as bound), and an avatar's state is most of what an idle avatar
     /// costs.
-    pub(crate) async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<Box<Inbound>>) {
+    pub(crate) async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<Box<Handed>>) {
         let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
         let every = Duration::from_millis(self.ctx.cfg.checkpoint_ms);
         loop {
@@ -70,7 +71,7 @@ impl Avatar {
             // (large) state of handling and flushing
             let span = info_span!(
                 "message",
-                subject = %msg.message().subject,
+                subject = %msg.subject(),
                 kind = tracing::field::Empty,
                 notification = tracing::field::Empty,
             );
@@ -90,7 +91,7 @@ impl Avatar {
         debug!("avatar evicted");
     }
 
-    async fn handle(&mut self, msg: Inbound) {
+    async fn handle(&mut self, msg: Handed) {
         if let Some(until) = self.hold_until {
             let now = tokio::time::Instant::now();
             if now < until {
@@ -101,23 +102,22 @@ impl Avatar {
             }
             self.hold_until = None;
         }
-        if self.ctx.bus.exhausted(msg.message()) {
+        if msg.exhausted(&self.ctx.bus) {
             // it has failed on every delivery: do not let it block this user any longer
             self.flush().await;
             let reason = "handling failed on every delivery".to_owned();
             msg.settle(&self.ctx.bus, Disposition::Reject(reason)).await;
             return;
         }
-        let parsed: AvatarMessage =
-            match tocsin_bus::decode(&msg.message().payload, "avatar message") {
-                Ok(m) => m,
-                Err(e) => {
-                    self.flush().await;
-                    msg.settle(&self.ctx.bus, Disposition::Reject(e.to_string()))
-                        .await;
-                    return;
-                }
-            };
+        let parsed: AvatarMessage = match tocsin_bus::decode(msg.payload(), "avatar message") {
+            Ok(m) => m,
+            Err(e) => {
+                self.flush().await;
+                msg.settle(&self.ctx.bus, Disposition::Reject(e.to_string()))
+                    .await;
+                return;
+            }
+        };
         if !self.loaded
             && let Err(e) = self.load().await
         {
@@ -146,7 +146,7 @@ impl Avatar {
         metrics::counter!(crate::telemetry::MESSAGES, "kind" => kind, "outcome" => fx.outcome.as_str())
             .increment(1);
         if fx.outcome == decide::Outcome::NoUser {
-            debug!(subject = %msg.message().subject, "message for a user that does not exist; dropped");
+            debug!(subject = %msg.subject(), "message for a user that does not exist; dropped");
         }
         self.dirty |= fx.dirty;
         let silo = self.ctx.bus.silo_of(&self.user);
@@ -340,7 +340,7 @@ impl Avatar {
         let mut longest = after;
         self.pending_since = None;
         for msg in std::mem::take(&mut self.pending) {
-            let delivered = msg.message().info().map(|i| i.delivered).unwrap_or(1);
+            let delivered = msg.delivered();
             longest = longest.max(tocsin_bus::backoff(delivered, after));
             msg.settle(&self.ctx.bus, Disposition::Retry(after)).await;
         }

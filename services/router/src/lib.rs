@@ -16,6 +16,7 @@
 mod actor;
 pub mod config;
 pub mod decide;
+mod handed;
 pub mod outputs;
 mod silo;
 mod telemetry;

@@ -13,7 +13,7 @@ use crate::status::report_source_status;
 use rand::Rng;
 use std::time::Duration;
 use tocsin_bus::BusError;
-use tocsin_model::{AvatarMessage, Event, Millis, Notification, SourceStatus, now_ms};
+use tocsin_model::{Event, Millis, Notification, SourceStatus, now_ms};
 use tracing::{info, warn};
 
 /// Poll one feed, fan out what is new, record the outcome.
@@ -193,17 +193,13 @@ pub(crate) async fn fan_out(
     events: &[Event],
 ) -> Result<(), BusError> {
     let mut window = shared.bus.window(shared.cfg.publish_window);
-    for e in events {
-        let (subject, id, payload) = shared.bus.event_output(e.clone(), "ingestor")?;
+    // an item's events (one per subscriber it matched or not) travel in envelopes
+    for (subject, id, payload) in shared.bus.event_envelopes(events.to_vec(), "ingestor")? {
         window.push(subject, id, payload).await;
     }
-    for n in notifications {
-        let silo = shared.bus.silo_of(&n.user);
-        let subject = shared.bus.subjects().silo(silo, n.user.as_str(), "notify");
-        let payload = tocsin_bus::encode(&AvatarMessage::Notify {
-            notification: n.clone(),
-        })?;
-        window.push(subject, n.id.to_string(), payload).await;
+    // many subscribers of a silo share its messages (envelopes): the avatars get them in bulk
+    for (subject, id, payload) in shared.bus.notify_outputs(notifications)? {
+        window.push(subject, id, payload).await;
     }
     window.flush().await?;
     metrics::counter!(crate::telemetry::NOTIFICATIONS).increment(notifications.len() as u64);
