@@ -4,8 +4,9 @@
 //! under `s<silo>.<user>` (before it saves its record, so no escalation is ever left without a
 //! wake-up). For each silo it owns, the router watches that silo's keys — the bucket's current
 //! contents first, then every change — and holds one entry per user in memory. When an entry
-//! comes due it publishes a `tick` into the user's silo stream; the avatar handles it in order
-//! with everything else, fires the due steps and rewrites (or deletes) its key.
+//! comes due it publishes a `tick` into the user's silo stream (the ticks of many users due at
+//! once in the silo's envelopes, published together); the avatar handles it in order with
+//! everything else, fires the due steps and rewrites (or deletes) its key.
 //!
 //! Nothing is lost in a crash: the key outlives the router, and whoever owns the silo next
 //! reads it and ticks at once if the time has passed. Nothing fires twice: the avatar advances
@@ -107,14 +108,10 @@ pub async fn run(bus: Bus, timers: kv::Store, silo: u32, shutdown: CancellationT
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {
-                    for (user, id) in schedule.take_due(now_ms()) {
-                        let Ok(uid) = UserId::parse(&user) else { continue };
-                        let subject = bus.subjects().silo(silo, &user, "tick");
-                        let msg = AvatarMessage::Tick { at_ms: now_ms() };
-                        if let Err(e) = bus.publish_json(subject, &id, &msg).await {
-                            // it stays scheduled and ticks again after RETICK
-                            warn!(silo, user = %uid, error = %e, "cannot publish an escalation tick");
-                        }
+                    let due = schedule.take_due(now_ms());
+                    if let Err(e) = tick(&bus, silo, &due).await {
+                        // they stay scheduled and tick again after RETICK
+                        warn!(silo, users = due.len(), error = %e, "cannot publish escalation ticks");
                     }
                     metrics::gauge!(crate::telemetry::TIMERS, "silo" => silo.to_string())
                         .set(schedule.len() as f64);
@@ -148,6 +145,22 @@ pub async fn run(bus: Bus, timers: kv::Store, silo: u32, shutdown: CancellationT
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+}
+
+/// Tick the avatars of `due` (user, tick id): many at once travel in the silo's envelopes,
+/// published together.
+async fn tick(bus: &Bus, silo: u32, due: &[(String, String)]) -> Result<(), tocsin_bus::BusError> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let payload = tocsin_bus::encode(&AvatarMessage::Tick { at_ms: now_ms() })?;
+    let records: Vec<(&str, String, bytes::Bytes)> = due
+        .iter()
+        .filter(|(user, _)| UserId::parse(user).is_ok())
+        .map(|(user, id)| (user.as_str(), id.clone(), payload.clone()))
+        .collect();
+    bus.publish_all(bus.silo_outputs(silo, "tick", &records))
+        .await
 }
 
 #[cfg(test)]

@@ -135,45 +135,63 @@ impl Bus {
         self.publish_all(items).await
     }
 
-    /// The `(subject, id, payload)` messages that queue `notifications` for their avatars, in
-    /// order: a silo with one of them gets it as a message of its own; a silo with several gets
-    /// them in envelopes on [`crate::Subjects::silo_envelope`], each record's id its user's and
-    /// its own ([`crate::envelope::addressed`]), so one feed item for many subscribers costs a
+    /// The `(subject, id, payload)` messages that queue `notifications` for their avatars
+    /// ([`Bus::silo_outputs`] of each silo's), so one feed item for many subscribers costs a
     /// message per silo rather than one per subscriber.
     pub fn notify_outputs(
         &self,
         notifications: &[tocsin_model::Notification],
     ) -> Result<Vec<(String, String, bytes::Bytes)>, BusError> {
-        let mut by_silo: std::collections::BTreeMap<u32, Vec<(String, bytes::Bytes, usize)>> =
+        let mut by_silo: std::collections::BTreeMap<u32, Vec<(&str, String, bytes::Bytes)>> =
             Default::default();
-        for (i, n) in notifications.iter().enumerate() {
+        for n in notifications {
             let msg = tocsin_model::AvatarMessage::Notify {
                 notification: n.clone(),
             };
-            let id = crate::envelope::addressed(n.user.as_str(), n.id.as_str());
-            by_silo
-                .entry(self.silo_of(&n.user))
-                .or_default()
-                .push((id, encode(&msg)?, i));
+            by_silo.entry(self.silo_of(&n.user)).or_default().push((
+                n.user.as_str(),
+                n.id.to_string(),
+                encode(&msg)?,
+            ));
         }
-        let mut out = Vec::with_capacity(by_silo.len());
-        for (silo, records) in by_silo {
-            if let [(_, payload, i)] = records.as_slice() {
-                let n = &notifications[*i];
-                let subject = self.subjects.silo(silo, n.user.as_str(), "notify");
-                out.push((subject, n.id.to_string(), payload.clone()));
-                continue;
-            }
-            let framed: Vec<(&str, &[u8])> = records
-                .iter()
-                .map(|(id, p, _)| (id.as_str(), p.as_ref()))
-                .collect();
-            let subject = self.subjects.silo_envelope(silo, "notify");
-            for (id, payload) in crate::envelope::sealed(&framed) {
-                out.push((subject.clone(), id, payload));
-            }
+        Ok(by_silo
+            .into_iter()
+            .flat_map(|(silo, records)| self.silo_outputs(silo, "notify", &records))
+            .collect())
+    }
+
+    /// The `(subject, id, payload)` messages that carry `records` — (user, message id,
+    /// payload), every user of silo `silo`, all of `kind` — to their avatars, in order: one
+    /// record alone on its user's subject under its own id; several in envelopes on
+    /// [`crate::Subjects::silo_envelope`], each record's id its user's and its own
+    /// ([`crate::envelope::addressed`]).
+    pub fn silo_outputs(
+        &self,
+        silo: u32,
+        kind: &str,
+        records: &[(&str, String, bytes::Bytes)],
+    ) -> Vec<(String, String, bytes::Bytes)> {
+        if let [(user, id, payload)] = records {
+            return vec![(
+                self.subjects.silo(silo, user, kind),
+                id.clone(),
+                payload.clone(),
+            )];
         }
-        Ok(out)
+        let ids: Vec<String> = records
+            .iter()
+            .map(|(user, id, _)| crate::envelope::addressed(user, id))
+            .collect();
+        let framed: Vec<(&str, &[u8])> = ids
+            .iter()
+            .zip(records)
+            .map(|(id, (_, _, p))| (id.as_str(), p.as_ref()))
+            .collect();
+        let subject = self.subjects.silo_envelope(silo, kind);
+        crate::envelope::sealed(&framed)
+            .into_iter()
+            .map(|(id, payload)| (subject.clone(), id, payload))
+            .collect()
     }
 
     /// [`Bus::event_output`] of each, in envelopes on [`crate::Subjects::events_envelope`]
