@@ -4,8 +4,9 @@
 //! It is one durable consumer (`archiver`) of the event stream. Events are held in memory
 //! until a file is due — `roll_max_events`, `roll_max_bytes` or `roll_max_age_secs`,
 //! whichever comes first — then written, one file per hour the events fall in, each named by
-//! the lowest and highest stream sequence number in it ([`store::FileName`]). Only once every
-//! file of the roll is durable are its events acked. A message may carry one event or an
+//! the lowest and highest stream sequence number in it ([`store::FileName`]). A roll is
+//! written on a task of its own while the next one fills (one write at a time, so at most two
+//! rolls are held). Only once every file of the roll is durable are its events acked. A message may carry one event or an
 //! envelope of them (ADR 0016); each event is a row with its message's sequence number.
 //!
 //! A crash can therefore leave files whose events were never acked. The events come back;
@@ -136,16 +137,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         "the event stream",
     );
     let mut retry_at: Option<Instant> = None;
+    // the roll being written while the next one fills (one at a time)
+    let mut writing: Option<tokio::task::JoinHandle<Written>> = None;
     loop {
         let due = match (roll.oldest, retry_at) {
             (_, Some(r)) => r,
             (Some(o), None) => o + Duration::from_secs(cfg.roll_max_age_secs),
             (None, None) => Instant::now() + Duration::from_secs(3600),
         };
+        let full = roll.len() >= cfg.roll_max_events || roll.bytes >= cfg.roll_max_bytes;
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            done = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                writing = None;
+                retry_at = finished(&mut roll, &mut consumer, done).await;
+                None
+            }
             _ = tokio::time::sleep_until(due) => None,
-            m = pull.next() => Some(m),
+            // a full roll waits for the one being written before it takes more
+            m = pull.next(), if !full => Some(m),
         };
         if let Some(m) = msg {
             roll.take(&bus, m).await;
@@ -162,20 +172,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             .is_some_and(|o| o.elapsed() >= Duration::from_secs(cfg.roll_max_age_secs));
         // after a failed write, the next try waits for its time (not for the next message)
         let may_write = retry_at.is_none_or(|r| Instant::now() >= r);
-        if (full || old || retry_at.is_some()) && may_write && !roll.is_empty() {
-            retry_at = match roll.write().await {
-                Ok(()) => {
-                    if let Ok(f) = ack_floor(&mut consumer).await {
-                        roll.forget_below(f);
-                    }
-                    None
-                }
-                Err(e) => {
-                    warn!(error = %e, events = roll.len(), "cannot write the archive; holding the events and trying again in 5 s");
-                    Some(Instant::now() + Duration::from_secs(5))
-                }
-            };
+        if (full || old || retry_at.is_some()) && may_write && !roll.is_empty() && writing.is_none()
+        {
+            // written on a task of its own: the next roll fills meanwhile
+            let sealed = roll.seal();
+            writing = Some(tokio::spawn(sealed.write(roll.archive.clone())));
+            retry_at = None;
         }
+    }
+    if let Some(w) = writing.take() {
+        finished(&mut roll, &mut consumer, w.await).await;
     }
     // give back what was pulled but not taken, then write what is held
     let rest = pull
@@ -196,18 +202,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     Ok(())
 }
 
+/// What a roll written on its own task comes back as: its events, and whether their files are
+/// durable.
+type Written = (Sealed, Result<(), ServiceError>);
+
+/// A roll's write has finished: its events are acked, or taken back to be written with the
+/// next roll. Returns when to try again after a failure.
+async fn finished(
+    roll: &mut Roll,
+    consumer: &mut jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+    done: Result<Written, tokio::task::JoinError>,
+) -> Option<Instant> {
+    match done {
+        Ok((sealed, Ok(()))) => {
+            roll.acked(sealed).await;
+            if let Ok(f) = ack_floor(consumer).await {
+                roll.forget_below(f);
+            }
+            None
+        }
+        Ok((sealed, Err(e))) => {
+            warn!(error = %e, events = sealed.events, "cannot write the archive; holding the events and trying again in 5 s");
+            roll.restore(sealed);
+            Some(Instant::now() + Duration::from_secs(5))
+        }
+        Err(e) => {
+            // its events were dropped unsettled: redelivered after ack_wait, none lost
+            warn!(error = %e, "the archive's writing task failed; its events come back from the bus");
+            roll.in_flight.clear();
+            Some(Instant::now() + Duration::from_secs(5))
+        }
+    }
+}
+
 /// The archiver's durable consumer of the event stream.
 async fn consumer(
     bus: &Bus,
     cfg: &ArchiverConfig,
 ) -> Result<jetstream::consumer::Consumer<jetstream::consumer::pull::Config>, BusError> {
-    // events are held until their file is written: they must not be redelivered meanwhile
+    // events are held until their file is written: they must not be redelivered meanwhile;
+    // two rolls' worth are pending at most (one being written while the next fills)
     let ack_wait = Duration::from_secs(cfg.roll_max_age_secs + bus.config().ack_wait_secs);
     bus.pull_consumer_with(
         StreamKind::Events,
         "archiver",
         None,
-        cfg.roll_max_events as i64,
+        2 * cfg.roll_max_events as i64,
         ack_wait,
     )
     .await
@@ -299,6 +339,29 @@ pub async fn write_rows(
     Ok((files.len(), bytes_written))
 }
 
+/// Write the files of `held` (events by message sequence) and count them.
+async fn write_held(
+    archive: &Archive,
+    held: &BTreeMap<u64, (Vec<Event>, tocsin_bus::Inbound)>,
+) -> Result<(), ServiceError> {
+    let started = Instant::now();
+    let rows: Vec<(u64, &Event)> = held
+        .iter()
+        .flat_map(|(s, (events, _))| events.iter().map(move |e| (*s, e)))
+        .collect();
+    let (files, bytes) = write_rows(archive, &rows).await?;
+    metrics::counter!(crate::telemetry::FILES).increment(files as u64);
+    metrics::counter!(crate::telemetry::BYTES).increment(bytes as u64);
+    debug!(
+        events = rows.len(),
+        files,
+        bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "archived"
+    );
+    Ok(())
+}
+
 /// The events in a message: one, or an envelope of them.
 fn decode_events(payload: &Bytes) -> Result<Vec<Event>, BusError> {
     if !tocsin_bus::envelope::is_envelope(payload) {
@@ -329,6 +392,24 @@ struct Roll {
     written: BTreeSet<u64>,
     /// Events found in the archive at start-up, by message: written before the last stop.
     found: BTreeMap<u64, BTreeSet<String>>,
+    /// Messages of the roll being written on its own task.
+    in_flight: BTreeSet<u64>,
+}
+
+/// A roll taken out to be written while the next fills: its messages, unacked until their
+/// files are durable.
+struct Sealed {
+    held: BTreeMap<u64, (Vec<Event>, tocsin_bus::Inbound)>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Sealed {
+    /// Write its files (its events stay held either way).
+    async fn write(self, archive: Archive) -> Written {
+        let result = write_held(&archive, &self.held).await;
+        (self, result)
+    }
 }
 
 impl Roll {
@@ -341,6 +422,7 @@ impl Roll {
             oldest: None,
             written: BTreeSet::new(),
             found,
+            in_flight: BTreeSet::new(),
         }
     }
 
@@ -359,6 +441,13 @@ impl Roll {
             return;
         };
         let seq = info.stream_sequence;
+        if self.in_flight.contains(&seq) {
+            // redelivered while its roll is being written: that roll acks it, or it comes back
+            // once more and is then known as written
+            debug!(seq, "being archived; leaving this delivery");
+            msg.leave();
+            return;
+        }
         if self.written.contains(&seq) {
             debug!(seq, "already archived; acking it again");
             msg.settle(bus, Disposition::Ack).await;
@@ -405,40 +494,54 @@ impl Roll {
 
     /// Write every file of this roll (the events stay held).
     async fn write_files(&mut self) -> Result<(), ServiceError> {
-        let started = Instant::now();
-        let rows: Vec<(u64, &Event)> = self
-            .held
-            .iter()
-            .flat_map(|(s, (events, _))| events.iter().map(move |e| (*s, e)))
-            .collect();
-        let (files, bytes) = write_rows(&self.archive, &rows).await?;
-        metrics::counter!(crate::telemetry::FILES).increment(files as u64);
-        metrics::counter!(crate::telemetry::BYTES).increment(bytes as u64);
-        debug!(
-            events = rows.len(),
-            files,
-            bytes,
-            ms = started.elapsed().as_millis() as u64,
-            "archived"
-        );
-        Ok(())
+        write_held(&self.archive, &self.held).await
     }
 
     /// Ack every held event (its file is durable) and remember it as written.
     async fn ack_all(&mut self) {
-        let events = self.events;
-        for (seq, (_, msg)) in std::mem::take(&mut self.held) {
+        let sealed = self.seal();
+        self.acked(sealed).await;
+    }
+
+    /// Take the held events out to be written while the next roll fills.
+    fn seal(&mut self) -> Sealed {
+        let held = std::mem::take(&mut self.held);
+        self.in_flight.extend(held.keys().copied());
+        let sealed = Sealed {
+            held,
+            events: self.events,
+            bytes: self.bytes,
+        };
+        self.events = 0;
+        self.bytes = 0;
+        self.oldest = None;
+        sealed
+    }
+
+    /// A sealed roll's files are durable: ack its events and remember them as written.
+    async fn acked(&mut self, sealed: Sealed) {
+        for (seq, (_, msg)) in sealed.held {
             if let Err(e) = msg.ack().await {
                 // redelivered later, then recognised as written
                 debug!(seq, error = %e, "ack failed");
             }
+            self.in_flight.remove(&seq);
             self.written.insert(seq);
             self.found.remove(&seq);
         }
-        self.events = 0;
-        self.bytes = 0;
-        self.oldest = None;
-        metrics::counter!(crate::telemetry::EVENTS).increment(events as u64);
+        metrics::counter!(crate::telemetry::EVENTS).increment(sealed.events as u64);
+    }
+
+    /// A sealed roll could not be written: its events are held again, to be written with
+    /// what came since.
+    fn restore(&mut self, sealed: Sealed) {
+        for (seq, entry) in sealed.held {
+            self.in_flight.remove(&seq);
+            self.held.insert(seq, entry);
+        }
+        self.events += sealed.events;
+        self.bytes += sealed.bytes;
+        self.oldest.get_or_insert_with(Instant::now);
     }
 
     /// Leave every held event on the bus, unacked: redelivered at the next start.

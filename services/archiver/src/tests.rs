@@ -238,3 +238,68 @@ async fn the_archive_on_an_s3_compatible_store_is_written_and_reported() {
         "names relative to the prefix: {listed:?}"
     );
 }
+
+/// A roll written on its own task that fails is held again — its events counted once, none
+/// left marked as being written — and written whole with what came since; one that succeeds
+/// is acked and remembered as written.
+#[tokio::test]
+async fn a_roll_that_fails_to_write_is_held_again_and_written_with_the_next() {
+    let (_nats, _dir, _bus_cfg, cfg, bus) = setup("archiver-retry").await;
+    let events: Vec<Event> = (0..20)
+        .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
+        .collect();
+    bus.publish_events(events, "test").await.unwrap();
+    let c = consumer(&bus, &cfg).await.unwrap();
+    let mut pull = tocsin_bus::Pull::new(c.clone(), 20, "test");
+    // an archive under a regular file cannot be written, even by root
+    let elsewhere = tempfile::tempdir().unwrap();
+    let blocked = elsewhere.path().join("not-a-directory");
+    std::fs::write(&blocked, b"").unwrap();
+    let bad = Archive::open(&blocked.join("archive").display().to_string(), &cfg.s3).unwrap();
+    let good = Archive::open(&cfg.target, &cfg.s3).unwrap();
+    let mut roll = Roll::new(bad.clone(), BTreeMap::new());
+    let mut take = async |roll: &mut Roll, n: usize| {
+        for _ in 0..n {
+            let m = tokio::time::timeout(Duration::from_secs(10), pull.next())
+                .await
+                .expect("events");
+            roll.take(&bus, m).await;
+        }
+    };
+    take(&mut roll, 12).await;
+    let sealed = roll.seal();
+    assert_eq!((roll.len(), roll.in_flight.len()), (0, 12));
+    take(&mut roll, 8).await;
+    let (sealed, result) = sealed.write(bad).await;
+    assert!(result.is_err(), "the blocked archive is not writable");
+    roll.restore(sealed);
+    assert_eq!((roll.len(), roll.in_flight.len()), (20, 0));
+    let sealed = roll.seal();
+    let (sealed, result) = sealed.write(good.clone()).await;
+    result.unwrap();
+    roll.acked(sealed).await;
+    assert!(roll.in_flight.is_empty() && roll.is_empty());
+    assert_eq!(roll.written.len(), 20);
+    let files = good.list().await.unwrap();
+    let mut seqs = Vec::new();
+    for f in &files {
+        let bytes = good.get(&f.relative).await.unwrap();
+        seqs.extend(
+            table::read_seq_ids(bytes)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s),
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>(), "every event once");
+    tocsin_testkit::wait_for(Duration::from_secs(10), "every event acked", || {
+        let mut c = c.clone();
+        async move {
+            let i = c.info().await.ok()?;
+            (i.ack_floor.stream_sequence == 20).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
