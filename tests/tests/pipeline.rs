@@ -420,6 +420,18 @@ async fn poison_messages_are_dead_lettered_listed_and_replayable() -> anyhow::Re
     Ok(())
 }
 
+/// The first dead letter, once there is one.
+async fn first_dead_letter(h: &Harness) -> anyhow::Result<serde_json::Value> {
+    wait_for(Duration::from_secs(20), "the dead letter", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
+            .await
+            .ok()?;
+        v["dead_letters"].as_array()?.first().cloned()
+    })
+    .await
+}
+
 /// Replay dead letter `seq` and wait until it is the one dead letter again, under a new
 /// sequence (its message is still poison).
 async fn replay_until_dead_again(h: &Harness, seq: u64) -> anyhow::Result<()> {
@@ -481,14 +493,7 @@ async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -
     ]);
     let subject = bus.subjects().history_envelope(bus.silo_of(&user));
     bus.publish(subject.clone(), "env-test-1", payload).await?;
-    let letter = wait_for(Duration::from_secs(20), "the dead letter", || async {
-        let (_, v) = h
-            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
-            .await
-            .ok()?;
-        v["dead_letters"].as_array()?.first().cloned()
-    })
-    .await?;
+    let letter = first_dead_letter(&h).await?;
     assert_eq!(letter["original_subject"], subject);
     let reason = letter["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("record 1 (bad): "), "{reason}");
@@ -562,14 +567,7 @@ async fn a_bulk_hand_over_routes_each_record_once_and_sets_a_bad_one_aside_alone
     let silo = bus.silo_of(&user);
     let subject = bus.subjects().silo_envelope(silo, "notify");
     bus.publish(subject.clone(), "bulk-test-1", payload).await?;
-    let letter = wait_for(Duration::from_secs(20), "the dead letter", || async {
-        let (_, v) = h
-            .call(Method::GET, "/v1/admin/dead-letters", Some(ADMIN), None)
-            .await
-            .ok()?;
-        v["dead_letters"].as_array()?.first().cloned()
-    })
-    .await?;
+    let letter = first_dead_letter(&h).await?;
     // set aside as the message it would have been on its own, so a replay is one
     assert_eq!(
         letter["original_subject"],

@@ -14,6 +14,7 @@
 //! make the repeat a no-op downstream.
 
 mod actor;
+mod bulk;
 pub mod config;
 pub mod decide;
 mod handed;

@@ -1,0 +1,127 @@
+//! A silo's envelopes of many users' messages (a feed item's subscribers, the ticks due at
+//! once): the inactive avatars among them activated with their records read in one batched
+//! request, then each record handed to its user's avatar in order, as the message it would
+//! have been on its own.
+
+use crate::handed::{self, Handed};
+use crate::silo::{Loaded, Worker};
+use std::collections::HashMap;
+use std::time::Duration;
+use tocsin_bus::{Disposition, envelope};
+use tocsin_model::UserId;
+use tracing::debug;
+
+/// How long a batched read of avatars' records may take before they read their own.
+const PRELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Worker {
+    /// Hand each record of an envelope to its user's avatar, in order. A record that names no
+    /// user of this silo is dead-lettered alone; a damaged envelope is dead-lettered whole.
+    pub(crate) async fn dispatch_envelope(&mut self, msg: tocsin_bus::Inbound) {
+        let (bus, silo) = (self.ctx.bus.clone(), self.silo);
+        let kind = msg
+            .message()
+            .subject
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let records = match envelope::records(&msg.message().payload) {
+            Ok(r) => r,
+            Err(e) => {
+                msg.settle(&bus, Disposition::Reject(e.to_string())).await;
+                return;
+            }
+        };
+        // each record as the message it would have been on its own
+        let subjects = bus.subjects();
+        let records: Vec<_> = records
+            .into_iter()
+            .map(|r| {
+                let user = envelope::addressee(&r.id)
+                    .map(|(u, _)| u)
+                    .filter(|u| UserId::parse(u).is_ok())
+                    .unwrap_or("-");
+                (subjects.silo(silo, user, &kind), r.id, r.payload)
+            })
+            .collect();
+        self.preload(&records).await;
+        let Some(parts) = handed::split(&bus, msg, records).await else {
+            return;
+        };
+        for part in parts {
+            let part = Handed::Part(part);
+            let user = subjects
+                .user_of_silo_subject(part.subject())
+                .and_then(|u| UserId::parse(u).ok())
+                .filter(|u| bus.silo_of(u) == silo);
+            match user {
+                Some(user) => self.hand(user, part).await,
+                None => {
+                    let reason = format!(
+                        "record {} of an envelope names no user of silo {silo}",
+                        part.subject()
+                    );
+                    part.settle(&bus, Disposition::Reject(reason)).await;
+                }
+            }
+        }
+    }
+
+    /// Activate the avatars of an envelope's records that are not active with their records
+    /// read in one batched request, rather than one request per avatar as each would on its
+    /// own. What cannot be read that way (an error, a record that does not decode) is left to
+    /// the avatar.
+    async fn preload(&mut self, records: &[(String, String, bytes::Bytes)]) {
+        let subjects = self.ctx.bus.subjects();
+        let mut users: Vec<UserId> = records
+            .iter()
+            .filter_map(|(subject, _, _)| subjects.user_of_silo_subject(subject))
+            .filter_map(|u| UserId::parse(u).ok())
+            .filter(|u| !self.avatars.contains_key(u) && self.ctx.bus.silo_of(u) == self.silo)
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        if users.is_empty() {
+            return;
+        }
+        let keys: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let latest = match self
+            .ctx
+            .bus
+            .kv_latest(&self.ctx.kv, &keys, PRELOAD_TIMEOUT)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                debug!(silo = self.silo, error = %e, "cannot read the avatars' records in one request; each reads its own");
+                return;
+            }
+        };
+        let mut found: HashMap<String, tocsin_bus::Latest> =
+            latest.into_iter().map(|l| (l.key.clone(), l)).collect();
+        for user in users {
+            let loaded = match found.remove(user.as_str()) {
+                None => Loaded {
+                    record: None,
+                    revision: 0,
+                },
+                Some(l) => match l.value {
+                    None => Loaded {
+                        record: None,
+                        revision: l.revision,
+                    },
+                    Some(bytes) => match tocsin_bus::decode(&bytes, "user record") {
+                        Ok(r) => Loaded {
+                            record: Some(r),
+                            revision: l.revision,
+                        },
+                        Err(_) => continue,
+                    },
+                },
+            };
+            let handle = self.spawn_avatar(user.clone(), Some(loaded));
+            self.avatars.insert(user, handle);
+        }
+    }
+}
