@@ -70,8 +70,8 @@ impl Worker {
 
     /// Activate the avatars of an envelope's records that are not active with their records
     /// read in one batched request, rather than one request per avatar as each would on its
-    /// own. What cannot be read that way (an error, a record that does not decode) is left to
-    /// the avatar.
+    /// own. What cannot be read that way (an error, a key with no entry, a record that does
+    /// not decode) is left to the avatar.
     async fn preload(&mut self, records: &[(String, String, bytes::Bytes)]) {
         let subjects = self.ctx.bus.subjects();
         let mut users: Vec<UserId> = records
@@ -101,11 +101,10 @@ impl Worker {
         let mut found: HashMap<String, tocsin_bus::Latest> =
             latest.into_iter().map(|l| (l.key.clone(), l)).collect();
         for user in users {
+            // a key the read did not return is left to the avatar: "no such user" drops the
+            // message, so only an entry read (or its deletion) may say it
             let loaded = match found.remove(user.as_str()) {
-                None => Loaded {
-                    record: None,
-                    revision: 0,
-                },
+                None => continue,
                 Some(l) => match l.value {
                     None => Loaded {
                         record: None,
