@@ -125,8 +125,9 @@ impl Outbox {
 
     /// Publish `items` and then ack `msg`, the message they answer; if the round fails (or the
     /// outbox is gone), `msg` is given back (retried) so that its handler runs again. Returns
-    /// once `msg` is settled, so a caller that handles its messages one at a time never has
-    /// more than one of them done but not yet acked (what a crash would make it do again).
+    /// once `msg` is settled and the server has the ack, so a caller that handles its messages
+    /// one at a time never has more than one of them done but not yet acked (what a crash
+    /// would make it do again).
     pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: Inbound) {
         if let Some(e) = oversized(&items) {
             // it would fail every time: dead-lettered with the reason, not retried
@@ -173,6 +174,7 @@ fn oversized(items: &[Outgoing]) -> Option<String> {
 
 async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>) {
     let mut round = Vec::new();
+    let mut told = Vec::new();
     while let Some(first) = rx.recv().await {
         round.push(first);
         while round.len() < ROUND {
@@ -197,8 +199,20 @@ async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>
                         Err(_) => Disposition::Retry(Duration::from_secs(1)),
                     };
                     msg.settle(&bus, d).await;
-                    let _ = settled.send(());
+                    told.push(settled);
                 }
+            }
+        }
+        if !told.is_empty() {
+            // an ack is a message like any other: until the server has read it, a crash of
+            // this process loses it and the job comes back. Its submitter takes its next job
+            // only once the server has the ack (one round trip for the round's acks), so a
+            // crash repeats at most the one job each submitter has in hand.
+            if let Err(e) = bus.client().flush().await {
+                debug!(outbox = %name, error = %e, "cannot confirm the round's acks reached the server");
+            }
+            for settled in told.drain(..) {
+                let _ = settled.send(());
             }
         }
     }
