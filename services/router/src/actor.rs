@@ -7,6 +7,7 @@
 //! handled since the checkpoint, and its outputs come again with the same ids (ADR 0016).
 
 use crate::handed::Handed;
+use crate::silo::Loaded;
 use crate::{Ctx, decide, outputs, timers};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
@@ -174,20 +175,25 @@ impl Avatar {
             .entry(self.user.as_str())
             .await
             .map_err(|e| self.kv_err(e))?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                self.record = Some(tocsin_bus::decode(&e.value, "user record")?);
-                self.revision = e.revision;
-            }
-            Some(e) => {
-                self.record = None;
-                self.revision = e.revision;
-            }
-            None => {
-                self.record = None;
-                self.revision = 0;
-            }
-        }
+        self.adopt(match entry {
+            Some(e) => Loaded {
+                value: (e.operation == kv::Operation::Put).then_some(e.value),
+                revision: e.revision,
+            },
+            None => Loaded {
+                value: None,
+                revision: 0,
+            },
+        })
+    }
+
+    /// Take the record as read (by [`Avatar::load`] or in a batch for many avatars).
+    pub(crate) fn adopt(&mut self, read: Loaded) -> Result<(), BusError> {
+        self.record = match &read.value {
+            Some(bytes) => Some(tocsin_bus::decode(bytes, "user record")?),
+            None => None,
+        };
+        self.revision = read.revision;
         self.loaded = true;
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! have been on its own.
 
 use crate::handed::{self, Handed};
-use crate::silo::{Loaded, Worker};
+use crate::silo::{Loaded, Worker, spawn_avatar};
 use std::collections::HashMap;
 use std::time::Duration;
 use tocsin_bus::{Disposition, envelope};
@@ -70,8 +70,8 @@ impl Worker {
 
     /// Activate the avatars of an envelope's records that are not active with their records
     /// read in one batched request, rather than one request per avatar as each would on its
-    /// own. What cannot be read that way (an error, a key with no entry, a record that does
-    /// not decode) is left to the avatar.
+    /// own; each avatar decodes its own. What cannot be read that way (an error, a key with
+    /// no entry, a record that does not decode) is left to the avatar's own load.
     async fn preload(&mut self, records: &[(String, String, bytes::Bytes)]) {
         let subjects = self.ctx.bus.subjects();
         let mut users: Vec<UserId> = records
@@ -103,23 +103,20 @@ impl Worker {
         for user in users {
             // a key the read did not return is left to the avatar: "no such user" drops the
             // message, so only an entry read (or its deletion) may say it
-            let loaded = match found.remove(user.as_str()) {
-                None => continue,
-                Some(l) => match l.value {
-                    None => Loaded {
-                        record: None,
-                        revision: l.revision,
-                    },
-                    Some(bytes) => match tocsin_bus::decode(&bytes, "user record") {
-                        Ok(r) => Loaded {
-                            record: Some(r),
-                            revision: l.revision,
-                        },
-                        Err(_) => continue,
-                    },
-                },
+            let Some(l) = found.remove(user.as_str()) else {
+                continue;
             };
-            let handle = self.spawn_avatar(user.clone(), Some(loaded));
+            let loaded = Loaded {
+                value: l.value,
+                revision: l.revision,
+            };
+            let handle = spawn_avatar(
+                &self.ctx,
+                self.silo,
+                &self.outbox,
+                user.clone(),
+                Some(loaded),
+            );
             self.avatars.insert(user, handle);
         }
     }

@@ -145,7 +145,7 @@ impl Part {
             }
         };
         let last = {
-            let mut s = self.envelope.state.lock().expect("envelope lock");
+            let mut s = tocsin_runtime::lock(&self.envelope.state);
             s.retry = s.retry.max(retry);
             s.unsettled -= 1;
             if s.unsettled == 0 {

@@ -109,9 +109,10 @@ pub(crate) struct Worker {
     pub(crate) avatars: HashMap<UserId, AvatarHandle>,
 }
 
-/// A user's record as read for an avatar before it starts (None: no such user).
+/// A user's record as read from the `avatars` bucket, not yet decoded: its bytes (None: the
+/// key was deleted or never written) and its revision (0: never written).
 pub(crate) struct Loaded {
-    pub(crate) record: Option<tocsin_model::UserRecord>,
+    pub(crate) value: Option<bytes::Bytes>,
     pub(crate) revision: u64,
 }
 
@@ -135,53 +136,66 @@ impl Worker {
 
     /// Hand `msg` to `user`'s avatar, activating it if it is not active.
     pub(crate) async fn hand(&mut self, user: UserId, msg: Handed) {
+        let Worker {
+            ctx,
+            silo,
+            outbox,
+            avatars,
+        } = self;
         let mut msg = msg;
         loop {
-            if !self.avatars.contains_key(&user) {
-                let handle = self.spawn_avatar(user.clone(), None);
-                self.avatars.insert(user.clone(), handle);
-            }
-            let handle = self.avatars.get(&user).expect("inserted above");
+            let handle = avatars
+                .entry(user.clone())
+                .or_insert_with(|| spawn_avatar(ctx, *silo, outbox, user.clone(), None));
             match handle.tx.send(Box::new(msg)).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(back)) => {
                     // the avatar went idle and is finishing; wait so two never run for one user
                     msg = *back;
-                    if let Some(old) = self.avatars.remove(&user) {
+                    if let Some(old) = avatars.remove(&user) {
                         let _ = old.join.await;
                     }
                 }
             }
         }
     }
+}
 
-    /// Start `user`'s avatar, with its record if it was read already.
-    pub(crate) fn spawn_avatar(&self, user: UserId, loaded: Option<Loaded>) -> AvatarHandle {
-        let (ctx, silo) = (self.ctx.clone(), self.silo);
-        let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
-        let span = info_span!("avatar", user = %user, silo);
-        let join = tokio::spawn(
-            Box::new(Avatar {
-                ctx,
-                user,
-                loaded: loaded.is_some(),
-                revision: loaded.as_ref().map_or(0, |l| l.revision),
-                record: loaded.and_then(|l| l.record),
-                dirty: false,
-                pending: Vec::new(),
-                outgoing: Vec::new(),
-                outbox: self.outbox.clone(),
-                replies: Vec::new(),
-                index: Vec::new(),
-                silo,
-                hold_until: None,
-                pending_since: None,
-            })
-            .run(rx)
-            .instrument(span),
-        );
-        let join = AbortOnDropHandle::new(join);
-        metrics::counter!(crate::telemetry::AVATAR_ACTIVATIONS).increment(1);
-        AvatarHandle { tx, join }
-    }
+/// Start `user`'s avatar in `silo`, with its record if it was read already (decoded by the
+/// avatar's own task, not the silo's).
+pub(crate) fn spawn_avatar(
+    ctx: &Arc<Ctx>,
+    silo: u32,
+    outbox: &tocsin_bus::Outbox,
+    user: UserId,
+    loaded: Option<Loaded>,
+) -> AvatarHandle {
+    let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
+    let span = info_span!("avatar", user = %user, silo);
+    let mut avatar = Box::new(Avatar {
+        ctx: ctx.clone(),
+        user,
+        record: None,
+        revision: 0,
+        loaded: false,
+        dirty: false,
+        pending: Vec::new(),
+        outgoing: Vec::new(),
+        outbox: outbox.clone(),
+        replies: Vec::new(),
+        index: Vec::new(),
+        silo,
+        hold_until: None,
+        pending_since: None,
+    });
+    let task = async move {
+        // a record that does not decode is left to the avatar's own load, which reports it
+        if let Some(l) = loaded {
+            let _ = avatar.adopt(l);
+        }
+        avatar.run(rx).await
+    };
+    let join = AbortOnDropHandle::new(tokio::spawn(task.instrument(span)));
+    metrics::counter!(crate::telemetry::AVATAR_ACTIVATIONS).increment(1);
+    AvatarHandle { tx, join }
 }
