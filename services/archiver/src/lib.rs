@@ -148,7 +148,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let full = roll.len() >= cfg.roll_max_events || roll.bytes >= cfg.roll_max_bytes;
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
-            done = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+            done = async {
+                match writing.as_mut() {
+                    Some(w) => w.await,
+                    None => std::future::pending().await,
+                }
+            }, if writing.is_some() => {
                 writing = None;
                 retry_at = finished(&mut roll, &mut consumer, done).await;
                 None
