@@ -16,19 +16,7 @@ pub(crate) async fn read_line<R: AsyncRead + Unpin>(
     max: usize,
     timeout: Duration,
 ) -> std::io::Result<Line> {
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(
-        timeout,
-        (&mut *r).take(max as u64 + 2).read_until(b'\n', &mut buf),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "command timeout"))??;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "connection closed",
-        ));
-    }
+    let mut buf = read_raw_line(r, max as u64 + 2, timeout, "a command").await?;
     if buf.last() != Some(&b'\n') {
         return Ok(Line::TooLong);
     }
@@ -48,19 +36,7 @@ pub(crate) async fn read_data<R: AsyncRead + Unpin>(
     let mut data = Vec::new();
     let mut too_big = false;
     loop {
-        let mut line = Vec::new();
-        let n = tokio::time::timeout(
-            timeout,
-            (&mut *r).take(1 << 20).read_until(b'\n', &mut line),
-        )
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "data timeout"))??;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed in data",
-            ));
-        }
+        let line = read_raw_line(r, 1 << 20, timeout, "the data").await?;
         if line == b".\r\n" || line == b".\n" {
             return Ok((!too_big).then_some(data));
         }
@@ -77,6 +53,32 @@ pub(crate) async fn read_data<R: AsyncRead + Unpin>(
             data.extend_from_slice(content);
         }
     }
+}
+
+/// Read up to and with the next LF, at most `cap` bytes, within `timeout`; an error names
+/// `what` was being read when the client went quiet or closed the connection.
+async fn read_raw_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    cap: u64,
+    timeout: Duration,
+    what: &str,
+) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let n = tokio::time::timeout(timeout, (&mut *r).take(cap).read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("timeout while reading {what}"),
+            )
+        })??;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("connection closed while reading {what}"),
+        ));
+    }
+    Ok(line)
 }
 
 /// Replies held at most before they are written: a client that pipelines without end (and
