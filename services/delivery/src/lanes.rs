@@ -226,7 +226,7 @@ pub(crate) async fn run_lane(
                 let user = job.notification.user.to_string();
                 let breaker =
                     |ok: bool| tocsin_runtime::lock(&fair).sent(&key, ok, started().elapsed());
-                handle(&ctx, channel, &permits, msg, job.clone(), &breaker).await;
+                handle(&ctx, channel, &permits, msg, job, &breaker).await;
                 tocsin_runtime::lock(&held).remove(&seq);
                 tocsin_runtime::lock(&fair).release(&key, &user);
             }
