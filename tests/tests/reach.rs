@@ -720,15 +720,24 @@ async fn a_fresh_xmpp_session_with_many_contacts_online_keeps_delivering() -> Re
     // 100 subscriptions answered by the test's own clients take longer on a loaded machine,
     // hence the generous wait — its duration is printed)
     let presence = Instant::now();
-    for token in &tokens {
-        wait_for(Duration::from_secs(90), "a user seen present", || async {
+    for (i, token) in tokens.iter().enumerate() {
+        let what = format!("m{i} (user {} of {USERS}) seen present", i + 1);
+        let seen = wait_for(Duration::from_secs(90), &what, || async {
             let (_, v) = h
                 .call(Method::GET, "/v1/policy", Some(token), None)
                 .await
                 .ok()?;
             (v["present"] == json!(true)).then_some(())
         })
-        .await?;
+        .await;
+        if let Err(e) = seen {
+            // what the user's avatar holds, to tell a lost presence from a slow one
+            let policy = h.call(Method::GET, "/v1/policy", Some(token), None).await;
+            return Err(e.context(format!(
+                "{:.1} s after the subscriptions; the user's policy now: {policy:?}",
+                presence.elapsed().as_secs_f64()
+            )));
+        }
     }
     eprintln!(
         "{USERS} users seen present {:.1} s after their subscriptions",
