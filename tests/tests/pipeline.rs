@@ -818,3 +818,150 @@ async fn the_api_limits_requests_per_user_and_per_address() -> anyhow::Result<()
     h.shutdown().await;
     Ok(())
 }
+
+/// A script written for ntfy publishes unchanged: a plain-text body to `/<topic>` with ntfy's
+/// headers, a GET trigger with `?auth=`, Basic auth with the token as the password. Each
+/// becomes one notification of the caller, delivered and in history with the topic as its
+/// source; what tocsin cannot do, and a missing or wrong token, are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntfy_style_publishes_reach_the_user_with_their_title_priority_tags_and_click()
+-> anyhow::Result<()> {
+    use base64::Engine;
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2entfy", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("nina").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/nina")}),
+    )
+    .await?;
+    let base = &h.api_url;
+    // curl -d "backup done" -H "Title: Nightly backup" -H "Priority: high" -H "Tags: floppy_disk,cron" host/backups
+    let r = h
+        .http
+        .post(format!("{base}/backups"))
+        .bearer_auth(&token)
+        .header("Title", "Nightly backup")
+        .header("Priority", "high")
+        .header("Tags", "floppy_disk,cron")
+        .header("Click", "https://backup.example.org/runs/7")
+        .body("backup done")
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "publish: {}", r.status());
+    let answer: serde_json::Value = r.json().await?;
+    assert_eq!(answer["event"], "message");
+    assert_eq!(answer["topic"], "backups");
+    assert_eq!(answer["message"], "backup done");
+    assert_eq!(answer["priority"], 4);
+    let first = answer["id"].as_str().unwrap_or_default().to_owned();
+    // a webhook that can only GET: the token in ?auth=, the message in ?message=
+    let auth = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {token}"));
+    let r = h
+        .http
+        .get(format!(
+            "{base}/cron/trigger?auth={auth}&message=job+finished&p=2"
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "trigger: {}", r.status());
+    // Basic, with the token as the password (ntfy's clients' way of sending a token)
+    let r = h
+        .http
+        .put(format!("{base}/backups"))
+        .basic_auth("", Some(&token))
+        .body("second run")
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "basic: {}", r.status());
+
+    // refused, by name
+    for (req, status, field) in [
+        (h.http.post(format!("{base}/backups")).body("x"), 401, None),
+        (
+            h.http
+                .post(format!("{base}/backups"))
+                .bearer_auth(format!("tk_nina_{}", "0".repeat(32)))
+                .body("x"),
+            401,
+            None,
+        ),
+        (
+            h.http
+                .post(format!("{base}/backups?delay=10m"))
+                .bearer_auth(&token)
+                .body("x"),
+            400,
+            Some("delay"),
+        ),
+        (
+            h.http
+                .post(format!("{base}/backups"))
+                .bearer_auth(&token)
+                .header("Priority", "loud")
+                .body("x"),
+            400,
+            Some("priority"),
+        ),
+        (
+            h.http
+                .post(format!("{base}/v1"))
+                .bearer_auth(&token)
+                .body("x"),
+            400,
+            Some("topic"),
+        ),
+    ] {
+        let r = req.send().await?;
+        let got = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(got, status, "{v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{v}");
+        }
+    }
+
+    // three notifications, each delivered once
+    wait_for(Duration::from_secs(20), "three deliveries", || async {
+        (hooks.requests("/nina").len() == 3).then_some(())
+    })
+    .await?;
+    let bodies: Vec<String> = hooks.requests("/nina").iter().map(|r| r.text()).collect();
+    for text in ["backup done", "job finished", "second run"] {
+        assert_eq!(
+            bodies.iter().filter(|b| b.contains(text)).count(),
+            1,
+            "{text} once in {bodies:?}"
+        );
+    }
+    let history: Vec<serde_json::Value> = h
+        .history(&token)
+        .await?
+        .into_iter()
+        .map(|item| item["notification"].clone())
+        .collect();
+    assert_eq!(history.len(), 3, "{history:?}");
+    let n = history
+        .iter()
+        .find(|n| n["id"] == first.as_str())
+        .expect("the first publish in history");
+    assert_eq!(n["title"], "Nightly backup");
+    assert_eq!(n["body"], "backup done");
+    assert_eq!(n["priority"], 4);
+    assert_eq!(n["tags"], json!(["floppy_disk", "cron"]));
+    assert_eq!(n["url"], "https://backup.example.org/runs/7");
+    assert_eq!(n["source"]["label"], "backups");
+    let cron = history
+        .iter()
+        .find(|n| n["source"]["label"] == "cron")
+        .expect("the trigger in history");
+    assert_eq!(
+        (&cron["title"], &cron["body"], &cron["priority"]),
+        (&json!("cron"), &json!("job finished"), &json!(2))
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -28,6 +28,24 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The token in an `Authorization` value as ntfy's clients send it: `Bearer <token>`, or
+/// `Basic <base64 of user:password>` with the token as the password (or as the user when the
+/// password is empty).
+pub(crate) fn token_of_authorization(value: &str) -> Option<String> {
+    use base64::Engine;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some(t.trim().to_owned()).filter(|t| !t.is_empty());
+    }
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (user, password) = pair.split_once(':')?;
+    let token = if password.is_empty() { user } else { password };
+    Some(token.to_owned()).filter(|t| !t.is_empty())
+}
+
 pub(crate) fn hashes_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
@@ -57,6 +75,14 @@ pub(crate) async fn authenticate(
 ) -> Result<UserRecord, ApiError> {
     let token = bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token>'"))?;
+    authenticate_token(state, token).await
+}
+
+/// The user whose API token `token` is, or 401; then the user's request rate is checked.
+pub(crate) async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+) -> Result<UserRecord, ApiError> {
     let bad = || ApiError::unauthorized("invalid token");
     let rest = token.strip_prefix("tk_").ok_or_else(bad)?;
     let (user, _secret) = rest.rsplit_once('_').ok_or_else(bad)?;

@@ -25,6 +25,7 @@ use crate::routes::admin::{dead_letters, replay_dead_letter};
 use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, put_inbound};
+use crate::routes::ntfy::ntfy_publish;
 use crate::routes::policy::{delete_policy, get_policy, put_policy};
 use crate::routes::publish::publish;
 use crate::routes::sms::{kannel_inbound, twilio_inbound};
@@ -36,7 +37,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,6 +160,20 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/feeds/{user}/{file}", get(private_feed))
+        // ntfy-compatible publishing; the API's own first segments are never topics
+        .route("/{topic}", put(ntfy_publish).post(ntfy_publish))
+        .route(
+            "/{topic}/publish",
+            get(ntfy_publish).put(ntfy_publish).post(ntfy_publish),
+        )
+        .route(
+            "/{topic}/send",
+            get(ntfy_publish).put(ntfy_publish).post(ntfy_publish),
+        )
+        .route(
+            "/{topic}/trigger",
+            get(ntfy_publish).put(ntfy_publish).post(ntfy_publish),
+        )
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(DefaultBodyLimit::max(max))
         .layer(axum::middleware::from_fn_with_state(

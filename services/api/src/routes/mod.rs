@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod destinations;
 pub(crate) mod history;
 pub(crate) mod inbound;
+pub(crate) mod ntfy;
 pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod sms;

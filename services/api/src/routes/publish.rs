@@ -10,22 +10,24 @@ use axum::response::{IntoResponse, Response};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use tocsin_model::{Notification, NotificationId, Priority, SourceKind, SourceRef, budget, now_ms};
+use tocsin_model::{
+    Notification, NotificationId, Priority, SourceKind, SourceRef, UserRecord, budget, now_ms,
+};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish {
-    title: String,
+    pub(crate) title: String,
     #[serde(default)]
-    body: String,
+    pub(crate) body: String,
     #[serde(default)]
-    priority: Option<u8>,
+    pub(crate) priority: Option<u8>,
     #[serde(default)]
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     #[serde(default)]
-    click_url: Option<String>,
+    pub(crate) click_url: Option<String>,
     #[serde(default)]
-    idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
 }
 
 /// Check a publish request; every problem names its field.
@@ -83,6 +85,19 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: Publish = parse_body(&body)?;
+    let n = publish_for(&state, &u, req, "api", "publish").await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": n.id }))).into_response())
+}
+
+/// Check `req` and queue it as a notification for `u`, from the source labelled `label`
+/// (its `ingested` event names `via`). Every way of publishing goes through here.
+pub(crate) async fn publish_for(
+    state: &crate::AppState,
+    u: &UserRecord,
+    req: Publish,
+    label: &str,
+    via: &str,
+) -> Result<Notification, ApiError> {
     let (priority, url) = validate_publish(&req)?;
     let id = match &req.idempotency_key {
         Some(k) => NotificationId::for_publish(&u.id, k),
@@ -94,7 +109,7 @@ pub(crate) async fn publish(
         source: SourceRef {
             kind: SourceKind::Publish,
             id: None,
-            label: "api".into(),
+            label: label.to_owned(),
         },
         title: tocsin_model::text::one_line(&req.title),
         body: tocsin_model::text::fold_whitespace(&req.body),
@@ -106,16 +121,16 @@ pub(crate) async fn publish(
         dedup_key: None,
     };
     let events = vec![
-        tocsin_model::Event::ingested("publish", id.as_str(), n.created_at_ms).user(&u.id),
+        tocsin_model::Event::ingested(via, id.as_str(), n.created_at_ms).user(&u.id),
         tocsin_model::Event::matched(&n),
     ];
     state
         .bus
-        .notify(n, events, "api")
+        .notify(n.clone(), events, "api")
         .await
         .map_err(bus_error)?;
     metrics::counter!(crate::telemetry::PUBLISHED).increment(1);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+    Ok(n)
 }
 
 #[cfg(test)]
