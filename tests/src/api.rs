@@ -119,6 +119,17 @@ impl Harness {
         }
     }
 
+    /// The notifications of a user's history (all pages), newest first, without their
+    /// timelines.
+    pub async fn notifications(&self, token: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .history(token)
+            .await?
+            .into_iter()
+            .map(|item| item["notification"].clone())
+            .collect())
+    }
+
     /// Wait until the user's history holds `ids.len()` notifications, then check it holds
     /// exactly `ids`, each once — also a moment later, once redeliveries have settled.
     pub async fn assert_history_is_exactly(

@@ -937,12 +937,7 @@ async fn ntfy_style_publishes_reach_the_user_with_their_title_priority_tags_and_
             "{text} once in {bodies:?}"
         );
     }
-    let history: Vec<serde_json::Value> = h
-        .history(&token)
-        .await?
-        .into_iter()
-        .map(|item| item["notification"].clone())
-        .collect();
+    let history = h.notifications(&token).await?;
     assert_eq!(history.len(), 3, "{history:?}");
     let n = history
         .iter()
@@ -961,6 +956,55 @@ async fn ntfy_style_publishes_reach_the_user_with_their_title_priority_tags_and_
     assert_eq!(
         (&cron["title"], &cron["body"], &cron["priority"]),
         (&json!("cron"), &json!("job finished"), &json!(2))
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A feed that keeps failing is announced to its owner once, as a notification of that source,
+/// when it has failed `source_broken_after` checks in a row; once more when it works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_source_is_told_to_its_owner_once_and_again_when_it_works() -> anyhow::Result<()> {
+    let h = Harness::start("e2ebroken").await?;
+    h.feeds
+        .set("flaky.xml", "this is not a feed {", "text/plain");
+    let (_, token, _) = h.create_user("omar").await?;
+    h.add_source(
+        &token,
+        json!({"url": h.feeds.url("flaky.xml"), "label": "flaky"}),
+    )
+    .await?;
+    h.wait_for_title(&token, "Source flaky is not working")
+        .await?;
+    // it keeps failing: not told again
+    let failed = h.feeds.requests("flaky.xml").len();
+    wait_for(
+        Duration::from_secs(20),
+        "two more failed checks",
+        || async { (h.feeds.requests("flaky.xml").len() >= failed + 2).then_some(()) },
+    )
+    .await?;
+    h.feeds.set(
+        "flaky.xml",
+        rdf(&[("1", "A listing", "back")]),
+        "application/rdf+xml",
+    );
+    h.wait_for_title(&token, "Source flaky works again").await?;
+    let notices = h.notifications(&token).await?;
+    let titles: Vec<&str> = notices.iter().filter_map(|n| n["title"].as_str()).collect();
+    assert_eq!(
+        titles,
+        vec!["Source flaky works again", "Source flaky is not working"],
+        "newest first, each once"
+    );
+    let broken = &notices[1];
+    assert_eq!(broken["source"]["label"], "flaky");
+    assert!(
+        broken["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checks in a row failed"),
+        "{broken}"
     );
     h.shutdown().await;
     Ok(())

@@ -184,13 +184,13 @@ async fn report_breaker(ctx: &Ctx, job: &DeliveryJob, change: Breaker, last_erro
                 )),
                 checked_at_ms: at,
                 consecutive_failures: failures,
+                ..Default::default()
             }
         }
         Breaker::Closed => SourceStatus {
             ok: true,
-            error: None,
             checked_at_ms: at,
-            consecutive_failures: 0,
+            ..Default::default()
         },
     };
     let subject = ctx

@@ -19,6 +19,9 @@ pub struct IngestorConfig {
     pub jitter: f64,
     /// The longest wait between polls of a failing feed.
     pub max_backoff_secs: u64,
+    /// After this many failed checks in a row a source is broken: its owner gets a
+    /// notification once, and another when it works again.
+    pub source_broken_after: u32,
     /// The shortest time between two requests to one host.
     pub host_min_interval_ms: u64,
     /// Requests to one host at the same time.
@@ -85,6 +88,7 @@ impl Default for IngestorConfig {
             min_poll_interval_secs: 60,
             jitter: 0.1,
             max_backoff_secs: 6 * 3600,
+            source_broken_after: 3,
             host_min_interval_ms: 2000,
             per_host_concurrency: 1,
             max_concurrent_fetches: 32,
@@ -133,6 +137,9 @@ impl IngestorConfig {
         let mut p = Vec::new();
         if self.poll_interval_secs == 0 {
             p.push("ingestor.poll_interval_secs: must be greater than 0".into());
+        }
+        if self.source_broken_after == 0 {
+            p.push("ingestor.source_broken_after: must be greater than 0".into());
         }
         if self.min_poll_interval_secs == 0 {
             p.push("ingestor.min_poll_interval_secs: must be greater than 0".into());

@@ -85,9 +85,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .await?;
     let imap = imap::Watches::start(
         bus.clone(),
-        Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
-        shared.cfg.smtp_max_message_bytes,
-        shared.cfg.policy(),
+        imap::Limits {
+            poll: Duration::from_secs(shared.cfg.imap_poll_secs.max(1)),
+            max_bytes: shared.cfg.smtp_max_message_bytes,
+            policy: shared.cfg.policy(),
+            broken_after: shared.cfg.source_broken_after,
+        },
         shutdown.clone(),
         tasks.clone(),
     )

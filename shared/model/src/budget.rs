@@ -217,6 +217,7 @@ mod tests {
                     error: Some("e".repeat(MAX_STATUS_ERROR)),
                     checked_at_ms: 0,
                     consecutive_failures: u32::MAX,
+                    broken: true,
                 },
             );
         }
@@ -228,6 +229,7 @@ mod tests {
                     error: Some("e".repeat(MAX_STATUS_ERROR)),
                     checked_at_ms: 0,
                     consecutive_failures: u32::MAX,
+                    broken: true,
                 },
             );
         }

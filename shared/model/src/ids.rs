@@ -94,6 +94,15 @@ impl NotificationId {
         ))
     }
 
+    /// The id of the notice that `user`'s source `source_id` broke (`what`: "broken") or
+    /// works again ("recovered"), as the status checked at `at_ms` said.
+    pub fn for_source_notice(user: &UserId, source_id: &str, what: &str, at_ms: i64) -> Self {
+        Self(format!(
+            "n{}",
+            &crate::digest(&["source", user.as_str(), source_id, what, &at_ms.to_string()])[..32]
+        ))
+    }
+
     /// A fresh random id for inputs with no identity of their own.
     pub fn random(random: [u8; 16]) -> Self {
         let mut s = String::from("n");

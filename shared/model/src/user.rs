@@ -128,6 +128,10 @@ pub struct SourceStatus {
     pub checked_at_ms: Millis,
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Failing long enough (`ingestor.source_broken_after` checks in a row) that its owner
+    /// is told; the avatar tells them once when it becomes so, and again when it works.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broken: bool,
 }
 
 /// Where a user can be reached.

@@ -269,6 +269,7 @@ pub(crate) async fn record_success(
                 error: None,
                 checked_at_ms: now,
                 consecutive_failures: 0,
+                broken: false,
             },
         )
         .await;
@@ -308,6 +309,7 @@ pub(crate) async fn record_failure(
             error: Some(msg),
             checked_at_ms: now,
             consecutive_failures: record.failures,
+            broken: record.failures >= shared.cfg.source_broken_after,
         };
         report_status(shared, &record, status).await;
     }

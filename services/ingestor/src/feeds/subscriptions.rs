@@ -124,6 +124,7 @@ pub(crate) async fn apply_subscription(
                     error: rec.last_error.clone(),
                     checked_at_ms: rec.last_checked_ms,
                     consecutive_failures: rec.failures,
+                    broken: rec.failures >= shared.cfg.source_broken_after,
                 });
                 let (url, count) = (rec.url.clone(), rec.subscribers.len());
                 debug!(%url, subscribers = count, "subscription recorded");

@@ -129,7 +129,8 @@ pub struct Failure<'a> {
     pub feed_at_fault: bool,
 }
 
-/// `rec` after a failed fetch. True when subscribers must be told (a new error).
+/// `rec` after a failed fetch. True when subscribers must be told: a new error, or the
+/// failure that makes the feed broken (`source_broken_after` in a row).
 pub fn after_failure(
     rec: &mut FeedRecord,
     snapshot: &FeedRecord,
@@ -159,7 +160,8 @@ pub fn after_failure(
             rand01,
         ),
     };
-    count && snapshot.last_error.as_deref() != Some(msg)
+    count
+        && (snapshot.last_error.as_deref() != Some(msg) || rec.failures == cfg.source_broken_after)
 }
 
 #[cfg(test)]
@@ -279,6 +281,26 @@ mod tests {
         ));
         assert_eq!(rec.failures, 2);
         assert_eq!(rec.next_poll_ms, 60_000 + 120_000, "backed off");
+        // the same error a third time (`source_broken_after`): now it is broken, and told
+        let snapshot = rec.clone();
+        assert!(after_failure(
+            &mut rec,
+            &snapshot,
+            feed("503"),
+            &cfg(),
+            180_000,
+            0.5
+        ));
+        assert_eq!(rec.failures, cfg().source_broken_after);
+        let snapshot = rec.clone();
+        assert!(!after_failure(
+            &mut rec,
+            &snapshot,
+            feed("503"),
+            &cfg(),
+            400_000,
+            0.5
+        ));
         let snapshot = rec.clone();
         let out = after_success(&mut rec, &snapshot, None, &cfg(), 200_000, 0.5, String::new);
         assert!(out.recovered && out.must_save);

@@ -34,10 +34,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub struct Watches {
     bus: Bus,
     kv: kv::Store,
-    poll: Duration,
-    /// Larger messages are skipped (marked seen, reported in the log): the SMTP ingress's limit.
-    max_bytes: usize,
-    policy: tocsin_netguard::AddressPolicy,
+    limits: Limits,
     running: Mutex<HashMap<String, CancellationToken>>,
     shutdown: CancellationToken,
     /// The ingestor's tasks: it waits for every watch before draining the bus.
@@ -61,9 +58,7 @@ impl Watches {
     /// Start every watch stored in the bucket.
     pub async fn start(
         bus: Bus,
-        poll: Duration,
-        max_bytes: usize,
-        policy: tocsin_netguard::AddressPolicy,
+        limits: Limits,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Result<Arc<Watches>, BusError> {
@@ -71,9 +66,7 @@ impl Watches {
         let w = Arc::new(Watches {
             bus,
             kv: kv.clone(),
-            poll,
-            max_bytes,
-            policy,
+            limits,
             running: Mutex::default(),
             shutdown,
             tasks,
@@ -146,23 +139,24 @@ impl Watches {
         {
             old.cancel();
         }
-        let limits = Limits {
-            poll: self.poll,
-            max_bytes: self.max_bytes,
-            policy: self.policy,
-        };
+        let limits = self.limits;
         let span = info_span!("imap", user = %sub.user, source = %sub.source_id);
         self.tasks
             .spawn(watch(self.bus.clone(), sub, limits, token).instrument(span));
     }
 }
 
+/// How every watch runs: the ingestor's settings for them.
 #[derive(Clone, Copy)]
-struct Limits {
-    poll: Duration,
-    max_bytes: usize,
+pub struct Limits {
+    /// How often a mailbox without IDLE is polled.
+    pub poll: Duration,
+    /// Larger messages are skipped (marked seen, reported in the log): the SMTP ingress's limit.
+    pub max_bytes: usize,
     /// Where a user's IMAP host may be (the ingestor's address guard).
-    policy: tocsin_netguard::AddressPolicy,
+    pub policy: tocsin_netguard::AddressPolicy,
+    /// Failed connections in a row after which the source is broken (its owner is told).
+    pub broken_after: u32,
 }
 
 /// How long any one exchange with the server may take (IDLE's wait excepted).
@@ -204,16 +198,24 @@ async fn watch(bus: Bus, sub: ImapSubscription, limits: Limits, stop: Cancellati
         }
     };
     let mut backoff = Duration::from_secs(2);
+    // failed attempts since the mailbox was last watched
+    let mut failures = 0u32;
     loop {
+        let mut watched = false;
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = session(&bus, &sub, &filter, &host, port, tls, &username, &password, &mailbox, limits, &stop) => r,
+            r = session(&bus, &sub, &filter, &host, port, tls, &username, &password, &mailbox, limits, &mut watched, &stop) => r,
         };
         let error = match result {
             Ok(()) => return,
             Err(e) => e,
         };
-        warn!(%host, error = %error, retry_in_s = backoff.as_secs(), "IMAP watch failed");
+        if watched {
+            failures = 0;
+            backoff = Duration::from_secs(2);
+        }
+        failures = failures.saturating_add(1);
+        warn!(%host, error = %error, failures, retry_in_s = backoff.as_secs(), "IMAP watch failed");
         report(
             &bus,
             &sub,
@@ -221,7 +223,8 @@ async fn watch(bus: Bus, sub: ImapSubscription, limits: Limits, stop: Cancellati
                 ok: false,
                 error: Some(format!("IMAP {host}:{port} ({mailbox}): {error}")),
                 checked_at_ms: now_ms(),
-                consecutive_failures: 0,
+                consecutive_failures: failures,
+                broken: failures >= limits.broken_after,
             },
         )
         .await;
@@ -250,6 +253,7 @@ async fn session(
     password: &str,
     mailbox: &str,
     limits: Limits,
+    watched: &mut bool,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let (tcp, ip) =
@@ -266,7 +270,7 @@ async fn session(
             }
             let tcp = Capped::new(tcp, budget.clone());
             login_and_watch(
-                bus, sub, filter, tcp, &budget, username, password, mailbox, limits, stop,
+                bus, sub, filter, tcp, &budget, username, password, mailbox, limits, watched, stop,
             )
             .await
         }
@@ -285,7 +289,8 @@ async fn session(
             )
             .await?;
             login_and_watch(
-                bus, sub, filter, stream, &budget, username, password, mailbox, limits, stop,
+                bus, sub, filter, stream, &budget, username, password, mailbox, limits, watched,
+                stop,
             )
             .await
         }
@@ -303,6 +308,7 @@ async fn login_and_watch<T>(
     password: &str,
     mailbox: &str,
     limits: Limits,
+    watched: &mut bool,
     stop: &CancellationToken,
 ) -> Result<(), String>
 where
@@ -327,14 +333,14 @@ where
     )
     .await?;
     info!(idle, "watching the mailbox");
+    *watched = true;
     report(
         bus,
         sub,
         SourceStatus {
             ok: true,
-            error: None,
             checked_at_ms: now_ms(),
-            consecutive_failures: 0,
+            ..Default::default()
         },
     )
     .await;

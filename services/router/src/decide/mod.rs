@@ -7,6 +7,7 @@ mod budget_tests;
 pub mod commands;
 pub mod effects;
 pub mod escalate;
+mod health;
 pub mod routing;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -180,13 +181,26 @@ pub fn apply(
             }
             fx
         }
-        AvatarMessage::SourceStatus { source_id, status } => set_status(
-            record,
-            &source_id,
-            status,
-            |r| r.sources.iter().any(|s| s.id == source_id),
-            |r| &mut r.source_status,
-        ),
+        AvatarMessage::SourceStatus { source_id, status } => {
+            // told once when it breaks and once when it works again, as a notification of
+            // the source (decided against the status kept before this one)
+            let notice = health::notice(user, record.as_ref(), &source_id, &status, now);
+            let kept = set_status(
+                record,
+                &source_id,
+                status,
+                |r| r.sources.iter().any(|s| s.id == source_id),
+                |r| &mut r.source_status,
+            );
+            match notice {
+                Some(n) => {
+                    let mut fx = route(record, n, now, &limits.links);
+                    fx.dirty |= kept.dirty;
+                    fx
+                }
+                None => kept,
+            }
+        }
         AvatarMessage::DestinationStatus {
             destination_id,
             status,
