@@ -357,6 +357,7 @@ async fn fanout(
                 filter: Default::default(),
                 label: String::new(),
                 created_at_ms: tocsin_model::now_ms(),
+                settings: Default::default(),
             };
             (u.clone(), tocsin_model::Command::AddSource { source })
         })

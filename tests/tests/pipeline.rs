@@ -1009,3 +1009,108 @@ async fn a_broken_source_is_told_to_its_owner_once_and_again_when_it_works() -> 
     h.shutdown().await;
     Ok(())
 }
+
+/// A source's settings decide for its items: its priority replaces theirs, and while it is
+/// muted they are kept in history and reach no one; the timeline says why. Unknown sources and
+/// bad settings are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sources_priority_and_mute_apply_to_its_new_items() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2esettings", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[("1", "Old road bike - $500", "already listed")]),
+        "application/rdf+xml",
+    );
+    let (_, token, _) = h.create_user("sara").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/sara")}),
+    )
+    .await?;
+    let id = h
+        .add_source(
+            &token,
+            json!({"url": h.feeds.url("bikes.rdf"), "label": "bikes"}),
+        )
+        .await?;
+    h.wait_sources_checked(&token, 1).await?;
+    let path = format!("/v1/sources/{id}/settings");
+    let until = tocsin_model::now_ms() + 3_600_000;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &path,
+            Some(&token),
+            Some(json!({"priority": 2, "muted_until_ms": until})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["source"]["settings"],
+        json!({"priority": 2, "muted_until_ms": until})
+    );
+    let (_, listed) = h
+        .call(Method::GET, "/v1/sources", Some(&token), None)
+        .await?;
+    assert_eq!(listed["sources"][0]["settings"]["priority"], 2, "{listed}");
+
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("2", "Cheap road bike - $200", "new"),
+            ("1", "Old road bike - $500", "already listed"),
+        ]),
+        "application/rdf+xml",
+    );
+    h.wait_for_title(&token, "Cheap road bike - $200").await?;
+    let item = h
+        .history(&token)
+        .await?
+        .into_iter()
+        .find(|i| i["notification"]["title"] == "Cheap road bike - $200")
+        .expect("the new item");
+    assert_eq!(item["notification"]["priority"], 2);
+    let routed = item["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["kind"] == "routed"))
+        .cloned()
+        .unwrap_or_default();
+    let detail = routed["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(
+            "priority 2 (the source's setting); kept in history: this source is muted until"
+        ),
+        "{routed}"
+    );
+    assert!(hooks.requests("/sara").is_empty(), "muted: no one reached");
+
+    // back to the defaults: nothing left out is kept
+    let (status, v) = h
+        .call(Method::PUT, &path, Some(&token), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["source"].get("settings").is_none(), "{v}");
+    for (path, body, want, field) in [
+        ("/v1/sources/nope/settings", json!({}), 404, None),
+        (path.as_str(), json!({"priority": 9}), 400, Some("priority")),
+        (path.as_str(), json!({"colour": "red"}), 400, None),
+        (
+            path.as_str(),
+            json!({"muted_until_ms": tocsin_model::now_ms() + 400 * 86_400_000}),
+            400,
+            Some("muted_until_ms"),
+        ),
+    ] {
+        let (status, v) = h.call(Method::PUT, path, Some(&token), Some(body)).await?;
+        assert_eq!(status, want, "{path}: {v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{v}");
+        }
+    }
+    h.shutdown().await;
+    Ok(())
+}

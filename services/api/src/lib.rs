@@ -29,7 +29,7 @@ use crate::routes::ntfy::ntfy_publish;
 use crate::routes::policy::{delete_policy, get_policy, put_policy};
 use crate::routes::publish::publish;
 use crate::routes::sms::{kannel_inbound, twilio_inbound};
-use crate::routes::sources::{add_source, list_sources, remove_source};
+use crate::routes::sources::{add_source, list_sources, remove_source, set_source_settings};
 use crate::routes::stream::stream;
 use crate::routes::users::{create_user, me};
 use async_nats::jetstream::kv;
@@ -133,6 +133,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/me", get(me))
         .route("/v1/sources", get(list_sources).post(add_source))
         .route("/v1/sources/{id}", delete(remove_source))
+        .route("/v1/sources/{id}/settings", put(set_source_settings))
         .route(
             "/v1/destinations",
             get(list_destinations).post(add_destination),

@@ -155,6 +155,7 @@ mod tests {
                     filter: Filter::default(),
                     label: String::new(),
                     created_at_ms: 1,
+                    settings: Default::default(),
                 },
             },
             reply_to: None,

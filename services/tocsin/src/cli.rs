@@ -228,6 +228,18 @@ pub(crate) enum FeedCmd {
     Rm {
         id: String,
     },
+    /// Set how a source's notifications are treated (what is not given goes back to the
+    /// default: the items' own priority, not muted).
+    Set {
+        id: String,
+        /// Every notification from the source gets this priority (1-5).
+        #[arg(long)]
+        priority: Option<u8>,
+        /// Keep its notifications in history without reaching anyone for this many minutes
+        /// (urgent ones still get through).
+        #[arg(long)]
+        mute_minutes: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -361,6 +361,44 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             .await?;
             println!("removed {id}");
         }
+        FeedCmd::Set {
+            id,
+            priority,
+            mute_minutes,
+        } => {
+            let mut body = json!({});
+            if let Some(p) = priority {
+                body["priority"] = json!(p);
+            }
+            if let Some(m) = mute_minutes {
+                let until = tocsin_model::now_ms()
+                    .saturating_add(i64::try_from(m.saturating_mul(60_000)).unwrap_or(i64::MAX));
+                body["muted_until_ms"] = json!(until);
+            }
+            let v = c
+                .call(
+                    Method::PUT,
+                    &format!("/v1/sources/{}/settings", url_escape(&id)),
+                    Some(&token),
+                    Some(&body),
+                )
+                .await?;
+            let settings = &v["source"]["settings"];
+            println!(
+                "source {id}: priority {}, {}",
+                settings["priority"]
+                    .as_u64()
+                    .map_or("as its items say".to_owned(), |p| p.to_string()),
+                match settings["muted_until_ms"].as_i64() {
+                    Some(t) => format!(
+                        "muted until {}",
+                        chrono::DateTime::from_timestamp_millis(t)
+                            .map_or_else(|| t.to_string(), |d| d.to_rfc3339())
+                    ),
+                    None => "not muted".to_owned(),
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

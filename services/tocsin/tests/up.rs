@@ -155,7 +155,7 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let feed = format!("http://127.0.0.1:{demo}/search.rdf");
     // the README's walkthrough, with its timings: the demo feed gains a listing every 10 s,
     // the source asks to be checked every 10 s, and `sleep 30` is enough to see a new bike
-    cli(&[
+    let watching = cli(&[
         "feed",
         "add",
         &feed,
@@ -169,6 +169,11 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         "10",
     ]);
     let added = Instant::now();
+    let source = watching
+        .split_whitespace()
+        .last()
+        .expect("the new source's id")
+        .to_owned();
     // the README says 30 s; a busy CI machine gets 15 s more before this fails
     let deadline = added + Duration::from_secs(45);
     let history = loop {
@@ -194,6 +199,20 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // the source's settings, from the CLI
+    let set = cli(&[
+        "feed",
+        "set",
+        &source,
+        "--priority",
+        "2",
+        "--mute-minutes",
+        "60",
+    ]);
+    assert!(
+        set.contains(&format!("source {source}: priority 2, muted until ")),
+        "{set}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = tocsin()

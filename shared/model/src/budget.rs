@@ -179,6 +179,11 @@ mod tests {
             },
             label: huge(100),
             created_at_ms: 0,
+            // the largest settings a source can have
+            settings: crate::SourceSettings {
+                priority: Some(crate::Priority::URGENT),
+                muted_until_ms: Some(i64::MAX),
+            },
         };
         for i in 0.. {
             r.sources.push(source(i));

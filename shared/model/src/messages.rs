@@ -178,6 +178,8 @@ impl AvatarMessage {
 /// Configuration commands for an avatar.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// a command is rare and short-lived: its size does not matter, a box would only add noise
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     CreateUser {
         name: String,
@@ -191,6 +193,11 @@ pub enum Command {
     },
     RemoveSource {
         source_id: String,
+    },
+    /// Replace a source's settings (priority, mute).
+    SetSourceSettings {
+        source_id: String,
+        settings: crate::SourceSettings,
     },
     AddDestination {
         destination: Destination,

@@ -74,6 +74,28 @@ pub struct Source {
     #[serde(default)]
     pub label: String,
     pub created_at_ms: Millis,
+    /// How its notifications are treated (default: as they come).
+    #[serde(default, skip_serializing_if = "SourceSettings::is_default")]
+    pub settings: SourceSettings,
+}
+
+/// A user's settings for one source.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// The priority of every notification from the source, whatever its item said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<crate::Priority>,
+    /// Until then, its notifications are kept in history and reach no one (urgent ones
+    /// excepted, as with the user's own mute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until_ms: Option<Millis>,
+}
+
+impl SourceSettings {
+    pub fn is_default(&self) -> bool {
+        self == &SourceSettings::default()
+    }
 }
 
 /// The kinds of source.

@@ -138,6 +138,7 @@ mod tests {
             filter: Filter::default(),
             label: String::new(),
             created_at_ms: 0,
+            settings: Default::default(),
         }
     }
 

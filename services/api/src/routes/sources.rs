@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tocsin_model::{Command, Filter, Source, SourceSpec, now_ms};
+use tocsin_model::{Command, Filter, Source, SourceSettings, SourceSpec, now_ms};
 
 #[derive(Serialize)]
 pub(crate) struct SourceView<'a> {
@@ -65,6 +65,9 @@ pub(crate) struct AddSource {
     /// Check the feed this often (seconds; default: the ingestor's interval).
     #[serde(default)]
     poll_interval_secs: Option<u64>,
+    /// Priority and mute for its notifications.
+    #[serde(default)]
+    settings: SourceSettings,
 }
 
 pub(crate) async fn add_source(
@@ -110,6 +113,7 @@ pub(crate) async fn add_source(
         filter: req.filter,
         label: req.label.trim().to_owned(),
         created_at_ms: now_ms(),
+        settings: req.settings,
     };
     tocsin_model::validate_source(&source)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
@@ -145,4 +149,33 @@ pub(crate) async fn remove_source(
         return Err(refusal(reply));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /v1/sources/{id}/settings`: replace a source's settings (`{priority?, muted_until_ms?}`;
+/// what is left out goes back to its default). Answers the source as it now is.
+pub(crate) async fn set_source_settings(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let settings: SourceSettings = parse_body(&body)?;
+    let Some(mut source) = u.sources.iter().find(|s| s.id == id).cloned() else {
+        return Err(ApiError::not_found(format!("no source {id}")));
+    };
+    let reply = command(
+        &state,
+        &u.id,
+        Command::SetSourceSettings {
+            source_id: id,
+            settings: settings.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    source.settings = settings;
+    Ok(Json(json!({ "source": source })).into_response())
 }

@@ -83,6 +83,7 @@ fn configuration_over_its_byte_budget_is_refused_and_undone() {
                 },
                 label: String::new(),
                 created_at_ms: 1,
+                settings: Default::default(),
             },
         })
     };

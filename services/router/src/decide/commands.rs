@@ -7,6 +7,9 @@ use tocsin_model::{
     SubscriptionOp, UserId, UserRecord,
 };
 
+/// The furthest ahead a source may be muted.
+const MAX_SOURCE_MUTE_MS: Millis = 366 * 86_400_000;
+
 /// The event a command records when it changes something (its detail names the change).
 pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) -> Event {
     let (kind, source, destination, channel, detail) = match command {
@@ -37,6 +40,24 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             None,
             format!("source {source_id} removed"),
+        ),
+        Command::SetSourceSettings {
+            source_id,
+            settings,
+        } => (
+            EventKind::SourceChanged,
+            Some(source_id.as_str()),
+            None,
+            None,
+            format!(
+                "source {source_id} settings: priority {}, muted until {}",
+                settings
+                    .priority
+                    .map_or("as its items say".to_owned(), |p| p.get().to_string()),
+                settings
+                    .muted_until_ms
+                    .map_or("never".to_owned(), |t| t.to_string())
+            ),
         ),
         Command::SetAllowedSenders { senders, .. } => (
             EventKind::SourceChanged,
@@ -157,6 +178,28 @@ pub(crate) fn command_effects(
                 "sources",
             )?;
             fx.subscriptions.extend(upserted);
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetSourceSettings {
+            source_id,
+            settings,
+        } => {
+            let r = existing(user, record)?;
+            if let Some(until) = settings.muted_until_ms
+                && until > now + MAX_SOURCE_MUTE_MS
+            {
+                return Err(Refusal::field(
+                    "muted_until_ms",
+                    "at most a year ahead; remove the source to stop it for good",
+                ));
+            }
+            let source = r
+                .sources
+                .iter_mut()
+                .find(|s| s.id == source_id)
+                .ok_or_else(|| Refusal::not_found(format!("no source {source_id}")))?;
+            source.settings = settings;
             fx.dirty = true;
             Ok(())
         }

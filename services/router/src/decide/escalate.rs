@@ -40,6 +40,15 @@ fn policy_of(r: &UserRecord) -> Policy {
         .unwrap_or_else(|| Policy::default_for(&r.destinations))
 }
 
+/// The user's source that `n` came from, if it came from one they still have.
+pub(crate) fn source_of<'a>(
+    r: &'a UserRecord,
+    n: &Notification,
+) -> Option<&'a tocsin_model::Source> {
+    let id = n.source.id.as_deref()?;
+    r.sources.iter().find(|s| s.id == id)
+}
+
 fn urgent(n: &Notification) -> bool {
     n.priority >= Priority::URGENT
 }
@@ -58,6 +67,18 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         return (
             fired,
             format!("kept in history: muted until {}", clock(until)),
+        );
+    }
+    if let Some(until) = source_of(r, n).and_then(|s| s.settings.muted_until_ms)
+        && until > now
+        && !urgent(n)
+    {
+        return (
+            fired,
+            format!(
+                "kept in history: this source is muted until {}",
+                clock(until)
+            ),
         );
     }
     let policy = policy_of(r);

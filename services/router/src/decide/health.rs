@@ -77,11 +77,9 @@ pub(crate) fn notice(
 
 #[cfg(test)]
 mod tests {
-    use crate::decide::tests::{command, create, limits_with_links, user};
+    use crate::decide::tests::{command, create, feed_source, limits_with_links, user};
     use crate::decide::{Effects, apply};
-    use tocsin_model::{
-        AvatarMessage, Command, HistoryRecord, Source, SourceSpec, SourceStatus, UserRecord,
-    };
+    use tocsin_model::{AvatarMessage, Command, HistoryRecord, SourceStatus, UserRecord};
 
     fn status(rec: &mut Option<UserRecord>, status: SourceStatus) -> Effects {
         let msg = AvatarMessage::SourceStatus {
@@ -115,17 +113,7 @@ mod tests {
         let mut rec = None;
         apply(&user(), &mut rec, create(), &l, 1);
         let add = command(Command::AddSource {
-            source: Source {
-                id: "s1".into(),
-                spec: SourceSpec::Feed {
-                    url: "https://example.org/bikes.rss".into(),
-                    deliver_existing: false,
-                    poll_interval_secs: None,
-                },
-                filter: Default::default(),
-                label: "bikes".into(),
-                created_at_ms: 0,
-            },
+            source: feed_source("bikes"),
         });
         apply(&user(), &mut rec, add, &l, 2);
         // failing, not yet broken: kept, nothing told

@@ -31,6 +31,15 @@ pub(crate) fn route(
             ..Default::default()
         };
     }
+    // the source's own priority, whatever its item said
+    let mut n = n;
+    let mut set_priority = None;
+    if let Some(p) = escalate::source_of(r, &n).and_then(|s| s.settings.priority)
+        && p != n.priority
+    {
+        n.priority = p;
+        set_priority = Some(p);
+    }
     if r.recent.contains(n.id.as_str()) {
         return Effects {
             outcome: Outcome::Duplicate,
@@ -53,7 +62,10 @@ pub(crate) fn route(
     if let Some(k) = key {
         r.recent.insert(k);
     }
-    let (fired, detail) = escalate::start(r, &n, now, links);
+    let (fired, mut detail) = escalate::start(r, &n, now, links);
+    if let Some(p) = set_priority {
+        detail = format!("priority {} (the source's setting); {detail}", p.get());
+    }
     let user = n.user.clone();
     let routed = Event::new(EventKind::Routed, &[n.id.as_str()], now)
         .notification(&n.id)
@@ -76,4 +88,139 @@ pub(crate) fn route(
     };
     fx.take(&user, fired);
     fx
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::decide::tests::{add_dest, command, create, feed_source, limits_with_links, user};
+    use crate::decide::{Outcome, apply};
+    use tocsin_model::{
+        AvatarMessage, Channel, Command, HistoryRecord, Notification, NotificationId, Priority,
+        SourceKind, SourceRef, SourceSettings, UserRecord,
+    };
+
+    fn item(id: &str, priority: u8) -> AvatarMessage {
+        AvatarMessage::Notify {
+            notification: Notification {
+                id: NotificationId(id.into()),
+                user: user(),
+                source: SourceRef {
+                    kind: SourceKind::Feed,
+                    id: Some("s1".into()),
+                    label: "bikes".into(),
+                },
+                title: "Road bike".into(),
+                body: String::new(),
+                url: None,
+                priority: Priority::new(priority).unwrap(),
+                tags: vec![],
+                created_at_ms: 0,
+                published_at_ms: None,
+                dedup_key: None,
+            },
+        }
+    }
+
+    fn with_source() -> Option<UserRecord> {
+        let l = limits_with_links();
+        let mut rec = None;
+        apply(&user(), &mut rec, create(), &l, 1);
+        apply(
+            &user(),
+            &mut rec,
+            add_dest("d1", Channel::Webhook, "https://h.example/x"),
+            &l,
+            1,
+        );
+        let add = command(Command::AddSource {
+            source: feed_source("bikes"),
+        });
+        apply(&user(), &mut rec, add, &l, 1);
+        rec
+    }
+
+    fn set(rec: &mut Option<UserRecord>, settings: SourceSettings) -> crate::decide::Effects {
+        let msg = command(Command::SetSourceSettings {
+            source_id: "s1".into(),
+            settings,
+        });
+        apply(&user(), rec, msg, &limits_with_links(), 1_000)
+    }
+
+    /// What the routed notification was stored with: (priority, its `routed` entry's detail).
+    fn stored(fx: &crate::decide::Effects) -> (u8, String) {
+        match &fx.history[0] {
+            HistoryRecord::Notification {
+                notification,
+                entry,
+            } => (notification.priority.get(), entry.detail.clone()),
+            other => panic!("not a notification: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sources_priority_and_mute_decide_for_its_items() {
+        let l = limits_with_links();
+        let mut rec = with_source();
+        // its own priority replaces the item's, and the timeline says why
+        let fx = set(
+            &mut rec,
+            SourceSettings {
+                priority: Some(Priority::new(1).unwrap()),
+                muted_until_ms: None,
+            },
+        );
+        assert!(fx.dirty && fx.reply.as_ref().is_some_and(|r| r.1.ok));
+        let fx = apply(&user(), &mut rec, item("n1", 4), &l, 2_000);
+        let (priority, detail) = stored(&fx);
+        assert_eq!(priority, 1);
+        assert!(
+            detail.starts_with("priority 1 (the source's setting); to webhook d1"),
+            "{detail}"
+        );
+        assert_eq!(fx.jobs.len(), 1);
+        // muted: kept in history, no one reached, until the time has passed
+        let until = 10_000;
+        set(
+            &mut rec,
+            SourceSettings {
+                priority: None,
+                muted_until_ms: Some(until),
+            },
+        );
+        let fx = apply(&user(), &mut rec, item("n2", 3), &l, 2_000);
+        assert_eq!(fx.outcome, Outcome::Routed);
+        assert!(fx.jobs.is_empty());
+        assert!(
+            stored(&fx)
+                .1
+                .starts_with("kept in history: this source is muted until"),
+            "{}",
+            stored(&fx).1
+        );
+        // an urgent item still gets through, as with the user's own mute
+        let fx = apply(&user(), &mut rec, item("n3", 5), &l, 2_000);
+        assert_eq!(fx.jobs.len(), 1);
+        // after the mute: reached again
+        let fx = apply(&user(), &mut rec, item("n4", 3), &l, until + 1);
+        assert_eq!(fx.jobs.len(), 1);
+    }
+
+    #[test]
+    fn source_settings_for_an_unknown_source_or_too_far_ahead_are_refused() {
+        let mut rec = with_source();
+        let msg = command(Command::SetSourceSettings {
+            source_id: "nope".into(),
+            settings: SourceSettings::default(),
+        });
+        let fx = apply(&user(), &mut rec, msg, &limits_with_links(), 1);
+        let reply = fx.reply.expect("a reply").1;
+        assert!(!reply.ok && reply.message.unwrap_or_default().contains("no source nope"));
+        let far = SourceSettings {
+            priority: None,
+            muted_until_ms: Some(2 * 366 * 86_400_000),
+        };
+        let reply = set(&mut rec, far).reply.expect("a reply").1;
+        assert_eq!(reply.field.as_deref(), Some("muted_until_ms"));
+    }
 }

@@ -60,6 +60,22 @@ pub(crate) fn limits_with_links() -> Limits {
     }
 }
 
+/// Feed source `s1`, labelled `label`, with default settings.
+pub(crate) fn feed_source(label: &str) -> Source {
+    Source {
+        id: "s1".into(),
+        spec: SourceSpec::Feed {
+            url: "https://example.org/bikes.rss".into(),
+            deliver_existing: false,
+            poll_interval_secs: None,
+        },
+        filter: Default::default(),
+        label: label.into(),
+        created_at_ms: 1,
+        settings: Default::default(),
+    }
+}
+
 pub(crate) fn command(c: Command) -> AvatarMessage {
     AvatarMessage::Command {
         command_id: "c".into(),
@@ -461,6 +477,7 @@ fn sources_are_validated_limited_and_subscribed() {
                 },
                 label: String::new(),
                 created_at_ms: 1,
+                settings: Default::default(),
             },
         },
         reply_to: Some("i".into()),
