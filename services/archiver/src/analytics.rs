@@ -44,6 +44,8 @@ pub struct Row {
     pub failed: u64,
     pub escalated: u64,
     pub acked: u64,
+    /// Notifications whose alert was resolved while they escalated (the `all` row only).
+    pub resolved: u64,
     /// Acknowledged / routed (the `all` row only).
     pub ack_rate: Option<f64>,
     pub delivery_p50_ms: Option<i64>,
@@ -272,6 +274,7 @@ fn count(
                 r.acked += 1;
                 a.ack.extend(latency);
             }
+            EventKind::Resolved => r.resolved += 1,
             _ => {}
         }
     }
@@ -389,7 +392,7 @@ impl std::str::FromStr for Format {
     }
 }
 
-const HEADER: [&str; 19] = [
+const HEADER: [&str; 20] = [
     "day",
     "user",
     "channel",
@@ -409,6 +412,7 @@ const HEADER: [&str; 19] = [
     "ack_p50_ms",
     "ack_p95_ms",
     "ack_p99_ms",
+    "resolved",
 ];
 
 fn cells(r: &Row, by_user: bool) -> Vec<String> {
@@ -438,6 +442,7 @@ fn cells(r: &Row, by_user: bool) -> Vec<String> {
         opt(r.ack_p50_ms),
         opt(r.ack_p95_ms),
         opt(r.ack_p99_ms),
+        total(r.resolved),
     ]);
     c
 }

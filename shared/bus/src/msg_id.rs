@@ -91,6 +91,14 @@ pub fn ack(notification: &NotificationId, via: &str) -> String {
     format!("ack:{notification}:{via}")
 }
 
+/// `user`'s resolve of dedup key `key` (by its digest: keys are free text) at `at_ms`.
+pub fn resolve(user: &UserId, key: &str, at_ms: Millis) -> String {
+    format!(
+        "resolve:{user}:{}:{at_ms}",
+        &tocsin_model::digest(&[key])[..16]
+    )
+}
+
 /// The `n`-th tick for `user`'s escalation timer due at `due` (KV revision `revision`).
 pub fn tick(user: &str, due: Millis, revision: u64, n: u32) -> String {
     format!("tick:{user}:{due}:{revision}:{n}")

@@ -265,6 +265,12 @@ mod tests {
                 },
             );
         }
+        // open alerts at their cap, with the longest keys the API takes
+        for i in 0..crate::Reach::MAX_OPEN_KEYS {
+            let n = notification(i);
+            r.reach
+                .open_key(&format!("{i:0200}"), &n.id, i64::MAX - i as i64);
+        }
         let bytes = encode_len(&r);
         assert!(
             bytes <= RECORD_LIMIT,

@@ -305,6 +305,10 @@ pub struct Reach {
     pub next_reference: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_until_ms: Option<Millis>,
+    /// Open alerts by dedup key: the notification that paged for the key and when, until the
+    /// key is resolved (at most [`Reach::MAX_OPEN_KEYS`], the oldest forgotten first).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open_keys: BTreeMap<String, (NotificationId, Millis)>,
     /// The wake-up time last written to the timers bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer_due_ms: Option<Millis>,
@@ -315,6 +319,24 @@ impl Reach {
     pub const REFERENCES: usize = 100;
     /// How many escalations may be pending for one user; the oldest is given up past it.
     pub const MAX_ESCALATIONS: usize = 200;
+    /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
+    pub const MAX_OPEN_KEYS: usize = 200;
+
+    /// `id` paged for dedup key `key` at `at_ms`: it is that key's open notification.
+    pub fn open_key(&mut self, key: &str, id: &NotificationId, at_ms: Millis) {
+        self.open_keys.insert(key.to_owned(), (id.clone(), at_ms));
+        while self.open_keys.len() > Self::MAX_OPEN_KEYS {
+            let oldest = self
+                .open_keys
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.open_keys.remove(&k),
+                None => break,
+            };
+        }
+    }
 
     /// Whether the user is present on any IM address.
     pub fn present(&self) -> bool {

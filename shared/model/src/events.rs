@@ -43,6 +43,9 @@ pub enum EventKind {
     /// The user acknowledged the notification (`channel`: where the ack came from, when it
     /// came through a channel; `latency_ms`: since the notification was created, when known).
     Acked,
+    /// The notifications with a dedup key were resolved (their alert is over): their escalation
+    /// stopped (`detail`: the key and how it was resolved).
+    Resolved,
     /// A destination of the user's changed presence (`detail`: the new state).
     PresenceChanged,
     /// A user was created.
@@ -59,7 +62,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -69,6 +72,7 @@ impl EventKind {
         EventKind::Failed,
         EventKind::Escalated,
         EventKind::Acked,
+        EventKind::Resolved,
         EventKind::PresenceChanged,
         EventKind::UserCreated,
         EventKind::SourceChanged,
@@ -88,6 +92,7 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Escalated => "escalated",
             EventKind::Acked => "acked",
+            EventKind::Resolved => "resolved",
             EventKind::PresenceChanged => "presence_changed",
             EventKind::UserCreated => "user_created",
             EventKind::SourceChanged => "source_changed",

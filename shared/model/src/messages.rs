@@ -144,6 +144,14 @@ pub enum AvatarMessage {
         via: String,
         at_ms: Millis,
     },
+    /// What carried dedup key `key` is over (an alert resolved): its escalation stops, and the
+    /// key may page again.
+    Resolve {
+        key: String,
+        /// `api`, `alertmanager`, …
+        via: String,
+        at_ms: Millis,
+    },
     /// Escalation timers are due (from the router's timer scheduler).
     Tick { at_ms: Millis },
     /// Something addressed to the user was refused (an e-mail from a sender not on the list,
@@ -169,6 +177,7 @@ impl AvatarMessage {
             AvatarMessage::Presence { .. } => "presence",
             AvatarMessage::Reply { .. } => "reply",
             AvatarMessage::Ack { .. } => "ack",
+            AvatarMessage::Resolve { .. } => "resolve",
             AvatarMessage::Tick { .. } => "tick",
             AvatarMessage::Refused { .. } => "refused",
         }

@@ -389,6 +389,15 @@ impl RecentSet {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
+
+    /// Forget `key`. Returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        if !self.set.remove(key) {
+            return false;
+        }
+        self.order.retain(|k| k != key);
+        true
+    }
 }
 
 impl Serialize for RecentSet {

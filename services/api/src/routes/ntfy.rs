@@ -246,7 +246,7 @@ fn request(
         priority,
         tags,
         click_url,
-        idempotency_key: None,
+        ..Default::default()
     })
 }
 

@@ -28,6 +28,13 @@ pub(crate) struct Publish {
     pub(crate) click_url: Option<String>,
     #[serde(default)]
     pub(crate) idempotency_key: Option<String>,
+    /// What the notification is about (an alert's identity): while one with the same key is
+    /// open, another is not a new page but a `repeated` entry on it.
+    #[serde(default)]
+    pub(crate) dedup_key: Option<String>,
+    /// Resolve `dedup_key` instead of publishing: its open notification stops escalating.
+    #[serde(default)]
+    pub(crate) resolve: bool,
 }
 
 /// Check a publish request; every problem names its field.
@@ -58,6 +65,11 @@ pub(crate) fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>)
     {
         return Err(bad("idempotency_key", "must be 1-200 bytes".into()));
     }
+    if let Some(k) = &p.dedup_key
+        && (k.trim().is_empty() || k.len() > 200)
+    {
+        return Err(bad("dedup_key", "must be 1-200 bytes".into()));
+    }
     let url = match &p.click_url {
         None => None,
         Some(u) if u.len() > budget::MAX_URL => {
@@ -85,8 +97,47 @@ pub(crate) async fn publish(
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: Publish = parse_body(&body)?;
+    if req.resolve {
+        let Some(key) = req
+            .dedup_key
+            .filter(|k| !k.trim().is_empty() && k.len() <= 200)
+        else {
+            return Err(ApiError::bad_request(
+                "dedup_key: needed (1-200 bytes) to resolve",
+                Some("dedup_key".into()),
+            ));
+        };
+        resolve_for(&state, &u.id, &key, "api").await?;
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "resolved": key }))).into_response());
+    }
     let n = publish_for(&state, &u, req, "api", "publish").await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": n.id }))).into_response())
+}
+
+/// Resolve `key` for `user` (`via` names how): the open notification that carries it stops
+/// escalating, and the key pages again when it comes back.
+pub(crate) async fn resolve_for(
+    state: &crate::AppState,
+    user: &tocsin_model::UserId,
+    key: &str,
+    via: &str,
+) -> Result<(), ApiError> {
+    let at_ms = now_ms();
+    let msg = tocsin_model::AvatarMessage::Resolve {
+        key: key.to_owned(),
+        via: via.to_owned(),
+        at_ms,
+    };
+    let subject = state
+        .bus
+        .subjects()
+        .silo(state.bus.silo_of(user), user.as_str(), msg.kind());
+    let id = tocsin_bus::msg_id::resolve(user, key, at_ms);
+    state
+        .bus
+        .publish_json(subject, &id, &msg)
+        .await
+        .map_err(bus_error)
 }
 
 /// Check `req` and queue it as a notification for `u`, from the source labelled `label`
@@ -118,7 +169,7 @@ pub(crate) async fn publish_for(
         tags: req.tags,
         created_at_ms: now_ms(),
         published_at_ms: None,
-        dedup_key: None,
+        dedup_key: req.dedup_key.map(|k| k.trim().to_owned()),
     };
     let events = vec![
         tocsin_model::Event::ingested(via, id.as_str(), n.created_at_ms).user(&u.id),

@@ -69,6 +69,7 @@ pub enum Outcome {
     Reply,
     ReplyUnknownAddress,
     Ack,
+    Resolved,
     Tick,
 }
 
@@ -90,6 +91,7 @@ impl Outcome {
             Outcome::Reply => "reply",
             Outcome::ReplyUnknownAddress => "reply_unknown_address",
             Outcome::Ack => "ack",
+            Outcome::Resolved => "resolved",
             Outcome::Tick => "tick",
         }
     }

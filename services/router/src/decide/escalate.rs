@@ -472,6 +472,36 @@ pub fn ack(
     Some((id.clone(), entry(now, "acked", channel, detail)))
 }
 
+/// What carried dedup key `key` is over: its open notification gets a `resolved` timeline entry
+/// and event, its escalation (if still going) stops, and the key is forgotten so that it pages
+/// again when it comes back. Resolving a key with nothing open changes nothing else.
+pub fn resolve(
+    r: &mut UserRecord,
+    key: &str,
+    via: &str,
+    now: Millis,
+    events: &mut Vec<Event>,
+) -> Vec<(NotificationId, TimelineEntry)> {
+    r.recent.remove(&format!("k:{key}"));
+    let Some((id, since)) = r.reach.open_keys.remove(key) else {
+        return Vec::new();
+    };
+    let stopped = r.reach.escalations.remove(id.as_str());
+    let detail = match &stopped {
+        Some(_) => format!("via {via}; escalation stopped"),
+        None => format!("via {via}"),
+    };
+    let mut event = Event::new(EventKind::Resolved, &[id.as_str()], now)
+        .notification(&id)
+        .since(since)
+        .detail(&detail);
+    if let Some(esc) = &stopped {
+        event = event.source(esc.notification.source.id.as_deref());
+    }
+    events.push(event);
+    vec![(id, entry(now, "resolved", None, detail))]
+}
+
 /// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the
 /// answer to send back.
 pub fn reply(

@@ -107,6 +107,33 @@ fn set_status(
     fx
 }
 
+/// The effects of a change that only adds timeline entries and events (an ack, a resolve).
+fn entries_only(
+    user: &UserId,
+    record: &mut Option<UserRecord>,
+    outcome: Outcome,
+    change: impl FnOnce(
+        &mut UserRecord,
+        &mut Vec<Event>,
+    ) -> Vec<(tocsin_model::NotificationId, TimelineEntry)>,
+) -> Effects {
+    let Some(r) = record.as_mut() else {
+        return Effects::labelled(Outcome::NoUser);
+    };
+    let mut fx = Effects::labelled(outcome);
+    let mut events = Vec::new();
+    let entries = change(r, &mut events);
+    fx.take(
+        user,
+        Fired {
+            jobs: vec![],
+            entries,
+            events,
+        },
+    );
+    fx
+}
+
 /// Apply `msg` for `user` to `record` (None: the user does not exist yet).
 pub fn apply(
     user: &UserId,
@@ -282,24 +309,15 @@ pub fn apply(
             notification_id,
             via,
             at_ms: _,
-        } => {
-            let Some(r) = record.as_mut() else {
-                return Effects::labelled(Outcome::NoUser);
-            };
-            let mut fx = Effects::labelled(Outcome::Ack);
-            let mut events = Vec::new();
-            let entries = escalate::ack(r, &notification_id, &via, None, now, &mut events)
+        } => entries_only(user, record, Outcome::Ack, |r, events| {
+            escalate::ack(r, &notification_id, &via, None, now, events)
                 .into_iter()
-                .collect();
-            fx.take(
-                user,
-                Fired {
-                    jobs: vec![],
-                    entries,
-                    events,
-                },
-            );
-            fx
+                .collect()
+        }),
+        AvatarMessage::Resolve { key, via, at_ms: _ } => {
+            entries_only(user, record, Outcome::Resolved, |r, events| {
+                escalate::resolve(r, &key, &via, now, events)
+            })
         }
         AvatarMessage::Refused {
             source,

@@ -50,17 +50,42 @@ pub(crate) fn route(
     if let Some(k) = &key
         && r.recent.contains(k)
     {
-        // the same content already reached this user through another source
+        // the same content already reached this user (through another source, or the same
+        // alert firing again): no new page; while the first is still open its timeline says so
         r.recent.insert(n.id.0.clone());
-        return Effects {
+        let mut fx = Effects {
             outcome: Outcome::DuplicateContent,
             dirty: true,
             ..Default::default()
         };
+        if let Some((open, _)) = n
+            .dedup_key
+            .as_deref()
+            .and_then(|k| r.reach.open_keys.get(k))
+        {
+            fx.history.push(HistoryRecord::Timeline {
+                user: n.user.clone(),
+                notification_id: open.clone(),
+                entry: TimelineEntry {
+                    at_ms: now,
+                    kind: "repeated".into(),
+                    channel: None,
+                    detail: format!("seen again ({}: {})", n.source.label, n.title),
+                },
+            });
+        }
+        return fx;
     }
     r.recent.insert(n.id.0.clone());
     if let Some(k) = key {
         r.recent.insert(k);
+    }
+    // an alert (a publish with a dedup key) stays open until resolved; a feed item's or an
+    // e-mail's key only deduplicates content, and never fills the open alerts
+    if n.source.kind == tocsin_model::SourceKind::Publish
+        && let Some(k) = &n.dedup_key
+    {
+        r.reach.open_key(k, &n.id, now);
     }
     let (fired, mut detail) = escalate::start(r, &n, now, links);
     if let Some(p) = set_priority {
@@ -222,5 +247,69 @@ mod tests {
         };
         let reply = set(&mut rec, far).reply.expect("a reply").1;
         assert_eq!(reply.field.as_deref(), Some("muted_until_ms"));
+    }
+
+    fn alert(id: &str, key: &str) -> AvatarMessage {
+        let mut msg = item(id, 3);
+        if let AvatarMessage::Notify { notification } = &mut msg {
+            notification.source = SourceRef {
+                kind: SourceKind::Publish,
+                id: None,
+                label: "api".into(),
+            };
+            notification.dedup_key = Some(key.into());
+        }
+        msg
+    }
+
+    #[test]
+    fn an_alert_firing_again_is_one_page_until_resolved() {
+        let l = limits_with_links();
+        let mut rec = with_source();
+        let fx = apply(&user(), &mut rec, alert("a1", "disk:db1"), &l, 10);
+        assert_eq!((fx.outcome, fx.jobs.len()), (Outcome::Routed, 1));
+        // firing again while open: no page, a `repeated` entry on the first
+        let fx = apply(&user(), &mut rec, alert("a2", "disk:db1"), &l, 20);
+        assert_eq!(fx.outcome, Outcome::DuplicateContent);
+        assert!(fx.jobs.is_empty());
+        match fx.history.as_slice() {
+            [
+                HistoryRecord::Timeline {
+                    notification_id,
+                    entry,
+                    ..
+                },
+            ] => {
+                assert_eq!(
+                    (notification_id.as_str(), entry.kind.as_str()),
+                    ("a1", "repeated")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // resolved: the escalation stops, with an entry and an event
+        let resolve = AvatarMessage::Resolve {
+            key: "disk:db1".into(),
+            via: "api".into(),
+            at_ms: 30,
+        };
+        let fx = apply(&user(), &mut rec, resolve.clone(), &l, 30);
+        assert_eq!(fx.outcome, Outcome::Resolved);
+        assert!(
+            fx.events
+                .iter()
+                .any(|e| e.kind == tocsin_model::EventKind::Resolved)
+        );
+        assert!(matches!(
+            fx.history.as_slice(),
+            [HistoryRecord::Timeline { entry, .. }] if entry.kind == "resolved"
+        ));
+        assert!(rec.as_ref().is_some_and(|r| r.reach.escalations.is_empty()));
+        // resolved twice: nothing more
+        let fx = apply(&user(), &mut rec, resolve, &l, 31);
+        assert!(fx.history.is_empty() && fx.events.is_empty());
+        // and when it fires again, it pages again
+        let fx = apply(&user(), &mut rec, alert("a3", "disk:db1"), &l, 40);
+        assert_eq!((fx.outcome, fx.jobs.len()), (Outcome::Routed, 1));
     }
 }

@@ -1,0 +1,422 @@
+//! Alerts and sources as first-class (issue 17), end to end through a real nats-server:
+//! ntfy-style publishing, alerts with a dedup key until resolved, a source's own priority and
+//! mute, and a broken source told to its owner.
+
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+use tocsin_testkit::wait_for;
+use tocsin_tests::{Harness, rdf};
+
+/// A script written for ntfy publishes unchanged: a plain-text body to `/<topic>` with ntfy's
+/// headers, a GET trigger with `?auth=`, Basic auth with the token as the password. Each
+/// becomes one notification of the caller, delivered and in history with the topic as its
+/// source; what tocsin cannot do, and a missing or wrong token, are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ntfy_style_publishes_reach_the_user_with_their_title_priority_tags_and_click()
+-> anyhow::Result<()> {
+    use base64::Engine;
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2entfy", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("nina").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/nina")}),
+    )
+    .await?;
+    let base = &h.api_url;
+    // curl -d "backup done" -H "Title: Nightly backup" -H "Priority: high" -H "Tags: floppy_disk,cron" host/backups
+    let r = h
+        .http
+        .post(format!("{base}/backups"))
+        .bearer_auth(&token)
+        .header("Title", "Nightly backup")
+        .header("Priority", "high")
+        .header("Tags", "floppy_disk,cron")
+        .header("Click", "https://backup.example.org/runs/7")
+        .body("backup done")
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "publish: {}", r.status());
+    let answer: serde_json::Value = r.json().await?;
+    assert_eq!(answer["event"], "message");
+    assert_eq!(answer["topic"], "backups");
+    assert_eq!(answer["message"], "backup done");
+    assert_eq!(answer["priority"], 4);
+    let first = answer["id"].as_str().unwrap_or_default().to_owned();
+    // a webhook that can only GET: the token in ?auth=, the message in ?message=
+    let auth = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {token}"));
+    let r = h
+        .http
+        .get(format!(
+            "{base}/cron/trigger?auth={auth}&message=job+finished&p=2"
+        ))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "trigger: {}", r.status());
+    // Basic, with the token as the password (ntfy's clients' way of sending a token)
+    let r = h
+        .http
+        .put(format!("{base}/backups"))
+        .basic_auth("", Some(&token))
+        .body("second run")
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 200, "basic: {}", r.status());
+
+    // refused, by name
+    for (req, status, field) in [
+        (h.http.post(format!("{base}/backups")).body("x"), 401, None),
+        (
+            h.http
+                .post(format!("{base}/backups"))
+                .bearer_auth(format!("tk_nina_{}", "0".repeat(32)))
+                .body("x"),
+            401,
+            None,
+        ),
+        (
+            h.http
+                .post(format!("{base}/backups?delay=10m"))
+                .bearer_auth(&token)
+                .body("x"),
+            400,
+            Some("delay"),
+        ),
+        (
+            h.http
+                .post(format!("{base}/backups"))
+                .bearer_auth(&token)
+                .header("Priority", "loud")
+                .body("x"),
+            400,
+            Some("priority"),
+        ),
+        (
+            h.http
+                .post(format!("{base}/v1"))
+                .bearer_auth(&token)
+                .body("x"),
+            400,
+            Some("topic"),
+        ),
+    ] {
+        let r = req.send().await?;
+        let got = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(got, status, "{v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{v}");
+        }
+    }
+
+    // three notifications, each delivered once
+    wait_for(Duration::from_secs(20), "three deliveries", || async {
+        (hooks.requests("/nina").len() == 3).then_some(())
+    })
+    .await?;
+    let bodies: Vec<String> = hooks.requests("/nina").iter().map(|r| r.text()).collect();
+    for text in ["backup done", "job finished", "second run"] {
+        assert_eq!(
+            bodies.iter().filter(|b| b.contains(text)).count(),
+            1,
+            "{text} once in {bodies:?}"
+        );
+    }
+    let history = h.notifications(&token).await?;
+    assert_eq!(history.len(), 3, "{history:?}");
+    let n = history
+        .iter()
+        .find(|n| n["id"] == first.as_str())
+        .expect("the first publish in history");
+    assert_eq!(n["title"], "Nightly backup");
+    assert_eq!(n["body"], "backup done");
+    assert_eq!(n["priority"], 4);
+    assert_eq!(n["tags"], json!(["floppy_disk", "cron"]));
+    assert_eq!(n["url"], "https://backup.example.org/runs/7");
+    assert_eq!(n["source"]["label"], "backups");
+    let cron = history
+        .iter()
+        .find(|n| n["source"]["label"] == "cron")
+        .expect("the trigger in history");
+    assert_eq!(
+        (&cron["title"], &cron["body"], &cron["priority"]),
+        (&json!("cron"), &json!("job finished"), &json!(2))
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A feed that keeps failing is announced to its owner once, as a notification of that source,
+/// when it has failed `source_broken_after` checks in a row; once more when it works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_source_is_told_to_its_owner_once_and_again_when_it_works() -> anyhow::Result<()> {
+    let h = Harness::start("e2ebroken").await?;
+    h.feeds
+        .set("flaky.xml", "this is not a feed {", "text/plain");
+    let (_, token, _) = h.create_user("omar").await?;
+    h.add_source(
+        &token,
+        json!({"url": h.feeds.url("flaky.xml"), "label": "flaky"}),
+    )
+    .await?;
+    h.wait_for_title(&token, "Source flaky is not working")
+        .await?;
+    // it keeps failing: not told again
+    let failed = h.feeds.requests("flaky.xml").len();
+    wait_for(
+        Duration::from_secs(20),
+        "two more failed checks",
+        || async { (h.feeds.requests("flaky.xml").len() >= failed + 2).then_some(()) },
+    )
+    .await?;
+    h.feeds.set(
+        "flaky.xml",
+        rdf(&[("1", "A listing", "back")]),
+        "application/rdf+xml",
+    );
+    h.wait_for_title(&token, "Source flaky works again").await?;
+    let notices = h.notifications(&token).await?;
+    let titles: Vec<&str> = notices.iter().filter_map(|n| n["title"].as_str()).collect();
+    assert_eq!(
+        titles,
+        vec!["Source flaky works again", "Source flaky is not working"],
+        "newest first, each once"
+    );
+    let broken = &notices[1];
+    assert_eq!(broken["source"]["label"], "flaky");
+    assert!(
+        broken["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checks in a row failed"),
+        "{broken}"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A source's settings decide for its items: its priority replaces theirs, and while it is
+/// muted they are kept in history and reach no one; the timeline says why. Unknown sources and
+/// bad settings are refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sources_priority_and_mute_apply_to_its_new_items() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2esettings", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[("1", "Old road bike - $500", "already listed")]),
+        "application/rdf+xml",
+    );
+    let (_, token, _) = h.create_user("sara").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/sara")}),
+    )
+    .await?;
+    let id = h
+        .add_source(
+            &token,
+            json!({"url": h.feeds.url("bikes.rdf"), "label": "bikes"}),
+        )
+        .await?;
+    h.wait_sources_checked(&token, 1).await?;
+    let path = format!("/v1/sources/{id}/settings");
+    let until = tocsin_model::now_ms() + 3_600_000;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &path,
+            Some(&token),
+            Some(json!({"priority": 2, "muted_until_ms": until})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["source"]["settings"],
+        json!({"priority": 2, "muted_until_ms": until})
+    );
+    let (_, listed) = h
+        .call(Method::GET, "/v1/sources", Some(&token), None)
+        .await?;
+    assert_eq!(listed["sources"][0]["settings"]["priority"], 2, "{listed}");
+
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("2", "Cheap road bike - $200", "new"),
+            ("1", "Old road bike - $500", "already listed"),
+        ]),
+        "application/rdf+xml",
+    );
+    h.wait_for_title(&token, "Cheap road bike - $200").await?;
+    let item = h
+        .history(&token)
+        .await?
+        .into_iter()
+        .find(|i| i["notification"]["title"] == "Cheap road bike - $200")
+        .expect("the new item");
+    assert_eq!(item["notification"]["priority"], 2);
+    let routed = item["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|e| e["kind"] == "routed"))
+        .cloned()
+        .unwrap_or_default();
+    let detail = routed["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(
+            "priority 2 (the source's setting); kept in history: this source is muted until"
+        ),
+        "{routed}"
+    );
+    assert!(hooks.requests("/sara").is_empty(), "muted: no one reached");
+
+    // back to the defaults: nothing left out is kept
+    let (status, v) = h
+        .call(Method::PUT, &path, Some(&token), Some(json!({})))
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["source"].get("settings").is_none(), "{v}");
+    for (path, body, want, field) in [
+        ("/v1/sources/nope/settings", json!({}), 404, None),
+        (path.as_str(), json!({"priority": 9}), 400, Some("priority")),
+        (path.as_str(), json!({"colour": "red"}), 400, None),
+        (
+            path.as_str(),
+            json!({"muted_until_ms": tocsin_model::now_ms() + 400 * 86_400_000}),
+            400,
+            Some("muted_until_ms"),
+        ),
+    ] {
+        let (status, v) = h.call(Method::PUT, path, Some(&token), Some(body)).await?;
+        assert_eq!(status, want, "{path}: {v}");
+        if let Some(f) = field {
+            assert_eq!(v["error"]["field"], f, "{v}");
+        }
+    }
+    h.shutdown().await;
+    Ok(())
+}
+
+/// An alert published with a dedup key pages once while it is open: firing again adds a
+/// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
+/// escalation; when it fires after that, it pages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_with_a_dedup_key_pages_once_until_it_is_resolved() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2eresolve", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("rita").await?;
+    let first_hook = h
+        .add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url("/now")}),
+        )
+        .await?;
+    let later_hook = h
+        .add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url("/later")}),
+        )
+        .await?;
+    // the first webhook at once, the second an hour later if nobody acks or resolves
+    let policy = json!({"steps": [
+        {"destinations": [first_hook], "wait_secs": 3600},
+        {"destinations": [later_hook]},
+    ]});
+    let (status, v) = h
+        .call(Method::PUT, "/v1/policy", Some(&token), Some(policy))
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let alert = json!({"title": "db1 disk 95% full", "priority": 4, "dedup_key": "disk:db1"});
+    let first = h.publish(&token, alert.clone()).await?;
+    wait_for(Duration::from_secs(20), "the first page", || async {
+        (hooks.requests("/now").len() == 1).then_some(())
+    })
+    .await?;
+    h.publish(&token, alert.clone()).await?;
+    let timeline_of = |id: String| {
+        let h = &h;
+        let token = &token;
+        async move {
+            let item = h
+                .history(token)
+                .await
+                .ok()?
+                .into_iter()
+                .find(|i| i["notification"]["id"] == id.as_str())?;
+            let kinds: Vec<String> = item["timeline"]
+                .as_array()?
+                .iter()
+                .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                .collect();
+            Some(kinds)
+        }
+    };
+    wait_for(Duration::from_secs(20), "a `repeated` entry", || async {
+        timeline_of(first.clone())
+            .await
+            .filter(|k| k.iter().any(|k| k == "repeated"))
+    })
+    .await?;
+    let (_, v) = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?;
+    assert_eq!(v["pending_escalations"], 1, "{v}");
+    // resolved: the escalation stops, and the timeline says so
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"title": "db1 disk ok", "dedup_key": "disk:db1", "resolve": true})),
+        )
+        .await?;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["resolved"], "disk:db1");
+    wait_for(Duration::from_secs(20), "a `resolved` entry", || async {
+        timeline_of(first.clone())
+            .await
+            .filter(|k| k.iter().any(|k| k == "resolved"))
+    })
+    .await?;
+    let (_, v) = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?;
+    assert_eq!(v["pending_escalations"], 0, "{v}");
+    // it fires again: a new page
+    let again = h.publish(&token, alert).await?;
+    assert_ne!(again, first);
+    wait_for(Duration::from_secs(20), "the second page", || async {
+        (hooks.requests("/now").len() == 2).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        h.notifications(&token).await?.len(),
+        2,
+        "two notifications, not three"
+    );
+    // resolving needs a key
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"title": "x", "resolve": true})),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), &v["error"]["field"]),
+        (400, &json!("dedup_key"))
+    );
+    h.shutdown().await;
+    Ok(())
+}
