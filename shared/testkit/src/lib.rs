@@ -2,6 +2,7 @@
 //! on a free loopback port with a temporary store, stopped when dropped; waits that always
 //! have a timeout; unique bus prefixes.
 
+mod alertmanager;
 mod dns;
 pub mod im;
 mod imap;
@@ -13,6 +14,7 @@ mod smtp;
 mod wait;
 mod xmpp;
 
+pub use alertmanager::Alertmanager;
 pub use dns::Dns;
 pub use imap::Dovecot;
 pub use nats::{NatsCluster, NatsServer};
@@ -24,6 +26,27 @@ pub use xmpp::Prosody;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+
+/// One HTTP/1.1 request to a server on 127.0.0.1:`port` (the connection closed after it, the
+/// answer read within 10 s); returns the whole answer, status line first.
+pub(crate) fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
+}
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {

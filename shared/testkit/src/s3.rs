@@ -35,16 +35,7 @@ impl S3Server {
 
     /// Create a bucket (S3 CreateBucket: `PUT /<bucket>`; moto takes it unsigned).
     pub fn create_bucket(&self, bucket: &str) -> Result<()> {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        write!(
-            conn,
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.port
-        )?;
-        let mut answer = String::new();
-        conn.read_to_string(&mut answer)?;
+        let answer = crate::http_request(self.port, "PUT", &format!("/{bucket}"), "")?;
         if !answer.starts_with("HTTP/1.1 200") {
             return Err(anyhow!(
                 "create bucket {bucket}: {}",

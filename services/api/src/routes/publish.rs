@@ -14,7 +14,7 @@ use tocsin_model::{
     Notification, NotificationId, Priority, SourceKind, SourceRef, UserRecord, budget, now_ms,
 };
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish {
     pub(crate) title: String,

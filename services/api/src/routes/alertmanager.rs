@@ -1,0 +1,323 @@
+//! `POST /v1/alertmanager`: Prometheus Alertmanager's webhook receiver (payload version 4).
+//! Each firing alert becomes a notification of the caller whose dedup key is the alert's
+//! fingerprint, so Alertmanager's repeats add a `repeated` entry rather than a page; each
+//! resolved alert resolves that key, which stops its escalation.
+
+use crate::auth::authenticate;
+use crate::routes::parse_body;
+use crate::routes::publish::{Publish, publish_for, resolve_for};
+use crate::{ApiError, St};
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use tocsin_model::budget;
+use tocsin_model::text::truncate;
+
+/// The most alerts one request may carry (Alertmanager's `max_alerts` caps what it sends).
+pub(crate) const MAX_ALERTS: usize = 500;
+
+/// The webhook's body; fields tocsin does not use are ignored (Alertmanager adds some).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Payload {
+    version: String,
+    #[serde(default)]
+    receiver: String,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Alert {
+    /// `firing` or `resolved`.
+    status: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default, rename = "generatorURL")]
+    generator_url: String,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// What to do for one alert.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Action {
+    Notify(Box<Publish>),
+    Resolve(String),
+}
+
+pub(crate) async fn alertmanager(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let payload: Payload = parse_body(&body)?;
+    let label = if payload.receiver.trim().is_empty() {
+        "alertmanager".to_owned()
+    } else {
+        truncate(payload.receiver.trim(), 100)
+    };
+    let (mut notified, mut resolved) = (0, 0);
+    for action in actions(payload)? {
+        match action {
+            Action::Notify(p) => {
+                publish_for(&state, &u, *p, &label, "alertmanager").await?;
+                notified += 1;
+            }
+            Action::Resolve(key) => {
+                resolve_for(&state, &u.id, &key, "alertmanager").await?;
+                resolved += 1;
+            }
+        }
+    }
+    Ok(Json(json!({ "notified": notified, "resolved": resolved })).into_response())
+}
+
+/// The payload's alerts as notifications and resolves, checked before any is sent.
+pub(crate) fn actions(payload: Payload) -> Result<Vec<Action>, ApiError> {
+    let bad = |field: &str, msg: String| ApiError::bad_request(msg, Some(field.to_owned()));
+    if payload.version != "4" {
+        return Err(bad(
+            "version",
+            format!(
+                "version: {:?} is not Alertmanager's webhook version 4",
+                payload.version
+            ),
+        ));
+    }
+    if payload.alerts.len() > MAX_ALERTS {
+        return Err(bad(
+            "alerts",
+            format!(
+                "alerts: {} in one request, at most {MAX_ALERTS}; set max_alerts in the webhook_config",
+                payload.alerts.len()
+            ),
+        ));
+    }
+    payload
+        .alerts
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let key = format!("am:{}", fingerprint(&a));
+            match a.status.as_str() {
+                "resolved" => Ok(Action::Resolve(key)),
+                "firing" => Ok(Action::Notify(Box::new(publish(a, key)))),
+                other => Err(bad(
+                    &format!("alerts[{i}].status"),
+                    format!("alerts[{i}].status: {other:?} is neither firing nor resolved"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// The alert's identity: Alertmanager's fingerprint, or one of its labels when it has none.
+fn fingerprint(a: &Alert) -> String {
+    let f = a.fingerprint.trim();
+    if !f.is_empty() && f.len() <= 64 {
+        return f.to_owned();
+    }
+    let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let parts: Vec<&str> = labels.iter().map(String::as_str).collect();
+    tocsin_model::digest(&parts)[..16].to_owned()
+}
+
+/// A firing alert as a publish, cut to the budgets rather than refused: an alert is not lost
+/// for a long annotation.
+fn publish(a: Alert, key: String) -> Publish {
+    let name = a.labels.get("alertname").cloned().unwrap_or_default();
+    let title = a
+        .annotations
+        .get("summary")
+        .or(a.annotations.get("title"))
+        .filter(|s| !s.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| {
+            if name.is_empty() {
+                "alert".into()
+            } else {
+                name.clone()
+            }
+        });
+    let mut body = a
+        .annotations
+        .get("description")
+        .or(a.annotations.get("message"))
+        .cloned()
+        .unwrap_or_default();
+    let labels: Vec<String> = a
+        .labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !labels.is_empty() {
+        if !body.is_empty() {
+            body.push_str("\n\n");
+        }
+        body.push_str(&labels.join(", "));
+    }
+    let severity = a.labels.get("severity").cloned().unwrap_or_default();
+    let tags = [name.as_str(), severity.as_str()]
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| truncate(t, budget::MAX_TAG))
+        .collect();
+    let click_url = Some(a.generator_url)
+        .filter(|u| u.len() <= budget::MAX_URL)
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    Publish {
+        title: truncate(title.trim(), budget::MAX_TITLE),
+        body: truncate(&body, budget::MAX_BODY),
+        priority: Some(priority(&a.labels)),
+        tags,
+        click_url,
+        dedup_key: Some(key),
+        ..Default::default()
+    }
+}
+
+/// The priority an alert's labels ask for: a `priority` label of 1-5, else its `severity`.
+fn priority(labels: &BTreeMap<String, String>) -> u8 {
+    if let Some(p) = labels
+        .get("priority")
+        .and_then(|p| p.trim().parse::<u8>().ok())
+        && (1..=5).contains(&p)
+    {
+        return p;
+    }
+    match labels
+        .get("severity")
+        .map(|s| s.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("critical" | "page" | "emergency" | "fatal" | "disaster") => 5,
+        Some("error" | "high" | "major") => 4,
+        Some("info" | "informational" | "low" | "minor" | "none") => 2,
+        _ => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notification as Alertmanager's documentation shows it: one group, a firing alert and a
+    /// resolved one.
+    const FIXTURE: &str = r#"{
+      "version": "4",
+      "groupKey": "{}:{alertname=\"DiskFull\"}",
+      "truncatedAlerts": 0,
+      "status": "firing",
+      "receiver": "tocsin",
+      "groupLabels": {"alertname": "DiskFull"},
+      "commonLabels": {"alertname": "DiskFull"},
+      "commonAnnotations": {},
+      "externalURL": "http://alertmanager.example.org:9093",
+      "alerts": [
+        {
+          "status": "firing",
+          "labels": {"alertname": "DiskFull", "instance": "db1:9100", "severity": "critical"},
+          "annotations": {"summary": "db1: /var is 97% full", "description": "Free space below 3%."},
+          "startsAt": "2026-12-03T10:00:00Z",
+          "endsAt": "0001-01-01T00:00:00Z",
+          "generatorURL": "http://prometheus.example.org:9090/graph?g0.expr=disk",
+          "fingerprint": "b4f6d1c2a3e5f708"
+        },
+        {
+          "status": "resolved",
+          "labels": {"alertname": "DiskFull", "instance": "db2:9100", "severity": "warning"},
+          "annotations": {},
+          "startsAt": "2026-12-03T09:00:00Z",
+          "endsAt": "2026-12-03T10:00:00Z",
+          "generatorURL": "",
+          "fingerprint": "0011223344556677"
+        }
+      ]
+    }"#;
+
+    #[test]
+    fn firing_alerts_are_notifications_keyed_by_fingerprint_and_resolved_ones_resolve() {
+        let payload: Payload = serde_json::from_str(FIXTURE).unwrap();
+        let actions = actions(payload).unwrap();
+        let Action::Notify(p) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(p.title, "db1: /var is 97% full");
+        assert_eq!(
+            p.body,
+            "Free space below 3%.\n\ninstance=db1:9100, severity=critical"
+        );
+        assert_eq!(p.priority, Some(5));
+        assert_eq!(p.tags, vec!["DiskFull", "critical"]);
+        assert_eq!(p.dedup_key.as_deref(), Some("am:b4f6d1c2a3e5f708"));
+        assert_eq!(
+            p.click_url.as_deref(),
+            Some("http://prometheus.example.org:9090/graph?g0.expr=disk")
+        );
+        assert_eq!(actions[1], Action::Resolve("am:0011223344556677".into()));
+    }
+
+    #[test]
+    fn priority_follows_the_labels() {
+        let p = |pairs: &[(&str, &str)]| {
+            priority(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(p(&[("severity", "Critical")]), 5);
+        assert_eq!(p(&[("severity", "warning")]), 3);
+        assert_eq!(p(&[("severity", "info")]), 2);
+        assert_eq!(p(&[("severity", "info"), ("priority", "4")]), 4);
+        assert_eq!(p(&[("priority", "9")]), 3);
+    }
+
+    #[test]
+    fn hostile_payloads_are_refused_by_field_and_long_text_is_cut() {
+        let field = |v: serde_json::Value| {
+            actions(serde_json::from_value(v).unwrap())
+                .unwrap_err()
+                .field
+        };
+        assert_eq!(
+            field(json!({"version": "3", "alerts": []})),
+            Some("version".into())
+        );
+        let many: Vec<_> = (0..=MAX_ALERTS)
+            .map(|_| json!({"status": "firing"}))
+            .collect();
+        assert_eq!(
+            field(json!({"version": "4", "alerts": many})),
+            Some("alerts".into())
+        );
+        assert_eq!(
+            field(json!({"version": "4", "alerts": [{"status": "pending"}]})),
+            Some("alerts[0].status".into())
+        );
+        // no fingerprint, a huge summary, a javascript: link: still an alert, within budget
+        let huge = "x".repeat(budget::MAX_TITLE * 3);
+        let payload = serde_json::from_value(json!({"version": "4", "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "A", "job": "j"},
+            "annotations": {"summary": huge},
+            "generatorURL": "javascript:alert(1)"
+        }]}))
+        .unwrap();
+        let Action::Notify(p) = actions(payload).unwrap().remove(0) else {
+            panic!("not a notification")
+        };
+        assert!(p.title.len() <= budget::MAX_TITLE);
+        assert!(p.click_url.is_none());
+        assert!(p.dedup_key.as_deref().is_some_and(|k| k.len() == 3 + 16));
+        assert!(crate::routes::publish::validate_publish(&p).is_ok());
+    }
+}
