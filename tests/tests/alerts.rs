@@ -487,3 +487,89 @@ async fn on_call(
     anyhow::ensure!(status == 200, "policy: {status} {v}");
     Ok((hooks, h, token))
 }
+
+/// Grafana Alerting's webhook contact point, with the body its documentation shows: a firing
+/// alert pages once with its panel as the link, and its resolution stops the escalation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grafana_alert_pages_with_its_panel_and_resolves() -> anyhow::Result<()> {
+    let (hooks, h, token) = on_call("e2egrafana", "gina").await?;
+    let body = |status: &str| {
+        json!({
+            "receiver": "grafana-oncall",
+            "status": status,
+            "orgId": 1,
+            "alerts": [{
+                "status": status,
+                "labels": {"alertname": "High memory usage", "team": "blue", "severity": "error"},
+                "annotations": {"summary": "Memory high in us-1"},
+                "startsAt": "2026-12-03T09:51:03.157076+02:00",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "https://grafana.example.org/alerting/1afz29v7z/edit",
+                "fingerprint": "c6eadffa33fcdf37",
+                "dashboardURL": "https://grafana.example.org/d/mem",
+                "panelURL": "https://grafana.example.org/d/mem?viewPanel=2",
+                "valueString": "[ var='B' value=44.2 ]"
+            }],
+            "version": "1",
+            "title": "[FIRING:1] High memory usage",
+            "state": "alerting"
+        })
+    };
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/grafana",
+            Some(&token),
+            Some(body("firing")),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v, json!({"notified": 1, "resolved": 0}));
+    wait_for(Duration::from_secs(20), "the page", || async {
+        (hooks.requests("/now").len() == 1).then_some(())
+    })
+    .await?;
+    let n = h.notifications(&token).await?;
+    assert_eq!(n[0]["url"], "https://grafana.example.org/d/mem?viewPanel=2");
+    assert_eq!(n[0]["priority"], 4);
+    assert_eq!(n[0]["source"]["label"], "grafana-oncall");
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/grafana",
+            Some(&token),
+            Some(body("resolved")),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), &v),
+        (200, &json!({"notified": 0, "resolved": 1}))
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the escalation stopped",
+        || async {
+            let (_, v) = h
+                .call(Method::GET, "/v1/policy", Some(&token), None)
+                .await
+                .ok()?;
+            (v["pending_escalations"] == 0).then_some(())
+        },
+    )
+    .await?;
+    // an Alertmanager body sent to Grafana's receiver is refused by its version
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/grafana",
+            Some(&token),
+            Some(json!({"version": "4", "alerts": []})),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), &v["error"]["field"]),
+        (400, &json!("version"))
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -22,7 +22,7 @@ pub use error::ApiError;
 
 use crate::routes::acks::{ack, ack_link, ack_link_page};
 use crate::routes::admin::{dead_letters, replay_dead_letter};
-use crate::routes::alertmanager::alertmanager;
+use crate::routes::alert_hooks::{alertmanager, grafana};
 use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, put_inbound};
@@ -155,6 +155,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/publish", post(publish))
         .route("/v1/alertmanager", post(alertmanager))
+        .route("/v1/grafana", post(grafana))
         .route("/v1/stream", get(stream))
         .route("/v1/admin/dead-letters", get(dead_letters))
         .route(

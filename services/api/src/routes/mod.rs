@@ -2,7 +2,7 @@
 
 pub(crate) mod acks;
 pub(crate) mod admin;
-pub(crate) mod alertmanager;
+pub(crate) mod alert_hooks;
 pub(crate) mod destinations;
 pub(crate) mod history;
 pub(crate) mod inbound;

@@ -1,7 +1,9 @@
-//! `POST /v1/alertmanager`: Prometheus Alertmanager's webhook receiver (payload version 4).
-//! Each firing alert becomes a notification of the caller whose dedup key is the alert's
-//! fingerprint, so Alertmanager's repeats add a `repeated` entry rather than a page; each
-//! resolved alert resolves that key, which stops its escalation.
+//! Alert webhooks in Alertmanager's shape: `POST /v1/alertmanager` (Prometheus Alertmanager,
+//! payload version 4) and `POST /v1/grafana` (Grafana Alerting's webhook contact point, its
+//! version 1, the same alerts with dashboard and panel links). Each firing alert becomes a
+//! notification of the caller whose dedup key is the alert's fingerprint, so repeats add a
+//! `repeated` entry rather than a page; each resolved alert resolves that key, which stops its
+//! escalation.
 
 use crate::auth::authenticate;
 use crate::routes::parse_body;
@@ -20,13 +22,37 @@ use tocsin_model::text::truncate;
 /// The most alerts one request may carry (Alertmanager's `max_alerts` caps what it sends).
 pub(crate) const MAX_ALERTS: usize = 500;
 
-/// The webhook's body; fields tocsin does not use are ignored (Alertmanager adds some).
+/// The webhook's body; fields tocsin does not use are ignored (both senders add some).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Payload {
     version: String,
     #[serde(default)]
     receiver: String,
     alerts: Vec<Alert>,
+}
+
+/// Who sends the alerts: their payload version, the name their keys and events carry, and
+/// which link of an alert to open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sender {
+    Alertmanager,
+    Grafana,
+}
+
+impl Sender {
+    fn name(self) -> &'static str {
+        match self {
+            Sender::Alertmanager => "alertmanager",
+            Sender::Grafana => "grafana",
+        }
+    }
+
+    fn version(self) -> &'static str {
+        match self {
+            Sender::Alertmanager => "4",
+            Sender::Grafana => "1",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +65,14 @@ pub(crate) struct Alert {
     annotations: BTreeMap<String, String>,
     #[serde(default, rename = "generatorURL")]
     generator_url: String,
+    /// Grafana's links to the panel and the dashboard the alert is about.
+    #[serde(default, rename = "panelURL")]
+    panel_url: String,
+    #[serde(default, rename = "dashboardURL")]
+    dashboard_url: String,
+    /// Grafana's rendering of the values that fired it.
+    #[serde(default, rename = "valueString")]
+    value_string: String,
     #[serde(default)]
     fingerprint: String,
 }
@@ -50,27 +84,46 @@ pub(crate) enum Action {
     Resolve(String),
 }
 
+/// `POST /v1/alertmanager`.
 pub(crate) async fn alertmanager(
     State(state): St,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let u = authenticate(&state, &headers).await?;
-    let payload: Payload = parse_body(&body)?;
+    receive(&state, &headers, &body, Sender::Alertmanager).await
+}
+
+/// `POST /v1/grafana`.
+pub(crate) async fn grafana(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    receive(&state, &headers, &body, Sender::Grafana).await
+}
+
+async fn receive(
+    state: &crate::AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    sender: Sender,
+) -> Result<Response, ApiError> {
+    let u = authenticate(state, headers).await?;
+    let payload: Payload = parse_body(body)?;
     let label = if payload.receiver.trim().is_empty() {
-        "alertmanager".to_owned()
+        sender.name().to_owned()
     } else {
         truncate(payload.receiver.trim(), 100)
     };
     let (mut notified, mut resolved) = (0, 0);
-    for action in actions(payload)? {
+    for action in actions(payload, sender)? {
         match action {
             Action::Notify(p) => {
-                publish_for(&state, &u, *p, &label, "alertmanager").await?;
+                publish_for(state, &u, *p, &label, sender.name()).await?;
                 notified += 1;
             }
             Action::Resolve(key) => {
-                resolve_for(&state, &u.id, &key, "alertmanager").await?;
+                resolve_for(state, &u.id, &key, sender.name()).await?;
                 resolved += 1;
             }
         }
@@ -79,14 +132,16 @@ pub(crate) async fn alertmanager(
 }
 
 /// The payload's alerts as notifications and resolves, checked before any is sent.
-pub(crate) fn actions(payload: Payload) -> Result<Vec<Action>, ApiError> {
+pub(crate) fn actions(payload: Payload, sender: Sender) -> Result<Vec<Action>, ApiError> {
     let bad = |field: &str, msg: String| ApiError::bad_request(msg, Some(field.to_owned()));
-    if payload.version != "4" {
+    if payload.version != sender.version() {
         return Err(bad(
             "version",
             format!(
-                "version: {:?} is not Alertmanager's webhook version 4",
-                payload.version
+                "version: {:?} is not {}'s webhook version {}",
+                payload.version,
+                sender.name(),
+                sender.version()
             ),
         ));
     }
@@ -104,7 +159,10 @@ pub(crate) fn actions(payload: Payload) -> Result<Vec<Action>, ApiError> {
         .into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let key = format!("am:{}", fingerprint(&a));
+            let key = match sender {
+                Sender::Alertmanager => format!("am:{}", fingerprint(&a)),
+                Sender::Grafana => format!("grafana:{}", fingerprint(&a)),
+            };
             match a.status.as_str() {
                 "resolved" => Ok(Action::Resolve(key)),
                 "firing" => Ok(Action::Notify(Box::new(publish(a, key)))),
@@ -157,11 +215,14 @@ fn publish(a: Alert, key: String) -> Publish {
         .filter(|(k, _)| k.as_str() != "alertname")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    if !labels.is_empty() {
+    for extra in [a.value_string.trim().to_owned(), labels.join(", ")] {
+        if extra.is_empty() {
+            continue;
+        }
         if !body.is_empty() {
             body.push_str("\n\n");
         }
-        body.push_str(&labels.join(", "));
+        body.push_str(&extra);
     }
     let severity = a.labels.get("severity").cloned().unwrap_or_default();
     let tags = [name.as_str(), severity.as_str()]
@@ -169,9 +230,12 @@ fn publish(a: Alert, key: String) -> Publish {
         .filter(|t| !t.is_empty())
         .map(|t| truncate(t, budget::MAX_TAG))
         .collect();
-    let click_url = Some(a.generator_url)
-        .filter(|u| u.len() <= budget::MAX_URL)
-        .filter(|u| u.starts_with("http://") || u.starts_with("https://"));
+    // the most specific link: Grafana's panel, its dashboard, then the rule's source
+    let click_url = [a.panel_url, a.dashboard_url, a.generator_url]
+        .into_iter()
+        .find(|u| {
+            u.len() <= budget::MAX_URL && (u.starts_with("http://") || u.starts_with("https://"))
+        });
     Publish {
         title: truncate(title.trim(), budget::MAX_TITLE),
         body: truncate(&body, budget::MAX_BODY),
@@ -245,7 +309,7 @@ mod tests {
     #[test]
     fn firing_alerts_are_notifications_keyed_by_fingerprint_and_resolved_ones_resolve() {
         let payload: Payload = serde_json::from_str(FIXTURE).unwrap();
-        let actions = actions(payload).unwrap();
+        let actions = actions(payload, Sender::Alertmanager).unwrap();
         let Action::Notify(p) = &actions[0] else {
             panic!("{actions:?}")
         };
@@ -284,7 +348,7 @@ mod tests {
     #[test]
     fn hostile_payloads_are_refused_by_field_and_long_text_is_cut() {
         let field = |v: serde_json::Value| {
-            actions(serde_json::from_value(v).unwrap())
+            actions(serde_json::from_value(v).unwrap(), Sender::Alertmanager)
                 .unwrap_err()
                 .field
         };
@@ -312,12 +376,72 @@ mod tests {
             "generatorURL": "javascript:alert(1)"
         }]}))
         .unwrap();
-        let Action::Notify(p) = actions(payload).unwrap().remove(0) else {
+        let Action::Notify(p) = actions(payload, Sender::Alertmanager).unwrap().remove(0) else {
             panic!("not a notification")
         };
         assert!(p.title.len() <= budget::MAX_TITLE);
         assert!(p.click_url.is_none());
         assert!(p.dedup_key.as_deref().is_some_and(|k| k.len() == 3 + 16));
         assert!(crate::routes::publish::validate_publish(&p).is_ok());
+    }
+
+    /// Grafana Alerting's webhook body as its documentation describes it (version 1): the
+    /// alerts of Alertmanager's shape with panel and dashboard links and the values.
+    const GRAFANA: &str = r#"{
+      "receiver": "tocsin",
+      "status": "firing",
+      "orgId": 1,
+      "alerts": [
+        {
+          "status": "firing",
+          "labels": {"alertname": "High memory usage", "team": "blue", "zone": "us-1"},
+          "annotations": {"description": "The system has high memory usage", "summary": "Memory high in us-1"},
+          "startsAt": "2026-12-03T09:51:03.157076+02:00",
+          "endsAt": "0001-01-01T00:00:00Z",
+          "generatorURL": "https://grafana.example.org/alerting/1afz29v7z/edit",
+          "fingerprint": "c6eadffa33fcdf37",
+          "silenceURL": "https://grafana.example.org/alerting/silence/new",
+          "dashboardURL": "https://grafana.example.org/d/mem",
+          "panelURL": "https://grafana.example.org/d/mem?viewPanel=2",
+          "values": {"B": 44.2, "C": 1},
+          "valueString": "[ var='B' labels={zone=us-1} value=44.2 ]"
+        }
+      ],
+      "groupLabels": {"alertname": "High memory usage"},
+      "commonLabels": {"team": "blue"},
+      "commonAnnotations": {},
+      "externalURL": "https://grafana.example.org/",
+      "version": "1",
+      "groupKey": "{}:{alertname=\"High memory usage\"}",
+      "truncatedAlerts": 0,
+      "title": "[FIRING:1] High memory usage",
+      "state": "alerting",
+      "message": "**Firing**"
+    }"#;
+
+    #[test]
+    fn grafana_alerts_link_their_panel_and_carry_their_values() {
+        let payload: Payload = serde_json::from_str(GRAFANA).unwrap();
+        let done = actions(payload, Sender::Grafana).unwrap();
+        let Action::Notify(p) = &done[0] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(p.title, "Memory high in us-1");
+        assert_eq!(
+            p.body,
+            "The system has high memory usage\n\n[ var='B' labels={zone=us-1} value=44.2 ]\n\nteam=blue, zone=us-1"
+        );
+        assert_eq!(
+            p.click_url.as_deref(),
+            Some("https://grafana.example.org/d/mem?viewPanel=2")
+        );
+        assert_eq!(p.dedup_key.as_deref(), Some("grafana:c6eadffa33fcdf37"));
+        assert_eq!(p.priority, Some(3));
+        // Grafana's payload is not Alertmanager's, and the other way round
+        let payload: Payload = serde_json::from_str(GRAFANA).unwrap();
+        assert_eq!(
+            actions(payload, Sender::Alertmanager).unwrap_err().field,
+            Some("version".into())
+        );
     }
 }
