@@ -17,6 +17,8 @@ use tocsin_model::{
 #[derive(Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Publish {
+    /// Needed to publish (checked then), not to resolve.
+    #[serde(default)]
     pub(crate) title: String,
     #[serde(default)]
     pub(crate) body: String,
@@ -35,6 +37,12 @@ pub(crate) struct Publish {
     /// Resolve `dedup_key` instead of publishing: its open notification stops escalating.
     #[serde(default)]
     pub(crate) resolve: bool,
+}
+
+/// A dedup key as it is kept and resolved: trimmed, 1-200 bytes; None if it is not one.
+fn dedup_key(k: &str) -> Option<String> {
+    let k = k.trim();
+    (!k.is_empty() && k.len() <= 200).then(|| k.to_owned())
 }
 
 /// Check a publish request; every problem names its field.
@@ -65,8 +73,9 @@ pub(crate) fn validate_publish(p: &Publish) -> Result<(Priority, Option<String>)
     {
         return Err(bad("idempotency_key", "must be 1-200 bytes".into()));
     }
-    if let Some(k) = &p.dedup_key
-        && (k.trim().is_empty() || k.len() > 200)
+    if p.dedup_key
+        .as_deref()
+        .is_some_and(|k| dedup_key(k).is_none())
     {
         return Err(bad("dedup_key", "must be 1-200 bytes".into()));
     }
@@ -98,10 +107,7 @@ pub(crate) async fn publish(
     let u = authenticate(&state, &headers).await?;
     let req: Publish = parse_body(&body)?;
     if req.resolve {
-        let Some(key) = req
-            .dedup_key
-            .filter(|k| !k.trim().is_empty() && k.len() <= 200)
-        else {
+        let Some(key) = req.dedup_key.as_deref().and_then(dedup_key) else {
             return Err(ApiError::bad_request(
                 "dedup_key: needed (1-200 bytes) to resolve",
                 Some("dedup_key".into()),
@@ -169,7 +175,7 @@ pub(crate) async fn publish_for(
         tags: req.tags,
         created_at_ms: now_ms(),
         published_at_ms: None,
-        dedup_key: req.dedup_key.map(|k| k.trim().to_owned()),
+        dedup_key: req.dedup_key.as_deref().and_then(dedup_key),
     };
     let events = vec![
         tocsin_model::Event::ingested(via, id.as_str(), n.created_at_ms).user(&u.id),
@@ -208,5 +214,13 @@ mod tests {
         assert!(
             validate_publish(&p(json!({"title": "x", "click_url": "https://e.org/a"}))).is_ok()
         );
+        // a title is still needed to publish; a dedup key is kept (and resolved) trimmed
+        assert_eq!(field(json!({"dedup_key": "k"})), Some("title".into()));
+        assert_eq!(
+            field(json!({"title": "x", "dedup_key": " ".repeat(3)})),
+            Some("dedup_key".into())
+        );
+        assert_eq!(dedup_key(" disk:db1 ").as_deref(), Some("disk:db1"));
+        assert!(dedup_key(&"k".repeat(201)).is_none());
     }
 }
