@@ -230,11 +230,13 @@ fn publish(a: Alert, key: String) -> Publish {
         .filter(|t| !t.is_empty())
         .map(|t| truncate(t, budget::MAX_TAG))
         .collect();
-    // the most specific link: Grafana's panel, its dashboard, then the rule's source
+    // the most specific link that is one (a bad link must not cost the alert, or keep the
+    // sender retrying the whole payload): Grafana's panel, its dashboard, the rule's source
     let click_url = [a.panel_url, a.dashboard_url, a.generator_url]
         .into_iter()
         .find(|u| {
-            u.len() <= budget::MAX_URL && (u.starts_with("http://") || u.starts_with("https://"))
+            u.len() <= budget::MAX_URL
+                && url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https"))
         });
     Publish {
         title: truncate(title.trim(), budget::MAX_TITLE),
@@ -373,7 +375,8 @@ mod tests {
             "status": "firing",
             "labels": {"alertname": "A", "job": "j"},
             "annotations": {"summary": huge},
-            "generatorURL": "javascript:alert(1)"
+            "generatorURL": "javascript:alert(1)",
+            "panelURL": "http://[not a host"
         }]}))
         .unwrap();
         let Action::Notify(p) = actions(payload, Sender::Alertmanager).unwrap().remove(0) else {
