@@ -304,6 +304,178 @@ async fn a_sources_priority_and_mute_apply_to_its_new_items() -> anyhow::Result<
     Ok(())
 }
 
+/// The road-bike problem: with a paging default policy, a new listing reaches the user on every
+/// channel but SMS (the built-in `feeds` policy), while an alert pages their phone. A source
+/// that names a paging policy pages; that policy cannot be removed while it is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_item_does_not_page_by_sms_where_an_alert_does() -> anyhow::Result<()> {
+    use tocsin_model::Channel;
+    use tocsin_tests::{twilio_path, use_twilio};
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let twilio = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2epolicies", |s| {
+        s.delivery.channels = vec![Channel::Webhook, Channel::Sms];
+        use_twilio(&mut s.delivery, &twilio);
+    })
+    .await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[("1", "Road bike - $400", "size 56")]),
+        "application/rdf+xml",
+    );
+    let (_, token, _) = h.create_user("pia").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/pia")}),
+    )
+    .await?;
+    h.add_destination(&token, json!({"channel": "sms", "address": "+15550001234"}))
+        .await?;
+    // everything at once, the phone included
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{}]})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let source = h
+        .add_source(
+            &token,
+            json!({"url": h.feeds.url("bikes.rdf"), "label": "bikes", "deliver_existing": true}),
+        )
+        .await?;
+    h.wait_for_title(&token, "Road bike - $400").await?;
+    h.publish(&token, json!({"title": "Database down", "priority": 4}))
+        .await?;
+    let texts = || -> Vec<String> {
+        twilio
+            .requests(&twilio_path())
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect()
+    };
+    wait_for(Duration::from_secs(20), "the alert's SMS", || async {
+        texts()
+            .iter()
+            .any(|t| t.contains("Database+down"))
+            .then_some(())
+    })
+    .await?;
+    wait_for(Duration::from_secs(20), "both on the webhook", || async {
+        (hooks.requests("/pia").len() == 2).then_some(())
+    })
+    .await?;
+    assert_eq!(texts().len(), 1, "only the alert was texted: {:?}", texts());
+    let routed = |title: &'static str| {
+        let h = &h;
+        let token = token.clone();
+        async move {
+            let item = h
+                .history(&token)
+                .await?
+                .into_iter()
+                .find(|i| i["notification"]["title"] == title)
+                .ok_or_else(|| anyhow::anyhow!("{title} is not in history"))?;
+            let detail = item["timeline"]
+                .as_array()
+                .and_then(|t| t.iter().find(|e| e["kind"] == "routed"))
+                .and_then(|e| e["detail"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            anyhow::Ok(detail)
+        }
+    };
+    assert!(
+        routed("Road bike - $400")
+            .await?
+            .starts_with("policy feeds (what feeds follow): to webhook"),
+        "{}",
+        routed("Road bike - $400").await?
+    );
+    assert!(
+        routed("Database down")
+            .await?
+            .starts_with("policy default: to ")
+    );
+    // the policies, and who follows which
+    let (_, v) = h
+        .call(Method::GET, "/v1/policies", Some(&token), None)
+        .await?;
+    let names: Vec<&str> = v["policies"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["default", "feeds"], "{v}");
+    assert_eq!(v["policies"][1]["custom"], false, "{v}");
+    assert_eq!(v["policies"][1]["sources"], json!([source]), "{v}");
+    assert!(
+        !v["policies"][1]["policy"].to_string().contains("sms"),
+        "{v}"
+    );
+
+    // the user wants this one search on their phone
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policies/pager",
+            Some(&token),
+            Some(json!({"steps": [{"channels": ["sms"]}]})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &format!("/v1/sources/{source}/settings"),
+            Some(&token),
+            Some(json!({"policy": "pager"})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("2", "Gravel bike - $900", "size 54"),
+            ("1", "Road bike - $400", "size 56"),
+        ]),
+        "application/rdf+xml",
+    );
+    wait_for(Duration::from_secs(30), "the listing's SMS", || async {
+        texts()
+            .iter()
+            .any(|t| t.contains("Gravel+bike"))
+            .then_some(())
+    })
+    .await?;
+    h.wait_for_title(&token, "Gravel bike - $900").await?;
+    assert!(
+        routed("Gravel bike - $900")
+            .await?
+            .starts_with("policy pager (the source's setting): to sms"),
+        "{}",
+        routed("Gravel bike - $900").await?
+    );
+    // refused by name: a followed policy, a bad name, an unknown policy
+    for (method, path, body, want) in [
+        (Method::DELETE, "/v1/policies/pager", None, 400),
+        (
+            Method::PUT,
+            "/v1/policies/Bad%20Name",
+            Some(json!({"steps": [{}]})),
+            400,
+        ),
+        (Method::GET, "/v1/policies/nope", None, 404),
+    ] {
+        let (status, v) = h.call(method, path, Some(&token), body).await?;
+        assert_eq!(status, want, "{path}: {v}");
+    }
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

@@ -27,7 +27,10 @@ use crate::routes::destinations::{add_destination, list_destinations, remove_des
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, put_inbound};
 use crate::routes::ntfy::ntfy_publish;
-use crate::routes::policy::{delete_policy, get_policy, put_policy};
+use crate::routes::policy::{
+    delete_named_policy, delete_policy, get_named_policy, get_policy, list_policies,
+    put_named_policy, put_policy,
+};
 use crate::routes::publish::publish;
 use crate::routes::sms::{kannel_inbound, twilio_inbound};
 use crate::routes::sources::{add_source, list_sources, remove_source, set_source_settings};
@@ -144,6 +147,13 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route(
             "/v1/policy",
             get(get_policy).put(put_policy).delete(delete_policy),
+        )
+        .route("/v1/policies", get(list_policies))
+        .route(
+            "/v1/policies/{name}",
+            get(get_named_policy)
+                .put(put_named_policy)
+                .delete(delete_named_policy),
         )
         .route("/v1/notifications/{id}/ack", post(ack))
         .route(

@@ -92,14 +92,19 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Your escalation policy: show it, set it from a JSON file (see docs/channels.md), or
-    /// go back to the default.
+    /// Your escalation policies: show them, set one from a JSON file (see docs/channels.md),
+    /// or go back to the built-in one. `default` is what everything follows unless its source
+    /// names another; `feeds` (built in: `default` without SMS) is what feed items follow.
     Policy {
         /// A JSON file holding the policy ("-": standard input).
         #[arg(long, conflicts_with = "reset")]
         set: Option<PathBuf>,
+        /// Back to the built-in policy (`default`, `feeds`), or remove a named one.
         #[arg(long)]
         reset: bool,
+        /// Which policy (default: `default`; with no --set or --reset and no name, all of them).
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -229,7 +234,7 @@ pub(crate) enum FeedCmd {
         id: String,
     },
     /// Set how a source's notifications are treated (what is not given goes back to the
-    /// default: the items' own priority, not muted).
+    /// default: the items' own priority, not muted, the policy for its kind).
     Set {
         id: String,
         /// Every notification from the source gets this priority (1-5).
@@ -239,6 +244,9 @@ pub(crate) enum FeedCmd {
         /// (urgent ones still get through).
         #[arg(long)]
         mute_minutes: Option<u64>,
+        /// The escalation policy its notifications follow (see `tocsin policy`).
+        #[arg(long)]
+        policy: Option<String>,
     },
 }
 

@@ -142,13 +142,23 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Policy { set, reset, api } => {
+        Cmd::Policy {
+            set,
+            reset,
+            name,
+            api,
+        } => {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;
+            let endpoint = format!(
+                "/v1/policies/{}",
+                url_escape(name.as_deref().unwrap_or("default"))
+            );
+            let shown = name.as_deref().unwrap_or("default");
             if reset {
-                c.call(Method::DELETE, "/v1/policy", Some(&token), None)
+                c.call(Method::DELETE, &endpoint, Some(&token), None)
                     .await?;
-                println!("back to the default policy");
+                println!("policy {shown}: back to the built-in one (or removed)");
             } else if let Some(path) = set {
                 let text = if path.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin())?
@@ -158,13 +168,16 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                 };
                 let policy: Value = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not JSON", path.display()))?;
-                c.call(Method::PUT, "/v1/policy", Some(&token), Some(&policy))
+                c.call(Method::PUT, &endpoint, Some(&token), Some(&policy))
                     .await?;
-                println!("policy saved");
+                println!("policy {shown} saved");
             } else {
-                let v = c
-                    .call(Method::GET, "/v1/policy", Some(&token), None)
-                    .await?;
+                let endpoint = if name.is_some() {
+                    &endpoint
+                } else {
+                    "/v1/policies"
+                };
+                let v = c.call(Method::GET, endpoint, Some(&token), None).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             Ok(ExitCode::SUCCESS)
@@ -365,8 +378,12 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             id,
             priority,
             mute_minutes,
+            policy,
         } => {
             let mut body = json!({});
+            if let Some(p) = policy {
+                body["policy"] = json!(p);
+            }
             if let Some(p) = priority {
                 body["priority"] = json!(p);
             }
@@ -396,8 +413,11 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
                             .map_or_else(|| t.to_string(), |d| d.to_rfc3339())
                     ),
                     None => "not muted".to_owned(),
-                }
+                },
             );
+            if let Some(p) = settings["policy"].as_str() {
+                println!("source {id}: follows policy {p}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -86,6 +86,7 @@ pub fn config_bytes(r: &UserRecord) -> usize {
         + len(serde_json::to_vec(&r.destinations))
         + len(serde_json::to_vec(&r.allowed_senders))
         + len(serde_json::to_vec(&r.reach.policy))
+        + len(serde_json::to_vec(&r.reach.policies))
 }
 
 #[cfg(test)]
@@ -183,6 +184,7 @@ mod tests {
             settings: crate::SourceSettings {
                 priority: Some(crate::Priority::URGENT),
                 muted_until_ms: Some(i64::MAX),
+                policy: Some("p".repeat(32)),
             },
         };
         for i in 0.. {
@@ -262,6 +264,7 @@ mod tests {
                     held: true,
                     reference: 999,
                     jobs: MAX_JOBS_PER_NOTIFICATION,
+                    policy: Some("p".repeat(32)),
                 },
             );
         }

@@ -114,6 +114,81 @@ impl Policy {
         }
     }
 
+    /// This policy with every SMS destination taken out: steps that send only SMS are
+    /// dropped, a step that sends to every destination sends to every one but SMS. What the
+    /// built-in `feeds` policy is made of, so a listing never pages anyone by text message.
+    pub fn without_sms(&self, destinations: &[Destination]) -> Policy {
+        let strip = |steps: &[Step]| -> Vec<Step> {
+            steps
+                .iter()
+                .filter_map(|s| {
+                    let every = s.destinations.is_empty() && s.channels.is_empty();
+                    let channels: Vec<Channel> = if every {
+                        Channel::ALL
+                            .into_iter()
+                            .filter(|c| *c != Channel::Sms)
+                            .collect()
+                    } else {
+                        s.channels
+                            .iter()
+                            .copied()
+                            .filter(|c| *c != Channel::Sms)
+                            .collect()
+                    };
+                    let ids: Vec<String> = s
+                        .destinations
+                        .iter()
+                        .filter(|id| {
+                            destinations
+                                .iter()
+                                .any(|d| &d.id == *id && d.channel != Channel::Sms)
+                        })
+                        .cloned()
+                        .collect();
+                    (!channels.is_empty() || !ids.is_empty()).then_some(Step {
+                        destinations: ids,
+                        channels,
+                        when: s.when,
+                        wait_secs: s.wait_secs,
+                    })
+                })
+                .collect()
+        };
+        Policy {
+            steps: strip(&self.steps),
+            urgent_steps: self
+                .urgent_steps
+                .as_deref()
+                .map(strip)
+                .filter(|s| !s.is_empty()),
+            quiet_hours: self.quiet_hours.clone(),
+        }
+    }
+
+    /// Whether any step names destination `id`.
+    pub fn names_destination(&self, id: &str) -> bool {
+        self.steps
+            .iter()
+            .chain(self.urgent_steps.iter().flatten())
+            .any(|s| s.destinations.iter().any(|d| d == id))
+    }
+
+    /// Check a policy's name: 1-32 of `a-z 0-9 - _`, starting with a letter or digit.
+    pub fn validate_name(name: &str) -> Result<(), String> {
+        let ok = (1..=32).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name:?} is not a policy name: 1-32 of a-z, 0-9, - and _"
+            ))
+        }
+    }
+
     /// The steps for a notification of `priority`.
     pub fn steps_for(&self, priority: Priority) -> &[Step] {
         match &self.urgent_steps {
@@ -282,6 +357,9 @@ pub struct Escalation {
     pub held: bool,
     /// The short number the user acknowledges with (`ack 12`).
     pub reference: u32,
+    /// The name of the policy it follows (absent: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
     /// Delivery jobs fired for it so far (bounded by [`crate::budget::MAX_JOBS_PER_NOTIFICATION`]).
     #[serde(default)]
     pub jobs: u32,
@@ -290,8 +368,14 @@ pub struct Escalation {
 /// What an avatar keeps to escalate and to take acknowledgements.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reach {
+    /// The `default` policy (absent: [`Policy::default_for`] the user's destinations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// The user's other policies by name (at most [`Reach::MAX_POLICIES`]); a source names
+    /// the one its notifications follow. `feeds`, when the user has not written one, is the
+    /// default policy without SMS.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
     /// Last presence per address (`xmpp:ann@example.org`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub presence: BTreeMap<String, PresenceState>,
@@ -321,6 +405,45 @@ impl Reach {
     pub const MAX_ESCALATIONS: usize = 200;
     /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
     pub const MAX_OPEN_KEYS: usize = 200;
+
+    /// How many named policies a user keeps besides `default`.
+    pub const MAX_POLICIES: usize = 10;
+    /// The policy every notification follows unless its source names another.
+    pub const DEFAULT_POLICY: &'static str = "default";
+    /// The policy feed items follow unless their source names another.
+    pub const FEEDS_POLICY: &'static str = "feeds";
+
+    /// The policy called `name`, and whether the user wrote it (else it is built in):
+    /// `default` and `feeds` always exist; any other name the user has not defined (a policy
+    /// removed while an escalation followed it) falls back to `default`.
+    pub fn policy_named(&self, name: &str, destinations: &[Destination]) -> (Policy, bool) {
+        if name != Self::DEFAULT_POLICY
+            && let Some(p) = self.policies.get(name)
+        {
+            return (p.clone(), true);
+        }
+        let default = || {
+            self.policy
+                .clone()
+                .unwrap_or_else(|| Policy::default_for(destinations))
+        };
+        if name == Self::FEEDS_POLICY {
+            return (default().without_sms(destinations), false);
+        }
+        (default(), self.policy.is_some())
+    }
+
+    /// Whether a policy called `name` exists (built in or the user's).
+    pub fn has_policy(&self, name: &str) -> bool {
+        name == Self::DEFAULT_POLICY
+            || name == Self::FEEDS_POLICY
+            || self.policies.contains_key(name)
+    }
+
+    /// Every policy the user wrote, `default` first.
+    pub fn written_policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policy.iter().chain(self.policies.values())
+    }
 
     /// `id` paged for dedup key `key` at `at_ms`: it is that key's open notification.
     pub fn open_key(&mut self, key: &str, id: &NotificationId, at_ms: Millis) {
@@ -499,6 +622,52 @@ mod tests {
         assert_eq!(p.steps.len(), 1);
         assert_eq!(p.steps[0].targets(&[dest("w", Channel::Webhook)]).len(), 1);
         assert!(p.problems(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_feeds_policy_is_the_default_without_sms() {
+        let ds = [
+            dest("x", Channel::Xmpp),
+            dest("s", Channel::Sms),
+            dest("e", Channel::Email),
+        ];
+        let every = Step {
+            wait_secs: 60,
+            ..Default::default()
+        };
+        let by_id = Step {
+            destinations: vec!["s".into(), "e".into()],
+            ..Default::default()
+        };
+        let sms_only = Step {
+            channels: vec![Channel::Sms],
+            ..Default::default()
+        };
+        let p = Policy {
+            steps: vec![every, sms_only.clone(), by_id],
+            urgent_steps: Some(vec![sms_only]),
+            quiet_hours: None,
+        };
+        let f = p.without_sms(&ds);
+        assert_eq!(f.steps.len(), 2, "the SMS-only step is gone: {f:?}");
+        let names =
+            |s: &Step| -> Vec<String> { s.targets(&ds).iter().map(|d| d.id.clone()).collect() };
+        assert_eq!(names(&f.steps[0]), ["x", "e"]);
+        assert_eq!(f.steps[0].wait_secs, 60);
+        assert_eq!(names(&f.steps[1]), ["e"]);
+        assert_eq!(
+            f.urgent_steps, None,
+            "urgent ones fall back to the steps left"
+        );
+        // and the built-in `feeds` is made of the user's default
+        let reach = Reach {
+            policy: Some(p.clone()),
+            ..Default::default()
+        };
+        assert_eq!(reach.policy_named("feeds", &ds), (f, false));
+        assert_eq!(reach.policy_named("default", &ds), (p.clone(), true));
+        assert_eq!(reach.policy_named("gone", &ds), (p, true));
+        assert!(reach.has_policy("feeds") && !reach.has_policy("gone"));
     }
 
     #[test]

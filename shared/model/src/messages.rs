@@ -226,6 +226,12 @@ pub enum Command {
         #[serde(default)]
         policy: Option<Policy>,
     },
+    /// One of the user's named policies (None: removed; `feeds` back to the built-in one).
+    SetNamedPolicy {
+        name: String,
+        #[serde(default)]
+        policy: Option<Policy>,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

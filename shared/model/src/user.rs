@@ -90,6 +90,10 @@ pub struct SourceSettings {
     /// excepted, as with the user's own mute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub muted_until_ms: Option<Millis>,
+    /// The name of the escalation policy its notifications follow (default: `feeds` for a
+    /// feed, `default` for everything else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl SourceSettings {

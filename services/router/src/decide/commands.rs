@@ -50,13 +50,14 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             None,
             format!(
-                "source {source_id} settings: priority {}, muted until {}",
+                "source {source_id} settings: priority {}, muted until {}, policy {}",
                 settings
                     .priority
                     .map_or("as its items say".to_owned(), |p| p.get().to_string()),
                 settings
                     .muted_until_ms
-                    .map_or("never".to_owned(), |t| t.to_string())
+                    .map_or("never".to_owned(), |t| t.to_string()),
+                settings.policy.as_deref().unwrap_or("as for its kind")
             ),
         ),
         Command::SetAllowedSenders { senders, .. } => (
@@ -91,6 +92,17 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
                 "policy reset to the default"
             }
             .to_owned(),
+        ),
+        Command::SetNamedPolicy { name, policy } => (
+            EventKind::PolicyChanged,
+            None,
+            None,
+            None,
+            if policy.is_some() {
+                format!("policy {name} set")
+            } else {
+                format!("policy {name} removed")
+            },
         ),
     };
     let mut e = Event::new(kind, &[command_id], now)
@@ -146,6 +158,7 @@ pub(crate) fn command_effects(
         Command::AddSource { mut source } => {
             let r = existing(user, record)?;
             validate_source(&source)?;
+            check_settings(r, &source.settings, now)?;
             let upserted = subscription(user, &source, SubscriptionOp::Upsert);
             let known = r.sources.iter().any(|s| s.id == source.id);
             if let SourceSpec::Imap { password, .. } = &mut source.spec {
@@ -186,14 +199,7 @@ pub(crate) fn command_effects(
             settings,
         } => {
             let r = existing(user, record)?;
-            if let Some(until) = settings.muted_until_ms
-                && until > now + MAX_SOURCE_MUTE_MS
-            {
-                return Err(Refusal::field(
-                    "muted_until_ms",
-                    "at most a year ahead; remove the source to stop it for good",
-                ));
-            }
+            check_settings(r, &settings, now)?;
             let source = r
                 .sources
                 .iter_mut()
@@ -270,14 +276,12 @@ pub(crate) fn command_effects(
         }
         Command::RemoveDestination { destination_id } => {
             let r = existing(user, record)?;
-            if let Some(p) = &r.reach.policy
-                && p.steps
-                    .iter()
-                    .chain(p.urgent_steps.iter().flatten())
-                    .any(|s| s.destinations.contains(&destination_id))
+            if r.reach
+                .written_policies()
+                .any(|p| p.names_destination(&destination_id))
             {
                 return Err(Refusal::invalid(format!(
-                    "the escalation policy names destination {destination_id}; change the policy first"
+                    "an escalation policy names destination {destination_id}; change the policy first"
                 )));
             }
             let d = take(
@@ -298,18 +302,97 @@ pub(crate) fn command_effects(
         Command::SetPolicy { policy } => {
             let r = existing(user, record)?;
             if let Some(p) = &policy {
-                let problems = p.problems(&r.destinations);
-                if let Some(first) = problems.first() {
-                    let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                    return Err(Refusal {
-                        field: Some(first.field.clone()),
-                        ..Refusal::invalid(all.join("; "))
-                    });
-                }
+                check_policy(p, r)?;
             }
             r.reach.policy = policy;
             fx.dirty = true;
             Ok(())
+        }
+        Command::SetNamedPolicy { name, policy } => {
+            let r = existing(user, record)?;
+            if name == tocsin_model::Reach::DEFAULT_POLICY {
+                if let Some(p) = &policy {
+                    check_policy(p, r)?;
+                }
+                r.reach.policy = policy;
+                fx.dirty = true;
+                return Ok(());
+            }
+            tocsin_model::Policy::validate_name(&name).map_err(|e| Refusal::field("name", e))?;
+            match policy {
+                Some(p) => {
+                    check_policy(&p, r)?;
+                    if !r.reach.policies.contains_key(&name)
+                        && r.reach.policies.len() >= tocsin_model::Reach::MAX_POLICIES
+                    {
+                        return Err(Refusal::invalid(format!(
+                            "at most {} named policies per user",
+                            tocsin_model::Reach::MAX_POLICIES
+                        )));
+                    }
+                    r.reach.policies.insert(name, p);
+                }
+                None => {
+                    let users: Vec<&str> = r
+                        .sources
+                        .iter()
+                        .filter(|s| s.settings.policy.as_deref() == Some(name.as_str()))
+                        .map(|s| s.id.as_str())
+                        .collect();
+                    // `feeds` stays as the built-in one: a source may still name it
+                    if !users.is_empty() && name != tocsin_model::Reach::FEEDS_POLICY {
+                        return Err(Refusal::invalid(format!(
+                            "sources {} follow policy {name}; change their policy first",
+                            users.join(", ")
+                        )));
+                    }
+                    if r.reach.policies.remove(&name).is_none() {
+                        return Err(Refusal::not_found(format!("no policy {name}")));
+                    }
+                }
+            }
+            fx.dirty = true;
+            Ok(())
+        }
+    }
+}
+
+/// Refuse source settings muted too far ahead or naming a policy the user does not have.
+fn check_settings(
+    r: &UserRecord,
+    settings: &tocsin_model::SourceSettings,
+    now: Millis,
+) -> Result<(), Refusal> {
+    if let Some(until) = settings.muted_until_ms
+        && until > now + MAX_SOURCE_MUTE_MS
+    {
+        return Err(Refusal::field(
+            "muted_until_ms",
+            "at most a year ahead; remove the source to stop it for good",
+        ));
+    }
+    if let Some(name) = &settings.policy
+        && !r.reach.has_policy(name)
+    {
+        return Err(Refusal::field(
+            "policy",
+            format!("no policy {name}; write it first (PUT /v1/policies/{name})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse a policy with problems, naming the first field and listing them all.
+fn check_policy(p: &tocsin_model::Policy, r: &UserRecord) -> Result<(), Refusal> {
+    let problems = p.problems(&r.destinations);
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => {
+            let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            Err(Refusal {
+                field: Some(first.field.clone()),
+                ..Refusal::invalid(all.join("; "))
+            })
         }
     }
 }

@@ -33,11 +33,23 @@ fn entry(at_ms: Millis, kind: &str, channel: Option<Channel>, detail: String) ->
     }
 }
 
-fn policy_of(r: &UserRecord) -> Policy {
-    r.reach
-        .policy
-        .clone()
-        .unwrap_or_else(|| Policy::default_for(&r.destinations))
+/// The name of the policy `n` follows, and why: its source's choice, else `feeds` for a feed
+/// item, else `default`.
+pub(crate) fn policy_choice(r: &UserRecord, n: &Notification) -> (String, &'static str) {
+    if let Some(p) = source_of(r, n).and_then(|s| s.settings.policy.clone()) {
+        return (p, " (the source's setting)");
+    }
+    if n.source.kind == SourceKind::Feed {
+        (Reach::FEEDS_POLICY.to_owned(), " (what feeds follow)")
+    } else {
+        (Reach::DEFAULT_POLICY.to_owned(), "")
+    }
+}
+
+/// The policy an escalation follows.
+fn policy_of(r: &UserRecord, esc: &Escalation) -> Policy {
+    let name = esc.policy.as_deref().unwrap_or(Reach::DEFAULT_POLICY);
+    r.reach.policy_named(name, &r.destinations).0
 }
 
 /// The user's source that `n` came from, if it came from one they still have.
@@ -81,7 +93,7 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
             ),
         );
     }
-    let policy = policy_of(r);
+    let (name, why) = policy_choice(r, n);
     let reference = r.reach.reference(n);
     let mut esc = Escalation {
         notification: n.clone(),
@@ -92,7 +104,10 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         held: false,
         reference,
         jobs: 0,
+        policy: (name != Reach::DEFAULT_POLICY).then(|| name.clone()),
     };
+    let policy = policy_of(r, &esc);
+    let named = format!("policy {name}{why}");
     if let Some(q) = &policy.quiet_hours
         && !urgent(n)
         && let Some(end) = q.ends_at(now)
@@ -103,21 +118,21 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         return (
             fired,
             format!(
-                "held for quiet hours until {} (or until you are present)",
+                "{named}: held for quiet hours until {} (or until you are present)",
                 clock(end)
             ),
         );
     }
     let done = fire(r, &mut esc, &policy, now, links, &mut fired);
     let summary = if fired.jobs.is_empty() {
-        "kept in history (no step of the policy applies)".to_owned()
+        format!("{named}: kept in history (no step of the policy applies)")
     } else {
         let to: Vec<String> = fired
             .jobs
             .iter()
             .map(|j| format!("{} {}", j.destination.channel.as_str(), j.destination.id))
             .collect();
-        let mut s = format!("to {}", to.join(", "));
+        let mut s = format!("{named}: to {}", to.join(", "));
         if !done {
             s.push_str(&format!(
                 "; escalating in {}s unless acknowledged (ref {reference})",
@@ -304,7 +319,6 @@ fn job(
 /// Fire every escalation that is due. Quiet hours hold non-urgent ones until they end.
 pub fn tick(r: &mut UserRecord, now: Millis, links: &Links) -> Fired {
     let mut fired = Fired::default();
-    let policy = policy_of(r);
     let due: Vec<String> = r
         .reach
         .escalations
@@ -316,6 +330,7 @@ pub fn tick(r: &mut UserRecord, now: Millis, links: &Links) -> Fired {
         let Some(mut esc) = r.reach.escalations.remove(&id) else {
             continue;
         };
+        let policy = policy_of(r, &esc);
         advance(r, &mut esc, &policy, now, links, &mut fired);
     }
     fired
@@ -380,7 +395,6 @@ pub fn presence(
         .insert(address, PresenceState { show, at_ms });
     fired.events.push(event);
     if !was && r.reach.present() {
-        let policy = policy_of(r);
         let held: Vec<String> = r
             .reach
             .escalations
@@ -390,6 +404,7 @@ pub fn presence(
             .collect();
         for id in held {
             if let Some(mut esc) = r.reach.escalations.remove(&id) {
+                let policy = policy_of(r, &esc);
                 fire_now(r, &mut esc, &policy, now, links, &mut fired);
             }
         }
@@ -435,7 +450,7 @@ pub fn failed(
     let Some(mut esc) = r.reach.escalations.remove(notification.as_str()) else {
         return fired;
     };
-    let policy = policy_of(r);
+    let policy = policy_of(r, &esc);
     fire_now(r, &mut esc, &policy, now, links, &mut fired);
     fired
 }

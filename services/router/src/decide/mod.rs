@@ -8,6 +8,8 @@ pub mod commands;
 pub mod effects;
 pub mod escalate;
 mod health;
+#[cfg(test)]
+mod policy_tests;
 pub mod routing;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -192,7 +192,7 @@ mod tests {
             &mut rec,
             SourceSettings {
                 priority: Some(Priority::new(1).unwrap()),
-                muted_until_ms: None,
+                ..Default::default()
             },
         );
         assert!(fx.dirty && fx.reply.as_ref().is_some_and(|r| r.1.ok));
@@ -200,7 +200,9 @@ mod tests {
         let (priority, detail) = stored(&fx);
         assert_eq!(priority, 1);
         assert!(
-            detail.starts_with("priority 1 (the source's setting); to webhook d1"),
+            detail.starts_with(
+                "priority 1 (the source's setting); policy feeds (what feeds follow): to webhook d1"
+            ),
             "{detail}"
         );
         assert_eq!(fx.jobs.len(), 1);
@@ -209,8 +211,8 @@ mod tests {
         set(
             &mut rec,
             SourceSettings {
-                priority: None,
                 muted_until_ms: Some(until),
+                ..Default::default()
             },
         );
         let fx = apply(&user(), &mut rec, item("n2", 3), &l, 2_000);
@@ -242,8 +244,8 @@ mod tests {
         let reply = fx.reply.expect("a reply").1;
         assert!(!reply.ok && reply.message.unwrap_or_default().contains("no source nope"));
         let far = SourceSettings {
-            priority: None,
             muted_until_ms: Some(2 * 366 * 86_400_000),
+            ..Default::default()
         };
         let reply = set(&mut rec, far).reply.expect("a reply").1;
         assert_eq!(reply.field.as_deref(), Some("muted_until_ms"));

@@ -1,0 +1,230 @@
+//! Named policies: which policy a notification follows (its source's, `feeds` for feed items,
+//! else `default`), that `feeds` never pages by SMS, and that an escalation keeps its policy.
+
+use crate::decide::tests::{command, feed_source, limits_with_links, reachable, user};
+use crate::decide::{Effects, apply};
+use tocsin_model::*;
+
+fn item(id: &str, kind: SourceKind) -> AvatarMessage {
+    AvatarMessage::Notify {
+        notification: Notification {
+            id: NotificationId(id.into()),
+            user: user(),
+            source: SourceRef {
+                kind,
+                id: (kind == SourceKind::Feed).then(|| "s1".into()),
+                label: "bikes".into(),
+            },
+            title: "Road bike".into(),
+            body: String::new(),
+            url: None,
+            priority: Priority::DEFAULT,
+            tags: vec![],
+            created_at_ms: 0,
+            published_at_ms: None,
+            dedup_key: None,
+        },
+    }
+}
+
+fn channels(fx: &Effects) -> Vec<&str> {
+    fx.jobs
+        .iter()
+        .map(|j| j.destination.channel.as_str())
+        .collect()
+}
+
+fn routed_detail(fx: &Effects) -> &str {
+    match &fx.history[0] {
+        HistoryRecord::Notification { entry, .. } => &entry.detail,
+        other => panic!("not a notification: {other:?}"),
+    }
+}
+
+fn ok(fx: Effects) {
+    let reply = fx.reply.expect("a reply").1;
+    assert!(reply.ok, "{reply:?}");
+}
+
+fn refused(fx: Effects) -> CommandReply {
+    let reply = fx.reply.expect("a reply").1;
+    assert!(!reply.ok, "accepted");
+    reply
+}
+
+fn set_policy(name: &str, steps: Vec<Step>) -> AvatarMessage {
+    command(Command::SetNamedPolicy {
+        name: name.into(),
+        policy: Some(Policy {
+            steps,
+            urgent_steps: None,
+            quiet_hours: None,
+        }),
+    })
+}
+
+fn follow(policy: Option<&str>) -> AvatarMessage {
+    command(Command::SetSourceSettings {
+        source_id: "s1".into(),
+        settings: SourceSettings {
+            policy: policy.map(Into::into),
+            ..Default::default()
+        },
+    })
+}
+
+fn step(c: Channel, wait_secs: u64) -> Step {
+    Step {
+        channels: vec![c],
+        wait_secs,
+        ..Default::default()
+    }
+}
+
+/// A user with IM (present only), SMS and e-mail, a paging default policy, and a feed `s1`.
+fn user_with_feed() -> Option<UserRecord> {
+    let l = limits_with_links();
+    let mut rec = None;
+    reachable(&mut rec, &l);
+    let add = command(Command::AddSource {
+        source: feed_source("bikes"),
+    });
+    ok(apply(&user(), &mut rec, add, &l, 1));
+    rec
+}
+
+#[test]
+fn a_feed_item_never_pages_by_sms_unless_its_source_says_so() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    // away: the default policy's IM step is skipped, SMS is its next
+    let fx = apply(&user(), &mut rec, item("n1", SourceKind::Feed), &l, 10);
+    assert_eq!(channels(&fx), ["email"], "a feed item follows `feeds`");
+    assert_eq!(
+        routed_detail(&fx),
+        "policy feeds (what feeds follow): to email mail"
+    );
+    assert!(
+        rec.as_ref().unwrap().reach.escalations.is_empty(),
+        "nothing is left to escalate to"
+    );
+    // an alert follows the default policy and pages
+    let fx = apply(&user(), &mut rec, item("n2", SourceKind::Publish), &l, 10);
+    assert_eq!(channels(&fx), ["sms"]);
+    assert!(routed_detail(&fx).starts_with("policy default: to sms sms; escalating"));
+    // a source that names a paging policy pages
+    ok(apply(
+        &user(),
+        &mut rec,
+        set_policy("pager", vec![step(Channel::Sms, 0)]),
+        &l,
+        20,
+    ));
+    ok(apply(&user(), &mut rec, follow(Some("pager")), &l, 20));
+    let fx = apply(&user(), &mut rec, item("n3", SourceKind::Feed), &l, 30);
+    assert_eq!(channels(&fx), ["sms"]);
+    assert_eq!(
+        routed_detail(&fx),
+        "policy pager (the source's setting): to sms sms"
+    );
+    // a policy a source follows stays; an unknown one cannot be followed
+    let rm = command(Command::SetNamedPolicy {
+        name: "pager".into(),
+        policy: None,
+    });
+    let reply = refused(apply(&user(), &mut rec, rm.clone(), &l, 40));
+    assert!(
+        reply
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("sources s1"),
+        "{reply:?}"
+    );
+    let reply = refused(apply(&user(), &mut rec, follow(Some("nope")), &l, 40));
+    assert_eq!(reply.field.as_deref(), Some("policy"));
+    ok(apply(&user(), &mut rec, follow(None), &l, 40));
+    ok(apply(&user(), &mut rec, rm, &l, 40));
+    assert!(rec.as_ref().unwrap().reach.policies.is_empty());
+}
+
+#[test]
+fn an_escalation_keeps_to_its_own_policy() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    ok(apply(
+        &user(),
+        &mut rec,
+        set_policy(
+            "slow",
+            vec![step(Channel::Email, 60), step(Channel::Sms, 0)],
+        ),
+        &l,
+        1,
+    ));
+    ok(apply(&user(), &mut rec, follow(Some("slow")), &l, 1));
+    let fx = apply(&user(), &mut rec, item("n1", SourceKind::Feed), &l, 1_000);
+    assert_eq!(channels(&fx), ["email"]);
+    let r = rec.as_ref().unwrap();
+    assert_eq!(r.reach.escalations["n1"].policy.as_deref(), Some("slow"));
+    // its next step is the named policy's, not the default's (which would send e-mail again)
+    let fx = apply(
+        &user(),
+        &mut rec,
+        AvatarMessage::Tick { at_ms: 0 },
+        &l,
+        61_000,
+    );
+    assert_eq!(channels(&fx), ["sms"]);
+}
+
+#[test]
+fn policy_names_and_their_count_are_bounded() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    for bad in ["", "Pager", "-x", &"p".repeat(33), "a b"] {
+        let reply = refused(apply(
+            &user(),
+            &mut rec,
+            set_policy(bad, vec![step(Channel::Email, 0)]),
+            &l,
+            1,
+        ));
+        assert_eq!(reply.field.as_deref(), Some("name"), "{bad:?}");
+    }
+    for i in 0..Reach::MAX_POLICIES {
+        ok(apply(
+            &user(),
+            &mut rec,
+            set_policy(&format!("p{i}"), vec![step(Channel::Email, 0)]),
+            &l,
+            1,
+        ));
+    }
+    let reply = refused(apply(
+        &user(),
+        &mut rec,
+        set_policy("one-more", vec![step(Channel::Email, 0)]),
+        &l,
+        1,
+    ));
+    assert!(reply.message.unwrap_or_default().contains("at most 10"));
+    // a policy naming a destination keeps that destination
+    ok(apply(
+        &user(),
+        &mut rec,
+        set_policy(
+            "p0",
+            vec![Step {
+                destinations: vec!["mail".into()],
+                ..Default::default()
+            }],
+        ),
+        &l,
+        1,
+    ));
+    let rm = command(Command::RemoveDestination {
+        destination_id: "mail".into(),
+    });
+    refused(apply(&user(), &mut rec, rm, &l, 1));
+}
