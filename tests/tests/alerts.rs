@@ -476,6 +476,120 @@ async fn a_feed_item_does_not_page_by_sms_where_an_alert_does() -> anyhow::Resul
     Ok(())
 }
 
+/// A silence on an ntfy topic keeps its messages in history, marked silenced, while other
+/// topics still reach the user; listed while it holds, and once removed the topic reaches the
+/// user again. Bad silences are refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_topic_is_kept_in_history_and_reaches_no_one() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2esilence", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("olga").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/olga")}),
+    )
+    .await?;
+    let base = &h.api_url;
+    let ntfy = |topic: &str, body: &str| {
+        h.http
+            .post(format!("{base}/{topic}"))
+            .bearer_auth(&token)
+            .body(body.to_owned())
+            .send()
+    };
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/silences",
+            Some(&token),
+            Some(json!({"source": "backups", "for": "2h", "comment": "moving the NAS"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let id = v["silence"]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(ntfy("backups", "backup failed").await?.status(), 200);
+    assert_eq!(ntfy("deploys", "deploy done").await?.status(), 200);
+    h.wait_for_title(&token, "backups").await?;
+    wait_for(Duration::from_secs(20), "the other topic", || async {
+        (hooks.requests("/olga").len() == 1).then_some(())
+    })
+    .await?;
+    let silenced = h
+        .history(&token)
+        .await?
+        .into_iter()
+        .find(|i| i["notification"]["title"] == "backups")
+        .expect("the silenced message in history");
+    let routed = silenced["timeline"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        routed.starts_with(&format!(
+            "kept in history: silenced by {id} (source backups) until"
+        )),
+        "{silenced}"
+    );
+    let (_, listed) = h
+        .call(Method::GET, "/v1/silences", Some(&token), None)
+        .await?;
+    assert_eq!(listed["silences"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["silences"][0]["active"], true, "{listed}");
+    assert_eq!(listed["silences"][0]["comment"], "moving the NAS");
+    // removed: the topic reaches the user again
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/silences/{id}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    assert_eq!(ntfy("backups", "backup done").await?.status(), 200);
+    wait_for(Duration::from_secs(20), "the topic again", || async {
+        (hooks.requests("/olga").len() == 2).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        hooks.requests("/olga").len(),
+        2,
+        "the silenced one never came"
+    );
+    for (body, field) in [
+        (json!({"for": "2h"}), "source"),
+        (json!({"source": "x", "for": "forever"}), "for"),
+        (json!({"source": "x"}), "for"),
+        (
+            json!({"source": "x", "for": "1h", "colour": "red"}),
+            "colour",
+        ),
+        (json!({"source": "x", "ends_at_ms": 5}), "ends_at_ms"),
+    ] {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/silences",
+                Some(&token),
+                Some(body.clone()),
+            )
+            .await?;
+        assert_eq!(
+            (status.as_u16(), v["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (status, _) = h
+        .call(Method::DELETE, "/v1/silences/nope", Some(&token), None)
+        .await?;
+    assert_eq!(status, 404);
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

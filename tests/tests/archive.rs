@@ -85,10 +85,106 @@ fn totals(rows: &[Row]) -> BTreeMap<String, Row> {
         t.failed += r.failed;
         t.escalated += r.escalated;
         t.acked += r.acked;
+        t.resolved += r.resolved;
+        t.silenced += r.silenced;
         t.delivery_p50_ms = t.delivery_p50_ms.or(r.delivery_p50_ms);
         t.ack_p50_ms = t.ack_p50_ms.or(r.ack_p50_ms);
     }
     out
+}
+
+/// An alert's lifecycle is counted: one resolved while it escalated, one kept from everyone by
+/// a silence, one whose escalation a new silence stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_counts_resolved_and_silenced_alerts() -> Result<()> {
+    let hooks = Recorder::start().await?;
+    let mut h = Harness::start_with("archive-lifecycle", |s| {
+        s.delivery.channels = vec![Channel::Webhook];
+    })
+    .await?;
+    h.start_service(Svc::Archiver);
+    let (_, token, _) = h.create_user("Ann").await?;
+    let mut ids = Vec::new();
+    for path in ["/now", "/later"] {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/destinations",
+                Some(&token),
+                Some(json!({"channel": "webhook", "address": hooks.url(path)})),
+            )
+            .await?;
+        ensure!(status == 201, "add {path}: {status} {v}");
+        ids.push(v["destination"]["id"].as_str().context("id")?.to_owned());
+    }
+    let policy = json!({"steps": [
+        {"destinations": [ids[0]], "wait_secs": 3600},
+        {"destinations": [ids[1]]},
+    ]});
+    let (status, v) = h
+        .call(Method::PUT, "/v1/policy", Some(&token), Some(policy))
+        .await?;
+    ensure!(status == 200, "policy: {status} {v}");
+    let silence = |body: serde_json::Value| {
+        let (h, token) = (&h, &token);
+        async move {
+            let (status, v) = h
+                .call(Method::POST, "/v1/silences", Some(token), Some(body))
+                .await?;
+            ensure!(status == 201, "silence: {status} {v}");
+            Ok(())
+        }
+    };
+    // resolved while it escalates
+    h.publish(&token, json!({"title": "disk full", "dedup_key": "disk"}))
+        .await?;
+    // escalating when a silence on its tag arrives
+    h.publish(&token, json!({"title": "backup late", "tags": ["backup"]}))
+        .await?;
+    wait_for(Duration::from_secs(15), "both first pages", || async {
+        (hooks.requests("/now").len() == 2).then_some(())
+    })
+    .await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"dedup_key": "disk", "resolve": true})),
+        )
+        .await?;
+    ensure!(status.is_success(), "resolve: {status} {v}");
+    silence(json!({"tag": "backup", "for": "2h"})).await?;
+    // kept from everyone by the silence
+    h.publish(
+        &token,
+        json!({"title": "backup later still", "tags": ["backup"]}),
+    )
+    .await?;
+    let a = archive(&h);
+    let report = wait_for(
+        Duration::from_secs(30),
+        "the archive to hold the lifecycle",
+        || async {
+            let r = analytics::report(&a, &Options::default()).await.ok()?;
+            totals(&r.rows)
+                .get("all")
+                .filter(|t| t.routed == 3 && t.resolved == 1 && t.silenced == 2)
+                .map(|_| r)
+        },
+    )
+    .await?;
+    let csv = analytics::render(&report, analytics::Format::Csv, false);
+    let header = csv.lines().next().unwrap_or_default();
+    assert!(header.ends_with(",resolved,silenced"), "{csv}");
+    assert_eq!(
+        hooks.requests("/now").len(),
+        2,
+        "the silenced one reached no one"
+    );
+    assert!(hooks.requests("/later").is_empty(), "nothing escalated");
+    h.shutdown().await;
+    Ok(())
 }
 
 /// Ten notifications to Ann, whose policy sends each to two webhooks at once — one accepts,

@@ -32,6 +32,7 @@ use crate::routes::policy::{
     put_named_policy, put_policy,
 };
 use crate::routes::publish::publish;
+use crate::routes::silences::{add_silence, list_silences, remove_silence};
 use crate::routes::sms::{kannel_inbound, twilio_inbound};
 use crate::routes::sources::{add_source, list_sources, remove_source, set_source_settings};
 use crate::routes::stream::stream;
@@ -155,6 +156,8 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
                 .put(put_named_policy)
                 .delete(delete_named_policy),
         )
+        .route("/v1/silences", get(list_silences).post(add_silence))
+        .route("/v1/silences/{id}", delete(remove_silence))
         .route("/v1/notifications/{id}/ack", post(ack))
         .route(
             "/v1/ack/{user}/{id}/{sig}",

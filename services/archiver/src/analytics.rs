@@ -46,6 +46,9 @@ pub struct Row {
     pub acked: u64,
     /// Notifications whose alert was resolved while they escalated (the `all` row only).
     pub resolved: u64,
+    /// Notifications a silence kept from anyone, or whose escalation a new silence stopped
+    /// (the `all` row only).
+    pub silenced: u64,
     /// Acknowledged / routed (the `all` row only).
     pub ack_rate: Option<f64>,
     pub delivery_p50_ms: Option<i64>,
@@ -275,6 +278,7 @@ fn count(
                 a.ack.extend(latency);
             }
             EventKind::Resolved => r.resolved += 1,
+            EventKind::Silenced => r.silenced += 1,
             _ => {}
         }
     }
@@ -392,7 +396,7 @@ impl std::str::FromStr for Format {
     }
 }
 
-const HEADER: [&str; 20] = [
+const HEADER: [&str; 21] = [
     "day",
     "user",
     "channel",
@@ -413,6 +417,7 @@ const HEADER: [&str; 20] = [
     "ack_p95_ms",
     "ack_p99_ms",
     "resolved",
+    "silenced",
 ];
 
 fn cells(r: &Row, by_user: bool) -> Vec<String> {
@@ -443,6 +448,7 @@ fn cells(r: &Row, by_user: bool) -> Vec<String> {
         opt(r.ack_p95_ms),
         opt(r.ack_p99_ms),
         total(r.resolved),
+        total(r.silenced),
     ]);
     c
 }

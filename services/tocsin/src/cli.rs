@@ -108,6 +108,13 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Silences: "not now" for a source, a tag or an alert key (history only, urgent included).
+    Silence {
+        #[command(subcommand)]
+        cmd: SilenceCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Acknowledge a notification: its pending escalation stops on every channel.
     Ack {
         notification_id: String,
@@ -194,6 +201,32 @@ pub(crate) enum UserCmd {
     Add {
         #[arg(long, default_value = "")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SilenceCmd {
+    /// Silence what matches every option given (at least one), for a while; escalations under
+    /// way that it matches stop.
+    Add {
+        /// A source: its id or label (a feed's label, an ntfy topic, Alertmanager's receiver).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// An alert's dedup key, or a prefix ending in `*`.
+        #[arg(long)]
+        key: Option<String>,
+        /// How long: `90m`, `2h`, `3d` (at most 30 days).
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// The silences not yet over.
+    List,
+    Rm {
+        id: String,
     },
 }
 

@@ -2,7 +2,9 @@
 //! dead letters, analytics over the archive and the configuration check — each a call to the
 //! API (or a read of the archive) with its result printed for a person.
 
-use crate::cli::{ApiArgs, Cmd, DestCmd, DlqCmd, FeedCmd, UserCmd, admin_token, user_token};
+use crate::cli::{
+    ApiArgs, Cmd, DestCmd, DlqCmd, FeedCmd, SilenceCmd, UserCmd, admin_token, user_token,
+};
 use crate::print::print_history;
 use anyhow::{Context, Result, anyhow};
 use reqwest::Method;
@@ -179,6 +181,65 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                 };
                 let v = c.call(Method::GET, endpoint, Some(&token), None).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Silence { cmd, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            match cmd {
+                SilenceCmd::Add {
+                    source,
+                    tag,
+                    key,
+                    duration,
+                    comment,
+                } => {
+                    let body = json!({"source": source, "tag": tag, "key": key,
+                        "for": duration, "comment": comment});
+                    let v = c
+                        .call(Method::POST, "/v1/silences", Some(&token), Some(&body))
+                        .await?;
+                    let s = &v["silence"];
+                    println!(
+                        "{}: silenced until {}",
+                        s["id"].as_str().unwrap_or_default(),
+                        tocsin_model::text::utc_minute(s["ends_at_ms"].as_i64().unwrap_or(0))
+                    );
+                }
+                SilenceCmd::List => {
+                    let v = c
+                        .call(Method::GET, "/v1/silences", Some(&token), None)
+                        .await?;
+                    for s in v["silences"].as_array().into_iter().flatten() {
+                        let matcher: Vec<String> = ["source", "tag", "key"]
+                            .iter()
+                            .filter_map(|f| s[f].as_str().map(|v| format!("{f} {v}")))
+                            .collect();
+                        println!(
+                            "{}\t{}\t{} → {}{}",
+                            s["id"].as_str().unwrap_or_default(),
+                            matcher.join(", "),
+                            tocsin_model::text::utc_minute(s["starts_at_ms"].as_i64().unwrap_or(0)),
+                            tocsin_model::text::utc_minute(s["ends_at_ms"].as_i64().unwrap_or(0)),
+                            if s["active"] == true {
+                                ""
+                            } else {
+                                " (not begun)"
+                            }
+                        );
+                    }
+                }
+                SilenceCmd::Rm { id } => {
+                    c.call(
+                        Method::DELETE,
+                        &format!("/v1/silences/{}", url_escape(&id)),
+                        Some(&token),
+                        None,
+                    )
+                    .await?;
+                    println!("removed {id}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -87,6 +87,7 @@ pub fn config_bytes(r: &UserRecord) -> usize {
         + len(serde_json::to_vec(&r.allowed_senders))
         + len(serde_json::to_vec(&r.reach.policy))
         + len(serde_json::to_vec(&r.reach.policies))
+        + len(serde_json::to_vec(&r.reach.silences))
 }
 
 #[cfg(test)]
@@ -273,6 +274,23 @@ mod tests {
             let n = notification(i);
             r.reach
                 .open_key(&format!("{i:0200}"), &n.id, i64::MAX - i as i64);
+        }
+        // silences at their cap, the largest each can be (also when added over IM, which the
+        // configuration budget does not check)
+        for i in 0..crate::silence::MAX_SILENCES {
+            let field = || Some(huge(crate::silence::MAX_FIELD / 2));
+            r.reach.silences.push(crate::Silence {
+                id: format!("x{i:063}"),
+                matcher: crate::Matcher {
+                    source: field(),
+                    tag: field(),
+                    key: field(),
+                },
+                starts_at_ms: i64::MAX,
+                ends_at_ms: i64::MAX,
+                comment: huge(crate::silence::MAX_FIELD / 2),
+                created_at_ms: i64::MAX,
+            });
         }
         let bytes = encode_len(&r);
         assert!(

@@ -393,6 +393,10 @@ pub struct Reach {
     /// key is resolved (at most [`Reach::MAX_OPEN_KEYS`], the oldest forgotten first).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub open_keys: BTreeMap<String, (NotificationId, Millis)>,
+    /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
+    /// is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<crate::Silence>,
     /// The wake-up time last written to the timers bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer_due_ms: Option<Millis>,
@@ -461,6 +465,13 @@ impl Reach {
         }
     }
 
+    /// The silence that holds `n` at `now`, if one does.
+    pub fn silence_for(&self, n: &Notification, now: Millis) -> Option<&crate::Silence> {
+        self.silences
+            .iter()
+            .find(|s| s.active(now) && s.matcher.matches(n))
+    }
+
     /// Whether the user is present on any IM address.
     pub fn present(&self) -> bool {
         self.presence.values().any(|p| p.show.is_present())
@@ -505,6 +516,13 @@ pub enum ReplyCommand {
     /// `mute 1h`, `mute 30m`, `mute 2d`.
     Mute(u64),
     Unmute,
+    /// `silence 2h bikes`, `silence bikes` (an hour): the source (id or label) for a while.
+    Silence {
+        secs: u64,
+        source: String,
+    },
+    /// `unsilence bikes`, `unsilence` (every silence).
+    Unsilence(Option<String>),
     Status,
     Unknown(String),
 }
@@ -517,13 +535,28 @@ pub enum AckTarget {
 }
 
 impl ReplyCommand {
-    pub const HELP: &'static str =
-        "Commands: ack (the latest), ack 12, ack all, list, mute 1h, unmute, status, help";
+    pub const HELP: &'static str = "Commands: ack (the latest), ack 12, ack all, list, mute 1h, unmute, silence 2h <source>, unsilence <source>, status, help";
 
     pub fn parse(text: &str) -> ReplyCommand {
         let t = text.trim().to_ascii_lowercase();
         let mut words = t.split_whitespace();
         let first = words.next().unwrap_or("");
+        if first == "silence" || first == "unsilence" {
+            let rest: Vec<&str> = words.collect();
+            if first == "unsilence" {
+                return ReplyCommand::Unsilence((!rest.is_empty()).then(|| rest.join(" ")));
+            }
+            let (secs, source) = match rest.split_first() {
+                Some((d, tail)) if d.starts_with(|c: char| c.is_ascii_digit()) => {
+                    (parse_duration(d), tail.join(" "))
+                }
+                _ => (Some(3600), rest.join(" ")),
+            };
+            return match secs {
+                Some(secs) if !source.is_empty() => ReplyCommand::Silence { secs, source },
+                _ => ReplyCommand::Unknown(text.trim().to_owned()),
+            };
+        }
         let second = words.next();
         let rest = words.next();
         match (first, second, rest) {
@@ -742,6 +775,34 @@ mod tests {
             ReplyCommand::Unknown(_)
         ));
         assert_eq!(ReplyCommand::parse("status"), ReplyCommand::Status);
+        assert_eq!(
+            ReplyCommand::parse("Silence 2h Road Bikes"),
+            ReplyCommand::Silence {
+                secs: 7200,
+                source: "road bikes".into()
+            }
+        );
+        assert_eq!(
+            ReplyCommand::parse("silence bikes"),
+            ReplyCommand::Silence {
+                secs: 3600,
+                source: "bikes".into()
+            }
+        );
+        for bad in ["silence", "silence 2h", "silence 99y bikes"] {
+            assert!(
+                matches!(ReplyCommand::parse(bad), ReplyCommand::Unknown(_)),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            ReplyCommand::parse("unsilence bikes"),
+            ReplyCommand::Unsilence(Some("bikes".into()))
+        );
+        assert_eq!(
+            ReplyCommand::parse("unsilence"),
+            ReplyCommand::Unsilence(None)
+        );
         assert!(matches!(
             ReplyCommand::parse("ack 12 please"),
             ReplyCommand::Unknown(_)

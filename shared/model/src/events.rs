@@ -59,10 +59,13 @@ pub enum EventKind {
     /// Input was refused: an e-mail from a sender not allowed, a malformed or hostile message,
     /// a rejected command (`detail` says why).
     Refused,
+    /// A notification was kept in history without reaching anyone because a silence matched
+    /// it, or its escalation stopped because a new silence did (`detail`: the silence).
+    Silenced,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -79,6 +82,7 @@ impl EventKind {
         EventKind::DestinationChanged,
         EventKind::PolicyChanged,
         EventKind::Refused,
+        EventKind::Silenced,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +103,7 @@ impl EventKind {
             EventKind::DestinationChanged => "destination_changed",
             EventKind::PolicyChanged => "policy_changed",
             EventKind::Refused => "refused",
+            EventKind::Silenced => "silenced",
         }
     }
 

@@ -10,6 +10,7 @@ pub mod events;
 pub mod filter;
 pub mod ids;
 pub mod messages;
+pub mod silence;
 pub mod text;
 pub mod user;
 pub mod validate;
@@ -22,6 +23,7 @@ pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
 pub use messages::*;
+pub use silence::{Matcher, Silence};
 pub use user::*;
 pub use validate::{Invalid, validate_destination, validate_source};
 

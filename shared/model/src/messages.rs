@@ -232,6 +232,14 @@ pub enum Command {
         #[serde(default)]
         policy: Option<Policy>,
     },
+    /// Silence what `silence` matches until it ends (escalations under way that it matches
+    /// stop).
+    AddSilence {
+        silence: crate::Silence,
+    },
+    RemoveSilence {
+        silence_id: String,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

@@ -283,6 +283,14 @@ pub fn parse_price(s: &str) -> Option<f64> {
     None
 }
 
+/// A time to the minute for people, in UTC: `2026-12-03 14:05 UTC`.
+pub fn utc_minute(ms: crate::Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ pub(crate) mod inbound;
 pub(crate) mod ntfy;
 pub(crate) mod policy;
 pub(crate) mod publish;
+pub(crate) mod silences;
 pub(crate) mod sms;
 pub(crate) mod sources;
 pub(crate) mod stream;

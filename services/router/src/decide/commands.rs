@@ -93,6 +93,25 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             }
             .to_owned(),
         ),
+        Command::AddSilence { silence } => (
+            EventKind::PolicyChanged,
+            None,
+            None,
+            None,
+            format!(
+                "silence {} ({}) until {}",
+                silence.id,
+                silence.matcher.describe(),
+                tocsin_model::text::utc_minute(silence.ends_at_ms)
+            ),
+        ),
+        Command::RemoveSilence { silence_id } => (
+            EventKind::PolicyChanged,
+            None,
+            None,
+            None,
+            format!("silence {silence_id} removed"),
+        ),
         Command::SetNamedPolicy { name, policy } => (
             EventKind::PolicyChanged,
             None,
@@ -305,6 +324,18 @@ pub(crate) fn command_effects(
                 check_policy(p, r)?;
             }
             r.reach.policy = policy;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::AddSilence { silence } => {
+            let r = existing(user, record)?;
+            let fired = crate::decide::silences::add(r, silence, now)?;
+            fx.take(user, fired);
+            Ok(())
+        }
+        Command::RemoveSilence { silence_id } => {
+            let r = existing(user, record)?;
+            crate::decide::silences::remove(r, &silence_id)?;
             fx.dirty = true;
             Ok(())
         }

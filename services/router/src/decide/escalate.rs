@@ -72,6 +72,11 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
     if r.destinations.is_empty() {
         return (fired, "kept in history (no destinations)".into());
     }
+    if let Some(s) = r.reach.silence_for(n, now).cloned() {
+        // a silence is asked for by name: it holds urgent notifications too
+        let detail = crate::decide::silences::held(n, &s, now, &mut fired);
+        return (fired, detail);
+    }
     if let Some(until) = r.reach.muted_until_ms
         && until > now
         && !urgent(n)
@@ -604,14 +609,67 @@ pub fn reply(
             r.reach.muted_until_ms = None;
             "Unmuted.".to_owned()
         }
+        ReplyCommand::Silence { secs, source } => {
+            let silence = tocsin_model::Silence {
+                id: format!(
+                    "x{}",
+                    &tocsin_model::digest(&["silence", r.id.as_str(), &at_ms.to_string(), text])
+                        [..10]
+                ),
+                matcher: tocsin_model::Matcher {
+                    source: Some(source_named(r, &source).unwrap_or(source.clone())),
+                    ..Default::default()
+                },
+                starts_at_ms: now,
+                ends_at_ms: now + secs as i64 * 1000,
+                comment: format!("from {via}"),
+                created_at_ms: now,
+            };
+            let until = tocsin_model::text::utc_minute(silence.ends_at_ms);
+            match crate::decide::silences::add(r, silence, now) {
+                Ok(stopped) => {
+                    let n = stopped.entries.len();
+                    fired.entries.extend(stopped.entries);
+                    fired.events.extend(stopped.events);
+                    let also = match n {
+                        0 => String::new(),
+                        n => format!(" ({n} escalation(s) stopped)"),
+                    };
+                    format!(
+                        "Silenced {source} until {until}{also}. Send unsilence {source} to end it."
+                    )
+                }
+                Err(e) => format!("Not silenced: {}", e.message),
+            }
+        }
+        ReplyCommand::Unsilence(target) => {
+            let before = r.reach.silences.len();
+            match &target {
+                None => r.reach.silences.clear(),
+                Some(t) => {
+                    let id = source_named(r, t);
+                    r.reach.silences.retain(|s| {
+                        s.id != *t
+                            && !s.matcher.source.as_deref().is_some_and(|src| {
+                                src.eq_ignore_ascii_case(t) || Some(src) == id.as_deref()
+                            })
+                    });
+                }
+            }
+            match before - r.reach.silences.len() {
+                0 => "No silence to end.".to_owned(),
+                n => format!("Ended {n} silence(s)."),
+            }
+        }
         ReplyCommand::Status => {
             let presence = if r.reach.present() { "present" } else { "away" };
             let muted = match r.reach.muted_until_ms {
                 Some(u) if u > now => format!("muted until {} UTC", clock(u)),
                 _ => "not muted".to_owned(),
             };
+            let silences = r.reach.silences.iter().filter(|s| s.active(now)).count();
             format!(
-                "You are {presence}, {muted}; {} notification(s) waiting for an acknowledgement; {} destination(s).",
+                "You are {presence}, {muted}; {} notification(s) waiting for an acknowledgement; {} destination(s); {silences} silence(s) in force.",
                 r.reach.escalations.len(),
                 r.destinations.len()
             )
@@ -650,6 +708,14 @@ pub fn reply(
         });
     }
     Some(fired)
+}
+
+/// The id of the user's source called `name` (by id or label, without case), if one is.
+fn source_named(r: &UserRecord, name: &str) -> Option<String> {
+    r.sources
+        .iter()
+        .find(|s| s.id == name || s.label.eq_ignore_ascii_case(name))
+        .map(|s| s.id.clone())
 }
 
 /// The most recently sent notification still escalating, else the most recently sent one.

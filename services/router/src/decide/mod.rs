@@ -12,6 +12,9 @@ mod health;
 mod policy_tests;
 pub mod routing;
 #[cfg(test)]
+mod silence_tests;
+mod silences;
+#[cfg(test)]
 pub(crate) mod tests;
 
 pub use effects::{Effects, Outcome};
