@@ -590,6 +590,90 @@ async fn a_silenced_topic_is_kept_in_history_and_reaches_no_one() -> anyhow::Res
     Ok(())
 }
 
+/// A heartbeat (dead-man's switch): its ping URL takes a curl without a token; when a period
+/// passes without a ping its owner is paged once, and the next ping resolves that. A wrong
+/// secret is a 404 that says nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_heartbeat_pages_and_the_next_ping_resolves_it() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2eheartbeat", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("hugo").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/hugo")}),
+    )
+    .await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&token),
+            Some(
+                json!({"kind": "heartbeat", "period_secs": 10, "grace_secs": 0,
+                        "label": "nightly backup"}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let ping_url = v["ping_url"].as_str().unwrap_or_default().to_owned();
+    let path = &ping_url[ping_url.find("/v1/heartbeats/").unwrap_or(0)..];
+    let ping = format!("{}{path}", h.api_url);
+    assert!(
+        v["source"].get("token_hash").is_some()
+            && !v["source"].to_string().contains(&path[path.len() - 32..]),
+        "the secret is not kept: {v}"
+    );
+    // curl "$PING_URL" (the job ran)
+    let r = h.http.get(&ping).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await?, "OK\n");
+    let wrong = format!(
+        "{}{}",
+        &ping[..ping.len() - 1],
+        if ping.ends_with('0') { "1" } else { "0" }
+    );
+    assert_eq!(h.http.post(&wrong).send().await?.status(), 404);
+    // the job stops running: paged once
+    wait_for(
+        Duration::from_secs(40),
+        "the missed heartbeat's page",
+        || async { (!hooks.requests("/hugo").is_empty()).then_some(()) },
+    )
+    .await?;
+    let page: serde_json::Value = serde_json::from_slice(&hooks.requests("/hugo")[0].body)?;
+    assert_eq!(page["title"], "nightly backup: no heartbeat", "{page}");
+    let (_, listed) = h
+        .call(Method::GET, "/v1/sources", Some(&token), None)
+        .await?;
+    let missed = listed["sources"][0]["heartbeat"]["missed"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(missed, page["id"].as_str().unwrap_or_default(), "{listed}");
+    // it runs again: the miss is resolved
+    assert_eq!(h.http.post(&ping).send().await?.status(), 200);
+    wait_for(Duration::from_secs(20), "the miss resolved", || async {
+        let item = h
+            .history(&token)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|i| i["notification"]["id"] == missed.as_str())?;
+        item["timeline"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "resolved")
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(hooks.requests("/hugo").len(), 1, "one page for one miss");
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

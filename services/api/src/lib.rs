@@ -24,6 +24,7 @@ use crate::routes::acks::{ack, ack_link, ack_link_page};
 use crate::routes::admin::{dead_letters, replay_dead_letter};
 use crate::routes::alert_hooks::{alertmanager, grafana};
 use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
+use crate::routes::heartbeats;
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, put_inbound};
 use crate::routes::ntfy::ntfy_publish;
@@ -158,6 +159,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         )
         .route("/v1/silences", get(list_silences).post(add_silence))
         .route("/v1/silences/{id}", delete(remove_silence))
+        .route(
+            "/v1/heartbeats/{user}/{source}/{secret}",
+            get(heartbeats::ping).post(heartbeats::ping),
+        )
         .route("/v1/notifications/{id}/ack", post(ack))
         .route(
             "/v1/ack/{user}/{id}/{sig}",

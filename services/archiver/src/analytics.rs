@@ -49,6 +49,8 @@ pub struct Row {
     /// Notifications a silence kept from anyone, or whose escalation a new silence stopped
     /// (the `all` row only).
     pub silenced: u64,
+    /// Heartbeats that were not pinged in time (the `all` row only).
+    pub heartbeat_missed: u64,
     /// Acknowledged / routed (the `all` row only).
     pub ack_rate: Option<f64>,
     pub delivery_p50_ms: Option<i64>,
@@ -279,6 +281,7 @@ fn count(
             }
             EventKind::Resolved => r.resolved += 1,
             EventKind::Silenced => r.silenced += 1,
+            EventKind::HeartbeatMissed => r.heartbeat_missed += 1,
             _ => {}
         }
     }
@@ -396,7 +399,7 @@ impl std::str::FromStr for Format {
     }
 }
 
-const HEADER: [&str; 21] = [
+const HEADER: [&str; 22] = [
     "day",
     "user",
     "channel",
@@ -418,6 +421,7 @@ const HEADER: [&str; 21] = [
     "ack_p99_ms",
     "resolved",
     "silenced",
+    "heartbeat_missed",
 ];
 
 fn cells(r: &Row, by_user: bool) -> Vec<String> {
@@ -449,6 +453,7 @@ fn cells(r: &Row, by_user: bool) -> Vec<String> {
         opt(r.ack_p99_ms),
         total(r.resolved),
         total(r.silenced),
+        total(r.heartbeat_missed),
     ]);
     c
 }

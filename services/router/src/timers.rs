@@ -1,6 +1,6 @@
 //! Durable escalation timers.
 //!
-//! An avatar with escalations pending writes the earliest due time to the `timers` bucket
+//! An avatar with escalations pending (or heartbeats to watch) writes the earliest due time to the `timers` bucket
 //! under `s<silo>.<user>` (before it saves its record, so no escalation is ever left without a
 //! wake-up). For each silo it owns, the router watches that silo's keys — the bucket's current
 //! contents first, then every change — and holds one entry per user in memory. When an entry

@@ -108,6 +108,20 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// A heartbeat (dead-man's switch): prints the URL a cron job requests after each run;
+    /// when a period passes without it, you are told, and the next request resolves that.
+    Heartbeat {
+        /// What it watches (`nightly backup`).
+        label: String,
+        /// How often it is pinged at least: `10m`, `1h`, `1d`.
+        #[arg(long)]
+        every: String,
+        /// How late a ping may be: `5m` (the default).
+        #[arg(long, default_value = "5m")]
+        grace: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Silences: "not now" for a source, a tag or an alert key (history only, urgent included).
     Silence {
         #[command(subcommand)]

@@ -184,6 +184,34 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Heartbeat {
+            label,
+            every,
+            grace,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            let secs = |what: &str, v: &str| {
+                let zero = v.trim() == "0";
+                zero.then_some(0)
+                    .or_else(|| tocsin_model::escalation::parse_duration(v))
+                    .with_context(|| {
+                        format!("--{what} {v:?} is not a duration like 90s, 10m, 1h or 1d")
+                    })
+            };
+            let body = json!({"kind": "heartbeat", "label": label,
+                "period_secs": secs("every", &every)?, "grace_secs": secs("grace", &grace)?});
+            let v = c
+                .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
+                .await?;
+            println!(
+                "heartbeat {}: request this URL after each run (it is shown only now):\n{}",
+                v["source"]["id"].as_str().unwrap_or_default(),
+                v["ping_url"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Silence { cmd, api } => {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;

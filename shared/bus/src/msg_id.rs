@@ -99,6 +99,11 @@ pub fn resolve(user: &UserId, key: &str, at_ms: Millis) -> String {
     )
 }
 
+/// A ping of `user`'s heartbeat source `source_id` at `at_ms`.
+pub fn ping(user: &UserId, source_id: &str, at_ms: Millis) -> String {
+    format!("ping:{user}:{source_id}:{at_ms}")
+}
+
 /// The `n`-th tick for `user`'s escalation timer due at `due` (KV revision `revision`).
 pub fn tick(user: &str, due: Millis, revision: u64, n: u32) -> String {
     format!("tick:{user}:{due}:{revision}:{n}")

@@ -217,6 +217,17 @@ mod tests {
             r.sources.pop();
         }
         r.reach.policy = Some(Policy::default());
+        // a heartbeat's state per source, missed (the largest it gets)
+        for s in &r.sources {
+            r.reach.beats.insert(
+                s.id.clone(),
+                crate::Beat {
+                    last_ping_ms: i64::MAX,
+                    due_ms: i64::MAX,
+                    missed: Some(NotificationId(format!("n{:032}", 0))),
+                },
+            );
+        }
         for s in &r.sources {
             r.source_status.insert(
                 s.id.clone(),

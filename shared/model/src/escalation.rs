@@ -365,6 +365,25 @@ pub struct Escalation {
     pub jobs: u32,
 }
 
+/// A heartbeat source's state in its owner's avatar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The last ping (the source's creation counts as one).
+    pub last_ping_ms: Millis,
+    /// When it is overdue: the last ping plus the period and the grace.
+    pub due_ms: Millis,
+    /// Overdue and told: the notification that said so, until the next ping resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<NotificationId>,
+}
+
+impl Beat {
+    /// The dedup key of a heartbeat's "missed" alert.
+    pub fn key(source_id: &str) -> String {
+        format!("hb:{source_id}")
+    }
+}
+
 /// What an avatar keeps to escalate and to take acknowledgements.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reach {
@@ -393,6 +412,10 @@ pub struct Reach {
     /// key is resolved (at most [`Reach::MAX_OPEN_KEYS`], the oldest forgotten first).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub open_keys: BTreeMap<String, (NotificationId, Millis)>,
+    /// Heartbeat sources' state by source id: when each was last pinged and when it is
+    /// overdue.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub beats: BTreeMap<String, Beat>,
     /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
     /// is added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -479,7 +502,16 @@ impl Reach {
 
     /// The earliest pending escalation's due time.
     pub fn earliest_due(&self) -> Option<Millis> {
-        self.escalations.values().map(|e| e.due_ms).min()
+        let beats = self
+            .beats
+            .values()
+            .filter(|b| b.missed.is_none())
+            .map(|b| b.due_ms);
+        self.escalations
+            .values()
+            .map(|e| e.due_ms)
+            .chain(beats)
+            .min()
     }
 
     /// A fresh short reference for `n`, remembered with its title.

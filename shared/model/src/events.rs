@@ -62,10 +62,13 @@ pub enum EventKind {
     /// A notification was kept in history without reaching anyone because a silence matched
     /// it, or its escalation stopped because a new silence did (`detail`: the silence).
     Silenced,
+    /// A heartbeat source was not pinged in time: its owner is told (`notification`: the
+    /// notification that says so; `detail`: since when).
+    HeartbeatMissed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -83,6 +86,7 @@ impl EventKind {
         EventKind::PolicyChanged,
         EventKind::Refused,
         EventKind::Silenced,
+        EventKind::HeartbeatMissed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,7 @@ impl EventKind {
             EventKind::PolicyChanged => "policy_changed",
             EventKind::Refused => "refused",
             EventKind::Silenced => "silenced",
+            EventKind::HeartbeatMissed => "heartbeat_missed",
         }
     }
 

@@ -16,8 +16,8 @@ pub mod user;
 pub mod validate;
 
 pub use escalation::{
-    AckTarget, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand, Show,
-    Step, ack_signature, ack_signature_valid,
+    AckTarget, Beat, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand,
+    Show, Step, ack_signature, ack_signature_valid,
 };
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};

@@ -152,6 +152,8 @@ pub enum AvatarMessage {
         via: String,
         at_ms: Millis,
     },
+    /// A heartbeat source was pinged (its URL requested) at `at_ms`.
+    Ping { source_id: String, at_ms: Millis },
     /// Escalation timers are due (from the router's timer scheduler).
     Tick { at_ms: Millis },
     /// Something addressed to the user was refused (an e-mail from a sender not on the list,
@@ -178,6 +180,7 @@ impl AvatarMessage {
             AvatarMessage::Reply { .. } => "reply",
             AvatarMessage::Ack { .. } => "ack",
             AvatarMessage::Resolve { .. } => "resolve",
+            AvatarMessage::Ping { .. } => "ping",
             AvatarMessage::Tick { .. } => "tick",
             AvatarMessage::Refused { .. } => "refused",
         }

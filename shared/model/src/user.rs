@@ -131,6 +131,27 @@ pub enum SourceSpec {
         #[serde(default = "inbox")]
         mailbox: String,
     },
+    /// A dead-man's switch: something (a cron job, a backup) requests its ping URL at least
+    /// every `period_secs`; when `period_secs + grace_secs` pass without a ping, its owner is
+    /// told through their policy, and the next ping resolves that.
+    Heartbeat {
+        period_secs: u64,
+        #[serde(default)]
+        grace_secs: u64,
+        /// SHA-256 (hex) of the secret in its ping URL; the secret itself is never stored.
+        token_hash: String,
+    },
+}
+
+impl SourceSpec {
+    /// The kind's name: `feed`, `imap`, `heartbeat`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Feed { .. } => "feed",
+            SourceSpec::Imap { .. } => "imap",
+            SourceSpec::Heartbeat { .. } => "heartbeat",
+        }
+    }
 }
 
 fn inbox() -> String {

@@ -102,8 +102,36 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
                 Ok(())
             }
         }
+        SourceSpec::Heartbeat {
+            period_secs,
+            grace_secs,
+            token_hash,
+        } => {
+            if !(MIN_HEARTBEAT_SECS..=MAX_HEARTBEAT_SECS).contains(period_secs) {
+                Err(Invalid::new(
+                    "period_secs",
+                    format!(
+                        "must be {MIN_HEARTBEAT_SECS}-{MAX_HEARTBEAT_SECS} seconds (10 s to 31 days)"
+                    ),
+                ))
+            } else if *grace_secs > MAX_HEARTBEAT_GRACE_SECS {
+                Err(Invalid::new(
+                    "grace_secs",
+                    format!("at most {MAX_HEARTBEAT_GRACE_SECS} seconds (a week)"),
+                ))
+            } else if token_hash.len() != 64 || !token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Err(Invalid::new("token_hash", "a SHA-256 in hex"))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
+
+/// The shortest and longest heartbeat periods, and the longest grace.
+pub const MIN_HEARTBEAT_SECS: u64 = 10;
+pub const MAX_HEARTBEAT_SECS: u64 = 31 * 86_400;
+pub const MAX_HEARTBEAT_GRACE_SECS: u64 = 7 * 86_400;
 
 /// Check a destination before it is added; returns it with its address normalised.
 pub fn validate_destination(d: Destination) -> Result<Destination, Invalid> {

@@ -4,6 +4,7 @@ pub(crate) mod acks;
 pub(crate) mod admin;
 pub(crate) mod alert_hooks;
 pub(crate) mod destinations;
+pub(crate) mod heartbeats;
 pub(crate) mod history;
 pub(crate) mod inbound;
 pub(crate) mod ntfy;

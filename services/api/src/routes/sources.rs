@@ -18,6 +18,9 @@ pub(crate) struct SourceView<'a> {
     source: &'a Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'a tocsin_model::SourceStatus>,
+    /// A heartbeat's last ping, when it is due, and the notification of a miss still open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heartbeat: Option<&'a tocsin_model::Beat>,
 }
 
 pub(crate) async fn list_sources(
@@ -31,6 +34,7 @@ pub(crate) async fn list_sources(
         .map(|s| SourceView {
             source: s,
             status: u.source_status.get(&s.id),
+            heartbeat: u.reach.beats.get(&s.id),
         })
         .collect();
     Ok(Json(json!({ "sources": sources })))
@@ -68,7 +72,16 @@ pub(crate) struct AddSource {
     /// Priority and mute for its notifications.
     #[serde(default)]
     settings: SourceSettings,
+    /// A heartbeat: how often it is pinged at least (seconds).
+    #[serde(default)]
+    period_secs: Option<u64>,
+    /// A heartbeat: how late a ping may be before its owner is told (seconds; default 300).
+    #[serde(default)]
+    grace_secs: Option<u64>,
 }
+
+/// A heartbeat's grace when none is given.
+const DEFAULT_GRACE_SECS: u64 = 300;
 
 pub(crate) async fn add_source(
     State(state): St,
@@ -77,6 +90,7 @@ pub(crate) async fn add_source(
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
     let req: AddSource = parse_body(&body)?;
+    let mut ping_secret = None;
     let spec = match req.kind.as_deref().unwrap_or("feed") {
         "feed" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
@@ -100,9 +114,23 @@ pub(crate) async fn add_source(
                 mailbox: req.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
             }
         }
+        "heartbeat" => {
+            let secret = random_hex(16);
+            ping_secret = Some(secret.clone());
+            SourceSpec::Heartbeat {
+                period_secs: req.period_secs.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "period_secs: needed (how often it is pinged at least)",
+                        Some("period_secs".into()),
+                    )
+                })?,
+                grace_secs: req.grace_secs.unwrap_or(DEFAULT_GRACE_SECS),
+                token_hash: tocsin_model::hash_token(&secret),
+            }
+        }
         other => {
             return Err(ApiError::bad_request(
-                format!("kind: {other:?} is not a source kind (feed, imap)"),
+                format!("kind: {other:?} is not a source kind (feed, imap, heartbeat)"),
                 Some("kind".into()),
             ));
         }
@@ -132,7 +160,14 @@ pub(crate) async fn add_source(
     if let SourceSpec::Imap { password, .. } = &mut source.spec {
         *password = None;
     }
-    Ok((StatusCode::CREATED, Json(json!({ "source": source }))).into_response())
+    let mut answer = json!({ "source": source });
+    if let Some(secret) = ping_secret {
+        // shown once: only its hash is kept
+        answer["ping_url"] = json!(crate::routes::heartbeats::ping_url(
+            &state, &u.id, &source.id, &secret
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 pub(crate) async fn remove_source(

@@ -25,14 +25,7 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             Some(source.id.as_str()),
             None,
             None,
-            format!(
-                "source {} set ({})",
-                source.id,
-                match source.spec {
-                    SourceSpec::Feed { .. } => "feed",
-                    SourceSpec::Imap { .. } => "imap",
-                }
-            ),
+            format!("source {} set ({})", source.id, source.spec.kind()),
         ),
         Command::RemoveSource { source_id } => (
             EventKind::SourceChanged,
@@ -209,6 +202,7 @@ pub(crate) fn command_effects(
                 limits.max_sources,
                 "sources",
             )?;
+            crate::decide::heartbeats::added(r, &id, now);
             fx.subscriptions.extend(upserted);
             fx.dirty = true;
             Ok(())
@@ -232,6 +226,8 @@ pub(crate) fn command_effects(
             let r = existing(user, record)?;
             let source = take(&mut r.sources, |s| s.id == source_id, "source", &source_id)?;
             r.source_status.remove(&source_id);
+            let fired = crate::decide::heartbeats::removed(r, &source_id, now);
+            fx.take(user, fired);
             fx.subscriptions
                 .extend(subscription(user, &source, SubscriptionOp::Remove));
             if matches!(source.spec, SourceSpec::Imap { .. }) {

@@ -50,6 +50,19 @@ impl Effects {
     }
 }
 
+impl Effects {
+    /// Add everything `other` produced (its outcome label is dropped).
+    pub(crate) fn absorb(&mut self, other: Effects) {
+        self.history.extend(other.history);
+        self.subscriptions.extend(other.subscriptions);
+        self.imap.extend(other.imap);
+        self.jobs.extend(other.jobs);
+        self.index.extend(other.index);
+        self.events.extend(other.events);
+        self.dirty |= other.dirty;
+    }
+}
+
 /// What handling one message came to: a bounded label for metrics and logs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Outcome {
@@ -70,6 +83,7 @@ pub enum Outcome {
     ReplyUnknownAddress,
     Ack,
     Resolved,
+    Ping,
     Tick,
 }
 
@@ -92,6 +106,7 @@ impl Outcome {
             Outcome::ReplyUnknownAddress => "reply_unknown_address",
             Outcome::Ack => "ack",
             Outcome::Resolved => "resolved",
+            Outcome::Ping => "ping",
             Outcome::Tick => "tick",
         }
     }

@@ -31,6 +31,8 @@ pub(crate) fn notice(
             mailbox,
             ..
         } => (SourceKind::Email, format!("{username}@{host} {mailbox}")),
+        // the ingestor checks no heartbeat: its misses are told by `heartbeats.rs`
+        SourceSpec::Heartbeat { .. } => return None,
     };
     let name = if source.label.is_empty() {
         label

@@ -9,6 +9,9 @@ pub mod effects;
 pub mod escalate;
 mod health;
 #[cfg(test)]
+mod heartbeat_tests;
+mod heartbeats;
+#[cfg(test)]
 mod policy_tests;
 pub mod routing;
 #[cfg(test)]
@@ -386,13 +389,33 @@ pub fn apply(
                 ..Default::default()
             }
         }
+        AvatarMessage::Ping { source_id, at_ms } => {
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled(Outcome::NoUser);
+            };
+            match heartbeats::ping(r, &source_id, at_ms, now) {
+                Some(fired) => {
+                    let mut fx = Effects::labelled(Outcome::Ping);
+                    fx.take(user, fired);
+                    fx
+                }
+                None => Effects::labelled(Outcome::Duplicate),
+            }
+        }
         AvatarMessage::Tick { .. } => {
             let Some(r) = record.as_mut() else {
                 return Effects::labelled(Outcome::NoUser);
             };
             let fired = escalate::tick(r, now, &limits.links);
+            let missed = heartbeats::overdue(r, now);
             let mut fx = Effects::labelled(Outcome::Tick);
             fx.take(user, fired);
+            for (n, event) in missed {
+                // told like any alert of the source: its policy, mute and silences apply
+                let routed = route(record, n, now, &limits.links);
+                fx.absorb(routed);
+                fx.events.push(event);
+            }
             fx
         }
     }
