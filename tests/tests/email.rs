@@ -251,6 +251,95 @@ async fn a_forwarded_alert_reaches_history_and_goes_out_by_email() -> anyhow::Re
     Ok(())
 }
 
+/// E-mail rules give forwarded alert mail a lifecycle: Grafana's FIRING mail is an alert with a
+/// key (and the priority the rule sets), its RESOLVED mail resolves it instead of being one more
+/// notification. A rule that is not a regular expression is refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_rules_resolve_a_forwarded_alert_with_its_resolved_mail() -> anyhow::Result<()> {
+    let MailWorld {
+        smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    } = mail_world("e2emailrules", "rita").await?;
+    let rules = json!({"rules": [
+        {"subject": "^\\[RESOLVED\\] (?P<key>.+)$", "resolve": true},
+        {"subject": "^\\[FIRING:\\d+\\] (?P<key>.+)$", "priority": 4}
+    ]});
+    let (status, v) = h
+        .call(Method::PUT, "/v1/inbound/rules", Some(&token), Some(rules))
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/inbound/rules",
+            Some(&token),
+            Some(json!({"rules": [{"subject": "([unclosed"}]})),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), v["error"]["field"].as_str()),
+        (400, Some("rules[0].subject")),
+        "{v}"
+    );
+    let firing = std::fs::read(
+        tocsin_testkit::workspace_root().join("services/ingestor/tests/mail/grafana-alert.eml"),
+    )?;
+    assert!(send_mail(in_port, &inbound, &firing).await?.is_positive());
+    let items = wait_for(Duration::from_secs(20), "the alert in history", || async {
+        let items = h.history(&token).await.ok()?;
+        (!items.is_empty()).then_some(items)
+    })
+    .await?;
+    let id = items[0]["notification"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        items[0]["notification"]["priority"], 4,
+        "the rule's priority"
+    );
+    let resolved = b"From: Grafana <alerts@grafana.example.org>\r\n\
+        Subject: [RESOLVED] DiskSpaceLow db1 (prod)\r\n\
+        Message-ID: <resolved-1@grafana.example.org>\r\n\r\n\
+        /var is 60% full\r\n";
+    assert!(send_mail(in_port, &inbound, resolved).await?.is_positive());
+    wait_for(Duration::from_secs(20), "the alert resolved", || async {
+        let items = h.history(&token).await.ok()?;
+        let timeline = items
+            .iter()
+            .find(|i| i["notification"]["id"] == id.as_str())?["timeline"]
+            .as_array()?
+            .clone();
+        timeline
+            .iter()
+            .any(|e| {
+                e["kind"] == "resolved"
+                    && e["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with("via e-mail rule 1")
+            })
+            .then_some(())
+    })
+    .await?;
+    assert_eq!(
+        h.history(&token).await?.len(),
+        1,
+        "the RESOLVED mail is no notification"
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the alert's e-mail out",
+        || async { (smtp_out.messages().len() == 1).then_some(()) },
+    )
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// A self-signed leaf for localhost / 127.0.0.1 (CA:FALSE, which rustls requires of a leaf).
 fn test_certificate(
     dir: &std::path::Path,

@@ -26,7 +26,7 @@ use crate::routes::alert_hooks::{alertmanager, grafana};
 use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
 use crate::routes::heartbeats;
 use crate::routes::history::{history, private_feed};
-use crate::routes::inbound::{get_inbound, put_inbound};
+use crate::routes::inbound::{get_inbound, get_mail_rules, put_inbound, put_mail_rules};
 use crate::routes::ntfy::ntfy_publish;
 use crate::routes::policy::{
     delete_named_policy, delete_policy, get_named_policy, get_policy, list_policies,
@@ -146,6 +146,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         )
         .route("/v1/destinations/{id}", delete(remove_destination))
         .route("/v1/inbound", get(get_inbound).put(put_inbound))
+        .route("/v1/inbound/rules", get(get_mail_rules).put(put_mail_rules))
         .route(
             "/v1/policy",
             get(get_policy).put(put_policy).delete(delete_policy),

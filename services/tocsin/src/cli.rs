@@ -108,6 +108,17 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Your e-mail rules (what forwarded mail means: priority, alert key, resolve): show them,
+    /// set them from a JSON file (`{"rules": [...]}`, see docs/alerts.md), or remove them.
+    MailRules {
+        /// A JSON file holding the rules ("-": standard input).
+        #[arg(long, conflicts_with = "reset")]
+        set: Option<PathBuf>,
+        #[arg(long)]
+        reset: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// A heartbeat (dead-man's switch): prints the URL a cron job requests after each run;
     /// when a period passes without it, you are told, and the next request resolves that.
     Heartbeat {

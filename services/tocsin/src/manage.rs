@@ -184,6 +184,38 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::MailRules { set, reset, api } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            let body = if reset {
+                Some(json!({"rules": []}))
+            } else if let Some(path) = set {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                };
+                Some(
+                    serde_json::from_str::<Value>(&text)
+                        .with_context(|| format!("{} is not JSON", path.display()))?,
+                )
+            } else {
+                None
+            };
+            let v = match body {
+                Some(b) => {
+                    c.call(Method::PUT, "/v1/inbound/rules", Some(&token), Some(&b))
+                        .await?
+                }
+                None => {
+                    c.call(Method::GET, "/v1/inbound/rules", Some(&token), None)
+                        .await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Heartbeat {
             label,
             every,

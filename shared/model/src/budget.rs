@@ -88,6 +88,7 @@ pub fn config_bytes(r: &UserRecord) -> usize {
         + len(serde_json::to_vec(&r.reach.policy))
         + len(serde_json::to_vec(&r.reach.policies))
         + len(serde_json::to_vec(&r.reach.silences))
+        + len(serde_json::to_vec(&r.mail_rules))
 }
 
 #[cfg(test)]
@@ -160,6 +161,7 @@ mod tests {
             destinations: vec![],
             allowed_senders: vec![],
             require_authenticated_mail: true,
+            mail_rules: vec![],
             source_status: Default::default(),
             destination_status: Default::default(),
             recent: Default::default(),

@@ -38,7 +38,7 @@ pub struct FilterError {
 
 const MAX_WORDS: usize = 50;
 const MAX_WORD_LEN: usize = 100;
-const MAX_REGEX_LEN: usize = 500;
+pub(crate) const MAX_REGEX_LEN: usize = 500;
 
 /// The item a filter is applied to: plain text only.
 #[derive(Clone, Debug, Default)]
@@ -152,7 +152,7 @@ fn one_line(e: &regex::Error) -> String {
     crate::text::one_line(&e.to_string())
 }
 
-fn build_regex(r: &str) -> Result<regex::Regex, regex::Error> {
+pub(crate) fn build_regex(r: &str) -> Result<regex::Regex, regex::Error> {
     regex::RegexBuilder::new(r)
         .case_insensitive(true)
         .size_limit(1 << 20)

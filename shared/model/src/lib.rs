@@ -9,6 +9,7 @@ pub mod escalation;
 pub mod events;
 pub mod filter;
 pub mod ids;
+pub mod mail_rules;
 pub mod messages;
 pub mod silence;
 pub mod text;
@@ -22,6 +23,7 @@ pub use escalation::{
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
+pub use mail_rules::MailRule;
 pub use messages::*;
 pub use silence::{Matcher, Silence};
 pub use user::*;

@@ -243,6 +243,10 @@ pub enum Command {
     RemoveSilence {
         silence_id: String,
     },
+    /// What inbound mail means (see [`crate::mail_rules`]); empty: none.
+    SetMailRules {
+        rules: Vec<crate::MailRule>,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

@@ -31,6 +31,9 @@ pub struct UserRecord {
     /// Take only mail that passes SPF or (aligned) DKIM at the inbound address.
     #[serde(default)]
     pub require_authenticated_mail: bool,
+    /// What inbound mail means (priority, alert key, resolve), the first matching rule first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mail_rules: Vec<crate::MailRule>,
     /// The latest status the ingestor reported per source id.
     #[serde(default)]
     pub source_status: BTreeMap<String, SourceStatus>,
@@ -529,6 +532,7 @@ mod tests {
             destinations: vec![],
             allowed_senders: vec!["@alerts.example.com".into()],
             require_authenticated_mail: true,
+            mail_rules: vec![],
             source_status: Default::default(),
             destination_status: Default::default(),
             recent,

@@ -1,4 +1,5 @@
-//! `/v1/inbound`: the user's inbound e-mail address and who may send to it.
+//! `/v1/inbound`: the user's inbound e-mail address, who may send to it, and what its mail
+//! means (`/v1/inbound/rules`).
 
 use crate::auth::authenticate;
 use crate::client::{command, refusal};
@@ -21,6 +22,7 @@ pub(crate) async fn get_inbound(
         "enabled": !u.inbound_token_hash.is_empty(),
         "allowed_senders": u.allowed_senders,
         "require_authenticated": u.require_authenticated_mail,
+        "rules": u.mail_rules,
     })))
 }
 
@@ -61,4 +63,43 @@ pub(crate) async fn put_inbound(
     Ok(Json(
         json!({ "allowed_senders": senders, "require_authenticated": req.require_authenticated }),
     ))
+}
+
+/// `GET /v1/inbound/rules`: the e-mail rules, first match first.
+pub(crate) async fn get_mail_rules(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    Ok(Json(json!({ "rules": u.mail_rules })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutRules {
+    rules: Vec<tocsin_model::MailRule>,
+}
+
+/// `PUT /v1/inbound/rules {rules: [...]}`: replace them (an empty list: none).
+pub(crate) async fn put_mail_rules(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: PutRules = parse_body(&body)?;
+    tocsin_model::mail_rules::validate(&req.rules)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
+    let reply = command(
+        &state,
+        &u.id,
+        Command::SetMailRules {
+            rules: req.rules.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({ "rules": req.rules })))
 }

@@ -98,6 +98,13 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
                 tocsin_model::text::utc_minute(silence.ends_at_ms)
             ),
         ),
+        Command::SetMailRules { rules } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            format!("e-mail rules set ({})", rules.len()),
+        ),
         Command::RemoveSilence { silence_id } => (
             EventKind::PolicyChanged,
             None,
@@ -159,6 +166,7 @@ pub(crate) fn command_effects(
                 destinations: vec![],
                 allowed_senders: vec![],
                 require_authenticated_mail: false,
+                mail_rules: vec![],
                 source_status: Default::default(),
                 destination_status: Default::default(),
                 recent: Default::default(),
@@ -327,6 +335,13 @@ pub(crate) fn command_effects(
             let r = existing(user, record)?;
             let fired = crate::decide::silences::add(r, silence, now)?;
             fx.take(user, fired);
+            Ok(())
+        }
+        Command::SetMailRules { rules } => {
+            let r = existing(user, record)?;
+            tocsin_model::mail_rules::validate(&rules).map_err(Refusal::from)?;
+            r.mail_rules = rules;
+            fx.dirty = true;
             Ok(())
         }
         Command::RemoveSilence { silence_id } => {

@@ -38,7 +38,41 @@ pub(crate) fn route(
         && p != n.priority
     {
         n.priority = p;
-        set_priority = Some(p);
+        set_priority = Some((p, "the source's setting".to_owned()));
+    }
+    // an alert (a publish with a dedup key) stays open until resolved; so does a mail whose
+    // e-mail rule named its alert. A feed item's or another mail's key only deduplicates
+    let mut opens = n.source.kind == tocsin_model::SourceKind::Publish;
+    if n.source.kind == tocsin_model::SourceKind::Email
+        && let Some(m) =
+            tocsin_model::mail_rules::first_match(&r.mail_rules, &n.source.label, &n.title, &n.body)
+    {
+        let why = format!("e-mail rule {}", m.rule);
+        if let Some(p) = m.priority
+            && p != n.priority
+        {
+            n.priority = p;
+            set_priority = Some((p, why.clone()));
+        }
+        if let Some(k) = m.key {
+            n.dedup_key = Some(k);
+            n = n.bounded();
+            opens = true;
+        }
+        if m.resolve
+            && let Some(k) = n.dedup_key.clone()
+        {
+            // the mail says the alert is over: it resolves it rather than being one more
+            let via = format!("{why} ({})", tocsin_model::text::truncate(&n.title, 100));
+            let mut fired = escalate::Fired::default();
+            fired.entries = escalate::resolve(r, &k, &via, now, &mut fired.events);
+            let mut fx = Effects {
+                outcome: Outcome::Resolved,
+                ..Default::default()
+            };
+            fx.take(&n.user, fired);
+            return fx;
+        }
     }
     if r.recent.contains(n.id.as_str()) {
         return Effects {
@@ -80,16 +114,12 @@ pub(crate) fn route(
     if let Some(k) = key {
         r.recent.insert(k);
     }
-    // an alert (a publish with a dedup key) stays open until resolved; a feed item's or an
-    // e-mail's key only deduplicates content, and never fills the open alerts
-    if n.source.kind == tocsin_model::SourceKind::Publish
-        && let Some(k) = &n.dedup_key
-    {
+    if opens && let Some(k) = &n.dedup_key {
         r.reach.open_key(k, &n.id, now);
     }
     let (fired, mut detail) = escalate::start(r, &n, now, links);
-    if let Some(p) = set_priority {
-        detail = format!("priority {} (the source's setting); {detail}", p.get());
+    if let Some((p, why)) = set_priority {
+        detail = format!("priority {} ({why}); {detail}", p.get());
     }
     let user = n.user.clone();
     let routed = Event::new(EventKind::Routed, &[n.id.as_str()], now)
@@ -262,6 +292,118 @@ mod tests {
             notification.dedup_key = Some(key.into());
         }
         msg
+    }
+
+    fn mail(id: &str, from: &str, subject: &str) -> AvatarMessage {
+        let mut msg = item(id, 3);
+        if let AvatarMessage::Notify { notification } = &mut msg {
+            notification.source = SourceRef {
+                kind: SourceKind::Email,
+                id: None,
+                label: from.into(),
+            };
+            notification.title = subject.into();
+            notification.dedup_key = Some(format!("mid:{id}@mail"));
+        }
+        msg
+    }
+
+    #[test]
+    fn e_mail_rules_give_forwarded_alerts_a_lifecycle() {
+        let l = limits_with_links();
+        let mut rec = with_source();
+        let rules = vec![
+            tocsin_model::MailRule {
+                subject: Some(r"^\[RESOLVED\] (?P<key>.+)$".into()),
+                resolve: true,
+                ..Default::default()
+            },
+            tocsin_model::MailRule {
+                subject: Some(r"^\[FIRING:\d+\] (?P<key>.+)$".into()),
+                priority: Some(Priority::new(4).unwrap()),
+                ..Default::default()
+            },
+        ];
+        let fx = apply(
+            &user(),
+            &mut rec,
+            command(Command::SetMailRules { rules }),
+            &l,
+            1,
+        );
+        assert!(fx.reply.unwrap().1.ok);
+        let fx = apply(
+            &user(),
+            &mut rec,
+            mail("m1", "grafana@x.org", "[FIRING:1] HighCPU (web1)"),
+            &l,
+            10,
+        );
+        let (priority, detail) = stored(&fx);
+        assert_eq!(priority, 4);
+        assert!(
+            detail.starts_with("priority 4 (e-mail rule 2); "),
+            "{detail}"
+        );
+        assert_eq!(fx.jobs.len(), 1);
+        // Grafana mails again while it fires: no page
+        let fx = apply(
+            &user(),
+            &mut rec,
+            mail("m2", "grafana@x.org", "[FIRING:1] HighCPU (web1)"),
+            &l,
+            20,
+        );
+        assert_eq!(fx.outcome, Outcome::DuplicateContent);
+        // the RESOLVED mail resolves it instead of being one more notification
+        let fx = apply(
+            &user(),
+            &mut rec,
+            mail("m3", "grafana@x.org", "[RESOLVED] HighCPU (web1)"),
+            &l,
+            30,
+        );
+        assert_eq!(fx.outcome, Outcome::Resolved);
+        assert!(fx.jobs.is_empty());
+        match fx.history.as_slice() {
+            [
+                HistoryRecord::Timeline {
+                    notification_id,
+                    entry,
+                    ..
+                },
+            ] => {
+                assert_eq!(notification_id.as_str(), "m1");
+                assert_eq!(entry.kind, "resolved");
+                assert!(
+                    entry
+                        .detail
+                        .starts_with("via e-mail rule 1 ([RESOLVED] HighCPU"),
+                    "{}",
+                    entry.detail
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // mail no rule matches is a notification as before
+        let fx = apply(&user(), &mut rec, mail("m4", "ann@x.org", "Lunch?"), &l, 40);
+        assert_eq!((fx.outcome, stored(&fx).0), (Outcome::Routed, 3));
+        // a bad rule is refused by field
+        let bad = vec![tocsin_model::MailRule {
+            subject: Some("(".into()),
+            ..Default::default()
+        }];
+        let fx = apply(
+            &user(),
+            &mut rec,
+            command(Command::SetMailRules { rules: bad }),
+            &l,
+            50,
+        );
+        assert_eq!(
+            fx.reply.unwrap().1.field.as_deref(),
+            Some("rules[0].subject")
+        );
     }
 
     #[test]
