@@ -176,7 +176,10 @@ async fn analytics_counts_resolved_and_silenced_alerts() -> Result<()> {
     .await?;
     let csv = analytics::render(&report, analytics::Format::Csv, false);
     let header = csv.lines().next().unwrap_or_default();
-    assert!(header.ends_with(",resolved,silenced"), "{csv}");
+    assert!(
+        header.ends_with(",resolved,silenced,heartbeat_missed"),
+        "{csv}"
+    );
     assert_eq!(
         hooks.requests("/now").len(),
         2,
