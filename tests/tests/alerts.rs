@@ -674,6 +674,161 @@ async fn a_missed_heartbeat_pages_and_the_next_ping_resolves_it() -> anyhow::Res
     Ok(())
 }
 
+/// A hook source has its own secret URL: any program's JSON becomes notifications through the
+/// source's mapping (one per item, keyed, resolving), and an Alertmanager payload sent to an
+/// `alertmanager` hook is read as Alertmanager's. Their notifications are the source's (its
+/// priority applies); a payload the mapping cannot render is refused naming the field, and
+/// the owner sees why in the source's status until a call works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_hook_maps_any_payload_and_keeps_its_last_refusal() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2ehook", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("jo").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/jo")}),
+    )
+    .await?;
+    let mapping = json!({
+        "items": "/checks",
+        "title": "{{ /name }} is {{ /state }} on {{ $/host }}",
+        "body": "{{ /output | no output }}",
+        "priority": "{{ /state }}",
+        "priorities": {"critical": 5, "warning": 3, "ok": 2},
+        "key": "{{ $/host }}/{{ /name }}",
+        "resolve": "{{ /state }}",
+        "url": "https://mon.example.org/{{ /name }}"
+    });
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&token),
+            Some(json!({"kind": "hook", "format": "json", "label": "monitor", "mapping": mapping})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let source = v["source"]["id"].as_str().unwrap_or_default().to_owned();
+    let url = v["hook_url"].as_str().unwrap_or_default();
+    let url = format!(
+        "{}{}",
+        h.api_url,
+        &url[url.find("/v1/hooks/").unwrap_or(0)..]
+    );
+    let post = |body: serde_json::Value| h.http.post(&url).json(&body).send();
+    let r = post(json!({"host": "web1", "checks": [
+        {"name": "disk", "state": "CRITICAL", "output": "/var 97% full"},
+        {"name": "load", "state": "OK"}
+    ]}))
+    .await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        json!({"notified": 1, "resolved": 1})
+    );
+    wait_for(Duration::from_secs(20), "the check's page", || async {
+        (hooks.requests("/jo").len() == 1).then_some(())
+    })
+    .await?;
+    let page: serde_json::Value = serde_json::from_slice(&hooks.requests("/jo")[0].body)?;
+    assert_eq!(page["title"], "disk is CRITICAL on web1", "{page}");
+    assert_eq!(page["priority"], 5);
+    assert_eq!(
+        page["source"]["id"],
+        source.as_str(),
+        "the hook source's notification"
+    );
+    assert_eq!(page["url"], "https://mon.example.org/disk");
+    // a payload the mapping cannot render: refused by field, kept as the source's status
+    let r = post(json!({"host": "web1", "checks": [{"nme": "disk"}]})).await?;
+    assert_eq!(r.status(), 400);
+    let e: serde_json::Value = r.json().await?;
+    assert_eq!(e["error"]["field"], "mapping.title", "{e}");
+    let status_of = || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/sources", Some(&token), None)
+            .await
+            .ok()?;
+        Some(v["sources"][0]["status"].clone())
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the refusal in the status",
+        || async {
+            status_of().await.filter(|s| {
+                s["ok"] == false && s["error"].as_str().unwrap_or("").contains("has no /name")
+            })
+        },
+    )
+    .await?;
+    // deep JSON and a wrong secret
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let r = h.http.post(&url).body(deep).send().await?;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        h.http
+            .post(format!("{url}x"))
+            .json(&json!({}))
+            .send()
+            .await?
+            .status(),
+        404
+    );
+    // the disk is fine again: resolved, and the status says the hook works
+    let r = post(json!({"host": "web1", "checks": [{"name": "disk", "state": "OK"}]})).await?;
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        json!({"notified": 0, "resolved": 1})
+    );
+    wait_for(Duration::from_secs(20), "the status ok again", || async {
+        status_of().await.filter(|s| s["ok"] == true)
+    })
+    .await?;
+    let items = h.history(&token).await?;
+    let timeline = items[0]["timeline"].to_string();
+    assert!(timeline.contains("\"resolved\""), "{timeline}");
+
+    // an Alertmanager hook: Alertmanager's payload, this source's notification
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&token),
+            Some(
+                json!({"kind": "hook", "format": "alertmanager", "label": "prod",
+                        "settings": {"priority": 2}}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let am = v["hook_url"].as_str().unwrap_or_default();
+    let am = format!("{}{}", h.api_url, &am[am.find("/v1/hooks/").unwrap_or(0)..]);
+    let r = h
+        .http
+        .post(&am)
+        .json(
+            &json!({"version": "4", "receiver": "tocsin", "status": "firing", "alerts": [{
+            "status": "firing", "labels": {"alertname": "Down", "instance": "db1"},
+            "annotations": {"summary": "db1 is down"}, "fingerprint": "0123456789abcdef"}]}),
+        )
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    wait_for(Duration::from_secs(20), "the alert", || async {
+        (hooks.requests("/jo").len() == 2).then_some(())
+    })
+    .await?;
+    let page: serde_json::Value = serde_json::from_slice(&hooks.requests("/jo")[1].body)?;
+    assert_eq!(page["title"], "db1 is down", "{page}");
+    assert_eq!(page["priority"], 2, "the source's priority: {page}");
+    assert_eq!(page["source"]["label"], "prod");
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

@@ -115,6 +115,43 @@ pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(),
     }
 }
 
+/// The user `user` and their source `source_id` whose own secret (a heartbeat's ping URL, a
+/// hook's URL) is `secret`; then the user's request rate is checked. Anything else is the
+/// same 404, so a URL tells nothing about which users or sources exist.
+pub(crate) async fn source_by_secret(
+    state: &AppState,
+    user: &str,
+    source_id: &str,
+    secret: &str,
+) -> Result<(UserRecord, tocsin_model::Source), ApiError> {
+    use tocsin_model::SourceSpec;
+    let missing = || ApiError::not_found("no such URL");
+    let user = UserId::parse(user).map_err(|_| missing())?;
+    let record = load_user(state, &user).await?.ok_or_else(missing)?;
+    let source = record
+        .sources
+        .iter()
+        .find(|s| s.id == source_id)
+        .ok_or_else(missing)?;
+    let stored = match &source.spec {
+        SourceSpec::Heartbeat { token_hash, .. } | SourceSpec::Hook { token_hash, .. } => {
+            token_hash
+        }
+        _ => return Err(missing()),
+    };
+    if !hashes_equal(stored, &hash_token(secret)) {
+        return Err(missing());
+    }
+    if let Err(wait) = state.per_user.take(&record.id) {
+        return Err(ApiError::too_many(format!(
+            "too many requests for this user; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
+    let source = source.clone();
+    Ok((record, source))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,6 @@ use crate::routes::acks::{ack, ack_link, ack_link_page};
 use crate::routes::admin::{dead_letters, replay_dead_letter};
 use crate::routes::alert_hooks::{alertmanager, grafana};
 use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
-use crate::routes::heartbeats;
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, get_mail_rules, put_inbound, put_mail_rules};
 use crate::routes::ntfy::ntfy_publish;
@@ -38,6 +37,7 @@ use crate::routes::sms::{kannel_inbound, twilio_inbound};
 use crate::routes::sources::{add_source, list_sources, remove_source, set_source_settings};
 use crate::routes::stream::stream;
 use crate::routes::users::{create_user, me};
+use crate::routes::{heartbeats, hooks};
 use async_nats::jetstream::kv;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -160,6 +160,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         )
         .route("/v1/silences", get(list_silences).post(add_silence))
         .route("/v1/silences/{id}", delete(remove_silence))
+        .route("/v1/hooks/{user}/{source}/{secret}", post(hooks::receive))
         .route(
             "/v1/heartbeats/{user}/{source}/{secret}",
             get(heartbeats::ping).post(heartbeats::ping),

@@ -108,6 +108,20 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// A hook: its own secret URL for Alertmanager, Grafana or any program's JSON (prints the
+    /// URL, shown only now). Its notifications are the source's (`tocsin feed set ID …`).
+    Hook {
+        /// `alertmanager`, `grafana` or `json`.
+        #[arg(long)]
+        format: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// For `json`: a JSON file holding the mapping (see docs/alerts.md; "-": standard input).
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Your e-mail rules (what forwarded mail means: priority, alert key, resolve): show them,
     /// set them from a JSON file (`{"rules": [...]}`, see docs/alerts.md), or remove them.
     MailRules {

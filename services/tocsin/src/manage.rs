@@ -184,6 +184,35 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Hook {
+            format,
+            label,
+            mapping,
+            api,
+        } => {
+            let c = ApiClient::new(&api.api)?;
+            let token = user_token(&api)?;
+            let mut body = json!({"kind": "hook", "format": format, "label": label});
+            if let Some(path) = mapping {
+                let text = if path.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                };
+                body["mapping"] = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+            }
+            let v = c
+                .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
+                .await?;
+            println!(
+                "hook {}: send to this URL (it is shown only now):\n{}",
+                v["source"]["id"].as_str().unwrap_or_default(),
+                v["hook_url"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::MailRules { set, reset, api } => {
             let c = ApiClient::new(&api.api)?;
             let token = user_token(&api)?;

@@ -144,6 +144,29 @@ pub enum SourceSpec {
         /// SHA-256 (hex) of the secret in its ping URL; the secret itself is never stored.
         token_hash: String,
     },
+    /// An inbound webhook with its own secret URL (`/v1/hooks/<user>/<id>/<secret>`): an
+    /// Alertmanager or Grafana contact point, or any program's JSON through a mapping. Its
+    /// notifications are this source's: its priority, policy, mute and silences apply.
+    Hook {
+        format: HookFormat,
+        /// SHA-256 (hex) of the secret in its URL; the secret itself is never stored.
+        token_hash: String,
+        /// For `json`: how the payload becomes notifications.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mapping: Option<Box<crate::JsonMapping>>,
+    },
+}
+
+/// What a hook source takes.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HookFormat {
+    /// Prometheus Alertmanager's webhook (version 4).
+    Alertmanager,
+    /// Grafana Alerting's webhook contact point (version 1).
+    Grafana,
+    /// Any JSON, through the source's mapping.
+    Json,
 }
 
 impl SourceSpec {
@@ -153,6 +176,7 @@ impl SourceSpec {
             SourceSpec::Feed { .. } => "feed",
             SourceSpec::Imap { .. } => "imap",
             SourceSpec::Heartbeat { .. } => "heartbeat",
+            SourceSpec::Hook { .. } => "hook",
         }
     }
 }

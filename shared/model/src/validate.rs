@@ -119,12 +119,38 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
                     "grace_secs",
                     format!("at most {MAX_HEARTBEAT_GRACE_SECS} seconds (a week)"),
                 ))
-            } else if token_hash.len() != 64 || !token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Err(Invalid::new("token_hash", "a SHA-256 in hex"))
             } else {
-                Ok(())
+                token(token_hash)
             }
         }
+        SourceSpec::Hook {
+            format,
+            token_hash,
+            mapping,
+        } => {
+            token(token_hash)?;
+            match (format, mapping) {
+                (crate::HookFormat::Json, Some(m)) => m.validate(),
+                (crate::HookFormat::Json, None) => Err(Invalid::new(
+                    "mapping",
+                    "a json hook needs a mapping (at least a title)",
+                )),
+                (_, Some(_)) => Err(Invalid::new(
+                    "mapping",
+                    "only a json hook has a mapping; alertmanager and grafana are read as they are",
+                )),
+                (_, None) => Ok(()),
+            }
+        }
+    }
+}
+
+/// A stored secret's hash: 64 hex digits.
+fn token(token_hash: &str) -> Result<(), Invalid> {
+    if token_hash.len() == 64 && token_hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Invalid::new("token_hash", "a SHA-256 in hex"))
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::auth::authenticate;
 use crate::routes::parse_body;
-use crate::routes::publish::{Publish, publish_for, resolve_for};
+use crate::routes::publish::{Origin, Publish, publish_for, resolve_for};
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::State;
@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
-use tocsin_model::budget;
 use tocsin_model::text::truncate;
+use tocsin_model::{UserRecord, budget};
 
 /// The most alerts one request may carry (Alertmanager's `max_alerts` caps what it sends).
 pub(crate) const MAX_ALERTS: usize = 500;
@@ -40,7 +40,7 @@ pub(crate) enum Sender {
 }
 
 impl Sender {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Sender::Alertmanager => "alertmanager",
             Sender::Grafana => "grafana",
@@ -109,21 +109,48 @@ async fn receive(
     sender: Sender,
 ) -> Result<Response, ApiError> {
     let u = authenticate(state, headers).await?;
+    deliver(state, &u, body, sender, None).await
+}
+
+/// Take `body` from `sender` for `u` (as the hook source `source`, when it came through one).
+pub(crate) async fn deliver(
+    state: &crate::AppState,
+    u: &UserRecord,
+    body: &[u8],
+    sender: Sender,
+    source: Option<&tocsin_model::Source>,
+) -> Result<Response, ApiError> {
     let payload: Payload = parse_body(body)?;
-    let label = if payload.receiver.trim().is_empty() {
-        sender.name().to_owned()
-    } else {
-        truncate(payload.receiver.trim(), 100)
+    let label = match source {
+        Some(s) if !s.label.is_empty() => s.label.clone(),
+        _ if !payload.receiver.trim().is_empty() => truncate(payload.receiver.trim(), 100),
+        _ => sender.name().to_owned(),
     };
+    let origin = Origin {
+        label: &label,
+        source_id: source.map(|s| s.id.as_str()),
+        via: sender.name(),
+    };
+    let actions = actions(payload, sender)?;
+    run(state, u, actions, &origin).await
+}
+
+/// Send `actions` for `u` in order; answers how many notified and resolved.
+pub(crate) async fn run(
+    state: &crate::AppState,
+    u: &UserRecord,
+    actions: Vec<Action>,
+    origin: &Origin<'_>,
+) -> Result<Response, ApiError> {
     let (mut notified, mut resolved) = (0, 0);
-    for action in actions(payload, sender)? {
+    for action in actions {
         match action {
             Action::Notify(p) => {
-                publish_for(state, &u, *p, &label, sender.name()).await?;
+                publish_for(state, u, *p, origin).await?;
                 notified += 1;
             }
             Action::Resolve(key) => {
-                resolve_for(state, &u.id, &key, sender.name()).await?;
+                resolve_for(state, &u.id, &key, origin.via).await?;
                 resolved += 1;
             }
         }

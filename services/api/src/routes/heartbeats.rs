@@ -1,10 +1,10 @@
 //! `/v1/heartbeats/{user}/{source}/{secret}`: the ping URL of a heartbeat source, for a cron
 //! job's `curl` (GET, HEAD or POST; no token: the secret in the URL is the credential).
 
-use crate::auth::{hashes_equal, load_user};
+use crate::auth::source_by_secret;
 use crate::{ApiError, AppState, St, bus_error};
 use axum::extract::{Path, State};
-use tocsin_model::{AvatarMessage, SourceSpec, UserId, hash_token, now_ms};
+use tocsin_model::{AvatarMessage, SourceSpec, UserId, now_ms};
 
 /// The ping URL of heartbeat `source_id` with `secret`.
 pub(crate) fn ping_url(state: &AppState, user: &UserId, source_id: &str, secret: &str) -> String {
@@ -20,24 +20,12 @@ pub(crate) async fn ping(
     State(state): St,
     Path((user, source_id, secret)): Path<(String, String, String)>,
 ) -> Result<&'static str, ApiError> {
-    let missing = || ApiError::not_found("no such heartbeat");
-    let user = UserId::parse(&user).map_err(|_| missing())?;
-    let record = load_user(&state, &user).await?.ok_or_else(missing)?;
-    let known = record.sources.iter().any(|s| {
-        s.id == source_id
-            && matches!(&s.spec, SourceSpec::Heartbeat { token_hash, .. }
-                if hashes_equal(token_hash, &hash_token(&secret)))
-    });
-    if !known {
-        return Err(missing());
-    }
-    if let Err(wait) = state.per_user.take(&record.id) {
-        return Err(ApiError::too_many(format!(
-            "too many requests for this user; retry in {}s",
-            wait.as_secs().max(1)
-        )));
+    let (record, source) = source_by_secret(&state, &user, &source_id, &secret).await?;
+    if !matches!(source.spec, SourceSpec::Heartbeat { .. }) {
+        return Err(ApiError::not_found("no such URL"));
     }
     let at_ms = now_ms();
+    let user = record.id;
     let id = tocsin_bus::msg_id::ping(&user, &source_id, at_ms);
     let msg = AvatarMessage::Ping { source_id, at_ms };
     let subject = state

@@ -6,6 +6,7 @@ pub(crate) mod alert_hooks;
 pub(crate) mod destinations;
 pub(crate) mod heartbeats;
 pub(crate) mod history;
+pub(crate) mod hooks;
 pub(crate) mod inbound;
 pub(crate) mod ntfy;
 pub(crate) mod policy;

@@ -4,7 +4,7 @@
 //! The topic is the source's label; the notification goes to the caller's own user.
 
 use crate::auth::{authenticate_token, bearer, token_of_authorization};
-use crate::routes::publish::{Publish, publish_for};
+use crate::routes::publish::{Origin, Publish, publish_for};
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -104,7 +104,12 @@ async fn publish(
     let token = token(headers, &params)?;
     let user = authenticate_token(state, &token).await?;
     let req = request(topic, headers, &params, body)?;
-    let n = publish_for(state, &user, req, topic, "ntfy").await?;
+    let origin = Origin {
+        label: topic,
+        source_id: None,
+        via: "ntfy",
+    };
+    let n = publish_for(state, &user, req, &origin).await?;
     // ntfy's answer, so its clients read what they expect
     let mut answer = json!({
         "id": n.id,

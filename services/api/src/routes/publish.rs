@@ -116,7 +116,12 @@ pub(crate) async fn publish(
         resolve_for(&state, &u.id, &key, "api").await?;
         return Ok((StatusCode::ACCEPTED, Json(json!({ "resolved": key }))).into_response());
     }
-    let n = publish_for(&state, &u, req, "api", "publish").await?;
+    let origin = Origin {
+        label: "api",
+        source_id: None,
+        via: "publish",
+    };
+    let n = publish_for(&state, &u, req, &origin).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": n.id }))).into_response())
 }
 
@@ -146,15 +151,25 @@ pub(crate) async fn resolve_for(
         .map_err(bus_error)
 }
 
-/// Check `req` and queue it as a notification for `u`, from the source labelled `label`
-/// (its `ingested` event names `via`). Every way of publishing goes through here.
+/// Where a published notification comes from.
+pub(crate) struct Origin<'a> {
+    /// The source's label, shown with the notification (`api`, an ntfy topic, a receiver).
+    pub(crate) label: &'a str,
+    /// The user's source it belongs to (a hook), whose settings then apply to it.
+    pub(crate) source_id: Option<&'a str>,
+    /// What its `ingested` event names (`publish`, `ntfy`, `alertmanager`, `hook`).
+    pub(crate) via: &'a str,
+}
+
+/// Check `req` and queue it as a notification for `u` from `origin`. Every way of publishing
+/// goes through here.
 pub(crate) async fn publish_for(
     state: &crate::AppState,
     u: &UserRecord,
     req: Publish,
-    label: &str,
-    via: &str,
+    origin: &Origin<'_>,
 ) -> Result<Notification, ApiError> {
+    let (label, via) = (origin.label, origin.via);
     let (priority, url) = validate_publish(&req)?;
     let id = match &req.idempotency_key {
         Some(k) => NotificationId::for_publish(&u.id, k),
@@ -165,7 +180,7 @@ pub(crate) async fn publish_for(
         user: u.id.clone(),
         source: SourceRef {
             kind: SourceKind::Publish,
-            id: None,
+            id: origin.source_id.map(str::to_owned),
             label: label.to_owned(),
         },
         title: tocsin_model::text::one_line(&req.title),

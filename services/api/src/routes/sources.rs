@@ -78,6 +78,12 @@ pub(crate) struct AddSource {
     /// A heartbeat: how late a ping may be before its owner is told (seconds; default 300).
     #[serde(default)]
     grace_secs: Option<u64>,
+    /// A hook: what it takes (`alertmanager`, `grafana`, `json`).
+    #[serde(default)]
+    format: Option<tocsin_model::HookFormat>,
+    /// A json hook: how its payload becomes notifications.
+    #[serde(default)]
+    mapping: Option<tocsin_model::JsonMapping>,
 }
 
 /// A heartbeat's grace when none is given.
@@ -91,6 +97,7 @@ pub(crate) async fn add_source(
     let u = authenticate(&state, &headers).await?;
     let req: AddSource = parse_body(&body)?;
     let mut ping_secret = None;
+    let mut hook_secret = None;
     let spec = match req.kind.as_deref().unwrap_or("feed") {
         "feed" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
@@ -128,9 +135,23 @@ pub(crate) async fn add_source(
                 token_hash: tocsin_model::hash_token(&secret),
             }
         }
+        "hook" => {
+            let secret = random_hex(16);
+            hook_secret = Some(secret.clone());
+            SourceSpec::Hook {
+                format: req.format.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "format: needed (alertmanager, grafana or json)",
+                        Some("format".into()),
+                    )
+                })?,
+                token_hash: tocsin_model::hash_token(&secret),
+                mapping: req.mapping.clone().map(Box::new),
+            }
+        }
         other => {
             return Err(ApiError::bad_request(
-                format!("kind: {other:?} is not a source kind (feed, imap, heartbeat)"),
+                format!("kind: {other:?} is not a source kind (feed, imap, heartbeat, hook)"),
                 Some("kind".into()),
             ));
         }
@@ -161,6 +182,12 @@ pub(crate) async fn add_source(
         *password = None;
     }
     let mut answer = json!({ "source": source });
+    if let Some(secret) = hook_secret {
+        // shown once: only its hash is kept
+        answer["hook_url"] = json!(crate::routes::hooks::hook_url(
+            &state, &u.id, &source.id, &secret
+        ));
+    }
     if let Some(secret) = ping_secret {
         // shown once: only its hash is kept
         answer["ping_url"] = json!(crate::routes::heartbeats::ping_url(

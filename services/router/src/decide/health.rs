@@ -31,8 +31,9 @@ pub(crate) fn notice(
             mailbox,
             ..
         } => (SourceKind::Email, format!("{username}@{host} {mailbox}")),
-        // the ingestor checks no heartbeat: its misses are told by `heartbeats.rs`
-        SourceSpec::Heartbeat { .. } => return None,
+        // the ingestor checks neither: a heartbeat's misses are told by `heartbeats.rs`, a
+        // hook is called, never polled
+        SourceSpec::Heartbeat { .. } | SourceSpec::Hook { .. } => return None,
     };
     let name = if source.label.is_empty() {
         label
