@@ -21,11 +21,11 @@ pub(crate) fn route(
             ..Default::default()
         };
     };
-    if n.source.kind == tocsin_model::SourceKind::Feed
-        && let Some(sid) = &n.source.id
+    if let Some(sid) = &n.source.id
         && !r.sources.iter().any(|s| &s.id == sid)
     {
-        // the user removed this source while the item was on its way
+        // the user removed this source (a feed, a mailbox, a hook) while the item was on its
+        // way
         return Effects {
             outcome: Outcome::SourceRemoved,
             ..Default::default()
