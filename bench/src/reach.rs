@@ -409,6 +409,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
         ],
         urgent_steps: None,
         quiet_hours: None,
+        ..Default::default()
     };
     let mut setup = Vec::new();
     for u in &users {

@@ -829,6 +829,75 @@ async fn a_json_hook_maps_any_payload_and_keeps_its_last_refusal() -> anyhow::Re
     Ok(())
 }
 
+/// A policy with `tell_resolved`: when the alert is resolved, the webhook it paged gets a
+/// "Resolved" message too, delivered and recorded on the alert's timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolved_alert_is_told_to_the_destination_it_paged() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2etellresolved", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("ines").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/ines")}),
+    )
+    .await?;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{}], "tell_resolved": true})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let id = h
+        .publish(
+            &token,
+            json!({"title": "Queue backed up", "dedup_key": "queue"}),
+        )
+        .await?;
+    wait_for(Duration::from_secs(20), "the page", || async {
+        (hooks.requests("/ines").len() == 1).then_some(())
+    })
+    .await?;
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/publish",
+            Some(&token),
+            Some(json!({"dedup_key": "queue", "resolve": true})),
+        )
+        .await?;
+    assert_eq!(status, 202);
+    wait_for(Duration::from_secs(20), "the resolution told", || async {
+        (hooks.requests("/ines").len() == 2).then_some(())
+    })
+    .await?;
+    let told: serde_json::Value = serde_json::from_slice(&hooks.requests("/ines")[1].body)?;
+    assert_eq!(told["title"], "Resolved: Queue backed up", "{told}");
+    assert_eq!(told["id"], id.as_str());
+    wait_for(
+        Duration::from_secs(20),
+        "both deliveries on the timeline",
+        || async {
+            let items = h.history(&token).await.ok()?;
+            let t = items
+                .iter()
+                .find(|i| i["notification"]["id"] == id.as_str())?["timeline"]
+                .as_array()?
+                .clone();
+            let delivered = t.iter().filter(|e| e["kind"] == "delivered").count();
+            (delivered == 2 && t.iter().any(|e| e["kind"] == "resolved")).then_some(())
+        },
+    )
+    .await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

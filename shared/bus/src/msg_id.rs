@@ -19,6 +19,11 @@ pub fn delivery_job(notification: &NotificationId, destination: &str, step: usiz
     }
 }
 
+/// The message telling `destination` that the alert of `notification` is resolved.
+pub fn resolved_job(notification: &NotificationId, destination: &str) -> String {
+    format!("{notification}:{destination}:resolved")
+}
+
 /// The answer to an IM or SMS command, sent to `destination` for a reply received at `at_ms`.
 pub fn command_answer(destination: &str, at_ms: Millis) -> String {
     format!("reply:{destination}:{at_ms}")

@@ -279,6 +279,7 @@ mod tests {
                     reference: 999,
                     jobs: MAX_JOBS_PER_NOTIFICATION,
                     policy: Some("p".repeat(32)),
+                    round: crate::escalation::MAX_REPEAT,
                 },
             );
         }
@@ -287,6 +288,25 @@ mod tests {
             let n = notification(i);
             r.reach
                 .open_key(&format!("{i:0200}"), &n.id, i64::MAX - i as i64);
+        }
+        // every open alert told where it reached, at the most destinations a user has
+        let keys: Vec<String> = r.reach.open_keys.keys().cloned().collect();
+        for k in keys.into_iter().take(crate::Reach::MAX_TOLD) {
+            let n = notification(0);
+            r.reach.told.insert(
+                k,
+                crate::Told {
+                    notification: n.id.clone(),
+                    title: crate::text::truncate(&huge(200), crate::Told::MAX_TITLE),
+                    source: crate::SourceRef {
+                        label: crate::text::truncate(&huge(200), crate::Told::MAX_TITLE),
+                        ..n.source.clone()
+                    },
+                    destinations: (0..crate::Told::MAX_DESTINATIONS)
+                        .map(|i| format!("d{i:063}"))
+                        .collect(),
+                },
+            );
         }
         // silences at their cap, the largest each can be (also when added over IM, which the
         // configuration budget does not check)

@@ -64,10 +64,22 @@ pub struct Policy {
     pub urgent_steps: Option<Vec<Step>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
+    /// Run the steps again this many times while nobody acknowledges (at most
+    /// [`MAX_REPEAT`]; the last step's `wait_secs` is the pause before each round).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeat: u32,
+    /// When an alert this policy paged for is resolved, tell every destination it reached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tell_resolved: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Limits on a policy.
 pub const MAX_STEPS: usize = 10;
+pub const MAX_REPEAT: u32 = 5;
 pub const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
 
 impl Policy {
@@ -109,8 +121,7 @@ impl Policy {
         }
         Policy {
             steps,
-            urgent_steps: None,
-            quiet_hours: None,
+            ..Default::default()
         }
     }
 
@@ -155,6 +166,8 @@ impl Policy {
                 .collect()
         };
         Policy {
+            repeat: self.repeat,
+            tell_resolved: self.tell_resolved,
             steps: strip(&self.steps),
             urgent_steps: self
                 .urgent_steps
@@ -229,6 +242,15 @@ impl Policy {
         check("steps", &self.steps);
         if let Some(u) = &self.urgent_steps {
             check("urgent_steps", u);
+        }
+        if self.repeat > MAX_REPEAT {
+            p.push(Invalid::new("repeat", format!("at most {MAX_REPEAT}")));
+        }
+        if self.repeat > 0 && self.steps.last().is_none_or(|s| s.wait_secs == 0) {
+            p.push(Invalid::new(
+                "repeat",
+                "the last step needs a wait_secs: the pause before the steps run again",
+            ));
         }
         if let Some(q) = &self.quiet_hours
             && let Err(e) = q.parse()
@@ -363,6 +385,26 @@ pub struct Escalation {
     /// Delivery jobs fired for it so far (bounded by [`crate::budget::MAX_JOBS_PER_NOTIFICATION`]).
     #[serde(default)]
     pub jobs: u32,
+    /// How many times its policy's steps have started again (`repeat`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub round: u32,
+}
+
+/// What an open alert's notification reached, to tell them when it is resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    pub notification: NotificationId,
+    /// Its title (cut to 200 characters) and source, for the message.
+    pub title: String,
+    pub source: crate::SourceRef,
+    /// Destination ids, each once (at most [`Told::MAX_DESTINATIONS`]).
+    pub destinations: Vec<String>,
+}
+
+impl Told {
+    /// The longest title and source label kept, and the most destinations told per alert.
+    pub const MAX_TITLE: usize = 100;
+    pub const MAX_DESTINATIONS: usize = 5;
 }
 
 /// A heartbeat source's state in its owner's avatar.
@@ -416,6 +458,10 @@ pub struct Reach {
     /// overdue.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub beats: BTreeMap<String, Beat>,
+    /// For open alerts whose policy tells resolutions: the destinations their notification
+    /// reached, to tell when the alert is resolved (by dedup key, as `open_keys`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub told: BTreeMap<String, Told>,
     /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
     /// is added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -432,6 +478,9 @@ impl Reach {
     pub const MAX_ESCALATIONS: usize = 200;
     /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
     pub const MAX_OPEN_KEYS: usize = 200;
+    /// How many open alerts remember where they reached (`tell_resolved`); past it, the oldest
+    /// is forgotten and will not be told.
+    pub const MAX_TOLD: usize = 20;
 
     /// How many named policies a user keeps besides `default`.
     pub const MAX_POLICIES: usize = 10;
@@ -482,7 +531,10 @@ impl Reach {
                 .min_by_key(|(_, (_, at))| *at)
                 .map(|(k, _)| k.clone());
             match oldest {
-                Some(k) => self.open_keys.remove(&k),
+                Some(k) => {
+                    self.told.remove(&k);
+                    self.open_keys.remove(&k)
+                }
                 None => break,
             };
         }
@@ -711,7 +763,7 @@ mod tests {
         let p = Policy {
             steps: vec![every, sms_only.clone(), by_id],
             urgent_steps: Some(vec![sms_only]),
-            quiet_hours: None,
+            ..Default::default()
         };
         let f = p.without_sms(&ds);
         assert_eq!(f.steps.len(), 2, "the SMS-only step is gone: {f:?}");
@@ -749,6 +801,7 @@ mod tests {
                 end: "07:00".into(),
                 tz: "Mars/Olympus".into(),
             }),
+            ..Default::default()
         };
         let problems = p.problems(&[]);
         assert_eq!(problems.len(), 4, "{problems:?}");

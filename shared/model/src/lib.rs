@@ -19,7 +19,7 @@ pub mod validate;
 
 pub use escalation::{
     AckTarget, Beat, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand,
-    Show, Step, ack_signature, ack_signature_valid,
+    Show, Step, Told, ack_signature, ack_signature_valid,
 };
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};

@@ -134,6 +134,7 @@ fn one_notification_causes_a_bounded_number_of_jobs() {
         steps: vec![step; 10],
         urgent_steps: None,
         quiet_hours: None,
+        ..Default::default()
     };
     let fx = apply(
         &user(),

@@ -110,6 +110,7 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         reference,
         jobs: 0,
         policy: (name != Reach::DEFAULT_POLICY).then(|| name.clone()),
+        round: 0,
     };
     let policy = policy_of(r, &esc);
     let named = format!("policy {name}{why}");
@@ -207,6 +208,8 @@ fn fire(
             return true;
         };
         let index = esc.next_step;
+        // a step's number across rounds (`repeat`): its jobs and events are new each round
+        let number = esc.round as usize * tocsin_model::escalation::MAX_STEPS + index;
         esc.next_step += 1;
         let applies = match step.when {
             tocsin_model::Condition::Always => true,
@@ -249,22 +252,26 @@ fn fire(
         for d in &targets {
             fired
                 .jobs
-                .push(job(r, &esc.notification, d, index, esc.reference, links));
+                .push(job(r, &esc.notification, d, number, esc.reference, links));
         }
-        if index > 0 {
+        let round = match esc.round {
+            0 => String::new(),
+            n => format!(" (round {})", n + 1),
+        };
+        if number > 0 {
             for d in &targets {
                 fired.events.push(
                     Event::new(
                         EventKind::Escalated,
-                        &[esc.notification.id.as_str(), &index.to_string(), &d.id],
+                        &[esc.notification.id.as_str(), &number.to_string(), &d.id],
                         now,
                     )
                     .notification(&esc.notification.id)
                     .source(esc.notification.source.id.as_deref())
                     .channel(Some(d.channel))
                     .destination(&d.id)
-                    .attempt(index as i64 + 1)
-                    .detail(&format!("step {}", index + 1)),
+                    .attempt(number as i64 + 1)
+                    .detail(&format!("step {}{round}", index + 1)),
                 );
             }
             let to: Vec<String> = targets
@@ -277,12 +284,22 @@ fn fire(
                     now,
                     "escalated",
                     None,
-                    format!("step {}: to {}", index + 1, to.join(", ")),
+                    format!("step {}{round}: to {}", index + 1, to.join(", ")),
                 ),
             ));
         }
-        if low || capped || esc.next_step >= steps.len() {
+        if low || capped {
             return true;
+        }
+        if esc.next_step >= steps.len() {
+            // the last step: over, unless the policy runs its steps again after its wait
+            if esc.round >= policy.repeat || step.wait_secs == 0 {
+                return true;
+            }
+            esc.round += 1;
+            esc.next_step = 0;
+            esc.due_ms = now + step.wait_secs as i64 * 1000;
+            return false;
         }
         if step.wait_secs > 0 {
             esc.due_ms = now + step.wait_secs as i64 * 1000;
@@ -493,19 +510,17 @@ pub fn ack(
 }
 
 /// What carried dedup key `key` is over: its open notification gets a `resolved` timeline entry
-/// and event, its escalation (if still going) stops, and the key is forgotten so that it pages
-/// again when it comes back. Resolving a key with nothing open changes nothing else.
-pub fn resolve(
-    r: &mut UserRecord,
-    key: &str,
-    via: &str,
-    now: Millis,
-    events: &mut Vec<Event>,
-) -> Vec<(NotificationId, TimelineEntry)> {
+/// and event, its escalation (if still going) stops, the destinations it reached are told when
+/// its policy says so, and the key is forgotten so that it pages again when it comes back.
+/// Resolving a key with nothing open changes nothing else.
+pub fn resolve(r: &mut UserRecord, key: &str, via: &str, now: Millis) -> Fired {
+    let mut fired = Fired::default();
     r.recent.remove(&format!("k:{key}"));
     let Some((id, since)) = r.reach.open_keys.remove(key) else {
-        return Vec::new();
+        r.reach.told.remove(key);
+        return fired;
     };
+    fired.jobs = crate::decide::told::on_resolve(r, key, &id, via, now);
     let stopped = r.reach.escalations.remove(id.as_str());
     let detail = match &stopped {
         Some(_) => format!("via {via}; escalation stopped"),
@@ -518,8 +533,15 @@ pub fn resolve(
     if let Some(esc) = &stopped {
         event = event.source(esc.notification.source.id.as_deref());
     }
-    events.push(event);
-    vec![(id, entry(now, "resolved", None, detail))]
+    fired.events.push(event);
+    let detail = match fired.jobs.len() {
+        0 => detail,
+        n => format!("{detail}; told the {n} destination(s) it reached"),
+    };
+    fired
+        .entries
+        .push((id, entry(now, "resolved", None, detail)));
+    fired
 }
 
 /// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the

@@ -43,19 +43,12 @@ pub(crate) fn added(r: &mut UserRecord, source_id: &str, now: Millis) {
 
 /// A source was removed: its heartbeat goes, and a miss still open is resolved.
 pub(crate) fn removed(r: &mut UserRecord, source_id: &str, now: Millis) -> Fired {
-    let mut fired = Fired::default();
-    if let Some(b) = r.reach.beats.remove(source_id)
-        && b.missed.is_some()
-    {
-        fired.entries = escalate::resolve(
-            r,
-            &Beat::key(source_id),
-            "the heartbeat was removed",
-            now,
-            &mut fired.events,
-        );
+    match r.reach.beats.remove(source_id) {
+        Some(b) if b.missed.is_some() => {
+            escalate::resolve(r, &Beat::key(source_id), "the heartbeat was removed", now)
+        }
+        _ => Fired::default(),
     }
-    fired
 }
 
 /// A ping at `at_ms`: None if `source_id` is no heartbeat of the user's or the ping is older
@@ -74,17 +67,15 @@ pub(crate) fn ping(
     beat.last_ping_ms = at_ms;
     beat.due_ms = at_ms + window_ms(period, grace);
     let was_missed = beat.missed.take().is_some();
-    let mut fired = Fired::default();
     if was_missed {
-        fired.entries = escalate::resolve(
+        return Some(escalate::resolve(
             r,
             &Beat::key(source_id),
             "heartbeat ping",
             now,
-            &mut fired.events,
-        );
+        ));
     }
-    Some(fired)
+    Some(Fired::default())
 }
 
 /// The heartbeats overdue at `now` that have not been told: each marked missed, with the

@@ -19,6 +19,7 @@ mod silence_tests;
 mod silences;
 #[cfg(test)]
 pub(crate) mod tests;
+mod told;
 
 pub use effects::{Effects, Outcome};
 
@@ -144,6 +145,23 @@ fn entries_only(
 
 /// Apply `msg` for `user` to `record` (None: the user does not exist yet).
 pub fn apply(
+    user: &UserId,
+    record: &mut Option<UserRecord>,
+    msg: AvatarMessage,
+    limits: &Limits,
+    now: Millis,
+) -> Effects {
+    let mut fx = decide(user, record, msg, limits, now);
+    // whatever sent an open alert somewhere, its policy may want that place told when it ends
+    if !fx.jobs.is_empty()
+        && let Some(r) = record.as_mut()
+    {
+        fx.dirty |= told::note(r, &fx.jobs);
+    }
+    fx
+}
+
+fn decide(
     user: &UserId,
     record: &mut Option<UserRecord>,
     msg: AvatarMessage,
@@ -323,9 +341,12 @@ pub fn apply(
                 .collect()
         }),
         AvatarMessage::Resolve { key, via, at_ms: _ } => {
-            entries_only(user, record, Outcome::Resolved, |r, events| {
-                escalate::resolve(r, &key, &via, now, events)
-            })
+            let Some(r) = record.as_mut() else {
+                return Effects::labelled(Outcome::NoUser);
+            };
+            let mut fx = Effects::labelled(Outcome::Resolved);
+            fx.take(user, escalate::resolve(r, &key, &via, now));
+            fx
         }
         AvatarMessage::Refused {
             source,

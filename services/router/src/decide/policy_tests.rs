@@ -59,6 +59,7 @@ fn set_policy(name: &str, steps: Vec<Step>) -> AvatarMessage {
             steps,
             urgent_steps: None,
             quiet_hours: None,
+            ..Default::default()
         }),
     })
 }
@@ -227,4 +228,132 @@ fn policy_names_and_their_count_are_bounded() {
         destination_id: "mail".into(),
     });
     refused(apply(&user(), &mut rec, rm, &l, 1));
+}
+
+fn set_default(policy: Policy) -> AvatarMessage {
+    command(Command::SetPolicy {
+        policy: Some(policy),
+    })
+}
+
+fn alert(id: &str, key: &str) -> AvatarMessage {
+    let mut msg = item(id, SourceKind::Publish);
+    if let AvatarMessage::Notify { notification } = &mut msg {
+        notification.dedup_key = Some(key.into());
+    }
+    msg
+}
+
+#[test]
+fn a_policy_that_repeats_runs_its_steps_again_until_acknowledged() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    let policy = Policy {
+        steps: vec![step(Channel::Email, 60)],
+        repeat: 2,
+        ..Default::default()
+    };
+    ok(apply(&user(), &mut rec, set_default(policy), &l, 1));
+    let fx = apply(&user(), &mut rec, item("n1", SourceKind::Publish), &l, 0);
+    let mut ids = vec![fx.jobs[0].job_id.clone()];
+    let tick = |rec: &mut Option<UserRecord>, now: Millis| {
+        apply(&user(), rec, AvatarMessage::Tick { at_ms: now }, &l, now)
+    };
+    for (round, at) in [(2, 60_000), (3, 120_000)] {
+        let fx = tick(&mut rec, at);
+        assert_eq!(channels(&fx), ["email"], "round {round}");
+        ids.push(fx.jobs[0].job_id.clone());
+        assert!(
+            fx.history.iter().any(|h| matches!(h,
+                HistoryRecord::Timeline { entry, .. }
+                    if entry.detail.starts_with(&format!("step 1 (round {round})")))),
+            "{:?}",
+            fx.history
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each round's job is new: {ids:?}");
+    // two repeats, then over
+    assert!(tick(&mut rec, 180_000).jobs.is_empty());
+    assert!(rec.as_ref().unwrap().reach.escalations.is_empty());
+    // a repeat needs a pause
+    let bad = Policy {
+        steps: vec![step(Channel::Email, 0)],
+        repeat: 1,
+        ..Default::default()
+    };
+    let reply = refused(apply(&user(), &mut rec, set_default(bad), &l, 1));
+    assert_eq!(reply.field.as_deref(), Some("repeat"));
+}
+
+#[test]
+fn a_resolved_alert_is_told_where_it_reached_when_its_policy_says_so() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    let policy = Policy {
+        steps: vec![step(Channel::Email, 60), step(Channel::Sms, 0)],
+        tell_resolved: true,
+        ..Default::default()
+    };
+    ok(apply(&user(), &mut rec, set_default(policy), &l, 1));
+    apply(&user(), &mut rec, alert("a1", "disk"), &l, 0);
+    let fx = apply(
+        &user(),
+        &mut rec,
+        AvatarMessage::Tick { at_ms: 0 },
+        &l,
+        60_000,
+    );
+    assert_eq!(channels(&fx), ["sms"]);
+    let resolve = AvatarMessage::Resolve {
+        key: "disk".into(),
+        via: "api".into(),
+        at_ms: 70_000,
+    };
+    let fx = apply(&user(), &mut rec, resolve, &l, 70_000);
+    let mut told: Vec<(&str, &str)> = fx
+        .jobs
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.notification.title.as_str()))
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("a1:mail:resolved", "Resolved: Road bike"),
+            ("a1:sms:resolved", "Resolved: Road bike")
+        ]
+    );
+    assert!(rec.as_ref().unwrap().reach.told.is_empty());
+    match fx.history.as_slice() {
+        [HistoryRecord::Timeline { entry, .. }] => {
+            assert_eq!(entry.kind, "resolved");
+            assert!(
+                entry
+                    .detail
+                    .ends_with("told the 2 destination(s) it reached"),
+                "{}",
+                entry.detail
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // a policy that does not tell: nothing is kept, nothing is sent
+    let quiet = Policy {
+        steps: vec![step(Channel::Email, 0)],
+        ..Default::default()
+    };
+    ok(apply(&user(), &mut rec, set_default(quiet), &l, 80_000));
+    apply(&user(), &mut rec, alert("a2", "cpu"), &l, 80_000);
+    assert!(rec.as_ref().unwrap().reach.told.is_empty());
+    let resolve = AvatarMessage::Resolve {
+        key: "cpu".into(),
+        via: "api".into(),
+        at_ms: 90_000,
+    };
+    assert!(
+        apply(&user(), &mut rec, resolve, &l, 90_000)
+            .jobs
+            .is_empty()
+    );
 }

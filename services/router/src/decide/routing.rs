@@ -64,8 +64,7 @@ pub(crate) fn route(
         {
             // the mail says the alert is over: it resolves it rather than being one more
             let via = format!("{why} ({})", tocsin_model::text::truncate(&n.title, 100));
-            let mut fired = escalate::Fired::default();
-            fired.entries = escalate::resolve(r, &k, &via, now, &mut fired.events);
+            let fired = escalate::resolve(r, &k, &via, now);
             let mut fx = Effects {
                 outcome: Outcome::Resolved,
                 ..Default::default()

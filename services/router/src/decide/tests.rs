@@ -131,6 +131,7 @@ pub(crate) fn reachable(rec: &mut Option<UserRecord>, l: &Limits) {
         ],
         urgent_steps: None,
         quiet_hours: None,
+        ..Default::default()
     };
     let fx = apply(
         &user(),
@@ -266,6 +267,7 @@ fn a_destination_named_again_in_a_later_step_is_sent_again() {
         ],
         urgent_steps: None,
         quiet_hours: None,
+        ..Default::default()
     };
     let set = command(Command::SetPolicy {
         policy: Some(reminder),
