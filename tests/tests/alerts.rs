@@ -898,6 +898,56 @@ async fn a_resolved_alert_is_told_to_the_destination_it_paged() -> anyhow::Resul
     Ok(())
 }
 
+/// A feed that groups: its first new listing reaches the user at once, the rest of the window
+/// are kept in history and arrive as one summary when the window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_listings_is_one_page_and_one_summary() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2egroup", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("1", "Road bike - $400", ""),
+            ("2", "Gravel bike - $900", ""),
+            ("3", "Kids bike - $80", ""),
+        ]),
+        "application/rdf+xml",
+    );
+    let (_, token, _) = h.create_user("gus").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/gus")}),
+    )
+    .await?;
+    h.add_source(
+        &token,
+        json!({"url": h.feeds.url("bikes.rdf"), "label": "bikes", "deliver_existing": true,
+               "settings": {"group_secs": 10}}),
+    )
+    .await?;
+    wait_for(Duration::from_secs(20), "all three in history", || async {
+        (h.history(&token).await.ok()?.len() == 3).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        hooks.requests("/gus").len(),
+        1,
+        "only the first went out at once"
+    );
+    wait_for(Duration::from_secs(30), "the summary", || async {
+        (hooks.requests("/gus").len() == 2).then_some(())
+    })
+    .await?;
+    let summary: serde_json::Value = serde_json::from_slice(&hooks.requests("/gus")[1].body)?;
+    assert_eq!(summary["title"], "2 more from bikes", "{summary}");
+    assert_eq!(summary["source"]["label"], "bikes");
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

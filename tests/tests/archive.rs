@@ -177,7 +177,7 @@ async fn analytics_counts_resolved_and_silenced_alerts() -> Result<()> {
     let csv = analytics::render(&report, analytics::Format::Csv, false);
     let header = csv.lines().next().unwrap_or_default();
     assert!(
-        header.ends_with(",resolved,silenced,heartbeat_missed"),
+        header.ends_with(",resolved,silenced,heartbeat_missed,grouped"),
         "{csv}"
     );
     assert_eq!(

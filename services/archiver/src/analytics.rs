@@ -51,6 +51,8 @@ pub struct Row {
     pub silenced: u64,
     /// Heartbeats that were not pinged in time (the `all` row only).
     pub heartbeat_missed: u64,
+    /// Notifications held in a source's group and told in its summary (the `all` row only).
+    pub grouped: u64,
     /// Acknowledged / routed (the `all` row only).
     pub ack_rate: Option<f64>,
     pub delivery_p50_ms: Option<i64>,
@@ -282,6 +284,7 @@ fn count(
             EventKind::Resolved => r.resolved += 1,
             EventKind::Silenced => r.silenced += 1,
             EventKind::HeartbeatMissed => r.heartbeat_missed += 1,
+            EventKind::Grouped => r.grouped += 1,
             _ => {}
         }
     }
@@ -399,7 +402,7 @@ impl std::str::FromStr for Format {
     }
 }
 
-const HEADER: [&str; 22] = [
+const HEADER: [&str; 23] = [
     "day",
     "user",
     "channel",
@@ -422,6 +425,7 @@ const HEADER: [&str; 22] = [
     "resolved",
     "silenced",
     "heartbeat_missed",
+    "grouped",
 ];
 
 fn cells(r: &Row, by_user: bool) -> Vec<String> {
@@ -454,6 +458,7 @@ fn cells(r: &Row, by_user: bool) -> Vec<String> {
         total(r.resolved),
         total(r.silenced),
         total(r.heartbeat_missed),
+        total(r.grouped),
     ]);
     c
 }

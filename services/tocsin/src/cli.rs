@@ -319,6 +319,10 @@ pub(crate) enum FeedCmd {
         /// The escalation policy its notifications follow (see `tocsin policy`).
         #[arg(long)]
         policy: Option<String>,
+        /// Group its notifications: the first at once, the rest of this many minutes in one
+        /// summary when the window ends.
+        #[arg(long)]
+        group_minutes: Option<u64>,
     },
 }
 

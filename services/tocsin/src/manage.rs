@@ -529,10 +529,14 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             priority,
             mute_minutes,
             policy,
+            group_minutes,
         } => {
             let mut body = json!({});
             if let Some(p) = policy {
                 body["policy"] = json!(p);
+            }
+            if let Some(m) = group_minutes {
+                body["group_secs"] = json!(m.saturating_mul(60));
             }
             if let Some(p) = priority {
                 body["priority"] = json!(p);

@@ -188,6 +188,7 @@ mod tests {
                 priority: Some(crate::Priority::URGENT),
                 muted_until_ms: Some(i64::MAX),
                 policy: Some("p".repeat(32)),
+                group_secs: Some(crate::SourceSettings::MAX_GROUP_SECS),
             },
         };
         for i in 0.. {
@@ -305,6 +306,24 @@ mod tests {
                     destinations: (0..crate::Told::MAX_DESTINATIONS)
                         .map(|i| format!("d{i:063}"))
                         .collect(),
+                },
+            );
+        }
+        // groups at their cap, each with its titles
+        for s in r.sources.iter().take(crate::Reach::MAX_GROUPS) {
+            let n = notification(0);
+            r.reach.groups.insert(
+                s.id.clone(),
+                crate::Group {
+                    first: n.id.clone(),
+                    closes_ms: i64::MAX,
+                    held: u32::MAX,
+                    titles: vec![crate::text::truncate(&huge(100), 100); crate::Group::TITLES],
+                    priority: crate::Priority::URGENT,
+                    source: crate::SourceRef {
+                        label: crate::text::truncate(&huge(100), 100),
+                        ..n.source.clone()
+                    },
                 },
             );
         }

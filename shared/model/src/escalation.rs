@@ -407,6 +407,28 @@ impl Told {
     pub const MAX_DESTINATIONS: usize = 5;
 }
 
+/// A source's open group: its first notification went out; the ones after it until
+/// `closes_ms` are held for one summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// The notification that opened it.
+    pub first: NotificationId,
+    pub closes_ms: Millis,
+    /// How many were held.
+    pub held: u32,
+    /// The first held titles (at most [`Group::TITLES`], each cut to 100 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub titles: Vec<String>,
+    /// The highest priority held (the summary's).
+    pub priority: Priority,
+    /// The held notifications' source, for the summary.
+    pub source: crate::SourceRef,
+}
+
+impl Group {
+    pub const TITLES: usize = 10;
+}
+
 /// A heartbeat source's state in its owner's avatar.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Beat {
@@ -462,6 +484,9 @@ pub struct Reach {
     /// reached, to tell when the alert is resolved (by dedup key, as `open_keys`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub told: BTreeMap<String, Told>,
+    /// Open groups by source id (a source's `group_secs`): what is held for its summary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Group>,
     /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
     /// is added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -478,6 +503,9 @@ impl Reach {
     pub const MAX_ESCALATIONS: usize = 200;
     /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
     pub const MAX_OPEN_KEYS: usize = 200;
+    /// How many sources' groups may be open at once; past it, a source's items go out one by
+    /// one until a group closes.
+    pub const MAX_GROUPS: usize = 10;
     /// How many open alerts remember where they reached (`tell_resolved`); past it, the oldest
     /// is forgotten and will not be told.
     pub const MAX_TOLD: usize = 20;
@@ -559,10 +587,12 @@ impl Reach {
             .values()
             .filter(|b| b.missed.is_none())
             .map(|b| b.due_ms);
+        let groups = self.groups.values().map(|g| g.closes_ms);
         self.escalations
             .values()
             .map(|e| e.due_ms)
             .chain(beats)
+            .chain(groups)
             .min()
     }
 

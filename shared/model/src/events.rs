@@ -65,10 +65,13 @@ pub enum EventKind {
     /// A heartbeat source was not pinged in time: its owner is told (`notification`: the
     /// notification that says so; `detail`: since when).
     HeartbeatMissed,
+    /// A notification was held in its source's open group (kept in history; told in the
+    /// group's summary; `notification`: the one held, `detail`: the group).
+    Grouped,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -87,6 +90,7 @@ impl EventKind {
         EventKind::Refused,
         EventKind::Silenced,
         EventKind::HeartbeatMissed,
+        EventKind::Grouped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Silenced => "silenced",
             EventKind::HeartbeatMissed => "heartbeat_missed",
+            EventKind::Grouped => "grouped",
         }
     }
 

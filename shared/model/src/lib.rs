@@ -18,8 +18,8 @@ pub mod user;
 pub mod validate;
 
 pub use escalation::{
-    AckTarget, Beat, Condition, Escalation, Policy, PresenceState, QuietHours, Reach, ReplyCommand,
-    Show, Step, Told, ack_signature, ack_signature_valid,
+    AckTarget, Beat, Condition, Escalation, Group, Policy, PresenceState, QuietHours, Reach,
+    ReplyCommand, Show, Step, Told, ack_signature, ack_signature_valid,
 };
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};

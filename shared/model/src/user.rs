@@ -97,6 +97,16 @@ pub struct SourceSettings {
     /// feed, `default` for everything else).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// Group its notifications: the first reaches the user at once, the rest of this many
+    /// seconds are kept in history and told as one summary when the window ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_secs: Option<u64>,
+}
+
+impl SourceSettings {
+    /// The shortest and longest grouping window.
+    pub const MIN_GROUP_SECS: u64 = 10;
+    pub const MAX_GROUP_SECS: u64 = 86_400;
 }
 
 impl SourceSettings {

@@ -43,14 +43,17 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             None,
             format!(
-                "source {source_id} settings: priority {}, muted until {}, policy {}",
+                "source {source_id} settings: priority {}, muted until {}, policy {}, group {}",
                 settings
                     .priority
                     .map_or("as its items say".to_owned(), |p| p.get().to_string()),
                 settings
                     .muted_until_ms
                     .map_or("never".to_owned(), |t| t.to_string()),
-                settings.policy.as_deref().unwrap_or("as for its kind")
+                settings.policy.as_deref().unwrap_or("as for its kind"),
+                settings
+                    .group_secs
+                    .map_or("none".to_owned(), |s| format!("{s}s"))
             ),
         ),
         Command::SetAllowedSenders { senders, .. } => (
@@ -234,6 +237,7 @@ pub(crate) fn command_effects(
             let r = existing(user, record)?;
             let source = take(&mut r.sources, |s| s.id == source_id, "source", &source_id)?;
             r.source_status.remove(&source_id);
+            r.reach.groups.remove(&source_id);
             let fired = crate::decide::heartbeats::removed(r, &source_id, now);
             fx.take(user, fired);
             fx.subscriptions
@@ -411,6 +415,20 @@ fn check_settings(
         return Err(Refusal::field(
             "muted_until_ms",
             "at most a year ahead; remove the source to stop it for good",
+        ));
+    }
+    if let Some(secs) = settings.group_secs
+        && !(tocsin_model::SourceSettings::MIN_GROUP_SECS
+            ..=tocsin_model::SourceSettings::MAX_GROUP_SECS)
+            .contains(&secs)
+    {
+        return Err(Refusal::field(
+            "group_secs",
+            format!(
+                "must be {}-{} seconds",
+                tocsin_model::SourceSettings::MIN_GROUP_SECS,
+                tocsin_model::SourceSettings::MAX_GROUP_SECS
+            ),
         ));
     }
     if let Some(name) = &settings.policy

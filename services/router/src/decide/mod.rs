@@ -7,6 +7,9 @@ mod budget_tests;
 pub mod commands;
 pub mod effects;
 pub mod escalate;
+#[cfg(test)]
+mod group_tests;
+mod groups;
 mod health;
 #[cfg(test)]
 mod heartbeat_tests;
@@ -429,6 +432,7 @@ fn decide(
             };
             let fired = escalate::tick(r, now, &limits.links);
             let missed = heartbeats::overdue(r, now);
+            let summaries = groups::close(r, now);
             let mut fx = Effects::labelled(Outcome::Tick);
             fx.take(user, fired);
             for (n, event) in missed {
@@ -436,6 +440,15 @@ fn decide(
                 let routed = route(record, n, now, &limits.links);
                 fx.absorb(routed);
                 fx.events.push(event);
+            }
+            for (summary, (first, entry)) in summaries {
+                let routed = routing::route_with(record, summary, now, &limits.links, false);
+                fx.absorb(routed);
+                fx.history.push(HistoryRecord::Timeline {
+                    user: user.clone(),
+                    notification_id: first,
+                    entry,
+                });
             }
             fx
         }

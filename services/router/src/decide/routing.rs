@@ -13,6 +13,18 @@ pub(crate) fn route(
     now: Millis,
     links: &Links,
 ) -> Effects {
+    route_with(record, n, now, links, true)
+}
+
+/// Route `n`; `grouping`: whether its source's open group may hold it (a group's own summary
+/// may not).
+pub(crate) fn route_with(
+    record: &mut Option<UserRecord>,
+    n: Notification,
+    now: Millis,
+    links: &Links,
+    grouping: bool,
+) -> Effects {
     // the record keeps it while it escalates: cut to the bounds whoever produced it
     let n = n.bounded();
     let Some(r) = record else {
@@ -116,7 +128,18 @@ pub(crate) fn route(
     if opens && let Some(k) = &n.dedup_key {
         r.reach.open_key(k, &n.id, now);
     }
-    let (fired, mut detail) = escalate::start(r, &n, now, links);
+    let held = if grouping {
+        crate::decide::groups::hold(r, &n, now)
+    } else {
+        None
+    };
+    let (fired, mut detail) = match held {
+        Some(held) => (held.1, held.0),
+        None => {
+            let (fired, detail) = escalate::start(r, &n, now, links);
+            (fired, detail)
+        }
+    };
     if let Some((p, why)) = set_priority {
         detail = format!("priority {} ({why}); {detail}", p.get());
     }
