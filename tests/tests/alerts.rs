@@ -567,6 +567,11 @@ async fn a_silenced_topic_is_kept_in_history_and_reaches_no_one() -> anyhow::Res
             "colour",
         ),
         (json!({"source": "x", "ends_at_ms": 5}), "ends_at_ms"),
+        (
+            json!({"source": "x", "for": "1h",
+                   "window": {"start": "25:00", "end": "06:00", "tz": "UTC"}}),
+            "window",
+        ),
     ] {
         let (status, v) = h
             .call(
@@ -586,6 +591,19 @@ async fn a_silenced_topic_is_kept_in_history_and_reaches_no_one() -> anyhow::Res
         .call(Method::DELETE, "/v1/silences/nope", Some(&token), None)
         .await?;
     assert_eq!(status, 404);
+    // a weekly maintenance window, for a month
+    let window = json!({"days": ["sat", "sun"], "start": "22:00", "end": "06:00",
+                        "tz": "Europe/Berlin"});
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/silences",
+            Some(&token),
+            Some(json!({"tag": "db", "for": "30d", "window": window})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["silence"]["window"], window);
     h.shutdown().await;
     Ok(())
 }

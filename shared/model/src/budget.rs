@@ -342,6 +342,12 @@ mod tests {
                 ends_at_ms: i64::MAX,
                 comment: huge(crate::silence::MAX_FIELD / 2),
                 created_at_ms: i64::MAX,
+                window: Some(crate::Window {
+                    days: crate::silence::DAYS.iter().map(|d| d.to_string()).collect(),
+                    start: "00:00".into(),
+                    end: "23:59".into(),
+                    tz: "America/Argentina/ComodRivadavia".into(),
+                }),
             });
         }
         let bytes = encode_len(&r);

@@ -27,7 +27,7 @@ pub use ids::{NotificationId, UserId, UserIdError};
 pub use mail_rules::MailRule;
 pub use mapping::JsonMapping;
 pub use messages::*;
-pub use silence::{Matcher, Silence};
+pub use silence::{Matcher, Silence, Window};
 pub use user::*;
 pub use validate::{Invalid, validate_destination, validate_source};
 

@@ -35,6 +35,92 @@ pub struct Silence {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
     pub created_at_ms: Millis,
+    /// A recurring maintenance window: between its start and end the silence holds only
+    /// within the window (`Sat, Sun 22:00-06:00 Europe/Berlin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
+}
+
+/// A weekly window in a time zone; it may span midnight (then it starts on the days named).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// `mon` … `sun`; empty: every day.
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// `HH:MM`, local time.
+    pub start: String,
+    /// `HH:MM`, local time; before `start`: the window ends the next day.
+    pub end: String,
+    /// An IANA time zone: `Europe/Berlin`, `UTC`.
+    pub tz: String,
+}
+
+pub(crate) const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl Window {
+    fn parse(
+        &self,
+    ) -> Result<
+        (
+            Vec<u32>,
+            chrono::NaiveTime,
+            chrono::NaiveTime,
+            chrono_tz::Tz,
+        ),
+        String,
+    > {
+        let time = |v: &str, what: &str| {
+            chrono::NaiveTime::parse_from_str(v.trim(), "%H:%M")
+                .map_err(|_| format!("{what}: {v:?} is not a time like 22:00"))
+        };
+        let start = time(&self.start, "start")?;
+        let end = time(&self.end, "end")?;
+        if start == end {
+            return Err("start and end are the same time".into());
+        }
+        let tz: chrono_tz::Tz = self
+            .tz
+            .trim()
+            .parse()
+            .map_err(|_| format!("tz: {:?} is not an IANA time zone", self.tz))?;
+        let days = self
+            .days
+            .iter()
+            .map(|d| {
+                let d = d.trim().to_ascii_lowercase();
+                DAYS.iter()
+                    .position(|x| d.len() <= 9 && d.starts_with(x))
+                    .map(|i| i as u32)
+                    .ok_or_else(|| format!("days: {d:?} is not a day (mon … sun)"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if days.len() > 7 || self.tz.len() > 64 || self.start.len() > 8 || self.end.len() > 8 {
+            return Err("days: at most seven; tz at most 64 bytes".into());
+        }
+        Ok((days, start, end, tz))
+    }
+
+    /// Whether `now` falls in the window.
+    pub fn contains(&self, now: Millis) -> bool {
+        use chrono::{Datelike, TimeZone};
+        let Ok((days, start, end, tz)) = self.parse() else {
+            return false;
+        };
+        let Some(local) = chrono::Utc.timestamp_millis_opt(now).single() else {
+            return false;
+        };
+        let local = local.with_timezone(&tz);
+        let t = local.time();
+        let today = local.weekday().num_days_from_monday();
+        let yesterday = (today + 6) % 7;
+        let on = |d: u32| days.is_empty() || days.contains(&d);
+        if start < end {
+            on(today) && t >= start && t < end
+        } else {
+            (on(today) && t >= start) || (on(yesterday) && t < end)
+        }
+    }
 }
 
 /// How many silences a user keeps (expired ones are dropped first).
@@ -81,7 +167,9 @@ impl Matcher {
 impl Silence {
     /// Whether it holds at `now`.
     pub fn active(&self, now: Millis) -> bool {
-        self.starts_at_ms <= now && now < self.ends_at_ms
+        self.starts_at_ms <= now
+            && now < self.ends_at_ms
+            && self.window.as_ref().is_none_or(|w| w.contains(now))
     }
 
     /// Check a new silence at `now`; the fields are trimmed, empty ones dropped.
@@ -109,6 +197,9 @@ impl Silence {
                 "comment",
                 format!("at most {MAX_FIELD} bytes"),
             ));
+        }
+        if let Some(w) = &self.window {
+            w.parse().map_err(|e| Invalid::new("window", e))?;
         }
         if self.ends_at_ms <= now || self.ends_at_ms <= self.starts_at_ms {
             return Err(Invalid::new(
@@ -177,6 +268,35 @@ mod tests {
     }
 
     #[test]
+    fn a_weekly_window_spans_midnight_in_its_time_zone() {
+        let w = Window {
+            days: vec!["Sat".into(), "sun".into()],
+            start: "22:00".into(),
+            end: "06:00".into(),
+            tz: "Europe/Berlin".into(),
+        };
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // Saturday 2026-12-05 23:00 in Berlin (22:00 UTC): in
+        assert!(w.contains(at("2026-12-05T22:00:00Z")));
+        // Sunday 05:00 Berlin, the window that began Saturday: in
+        assert!(w.contains(at("2026-12-06T04:00:00Z")));
+        // Monday 05:00 Berlin: the Sunday window, still in; Monday 22:00 Berlin: out
+        assert!(w.contains(at("2026-12-07T04:00:00Z")));
+        assert!(!w.contains(at("2026-12-07T21:00:00Z")));
+        // Friday 23:00 Berlin: out
+        assert!(!w.contains(at("2026-12-04T22:00:00Z")));
+        let bad = Window {
+            days: vec!["someday".into()],
+            ..w.clone()
+        };
+        assert!(bad.parse().unwrap_err().starts_with("days"));
+    }
+
+    #[test]
     fn a_silence_is_checked() {
         let s = |matcher: Matcher, ends: Millis| Silence {
             id: "x1".into(),
@@ -185,6 +305,7 @@ mod tests {
             ends_at_ms: ends,
             comment: String::new(),
             created_at_ms: 100,
+            window: None,
         };
         let ok = s(m(Some(" bikes "), Some(" "), None), 200)
             .validate(100)

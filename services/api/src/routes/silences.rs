@@ -48,6 +48,9 @@ pub(crate) struct NewSilence {
     ends_at_ms: Option<Millis>,
     #[serde(default)]
     comment: String,
+    /// A recurring window within which it holds (`{days, start, end, tz}`).
+    #[serde(default)]
+    window: Option<tocsin_model::Window>,
 }
 
 /// `POST /v1/silences`: 201 with the silence.
@@ -59,7 +62,7 @@ pub(crate) async fn add_silence(
     let u = authenticate(&state, &headers).await?;
     // `flatten` and `deny_unknown_fields` do not mix in serde: check the names here
     let raw: serde_json::Map<String, serde_json::Value> = parse_body(&body)?;
-    const FIELDS: [&str; 7] = [
+    const FIELDS: [&str; 8] = [
         "source",
         "tag",
         "key",
@@ -67,6 +70,7 @@ pub(crate) async fn add_silence(
         "starts_at_ms",
         "ends_at_ms",
         "comment",
+        "window",
     ];
     if let Some(k) = raw.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(ApiError::bad_request(
@@ -102,6 +106,7 @@ pub(crate) async fn add_silence(
         ends_at_ms: ends,
         comment: req.comment,
         created_at_ms: now,
+        window: req.window,
     }
     .validate(now)
     .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;

@@ -646,6 +646,7 @@ pub fn reply(
                 ends_at_ms: now + secs as i64 * 1000,
                 comment: format!("from {via}"),
                 created_at_ms: now,
+                window: None,
             };
             let until = tocsin_model::text::utc_minute(silence.ends_at_ms);
             match crate::decide::silences::add(r, silence, now) {

@@ -39,6 +39,7 @@ fn silence(id: &str, source: &str, starts: Millis, ends: Millis) -> AvatarMessag
             ends_at_ms: ends,
             comment: String::new(),
             created_at_ms: starts,
+            window: None,
         },
     })
 }
@@ -248,6 +249,7 @@ fn silences_are_bounded_and_expired_ones_make_room() {
             ends_at_ms: 5_000,
             comment: String::new(),
             created_at_ms: 0,
+            window: None,
         },
     });
     let reply = apply(&user(), &mut rec, empty, &l, 1_000).reply.unwrap().1;
