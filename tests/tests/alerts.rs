@@ -966,6 +966,169 @@ async fn a_burst_of_listings_is_one_page_and_one_summary() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A shared topic: its owner creates it and hands out its subscribe key; each subscriber's
+/// filter applies; a publish with the publish key reaches every subscriber through the
+/// ingestor's fan-out; wrong keys are refused, and an unsubscribed user gets nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_topic_reaches_every_subscriber_through_their_filters() -> anyhow::Result<()> {
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2etopic", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, owner, _) = h.create_user("olaf").await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/topics",
+            Some(&owner),
+            Some(json!({"name": "homelab"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let publish_key = v["publish_key"].as_str().unwrap_or_default().to_owned();
+    let subscribe_key = v["subscribe_key"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/v1/topics",
+            Some(&owner),
+            Some(json!({"name": "homelab"})),
+        )
+        .await?;
+    assert_eq!(status, 409, "a name is taken once");
+    let (_, v) = h
+        .call(Method::GET, "/v1/topics", Some(&owner), None)
+        .await?;
+    assert_eq!(v["topics"], json!(["homelab"]), "{v}");
+    // two subscribers, one who only wants what mentions the NAS
+    let mut sources = Vec::new();
+    for (name, filter) in [("uma", json!({})), ("vic", json!({"any": ["nas"]}))] {
+        let (_, token, _) = h.create_user(name).await?;
+        h.add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url(&format!("/{name}"))}),
+        )
+        .await?;
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/sources",
+                Some(&token),
+                Some(
+                    json!({"kind": "topic", "topic": "homelab", "key": subscribe_key,
+                            "label": "home", "filter": filter}),
+                ),
+            )
+            .await?;
+        assert_eq!(status, 201, "{v}");
+        sources.push((
+            token,
+            v["source"]["id"].as_str().unwrap_or_default().to_owned(),
+        ));
+        // a wrong subscribe key is refused by field
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/sources",
+                Some(&sources.last().unwrap().0),
+                Some(json!({"kind": "topic", "topic": "homelab", "key": "ts_nope"})),
+            )
+            .await?;
+        assert_eq!(
+            (status.as_u16(), v["error"]["field"].as_str()),
+            (400, Some("key")),
+            "{v}"
+        );
+    }
+    let publish = |title: &'static str| {
+        h.http
+            .post(format!("{}/v1/topics/homelab", h.api_url))
+            .bearer_auth(&publish_key)
+            .json(&json!({"title": title, "priority": 4}))
+            .send()
+    };
+    // the subscriptions reach the ingestor through the bus: publish until the first arrives
+    wait_for(
+        Duration::from_secs(20),
+        "the first message to uma",
+        || async {
+            let r = publish("Backup finished").await.ok()?;
+            assert_eq!(r.status(), 202);
+            (!hooks.requests("/uma").is_empty()).then_some(())
+        },
+    )
+    .await?;
+    let first: serde_json::Value = serde_json::from_slice(&hooks.requests("/uma")[0].body)?;
+    assert_eq!(first["title"], "Backup finished");
+    assert_eq!(first["priority"], 4, "the publisher's priority");
+    assert_eq!(first["source"]["label"], "home");
+    assert_eq!(first["source"]["id"], sources[0].1.as_str());
+    assert_eq!(publish("NAS disk 3 failing").await?.status(), 202);
+    wait_for(
+        Duration::from_secs(20),
+        "the NAS message to both",
+        || async {
+            let seen = |path: &str| {
+                hooks
+                    .requests(path)
+                    .iter()
+                    .any(|r| String::from_utf8_lossy(&r.body).contains("NAS disk 3 failing"))
+            };
+            (seen("/uma") && seen("/vic")).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        hooks
+            .requests("/vic")
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.body).contains("Backup finished")),
+        "vic's filter keeps only the NAS"
+    );
+    // a wrong publish key, and the owner's own token, are not the publish key
+    for key in ["tp_homelab_nope", owner.as_str()] {
+        let r = h
+            .http
+            .post(format!("{}/v1/topics/homelab", h.api_url))
+            .bearer_auth(key)
+            .json(&json!({"title": "x"}))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 401);
+    }
+    // uma unsubscribes: the next message reaches vic only
+    let (uma, uma_source) = &sources[0];
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/sources/{uma_source}"),
+            Some(uma),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let before = hooks.requests("/uma").len();
+    wait_for(Duration::from_secs(20), "vic's next message", || async {
+        let r = publish("NAS rebuilt").await.ok()?;
+        assert_eq!(r.status(), 202);
+        hooks
+            .requests("/vic")
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("NAS rebuilt"))
+            .then_some(())
+    })
+    .await?;
+    // (uma's removal went through the same ingest stream before vic's message did)
+    assert_eq!(
+        hooks.requests("/uma").len(),
+        before,
+        "nothing after unsubscribing"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
 /// An alert published with a dedup key pages once while it is open: firing again adds a
 /// `repeated` entry to the first, not a page. Resolving the key marks it resolved and stops its
 /// escalation; when it fires after that, it pages again.

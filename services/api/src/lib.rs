@@ -37,7 +37,7 @@ use crate::routes::sms::{kannel_inbound, twilio_inbound};
 use crate::routes::sources::{add_source, list_sources, remove_source, set_source_settings};
 use crate::routes::stream::stream;
 use crate::routes::users::{create_user, me};
-use crate::routes::{heartbeats, hooks};
+use crate::routes::{heartbeats, hooks, topics};
 use async_nats::jetstream::kv;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -63,6 +63,8 @@ pub(crate) struct AppState {
     pub(crate) bus: Bus,
     pub(crate) avatars: kv::Store,
     pub(crate) addresses: kv::Store,
+    /// Shared topics (`routes/topics.rs`).
+    pub(crate) topics: kv::Store,
     pub(crate) cfg: ApiConfig,
 }
 
@@ -93,6 +95,7 @@ pub async fn serve(
     bus.ensure_streams().await.map_err(bus_error)?;
     let avatars = bus.kv("avatars").await.map_err(bus_error)?;
     let addresses = bus.kv("addresses").await.map_err(bus_error)?;
+    let topics = bus.kv("topics").await.map_err(bus_error)?;
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     let grace = Duration::from_secs(config.api.shutdown_grace_secs);
@@ -104,6 +107,7 @@ pub async fn serve(
         bus: bus.clone(),
         avatars,
         addresses,
+        topics,
         cfg: config.api.clone(),
     });
     let app = router(state, ready.clone());
@@ -161,6 +165,14 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/silences", get(list_silences).post(add_silence))
         .route("/v1/silences/{id}", delete(remove_silence))
         .route("/v1/hooks/{user}/{source}/{secret}", post(hooks::receive))
+        .route(
+            "/v1/topics",
+            get(topics::list_topics).post(topics::create_topic),
+        )
+        .route(
+            "/v1/topics/{name}",
+            post(topics::publish_to_topic).delete(topics::delete_topic),
+        )
         .route(
             "/v1/heartbeats/{user}/{source}/{secret}",
             get(heartbeats::ping).post(heartbeats::ping),

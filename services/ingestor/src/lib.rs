@@ -56,7 +56,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut queue = crate::feeds::queue::PollQueue::default();
     let (now, interval_ms) = (now_ms(), cfg.poll_interval_secs as f64 * 1000.0);
     for (key, rec) in feeds.iter_mut() {
-        if !rec.subscribers.is_empty() {
+        // a shared topic's subscribers are kept here too, but a topic is never polled
+        if !rec.subscribers.is_empty() && !crate::feeds::topics::is_topic(&rec.url) {
             // a record is written when the feed's state changes, not after each unchanged 304,
             // so a stored next poll may be long past: spread those over one interval rather
             // than polling them all at once (feeds never polled go first)

@@ -104,6 +104,11 @@ pub fn resolve(user: &UserId, key: &str, at_ms: Millis) -> String {
     )
 }
 
+/// Message `id` published to shared topic `topic`.
+pub fn topic_item(topic: &str, id: &str) -> String {
+    format!("topic:{topic}:{id}")
+}
+
 /// A ping of `user`'s heartbeat source `source_id` at `at_ms`.
 pub fn ping(user: &UserId, source_id: &str, at_ms: Millis) -> String {
     format!("ping:{user}:{source_id}:{at_ms}")

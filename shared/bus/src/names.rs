@@ -100,6 +100,12 @@ impl Subjects {
         format!("{}.ingest.imap", self.prefix)
     }
 
+    /// `<p>.ingest.topic.<name>`: a message published to a shared topic, for the ingestor
+    /// to fan out to the topic's subscribers.
+    pub fn ingest_topic(&self, name: &str) -> String {
+        format!("{}.ingest.topic.{name}", self.prefix)
+    }
+
     pub fn ingest_all(&self) -> String {
         format!("{}.ingest.>", self.prefix)
     }

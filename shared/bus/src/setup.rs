@@ -107,7 +107,7 @@ impl Bus {
         out.push(work_queue(
             s.stream(StreamKind::Ingest),
             vec![s.ingest_all()],
-            "feed subscription changes for the ingestor",
+            "feed subscription changes and shared topics' messages for the ingestor",
         ));
         out.push(work_queue(
             s.stream(StreamKind::Delivery),

@@ -89,6 +89,7 @@ pub fn config_bytes(r: &UserRecord) -> usize {
         + len(serde_json::to_vec(&r.reach.policies))
         + len(serde_json::to_vec(&r.reach.silences))
         + len(serde_json::to_vec(&r.mail_rules))
+        + len(serde_json::to_vec(&r.topics))
 }
 
 #[cfg(test)]
@@ -162,6 +163,7 @@ mod tests {
             allowed_senders: vec![],
             require_authenticated_mail: true,
             mail_rules: vec![],
+            topics: vec![],
             source_status: Default::default(),
             destination_status: Default::default(),
             recent: Default::default(),

@@ -14,6 +14,7 @@ pub mod mapping;
 pub mod messages;
 pub mod silence;
 pub mod text;
+pub mod topics;
 pub mod user;
 pub mod validate;
 
@@ -28,6 +29,7 @@ pub use mail_rules::MailRule;
 pub use mapping::JsonMapping;
 pub use messages::*;
 pub use silence::{Matcher, Silence, Window};
+pub use topics::{TopicItem, TopicRecord};
 pub use user::*;
 pub use validate::{Invalid, validate_destination, validate_source};
 

@@ -247,6 +247,14 @@ pub enum Command {
     SetMailRules {
         rules: Vec<crate::MailRule>,
     },
+    /// The user created shared topic `name` (counted against their topics before the API
+    /// claims the name).
+    AddTopic {
+        name: String,
+    },
+    RemoveTopic {
+        name: String,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

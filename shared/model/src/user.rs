@@ -34,6 +34,9 @@ pub struct UserRecord {
     /// What inbound mail means (priority, alert key, resolve), the first matching rule first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mail_rules: Vec<crate::MailRule>,
+    /// The shared topics the user created (at most [`crate::topics::MAX_PER_USER`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
     /// The latest status the ingestor reported per source id.
     #[serde(default)]
     pub source_status: BTreeMap<String, SourceStatus>,
@@ -154,6 +157,9 @@ pub enum SourceSpec {
         /// SHA-256 (hex) of the secret in its ping URL; the secret itself is never stored.
         token_hash: String,
     },
+    /// A shared topic another user created, subscribed to with its subscribe key (checked
+    /// when added, never kept): what is published to it arrives like a shared feed's items.
+    Topic { topic: String },
     /// An inbound webhook with its own secret URL (`/v1/hooks/<user>/<id>/<secret>`): an
     /// Alertmanager or Grafana contact point, or any program's JSON through a mapping. Its
     /// notifications are this source's: its priority, policy, mute and silences apply.
@@ -187,6 +193,7 @@ impl SourceSpec {
             SourceSpec::Imap { .. } => "imap",
             SourceSpec::Heartbeat { .. } => "heartbeat",
             SourceSpec::Hook { .. } => "hook",
+            SourceSpec::Topic { .. } => "topic",
         }
     }
 }
@@ -567,6 +574,7 @@ mod tests {
             allowed_senders: vec!["@alerts.example.com".into()],
             require_authenticated_mail: true,
             mail_rules: vec![],
+            topics: vec![],
             source_status: Default::default(),
             destination_status: Default::default(),
             recent,

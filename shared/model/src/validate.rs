@@ -123,6 +123,9 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
                 token(token_hash)
             }
         }
+        SourceSpec::Topic { topic } => {
+            crate::topics::validate_name(topic).map_err(|e| Invalid::new("topic", e))
+        }
         SourceSpec::Hook {
             format,
             token_hash,

@@ -15,6 +15,7 @@ pub(crate) mod silences;
 pub(crate) mod sms;
 pub(crate) mod sources;
 pub(crate) mod stream;
+pub(crate) mod topics;
 pub(crate) mod users;
 
 use crate::ApiError;

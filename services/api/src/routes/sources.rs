@@ -84,6 +84,11 @@ pub(crate) struct AddSource {
     /// A json hook: how its payload becomes notifications.
     #[serde(default)]
     mapping: Option<tocsin_model::JsonMapping>,
+    /// A shared topic to subscribe to, and its subscribe key (checked, never kept).
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 /// A heartbeat's grace when none is given.
@@ -135,6 +140,22 @@ pub(crate) async fn add_source(
                 token_hash: tocsin_model::hash_token(&secret),
             }
         }
+        "topic" => {
+            let name = req.topic.clone().unwrap_or_default();
+            let key = req.key.as_deref().unwrap_or_default();
+            let known = crate::routes::topics::topic(&state, &name)
+                .await?
+                .is_some_and(|t| {
+                    crate::auth::hashes_equal(&t.subscribe_hash, &tocsin_model::hash_token(key))
+                });
+            if !known {
+                return Err(ApiError::bad_request(
+                    "topic: no such topic, or not its subscribe key (ask its owner for it)",
+                    Some("key".into()),
+                ));
+            }
+            SourceSpec::Topic { topic: name }
+        }
         "hook" => {
             let secret = random_hex(16);
             hook_secret = Some(secret.clone());
@@ -151,7 +172,9 @@ pub(crate) async fn add_source(
         }
         other => {
             return Err(ApiError::bad_request(
-                format!("kind: {other:?} is not a source kind (feed, imap, heartbeat, hook)"),
+                format!(
+                    "kind: {other:?} is not a source kind (feed, imap, heartbeat, hook, topic)"
+                ),
                 Some("kind".into()),
             ));
         }

@@ -10,6 +10,7 @@ pub mod record;
 pub(crate) mod scheduler;
 pub(crate) mod store;
 pub(crate) mod subscriptions;
+pub(crate) mod topics;
 pub mod transition;
 pub mod websub;
 

@@ -14,6 +14,11 @@ pub struct FeedItem {
     pub link: Option<String>,
     pub categories: Vec<String>,
     pub published_ms: Option<i64>,
+    /// Set by its publisher (a shared topic's message); a feed's items are at the default.
+    pub priority: Option<tocsin_model::Priority>,
+    /// What deduplicates it for a subscriber; none: its link, else its key (a listing seen
+    /// in two feeds reaches a user once).
+    pub dedup_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +143,8 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
             link,
             categories,
             published_ms: e.published.or(e.updated).map(|d| d.timestamp_millis()),
+            priority: None,
+            dedup_key: None,
         });
     }
     Ok(ParsedFeed {

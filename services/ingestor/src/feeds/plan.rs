@@ -122,11 +122,16 @@ fn notification_for(
         },
         body: item.text.clone(),
         url: item.link.clone(),
-        priority: Priority::DEFAULT,
+        priority: item.priority.unwrap_or(Priority::DEFAULT),
         tags: item.categories.clone(),
         created_at_ms: now,
         published_at_ms: item.published_ms,
-        dedup_key: Some(item.link.clone().unwrap_or_else(|| item.key.clone())),
+        dedup_key: Some(
+            item.dedup_key
+                .clone()
+                .or_else(|| item.link.clone())
+                .unwrap_or_else(|| item.key.clone()),
+        ),
     })
 }
 
@@ -165,6 +170,8 @@ mod tests {
             link: Some(format!("https://x.org/{key}")),
             categories: vec![],
             published_ms: None,
+            priority: None,
+            dedup_key: None,
         }
     }
 

@@ -1,11 +1,12 @@
 //! Subscription changes from the avatars (`ingest.subscriptions`, `ingest.imap`): recorded in
-//! the feed state and the poll queue, or handed to the IMAP watches.
+//! the feed state and the poll queue, or handed to the IMAP watches; and messages published to
+//! shared topics (`ingest.topic.<name>`), fanned out to their subscribers.
 
 use crate::feeds::Shared;
 use crate::feeds::poll::report_status_to;
 use crate::feeds::record::{FeedRecord, Subscriber, feed_key};
 use crate::feeds::store::{save, save_subscriber};
-use crate::feeds::websub;
+use crate::feeds::{topics, websub};
 use crate::mail::imap;
 use async_nats::jetstream::{self};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub(crate) async fn consume_subscriptions(
     shutdown: CancellationToken,
 ) {
     let mut messages = tocsin_bus::Pull::new(consumer, 256, "subscription changes");
+    let topic_prefix = shared.bus.subjects().ingest_topic("");
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -40,6 +42,30 @@ pub(crate) async fn consume_subscriptions(
                     Ok(()) => Disposition::Ack,
                     Err(e) => {
                         warn!(error = %e, "cannot record an IMAP subscription; will retry");
+                        Disposition::Retry(Duration::from_secs(1))
+                    }
+                },
+            };
+            msg.settle(&shared.bus, disposition).await;
+            continue;
+        }
+        if let Some(topic) = msg.message().subject.as_str().strip_prefix(&topic_prefix) {
+            let disposition = match tocsin_bus::decode::<tocsin_model::TopicItem>(
+                &msg.message().payload,
+                "topic message",
+            ) {
+                _ if shared.bus.exhausted(msg.message()) => {
+                    Disposition::Reject("fanning it out failed on every delivery".into())
+                }
+                Err(e) => Disposition::Reject(e.to_string()),
+                Ok(item) if item.topic != topic => Disposition::Reject(format!(
+                    "a message for topic {} on {topic}'s subject",
+                    item.topic
+                )),
+                Ok(item) => match topics::publish(&shared, item).await {
+                    Ok(()) => Disposition::Ack,
+                    Err(e) => {
+                        warn!(error = %e, "cannot fan a topic message out; will retry");
                         Disposition::Retry(Duration::from_secs(1))
                     }
                 },
@@ -71,6 +97,9 @@ pub(crate) async fn apply_subscription(
     shared: &Shared,
     sub: FeedSubscription,
 ) -> Result<(), BusError> {
+    if topics::is_topic(&sub.url) {
+        return topics::apply(shared, sub).await;
+    }
     let url = match tocsin_model::validate_feed_url(&sub.url) {
         Ok(u) => u,
         Err(e) => {

@@ -101,6 +101,20 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
                 tocsin_model::text::utc_minute(silence.ends_at_ms)
             ),
         ),
+        Command::AddTopic { name } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            format!("topic {name} created"),
+        ),
+        Command::RemoveTopic { name } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            format!("topic {name} removed"),
+        ),
         Command::SetMailRules { rules } => (
             EventKind::SourceChanged,
             None,
@@ -170,6 +184,7 @@ pub(crate) fn command_effects(
                 allowed_senders: vec![],
                 require_authenticated_mail: false,
                 mail_rules: vec![],
+                topics: vec![],
                 source_status: Default::default(),
                 destination_status: Default::default(),
                 recent: Default::default(),
@@ -341,6 +356,27 @@ pub(crate) fn command_effects(
             fx.take(user, fired);
             Ok(())
         }
+        Command::AddTopic { name } => {
+            let r = existing(user, record)?;
+            tocsin_model::topics::validate_name(&name).map_err(|e| Refusal::field("name", e))?;
+            if !r.topics.contains(&name) {
+                if r.topics.len() >= tocsin_model::topics::MAX_PER_USER {
+                    return Err(Refusal::invalid(format!(
+                        "at most {} topics per user; delete one first",
+                        tocsin_model::topics::MAX_PER_USER
+                    )));
+                }
+                r.topics.push(name);
+                fx.dirty = true;
+            }
+            Ok(())
+        }
+        Command::RemoveTopic { name } => {
+            let r = existing(user, record)?;
+            r.topics.retain(|t| *t != name);
+            fx.dirty = true;
+            Ok(())
+        }
         Command::SetMailRules { rules } => {
             let r = existing(user, record)?;
             tocsin_model::mail_rules::validate(&rules).map_err(Refusal::from)?;
@@ -508,22 +544,24 @@ pub(crate) fn subscription(
     source: &Source,
     op: SubscriptionOp,
 ) -> Option<FeedSubscription> {
-    let SourceSpec::Feed {
-        url,
-        deliver_existing,
-        poll_interval_secs,
-    } = &source.spec
-    else {
-        return None;
+    // a shared topic's subscribers are kept by the ingestor like a feed's, under its own key
+    let (url, deliver_existing, poll_interval_secs) = match &source.spec {
+        SourceSpec::Feed {
+            url,
+            deliver_existing,
+            poll_interval_secs,
+        } => (url.clone(), *deliver_existing, *poll_interval_secs),
+        SourceSpec::Topic { topic } => (tocsin_model::topics::subscription_url(topic), false, None),
+        _ => return None,
     };
     Some(FeedSubscription {
         op,
         user: user.clone(),
         source_id: source.id.clone(),
-        url: url.clone(),
+        url,
         filter: source.filter.clone(),
-        deliver_existing: *deliver_existing,
+        deliver_existing,
         label: source.label.clone(),
-        poll_interval_secs: *poll_interval_secs,
+        poll_interval_secs,
     })
 }

@@ -31,9 +31,11 @@ pub(crate) fn notice(
             mailbox,
             ..
         } => (SourceKind::Email, format!("{username}@{host} {mailbox}")),
-        // the ingestor checks neither: a heartbeat's misses are told by `heartbeats.rs`, a
-        // hook is called, never polled
-        SourceSpec::Heartbeat { .. } | SourceSpec::Hook { .. } => return None,
+        // the ingestor checks none of these: a heartbeat's misses are told by
+        // `heartbeats.rs`, a hook is called and a topic published to, never polled
+        SourceSpec::Heartbeat { .. } | SourceSpec::Hook { .. } | SourceSpec::Topic { .. } => {
+            return None;
+        }
     };
     let name = if source.label.is_empty() {
         label
