@@ -131,16 +131,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                         );
                     }
                 }
-                DestCmd::Rm { id } => {
-                    c.call(
-                        Method::DELETE,
-                        &format!("/v1/destinations/{}", url_escape(&id)),
-                        Some(&token),
-                        None,
-                    )
-                    .await?;
-                    println!("removed {id}");
-                }
+                DestCmd::Rm { id } => remove(&c, &token, "/v1/destinations", &id).await?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -162,14 +153,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                     .await?;
                 println!("policy {shown}: back to the built-in one (or removed)");
             } else if let Some(path) = set {
-                let text = if path.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())?
-                } else {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                };
-                let policy: Value = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                let policy = read_json(&path)?;
                 c.call(Method::PUT, &endpoint, Some(&token), Some(&policy))
                     .await?;
                 println!("policy {shown} saved");
@@ -194,14 +178,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             let token = user_token(&api)?;
             let mut body = json!({"kind": "hook", "format": format, "label": label});
             if let Some(path) = mapping {
-                let text = if path.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())?
-                } else {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                };
-                body["mapping"] = serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                body["mapping"] = read_json(&path)?;
             }
             let v = c
                 .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
@@ -219,16 +196,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             let body = if reset {
                 Some(json!({"rules": []}))
             } else if let Some(path) = set {
-                let text = if path.as_os_str() == "-" {
-                    std::io::read_to_string(std::io::stdin())?
-                } else {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?
-                };
-                Some(
-                    serde_json::from_str::<Value>(&text)
-                        .with_context(|| format!("{} is not JSON", path.display()))?,
-                )
+                Some(read_json(&path)?)
             } else {
                 None
             };
@@ -319,16 +287,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                         );
                     }
                 }
-                SilenceCmd::Rm { id } => {
-                    c.call(
-                        Method::DELETE,
-                        &format!("/v1/silences/{}", url_escape(&id)),
-                        Some(&token),
-                        None,
-                    )
-                    .await?;
-                    println!("removed {id}");
-                }
+                SilenceCmd::Rm { id } => remove(&c, &token, "/v1/silences", &id).await?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -442,6 +401,29 @@ async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> 
     Ok(())
 }
 
+/// A JSON document from `path` ("-": standard input).
+fn read_json(path: &std::path::Path) -> Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// `DELETE <collection>/<id>`, and say so.
+async fn remove(c: &ApiClient, token: &str, collection: &str, id: &str) -> Result<()> {
+    c.call(
+        Method::DELETE,
+        &format!("{collection}/{}", url_escape(id)),
+        Some(token),
+        None,
+    )
+    .await?;
+    println!("removed {id}");
+    Ok(())
+}
+
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -514,16 +496,7 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
                 );
             }
         }
-        FeedCmd::Rm { id } => {
-            c.call(
-                Method::DELETE,
-                &format!("/v1/sources/{}", url_escape(&id)),
-                Some(&token),
-                None,
-            )
-            .await?;
-            println!("removed {id}");
-        }
+        FeedCmd::Rm { id } => remove(&c, &token, "/v1/sources", &id).await?,
         FeedCmd::Set {
             id,
             priority,

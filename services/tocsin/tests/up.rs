@@ -213,6 +213,42 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         set.contains(&format!("source {source}: priority 2, muted until ")),
         "{set}"
     );
+    // issue 17's commands: a named policy the source follows, a silence, a heartbeat, a hook,
+    // e-mail rules
+    let file = |name: &str, json: &str| {
+        let path = data.join(name);
+        std::fs::write(&path, json).expect("write a file");
+        path.to_string_lossy().into_owned()
+    };
+    let pager = file("pager.json", r#"{"steps": [{"channels": ["webhook"]}]}"#);
+    cli(&["policy", "--name", "pager", "--set", &pager]);
+    let set = cli(&[
+        "feed",
+        "set",
+        &source,
+        "--policy",
+        "pager",
+        "--group-minutes",
+        "5",
+    ]);
+    assert!(set.contains("follows policy pager"), "{set}");
+    let policies = cli(&["policy"]);
+    assert!(policies.contains(r#""name": "pager""#), "{policies}");
+    let silenced = cli(&["silence", "add", "--source", "bikes", "--for", "2h"]);
+    let silence = silenced.split(':').next().unwrap_or_default().to_owned();
+    assert!(silenced.contains("silenced until"), "{silenced}");
+    assert!(cli(&["silence", "list"]).contains("source bikes"));
+    assert!(cli(&["silence", "rm", &silence]).contains("removed"));
+    let heartbeat = cli(&["heartbeat", "nightly backup", "--every", "1h"]);
+    assert!(heartbeat.contains("/v1/heartbeats/"), "{heartbeat}");
+    let mapping = file("mapping.json", r#"{"title": "{{ /name }}"}"#);
+    let hook = cli(&["hook", "--format", "json", "--mapping", &mapping]);
+    assert!(hook.contains("/v1/hooks/"), "{hook}");
+    let rules = file(
+        "rules.json",
+        r#"{"rules": [{"subject": "^\\[RESOLVED\\] (?P<key>.+)$", "resolve": true}]}"#,
+    );
+    assert!(cli(&["mail-rules", "--set", &rules]).contains("RESOLVED"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = tocsin()
