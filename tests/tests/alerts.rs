@@ -867,7 +867,16 @@ async fn a_resolved_alert_is_told_to_the_destination_it_paged() -> anyhow::Resul
             Method::PUT,
             "/v1/policy",
             Some(&token),
-            Some(json!({"steps": [{}], "tell_resolved": true})),
+            Some(json!({"steps": [{}], "tell_resolved": true, "ack_expires_secs": 30})),
+        )
+        .await?;
+    assert_eq!(v["error"]["field"], "ack_expires_secs", "{v}");
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{}], "tell_resolved": true, "ack_expires_secs": 3600})),
         )
         .await?;
     assert_eq!(status, 200, "{v}");

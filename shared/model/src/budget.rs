@@ -283,6 +283,8 @@ mod tests {
                     jobs: MAX_JOBS_PER_NOTIFICATION,
                     policy: Some("p".repeat(32)),
                     round: crate::escalation::MAX_REPEAT,
+                    awaiting_ack: false,
+                    acked: false,
                 },
             );
         }

@@ -71,6 +71,10 @@ pub struct Policy {
     /// When an alert this policy paged for is resolved, tell every destination it reached.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tell_resolved: bool,
+    /// An acknowledgement of an alert this policy paged for lasts this long: if the alert is
+    /// still open then, its steps start again (60 s to a week).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_expires_secs: Option<u64>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -168,6 +172,7 @@ impl Policy {
         Policy {
             repeat: self.repeat,
             tell_resolved: self.tell_resolved,
+            ack_expires_secs: self.ack_expires_secs,
             steps: strip(&self.steps),
             urgent_steps: self
                 .urgent_steps
@@ -242,6 +247,14 @@ impl Policy {
         check("steps", &self.steps);
         if let Some(u) = &self.urgent_steps {
             check("urgent_steps", u);
+        }
+        if let Some(t) = self.ack_expires_secs
+            && !(60..=MAX_WAIT_SECS).contains(&t)
+        {
+            p.push(Invalid::new(
+                "ack_expires_secs",
+                format!("60-{MAX_WAIT_SECS} seconds (a minute to a week)"),
+            ));
         }
         if self.repeat > MAX_REPEAT {
             p.push(Invalid::new("repeat", format!("at most {MAX_REPEAT}")));
@@ -385,9 +398,16 @@ pub struct Escalation {
     /// Delivery jobs fired for it so far (bounded by [`crate::budget::MAX_JOBS_PER_NOTIFICATION`]).
     #[serde(default)]
     pub jobs: u32,
-    /// How many times its policy's steps have started again (`repeat`).
+    /// How many times its policy's steps have started again (`repeat`, an expired ack).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub round: u32,
+    /// An open alert whose policy lets acks expire, all steps fired: kept, not due, until it
+    /// is acknowledged or resolved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_ack: bool,
+    /// Acknowledged while its alert fires: `due_ms` is when the ack expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acked: bool,
 }
 
 /// What an open alert's notification reached, to tell them when it is resolved.
@@ -590,6 +610,7 @@ impl Reach {
         let groups = self.groups.values().map(|g| g.closes_ms);
         self.escalations
             .values()
+            .filter(|e| !e.awaiting_ack)
             .map(|e| e.due_ms)
             .chain(beats)
             .chain(groups)

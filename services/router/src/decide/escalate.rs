@@ -111,6 +111,8 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         jobs: 0,
         policy: (name != Reach::DEFAULT_POLICY).then(|| name.clone()),
         round: 0,
+        awaiting_ack: false,
+        acked: false,
     };
     let policy = policy_of(r, &esc);
     let named = format!("policy {name}{why}");
@@ -205,7 +207,7 @@ fn fire(
     esc.held = false;
     loop {
         let Some(step) = steps.get(esc.next_step) else {
-            return true;
+            return over(r, esc, policy);
         };
         let index = esc.next_step;
         // a step's number across rounds (`repeat`): its jobs and events are new each round
@@ -294,7 +296,7 @@ fn fire(
         if esc.next_step >= steps.len() {
             // the last step: over, unless the policy runs its steps again after its wait
             if esc.round >= policy.repeat || step.wait_secs == 0 {
-                return true;
+                return over(r, esc, policy);
             }
             esc.round += 1;
             esc.next_step = 0;
@@ -305,6 +307,35 @@ fn fire(
             esc.due_ms = now + step.wait_secs as i64 * 1000;
             return false;
         }
+    }
+}
+
+/// Every step has fired. An open alert whose policy lets acks expire stays, awaiting its
+/// acknowledgement (not due: no timer); anything else is over.
+fn over(r: &UserRecord, esc: &mut Escalation, policy: &Policy) -> bool {
+    if policy.ack_expires_secs.is_some() && open_alert(r, &esc.notification) {
+        esc.awaiting_ack = true;
+        return false;
+    }
+    true
+}
+
+/// Whether `n` is the open notification of its dedup key (an alert still firing).
+fn open_alert(r: &UserRecord, n: &Notification) -> bool {
+    n.dedup_key
+        .as_deref()
+        .and_then(|k| r.reach.open_keys.get(k))
+        .is_some_and(|(id, _)| *id == n.id)
+}
+
+/// `90s`, `5m`, `2h`, `3d` (the largest whole unit), for people.
+pub(crate) fn span(secs: u64) -> String {
+    match secs {
+        0 => "no time".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -345,7 +376,7 @@ pub fn tick(r: &mut UserRecord, now: Millis, links: &Links) -> Fired {
         .reach
         .escalations
         .iter()
-        .filter(|(_, e)| e.due_ms <= now)
+        .filter(|(_, e)| e.due_ms <= now && !e.awaiting_ack)
         .map(|(k, _)| k.clone())
         .collect();
     for id in due {
@@ -367,6 +398,28 @@ fn advance(
     links: &Links,
     fired: &mut Fired,
 ) {
+    if esc.acked {
+        // the acknowledgement has expired: while the alert still fires, its steps start again
+        if !open_alert(r, &esc.notification) {
+            return;
+        }
+        esc.acked = false;
+        esc.round += 1;
+        esc.next_step = 0;
+        r.recent.remove(&format!("ack:{}", esc.notification.id));
+        let after = policy
+            .ack_expires_secs
+            .map_or(String::new(), |t| format!(" {}", span(t)));
+        fired.entries.push((
+            esc.notification.id.clone(),
+            entry(
+                now,
+                "ack_expired",
+                None,
+                format!("still firing{after} after the acknowledgement: the steps start again"),
+            ),
+        ));
+    }
     if let Some(q) = &policy.quiet_hours
         && !urgent(&esc.notification)
         && let Some(end) = q.ends_at(now)
@@ -460,7 +513,7 @@ pub fn failed(
     let Some(esc) = r.reach.escalations.get_mut(notification.as_str()) else {
         return fired;
     };
-    if !esc.step_destinations.iter().any(|d| d == destination) {
+    if esc.acked || !esc.step_destinations.iter().any(|d| d == destination) {
         return fired;
     }
     if !esc.step_failed.iter().any(|d| d == destination) {
@@ -491,10 +544,19 @@ pub fn ack(
         return None;
     }
     let stopped = r.reach.escalations.remove(id.as_str());
-    let detail = if stopped.is_some() {
-        format!("via {via}; escalation stopped")
-    } else {
-        format!("via {via}")
+    // an alert whose policy lets acks expire: quiet until then, paged again if still firing
+    let expires = stopped.as_ref().and_then(|esc| {
+        policy_of(r, esc)
+            .ack_expires_secs
+            .filter(|_| open_alert(r, &esc.notification))
+    });
+    let detail = match (&stopped, expires) {
+        (Some(_), Some(t)) => format!(
+            "via {via}; escalation stopped; it starts again in {} if the alert still fires",
+            span(t)
+        ),
+        (Some(_), None) => format!("via {via}; escalation stopped"),
+        (None, _) => format!("via {via}"),
     };
     let mut event = Event::new(EventKind::Acked, &[id.as_str()], now)
         .notification(id)
@@ -506,6 +568,13 @@ pub fn ack(
             .source(esc.notification.source.id.as_deref());
     }
     events.push(event);
+    if let (Some(mut esc), Some(t)) = (stopped, expires) {
+        esc.acked = true;
+        esc.awaiting_ack = false;
+        esc.held = false;
+        esc.due_ms = now + t as i64 * 1000;
+        r.reach.escalations.insert(id.0.clone(), esc);
+    }
     Some((id.clone(), entry(now, "acked", channel, detail)))
 }
 
@@ -571,6 +640,7 @@ pub fn reply(
                     .reach
                     .escalations
                     .values()
+                    .filter(|e| !e.acked)
                     .map(|e| e.notification.id.clone())
                     .collect(),
             };
@@ -599,7 +669,8 @@ pub fn reply(
         }
         ReplyCommand::Help => ReplyCommand::HELP.to_owned(),
         ReplyCommand::List => {
-            let mut pending: Vec<&Escalation> = r.reach.escalations.values().collect();
+            let mut pending: Vec<&Escalation> =
+                r.reach.escalations.values().filter(|e| !e.acked).collect();
             pending.sort_by_key(|e| e.notification.created_at_ms);
             if pending.is_empty() {
                 "Nothing is waiting for an acknowledgement.".to_owned()
@@ -693,7 +764,7 @@ pub fn reply(
             let silences = r.reach.silences.iter().filter(|s| s.active(now)).count();
             format!(
                 "You are {presence}, {muted}; {} notification(s) waiting for an acknowledgement; {} destination(s); {silences} silence(s) in force.",
-                r.reach.escalations.len(),
+                r.reach.escalations.values().filter(|e| !e.acked).count(),
                 r.destinations.len()
             )
         }
@@ -746,6 +817,7 @@ fn latest_pending(reach: &Reach) -> Option<NotificationId> {
     reach
         .escalations
         .values()
+        .filter(|e| !e.acked)
         .max_by_key(|e| (e.notification.created_at_ms, e.reference))
         .map(|e| e.notification.id.clone())
         .or_else(|| reach.references.back().map(|(_, id, _)| id.clone()))

@@ -2,7 +2,7 @@
 //! miss; the first tick past the deadline tells the owner, once, as an alert keyed
 //! `hb:<source id>` that follows the source's policy like any other.
 
-use crate::decide::escalate::{self, Fired};
+use crate::decide::escalate::{self, Fired, span};
 use tocsin_model::{
     Beat, Event, EventKind, Millis, Notification, NotificationId, Priority, SourceKind, SourceRef,
     SourceSpec, UserRecord, text::utc_minute,
@@ -135,15 +135,4 @@ pub(crate) fn overdue(r: &mut UserRecord, now: Millis) -> Vec<(Notification, Eve
         out.push((n, event));
     }
     out
-}
-
-/// `90s`, `5m`, `2h`, `3d` (the largest whole unit), for people.
-fn span(secs: u64) -> String {
-    match secs {
-        0 => "no time".to_owned(),
-        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
 }

@@ -357,3 +357,81 @@ fn a_resolved_alert_is_told_where_it_reached_when_its_policy_says_so() {
             .is_empty()
     );
 }
+
+#[test]
+fn an_acknowledgement_expires_while_the_alert_still_fires() {
+    let l = limits_with_links();
+    let mut rec = user_with_feed();
+    let policy = Policy {
+        steps: vec![step(Channel::Sms, 60), step(Channel::Email, 0)],
+        ack_expires_secs: Some(600),
+        ..Default::default()
+    };
+    ok(apply(&user(), &mut rec, set_default(policy), &l, 1));
+    let tick = |rec: &mut Option<UserRecord>, now: Millis| {
+        apply(&user(), rec, AvatarMessage::Tick { at_ms: now }, &l, now)
+    };
+    let ack = |rec: &mut Option<UserRecord>, now: Millis| {
+        let msg = AvatarMessage::Ack {
+            notification_id: NotificationId("a1".into()),
+            via: "api".into(),
+            at_ms: now,
+        };
+        apply(&user(), rec, msg, &l, now)
+    };
+    assert_eq!(
+        channels(&apply(&user(), &mut rec, alert("a1", "disk"), &l, 0)),
+        ["sms"]
+    );
+    assert_eq!(channels(&tick(&mut rec, 60_000)), ["email"]);
+    // every step fired: it waits for an acknowledgement, with no timer
+    let r = rec.as_ref().unwrap();
+    assert!(r.reach.escalations["a1"].awaiting_ack);
+    assert_eq!(r.reach.earliest_due(), None);
+    let fx = ack(&mut rec, 100_000);
+    match fx.history.as_slice() {
+        [HistoryRecord::Timeline { entry, .. }] => assert!(
+            entry
+                .detail
+                .ends_with("it starts again in 10m if the alert still fires"),
+            "{}",
+            entry.detail
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rec.as_ref().unwrap().reach.earliest_due(), Some(700_000));
+    // still firing when the ack expires: the steps start again, with new jobs
+    let fx = tick(&mut rec, 700_000);
+    assert_eq!(channels(&fx), ["sms"]);
+    assert_eq!(fx.jobs[0].job_id, "a1:sms:s10");
+    assert!(fx.history.iter().any(|h| matches!(h,
+        HistoryRecord::Timeline { entry, .. } if entry.kind == "ack_expired")));
+    // the new acknowledgement counts, and resolving ends it all
+    assert_eq!(ack(&mut rec, 750_000).history.len(), 1);
+    let resolve = AvatarMessage::Resolve {
+        key: "disk".into(),
+        via: "api".into(),
+        at_ms: 800_000,
+    };
+    apply(&user(), &mut rec, resolve, &l, 800_000);
+    assert!(rec.as_ref().unwrap().reach.escalations.is_empty());
+    assert!(tick(&mut rec, 1_400_000).jobs.is_empty());
+    // a notification that is no alert ends with its last step as before
+    apply(
+        &user(),
+        &mut rec,
+        item("n9", SourceKind::Publish),
+        &l,
+        2_000_000,
+    );
+    tick(&mut rec, 2_060_000);
+    assert!(rec.as_ref().unwrap().reach.escalations.is_empty());
+    // bounded
+    let bad = Policy {
+        steps: vec![step(Channel::Email, 0)],
+        ack_expires_secs: Some(5),
+        ..Default::default()
+    };
+    let reply = refused(apply(&user(), &mut rec, set_default(bad), &l, 1));
+    assert_eq!(reply.field.as_deref(), Some("ack_expires_secs"));
+}
