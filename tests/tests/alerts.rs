@@ -870,6 +870,7 @@ async fn a_resolved_alert_is_told_to_the_destination_it_paged() -> anyhow::Resul
             Some(json!({"steps": [{}], "tell_resolved": true, "ack_expires_secs": 30})),
         )
         .await?;
+    assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["field"], "ack_expires_secs", "{v}");
     let (status, v) = h
         .call(
