@@ -1,5 +1,6 @@
 //! A user's private feed as Atom 1.0 or RSS 2.0. Notifications are plain text; everything is
-//! escaped, characters XML forbids are dropped, and only http(s) links are emitted.
+//! escaped, characters XML forbids are dropped, and only http(s) links are emitted. An alert
+//! that was resolved says so in its title (and, in Atom, is updated when it was).
 
 use chrono::{DateTime, Utc};
 use tocsin_model::{FeedFormat, HistoryItem, Millis, UserId};
@@ -26,6 +27,23 @@ pub fn content_type(format: FeedFormat) -> &'static str {
     }
 }
 
+/// When `item`'s alert was resolved, if it was.
+fn resolved_at(item: &HistoryItem) -> Option<Millis> {
+    item.timeline
+        .iter()
+        .rev()
+        .find(|e| e.kind == "resolved")
+        .map(|e| e.at_ms)
+}
+
+/// The entry's title: a resolved alert's says so.
+fn title(item: &HistoryItem) -> String {
+    match resolved_at(item) {
+        Some(_) => format!("[Resolved] {}", item.notification.title),
+        None => item.notification.title.clone(),
+    }
+}
+
 fn atom(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> String {
     let updated = items
         .first()
@@ -49,11 +67,15 @@ fn atom(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> St
         s.push_str(&format!("    <id>urn:tocsin:notification:{}</id>\n", n.id));
         s.push_str(&format!(
             "    <title type=\"text\">{}</title>\n",
-            escape(&n.title)
+            escape(&title(item))
         ));
         s.push_str(&format!(
             "    <updated>{}</updated>\n",
-            rfc3339(n.created_at_ms)
+            rfc3339(
+                resolved_at(item)
+                    .unwrap_or(n.created_at_ms)
+                    .max(n.created_at_ms)
+            )
         ));
         if let Some(p) = n.published_at_ms {
             s.push_str(&format!("    <published>{}</published>\n", rfc3339(p)));
@@ -104,7 +126,7 @@ fn rss(user: &UserId, self_url: &str, items: &[HistoryItem], now: Millis) -> Str
     for item in items {
         let n = &item.notification;
         s.push_str("  <item>\n");
-        s.push_str(&format!("    <title>{}</title>\n", escape(&n.title)));
+        s.push_str(&format!("    <title>{}</title>\n", escape(&title(item))));
         if let Some(link) = safe_link(n.url.as_deref()) {
             s.push_str(&format!("    <link>{}</link>\n", escape(link)));
         }
@@ -212,6 +234,30 @@ mod tests {
                 let xml = render(format, &user, "http://127.0.0.1/f.xml", &[it.clone()], ms);
                 let feed = feed_rs::parser::parse(xml.as_bytes()).expect("still a feed");
                 assert_eq!(feed.entries.len(), 1, "{ms} {format:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_resolved_alert_says_so_in_both_formats() {
+        let mut it = item("Disk full", "db1", None);
+        it.timeline.push(tocsin_model::TimelineEntry {
+            at_ms: 1_700_000_600_000,
+            kind: "resolved".into(),
+            channel: None,
+            detail: "via api".into(),
+        });
+        let user = UserId::parse("u1").unwrap();
+        for format in [FeedFormat::Atom, FeedFormat::Rss] {
+            let xml = render(format, &user, "http://127.0.0.1/f.xml", &[it.clone()], 0);
+            let feed = feed_rs::parser::parse(xml.as_bytes()).expect("a feed");
+            let e = &feed.entries[0];
+            assert_eq!(e.title.as_ref().unwrap().content, "[Resolved] Disk full");
+            if format == FeedFormat::Atom {
+                assert_eq!(
+                    e.updated.map(|d| d.timestamp_millis()),
+                    Some(1_700_000_600_000)
+                );
             }
         }
     }
