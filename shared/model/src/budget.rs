@@ -191,6 +191,10 @@ mod tests {
                 muted_until_ms: Some(i64::MAX),
                 policy: Some("p".repeat(32)),
                 group_secs: Some(crate::SourceSettings::MAX_GROUP_SECS),
+                tags: vec![
+                    "t".repeat(crate::SourceSettings::MAX_TAG);
+                    crate::SourceSettings::MAX_TAGS
+                ],
             },
         };
         for i in 0.. {

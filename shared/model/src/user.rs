@@ -104,12 +104,18 @@ pub struct SourceSettings {
     /// seconds are kept in history and told as one summary when the window ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_secs: Option<u64>,
+    /// Tags added to each of its notifications (silences and filters can name them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl SourceSettings {
     /// The shortest and longest grouping window.
     pub const MIN_GROUP_SECS: u64 = 10;
     pub const MAX_GROUP_SECS: u64 = 86_400;
+    /// The most tags a source adds, and the longest each may be.
+    pub const MAX_TAGS: usize = 10;
+    pub const MAX_TAG: usize = 64;
 }
 
 impl SourceSettings {

@@ -467,6 +467,22 @@ fn check_settings(
             ),
         ));
     }
+    if settings.tags.len() > tocsin_model::SourceSettings::MAX_TAGS
+        || settings.tags.iter().any(|t| {
+            t.trim().is_empty()
+                || t.len() > tocsin_model::SourceSettings::MAX_TAG
+                || t.chars().any(char::is_control)
+        })
+    {
+        return Err(Refusal::field(
+            "tags",
+            format!(
+                "at most {} tags of 1-{} printable bytes",
+                tocsin_model::SourceSettings::MAX_TAGS,
+                tocsin_model::SourceSettings::MAX_TAG
+            ),
+        ));
+    }
     if let Some(name) = &settings.policy
         && !r.reach.has_policy(name)
     {

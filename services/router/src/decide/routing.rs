@@ -43,8 +43,15 @@ pub(crate) fn route_with(
             ..Default::default()
         };
     }
-    // the source's own priority, whatever its item said
+    // the source's own tags and priority, whatever its item said
     let mut n = n;
+    if let Some(s) = escalate::source_of(r, &n) {
+        for t in &s.settings.tags {
+            if !n.tags.contains(t) && n.tags.len() < tocsin_model::budget::MAX_TAGS {
+                n.tags.push(t.clone());
+            }
+        }
+    }
     let mut set_priority = None;
     if let Some(p) = escalate::source_of(r, &n).and_then(|s| s.settings.priority)
         && p != n.priority

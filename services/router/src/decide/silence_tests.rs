@@ -255,3 +255,55 @@ fn silences_are_bounded_and_expired_ones_make_room() {
     let reply = apply(&user(), &mut rec, empty, &l, 1_000).reply.unwrap().1;
     assert_eq!(reply.field.as_deref(), Some("source"));
 }
+
+#[test]
+fn a_sources_tags_are_on_its_items_and_a_silence_can_name_them() {
+    let l = limits_with_links();
+    let mut rec = None;
+    reachable(&mut rec, &l);
+    let mut source = feed_source("bikes");
+    source.settings.tags = vec!["garage".into()];
+    ok(&apply(
+        &user(),
+        &mut rec,
+        command(Command::AddSource { source }),
+        &l,
+        1,
+    ));
+    let fx = apply(&user(), &mut rec, item("n1", 3), &l, 10);
+    assert_eq!(fx.jobs[0].notification.tags, ["garage"]);
+    let by_tag = command(Command::AddSilence {
+        silence: Silence {
+            id: "x1".into(),
+            matcher: Matcher {
+                tag: Some("Garage".into()),
+                ..Default::default()
+            },
+            starts_at_ms: 10,
+            ends_at_ms: 10_000,
+            comment: String::new(),
+            created_at_ms: 10,
+            window: None,
+        },
+    });
+    ok(&apply(&user(), &mut rec, by_tag, &l, 10));
+    assert!(
+        apply(&user(), &mut rec, item("n2", 5), &l, 20)
+            .jobs
+            .is_empty()
+    );
+    // bounded
+    let mut bad = feed_source("bikes");
+    bad.settings.tags = vec!["x".repeat(65)];
+    let reply = apply(
+        &user(),
+        &mut rec,
+        command(Command::AddSource { source: bad }),
+        &l,
+        1,
+    )
+    .reply
+    .unwrap()
+    .1;
+    assert_eq!(reply.field.as_deref(), Some("tags"));
+}
