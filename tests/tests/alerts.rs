@@ -843,6 +843,66 @@ async fn a_json_hook_maps_any_payload_and_keeps_its_last_refusal() -> anyhow::Re
     assert_eq!(page["title"], "db1 is down", "{page}");
     assert_eq!(page["priority"], 2, "the source's priority: {page}");
     assert_eq!(page["source"]["label"], "prod");
+    // per group: two firing alerts of one group are one page, resolved with the group
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/sources",
+            Some(&token),
+            Some(
+                json!({"kind": "hook", "format": "alertmanager", "label": "staging",
+                        "per_group": true}),
+            ),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let grouped = v["hook_url"].as_str().unwrap_or_default();
+    let grouped = format!(
+        "{}{}",
+        h.api_url,
+        &grouped[grouped.find("/v1/hooks/").unwrap_or(0)..]
+    );
+    let group = |status: &str| {
+        let alert = |instance: &str, fp: &str| {
+            json!({"status": status,
+            "labels": {"alertname": "Down", "instance": instance},
+            "annotations": {"summary": format!("{instance} is down")}, "fingerprint": fp})
+        };
+        json!({"version": "4", "receiver": "tocsin", "status": status,
+               "groupKey": "{}:{alertname=\"Down\"}", "groupLabels": {"alertname": "Down"},
+               "alerts": [alert("web1", "aaaaaaaaaaaaaaaa"), alert("web2", "bbbbbbbbbbbbbbbb")]})
+    };
+    let r = h.http.post(&grouped).json(&group("firing")).send().await?;
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        json!({"notified": 1, "resolved": 0})
+    );
+    wait_for(Duration::from_secs(20), "the group's page", || async {
+        (hooks.requests("/jo").len() == 3).then_some(())
+    })
+    .await?;
+    let page: serde_json::Value = serde_json::from_slice(&hooks.requests("/jo")[2].body)?;
+    assert_eq!(page["title"], "[FIRING:2] Down", "{page}");
+    let r = h
+        .http
+        .post(&grouped)
+        .json(&group("resolved"))
+        .send()
+        .await?;
+    assert_eq!(
+        r.json::<serde_json::Value>().await?,
+        json!({"notified": 0, "resolved": 1})
+    );
+    let group_id = page["id"].as_str().unwrap_or_default().to_owned();
+    wait_for(Duration::from_secs(20), "the group resolved", || async {
+        let items = h.history(&token).await.ok()?;
+        let t = items
+            .iter()
+            .find(|i| i["notification"]["id"] == group_id.as_str())?["timeline"]
+            .to_string();
+        t.contains("\"resolved\"").then_some(())
+    })
+    .await?;
     h.shutdown().await;
     Ok(())
 }

@@ -176,6 +176,10 @@ pub enum SourceSpec {
         /// For `json`: how the payload becomes notifications.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mapping: Option<Box<crate::JsonMapping>>,
+        /// For `alertmanager` and `grafana`: one notification per alert group (keyed by the
+        /// group, resolved when none of it fires) rather than per alert.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        per_group: bool,
     },
 }
 

@@ -130,8 +130,15 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
             format,
             token_hash,
             mapping,
+            per_group,
         } => {
             token(token_hash)?;
+            if *per_group && *format == crate::HookFormat::Json {
+                return Err(Invalid::new(
+                    "per_group",
+                    "only alertmanager and grafana hooks send alert groups",
+                ));
+            }
             match (format, mapping) {
                 (crate::HookFormat::Json, Some(m)) => m.validate(),
                 (crate::HookFormat::Json, None) => Err(Invalid::new(

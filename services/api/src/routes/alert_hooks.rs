@@ -10,7 +10,7 @@ use crate::routes::parse_body;
 use crate::routes::publish::{Origin, Publish, publish_for, resolve_for};
 use crate::{ApiError, St};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -28,8 +28,21 @@ pub(crate) struct Payload {
     version: String,
     #[serde(default)]
     receiver: String,
+    /// `firing` while any alert of the group fires, `resolved` when none does.
+    #[serde(default)]
+    status: String,
+    /// The group's identity.
+    #[serde(default, rename = "groupKey")]
+    group_key: String,
+    #[serde(default, rename = "groupLabels")]
+    group_labels: BTreeMap<String, String>,
+    #[serde(default, rename = "commonAnnotations")]
+    common_annotations: BTreeMap<String, String>,
     alerts: Vec<Alert>,
 }
+
+/// How many of a group's alerts one notification lists.
+const GROUP_LINES: usize = 20;
 
 /// Who sends the alerts: their payload version, the name their keys and events carry, and
 /// which link of an alert to open.
@@ -84,22 +97,45 @@ pub(crate) enum Action {
     Resolve(String),
 }
 
-/// `POST /v1/alertmanager`.
+/// `?per=alert` (the default) or `?per=group`: one notification per alert, or per group.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Mode {
+    #[serde(default)]
+    per: Option<String>,
+}
+
+impl Mode {
+    fn per_group(&self) -> Result<bool, ApiError> {
+        match self.per.as_deref() {
+            None | Some("alert") => Ok(false),
+            Some("group") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(
+                format!("per: {other:?} is neither alert nor group"),
+                Some("per".into()),
+            )),
+        }
+    }
+}
+
+/// `POST /v1/alertmanager[?per=group]`.
 pub(crate) async fn alertmanager(
     State(state): St,
     headers: HeaderMap,
+    Query(mode): Query<Mode>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    receive(&state, &headers, &body, Sender::Alertmanager).await
+    receive(&state, &headers, &body, Sender::Alertmanager, &mode).await
 }
 
-/// `POST /v1/grafana`.
+/// `POST /v1/grafana[?per=group]`.
 pub(crate) async fn grafana(
     State(state): St,
     headers: HeaderMap,
+    Query(mode): Query<Mode>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    receive(&state, &headers, &body, Sender::Grafana).await
+    receive(&state, &headers, &body, Sender::Grafana, &mode).await
 }
 
 async fn receive(
@@ -107,18 +143,21 @@ async fn receive(
     headers: &HeaderMap,
     body: &[u8],
     sender: Sender,
+    mode: &Mode,
 ) -> Result<Response, ApiError> {
     let u = authenticate(state, headers).await?;
-    deliver(state, &u, body, sender, None).await
+    deliver(state, &u, body, sender, None, mode.per_group()?).await
 }
 
-/// Take `body` from `sender` for `u` (as the hook source `source`, when it came through one).
+/// Take `body` from `sender` for `u` (as the hook source `source`, when it came through one);
+/// `per_group`: one notification per alert group rather than per alert.
 pub(crate) async fn deliver(
     state: &crate::AppState,
     u: &UserRecord,
     body: &[u8],
     sender: Sender,
     source: Option<&tocsin_model::Source>,
+    per_group: bool,
 ) -> Result<Response, ApiError> {
     let payload: Payload = parse_body(body)?;
     let label = match source {
@@ -131,7 +170,11 @@ pub(crate) async fn deliver(
         source_id: source.map(|s| s.id.as_str()),
         via: sender.name(),
     };
-    let actions = actions(payload, sender)?;
+    let actions = if per_group {
+        group_actions(payload, sender)?
+    } else {
+        actions(payload, sender)?
+    };
     run(state, u, actions, &origin).await
 }
 
@@ -156,6 +199,62 @@ pub(crate) async fn run(
         }
     }
     Ok(Json(json!({ "notified": notified, "resolved": resolved })).into_response())
+}
+
+/// The payload as one notification for its whole group, keyed by the group: it pages once
+/// while any alert of the group fires and is resolved when none does.
+pub(crate) fn group_actions(payload: Payload, sender: Sender) -> Result<Vec<Action>, ApiError> {
+    let key = format!(
+        "{}-group:{}",
+        match sender {
+            Sender::Alertmanager => "am",
+            Sender::Grafana => "grafana",
+        },
+        &tocsin_model::digest(&[&payload.group_key])[..16]
+    );
+    let resolved = payload.status == "resolved";
+    let common_summary = payload.common_annotations.get("summary").cloned();
+    let group_labels: Vec<String> = payload.group_labels.values().cloned().collect();
+    // each alert read as on its own, for its title, priority, tags and link
+    let alerts: Vec<Publish> = actions(payload, sender)?
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Notify(p) => Some(*p),
+            Action::Resolve(_) => None,
+        })
+        .collect();
+    if resolved || alerts.is_empty() {
+        return Ok(vec![Action::Resolve(key)]);
+    }
+    let title = common_summary.unwrap_or_else(|| {
+        format!(
+            "[FIRING:{}] {}",
+            alerts.len(),
+            if group_labels.is_empty() {
+                alerts[0].title.clone()
+            } else {
+                group_labels.join(" ")
+            }
+        )
+    });
+    let mut body: Vec<String> = alerts
+        .iter()
+        .take(GROUP_LINES)
+        .map(|a| format!("- {}", a.title))
+        .collect();
+    if alerts.len() > GROUP_LINES {
+        body.push(format!("… and {} more", alerts.len() - GROUP_LINES));
+    }
+    let group = Publish {
+        title: truncate(title.trim(), budget::MAX_TITLE),
+        body: truncate(&body.join("\n"), budget::MAX_BODY),
+        priority: alerts.iter().filter_map(|a| a.priority).max(),
+        tags: alerts[0].tags.clone(),
+        click_url: alerts[0].click_url.clone(),
+        dedup_key: Some(key),
+        ..Default::default()
+    };
+    Ok(vec![Action::Notify(Box::new(group))])
 }
 
 /// The payload's alerts as notifications and resolves, checked before any is sent.
@@ -355,6 +454,39 @@ mod tests {
             Some("http://prometheus.example.org:9090/graph?g0.expr=disk")
         );
         assert_eq!(actions[1], Action::Resolve("am:0011223344556677".into()));
+    }
+
+    #[test]
+    fn per_group_the_group_is_one_alert_resolved_when_none_of_it_fires() {
+        let payload: Payload = serde_json::from_str(FIXTURE).unwrap();
+        let done = group_actions(payload, Sender::Alertmanager).unwrap();
+        let [Action::Notify(p)] = done.as_slice() else {
+            panic!("{done:?}")
+        };
+        assert_eq!(
+            p.title, "[FIRING:1] DiskFull",
+            "the firing ones, by their group"
+        );
+        assert_eq!(p.body, "- db1: /var is 97% full");
+        assert_eq!(p.priority, Some(5));
+        let key = p.dedup_key.clone().unwrap();
+        assert!(key.starts_with("am-group:") && key.len() == 9 + 16, "{key}");
+        // the whole group resolved: its key resolves
+        let resolved: Payload = serde_json::from_str(&FIXTURE.replacen(
+            r#""status": "firing","#,
+            r#""status": "resolved","#,
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            group_actions(resolved, Sender::Alertmanager).unwrap(),
+            [Action::Resolve(key)]
+        );
+        // a mode that is neither is refused by name
+        let mode = Mode {
+            per: Some("day".into()),
+        };
+        assert_eq!(mode.per_group().unwrap_err().field.as_deref(), Some("per"));
     }
 
     #[test]

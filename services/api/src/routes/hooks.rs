@@ -36,17 +36,22 @@ pub(crate) async fn receive(
 ) -> Result<Response, ApiError> {
     let (u, source) = source_by_secret(&state, &user, &source_id, &secret).await?;
     let SourceSpec::Hook {
-        format, mapping, ..
+        format,
+        mapping,
+        per_group,
+        ..
     } = &source.spec
     else {
         return Err(ApiError::not_found("no such URL"));
     };
     let result = match (format, mapping) {
         (HookFormat::Alertmanager, _) => {
-            deliver(&state, &u, &body, Sender::Alertmanager, Some(&source)).await
+            let sender = Sender::Alertmanager;
+            deliver(&state, &u, &body, sender, Some(&source), *per_group).await
         }
         (HookFormat::Grafana, _) => {
-            deliver(&state, &u, &body, Sender::Grafana, Some(&source)).await
+            let sender = Sender::Grafana;
+            deliver(&state, &u, &body, sender, Some(&source), *per_group).await
         }
         (HookFormat::Json, Some(m)) => json(&state, &u, &source, m, &body).await,
         (HookFormat::Json, None) => Err(ApiError::bad_request(

@@ -84,6 +84,9 @@ pub(crate) struct AddSource {
     /// A json hook: how its payload becomes notifications.
     #[serde(default)]
     mapping: Option<tocsin_model::JsonMapping>,
+    /// An alertmanager or grafana hook: one notification per alert group.
+    #[serde(default)]
+    per_group: bool,
     /// A shared topic to subscribe to, and its subscribe key (checked, never kept).
     #[serde(default)]
     topic: Option<String>,
@@ -168,6 +171,7 @@ pub(crate) async fn add_source(
                 })?,
                 token_hash: tocsin_model::hash_token(&secret),
                 mapping: req.mapping.clone().map(Box::new),
+                per_group: req.per_group,
             }
         }
         other => {
