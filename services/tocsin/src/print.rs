@@ -1,4 +1,5 @@
-//! How the CLI prints history for a person: one line per notification, times in UTC.
+//! How the CLI prints history for a person: one line per notification with what was decided
+//! for it (its policy and why) and how it ended, times in UTC.
 
 use serde_json::Value;
 
@@ -18,6 +19,18 @@ pub(crate) fn print_history(v: &Value) {
         );
         if let Some(u) = n["url"].as_str() {
             println!("    {u}");
+        }
+        // what was decided (which policy and why, held, silenced, grouped), and how it ended
+        let timeline = i["timeline"].as_array().cloned().unwrap_or_default();
+        for e in &timeline {
+            let kind = e["kind"].as_str().unwrap_or("");
+            if matches!(kind, "routed" | "acked" | "resolved" | "ack_expired") {
+                println!(
+                    "    {kind} {}: {}",
+                    utc(e["at_ms"].as_i64().unwrap_or(0)),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
         }
     }
     if let Some(c) = v["next_cursor"].as_str() {

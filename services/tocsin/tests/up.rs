@@ -189,6 +189,11 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         added.elapsed()
     );
     assert!(!history.contains("sofa"), "{history}");
+    // each notification says which policy it followed and why
+    assert!(
+        history.contains("policy feeds (what feeds follow)"),
+        "{history}"
+    );
     assert!(!history.contains("$1,250"), "{history}");
     // delivered to the webhook, and archived: analytics reports it
     let deadline = Instant::now() + Duration::from_secs(60);
