@@ -26,7 +26,6 @@ pub enum Condition {
 
 /// One step of an escalation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Step {
     /// Destination ids to send to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -44,7 +43,6 @@ pub struct Step {
 /// Quiet hours in the user's time zone: only urgent notifications escalate; the rest wait
 /// until the quiet hours end or the user is next present.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QuietHours {
     /// `HH:MM`, local time.
     pub start: String,
@@ -56,7 +54,6 @@ pub struct QuietHours {
 
 /// A user's escalation policy.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Policy {
     pub steps: Vec<Step>,
     /// Steps for urgent (priority 5) notifications; `steps` when absent.

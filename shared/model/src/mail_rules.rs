@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 /// One rule; the first rule whose every given expression matches decides.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MailRule {
     /// On the sender's address (the original sender of a forwarded message).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 /// How a JSON payload becomes notifications.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JsonMapping {
     /// A pointer to a list in the payload (`/alerts`): one notification per element, whose
     /// fields the other templates' pointers name. Absent: the payload is one item.

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 /// What a silence matches; every field given must match (at least one is).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Matcher {
     /// A source: its id (`s1a2b3c`) or its label (`bikes`, an ntfy topic, Alertmanager's receiver),
     /// compared without case.
@@ -43,7 +42,6 @@ pub struct Silence {
 
 /// A weekly window in a time zone; it may span midnight (then it starts on the days named).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Window {
     /// `mon` … `sun`; empty: every day.
     #[serde(default)]

@@ -87,7 +87,6 @@ pub struct Source {
 
 /// A user's settings for one source.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
 pub struct SourceSettings {
     /// The priority of every notification from the source, whatever its item said.
     #[serde(default, skip_serializing_if = "Option::is_none")]

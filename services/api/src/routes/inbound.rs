@@ -3,7 +3,7 @@
 
 use crate::auth::authenticate;
 use crate::client::{command, refusal};
-use crate::routes::parse_body;
+use crate::routes::{parse_body, parse_body_strict};
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::State;
@@ -87,7 +87,7 @@ pub(crate) async fn put_mail_rules(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let req: PutRules = parse_body(&body)?;
+    let req: PutRules = parse_body_strict(&body)?;
     tocsin_model::mail_rules::validate(&req.rules)
         .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     let reply = command(

@@ -33,11 +33,50 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
     })
 }
 
+/// [`parse_body`], refusing fields the type does not know, at any depth, naming the first
+/// (`steps[0].colour`). The stored types accept unknown fields, so that a record written by a
+/// newer version still reads; what a client sends is checked here instead.
+pub(crate) fn parse_body_strict<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let value: T = parse_body(body)?;
+    let mut unknown = Vec::new();
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let _: Result<T, _> = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()));
+    match unknown.into_iter().next() {
+        None => Ok(value),
+        Some(path) => {
+            let field = path.trim_start_matches('?').to_owned();
+            Err(ApiError::bad_request(
+                format!("invalid JSON body: unknown field {field}"),
+                Some(field),
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::routes::publish::Publish;
     use axum::http::StatusCode;
+
+    #[test]
+    fn a_strict_body_names_an_unknown_field_at_any_depth() {
+        let e = parse_body_strict::<tocsin_model::Policy>(
+            br#"{"steps": [{"wait_secs": 1, "colour": "red"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.field.as_deref(), Some("steps.0.colour"), "{}", e.message);
+        assert!(
+            parse_body_strict::<tocsin_model::Policy>(br#"{"steps": [{"wait_secs": 1}]}"#).is_ok()
+        );
+        // what is stored reads with fields a newer version added
+        let newer: tocsin_model::Policy =
+            serde_json::from_str(r#"{"steps": [{"later": true}], "escalate_to_mars": 1}"#).unwrap();
+        assert_eq!(newer.steps.len(), 1);
+    }
 
     #[test]
     fn body_errors_name_the_field() {

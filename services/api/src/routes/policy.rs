@@ -4,7 +4,7 @@
 
 use crate::auth::authenticate;
 use crate::client::{command, refusal};
-use crate::routes::parse_body;
+use crate::routes::parse_body_strict;
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -38,7 +38,7 @@ pub(crate) async fn put_policy(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let policy: Policy = parse_body(&body)?;
+    let policy: Policy = parse_body_strict(&body)?;
     if let Some(p) = policy.problems(&u.destinations).into_iter().next() {
         return Err(ApiError::bad_request(p.to_string(), Some(p.field)));
     }
@@ -133,7 +133,7 @@ pub(crate) async fn put_named_policy(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
     Policy::validate_name(&name).map_err(|e| ApiError::bad_request(e, Some("name".into())))?;
-    let policy: Policy = parse_body(&body)?;
+    let policy: Policy = parse_body_strict(&body)?;
     if let Some(p) = policy.problems(&u.destinations).into_iter().next() {
         return Err(ApiError::bad_request(p.to_string(), Some(p.field)));
     }

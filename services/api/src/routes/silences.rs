@@ -2,7 +2,7 @@
 
 use crate::auth::{authenticate, random_hex};
 use crate::client::{command, refusal};
-use crate::routes::parse_body;
+use crate::routes::{parse_body, parse_body_strict};
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -78,7 +78,7 @@ pub(crate) async fn add_silence(
             Some(k.clone()),
         ));
     }
-    let req: NewSilence = parse_body(&body)?;
+    let req: NewSilence = parse_body_strict(&body)?;
     let now = now_ms();
     let starts = req.starts_at_ms.unwrap_or(now).max(now);
     let ends = match (&req.duration, req.ends_at_ms) {

@@ -2,7 +2,7 @@
 
 use crate::auth::{authenticate, random_hex};
 use crate::client::{command, refusal};
-use crate::routes::parse_body;
+use crate::routes::parse_body_strict;
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -103,7 +103,7 @@ pub(crate) async fn add_source(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let req: AddSource = parse_body(&body)?;
+    let req: AddSource = parse_body_strict(&body)?;
     let mut ping_secret = None;
     let mut hook_secret = None;
     let spec = match req.kind.as_deref().unwrap_or("feed") {
@@ -249,7 +249,7 @@ pub(crate) async fn set_source_settings(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let settings: SourceSettings = parse_body(&body)?;
+    let settings: SourceSettings = parse_body_strict(&body)?;
     let Some(mut source) = u.sources.iter().find(|s| s.id == id).cloned() else {
         return Err(ApiError::not_found(format!("no source {id}")));
     };
