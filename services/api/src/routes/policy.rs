@@ -5,7 +5,7 @@
 use crate::auth::authenticate;
 use crate::client::{command, refusal};
 use crate::routes::parse_body_strict;
-use crate::{ApiError, St};
+use crate::{ApiError, AppState, St};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -38,22 +38,30 @@ pub(crate) async fn put_policy(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let policy: Policy = parse_body_strict(&body)?;
+    let policy = write(&state, &u, &body, |policy| Command::SetPolicy {
+        policy: Some(policy),
+    })
+    .await?;
+    Ok(Json(json!({ "policy": policy, "custom": true })))
+}
+
+/// Check the policy in `body` against `u`'s destinations, and have the avatar save it with
+/// the command `save` makes of it.
+async fn write(
+    state: &AppState,
+    u: &UserRecord,
+    body: &[u8],
+    save: impl FnOnce(Policy) -> Command,
+) -> Result<Policy, ApiError> {
+    let policy: Policy = parse_body_strict(body)?;
     if let Some(p) = policy.problems(&u.destinations).into_iter().next() {
         return Err(ApiError::bad_request(p.to_string(), Some(p.field)));
     }
-    let reply = command(
-        &state,
-        &u.id,
-        Command::SetPolicy {
-            policy: Some(policy.clone()),
-        },
-    )
-    .await?;
+    let reply = command(state, &u.id, save(policy.clone())).await?;
     if !reply.ok {
         return Err(refusal(reply));
     }
-    Ok(Json(json!({ "policy": policy, "custom": true })))
+    Ok(policy)
 }
 
 pub(crate) async fn delete_policy(
@@ -133,22 +141,12 @@ pub(crate) async fn put_named_policy(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
     Policy::validate_name(&name).map_err(|e| ApiError::bad_request(e, Some("name".into())))?;
-    let policy: Policy = parse_body_strict(&body)?;
-    if let Some(p) = policy.problems(&u.destinations).into_iter().next() {
-        return Err(ApiError::bad_request(p.to_string(), Some(p.field)));
-    }
-    let reply = command(
-        &state,
-        &u.id,
-        Command::SetNamedPolicy {
-            name: name.clone(),
-            policy: Some(policy.clone()),
-        },
-    )
+    let named = name.clone();
+    let policy = write(&state, &u, &body, |policy| Command::SetNamedPolicy {
+        name: named,
+        policy: Some(policy),
+    })
     .await?;
-    if !reply.ok {
-        return Err(refusal(reply));
-    }
     Ok(Json(
         json!({ "name": name, "policy": policy, "custom": true }),
     ))

@@ -7,25 +7,7 @@ use crate::decide::{Effects, apply};
 use tocsin_model::*;
 
 fn item(id: &str, title: &str, priority: u8) -> AvatarMessage {
-    AvatarMessage::Notify {
-        notification: Notification {
-            id: NotificationId(id.into()),
-            user: user(),
-            source: SourceRef {
-                kind: SourceKind::Feed,
-                id: Some("s1".into()),
-                label: "bikes".into(),
-            },
-            title: title.into(),
-            body: String::new(),
-            url: None,
-            priority: Priority::new(priority).unwrap(),
-            tags: vec![],
-            created_at_ms: 0,
-            published_at_ms: None,
-            dedup_key: None,
-        },
-    }
+    crate::decide::tests::item_of(id, SourceKind::Feed, title, priority)
 }
 
 fn routed(fx: &Effects) -> &str {

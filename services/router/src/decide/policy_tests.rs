@@ -6,25 +6,7 @@ use crate::decide::{Effects, apply};
 use tocsin_model::*;
 
 fn item(id: &str, kind: SourceKind) -> AvatarMessage {
-    AvatarMessage::Notify {
-        notification: Notification {
-            id: NotificationId(id.into()),
-            user: user(),
-            source: SourceRef {
-                kind,
-                id: (kind == SourceKind::Feed).then(|| "s1".into()),
-                label: "bikes".into(),
-            },
-            title: "Road bike".into(),
-            body: String::new(),
-            url: None,
-            priority: Priority::DEFAULT,
-            tags: vec![],
-            created_at_ms: 0,
-            published_at_ms: None,
-            dedup_key: None,
-        },
-    }
+    crate::decide::tests::item_of(id, kind, "Road bike", 3)
 }
 
 fn channels(fx: &Effects) -> Vec<&str> {

@@ -179,30 +179,12 @@ mod tests {
     use crate::decide::tests::{add_dest, command, create, feed_source, limits_with_links, user};
     use crate::decide::{Outcome, apply};
     use tocsin_model::{
-        AvatarMessage, Channel, Command, HistoryRecord, Notification, NotificationId, Priority,
-        SourceKind, SourceRef, SourceSettings, UserRecord,
+        AvatarMessage, Channel, Command, HistoryRecord, Priority, SourceKind, SourceRef,
+        SourceSettings, UserRecord,
     };
 
     fn item(id: &str, priority: u8) -> AvatarMessage {
-        AvatarMessage::Notify {
-            notification: Notification {
-                id: NotificationId(id.into()),
-                user: user(),
-                source: SourceRef {
-                    kind: SourceKind::Feed,
-                    id: Some("s1".into()),
-                    label: "bikes".into(),
-                },
-                title: "Road bike".into(),
-                body: String::new(),
-                url: None,
-                priority: Priority::new(priority).unwrap(),
-                tags: vec![],
-                created_at_ms: 0,
-                published_at_ms: None,
-                dedup_key: None,
-            },
-        }
+        crate::decide::tests::item_of(id, SourceKind::Feed, "Road bike", priority)
     }
 
     fn with_source() -> Option<UserRecord> {

@@ -6,25 +6,7 @@ use crate::decide::{Effects, Outcome, apply};
 use tocsin_model::*;
 
 fn item(id: &str, priority: u8) -> AvatarMessage {
-    AvatarMessage::Notify {
-        notification: Notification {
-            id: NotificationId(id.into()),
-            user: user(),
-            source: SourceRef {
-                kind: SourceKind::Feed,
-                id: Some("s1".into()),
-                label: "bikes".into(),
-            },
-            title: "Road bike".into(),
-            body: String::new(),
-            url: None,
-            priority: Priority::new(priority).unwrap(),
-            tags: vec![],
-            created_at_ms: 0,
-            published_at_ms: None,
-            dedup_key: None,
-        },
-    }
+    crate::decide::tests::item_of(id, SourceKind::Feed, "Road bike", priority)
 }
 
 fn silence(id: &str, source: &str, starts: Millis, ends: Millis) -> AvatarMessage {

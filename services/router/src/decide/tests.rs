@@ -42,6 +42,30 @@ pub(crate) fn notify(id: &str, key: Option<&str>) -> AvatarMessage {
     }
 }
 
+/// A notification for `user()`: a feed item of source `s1` ("bikes") when `kind` is `Feed`,
+/// else one with no source id.
+pub(crate) fn item_of(id: &str, kind: SourceKind, title: &str, priority: u8) -> AvatarMessage {
+    AvatarMessage::Notify {
+        notification: Notification {
+            id: NotificationId(id.into()),
+            user: user(),
+            source: SourceRef {
+                kind,
+                id: (kind == SourceKind::Feed).then(|| "s1".into()),
+                label: "bikes".into(),
+            },
+            title: title.into(),
+            body: String::new(),
+            url: None,
+            priority: Priority::new(priority).unwrap(),
+            tags: vec![],
+            created_at_ms: 0,
+            published_at_ms: None,
+            dedup_key: None,
+        },
+    }
+}
+
 pub(crate) const LIMITS: Limits = Limits {
     max_sources: 2,
     max_destinations: 2,
