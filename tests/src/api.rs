@@ -130,6 +130,20 @@ impl Harness {
             .collect())
     }
 
+    /// The notifications of a user's history once it holds at least `n`: history stores them
+    /// on its own path, so a delivery (a webhook's request) can come before it.
+    pub async fn notifications_at_least(&self, token: &str, n: usize) -> Result<Vec<Value>> {
+        tocsin_testkit::wait_for(
+            std::time::Duration::from_secs(20),
+            &format!("{n} notifications in history"),
+            || async {
+                let got = self.notifications(token).await.ok()?;
+                (got.len() >= n).then_some(got)
+            },
+        )
+        .await
+    }
+
     /// Wait until the user's history holds `ids.len()` notifications, then check it holds
     /// exactly `ids`, each once — also a moment later, once redeliveries have settled.
     pub async fn assert_history_is_exactly(
