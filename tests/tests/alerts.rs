@@ -1036,6 +1036,13 @@ async fn a_burst_of_listings_is_one_page_and_one_summary() -> anyhow::Result<()>
         (h.history(&token).await.ok()?.len() == 3).then_some(())
     })
     .await?;
+    wait_for(
+        Duration::from_secs(20),
+        "the first listing's page",
+        || async { (!hooks.requests("/gus").is_empty()).then_some(()) },
+    )
+    .await?;
+    // the window is 10 s: the summary cannot have come yet
     assert_eq!(
         hooks.requests("/gus").len(),
         1,
