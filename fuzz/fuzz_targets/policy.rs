@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tocsin_model::escalation::{Policy, ReplyCommand, parse_duration};
+use tocsin_model::{Policy, ReplyCommand, parse_duration};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(policy) = serde_json::from_slice::<Policy>(data) {

@@ -224,7 +224,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             let secs = |what: &str, v: &str| {
                 let zero = v.trim() == "0";
                 zero.then_some(0)
-                    .or_else(|| tocsin_model::escalation::parse_duration(v))
+                    .or_else(|| tocsin_model::parse_duration(v))
                     .with_context(|| {
                         format!("--{what} {v:?} is not a duration like 90s, 10m, 1h or 1d")
                     })

@@ -12,22 +12,23 @@ pub mod ids;
 pub mod mail_rules;
 pub mod mapping;
 pub mod messages;
+pub mod reach;
+pub mod replies;
 pub mod silence;
 pub mod text;
 pub mod topics;
 pub mod user;
 pub mod validate;
 
-pub use escalation::{
-    AckTarget, Beat, Condition, Escalation, Group, Policy, PresenceState, QuietHours, Reach,
-    ReplyCommand, Show, Step, Told, ack_signature, ack_signature_valid,
-};
+pub use escalation::{Condition, Policy, QuietHours, Step};
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};
 pub use mail_rules::MailRule;
 pub use mapping::JsonMapping;
 pub use messages::*;
+pub use reach::{Beat, Escalation, Group, PresenceState, Reach, Show, Told};
+pub use replies::{AckTarget, ReplyCommand, ack_signature, ack_signature_valid, parse_duration};
 pub use silence::{Matcher, Silence, Window};
 pub use topics::{TopicItem, TopicRecord};
 pub use user::*;

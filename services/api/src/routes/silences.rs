@@ -83,7 +83,7 @@ pub(crate) async fn add_silence(
     let starts = req.starts_at_ms.unwrap_or(now).max(now);
     let ends = match (&req.duration, req.ends_at_ms) {
         (Some(d), None) => {
-            let secs = tocsin_model::escalation::parse_duration(d).ok_or_else(|| {
+            let secs = tocsin_model::parse_duration(d).ok_or_else(|| {
                 ApiError::bad_request(
                     format!("for: {d:?} is not a duration like 90m, 2h or 3d (at most 30 days)"),
                     Some("for".into()),

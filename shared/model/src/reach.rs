@@ -1,0 +1,337 @@
+//! What an avatar keeps to reach a person: presence, the escalations under way, open alerts,
+//! heartbeats, groups, silences and resolution notices, each with its bound.
+
+use crate::escalation::Policy;
+use crate::{Destination, Millis, Notification, NotificationId, Priority};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// XMPP presence, as the user's client last announced it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    Available,
+    Chat,
+    Away,
+    Xa,
+    Dnd,
+    Unavailable,
+}
+
+impl Show {
+    /// Whether someone showing this is at their desk.
+    pub fn is_present(self) -> bool {
+        matches!(self, Show::Available | Show::Chat)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Show::Available => "available",
+            Show::Chat => "chat",
+            Show::Away => "away",
+            Show::Xa => "xa",
+            Show::Dnd => "dnd",
+            Show::Unavailable => "unavailable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceState {
+    pub show: Show,
+    pub at_ms: Millis,
+}
+
+/// A notification still being escalated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub notification: Notification,
+    /// The index of the next step to fire.
+    pub next_step: usize,
+    /// When it fires.
+    pub due_ms: Millis,
+    /// Destinations the last fired step sent to, and those of them that failed for good.
+    #[serde(default)]
+    pub step_destinations: Vec<String>,
+    #[serde(default)]
+    pub step_failed: Vec<String>,
+    /// Held by quiet hours (fires early when the user becomes present).
+    #[serde(default)]
+    pub held: bool,
+    /// The short number the user acknowledges with (`ack 12`).
+    pub reference: u32,
+    /// The name of the policy it follows (absent: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Delivery jobs fired for it so far (bounded by [`crate::budget::MAX_JOBS_PER_NOTIFICATION`]).
+    #[serde(default)]
+    pub jobs: u32,
+    /// How many times its policy's steps have started again (`repeat`, an expired ack).
+    #[serde(default, skip_serializing_if = "crate::escalation::is_zero")]
+    pub round: u32,
+    /// An open alert whose policy lets acks expire, all steps fired: kept, not due, until it
+    /// is acknowledged or resolved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub awaiting_ack: bool,
+    /// Acknowledged while its alert fires: `due_ms` is when the ack expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acked: bool,
+}
+
+/// What an open alert's notification reached, to tell them when it is resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Told {
+    pub notification: NotificationId,
+    /// Its title (cut to 200 characters) and source, for the message.
+    pub title: String,
+    pub source: crate::SourceRef,
+    /// Destination ids, each once (at most [`Told::MAX_DESTINATIONS`]).
+    pub destinations: Vec<String>,
+}
+
+impl Told {
+    /// The longest title and source label kept, and the most destinations told per alert.
+    pub const MAX_TITLE: usize = 100;
+    pub const MAX_DESTINATIONS: usize = 5;
+}
+
+/// A source's open group: its first notification went out; the ones after it until
+/// `closes_ms` are held for one summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    /// The notification that opened it.
+    pub first: NotificationId,
+    pub closes_ms: Millis,
+    /// How many were held.
+    pub held: u32,
+    /// The first held titles (at most [`Group::TITLES`], each cut to 100 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub titles: Vec<String>,
+    /// The highest priority held (the summary's).
+    pub priority: Priority,
+    /// The held notifications' source, for the summary.
+    pub source: crate::SourceRef,
+}
+
+impl Group {
+    pub const TITLES: usize = 10;
+}
+
+/// A heartbeat source's state in its owner's avatar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The last ping (the source's creation counts as one).
+    pub last_ping_ms: Millis,
+    /// When it is overdue: the last ping plus the period and the grace.
+    pub due_ms: Millis,
+    /// Overdue and told: the notification that said so, until the next ping resolves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<NotificationId>,
+}
+
+impl Beat {
+    /// The dedup key of a heartbeat's "missed" alert.
+    pub fn key(source_id: &str) -> String {
+        format!("hb:{source_id}")
+    }
+}
+
+/// What an avatar keeps to escalate and to take acknowledgements.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    /// The `default` policy (absent: [`Policy::default_for`] the user's destinations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// The user's other policies by name (at most [`Reach::MAX_POLICIES`]); a source names
+    /// the one its notifications follow. `feeds`, when the user has not written one, is the
+    /// default policy without SMS.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Policy>,
+    /// Last presence per address (`xmpp:ann@example.org`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub presence: BTreeMap<String, PresenceState>,
+    /// Pending escalations by notification id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub escalations: BTreeMap<String, Escalation>,
+    /// Recently sent notifications by short reference, newest last.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub references: VecDeque<(u32, NotificationId, String)>,
+    #[serde(default)]
+    pub next_reference: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until_ms: Option<Millis>,
+    /// Open alerts by dedup key: the notification that paged for the key and when, until the
+    /// key is resolved (at most [`Reach::MAX_OPEN_KEYS`], the oldest forgotten first).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open_keys: BTreeMap<String, (NotificationId, Millis)>,
+    /// Heartbeat sources' state by source id: when each was last pinged and when it is
+    /// overdue.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub beats: BTreeMap<String, Beat>,
+    /// For open alerts whose policy tells resolutions: the destinations their notification
+    /// reached, to tell when the alert is resolved (by dedup key, as `open_keys`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub told: BTreeMap<String, Told>,
+    /// Open groups by source id (a source's `group_secs`): what is held for its summary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, Group>,
+    /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
+    /// is added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silences: Vec<crate::Silence>,
+    /// The wake-up time last written to the timers bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_due_ms: Option<Millis>,
+}
+
+impl Reach {
+    /// How many short references are remembered.
+    pub const REFERENCES: usize = 100;
+    /// How many escalations may be pending for one user; the oldest is given up past it.
+    pub const MAX_ESCALATIONS: usize = 200;
+    /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
+    pub const MAX_OPEN_KEYS: usize = 200;
+    /// How many sources' groups may be open at once; past it, a source's items go out one by
+    /// one until a group closes.
+    pub const MAX_GROUPS: usize = 10;
+    /// How many open alerts remember where they reached (`tell_resolved`); past it, the oldest
+    /// is forgotten and will not be told.
+    pub const MAX_TOLD: usize = 20;
+
+    /// How many named policies a user keeps besides `default`.
+    pub const MAX_POLICIES: usize = 10;
+    /// The policy every notification follows unless its source names another.
+    pub const DEFAULT_POLICY: &'static str = "default";
+    /// The policy feed items follow unless their source names another.
+    pub const FEEDS_POLICY: &'static str = "feeds";
+
+    /// The policy called `name`, and whether the user wrote it (else it is built in):
+    /// `default` and `feeds` always exist; any other name the user has not defined (a policy
+    /// removed while an escalation followed it) falls back to `default`.
+    pub fn policy_named(&self, name: &str, destinations: &[Destination]) -> (Policy, bool) {
+        if name != Self::DEFAULT_POLICY
+            && let Some(p) = self.policies.get(name)
+        {
+            return (p.clone(), true);
+        }
+        let default = || {
+            self.policy
+                .clone()
+                .unwrap_or_else(|| Policy::default_for(destinations))
+        };
+        if name == Self::FEEDS_POLICY {
+            return (default().without_sms(destinations), false);
+        }
+        (default(), self.policy.is_some())
+    }
+
+    /// Whether a policy called `name` exists (built in or the user's).
+    pub fn has_policy(&self, name: &str) -> bool {
+        name == Self::DEFAULT_POLICY
+            || name == Self::FEEDS_POLICY
+            || self.policies.contains_key(name)
+    }
+
+    /// Every policy the user wrote, `default` first.
+    pub fn written_policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policy.iter().chain(self.policies.values())
+    }
+
+    /// `id` paged for dedup key `key` at `at_ms`: it is that key's open notification.
+    pub fn open_key(&mut self, key: &str, id: &NotificationId, at_ms: Millis) {
+        self.open_keys.insert(key.to_owned(), (id.clone(), at_ms));
+        while self.open_keys.len() > Self::MAX_OPEN_KEYS {
+            let oldest = self
+                .open_keys
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    self.told.remove(&k);
+                    self.open_keys.remove(&k)
+                }
+                None => break,
+            };
+        }
+    }
+
+    /// The silence that holds `n` at `now`, if one does.
+    pub fn silence_for(&self, n: &Notification, now: Millis) -> Option<&crate::Silence> {
+        self.silences
+            .iter()
+            .find(|s| s.active(now) && s.matcher.matches(n))
+    }
+
+    /// Whether the user is present on any IM address.
+    pub fn present(&self) -> bool {
+        self.presence.values().any(|p| p.show.is_present())
+    }
+
+    /// The earliest pending escalation's due time.
+    pub fn earliest_due(&self) -> Option<Millis> {
+        let beats = self
+            .beats
+            .values()
+            .filter(|b| b.missed.is_none())
+            .map(|b| b.due_ms);
+        let groups = self.groups.values().map(|g| g.closes_ms);
+        self.escalations
+            .values()
+            .filter(|e| !e.awaiting_ack)
+            .map(|e| e.due_ms)
+            .chain(beats)
+            .chain(groups)
+            .min()
+    }
+
+    /// A fresh short reference for `n`, remembered with its title.
+    pub fn reference(&mut self, n: &Notification) -> u32 {
+        if let Some((r, _, _)) = self.references.iter().find(|(_, id, _)| *id == n.id) {
+            return *r;
+        }
+        self.next_reference = self.next_reference % 999 + 1;
+        let r = self.next_reference;
+        self.references.retain(|(x, _, _)| *x != r);
+        self.references
+            .push_back((r, n.id.clone(), crate::text::truncate(&n.title, 80)));
+        while self.references.len() > Self::REFERENCES {
+            self.references.pop_front();
+        }
+        r
+    }
+
+    pub fn by_reference(&self, r: u32) -> Option<&NotificationId> {
+        self.references
+            .iter()
+            .find(|(x, _, _)| *x == r)
+            .map(|(_, id, _)| id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_cycle_and_are_bounded() {
+        let mut r = Reach::default();
+        let mut n: Notification = serde_json::from_value(serde_json::json!({
+            "id": "n0", "user": "u1", "source": {"kind": "publish"}, "title": "t",
+            "created_at_ms": 0
+        }))
+        .unwrap();
+        let first = r.reference(&n);
+        assert_eq!(
+            r.reference(&n),
+            first,
+            "the same notification keeps its number"
+        );
+        for i in 1..300 {
+            n.id = NotificationId(format!("n{i}"));
+            r.reference(&n);
+        }
+        assert_eq!(r.references.len(), Reach::REFERENCES);
+        assert_eq!(r.by_reference(300), Some(&NotificationId("n299".into())));
+    }
+}
