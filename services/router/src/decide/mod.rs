@@ -16,6 +16,7 @@ mod heartbeat_tests;
 mod heartbeats;
 #[cfg(test)]
 mod policy_tests;
+mod replies;
 pub mod routing;
 #[cfg(test)]
 mod silence_tests;
@@ -328,7 +329,7 @@ fn decide(
                 return Effects::labelled(Outcome::NoUser);
             };
             let mut fx = Effects::labelled(Outcome::Reply);
-            match escalate::reply(r, channel, &address, &text, at_ms, now) {
+            match replies::reply(r, channel, &address, &text, at_ms, now) {
                 Some(fired) => fx.take(user, fired),
                 None => fx.outcome = Outcome::ReplyUnknownAddress,
             }
