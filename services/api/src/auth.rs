@@ -115,6 +115,21 @@ pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(),
     }
 }
 
+/// The URL of a source with its own secret: `<public url>/v1/<segment>/<user>/<source>/<secret>`
+/// (`hooks`, `heartbeats`).
+pub(crate) fn source_url(
+    state: &AppState,
+    segment: &str,
+    user: &UserId,
+    source_id: &str,
+    secret: &str,
+) -> String {
+    format!(
+        "{}/v1/{segment}/{user}/{source_id}/{secret}",
+        state.cfg.public_url.trim_end_matches('/')
+    )
+}
+
 /// The user `user` and their source `source_id` whose own secret (a heartbeat's ping URL, a
 /// hook's URL) is `secret`; then the user's request rate is checked. Anything else is the
 /// same 404, so a URL tells nothing about which users or sources exist.

@@ -223,15 +223,15 @@ pub(crate) fn group_actions(payload: Payload, sender: Sender) -> Result<Vec<Acti
             Action::Resolve(_) => None,
         })
         .collect();
-    if resolved || alerts.is_empty() {
+    let Some(first) = alerts.first().filter(|_| !resolved) else {
         return Ok(vec![Action::Resolve(key)]);
-    }
+    };
     let title = common_summary.unwrap_or_else(|| {
         format!(
             "[FIRING:{}] {}",
             alerts.len(),
             if group_labels.is_empty() {
-                alerts[0].title.clone()
+                first.title.clone()
             } else {
                 group_labels.join(" ")
             }
@@ -249,8 +249,8 @@ pub(crate) fn group_actions(payload: Payload, sender: Sender) -> Result<Vec<Acti
         title: truncate(title.trim(), budget::MAX_TITLE),
         body: truncate(&body.join("\n"), budget::MAX_BODY),
         priority: alerts.iter().filter_map(|a| a.priority).max(),
-        tags: alerts[0].tags.clone(),
-        click_url: alerts[0].click_url.clone(),
+        tags: first.tags.clone(),
+        click_url: first.click_url.clone(),
         dedup_key: Some(key),
         ..Default::default()
     };

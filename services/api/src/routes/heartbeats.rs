@@ -2,17 +2,9 @@
 //! job's `curl` (GET, HEAD or POST; no token: the secret in the URL is the credential).
 
 use crate::auth::source_by_secret;
-use crate::{ApiError, AppState, St, bus_error};
+use crate::{ApiError, St, bus_error};
 use axum::extract::{Path, State};
-use tocsin_model::{AvatarMessage, SourceSpec, UserId, now_ms};
-
-/// The ping URL of heartbeat `source_id` with `secret`.
-pub(crate) fn ping_url(state: &AppState, user: &UserId, source_id: &str, secret: &str) -> String {
-    format!(
-        "{}/v1/heartbeats/{user}/{source_id}/{secret}",
-        state.cfg.public_url.trim_end_matches('/')
-    )
-}
+use tocsin_model::{AvatarMessage, SourceSpec, now_ms};
 
 /// A ping: 200 `OK` once the user's avatar has it queued; 404 for anything that is not a
 /// heartbeat with that secret (without saying which part was wrong).

@@ -16,19 +16,6 @@ use tocsin_model::{
     now_ms,
 };
 
-/// The URL of hook `source_id` with `secret`.
-pub(crate) fn hook_url(
-    state: &AppState,
-    user: &tocsin_model::UserId,
-    source_id: &str,
-    secret: &str,
-) -> String {
-    format!(
-        "{}/v1/hooks/{user}/{source_id}/{secret}",
-        state.cfg.public_url.trim_end_matches('/')
-    )
-}
-
 pub(crate) async fn receive(
     State(state): St,
     Path((user, source_id, secret)): Path<(String, String, String)>,

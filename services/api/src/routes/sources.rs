@@ -209,17 +209,16 @@ pub(crate) async fn add_source(
         *password = None;
     }
     let mut answer = json!({ "source": source });
-    if let Some(secret) = hook_secret {
-        // shown once: only its hash is kept
-        answer["hook_url"] = json!(crate::routes::hooks::hook_url(
-            &state, &u.id, &source.id, &secret
-        ));
-    }
-    if let Some(secret) = ping_secret {
-        // shown once: only its hash is kept
-        answer["ping_url"] = json!(crate::routes::heartbeats::ping_url(
-            &state, &u.id, &source.id, &secret
-        ));
+    // a hook's or a heartbeat's own URL, shown once: only its secret's hash is kept
+    for (field, segment, secret) in [
+        ("hook_url", "hooks", hook_secret),
+        ("ping_url", "heartbeats", ping_secret),
+    ] {
+        if let Some(secret) = secret {
+            answer[field] = json!(crate::auth::source_url(
+                &state, segment, &u.id, &source.id, &secret
+            ));
+        }
     }
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
