@@ -139,14 +139,66 @@ fn parse(template: &str) -> Result<Vec<Part>, String> {
 }
 
 /// `v` as text: strings as they are, numbers and booleans written, null empty, the rest as JSON.
+/// Objects and lists are written only as far as [`MAX_VALUE`]: a placeholder naming the whole
+/// payload costs about 2,000 bytes of work, not the payload's size, however often it is used.
 fn text(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
+    match v {
+        Value::String(s) => crate::text::truncate(s, MAX_VALUE),
         Value::Null => String::new(),
         Value::Bool(_) | Value::Number(_) => v.to_string(),
-        _ => serde_json::to_string(v).unwrap_or_default(),
-    };
-    crate::text::truncate(&s, MAX_VALUE)
+        _ => {
+            let mut out = String::new();
+            json_capped(v, &mut out);
+            crate::text::truncate(&out, MAX_VALUE)
+        }
+    }
+}
+
+/// `v` as compact JSON appended to `out`, stopping once `out` is past [`MAX_VALUE`]: long
+/// strings are cut before they are escaped, and no element past the cap is visited.
+fn json_capped(v: &Value, out: &mut String) {
+    if out.len() > MAX_VALUE {
+        return;
+    }
+    match v {
+        Value::String(s) => string_capped(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if out.len() > MAX_VALUE {
+                    return;
+                }
+                if i > 0 {
+                    out.push(',');
+                }
+                json_capped(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(fields) => {
+            out.push('{');
+            for (i, (k, item)) in fields.iter().enumerate() {
+                if out.len() > MAX_VALUE {
+                    return;
+                }
+                if i > 0 {
+                    out.push(',');
+                }
+                string_capped(k, out);
+                out.push(':');
+                json_capped(item, out);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// `s` as a JSON string appended to `out`, cut to the room left before it is escaped.
+fn string_capped(s: &str, out: &mut String) {
+    let room = MAX_VALUE.saturating_sub(out.len()) + 1;
+    let cut = crate::text::truncate(s, room);
+    out.push_str(&serde_json::to_string(&cut).unwrap_or_default());
 }
 
 fn render(parts: &[Part], item: &Value, root: &Value) -> Result<String, String> {
@@ -408,6 +460,22 @@ mod tests {
             .unwrap();
         assert!(out[0].title.starts_with("1.5 true {\"k\":\"xxx"));
         assert!(out[0].title.len() < 2100);
+        // the whole payload in every field of every item: each value costs its cap, not the
+        // payload (500 items × 20 fields of a 100 KB payload)
+        let m = mapping(json!({"items": "/a", "title": "{{ $ }}".repeat(MAX_PLACEHOLDERS)}));
+        let payload = json!({"a": vec![json!({}); MAX_ITEMS], "big": "x".repeat(100_000)});
+        let out = m.apply(&payload).unwrap();
+        assert_eq!(out.len(), MAX_ITEMS);
+        assert!(out.iter().all(|o| o.title.len() <= MAX_RENDERED));
+        assert!(
+            out[0].title.starts_with("{\"a\":[{}"),
+            "{}",
+            &out[0].title[..40]
+        );
+        assert!(
+            text(&payload).len() <= MAX_VALUE,
+            "each value is cut at its cap"
+        );
     }
 
     #[test]

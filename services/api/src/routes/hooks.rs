@@ -69,8 +69,12 @@ async fn json(
     // serde_json refuses nesting deeper than 128 levels with an error, never a stack overflow
     let payload: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}"), None))?;
-    let mapped = mapping
-        .apply(&payload)
+    // up to 500 items of up to six bounded fields: tens of milliseconds at worst, so off the
+    // async workers that serve everyone else's requests
+    let mapping = mapping.clone();
+    let mapped = tokio::task::spawn_blocking(move || mapping.apply(&payload))
+        .await
+        .map_err(|e| ApiError::internal(format!("mapping the payload failed: {e}")))?
         .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     let mut actions = Vec::with_capacity(mapped.len());
     for m in mapped {
