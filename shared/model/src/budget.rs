@@ -168,6 +168,7 @@ mod tests {
             destination_status: Default::default(),
             recent: Default::default(),
             reach: Default::default(),
+            sessions: vec![],
         };
         // configuration: sources until the budget says no
         let source = |i: usize| Source {
@@ -317,6 +318,20 @@ mod tests {
                 },
             );
         }
+        // signed-in browsers at their cap, each with the longest label
+        for i in 0..crate::WebSession::MAX_PER_USER {
+            crate::WebSession::admit(
+                &mut r.sessions,
+                crate::WebSession {
+                    id_hash: format!("{i:064}"),
+                    created_at_ms: i64::MAX - 1,
+                    expires_at_ms: i64::MAX,
+                    label: huge(200),
+                },
+                0,
+            );
+        }
+        assert_eq!(r.sessions.len(), crate::WebSession::MAX_PER_USER);
         // groups at their cap, each with its titles
         for s in r.sources.iter().take(crate::Reach::MAX_GROUPS) {
             let n = notification(0);

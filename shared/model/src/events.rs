@@ -68,10 +68,13 @@ pub enum EventKind {
     /// A notification was held in its source's open group (kept in history; told in the
     /// group's summary; `notification`: the one held, `detail`: the group).
     Grouped,
+    /// A browser signed in to the web app or signed out (`detail` says which, and the
+    /// browser; never the session's secret).
+    SessionChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -91,6 +94,7 @@ impl EventKind {
         EventKind::Silenced,
         EventKind::HeartbeatMissed,
         EventKind::Grouped,
+        EventKind::SessionChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +118,7 @@ impl EventKind {
             EventKind::Silenced => "silenced",
             EventKind::HeartbeatMissed => "heartbeat_missed",
             EventKind::Grouped => "grouped",
+            EventKind::SessionChanged => "session_changed",
         }
     }
 

@@ -50,6 +50,57 @@ pub struct UserRecord {
     /// Escalation policy, presence, pending escalations, acknowledgement references.
     #[serde(default)]
     pub reach: crate::Reach,
+    /// The browsers signed in to the web app (at most [`WebSession::MAX_PER_USER`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<WebSession>,
+}
+
+/// A browser signed in to the web app. Only the hash of its cookie is kept, so a copy of the
+/// record signs nobody in; ending it (signing out) is removing it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSession {
+    /// SHA-256 (hex) of the session cookie's value.
+    pub id_hash: String,
+    pub created_at_ms: Millis,
+    pub expires_at_ms: Millis,
+    /// What signed in (the browser's `User-Agent`, cut to [`WebSession::MAX_LABEL`]).
+    #[serde(default)]
+    pub label: String,
+}
+
+impl WebSession {
+    /// Signing in on an eleventh browser ends the session that started first.
+    pub const MAX_PER_USER: usize = 10;
+    pub const MAX_LABEL: usize = 80;
+
+    /// `sessions` with `new` added: the expired ones dropped, the oldest ended when the user
+    /// holds [`WebSession::MAX_PER_USER`], the label cut to its bound.
+    pub fn admit(sessions: &mut Vec<WebSession>, mut new: WebSession, now: Millis) {
+        sessions.retain(|s| s.expires_at_ms > now && s.id_hash != new.id_hash);
+        while sessions.len() >= Self::MAX_PER_USER {
+            let oldest = sessions
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.created_at_ms)
+                .map_or(0, |(i, _)| i);
+            sessions.remove(oldest);
+        }
+        if new.label.len() > Self::MAX_LABEL {
+            new.label = crate::text::truncate(&new.label, Self::MAX_LABEL);
+        }
+        sessions.push(new);
+    }
+
+    /// Whether `id_hash` names a live session of `sessions` at `now`.
+    pub fn live<'a>(
+        sessions: &'a [WebSession],
+        id_hash: &str,
+        now: Millis,
+    ) -> Option<&'a WebSession> {
+        sessions
+            .iter()
+            .find(|s| s.expires_at_ms > now && s.id_hash == id_hash)
+    }
 }
 
 /// The part of a stored [`UserRecord`] that the SMTP ingress checks for every message, read
@@ -542,6 +593,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_user_holds_at_most_ten_sessions_and_the_oldest_goes_first() {
+        let session = |i: i64, expires: i64| WebSession {
+            id_hash: format!("{i:064}"),
+            created_at_ms: i,
+            expires_at_ms: expires,
+            label: "é".repeat(100),
+        };
+        let mut all = vec![session(0, 5)]; // expired at 10
+        for i in 1..=11 {
+            WebSession::admit(&mut all, session(i, 100), 10);
+        }
+        assert_eq!(all.len(), WebSession::MAX_PER_USER);
+        assert_eq!(
+            all[0].created_at_ms, 2,
+            "the expired one and the first live one went"
+        );
+        assert!(all.iter().all(|s| s.label.len() <= WebSession::MAX_LABEL));
+        assert!(WebSession::live(&all, &format!("{:064}", 11), 50).is_some());
+        assert!(
+            WebSession::live(&all, &format!("{:064}", 11), 100).is_none(),
+            "expired"
+        );
+        assert!(
+            WebSession::live(&all, &format!("{:064}", 1), 50).is_none(),
+            "ended"
+        );
+        // signing in again with the same cookie replaces, never duplicates
+        WebSession::admit(&mut all, session(11, 200), 10);
+        assert_eq!(all.len(), WebSession::MAX_PER_USER);
+    }
+
+    #[test]
     fn email_addresses_are_checked() {
         for good in ["ann@example.org", " bob.smith+alerts@mail.example.co.uk "] {
             assert!(
@@ -588,6 +671,7 @@ mod tests {
             destination_status: Default::default(),
             recent,
             reach: Default::default(),
+            sessions: vec![],
         };
         let stored = serde_json::to_vec(&record).unwrap();
         let view: InboundMail = serde_json::from_slice(&stored).unwrap();

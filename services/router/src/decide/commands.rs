@@ -115,6 +115,27 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             format!("topic {name} removed"),
         ),
+        Command::SetInboundAddress { .. } => (
+            EventKind::SourceChanged,
+            None,
+            None,
+            None,
+            "inbound e-mail address replaced".to_owned(),
+        ),
+        Command::StartSession { session } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            format!("signed in to the web app ({})", session.label),
+        ),
+        Command::EndSession { .. } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            "signed out of the web app".to_owned(),
+        ),
         Command::SetMailRules { rules } => (
             EventKind::SourceChanged,
             None,
@@ -189,6 +210,7 @@ pub(crate) fn command_effects(
                 destination_status: Default::default(),
                 recent: Default::default(),
                 reach: Default::default(),
+                sessions: vec![],
             });
             fx.dirty = true;
             Ok(())
@@ -374,6 +396,36 @@ pub(crate) fn command_effects(
         Command::RemoveTopic { name } => {
             let r = existing(user, record)?;
             r.topics.retain(|t| *t != name);
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetInboundAddress { inbound_token_hash } => {
+            let r = existing(user, record)?;
+            if inbound_token_hash.len() != 64 {
+                return Err(Refusal::field(
+                    "inbound_token_hash",
+                    "must be 64 hex digits",
+                ));
+            }
+            r.inbound_token_hash = inbound_token_hash;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::StartSession { session } => {
+            let r = existing(user, record)?;
+            if session.id_hash.len() != 64
+                || !session.id_hash.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(Refusal::field("session.id_hash", "must be 64 hex digits"));
+            }
+            tocsin_model::WebSession::admit(&mut r.sessions, session, now);
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::EndSession { id_hash } => {
+            let r = existing(user, record)?;
+            r.sessions
+                .retain(|s| s.id_hash != id_hash && s.expires_at_ms > now);
             fx.dirty = true;
             Ok(())
         }
