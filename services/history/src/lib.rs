@@ -190,14 +190,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 /// to say "ready" only when the whole pipeline is.
 pub async fn wait_serving(bus: &Bus, timeout: Duration) -> Result<(), BusError> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let probe = HistoryQuery {
-        user: tocsin_model::UserId::parse("readiness-probe").expect("valid id"),
-        limit: 1,
-        cursor: None,
-        since_ms: None,
-        until_ms: None,
-        q: None,
-    };
+    let probe = HistoryQuery::newest(
+        tocsin_model::UserId::parse("readiness-probe").expect("valid id"),
+        1,
+    );
     for silo in 0..bus.config().silo_count {
         loop {
             let subject = bus.subjects().history_rpc(silo, "query");
@@ -456,14 +452,7 @@ fn answer_feed(store: &store::Reader, payload: &[u8], feed_items: u32) -> Vec<u8
     let reply: Reply<String> = match serde_json::from_slice::<FeedRequest>(payload) {
         Err(e) => Reply::Err(format!("invalid feed request: {e}")),
         Ok(r) => {
-            let q = HistoryQuery {
-                user: r.user.clone(),
-                limit: r.limit.clamp(1, feed_items),
-                cursor: None,
-                since_ms: None,
-                until_ms: None,
-                q: None,
-            };
+            let q = HistoryQuery::newest(r.user.clone(), r.limit.clamp(1, feed_items));
             match store.query(&q) {
                 Ok(page) => Reply::Ok(render_within(&r, &page.items)),
                 Err(e) => Reply::Err(e.to_string()),

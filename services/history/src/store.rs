@@ -8,7 +8,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use tocsin_model::{
-    HistoryItem, HistoryPage, HistoryQuery, HistoryRecord, Millis, Notification, TimelineEntry,
+    HistoryItem, HistoryPage, HistoryQuery, HistoryRecord, HistoryState, Millis, Notification,
+    TimelineEntry,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -358,32 +359,61 @@ impl Reader {
         };
         let limit = q.limit.clamp(1, 500) as i64;
         let fts = q.q.as_deref().map(fts_query).filter(|s| !s.is_empty());
+        let since = q.since_ms.unwrap_or(i64::MIN);
+        let until = q.until_ms.unwrap_or(i64::MAX);
         let mut sql = String::from(
             "SELECT seq, doc FROM notifications WHERE user = ?1 AND seq < ?2 AND created_at_ms >= ?3 AND created_at_ms < ?4",
         );
-        if fts.is_some() {
-            sql.push_str(" AND seq IN (SELECT rowid FROM notifications_fts WHERE notifications_fts MATCH ?6)");
+        let mut args: Vec<rusqlite::types::Value> = vec![
+            q.user.as_str().to_owned().into(),
+            before.into(),
+            since.into(),
+            until.into(),
+            (limit + 1).into(),
+        ];
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(f) = fts {
+            arg(
+                &mut sql,
+                " AND seq IN (SELECT rowid FROM notifications_fts WHERE notifications_fts MATCH ?)",
+                f.into(),
+            );
+        }
+        if let Some(source) = &q.source {
+            arg(
+                &mut sql,
+                " AND json_extract(doc, '$.source.id') = ?",
+                source.clone().into(),
+            );
+        }
+        if let Some(p) = q.min_priority {
+            arg(
+                &mut sql,
+                " AND json_extract(doc, '$.priority') >= ?",
+                i64::from(p.get()).into(),
+            );
+        }
+        const HAS: &str = "EXISTS (SELECT 1 FROM timeline t WHERE t.notification_id = notifications.id AND t.kind = ";
+        match q.state {
+            None => {}
+            Some(HistoryState::Resolved) => sql.push_str(&format!(" AND {HAS}'resolved')")),
+            Some(HistoryState::Acked) => {
+                sql.push_str(&format!(" AND {HAS}'acked') AND NOT {HAS}'resolved')"))
+            }
+            Some(HistoryState::Open) => {
+                sql.push_str(&format!(" AND NOT {HAS}'acked') AND NOT {HAS}'resolved')"))
+            }
         }
         sql.push_str(" ORDER BY seq DESC LIMIT ?5");
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let since = q.since_ms.unwrap_or(i64::MIN);
-        let until = q.until_ms.unwrap_or(i64::MAX);
         let map = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?));
-        let rows: Vec<(i64, String)> = match &fts {
-            Some(f) => stmt
-                .query_map(
-                    params![q.user.as_str(), before, since, until, limit + 1, f],
-                    map,
-                )
-                .and_then(|r| r.collect()),
-            None => stmt
-                .query_map(
-                    params![q.user.as_str(), before, since, until, limit + 1],
-                    map,
-                )
-                .and_then(|r| r.collect()),
-        }
-        .map_err(|e| self.err(e))?;
+        let rows: Vec<(i64, String)> = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), map)
+            .and_then(|r| r.collect())
+            .map_err(|e| self.err(e))?;
         let mut more = rows.len() as i64 > limit;
         let mut items = Vec::new();
         let mut last_seq = None;
@@ -493,14 +523,76 @@ mod tests {
     }
 
     fn q(user: &str) -> HistoryQuery {
-        HistoryQuery {
-            user: UserId::parse(user).unwrap(),
-            limit: 2,
-            cursor: None,
-            since_ms: None,
-            until_ms: None,
-            q: None,
+        HistoryQuery::newest(UserId::parse(user).unwrap(), 2)
+    }
+
+    #[test]
+    fn filters_by_source_priority_and_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("h.db")).unwrap();
+        let mut recs = vec![];
+        for (i, (source, priority)) in [("s1", 2), ("s2", 5), ("s1", 4), ("s2", 3)]
+            .iter()
+            .enumerate()
+        {
+            let mut r = n(&format!("n{i}"), "u1", i as i64, "t");
+            if let HistoryRecord::Notification { notification, .. } = &mut r {
+                notification.source.id = Some((*source).into());
+                notification.priority = Priority::new(*priority).unwrap();
+            }
+            recs.push(r);
         }
+        let step = |id: &str, kind: &str| HistoryRecord::Timeline {
+            user: UserId::parse("u1").unwrap(),
+            notification_id: NotificationId(id.into()),
+            entry: TimelineEntry {
+                at_ms: 100,
+                kind: kind.into(),
+                channel: None,
+                detail: String::new(),
+            },
+        };
+        recs.push(step("n1", "acked"));
+        recs.push(step("n2", "acked"));
+        recs.push(step("n2", "resolved"));
+        s.apply(&recs).unwrap();
+        let ids = |q: HistoryQuery| -> Vec<String> {
+            s.query(&HistoryQuery { limit: 10, ..q })
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|i| i.notification.id.0)
+                .collect()
+        };
+        let with = |f: &dyn Fn(&mut HistoryQuery)| {
+            let mut q = q("u1");
+            f(&mut q);
+            q
+        };
+        assert_eq!(ids(with(&|q| q.source = Some("s1".into()))), ["n2", "n0"]);
+        assert_eq!(
+            ids(with(&|q| q.min_priority = Priority::new(4).ok())),
+            ["n2", "n1"]
+        );
+        assert_eq!(
+            ids(with(&|q| q.state = Some(HistoryState::Open))),
+            ["n3", "n0"]
+        );
+        assert_eq!(ids(with(&|q| q.state = Some(HistoryState::Acked))), ["n1"]);
+        assert_eq!(
+            ids(with(&|q| q.state = Some(HistoryState::Resolved))),
+            ["n2"]
+        );
+        let both = with(&|q| {
+            q.source = Some("s2".into());
+            q.state = Some(HistoryState::Open);
+        });
+        assert_eq!(ids(both), ["n3"]);
+        let searched = with(&|q| {
+            q.q = Some("t".into());
+            q.min_priority = Priority::new(5).ok();
+        });
+        assert_eq!(ids(searched), ["n1"]);
     }
 
     #[test]

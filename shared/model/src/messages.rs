@@ -255,6 +255,18 @@ pub enum Command {
     RemoveTopic {
         name: String,
     },
+    /// A new inbound e-mail address: the old one stops taking mail at once.
+    SetInboundAddress {
+        inbound_token_hash: String,
+    },
+    /// A browser signed in to the web app (see [`crate::WebSession`]).
+    StartSession {
+        session: crate::WebSession,
+    },
+    /// A browser signed out: its session ends.
+    EndSession {
+        id_hash: String,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).
@@ -463,6 +475,69 @@ pub struct HistoryQuery {
     /// Full-text search over title and body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
+    /// Only notifications from this source id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Only notifications of at least this priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_priority: Option<Priority>,
+    /// Only notifications in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HistoryState>,
+}
+
+impl HistoryQuery {
+    /// The newest `limit` notifications of `user`, with no filter.
+    pub fn newest(user: UserId, limit: u32) -> HistoryQuery {
+        HistoryQuery {
+            user,
+            limit,
+            cursor: None,
+            since_ms: None,
+            until_ms: None,
+            q: None,
+            source: None,
+            min_priority: None,
+            state: None,
+        }
+    }
+}
+
+/// Where a notification in history stands, from its timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryState {
+    /// Neither acknowledged nor resolved.
+    Open,
+    Acked,
+    Resolved,
+}
+
+impl HistoryState {
+    pub const ALL: [HistoryState; 3] = [
+        HistoryState::Open,
+        HistoryState::Acked,
+        HistoryState::Resolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryState::Open => "open",
+            HistoryState::Acked => "acked",
+            HistoryState::Resolved => "resolved",
+        }
+    }
+
+    /// The state a timeline shows: resolved over acknowledged over open.
+    pub fn of(timeline: &[TimelineEntry]) -> HistoryState {
+        if timeline.iter().any(|e| e.kind == "resolved") {
+            HistoryState::Resolved
+        } else if timeline.iter().any(|e| e.kind == "acked") {
+            HistoryState::Acked
+        } else {
+            HistoryState::Open
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -476,6 +551,40 @@ pub struct HistoryPage {
     pub items: Vec<HistoryItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+}
+
+/// A feed to look at before subscribing to it (API → ingestor, request/reply).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedPreviewRequest {
+    pub url: String,
+    #[serde(default)]
+    pub filter: crate::Filter,
+}
+
+/// What a feed holds now, and what the filter makes of each item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedPreview {
+    pub title: String,
+    pub items: Vec<PreviewItem>,
+    /// The feed has more items than the preview shows.
+    #[serde(default)]
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreviewItem {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    pub matches: bool,
+    /// Why it would not notify (empty when it would).
+    #[serde(default)]
+    pub why: String,
+}
+
+impl FeedPreview {
+    /// The most items a preview shows.
+    pub const MAX_ITEMS: usize = 50;
 }
 
 /// A request for a user's private feed document.
