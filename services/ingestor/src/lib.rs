@@ -177,6 +177,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             },
         )));
     }
+    background.push(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        crate::feeds::preview::serve(shared.clone(), shutdown.clone()),
+    )));
     ready.set(true);
     info!("ingestor running");
     schedule_polls(&shared, &tasks, &shutdown).await;

@@ -91,6 +91,11 @@ impl Subjects {
         format!("{}.rpc.history.{silo}.{op}", self.prefix)
     }
 
+    /// `<p>.rpc.ingest.<op>`: core NATS request/reply to any ingestor (`preview`).
+    pub fn ingest_rpc(&self, op: &str) -> String {
+        format!("{}.rpc.ingest.{op}", self.prefix)
+    }
+
     /// `<p>.ingest.subscriptions`: feed subscription changes for the ingestor.
     pub fn ingest_subscriptions(&self) -> String {
         format!("{}.ingest.subscriptions", self.prefix)

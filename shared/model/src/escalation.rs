@@ -271,7 +271,83 @@ impl Policy {
     }
 }
 
+/// What one step of a policy would do for a notification sent now (the web app's preview).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedStep {
+    /// 0-based, in the steps for the notification's priority.
+    pub index: usize,
+    /// When the step fires, counted from the notification, if nobody acknowledges before.
+    pub after_secs: u64,
+    /// The destination ids it sends to; empty: it is skipped.
+    pub destinations: Vec<String>,
+    /// Why it sends to nobody, when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<&'static str>,
+}
+
+impl Policy {
+    /// What this policy does for a notification of `priority` sent now, with presence
+    /// `present` as it is, step by step (the steps as the router fires them: a step with no
+    /// one to send to ends at once). Quiet hours are the caller's to tell: they hold
+    /// non-urgent notifications before any step.
+    pub fn plan(
+        &self,
+        priority: Priority,
+        destinations: &[Destination],
+        present: bool,
+    ) -> Vec<PlannedStep> {
+        let mut at = 0u64;
+        let mut plan = Vec::new();
+        for (index, step) in self.steps_for(priority).iter().enumerate() {
+            let targets = step.targets_now(destinations, present);
+            let skipped = if !step.applies(present) {
+                Some(if present {
+                    "only while you are away"
+                } else {
+                    "only while you are present"
+                })
+            } else if targets.is_empty() {
+                Some("you have no destination it names")
+            } else {
+                None
+            };
+            plan.push(PlannedStep {
+                index,
+                after_secs: at,
+                destinations: targets.iter().map(|d| d.id.clone()).collect(),
+                skipped,
+            });
+            if !targets.is_empty() {
+                at = at.saturating_add(step.wait_secs);
+            }
+        }
+        plan
+    }
+}
+
 impl Step {
+    /// Whether the step applies given the user's presence.
+    pub fn applies(&self, present: bool) -> bool {
+        match self.when {
+            Condition::Always => true,
+            Condition::Present => present,
+            Condition::Away => !present,
+        }
+    }
+
+    /// The destinations the step sends to now: none when its condition does not hold.
+    pub fn targets_now<'a>(
+        &self,
+        destinations: &'a [Destination],
+        present: bool,
+    ) -> Vec<&'a Destination> {
+        if self.applies(present) {
+            self.targets(destinations)
+        } else {
+            vec![]
+        }
+    }
+
     /// The destinations this step names, in the user's order.
     pub fn targets<'a>(&self, destinations: &'a [Destination]) -> Vec<&'a Destination> {
         destinations

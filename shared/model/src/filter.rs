@@ -160,33 +160,66 @@ pub(crate) fn build_regex(r: &str) -> Result<regex::Regex, regex::Error> {
         .build()
 }
 
+/// The first part of a filter an item fails (no allocation: the hot path only asks whether).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Miss {
+    Any,
+    All(usize),
+    Exclude(usize),
+    Regex,
+    NoPrice,
+    Price(f64),
+    Category,
+}
+
 impl CompiledFilter {
     /// Whether `item` passes every part of the filter.
     pub fn matches(&self, item: &Item<'_>) -> bool {
+        self.check(item).is_ok()
+    }
+
+    /// Why `item` does not pass, for a person (the web app's preview); None: it passes.
+    pub fn why_not(&self, item: &Item<'_>) -> Option<String> {
+        let miss = self.check(item).err()?;
+        Some(match miss {
+            Miss::Any => format!("has none of: {}", self.any.join(", ")),
+            Miss::All(i) => format!("lacks {:?}", self.all[i]),
+            Miss::Exclude(i) => format!("has the excluded {:?}", self.exclude[i]),
+            Miss::Regex => "does not match the pattern".to_owned(),
+            Miss::NoPrice => "shows no price".to_owned(),
+            Miss::Price(p) => format!("costs {p}, outside the price range"),
+            Miss::Category => format!(
+                "is not in the category {:?}",
+                self.category.as_deref().unwrap_or_default()
+            ),
+        })
+    }
+
+    fn check(&self, item: &Item<'_>) -> Result<(), Miss> {
         let hay = format!("{}\n{}", item.title, item.text).to_lowercase();
         if !self.any.is_empty() && !self.any.iter().any(|w| contains_word(&hay, w)) {
-            return false;
+            return Err(Miss::Any);
         }
-        if !self.all.iter().all(|w| contains_word(&hay, w)) {
-            return false;
+        if let Some(i) = self.all.iter().position(|w| !contains_word(&hay, w)) {
+            return Err(Miss::All(i));
         }
-        if self.exclude.iter().any(|w| contains_word(&hay, w)) {
-            return false;
+        if let Some(i) = self.exclude.iter().position(|w| contains_word(&hay, w)) {
+            return Err(Miss::Exclude(i));
         }
         if let Some(re) = &self.regex
             && !re.is_match(item.title)
             && !re.is_match(item.text)
         {
-            return false;
+            return Err(Miss::Regex);
         }
         if self.price_min.is_some() || self.price_max.is_some() {
             let Some(price) = parse_price(item.title).or_else(|| parse_price(item.text)) else {
-                return false;
+                return Err(Miss::NoPrice);
             };
             if self.price_min.is_some_and(|lo| price < lo)
                 || self.price_max.is_some_and(|hi| price > hi)
             {
-                return false;
+                return Err(Miss::Price(price));
             }
         }
         if let Some(cat) = &self.category
@@ -195,9 +228,9 @@ impl CompiledFilter {
                 .iter()
                 .any(|c| c.trim().to_lowercase() == *cat)
         {
-            return false;
+            return Err(Miss::Category);
         }
-        true
+        Ok(())
     }
 }
 
@@ -226,6 +259,32 @@ fn contains_word(hay: &str, word: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_miss_is_explained_by_the_part_that_failed() {
+        let f = Filter {
+            any: vec!["Bike".into(), "bicycle".into()],
+            all: vec!["road".into()],
+            exclude: vec!["broken".into()],
+            price_max: Some(300.0),
+            ..Filter::default()
+        }
+        .compile()
+        .unwrap();
+        let why = |t: &str| f.why_not(&item(t, ""));
+        assert_eq!(why("road bike $200"), None);
+        assert_eq!(why("sofa").as_deref(), Some("has none of: bike, bicycle"));
+        assert_eq!(why("mountain bike $200").as_deref(), Some("lacks \"road\""));
+        assert_eq!(
+            why("broken road bike $20").as_deref(),
+            Some("has the excluded \"broken\"")
+        );
+        assert_eq!(why("road bike").as_deref(), Some("shows no price"));
+        assert_eq!(
+            why("road bike $900").as_deref(),
+            Some("costs 900, outside the price range")
+        );
+    }
 
     fn item<'a>(title: &'a str, text: &'a str) -> Item<'a> {
         Item {

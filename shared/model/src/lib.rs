@@ -20,7 +20,7 @@ pub mod topics;
 pub mod user;
 pub mod validate;
 
-pub use escalation::{Condition, Policy, QuietHours, Step};
+pub use escalation::{Condition, PlannedStep, Policy, QuietHours, Step};
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
 pub use ids::{NotificationId, UserId, UserIdError};

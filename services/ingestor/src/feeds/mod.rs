@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod normalize;
 pub mod plan;
 pub(crate) mod poll;
+pub(crate) mod preview;
 pub mod queue;
 pub mod record;
 pub(crate) mod scheduler;

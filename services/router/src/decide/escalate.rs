@@ -218,16 +218,7 @@ fn fire(
         // a step's number across rounds (`repeat`): its jobs and events are new each round
         let number = esc.round as usize * tocsin_model::escalation::MAX_STEPS + index;
         esc.next_step += 1;
-        let applies = match step.when {
-            tocsin_model::Condition::Always => true,
-            tocsin_model::Condition::Present => present,
-            tocsin_model::Condition::Away => !present,
-        };
-        let targets: Vec<&Destination> = if applies {
-            step.targets(&r.destinations)
-        } else {
-            vec![]
-        };
+        let targets: Vec<&Destination> = step.targets_now(&r.destinations, present);
         if targets.is_empty() {
             continue;
         }

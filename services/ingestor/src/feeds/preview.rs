@@ -1,0 +1,102 @@
+//! Feed previews for the web app: fetch a URL now (through the same guarded fetcher as every
+//! poll, counted against the same concurrent-fetch limit), parse it off the async workers,
+//! and say for each item whether the filter lets it through and why not.
+
+use crate::feeds::Shared;
+use crate::feeds::fetch::Fetched;
+use crate::feeds::normalize::normalize;
+use futures::StreamExt;
+use std::sync::Arc;
+use tocsin_model::{FeedPreview, FeedPreviewRequest, Item, PreviewItem, Reply};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Answer previews on `<p>.rpc.ingest.preview` until `shutdown`.
+pub(crate) async fn serve(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let subject = shared.bus.subjects().ingest_rpc("preview");
+    let mut requests = match shared
+        .bus
+        .client()
+        .queue_subscribe(subject.clone(), "ingestor".into())
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, %subject, "cannot take feed previews");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = requests.next() => match m { Some(m) => m, None => break },
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let shared2 = shared.clone();
+        shared.tasks.spawn(async move {
+            let answer = match serde_json::from_slice::<FeedPreviewRequest>(&msg.payload) {
+                Ok(req) => preview(&shared2, req).await,
+                Err(e) => Reply::Err(format!("invalid preview request: {e}")),
+            };
+            let body = serde_json::to_vec(&answer).unwrap_or_default();
+            if let Err(e) = shared2.bus.client().publish(reply_to, body.into()).await {
+                debug!(error = %e, "preview reply not sent");
+            }
+        });
+    }
+}
+
+async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview> {
+    let filter = match req.filter.compile() {
+        Ok(f) => f,
+        Err(errors) => {
+            let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Reply::Err(format!("filter: {}", all.join("; ")));
+        }
+    };
+    let Ok(_permit) = shared.fetch_permits.clone().acquire_owned().await else {
+        return Reply::Err("the ingestor is stopping".into());
+    };
+    let bytes = match shared.fetcher.fetch(&req.url, None, None).await {
+        Ok(Fetched::Body { bytes, .. }) => bytes,
+        Ok(Fetched::NotModified) => {
+            return Reply::Err("the server answered 304 to a plain GET".into());
+        }
+        Err(e) => return Reply::Err(format!("cannot fetch {}: {e}", req.url)),
+    };
+    let judged = tokio::task::spawn_blocking(move || {
+        let parsed = normalize(&bytes).map_err(|e| e.to_string())?;
+        let more = parsed.items.len() > FeedPreview::MAX_ITEMS;
+        let items = parsed
+            .items
+            .iter()
+            .take(FeedPreview::MAX_ITEMS)
+            .map(|i| {
+                let why = filter.why_not(&Item {
+                    title: &i.title,
+                    text: &i.text,
+                    categories: &i.categories,
+                });
+                PreviewItem {
+                    title: i.title.clone(),
+                    link: i.link.clone(),
+                    matches: why.is_none(),
+                    why: why.unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok::<_, String>(FeedPreview {
+            title: parsed.title,
+            items,
+            more,
+        })
+    })
+    .await;
+    match judged {
+        Ok(Ok(p)) => Reply::Ok(p),
+        Ok(Err(e)) => Reply::Err(format!("{} is not a usable feed: {e}", req.url)),
+        Err(e) => Reply::Err(format!("the document could not be processed ({e})")),
+    }
+}
