@@ -68,14 +68,31 @@ pub(crate) async fn load_user(
     }
 }
 
-/// The authenticated user, or 401. The same answer for a wrong token and an unknown user.
+/// The authenticated user, or 401: by the bearer token, or else by the web app's session
+/// cookie. The same answer for a wrong token and an unknown user.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<UserRecord, ApiError> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <token>'"))?;
-    authenticate_token(state, token).await
+    if let Some(token) = bearer(headers) {
+        return authenticate_token(state, token).await;
+    }
+    match crate::session::cookie(headers) {
+        Some(value) => crate::session::authenticate_cookie(state, value).await,
+        None => Err(ApiError::unauthorized(
+            "send 'Authorization: Bearer <token>'",
+        )),
+    }
+}
+
+/// 429 when `user` is over `api.rate_per_user_per_minute`.
+pub(crate) fn take_user_rate(state: &AppState, user: &UserRecord) -> Result<(), ApiError> {
+    state.per_user.take(&user.id).map_err(|wait| {
+        ApiError::too_many(format!(
+            "too many requests for this user; retry in {}s",
+            wait.as_secs().max(1)
+        ))
+    })
 }
 
 /// The user whose API token `token` is, or 401; then the user's request rate is checked.
@@ -91,12 +108,7 @@ pub(crate) async fn authenticate_token(
     if !hashes_equal(&record.token_hash, &hash_token(token)) {
         return Err(bad());
     }
-    if let Err(wait) = state.per_user.take(&record.id) {
-        return Err(ApiError::too_many(format!(
-            "too many requests for this user; retry in {}s",
-            wait.as_secs().max(1)
-        )));
-    }
+    take_user_rate(state, &record)?;
     Ok(record)
 }
 
@@ -157,12 +169,7 @@ pub(crate) async fn source_by_secret(
     if !hashes_equal(stored, &hash_token(secret)) {
         return Err(missing());
     }
-    if let Err(wait) = state.per_user.take(&record.id) {
-        return Err(ApiError::too_many(format!(
-            "too many requests for this user; retry in {}s",
-            wait.as_secs().max(1)
-        )));
-    }
+    take_user_rate(state, &record)?;
     let source = source.clone();
     Ok((record, source))
 }

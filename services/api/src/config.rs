@@ -48,6 +48,8 @@ pub struct ApiConfig {
     pub header_timeout_secs: u64,
     /// A connection with nothing read or written for this long is closed.
     pub idle_timeout_secs: u64,
+    /// How long a browser stays signed in to the web app (days).
+    pub session_days: u64,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +72,7 @@ impl Default for ApiConfig {
             max_connections_per_client: 64,
             header_timeout_secs: 30,
             idle_timeout_secs: 60,
+            session_days: 30,
         }
     }
 }
@@ -108,6 +111,9 @@ impl ApiConfig {
         }
         if self.max_connections == 0 || self.max_connections_per_client == 0 {
             p.push("api.max_connections and max_connections_per_client: must be at least 1".into());
+        }
+        if !(1..=366).contains(&self.session_days) {
+            p.push("api.session_days: must be 1-366".into());
         }
         if self.max_body_bytes < 1024 {
             p.push("api.max_body_bytes: must be at least 1024".into());

@@ -15,7 +15,9 @@ mod error;
 pub mod listener;
 mod openapi;
 mod routes;
+mod session;
 mod telemetry;
+mod web;
 
 pub use config::{ApiConfig, Config};
 pub use error::ApiError;
@@ -60,6 +62,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     pub(crate) per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
     pub(crate) per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
+    /// Feed previews a minute per user: each is a fetch of a URL the user chose.
+    pub(crate) previews: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     pub(crate) bus: Bus,
     pub(crate) avatars: kv::Store,
     pub(crate) addresses: kv::Store,
@@ -69,6 +73,9 @@ pub(crate) struct AppState {
 }
 
 pub(crate) type St = State<Arc<AppState>>;
+
+/// Feed previews one user may ask for a minute (each fetches a URL they chose).
+const PREVIEWS_PER_MINUTE: u32 = 12;
 
 /// Run the API until `shutdown`. Returns once the listener is closed and in-flight requests
 /// have finished.
@@ -104,6 +111,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         per_ip: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_ip_per_minute),
         per_user: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_user_per_minute),
+        previews: tocsin_runtime::rate::KeyedRateLimit::new(PREVIEWS_PER_MINUTE),
         bus: bus.clone(),
         avatars,
         addresses,
@@ -142,6 +150,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/users", post(create_user))
         .route("/v1/me", get(me))
         .route("/v1/sources", get(list_sources).post(add_source))
+        .route(
+            "/v1/sources/preview",
+            post(crate::routes::sources::preview_source),
+        )
         .route("/v1/sources/{id}", delete(remove_source))
         .route("/v1/sources/{id}/settings", put(set_source_settings))
         .route(
@@ -151,6 +163,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/destinations/{id}", delete(remove_destination))
         .route("/v1/inbound", get(get_inbound).put(put_inbound))
         .route("/v1/inbound/rules", get(get_mail_rules).put(put_mail_rules))
+        .route("/v1/inbound/address", post(routes::inbound::new_address))
         .route(
             "/v1/policy",
             get(get_policy).put(put_policy).delete(delete_policy),
@@ -194,8 +207,13 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             "/v1/admin/dead-letters/{seq}/replay",
             post(replay_dead_letter),
         )
+        .route(
+            "/v1/session",
+            post(routes::session::sign_in).delete(routes::session::sign_out),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/feeds/{user}/{file}", get(private_feed))
+        .merge(web::router())
         // ntfy-compatible publishing; the API's own first segments are never topics
         .route("/{topic}", put(ntfy_publish).post(ntfy_publish))
         .route(
@@ -216,6 +234,8 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             state.clone(),
             limit_per_ip,
         ))
+        .layer(axum::middleware::from_fn(session::csrf_guard))
+        .layer(axum::middleware::from_fn(web::secure_headers))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
         .merge(tocsin_runtime::ops::ops_router(ready))

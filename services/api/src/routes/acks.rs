@@ -64,10 +64,8 @@ pub(crate) async fn signed(
     }
 }
 
-pub(crate) fn page(title: &str, body: &str) -> Html<String> {
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\"><title>{title}</title></head><body style=\"font-family:sans-serif;max-width:30em;margin:3em auto\"><h1>{title}</h1>{body}</body></html>"
-    ))
+pub(crate) fn page(title: &str, body: maud::Markup) -> Html<String> {
+    Html(crate::web::layout::bare(title, body).into_string())
 }
 
 /// `GET /v1/ack/{user}/{id}/{sig}`: a page with one button. A GET never acknowledges: mail
@@ -79,7 +77,10 @@ pub(crate) async fn ack_link_page(
     signed(&state, &user, &id, &sig).await?;
     Ok(page(
         "Acknowledge this notification?",
-        "<p>Acknowledging stops any further escalation of this notification on every channel.</p><form method=\"post\"><button type=\"submit\" style=\"font-size:1.3em;padding:.5em 1.5em\">Acknowledge</button></form>",
+        maud::html! {
+            p { "Acknowledging stops any further escalation of this notification on every channel." }
+            form method="post" { button.big type="submit" { "Acknowledge" } }
+        },
     )
     .into_response())
 }
@@ -98,7 +99,7 @@ pub(crate) async fn ack_link(
     to_avatar(&state, &user, &tocsin_bus::msg_id::ack(&id, "link"), &msg).await?;
     Ok(page(
         "Acknowledged",
-        "<p>No further escalation will be sent for this notification.</p>",
+        maud::html! { p { "No further escalation will be sent for this notification." } },
     )
     .into_response())
 }

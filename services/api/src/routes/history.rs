@@ -2,23 +2,29 @@
 //! history service owning the user's silo.
 
 use crate::auth::{authenticate, hashes_equal, load_user};
-use crate::{ApiError, St};
+use crate::{ApiError, AppState, St};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::time::Duration;
-use tocsin_model::{FeedFormat, FeedRequest, HistoryPage, HistoryQuery, Reply, UserId, hash_token};
+use tocsin_model::{
+    FeedFormat, FeedRequest, HistoryPage, HistoryQuery, HistoryState, Priority, Reply, UserId,
+    hash_token,
+};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryParams {
-    limit: Option<u32>,
-    cursor: Option<String>,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-    q: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
+    pub(crate) since_ms: Option<i64>,
+    pub(crate) until_ms: Option<i64>,
+    pub(crate) q: Option<String>,
+    pub(crate) source: Option<String>,
+    pub(crate) min_priority: Option<u8>,
+    pub(crate) state: Option<HistoryState>,
 }
 
 pub(crate) async fn history(
@@ -30,6 +36,15 @@ pub(crate) async fn history(
     let Query(p) = params.map_err(|e| {
         ApiError::bad_request(format!("invalid query string: {}", e.body_text()), None)
     })?;
+    Ok(Json(query(&state, &u.id, p).await?))
+}
+
+/// One page of `user`'s history, as `params` asks (the API's and the web app's inbox).
+pub(crate) async fn query(
+    state: &AppState,
+    user: &UserId,
+    p: HistoryParams,
+) -> Result<HistoryPage, ApiError> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -43,15 +58,26 @@ pub(crate) async fn history(
             Some("q".into()),
         ));
     }
+    if p.source.as_ref().is_some_and(|s| s.len() > 64) {
+        return Err(ApiError::bad_request(
+            "source: at most 64 bytes (a source id)",
+            Some("source".into()),
+        ));
+    }
+    let min_priority = p.min_priority.map(Priority::new).transpose().map_err(|e| {
+        ApiError::bad_request(format!("min_priority: {e}"), Some("min_priority".into()))
+    })?;
     let q = HistoryQuery {
-        user: u.id.clone(),
-        limit,
         cursor: p.cursor,
         since_ms: p.since_ms,
         until_ms: p.until_ms,
-        q: p.q,
+        q: p.q.filter(|q| !q.trim().is_empty()),
+        source: p.source.filter(|s| !s.is_empty()),
+        min_priority,
+        state: p.state,
+        ..HistoryQuery::newest(user.clone(), limit)
     };
-    let silo = state.bus.silo_of(&u.id);
+    let silo = state.bus.silo_of(user);
     let reply: Reply<HistoryPage> = state
         .bus
         .request_json(
@@ -62,7 +88,7 @@ pub(crate) async fn history(
         .await
         .map_err(|e| ApiError::unavailable(format!("history is unavailable: {e}")))?;
     match reply {
-        Reply::Ok(page) => Ok(Json(page)),
+        Reply::Ok(page) => Ok(page),
         Reply::Err(e) if e.contains("cursor") => {
             Err(ApiError::bad_request(e, Some("cursor".into())))
         }

@@ -103,3 +103,27 @@ pub(crate) async fn put_mail_rules(
     }
     Ok(Json(json!({ "rules": req.rules })))
 }
+
+/// `POST /v1/inbound/address`: a new inbound address, shown this once (only its secret's
+/// hash is kept); the old address stops taking mail.
+pub(crate) async fn new_address(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let secret = crate::auth::random_hex(8);
+    let reply = command(
+        &state,
+        &u.id,
+        Command::SetInboundAddress {
+            inbound_token_hash: tocsin_model::hash_token(&secret),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({
+        "inbound_address": crate::routes::users::inbound_address(&state, &u.id, &secret),
+    })))
+}

@@ -11,6 +11,7 @@ pub(crate) mod inbound;
 pub(crate) mod ntfy;
 pub(crate) mod policy;
 pub(crate) mod publish;
+pub(crate) mod session;
 pub(crate) mod silences;
 pub(crate) mod sms;
 pub(crate) mod sources;

@@ -14,7 +14,7 @@ use serde_json::json;
 use tocsin_model::budget;
 
 /// Names a topic may not take: the API's own first path segments.
-const RESERVED: &[&str] = &["v1", "feeds", "healthz", "readyz", "metrics"];
+const RESERVED: &[&str] = &["v1", "app", "feeds", "healthz", "readyz", "metrics"];
 
 /// What a publish says, from headers first and then the query string, each under every name
 /// ntfy accepts for it.

@@ -223,6 +223,52 @@ pub(crate) async fn add_source(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+/// `POST /v1/sources/preview`: a feed source as it would be added (the same body as
+/// `POST /v1/sources`), fetched now by an ingestor; answers its items, each with whether the
+/// filter lets it through and why not. Nothing is kept.
+pub(crate) async fn preview_source(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<tocsin_model::FeedPreview>, ApiError> {
+    let user = authenticate(&state, &headers).await?;
+    if let Err(wait) = state.previews.take(&user.id) {
+        return Err(ApiError::too_many(format!(
+            "too many feed previews; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
+    let req: AddSource = parse_body_strict(&body)?;
+    if req.kind.as_deref().is_some_and(|k| k != "feed") {
+        return Err(ApiError::bad_request(
+            "kind: only a feed can be previewed",
+            Some("kind".into()),
+        ));
+    }
+    let url = tocsin_model::validate_feed_url(&req.url)
+        .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?;
+    if let Some(e) = req.filter.validate("filter").into_iter().next() {
+        return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
+    }
+    let ask = tocsin_model::FeedPreviewRequest {
+        url,
+        filter: req.filter,
+    };
+    let reply: tocsin_model::Reply<tocsin_model::FeedPreview> = state
+        .bus
+        .request_json(
+            state.bus.subjects().ingest_rpc("preview"),
+            &ask,
+            std::time::Duration::from_secs(state.cfg.query_timeout_secs),
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(format!("no ingestor answered the preview: {e}")))?;
+    match reply {
+        tocsin_model::Reply::Ok(p) => Ok(Json(p)),
+        tocsin_model::Reply::Err(e) => Err(ApiError::bad_request(e, Some("url".into()))),
+    }
+}
+
 pub(crate) async fn remove_source(
     State(state): St,
     headers: HeaderMap,

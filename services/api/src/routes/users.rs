@@ -65,7 +65,7 @@ pub(crate) async fn create_user(
         "name": name,
         "token": token,
         "feed": feed_urls(&state, &user, &feed_token),
-        "inbound_address": format!("{user}.{inbound_token}@{}", state.cfg.inbound_domain),
+        "inbound_address": inbound_address(&state, &user, &inbound_token),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -82,4 +82,13 @@ pub(crate) async fn me(
         "sources": u.sources.len(),
         "destinations": u.destinations.len(),
     })))
+}
+
+/// A user's inbound e-mail address: `<user>.<secret>@<api.inbound_domain>`.
+pub(crate) fn inbound_address(
+    state: &crate::AppState,
+    user: &tocsin_model::UserId,
+    secret: &str,
+) -> String {
+    format!("{user}.{secret}@{}", state.cfg.inbound_domain)
 }

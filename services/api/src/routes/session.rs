@@ -1,0 +1,96 @@
+//! `/v1/session`: a browser signs in with the user's API token and gets the session cookie;
+//! `DELETE` signs it out (the session ends in the record, not only in the browser).
+
+use crate::auth::{authenticate, authenticate_token};
+use crate::client::{command, refusal};
+use crate::routes::parse_body_strict;
+use crate::session::{self, COOKIE};
+use crate::{ApiError, St};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tocsin_model::{Command, now_ms};
+
+#[derive(Deserialize)]
+pub(crate) struct SignIn {
+    token: String,
+}
+
+/// `POST /v1/session` `{"token"}`: 201 with the cookie, the user and the CSRF token.
+pub(crate) async fn sign_in(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // only JSON: a form on another site can post text/plain that parses as JSON, but cannot
+    // send this content type without the browser asking first (and being refused)
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or_default().trim() == "application/json");
+    if !json {
+        return Err(ApiError::unsupported_media_type(
+            "send the token as JSON with 'Content-Type: application/json'",
+        ));
+    }
+    let req: SignIn = parse_body_strict(&body)?;
+    let user = authenticate_token(&state, req.token.trim()).await?;
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown browser");
+    let now = now_ms();
+    let (value, web_session) = session::start(&state, &user.id, agent, now);
+    let expires_at_ms = web_session.expires_at_ms;
+    let reply = command(
+        &state,
+        &user.id,
+        Command::StartSession {
+            session: web_session,
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    let cookie = session::set_cookie(&state, &value, state.cfg.session_days * 86_400);
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({
+            "user": user.id,
+            "csrf": session::csrf_token(&value),
+            "expires_at_ms": expires_at_ms,
+        })),
+    )
+        .into_response())
+}
+
+/// `DELETE /v1/session`: the session ends and the cookie is removed.
+pub(crate) async fn sign_out(State(state): St, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(value) = session::cookie(&headers) else {
+        return Err(ApiError::unauthorized(format!(
+            "not signed in (no {COOKIE} cookie, or a change without its CSRF token)"
+        )));
+    };
+    let user = authenticate(&state, &headers).await?;
+    let reply = command(
+        &state,
+        &user.id,
+        Command::EndSession {
+            id_hash: tocsin_model::hash_token(value),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, session::set_cookie(&state, "", 0))],
+    )
+        .into_response())
+}

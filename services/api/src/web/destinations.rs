@@ -1,0 +1,80 @@
+//! The destinations screen: where the user is reached, each with its state, and the form
+//! that adds one.
+
+use crate::St;
+use crate::web::layout;
+use crate::web::{render, viewer};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use maud::html;
+use tocsin_model::Channel;
+
+pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
+    let v = match viewer(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    render(layout::page(
+        &v,
+        "/app/destinations",
+        "Destinations",
+        html! {
+            @if v.user.destinations.is_empty() {
+                p.empty { "Nowhere to reach you yet: add a destination below." }
+            }
+            ul.cards aria-label="Your destinations" {
+                @for d in &v.user.destinations {
+                    @let name = if d.label.is_empty() { d.address.as_str() } else { d.label.as_str() };
+                    li.card id={ "destination-" (d.id) } {
+                        h2 { (name) }
+                        p { (channel_name(d.channel)) ": " code { (d.address) } }
+                        p.health {
+                            @match v.user.destination_status.get(&d.id) {
+                                Some(st) if !st.ok => {
+                                    span.badge.bad { "Paused after failures" }
+                                    @if let Some(e) = &st.error { p.error { "Last error: " (e) } }
+                                }
+                                _ => { span.badge.ok { "In use" } }
+                            }
+                        }
+                        div.actions {
+                            form.inline data-api={ "/v1/destinations/" (d.id) } data-method="DELETE" data-confirm={ "Delete " (name) "?" } data-then="reload" {
+                                button.danger type="submit" { "Delete " span.sr { (name) } }
+                                (layout::form_status())
+                            }
+                        }
+                    }
+                }
+            }
+            section.card aria-labelledby="add-destination" {
+                h2 id="add-destination" { "Add a destination" }
+                form data-api="/v1/destinations" data-method="POST" data-then="reload" {
+                    label for="d-channel" { "Channel" }
+                    select id="d-channel" name="channel" required {
+                        @for c in [Channel::Email, Channel::Xmpp, Channel::Sms, Channel::Push, Channel::Webhook] {
+                            option value=(c.as_str()) { (channel_name(c)) }
+                        }
+                    }
+                    label for="d-address" { "Address (e-mail, XMPP address, phone number in +E.164, URL)" }
+                    input id="d-address" name="address" required;
+                    label for="d-label" { "Name" }
+                    input id="d-label" name="label" maxlength="100";
+                    button type="submit" { "Add destination" }
+                    (layout::form_status())
+                }
+            }
+        },
+    ))
+}
+
+pub(crate) fn channel_name(c: Channel) -> &'static str {
+    match c {
+        Channel::Xmpp => "XMPP",
+        Channel::Sms => "SMS",
+        Channel::Email => "E-mail",
+        Channel::Push => "Push",
+        Channel::Webhook => "Webhook",
+        Channel::Sink => "Sink",
+    }
+}

@@ -1,0 +1,181 @@
+//! The page every screen of the web app shares: head, navigation, sign-out, and the small
+//! pieces screens render alike (times, links, status).
+
+use maud::{DOCTYPE, Markup, html};
+use tocsin_model::Millis;
+
+/// Who the page is for: the signed-in user and the token their changes must carry.
+pub(crate) struct Viewer {
+    pub(crate) user: tocsin_model::UserRecord,
+    pub(crate) csrf: String,
+}
+
+/// The screens, in the navigation's order: (path, name).
+pub(crate) const SCREENS: [(&str, &str); 6] = [
+    ("/app/", "Inbox"),
+    ("/app/sources", "Sources"),
+    ("/app/destinations", "Destinations"),
+    ("/app/policy", "Policy"),
+    ("/app/inbound", "Inbound e-mail"),
+    ("/app/sessions", "Sessions"),
+];
+
+fn head(title: &str, csrf: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="robots" content="noindex";
+            meta name="theme-color" content="#8a2b06";
+            @if let Some(csrf) = csrf {
+                meta name="csrf-token" content=(csrf);
+            }
+            title { (title) " · tocsin" }
+            link rel="stylesheet" href="/app/static/app.css";
+            link rel="manifest" href="/app/manifest.webmanifest";
+            link rel="icon" href="/app/static/icon.svg" type="image/svg+xml";
+            link rel="apple-touch-icon" href="/app/static/icon-192.png";
+            script src="/app/static/app.js" defer {}
+        }
+    }
+}
+
+/// A screen of the signed-in app: `current` is its path in [`SCREENS`].
+pub(crate) fn page(viewer: &Viewer, current: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title, Some(&viewer.csrf)))
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/app/" { "tocsin" }
+                    nav aria-label="Screens" {
+                        ul {
+                            @for (path, name) in SCREENS {
+                                li {
+                                    @if path == current {
+                                        a href=(path) aria-current="page" { (name) }
+                                    } @else {
+                                        a href=(path) { (name) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    form.signout data-api="/v1/session" data-method="DELETE" data-then="/app/sign-in" {
+                        span.who { (viewer.user.name) " (" (viewer.user.id) ")" }
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main id="main" tabindex="-1" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page outside the signed-in app (sign-in, the acknowledgement link's page).
+pub(crate) fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title, None))
+            body.bare {
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// Where a form's answer is shown (an error, or what a change returned once).
+pub(crate) fn form_status() -> Markup {
+    html! { p.form-status role="status" aria-live="polite" {} }
+}
+
+/// A point in time for people: UTC to the minute, the exact instant in `datetime`.
+pub(crate) fn time(at_ms: Millis) -> Markup {
+    use chrono::TimeZone;
+    match chrono::Utc.timestamp_millis_opt(at_ms).single() {
+        Some(t) => html! {
+            time datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) {
+                (t.format("%Y-%m-%d %H:%M UTC"))
+            }
+        },
+        None => html! { "—" },
+    }
+}
+
+/// A link to a URL from outside, only when it is http(s): a `javascript:` or `data:` link
+/// from a feed stays text.
+pub(crate) fn outside_link(url: Option<&str>, text: Markup) -> Markup {
+    let safe =
+        url.filter(|u| url::Url::parse(u).is_ok_and(|p| matches!(p.scheme(), "http" | "https")));
+    match safe {
+        Some(u) => {
+            html! { a href=(u) rel="noopener noreferrer nofollow" target="_blank" { (text) } }
+        }
+        None => text,
+    }
+}
+
+/// A duration for people: `at once`, `90 s`, `5 min`, `1 h`, `1 h 30 min`, `2 d 3 h`.
+pub(crate) fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match secs {
+        0 => "at once".to_owned(),
+        1..120 => format!("{secs} s"),
+        120..3600 if s == 0 => format!("{m} min"),
+        120..3600 => format!("{m} min {s} s"),
+        3600..86_400 if m == 0 => format!("{h} h"),
+        3600..86_400 => format!("{h} h {m} min"),
+        _ if h == 0 => format!("{d} d"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(0), "at once");
+        assert_eq!(duration(90), "90 s");
+        assert_eq!(duration(300), "5 min");
+        assert_eq!(duration(150), "2 min 30 s");
+        assert_eq!(duration(3600), "1 h");
+        assert_eq!(duration(5400), "1 h 30 min");
+        assert_eq!(duration(86_400 * 2 + 3 * 3600), "2 d 3 h");
+        assert_eq!(duration(7 * 86_400), "7 d");
+    }
+
+    #[test]
+    fn only_web_links_are_links() {
+        let text = html! { "t" };
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "vbscript:x",
+            "not a url",
+        ] {
+            let m = outside_link(Some(bad), text.clone()).into_string();
+            assert_eq!(m, "t", "{bad}");
+        }
+        let m = outside_link(Some("https://x.example/a?b=\"c\""), text).into_string();
+        assert!(
+            m.starts_with("<a href=\"https://x.example/a?b=%22c%22\"") || m.contains("&quot;"),
+            "{m}"
+        );
+    }
+}

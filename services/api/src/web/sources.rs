@@ -1,0 +1,162 @@
+//! The sources screen: what the user watches, each with its health, pause and delete, and
+//! the form that adds a feed after previewing it.
+
+use crate::St;
+use crate::web::layout;
+use crate::web::{render, viewer};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use maud::{Markup, html};
+use tocsin_model::{Source, SourceSpec, SourceStatus, now_ms};
+
+pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
+    let v = match viewer(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = now_ms();
+    render(layout::page(
+        &v,
+        "/app/sources",
+        "Sources",
+        html! {
+            @if v.user.sources.is_empty() {
+                p.empty { "You watch nothing yet: add a feed below." }
+            }
+            ul.cards aria-label="Your sources" {
+                @for s in &v.user.sources {
+                    (source(s, v.user.source_status.get(&s.id), now))
+                }
+            }
+            (add_feed())
+        },
+    ))
+}
+
+fn what(s: &Source) -> Markup {
+    match &s.spec {
+        SourceSpec::Feed { url, .. } => html! { "Feed " code.url { (url) } },
+        SourceSpec::Imap {
+            host,
+            username,
+            mailbox,
+            ..
+        } => {
+            html! { "Mailbox " code { (mailbox) } " of " code { (username) } " at " code { (host) } }
+        }
+        SourceSpec::Heartbeat {
+            period_secs,
+            grace_secs,
+            ..
+        } => html! {
+            "Heartbeat: pinged at least every " (layout::duration(*period_secs))
+            ", told after " (layout::duration(*grace_secs)) " more"
+        },
+        SourceSpec::Hook { format, .. } => {
+            html! { "Webhook (" (format!("{format:?}").to_lowercase()) ")" }
+        }
+        SourceSpec::Topic { topic } => html! { "Shared topic " code { (topic) } },
+    }
+}
+
+fn health(status: Option<&SourceStatus>) -> Markup {
+    match status {
+        None => html! { span.badge.unknown { "Not checked yet" } },
+        Some(st) if st.ok => html! {
+            span.badge.ok { "Working" } " · checked " (layout::time(st.checked_at_ms))
+        },
+        Some(st) => html! {
+            span.badge.bad { @if st.broken { "Broken" } @else { "Failing" } }
+            " · " (st.consecutive_failures) " failures in a row, last " (layout::time(st.checked_at_ms))
+            @if let Some(e) = &st.error {
+                p.error { "Last error: " (e) }
+            }
+        },
+    }
+}
+
+fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
+    let name = if s.label.is_empty() { &s.id } else { &s.label };
+    let muted = s.settings.muted_until_ms.filter(|t| *t > now);
+    // a pause or a resume changes the mute alone: the other settings are sent as they are
+    let mut unmuted = s.settings.clone();
+    unmuted.muted_until_ms = None;
+    let settings = serde_json::to_string(&unmuted).unwrap_or_else(|_| "{}".into());
+    html! {
+        li.card id={ "source-" (s.id) } {
+            h2 { (name) }
+            p { (what(s)) }
+            p.health { (health(status)) }
+            @if !s.filter.any.is_empty() || !s.filter.all.is_empty() || !s.filter.exclude.is_empty() {
+                p.filter {
+                    @if !s.filter.any.is_empty() { "Any of: " (s.filter.any.join(", ")) ". " }
+                    @if !s.filter.all.is_empty() { "All of: " (s.filter.all.join(", ")) ". " }
+                    @if !s.filter.exclude.is_empty() { "None of: " (s.filter.exclude.join(", ")) "." }
+                }
+            }
+            @if let Some(until) = muted {
+                p { span.badge.paused { "Paused" } " until " (layout::time(until)) }
+            }
+            div.actions {
+                @if muted.is_some() {
+                    form.inline data-api={ "/v1/sources/" (s.id) "/settings" } data-method="PUT" data-json=(settings) data-then="reload" {
+                        button type="submit" { "Resume " span.sr { (name) } }
+                        (layout::form_status())
+                    }
+                } @else {
+                    form.inline data-api={ "/v1/sources/" (s.id) "/settings" } data-method="PUT" data-json=(settings) data-then="reload" {
+                        input type="hidden" name="muted_until_ms" data-kind="from-now-secs" value="86400";
+                        button type="submit" { "Pause for a day " span.sr { (name) } }
+                        (layout::form_status())
+                    }
+                }
+                form.inline data-api={ "/v1/sources/" (s.id) } data-method="DELETE" data-confirm={ "Delete " (name) "?" } data-then="reload" {
+                    button.danger type="submit" { "Delete " span.sr { (name) } }
+                    (layout::form_status())
+                }
+            }
+        }
+    }
+}
+
+/// The form that adds a feed; "Preview" fetches it now and shows which items would match.
+fn add_feed() -> Markup {
+    html! {
+        section.card aria-labelledby="add-feed" {
+            h2 id="add-feed" { "Add a feed" }
+            form id="feed-form" data-api="/v1/sources" data-method="POST" data-then="reload" data-preview="/v1/sources/preview" {
+                input type="hidden" name="kind" value="feed";
+                label for="feed-url" { "Feed or search URL" }
+                input id="feed-url" name="url" type="url" required placeholder="https://example.org/search/bik?format=rss";
+                label for="feed-label" { "Name" }
+                input id="feed-label" name="label" maxlength="100";
+                label for="feed-any" { "Any of these words (comma-separated)" }
+                input id="feed-any" name="filter.any" data-kind="list";
+                label for="feed-all" { "All of these words" }
+                input id="feed-all" name="filter.all" data-kind="list";
+                label for="feed-exclude" { "None of these words" }
+                input id="feed-exclude" name="filter.exclude" data-kind="list";
+                label for="feed-priority" { "Priority" }
+                select id="feed-priority" name="settings.priority" data-kind="int" {
+                    option value="" { "As its items say (3)" }
+                    @for p in 1..=5 { option value=(p) { (p) } }
+                }
+                div.check {
+                    input id="feed-existing" name="deliver_existing" type="checkbox";
+                    label for="feed-existing" { "Also send the items it has now" }
+                }
+                div.actions {
+                    button type="button" data-action="preview" { "Preview" }
+                    button type="submit" { "Add feed" }
+                }
+                (layout::form_status())
+            }
+            section id="preview" aria-live="polite" hidden {
+                h3 { "Preview" }
+                p.preview-summary {}
+                ol.preview-items {}
+            }
+        }
+    }
+}
