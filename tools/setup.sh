@@ -42,6 +42,7 @@ if [ "${1:-}" = "--test" ]; then
   need "command -v bearerbox && test -x /usr/lib/kannel/test/fakesmsc" kannel kannel-extras  # SMS
   need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
   need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP
+  need "command -v chromium && command -v chromedriver" chromium chromium-driver  # the web app's browser tests
 fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 if [ ! -x "$VENV/bin/python" ]; then

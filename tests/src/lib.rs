@@ -4,6 +4,7 @@
 //! a scripted workload.
 
 mod api;
+pub mod browser;
 mod channels;
 mod feeds;
 mod harness;

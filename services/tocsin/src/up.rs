@@ -119,6 +119,7 @@ pub(crate) async fn up(
     };
     println!();
     println!("tocsin is running. Ctrl-C stops it.");
+    println!("  web app:        {api_url}/app/   (sign in with the demo user's token)");
     println!("  API:            {api_url}   (OpenAPI: {api_url}/v1/openapi.json)");
     println!(
         "  demo user:      {} (token in {})",

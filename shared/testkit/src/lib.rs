@@ -3,6 +3,7 @@
 //! have a timeout; unique bus prefixes.
 
 mod alertmanager;
+mod browser;
 mod dns;
 pub mod im;
 mod imap;
@@ -15,6 +16,7 @@ mod wait;
 mod xmpp;
 
 pub use alertmanager::Alertmanager;
+pub use browser::ChromeDriver;
 pub use dns::Dns;
 pub use imap::Dovecot;
 pub use nats::{NatsCluster, NatsServer};

@@ -1,0 +1,451 @@
+//! The web app in a real browser: headless Chromium driven over WebDriver by a real
+//! chromedriver, against the whole pipeline. Signing in, previewing and adding a feed, a
+//! notification arriving live and acknowledged (its escalation stops), editing the policy;
+//! every screen checked by axe-core at 1280 px and 360 px; hostile titles, bodies and links
+//! inert; CSRF and framing refused.
+//!
+//! `TOCSIN_SCREENSHOTS=docs/screenshots cargo test -p tocsin-tests --test web` (or
+//! `make screenshots`) writes each screen's screenshot there.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tocsin_testkit::wait_for;
+use tocsin_tests::browser::Browser;
+use tocsin_tests::{Harness, Recorder, rdf};
+
+const DESKTOP: (u32, u32) = (1280, 900);
+const PHONE: (u32, u32) = (360, 740);
+
+/// axe-core, pinned and vendored (tests/vendor/README.md).
+const AXE: &str = include_str!("../vendor/axe-core-4.14.1.min.js");
+
+/// Check the page at both widths: no element wider than the screen, no accessibility
+/// violation axe-core finds (WCAG 2.1 A and AA, best practices), and a screenshot of each.
+async fn check_screen(b: &Browser, name: &str) -> anyhow::Result<()> {
+    for (label, (w, h)) in [("desktop", DESKTOP), ("phone", PHONE)] {
+        b.resize(w, h).await?;
+        let overflow = b
+            .script(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                json!([]),
+            )
+            .await?;
+        assert!(
+            overflow.as_i64().unwrap_or(0) <= 0,
+            "{name} at {w} px is wider than the screen by {overflow} px"
+        );
+        let violations = axe(b).await?;
+        assert!(
+            violations.as_array().is_some_and(Vec::is_empty),
+            "{name} at {w} px: axe-core found {}",
+            serde_json::to_string_pretty(&violations)?
+        );
+        b.script("window.scrollTo(0, 0)", json!([])).await?;
+        let png = b.screenshot().await?;
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        if let Ok(dir) = std::env::var("TOCSIN_SCREENSHOTS") {
+            let dir = tocsin_testkit::workspace_root().join(dir);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join(format!("{name}-{label}.png")), png)?;
+        }
+    }
+    b.resize(DESKTOP.0, DESKTOP.1).await
+}
+
+/// axe-core's violations on the page as it is now.
+async fn axe(b: &Browser) -> anyhow::Result<Value> {
+    // the library is run as a WebDriver script (not subject to the page's CSP, which refuses
+    // any script not served by tocsin)
+    let loaded = b
+        .script(&format!("{AXE}\n;return typeof window.axe;"), json!([]))
+        .await?;
+    anyhow::ensure!(loaded == "object", "axe-core did not load: {loaded}");
+    let result = b
+        .script_async(
+        r#"const done = arguments[arguments.length - 1];
+        axe.run(document, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]}})
+          .then(r => done({passes: r.passes.length, violations: r.violations.map(v => ({id: v.id,
+              impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(" "))}))}))
+          .catch(e => done({passes: 0, violations: [{id: "axe-error", help: String(e)}]}));"#,
+        json!([]),
+    )
+    .await?;
+    // a check that checked nothing would pass every page
+    let passes = result["passes"].as_u64().unwrap_or(0);
+    anyhow::ensure!(passes >= 10, "axe-core ran only {passes} rules: {result}");
+    Ok(result["violations"].clone())
+}
+
+/// The user signs in through the form, with the keyboard alone.
+async fn sign_in(b: &Browser, h: &Harness, token: &str) -> anyhow::Result<()> {
+    b.goto(&format!("{}/app/", h.api_url)).await?;
+    // not signed in: the sign-in page
+    let input = b.find("#token").await?;
+    assert!(b.url().await?.ends_with("/app/sign-in"));
+    b.keys(&input, token).await?;
+    b.keys(&input, "\u{E007}").await?; // Enter submits
+    b.find("nav a[aria-current=\"page\"]").await?;
+    anyhow::ensure!(b.url().await?.ends_with("/app/"), "signed in to the inbox");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() -> anyhow::Result<()>
+{
+    let hooks = Recorder::start().await?;
+    let h = Harness::start_with("e2eweb", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("Wendy").await?;
+    let now = h
+        .add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url("/now"), "label": "pager"}),
+        )
+        .await?;
+    let later = h
+        .add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url("/later"), "label": "phone"}),
+        )
+        .await?;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{"destinations": [now], "wait_secs": 3600}, {"destinations": [later]}]})),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("1", "Road bike, 56 cm", "Light and fast: $400"),
+            ("2", "Oak sofa", "Seats three: $150"),
+        ]),
+        "application/rss+xml",
+    );
+    let b = Browser::start(DESKTOP.0, DESKTOP.1).await?;
+
+    // the sign-in page passes the checks before anyone signs in
+    b.goto(&format!("{}/app/sign-in", h.api_url)).await?;
+    b.find("#token").await?;
+    check_screen(&b, "sign-in").await?;
+    // a wrong token is refused where it was typed
+    let input = b.find("#token").await?;
+    b.fill(&input, "tk_nobody_0000").await?;
+    b.keys(&input, "\u{E007}").await?;
+    b.wait_text(".form-status", "the refusal", |t| {
+        t.contains("invalid token")
+    })
+    .await?;
+    sign_in(&b, &h, &token).await?;
+
+    // sources: preview the feed, see which items would match and why not, then add it
+    b.goto(&format!("{}/app/sources", h.api_url)).await?;
+    b.fill(&b.find("#feed-url").await?, &h.feeds.url("bikes.rdf"))
+        .await?;
+    b.fill(&b.find("#feed-label").await?, "Bikes").await?;
+    b.fill(&b.find("#feed-any").await?, "bike, bicycle").await?;
+    b.click(&b.find("button[data-action=\"preview\"]").await?)
+        .await?;
+    let summary = b
+        .wait_text(".preview-summary", "the preview", |t| !t.is_empty())
+        .await?;
+    assert_eq!(summary, "test listings: 1 of 2 items would notify you.");
+    let items = b.all(".preview-items li").await?;
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        b.attribute(&items[0], "data-match").await?.as_deref(),
+        Some("true")
+    );
+    let sofa = b.text(&items[1]).await?;
+    assert!(
+        sofa.contains("Oak sofa") && sofa.contains("has none of: bike, bicycle"),
+        "{sofa}"
+    );
+    check_screen(&b, "sources-preview").await?;
+    b.click(&b.find("#feed-form button[type=\"submit\"]").await?)
+        .await?;
+    b.wait_text("ul.cards li.card h2", "the new source", |t| t == "Bikes")
+        .await?;
+    let (_, sources) = h
+        .call(Method::GET, "/v1/sources", Some(&token), None)
+        .await?;
+    assert_eq!(
+        sources["sources"][0]["filter"]["any"],
+        json!(["bike", "bicycle"])
+    );
+    check_screen(&b, "sources").await?;
+
+    // the inbox: a notification arrives live (the page is not reloaded) and is acknowledged
+    b.goto(&format!("{}/app/", h.api_url)).await?;
+    b.find("#inbox").await?;
+    b.script("window.__same_page = true", json!([])).await?;
+    let id = h
+        .publish(
+            &token,
+            json!({"title": "Disk full on db1", "body": "/var at 97%", "priority": 5}),
+        )
+        .await?;
+    let item = b.wait(&format!("#n-{id}"), Duration::from_secs(20)).await?;
+    assert_eq!(
+        b.script("return window.__same_page === true", json!([]))
+            .await?,
+        true,
+        "arrived without a reload"
+    );
+    assert!(b.text(&item).await?.contains("Disk full on db1"));
+    wait_for(Duration::from_secs(20), "the first page", || async {
+        (hooks.requests("/now").len() == 1).then_some(())
+    })
+    .await?;
+    check_screen(&b, "inbox").await?;
+    b.click(&b.find(&format!("#n-{id} form[data-done] button")).await?)
+        .await?;
+    b.wait_text(&format!("#n-{id} .done"), "the acknowledgement", |t| {
+        t.starts_with("Acknowledged")
+    })
+    .await?;
+    wait_for(
+        Duration::from_secs(20),
+        "the escalation to stop",
+        || async {
+            let (_, v) = h
+                .call(Method::GET, "/v1/policy", Some(&token), None)
+                .await
+                .ok()?;
+            (v["pending_escalations"] == 0).then_some(())
+        },
+    )
+    .await?;
+    // its timeline, read in the page, says so
+    b.goto(&format!("{}/app/?state=acked", h.api_url)).await?;
+    let timeline = b
+        .wait_text(
+            &format!("#n-{id} details.timeline"),
+            "the acked timeline",
+            |_| true,
+        )
+        .await?;
+    assert!(timeline.contains("Timeline"), "{timeline}");
+    let kinds = b
+        .script(
+            &format!("return [...document.querySelectorAll('#n-{id} details.timeline li strong')].map(e => e.textContent)"),
+            json!([]),
+        )
+        .await?;
+    assert!(
+        kinds.as_array().unwrap().contains(&json!("acked")),
+        "{kinds}"
+    );
+    assert!(
+        hooks.requests("/later").is_empty(),
+        "the escalation stopped"
+    );
+
+    // the policy: drawn as a timeline; an invalid edit is refused naming its field; a valid
+    // one is saved
+    b.goto(&format!("{}/app/policy", h.api_url)).await?;
+    let drawn = b
+        .wait_text(
+            "#p-default + ol.timeline-steps, ol.timeline-steps",
+            "the steps",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(drawn.contains("pager") && drawn.contains("1 h"), "{drawn}");
+    let editor = b.find("#policy-json").await?;
+    b.fill(
+        &editor,
+        r#"{"steps": [{"wait_secs": 60, "colour": "red"}]}"#,
+    )
+    .await?;
+    b.click(&b.find("#p-edit ~ form button[type=\"submit\"], section[aria-labelledby=\"p-edit\"] form button[type=\"submit\"]").await?)
+        .await?;
+    let refusal = b
+        .wait_text(
+            "section[aria-labelledby=\"p-edit\"] .form-status",
+            "the refusal",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(refusal.contains("colour"), "{refusal}");
+    assert_eq!(
+        b.attribute(&editor, "aria-invalid").await?.as_deref(),
+        Some("true")
+    );
+    let policy = json!({"steps": [{"channels": ["webhook"], "wait_secs": 300}], "repeat": 1});
+    b.fill(&editor, &policy.to_string()).await?;
+    b.click(
+        &b.find("section[aria-labelledby=\"p-edit\"] form button[type=\"submit\"]")
+            .await?,
+    )
+    .await?;
+    b.wait_text("ol.timeline-steps", "the saved policy", |t| {
+        t.contains("5 min")
+    })
+    .await?;
+    let (_, v) = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?;
+    assert_eq!(v["policy"]["repeat"], 1, "{v}");
+    check_screen(&b, "policy").await?;
+
+    for (path, name) in [
+        ("/app/destinations", "destinations"),
+        ("/app/inbound", "inbound"),
+        ("/app/sessions", "sessions"),
+    ] {
+        b.goto(&format!("{}{path}", h.api_url)).await?;
+        b.find("main h1").await?;
+        check_screen(&b, name).await?;
+    }
+    // a new inbound address, shown once, takes mail
+    b.goto(&format!("{}/app/inbound", h.api_url)).await?;
+    b.click(&b.find("form[data-show] button").await?).await?;
+    b.accept_dialog().await?;
+    let shown = b.find("#in-new").await?;
+    let address = wait_for(Duration::from_secs(10), "the new address", || async {
+        b.script("return document.getElementById('in-new').value", json!([]))
+            .await
+            .ok()?
+            .as_str()
+            .filter(|s| s.contains('@'))
+            .map(str::to_owned)
+    })
+    .await?;
+    assert!(address.ends_with("@tocsin.localhost"), "{address}");
+    let _ = shown;
+
+    // signing out ends the session on the server: the cookie no longer works anywhere
+    let cookie = b
+        .cookie("tocsin_session")
+        .await?
+        .expect("the session cookie");
+    let with_cookie = || {
+        h.http
+            .get(format!("{}/v1/me", h.api_url))
+            .header("cookie", format!("tocsin_session={cookie}"))
+            .send()
+    };
+    assert_eq!(with_cookie().await?.status(), 200, "the cookie signs in");
+    b.click(&b.find("form.signout button").await?).await?;
+    b.find("#token").await?;
+    assert_eq!(with_cookie().await?.status(), 401, "the session ended");
+    b.goto(&format!("{}/app/sources", h.api_url)).await?;
+    b.find("#token").await?;
+    b.close().await;
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_content_stays_inert_and_other_sites_cannot_act_or_frame() -> anyhow::Result<()> {
+    let h = Harness::start("e2ewebhostile").await?;
+    let (_, token, _) = h.create_user("Hugo").await?;
+    let hostile_title =
+        r#"<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">"#;
+    let long = "A".repeat(5000);
+    let id = h
+        .publish(
+            &token,
+            json!({
+                "title": hostile_title,
+                "body": format!("<svg onload=\"window.__pwned = 3\"></svg> {long}"),
+                "url": "javascript:window.__pwned = 4",
+            }),
+        )
+        .await;
+    // a javascript: link is refused by the API; the same title and body go in without it
+    let id = match id {
+        Ok(id) => id,
+        Err(_) => {
+            h.publish(
+                &token,
+                json!({"title": hostile_title, "body": format!("<svg onload=\"window.__pwned = 3\"></svg> {long}")}),
+            )
+            .await?
+        }
+    };
+    h.notifications_at_least(&token, 1).await?;
+    let b = Browser::start(PHONE.0, PHONE.1).await?;
+    sign_in(&b, &h, &token).await?;
+    let title = b.find(&format!("#t-{id}")).await?;
+    assert_eq!(b.text(&title).await?, hostile_title, "shown as text");
+    let state = b
+        .script(
+            "return {pwned: window.__pwned === undefined ? null : window.__pwned, \
+             scripts: document.querySelectorAll('main script, main img, main svg').length, \
+             js_links: document.querySelectorAll('a[href^=\"javascript:\"]').length, \
+             overflow: document.documentElement.scrollWidth - window.innerWidth}",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(state["pwned"], Value::Null, "nothing ran: {state}");
+    assert_eq!(state["scripts"], 0, "{state}");
+    assert_eq!(state["js_links"], 0, "{state}");
+    assert!(
+        state["overflow"].as_i64().unwrap_or(1) <= 0,
+        "a long word breaks: {state}"
+    );
+
+    // every page carries the CSP (no inline script) and refuses framing
+    let r = h
+        .http
+        .get(format!("{}/app/sign-in", h.api_url))
+        .send()
+        .await?;
+    let csp = r.headers()["content-security-policy"].to_str()?.to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+
+    // another site (the feed server, another origin on the same host, so the same "site" to
+    // the browser and the cookie goes along) posts a change: refused without the CSRF token
+    let before = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?
+        .1;
+    h.feeds.set(
+        "evil.html",
+        format!(
+            r#"<!doctype html><title>evil</title>
+<form id="x" method="post" action="{api}/v1/destinations" enctype="text/plain">
+<input name='{{"channel":"webhook","address":"https://evil.example/","label":"' value='"}}'></form>
+<script>setTimeout(() => document.getElementById("x").submit(), 300)</script>"#,
+            api = h.api_url
+        ),
+        "text/html; charset=utf-8",
+    );
+    b.goto(&h.feeds.url("evil.html")).await?;
+    // the form's answer replaces the page: the API refused it
+    let answer = b
+        .wait_text("body", "the forged post's answer", |t| t.contains("error"))
+        .await?;
+    assert!(answer.contains("unauthorized"), "{answer}");
+    let after = h
+        .call(Method::GET, "/v1/policy", Some(&token), None)
+        .await?
+        .1;
+    assert_eq!(before["policy"], after["policy"], "the policy is unchanged");
+    b.close().await;
+
+    // a sign-in may only come as JSON: a form (text/plain) from another site is refused
+    let r = h
+        .http
+        .post(format!("{}/v1/session", h.api_url))
+        .header("content-type", "text/plain")
+        .body(json!({"token": token}).to_string())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 415);
+    h.shutdown().await;
+    Ok(())
+}
