@@ -24,44 +24,11 @@ pub struct Options {
     pub to: Option<chrono::NaiveDate>,
     /// One row per user as well as per day and channel.
     pub by_user: bool,
+    /// Only this user's events (the web app's analytics: a user sees their own).
+    pub user: Option<String>,
 }
 
-/// One line of a report: a day, a channel (`all`: every channel, and the counts that belong
-/// to no channel), and with `by_user` a user.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Row {
-    pub day: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    pub channel: String,
-    pub ingested: u64,
-    pub matched: u64,
-    pub filtered_out: u64,
-    pub routed: u64,
-    /// Sends: those that did not deliver (`attempted`) and those that did (`delivered`).
-    pub attempts: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub escalated: u64,
-    pub acked: u64,
-    /// Notifications whose alert was resolved while they escalated (the `all` row only).
-    pub resolved: u64,
-    /// Notifications a silence kept from anyone, or whose escalation a new silence stopped
-    /// (the `all` row only).
-    pub silenced: u64,
-    /// Heartbeats that were not pinged in time (the `all` row only).
-    pub heartbeat_missed: u64,
-    /// Notifications held in a source's group and told in its summary (the `all` row only).
-    pub grouped: u64,
-    /// Acknowledged / routed (the `all` row only).
-    pub ack_rate: Option<f64>,
-    pub delivery_p50_ms: Option<i64>,
-    pub delivery_p95_ms: Option<i64>,
-    pub delivery_p99_ms: Option<i64>,
-    pub ack_p50_ms: Option<i64>,
-    pub ack_p95_ms: Option<i64>,
-    pub ack_p99_ms: Option<i64>,
-}
+pub use tocsin_model::AnalyticsRow as Row;
 
 /// A whole report.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -124,7 +91,7 @@ pub async fn report(archive: &Archive, opts: &Options) -> Result<Report, crate::
         files.push(f.relative);
     }
     let mut columns = vec!["at", "kind", "channel", "latency_ms"];
-    if opts.by_user {
+    if opts.by_user || opts.user.is_some() {
         columns.push("user");
     }
     let mut groups: BTreeMap<Key, Acc> = BTreeMap::new();
@@ -154,7 +121,7 @@ pub async fn report(archive: &Archive, opts: &Options) -> Result<Report, crate::
             let user = c.text("user");
             for i in 0..c.rows {
                 let at_ms = at.value(i);
-                if !in_range(at_ms, opts) {
+                if !in_range(at_ms, opts) || !whose(opts, user, i) {
                     continue;
                 }
                 out.events += 1;
@@ -165,7 +132,9 @@ pub async fn report(archive: &Archive, opts: &Options) -> Result<Report, crate::
                 if kind == EventKind::Acked && lat.is_none() {
                     acks_to_join = true;
                 }
-                let who = user.map(|u| text_at(u, i).unwrap_or("-").to_owned());
+                let who = user
+                    .filter(|_| opts.by_user)
+                    .map(|u| text_at(u, i).unwrap_or("-").to_owned());
                 count(
                     &mut groups,
                     at_ms.div_euclid(DAY_MS),
@@ -220,6 +189,14 @@ fn in_range(at_ms: i64, opts: &Options) -> bool {
             .num_days()
     };
     opts.from.is_none_or(|f| day >= epoch_day(f)) && opts.to.is_none_or(|t| day <= epoch_day(t))
+}
+
+/// Whether row `i` is of the user the report is limited to (any, when it is not).
+fn whose(opts: &Options, user: Option<&arrow_array::StringArray>, i: usize) -> bool {
+    match &opts.user {
+        None => true,
+        Some(want) => user.and_then(|u| text_at(u, i)) == Some(want.as_str()),
+    }
 }
 
 fn day_string(day: i64) -> String {
@@ -300,7 +277,7 @@ async fn join_ack_times(
     groups: &mut BTreeMap<Key, Acc>,
 ) {
     let mut columns = vec!["at", "kind", "channel", "latency_ms", "notification"];
-    if opts.by_user {
+    if opts.by_user || opts.user.is_some() {
         columns.push("user");
     }
     // pass 1: the acks without a time, and where they are counted
@@ -321,12 +298,18 @@ async fn join_ack_times(
             };
             let user = c.text("user");
             for i in 0..c.rows {
-                if kind.value(i) != "acked" || !lat.is_null(i) || !in_range(at.value(i), opts) {
+                if kind.value(i) != "acked"
+                    || !lat.is_null(i)
+                    || !in_range(at.value(i), opts)
+                    || !whose(opts, user, i)
+                {
                     continue;
                 }
                 let Some(id) = text_at(n, i) else { continue };
                 let day = at.value(i).div_euclid(DAY_MS);
-                let who = user.map(|u| text_at(u, i).unwrap_or("-").to_owned());
+                let who = user
+                    .filter(|_| opts.by_user)
+                    .map(|u| text_at(u, i).unwrap_or("-").to_owned());
                 let all = (day, who.clone(), ALL.to_owned());
                 let ch = text_at(channel, i).map(|c| (day, who, c.to_owned()));
                 waiting.push((id.to_owned(), at.value(i), all, ch));

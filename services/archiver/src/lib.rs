@@ -20,6 +20,7 @@
 //! redelivered from one to the other while the first was writing could be archived twice.
 
 pub mod analytics;
+mod reports;
 pub mod store;
 pub mod table;
 mod telemetry;
@@ -128,6 +129,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut consumer = consumer(&bus, &cfg).await?;
     let floor = ack_floor(&mut consumer).await?;
     let written = recently_written(&archive, floor).await;
+    let _reports = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(reports::serve(
+        bus.clone(),
+        archive.clone(),
+        shutdown.clone(),
+    )));
     let mut roll = Roll::new(archive, written);
     ready.set(true);
     info!(target = %roll.archive, "archiver running");

@@ -91,6 +91,11 @@ impl Subjects {
         format!("{}.rpc.history.{silo}.{op}", self.prefix)
     }
 
+    /// `<p>.rpc.archiver.<op>`: core NATS request/reply to any archiver (`report`).
+    pub fn archiver_rpc(&self, op: &str) -> String {
+        format!("{}.rpc.archiver.{op}", self.prefix)
+    }
+
     /// `<p>.rpc.ingest.<op>`: core NATS request/reply to any ingestor (`preview`).
     pub fn ingest_rpc(&self, op: &str) -> String {
         format!("{}.rpc.ingest.{op}", self.prefix)

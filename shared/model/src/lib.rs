@@ -4,6 +4,7 @@
 //! rules that decide what a person is told (filters, price parsing, deduplication keys, text
 //! extraction) are unit- and property-tested in milliseconds. Every service depends on it.
 
+pub mod analytics;
 pub mod budget;
 pub mod escalation;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod topics;
 pub mod user;
 pub mod validate;
 
+pub use analytics::{AnalyticsRequest, AnalyticsRow};
 pub use escalation::{Condition, PlannedStep, Policy, QuietHours, Step};
 pub use events::{EVENT_SCHEMA_VERSION, Event, EventKind};
 pub use filter::{CompiledFilter, Filter, FilterError, Item};
