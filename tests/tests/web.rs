@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tocsin_testkit::wait_for;
 use tocsin_tests::browser::Browser;
-use tocsin_tests::{Harness, Recorder, rdf};
+use tocsin_tests::{Harness, Recorder, Svc, rdf};
 
 const DESKTOP: (u32, u32) = (1280, 900);
 const PHONE: (u32, u32) = (360, 740);
@@ -94,10 +94,11 @@ async fn sign_in(b: &Browser, h: &Harness, token: &str) -> anyhow::Result<()> {
 async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() -> anyhow::Result<()>
 {
     let hooks = Recorder::start().await?;
-    let h = Harness::start_with("e2eweb", |s| {
+    let mut h = Harness::start_with("e2eweb", |s| {
         s.delivery.channels = vec![tocsin_model::Channel::Webhook];
     })
     .await?;
+    h.start_service(Svc::Archiver);
     let (_, token, _) = h.create_user("Wendy").await?;
     let now = h
         .add_destination(
@@ -294,6 +295,40 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .await?;
     assert_eq!(v["policy"]["repeat"], 1, "{v}");
     check_screen(&b, "policy").await?;
+
+    // analytics: once the archive holds the acknowledgement, the page draws it
+    let archive = tocsin_archiver::store::Archive::open(&h.archiver.target, &Default::default())?;
+    let opts = tocsin_archiver::analytics::Options::default();
+    wait_for(
+        Duration::from_secs(30),
+        "the ack in the archive",
+        || async {
+            let r = tocsin_archiver::analytics::report(&archive, &opts)
+                .await
+                .ok()?;
+            r.rows
+                .iter()
+                .any(|r| r.channel == "all" && r.acked == 1)
+                .then_some(())
+        },
+    )
+    .await?;
+    b.goto(&format!("{}/app/analytics?days=7", h.api_url))
+        .await?;
+    b.find("#a-deliveries-chart rect").await?;
+    let day = b
+        .wait_text(
+            "section[aria-labelledby=\"a-table\"] tbody tr",
+            "the day's row",
+            |_| true,
+        )
+        .await?;
+    assert!(day.contains("100 %"), "one routed, one acked: {day}");
+    let bars = b
+        .script("return [...document.querySelectorAll('#a-deliveries-chart rect title')].map(t => t.textContent)", json!([]))
+        .await?;
+    assert!(bars.to_string().contains("webhook: 1"), "{bars}");
+    check_screen(&b, "analytics").await?;
 
     for (path, name) in [
         ("/app/destinations", "destinations"),

@@ -64,6 +64,8 @@ pub(crate) struct AppState {
     pub(crate) per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     /// Feed previews a minute per user: each is a fetch of a URL the user chose.
     pub(crate) previews: tocsin_runtime::rate::KeyedRateLimit<UserId>,
+    /// Analytics reports a minute per user: each reads the archive.
+    pub(crate) reports: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     pub(crate) bus: Bus,
     pub(crate) avatars: kv::Store,
     pub(crate) addresses: kv::Store,
@@ -76,6 +78,8 @@ pub(crate) type St = State<Arc<AppState>>;
 
 /// Feed previews one user may ask for a minute (each fetches a URL they chose).
 const PREVIEWS_PER_MINUTE: u32 = 12;
+/// Analytics reports one user may ask for a minute (each reads the archive).
+const REPORTS_PER_MINUTE: u32 = 12;
 
 /// Run the API until `shutdown`. Returns once the listener is closed and in-flight requests
 /// have finished.
@@ -112,6 +116,7 @@ pub async fn serve(
         per_ip: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_ip_per_minute),
         per_user: tocsin_runtime::rate::KeyedRateLimit::new(config.api.rate_per_user_per_minute),
         previews: tocsin_runtime::rate::KeyedRateLimit::new(PREVIEWS_PER_MINUTE),
+        reports: tocsin_runtime::rate::KeyedRateLimit::new(REPORTS_PER_MINUTE),
         bus: bus.clone(),
         avatars,
         addresses,
@@ -198,6 +203,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/sms/twilio", post(twilio_inbound))
         .route("/v1/sms/kannel", get(kannel_inbound))
         .route("/v1/history", get(history))
+        .route("/v1/analytics", get(routes::analytics::analytics))
         .route("/v1/publish", post(publish))
         .route("/v1/alertmanager", post(alertmanager))
         .route("/v1/grafana", post(grafana))

@@ -3,6 +3,7 @@
 pub(crate) mod acks;
 pub(crate) mod admin;
 pub(crate) mod alert_hooks;
+pub(crate) mod analytics;
 pub(crate) mod destinations;
 pub(crate) mod heartbeats;
 pub(crate) mod history;

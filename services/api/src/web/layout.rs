@@ -11,12 +11,13 @@ pub(crate) struct Viewer {
 }
 
 /// The screens, in the navigation's order: (path, name).
-pub(crate) const SCREENS: [(&str, &str); 6] = [
+pub(crate) const SCREENS: [(&str, &str); 7] = [
     ("/app/", "Inbox"),
     ("/app/sources", "Sources"),
     ("/app/destinations", "Destinations"),
     ("/app/policy", "Policy"),
     ("/app/inbound", "Inbound e-mail"),
+    ("/app/analytics", "Analytics"),
     ("/app/sessions", "Sessions"),
 ];
 

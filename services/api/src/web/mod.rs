@@ -3,6 +3,7 @@
 //! every change goes from `app.js` to the same `/v1` endpoints every other client uses, with
 //! the session cookie and its CSRF token.
 
+mod analytics;
 mod assets;
 mod destinations;
 mod inbound;
@@ -36,6 +37,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/app/destinations", get(destinations::page))
         .route("/app/policy", get(policy::page))
         .route("/app/inbound", get(inbound::page))
+        .route("/app/analytics", get(analytics::page))
         .route("/app/sessions", get(sessions::page))
         .merge(assets::router())
 }
