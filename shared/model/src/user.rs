@@ -339,6 +339,10 @@ pub enum PushFormat {
     Ntfy,
     /// A UnifiedPush endpoint: the message as the POST body, at most 4 KiB.
     Unifiedpush,
+    /// A browser's Web Push subscription (the web app, installed or not): the message
+    /// encrypted to the browser's keys (RFC 8291), the server identified by VAPID (RFC 8292).
+    /// The destination's secret holds the keys: `<p256dh>.<auth>`, base64url.
+    WebPush,
 }
 
 impl Destination {

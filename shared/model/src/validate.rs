@@ -173,7 +173,10 @@ pub const MAX_HEARTBEAT_GRACE_SECS: u64 = 7 * 86_400;
 pub fn validate_destination(d: Destination) -> Result<Destination, Invalid> {
     let address = Destination::validate_address(d.channel, &d.address)
         .map_err(|e| Invalid::new("address", e))?;
-    if d.secret
+    if d.push_format == Some(crate::PushFormat::WebPush) {
+        web_push_keys(d.secret.as_deref().unwrap_or_default())?;
+    } else if d
+        .secret
         .as_ref()
         .is_some_and(|s| s.len() < 16 || s.len() > 256)
     {
@@ -186,10 +189,56 @@ pub fn validate_destination(d: Destination) -> Result<Destination, Invalid> {
     Ok(Destination { address, ..d })
 }
 
+/// A Web Push subscription's keys as a destination keeps them: `<p256dh>.<auth>`, the
+/// browser's P-256 public key (65 bytes) and auth secret (16 bytes), each base64url. Their
+/// shape is checked here; delivery checks the key is a point of the curve.
+fn web_push_keys(secret: &str) -> Result<(), Invalid> {
+    let b64 = |s: &str, bytes: usize| {
+        let s = s.trim_end_matches('=');
+        s.len() == (bytes * 4).div_ceil(3)
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    };
+    match secret.split_once('.') {
+        Some((key, auth)) if b64(key, 65) && b64(auth, 16) => Ok(()),
+        _ => Err(Invalid::new(
+            "secret",
+            "a Web Push subscription needs its keys as <p256dh>.<auth>: the subscription's keys.p256dh (65 bytes) and keys.auth (16 bytes), base64url",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Filter, ImapTls};
+
+    #[test]
+    fn a_web_push_destination_needs_its_subscription_keys() {
+        let d = |secret: Option<&str>| Destination {
+            id: "d1".into(),
+            channel: Channel::Push,
+            address: "https://fcm.googleapis.com/fcm/send/abc".into(),
+            secret: secret.map(str::to_owned),
+            label: String::new(),
+            push_format: Some(crate::PushFormat::WebPush),
+            created_at_ms: 0,
+        };
+        let good = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4.BTBZMqHH6r4Tts7J_aSIgg";
+        assert!(validate_destination(d(Some(good))).is_ok());
+        for bad in [
+            None,
+            Some("x"),
+            Some("BCVx.BTBZMqHH6r4Tts7J_aSIgg"),
+            Some(&good[..good.len() - 2]),
+        ] {
+            assert_eq!(
+                validate_destination(d(bad)).unwrap_err().field,
+                "secret",
+                "{bad:?}"
+            );
+        }
+    }
 
     fn feed(url: &str, every: Option<u64>) -> Source {
         Source {
