@@ -45,6 +45,8 @@ pub struct DeliveryConfig {
     pub xmpp: xmpp::XmppConfig,
     /// The SMS provider for the `sms` channel.
     pub sms: sms::SmsConfig,
+    /// The VAPID identity for Web Push (browsers) on the `push` channel.
+    pub web_push: crate::webpush::WebPushConfig,
 }
 
 impl Default for DeliveryConfig {
@@ -67,6 +69,7 @@ impl Default for DeliveryConfig {
             smtp: email::SmtpConfig::default(),
             xmpp: xmpp::XmppConfig::default(),
             sms: sms::SmsConfig::default(),
+            web_push: Default::default(),
         }
     }
 }
@@ -112,6 +115,9 @@ impl DeliveryConfig {
                 Channel::Xmpp => p.extend(self.xmpp.problems()),
                 Channel::Sms => p.extend(self.sms.problems()),
             }
+        }
+        if let Err(e) = self.web_push.vapid() {
+            p.push(e);
         }
         if self.concurrency == 0 || self.webhook_timeout_secs == 0 {
             p.push("delivery.concurrency and webhook_timeout_secs: must be greater than 0".into());

@@ -232,7 +232,7 @@ pub(crate) async fn send(ctx: &Ctx, job: &DeliveryJob) -> SendResult {
     };
     match job.destination.channel {
         Channel::Webhook => webhook::send(&ctx.http, job, now_ms()).await,
-        Channel::Push => push::send(&ctx.http, job).await,
+        Channel::Push => push::send(&ctx.http, ctx.vapid.as_ref(), job).await,
         Channel::Sms => sms::send(&ctx.providers, &ctx.cfg.sms, job).await,
         Channel::Email => match &ctx.mailer {
             Some(m) => m.send(job).await,

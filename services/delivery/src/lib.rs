@@ -29,6 +29,7 @@ pub mod retry;
 pub mod sms;
 mod telemetry;
 pub mod webhook;
+pub mod webpush;
 pub mod xmpp;
 
 pub use config::{Config, DeliveryConfig};
@@ -54,6 +55,8 @@ pub(crate) struct Ctx {
     pub(crate) providers: reqwest::Client,
     pub(crate) mailer: Option<email::Mailer>,
     pub(crate) xmpp: Option<Arc<xmpp::Xmpp>>,
+    /// The VAPID identity Web Push is sent with, when configured.
+    pub(crate) vapid: Option<webpush::Vapid>,
     /// A provider rate limit per channel.
     pub(crate) rates: HashMap<Channel, Rate>,
     pub(crate) cfg: DeliveryConfig,
@@ -105,6 +108,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     } else {
         None
     };
+    let vapid = config
+        .delivery
+        .web_push
+        .vapid()
+        .map_err(ServiceError::Setup)?;
+    if let Some(v) = &vapid {
+        // the API hands browsers this key to subscribe with
+        let keys = bus.kv("keys").await?;
+        let published = webpush::PublishedKey {
+            public_key: v.public_key(),
+        };
+        keys.put(
+            "vapid",
+            serde_json::to_vec(&published).unwrap_or_default().into(),
+        )
+        .await
+        .map_err(|e| ServiceError::Setup(format!("cannot publish the VAPID public key: {e}")))?;
+        info!(public_key = %published.public_key, "web push ready");
+    }
     let mut rates = HashMap::new();
     for (c, r) in [
         (Channel::Xmpp, config.delivery.xmpp.rate_per_sec),
@@ -121,6 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         providers,
         mailer,
         xmpp,
+        vapid,
         rates,
         cfg: config.delivery.clone(),
         sent: Default::default(),

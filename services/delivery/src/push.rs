@@ -9,8 +9,13 @@
 //! UnifiedPush: the address is the endpoint the distributor gave the app; the message is a
 //! small JSON document as the POST body (at most 4 KiB), with `TTL` and `Urgency` headers
 //! as in Web Push. 404/410 mean the app unregistered: a permanent failure.
+//!
+//! Web Push (a browser, the web app installed on a phone): the same JSON document, encrypted
+//! to the subscription's keys and signed with the server's VAPID key (`webpush.rs`); the
+//! service worker shows it with an "Acknowledge" action that posts the signed link.
 
 use crate::webhook::{SendResult, classify, exchange};
+use crate::webpush::{self, Vapid};
 use serde_json::json;
 use tocsin_model::text::truncate;
 use tocsin_model::{DeliveryJob, PushFormat};
@@ -58,8 +63,9 @@ pub fn ntfy_message(job: &DeliveryJob, topic: &str) -> serde_json::Value {
     m
 }
 
-/// The UnifiedPush body for a job, within [`UNIFIEDPUSH_MAX`].
-pub fn unifiedpush_body(job: &DeliveryJob) -> Vec<u8> {
+/// The UnifiedPush and Web Push message for a job (the service worker reads the same
+/// fields), within `max` bytes: the body is cut until it fits.
+pub fn push_body(job: &DeliveryJob, max: usize) -> Vec<u8> {
     let n = &job.notification;
     let mut body_len = 2000;
     loop {
@@ -73,15 +79,28 @@ pub fn unifiedpush_body(job: &DeliveryJob) -> Vec<u8> {
             "ack_url": job.ack_url,
         });
         let bytes = serde_json::to_vec(&v).expect("json");
-        if bytes.len() <= UNIFIEDPUSH_MAX || body_len == 0 {
+        if bytes.len() <= max || body_len == 0 {
             return bytes;
         }
         body_len /= 2;
     }
 }
 
-/// Send `job` to its push endpoint.
-pub async fn send(http: &tocsin_netguard::GuardedClient, job: &DeliveryJob) -> SendResult {
+fn urgency(job: &DeliveryJob) -> &'static str {
+    match job.notification.priority.get() {
+        1 => "very-low",
+        2 => "low",
+        5 => "high",
+        _ => "normal",
+    }
+}
+
+/// Send `job` to its push endpoint (`vapid`: the server's Web Push identity, if configured).
+pub async fn send(
+    http: &tocsin_netguard::GuardedClient,
+    vapid: Option<&Vapid>,
+    job: &DeliveryJob,
+) -> SendResult {
     let d = &job.destination;
     match d.push_format.unwrap_or_default() {
         PushFormat::Ntfy => {
@@ -105,12 +124,6 @@ pub async fn send(http: &tocsin_netguard::GuardedClient, job: &DeliveryJob) -> S
             }
         }
         PushFormat::Unifiedpush => {
-            let urgency = match job.notification.priority.get() {
-                1 => "very-low",
-                2 => "low",
-                5 => "high",
-                _ => "normal",
-            };
             let req = match http.post(&d.address) {
                 Ok(r) => r,
                 Err(refused) => return SendResult::Permanent(refused),
@@ -118,8 +131,8 @@ pub async fn send(http: &tocsin_netguard::GuardedClient, job: &DeliveryJob) -> S
             let req = req
                 .header("content-type", "application/json")
                 .header("ttl", "86400")
-                .header("urgency", urgency)
-                .body(unifiedpush_body(job));
+                .header("urgency", urgency(job))
+                .body(push_body(job, UNIFIEDPUSH_MAX));
             match exchange(req, "the UnifiedPush endpoint").await {
                 Ok((404 | 410, _, _)) => SendResult::Permanent(
                     "the UnifiedPush endpoint is gone (the app unregistered); add the new endpoint"
@@ -127,6 +140,54 @@ pub async fn send(http: &tocsin_netguard::GuardedClient, job: &DeliveryJob) -> S
                 ),
                 Ok((status, retry_after, _)) => {
                     classify(status, retry_after, "the UnifiedPush endpoint")
+                }
+                Err(e) => e,
+            }
+        }
+        PushFormat::WebPush => {
+            let req = match http.post(&d.address) {
+                Ok(r) => r,
+                Err(refused) => return SendResult::Permanent(refused),
+            };
+            let Some(vapid) = vapid else {
+                return SendResult::Permanent(
+                    "web push is not configured on this server: set delivery.web_push.vapid_private_key and subject".into(),
+                );
+            };
+            let sealed = webpush::Subscription::parse(d.secret.as_deref().unwrap_or_default())
+                .and_then(|to| webpush::encrypt(&to, &push_body(job, webpush::MAX_PLAINTEXT)));
+            let body = match sealed {
+                Ok(b) => b,
+                Err(e) => return SendResult::Permanent(format!("the browser's subscription: {e}")),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let authorization = match vapid.authorization(&d.address, now) {
+                Ok(a) => a,
+                Err(e) => return SendResult::Permanent(e.to_string()),
+            };
+            let req = req
+                .header("content-type", "application/octet-stream")
+                .header("content-encoding", "aes128gcm")
+                .header("ttl", "86400")
+                .header("urgency", urgency(job))
+                .header("authorization", authorization)
+                .body(body);
+            match exchange(req, "the browser's push service").await {
+                Ok((404 | 410, _, _)) => SendResult::Permanent(
+                    "the browser's push subscription is gone (unsubscribed, or the site's data cleared): turn push on again in the web app"
+                        .into(),
+                ),
+                Ok((403, _, _)) => SendResult::Permanent(
+                    "the push service refused this server's VAPID key: the subscription was made with another key (was delivery.web_push.vapid_private_key changed?); turn push on again in the web app"
+                        .into(),
+                ),
+                Ok((413, _, _)) => SendResult::Permanent(
+                    "the push service refused the message as too large".into(),
+                ),
+                Ok((status, retry_after, _)) => {
+                    classify(status, retry_after, "the browser's push service")
                 }
                 Err(e) => e,
             }

@@ -181,9 +181,10 @@ mod tests {
             for format in [
                 tocsin_model::PushFormat::Ntfy,
                 tocsin_model::PushFormat::Unifiedpush,
+                tocsin_model::PushFormat::WebPush,
             ] {
                 j.destination.push_format = Some(format);
-                match crate::push::send(&http, &j).await {
+                match crate::push::send(&http, None, &j).await {
                     SendResult::Permanent(why) => {
                         assert!(why.contains("refused"), "{address}: {why}")
                     }
