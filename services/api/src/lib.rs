@@ -71,6 +71,8 @@ pub(crate) struct AppState {
     pub(crate) addresses: kv::Store,
     /// Shared topics (`routes/topics.rs`).
     pub(crate) topics: kv::Store,
+    /// Keys other services publish (the VAPID public key, `routes/push.rs`).
+    pub(crate) keys: kv::Store,
     pub(crate) cfg: ApiConfig,
 }
 
@@ -107,6 +109,7 @@ pub async fn serve(
     let avatars = bus.kv("avatars").await.map_err(bus_error)?;
     let addresses = bus.kv("addresses").await.map_err(bus_error)?;
     let topics = bus.kv("topics").await.map_err(bus_error)?;
+    let keys = bus.kv("keys").await.map_err(bus_error)?;
     let ready = Readiness::default();
     ready.add_check(bus.connected_check());
     let grace = Duration::from_secs(config.api.shutdown_grace_secs);
@@ -121,6 +124,7 @@ pub async fn serve(
         avatars,
         addresses,
         topics,
+        keys,
         cfg: config.api.clone(),
     });
     let app = router(state, ready.clone());
@@ -204,6 +208,7 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .route("/v1/sms/kannel", get(kannel_inbound))
         .route("/v1/history", get(history))
         .route("/v1/analytics", get(routes::analytics::analytics))
+        .route("/v1/push/key", get(routes::push::key))
         .route("/v1/publish", post(publish))
         .route("/v1/alertmanager", post(alertmanager))
         .route("/v1/grafana", post(grafana))

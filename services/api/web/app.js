@@ -245,6 +245,56 @@ async function copy(button) {
   button.textContent = "Copied";
 }
 
+function keyBytes(b64url) {
+  const s = atob(b64url.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (b64url.length % 4)) % 4));
+  return Uint8Array.from(s, (c) => c.charCodeAt(0));
+}
+
+// "Notify this device": subscribe this browser to Web Push with the server's key, then add
+// the subscription as a push destination like any other.
+async function subscribePush(button) {
+  const s = button.parentElement.querySelector(".form-status");
+  const say = (text, bad) => {
+    s.textContent = text;
+    s.classList.toggle("error", !!bad);
+  };
+  try {
+    if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
+      say("This browser cannot receive push messages.", true);
+      return;
+    }
+    const k = await send("/v1/push/key", "GET", null);
+    if (!k.ok) {
+      say(k.data?.error?.message ?? `the server answered ${k.status}`, true);
+      return;
+    }
+    if ((await Notification.requestPermission()) !== "granted") {
+      say("Notifications are blocked for this site: allow them in the browser's settings.", true);
+      return;
+    }
+    const reg = await navigator.serviceWorker.ready;
+    const sub = await reg.pushManager.subscribe({
+      userVisibleOnly: true,
+      applicationServerKey: keyBytes(k.data.public_key),
+    });
+    const j = sub.toJSON();
+    const r = await send("/v1/destinations", "POST", {
+      channel: "push",
+      push_format: "web_push",
+      address: j.endpoint,
+      secret: `${j.keys.p256dh}.${j.keys.auth}`,
+      label: button.dataset.label || "This browser",
+    });
+    if (!r.ok) {
+      say(r.data?.error?.message ?? `the server answered ${r.status}`, true);
+      return;
+    }
+    location.reload();
+  } catch (e) {
+    say("Push could not be turned on: " + e.message, true);
+  }
+}
+
 document.addEventListener("submit", (e) => {
   const form = e.target.closest("form[data-api]");
   if (!form) return;
@@ -256,6 +306,7 @@ document.addEventListener("click", (e) => {
   const b = e.target.closest("button");
   if (!b) return;
   if (b.dataset.action === "preview") preview(b.form);
+  else if (b.dataset.action === "push-subscribe") subscribePush(b);
   else if (b.dataset.copy) copy(b);
 });
 

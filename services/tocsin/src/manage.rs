@@ -39,7 +39,12 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                 .map_err(|p| anyhow!("invalid configuration:\n  - {}", p.join("\n  - ")))?;
             let target = archive.unwrap_or(cfg.archiver.target);
             let store = tocsin_archiver::store::Archive::open(&target, &cfg.archiver.s3)?;
-            let opts = tocsin_archiver::analytics::Options { from, to, by_user };
+            let opts = tocsin_archiver::analytics::Options {
+                from,
+                to,
+                by_user,
+                user: None,
+            };
             let report = tocsin_archiver::analytics::report(&store, &opts).await?;
             print!(
                 "{}",

@@ -33,10 +33,21 @@ pub(crate) async fn up(
             t
         }
     };
+    // the server's Web Push identity: browsers' subscriptions are bound to it, so it is kept
+    let vapid_file = data.join("vapid-private-key");
+    let vapid = match read_trimmed(&vapid_file) {
+        Some(k) => k,
+        None => {
+            let k = tocsin_delivery::webpush::Vapid::generate();
+            write_private(&vapid_file, &k)?;
+            k
+        }
+    };
     let source = local_source(
         ConfigSource::from_process(config),
         &data,
         admin,
+        vapid,
         allow_loopback,
     );
     let doc = source.load().map_err(|e| anyhow!(e))?;
@@ -221,6 +232,7 @@ fn local_source(
     mut source: ConfigSource,
     data: &Path,
     admin: String,
+    vapid: String,
     allow_loopback: bool,
 ) -> ConfigSource {
     let defaults = [
@@ -233,6 +245,13 @@ fn local_source(
             data.join("archive").display().to_string(),
         ),
         ("api.admin_token", admin),
+        // push: ntfy, UnifiedPush and the web app's Web Push
+        ("delivery.channels", "webhook,push".to_owned()),
+        ("delivery.web_push.vapid_private_key", vapid),
+        (
+            "delivery.web_push.subject",
+            "mailto:tocsin@localhost".to_owned(),
+        ),
         ("ingestor.allow_loopback", "true".to_owned()),
         ("delivery.allow_loopback", "true".to_owned()),
         ("ingestor.smtp_listen", "127.0.0.1:2525".to_owned()),
@@ -280,7 +299,13 @@ mod tests {
             file: Some(file.clone()),
             ..Default::default()
         };
-        let cfg = load(local_source(with_file, &data, admin.clone(), true));
+        let cfg = load(local_source(
+            with_file,
+            &data,
+            admin.clone(),
+            String::new(),
+            true,
+        ));
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2626");
         assert!(!cfg.ingestor.ingestor.allow_loopback);
         assert!(!cfg.delivery.delivery.allow_loopback);
@@ -292,7 +317,13 @@ mod tests {
         // what the file leaves out keeps the local default
         assert_eq!(cfg.api.api.admin_token, admin);
 
-        let nothing = local_source(ConfigSource::default(), &data, admin.clone(), true);
+        let nothing = local_source(
+            ConfigSource::default(),
+            &data,
+            admin.clone(),
+            String::new(),
+            true,
+        );
         let cfg = load(nothing);
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2525");
         assert!(cfg.ingestor.ingestor.allow_loopback && cfg.delivery.delivery.allow_loopback);
@@ -307,10 +338,16 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        let cfg = load(local_source(env_over_file, &data, admin.clone(), true));
+        let cfg = load(local_source(
+            env_over_file,
+            &data,
+            admin.clone(),
+            String::new(),
+            true,
+        ));
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2727");
 
-        let flag = local_source(ConfigSource::default(), &data, admin, false);
+        let flag = local_source(ConfigSource::default(), &data, admin, String::new(), false);
         let cfg = load(flag);
         assert!(!cfg.ingestor.ingestor.allow_loopback && !cfg.delivery.delivery.allow_loopback);
     }

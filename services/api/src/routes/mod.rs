@@ -12,6 +12,7 @@ pub(crate) mod inbound;
 pub(crate) mod ntfy;
 pub(crate) mod policy;
 pub(crate) mod publish;
+pub(crate) mod push;
 pub(crate) mod session;
 pub(crate) mod silences;
 pub(crate) mod sms;

@@ -28,7 +28,11 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                     @let name = if d.label.is_empty() { d.address.as_str() } else { d.label.as_str() };
                     li.card id={ "destination-" (d.id) } {
                         h2 { (name) }
-                        p { (channel_name(d.channel)) ": " code { (d.address) } }
+                        p {
+                            (channel_name(d.channel))
+                            @if d.push_format == Some(tocsin_model::PushFormat::WebPush) { " (a browser)" }
+                            ": " code { (d.address) }
+                        }
                         p.health {
                             @match v.user.destination_status.get(&d.id) {
                                 Some(st) if !st.ok => {
@@ -45,6 +49,14 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                             }
                         }
                     }
+                }
+            }
+            section.card aria-labelledby="push-here" {
+                h2 id="push-here" { "Notifications on this device" }
+                p { "Get tocsin's notifications from this browser, with an Acknowledge button, even when the page is closed. On a phone, add tocsin to the home screen first (the browser's menu: Install or Add to Home screen)." }
+                div {
+                    button type="button" data-action="push-subscribe" data-label="This browser" { "Notify this device" }
+                    (layout::form_status())
                 }
             }
             section.card aria-labelledby="add-destination" {
