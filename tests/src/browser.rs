@@ -228,6 +228,12 @@ impl Browser {
         .map(|_| ())
     }
 
+    /// A Chrome DevTools Protocol command, through chromedriver.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Result<Value> {
+        self.post("/goog/cdp/execute", json!({ "cmd": cmd, "params": params }))
+            .await
+    }
+
     /// The value of the page's cookie `name` (HttpOnly ones too: WebDriver sees them all).
     pub async fn cookie(&self, name: &str) -> Result<Option<String>> {
         match self.get(&format!("/cookie/{name}")).await {

@@ -223,6 +223,47 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         },
     )
     .await?;
+    // the installed app's service worker shows a pushed notification with an Acknowledge
+    // action carrying the signed link (the push is handed to it through DevTools, as a
+    // browser's push service would: the encryption is tested against http_ece below)
+    b.cdp(
+        "Browser.grantPermissions",
+        json!({"origin": h.api_url, "permissions": ["notifications"]}),
+    )
+    .await?;
+    let scope = b
+        .script_async(
+            "const done = arguments[arguments.length - 1];
+             navigator.serviceWorker.ready.then(r => done(r.scope));",
+            json!([]),
+        )
+        .await?;
+    assert_eq!(scope, format!("{}/app/", h.api_url));
+    b.cdp("ServiceWorker.enable", json!({})).await?;
+    let pushed = json!({"id": "n-push", "title": "Pushed: disk full", "body": "/var at 99%", "priority": 5,
+                        "ack_url": format!("{}/v1/ack/u/n-push/sig", h.api_url)});
+    let shown = wait_for(Duration::from_secs(10), "the pushed notification", || async {
+        // the profile is new: its one registration has one of the first ids
+        for id in 0..3 {
+            let params = json!({"origin": format!("{}/", h.api_url), "registrationId": id.to_string(), "data": pushed.to_string()});
+            let _ = b.cdp("ServiceWorker.deliverPushMessage", params).await;
+        }
+        let shown = b
+            .script_async(
+                "const done = arguments[arguments.length - 1];
+                 navigator.serviceWorker.ready.then(r => r.getNotifications()).then(ns => done(ns.map(n =>
+                   ({title: n.title, body: n.body, actions: n.actions.map(a => [a.action, a.title]), data: n.data}))));",
+                json!([]),
+            )
+            .await
+            .ok()?;
+        shown.as_array().filter(|a| !a.is_empty()).map(|a| a[0].clone())
+    })
+    .await?;
+    assert_eq!(shown["title"], "Pushed: disk full", "{shown}");
+    assert_eq!(shown["actions"], json!([["ack", "Acknowledge"]]), "{shown}");
+    assert_eq!(shown["data"]["ack_url"], pushed["ack_url"], "{shown}");
+
     // its timeline, read in the page, says so
     b.goto(&format!("{}/app/?state=acked", h.api_url)).await?;
     let timeline = b
@@ -481,6 +522,145 @@ async fn hostile_content_stays_inert_and_other_sites_cannot_act_or_frame() -> an
         .send()
         .await?;
     assert_eq!(r.status(), 415);
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Web Push end to end against a local push service that checks the VAPID token and decrypts
+/// with Python's `http_ece` (browsers' push services are on the internet): the message
+/// arrives encrypted, readable only with the subscription's keys; its signed acknowledge
+/// link, posted as the service worker's "Acknowledge" action does, stops the escalation; a
+/// subscription that ended fails for good with a message saying what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_push_arrives_encrypted_and_its_acknowledge_action_stops_the_escalation()
+-> anyhow::Result<()> {
+    let push = tocsin_testkit::PushService::start()?;
+    let hooks = Recorder::start().await?;
+    let h = Harness::start_with("e2ewebpush", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Push, tocsin_model::Channel::Webhook];
+        s.delivery.web_push = tocsin_delivery::webpush::WebPushConfig {
+            vapid_private_key: tocsin_delivery::webpush::Vapid::generate(),
+            subject: "mailto:ops@example.org".into(),
+        };
+    })
+    .await?;
+    let (_, token, _) = h.create_user("Petra").await?;
+    // the key a browser subscribes with, once delivery has published it
+    let key = wait_for(Duration::from_secs(10), "the VAPID key", || async {
+        let (status, key) = h.call(Method::GET, "/v1/push/key", None, None).await.ok()?;
+        (status == 200).then_some(key)
+    })
+    .await?;
+    let browser = h
+        .add_destination(
+            &token,
+            json!({"channel": "push", "push_format": "web_push", "address": push.endpoint("/wpush/v2/sub-1"),
+                   "secret": push.keys, "label": "Petra's phone"}),
+        )
+        .await?;
+    let later = h
+        .add_destination(
+            &token,
+            json!({"channel": "webhook", "address": hooks.url("/later")}),
+        )
+        .await?;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{"destinations": [browser], "wait_secs": 3600}, {"destinations": [later]}]})),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    let id = h
+        .publish(
+            &token,
+            json!({"title": "Backup failed on nas1", "body": "exit code 23", "priority": 5}),
+        )
+        .await?;
+    let got = wait_for(Duration::from_secs(20), "the push", || async {
+        push.pushes().into_iter().next()
+    })
+    .await?;
+    assert!(
+        got.get("refused").is_none(),
+        "the push service refused it: {got}"
+    );
+    let m = &got["message"];
+    assert_eq!(m["title"], "Backup failed on nas1", "{got}");
+    assert_eq!(m["body"], "exit code 23");
+    assert_eq!(m["id"], id.as_str());
+    assert_eq!(got["urgency"], "high");
+    assert_eq!(got["ttl"], "86400");
+    assert_eq!(got["vapid_sub"], "mailto:ops@example.org");
+    assert_eq!(
+        got["vapid_key"], key["public_key"],
+        "signed with the key browsers subscribe with"
+    );
+    // the service worker's "Acknowledge": a plain POST of the signed link, no session
+    let ack_url = m["ack_url"].as_str().expect("an acknowledge link");
+    let r = reqwest::Client::new().post(ack_url).send().await?;
+    assert_eq!(r.status(), 200);
+    wait_for(
+        Duration::from_secs(20),
+        "the escalation to stop",
+        || async {
+            let (_, v) = h
+                .call(Method::GET, "/v1/policy", Some(&token), None)
+                .await
+                .ok()?;
+            (v["pending_escalations"] == 0).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        hooks.requests("/later").is_empty(),
+        "the escalation stopped"
+    );
+
+    // a subscription that ended (410): failed for good, and the timeline says what to do
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/policy",
+            Some(&token),
+            Some(json!({"steps": [{"channels": ["push"]}]})),
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    let (_, d) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/destinations/{browser}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    let _ = d;
+    h.add_destination(
+        &token,
+        json!({"channel": "push", "push_format": "web_push", "address": push.endpoint("/gone/sub-2"), "secret": push.keys}),
+    )
+    .await?;
+    let gone = h
+        .publish(&token, json!({"title": "to a browser that left"}))
+        .await?;
+    let detail = wait_for(Duration::from_secs(20), "the failure", || async {
+        let item = h
+            .history(&token)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|i| i["notification"]["id"] == gone.as_str())?;
+        item["timeline"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "failed")
+            .and_then(|e| e["detail"].as_str().map(str::to_owned))
+    })
+    .await?;
+    assert!(detail.contains("turn push on again"), "{detail}");
     h.shutdown().await;
     Ok(())
 }
