@@ -664,3 +664,106 @@ async fn web_push_arrives_encrypted_and_its_acknowledge_action_stops_the_escalat
     h.shutdown().await;
     Ok(())
 }
+
+/// The operator signs in with the admin token: the users, which router holds which silo, and
+/// a dead letter, replayed from the page. A user's session does not open the admin screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sees_users_silos_and_replays_a_dead_letter() -> anyhow::Result<()> {
+    let h = Harness::start("e2ewebadmin").await?;
+    let (uid, token, _) = h.create_user("Olga").await?;
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let user = tocsin_model::UserId::parse(&uid)?;
+    bus.publish(
+        bus.subjects().silo(bus.silo_of(&user), &uid, "notify"),
+        "poison-web",
+        bytes::Bytes::from_static(b"{\"type\":\"notify\",\"garbage\":true}"),
+    )
+    .await?;
+    wait_for(Duration::from_secs(20), "the dead letter", || async {
+        let (_, v) = h
+            .call(
+                Method::GET,
+                "/v1/admin/dead-letters",
+                Some(tocsin_tests::ADMIN),
+                None,
+            )
+            .await
+            .ok()?;
+        (!v["dead_letters"].as_array()?.is_empty()).then_some(())
+    })
+    .await?;
+    let b = Browser::start(DESKTOP.0, DESKTOP.1).await?;
+    // a user's session is no way in
+    sign_in(&b, &h, &token).await?;
+    b.goto(&format!("{}/app/admin", h.api_url)).await?;
+    b.find("#inbox").await?;
+    assert!(
+        b.url().await?.ends_with("/app/"),
+        "back to the user's inbox"
+    );
+    b.click(&b.find("form.signout button").await?).await?;
+    let input = b.find("#token").await?;
+    b.keys(&input, tocsin_tests::ADMIN).await?;
+    b.keys(&input, "\u{E007}").await?;
+    b.find("#ad-users").await?;
+    assert!(b.url().await?.ends_with("/app/admin"));
+    let users = b
+        .wait_text(
+            "section[aria-labelledby=\"ad-users\"] tbody",
+            "the users",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(users.contains(&uid) && users.contains("Olga"), "{users}");
+    let silos = b
+        .wait_text(
+            "section[aria-labelledby=\"ad-silos\"] tbody",
+            "the silos",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(!silos.contains("nobody"), "every silo is held: {silos}");
+    let dead = b
+        .find("section[aria-labelledby=\"ad-dead\"] li.card")
+        .await?;
+    assert!(b.text(&dead).await?.contains("notify"));
+    check_screen(&b, "admin").await?;
+    b.click(
+        &b.find("section[aria-labelledby=\"ad-dead\"] form[data-done] button")
+            .await?,
+    )
+    .await?;
+    b.wait_text(
+        "section[aria-labelledby=\"ad-dead\"] .done",
+        "the replay",
+        |t| t == "Replayed",
+    )
+    .await?;
+    // adding a user shows their token once
+    b.fill(&b.find("#ad-name").await?, "Nina").await?;
+    b.click(
+        &b.find("section[aria-labelledby=\"ad-new\"] button[type=\"submit\"]")
+            .await?,
+    )
+    .await?;
+    let new_token = wait_for(Duration::from_secs(10), "the new token", || async {
+        b.script(
+            "return document.getElementById('ad-token').value",
+            json!([]),
+        )
+        .await
+        .ok()?
+        .as_str()
+        .filter(|t| t.starts_with("tk_"))
+        .map(str::to_owned)
+    })
+    .await?;
+    let (status, me) = h
+        .call(Method::GET, "/v1/me", Some(&new_token), None)
+        .await?;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["name"], "Nina");
+    b.close().await;
+    h.shutdown().await;
+    Ok(())
+}

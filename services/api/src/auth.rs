@@ -112,11 +112,24 @@ pub(crate) async fn authenticate_token(
     Ok(record)
 }
 
+/// The caller is the operator: the admin token as a bearer token, or the web app's admin
+/// session (which a sign-in with the admin token starts).
 pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.cfg.admin_token.is_empty() {
         return Err(ApiError::forbidden(
             "admin calls are disabled: set api.admin_token (TOCSIN_API__ADMIN_TOKEN)",
         ));
+    }
+    if bearer(headers).is_none()
+        && let Some(v) = crate::session::named_cookie(headers, crate::session::ADMIN_COOKIE)
+    {
+        return if crate::session::admin_valid(&state.cfg.admin_token, v, tocsin_model::now_ms()) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized(
+                "the admin session ended: sign in again with the admin token",
+            ))
+        };
     }
     let token = bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("send 'Authorization: Bearer <admin token>'"))?;

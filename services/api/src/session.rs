@@ -11,6 +11,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use tocsin_model::{Millis, UserId, UserRecord, WebSession, hash_token, now_ms};
 
 pub(crate) const COOKIE: &str = "tocsin_session";
+/// The operator's session in the web app's admin screen (signed in with the admin token).
+pub(crate) const ADMIN_COOKIE: &str = "tocsin_admin";
+/// An admin session lasts this long (it cannot be ended early but by changing the token).
+pub(crate) const ADMIN_SESSION_SECS: u64 = 12 * 3600;
 /// The header a changing request authenticated by the cookie must carry.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -21,15 +25,51 @@ pub(crate) fn new_cookie_value(user: &UserId) -> String {
 
 /// The session cookie's value in `headers`, if any.
 pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` in `headers`, if any.
+pub(crate) fn named_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value.trim())
         .filter(|v| !v.is_empty())
+}
+
+/// The admin session's signature over what it says (`<expiry ms>.<nonce>`), keyed by the
+/// admin token: a new token ends every admin session.
+fn admin_mac(admin_token: &str, body: &str) -> String {
+    tocsin_model::digest(&["tocsin admin session", admin_token, body])
+}
+
+/// A new admin cookie value, valid until `now + ADMIN_SESSION_SECS`.
+pub(crate) fn new_admin_value(admin_token: &str, now: Millis) -> String {
+    let body = format!(
+        "{}.{}",
+        now.saturating_add(ADMIN_SESSION_SECS as i64 * 1000),
+        random_hex(12)
+    );
+    format!("adm.{body}.{}", admin_mac(admin_token, &body))
+}
+
+/// Whether `value` is a live admin session for `admin_token` (empty: admin is off).
+pub(crate) fn admin_valid(admin_token: &str, value: &str, now: Millis) -> bool {
+    let Some(rest) = value.strip_prefix("adm.") else {
+        return false;
+    };
+    let Some((body, mac)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    let live = body
+        .split_once('.')
+        .and_then(|(exp, _)| exp.parse::<Millis>().ok())
+        .is_some_and(|exp| exp > now);
+    !admin_token.is_empty() && live && hashes_equal(mac, &admin_mac(admin_token, body))
 }
 
 /// The CSRF token of a session: derived from its cookie, which scripts cannot read
@@ -38,15 +78,25 @@ pub(crate) fn csrf_token(cookie_value: &str) -> String {
     tocsin_model::digest(&["tocsin csrf", cookie_value])[..32].to_owned()
 }
 
-/// The `Set-Cookie` value that holds `value` for `max_age_secs` (0: removes it).
+/// The `Set-Cookie` value that holds the session `value` for `max_age_secs` (0: removes it).
 pub(crate) fn set_cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
+    set_named_cookie(state, COOKIE, value, max_age_secs)
+}
+
+/// [`set_cookie`] for cookie `name`.
+pub(crate) fn set_named_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age_secs: u64,
+) -> HeaderValue {
     let secure = if state.cfg.public_url.starts_with("https://") {
         "; Secure"
     } else {
         ""
     };
     let v =
-        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
     HeaderValue::from_str(&v)
         .unwrap_or_else(|_| HeaderValue::from_static("tocsin_session=; Max-Age=0"))
 }
@@ -73,10 +123,12 @@ pub(crate) async fn csrf_guard(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if let Some(value) = cookie(req.headers())
-        && !cookie_usable(req.method(), req.headers(), value)
-    {
-        tracing::debug!("session cookie ignored: a change without the session's CSRF token");
+    let forged = [COOKIE, ADMIN_COOKIE].iter().any(|name| {
+        named_cookie(req.headers(), name)
+            .is_some_and(|value| !cookie_usable(req.method(), req.headers(), value))
+    });
+    if forged {
+        tracing::debug!("session cookies ignored: a change without the session's CSRF token");
         req.headers_mut().remove(header::COOKIE);
     }
     next.run(req).await
@@ -152,5 +204,26 @@ mod tests {
             "never from another site"
         );
         assert_ne!(csrf_token(value), csrf_token("ws_ann_other"));
+    }
+
+    #[test]
+    fn an_admin_session_is_signed_by_the_admin_token_and_ends() {
+        let v = new_admin_value("admin-token-0123456789", 1_000);
+        assert!(admin_valid("admin-token-0123456789", &v, 2_000));
+        assert!(
+            !admin_valid("another-token-0123456789", &v, 2_000),
+            "a new token ends it"
+        );
+        assert!(!admin_valid(
+            "admin-token-0123456789",
+            &v,
+            1_000 + ADMIN_SESSION_SECS as i64 * 1000
+        ));
+        assert!(!admin_valid("", &v, 2_000), "admin off");
+        let forged = v.replacen("adm.", "adm.9", 1);
+        assert!(
+            !admin_valid("admin-token-0123456789", &forged, 2_000),
+            "a longer expiry"
+        );
     }
 }

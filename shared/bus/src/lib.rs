@@ -32,7 +32,7 @@ pub use config::{BusConfig, ConfigError};
 pub use dlq::{DeadLetter, RecordOrigin};
 pub use inbound::Inbound;
 pub use kv_many::{Latest, MAX_KEYS as KV_LATEST_MAX_KEYS};
-pub use lease::Leases;
+pub use lease::{LeaseValue, Leases};
 pub use names::{StreamKind, Subjects};
 pub use outbox::{Outbox, Outgoing, Receipt};
 pub use publish::PublishWindow;

@@ -196,6 +196,16 @@ impl Bus {
         .await
     }
 
+    /// A bucket of the contract as it is, to read (None: nobody created it yet). Unlike
+    /// [`Bus::kv`] it never creates or changes a bucket, so it can open one whose settings
+    /// belong to another service (the leases' `max_age`).
+    pub async fn kv_existing(&self, bucket: &str) -> Option<jetstream::kv::Store> {
+        self.js
+            .get_key_value(self.subjects.bucket(bucket))
+            .await
+            .ok()
+    }
+
     /// A KV bucket as `cfg` says: opened if it exists with the same `max_age`, else created
     /// or updated.
     pub async fn kv_with(

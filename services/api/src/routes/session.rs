@@ -1,7 +1,8 @@
 //! `/v1/session`: a browser signs in with the user's API token and gets the session cookie;
-//! `DELETE` signs it out (the session ends in the record, not only in the browser).
+//! `DELETE` signs it out (the session ends in the record, not only in the browser). Signed in
+//! with the admin token, it gets the admin screen's session instead.
 
-use crate::auth::{authenticate, authenticate_token};
+use crate::auth::{authenticate, authenticate_token, hashes_equal, require_admin};
 use crate::client::{command, refusal};
 use crate::routes::parse_body_strict;
 use crate::session::{self, COOKIE};
@@ -12,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tocsin_model::{Command, now_ms};
+use tocsin_model::{Command, hash_token, now_ms};
 
 #[derive(Deserialize)]
 pub(crate) struct SignIn {
@@ -37,7 +38,25 @@ pub(crate) async fn sign_in(
         ));
     }
     let req: SignIn = parse_body_strict(&body)?;
-    let user = authenticate_token(&state, req.token.trim()).await?;
+    let token = req.token.trim();
+    let admin = &state.cfg.admin_token;
+    if !admin.is_empty() && hashes_equal(&hash_token(token), &hash_token(admin)) {
+        // the operator: a session of the admin screen, signed with the admin token
+        let value = session::new_admin_value(admin, now_ms());
+        let cookie = session::set_named_cookie(
+            &state,
+            session::ADMIN_COOKIE,
+            &value,
+            session::ADMIN_SESSION_SECS,
+        );
+        return Ok((
+            StatusCode::CREATED,
+            [(header::SET_COOKIE, cookie)],
+            Json(json!({ "admin": true, "csrf": session::csrf_token(&value) })),
+        )
+            .into_response());
+    }
+    let user = authenticate_token(&state, token).await?;
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -71,6 +90,19 @@ pub(crate) async fn sign_in(
 
 /// `DELETE /v1/session`: the session ends and the cookie is removed.
 pub(crate) async fn sign_out(State(state): St, headers: HeaderMap) -> Result<Response, ApiError> {
+    if session::cookie(&headers).is_none()
+        && session::named_cookie(&headers, session::ADMIN_COOKIE).is_some()
+    {
+        require_admin(&state, &headers)?;
+        return Ok((
+            StatusCode::NO_CONTENT,
+            [(
+                header::SET_COOKIE,
+                session::set_named_cookie(&state, session::ADMIN_COOKIE, "", 0),
+            )],
+        )
+            .into_response());
+    }
     let Some(value) = session::cookie(&headers) else {
         return Err(ApiError::unauthorized(format!(
             "not signed in (no {COOKIE} cookie, or a change without its CSRF token)"

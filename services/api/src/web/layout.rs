@@ -78,6 +78,33 @@ pub(crate) fn page(viewer: &Viewer, current: &str, title: &str, body: Markup) ->
     }
 }
 
+/// The operator's admin screen (signed in with the admin token, no user).
+pub(crate) fn admin_page(csrf: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Admin", Some(csrf)))
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/app/admin" { "tocsin" }
+                    nav aria-label="Screens" {
+                        ul { li { a href="/app/admin" aria-current="page" { "Admin" } } }
+                    }
+                    form.signout data-api="/v1/session" data-method="DELETE" data-then="/app/sign-in" {
+                        span.who { "operator" }
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main id="main" tabindex="-1" {
+                    h1 { "Admin" }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
 /// A page outside the signed-in app (sign-in, the acknowledgement link's page).
 pub(crate) fn bare(title: &str, body: Markup) -> Markup {
     html! {

@@ -3,6 +3,7 @@
 //! every change goes from `app.js` to the same `/v1` endpoints every other client uses, with
 //! the session cookie and its CSRF token.
 
+mod admin;
 mod analytics;
 mod assets;
 mod destinations;
@@ -39,6 +40,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/app/inbound", get(inbound::page))
         .route("/app/analytics", get(analytics::page))
         .route("/app/sessions", get(sessions::page))
+        .route("/app/admin", get(admin::page))
         .merge(assets::router())
 }
 
@@ -72,7 +74,12 @@ pub(crate) async fn secure_headers(
 /// The signed-in viewer of a page, or the way to the sign-in page.
 pub(crate) async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Response> {
     let Some(cookie) = crate::session::cookie(headers) else {
-        return Err(Redirect::to("/app/sign-in").into_response());
+        // the operator, signed in with the admin token, has the admin screen
+        let to = match crate::session::named_cookie(headers, crate::session::ADMIN_COOKIE) {
+            Some(_) => "/app/admin",
+            None => "/app/sign-in",
+        };
+        return Err(Redirect::to(to).into_response());
     };
     match crate::session::authenticate_cookie(state, cookie).await {
         Ok(user) => Ok(Viewer {

@@ -1,0 +1,163 @@
+//! The admin screen, for the operator signed in with the admin token: users (and a form that
+//! creates one), which instance serves which silo, and the dead letters with replay.
+
+use crate::auth::load_user;
+use crate::web::layout;
+use crate::web::render;
+use crate::{AppState, St};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use futures::StreamExt;
+use maud::{Markup, html};
+use tocsin_bus::LeaseValue;
+use tocsin_model::UserId;
+
+/// The users the screen lists (the first, by key order of the bucket).
+const USERS_SHOWN: usize = 100;
+
+pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
+    let Some(cookie) = crate::session::named_cookie(&headers, crate::session::ADMIN_COOKIE) else {
+        return Redirect::to("/app/sign-in").into_response();
+    };
+    if crate::auth::require_admin(&state, &headers).is_err() {
+        return Redirect::to("/app/sign-in").into_response();
+    }
+    let csrf = crate::session::csrf_token(cookie);
+    let dead = state.bus.dead_letters(0, 100).await;
+    render(layout::admin_page(
+        &csrf,
+        html! {
+            section.card aria-labelledby="ad-new" {
+                h2 id="ad-new" { "Add a user" }
+                form data-api="/v1/users" data-method="POST" data-show="token" {
+                    label for="ad-name" { "Name" }
+                    input id="ad-name" name="name" required maxlength="100";
+                    button type="submit" { "Add user" }
+                    (layout::form_status())
+                }
+                div.shown hidden {
+                    label for="ad-token" { "Their API token (shown once: give it to them to sign in)" }
+                    div.copy-row {
+                        input id="ad-token" readonly;
+                        button type="button" data-copy="#ad-token" { "Copy" }
+                    }
+                }
+            }
+            section.card aria-labelledby="ad-users" {
+                h2 id="ad-users" { "Users" }
+                (users(&state).await)
+            }
+            section.card aria-labelledby="ad-silos" {
+                h2 id="ad-silos" { "Silos" }
+                (silos(&state).await)
+            }
+            section.card aria-labelledby="ad-dead" {
+                h2 id="ad-dead" { "Dead letters" }
+                @match dead {
+                    Err(e) => p.error { "Cannot read the dead letters: " (e) }
+                    Ok(list) if list.is_empty() => p.empty { "None: every message was handled." }
+                    Ok(list) => ul.cards {
+                        @for d in &list {
+                            li.card id={ "dl-" (d.seq) } {
+                                h3 { "#" (d.seq) " · " code { (d.original_subject) } }
+                                p { (d.reason) }
+                                p.meta { (d.deliveries) " deliveries, from " (d.original_stream) " #" (d.original_seq) }
+                                details { summary { "Payload" } pre.payload { (d.payload) } }
+                                form.inline data-api={ "/v1/admin/dead-letters/" (d.seq) "/replay" } data-method="POST" data-done="Replayed" {
+                                    button type="submit" { "Replay " span.sr { "#" (d.seq) } }
+                                    (layout::form_status())
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+async fn users(state: &AppState) -> Markup {
+    let mut ids = Vec::new();
+    match state.avatars.keys().await {
+        Ok(keys) => {
+            let mut keys = keys.take(USERS_SHOWN);
+            while let Some(k) = keys.next().await {
+                if let Ok(k) = k
+                    && let Ok(id) = UserId::parse(&k)
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        Err(e) => return html! { p.error { "Cannot list the users: " (e) } },
+    }
+    let mut rows = Vec::new();
+    for id in ids {
+        if let Ok(Some(u)) = load_user(state, &id).await {
+            rows.push(u);
+        }
+    }
+    html! {
+        @if rows.is_empty() {
+            p.empty { "No users yet." }
+        } @else {
+            div.scroll {
+                table {
+                    thead { tr { th scope="col" { "User" } th scope="col" { "Name" } th scope="col" { "Sources" } th scope="col" { "Destinations" } th scope="col" { "Escalating" } th scope="col" { "Silo" } } }
+                    tbody {
+                        @for u in &rows {
+                            tr {
+                                th scope="row" { code { (u.id) } }
+                                td { (u.name) }
+                                td { (u.sources.len()) }
+                                td { (u.destinations.len()) }
+                                td { (u.reach.escalations.len()) }
+                                td { (state.bus.silo_of(&u.id)) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if rows.len() == USERS_SHOWN { p { "The first " (USERS_SHOWN) " users." } }
+        }
+    }
+}
+
+/// Which router instance holds each silo's lease (ADR 0013).
+async fn silos(state: &AppState) -> Markup {
+    let Some(leases) = state.bus.kv_existing("leases").await else {
+        return html! { p.empty { "No silo is leased yet (no router has started)." } };
+    };
+    let mut rows = Vec::new();
+    for silo in 0..state.bus.config().silo_count {
+        let held = leases
+            .get(format!("router.{silo}"))
+            .await
+            .ok()
+            .flatten()
+            .filter(|b| !b.is_empty())
+            .and_then(|b| serde_json::from_slice::<LeaseValue>(&b).ok());
+        rows.push((silo, held));
+    }
+    html! {
+        div.scroll {
+            table {
+                thead { tr { th scope="col" { "Silo" } th scope="col" { "Router holding it" } } }
+                tbody {
+                    @for (silo, held) in &rows {
+                        tr {
+                            th scope="row" { (silo) }
+                            td {
+                                @match held {
+                                    Some(l) => { code { (l.holder) } " since " (layout::time(l.since_ms)) }
+                                    None => { span.badge.bad { "nobody" } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
