@@ -371,6 +371,24 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     assert!(bars.to_string().contains("webhook: 1"), "{bars}");
     check_screen(&b, "analytics").await?;
 
+    // a test message to the pager's webhook, and what it answered, in the page
+    b.goto(&format!("{}/app/destinations", h.api_url)).await?;
+    let before = hooks.requests("/now").len();
+    b.click(
+        &b.find(&format!("#destination-{now} form[data-say] button"))
+            .await?,
+    )
+    .await?;
+    let said = b
+        .wait_text(
+            &format!("#destination-{now} form[data-say] .form-status"),
+            "the test's result",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(said.starts_with('✓'), "{said}");
+    assert_eq!(hooks.requests("/now").len(), before + 1, "one test message");
+
     for (path, name) in [
         ("/app/destinations", "destinations"),
         ("/app/inbound", "inbound"),

@@ -62,7 +62,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     pub(crate) per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
     pub(crate) per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
-    /// Feed previews a minute per user: each is a fetch of a URL the user chose.
+    /// Feed previews and test messages a minute per user: each is a request to an address
+    /// the user chose.
     pub(crate) previews: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     /// Analytics reports a minute per user: each reads the archive.
     pub(crate) reports: tocsin_runtime::rate::KeyedRateLimit<UserId>,
@@ -170,6 +171,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             get(list_destinations).post(add_destination),
         )
         .route("/v1/destinations/{id}", delete(remove_destination))
+        .route(
+            "/v1/destinations/{id}/test",
+            post(routes::destinations::test_destination),
+        )
         .route("/v1/inbound", get(get_inbound).put(put_inbound))
         .route("/v1/inbound/rules", get(get_mail_rules).put(put_mail_rules))
         .route("/v1/inbound/address", post(routes::inbound::new_address))

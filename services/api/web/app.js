@@ -141,6 +141,14 @@ async function submit(form) {
       form.replaceWith(p);
       return;
     }
+    if (form.dataset.say) {
+      // the answer in words: a test message's result, failed or not
+      const s = statusOf(form);
+      const ok = !form.dataset.ok || r.data?.[form.dataset.ok] === true;
+      s.textContent = (ok ? "✓ " : "✗ ") + (r.data?.[form.dataset.say] ?? "");
+      s.classList.toggle("error", !ok);
+      return;
+    }
     if (form.dataset.show) {
       const shown = form.parentElement.querySelector(".shown");
       const input = shown?.querySelector("input");

@@ -28,6 +28,7 @@ pub mod push;
 pub mod retry;
 pub mod sms;
 mod telemetry;
+mod trial;
 pub mod webhook;
 pub mod webpush;
 pub mod xmpp;
@@ -171,6 +172,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 )
                 .await?,
         };
+        workers.push(AbortOnDropHandle::new(tokio::spawn(trial::serve(
+            ctx.clone(),
+            *channel,
+            shutdown.clone(),
+        ))));
         // dropped (aborted) with this task, and the lanes with them
         workers.push(AbortOnDropHandle::new(tokio::spawn(run_channel(
             ctx.clone(),

@@ -96,6 +96,12 @@ impl Subjects {
         format!("{}.rpc.archiver.{op}", self.prefix)
     }
 
+    /// `<p>.rpc.delivery.test.<channel>`: a test message to one destination, answered by a
+    /// delivery instance serving `channel`.
+    pub fn delivery_test(&self, channel: &str) -> String {
+        format!("{}.rpc.delivery.test.{channel}", self.prefix)
+    }
+
     /// `<p>.rpc.ingest.<op>`: core NATS request/reply to any ingestor (`preview`).
     pub fn ingest_rpc(&self, op: &str) -> String {
         format!("{}.rpc.ingest.{op}", self.prefix)

@@ -587,6 +587,21 @@ impl FeedPreview {
     pub const MAX_ITEMS: usize = 50;
 }
 
+/// A test message to one of a user's destinations (API → the delivery instance serving its
+/// channel, request/reply): sent now, once, answered with what happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DestinationTest {
+    pub user: UserId,
+    pub destination: Destination,
+}
+
+/// What became of a test message: delivered or not, and the channel's own words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub delivered: bool,
+    pub detail: String,
+}
+
 /// A request for a user's private feed document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeedRequest {

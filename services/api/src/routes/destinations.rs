@@ -138,3 +138,47 @@ pub(crate) async fn check_address_free(
         _ => Ok(()),
     }
 }
+
+/// `POST /v1/destinations/{id}/test`: one test message to the destination now, sent by a
+/// delivery instance serving its channel; answers whether it was delivered and the channel's
+/// words (a webhook's status, the SMTP relay's answer). Counted with feed previews: each is
+/// a request to an address the user chose.
+pub(crate) async fn test_destination(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<tocsin_model::TestResult>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let Some(destination) = u.destinations.iter().find(|d| d.id == id).cloned() else {
+        return Err(ApiError::not_found(format!("no destination {id}")));
+    };
+    if let Err(wait) = state.previews.take(&u.id) {
+        return Err(ApiError::too_many(format!(
+            "too many test messages and previews; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
+    let channel = destination.channel;
+    let ask = tocsin_model::DestinationTest {
+        user: u.id.clone(),
+        destination,
+    };
+    let reply: tocsin_model::Reply<tocsin_model::TestResult> = state
+        .bus
+        .request_json(
+            state.bus.subjects().delivery_test(channel.as_str()),
+            &ask,
+            std::time::Duration::from_secs(state.cfg.query_timeout_secs),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "no delivery instance serving the {} channel answered (delivery.channels): {e}",
+                channel.as_str()
+            ))
+        })?;
+    match reply {
+        tocsin_model::Reply::Ok(r) => Ok(Json(r)),
+        tocsin_model::Reply::Err(e) => Err(ApiError::internal(e)),
+    }
+}

@@ -43,6 +43,10 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                             }
                         }
                         div.actions {
+                            form.inline data-api={ "/v1/destinations/" (d.id) "/test" } data-method="POST" data-say="detail" data-ok="delivered" {
+                                button type="submit" { "Send a test message " span.sr { "to " (name) } }
+                                (layout::form_status())
+                            }
                             form.inline data-api={ "/v1/destinations/" (d.id) } data-method="DELETE" data-confirm={ "Delete " (name) "?" } data-then="reload" {
                                 button.danger type="submit" { "Delete " span.sr { (name) } }
                                 (layout::form_status())
