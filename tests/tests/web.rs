@@ -180,6 +180,56 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         sources["sources"][0]["filter"]["any"],
         json!(["bike", "bicycle"])
     );
+    // its settings, edited in place
+    let sid = sources["sources"][0]["id"].as_str().unwrap().to_owned();
+    b.click(
+        &b.find(&format!("#source-{sid} details.settings summary"))
+            .await?,
+    )
+    .await?;
+    b.click(&b.find(&format!("#prio-{sid} option[value=\"4\"]")).await?)
+        .await?;
+    b.fill(&b.find(&format!("#tags-{sid}")).await?, "bikes, local")
+        .await?;
+    b.click(
+        &b.find(&format!(
+            "#source-{sid} details.settings button[type=\"submit\"]"
+        ))
+        .await?,
+    )
+    .await?;
+    let settings = wait_for(Duration::from_secs(10), "the new settings", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/sources", Some(&token), None)
+            .await
+            .ok()?;
+        let s = v["sources"][0]["settings"].clone();
+        (s["priority"] == 4).then_some(s)
+    })
+    .await?;
+    assert_eq!(settings["tags"], json!(["bikes", "local"]), "{settings}");
+    // a heartbeat: its ping URL is shown once, and works
+    b.goto(&format!("{}/app/sources", h.api_url)).await?;
+    b.click(
+        &b.find("section[aria-labelledby=\"add-other\"] details summary")
+            .await?,
+    )
+    .await?;
+    b.fill(&b.find("#hb-label").await?, "Nightly backup")
+        .await?;
+    b.fill(&b.find("#hb-period").await?, "86400").await?;
+    b.click(&b.find("#hb-label ~ button[type=\"submit\"]").await?)
+        .await?;
+    let ping = wait_for(Duration::from_secs(10), "the ping URL", || async {
+        b.script("return document.getElementById('hb-url').value", json!([]))
+            .await
+            .ok()?
+            .as_str()
+            .filter(|u| u.starts_with("http"))
+            .map(str::to_owned)
+    })
+    .await?;
+    assert_eq!(reqwest::get(&ping).await?.status(), 200, "{ping}");
     check_screen(&b, "sources").await?;
 
     // the inbox: a notification arrives live (the page is not reloaded) and is acknowledged
@@ -263,6 +313,43 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     assert_eq!(shown["title"], "Pushed: disk full", "{shown}");
     assert_eq!(shown["actions"], json!([["ack", "Acknowledge"]]), "{shown}");
     assert_eq!(shown["data"]["ack_url"], pushed["ack_url"], "{shown}");
+
+    // an alert with a key is resolved from the inbox
+    b.goto(&format!("{}/app/", h.api_url)).await?;
+    let alert = h
+        .publish(
+            &token,
+            json!({"title": "CPU hot on db1", "dedup_key": "cpu-db1", "priority": 4}),
+        )
+        .await?;
+    b.wait(
+        &format!("#n-{alert} form[data-json] button"),
+        Duration::from_secs(20),
+    )
+    .await?;
+    b.click(
+        &b.find(&format!("#n-{alert} form[data-json] button"))
+            .await?,
+    )
+    .await?;
+    b.wait_text(&format!("#n-{alert} .done"), "the resolution", |t| {
+        t.starts_with("Resolved")
+    })
+    .await?;
+    wait_for(Duration::from_secs(20), "the resolved entry", || async {
+        let item = h
+            .history(&token)
+            .await
+            .ok()?
+            .into_iter()
+            .find(|i| i["notification"]["id"] == alert.as_str())?;
+        item["timeline"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "resolved")
+            .then_some(())
+    })
+    .await?;
 
     // its timeline, read in the page, says so
     b.goto(&format!("{}/app/?state=acked", h.api_url)).await?;
@@ -357,18 +444,28 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     b.goto(&format!("{}/app/analytics?days=7", h.api_url))
         .await?;
     b.find("#a-deliveries-chart rect").await?;
-    let day = b
-        .wait_text(
-            "section[aria-labelledby=\"a-table\"] tbody tr",
-            "the day's row",
-            |_| true,
+    b.find("section[aria-labelledby=\"a-table\"] tbody tr")
+        .await?;
+    let cells = b
+        .script(
+            "return [...document.querySelectorAll('section[aria-labelledby=\"a-table\"] tbody tr:last-child > *')].map(c => c.textContent)",
+            json!([]),
         )
         .await?;
-    assert!(day.contains("100 %"), "one routed, one acked: {day}");
+    // day, routed, delivered, failed, acked, ack rate: the acknowledged one, of those routed
+    let cell = |i: usize| cells[i].as_str().unwrap_or_default().to_owned();
+    let routed: f64 = cell(1).parse()?;
+    assert_eq!(cell(4), "1", "{cells}");
+    assert_eq!(cell(5), format!("{:.0} %", 100.0 / routed), "{cells}");
     let bars = b
         .script("return [...document.querySelectorAll('#a-deliveries-chart rect title')].map(t => t.textContent)", json!([]))
         .await?;
-    assert!(bars.to_string().contains("webhook: 1"), "{bars}");
+    // every delivery went to a webhook: the day's bar is the day's delivered count
+    assert!(
+        bars.to_string()
+            .contains(&format!(", webhook: {}\"", cell(2))),
+        "{bars} {cells}"
+    );
     check_screen(&b, "analytics").await?;
 
     // a test message to the pager's webhook, and what it answered, in the page

@@ -199,6 +199,12 @@ pub(crate) fn notification(item: &HistoryItem) -> Markup {
                         (layout::form_status())
                     }
                 }
+                @if let Some(key) = n.dedup_key.as_deref().filter(|_| st != HistoryState::Resolved) {
+                    form.inline data-api="/v1/publish" data-method="POST" data-json=(serde_json::json!({"resolve": true, "dedup_key": key}).to_string()) data-done="Resolved: its alert is over" {
+                        button type="submit" { "Resolve " span.sr { (n.title) } }
+                        (layout::form_status())
+                    }
+                }
                 details.timeline {
                     summary { "Timeline (" (item.timeline.len()) ")" }
                     ol {

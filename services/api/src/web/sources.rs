@@ -30,6 +30,7 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                 }
             }
             (add_feed())
+            (add_other())
         },
     ))
 }
@@ -98,6 +99,29 @@ fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
             @if let Some(until) = muted {
                 p { span.badge.paused { "Paused" } " until " (layout::time(until)) }
             }
+            details.settings {
+                summary { "Settings " span.sr { "of " (name) } }
+                form data-api={ "/v1/sources/" (s.id) "/settings" } data-method="PUT" data-then="reload" {
+                    @if let Some(m) = s.settings.muted_until_ms {
+                        input type="hidden" name="muted_until_ms" data-kind="int" value=(m);
+                    }
+                    label for={ "prio-" (s.id) } { "Priority of its notifications" }
+                    select id={ "prio-" (s.id) } name="priority" data-kind="int" {
+                        option value="" selected[s.settings.priority.is_none()] { "As its items say" }
+                        @for p in 1..=5u8 {
+                            option value=(p) selected[s.settings.priority.map(|x| x.get()) == Some(p)] { (p) }
+                        }
+                    }
+                    label for={ "policy-" (s.id) } { "Escalation policy (a name; empty: as for its kind)" }
+                    input id={ "policy-" (s.id) } name="policy" maxlength="32" value=(s.settings.policy.clone().unwrap_or_default());
+                    label for={ "group-" (s.id) } { "Group what arrives within this many seconds into one notification (empty: never)" }
+                    input id={ "group-" (s.id) } name="group_secs" data-kind="int" inputmode="numeric" value=(s.settings.group_secs.map(|g| g.to_string()).unwrap_or_default());
+                    label for={ "tags-" (s.id) } { "Tags (comma-separated)" }
+                    input id={ "tags-" (s.id) } name="tags" data-kind="list" value=(s.settings.tags.join(", "));
+                    button type="submit" { "Save settings" }
+                    (layout::form_status())
+                }
+            }
             div.actions {
                 @if muted.is_some() {
                     form.inline data-api={ "/v1/sources/" (s.id) "/settings" } data-method="PUT" data-json=(settings) data-then="reload" {
@@ -156,6 +180,96 @@ fn add_feed() -> Markup {
                 h3 { "Preview" }
                 p.preview-summary {}
                 ol.preview-items {}
+            }
+        }
+    }
+}
+
+/// The forms that add the other kinds of source, each folded until opened. A heartbeat's
+/// and a webhook source's own URL are shown once, when made.
+fn add_other() -> Markup {
+    let shown = |id: &str, what: &str| {
+        html! {
+            div.shown hidden {
+                label for=(id) { (what) }
+                div.copy-row {
+                    input id=(id) readonly;
+                    button type="button" data-copy={ "#" (id) } { "Copy" }
+                }
+            }
+        }
+    };
+    html! {
+        section.card aria-labelledby="add-other" {
+            h2 id="add-other" { "Add another kind of source" }
+            details {
+                summary { "A heartbeat: be told when a job stops checking in" }
+                form data-api="/v1/sources" data-method="POST" data-show="ping_url" {
+                    input type="hidden" name="kind" value="heartbeat";
+                    label for="hb-label" { "Name" }
+                    input id="hb-label" name="label" maxlength="100" required;
+                    label for="hb-period" { "It pings at least every (seconds)" }
+                    input id="hb-period" name="period_secs" data-kind="int" inputmode="numeric" required;
+                    label for="hb-grace" { "Tell me after this many seconds more (default 300)" }
+                    input id="hb-grace" name="grace_secs" data-kind="int" inputmode="numeric";
+                    button type="submit" { "Add heartbeat" }
+                    (layout::form_status())
+                }
+                (shown("hb-url", "Its ping URL (shown once: GET or POST it from the job)"))
+            }
+            details {
+                summary { "Alerts from Alertmanager or Grafana" }
+                form data-api="/v1/sources" data-method="POST" data-show="hook_url" {
+                    input type="hidden" name="kind" value="hook";
+                    label for="hook-label" { "Name" }
+                    input id="hook-label" name="label" maxlength="100" required;
+                    label for="hook-format" { "Sender" }
+                    select id="hook-format" name="format" {
+                        option value="alertmanager" { "Prometheus Alertmanager" }
+                        option value="grafana" { "Grafana Alerting" }
+                    }
+                    div.check {
+                        input id="hook-group" name="per_group" type="checkbox";
+                        label for="hook-group" { "One notification per alert group" }
+                    }
+                    button type="submit" { "Add alert source" }
+                    (layout::form_status())
+                }
+                (shown("hook-url", "Its webhook URL (shown once: set it as the receiver's or contact point's URL)"))
+            }
+            details {
+                summary { "A shared topic someone gave you" }
+                form data-api="/v1/sources" data-method="POST" data-then="reload" {
+                    input type="hidden" name="kind" value="topic";
+                    label for="topic-name" { "Topic" }
+                    input id="topic-name" name="topic" required;
+                    label for="topic-key" { "Its subscribe key" }
+                    input id="topic-key" name="key" type="password" required;
+                    label for="topic-label" { "Name" }
+                    input id="topic-label" name="label" maxlength="100";
+                    button type="submit" { "Subscribe" }
+                    (layout::form_status())
+                }
+            }
+            details {
+                summary { "An IMAP mailbox" }
+                form data-api="/v1/sources" data-method="POST" data-then="reload" {
+                    input type="hidden" name="kind" value="imap";
+                    label for="imap-host" { "Server" }
+                    input id="imap-host" name="host" required placeholder="imap.example.org";
+                    label for="imap-port" { "Port (default 993, TLS)" }
+                    input id="imap-port" name="port" data-kind="int" inputmode="numeric";
+                    label for="imap-user" { "User name" }
+                    input id="imap-user" name="username" required autocomplete="off";
+                    label for="imap-password" { "Password (kept by the ingestor alone and never shown again; use an app password)" }
+                    input id="imap-password" name="password" type="password" required autocomplete="new-password";
+                    label for="imap-mailbox" { "Mailbox (default INBOX)" }
+                    input id="imap-mailbox" name="mailbox";
+                    label for="imap-label" { "Name" }
+                    input id="imap-label" name="label" maxlength="100";
+                    button type="submit" { "Watch mailbox" }
+                    (layout::form_status())
+                }
             }
         }
     }
