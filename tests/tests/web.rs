@@ -882,3 +882,74 @@ async fn the_operator_sees_users_silos_and_replays_a_dead_letter() -> anyhow::Re
     h.shutdown().await;
     Ok(())
 }
+
+/// Where a delivery instance serves e-mail, the sign-in page offers a link by mail: it is
+/// mailed to the user's e-mail destination, opens a page with one button (a mail scanner
+/// fetching the link signs nobody in), signs in once, and never again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailed_link_signs_in_once() -> anyhow::Result<()> {
+    let smtp = tocsin_testkit::SmtpSink::start(tocsin_testkit::free_port())?;
+    let h = Harness::start_with("e2eweblink", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Email];
+        s.delivery.smtp = tocsin_tests::smtp_out(smtp.port);
+    })
+    .await?;
+    let (uid, token, _) = h.create_user("Lena").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "email", "address": "lena@example.org"}),
+    )
+    .await?;
+    let b = Browser::start(DESKTOP.0, DESKTOP.1).await?;
+    b.goto(&format!("{}/app/sign-in", h.api_url)).await?;
+    let input = wait_for(Duration::from_secs(10), "the mail-a-link form", || async {
+        // the form appears once delivery has said it serves e-mail
+        b.goto(&format!("{}/app/sign-in", h.api_url)).await.ok()?;
+        b.all("#link-user").await.ok()?.into_iter().next()
+    })
+    .await?;
+    b.keys(&input, &uid).await?;
+    b.keys(&input, "\u{E007}").await?;
+    b.wait_text("#link-user ~ .form-status", "the answer", |t| {
+        t.starts_with('✓')
+    })
+    .await?;
+    let mail = wait_for(Duration::from_secs(20), "the mail", || async {
+        smtp.messages().into_iter().next()
+    })
+    .await?;
+    // the text part is quoted-printable: its soft line breaks joined
+    let mail = mail.replace("=\r\n", "").replace("=\n", "");
+    let start = mail.find("/app/sign-in/link/").expect("a link in the mail");
+    let path: String = mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "/-_".contains(*c))
+        .collect();
+    let link = format!("{}{path}", h.api_url);
+    // fetching the page (as a scanner does) uses nothing; its button signs in
+    assert_eq!(reqwest::get(&link).await?.status(), 200);
+    b.goto(&link).await?;
+    check_screen(&b, "sign-in-link").await?;
+    b.click(
+        &b.find("form[data-api^=\"/v1/session/link/\"] button")
+            .await?,
+    )
+    .await?;
+    b.find("#inbox").await?;
+    // the same link again: refused
+    b.click(&b.find("form.signout button").await?).await?;
+    b.find("#token").await?;
+    b.goto(&link).await?;
+    b.click(
+        &b.find("form[data-api^=\"/v1/session/link/\"] button")
+            .await?,
+    )
+    .await?;
+    let refusal = b
+        .wait_text(".form-status", "the refusal", |t| !t.is_empty())
+        .await?;
+    assert!(refusal.contains("used already"), "{refusal}");
+    b.close().await;
+    h.shutdown().await;
+    Ok(())
+}

@@ -227,6 +227,11 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             "/v1/session",
             post(routes::session::sign_in).delete(routes::session::sign_out),
         )
+        .route("/v1/session/link", post(routes::session::mail_link))
+        .route(
+            "/v1/session/link/{user}/{code}",
+            post(routes::session::use_link),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .route("/feeds/{user}/{file}", get(private_feed))
         .merge(web::router())

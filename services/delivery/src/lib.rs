@@ -114,9 +114,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .web_push
         .vapid()
         .map_err(ServiceError::Setup)?;
+    let keys = bus.kv("keys").await?;
+    // the API offers what needs a channel only when some instance serves it (a sign-in link
+    // by e-mail)
+    for c in &config.delivery.channels {
+        keys.put(format!("channel.{}", c.as_str()), "served".into())
+            .await
+            .map_err(|e| ServiceError::Setup(format!("cannot publish the channels served: {e}")))?;
+    }
     if let Some(v) = &vapid {
         // the API hands browsers this key to subscribe with
-        let keys = bus.kv("keys").await?;
         let published = webpush::PublishedKey {
             public_key: v.public_key(),
         };

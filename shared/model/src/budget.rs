@@ -169,6 +169,7 @@ mod tests {
             recent: Default::default(),
             reach: Default::default(),
             sessions: vec![],
+            sign_in_links: vec![],
         };
         // configuration: sources until the budget says no
         let source = |i: usize| Source {
@@ -332,6 +333,13 @@ mod tests {
             );
         }
         assert_eq!(r.sessions.len(), crate::WebSession::MAX_PER_USER);
+        r.sign_in_links = vec![
+            crate::SignInLink {
+                code_hash: "c".repeat(64),
+                expires_at_ms: i64::MAX,
+            };
+            crate::SignInLink::MAX_PENDING
+        ];
         // groups at their cap, each with its titles
         for s in r.sources.iter().take(crate::Reach::MAX_GROUPS) {
             let n = notification(0);

@@ -267,6 +267,18 @@ pub enum Command {
     EndSession {
         id_hash: String,
     },
+    /// Mail the user a one-time sign-in link (`link`, whose code hashes to `code_hash`) at
+    /// each of their e-mail destinations.
+    MailSignInLink {
+        code_hash: String,
+        link: String,
+    },
+    /// A browser signs in with a mailed link: the link is used up and the session starts,
+    /// in one step, so a link signs in once.
+    UseSignInLink {
+        code_hash: String,
+        session: crate::WebSession,
+    },
 }
 
 /// One notification to send to one destination (the delivery service's work).

@@ -53,6 +53,24 @@ pub struct UserRecord {
     /// The browsers signed in to the web app (at most [`WebSession::MAX_PER_USER`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<WebSession>,
+    /// Sign-in links mailed and not yet used (at most [`SignInLink::MAX_PENDING`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sign_in_links: Vec<SignInLink>,
+}
+
+/// A one-time sign-in link mailed to the user: only the hash of its code is kept; using it
+/// removes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInLink {
+    pub code_hash: String,
+    pub expires_at_ms: Millis,
+}
+
+impl SignInLink {
+    /// Links that may wait unused at once: more are refused until one is used or expires.
+    pub const MAX_PENDING: usize = 3;
+    /// How long a link works.
+    pub const LIFETIME_MS: Millis = 15 * 60 * 1000;
 }
 
 /// A browser signed in to the web app. Only the hash of its cookie is kept, so a copy of the
@@ -676,6 +694,7 @@ mod tests {
             recent,
             reach: Default::default(),
             sessions: vec![],
+            sign_in_links: vec![],
         };
         let stored = serde_json::to_vec(&record).unwrap();
         let view: InboundMail = serde_json::from_slice(&stored).unwrap();

@@ -126,3 +126,92 @@ pub(crate) async fn sign_out(State(state): St, headers: HeaderMap) -> Result<Res
     )
         .into_response())
 }
+
+#[derive(Deserialize)]
+pub(crate) struct LinkRequest {
+    user: String,
+}
+
+/// `POST /v1/session/link` `{"user"}`: mail the user a one-time sign-in link at their e-mail
+/// destinations (only where a delivery instance serves e-mail). 202 whether or not the user
+/// exists, so the answer tells nobody which ids do.
+pub(crate) async fn mail_link(
+    State(state): St,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let req: LinkRequest = parse_body_strict(&body)?;
+    let mailed = || {
+        (
+            StatusCode::ACCEPTED,
+            Json(json!({ "mailed": "if that user has an e-mail destination, a sign-in link is on its way" })),
+        )
+            .into_response()
+    };
+    let Ok(user) = tocsin_model::UserId::parse(req.user.trim()) else {
+        return Ok(mailed());
+    };
+    if crate::auth::load_user(&state, &user).await?.is_none() {
+        return Ok(mailed());
+    }
+    if let Err(wait) = state.previews.take(&user) {
+        return Err(ApiError::too_many(format!(
+            "too many sign-in links asked for; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
+    let code = crate::auth::random_hex(16);
+    let link = format!(
+        "{}/app/sign-in/link/{user}/{code}",
+        state.cfg.public_url.trim_end_matches('/')
+    );
+    let reply = command(
+        &state,
+        &user,
+        Command::MailSignInLink {
+            code_hash: hash_token(&code),
+            link,
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(mailed())
+}
+
+/// `POST /v1/session/link/{user}/{code}`: sign in with a mailed link; it works once.
+pub(crate) async fn use_link(
+    State(state): St,
+    headers: HeaderMap,
+    axum::extract::Path((user, code)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let bad = || ApiError::not_found("this sign-in link is not valid: ask for a new one");
+    let user = tocsin_model::UserId::parse(&user).map_err(|_| bad())?;
+    if code.len() != 32 || !code.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown browser");
+    let (value, web_session) = session::start(&state, &user, agent, now_ms());
+    let reply = command(
+        &state,
+        &user,
+        Command::UseSignInLink {
+            code_hash: hash_token(&code),
+            session: web_session,
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    let cookie = session::set_cookie(&state, &value, state.cfg.session_days * 86_400);
+    Ok((
+        StatusCode::CREATED,
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({ "user": user, "csrf": session::csrf_token(&value) })),
+    )
+        .into_response())
+}

@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/app", get(|| async { Redirect::to("/app/") }))
         .route("/app/", get(inbox::page))
         .route("/app/sign-in", get(sign_in))
+        .route("/app/sign-in/link/{user}/{code}", get(sign_in_link))
         .route("/app/sources", get(sources::page))
         .route("/app/destinations", get(destinations::page))
         .route("/app/policy", get(policy::page))
@@ -110,6 +111,30 @@ pub(crate) fn render(m: Markup) -> Response {
     Html(m.into_string()).into_response()
 }
 
+/// The page a mailed sign-in link opens: a button, so that mail scanners fetching the link
+/// do not use it up.
+async fn sign_in_link(
+    axum::extract::Path((user, code)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let valid = tocsin_model::UserId::parse(&user).is_ok()
+        && code.len() == 32
+        && code.bytes().all(|b| b.is_ascii_hexdigit());
+    render(layout::bare(
+        "Sign in to tocsin",
+        maud::html! {
+            @if valid {
+                form.card data-api={ "/v1/session/link/" (user) "/" (code) } data-method="POST" data-then="/app/" {
+                    p { "Sign in as " code { (user) } " in this browser." }
+                    button type="submit" { "Sign in" }
+                    (layout::form_status())
+                }
+            } @else {
+                p role="alert" { "This is not a sign-in link. " a href="/app/sign-in" { "Sign in" } }
+            }
+        },
+    ))
+}
+
 async fn sign_in(State(state): St, headers: HeaderMap) -> Response {
     if let Some(cookie) = crate::session::cookie(&headers)
         && crate::session::authenticate_cookie(&state, cookie)
@@ -118,6 +143,8 @@ async fn sign_in(State(state): St, headers: HeaderMap) -> Response {
     {
         return Redirect::to("/app/").into_response();
     }
+    // a link by mail, where some delivery instance serves e-mail
+    let mail = matches!(state.keys.get("channel.email").await, Ok(Some(v)) if !v.is_empty());
     render(layout::bare(
         "Sign in",
         maud::html! {
@@ -127,6 +154,15 @@ async fn sign_in(State(state): St, headers: HeaderMap) -> Response {
                 input id="token" name="token" type="password" autocomplete="current-password" required spellcheck="false";
                 button type="submit" { "Sign in" }
                 (layout::form_status())
+            }
+            @if mail {
+                form.card data-api="/v1/session/link" data-method="POST" data-say="mailed" {
+                    h2 { "Or get a link by e-mail" }
+                    label for="link-user" { "Your user id (" code { "u…" } ")" }
+                    input id="link-user" name="user" required spellcheck="false" autocomplete="username";
+                    button type="submit" { "Mail me a sign-in link" }
+                    (layout::form_status())
+                }
             }
         },
     ))

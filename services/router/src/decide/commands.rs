@@ -136,6 +136,23 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             "signed out of the web app".to_owned(),
         ),
+        Command::MailSignInLink { .. } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            "a sign-in link was mailed".to_owned(),
+        ),
+        Command::UseSignInLink { session, .. } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            format!(
+                "signed in to the web app by a mailed link ({})",
+                session.label
+            ),
+        ),
         Command::SetMailRules { rules } => (
             EventKind::SourceChanged,
             None,
@@ -211,6 +228,7 @@ pub(crate) fn command_effects(
                 recent: Default::default(),
                 reach: Default::default(),
                 sessions: vec![],
+                sign_in_links: vec![],
             });
             fx.dirty = true;
             Ok(())
@@ -413,21 +431,28 @@ pub(crate) fn command_effects(
         }
         Command::StartSession { session } => {
             let r = existing(user, record)?;
-            if session.id_hash.len() != 64
-                || !session.id_hash.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return Err(Refusal::field("session.id_hash", "must be 64 hex digits"));
-            }
-            tocsin_model::WebSession::admit(&mut r.sessions, session, now);
+            crate::decide::sessions::start(r, session, now)?;
             fx.dirty = true;
             Ok(())
         }
         Command::EndSession { id_hash } => {
             let r = existing(user, record)?;
-            r.sessions
-                .retain(|s| s.id_hash != id_hash && s.expires_at_ms > now);
+            crate::decide::sessions::end(r, &id_hash, now);
             fx.dirty = true;
             Ok(())
+        }
+        Command::MailSignInLink { code_hash, link } => {
+            let r = existing(user, record)?;
+            crate::decide::sessions::mail_link(r, code_hash, &link, now, fx)?;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::UseSignInLink { code_hash, session } => {
+            let r = existing(user, record)?;
+            let used = crate::decide::sessions::use_link(r, &code_hash, session, now);
+            // a refused link is still dropped if it expired
+            fx.dirty = true;
+            used
         }
         Command::SetMailRules { rules } => {
             let r = existing(user, record)?;

@@ -18,6 +18,7 @@ mod heartbeats;
 mod policy_tests;
 mod replies;
 pub mod routing;
+mod sessions;
 #[cfg(test)]
 mod silence_tests;
 mod silences;
