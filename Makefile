@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export TOCSIN_NATS_SERVER ?= $(CURDIR)/.tools/venv/bin/nats-server
 
-.PHONY: run test tools test-tools check fmt clippy unit bench bench-smoke fuzz faults-long clean
+.PHONY: run test tools test-tools check fmt clippy unit bench bench-smoke fuzz faults-long screenshots clean
 
 ## install what is missing, build, start nats-server and every service (data in ./data)
 run: tools
@@ -50,6 +50,10 @@ fuzz:
 ## the fault suite's long version: ten times the notifications, three rounds of kills
 faults-long: test-tools
 	TOCSIN_FAULTS_LONG=1 cargo test -p tocsin-tests --test faults -- --nocapture
+
+## the web app's screenshots in docs/screenshots (desktop and 360 px), from its browser tests
+screenshots: test-tools
+	TOCSIN_SCREENSHOTS=docs/screenshots PATH="$(CURDIR)/.tools/venv/bin:$$PATH" cargo test -p tocsin-tests --test web
 
 clean:
 	rm -rf target .tools

@@ -71,6 +71,9 @@ pub(crate) enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Make a VAPID key pair for Web Push: the private key for
+    /// TOCSIN_DELIVERY__WEB_PUSH__VAPID_PRIVATE_KEY, and the public key browsers will see.
+    VapidKey,
     /// Users (admin).
     User {
         #[command(subcommand)]

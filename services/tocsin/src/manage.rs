@@ -57,6 +57,18 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::VapidKey => {
+            let private = tocsin_delivery::webpush::Vapid::generate();
+            let public = tocsin_delivery::webpush::Vapid::new(&private, "mailto:unused@localhost")
+                .map_err(|e| anyhow!(e))?
+                .public_key();
+            println!("TOCSIN_DELIVERY__WEB_PUSH__VAPID_PRIVATE_KEY={private}");
+            eprintln!("public key (served at /v1/push/key): {public}");
+            eprintln!(
+                "keep the private key secret; changing it ends every browser's push subscription"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Config { config } => {
             let doc = ConfigSource::from_process(config)
                 .load()
