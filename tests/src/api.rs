@@ -144,6 +144,59 @@ impl Harness {
         .await
     }
 
+    /// Wait (20 s at most) until notification `id` of the user of `token` has a timeline
+    /// entry of `kind` (`resolved`, `failed`, …); returns that entry.
+    pub async fn timeline_entry(&self, token: &str, id: &str, kind: &str) -> Result<Value> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(20),
+            &format!("a {kind} entry in {id}'s timeline"),
+            || async {
+                let item = self
+                    .history(token)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|i| i["notification"]["id"] == id)?;
+                item["timeline"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["kind"] == kind)
+                    .cloned()
+            },
+        )
+        .await
+    }
+
+    /// Set the user's default escalation policy (200 expected).
+    pub async fn set_policy(&self, token: &str, policy: Value) -> Result<()> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::PUT,
+                "/v1/policy",
+                Some(token),
+                Some(policy),
+            )
+            .await?;
+        anyhow::ensure!(status == StatusCode::OK, "PUT /v1/policy: {status} {v}");
+        Ok(())
+    }
+
+    /// Wait (20 s at most) until the user of `token` has no escalation under way.
+    pub async fn escalations_over(&self, token: &str) -> Result<()> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(20),
+            "no escalation under way",
+            || async {
+                let (_, v) = self
+                    .call(reqwest::Method::GET, "/v1/policy", Some(token), None)
+                    .await
+                    .ok()?;
+                (v["pending_escalations"] == 0).then_some(())
+            },
+        )
+        .await
+    }
+
     /// Wait until the user's history holds `ids.len()` notifications, then check it holds
     /// exactly `ids`, each once — also a moment later, once redeliveries have settled.
     pub async fn assert_history_is_exactly(

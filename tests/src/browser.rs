@@ -170,6 +170,26 @@ impl Browser {
         .await
     }
 
+    /// The value of the input `css` selects, once `check` holds for it (10 s at most): what a
+    /// form's answer filled in.
+    pub async fn input_value(&self, css: &str, check: impl Fn(&str) -> bool) -> Result<String> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(10),
+            &format!("a value in {css:?}"),
+            || async {
+                let v = self
+                    .script(
+                        "return document.querySelector(arguments[0])?.value ?? ''",
+                        json!([css]),
+                    )
+                    .await
+                    .ok()?;
+                v.as_str().filter(|v| check(v)).map(str::to_owned)
+            },
+        )
+        .await
+    }
+
     pub async fn click(&self, e: &Element) -> Result<()> {
         self.post(&format!("/element/{}/click", e.0), json!({}))
             .await

@@ -680,20 +680,7 @@ async fn a_missed_heartbeat_pages_and_the_next_ping_resolves_it() -> anyhow::Res
     assert_eq!(missed, page["id"].as_str().unwrap_or_default(), "{listed}");
     // it runs again: the miss is resolved
     assert_eq!(h.http.post(&ping).send().await?.status(), 200);
-    wait_for(Duration::from_secs(20), "the miss resolved", || async {
-        let item = h
-            .history(&token)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|i| i["notification"]["id"] == missed.as_str())?;
-        item["timeline"]
-            .as_array()?
-            .iter()
-            .any(|e| e["kind"] == "resolved")
-            .then_some(())
-    })
-    .await?;
+    h.timeline_entry(&token, &missed, "resolved").await?;
     assert_eq!(hooks.requests("/hugo").len(), 1, "one page for one miss");
     h.shutdown().await;
     Ok(())
@@ -1464,18 +1451,7 @@ async fn a_grafana_alert_pages_with_its_panel_and_resolves() -> anyhow::Result<(
         (status.as_u16(), &v),
         (200, &json!({"notified": 0, "resolved": 1}))
     );
-    wait_for(
-        Duration::from_secs(20),
-        "the escalation stopped",
-        || async {
-            let (_, v) = h
-                .call(Method::GET, "/v1/policy", Some(&token), None)
-                .await
-                .ok()?;
-            (v["pending_escalations"] == 0).then_some(())
-        },
-    )
-    .await?;
+    h.escalations_over(&token).await?;
     // an Alertmanager body sent to Grafana's receiver is refused by its version
     let (status, v) = h
         .call(

@@ -112,15 +112,11 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
             json!({"channel": "webhook", "address": hooks.url("/later"), "label": "phone"}),
         )
         .await?;
-    let (status, v) = h
-        .call(
-            Method::PUT,
-            "/v1/policy",
-            Some(&token),
-            Some(json!({"steps": [{"destinations": [now], "wait_secs": 3600}, {"destinations": [later]}]})),
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    h.set_policy(
+        &token,
+        json!({"steps": [{"destinations": [now], "wait_secs": 3600}, {"destinations": [later]}]}),
+    )
+    .await?;
     h.feeds.set(
         "bikes.rdf",
         rdf(&[
@@ -220,15 +216,7 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     b.fill(&b.find("#hb-period").await?, "86400").await?;
     b.click(&b.find("#hb-label ~ button[type=\"submit\"]").await?)
         .await?;
-    let ping = wait_for(Duration::from_secs(10), "the ping URL", || async {
-        b.script("return document.getElementById('hb-url').value", json!([]))
-            .await
-            .ok()?
-            .as_str()
-            .filter(|u| u.starts_with("http"))
-            .map(str::to_owned)
-    })
-    .await?;
+    let ping = b.input_value("#hb-url", |u| u.starts_with("http")).await?;
     assert_eq!(reqwest::get(&ping).await?.status(), 200, "{ping}");
     check_screen(&b, "sources").await?;
 
@@ -261,18 +249,7 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         t.starts_with("Acknowledged")
     })
     .await?;
-    wait_for(
-        Duration::from_secs(20),
-        "the escalation to stop",
-        || async {
-            let (_, v) = h
-                .call(Method::GET, "/v1/policy", Some(&token), None)
-                .await
-                .ok()?;
-            (v["pending_escalations"] == 0).then_some(())
-        },
-    )
-    .await?;
+    h.escalations_over(&token).await?;
     // the installed app's service worker shows a pushed notification with an Acknowledge
     // action carrying the signed link (the push is handed to it through DevTools, as a
     // browser's push service would: the encryption is tested against http_ece below)
@@ -336,20 +313,7 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         t.starts_with("Resolved")
     })
     .await?;
-    wait_for(Duration::from_secs(20), "the resolved entry", || async {
-        let item = h
-            .history(&token)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|i| i["notification"]["id"] == alert.as_str())?;
-        item["timeline"]
-            .as_array()?
-            .iter()
-            .any(|e| e["kind"] == "resolved")
-            .then_some(())
-    })
-    .await?;
+    h.timeline_entry(&token, &alert, "resolved").await?;
 
     // its timeline, read in the page, says so
     b.goto(&format!("{}/app/?state=acked", h.api_url)).await?;
@@ -500,15 +464,7 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     b.click(&b.find("form[data-show] button").await?).await?;
     b.accept_dialog().await?;
     let shown = b.find("#in-new").await?;
-    let address = wait_for(Duration::from_secs(10), "the new address", || async {
-        b.script("return document.getElementById('in-new').value", json!([]))
-            .await
-            .ok()?
-            .as_str()
-            .filter(|s| s.contains('@'))
-            .map(str::to_owned)
-    })
-    .await?;
+    let address = b.input_value("#in-new", |s| s.contains('@')).await?;
     assert!(address.ends_with("@tocsin.localhost"), "{address}");
     let _ = shown;
 
@@ -679,15 +635,7 @@ async fn web_push_arrives_encrypted_and_its_acknowledge_action_stops_the_escalat
             json!({"channel": "webhook", "address": hooks.url("/later")}),
         )
         .await?;
-    let (status, v) = h
-        .call(
-            Method::PUT,
-            "/v1/policy",
-            Some(&token),
-            Some(json!({"steps": [{"destinations": [browser], "wait_secs": 3600}, {"destinations": [later]}]})),
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "policy: {status} {v}");
+    h.set_policy(&token, json!({"steps": [{"destinations": [browser], "wait_secs": 3600}, {"destinations": [later]}]})).await?;
     let id = h
         .publish(
             &token,
@@ -717,33 +665,15 @@ async fn web_push_arrives_encrypted_and_its_acknowledge_action_stops_the_escalat
     let ack_url = m["ack_url"].as_str().expect("an acknowledge link");
     let r = reqwest::Client::new().post(ack_url).send().await?;
     assert_eq!(r.status(), 200);
-    wait_for(
-        Duration::from_secs(20),
-        "the escalation to stop",
-        || async {
-            let (_, v) = h
-                .call(Method::GET, "/v1/policy", Some(&token), None)
-                .await
-                .ok()?;
-            (v["pending_escalations"] == 0).then_some(())
-        },
-    )
-    .await?;
+    h.escalations_over(&token).await?;
     assert!(
         hooks.requests("/later").is_empty(),
         "the escalation stopped"
     );
 
     // a subscription that ended (410): failed for good, and the timeline says what to do
-    let (status, v) = h
-        .call(
-            Method::PUT,
-            "/v1/policy",
-            Some(&token),
-            Some(json!({"steps": [{"channels": ["push"]}]})),
-        )
+    h.set_policy(&token, json!({"steps": [{"channels": ["push"]}]}))
         .await?;
-    anyhow::ensure!(status == 200, "policy: {status} {v}");
     let (_, d) = h
         .call(
             Method::DELETE,
@@ -761,20 +691,8 @@ async fn web_push_arrives_encrypted_and_its_acknowledge_action_stops_the_escalat
     let gone = h
         .publish(&token, json!({"title": "to a browser that left"}))
         .await?;
-    let detail = wait_for(Duration::from_secs(20), "the failure", || async {
-        let item = h
-            .history(&token)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|i| i["notification"]["id"] == gone.as_str())?;
-        item["timeline"]
-            .as_array()?
-            .iter()
-            .find(|e| e["kind"] == "failed")
-            .and_then(|e| e["detail"].as_str().map(str::to_owned))
-    })
-    .await?;
+    let failed = h.timeline_entry(&token, &gone, "failed").await?;
+    let detail = failed["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("turn push on again"), "{detail}");
     h.shutdown().await;
     Ok(())
@@ -861,18 +779,7 @@ async fn the_operator_sees_users_silos_and_replays_a_dead_letter() -> anyhow::Re
             .await?,
     )
     .await?;
-    let new_token = wait_for(Duration::from_secs(10), "the new token", || async {
-        b.script(
-            "return document.getElementById('ad-token').value",
-            json!([]),
-        )
-        .await
-        .ok()?
-        .as_str()
-        .filter(|t| t.starts_with("tk_"))
-        .map(str::to_owned)
-    })
-    .await?;
+    let new_token = b.input_value("#ad-token", |t| t.starts_with("tk_")).await?;
     let (status, me) = h
         .call(Method::GET, "/v1/me", Some(&new_token), None)
         .await?;

@@ -54,6 +54,16 @@ function body(form) {
   return any ? out : null;
 }
 
+// The form's body; undefined once the reason it cannot be made (bad JSON) is shown.
+function bodyOrShow(form) {
+  try {
+    return body(form);
+  } catch (e) {
+    showError(form, e.message, e.field);
+    return undefined;
+  }
+}
+
 function statusOf(form) {
   return form.querySelector(".form-status") ?? form.parentElement.querySelector(".form-status");
 }
@@ -77,6 +87,12 @@ function fieldFor(form, field) {
     if (el) return el;
   }
   return form.querySelector('[name="$"]');
+}
+
+// The API's refusal `{error: {message, field}}` of answer `r`, shown in `form`.
+function showRefusal(form, r) {
+  const err = r.data?.error ?? {};
+  showError(form, err.message ?? `the server answered ${r.status}`, err.field);
 }
 
 function showError(form, message, field) {
@@ -114,13 +130,8 @@ async function send(url, method, payload) {
 async function submit(form) {
   clearErrors(form);
   if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
-  let payload;
-  try {
-    payload = body(form);
-  } catch (e) {
-    showError(form, e.message, e.field);
-    return;
-  }
+  const payload = bodyOrShow(form);
+  if (payload === undefined) return;
   const button = form.querySelector('button[type="submit"]');
   if (button) button.disabled = true;
   try {
@@ -130,8 +141,7 @@ async function submit(form) {
         location.assign("/app/sign-in");
         return;
       }
-      const err = r.data?.error ?? {};
-      showError(form, err.message ?? `the server answered ${r.status}`, err.field);
+      showRefusal(form, r);
       return;
     }
     if (form.dataset.done) {
@@ -174,20 +184,14 @@ async function submit(form) {
 async function preview(form) {
   clearErrors(form);
   const section = document.getElementById("preview");
-  let payload;
-  try {
-    payload = body(form);
-  } catch (e) {
-    showError(form, e.message, e.field);
-    return;
-  }
+  const payload = bodyOrShow(form);
+  if (payload === undefined) return;
   const s = statusOf(form);
   if (s) s.textContent = "Fetching the feed…";
   const r = await send(form.dataset.preview, "POST", payload);
   if (s) s.textContent = "";
   if (!r.ok) {
-    const err = r.data?.error ?? {};
-    showError(form, err.message ?? `the server answered ${r.status}`, err.field);
+    showRefusal(form, r);
     return;
   }
   const list = section.querySelector(".preview-items");

@@ -4,53 +4,34 @@
 
 use crate::analytics::{self, Options};
 use crate::store::Archive;
-use futures::StreamExt;
 use std::sync::Arc;
 use tocsin_bus::Bus;
 use tocsin_model::{AnalyticsRequest, AnalyticsRow, Reply};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 /// Answer report requests until `shutdown`.
 pub(crate) async fn serve(bus: Bus, archive: Archive, shutdown: CancellationToken) {
     let subject = bus.subjects().archiver_rpc("report");
-    let mut requests = match bus
-        .client()
-        .queue_subscribe(subject.clone(), "archiver".into())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, %subject, "cannot answer analytics requests");
-            return;
-        }
-    };
     // one report at a time: each reads every file of its days
     let one = Arc::new(tokio::sync::Semaphore::new(1));
     let archive = Arc::new(archive);
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = requests.next() => match m { Some(m) => m, None => break },
-        };
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let (bus, archive, one) = (bus.clone(), archive.clone(), one.clone());
-        tokio::spawn(async move {
-            let answer = match serde_json::from_slice::<AnalyticsRequest>(&msg.payload) {
-                Ok(req) => match one.acquire().await {
+    tocsin_bus::rpc::serve(
+        bus,
+        subject,
+        "archiver",
+        "analytics",
+        shutdown,
+        move |req| {
+            let (archive, one) = (archive.clone(), one.clone());
+            async move {
+                match one.acquire().await {
                     Ok(_turn) => report(&archive, &req).await,
                     Err(_) => Reply::Err("the archiver is stopping".into()),
-                },
-                Err(e) => Reply::Err(format!("invalid analytics request: {e}")),
-            };
-            let body = serde_json::to_vec(&answer).unwrap_or_default();
-            if let Err(e) = bus.client().publish(reply_to, body.into()).await {
-                debug!(error = %e, "analytics reply not sent");
+                }
             }
-        });
-    }
+        },
+    )
+    .await
 }
 
 async fn report(archive: &Archive, req: &AnalyticsRequest) -> Reply<Vec<AnalyticsRow>> {

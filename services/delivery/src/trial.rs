@@ -6,50 +6,30 @@
 use crate::Ctx;
 use crate::job;
 use crate::webhook::SendResult;
-use futures::StreamExt;
 use std::sync::Arc;
 use tocsin_model::{
-    Channel, DeliveryJob, DestinationTest, JobKind, Notification, NotificationId, Priority, Reply,
-    SourceKind, SourceRef, TestResult, now_ms,
+    Channel, DeliveryJob, DestinationTest, JobKind, Notification, NotificationId, Reply,
+    TestResult, now_ms,
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 /// Answer test requests for `channel` until `shutdown`.
 pub(crate) async fn serve(ctx: Arc<Ctx>, channel: Channel, shutdown: CancellationToken) {
     let subject = ctx.bus.subjects().delivery_test(channel.as_str());
-    let mut requests = match ctx
-        .bus
-        .client()
-        .queue_subscribe(subject.clone(), "delivery".into())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, %subject, "cannot take test messages");
-            return;
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = requests.next() => match m { Some(m) => m, None => break },
-        };
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let answer = match serde_json::from_slice::<DestinationTest>(&msg.payload) {
-                Ok(t) => Reply::Ok(send(&ctx, t).await),
-                Err(e) => Reply::Err(format!("invalid test request: {e}")),
-            };
-            let body = serde_json::to_vec(&answer).unwrap_or_default();
-            if let Err(e) = ctx.bus.client().publish(reply_to, body.into()).await {
-                debug!(error = %e, "test result not sent");
-            }
-        });
-    }
+    let bus = ctx.bus.clone();
+    tocsin_bus::rpc::serve(
+        bus,
+        subject,
+        "delivery",
+        "test message",
+        shutdown,
+        move |t| {
+            let ctx = ctx.clone();
+            async move { Reply::Ok(send(&ctx, t).await) }
+        },
+    )
+    .await
 }
 
 async fn send(ctx: &Ctx, t: DestinationTest) -> TestResult {
@@ -62,23 +42,13 @@ async fn send(ctx: &Ctx, t: DestinationTest) -> TestResult {
     };
     let job = DeliveryJob {
         job_id: format!("{id}:{}", t.destination.id),
-        notification: Notification {
-            id: NotificationId(id),
-            user: t.user.clone(),
-            source: SourceRef {
-                kind: SourceKind::Publish,
-                id: None,
-                label: "tocsin".into(),
-            },
-            title: "Test message from tocsin".into(),
-            body: format!("This is how tocsin reaches you at {label}. Nothing to do."),
-            url: None,
-            priority: Priority::DEFAULT,
-            tags: vec![],
-            created_at_ms: at,
-            published_at_ms: None,
-            dedup_key: None,
-        },
+        notification: Notification::from_tocsin(
+            NotificationId(id),
+            t.user.clone(),
+            "Test message from tocsin".into(),
+            format!("This is how tocsin reaches you at {label}. Nothing to do."),
+            at,
+        ),
         destination: t.destination,
         kind: JobKind::Notification,
         reference: None,

@@ -23,6 +23,7 @@ mod names;
 mod outbox;
 mod publish;
 mod pulling;
+pub mod rpc;
 mod send;
 mod settle;
 mod setup;

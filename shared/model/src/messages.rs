@@ -95,6 +95,37 @@ pub struct Notification {
     pub dedup_key: Option<String>,
 }
 
+impl Notification {
+    /// A message tocsin itself sends the user (an answer to an IM command, a sign-in link, a
+    /// test message): from `tocsin`, at the default priority.
+    pub fn from_tocsin(
+        id: NotificationId,
+        user: UserId,
+        title: String,
+        body: String,
+        at_ms: Millis,
+    ) -> Notification {
+        Notification {
+            id,
+            user,
+            source: SourceRef {
+                kind: SourceKind::Publish,
+                id: None,
+                label: "tocsin".into(),
+            },
+            title,
+            body,
+            url: None,
+            priority: Priority::DEFAULT,
+            tags: vec![],
+            created_at_ms: at_ms,
+            published_at_ms: None,
+            dedup_key: None,
+        }
+        .bounded()
+    }
+}
+
 /// Everything addressed to a user's avatar, carried in the user's silo stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

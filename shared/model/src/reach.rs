@@ -205,6 +205,18 @@ impl Reach {
     /// The policy feed items follow unless their source names another.
     pub const FEEDS_POLICY: &'static str = "feeds";
 
+    /// Every policy's name: `default` and `feeds` first (they always exist), then the user's.
+    pub fn policy_names(&self) -> Vec<&str> {
+        let mut names = vec![Self::DEFAULT_POLICY, Self::FEEDS_POLICY];
+        names.extend(
+            self.policies
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != Self::FEEDS_POLICY && *n != Self::DEFAULT_POLICY),
+        );
+        names
+    }
+
     /// The policy called `name`, and whether the user wrote it (else it is built in):
     /// `default` and `feeds` always exist; any other name the user has not defined (a policy
     /// removed while an escalation followed it) falls back to `default`.

@@ -111,15 +111,8 @@ pub(crate) async fn list_policies(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let mut names = vec![Reach::DEFAULT_POLICY, Reach::FEEDS_POLICY];
-    names.extend(
-        u.reach
-            .policies
-            .keys()
-            .map(String::as_str)
-            .filter(|n| *n != Reach::FEEDS_POLICY),
-    );
-    let policies: Vec<serde_json::Value> = names.iter().map(|n| view(&u, n)).collect();
+    let policies: Vec<serde_json::Value> =
+        u.reach.policy_names().iter().map(|n| view(&u, n)).collect();
     Ok(Json(json!({ "policies": policies })))
 }
 

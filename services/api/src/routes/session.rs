@@ -75,17 +75,27 @@ pub(crate) async fn sign_in(
     if !reply.ok {
         return Err(refusal(reply));
     }
-    let cookie = session::set_cookie(&state, &value, state.cfg.session_days * 86_400);
-    Ok((
+    Ok(signed_in(&state, &user.id, &value, expires_at_ms))
+}
+
+/// 201 with the session cookie `value` of `user`, its CSRF token and when it ends.
+fn signed_in(
+    state: &crate::AppState,
+    user: &tocsin_model::UserId,
+    value: &str,
+    expires_at_ms: tocsin_model::Millis,
+) -> Response {
+    let cookie = session::set_cookie(state, value, state.cfg.session_days * 86_400);
+    (
         StatusCode::CREATED,
         [(header::SET_COOKIE, cookie)],
         Json(json!({
-            "user": user.id,
-            "csrf": session::csrf_token(&value),
+            "user": user,
+            "csrf": session::csrf_token(value),
             "expires_at_ms": expires_at_ms,
         })),
     )
-        .into_response())
+        .into_response()
 }
 
 /// `DELETE /v1/session`: the session ends and the cookie is removed.
@@ -195,6 +205,7 @@ pub(crate) async fn use_link(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown browser");
     let (value, web_session) = session::start(&state, &user, agent, now_ms());
+    let expires_at_ms = web_session.expires_at_ms;
     let reply = command(
         &state,
         &user,
@@ -207,11 +218,5 @@ pub(crate) async fn use_link(
     if !reply.ok {
         return Err(refusal(reply));
     }
-    let cookie = session::set_cookie(&state, &value, state.cfg.session_days * 86_400);
-    Ok((
-        StatusCode::CREATED,
-        [(header::SET_COOKIE, cookie)],
-        Json(json!({ "user": user, "csrf": session::csrf_token(&value) })),
-    )
-        .into_response())
+    Ok(signed_in(&state, &user, &value, expires_at_ms))
 }

@@ -36,13 +36,7 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                     button type="submit" { "Add user" }
                     (layout::form_status())
                 }
-                div.shown hidden {
-                    label for="ad-token" { "Their API token (shown once: give it to them to sign in)" }
-                    div.copy-row {
-                        input id="ad-token" readonly;
-                        button type="button" data-copy="#ad-token" { "Copy" }
-                    }
-                }
+                (layout::shown_once("ad-token", html! { "Their API token (shown once: give it to them to sign in)" }))
             }
             section.card aria-labelledby="ad-users" {
                 h2 id="ad-users" { "Users" }

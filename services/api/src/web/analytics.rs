@@ -4,10 +4,9 @@
 
 use crate::St;
 use crate::routes::analytics::report;
-use crate::web::layout;
-use crate::web::{error_page, render, viewer};
+use crate::web::layout::{self, Viewer};
+use crate::web::{error_page, render};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -33,13 +32,9 @@ const COLOURS: [(&str, &str); 6] = [
 
 pub(crate) async fn page(
     State(state): St,
-    headers: HeaderMap,
+    v: Viewer,
     params: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let days = params.ok().and_then(|Query(p)| p.days).unwrap_or(14);
     let rows = match report(&state, &v.user.id, days).await {
         Ok(r) => r,

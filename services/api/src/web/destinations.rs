@@ -1,20 +1,13 @@
 //! The destinations screen: where the user is reached, each with its state, and the form
 //! that adds one.
 
-use crate::St;
-use crate::web::layout;
-use crate::web::{render, viewer};
-use axum::extract::State;
-use axum::http::HeaderMap;
+use crate::web::layout::{self, Viewer};
+use crate::web::render;
 use axum::response::Response;
 use maud::html;
 use tocsin_model::Channel;
 
-pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(v: Viewer) -> Response {
     render(layout::page(
         &v,
         "/app/destinations",

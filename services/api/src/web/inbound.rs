@@ -2,18 +2,13 @@
 //! copy button), who may send to it, and whether mail must be authenticated.
 
 use crate::St;
-use crate::web::layout;
-use crate::web::{render, viewer};
+use crate::web::layout::{self, Viewer};
+use crate::web::render;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 
-pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): St, v: Viewer) -> Response {
     let u = &v.user;
     let domain = &state.cfg.inbound_domain;
     render(layout::page(
@@ -34,13 +29,7 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
                     button type="submit" { "Make a new address" }
                     (layout::form_status())
                 }
-                div.shown hidden {
-                    label for="in-new" { "Your new address" }
-                    div.copy-row {
-                        input id="in-new" readonly;
-                        button type="button" data-copy="#in-new" { "Copy" }
-                    }
-                }
+                (layout::shown_once("in-new", html! { "Your new address" }))
             }
             section.card aria-labelledby="in-senders" {
                 h2 id="in-senders" { "Who may send to it" }

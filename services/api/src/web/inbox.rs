@@ -3,10 +3,9 @@
 
 use crate::routes::history::{HistoryParams, query};
 use crate::web::layout::{self, Viewer};
-use crate::web::{error_page, render, viewer};
+use crate::web::{error_page, render};
 use crate::{ApiError, St};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -64,13 +63,9 @@ impl Filters {
 
 pub(crate) async fn page(
     State(state): St,
-    headers: HeaderMap,
+    v: Viewer,
     filters: Result<Query<Filters>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let Query(filters) = filters.unwrap_or_default();
     let page = match filters.params() {
         Ok(p) => query(&state, &v.user.id, p).await,

@@ -126,6 +126,20 @@ pub(crate) fn form_status() -> Markup {
     html! { p.form-status role="status" aria-live="polite" {} }
 }
 
+/// Where a secret the server shows once appears (a new address, a hook's URL, a new user's
+/// token), hidden until a form's answer fills it, with a button that copies it.
+pub(crate) fn shown_once(id: &str, what: Markup) -> Markup {
+    html! {
+        div.shown hidden {
+            label for=(id) { (what) }
+            div.copy-row {
+                input id=(id) readonly;
+                button type="button" data-copy={ "#" (id) } { "Copy" }
+            }
+        }
+    }
+}
+
 /// A point in time for people: UTC to the minute, the exact instant in `datetime`.
 pub(crate) fn time(at_ms: Millis) -> Markup {
     use chrono::TimeZone;

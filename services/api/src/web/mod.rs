@@ -94,6 +94,19 @@ pub(crate) async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<View
     }
 }
 
+/// A screen's handler takes its viewer as an argument: the signed-in user, or the way to the
+/// sign-in page (or the admin screen for the operator) instead of the screen.
+impl axum::extract::FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        viewer(state, &parts.headers).await
+    }
+}
+
 /// A page saying what went wrong (the bus or history unavailable, a bad filter).
 pub(crate) fn error_page(_cookie: Option<&str>, e: ApiError) -> Response {
     let status = e.status;

@@ -1,31 +1,18 @@
 //! The policy screen: each escalation policy drawn as a timeline of its steps, quiet hours,
 //! what would happen to an urgent notification sent now, and the editor of the default one.
 
-use crate::St;
 use crate::web::destinations::channel_name;
 use crate::web::layout::{self, Viewer};
-use crate::web::{render, viewer};
-use axum::extract::State;
-use axum::http::HeaderMap;
+use crate::web::render;
 use axum::response::Response;
 use maud::{Markup, html};
 use tocsin_model::{Condition, Policy, Priority, Reach, Step, now_ms};
 
-pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(v: Viewer) -> Response {
     let u = &v.user;
     let (default, custom) = u.reach.policy_named(Reach::DEFAULT_POLICY, &u.destinations);
-    let mut names = vec![Reach::FEEDS_POLICY];
-    names.extend(
-        u.reach
-            .policies
-            .keys()
-            .map(String::as_str)
-            .filter(|n| *n != Reach::FEEDS_POLICY),
-    );
+    // the default is drawn first, with its preview and editor
+    let names: Vec<&str> = u.reach.policy_names().into_iter().skip(1).collect();
     let editing = serde_json::to_string_pretty(&default).unwrap_or_default();
     render(layout::page(
         &v,

@@ -1,19 +1,13 @@
 //! The sessions screen: the browsers signed in as the user, this one marked.
 
-use crate::St;
-use crate::web::layout;
-use crate::web::{render, viewer};
-use axum::extract::State;
+use crate::web::layout::{self, Viewer};
+use crate::web::render;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::html;
 use tocsin_model::{hash_token, now_ms};
 
-pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(headers: HeaderMap, v: Viewer) -> Response {
     let this = crate::session::cookie(&headers)
         .map(hash_token)
         .unwrap_or_default();

@@ -1,20 +1,13 @@
 //! The sources screen: what the user watches, each with its health, pause and delete, and
 //! the form that adds a feed after previewing it.
 
-use crate::St;
-use crate::web::layout;
-use crate::web::{render, viewer};
-use axum::extract::State;
-use axum::http::HeaderMap;
+use crate::web::layout::{self, Viewer};
+use crate::web::render;
 use axum::response::Response;
 use maud::{Markup, html};
 use tocsin_model::{Source, SourceSpec, SourceStatus, now_ms};
 
-pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
-    let v = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(v: Viewer) -> Response {
     let now = now_ms();
     render(layout::page(
         &v,
@@ -188,17 +181,6 @@ fn add_feed() -> Markup {
 /// The forms that add the other kinds of source, each folded until opened. A heartbeat's
 /// and a webhook source's own URL are shown once, when made.
 fn add_other() -> Markup {
-    let shown = |id: &str, what: &str| {
-        html! {
-            div.shown hidden {
-                label for=(id) { (what) }
-                div.copy-row {
-                    input id=(id) readonly;
-                    button type="button" data-copy={ "#" (id) } { "Copy" }
-                }
-            }
-        }
-    };
     html! {
         section.card aria-labelledby="add-other" {
             h2 id="add-other" { "Add another kind of source" }
@@ -215,7 +197,7 @@ fn add_other() -> Markup {
                     button type="submit" { "Add heartbeat" }
                     (layout::form_status())
                 }
-                (shown("hb-url", "Its ping URL (shown once: GET or POST it from the job)"))
+                (layout::shown_once("hb-url", html! { "Its ping URL (shown once: GET or POST it from the job)" }))
             }
             details {
                 summary { "Alerts from Alertmanager or Grafana" }
@@ -235,7 +217,7 @@ fn add_other() -> Markup {
                     button type="submit" { "Add alert source" }
                     (layout::form_status())
                 }
-                (shown("hook-url", "Its webhook URL (shown once: set it as the receiver's or contact point's URL)"))
+                (layout::shown_once("hook-url", html! { "Its webhook URL (shown once: set it as the receiver's or contact point's URL)" }))
             }
             details {
                 summary { "A shared topic someone gave you" }

@@ -5,47 +5,26 @@
 use crate::feeds::Shared;
 use crate::feeds::fetch::Fetched;
 use crate::feeds::normalize::normalize;
-use futures::StreamExt;
 use std::sync::Arc;
 use tocsin_model::{FeedPreview, FeedPreviewRequest, Item, PreviewItem, Reply};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 /// Answer previews on `<p>.rpc.ingest.preview` until `shutdown`.
 pub(crate) async fn serve(shared: Arc<Shared>, shutdown: CancellationToken) {
     let subject = shared.bus.subjects().ingest_rpc("preview");
-    let mut requests = match shared
-        .bus
-        .client()
-        .queue_subscribe(subject.clone(), "ingestor".into())
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, %subject, "cannot take feed previews");
-            return;
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            m = requests.next() => match m { Some(m) => m, None => break },
-        };
-        let Some(reply_to) = msg.reply.clone() else {
-            continue;
-        };
-        let shared2 = shared.clone();
-        shared.tasks.spawn(async move {
-            let answer = match serde_json::from_slice::<FeedPreviewRequest>(&msg.payload) {
-                Ok(req) => preview(&shared2, req).await,
-                Err(e) => Reply::Err(format!("invalid preview request: {e}")),
-            };
-            let body = serde_json::to_vec(&answer).unwrap_or_default();
-            if let Err(e) = shared2.bus.client().publish(reply_to, body.into()).await {
-                debug!(error = %e, "preview reply not sent");
-            }
-        });
-    }
+    let bus = shared.bus.clone();
+    tocsin_bus::rpc::serve(
+        bus,
+        subject,
+        "ingestor",
+        "feed preview",
+        shutdown,
+        move |req| {
+            let shared = shared.clone();
+            async move { preview(&shared, req).await }
+        },
+    )
+    .await
 }
 
 async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview> {

@@ -4,7 +4,7 @@
 use crate::decide::escalate::{Fired, ack, clock};
 use tocsin_model::{
     AckTarget, Channel, DeliveryJob, Escalation, JobKind, Millis, Notification, NotificationId,
-    Priority, Reach, ReplyCommand, SourceKind, SourceRef, UserRecord,
+    Reach, ReplyCommand, UserRecord,
 };
 
 /// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the
@@ -172,23 +172,13 @@ pub fn reply(
     if channel == Channel::Xmpp {
         fired.jobs.push(DeliveryJob {
             job_id: tocsin_bus::msg_id::command_answer(&dest.id, at_ms),
-            notification: Notification {
-                id: NotificationId(format!("r{at_ms}")),
-                user: r.id.clone(),
-                source: SourceRef {
-                    kind: SourceKind::Publish,
-                    id: None,
-                    label: "tocsin".into(),
-                },
-                title: answer,
-                body: String::new(),
-                url: None,
-                priority: Priority::DEFAULT,
-                tags: vec![],
-                created_at_ms: now,
-                published_at_ms: None,
-                dedup_key: None,
-            },
+            notification: Notification::from_tocsin(
+                NotificationId(format!("r{at_ms}")),
+                r.id.clone(),
+                answer,
+                String::new(),
+                now,
+            ),
             destination: dest,
             kind: JobKind::Reply,
             reference: None,

@@ -4,8 +4,8 @@
 
 use crate::decide::{Effects, Refusal};
 use tocsin_model::{
-    Channel, DeliveryJob, JobKind, Millis, Notification, NotificationId, Priority, SignInLink,
-    SourceKind, SourceRef, UserRecord, WebSession,
+    Channel, DeliveryJob, JobKind, Millis, Notification, NotificationId, SignInLink, UserRecord,
+    WebSession,
 };
 
 fn check_hash(field: &str, hash: &str) -> Result<(), Refusal> {
@@ -65,24 +65,17 @@ pub(crate) fn mail_link(
         fx.jobs.push(DeliveryJob {
             job_id: tocsin_bus::msg_id::command_answer(&d.id, now),
             notification: Notification {
-                id: NotificationId(format!("signin{now}")),
-                user: r.id.clone(),
-                source: SourceRef {
-                    kind: SourceKind::Publish,
-                    id: None,
-                    label: "tocsin".into(),
-                },
-                title: "Sign in to tocsin".into(),
-                body: format!(
-                    "Open this link within {} minutes to sign in to tocsin in your browser:\n\n{link}\n\nIt works once. If you did not ask for it, ignore this mail: nobody can use it without this mailbox.",
-                    SignInLink::LIFETIME_MS / 60_000
-                ),
                 url: Some(link.to_owned()),
-                priority: Priority::DEFAULT,
-                tags: vec![],
-                created_at_ms: now,
-                published_at_ms: None,
-                dedup_key: None,
+                ..Notification::from_tocsin(
+                    NotificationId(format!("signin{now}")),
+                    r.id.clone(),
+                    "Sign in to tocsin".into(),
+                    format!(
+                        "Open this link within {} minutes to sign in to tocsin in your browser:\n\n{link}\n\nIt works once. If you did not ask for it, ignore this mail: nobody can use it without this mailbox.",
+                        SignInLink::LIFETIME_MS / 60_000
+                    ),
+                    now,
+                )
             },
             destination: d,
             kind: JobKind::Reply,
