@@ -204,6 +204,38 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     })
     .await?;
     assert_eq!(settings["tags"], json!(["bikes", "local"]), "{settings}");
+    // and its words, once the page has reloaded (its folds closed again)
+    wait_for(Duration::from_secs(10), "the reloaded page", || async {
+        let open = b
+            .script(
+                "return document.querySelector(arguments[0])?.open",
+                json!([format!("#source-{sid} details.settings")]),
+            )
+            .await
+            .ok()?;
+        (open == false).then_some(())
+    })
+    .await?;
+    b.click(
+        &b.find(&format!("#source-{sid} details.words summary"))
+            .await?,
+    )
+    .await?;
+    b.fill(&b.find(&format!("#any-{sid}")).await?, "bike, tandem")
+        .await?;
+    b.click(
+        &b.find(&format!("#any-{sid} ~ button[type=\"submit\"]"))
+            .await?,
+    )
+    .await?;
+    wait_for(Duration::from_secs(10), "the new words", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/sources", Some(&token), None)
+            .await
+            .ok()?;
+        (v["sources"][0]["filter"]["any"] == json!(["bike", "tandem"])).then_some(())
+    })
+    .await?;
     // a heartbeat: its ping URL is shown once, and works
     b.goto(&format!("{}/app/sources", h.api_url)).await?;
     b.click(

@@ -164,7 +164,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             "/v1/sources/preview",
             post(crate::routes::sources::preview_source),
         )
-        .route("/v1/sources/{id}", delete(remove_source))
+        .route(
+            "/v1/sources/{id}",
+            put(crate::routes::sources::edit_source).delete(remove_source),
+        )
         .route("/v1/sources/{id}/settings", put(set_source_settings))
         .route(
             "/v1/destinations",

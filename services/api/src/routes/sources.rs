@@ -269,6 +269,67 @@ pub(crate) async fn preview_source(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditSource {
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    filter: Option<Filter>,
+    /// A feed: check it this often (seconds; 0: the ingestor's interval).
+    #[serde(default)]
+    poll_interval_secs: Option<u64>,
+}
+
+/// `PUT /v1/sources/{id}` `{label?, filter?, poll_interval_secs?}`: change a source's name, its
+/// filter, or (a feed) how often it is checked; what is left out stays. A feed's URL, and what
+/// makes the other kinds (their secret URLs, a mailbox), are kept: add a new source for those.
+pub(crate) async fn edit_source(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let edit: EditSource = parse_body_strict(&body)?;
+    let Some(mut source) = u.sources.iter().find(|s| s.id == id).cloned() else {
+        return Err(ApiError::not_found(format!("no source {id}")));
+    };
+    if let Some(label) = edit.label {
+        source.label = label.trim().to_owned();
+    }
+    if let Some(filter) = edit.filter {
+        source.filter = filter;
+    }
+    if let Some(every) = edit.poll_interval_secs {
+        match &mut source.spec {
+            SourceSpec::Feed {
+                poll_interval_secs, ..
+            } => *poll_interval_secs = (every > 0).then_some(every),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "poll_interval_secs: only a feed is polled",
+                    Some("poll_interval_secs".into()),
+                ));
+            }
+        }
+    }
+    tocsin_model::validate_source(&source)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
+    let reply = command(
+        &state,
+        &u.id,
+        Command::AddSource {
+            source: source.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({ "source": source })).into_response())
+}
+
 pub(crate) async fn remove_source(
     State(state): St,
     headers: HeaderMap,

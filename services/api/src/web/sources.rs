@@ -92,6 +92,23 @@ fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
             @if let Some(until) = muted {
                 p { span.badge.paused { "Paused" } " until " (layout::time(until)) }
             }
+            details.words {
+                summary { "Name and words " span.sr { "of " (name) } }
+                form data-api={ "/v1/sources/" (s.id) } data-method="PUT" data-then="reload" {
+                    label for={ "name-" (s.id) } { "Name" }
+                    input id={ "name-" (s.id) } name="label" maxlength="100" value=(s.label);
+                    // the filter is replaced whole: its other parts go back as they are
+                    input type="hidden" name="filter" data-kind="json" value=(other_filter_parts(&s.filter));
+                    label for={ "any-" (s.id) } { "Any of these words (comma-separated)" }
+                    input id={ "any-" (s.id) } name="filter.any" data-kind="list" value=(s.filter.any.join(", "));
+                    label for={ "all-" (s.id) } { "All of these words" }
+                    input id={ "all-" (s.id) } name="filter.all" data-kind="list" value=(s.filter.all.join(", "));
+                    label for={ "exclude-" (s.id) } { "None of these words" }
+                    input id={ "exclude-" (s.id) } name="filter.exclude" data-kind="list" value=(s.filter.exclude.join(", "));
+                    button type="submit" { "Save" }
+                    (layout::form_status())
+                }
+            }
             details.settings {
                 summary { "Settings " span.sr { "of " (name) } }
                 form data-api={ "/v1/sources/" (s.id) "/settings" } data-method="PUT" data-then="reload" {
@@ -255,4 +272,16 @@ fn add_other() -> Markup {
             }
         }
     }
+}
+
+/// A filter without its word lists (regex, price range, category), as JSON: what the words
+/// form sends back unchanged.
+fn other_filter_parts(f: &tocsin_model::Filter) -> String {
+    let rest = tocsin_model::Filter {
+        any: vec![],
+        all: vec![],
+        exclude: vec![],
+        ..f.clone()
+    };
+    serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into())
 }
