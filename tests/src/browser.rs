@@ -248,6 +248,15 @@ impl Browser {
         .map(|_| ())
     }
 
+    /// Work inside the frame `e` from now on (`None`: the top page again).
+    pub async fn frame(&self, e: Option<&Element>) -> Result<()> {
+        let id = match e {
+            Some(e) => json!({ ELEMENT: e.0 }),
+            None => Value::Null,
+        };
+        self.post("/frame", json!({ "id": id })).await.map(|_| ())
+    }
+
     /// A Chrome DevTools Protocol command, through chromedriver.
     pub async fn cdp(&self, cmd: &str, params: Value) -> Result<Value> {
         self.post("/goog/cdp/execute", json!({ "cmd": cmd, "params": params }))

@@ -586,6 +586,40 @@ async fn hostile_content_stays_inert_and_other_sites_cannot_act_or_frame() -> an
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(r.headers()["x-frame-options"], "DENY");
 
+    // another site frames the app (clickjacking): the browser refuses to show it there; a
+    // page that allows framing, beside it, shows (so the check sees into frames)
+    h.feeds.set(
+        "form.html",
+        r#"<!doctype html><title>framable</title><main><h1>a page that may be framed</h1></main>"#,
+        "text/html; charset=utf-8",
+    );
+    h.feeds.set(
+        "frame.html",
+        format!(
+            r#"<!doctype html><title>frame</title><iframe id="f" src="{}/app/sign-in"></iframe><iframe id="g" src="{}"></iframe>"#,
+            h.api_url,
+            h.feeds.url("form.html")
+        ),
+        "text/html; charset=utf-8",
+    );
+    // the page's load waits for its frames
+    b.goto(&h.feeds.url("frame.html")).await?;
+    let mut shown = Vec::new();
+    for id in ["#f", "#g"] {
+        let frame = b.find(id).await?;
+        b.frame(Some(&frame)).await?;
+        let inside = b
+            .script("return !!document.querySelector('main h1')", json!([]))
+            .await?;
+        b.frame(None).await?;
+        shown.push(inside);
+    }
+    assert_eq!(
+        shown,
+        [json!(false), json!(true)],
+        "the app is never shown in another site's frame"
+    );
+
     // another site (the feed server, another origin on the same host, so the same "site" to
     // the browser and the cookie goes along) posts a change: refused without the CSRF token
     let before = h
