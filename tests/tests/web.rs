@@ -873,6 +873,22 @@ async fn a_mailed_link_signs_in_once() -> anyhow::Result<()> {
         json!({"channel": "email", "address": "lena@example.org"}),
     )
     .await?;
+    // the answer tells nothing about which ids are in use
+    let ask = |user: &str| {
+        h.http
+            .post(format!("{}/v1/session/link", h.api_url))
+            .json(&json!({ "user": user }))
+            .send()
+    };
+    let (known, unknown) = (ask(&uid).await?, ask("u0123456789abcdef01234567").await?);
+    assert_eq!(known.status(), 202);
+    assert_eq!(unknown.status(), 202);
+    assert_eq!(known.text().await?, unknown.text().await?);
+    let first = wait_for(Duration::from_secs(20), "the first mail", || async {
+        smtp.messages().into_iter().next()
+    })
+    .await?;
+    assert!(first.contains("Sign in to tocsin"), "{first}");
     let b = Browser::start(DESKTOP.0, DESKTOP.1).await?;
     b.goto(&format!("{}/app/sign-in", h.api_url)).await?;
     let input = wait_for(Duration::from_secs(10), "the mail-a-link form", || async {
@@ -887,8 +903,8 @@ async fn a_mailed_link_signs_in_once() -> anyhow::Result<()> {
         t.starts_with('✓')
     })
     .await?;
-    let mail = wait_for(Duration::from_secs(20), "the mail", || async {
-        smtp.messages().into_iter().next()
+    let mail = wait_for(Duration::from_secs(20), "the second mail", || async {
+        smtp.messages().into_iter().nth(1)
     })
     .await?;
     // the text part is quoted-printable: its soft line breaks joined

@@ -144,7 +144,8 @@ pub(crate) struct LinkRequest {
 
 /// `POST /v1/session/link` `{"user"}`: mail the user a one-time sign-in link at their e-mail
 /// destinations (only where a delivery instance serves e-mail). 202 whether or not the user
-/// exists, so the answer tells nobody which ids do.
+/// exists, has an e-mail destination or has links waiting (the avatar refuses those, as a
+/// `refused` event), so the answer tells nobody which ids are in use.
 pub(crate) async fn mail_link(
     State(state): St,
     body: axum::body::Bytes,
@@ -160,32 +161,32 @@ pub(crate) async fn mail_link(
     let Ok(user) = tocsin_model::UserId::parse(req.user.trim()) else {
         return Ok(mailed());
     };
-    if crate::auth::load_user(&state, &user).await?.is_none() {
-        return Ok(mailed());
-    }
+    // the same limit, the same answer and no wait for the avatar whether or not the user
+    // exists or has an e-mail destination: nothing tells an outsider which ids are in use
     if let Err(wait) = state.previews.take(&user) {
         return Err(ApiError::too_many(format!(
             "too many sign-in links asked for; retry in {}s",
             wait.as_secs().max(1)
         )));
     }
+    if crate::auth::load_user(&state, &user).await?.is_none() {
+        return Ok(mailed());
+    }
     let code = crate::auth::random_hex(16);
     let link = format!(
         "{}/app/sign-in/link/{user}/{code}",
         state.cfg.public_url.trim_end_matches('/')
     );
-    let reply = command(
-        &state,
-        &user,
-        Command::MailSignInLink {
+    let command_id = format!("c{}", crate::auth::random_hex(12));
+    let msg = tocsin_model::AvatarMessage::Command {
+        command_id: command_id.clone(),
+        command: Command::MailSignInLink {
             code_hash: hash_token(&code),
             link,
         },
-    )
-    .await?;
-    if !reply.ok {
-        return Err(refusal(reply));
-    }
+        reply_to: None,
+    };
+    crate::client::to_avatar(&state, &user, &command_id, &msg).await?;
     Ok(mailed())
 }
 
