@@ -48,12 +48,53 @@ pub struct Item<'a> {
     pub categories: &'a [String],
 }
 
+/// One entry of a word list as it matches: at the start of a word (`bike` finds "bikes",
+/// `rc` finds "rc1"), or, quoted, as exactly those words (`"road bike"` finds "road bike" but
+/// not "road biker").
+#[derive(Clone, Debug)]
+struct Term {
+    /// Lower case, quotes removed.
+    text: String,
+    exact: bool,
+    /// As the person wrote it, for explanations.
+    shown: String,
+}
+
+impl Term {
+    /// An entry (already trimmed), and whether it is an exclusion (`-word`).
+    fn parse(entry: &str) -> (Term, bool) {
+        let entry = entry.trim();
+        let (negated, rest) = match entry.strip_prefix('-') {
+            Some(r) if !r.trim().is_empty() => (true, r.trim()),
+            _ => (false, entry),
+        };
+        let quoted = rest.len() >= 2 && rest.starts_with('"') && rest.ends_with('"');
+        let text = if quoted {
+            &rest[1..rest.len() - 1]
+        } else {
+            rest
+        };
+        (
+            Term {
+                text: text.trim().to_lowercase(),
+                exact: quoted,
+                shown: rest.to_owned(),
+            },
+            negated,
+        )
+    }
+
+    fn found_in(&self, hay: &str) -> bool {
+        occurs(hay, &self.text, self.exact)
+    }
+}
+
 /// A validated filter, ready to match.
 #[derive(Clone, Debug)]
 pub struct CompiledFilter {
-    any: Vec<String>,
-    all: Vec<String>,
-    exclude: Vec<String>,
+    any: Vec<Term>,
+    all: Vec<Term>,
+    exclude: Vec<Term>,
     regex: Option<regex::Regex>,
     price_min: Option<f64>,
     price_max: Option<f64>,
@@ -128,11 +169,24 @@ impl Filter {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let lower = |v: &Vec<String>| v.iter().map(|w| w.trim().to_lowercase()).collect();
+        // `-word` in any list is an exclusion
+        let mut exclude: Vec<Term> = self.exclude.iter().map(|w| Term::parse(w).0).collect();
+        let mut split = |v: &Vec<String>| {
+            let mut keep = Vec::new();
+            for w in v {
+                match Term::parse(w) {
+                    (t, true) => exclude.push(t),
+                    (t, false) => keep.push(t),
+                }
+            }
+            keep
+        };
+        let any = split(&self.any);
+        let all = split(&self.all);
         Ok(CompiledFilter {
-            any: lower(&self.any),
-            all: lower(&self.all),
-            exclude: lower(&self.exclude),
+            any,
+            all,
+            exclude,
             regex: self
                 .regex
                 .as_deref()
@@ -182,9 +236,16 @@ impl CompiledFilter {
     pub fn why_not(&self, item: &Item<'_>) -> Option<String> {
         let miss = self.check(item).err()?;
         Some(match miss {
-            Miss::Any => format!("has none of: {}", self.any.join(", ")),
-            Miss::All(i) => format!("lacks {:?}", self.all[i]),
-            Miss::Exclude(i) => format!("has the excluded {:?}", self.exclude[i]),
+            Miss::Any => format!(
+                "has none of: {}",
+                self.any
+                    .iter()
+                    .map(|t| t.shown.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Miss::All(i) => format!("lacks {}", quoted(&self.all[i])),
+            Miss::Exclude(i) => format!("has the excluded {}", quoted(&self.exclude[i])),
             Miss::Regex => "does not match the pattern".to_owned(),
             Miss::NoPrice => "shows no price".to_owned(),
             Miss::Price(p) => format!("costs {p}, outside the price range"),
@@ -197,13 +258,13 @@ impl CompiledFilter {
 
     fn check(&self, item: &Item<'_>) -> Result<(), Miss> {
         let hay = format!("{}\n{}", item.title, item.text).to_lowercase();
-        if !self.any.is_empty() && !self.any.iter().any(|w| contains_word(&hay, w)) {
+        if !self.any.is_empty() && !self.any.iter().any(|t| t.found_in(&hay)) {
             return Err(Miss::Any);
         }
-        if let Some(i) = self.all.iter().position(|w| !contains_word(&hay, w)) {
+        if let Some(i) = self.all.iter().position(|t| !t.found_in(&hay)) {
             return Err(Miss::All(i));
         }
-        if let Some(i) = self.exclude.iter().position(|w| contains_word(&hay, w)) {
+        if let Some(i) = self.exclude.iter().position(|t| t.found_in(&hay)) {
             return Err(Miss::Exclude(i));
         }
         if let Some(re) = &self.regex
@@ -234,9 +295,19 @@ impl CompiledFilter {
     }
 }
 
-/// Whether `word` (already lowercase) occurs in `hay` (lowercase) with no letter or digit
-/// directly before or after it.
-fn contains_word(hay: &str, word: &str) -> bool {
+/// A term as a person reads it in an explanation: quoted, as they wrote it.
+fn quoted(t: &Term) -> String {
+    if t.exact {
+        t.shown.clone()
+    } else {
+        format!("\"{}\"", t.shown)
+    }
+}
+
+/// Whether `word` (already lowercase) occurs in `hay` (lowercase) at the start of a word —
+/// no letter or digit directly before it — and, when `exact`, also ending one. Linear in the
+/// haystack for each start it tries: the search moves on one character at a time.
+fn occurs(hay: &str, word: &str, exact: bool) -> bool {
     if word.is_empty() {
         return true;
     }
@@ -246,7 +317,8 @@ fn contains_word(hay: &str, word: &str) -> bool {
         let end = start + word.len();
         let before = hay[..start].chars().next_back();
         let after = hay[end..].chars().next();
-        if before.is_none_or(|c| !c.is_alphanumeric()) && after.is_none_or(|c| !c.is_alphanumeric())
+        if before.is_none_or(|c| !c.is_alphanumeric())
+            && (!exact || after.is_none_or(|c| !c.is_alphanumeric()))
         {
             return true;
         }
@@ -273,7 +345,7 @@ mod tests {
         .unwrap();
         let why = |t: &str| f.why_not(&item(t, ""));
         assert_eq!(why("road bike $200"), None);
-        assert_eq!(why("sofa").as_deref(), Some("has none of: bike, bicycle"));
+        assert_eq!(why("sofa").as_deref(), Some("has none of: Bike, bicycle"));
         assert_eq!(why("mountain bike $200").as_deref(), Some("lacks \"road\""));
         assert_eq!(
             why("broken road bike $20").as_deref(),
@@ -295,19 +367,33 @@ mod tests {
     }
 
     #[test]
-    fn keywords_match_whole_words_case_insensitively() {
+    fn words_match_at_word_starts_and_quotes_match_exactly() {
         let f = Filter {
-            any: vec!["Bike".into(), "bicycle".into()],
-            exclude: vec!["kids".into()],
+            any: vec!["Bike".into(), "bicycle".into(), "-kids".into()],
+            exclude: vec!["rc".into()],
             ..Default::default()
         }
         .compile()
         .unwrap();
         assert!(f.matches(&item("Road BIKE for sale", "")));
         assert!(f.matches(&item("x", "a vintage bicycle.")));
-        assert!(!f.matches(&item("Bikers jacket", "")));
-        assert!(!f.matches(&item("Kids bike", "")));
+        assert!(f.matches(&item("Two bikes", "")), "bike finds bikes");
+        assert!(!f.matches(&item("Ebike", "")), "only at a word's start");
+        assert!(!f.matches(&item("Kids bike", "")), "-kids excludes");
+        assert!(!f.matches(&item("bike v2.4.0-rc1", "")), "rc finds rc1");
         assert!(!f.matches(&item("Sofa", "")));
+        let exact = Filter {
+            all: vec!["\"road bike\"".into()],
+            ..Default::default()
+        }
+        .compile()
+        .unwrap();
+        assert!(exact.matches(&item("A road bike, 56 cm", "")));
+        assert!(!exact.matches(&item("A road biker", "")), "quoted: exactly");
+        assert_eq!(
+            exact.why_not(&item("A road biker", "")).as_deref(),
+            Some("lacks \"road bike\"")
+        );
     }
 
     #[test]
