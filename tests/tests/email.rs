@@ -818,3 +818,60 @@ async fn a_watched_imap_mailbox_turns_new_mail_into_notifications() -> anyhow::R
     h.shutdown().await;
     Ok(())
 }
+
+/// The same listing by feed and by a forwarded alert e-mail reaches the user once: a mail rule
+/// marks the shop's alert mail as a listing, whose key is its link's canonical form — the
+/// feed's link without its tracking parameters, `www.` or `http`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_by_feed_and_by_e_mail_reaches_the_user_once() -> anyhow::Result<()> {
+    let MailWorld {
+        smtp_out: _smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    } = mail_world("e2emaillisting", "lisa").await?;
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            "/v1/inbound/rules",
+            Some(&token),
+            Some(json!({"rules": [{"subject": "^New listing", "listing": true}]})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    h.feeds.set(
+        "listings.rdf",
+        tocsin_tests::rdf(&[("4711", "Road bike, 56 cm - $400", "Light and fast")]),
+        "application/rss+xml",
+    );
+    h.add_source(
+        &token,
+        json!({"url": h.feeds.url("listings.rdf"), "deliver_existing": true}),
+    )
+    .await?;
+    h.wait_for_title(&token, "Road bike, 56 cm - $400").await?;
+    // the shop's alert mail for the same listing, its link dressed for e-mail
+    let mail = "From: alerts@shop.example\r\nSubject: New listing: Road bike, 56 cm\r\n\r\nA new listing matches your search:\r\nhttp://www.example.test/l/4711?utm_source=alert&utm_medium=email\r\n";
+    assert!(
+        send_mail(in_port, &inbound, mail.as_bytes())
+            .await?
+            .is_positive()
+    );
+    // a later mail of another kind: once it is in history, the listing mail was handled
+    let marker = "Subject: backup finished\r\n\r\nall good\r\n";
+    assert!(
+        send_mail(in_port, &inbound, marker.as_bytes())
+            .await?
+            .is_positive()
+    );
+    h.wait_for_title(&token, "backup finished").await?;
+    let titles = h.history_titles(&token).await?;
+    assert_eq!(
+        titles,
+        ["backup finished", "Road bike, 56 cm - $400"],
+        "the listing once, by the feed"
+    );
+    h.shutdown().await;
+    Ok(())
+}

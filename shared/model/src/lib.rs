@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod budget;
+pub mod canonical;
 pub mod escalation;
 pub mod events;
 pub mod filter;

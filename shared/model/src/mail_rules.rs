@@ -24,6 +24,10 @@ pub struct MailRule {
     /// The mail resolves the alert whose key its `key` group names, instead of being one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resolve: bool,
+    /// The mail announces a listing (a classifieds or shop alert): its first link is the
+    /// listing, so the same listing from a feed or another mail reaches the user once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub listing: bool,
 }
 
 /// What the first matching rule decided.
@@ -35,6 +39,8 @@ pub struct RuleMatch {
     /// `mail:<the key group>`, when a matching expression has a group named `key`.
     pub key: Option<String>,
     pub resolve: bool,
+    /// The mail is a listing: its first link is its key ([`MailRule::listing`]).
+    pub listing: bool,
 }
 
 /// How many rules a user keeps.
@@ -80,6 +86,12 @@ pub fn validate(rules: &[MailRule]) -> Result<(), Invalid> {
             return Err(Invalid::new(
                 &field("subject"),
                 "a rule needs from, subject or body to match",
+            ));
+        }
+        if rule.listing && (rule.resolve || has_key) {
+            return Err(Invalid::new(
+                &field("listing"),
+                "a listing's key is its link: a rule marks a listing, or names an alert (a key group, resolve), not both",
             ));
         }
         if rule.resolve && !has_key {
@@ -147,6 +159,7 @@ pub fn first_match(rules: &[MailRule], from: &str, subject: &str, body: &str) ->
             priority: rule.priority,
             key,
             resolve: rule.resolve,
+            listing: rule.listing,
         });
     }
     None
@@ -190,7 +203,8 @@ mod tests {
                 rule: 2,
                 priority: Some(Priority::new(5).unwrap()),
                 key: Some("mail:HighCPU (web1)".into()),
-                resolve: false
+                resolve: false,
+                listing: false,
             }
         );
         let resolved = first_match(&rules, "x@y.org", "[RESOLVED] HighCPU (web1)", "").unwrap();
@@ -255,6 +269,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(field(vec![no_key]), "rules[0].resolve");
+        let listing_and_alert = MailRule {
+            subject: Some("^New (?P<key>.+)$".into()),
+            listing: true,
+            ..Default::default()
+        };
+        assert_eq!(field(vec![listing_and_alert]), "rules[0].listing");
         let huge = MailRule {
             body: Some("a".repeat(501)),
             ..Default::default()

@@ -78,6 +78,16 @@ pub(crate) fn route_with(
             n = n.bounded();
             opens = true;
         }
+        // a listing's key is its link, as a feed's item has it: one notification per listing
+        if m.listing
+            && let Some(k) = n
+                .url
+                .as_deref()
+                .and_then(tocsin_model::canonical::canonical_url)
+        {
+            n.dedup_key = Some(k);
+            n = n.bounded();
+        }
         if m.resolve
             && let Some(k) = n.dedup_key.clone()
         {
