@@ -250,6 +250,48 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .await?;
     let ping = b.input_value("#hb-url", |u| u.starts_with("http")).await?;
     assert_eq!(reqwest::get(&ping).await?.status(), 200, "{ping}");
+    // OPML: a reader's export imported (one feed new, one watched already), ours exported
+    let opml = tempfile::NamedTempFile::with_suffix(".opml")?;
+    std::fs::write(
+        opml.path(),
+        format!(
+            r#"<?xml version="1.0"?><opml version="1.0"><head><title>reader</title></head><body><outline text="Flats" xmlUrl="{}"/><outline text="Bikes again" xmlUrl="{}"/></body></opml>"#,
+            h.feeds.url("flats.rdf"),
+            h.feeds.url("bikes.rdf")
+        ),
+    )?;
+    b.goto(&format!("{}/app/sources", h.api_url)).await?;
+    b.keys(
+        &b.find("#opml-file").await?,
+        &opml.path().display().to_string(),
+    )
+    .await?;
+    b.click(&b.find("button[data-action=\"opml-import\"]").await?)
+        .await?;
+    let said = b
+        .wait_text(
+            "section[aria-labelledby=\"opml\"] .form-status",
+            "the import",
+            |t| !t.is_empty(),
+        )
+        .await?;
+    assert!(
+        said.starts_with("Added 1 feed(s).") && said.contains("watched already"),
+        "{said}"
+    );
+    let exported = h
+        .http
+        .get(format!("{}/v1/sources/opml", h.api_url))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        exported.contains(&h.feeds.url("flats.rdf")) && exported.contains("title=\"Bikes\""),
+        "{exported}"
+    );
+    b.goto(&format!("{}/app/sources", h.api_url)).await?;
     check_screen(&b, "sources").await?;
 
     // the inbox: a notification arrives live (the page is not reloaded) and is acknowledged

@@ -165,6 +165,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             post(crate::routes::sources::preview_source),
         )
         .route(
+            "/v1/sources/opml",
+            get(routes::opml::export).post(routes::opml::import),
+        )
+        .route(
             "/v1/sources/{id}",
             put(crate::routes::sources::edit_source).delete(remove_source),
         )

@@ -307,6 +307,33 @@ async function subscribePush(button) {
   }
 }
 
+// "Import": an OPML file's feeds become sources; what was added and what was not, and why.
+async function importOpml(button) {
+  const s = button.parentElement.querySelector(".form-status");
+  const say = (text, bad) => {
+    s.textContent = text;
+    s.classList.toggle("error", !!bad);
+  };
+  const file = document.getElementById(button.dataset.file)?.files?.[0];
+  if (!file) {
+    say("Choose an OPML file first.", true);
+    return;
+  }
+  const r = await fetch("/v1/sources/opml", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "X-CSRF-Token": csrf(), "Content-Type": "text/x-opml" },
+    body: await file.text(),
+  });
+  const data = await r.json().catch(() => null);
+  if (!r.ok) {
+    say(data?.error?.message ?? `the server answered ${r.status}`, true);
+    return;
+  }
+  const skipped = data.skipped.map((x) => `${x.url} (${x.reason})`).join("; ");
+  say(`Added ${data.added.length} feed(s).` + (skipped ? ` Not added: ${skipped}.` : ""), false);
+}
+
 document.addEventListener("submit", (e) => {
   const form = e.target.closest("form[data-api]");
   if (!form) return;
@@ -319,6 +346,7 @@ document.addEventListener("click", (e) => {
   if (!b) return;
   if (b.dataset.action === "preview") preview(b.form);
   else if (b.dataset.action === "push-subscribe") subscribePush(b);
+  else if (b.dataset.action === "opml-import") importOpml(b);
   else if (b.dataset.copy) copy(b);
 });
 

@@ -308,6 +308,12 @@ pub(crate) enum FeedCmd {
     Rm {
         id: String,
     },
+    /// Print your feeds as OPML (what feed readers import).
+    Export,
+    /// Watch every feed an OPML file lists (a feed reader's export); new items only.
+    Import {
+        file: PathBuf,
+    },
     /// Set how a source's notifications are treated (what is not given goes back to the
     /// default: the items' own priority, not muted, the policy for its kind).
     Set {

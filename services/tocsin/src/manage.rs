@@ -514,6 +514,36 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             }
         }
         FeedCmd::Rm { id } => remove(&c, &token, "/v1/sources", &id).await?,
+        FeedCmd::Export => {
+            let opml = c
+                .send(Method::GET, "/v1/sources/opml", Some(&token), |r| r)
+                .await?;
+            print!("{opml}");
+        }
+        FeedCmd::Import { file } => {
+            let doc =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = c
+                .send(Method::POST, "/v1/sources/opml", Some(&token), |r| {
+                    r.header("content-type", "text/x-opml").body(doc)
+                })
+                .await?;
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            for s in v["added"].as_array().into_iter().flatten() {
+                println!(
+                    "added    {}  {}",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["url"].as_str().unwrap_or("?")
+                );
+            }
+            for s in v["skipped"].as_array().into_iter().flatten() {
+                println!(
+                    "skipped  {}  ({})",
+                    s["url"].as_str().unwrap_or("?"),
+                    s["reason"].as_str().unwrap_or("?")
+                );
+            }
+        }
         FeedCmd::Set {
             id,
             priority,

@@ -10,6 +10,7 @@ pub(crate) mod history;
 pub(crate) mod hooks;
 pub(crate) mod inbound;
 pub(crate) mod ntfy;
+pub(crate) mod opml;
 pub(crate) mod policy;
 pub(crate) mod publish;
 pub(crate) mod push;

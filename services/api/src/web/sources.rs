@@ -24,6 +24,17 @@ pub(crate) async fn page(v: Viewer) -> Response {
             }
             (add_feed())
             (add_other())
+            section.card aria-labelledby="opml" {
+                h2 id="opml" { "Import and export" }
+                p { "Feed readers exchange their subscriptions as OPML files. "
+                    a href="/v1/sources/opml" download="tocsin-feeds.opml" { "Export your feeds" } "." }
+                label for="opml-file" { "An OPML file to import (its feeds are added without filters; new items only)" }
+                input id="opml-file" type="file" accept=".opml,.xml,text/x-opml,text/xml";
+                div.actions {
+                    button type="button" data-action="opml-import" data-file="opml-file" { "Import" }
+                    (layout::form_status())
+                }
+            }
         },
     ))
 }
