@@ -2,7 +2,7 @@
 //! private feed; restarts; hostile feeds; API validation and isolation between users.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
 use tocsin_testkit::wait_for;
@@ -815,6 +815,104 @@ async fn the_api_limits_requests_per_user_and_per_address() -> anyhow::Result<()
     // health checks are never limited
     let r = h.http.get(format!("{}/healthz", h.api_url)).send().await?;
     assert_eq!(r.status(), 200);
+    h.shutdown().await;
+    Ok(())
+}
+
+/// The recipes of docs/sources.md, each run as written against a local copy of the site it
+/// describes (its host replaced by the test's feed server): the page stays true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_doc_recipes_work() -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(tocsin_testkit::workspace_root().join("docs/sources.md"))?;
+    let recipe = |name: &str| -> anyhow::Result<String> {
+        let start = doc
+            .find(&format!("```json recipe:{name}\n"))
+            .ok_or_else(|| anyhow::anyhow!("no recipe {name} in docs/sources.md"))?;
+        let body = &doc[start..];
+        let body = &body[body.find('\n').unwrap_or(0) + 1..];
+        Ok(body[..body.find("```").unwrap_or(body.len())].to_owned())
+    };
+    let h = Harness::start("e2erecipes").await?;
+    let (_, token, _) = h.create_user("rosa").await?;
+    let local = |text: &str, path: &str, site: &str| text.replace(site, &h.feeds.url(path));
+
+    // the feed recipe: only the road bike under $800, not the kids' one
+    h.feeds.set(
+        "feed",
+        rdf(&[
+            ("1", "Road bike 54 cm - $700", "Steel"),
+            ("2", "Kids road bike - $90", "Small"),
+            ("3", "Road bike, carbon - $1,900", "Light"),
+        ]),
+        "application/rss+xml",
+    );
+    let mut feed: Value = serde_json::from_str(&local(
+        &recipe("feed")?,
+        "feed",
+        "https://listings.example/search/bik?format=rss",
+    ))?;
+    feed["deliver_existing"] = json!(true);
+    h.add_source(&token, feed).await?;
+    h.wait_for_title(&token, "Road bike 54 cm - $700").await?;
+
+    // the JSON API recipe, against its documented answer
+    h.feeds
+        .set("api", recipe("json-api-answer")?, "application/json");
+    let source: Value = serde_json::from_str(&local(
+        &recipe("json-api")?,
+        "api",
+        "https://shop.example/api/search?q=bike",
+    ))?;
+    // what the preview says first: the kids' bike filtered out, and why
+    let (status, preview) = h
+        .call(
+            Method::POST,
+            "/v1/sources/preview",
+            Some(&token),
+            Some(source.clone()),
+        )
+        .await?;
+    assert_eq!(status, 200, "{preview}");
+    let items = preview["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["title"], "Road bike, 56 cm - $650");
+    assert_eq!(items[1]["why"], "has the excluded \"kids\"");
+    let id = h.add_source(&token, source).await?;
+    h.wait_for_title(&token, "Road bike, 56 cm - $650").await?;
+    // a new listing in the answer arrives; the ones seen do not again
+    let mut answer: Value = serde_json::from_str(&recipe("json-api-answer")?)?;
+    answer["results"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "7714", "title": "Gravel bike", "price": 900, "url": "https://shop.example/l/7714"}));
+    h.feeds.set("api", answer.to_string(), "application/json");
+    h.wait_for_title(&token, "Gravel bike - $900").await?;
+    let notified = h.history_titles(&token).await?;
+    assert_eq!(
+        notified
+            .iter()
+            .filter(|t| t.starts_with("Road bike, 56 cm"))
+            .count(),
+        1,
+        "{notified:?}"
+    );
+    assert!(!notified.iter().any(|t| t.contains("Kids")), "{notified:?}");
+    // an answer that is not JSON is the source's error, named
+    h.feeds.set("api", "<html>maintenance</html>", "text/html");
+    let error = wait_for(Duration::from_secs(20), "the source's error", || async {
+        let (_, v) = h
+            .call(Method::GET, "/v1/sources", Some(&token), None)
+            .await
+            .ok()?;
+        v["sources"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id.as_str())?["status"]["error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await?;
+    assert!(error.starts_with("not JSON"), "{error}");
     h.shutdown().await;
     Ok(())
 }

@@ -151,6 +151,7 @@ mod tests {
                         url: "https://example.org/rss".into(),
                         deliver_existing: false,
                         poll_interval_secs: None,
+                        extract: None,
                     },
                     filter: Filter::default(),
                     label: String::new(),

@@ -178,6 +178,7 @@ mod tests {
                 url: format!("https://x.example/{}", "q".repeat(2000)),
                 deliver_existing: true,
                 poll_interval_secs: Some(60),
+                extract: None,
             },
             filter: Filter {
                 any: vec!["w".repeat(100); 50],

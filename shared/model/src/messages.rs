@@ -454,6 +454,10 @@ pub struct FeedSubscription {
     /// The subscriber's own poll interval (none: the ingestor's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
+    /// The source's extractor, when the URL is not a feed (a JSON API): the same URL read
+    /// another way is another feed to the ingestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<Box<crate::Extract>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,6 +104,9 @@ pub struct FeedPreviewRequest {
     pub url: String,
     #[serde(default)]
     pub filter: crate::Filter,
+    /// The source's extractor, when it is not a feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<Box<crate::Extract>>,
 }
 
 /// What a feed holds now, and what the filter makes of each item.

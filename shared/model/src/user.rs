@@ -133,7 +133,8 @@ impl SourceSettings {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceSpec {
-    /// An RSS 0.9x/2.0, RSS 1.0 (RDF) or Atom feed polled by the ingestor.
+    /// An RSS 0.9x/2.0, RSS 1.0 (RDF), Atom or JSON Feed polled by the ingestor — or, with an
+    /// extractor, any document at a URL polled the same way (a JSON API).
     Feed {
         url: String,
         /// Deliver the items already in the feed on the first poll (default: only new ones).
@@ -143,6 +144,9 @@ pub enum SourceSpec {
         /// `poll_interval_secs`); never more often than its `min_poll_interval_secs`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         poll_interval_secs: Option<u64>,
+        /// Not a feed: the document is read by this extractor (a JSON API's mapping).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extract: Option<Box<crate::Extract>>,
     },
     /// An IMAP mailbox the ingestor watches (IDLE where the server offers it, else polling):
     /// each new message becomes a notification, parsed like forwarded mail.

@@ -57,6 +57,7 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
         SourceSpec::Feed {
             url,
             poll_interval_secs,
+            extract,
             ..
         } => {
             crate::validate_feed_url(url).map_err(|e| Invalid::new("url", e))?;
@@ -67,6 +68,9 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
                     "poll_interval_secs",
                     format!("must be 1-{MAX_POLL_INTERVAL_SECS} seconds"),
                 ));
+            }
+            if let Some(x) = extract {
+                x.validate()?;
             }
             Ok(())
         }
@@ -247,6 +251,7 @@ mod tests {
                 url: url.into(),
                 deliver_existing: false,
                 poll_interval_secs: every,
+                extract: None,
             },
             filter: Filter::default(),
             label: String::new(),

@@ -94,6 +94,17 @@ pub(crate) struct AddSource {
     key: Option<String>,
 }
 
+/// A JSON API source's extractor: its `mapping`, needed.
+fn json_extract(req: &AddSource) -> Result<tocsin_model::Extract, ApiError> {
+    let mapping = req.mapping.clone().ok_or_else(|| {
+        ApiError::bad_request(
+            "mapping: needed (how the API's answer becomes listings: items, title, url, key)",
+            Some("mapping".into()),
+        )
+    })?;
+    Ok(tocsin_model::Extract::Json { mapping })
+}
+
 /// A heartbeat's grace when none is given.
 const DEFAULT_GRACE_SECS: u64 = 300;
 
@@ -112,6 +123,14 @@ pub(crate) async fn add_source(
                 .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
             deliver_existing: req.deliver_existing,
             poll_interval_secs: req.poll_interval_secs,
+            extract: None,
+        },
+        "json" => SourceSpec::Feed {
+            url: tocsin_model::validate_feed_url(&req.url)
+                .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
+            deliver_existing: req.deliver_existing,
+            poll_interval_secs: req.poll_interval_secs,
+            extract: Some(Box::new(json_extract(&req)?)),
         },
         "imap" => {
             let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
@@ -177,7 +196,7 @@ pub(crate) async fn add_source(
         other => {
             return Err(ApiError::bad_request(
                 format!(
-                    "kind: {other:?} is not a source kind (feed, imap, heartbeat, hook, topic)"
+                    "kind: {other:?} is not a source kind (feed, json, imap, heartbeat, hook, topic)"
                 ),
                 Some("kind".into()),
             ));
@@ -239,11 +258,19 @@ pub(crate) async fn preview_source(
         )));
     }
     let req: AddSource = parse_body_strict(&body)?;
-    if req.kind.as_deref().is_some_and(|k| k != "feed") {
-        return Err(ApiError::bad_request(
-            "kind: only a feed can be previewed",
-            Some("kind".into()),
-        ));
+    let extract = match req.kind.as_deref().unwrap_or("feed") {
+        "feed" => None,
+        "json" => Some(Box::new(json_extract(&req)?)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "kind: only a feed or a JSON API can be previewed",
+                Some("kind".into()),
+            ));
+        }
+    };
+    if let Some(x) = &extract {
+        x.validate()
+            .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     }
     let url = tocsin_model::validate_feed_url(&req.url)
         .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?;
@@ -253,6 +280,7 @@ pub(crate) async fn preview_source(
     let ask = tocsin_model::FeedPreviewRequest {
         url,
         filter: req.filter,
+        extract,
     };
     let reply: tocsin_model::Reply<tocsin_model::FeedPreview> = state
         .bus

@@ -41,6 +41,11 @@ pub(crate) async fn page(v: Viewer) -> Response {
 
 fn what(s: &Source) -> Markup {
     match &s.spec {
+        SourceSpec::Feed {
+            url,
+            extract: Some(_),
+            ..
+        } => html! { "JSON API " code.url { (url) } },
         SourceSpec::Feed { url, .. } => html! { "Feed " code.url { (url) } },
         SourceSpec::Imap {
             host,
@@ -246,6 +251,32 @@ fn add_other() -> Markup {
                     (layout::form_status())
                 }
                 (layout::shown_once("hook-url", html! { "Its webhook URL (shown once: set it as the receiver's or contact point's URL)" }))
+            }
+            details {
+                summary { "A JSON API: a site with no feed (see the recipe in docs/sources.md)" }
+                form data-api="/v1/sources" data-method="POST" data-then="reload" {
+                    input type="hidden" name="kind" value="json";
+                    label for="json-url" { "The API's URL" }
+                    input id="json-url" name="url" type="url" required placeholder="https://shop.example/api/search?q=bike";
+                    label for="json-label" { "Name" }
+                    input id="json-label" name="label" maxlength="100";
+                    label for="json-items" { "Where its listings are (a JSON pointer)" }
+                    input id="json-items" name="mapping.items" placeholder="/results";
+                    label for="json-title" { "Each listing's title" }
+                    input id="json-title" name="mapping.title" required placeholder="{{ /title }} - ${{ /price }}";
+                    label for="json-link" { "Its link" }
+                    input id="json-link" name="mapping.url" placeholder="{{ /url }}";
+                    label for="json-key" { "Its id" }
+                    input id="json-key" name="mapping.key" placeholder="{{ /id }}";
+                    label for="json-any" { "Any of these words (comma-separated)" }
+                    input id="json-any" name="filter.any" data-kind="list";
+                    div.check {
+                        input id="json-existing" name="deliver_existing" type="checkbox";
+                        label for="json-existing" { "Also send the listings it has now" }
+                    }
+                    button type="submit" { "Add JSON API" }
+                    (layout::form_status())
+                }
             }
             details {
                 summary { "A shared topic someone gave you" }

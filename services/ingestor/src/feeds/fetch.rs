@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use tocsin_netguard::AddressPolicy;
 
+/// What a feed's fetch accepts.
+pub const FEED_TYPES: &str = "application/rss+xml, application/rdf+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5";
+
 /// Settings for the client.
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -85,18 +88,27 @@ impl Fetcher {
         &self.client
     }
 
-    /// GET `url`, conditionally on the validators of the last fetch.
+    /// GET the feed at `url`, conditionally on the validators of the last fetch.
     pub async fn fetch(
         &self,
         url: &str,
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<Fetched, FetchError> {
+        self.fetch_accepting(url, etag, last_modified, FEED_TYPES)
+            .await
+    }
+
+    /// [`Fetcher::fetch`] asking for `accept` (a JSON API's `application/json`).
+    pub async fn fetch_accepting(
+        &self,
+        url: &str,
+        etag: Option<&str>,
+        last_modified: Option<&str>,
+        accept: &'static str,
+    ) -> Result<Fetched, FetchError> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/rss+xml, application/rdf+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.8, */*;q=0.5"),
-        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
         if let Some(v) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
             headers.insert(header::IF_NONE_MATCH, v);
         }

@@ -1,6 +1,7 @@
 //! Feed watching: one record per distinct URL, polled once per interval however many people
 //! subscribe, new items fanned out to the subscribers whose filter matches.
 
+pub mod extract;
 pub mod fetch;
 pub mod normalize;
 pub mod plan;
@@ -16,7 +17,7 @@ pub mod transition;
 pub mod websub;
 
 pub use plan::{PollPlan, next_poll, plan_poll};
-pub use record::{FeedRecord, Subscriber, feed_key, subscriber_key};
+pub use record::{FeedRecord, Subscriber, feed_key, feed_key_for, subscriber_key};
 
 use crate::config::IngestorConfig;
 use crate::feeds::fetch::Fetcher;

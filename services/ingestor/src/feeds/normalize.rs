@@ -42,8 +42,8 @@ pub enum NormalizeError {
     Entities,
 }
 
-const MAX_TITLE: usize = 300;
-const MAX_TEXT: usize = 4000;
+pub(crate) const MAX_TITLE: usize = 300;
+pub(crate) const MAX_TEXT: usize = 4000;
 const MAX_ITEMS: usize = 500;
 const MAX_KEY: usize = 512;
 const MAX_CATEGORY: usize = 100;
@@ -156,13 +156,13 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
 }
 
 /// An absolute http(s) link short enough to keep (a longer one is dropped, not cut).
-fn web_link(h: &str) -> bool {
+pub(crate) fn web_link(h: &str) -> bool {
     (h.starts_with("http://") || h.starts_with("https://")) && h.len() <= budget::MAX_URL
 }
 
 /// An item's id as its key; a longer one as its digest (two ids that differ only past a cut
 /// would otherwise be one item).
-fn bounded_key(id: &str) -> String {
+pub(crate) fn bounded_key(id: &str) -> String {
     if id.len() <= MAX_KEY {
         id.to_owned()
     } else {

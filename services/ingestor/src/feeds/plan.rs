@@ -3,7 +3,7 @@
 
 use crate::config::IngestorConfig;
 use crate::feeds::normalize::FeedItem;
-use crate::feeds::record::{FeedRecord, Subscriber, feed_key};
+use crate::feeds::record::{FeedRecord, Subscriber};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 use tocsin_model::{
@@ -41,7 +41,7 @@ pub fn plan_poll(
         Vec::new()
     };
     let mut notifications = Vec::new();
-    let feed = feed_key(&record.url);
+    let feed = record.key();
     let mut events: Vec<Event> = fresh
         .iter()
         .map(|i| Event::ingested(&feed, &i.key, now).detail(&record.url))

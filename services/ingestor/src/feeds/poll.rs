@@ -3,7 +3,6 @@
 
 use crate::feeds::Shared;
 use crate::feeds::fetch::{FetchError, Fetched};
-use crate::feeds::normalize::normalize;
 use crate::feeds::plan::plan_poll;
 use crate::feeds::record::{FeedRecord, Subscriber};
 use crate::feeds::store::{save, save_subscriber};
@@ -29,9 +28,13 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
     } else {
         (snapshot.etag.as_deref(), snapshot.last_modified.as_deref())
     };
+    let accept = snapshot.extract.as_deref().map_or(
+        crate::feeds::fetch::FEED_TYPES,
+        tocsin_model::Extract::accept,
+    );
     let result = shared
         .fetcher
-        .fetch(&snapshot.url, etag, last_modified)
+        .fetch_accepting(&snapshot.url, etag, last_modified, accept)
         .await;
     let now = now_ms();
     let outcome: Result<Option<Refreshed>, (String, Option<Duration>)> = match result {
@@ -78,7 +81,7 @@ pub(crate) async fn refresh(
     let snapshot = snapshot.clone();
     let seen_capacity = shared.cfg.seen_capacity;
     let parsed = tokio::task::spawn_blocking(move || {
-        let parsed = normalize(&bytes).map_err(|e| e.to_string())?;
+        let parsed = crate::feeds::extract::parse(&bytes, snapshot.extract.as_deref())?;
         let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, seen_capacity, now);
         Ok::<_, String>((parsed, plan))
     })

@@ -4,7 +4,6 @@
 
 use crate::feeds::Shared;
 use crate::feeds::fetch::Fetched;
-use crate::feeds::normalize::normalize;
 use std::sync::Arc;
 use tocsin_model::{FeedPreview, FeedPreviewRequest, Item, PreviewItem, Reply};
 use tokio_util::sync::CancellationToken;
@@ -38,15 +37,24 @@ async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview>
     let Ok(_permit) = shared.fetch_permits.clone().acquire_owned().await else {
         return Reply::Err("the ingestor is stopping".into());
     };
-    let bytes = match shared.fetcher.fetch(&req.url, None, None).await {
+    let accept = req.extract.as_deref().map_or(
+        crate::feeds::fetch::FEED_TYPES,
+        tocsin_model::Extract::accept,
+    );
+    let bytes = match shared
+        .fetcher
+        .fetch_accepting(&req.url, None, None, accept)
+        .await
+    {
         Ok(Fetched::Body { bytes, .. }) => bytes,
         Ok(Fetched::NotModified) => {
             return Reply::Err("the server answered 304 to a plain GET".into());
         }
         Err(e) => return Reply::Err(format!("cannot fetch {}: {e}", req.url)),
     };
+    let extract = req.extract.clone();
     let judged = tokio::task::spawn_blocking(move || {
-        let parsed = normalize(&bytes).map_err(|e| e.to_string())?;
+        let parsed = crate::feeds::extract::parse(&bytes, extract.as_deref())?;
         let more = parsed.items.len() > FeedPreview::MAX_ITEMS;
         let items = parsed
             .items
@@ -75,7 +83,7 @@ async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview>
     .await;
     match judged {
         Ok(Ok(p)) => Reply::Ok(p),
-        Ok(Err(e)) => Reply::Err(format!("{} is not a usable feed: {e}", req.url)),
+        Ok(Err(e)) => Reply::Err(format!("{} cannot be read: {e}", req.url)),
         Err(e) => Reply::Err(format!("the document could not be processed ({e})")),
     }
 }

@@ -57,6 +57,9 @@ pub struct FeedRecord {
     /// The feed's WebSub subscription, when its hub is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websub: Option<websub::WebSub>,
+    /// How its document is read when it is not a feed (a JSON API's mapping).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<Box<tocsin_model::Extract>>,
 }
 
 impl FeedRecord {
@@ -88,6 +91,22 @@ impl FeedRecord {
 /// The KV key of a feed URL.
 pub fn feed_key(url: &str) -> String {
     format!("f{}", &tocsin_model::digest(&["feed-url", url])[..32])
+}
+
+/// The key of the document at `url` read by `extract`: the same URL read another way is
+/// another feed, with its own seen items (a plain feed keeps [`feed_key`]).
+pub fn feed_key_for(url: &str, extract: Option<&tocsin_model::Extract>) -> String {
+    match extract.and_then(|x| serde_json::to_string(x).ok()) {
+        None => feed_key(url),
+        Some(x) => format!("f{}", &tocsin_model::digest(&["feed-url", url, &x])[..32]),
+    }
+}
+
+impl FeedRecord {
+    /// Its key in the `feeds` bucket.
+    pub fn key(&self) -> String {
+        feed_key_for(&self.url, self.extract.as_deref())
+    }
 }
 
 /// The KV key of one subscriber of the feed stored under `feed_key`:

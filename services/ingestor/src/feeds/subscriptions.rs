@@ -4,7 +4,7 @@
 
 use crate::feeds::Shared;
 use crate::feeds::poll::report_status_to;
-use crate::feeds::record::{FeedRecord, Subscriber, feed_key};
+use crate::feeds::record::{FeedRecord, Subscriber, feed_key_for};
 use crate::feeds::store::{save, save_subscriber};
 use crate::feeds::{topics, websub};
 use crate::mail::imap;
@@ -107,7 +107,7 @@ pub(crate) async fn apply_subscription(
             return Ok(());
         }
     };
-    let key = feed_key(&url);
+    let key = feed_key_for(&url, sub.extract.as_deref());
     let sub_key = format!("{}/{}", sub.user, sub.source_id);
     // (the feed's record when it is written or dropped, the subscriber, whether the record
     // must be written, whether the feed is no longer watched, the feed's health for a newcomer)
@@ -119,6 +119,7 @@ pub(crate) async fn apply_subscription(
                 let rec = feeds.entry(key.clone()).or_insert_with(|| FeedRecord {
                     url: url.clone(),
                     next_poll_ms: 0,
+                    extract: sub.extract.clone(),
                     ..Default::default()
                 });
                 let existing = rec.subscribers.contains_key(&sub_key);

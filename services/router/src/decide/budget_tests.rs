@@ -75,6 +75,7 @@ fn configuration_over_its_byte_budget_is_refused_and_undone() {
                     url: format!("https://example.org/{i}/{}", "q".repeat(1900)),
                     deliver_existing: false,
                     poll_interval_secs: None,
+                    extract: None,
                 },
                 filter: Filter {
                     any: vec!["w".repeat(100); 50],

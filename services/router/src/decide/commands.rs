@@ -638,13 +638,24 @@ pub(crate) fn subscription(
     op: SubscriptionOp,
 ) -> Option<FeedSubscription> {
     // a shared topic's subscribers are kept by the ingestor like a feed's, under its own key
-    let (url, deliver_existing, poll_interval_secs) = match &source.spec {
+    let (url, deliver_existing, poll_interval_secs, extract) = match &source.spec {
         SourceSpec::Feed {
             url,
             deliver_existing,
             poll_interval_secs,
-        } => (url.clone(), *deliver_existing, *poll_interval_secs),
-        SourceSpec::Topic { topic } => (tocsin_model::topics::subscription_url(topic), false, None),
+            extract,
+        } => (
+            url.clone(),
+            *deliver_existing,
+            *poll_interval_secs,
+            extract.clone(),
+        ),
+        SourceSpec::Topic { topic } => (
+            tocsin_model::topics::subscription_url(topic),
+            false,
+            None,
+            None,
+        ),
         _ => return None,
     };
     Some(FeedSubscription {
@@ -656,5 +667,6 @@ pub(crate) fn subscription(
         deliver_existing,
         label: source.label.clone(),
         poll_interval_secs,
+        extract,
     })
 }

@@ -92,6 +92,7 @@ pub(crate) fn feed_source(label: &str) -> Source {
             url: "https://example.org/bikes.rss".into(),
             deliver_existing: false,
             poll_interval_secs: None,
+            extract: None,
         },
         filter: Default::default(),
         label: label.into(),
@@ -501,6 +502,7 @@ fn sources_are_validated_limited_and_subscribed() {
                     url: url.into(),
                     deliver_existing: false,
                     poll_interval_secs: None,
+                    extract: None,
                 },
                 filter: Filter {
                     regex: regex.map(Into::into),
