@@ -235,6 +235,7 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
             deliver_existing: false,
             poll_interval_secs: None,
             label: String::new(),
+            extract: None,
         };
         w.push(
             bus.subjects().ingest_subscriptions(),
@@ -353,6 +354,7 @@ async fn fanout(
                     url: format!("{base}/fan"),
                     deliver_existing: false,
                     poll_interval_secs: None,
+                    extract: None,
                 },
                 filter: Default::default(),
                 label: String::new(),

@@ -826,7 +826,7 @@ async fn sources_doc_recipes_work() -> anyhow::Result<()> {
     let doc = std::fs::read_to_string(tocsin_testkit::workspace_root().join("docs/sources.md"))?;
     let recipe = |name: &str| -> anyhow::Result<String> {
         let start = doc
-            .find(&format!("```json recipe:{name}\n"))
+            .find(&format!(" recipe:{name}\n"))
             .ok_or_else(|| anyhow::anyhow!("no recipe {name} in docs/sources.md"))?;
         let body = &doc[start..];
         let body = &body[body.find('\n').unwrap_or(0) + 1..];
@@ -897,6 +897,30 @@ async fn sources_doc_recipes_work() -> anyhow::Result<()> {
         "{notified:?}"
     );
     assert!(!notified.iter().any(|t| t.contains("Kids")), "{notified:?}");
+    // the web page recipe, against its documented page
+    h.feeds
+        .set("page", recipe("html-page")?, "text/html; charset=utf-8");
+    let page: Value = serde_json::from_str(&local(
+        &recipe("html")?,
+        "page",
+        "https://listings.example/search/bik",
+    ))?;
+    h.add_source(&token, page).await?;
+    h.wait_for_title(&token, "Road bike, 56 cm - $650").await?;
+    let items = h.history(&token).await?;
+    let road = items
+        .iter()
+        .find(|i| i["notification"]["title"] == "Road bike, 56 cm - $650")
+        .unwrap();
+    let base = h.feeds.url("page");
+    let origin = &base[..base.len() - "/page".len()];
+    assert_eq!(
+        road["notification"]["url"],
+        format!("{origin}/bik/d/road-bike/7712.html"),
+        "relative links resolved against the page"
+    );
+    assert_eq!(road["notification"]["body"], "(oakland)");
+
     // an answer that is not JSON is the source's error, named
     h.feeds.set("api", "<html>maintenance</html>", "text/html");
     let error = wait_for(Duration::from_secs(20), "the source's error", || async {

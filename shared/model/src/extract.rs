@@ -1,6 +1,8 @@
 //! How a source that is not a feed becomes items: the extractor a polled URL's document goes
 //! through instead of the feed parser. A JSON API's answer is mapped by the same
-//! `{{ /json/pointer }}` templates as a JSON hook (ADR 0020, ADR 0025).
+//! `{{ /json/pointer }}` templates as a JSON hook (ADR 0020); a web page's listings are found
+//! by CSS selectors (ADR 0025). The selectors' syntax is checked where they run (the
+//! ingestor: a preview, or the source's status, names a bad one).
 
 use crate::{Invalid, JsonMapping};
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,24 @@ pub enum Extract {
     /// A JSON API: `mapping.items` points at the list of listings, the other templates at each
     /// listing's fields (`title`, `body`, `url`, `key` — its id — and `priority`).
     Json { mapping: JsonMapping },
+    /// A web page: `item` selects each listing; within it, `title` (default: the listing's
+    /// text), `link` (default: its first `a[href]`), `price` and `text` select the fields. A
+    /// listing's id is its link (resolved against the page), else its title and price.
+    Html {
+        item: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        link: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+    },
 }
+
+/// The longest CSS selector taken.
+pub const MAX_SELECTOR: usize = 300;
 
 impl Extract {
     /// What is wrong with it, naming the field (`extract.mapping.title`).
@@ -31,6 +50,31 @@ impl Extract {
                 }
                 Ok(())
             }
+            Extract::Html {
+                item,
+                title,
+                link,
+                price,
+                text,
+            } => {
+                for (name, sel) in [
+                    ("item", Some(item)),
+                    ("title", title.as_ref()),
+                    ("link", link.as_ref()),
+                    ("price", price.as_ref()),
+                    ("text", text.as_ref()),
+                ] {
+                    if let Some(sel) = sel
+                        && (sel.trim().is_empty() || sel.len() > MAX_SELECTOR)
+                    {
+                        return Err(Invalid::new(
+                            &format!("extract.{name}"),
+                            format!("a CSS selector of 1-{MAX_SELECTOR} bytes"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -38,6 +82,7 @@ impl Extract {
     pub fn accept(&self) -> &'static str {
         match self {
             Extract::Json { .. } => "application/json",
+            Extract::Html { .. } => "text/html, application/xhtml+xml;q=0.9, */*;q=0.5",
         }
     }
 
@@ -45,6 +90,7 @@ impl Extract {
     pub fn kind(&self) -> &'static str {
         match self {
             Extract::Json { .. } => "json",
+            Extract::Html { .. } => "html",
         }
     }
 }

@@ -87,11 +87,53 @@ pub(crate) struct AddSource {
     /// An alertmanager or grafana hook: one notification per alert group.
     #[serde(default)]
     per_group: bool,
+    /// An HTML source: the CSS selectors of its listings and their fields.
+    #[serde(default)]
+    selectors: Option<HtmlSelectors>,
     /// A shared topic to subscribe to, and its subscribe key (checked, never kept).
     #[serde(default)]
     topic: Option<String>,
     #[serde(default)]
     key: Option<String>,
+}
+
+/// The CSS selectors of an HTML source: each listing (`item`) and, within it, its fields.
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HtmlSelectors {
+    item: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    link: Option<String>,
+    #[serde(default)]
+    price: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The extractor of a `json` or `html` source (none for a feed), or why there is none.
+fn extractor(req: &AddSource) -> Result<Option<tocsin_model::Extract>, ApiError> {
+    match req.kind.as_deref().unwrap_or("feed") {
+        "json" => json_extract(req).map(Some),
+        "html" => {
+            let s = req.selectors.clone().ok_or_else(|| {
+                ApiError::bad_request(
+                    "selectors: needed (item, and optionally title, link, price, text)",
+                    Some("selectors".into()),
+                )
+            })?;
+            let some = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+            Ok(Some(tocsin_model::Extract::Html {
+                item: s.item,
+                title: some(s.title),
+                link: some(s.link),
+                price: some(s.price),
+                text: some(s.text),
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// A JSON API source's extractor: its `mapping`, needed.
@@ -125,12 +167,12 @@ pub(crate) async fn add_source(
             poll_interval_secs: req.poll_interval_secs,
             extract: None,
         },
-        "json" => SourceSpec::Feed {
+        "json" | "html" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
                 .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
             deliver_existing: req.deliver_existing,
             poll_interval_secs: req.poll_interval_secs,
-            extract: Some(Box::new(json_extract(&req)?)),
+            extract: extractor(&req)?.map(Box::new),
         },
         "imap" => {
             let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
@@ -196,7 +238,7 @@ pub(crate) async fn add_source(
         other => {
             return Err(ApiError::bad_request(
                 format!(
-                    "kind: {other:?} is not a source kind (feed, json, imap, heartbeat, hook, topic)"
+                    "kind: {other:?} is not a source kind (feed, json, html, imap, heartbeat, hook, topic)"
                 ),
                 Some("kind".into()),
             ));
@@ -258,16 +300,16 @@ pub(crate) async fn preview_source(
         )));
     }
     let req: AddSource = parse_body_strict(&body)?;
-    let extract = match req.kind.as_deref().unwrap_or("feed") {
-        "feed" => None,
-        "json" => Some(Box::new(json_extract(&req)?)),
-        _ => {
-            return Err(ApiError::bad_request(
-                "kind: only a feed or a JSON API can be previewed",
-                Some("kind".into()),
-            ));
-        }
-    };
+    if !matches!(
+        req.kind.as_deref().unwrap_or("feed"),
+        "feed" | "json" | "html"
+    ) {
+        return Err(ApiError::bad_request(
+            "kind: only a feed, a JSON API or a web page can be previewed",
+            Some("kind".into()),
+        ));
+    }
+    let extract = extractor(&req)?.map(Box::new);
     if let Some(x) = &extract {
         x.validate()
             .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;

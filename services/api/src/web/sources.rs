@@ -43,9 +43,12 @@ fn what(s: &Source) -> Markup {
     match &s.spec {
         SourceSpec::Feed {
             url,
-            extract: Some(_),
+            extract: Some(x),
             ..
-        } => html! { "JSON API " code.url { (url) } },
+        } => html! {
+            (match x.kind() { "html" => "Web page ", _ => "JSON API " })
+            code.url { (url) }
+        },
         SourceSpec::Feed { url, .. } => html! { "Feed " code.url { (url) } },
         SourceSpec::Imap {
             host,
@@ -275,6 +278,30 @@ fn add_other() -> Markup {
                         label for="json-existing" { "Also send the listings it has now" }
                     }
                     button type="submit" { "Add JSON API" }
+                    (layout::form_status())
+                }
+            }
+            details {
+                summary { "A web page: listings found by CSS selectors (see the recipe in docs/sources.md)" }
+                form data-api="/v1/sources" data-method="POST" data-then="reload" {
+                    input type="hidden" name="kind" value="html";
+                    label for="html-url" { "The search page's URL" }
+                    input id="html-url" name="url" type="url" required placeholder="https://listings.example/search/bik";
+                    label for="html-label" { "Name" }
+                    input id="html-label" name="label" maxlength="100";
+                    label for="html-item" { "Each listing (a CSS selector)" }
+                    input id="html-item" name="selectors.item" required placeholder="li.result-row";
+                    label for="html-title" { "Its title, within it" }
+                    input id="html-title" name="selectors.title" placeholder="a.result-title";
+                    label for="html-price" { "Its price" }
+                    input id="html-price" name="selectors.price" placeholder=".result-price";
+                    label for="html-any" { "Any of these words (comma-separated)" }
+                    input id="html-any" name="filter.any" data-kind="list";
+                    div.check {
+                        input id="html-existing" name="deliver_existing" type="checkbox";
+                        label for="html-existing" { "Also send the listings it has now" }
+                    }
+                    button type="submit" { "Add web page" }
                     (layout::form_status())
                 }
             }

@@ -44,7 +44,7 @@ pub enum NormalizeError {
 
 pub(crate) const MAX_TITLE: usize = 300;
 pub(crate) const MAX_TEXT: usize = 4000;
-const MAX_ITEMS: usize = 500;
+pub(crate) const MAX_ITEMS: usize = 500;
 const MAX_KEY: usize = 512;
 const MAX_CATEGORY: usize = 100;
 

@@ -81,7 +81,8 @@ pub(crate) async fn refresh(
     let snapshot = snapshot.clone();
     let seen_capacity = shared.cfg.seen_capacity;
     let parsed = tokio::task::spawn_blocking(move || {
-        let parsed = crate::feeds::extract::parse(&bytes, snapshot.extract.as_deref())?;
+        let parsed =
+            crate::feeds::extract::parse(&bytes, snapshot.extract.as_deref(), &snapshot.url)?;
         let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, seen_capacity, now);
         Ok::<_, String>((parsed, plan))
     })

@@ -52,9 +52,9 @@ async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview>
         }
         Err(e) => return Reply::Err(format!("cannot fetch {}: {e}", req.url)),
     };
-    let extract = req.extract.clone();
+    let (extract, page) = (req.extract.clone(), req.url.clone());
     let judged = tokio::task::spawn_blocking(move || {
-        let parsed = crate::feeds::extract::parse(&bytes, extract.as_deref())?;
+        let parsed = crate::feeds::extract::parse(&bytes, extract.as_deref(), &page)?;
         let more = parsed.items.len() > FeedPreview::MAX_ITEMS;
         let items = parsed
             .items
