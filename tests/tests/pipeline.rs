@@ -921,6 +921,36 @@ async fn sources_doc_recipes_work() -> anyhow::Result<()> {
     );
     assert_eq!(road["notification"]["body"], "(oakland)");
 
+    // the watched page recipe: nothing at first, then the change told as lines
+    let pricing = |a: &str| {
+        format!(
+            "<html><head><title>Pricing</title></head><body><nav>Home</nav><div id=\"prices\"><p>Plan A: {a}</p><p>Plan B: $20</p></div></body></html>"
+        )
+    };
+    h.feeds
+        .set("pricing", pricing("$10"), "text/html; charset=utf-8");
+    let watch: Value = serde_json::from_str(&local(
+        &recipe("change")?,
+        "pricing",
+        "https://vendor.example/pricing",
+    ))?;
+    let watched = h.add_source(&token, watch).await?;
+    h.wait_sources_checked(&token, 4).await?;
+    h.feeds
+        .set("pricing", pricing("$12"), "text/html; charset=utf-8");
+    h.wait_for_title(&token, "Changed: Pricing").await?;
+    let change = h
+        .history(&token)
+        .await?
+        .into_iter()
+        .find(|i| i["notification"]["title"] == "Changed: Pricing")
+        .unwrap();
+    assert_eq!(
+        change["notification"]["body"], "+ Plan A: $12\n- Plan A: $10",
+        "{change}"
+    );
+    assert_eq!(change["notification"]["source"]["id"], watched.as_str());
+
     // an answer that is not JSON is the source's error, named
     h.feeds.set("api", "<html>maintenance</html>", "text/html");
     let error = wait_for(Duration::from_secs(20), "the source's error", || async {

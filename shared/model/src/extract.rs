@@ -28,6 +28,13 @@ pub enum Extract {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
+    /// A page watched for changes: the text of what `selector` selects (default: the whole
+    /// page) is compared with the last poll's, and a change is one notification with the
+    /// lines added and removed.
+    Change {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selector: Option<String>,
+    },
 }
 
 /// The longest CSS selector taken.
@@ -75,6 +82,15 @@ impl Extract {
                 }
                 Ok(())
             }
+            Extract::Change { selector } => match selector {
+                Some(sel) if sel.trim().is_empty() || sel.len() > MAX_SELECTOR => {
+                    Err(Invalid::new(
+                        "extract.selector",
+                        format!("a CSS selector of 1-{MAX_SELECTOR} bytes"),
+                    ))
+                }
+                _ => Ok(()),
+            },
         }
     }
 
@@ -82,7 +98,9 @@ impl Extract {
     pub fn accept(&self) -> &'static str {
         match self {
             Extract::Json { .. } => "application/json",
-            Extract::Html { .. } => "text/html, application/xhtml+xml;q=0.9, */*;q=0.5",
+            Extract::Html { .. } | Extract::Change { .. } => {
+                "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+            }
         }
     }
 
@@ -91,6 +109,7 @@ impl Extract {
         match self {
             Extract::Json { .. } => "json",
             Extract::Html { .. } => "html",
+            Extract::Change { .. } => "change",
         }
     }
 }

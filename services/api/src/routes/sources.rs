@@ -90,6 +90,9 @@ pub(crate) struct AddSource {
     /// An HTML source: the CSS selectors of its listings and their fields.
     #[serde(default)]
     selectors: Option<HtmlSelectors>,
+    /// A watched page: the CSS selector of the region watched (default: the whole page).
+    #[serde(default)]
+    selector: Option<String>,
     /// A shared topic to subscribe to, and its subscribe key (checked, never kept).
     #[serde(default)]
     topic: Option<String>,
@@ -132,6 +135,9 @@ fn extractor(req: &AddSource) -> Result<Option<tocsin_model::Extract>, ApiError>
                 text: some(s.text),
             }))
         }
+        "change" => Ok(Some(tocsin_model::Extract::Change {
+            selector: req.selector.clone().filter(|s| !s.trim().is_empty()),
+        })),
         _ => Ok(None),
     }
 }
@@ -167,7 +173,7 @@ pub(crate) async fn add_source(
             poll_interval_secs: req.poll_interval_secs,
             extract: None,
         },
-        "json" | "html" => SourceSpec::Feed {
+        "json" | "html" | "change" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
                 .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
             deliver_existing: req.deliver_existing,
@@ -238,7 +244,7 @@ pub(crate) async fn add_source(
         other => {
             return Err(ApiError::bad_request(
                 format!(
-                    "kind: {other:?} is not a source kind (feed, json, html, imap, heartbeat, hook, topic)"
+                    "kind: {other:?} is not a source kind (feed, json, html, change, imap, heartbeat, hook, topic)"
                 ),
                 Some("kind".into()),
             ));

@@ -46,7 +46,7 @@ fn what(s: &Source) -> Markup {
             extract: Some(x),
             ..
         } => html! {
-            (match x.kind() { "html" => "Web page ", _ => "JSON API " })
+            (match x.kind() { "html" => "Web page ", "change" => "Watched page ", _ => "JSON API " })
             code.url { (url) }
         },
         SourceSpec::Feed { url, .. } => html! { "Feed " code.url { (url) } },
@@ -302,6 +302,20 @@ fn add_other() -> Markup {
                         label for="html-existing" { "Also send the listings it has now" }
                     }
                     button type="submit" { "Add web page" }
+                    (layout::form_status())
+                }
+            }
+            details {
+                summary { "A page that changes (a price list, a status page)" }
+                form data-api="/v1/sources" data-method="POST" data-then="reload" {
+                    input type="hidden" name="kind" value="change";
+                    label for="change-url" { "The page's URL" }
+                    input id="change-url" name="url" type="url" required placeholder="https://vendor.example/pricing";
+                    label for="change-label" { "Name" }
+                    input id="change-label" name="label" maxlength="100";
+                    label for="change-selector" { "Only this part (a CSS selector; empty: the whole page)" }
+                    input id="change-selector" name="selector" placeholder="#prices";
+                    button type="submit" { "Watch page" }
                     (layout::form_status())
                 }
             }

@@ -37,7 +37,149 @@ pub fn parse(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<Parse
             };
             html(body, &selectors, page)
         }
+        Some(Extract::Change { selector }) => {
+            let region = selector
+                .as_deref()
+                .map(|s| {
+                    scraper::Selector::parse(s)
+                        .map_err(|e| format!("extract.selector: {s:?} is not a CSS selector ({e})"))
+                })
+                .transpose()?;
+            page_text(body, region.as_ref(), page)
+        }
     }
+}
+
+/// The most a watched region's text keeps, in lines and in bytes.
+pub const MAX_LINES: usize = 500;
+pub const MAX_PAGE_TEXT: usize = 20_000;
+
+/// A watched page as one item: its id is a digest of the selected region's text, so a change
+/// is a new item; its text is that region, a line per text node.
+fn page_text(
+    body: &[u8],
+    region: Option<&scraper::Selector>,
+    page: &str,
+) -> Result<ParsedFeed, String> {
+    if too_deep(body, MAX_DEPTH) {
+        return Err(format!(
+            "the page nests elements deeper than {MAX_DEPTH}: not read (no real page does)"
+        ));
+    }
+    let doc = scraper::Html::parse_document(&String::from_utf8_lossy(body));
+    let root = match region {
+        Some(sel) => doc
+            .select(sel)
+            .next()
+            .ok_or_else(|| "extract.selector: nothing on the page matches it".to_owned())?,
+        None => doc.root_element(),
+    };
+    let skip = scraper::Selector::parse("script, style, noscript, template").expect("valid");
+    let hidden: std::collections::HashSet<_> = root.select(&skip).map(|e| e.id()).collect();
+    let mut lines: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    for node in root.descendants() {
+        let Some(text) = node.value().as_text() else {
+            continue;
+        };
+        if node.ancestors().any(|a| hidden.contains(&a.id())) {
+            continue;
+        }
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.is_empty() {
+            continue;
+        }
+        if lines.len() == MAX_LINES || bytes + line.len() > MAX_PAGE_TEXT {
+            break;
+        }
+        bytes += line.len() + 1;
+        lines.push(line);
+    }
+    let text = lines.join("\n");
+    let title_sel = scraper::Selector::parse("title").expect("valid");
+    let title = doc
+        .select(&title_sel)
+        .next()
+        .map(|t| truncate(&one_line(&text_of(t, MAX_TITLE)), MAX_TITLE))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| page.to_owned());
+    let key = format!("c:{}", &tocsin_model::digest(&[&text])[..32]);
+    Ok(ParsedFeed {
+        title: title.clone(),
+        items: vec![FeedItem {
+            title: truncate(&format!("Changed: {title}"), MAX_TITLE),
+            text,
+            link: Some(page.to_owned()).filter(|u| web_link(u)),
+            categories: vec![],
+            published_ms: None,
+            priority: None,
+            // a change is news however often the page changes back: never keyed by its link
+            dedup_key: Some(key.clone()),
+            key,
+        }],
+        hub: None,
+        self_url: None,
+    })
+}
+
+/// A watched page's item once the last poll's text (`before`) is known: none when the text
+/// is the same; else keyed by both versions (a page changing back is a change too), its text
+/// the lines added and removed. Returns the text to remember.
+pub fn changed(parsed: &mut ParsedFeed, before: Option<&str>) -> Option<String> {
+    let item = parsed.items.first_mut()?;
+    let now = item.text.clone();
+    match before {
+        Some(b) if b == now => parsed.items.clear(),
+        Some(b) => {
+            item.key = format!("c:{}", &tocsin_model::digest(&[b, &now])[..32]);
+            item.dedup_key = Some(item.key.clone());
+            item.text = diff(b, &now);
+        }
+        None => {}
+    }
+    Some(now)
+}
+
+/// What changed between two versions of a watched region, for people: the lines added and
+/// the lines removed (each line compared whole, in one pass over each version), at most 30 of
+/// each shown.
+pub fn diff(before: &str, after: &str) -> String {
+    use std::collections::HashMap;
+    fn count(s: &str) -> HashMap<&str, usize> {
+        let mut m: HashMap<&str, usize> = HashMap::new();
+        for l in s.lines() {
+            *m.entry(l).or_default() += 1;
+        }
+        m
+    }
+    let (mut old, mut new) = (count(before), count(after));
+    let mut added = Vec::new();
+    for l in after.lines() {
+        match old.get_mut(l) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => added.push(l),
+        }
+    }
+    let mut removed = Vec::new();
+    for l in before.lines() {
+        match new.get_mut(l) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => removed.push(l),
+        }
+    }
+    let mut out = String::new();
+    for (sign, lines) in [("+", &added), ("-", &removed)] {
+        for l in lines.iter().take(30) {
+            out.push_str(&format!("{sign} {l}\n"));
+        }
+        if lines.len() > 30 {
+            out.push_str(&format!("{sign} … and {} more\n", lines.len() - 30));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(the same lines, in another order)");
+    }
+    truncate(out.trim_end(), MAX_TEXT)
 }
 
 struct Selectors {
@@ -362,6 +504,57 @@ mod tests {
         assert!(!too_deep(flat.as_bytes(), MAX_DEPTH));
         let script = format!("<script>{}</script><div>ok</div>", "<div>".repeat(5_000));
         assert!(!too_deep(script.as_bytes(), MAX_DEPTH));
+    }
+
+    #[test]
+    fn a_watched_region_is_one_item_keyed_by_its_text_and_its_changes_read_as_lines() {
+        let watch = Extract::Change {
+            selector: Some("#prices".into()),
+        };
+        let v1 = br#"<html><head><title>Prices</title><script>var x = "<p>not text</p>";</script></head>
+            <body><nav>menu</nav><div id="prices"><p>Plan A: $10</p><p>Plan B: $20</p></div></body></html>"#;
+        let a = parse(v1, Some(&watch), "https://vendor.example/pricing").unwrap();
+        assert_eq!(a.items.len(), 1);
+        assert_eq!(a.items[0].title, "Changed: Prices");
+        assert_eq!(a.items[0].text, "Plan A: $10\nPlan B: $20");
+        let same = parse(v1, Some(&watch), "https://vendor.example/pricing").unwrap();
+        assert_eq!(
+            same.items[0].key, a.items[0].key,
+            "unchanged: the same item"
+        );
+        let v2 = br#"<html><head><title>Prices</title></head>
+            <body><nav>another menu</nav><div id="prices"><p>Plan A: $12</p><p>Plan B: $20</p></div></body></html>"#;
+        let b = parse(v2, Some(&watch), "https://vendor.example/pricing").unwrap();
+        assert_ne!(b.items[0].key, a.items[0].key, "changed: a new item");
+        assert_eq!(
+            diff(&a.items[0].text, &b.items[0].text),
+            "+ Plan A: $12\n- Plan A: $10"
+        );
+        // against the last poll: unchanged is nothing; a change, and a change back, are news
+        let mut again = same.clone();
+        assert_eq!(
+            changed(&mut again, Some(&a.items[0].text)).as_deref(),
+            Some(a.items[0].text.as_str())
+        );
+        assert!(again.items.is_empty());
+        let mut to_b = b.clone();
+        changed(&mut to_b, Some(&a.items[0].text));
+        let mut back = a.clone();
+        changed(&mut back, Some(&b.items[0].text));
+        assert_ne!(
+            back.items[0].key, a.items[0].key,
+            "back to the first text: a new change"
+        );
+        assert_ne!(back.items[0].key, to_b.items[0].key);
+        assert_eq!(back.items[0].text, "+ Plan A: $10\n- Plan A: $12");
+        let missing = Extract::Change {
+            selector: Some("#gone".into()),
+        };
+        assert!(
+            parse(v1, Some(&missing), "https://vendor.example/")
+                .unwrap_err()
+                .contains("nothing")
+        );
     }
 
     #[test]

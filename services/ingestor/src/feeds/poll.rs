@@ -81,14 +81,21 @@ pub(crate) async fn refresh(
     let snapshot = snapshot.clone();
     let seen_capacity = shared.cfg.seen_capacity;
     let parsed = tokio::task::spawn_blocking(move || {
-        let parsed =
+        let mut parsed =
             crate::feeds::extract::parse(&bytes, snapshot.extract.as_deref(), &snapshot.url)?;
+        // a watched page: its change against the last poll's text
+        let page_text = match snapshot.extract.as_deref() {
+            Some(tocsin_model::Extract::Change { .. }) => {
+                crate::feeds::extract::changed(&mut parsed, snapshot.page_text.as_deref())
+            }
+            _ => None,
+        };
         let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, seen_capacity, now);
-        Ok::<_, String>((parsed, plan))
+        Ok::<_, String>((parsed, plan, page_text))
     })
     .await
     .map_err(|e| format!("the document could not be processed ({e})"))?;
-    let (parsed, plan) = parsed?;
+    let (parsed, plan, page_text) = parsed?;
     Ok(Refreshed {
         plan,
         title: parsed.title,
@@ -96,6 +103,7 @@ pub(crate) async fn refresh(
         last_modified,
         hub: parsed.hub,
         topic: parsed.self_url,
+        page_text,
     })
 }
 

@@ -60,6 +60,10 @@ pub struct FeedRecord {
     /// How its document is read when it is not a feed (a JSON API's mapping).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<Box<tocsin_model::Extract>>,
+    /// A watched page's text at the last poll (at most 20 KB), what its next change is told
+    /// against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_text: Option<String>,
 }
 
 impl FeedRecord {

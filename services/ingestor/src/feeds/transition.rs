@@ -20,6 +20,8 @@ pub struct Refreshed {
     /// The WebSub hub and topic the document advertises.
     pub hub: Option<String>,
     pub topic: Option<String>,
+    /// A watched page's text now, to remember.
+    pub page_text: Option<String>,
 }
 
 /// What the I/O side must do after a successful fetch.
@@ -60,6 +62,9 @@ pub fn after_success(
         }
         rec.seen = r.plan.seen;
         rec.title = r.title;
+        if r.page_text.is_some() {
+            rec.page_text = r.page_text;
+        }
         rec.etag = r.etag;
         rec.last_modified = r.last_modified;
         rec.polled = true;
@@ -199,6 +204,7 @@ mod tests {
             last_modified: None,
             hub: hub.map(Into::into),
             topic: None,
+            page_text: None,
         }
     }
 
