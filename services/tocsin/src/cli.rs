@@ -308,6 +308,15 @@ pub(crate) enum FeedCmd {
     Rm {
         id: String,
     },
+    /// Add any kind of source from a JSON file: the body of POST /v1/sources (a JSON API, a
+    /// web page, a page to watch; the recipes in docs/sources.md are such files).
+    AddJson {
+        file: PathBuf,
+    },
+    /// What a source in a JSON file would notify now (a feed, a JSON API, a web page).
+    Preview {
+        file: PathBuf,
+    },
     /// Print your feeds as OPML (what feed readers import).
     Export,
     /// Watch every feed an OPML file lists (a feed reader's export); new items only.

@@ -514,6 +514,43 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             }
         }
         FeedCmd::Rm { id } => remove(&c, &token, "/v1/sources", &id).await?,
+        FeedCmd::AddJson { file } => {
+            let body = read_json(&file)?;
+            let v = c
+                .call(Method::POST, "/v1/sources", Some(&token), Some(&body))
+                .await?;
+            println!(
+                "{}  {}",
+                v["source"]["id"].as_str().unwrap_or("?"),
+                v["source"]["url"].as_str().unwrap_or("?")
+            );
+            for field in ["hook_url", "ping_url"] {
+                if let Some(u) = v[field].as_str() {
+                    println!("{field}: {u}   (shown once)");
+                }
+            }
+        }
+        FeedCmd::Preview { file } => {
+            let body = read_json(&file)?;
+            let v = c
+                .call(
+                    Method::POST,
+                    "/v1/sources/preview",
+                    Some(&token),
+                    Some(&body),
+                )
+                .await?;
+            for i in v["items"].as_array().into_iter().flatten() {
+                match i["matches"].as_bool() {
+                    Some(true) => println!("notify   {}", i["title"].as_str().unwrap_or("")),
+                    _ => println!(
+                        "skip     {}  ({})",
+                        i["title"].as_str().unwrap_or(""),
+                        i["why"].as_str().unwrap_or("")
+                    ),
+                }
+            }
+        }
         FeedCmd::Export => {
             let opml = c
                 .send(Method::GET, "/v1/sources/opml", Some(&token), |r| r)

@@ -100,7 +100,11 @@ pub(crate) fn render(sources: &[Source]) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<opml version=\"2.0\">\n  <head><title>tocsin feeds</title></head>\n  <body>\n",
     );
     for s in sources {
-        if let SourceSpec::Feed { url, .. } = &s.spec {
+        // feeds only: a JSON API or a web page read by selectors means nothing to a reader
+        if let SourceSpec::Feed {
+            url, extract: None, ..
+        } = &s.spec
+        {
             let title = escape(if s.label.is_empty() { url } else { &s.label });
             doc.push_str(&format!(
                 "    <outline type=\"rss\" text=\"{title}\" title=\"{title}\" xmlUrl=\"{}\"/>\n",
@@ -144,7 +148,9 @@ pub(crate) async fn import(
         .sources
         .iter()
         .filter_map(|s| match &s.spec {
-            SourceSpec::Feed { url, .. } => Some(url.clone()),
+            SourceSpec::Feed {
+                url, extract: None, ..
+            } => Some(url.clone()),
             _ => None,
         })
         .collect();
@@ -241,6 +247,14 @@ mod tests {
             ),
             source("https://example.org/b", ""),
         ]);
+        let mut api = source("https://example.org/api", "an API");
+        if let SourceSpec::Feed { extract, .. } = &mut api.spec {
+            *extract = Some(Box::new(tocsin_model::Extract::Change { selector: None }));
+        }
+        assert!(
+            !render(&[api]).contains("example.org/api"),
+            "only feeds are exported"
+        );
         let back = parse(ours.as_bytes()).unwrap();
         assert_eq!(back[0].url, "https://example.org/a?x=1&y=<2>");
         assert_eq!(back[0].title, "A \"quoted\" <b>name</b>");
