@@ -3,6 +3,7 @@
 //! that was resolved says so in its title (and, in Atom, is updated when it was).
 
 use chrono::{DateTime, Utc};
+use tocsin_model::text::xml_escape as escape;
 use tocsin_model::{FeedFormat, HistoryItem, Millis, UserId};
 
 /// Render `items` (newest first) as a feed document.
@@ -156,24 +157,6 @@ pub fn safe_link(url: Option<&str>) -> Option<&str> {
     let u = url?.trim();
     let lower = u.get(..8).unwrap_or(u).to_ascii_lowercase();
     (lower.starts_with("http://") || lower.starts_with("https://")).then_some(u)
-}
-
-/// Escape text for XML content and attributes, dropping characters XML 1.0 forbids.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The latest instant every format here can write: RFC 2822 and RFC 3339 have four-digit

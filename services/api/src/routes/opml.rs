@@ -2,14 +2,14 @@
 //! to take them elsewhere, or to bring a reader's subscriptions here in one step.
 
 use crate::auth::{authenticate, random_hex};
-use crate::client::{command, refusal};
 use crate::{ApiError, St};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tocsin_model::{Command, Filter, Source, SourceSettings, SourceSpec, now_ms};
+use tocsin_model::text::xml_escape as escape;
+use tocsin_model::{Filter, Source, SourceSettings, SourceSpec, now_ms};
 
 /// The most feeds one import takes (a user holds at most `router.max_sources_per_user`).
 const MAX_OUTLINES: usize = 200;
@@ -76,22 +76,6 @@ pub(crate) fn parse(doc: &[u8]) -> Result<Vec<Outline>, String> {
         return Err("not OPML: no <opml> element".into());
     }
     Ok(out)
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `sources`' feeds as an OPML 2.0 document.
@@ -179,21 +163,14 @@ pub(crate) async fn import(
             created_at_ms: now_ms(),
             settings: SourceSettings::default(),
         };
-        if let Err(e) = tocsin_model::validate_source(&source) {
-            skipped.push(json!({"url": url, "reason": e.to_string()}));
-            continue;
-        }
-        let reply = command(
-            &state,
-            &u.id,
-            Command::AddSource {
-                source: source.clone(),
-            },
-        )
-        .await?;
-        if !reply.ok {
-            skipped.push(json!({"url": url, "reason": refusal(reply).message}));
-            continue;
+        match crate::routes::sources::save(&state, &u.id, &source).await {
+            Ok(()) => {}
+            // this feed refused (a bad URL, a full list): the others go on
+            Err(e) if e.status.is_client_error() => {
+                skipped.push(json!({"url": url, "reason": e.message}));
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         watched.push(url);
         added.push(source);

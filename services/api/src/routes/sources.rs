@@ -3,7 +3,7 @@
 use crate::auth::{authenticate, random_hex};
 use crate::client::{command, refusal};
 use crate::routes::parse_body_strict;
-use crate::{ApiError, St};
+use crate::{ApiError, AppState, St};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -142,6 +142,30 @@ fn extractor(req: &AddSource) -> Result<Option<tocsin_model::Extract>, ApiError>
     }
 }
 
+/// Check `source` and have `user`'s avatar save it (a new one, or the one of its id
+/// replaced): a 400 naming the field, or the avatar's refusal.
+pub(crate) async fn save(
+    state: &AppState,
+    user: &tocsin_model::UserId,
+    source: &Source,
+) -> Result<(), ApiError> {
+    tocsin_model::validate_source(source)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
+    let reply = command(
+        state,
+        user,
+        Command::AddSource {
+            source: source.clone(),
+        },
+    )
+    .await?;
+    if reply.ok {
+        Ok(())
+    } else {
+        Err(refusal(reply))
+    }
+}
+
 /// A JSON API source's extractor: its `mapping`, needed.
 fn json_extract(req: &AddSource) -> Result<tocsin_model::Extract, ApiError> {
     let mapping = req.mapping.clone().ok_or_else(|| {
@@ -258,19 +282,7 @@ pub(crate) async fn add_source(
         created_at_ms: now_ms(),
         settings: req.settings,
     };
-    tocsin_model::validate_source(&source)
-        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
-    let reply = command(
-        &state,
-        &u.id,
-        Command::AddSource {
-            source: source.clone(),
-        },
-    )
-    .await?;
-    if !reply.ok {
-        return Err(refusal(reply));
-    }
+    save(&state, &u.id, &source).await?;
     let mut source = source;
     if let SourceSpec::Imap { password, .. } = &mut source.spec {
         *password = None;
@@ -390,19 +402,7 @@ pub(crate) async fn edit_source(
             }
         }
     }
-    tocsin_model::validate_source(&source)
-        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
-    let reply = command(
-        &state,
-        &u.id,
-        Command::AddSource {
-            source: source.clone(),
-        },
-    )
-    .await?;
-    if !reply.ok {
-        return Err(refusal(reply));
-    }
+    save(&state, &u.id, &source).await?;
     Ok(Json(json!({ "source": source })).into_response())
 }
 
