@@ -8,6 +8,7 @@
 //! Atom/RSS document) in a queue group, so several replicas can serve reads.
 
 pub mod feed;
+mod reader;
 pub mod store;
 mod telemetry;
 
