@@ -10,8 +10,23 @@ use crate::feeds::normalize::{
 use tocsin_model::text::{one_line, truncate};
 use tocsin_model::{Extract, JsonMapping};
 
-/// The items of `body`, fetched from `page`, read as `extract` says (none: a feed).
+/// The items of `body`, fetched from `page`, read as `extract` says (none: a feed). Each
+/// item's dedup key is its link in canonical form, computed here once per item (not once per
+/// subscriber): the same listing from another source reaches a user once.
 pub fn parse(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<ParsedFeed, String> {
+    let mut parsed = read(body, extract, page)?;
+    for item in &mut parsed.items {
+        if item.dedup_key.is_none() {
+            item.dedup_key = item
+                .link
+                .as_deref()
+                .and_then(tocsin_model::canonical::canonical_url);
+        }
+    }
+    Ok(parsed)
+}
+
+fn read(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<ParsedFeed, String> {
     match extract {
         None => normalize(body).map_err(|e| e.to_string()),
         Some(Extract::Json { mapping }) => json(body, mapping),

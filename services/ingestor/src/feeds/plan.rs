@@ -126,16 +126,11 @@ fn notification_for(
         tags: item.categories.clone(),
         created_at_ms: now,
         published_at_ms: item.published_ms,
-        // the listing's canonical link: the same listing from another feed (or an alert
-        // e-mail a mail rule marks as a listing) reaches the user once
+        // the item's key for the avatar's dedup: its canonical link (set once per item when the
+        // document was read), else its link, else its id
         dedup_key: Some(
             item.dedup_key
                 .clone()
-                .or_else(|| {
-                    item.link
-                        .as_deref()
-                        .and_then(tocsin_model::canonical::canonical_url)
-                })
                 .or_else(|| item.link.clone())
                 .unwrap_or_else(|| item.key.clone()),
         ),
