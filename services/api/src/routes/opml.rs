@@ -125,6 +125,14 @@ pub(crate) async fn import(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
+    // one import is up to 200 commands to the user's avatar: counted with previews and test
+    // messages, so that a tenant's imports cannot flood the silo it shares
+    if let Err(wait) = state.previews.take(&u.id) {
+        return Err(ApiError::too_many(format!(
+            "too many imports, previews and test messages; retry in {}s",
+            wait.as_secs().max(1)
+        )));
+    }
     let outlines = parse(&body).map_err(|e| ApiError::bad_request(e, None))?;
     let mut added = Vec::new();
     let mut skipped = Vec::new();
