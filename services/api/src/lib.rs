@@ -62,8 +62,9 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     pub(crate) per_ip: tocsin_runtime::rate::KeyedRateLimit<std::net::IpAddr>,
     pub(crate) per_user: tocsin_runtime::rate::KeyedRateLimit<UserId>,
-    /// Feed previews and test messages a minute per user: each is a request to an address
-    /// the user chose.
+    /// Costly actions a minute per user, counted together: feed previews and test messages
+    /// (each a request to an address the user chose), OPML imports (up to 200 commands each)
+    /// and sign-in links asked for them.
     pub(crate) previews: tocsin_runtime::rate::KeyedRateLimit<UserId>,
     /// Analytics reports a minute per user: each reads the archive.
     pub(crate) reports: tocsin_runtime::rate::KeyedRateLimit<UserId>,
@@ -79,7 +80,7 @@ pub(crate) struct AppState {
 
 pub(crate) type St = State<Arc<AppState>>;
 
-/// Feed previews one user may ask for a minute (each fetches a URL they chose).
+/// Costly actions one user may ask for a minute (see `AppState::previews`).
 const PREVIEWS_PER_MINUTE: u32 = 12;
 /// Analytics reports one user may ask for a minute (each reads the archive).
 const REPORTS_PER_MINUTE: u32 = 12;
