@@ -234,6 +234,7 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
             filter: Default::default(),
             deliver_existing: false,
             poll_interval_secs: None,
+            listing: Default::default(),
             label: String::new(),
             extract: None,
         };
@@ -354,6 +355,7 @@ async fn fanout(
                     url: format!("{base}/fan"),
                     deliver_existing: false,
                     poll_interval_secs: None,
+                    listing: Default::default(),
                     extract: None,
                 },
                 filter: Default::default(),

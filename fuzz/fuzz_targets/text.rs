@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let t = text::html_to_text(&s);
     assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
     let _ = text::decode_entities(&s);
-    let _ = text::parse_price(&s);
+    let _ = tocsin_model::listing::parse_price(&s);
     for link in tocsin_ingestor::mail::parse::links(&s) {
         assert!(link.starts_with("http://") || link.starts_with("https://"), "{link:?}");
     }

@@ -148,6 +148,7 @@ mod tests {
                 source: Source {
                     id: "s1".into(),
                     spec: SourceSpec::Feed {
+                        listing: Default::default(),
                         url: "https://example.org/rss".into(),
                         deliver_existing: false,
                         poll_interval_secs: None,

@@ -303,6 +303,12 @@ pub(crate) enum FeedCmd {
         /// never more often than its min_poll_interval_secs).
         #[arg(long)]
         poll_secs: Option<u64>,
+        /// What a listing's price change tells: drops (default), changes, off.
+        #[arg(long)]
+        prices: Option<String>,
+        /// What a repost of a recent listing does: drop (default), mark, keep.
+        #[arg(long)]
+        reposts: Option<String>,
     },
     List,
     Rm {

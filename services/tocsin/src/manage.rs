@@ -468,6 +468,8 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             label,
             existing,
             poll_secs,
+            prices,
+            reposts,
         } => {
             let mut filter = json!({ "any": any, "all": all, "exclude": exclude });
             if let Some(r) = regex {
@@ -485,6 +487,12 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             let mut body = json!({ "url": url, "label": label, "filter": filter, "deliver_existing": existing });
             if let Some(s) = poll_secs {
                 body["poll_interval_secs"] = json!(s);
+            }
+            if let Some(p) = prices {
+                body["listing"]["prices"] = json!(p);
+            }
+            if let Some(r) = reposts {
+                body["listing"]["reposts"] = json!(r);
             }
             let v = c
                 .call(Method::POST, "/v1/sources", Some(&token), Some(&body))

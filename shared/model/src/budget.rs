@@ -179,6 +179,11 @@ mod tests {
                 deliver_existing: true,
                 poll_interval_secs: Some(60),
                 extract: None,
+                listing: crate::ListingRules {
+                    prices: crate::PriceAlerts::Changes,
+                    reposts: crate::Reposts::Mark,
+                    repost_days: crate::ListingRules::MAX_REPOST_DAYS,
+                },
             },
             filter: Filter {
                 any: vec!["w".repeat(100); 50],

@@ -12,8 +12,14 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Extract {
     /// A JSON API: `mapping.items` points at the list of listings, the other templates at each
-    /// listing's fields (`title`, `body`, `url`, `key` — its id — and `priority`).
-    Json { mapping: JsonMapping },
+    /// listing's fields (`title`, `body`, `url`, `key` — its id —, `price` and `priority`).
+    /// `next`, a pointer to the next page's URL in the answer (`/next`, `/links/next`), is
+    /// followed for up to [`MAX_PAGES`] pages in all.
+    Json {
+        mapping: JsonMapping,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+    },
     /// A web page: `item` selects each listing; within it, `title` (default: the listing's
     /// text), `link` (default: its first `a[href]`), `price` and `text` select the fields. A
     /// listing's id is its link (resolved against the page), else its title and price.
@@ -39,16 +45,26 @@ pub enum Extract {
 
 /// The longest CSS selector taken.
 pub const MAX_SELECTOR: usize = 300;
+/// The most pages of a paged JSON API read in one poll.
+pub const MAX_PAGES: usize = 5;
 
 impl Extract {
     /// What is wrong with it, naming the field (`extract.mapping.title`).
     pub fn validate(&self) -> Result<(), Invalid> {
         match self {
-            Extract::Json { mapping } => {
+            Extract::Json { mapping, next } => {
                 mapping.validate().map_err(|e| Invalid {
                     field: format!("extract.{}", e.field),
                     ..e
                 })?;
+                if let Some(next) = next
+                    && (!next.starts_with('/') || next.len() > 200)
+                {
+                    return Err(Invalid::new(
+                        "extract.next",
+                        "a JSON pointer to the next page's URL, like /next",
+                    ));
+                }
                 if mapping.resolve.is_some() || !mapping.resolved_when.is_empty() {
                     return Err(Invalid::new(
                         "extract.mapping.resolve",
@@ -104,6 +120,11 @@ impl Extract {
         }
     }
 
+    /// Whether its documents come in pages (a JSON API with a `next` pointer).
+    pub fn paged(&self) -> bool {
+        matches!(self, Extract::Json { next: Some(_), .. })
+    }
+
     /// What it is called in a source's description.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -128,6 +149,7 @@ mod tests {
                 key: Some("{{ /id }}".into()),
                 ..Default::default()
             },
+            next: Some("/next".into()),
         };
         assert!(ok.validate().is_ok());
         let json = serde_json::to_value(&ok).unwrap();
@@ -137,6 +159,7 @@ mod tests {
                 title: "{{ /name".into(),
                 ..Default::default()
             },
+            next: None,
         };
         assert!(
             bad.validate()
@@ -150,10 +173,19 @@ mod tests {
                 resolve: Some("{{ /state }}".into()),
                 ..Default::default()
             },
+            next: None,
         };
         assert_eq!(
             resolving.validate().unwrap_err().field,
             "extract.mapping.resolve"
         );
+        let unpaged = Extract::Json {
+            mapping: JsonMapping {
+                title: "x".into(),
+                ..Default::default()
+            },
+            next: Some("next".into()),
+        };
+        assert_eq!(unpaged.validate().unwrap_err().field, "extract.next");
     }
 }

@@ -1,7 +1,7 @@
 //! A subscriber's filter over feed items: keywords, excluded words, a regex, a price range
 //! and a category. Matching is case-insensitive on whole words over the item's plain text.
 
-use crate::text::parse_price;
+use crate::listing::parse_price;
 use serde::{Deserialize, Serialize};
 
 /// What a person wants from a source. An empty filter matches everything.
@@ -274,7 +274,10 @@ impl CompiledFilter {
             return Err(Miss::Regex);
         }
         if self.price_min.is_some() || self.price_max.is_some() {
-            let Some(price) = parse_price(item.title).or_else(|| parse_price(item.text)) else {
+            let Some(price) = parse_price(item.title)
+                .or_else(|| parse_price(item.text))
+                .map(|p| p.minor as f64 / 100.0)
+            else {
                 return Err(Miss::NoPrice);
             };
             if self.price_min.is_some_and(|lo| price < lo)

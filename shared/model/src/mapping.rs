@@ -37,6 +37,10 @@ pub struct JsonMapping {
     /// The click URL (kept when it is http or https).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// A listing's price (a JSON API source): an amount (`400`) or a price as shown
+    /// (`$1,950`), what a later poll compares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<String>,
 }
 
 /// One item, mapped.
@@ -49,6 +53,7 @@ pub struct Mapped {
     /// The item resolves `key` instead of notifying.
     pub resolve: bool,
     pub url: Option<String>,
+    pub price: Option<String>,
 }
 
 /// Why a payload could not be mapped: the mapping's field and what went wrong, for the sender
@@ -241,6 +246,7 @@ impl JsonMapping {
             ("key", &self.key),
             ("resolve", &self.resolve),
             ("url", &self.url),
+            ("price", &self.price),
         ] {
             if let Some(v) = v {
                 t.push((name, v));
@@ -356,6 +362,7 @@ impl JsonMapping {
                     key: get("key"),
                     resolve,
                     url: get("url"),
+                    price: get("price"),
                 })
             })
             .collect()
@@ -420,6 +427,7 @@ mod tests {
                 key: Some("web1:disk".into()),
                 resolve: false,
                 url: Some("https://mon.example.org/disk".into()),
+                price: None,
             }
         );
         assert_eq!(out[1].body, "no output");

@@ -458,6 +458,9 @@ pub struct FeedSubscription {
     /// another way is another feed to the ingestor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<Box<crate::Extract>>,
+    /// What a price change or a repost of a listing tells the subscriber.
+    #[serde(default, skip_serializing_if = "crate::ListingRules::is_default")]
+    pub listing: crate::ListingRules,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

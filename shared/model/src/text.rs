@@ -252,55 +252,6 @@ pub fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// The first price in `s`: a currency sign (`$ € £`) followed by a number with optional
-/// thousands separators, decimals and a `k` (thousand) suffix: `$1,250`, `$3.5k`, `€ 900`.
-pub fn parse_price(s: &str) -> Option<f64> {
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        if matches!(chars[i], '$' | '€' | '£') {
-            let mut j = i + 1;
-            while j < chars.len() && chars[j] == ' ' {
-                j += 1;
-            }
-            let start = j;
-            let mut digits = String::new();
-            let mut seen_dot = false;
-            while j < chars.len() {
-                let c = chars[j];
-                if c.is_ascii_digit() {
-                    digits.push(c);
-                } else if c == ',' && j + 1 < chars.len() && chars[j + 1].is_ascii_digit() {
-                    // thousands separator
-                } else if c == '.'
-                    && !seen_dot
-                    && j + 1 < chars.len()
-                    && chars[j + 1].is_ascii_digit()
-                {
-                    seen_dot = true;
-                    digits.push('.');
-                } else {
-                    break;
-                }
-                j += 1;
-            }
-            if j > start
-                && let Ok(mut v) = digits.parse::<f64>()
-            {
-                if j < chars.len()
-                    && matches!(chars[j], 'k' | 'K')
-                    && chars.get(j + 1).is_none_or(|c| !c.is_alphanumeric())
-                {
-                    v *= 1000.0;
-                }
-                return Some(v);
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
 /// A time to the minute for people, in UTC: `2026-12-03 14:05 UTC`.
 pub fn utc_minute(ms: crate::Millis) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map_or_else(
@@ -326,17 +277,6 @@ mod tests {
     }
 
     #[test]
-    fn prices_are_found() {
-        assert_eq!(parse_price("Road bike - $1,250 (Oakland)"), Some(1250.0));
-        assert_eq!(parse_price("Loft $3.5k/mo"), Some(3500.0));
-        assert_eq!(parse_price("Sofa € 900"), Some(900.0));
-        assert_eq!(parse_price("$25"), Some(25.0));
-        assert_eq!(parse_price("$12.50."), Some(12.5));
-        assert_eq!(parse_price("no price here $ or $x"), None);
-        assert_eq!(parse_price("$5kg of rice"), Some(5.0));
-    }
-
-    #[test]
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate("héllo wörld", 7), "hél…");
         assert_eq!(truncate("héllo wörld", 6), "hé…");
@@ -348,11 +288,6 @@ mod tests {
         fn html_to_text_never_panics_and_has_no_control_chars(s in ".{0,300}") {
             let t = html_to_text(&s);
             prop_assert!(!t.chars().any(|c| c.is_control() && c != '\n'));
-        }
-
-        #[test]
-        fn parse_price_never_panics(s in ".{0,100}") {
-            let _ = parse_price(&s);
         }
 
         #[test]

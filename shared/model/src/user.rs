@@ -147,6 +147,9 @@ pub enum SourceSpec {
         /// Not a feed: the document is read by this extractor (a JSON API's mapping).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         extract: Option<Box<crate::Extract>>,
+        /// What a price change on a known listing, or a repost, tells the user.
+        #[serde(default, skip_serializing_if = "crate::ListingRules::is_default")]
+        listing: crate::ListingRules,
     },
     /// An IMAP mailbox the ingestor watches (IDLE where the server offers it, else polling):
     /// each new message becomes a notification, parsed like forwarded mail.

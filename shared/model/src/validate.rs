@@ -58,9 +58,11 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
             url,
             poll_interval_secs,
             extract,
+            listing,
             ..
         } => {
             crate::validate_feed_url(url).map_err(|e| Invalid::new("url", e))?;
+            listing.validate()?;
             if let Some(s) = poll_interval_secs
                 && !(1..=MAX_POLL_INTERVAL_SECS).contains(s)
             {
@@ -252,6 +254,7 @@ mod tests {
                 deliver_existing: false,
                 poll_interval_secs: every,
                 extract: None,
+                listing: Default::default(),
             },
             filter: Filter::default(),
             label: String::new(),

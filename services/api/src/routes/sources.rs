@@ -84,6 +84,12 @@ pub(crate) struct AddSource {
     /// A json hook: how its payload becomes notifications.
     #[serde(default)]
     mapping: Option<tocsin_model::JsonMapping>,
+    /// A json source: a pointer to the next page's URL in each answer (`/next`).
+    #[serde(default)]
+    next: Option<String>,
+    /// A feed, json or html source: what a price change or a repost of a listing tells.
+    #[serde(default)]
+    listing: tocsin_model::ListingRules,
     /// An alertmanager or grafana hook: one notification per alert group.
     #[serde(default)]
     per_group: bool,
@@ -174,7 +180,10 @@ fn json_extract(req: &AddSource) -> Result<tocsin_model::Extract, ApiError> {
             Some("mapping".into()),
         )
     })?;
-    Ok(tocsin_model::Extract::Json { mapping })
+    Ok(tocsin_model::Extract::Json {
+        mapping,
+        next: req.next.clone(),
+    })
 }
 
 /// A heartbeat's grace when none is given.
@@ -196,6 +205,7 @@ pub(crate) async fn add_source(
             deliver_existing: req.deliver_existing,
             poll_interval_secs: req.poll_interval_secs,
             extract: None,
+            listing: req.listing,
         },
         "json" | "html" | "change" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
@@ -203,6 +213,7 @@ pub(crate) async fn add_source(
             deliver_existing: req.deliver_existing,
             poll_interval_secs: req.poll_interval_secs,
             extract: extractor(&req)?.map(Box::new),
+            listing: req.listing,
         },
         "imap" => {
             let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
@@ -367,10 +378,14 @@ pub(crate) struct EditSource {
     /// A feed: check it this often (seconds; 0: the ingestor's interval).
     #[serde(default)]
     poll_interval_secs: Option<u64>,
+    /// A feed: what a price change or a repost of a listing tells.
+    #[serde(default)]
+    listing: Option<tocsin_model::ListingRules>,
 }
 
-/// `PUT /v1/sources/{id}` `{label?, filter?, poll_interval_secs?}`: change a source's name, its
-/// filter, or (a feed) how often it is checked; what is left out stays. A feed's URL, and what
+/// `PUT /v1/sources/{id}` `{label?, filter?, poll_interval_secs?, listing?}`: change a source's
+/// name, its filter, or (a feed) how often it is checked and what its listings' price changes
+/// and reposts tell; what is left out stays. A feed's URL, and what
 /// makes the other kinds (their secret URLs, a mailbox), are kept: add a new source for those.
 pub(crate) async fn edit_source(
     State(state): St,
@@ -398,6 +413,17 @@ pub(crate) async fn edit_source(
                 return Err(ApiError::bad_request(
                     "poll_interval_secs: only a feed is polled",
                     Some("poll_interval_secs".into()),
+                ));
+            }
+        }
+    }
+    if let Some(rules) = edit.listing {
+        match &mut source.spec {
+            SourceSpec::Feed { listing, .. } => *listing = rules,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "listing: only a feed, json or html source has listings",
+                    Some("listing".into()),
                 ));
             }
         }

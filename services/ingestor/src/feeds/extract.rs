@@ -7,20 +7,26 @@
 use crate::feeds::normalize::{
     FeedItem, MAX_ITEMS, MAX_TEXT, MAX_TITLE, ParsedFeed, bounded_key, normalize, web_link,
 };
+use tocsin_model::listing::{parse_price, price_field};
 use tocsin_model::text::{one_line, truncate};
 use tocsin_model::{Extract, JsonMapping};
 
 /// The items of `body`, fetched from `page`, read as `extract` says (none: a feed). Each
 /// item's dedup key is its link in canonical form, computed here once per item (not once per
 /// subscriber): the same listing from another source reaches a user once.
+/// A listing's price is its source's price field, else the first price in its title.
 pub fn parse(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<ParsedFeed, String> {
     let mut parsed = read(body, extract, page)?;
+    let watched = matches!(extract, Some(Extract::Change { .. }));
     for item in &mut parsed.items {
         if item.dedup_key.is_none() {
             item.dedup_key = item
                 .link
                 .as_deref()
                 .and_then(tocsin_model::canonical::canonical_url);
+        }
+        if item.price.is_none() && !watched {
+            item.price = parse_price(&item.title);
         }
     }
     Ok(parsed)
@@ -29,7 +35,7 @@ pub fn parse(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<Parse
 fn read(body: &[u8], extract: Option<&Extract>, page: &str) -> Result<ParsedFeed, String> {
     match extract {
         None => normalize(body).map_err(|e| e.to_string()),
-        Some(Extract::Json { mapping }) => json(body, mapping),
+        Some(Extract::Json { mapping, next }) => json(body, mapping, next.as_deref(), page),
         Some(Extract::Html {
             item,
             title,
@@ -131,9 +137,11 @@ fn page_text(
             // a change is news however often the page changes back: never keyed by its link
             dedup_key: Some(key.clone()),
             key,
+            price: None,
         }],
         hub: None,
         self_url: None,
+        next_page: None,
     })
 }
 
@@ -302,6 +310,7 @@ fn html(body: &[u8], s: &Selectors, page: &str) -> Result<ParsedFeed, String> {
         let price = pick(&s.price)
             .map(|p| text_of(p, 100))
             .filter(|p| !p.is_empty());
+        let amount = price.as_deref().and_then(price_field);
         let title = match &price {
             Some(p) if !title.contains(p.as_str()) => format!("{title} - {p}"),
             _ => title,
@@ -337,6 +346,7 @@ fn html(body: &[u8], s: &Selectors, page: &str) -> Result<ParsedFeed, String> {
             published_ms: None,
             priority: None,
             dedup_key: None,
+            price: amount,
         });
     }
     let title = doc
@@ -349,13 +359,19 @@ fn html(body: &[u8], s: &Selectors, page: &str) -> Result<ParsedFeed, String> {
         items,
         hub: None,
         self_url: None,
+        next_page: None,
     })
 }
 
 /// A JSON API's answer: parsed (serde_json refuses nesting past 128 levels), then mapped
 /// item by item; an item's key is its `key` template, else its link, else a digest of its
-/// text.
-fn json(body: &[u8], mapping: &JsonMapping) -> Result<ParsedFeed, String> {
+/// text. `next` points at the next page's URL, resolved against `page`.
+fn json(
+    body: &[u8],
+    mapping: &JsonMapping,
+    next: Option<&str>,
+    page: &str,
+) -> Result<ParsedFeed, String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let mapped = mapping
@@ -381,14 +397,22 @@ fn json(body: &[u8], mapping: &JsonMapping) -> Result<ParsedFeed, String> {
                 published_ms: None,
                 priority: m.priority,
                 dedup_key: None,
+                price: m.price.as_deref().and_then(price_field),
             }
         })
         .collect();
+    let next_page = next
+        .and_then(|p| value.pointer(p))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|n| url::Url::parse(page).ok()?.join(n.trim()).ok())
+        .map(|u| u.to_string())
+        .filter(|u| web_link(u) && u != page);
     Ok(ParsedFeed {
         title: String::new(),
         items,
         hub: None,
         self_url: None,
+        next_page,
     })
 }
 
@@ -404,8 +428,10 @@ mod tests {
                 body: Some("{{ /location | somewhere }}".into()),
                 url: Some("{{ /url }}".into()),
                 key: Some("{{ /id }}".into()),
+                price: Some("{{ /price }}".into()),
                 ..Default::default()
             },
+            next: Some("/next".into()),
         }
     }
 
@@ -426,6 +452,24 @@ mod tests {
         );
         assert_eq!(f.items[1].link, None, "only web links are links");
         assert_eq!(f.items[1].text, "somewhere");
+        assert_eq!(f.items[0].price.as_ref().map(|p| p.minor), Some(40_000));
+        assert_eq!(f.next_page, None, "the last page");
+        let paged = br#"{"results": [], "next": "/api?page=2"}"#;
+        let f = parse(paged, Some(&shop()), "https://shop.example/api?page=1").unwrap();
+        assert_eq!(
+            f.next_page.as_deref(),
+            Some("https://shop.example/api?page=2")
+        );
+        // a page naming itself, or a link that is not the web, ends the paging
+        for next in ["https://shop.example/api?page=1", "file:///etc/passwd"] {
+            let body = format!(r#"{{"results": [], "next": "{next}"}}"#);
+            let f = parse(
+                body.as_bytes(),
+                Some(&shop()),
+                "https://shop.example/api?page=1",
+            );
+            assert_eq!(f.unwrap().next_page, None);
+        }
     }
 
     fn listings() -> Extract {
@@ -472,6 +516,12 @@ mod tests {
         );
         assert_eq!(f.items[0].key, "https://shop.example/l/17");
         assert!(f.items[2].key.starts_with("h:"));
+        let prices: Vec<Option<i64>> = f
+            .items
+            .iter()
+            .map(|i| i.price.as_ref().map(|p| p.minor))
+            .collect();
+        assert_eq!(prices, [Some(40_000), Some(15_000), None]);
         let bad = Extract::Html {
             item: "li[".into(),
             title: None,

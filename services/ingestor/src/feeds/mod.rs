@@ -3,6 +3,7 @@
 
 pub mod extract;
 pub mod fetch;
+pub mod listings;
 pub mod normalize;
 pub mod plan;
 pub(crate) mod poll;

@@ -19,6 +19,8 @@ pub struct FeedItem {
     /// What deduplicates it for a subscriber; none: its link, else its key (a listing seen
     /// in two feeds reaches a user once).
     pub dedup_key: Option<String>,
+    /// A listing's price: its source's price field, else the first price in its title.
+    pub price: Option<tocsin_model::Price>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,8 @@ pub struct ParsedFeed {
     pub hub: Option<String>,
     /// The feed's own URL as it states it (`<link rel="self">`): the WebSub topic.
     pub self_url: Option<String>,
+    /// A paged JSON API's next page (its `next` pointer's URL, resolved).
+    pub next_page: Option<String>,
 }
 
 /// Why a document is not a usable feed, for the person who subscribed to it.
@@ -145,6 +149,7 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
             published_ms: e.published.or(e.updated).map(|d| d.timestamp_millis()),
             priority: None,
             dedup_key: None,
+            price: None,
         });
     }
     Ok(ParsedFeed {
@@ -152,6 +157,7 @@ pub fn normalize(body: &[u8]) -> Result<ParsedFeed, NormalizeError> {
         items,
         hub,
         self_url,
+        next_page: None,
     })
 }
 

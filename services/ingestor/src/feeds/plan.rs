@@ -1,15 +1,19 @@
 //! The pure decisions of a poll: which items of a fetched document become notifications for
-//! whom, what is remembered as seen, and when the feed is polled next.
+//! whom (new items, price changes on known listings, reposts as each subscriber's rules say),
+//! what is remembered as seen, and when the feed is polled next.
 
 use crate::config::IngestorConfig;
+use crate::feeds::listings::{self, Listing, Memory};
 use crate::feeds::normalize::FeedItem;
 use crate::feeds::record::{FeedRecord, Subscriber};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 use tocsin_model::{
-    CompiledFilter, Event, Item, Millis, Notification, NotificationId, Priority, SourceKind,
-    SourceRef,
+    CompiledFilter, Event, Item, Millis, Notification, NotificationId, Priority, Reposts,
+    SourceKind, SourceRef,
 };
+
+const DAY_MS: Millis = 86_400_000;
 
 /// What one poll decided (pure).
 #[derive(Debug, Default, PartialEq)]
@@ -19,6 +23,8 @@ pub struct PollPlan {
     pub events: Vec<Event>,
     /// Keys to remember.
     pub seen: VecDeque<String>,
+    /// Priced listings to remember.
+    pub listings: VecDeque<Listing>,
 }
 
 /// Decide what a fetched document means for `record`: which notifications go to whom, and
@@ -46,6 +52,26 @@ pub fn plan_poll(
         .iter()
         .map(|i| Event::ingested(&feed, &i.key, now).detail(&record.url))
         .collect();
+    let memory = Memory::new(&record.listings);
+    // known listings whose price changed, and new items repeating a recent listing
+    let repriced: Vec<(&FeedItem, &Listing)> = if record.polled {
+        items
+            .iter()
+            .filter(|i| seen_before.contains(i.key.as_str()))
+            .filter_map(|i| memory.repriced(i).map(|l| (i, l)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for (item, was) in &repriced {
+        events.push(
+            Event::ingested(&feed, &reprice_key(item, was), now).detail(&format!(
+                "{}: {}",
+                record.url,
+                price_change(item, was)
+            )),
+        );
+    }
     for sub in record.subscribers.values() {
         let Ok(filter) = sub.filter.compile() else {
             continue;
@@ -56,17 +82,56 @@ pub fn plan_poll(
             fresh.clone()
         };
         for item in candidates {
-            match notification_for(sub, &filter, feed_title, item, now) {
-                Some(n) => {
+            let repost = memory.repost_of(item).filter(|original| {
+                !sub.pending_existing
+                    && now - original.first_ms <= i64::from(sub.listing.repost_days) * DAY_MS
+            });
+            let days = |l: &Listing| (now - l.first_ms) / DAY_MS;
+            match (notification_for(sub, &filter, feed_title, item, now), repost) {
+                (Some(_), Some(original)) if sub.listing.reposts == Reposts::Drop => events.push(
+                    Event::filtered_out(&sub.user, &sub.source_id, &item.key, now).detail(
+                        &format!(
+                            "a repost: the same title and price as a listing first seen {} day(s) ago",
+                            days(original)
+                        ),
+                    ),
+                ),
+                (Some(mut n), repost) => {
+                    if let Some(original) = repost
+                        && sub.listing.reposts == Reposts::Mark
+                    {
+                        n.title = format!("Repost: {}", n.title);
+                        n.body = format!(
+                            "The same title and price as a listing first seen {} day(s) ago.\n\n{}",
+                            days(original),
+                            n.body
+                        );
+                    }
                     events.push(Event::matched(&n));
                     notifications.push(n);
                 }
-                None => events.push(Event::filtered_out(
+                (None, _) => events.push(Event::filtered_out(
                     &sub.user,
                     &sub.source_id,
                     &item.key,
                     now,
                 )),
+            }
+        }
+        if sub.pending_existing {
+            continue;
+        }
+        for (item, was) in &repriced {
+            let (Some((_, from)), Some(to)) = (was.price(), &item.price) else {
+                continue;
+            };
+            if !sub.listing.tells(from, to.minor) {
+                continue;
+            }
+            if let Some(n) = notification_for(sub, &filter, feed_title, item, now) {
+                let n = repriced_notification(n, item, was);
+                events.push(Event::matched(&n));
+                notifications.push(n);
             }
         }
     }
@@ -85,7 +150,47 @@ pub fn plan_poll(
         notifications,
         events,
         seen,
+        listings: listings::remember(&record.listings, items, now, seen_capacity),
     }
+}
+
+/// What a price change is keyed by: the item and the price it had since when, so a retried
+/// poll repeats its id and a later change (even back to an old price) has another.
+fn reprice_key(item: &FeedItem, was: &Listing) -> String {
+    format!("{}#price:{}", item.key, reprice_suffix(item, was))
+}
+
+fn reprice_suffix(item: &FeedItem, was: &Listing) -> String {
+    let (since, from) = was.price().unwrap_or_default();
+    let to = item.price.as_ref().map_or(0, |p| p.minor);
+    format!("{since}:{from}:{to}")
+}
+
+/// `$1,950 → $1,800`
+fn price_change(item: &FeedItem, was: &Listing) -> String {
+    let to = item.price.as_ref().map_or("", |p| p.shown.as_str());
+    format!("{} → {to}", was.shown)
+}
+
+/// A listing's price change, told as its own notification: `Price drop: $1,950 → $1,800 ·
+/// <title>`, its earlier prices in the body, its own id and dedup key.
+fn repriced_notification(mut n: Notification, item: &FeedItem, was: &Listing) -> Notification {
+    let (_, from) = was.price().unwrap_or_default();
+    let down = item.price.as_ref().is_some_and(|p| p.minor < from);
+    let change = price_change(item, was);
+    let key = reprice_key(item, was);
+    n.id = NotificationId::for_feed_item(&n.user, n.source.id.as_deref().unwrap_or(""), &key);
+    n.title = format!(
+        "{}: {change} · {}",
+        if down { "Price drop" } else { "Price up" },
+        n.title
+    );
+    n.body = format!("{change}\n\n{}", n.body);
+    n.dedup_key = Some(match n.dedup_key {
+        Some(k) => format!("{k}#price:{}", reprice_suffix(item, was)),
+        None => key,
+    });
+    n
 }
 
 fn notification_for(
@@ -174,6 +279,7 @@ mod tests {
             published_ms: None,
             priority: None,
             dedup_key: None,
+            price: None,
         }
     }
 
@@ -192,6 +298,7 @@ mod tests {
                             label: String::new(),
                             pending_existing: *existing,
                             poll_interval_secs: None,
+                            listing: Default::default(),
                         },
                     )
                 })
@@ -244,6 +351,103 @@ mod tests {
         // same ids on a repeat: a retried poll is deduplicated downstream
         let again = plan_poll(&rec, "t", &page2, 100, 3);
         assert_eq!(again.notifications[0].id, plan.notifications[0].id);
+    }
+
+    fn priced(key: &str, title: &str) -> FeedItem {
+        FeedItem {
+            price: tocsin_model::listing::parse_price(title),
+            ..item(key, title)
+        }
+    }
+
+    #[test]
+    fn a_price_drop_on_a_known_listing_is_its_own_notification_once() {
+        let flats = Filter {
+            any: vec!["flat".into()],
+            ..Default::default()
+        };
+        let mut rec = record(&[("u1", flats, false), ("u2", Filter::default(), false)]);
+        rec.subscribers.get_mut("u2/s").unwrap().listing.prices = tocsin_model::PriceAlerts::Off;
+        let page1 = [
+            priced("a", "Flat (Mission) $1,950"),
+            priced("b", "Sofa $100"),
+        ];
+        let plan = plan_poll(&rec, "t", &page1, 100, 1);
+        assert!(plan.notifications.is_empty(), "a baseline");
+        rec.seen = plan.seen;
+        rec.listings = plan.listings;
+        rec.polled = true;
+        let page2 = [
+            priced("a", "Flat (Mission) $1,800"),
+            priced("b", "Sofa $120"),
+        ];
+        let plan = plan_poll(&rec, "t", &page2, 100, 2);
+        let got: Vec<_> = plan
+            .notifications
+            .iter()
+            .map(|n| (n.user.to_string(), n.title.clone()))
+            .collect();
+        // u1's filter takes flats, and a rise is not told by default; u2 turned prices off
+        assert_eq!(
+            got,
+            [(
+                "u1".into(),
+                "Price drop: $1,950 → $1,800 · Flat (Mission) $1,800".into()
+            )]
+        );
+        let n = &plan.notifications[0];
+        assert!(n.body.starts_with("$1,950 → $1,800"));
+        assert_ne!(
+            n.dedup_key.as_deref(),
+            Some("https://x.org/a"),
+            "not deduplicated with the listing itself"
+        );
+        // a retried poll repeats the id; the next poll, with the price remembered, is quiet
+        let again = plan_poll(&rec, "t", &page2, 100, 3);
+        assert_eq!(again.notifications[0].id, n.id);
+        rec.listings = plan.listings;
+        assert!(
+            plan_poll(&rec, "t", &page2, 100, 4)
+                .notifications
+                .is_empty()
+        );
+        // back to the old price and down again later: another change, another id
+        let page3 = [priced("a", "Flat (Mission) $1,700")];
+        let later = plan_poll(&rec, "t", &page3, 100, 5);
+        assert_ne!(later.notifications[0].id, n.id);
+    }
+
+    #[test]
+    fn a_repost_is_dropped_marked_or_kept_as_each_subscriber_asks() {
+        let mut rec = record(&[
+            ("u1", Filter::default(), false),
+            ("u2", Filter::default(), false),
+            ("u3", Filter::default(), false),
+        ]);
+        rec.subscribers.get_mut("u2/s").unwrap().listing.reposts = Reposts::Mark;
+        rec.subscribers.get_mut("u3/s").unwrap().listing.reposts = Reposts::Keep;
+        let plan = plan_poll(&rec, "t", &[priced("a", "Flat (Mission) $1,950")], 100, 0);
+        rec.seen = plan.seen;
+        rec.listings = plan.listings;
+        rec.polled = true;
+        let repost = [priced("z", "Flat (Mission) $1,950")];
+        let plan = plan_poll(&rec, "t", &repost, 100, 2 * DAY_MS);
+        let got: Vec<_> = plan
+            .notifications
+            .iter()
+            .map(|n| (n.user.to_string(), n.title.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("u2".into(), "Repost: Flat (Mission) $1,950".into()),
+                ("u3".into(), "Flat (Mission) $1,950".into())
+            ]
+        );
+        assert!(plan.events.iter().any(|e| e.detail.contains("a repost")));
+        // past the subscriber's repost_days it is a new listing again
+        let plan = plan_poll(&rec, "t", &repost, 100, 8 * DAY_MS);
+        assert_eq!(plan.notifications.len(), 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::feeds::Shared;
 use crate::feeds::fetch::{FetchError, Fetched};
+use crate::feeds::normalize::{MAX_ITEMS, ParsedFeed};
 use crate::feeds::plan::plan_poll;
 use crate::feeds::record::{FeedRecord, Subscriber};
 use crate::feeds::store::{save, save_subscriber};
@@ -21,8 +22,13 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
         return;
     };
     let started = std::time::Instant::now();
-    // a subscriber waiting for the items already listed needs the document, not a 304
-    let wants_document = snapshot.subscribers.values().any(|s| s.pending_existing);
+    // a subscriber waiting for the items already listed needs the document, not a 304; so
+    // does a paged API, whose first page says nothing about the others
+    let wants_document = snapshot.subscribers.values().any(|s| s.pending_existing)
+        || snapshot
+            .extract
+            .as_deref()
+            .is_some_and(tocsin_model::Extract::paged);
     let (etag, last_modified) = if wants_document {
         (None, None)
     } else {
@@ -78,11 +84,12 @@ pub(crate) async fn refresh(
     last_modified: Option<String>,
     now: Millis,
 ) -> Result<Refreshed, String> {
+    let mut parsed =
+        parse_off_thread(snapshot.extract.clone(), bytes, snapshot.url.clone()).await?;
+    more_pages(shared, snapshot, &mut parsed).await?;
     let snapshot = snapshot.clone();
     let seen_capacity = shared.cfg.seen_capacity;
-    let parsed = tokio::task::spawn_blocking(move || {
-        let mut parsed =
-            crate::feeds::extract::parse(&bytes, snapshot.extract.as_deref(), &snapshot.url)?;
+    let planned = tokio::task::spawn_blocking(move || {
         // a watched page: its change against the last poll's text
         let page_text = match snapshot.extract.as_deref() {
             Some(tocsin_model::Extract::Change { .. }) => {
@@ -91,11 +98,11 @@ pub(crate) async fn refresh(
             _ => None,
         };
         let plan = plan_poll(&snapshot, &parsed.title, &parsed.items, seen_capacity, now);
-        Ok::<_, String>((parsed, plan, page_text))
+        (parsed, plan, page_text)
     })
     .await
     .map_err(|e| format!("the document could not be processed ({e})"))?;
-    let (parsed, plan, page_text) = parsed?;
+    let (parsed, plan, page_text) = planned;
     Ok(Refreshed {
         plan,
         title: parsed.title,
@@ -105,6 +112,56 @@ pub(crate) async fn refresh(
         topic: parsed.self_url,
         page_text,
     })
+}
+
+/// `bytes`, fetched from `page`, read by its extractor on a blocking thread.
+async fn parse_off_thread(
+    extract: Option<Box<tocsin_model::Extract>>,
+    bytes: Vec<u8>,
+    page: String,
+) -> Result<ParsedFeed, String> {
+    tokio::task::spawn_blocking(move || {
+        crate::feeds::extract::parse(&bytes, extract.as_deref(), &page)
+    })
+    .await
+    .map_err(|e| format!("the document could not be processed ({e})"))?
+}
+
+/// A paged JSON API's further pages: each answer's `next` URL fetched in turn (a plain GET
+/// through the guarded fetcher) and its items appended, up to `MAX_PAGES` pages and the
+/// items one document may have. A page that fails fails the poll, naming it.
+async fn more_pages(
+    shared: &Shared,
+    snapshot: &FeedRecord,
+    parsed: &mut ParsedFeed,
+) -> Result<(), String> {
+    let accept = snapshot.extract.as_deref().map_or(
+        crate::feeds::fetch::FEED_TYPES,
+        tocsin_model::Extract::accept,
+    );
+    let mut pages = 1;
+    while let Some(next) = parsed.next_page.take() {
+        if pages >= tocsin_model::extract::MAX_PAGES || parsed.items.len() >= MAX_ITEMS {
+            break;
+        }
+        pages += 1;
+        let bytes = match shared
+            .fetcher
+            .fetch_accepting(&next, None, None, accept)
+            .await
+        {
+            Ok(Fetched::Body { bytes, .. }) => bytes,
+            Ok(Fetched::NotModified) => break,
+            Err(e) => return Err(format!("page {pages} ({next}): {e}")),
+        };
+        let more = parse_off_thread(snapshot.extract.clone(), bytes, next.clone())
+            .await
+            .map_err(|e| format!("page {pages} ({next}): {e}"))?;
+        parsed.items.extend(more.items);
+        parsed.items.truncate(MAX_ITEMS);
+        parsed.next_page = more.next_page;
+    }
+    Ok(())
 }
 
 pub(crate) fn random_secret() -> String {

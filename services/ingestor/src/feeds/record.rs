@@ -23,6 +23,12 @@ pub struct Subscriber {
     /// How often this subscriber wants the feed checked (none: the default interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_secs: Option<u64>,
+    /// What a price change or a repost of a listing tells this subscriber.
+    #[serde(
+        default,
+        skip_serializing_if = "tocsin_model::ListingRules::is_default"
+    )]
+    pub listing: tocsin_model::ListingRules,
 }
 
 /// Everything the ingestor keeps about one distinct feed URL (the `feeds` KV entry).
@@ -64,6 +70,10 @@ pub struct FeedRecord {
     /// against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_text: Option<String>,
+    /// Its priced listings, least recently shown first (at most `seen_capacity`, or the
+    /// document's): their prices and repost signatures.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub listings: VecDeque<crate::feeds::listings::Listing>,
 }
 
 impl FeedRecord {
@@ -131,6 +141,7 @@ mod tests {
             label: String::new(),
             pending_existing: false,
             poll_interval_secs: every,
+            listing: Default::default(),
         }
     }
 

@@ -136,6 +136,7 @@ pub(crate) async fn apply_subscription(
                     label: sub.label,
                     pending_existing: sub.deliver_existing && !existing,
                     poll_interval_secs: sub.poll_interval_secs,
+                    listing: sub.listing,
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
                 if rec.polled {

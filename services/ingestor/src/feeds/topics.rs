@@ -49,6 +49,7 @@ pub(crate) async fn apply(shared: &Shared, sub: FeedSubscription) -> Result<(), 
                     label: sub.label,
                     pending_existing: false,
                     poll_interval_secs: None,
+                    listing: Default::default(),
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
                 (fresh.then(|| rec.without_subscribers()), subscriber, false)
@@ -101,6 +102,7 @@ pub(crate) async fn publish(shared: &Shared, item: TopicItem) -> Result<(), BusE
         published_ms: Some(item.published_at_ms),
         priority: Some(item.priority),
         dedup_key: Some(dedup),
+        price: None,
     };
     let plan = plan_poll(&record, &item.topic, &[feed_item], 0, now_ms());
     fan_out(shared, &plan.notifications, &plan.events).await?;

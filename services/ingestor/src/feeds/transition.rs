@@ -61,6 +61,7 @@ pub fn after_success(
             hub_topic = Some((r.hub, r.topic.unwrap_or_else(|| snapshot.url.clone())));
         }
         rec.seen = r.plan.seen;
+        rec.listings = r.plan.listings;
         rec.title = r.title;
         if r.page_text.is_some() {
             rec.page_text = r.page_text;
@@ -190,6 +191,7 @@ mod tests {
             label: String::new(),
             pending_existing,
             poll_interval_secs: None,
+            listing: Default::default(),
         }
     }
 

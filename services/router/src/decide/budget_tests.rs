@@ -72,6 +72,7 @@ fn configuration_over_its_byte_budget_is_refused_and_undone() {
             source: Source {
                 id: format!("s{i}"),
                 spec: SourceSpec::Feed {
+                    listing: Default::default(),
                     url: format!("https://example.org/{i}/{}", "q".repeat(1900)),
                     deliver_existing: false,
                     poll_interval_secs: None,

@@ -638,23 +638,26 @@ pub(crate) fn subscription(
     op: SubscriptionOp,
 ) -> Option<FeedSubscription> {
     // a shared topic's subscribers are kept by the ingestor like a feed's, under its own key
-    let (url, deliver_existing, poll_interval_secs, extract) = match &source.spec {
+    let (url, deliver_existing, poll_interval_secs, extract, listing) = match &source.spec {
         SourceSpec::Feed {
             url,
             deliver_existing,
             poll_interval_secs,
             extract,
+            listing,
         } => (
             url.clone(),
             *deliver_existing,
             *poll_interval_secs,
             extract.clone(),
+            *listing,
         ),
         SourceSpec::Topic { topic } => (
             tocsin_model::topics::subscription_url(topic),
             false,
             None,
             None,
+            Default::default(),
         ),
         _ => return None,
     };
@@ -668,5 +671,6 @@ pub(crate) fn subscription(
         label: source.label.clone(),
         poll_interval_secs,
         extract,
+        listing,
     })
 }

@@ -89,6 +89,7 @@ pub(crate) fn feed_source(label: &str) -> Source {
     Source {
         id: "s1".into(),
         spec: SourceSpec::Feed {
+            listing: Default::default(),
             url: "https://example.org/bikes.rss".into(),
             deliver_existing: false,
             poll_interval_secs: None,
@@ -499,6 +500,7 @@ fn sources_are_validated_limited_and_subscribed() {
             source: Source {
                 id: id.into(),
                 spec: SourceSpec::Feed {
+                    listing: Default::default(),
                     url: url.into(),
                     deliver_existing: false,
                     poll_interval_secs: None,
