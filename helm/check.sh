@@ -33,6 +33,11 @@ if [ ! -x "$KV" ]; then
 fi
 export HELM_CACHE_HOME=$TOOLS/helm/cache HELM_CONFIG_HOME=$TOOLS/helm/config HELM_DATA_HOME=$TOOLS/helm/data
 
+# the tocsin binary that checks each configuration: TOCSIN_BIN when the caller built one
+# (`make test` passes the one its test run built, rather than building another), else cargo's
+tocsin=(cargo run -q -p tocsin --)
+[ -n "${TOCSIN_BIN:-}" ] && tocsin=("$TOCSIN_BIN")
+
 out=$(mktemp -d)
 for values in default helm/tocsin/values-scaled.yaml; do
   args=()
@@ -67,7 +72,7 @@ for d in docs:
     TOCSIN_DELIVERY__CHANNELS="$channels" \
     TOCSIN_API__ADMIN_TOKEN=placeholder-admin-token-0123 \
     TOCSIN_DELIVERY__XMPP__PASSWORD=placeholder TOCSIN_DELIVERY__SMS__TWILIO_AUTH_TOKEN=placeholder \
-      cargo run -q -p tocsin -- config --config "$out/tocsin.toml" >/dev/null
+      "${tocsin[@]}" config --config "$out/tocsin.toml" >/dev/null
   done
   echo "helm: $values lints, renders, validates against Kubernetes $KUBE, and its config loads (delivery groups: $(echo $groups))"
 done
