@@ -336,6 +336,7 @@ async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration
                 secret: None,
                 label: String::new(),
                 push_format: None,
+                throttle: None,
                 created_at_ms: now_ms(),
             },
         }

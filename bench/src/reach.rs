@@ -372,6 +372,7 @@ fn webhook(id: &str) -> Destination {
         secret: None,
         label: String::new(),
         push_format: None,
+        throttle: None,
         created_at_ms: now_ms(),
     }
 }

@@ -1,6 +1,7 @@
 //! Sources beyond feeds, end to end through a real nats-server against sites the test serves:
 //! web pages and JSON APIs read by their extractors, what a listing's price change or repost
-//! tells, a paged API read whole, and docs/sources.md's recipes run as written.
+//! tells, a paged API read whole, digests and throttles of what sources bring, and
+//! docs/sources.md's recipes run as written.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -327,6 +328,119 @@ async fn a_paged_json_api_is_read_page_by_page() -> anyhow::Result<()> {
     assert!(
         error.starts_with("page 2 (") && error.contains("api-gone"),
         "{error}"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A daily digest at a local time: a feed's listings are kept in history as they come, and at
+/// the time (a few seconds ahead, in Kolkata's time) one message lists each of them once;
+/// nothing went out on its own. A throttled destination gets its count, and the rest are held
+/// for its hour's digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_arrives_at_its_local_time_and_a_throttle_holds_the_overflow() -> anyhow::Result<()>
+{
+    let hooks = tocsin_tests::Recorder::start().await?;
+    let h = Harness::start_with("e2edigest", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Webhook];
+    })
+    .await?;
+    let (_, token, _) = h.create_user("dora").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/dora")}),
+    )
+    .await?;
+    h.feeds.set(
+        "bikes.rdf",
+        rdf(&[
+            ("1", "Road bike - $400", ""),
+            ("2", "Gravel bike - $900", ""),
+            ("3", "Kids bike - $80", ""),
+        ]),
+        "application/rdf+xml",
+    );
+    // 10 s from now as a time of day in Kolkata (UTC+5:30, no DST)
+    let kolkata =
+        chrono::Utc::now() + chrono::Duration::seconds(10) + chrono::Duration::minutes(330);
+    let at = kolkata.format("%H:%M:%S").to_string();
+    h.add_source(
+        &token,
+        json!({"url": h.feeds.url("bikes.rdf"), "label": "bikes", "deliver_existing": true,
+               "settings": {"digest": {"every": "day", "at": at, "tz": "Asia/Kolkata"}}}),
+    )
+    .await?;
+    wait_for(Duration::from_secs(20), "all three in history", || async {
+        (h.history(&token).await.ok()?.len() == 3).then_some(())
+    })
+    .await?;
+    wait_for(Duration::from_secs(30), "the digest", || async {
+        (!hooks.requests("/dora").is_empty()).then_some(())
+    })
+    .await?;
+    let digest: Value = serde_json::from_slice(&hooks.requests("/dora")[0].body)?;
+    assert_eq!(digest["title"], "Digest: 3 from bikes", "{digest}");
+    let body = digest["body"].as_str().unwrap_or_default();
+    for title in ["Road bike - $400", "Gravel bike - $900", "Kids bike - $80"] {
+        assert_eq!(body.matches(title).count(), 1, "{title} once in {body}");
+    }
+    let titles = h.history_titles(&token).await?;
+    assert_eq!(
+        titles.len(),
+        4,
+        "three listings and their digest: {titles:?}"
+    );
+    assert_eq!(
+        hooks.requests("/dora").len(),
+        1,
+        "nothing went out on its own"
+    );
+
+    // a throttle of one an hour on the destination: one notification passes, two are held
+    let (_, v) = h
+        .call(Method::GET, "/v1/destinations", Some(&token), None)
+        .await?;
+    let dest = v["destinations"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &format!("/v1/destinations/{dest}"),
+            Some(&token),
+            Some(json!({"throttle": {"per_hour": 1}})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["destination"]["throttle"]["per_hour"], 1);
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &format!("/v1/destinations/{dest}"),
+            Some(&token),
+            Some(json!({"throttle": {"per_hour": 99999}})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        ids.push(
+            h.publish(&token, json!({"title": format!("Backup {i} done")}))
+                .await?,
+        );
+    }
+    wait_for(Duration::from_secs(20), "the first through", || async {
+        (hooks.requests("/dora").len() == 2).then_some(())
+    })
+    .await?;
+    for id in &ids[1..] {
+        h.timeline_entry(&token, id, "throttled").await?;
+    }
+    assert_eq!(
+        hooks.requests("/dora").len(),
+        2,
+        "the others held for the hour's digest"
     );
     h.shutdown().await;
     Ok(())

@@ -25,7 +25,9 @@ pub use error::ApiError;
 use crate::routes::acks::{ack, ack_link, ack_link_page};
 use crate::routes::admin::{dead_letters, replay_dead_letter};
 use crate::routes::alert_hooks::{alertmanager, grafana};
-use crate::routes::destinations::{add_destination, list_destinations, remove_destination};
+use crate::routes::destinations::{
+    add_destination, edit_destination, list_destinations, remove_destination,
+};
 use crate::routes::history::{history, private_feed};
 use crate::routes::inbound::{get_inbound, get_mail_rules, put_inbound, put_mail_rules};
 use crate::routes::ntfy::ntfy_publish;
@@ -178,7 +180,10 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
             "/v1/destinations",
             get(list_destinations).post(add_destination),
         )
-        .route("/v1/destinations/{id}", delete(remove_destination))
+        .route(
+            "/v1/destinations/{id}",
+            delete(remove_destination).put(edit_destination),
+        )
         .route(
             "/v1/destinations/{id}/test",
             post(routes::destinations::test_destination),

@@ -185,6 +185,7 @@ pub(crate) mod tests {
                 secret: None,
                 label: String::new(),
                 push_format: None,
+                throttle: None,
                 created_at_ms: 0,
             },
             kind: JobKind::Notification,

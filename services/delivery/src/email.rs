@@ -232,6 +232,7 @@ mod tests {
                 secret: None,
                 label: String::new(),
                 push_format: None,
+                throttle: None,
                 created_at_ms: 0,
             },
             kind: JobKind::Notification,

@@ -347,6 +347,19 @@ pub(crate) enum FeedCmd {
         /// summary when the window ends.
         #[arg(long)]
         group_minutes: Option<u64>,
+        /// Gather its notifications into one message: every `hour`, every `day` (at --at,
+        /// local time in --tz), or at a `count` (--count); urgent ones still go out at once.
+        #[arg(long)]
+        digest: Option<String>,
+        /// A daily digest's time, HH:MM (default 08:00).
+        #[arg(long, requires = "digest")]
+        at: Option<String>,
+        /// The digest's time zone (IANA, default UTC).
+        #[arg(long, requires = "digest")]
+        tz: Option<String>,
+        /// How many make a digest (or send an hourly or daily one early).
+        #[arg(long, requires = "digest")]
+        count: Option<u32>,
     },
 }
 

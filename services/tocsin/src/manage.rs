@@ -595,8 +595,24 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             mute_minutes,
             policy,
             group_minutes,
+            digest,
+            at,
+            tz,
+            count,
         } => {
             let mut body = json!({});
+            if let Some(every) = digest {
+                body["digest"] = json!({ "every": every });
+                for (k, v) in [
+                    ("at", at.map(|a| json!(a))),
+                    ("tz", tz.map(|t| json!(t))),
+                    ("count", count.map(|n| json!(n))),
+                ] {
+                    if let Some(v) = v {
+                        body["digest"][k] = v;
+                    }
+                }
+            }
             if let Some(p) = policy {
                 body["policy"] = json!(p);
             }
@@ -636,6 +652,9 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             );
             if let Some(p) = settings["policy"].as_str() {
                 println!("source {id}: follows policy {p}");
+            }
+            if settings["digest"].is_object() {
+                println!("source {id}: digest {}", settings["digest"]);
             }
         }
     }

@@ -29,7 +29,7 @@ pub const MAX_JOBS_PER_NOTIFICATION: u32 = 30;
 /// The user's configuration (sources, destinations, allowed senders, policy) as encoded.
 pub const CONFIG_BUDGET: usize = 512 * 1024;
 /// The notifications held by pending escalations, counted with [`approx_bytes`].
-pub const ESCALATION_BUDGET: usize = 256 * 1024;
+pub const ESCALATION_BUDGET: usize = 240 * 1024;
 /// What a whole record may take on the bus: below NATS's default 1 MiB payload limit with
 /// room for the message's headers.
 pub const RECORD_LIMIT: usize = 1024 * 1024 - 16 * 1024;
@@ -199,6 +199,13 @@ mod tests {
                 muted_until_ms: Some(i64::MAX),
                 policy: Some("p".repeat(32)),
                 group_secs: Some(crate::SourceSettings::MAX_GROUP_SECS),
+                digest: Some(Box::new(crate::Digest {
+                    every: crate::DigestEvery::Day,
+                    at: Some("08:00".into()),
+                    tz: Some("America/Argentina/ComodRivadavia".into()),
+                    count: Some(crate::Digest::MAX_COUNT),
+                    urgent_bypass: false,
+                })),
                 tags: vec![
                     "t".repeat(crate::SourceSettings::MAX_TAG);
                     crate::SourceSettings::MAX_TAGS
@@ -220,6 +227,10 @@ mod tests {
                 secret: Some("s".repeat(256)),
                 label: huge(100),
                 push_format: None,
+                throttle: Some(crate::Throttle {
+                    per_hour: crate::Throttle::MAX_PER_HOUR,
+                    urgent_bypass: false,
+                }),
                 created_at_ms: 0,
             });
             r.reach.presence.insert(
@@ -346,7 +357,21 @@ mod tests {
             };
             crate::SignInLink::MAX_PENDING
         ];
-        // groups at their cap, each with its titles
+        // every destination throttled, each hour holding its titles
+        for d in &r.destinations {
+            r.reach.throttled.insert(
+                d.id.clone(),
+                crate::Throttled {
+                    since_ms: i64::MAX,
+                    sent: u32::MAX,
+                    held: u32::MAX,
+                    first: Some(notification(0).id),
+                    titles: vec![crate::text::truncate(&huge(100), 100); crate::Throttled::TITLES],
+                    priority: crate::Priority::URGENT,
+                },
+            );
+        }
+        // groups at their cap, each a digest with all its titles
         for s in r.sources.iter().take(crate::Reach::MAX_GROUPS) {
             let n = notification(0);
             r.reach.groups.insert(
@@ -355,12 +380,16 @@ mod tests {
                     first: n.id.clone(),
                     closes_ms: i64::MAX,
                     held: u32::MAX,
-                    titles: vec![crate::text::truncate(&huge(100), 100); crate::Group::TITLES],
+                    titles: vec![
+                        crate::text::truncate(&huge(100), 100);
+                        crate::Group::DIGEST_TITLES
+                    ],
                     priority: crate::Priority::URGENT,
                     source: crate::SourceRef {
                         label: crate::text::truncate(&huge(100), 100),
                         ..n.source.clone()
                     },
+                    digest: true,
                 },
             );
         }
@@ -388,6 +417,7 @@ mod tests {
             });
         }
         let bytes = encode_len(&r);
+        println!("a full record: {bytes} of {RECORD_LIMIT} bytes");
         assert!(
             bytes <= RECORD_LIMIT,
             "a full record takes {bytes} bytes, over {RECORD_LIMIT}"

@@ -8,8 +8,9 @@
 //! send — its condition does not hold, or the user has no such destination — ends at once, so
 //! an away user is not kept waiting on the IM step.
 
+use crate::local_time;
 use crate::{Channel, Destination, Millis, Priority};
-use chrono::{NaiveTime, TimeZone, Utc};
+use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 
 /// When a step applies.
@@ -363,17 +364,9 @@ impl Step {
 
 impl QuietHours {
     fn parse(&self) -> Result<(NaiveTime, NaiveTime, chrono_tz::Tz), String> {
-        let t = |s: &str, what: &str| {
-            NaiveTime::parse_from_str(s.trim(), "%H:%M")
-                .map_err(|_| format!("{what}: {s:?} is not a time like 22:00"))
-        };
-        let start = t(&self.start, "start")?;
-        let end = t(&self.end, "end")?;
-        let tz: chrono_tz::Tz = self
-            .tz
-            .trim()
-            .parse()
-            .map_err(|_| format!("tz: {:?} is not an IANA time zone", self.tz))?;
+        let start = local_time::time_of_day(&self.start, "start")?;
+        let end = local_time::time_of_day(&self.end, "end")?;
+        let tz = local_time::zone(&self.tz, "tz")?;
         if start == end {
             return Err("start and end are the same time".into());
         }
@@ -383,8 +376,7 @@ impl QuietHours {
     /// If `now` falls in the quiet hours, when they end.
     pub fn ends_at(&self, now: Millis) -> Option<Millis> {
         let (start, end, tz) = self.parse().ok()?;
-        let local = Utc.timestamp_millis_opt(now).single()?.with_timezone(&tz);
-        let t = local.time();
+        let t = local_time::local_time(now, tz)?;
         let quiet = if start < end {
             t >= start && t < end
         } else {
@@ -393,21 +385,7 @@ impl QuietHours {
         if !quiet {
             return None;
         }
-        // the next local `end` after now
-        let mut day = local.date_naive();
-        if t >= end {
-            day = day.succ_opt()?;
-        }
-        let end_local = day.and_time(end);
-        let at = tz
-            .from_local_datetime(&end_local)
-            .earliest()
-            // the end falls in a DST gap: an hour later exists
-            .or_else(|| {
-                tz.from_local_datetime(&(end_local + chrono::Duration::hours(1)))
-                    .earliest()
-            })?;
-        Some(at.timestamp_millis())
+        local_time::next_at(now, end, tz)
     }
 }
 
@@ -424,6 +402,7 @@ mod tests {
             secret: None,
             label: String::new(),
             push_format: None,
+            throttle: None,
             created_at_ms: 0,
         }
     }

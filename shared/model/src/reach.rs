@@ -111,10 +111,44 @@ pub struct Group {
     pub priority: Priority,
     /// The held notifications' source, for the summary.
     pub source: crate::SourceRef,
+    /// A digest (its source's `digest`): nothing went out when it opened; `first` was held too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub digest: bool,
 }
 
 impl Group {
     pub const TITLES: usize = 10;
+    /// A digest lists more of what it held.
+    pub const DIGEST_TITLES: usize = 20;
+}
+
+/// A throttled destination's hour: it began with the first notification sent in it; past
+/// the destination's `per_hour`, the rest are held and go out as one digest when it ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Throttled {
+    pub since_ms: Millis,
+    pub sent: u32,
+    #[serde(default)]
+    pub held: u32,
+    /// The first held notification (it names the digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<NotificationId>,
+    /// The first held titles (at most [`Throttled::TITLES`], each cut to 100 characters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub titles: Vec<String>,
+    /// The highest priority held (the digest's).
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+impl Throttled {
+    pub const TITLES: usize = 5;
+    pub const HOUR_MS: Millis = 3_600_000;
+
+    /// When its digest is due, if it holds anything.
+    pub fn due_ms(&self) -> Option<Millis> {
+        (self.held > 0).then_some(self.since_ms + Self::HOUR_MS)
+    }
 }
 
 /// A heartbeat source's state in its owner's avatar.
@@ -172,9 +206,14 @@ pub struct Reach {
     /// reached, to tell when the alert is resolved (by dedup key, as `open_keys`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub told: BTreeMap<String, Told>,
-    /// Open groups by source id (a source's `group_secs`): what is held for its summary.
+    /// Open groups by source id (a source's `group_secs`, or its `digest`): what is held for
+    /// its summary.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<String, Group>,
+    /// Throttled destinations' current hours by destination id: how many went out, and what
+    /// was held for the hour's digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub throttled: BTreeMap<String, Throttled>,
     /// Silences, at most [`crate::silence::MAX_SILENCES`]; expired ones are dropped when one
     /// is added.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -288,12 +327,14 @@ impl Reach {
             .filter(|b| b.missed.is_none())
             .map(|b| b.due_ms);
         let groups = self.groups.values().map(|g| g.closes_ms);
+        let throttled = self.throttled.values().filter_map(Throttled::due_ms);
         self.escalations
             .values()
             .filter(|e| !e.awaiting_ack)
             .map(|e| e.due_ms)
             .chain(beats)
             .chain(groups)
+            .chain(throttled)
             .min()
     }
 

@@ -109,6 +109,10 @@ pub struct SourceSettings {
     /// seconds are kept in history and told as one summary when the window ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_secs: Option<u64>,
+    /// Gather its notifications into one message — hourly, daily at a local time, or when
+    /// enough have gathered — instead of one each (urgent ones excepted, unless it says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Box<crate::Digest>>,
     /// Tags added to each of its notifications (silences and filters can name them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -262,6 +266,9 @@ pub struct Destination {
     /// For push: the protocol the endpoint speaks (ntfy by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_format: Option<PushFormat>,
+    /// At most so many notifications an hour; the rest of the hour go out as one digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::Throttle>,
     pub created_at_ms: Millis,
 }
 

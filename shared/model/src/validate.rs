@@ -192,6 +192,9 @@ pub fn validate_destination(d: Destination) -> Result<Destination, Invalid> {
     if d.push_format.is_some() && d.channel != Channel::Push {
         return Err(Invalid::new("push_format", "only for the push channel"));
     }
+    if let Some(t) = &d.throttle {
+        t.validate()?;
+    }
     Ok(Destination { address, ..d })
 }
 
@@ -228,6 +231,7 @@ mod tests {
             secret: secret.map(str::to_owned),
             label: String::new(),
             push_format: Some(crate::PushFormat::WebPush),
+            throttle: None,
             created_at_ms: 0,
         };
         let good = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4.BTBZMqHH6r4Tts7J_aSIgg";
@@ -302,6 +306,7 @@ mod tests {
             secret: None,
             label: String::new(),
             push_format: None,
+            throttle: None,
             created_at_ms: 0,
         };
         assert!(validate_destination(d(Channel::Sms, "+1 555 000 1111")).is_ok());

@@ -21,6 +21,7 @@ pub(crate) fn destination_view(d: &Destination) -> serde_json::Value {
         "label": d.label,
         "signed": d.secret.is_some(),
         "push_format": d.push_format,
+        "throttle": d.throttle,
         "created_at_ms": d.created_at_ms,
     })
 }
@@ -56,6 +57,9 @@ pub(crate) struct AddDestination {
     label: String,
     #[serde(default)]
     push_format: Option<tocsin_model::PushFormat>,
+    /// At most so many notifications an hour; the rest of the hour as one digest.
+    #[serde(default)]
+    throttle: Option<tocsin_model::Throttle>,
 }
 
 pub(crate) async fn add_destination(
@@ -72,6 +76,7 @@ pub(crate) async fn add_destination(
         secret: req.secret,
         label: req.label.trim().to_owned(),
         push_format: req.push_format,
+        throttle: req.throttle,
         created_at_ms: now_ms(),
     })
     .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
@@ -82,6 +87,58 @@ pub(crate) async fn add_destination(
         return Err(refusal(reply));
     }
     Ok((StatusCode::CREATED, Json(json!({ "destination": view }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditDestination {
+    #[serde(default)]
+    label: Option<String>,
+    /// A throttle, or `null` to lift it.
+    #[serde(default, with = "serde_with_null")]
+    throttle: Option<Option<tocsin_model::Throttle>>,
+}
+
+/// `throttle` absent (keep it) vs `null` (lift it).
+mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub(crate) fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// `PUT /v1/destinations/{id}` `{label?, throttle?}`: rename a destination, or set (`null`:
+/// lift) its throttle; its channel and address are kept (add a new destination for those).
+pub(crate) async fn edit_destination(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let edit: EditDestination = parse_body(&body)?;
+    let Some(mut destination) = u.destinations.iter().find(|d| d.id == id).cloned() else {
+        return Err(ApiError::not_found(format!("no destination {id}")));
+    };
+    if let Some(label) = edit.label {
+        destination.label = label.trim().to_owned();
+    }
+    if let Some(throttle) = edit.throttle {
+        destination.throttle = throttle;
+    }
+    let destination = tocsin_model::validate_destination(destination)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
+    let view = destination_view(&destination);
+    let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({ "destination": view })).into_response())
 }
 
 pub(crate) async fn remove_destination(

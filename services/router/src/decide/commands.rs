@@ -54,7 +54,9 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
                 settings
                     .group_secs
                     .map_or("none".to_owned(), |s| format!("{s}s"))
-            ),
+            ) + &settings.digest.as_ref().map_or(String::new(), |d| {
+                format!(", digest every {:?}", d.every).to_lowercase()
+            }),
         ),
         Command::SetAllowedSenders { senders, .. } => (
             EventKind::SourceChanged,
@@ -529,6 +531,16 @@ fn check_settings(
             "muted_until_ms",
             "at most a year ahead; remove the source to stop it for good",
         ));
+    }
+    if let Some(d) = &settings.digest {
+        d.validate()
+            .map_err(|e| Refusal::field(&e.field, e.message))?;
+        if settings.group_secs.is_some() {
+            return Err(Refusal::field(
+                "digest",
+                "a source is grouped (group_secs) or digested, not both",
+            ));
+        }
     }
     if let Some(secs) = settings.group_secs
         && !(tocsin_model::SourceSettings::MIN_GROUP_SECS

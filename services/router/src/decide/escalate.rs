@@ -137,7 +137,10 @@ pub fn start(r: &mut UserRecord, n: &Notification, now: Millis, links: &Links) -
         );
     }
     let done = fire(r, &mut esc, &policy, now, links, &mut fired);
-    let summary = if fired.jobs.is_empty() {
+    let throttled = fired.entries.iter().any(|(_, e)| e.kind == "throttled");
+    let summary = if fired.jobs.is_empty() && throttled {
+        format!("{named}: held for the digest of a throttled destination")
+    } else if fired.jobs.is_empty() {
         format!("{named}: kept in history (no step of the policy applies)")
     } else {
         let to: Vec<String> = fired
@@ -199,7 +202,7 @@ fn keep(reach: &mut Reach, esc: Escalation, fired: &mut Fired, now: Millis) {
 /// Fire steps from `esc.next_step` until one has to wait. Returns true when the escalation is
 /// over (no step left, or the notification does not escalate).
 fn fire(
-    r: &UserRecord,
+    r: &mut UserRecord,
     esc: &mut Escalation,
     policy: &Policy,
     now: Millis,
@@ -218,7 +221,11 @@ fn fire(
         // a step's number across rounds (`repeat`): its jobs and events are new each round
         let number = esc.round as usize * tocsin_model::escalation::MAX_STEPS + index;
         esc.next_step += 1;
-        let targets: Vec<&Destination> = step.targets_now(&r.destinations, present);
+        let targets: Vec<Destination> = step
+            .targets_now(&r.destinations, present)
+            .into_iter()
+            .cloned()
+            .collect();
         if targets.is_empty() {
             continue;
         }
@@ -240,7 +247,7 @@ fn fire(
             ));
         }
         let capped = targets.len() > room;
-        let targets: Vec<&Destination> = targets.into_iter().take(room).collect();
+        let targets: Vec<Destination> = targets.into_iter().take(room).collect();
         esc.jobs += targets.len() as u32;
         if targets.is_empty() {
             return true;
@@ -248,9 +255,16 @@ fn fire(
         esc.step_destinations = targets.iter().map(|d| d.id.clone()).collect();
         esc.step_failed.clear();
         for d in &targets {
-            fired
-                .jobs
-                .push(job(r, &esc.notification, d, number, esc.reference, links));
+            // a throttled destination past its hour's count holds it for the hour's digest
+            match crate::decide::throttle::admit(r, d, &esc.notification, now) {
+                None => fired
+                    .jobs
+                    .push(job(r, &esc.notification, d, number, esc.reference, links)),
+                Some(held) => fired.entries.push((
+                    esc.notification.id.clone(),
+                    entry(now, "throttled", Some(d.channel), held),
+                )),
+            }
         }
         let round = match esc.round {
             0 => String::new(),

@@ -5,6 +5,8 @@
 #[cfg(test)]
 mod budget_tests;
 pub mod commands;
+#[cfg(test)]
+mod digest_tests;
 pub mod effects;
 pub mod escalate;
 #[cfg(test)]
@@ -24,6 +26,7 @@ mod silence_tests;
 mod silences;
 #[cfg(test)]
 pub(crate) mod tests;
+mod throttle;
 mod told;
 
 pub use effects::{Effects, Outcome};
@@ -434,24 +437,24 @@ fn decide(
             };
             let fired = escalate::tick(r, now, &limits.links);
             let missed = heartbeats::overdue(r, now);
-            let summaries = groups::close(r, now);
+            let summaries = groups::close(r, now, &limits.links);
+            let (throttled, digests) = throttle::close(r, now, &limits.links);
             let mut fx = Effects::labelled(Outcome::Tick);
             fx.take(user, fired);
+            fx.history.extend(throttled);
+            fx.jobs.extend(digests);
             for (n, event) in missed {
                 // told like any alert of the source: its policy, mute and silences apply
                 let routed = route(record, n, now, &limits.links);
                 fx.absorb(routed);
                 fx.events.push(event);
             }
-            for (summary, (first, entry)) in summaries {
-                let routed = routing::route_with(record, summary, now, &limits.links, false);
-                fx.absorb(routed);
-                fx.history.push(HistoryRecord::Timeline {
-                    user: user.clone(),
-                    notification_id: first,
-                    entry,
-                });
-            }
+            fx.absorb(routing::route_summaries(
+                record,
+                summaries,
+                now,
+                &limits.links,
+            ));
             fx
         }
     }

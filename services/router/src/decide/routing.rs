@@ -150,6 +150,8 @@ pub(crate) fn route_with(
     } else {
         None
     };
+    // a digest that has its count goes out with this notification, not at the next tick
+    let digest_due = held.is_some() && crate::decide::groups::digest_due(r, now);
     let (fired, mut detail) = match held {
         Some(held) => (held.1, held.0),
         None => {
@@ -181,6 +183,34 @@ pub(crate) fn route_with(
         ..Default::default()
     };
     fx.take(&user, fired);
+    if digest_due {
+        let summaries = record
+            .as_mut()
+            .map(|r| crate::decide::groups::close(r, now, links))
+            .unwrap_or_default();
+        fx.absorb(route_summaries(record, summaries, now, links));
+    }
+    fx
+}
+
+/// Route the summaries of closed groups and digests (never held again), each with its
+/// entry on the notification that opened it.
+pub(crate) fn route_summaries(
+    record: &mut Option<UserRecord>,
+    summaries: Vec<(Notification, (tocsin_model::NotificationId, TimelineEntry))>,
+    now: Millis,
+    links: &Links,
+) -> Effects {
+    let mut fx = Effects::default();
+    for (summary, (first, entry)) in summaries {
+        let user = summary.user.clone();
+        fx.absorb(route_with(record, summary, now, links, false));
+        fx.history.push(HistoryRecord::Timeline {
+            user,
+            notification_id: first,
+            entry,
+        });
+    }
     fx
 }
 

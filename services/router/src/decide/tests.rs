@@ -119,6 +119,7 @@ pub(crate) fn add_dest(id: &str, channel: Channel, address: &str) -> AvatarMessa
             secret: None,
             label: String::new(),
             push_format: None,
+            throttle: None,
             created_at_ms: 0,
         },
     })
@@ -585,6 +586,7 @@ fn destinations_get_jobs_and_outcomes_become_timeline_entries() {
                 secret: None,
                 label: String::new(),
                 push_format: None,
+                throttle: None,
                 created_at_ms: 1,
             },
         },
