@@ -267,6 +267,24 @@ impl Harness {
             .collect())
     }
 
+    /// Wait until source `id` of the user of `token` reports an error; returns it.
+    pub async fn source_error(&self, token: &str, id: &str) -> Result<String> {
+        tocsin_testkit::wait_for(
+            Duration::from_secs(20),
+            &format!("source {id}'s error"),
+            || async {
+                let (_, v) = self
+                    .call(reqwest::Method::GET, "/v1/sources", Some(token), None)
+                    .await
+                    .ok()?;
+                v["sources"].as_array()?.iter().find(|s| s["id"] == id)?["status"]["error"]
+                    .as_str()
+                    .map(str::to_owned)
+            },
+        )
+        .await
+    }
+
     /// Wait until a user's sources all report a status; returns the sources.
     pub async fn wait_sources_checked(&self, token: &str, n: usize) -> Result<Vec<Value>> {
         tocsin_testkit::wait_for(

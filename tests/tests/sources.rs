@@ -143,19 +143,7 @@ async fn sources_doc_recipes_work() -> anyhow::Result<()> {
 
     // an answer that is not JSON is the source's error, named
     h.feeds.set("api", "<html>maintenance</html>", "text/html");
-    let error = wait_for(Duration::from_secs(20), "the source's error", || async {
-        let (_, v) = h
-            .call(Method::GET, "/v1/sources", Some(&token), None)
-            .await
-            .ok()?;
-        v["sources"]
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == id.as_str())?["status"]["error"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await?;
+    let error = h.source_error(&token, &id).await?;
     assert!(error.starts_with("not JSON"), "{error}");
     h.shutdown().await;
     Ok(())
@@ -312,19 +300,7 @@ async fn a_paged_json_api_is_read_page_by_page() -> anyhow::Result<()> {
     // the second page gone: the source says which page failed
     h.feeds
         .set("api-p1", page(&[("1", "Lamp")], Some("api-gone")), js);
-    let error = wait_for(Duration::from_secs(20), "the source's error", || async {
-        let (_, v) = h
-            .call(Method::GET, "/v1/sources", Some(&token), None)
-            .await
-            .ok()?;
-        v["sources"]
-            .as_array()?
-            .iter()
-            .find(|s| s["id"] == id.as_str())?["status"]["error"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .await?;
+    let error = h.source_error(&token, &id).await?;
     assert!(
         error.starts_with("page 2 (") && error.contains("api-gone"),
         "{error}"

@@ -2,20 +2,11 @@
 //! comes, then listed in one message through the policy; urgent ones go out at once. And
 //! throttled destinations, whose overflow is such a digest at the end of their hour.
 
-use crate::decide::tests::{command, feed_source, limits_with_links, reachable, user};
+use crate::decide::tests::{
+    command, feed_item as item, feed_source, limits_with_links, reachable, routed, user,
+};
 use crate::decide::{Effects, apply};
 use tocsin_model::*;
-
-fn item(id: &str, title: &str, priority: u8) -> AvatarMessage {
-    crate::decide::tests::item_of(id, SourceKind::Feed, title, priority)
-}
-
-fn routed(fx: &Effects) -> &str {
-    match &fx.history[0] {
-        HistoryRecord::Notification { entry, .. } => &entry.detail,
-        other => panic!("not a notification: {other:?}"),
-    }
-}
 
 /// `2026-12-03T10:17:00Z` in ms (only that day is used).
 fn ms(s: &str) -> Millis {

@@ -2,20 +2,11 @@
 //! one summary when the window ends (through the durable timer), and the next window starts
 //! afresh.
 
-use crate::decide::tests::{command, feed_source, limits_with_links, reachable, user};
-use crate::decide::{Effects, apply};
+use crate::decide::tests::{
+    command, feed_item as item, feed_source, limits_with_links, reachable, routed, user,
+};
+use crate::decide::apply;
 use tocsin_model::*;
-
-fn item(id: &str, title: &str, priority: u8) -> AvatarMessage {
-    crate::decide::tests::item_of(id, SourceKind::Feed, title, priority)
-}
-
-fn routed(fx: &Effects) -> &str {
-    match &fx.history[0] {
-        HistoryRecord::Notification { entry, .. } => &entry.detail,
-        other => panic!("not a notification: {other:?}"),
-    }
-}
 
 #[test]
 fn a_burst_from_a_grouping_source_is_one_page_and_one_summary() {

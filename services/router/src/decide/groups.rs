@@ -172,24 +172,18 @@ pub(crate) fn close(
             out.push(digest_summary(r, &source_id, g, &label, now, links));
             continue;
         }
-        let more = g.held as usize - g.titles.len();
-        let mut body = g.titles.join("\n");
-        if more > 0 {
-            body.push_str(&format!("\n… and {more} more"));
-        }
-        let n = Notification {
+        let n = Summary {
             id: NotificationId::for_source_notice(&r.id, &source_id, "group", g.closes_ms),
-            user: r.id.clone(),
             source: g.source.clone(),
             title: format!("{} more from {label}", g.held),
-            body,
+            titles: &g.titles,
+            bullet: "",
+            held: g.held,
             url: None,
             priority: g.priority,
-            tags: vec!["group".to_owned()],
-            created_at_ms: now,
-            published_at_ms: None,
-            dedup_key: None,
-        };
+            tag: "group",
+        }
+        .notification(&r.id, now);
         let entry = TimelineEntry {
             at_ms: now,
             kind: "grouped".into(),
@@ -211,31 +205,25 @@ fn digest_summary(
     now: Millis,
     links: &Links,
 ) -> (Notification, (NotificationId, TimelineEntry)) {
-    let mut body: String = g.titles.iter().map(|t| format!("• {t}\n")).collect();
-    let more = g.held as usize - g.titles.len();
-    if more > 0 {
-        body.push_str(&format!("… and {more} more\n"));
-    }
     let url = (!links.base_url.is_empty()).then(|| {
         format!(
             "{}/app/?source={source_id}",
             links.base_url.trim_end_matches('/')
         )
     });
-    let n = Notification {
+    let n = Summary {
         // the first held item names the digest: a replayed close makes the same one
         id: NotificationId::for_source_notice(&r.id, source_id, &format!("digest {}", g.first), 0),
-        user: r.id.clone(),
         source: g.source.clone(),
         title: format!("Digest: {} from {label}", g.held),
-        body: body.trim_end().to_owned(),
+        titles: &g.titles,
+        bullet: "• ",
+        held: g.held,
         url,
         priority: g.priority,
-        tags: vec!["digest".to_owned()],
-        created_at_ms: now,
-        published_at_ms: None,
-        dedup_key: None,
-    };
+        tag: "digest",
+    }
+    .notification(&r.id, now);
     let entry = TimelineEntry {
         at_ms: now,
         kind: "grouped".into(),
@@ -243,4 +231,45 @@ fn digest_summary(
         detail: format!("told with {} more in the digest {}", g.held - 1, n.id),
     };
     (n, (g.first, entry))
+}
+
+/// What a group's, a digest's or a throttle's message says: its title, the held titles a
+/// line each, how many more, at the highest priority held.
+pub(crate) struct Summary<'a> {
+    pub(crate) id: NotificationId,
+    pub(crate) source: tocsin_model::SourceRef,
+    pub(crate) title: String,
+    pub(crate) titles: &'a [String],
+    pub(crate) bullet: &'a str,
+    pub(crate) held: u32,
+    pub(crate) url: Option<String>,
+    pub(crate) priority: tocsin_model::Priority,
+    pub(crate) tag: &'a str,
+}
+
+impl Summary<'_> {
+    pub(crate) fn notification(self, user: &tocsin_model::UserId, now: Millis) -> Notification {
+        let mut lines: Vec<String> = self
+            .titles
+            .iter()
+            .map(|t| format!("{}{t}", self.bullet))
+            .collect();
+        let more = (self.held as usize).saturating_sub(self.titles.len());
+        if more > 0 {
+            lines.push(format!("… and {more} more"));
+        }
+        Notification {
+            id: self.id,
+            user: user.clone(),
+            source: self.source,
+            title: self.title,
+            body: lines.join("\n"),
+            url: self.url,
+            priority: self.priority,
+            tags: vec![self.tag.to_owned()],
+            created_at_ms: now,
+            published_at_ms: None,
+            dedup_key: None,
+        }
+    }
 }

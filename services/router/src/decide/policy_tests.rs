@@ -1,7 +1,7 @@
 //! Named policies: which policy a notification follows (its source's, `feeds` for feed items,
 //! else `default`), that `feeds` never pages by SMS, and that an escalation keeps its policy.
 
-use crate::decide::tests::{command, feed_source, limits_with_links, reachable, user};
+use crate::decide::tests::{command, feed_source, limits_with_links, reachable, routed, user};
 use crate::decide::{Effects, apply};
 use tocsin_model::*;
 
@@ -14,13 +14,6 @@ fn channels(fx: &Effects) -> Vec<&str> {
         .iter()
         .map(|j| j.destination.channel.as_str())
         .collect()
-}
-
-fn routed_detail(fx: &Effects) -> &str {
-    match &fx.history[0] {
-        HistoryRecord::Notification { entry, .. } => &entry.detail,
-        other => panic!("not a notification: {other:?}"),
-    }
 }
 
 fn ok(fx: Effects) {
@@ -84,7 +77,7 @@ fn a_feed_item_never_pages_by_sms_unless_its_source_says_so() {
     let fx = apply(&user(), &mut rec, item("n1", SourceKind::Feed), &l, 10);
     assert_eq!(channels(&fx), ["email"], "a feed item follows `feeds`");
     assert_eq!(
-        routed_detail(&fx),
+        routed(&fx),
         "policy feeds (what feeds follow): to email mail"
     );
     assert!(
@@ -94,7 +87,7 @@ fn a_feed_item_never_pages_by_sms_unless_its_source_says_so() {
     // an alert follows the default policy and pages
     let fx = apply(&user(), &mut rec, item("n2", SourceKind::Publish), &l, 10);
     assert_eq!(channels(&fx), ["sms"]);
-    assert!(routed_detail(&fx).starts_with("policy default: to sms sms; escalating"));
+    assert!(routed(&fx).starts_with("policy default: to sms sms; escalating"));
     // a source that names a paging policy pages
     ok(apply(
         &user(),
@@ -107,7 +100,7 @@ fn a_feed_item_never_pages_by_sms_unless_its_source_says_so() {
     let fx = apply(&user(), &mut rec, item("n3", SourceKind::Feed), &l, 30);
     assert_eq!(channels(&fx), ["sms"]);
     assert_eq!(
-        routed_detail(&fx),
+        routed(&fx),
         "policy pager (the source's setting): to sms sms"
     );
     // a policy a source follows stays; an unknown one cannot be followed

@@ -1,7 +1,7 @@
 //! Silences in the avatar: what one holds (urgent items too), that a new one stops the
 //! escalations it matches, the IM command, and the bounds.
 
-use crate::decide::tests::{command, feed_source, limits_with_links, reachable, user};
+use crate::decide::tests::{command, feed_source, limits_with_links, reachable, routed, user};
 use crate::decide::{Effects, Outcome, apply};
 use tocsin_model::*;
 
@@ -29,13 +29,6 @@ fn silence(id: &str, source: &str, starts: Millis, ends: Millis) -> AvatarMessag
 fn ok(fx: &Effects) {
     let reply = &fx.reply.as_ref().expect("a reply").1;
     assert!(reply.ok, "{reply:?}");
-}
-
-fn routed(fx: &Effects) -> &str {
-    match &fx.history[0] {
-        HistoryRecord::Notification { entry, .. } => &entry.detail,
-        other => panic!("not a notification: {other:?}"),
-    }
 }
 
 fn with_feed() -> Option<UserRecord> {

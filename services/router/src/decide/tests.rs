@@ -651,3 +651,16 @@ fn destinations_get_jobs_and_outcomes_become_timeline_entries() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A feed item of source `s1` for the user.
+pub(crate) fn feed_item(id: &str, title: &str, priority: u8) -> AvatarMessage {
+    item_of(id, SourceKind::Feed, title, priority)
+}
+
+/// The `routed` entry's detail of the notification `fx` recorded first.
+pub(crate) fn routed(fx: &Effects) -> &str {
+    match &fx.history[0] {
+        HistoryRecord::Notification { entry, .. } => &entry.detail,
+        other => panic!("not a notification: {other:?}"),
+    }
+}

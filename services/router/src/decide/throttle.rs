@@ -4,6 +4,7 @@
 //! setting says otherwise.
 
 use crate::decide::escalate::Links;
+use crate::decide::groups::Summary;
 use tocsin_model::{
     DeliveryJob, Destination, HistoryRecord, JobKind, Millis, Notification, NotificationId,
     Priority, Throttled, TimelineEntry, UserRecord, text::utc_minute,
@@ -119,14 +120,8 @@ fn digest(
     links: &Links,
 ) -> Notification {
     let per_hour = d.throttle.as_ref().map_or(0, |t| t.per_hour);
-    let mut body: String = hour.titles.iter().map(|t| format!("• {t}\n")).collect();
-    let more = hour.held as usize - hour.titles.len();
-    if more > 0 {
-        body.push_str(&format!("… and {more} more\n"));
-    }
-    Notification {
+    Summary {
         id: NotificationId::for_source_notice(&r.id, &d.id, &format!("throttle {first}"), 0),
-        user: r.id.clone(),
         source: tocsin_model::SourceRef {
             kind: tocsin_model::SourceKind::Publish,
             id: None,
@@ -136,13 +131,13 @@ fn digest(
             "{} more held back (at most {per_hour} an hour to this destination)",
             hour.held
         ),
-        body: body.trim_end().to_owned(),
+        titles: &hour.titles,
+        bullet: "• ",
+        held: hour.held,
         url: (!links.base_url.is_empty())
             .then(|| format!("{}/app/", links.base_url.trim_end_matches('/'))),
         priority: hour.priority,
-        tags: vec!["digest".to_owned()],
-        created_at_ms: now,
-        published_at_ms: None,
-        dedup_key: None,
+        tag: "digest",
     }
+    .notification(&r.id, now)
 }
