@@ -137,12 +137,7 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(s: &str) -> Millis {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
+    use crate::local_time::ms;
 
     fn digest(json: &str) -> Digest {
         serde_json::from_str(json).unwrap()

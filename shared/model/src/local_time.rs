@@ -48,15 +48,17 @@ pub fn next_at(now: Millis, at: NaiveTime, tz: chrono_tz::Tz) -> Option<Millis> 
     Some(instant.timestamp_millis())
 }
 
+/// `2026-12-03T07:00:00Z` in ms (tests).
+#[cfg(test)]
+pub(crate) fn ms(s: &str) -> Millis {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .unwrap()
+        .timestamp_millis()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ms(s: &str) -> Millis {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
-    }
 
     #[test]
     fn the_next_local_time_is_today_or_tomorrow_and_survives_dst() {

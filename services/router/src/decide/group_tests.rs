@@ -2,10 +2,10 @@
 //! one summary when the window ends (through the durable timer), and the next window starts
 //! afresh.
 
+use crate::decide::apply;
 use crate::decide::tests::{
     command, feed_item as item, feed_source, limits_with_links, reachable, routed, user,
 };
-use crate::decide::apply;
 use tocsin_model::*;
 
 #[test]

@@ -33,15 +33,10 @@ pub(crate) fn hold(r: &mut UserRecord, n: &Notification, now: Millis) -> Option<
                 g.first,
                 utc_minute(g.closes_ms)
             );
-            let mut fired = Fired::default();
-            fired.events.push(
-                Event::new(EventKind::Grouped, &[n.id.as_str()], now)
-                    .notification(&n.id)
-                    .source(Some(source_id))
-                    .since(n.created_at_ms)
-                    .detail(&format!("group of {}", g.first)),
-            );
-            Some((detail, fired))
+            Some((
+                detail,
+                held(n, source_id, &format!("group of {}", g.first), now),
+            ))
         }
         Some(_) => None,
         None if full => None,
@@ -121,15 +116,23 @@ fn digest(
             g.held
         )
     };
+    Some((
+        detail,
+        held(n, source_id, &format!("digest of {}", g.first), now),
+    ))
+}
+
+/// The `grouped` event of `n`, held in `what`.
+fn held(n: &Notification, source_id: &str, what: &str, now: Millis) -> Fired {
     let mut fired = Fired::default();
     fired.events.push(
         Event::new(EventKind::Grouped, &[n.id.as_str()], now)
             .notification(&n.id)
             .source(Some(source_id))
             .since(n.created_at_ms)
-            .detail(&format!("digest of {}", g.first)),
+            .detail(what),
     );
-    Some((detail, fired))
+    fired
 }
 
 /// Whether a digest of `r` is due at `now` (its count was reached).
