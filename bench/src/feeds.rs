@@ -227,6 +227,8 @@ pub async fn run(opts: FeedBenchOptions) -> Result<FeedReport> {
     let mut w = bus.window(512);
     for i in 0..opts.feeds {
         let sub = FeedSubscription {
+            active_hours: None,
+            request: Default::default(),
             op: SubscriptionOp::Upsert,
             user: user.clone(),
             source_id: format!("s{i}"),
@@ -352,6 +354,8 @@ async fn fanout(
             let source = tocsin_model::Source {
                 id: "fan".into(),
                 spec: tocsin_model::SourceSpec::Feed {
+                    active_hours: None,
+                    request: Default::default(),
                     url: format!("{base}/fan"),
                     deliver_existing: false,
                     poll_interval_secs: None,

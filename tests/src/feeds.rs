@@ -20,6 +20,10 @@ pub struct FeedServer {
 struct FeedState {
     docs: HashMap<String, (Vec<u8>, &'static str, u32)>,
     requests: HashMap<String, Vec<Instant>>,
+    /// Per document: the header (name, value) a request must carry, else 401.
+    required: HashMap<String, (String, String)>,
+    /// Per document: the headers of its last request.
+    last_headers: HashMap<String, HeaderMap>,
 }
 
 impl FeedServer {
@@ -40,6 +44,28 @@ impl FeedServer {
         let version = s.docs.get(name).map(|d| d.2 + 1).unwrap_or(1);
         s.docs
             .insert(name.to_owned(), (body.into(), content_type, version));
+    }
+
+    /// Answer `/name` with 401 unless the request carries `header: value` (an API key).
+    pub fn require_header(&self, name: &str, header: &str, value: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .required
+            .insert(name.to_owned(), (header.to_owned(), value.to_owned()));
+    }
+
+    /// A header of the last request for `/name`.
+    pub fn last_header(&self, name: &str, header: &str) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .last_headers
+            .get(name)?
+            .get(header)?
+            .to_str()
+            .ok()
+            .map(str::to_owned)
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -67,6 +93,12 @@ async fn serve(
         .entry(name.clone())
         .or_default()
         .push(Instant::now());
+    s.last_headers.insert(name.clone(), headers.clone());
+    if let Some((header, value)) = s.required.get(&name)
+        && headers.get(header.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
     let Some((body, ct, version)) = s.docs.get(&name).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };

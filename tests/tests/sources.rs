@@ -421,3 +421,81 @@ async fn a_digest_arrives_at_its_local_time_and_a_throttle_holds_the_overflow() 
     h.shutdown().await;
     Ok(())
 }
+
+/// A JSON API that needs a key: the key is sent as the header names it (with the source's own
+/// User-Agent) and never shown back; a wrong key is the source's error, named; a rotated key
+/// works at once; and the source's headers are checked when it is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_is_sent_as_its_header_kept_by_the_ingestor_and_rotated() -> anyhow::Result<()> {
+    let h = Harness::start("e2eapikey").await?;
+    let (_, token, _) = h.create_user("erin").await?;
+    h.feeds.set(
+        "keyed",
+        json!({"results": [{"id": "1", "name": "Lamp"}]}).to_string(),
+        "application/json",
+    );
+    h.feeds.require_header("keyed", "x-api-key", "k2");
+    let source = json!({
+        "kind": "json",
+        "url": h.feeds.url("keyed"),
+        "deliver_existing": true,
+        "mapping": {"items": "/results", "title": "{{ /name }}", "key": "{{ /id }}"},
+        "headers": {"X-Api-Key": "{{secret}}", "User-Agent": "erin-watcher/1.0"},
+        "secret": "k1",
+    });
+    // what the API refuses before anything is kept
+    for (change, field) in [
+        (json!({"secret": null}), "secret"),
+        (json!({"headers": {"Host": "x"}}), "headers.Host"),
+        (json!({"headers": {"Accept": "text/plain"}}), "secret"),
+    ] {
+        let mut bad = source.clone();
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let (status, v) = h
+            .call(Method::POST, "/v1/sources", Some(&token), Some(bad))
+            .await?;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+    }
+    let id = h.add_source(&token, source).await?;
+    let error = h.source_error(&token, &id).await?;
+    assert!(error.contains("401"), "{error}");
+    assert!(
+        !error.contains("k1"),
+        "the secret is never told back: {error}"
+    );
+    assert_eq!(
+        h.feeds.last_header("keyed", "user-agent").as_deref(),
+        Some("erin-watcher/1.0")
+    );
+    let (_, v) = h
+        .call(Method::GET, "/v1/sources", Some(&token), None)
+        .await?;
+    let listed = v.to_string();
+    assert!(
+        !listed.contains("\"k1\""),
+        "not in the user's sources: {listed}"
+    );
+    assert!(listed.contains("{{secret}}"), "{listed}");
+    // the key rotated: the next poll uses it
+    let (status, v) = h
+        .call(
+            Method::PUT,
+            &format!("/v1/sources/{id}"),
+            Some(&token),
+            Some(json!({"secret": "k2"})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    // (the items it owed from the start, too: an update before the first good poll keeps
+    // them owed)
+    h.wait_for_title(&token, "Lamp").await?;
+    assert_eq!(
+        h.feeds.last_header("keyed", "x-api-key").as_deref(),
+        Some("k2")
+    );
+    h.shutdown().await;
+    Ok(())
+}

@@ -148,6 +148,8 @@ mod tests {
                 source: Source {
                     id: "s1".into(),
                     spec: SourceSpec::Feed {
+                        active_hours: None,
+                        request: Default::default(),
                         listing: Default::default(),
                         url: "https://example.org/rss".into(),
                         deliver_existing: false,

@@ -184,6 +184,27 @@ mod tests {
                     reposts: crate::Reposts::Mark,
                     repost_days: crate::ListingRules::MAX_REPOST_DAYS,
                 },
+                request: Box::new(crate::SourceRequest {
+                    headers: (0..crate::SourceRequest::MAX_HEADERS)
+                        .map(|i| {
+                            (
+                                format!("X-Header-{i:054}"),
+                                "v".repeat(crate::SourceRequest::MAX_VALUE),
+                            )
+                        })
+                        .collect(),
+                    secret: None,
+                    keyed: true,
+                }),
+                active_hours: Some(Box::new(crate::Window {
+                    days: crate::local_time::DAYS
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect(),
+                    start: "00:00".into(),
+                    end: "23:59".into(),
+                    tz: "America/Argentina/ComodRivadavia".into(),
+                })),
             },
             filter: Filter {
                 any: vec!["w".repeat(100); 50],
@@ -409,7 +430,10 @@ mod tests {
                 comment: huge(crate::silence::MAX_FIELD / 2),
                 created_at_ms: i64::MAX,
                 window: Some(crate::Window {
-                    days: crate::silence::DAYS.iter().map(|d| d.to_string()).collect(),
+                    days: crate::local_time::DAYS
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect(),
                     start: "00:00".into(),
                     end: "23:59".into(),
                     tz: "America/Argentina/ComodRivadavia".into(),

@@ -461,6 +461,12 @@ pub struct FeedSubscription {
     /// What a price change or a repost of a listing tells the subscriber.
     #[serde(default, skip_serializing_if = "crate::ListingRules::is_default")]
     pub listing: crate::ListingRules,
+    /// The source's own request headers, with its secret when the user gave a new one.
+    #[serde(default, skip_serializing_if = "crate::SourceRequest::is_default")]
+    pub request: crate::SourceRequest,
+    /// When the subscriber wants the feed polled (local time); absent: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_hours: Option<crate::Window>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,9 @@ pub struct FeedPreviewRequest {
     /// The source's extractor, when it is not a feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<Box<crate::Extract>>,
+    /// The source's own headers, with the secret they name (used for this fetch only).
+    #[serde(default, skip_serializing_if = "crate::SourceRequest::is_default")]
+    pub request: crate::SourceRequest,
 }
 
 /// What a feed holds now, and what the filter makes of each item.

@@ -2,7 +2,7 @@
 //! key, for a while. A silenced notification is kept in history, marked as such, and reaches
 //! no one; an escalation already under way that a new silence matches stops.
 
-use crate::{Invalid, Millis, Notification};
+use crate::{Invalid, Millis, Notification, Window};
 use serde::{Deserialize, Serialize};
 
 /// What a silence matches; every field given must match (at least one is).
@@ -38,87 +38,6 @@ pub struct Silence {
     /// within the window (`Sat, Sun 22:00-06:00 Europe/Berlin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
-}
-
-/// A weekly window in a time zone; it may span midnight (then it starts on the days named).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    /// `mon` … `sun`; empty: every day.
-    #[serde(default)]
-    pub days: Vec<String>,
-    /// `HH:MM`, local time.
-    pub start: String,
-    /// `HH:MM`, local time; before `start`: the window ends the next day.
-    pub end: String,
-    /// An IANA time zone: `Europe/Berlin`, `UTC`.
-    pub tz: String,
-}
-
-pub(crate) const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-
-impl Window {
-    fn parse(
-        &self,
-    ) -> Result<
-        (
-            Vec<u32>,
-            chrono::NaiveTime,
-            chrono::NaiveTime,
-            chrono_tz::Tz,
-        ),
-        String,
-    > {
-        let time = |v: &str, what: &str| {
-            chrono::NaiveTime::parse_from_str(v.trim(), "%H:%M")
-                .map_err(|_| format!("{what}: {v:?} is not a time like 22:00"))
-        };
-        let start = time(&self.start, "start")?;
-        let end = time(&self.end, "end")?;
-        if start == end {
-            return Err("start and end are the same time".into());
-        }
-        let tz: chrono_tz::Tz = self
-            .tz
-            .trim()
-            .parse()
-            .map_err(|_| format!("tz: {:?} is not an IANA time zone", self.tz))?;
-        let days = self
-            .days
-            .iter()
-            .map(|d| {
-                let d = d.trim().to_ascii_lowercase();
-                DAYS.iter()
-                    .position(|x| d.len() <= 9 && d.starts_with(x))
-                    .map(|i| i as u32)
-                    .ok_or_else(|| format!("days: {d:?} is not a day (mon … sun)"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if days.len() > 7 || self.tz.len() > 64 || self.start.len() > 8 || self.end.len() > 8 {
-            return Err("days: at most seven; tz at most 64 bytes".into());
-        }
-        Ok((days, start, end, tz))
-    }
-
-    /// Whether `now` falls in the window.
-    pub fn contains(&self, now: Millis) -> bool {
-        use chrono::{Datelike, TimeZone};
-        let Ok((days, start, end, tz)) = self.parse() else {
-            return false;
-        };
-        let Some(local) = chrono::Utc.timestamp_millis_opt(now).single() else {
-            return false;
-        };
-        let local = local.with_timezone(&tz);
-        let t = local.time();
-        let today = local.weekday().num_days_from_monday();
-        let yesterday = (today + 6) % 7;
-        let on = |d: u32| days.is_empty() || days.contains(&d);
-        if start < end {
-            on(today) && t >= start && t < end
-        } else {
-            (on(today) && t >= start) || (on(yesterday) && t < end)
-        }
-    }
 }
 
 /// How many silences a user keeps (expired ones are dropped first).
@@ -197,7 +116,7 @@ impl Silence {
             ));
         }
         if let Some(w) = &self.window {
-            w.parse().map_err(|e| Invalid::new("window", e))?;
+            w.validate().map_err(|e| Invalid::new("window", e))?;
         }
         if self.ends_at_ms <= now || self.ends_at_ms <= self.starts_at_ms {
             return Err(Invalid::new(
@@ -291,7 +210,7 @@ mod tests {
             days: vec!["someday".into()],
             ..w.clone()
         };
-        assert!(bad.parse().unwrap_err().starts_with("days"));
+        assert!(bad.validate().unwrap_err().starts_with("days"));
     }
 
     #[test]

@@ -154,6 +154,12 @@ pub enum SourceSpec {
         /// What a price change on a known listing, or a repost, tells the user.
         #[serde(default, skip_serializing_if = "crate::ListingRules::is_default")]
         listing: crate::ListingRules,
+        /// Its own request headers (an API key as `{{secret}}`, a `User-Agent`).
+        #[serde(default, skip_serializing_if = "crate::SourceRequest::is_default")]
+        request: Box<crate::SourceRequest>,
+        /// Polled only within this weekly window (local time); absent: always.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        active_hours: Option<Box<crate::Window>>,
     },
     /// An IMAP mailbox the ingestor watches (IDLE where the server offers it, else polling):
     /// each new message becomes a notification, parsed like forwarded mail.

@@ -59,10 +59,16 @@ pub fn validate_source(source: &Source) -> Result<(), Invalid> {
             poll_interval_secs,
             extract,
             listing,
+            request,
+            active_hours,
             ..
         } => {
             crate::validate_feed_url(url).map_err(|e| Invalid::new("url", e))?;
             listing.validate()?;
+            request.validate()?;
+            if let Some(w) = active_hours {
+                w.validate().map_err(|e| Invalid::new("active_hours", e))?;
+            }
             if let Some(s) = poll_interval_secs
                 && !(1..=MAX_POLL_INTERVAL_SECS).contains(s)
             {
@@ -259,6 +265,8 @@ mod tests {
                 poll_interval_secs: every,
                 extract: None,
                 listing: Default::default(),
+                request: Default::default(),
+                active_hours: None,
             },
             filter: Filter::default(),
             label: String::new(),

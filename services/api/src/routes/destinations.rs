@@ -95,21 +95,8 @@ pub(crate) struct EditDestination {
     #[serde(default)]
     label: Option<String>,
     /// A throttle, or `null` to lift it.
-    #[serde(default, with = "serde_with_null")]
+    #[serde(default, deserialize_with = "crate::routes::sources::present")]
     throttle: Option<Option<tocsin_model::Throttle>>,
-}
-
-/// `throttle` absent (keep it) vs `null` (lift it).
-mod serde_with_null {
-    use serde::{Deserialize, Deserializer};
-
-    pub(crate) fn deserialize<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-    where
-        D: Deserializer<'de>,
-        T: Deserialize<'de>,
-    {
-        Option::<T>::deserialize(d).map(Some)
-    }
 }
 
 /// `PUT /v1/destinations/{id}` `{label?, throttle?}`: rename a destination, or set (`null`:

@@ -161,6 +161,8 @@ pub(crate) async fn import(
         let source = Source {
             id: format!("s{}", random_hex(6)),
             spec: SourceSpec::Feed {
+                active_hours: None,
+                request: Default::default(),
                 url: url.clone(),
                 deliver_existing: false,
                 poll_interval_secs: None,
@@ -216,6 +218,8 @@ mod tests {
         let source = |url: &str, label: &str| Source {
             id: "s1".into(),
             spec: SourceSpec::Feed {
+                active_hours: None,
+                request: Default::default(),
                 url: url.into(),
                 deliver_existing: false,
                 poll_interval_secs: None,

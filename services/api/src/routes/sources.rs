@@ -90,6 +90,15 @@ pub(crate) struct AddSource {
     /// A feed, json or html source: what a price change or a repost of a listing tells.
     #[serde(default)]
     listing: tocsin_model::ListingRules,
+    /// A polled source's own request headers; a value may name `secret` as `{{secret}}`.
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    /// What `{{secret}}` stands for (an API key): kept by the ingestor only, never shown.
+    #[serde(default)]
+    secret: Option<String>,
+    /// A polled source: checked only within this weekly window (local time).
+    #[serde(default)]
+    active_hours: Option<tocsin_model::Window>,
     /// An alertmanager or grafana hook: one notification per alert group.
     #[serde(default)]
     per_group: bool,
@@ -148,6 +157,15 @@ fn extractor(req: &AddSource) -> Result<Option<tocsin_model::Extract>, ApiError>
     }
 }
 
+/// A polled source's own headers and secret, as asked.
+fn source_request(req: &AddSource) -> tocsin_model::SourceRequest {
+    tocsin_model::SourceRequest {
+        headers: req.headers.clone(),
+        secret: req.secret.clone(),
+        keyed: false,
+    }
+}
+
 /// Check `source` and have `user`'s avatar save it (a new one, or the one of its id
 /// replaced): a 400 naming the field, or the avatar's refusal.
 pub(crate) async fn save(
@@ -199,21 +217,15 @@ pub(crate) async fn add_source(
     let mut ping_secret = None;
     let mut hook_secret = None;
     let spec = match req.kind.as_deref().unwrap_or("feed") {
-        "feed" => SourceSpec::Feed {
-            url: tocsin_model::validate_feed_url(&req.url)
-                .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
-            deliver_existing: req.deliver_existing,
-            poll_interval_secs: req.poll_interval_secs,
-            extract: None,
-            listing: req.listing,
-        },
-        "json" | "html" | "change" => SourceSpec::Feed {
+        "feed" | "json" | "html" | "change" => SourceSpec::Feed {
             url: tocsin_model::validate_feed_url(&req.url)
                 .map_err(|e| ApiError::bad_request(format!("url: {e}"), Some("url".into())))?,
             deliver_existing: req.deliver_existing,
             poll_interval_secs: req.poll_interval_secs,
             extract: extractor(&req)?.map(Box::new),
             listing: req.listing,
+            request: Box::new(source_request(&req)),
+            active_hours: req.active_hours.clone().map(Box::new),
         },
         "imap" => {
             let tls = req.tls.unwrap_or(tocsin_model::ImapTls::Tls);
@@ -348,10 +360,15 @@ pub(crate) async fn preview_source(
     if let Some(e) = req.filter.validate("filter").into_iter().next() {
         return Err(ApiError::bad_request(e.to_string(), Some(e.field)));
     }
+    let request = source_request(&req);
+    request
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     let ask = tocsin_model::FeedPreviewRequest {
         url,
         filter: req.filter,
         extract,
+        request,
     };
     let reply: tocsin_model::Reply<tocsin_model::FeedPreview> = state
         .bus
@@ -381,11 +398,27 @@ pub(crate) struct EditSource {
     /// A feed: what a price change or a repost of a listing tells.
     #[serde(default)]
     listing: Option<tocsin_model::ListingRules>,
+    /// A new secret for a source whose headers name one (the old one stops at once).
+    #[serde(default)]
+    secret: Option<String>,
+    /// A polled source: its active hours (`null`: always).
+    #[serde(default, deserialize_with = "present")]
+    active_hours: Option<Option<tocsin_model::Window>>,
 }
 
-/// `PUT /v1/sources/{id}` `{label?, filter?, poll_interval_secs?, listing?}`: change a source's
-/// name, its filter, or (a feed) how often it is checked and what its listings' price changes
-/// and reposts tell; what is left out stays. A feed's URL, and what
+/// A field given, even as `null` (`Some(None)`), apart from one left out (`None`).
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PUT /v1/sources/{id}` `{label?, filter?, poll_interval_secs?, listing?, secret?,
+/// active_hours?}`: change a source's name, its filter, or (a polled source) how often and when
+/// it is checked, what its listings' price changes and reposts tell, and its secret; what is
+/// left out stays. A feed's URL, and what
 /// makes the other kinds (their secret URLs, a mailbox), are kept: add a new source for those.
 pub(crate) async fn edit_source(
     State(state): St,
@@ -417,15 +450,34 @@ pub(crate) async fn edit_source(
             }
         }
     }
+    let feed_only = |field: &str| {
+        ApiError::bad_request(
+            format!("{field}: only a feed, json, html or change source has it"),
+            Some(field.into()),
+        )
+    };
     if let Some(rules) = edit.listing {
         match &mut source.spec {
             SourceSpec::Feed { listing, .. } => *listing = rules,
-            _ => {
+            _ => return Err(feed_only("listing")),
+        }
+    }
+    if let Some(secret) = edit.secret {
+        match &mut source.spec {
+            SourceSpec::Feed { request, .. } if request.keyed => request.secret = Some(secret),
+            SourceSpec::Feed { .. } => {
                 return Err(ApiError::bad_request(
-                    "listing: only a feed, json or html source has listings",
-                    Some("listing".into()),
+                    "secret: this source's headers name none (add a source with {{secret}} in a header)",
+                    Some("secret".into()),
                 ));
             }
+            _ => return Err(feed_only("secret")),
+        }
+    }
+    if let Some(hours) = edit.active_hours {
+        match &mut source.spec {
+            SourceSpec::Feed { active_hours, .. } => *active_hours = hours.map(Box::new),
+            _ => return Err(feed_only("active_hours")),
         }
     }
     save(&state, &u.id, &source).await?;

@@ -95,20 +95,31 @@ impl Fetcher {
         etag: Option<&str>,
         last_modified: Option<&str>,
     ) -> Result<Fetched, FetchError> {
-        self.fetch_accepting(url, etag, last_modified, FEED_TYPES)
+        self.fetch_accepting(url, etag, last_modified, FEED_TYPES, &[])
             .await
     }
 
-    /// [`Fetcher::fetch`] asking for `accept` (a JSON API's `application/json`).
+    /// [`Fetcher::fetch`] asking for `accept` (a JSON API's `application/json`), with the
+    /// source's own headers (`extra`, which may replace `Accept` and `User-Agent`).
     pub async fn fetch_accepting(
         &self,
         url: &str,
         etag: Option<&str>,
         last_modified: Option<&str>,
         accept: &'static str,
+        extra: &[(String, String)],
     ) -> Result<Fetched, FetchError> {
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        for (name, value) in extra {
+            // checked when the source was added; one that still does not parse is left out
+            if let (Ok(n), Ok(v)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
         if let Some(v) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
             headers.insert(header::IF_NONE_MATCH, v);
         }

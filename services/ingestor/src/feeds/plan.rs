@@ -292,6 +292,7 @@ mod tests {
                     (
                         format!("{u}/s"),
                         Subscriber {
+                            active_hours: None,
                             user: UserId::parse(u).unwrap(),
                             source_id: "s".into(),
                             filter: f.clone(),

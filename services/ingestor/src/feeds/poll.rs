@@ -38,10 +38,15 @@ pub(crate) async fn poll(shared: &Shared, key: &str) {
         crate::feeds::fetch::FEED_TYPES,
         tocsin_model::Extract::accept,
     );
-    let result = shared
-        .fetcher
-        .fetch_accepting(&snapshot.url, etag, last_modified, accept)
-        .await;
+    let result = match snapshot.request.render(snapshot.request.secret.as_deref()) {
+        Ok(extra) => {
+            shared
+                .fetcher
+                .fetch_accepting(&snapshot.url, etag, last_modified, accept, &extra)
+                .await
+        }
+        Err(e) => Err(FetchError::Refused(e)),
+    };
     let now = now_ms();
     let outcome: Result<Option<Refreshed>, (String, Option<Duration>)> = match result {
         Ok(Fetched::NotModified) => Ok(None),
@@ -145,9 +150,13 @@ async fn more_pages(
             break;
         }
         pages += 1;
+        let extra = snapshot
+            .request
+            .render(snapshot.request.secret.as_deref())
+            .map_err(|e| format!("page {pages} ({next}): {e}"))?;
         let bytes = match shared
             .fetcher
-            .fetch_accepting(&next, None, None, accept)
+            .fetch_accepting(&next, None, None, accept, &extra)
             .await
         {
             Ok(Fetched::Body { bytes, .. }) => bytes,

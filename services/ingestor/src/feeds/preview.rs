@@ -41,9 +41,13 @@ async fn preview(shared: &Shared, req: FeedPreviewRequest) -> Reply<FeedPreview>
         crate::feeds::fetch::FEED_TYPES,
         tocsin_model::Extract::accept,
     );
+    let extra = match req.request.render(req.request.secret.as_deref()) {
+        Ok(extra) => extra,
+        Err(e) => return Reply::Err(e),
+    };
     let bytes = match shared
         .fetcher
-        .fetch_accepting(&req.url, None, None, accept)
+        .fetch_accepting(&req.url, None, None, accept, &extra)
         .await
     {
         Ok(Fetched::Body { bytes, .. }) => bytes,

@@ -29,6 +29,9 @@ pub struct Subscriber {
         skip_serializing_if = "tocsin_model::ListingRules::is_default"
     )]
     pub listing: tocsin_model::ListingRules,
+    /// When this subscriber wants the feed polled; absent: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_hours: Option<tocsin_model::Window>,
 }
 
 /// Everything the ingestor keeps about one distinct feed URL (the `feeds` KV entry).
@@ -70,6 +73,16 @@ pub struct FeedRecord {
     /// against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_text: Option<String>,
+    /// Its source's own request headers, with the secret they name (kept here only: never
+    /// in the user's record).
+    #[serde(
+        default,
+        skip_serializing_if = "tocsin_model::SourceRequest::is_default"
+    )]
+    pub request: tocsin_model::SourceRequest,
+    /// `<user>/<source>` of the one source whose secret it is requested with.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
     /// Its priced listings, least recently shown first (at most `seen_capacity`, or the
     /// document's): their prices and repost signatures.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
@@ -92,6 +105,27 @@ impl FeedRecord {
             .unwrap_or(cfg.poll_interval_secs)
     }
 
+    /// `at`, or — when no subscriber's active hours include it — when the first of them
+    /// next begin. A subscriber without active hours is always active.
+    pub fn active_from(&self, at: Millis) -> Millis {
+        let mut earliest: Option<Millis> = None;
+        for s in self.subscribers.values() {
+            // (a window that cannot be read never holds a feed back)
+            let Some(open) = s
+                .active_hours
+                .as_ref()
+                .map_or(Some(at), |w| w.next_open(at))
+            else {
+                return at;
+            };
+            if open <= at {
+                return at;
+            }
+            earliest = Some(earliest.map_or(open, |e| e.min(open)));
+        }
+        earliest.unwrap_or(at)
+    }
+
     /// A copy of the feed's own state, without its subscribers (they are kept in KV one by
     /// one, never in the record's value).
     pub fn without_subscribers(&mut self) -> FeedRecord {
@@ -107,19 +141,44 @@ pub fn feed_key(url: &str) -> String {
     format!("f{}", &tocsin_model::digest(&["feed-url", url])[..32])
 }
 
-/// The key of the document at `url` read by `extract`: the same URL read another way is
-/// another feed, with its own seen items (a plain feed keeps [`feed_key`]).
-pub fn feed_key_for(url: &str, extract: Option<&tocsin_model::Extract>) -> String {
-    match extract.and_then(|x| serde_json::to_string(x).ok()) {
-        None => feed_key(url),
-        Some(x) => format!("f{}", &tocsin_model::digest(&["feed-url", url, &x])[..32]),
+/// The key of the document at `url` read by `extract` and requested with `request`'s
+/// headers: the same URL read or requested another way is another feed, with its own seen
+/// items (a plain feed keeps [`feed_key`]). A source with a secret (`owner`, `<user>/<source>`)
+/// has a feed of its own: what one account's key sees is not another's.
+pub fn feed_key_for(
+    url: &str,
+    extract: Option<&tocsin_model::Extract>,
+    request: &tocsin_model::SourceRequest,
+    owner: &str,
+) -> String {
+    let extract = extract.and_then(|x| serde_json::to_string(x).ok());
+    if request.headers.is_empty() && !request.is_keyed() {
+        return match extract {
+            None => feed_key(url),
+            Some(x) => format!("f{}", &tocsin_model::digest(&["feed-url", url, &x])[..32]),
+        };
     }
+    let headers = serde_json::to_string(&request.headers).unwrap_or_default();
+    let owner = if request.is_keyed() { owner } else { "" };
+    let parts = [
+        "feed-url",
+        url,
+        extract.as_deref().unwrap_or(""),
+        &headers,
+        owner,
+    ];
+    format!("f{}", &tocsin_model::digest(&parts)[..32])
 }
 
 impl FeedRecord {
     /// Its key in the `feeds` bucket.
     pub fn key(&self) -> String {
-        feed_key_for(&self.url, self.extract.as_deref())
+        feed_key_for(
+            &self.url,
+            self.extract.as_deref(),
+            &self.request,
+            &self.owner,
+        )
     }
 }
 
@@ -135,6 +194,7 @@ mod tests {
 
     fn sub(user: &str, every: Option<u64>) -> Subscriber {
         Subscriber {
+            active_hours: None,
             user: UserId::parse(user).unwrap(),
             source_id: "s".into(),
             filter: Filter::default(),
@@ -143,6 +203,57 @@ mod tests {
             poll_interval_secs: every,
             listing: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_feed_waits_for_the_first_subscribers_active_hours() {
+        let office = |start: &str| tocsin_model::Window {
+            days: vec![
+                "mon".into(),
+                "tue".into(),
+                "wed".into(),
+                "thu".into(),
+                "fri".into(),
+            ],
+            start: start.into(),
+            end: "18:00".into(),
+            tz: "UTC".into(),
+        };
+        // Thursday 2026-12-03 20:00 UTC, and the same day at 10:00
+        let evening = 1_796_256_000_000 + 20 * 3_600_000;
+        let morning = 1_796_256_000_000 + 10 * 3_600_000;
+        let mut rec = FeedRecord::default();
+        let mut a = sub("u1", None);
+        a.active_hours = Some(office("08:00"));
+        rec.subscribers.insert("a".into(), a);
+        assert_eq!(
+            rec.active_from(morning),
+            morning,
+            "within the hours: as scheduled"
+        );
+        let friday_eight = 1_796_256_000_000 + 86_400_000 + 8 * 3_600_000;
+        assert_eq!(rec.active_from(evening), friday_eight);
+        let mut b = sub("u2", None);
+        b.active_hours = Some(office("07:00"));
+        rec.subscribers.insert("b".into(), b);
+        assert_eq!(
+            rec.active_from(evening),
+            friday_eight - 3_600_000,
+            "the earliest"
+        );
+        rec.subscribers.insert("c".into(), sub("u3", None));
+        assert_eq!(
+            rec.active_from(evening),
+            evening,
+            "one always active: as scheduled"
+        );
+        // Friday evening waits for Monday
+        let mut weekend = FeedRecord::default();
+        let mut a = sub("u1", None);
+        a.active_hours = Some(office("08:00"));
+        weekend.subscribers.insert("a".into(), a);
+        let monday_eight = 1_796_256_000_000 + 4 * 86_400_000 + 8 * 3_600_000;
+        assert_eq!(weekend.active_from(evening + 86_400_000), monday_eight);
     }
 
     #[test]

@@ -107,8 +107,8 @@ pub(crate) async fn apply_subscription(
             return Ok(());
         }
     };
-    let key = feed_key_for(&url, sub.extract.as_deref());
     let sub_key = format!("{}/{}", sub.user, sub.source_id);
+    let key = feed_key_for(&url, sub.extract.as_deref(), &sub.request, &sub_key);
     // (the feed's record when it is written or dropped, the subscriber, whether the record
     // must be written, whether the feed is no longer watched, the feed's health for a newcomer)
     let (record, subscriber, write_record, unwatched, health) = {
@@ -120,10 +120,23 @@ pub(crate) async fn apply_subscription(
                     url: url.clone(),
                     next_poll_ms: 0,
                     extract: sub.extract.clone(),
+                    request: sub.request.without_secret(),
+                    owner: if sub.request.is_keyed() {
+                        sub_key.clone()
+                    } else {
+                        String::new()
+                    },
                     ..Default::default()
                 });
                 let existing = rec.subscribers.contains_key(&sub_key);
                 let mut write_record = fresh;
+                // a new secret (a new source, or the owner rotated it) replaces the kept one
+                if let Some(secret) = &sub.request.secret
+                    && rec.request.secret.as_ref() != Some(secret)
+                {
+                    rec.request.secret = Some(secret.clone());
+                    write_record = true;
+                }
                 if sub.deliver_existing && !existing && rec.polled {
                     // they asked for what is already listed: fetch it now, not next interval
                     rec.next_poll_ms = 0;
@@ -134,9 +147,16 @@ pub(crate) async fn apply_subscription(
                     source_id: sub.source_id,
                     filter: sub.filter,
                     label: sub.label,
-                    pending_existing: sub.deliver_existing && !existing,
+                    // an update (a new label, a rotated secret) before the first good
+                    // poll keeps the existing items owed
+                    pending_existing: sub.deliver_existing
+                        && rec
+                            .subscribers
+                            .get(&sub_key)
+                            .is_none_or(|s| s.pending_existing),
                     poll_interval_secs: sub.poll_interval_secs,
                     listing: sub.listing,
+                    active_hours: sub.active_hours,
                 };
                 rec.subscribers.insert(sub_key, subscriber.clone());
                 if rec.polled {

@@ -43,6 +43,7 @@ pub(crate) async fn apply(shared: &Shared, sub: FeedSubscription) -> Result<(), 
                     ..Default::default()
                 });
                 let subscriber = Subscriber {
+                    active_hours: None,
                     user: sub.user,
                     source_id: sub.source_id,
                     filter: sub.filter,

@@ -111,7 +111,7 @@ pub fn after_success(
     if websub::active(rec.websub.as_ref(), now) {
         interval = interval.max(cfg.websub_poll_interval_secs);
     }
-    rec.next_poll_ms = next_poll(now, interval, cfg, 0, None, rand01);
+    rec.next_poll_ms = rec.active_from(next_poll(now, interval, cfg, 0, None, rand01));
     if had_document && rec.subscribers.values().any(|s| s.pending_existing) {
         // subscribed while this poll was under way, asking for the existing items: again now
         rec.next_poll_ms = now;
@@ -157,14 +157,14 @@ pub fn after_failure(
     rec.last_checked_ms = now;
     rec.next_poll_ms = match (count, retry_after) {
         (false, Some(d)) => now + d.as_millis() as Millis,
-        _ => next_poll(
+        _ => rec.active_from(next_poll(
             now,
             rec.interval_secs(cfg),
             cfg,
             rec.failures,
             retry_after,
             rand01,
-        ),
+        )),
     };
     count
         && (snapshot.last_error.as_deref() != Some(msg) || rec.failures == cfg.source_broken_after)
@@ -185,6 +185,7 @@ mod tests {
 
     fn sub(user: &str, pending_existing: bool) -> Subscriber {
         Subscriber {
+            active_hours: None,
             user: UserId::parse(user).unwrap(),
             source_id: "s".into(),
             filter: Filter::default(),

@@ -72,6 +72,8 @@ fn configuration_over_its_byte_budget_is_refused_and_undone() {
             source: Source {
                 id: format!("s{i}"),
                 spec: SourceSpec::Feed {
+                    active_hours: None,
+                    request: Default::default(),
                     listing: Default::default(),
                     url: format!("https://example.org/{i}/{}", "q".repeat(1900)),
                     deliver_existing: false,

@@ -241,6 +241,16 @@ pub(crate) fn command_effects(
             check_settings(r, &source.settings, now)?;
             let upserted = subscription(user, &source, SubscriptionOp::Upsert);
             let known = r.sources.iter().any(|s| s.id == source.id);
+            if let SourceSpec::Feed { request, .. } = &mut source.spec {
+                // a secret goes to the ingestor only (in `upserted`), never into the record
+                if request.keyed && request.secret.is_none() && !known {
+                    return Err(Refusal::field(
+                        "secret",
+                        "needed for a new source naming it",
+                    ));
+                }
+                **request = request.without_secret();
+            }
             if let SourceSpec::Imap { password, .. } = &mut source.spec {
                 if password.is_none() && !known {
                     return Err(Refusal::field("password", "needed for a new IMAP source"));
@@ -650,29 +660,36 @@ pub(crate) fn subscription(
     op: SubscriptionOp,
 ) -> Option<FeedSubscription> {
     // a shared topic's subscribers are kept by the ingestor like a feed's, under its own key
-    let (url, deliver_existing, poll_interval_secs, extract, listing) = match &source.spec {
-        SourceSpec::Feed {
-            url,
-            deliver_existing,
-            poll_interval_secs,
-            extract,
-            listing,
-        } => (
-            url.clone(),
-            *deliver_existing,
-            *poll_interval_secs,
-            extract.clone(),
-            *listing,
-        ),
-        SourceSpec::Topic { topic } => (
-            tocsin_model::topics::subscription_url(topic),
-            false,
-            None,
-            None,
-            Default::default(),
-        ),
-        _ => return None,
-    };
+    let (url, deliver_existing, poll_interval_secs, extract, listing, request, active_hours) =
+        match &source.spec {
+            SourceSpec::Feed {
+                url,
+                deliver_existing,
+                poll_interval_secs,
+                extract,
+                listing,
+                request,
+                active_hours,
+            } => (
+                url.clone(),
+                *deliver_existing,
+                *poll_interval_secs,
+                extract.clone(),
+                *listing,
+                (**request).clone(),
+                active_hours.as_deref().cloned(),
+            ),
+            SourceSpec::Topic { topic } => (
+                tocsin_model::topics::subscription_url(topic),
+                false,
+                None,
+                None,
+                Default::default(),
+                Default::default(),
+                None,
+            ),
+            _ => return None,
+        };
     Some(FeedSubscription {
         op,
         user: user.clone(),
@@ -684,5 +701,7 @@ pub(crate) fn subscription(
         poll_interval_secs,
         extract,
         listing,
+        request,
+        active_hours,
     })
 }

@@ -89,6 +89,8 @@ pub(crate) fn feed_source(label: &str) -> Source {
     Source {
         id: "s1".into(),
         spec: SourceSpec::Feed {
+            active_hours: None,
+            request: Default::default(),
             listing: Default::default(),
             url: "https://example.org/bikes.rss".into(),
             deliver_existing: false,
@@ -501,6 +503,8 @@ fn sources_are_validated_limited_and_subscribed() {
             source: Source {
                 id: id.into(),
                 spec: SourceSpec::Feed {
+                    active_hours: None,
+                    request: Default::default(),
                     listing: Default::default(),
                     url: url.into(),
                     deliver_existing: false,
