@@ -188,6 +188,18 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     b.fill(&b.find(&format!("#tags-{sid}")).await?, "bikes, local")
         .await?;
     b.click(
+        &b.find(&format!("#digest-{sid} option[value=\"day\"]"))
+            .await?,
+    )
+    .await?;
+    b.fill(&b.find(&format!("#digest-at-{sid}")).await?, "07:30")
+        .await?;
+    b.fill(
+        &b.find(&format!("#digest-tz-{sid}")).await?,
+        "Europe/Berlin",
+    )
+    .await?;
+    b.click(
         &b.find(&format!(
             "#source-{sid} details.settings button[type=\"submit\"]"
         ))
@@ -204,6 +216,11 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     })
     .await?;
     assert_eq!(settings["tags"], json!(["bikes", "local"]), "{settings}");
+    assert_eq!(
+        settings["digest"],
+        json!({"every": "day", "at": "07:30", "tz": "Europe/Berlin"}),
+        "{settings}"
+    );
     // and its words, once the page has reloaded (its folds closed again)
     wait_for(Duration::from_secs(10), "the reloaded page", || async {
         let open = b

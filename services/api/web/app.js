@@ -29,6 +29,8 @@ function body(form) {
   let any = !!form.dataset.json;
   for (const el of form.elements) {
     if (!el.name || el.disabled || el.type === "submit" || el.type === "button") continue;
+    // a field that only means something with another (a digest's time, with its kind)
+    if (el.dataset.needs && !form.elements[el.dataset.needs]?.value) continue;
     any = true;
     const kind = el.dataset.kind;
     let v;

@@ -124,6 +124,7 @@ fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
                     input id={ "all-" (s.id) } name="filter.all" data-kind="list" value=(s.filter.all.join(", "));
                     label for={ "exclude-" (s.id) } { "None of these words" }
                     input id={ "exclude-" (s.id) } name="filter.exclude" data-kind="list" value=(s.filter.exclude.join(", "));
+                    (listing_fields(s))
                     button type="submit" { "Save" }
                     (layout::form_status())
                 }
@@ -147,6 +148,7 @@ fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
                     input id={ "group-" (s.id) } name="group_secs" data-kind="int" inputmode="numeric" value=(s.settings.group_secs.map(|g| g.to_string()).unwrap_or_default());
                     label for={ "tags-" (s.id) } { "Tags (comma-separated)" }
                     input id={ "tags-" (s.id) } name="tags" data-kind="list" value=(s.settings.tags.join(", "));
+                    (digest_fields(s))
                     button type="submit" { "Save settings" }
                     (layout::form_status())
                 }
@@ -367,4 +369,50 @@ fn other_filter_parts(f: &tocsin_model::Filter) -> String {
         ..f.clone()
     };
     serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into())
+}
+
+/// A source's digest, in its settings form: when it goes out (none: each notification on its
+/// own), a daily one's time and zone, a count.
+fn digest_fields(s: &tocsin_model::Source) -> Markup {
+    use tocsin_model::DigestEvery;
+    let d = s.settings.digest.as_deref();
+    let every = d.map(|d| d.every);
+    html! {
+        label for={ "digest-" (s.id) } { "Gather its notifications into one message" }
+        select id={ "digest-" (s.id) } name="digest.every" {
+            option value="" selected[every.is_none()] { "No: each on its own" }
+            option value="hour" selected[every == Some(DigestEvery::Hour)] { "Every hour" }
+            option value="day" selected[every == Some(DigestEvery::Day)] { "Every day, at the time below" }
+            option value="count" selected[every == Some(DigestEvery::Count)] { "When the number below have gathered" }
+        }
+        label for={ "digest-at-" (s.id) } { "Daily at (HH:MM, default 08:00)" }
+        input id={ "digest-at-" (s.id) } name="digest.at" data-needs="digest.every" maxlength="8" placeholder="08:00" value=(d.and_then(|d| d.at.clone()).unwrap_or_default());
+        label for={ "digest-tz-" (s.id) } { "Time zone (e.g. Europe/Berlin; default UTC)" }
+        input id={ "digest-tz-" (s.id) } name="digest.tz" data-needs="digest.every" maxlength="64" value=(d.and_then(|d| d.tz.clone()).unwrap_or_default());
+        label for={ "digest-count-" (s.id) } { "How many make a digest" }
+        input id={ "digest-count-" (s.id) } name="digest.count" data-needs="digest.every" data-kind="int" inputmode="numeric" value=(d.and_then(|d| d.count).map(|c| c.to_string()).unwrap_or_default());
+    }
+}
+
+/// A polled source's listing rules, in its words form: what a price change and a repost do.
+fn listing_fields(s: &tocsin_model::Source) -> Markup {
+    use tocsin_model::{PriceAlerts, Reposts};
+    let tocsin_model::SourceSpec::Feed { listing, .. } = &s.spec else {
+        return html! {};
+    };
+    html! {
+        label for={ "prices-" (s.id) } { "A listing's price changes" }
+        select id={ "prices-" (s.id) } name="listing.prices" {
+            option value="drops" selected[listing.prices == PriceAlerts::Drops] { "Tell me of drops" }
+            option value="changes" selected[listing.prices == PriceAlerts::Changes] { "Tell me of drops and rises" }
+            option value="off" selected[listing.prices == PriceAlerts::Off] { "Tell me nothing" }
+        }
+        label for={ "reposts-" (s.id) } { "A listing posted again" }
+        select id={ "reposts-" (s.id) } name="listing.reposts" {
+            option value="drop" selected[listing.reposts == Reposts::Drop] { "Drop it" }
+            option value="mark" selected[listing.reposts == Reposts::Mark] { "Tell me, marked as a repost" }
+            option value="keep" selected[listing.reposts == Reposts::Keep] { "Tell me as new" }
+        }
+        input type="hidden" name="listing.repost_days" data-kind="int" value=(listing.repost_days);
+    }
 }
