@@ -6,7 +6,7 @@ use crate::config::IngestorConfig;
 use crate::feeds::listings::{self, Listing, Memory};
 use crate::feeds::normalize::FeedItem;
 use crate::feeds::record::{FeedRecord, Subscriber};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tocsin_model::{
     CompiledFilter, Event, Item, Millis, Notification, NotificationId, Priority, Reposts,
@@ -72,6 +72,11 @@ pub fn plan_poll(
             )),
         );
     }
+    // what each new item repeats, looked up once per item (not once per subscriber)
+    let reposts: HashMap<&str, &Listing> = fresh
+        .iter()
+        .filter_map(|i| memory.repost_of(i).map(|l| (i.key.as_str(), l)))
+        .collect();
     for sub in record.subscribers.values() {
         let Ok(filter) = sub.filter.compile() else {
             continue;
@@ -82,7 +87,7 @@ pub fn plan_poll(
             fresh.clone()
         };
         for item in candidates {
-            let repost = memory.repost_of(item).filter(|original| {
+            let repost = reposts.get(item.key.as_str()).copied().filter(|original| {
                 !sub.pending_existing
                     && now - original.first_ms <= i64::from(sub.listing.repost_days) * DAY_MS
             });
