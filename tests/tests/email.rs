@@ -875,3 +875,110 @@ async fn a_listing_by_feed_and_by_e_mail_reaches_the_user_once() -> anyhow::Resu
     h.shutdown().await;
     Ok(())
 }
+
+/// No loops (issue 20, item 4): a destination may not be an inbound address, tocsin's own
+/// sender or its own API; mail tocsin sent carries `Auto-Submitted` and its loop mark, and when
+/// a user's mailbox forwards it back to their inbound address it is accepted (no bounce), said
+/// in their history, and never becomes a notification or another e-mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tocsins_own_mail_forwarded_back_is_not_taken_and_loops_are_refused_as_destinations()
+-> anyhow::Result<()> {
+    let MailWorld {
+        smtp_out,
+        h,
+        token,
+        inbound,
+        in_port,
+    } = mail_world("e2eloop", "lou").await?;
+    for (channel, address, says) in [
+        ("email", inbound.as_str(), "inbound address"),
+        (
+            "email",
+            "NOTIFY@tocsin.test",
+            "tocsin itself sends email from",
+        ),
+        (
+            "webhook",
+            &format!("{}/v1/publish", h.api_url),
+            "tocsin's own API",
+        ),
+    ] {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/destinations",
+                Some(&token),
+                Some(json!({"channel": channel, "address": address})),
+            )
+            .await?;
+        assert_eq!(status, 400, "{address}: {v}");
+        assert_eq!(v["error"]["field"], "address");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{address}: {message}");
+    }
+
+    let reply = send_mail(
+        in_port,
+        &inbound,
+        b"From: cron@db1.example\r\nSubject: backup failed\r\nAuto-Submitted: auto-generated\r\nMessage-ID: <b1@db1.example>\r\n\r\nexit 1\r\n",
+    )
+    .await?;
+    assert!(reply.is_positive(), "{reply:?}");
+    let out = wait_for(Duration::from_secs(20), "the e-mail out", || async {
+        smtp_out.messages().into_iter().next()
+    })
+    .await?;
+    assert_eq!(
+        header(&out, "Auto-Submitted"),
+        Some("auto-generated"),
+        "{out}"
+    );
+    assert_eq!(header(&out, "X-Tocsin-Loop"), Some("tocsin.test"), "{out}");
+
+    // Lou's mailbox forwards everything to the inbound address, tocsin's own mail too
+    let back = out.replace("\r\n", "\n").replace('\n', "\r\n");
+    let reply = send_mail_from(in_port, "notify@tocsin.test", &inbound, back.as_bytes()).await?;
+    assert!(
+        reply.is_positive(),
+        "accepted, so no bounce answers it: {reply:?}"
+    );
+    assert!(reply.message().any(|l| l.contains("dropped")), "{reply:?}");
+    let refusal = wait_for(
+        Duration::from_secs(20),
+        "the refusal in history",
+        || async {
+            let items = h.history(&token).await.ok()?;
+            items
+                .into_iter()
+                .find(|i| i["timeline"][0]["kind"] == "refused")
+        },
+    )
+    .await?;
+    let detail = refusal["timeline"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("X-Tocsin-Loop"), "{refusal}");
+    // a message after it is taken, and by then the returned one would have been too
+    send_mail(
+        in_port,
+        &inbound,
+        b"Subject: after\r\nMessage-ID: <b2@db1.example>\r\n\r\nyes\r\n",
+    )
+    .await?;
+    wait_for(Duration::from_secs(20), "the next message out", || async {
+        (smtp_out.messages().len() >= 2).then_some(())
+    })
+    .await?;
+    let mut titles = h.history_titles(&token).await?;
+    titles.retain(|t| !t.starts_with("Refused"));
+    titles.sort();
+    assert_eq!(titles, ["after", "backup failed"]);
+    let subjects: Vec<String> = smtp_out
+        .messages()
+        .iter()
+        .filter_map(|m| header(m, "Subject").map(str::to_owned))
+        .collect();
+    assert_eq!(subjects, ["backup failed", "after"], "one e-mail each");
+    h.shutdown().await;
+    Ok(())
+}

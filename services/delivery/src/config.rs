@@ -146,6 +146,28 @@ impl DeliveryConfig {
 }
 
 impl DeliveryConfig {
+    /// The address this instance sends `channel` from, as a destination would name it: the
+    /// e-mail sender, the XMPP account (bare, lower-case), the SMS number. None for channels
+    /// sent to URLs, and when it is not configured.
+    pub fn own_address(&self, channel: Channel) -> Option<String> {
+        let a = match channel {
+            Channel::Email => self
+                .smtp
+                .from
+                .parse::<lettre::message::Mailbox>()
+                .ok()?
+                .email
+                .to_string(),
+            Channel::Xmpp => tocsin_model::validate_jid(&self.xmpp.jid).ok()?,
+            Channel::Sms => match self.sms.provider {
+                sms::SmsProvider::Twilio => self.sms.twilio_from.clone(),
+                sms::SmsProvider::Kannel => self.sms.kannel_from.clone(),
+            },
+            _ => return None,
+        };
+        (!a.trim().is_empty()).then_some(a)
+    }
+
     /// The bounds on what one user or destination may hold of a channel.
     pub fn fairness(&self) -> crate::fairness::Bounds {
         crate::fairness::Bounds {

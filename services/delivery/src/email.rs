@@ -3,7 +3,9 @@
 //! The `Message-ID` is derived from the job (`<notification>.<destination>@<from domain>`), so a
 //! retried send is recognisably the same message. Titles are folded to one line before they
 //! become a subject, and lettre encodes every header, so no title can add a header. The HTML
-//! part is built from escaped plain text; only http(s) links are emitted.
+//! part is built from escaped plain text; only http(s) links are emitted. Every message says it
+//! is automatic (`Auto-Submitted: auto-generated`) and carries tocsin's loop mark, which the
+//! e-mail ingress refuses.
 
 use crate::webhook::SendResult;
 use lettre::message::{Mailbox, MultiPart, header};
@@ -188,6 +190,16 @@ pub fn build(from: &Mailbox, job: &DeliveryJob) -> Result<Message, String> {
         .subject(subject)
         .message_id(Some(format!("<{}.{}@{domain}>", n.id, job.destination.id)))
         .header(header::MIME_VERSION_1_0)
+        // RFC 3834: no auto-responder answers it; and tocsin's own mark, so that its mail
+        // forwarded back to any tocsin inbound address is not taken in again
+        .raw_header(header::HeaderValue::new(
+            header::HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".into(),
+        ))
+        .raw_header(header::HeaderValue::new(
+            header::HeaderName::new_from_ascii_str(tocsin_model::own::LOOP_HEADER),
+            domain.clone(),
+        ))
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| format!("cannot build the message: {e}"))
 }
@@ -259,6 +271,8 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("Message-ID: <n1.d1@tocsin.test>"), "{raw}");
+        assert!(raw.contains("Auto-Submitted: auto-generated\r\n"), "{raw}");
+        assert!(raw.contains("X-Tocsin-Loop: tocsin.test\r\n"), "{raw}");
         let html = raw.split("text/html").nth(1).expect("an html part");
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");

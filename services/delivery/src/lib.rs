@@ -122,6 +122,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             .await
             .map_err(|e| ServiceError::Setup(format!("cannot publish the channels served: {e}")))?;
     }
+    // the addresses this instance sends from: the API refuses them as destinations (a
+    // notification to tocsin's own address would come back as a new one)
+    for c in &config.delivery.channels {
+        let Some(own) = config.delivery.own_address(*c) else {
+            continue;
+        };
+        keys.put(tocsin_model::own::key(*c), own.into())
+            .await
+            .map_err(|e| {
+                ServiceError::Setup(format!("cannot publish tocsin's own addresses: {e}"))
+            })?;
+    }
     if let Some(v) = &vapid {
         // the API hands browsers this key to subscribe with
         let published = webpush::PublishedKey {

@@ -7,5 +7,5 @@ tocsin_runtime::metric_names! {
     NOTIFICATIONS: counter = "tocsin_ingestor_notifications_total", "notifications fanned out from feed items";
     WEBSUB_PUSHES: counter = "tocsin_ingestor_websub_pushes_total", "WebSub pushes received, by outcome (ok, bad_signature)";
     MAIL: counter = "tocsin_ingestor_mail_total", "inbound e-mails taken in by the SMTP ingress";
-    MAIL_REFUSED: counter = "tocsin_ingestor_mail_refused_total", "inbound e-mails refused, by reason (sender, rate, unauthenticated)";
+    MAIL_REFUSED: counter = "tocsin_ingestor_mail_refused_total", "inbound e-mails refused, by reason (sender, rate, unauthenticated; automatic: accepted and dropped, tocsin's own mail or an auto-reply)";
 }

@@ -18,6 +18,7 @@ pub mod local_time;
 pub mod mail_rules;
 pub mod mapping;
 pub mod messages;
+pub mod own;
 pub mod reach;
 pub mod replies;
 pub mod request;

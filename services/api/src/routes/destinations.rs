@@ -80,7 +80,7 @@ pub(crate) async fn add_destination(
         created_at_ms: now_ms(),
     })
     .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
-    check_address_free(&state, &u.id, destination.channel, &destination.address).await?;
+    check_address_usable(&state, &u.id, destination.channel, &destination.address).await?;
     let view = destination_view(&destination);
     let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
     if !reply.ok {
@@ -165,13 +165,27 @@ pub(crate) async fn owner(
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
-/// Refuse an IM address or phone number another user has registered.
-pub(crate) async fn check_address_free(
+/// Refuse an address that leads back into tocsin (its own sending address, an inbound
+/// address, its own API), and an IM address or phone number another user has registered.
+async fn check_address_usable(
     state: &AppState,
     user: &UserId,
     channel: Channel,
     address: &str,
 ) -> Result<(), ApiError> {
+    let sender = state
+        .keys
+        .get(tocsin_model::own::key(channel))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot read tocsin's own addresses: {e}")))?;
+    let own = tocsin_model::own::OwnAddresses {
+        sender: sender.as_deref().and_then(|b| std::str::from_utf8(b).ok()),
+        inbound_domain: &state.cfg.inbound_domain,
+        public_url: &state.cfg.public_url,
+    };
+    if let Some(why) = tocsin_model::own::loops_back(channel, address, &own) {
+        return Err(ApiError::bad_request(why, Some("address".into())));
+    }
     if !AddressEntry::indexed(channel) {
         return Ok(());
     }

@@ -254,10 +254,15 @@ impl Connection {
         }
     }
 
+    /// Whether `bare` (lower-case) is tocsin's own account.
+    fn is_me(&self, bare: &str) -> bool {
+        self.me.to_string().eq_ignore_ascii_case(bare)
+    }
+
     async fn presence(&mut self, p: Presence) {
         let Some(from) = p.from.clone() else { return };
         let bare = from.to_bare().to_string().to_lowercase();
-        if bare == self.me.to_string().to_lowercase() {
+        if self.is_me(&bare) {
             return;
         }
         let Some(entry) = self.by_jid.get(&bare).cloned() else {
@@ -319,6 +324,12 @@ impl Connection {
             return;
         };
         let bare = from.to_bare().to_string().to_lowercase();
+        if self.is_me(&bare) {
+            // tocsin's own account (another instance, or a copy of what it sent): never a
+            // reply, or tocsin would answer itself
+            debug!(from = %from, "a message from tocsin's own account; ignored");
+            return;
+        }
         let Some(entry) = self.by_jid.get(&bare).cloned() else {
             info!(from = %from, "a message from a JID no user registered; ignored");
             return;

@@ -26,6 +26,36 @@ pub struct ParsedMail {
     /// Set when the message says (`X-Priority`, `Importance`).
     pub priority: Option<u8>,
     pub forwarded: bool,
+    /// Set when the message is never taken in, whoever it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automatic: Option<Automatic>,
+}
+
+/// Mail that must not become a notification: taking it in would answer a machine, or loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Automatic {
+    /// It carries tocsin's loop mark ([`tocsin_model::own::LOOP_HEADER`]), on itself or on the
+    /// message it forwards: a notification tocsin sent, come back.
+    TocsinsOwn,
+    /// An auto-responder's answer (`Auto-Submitted: auto-replied`, RFC 3834): an out-of-office
+    /// note, not an alert. (`auto-generated` mail is taken: alerts from cron and monitoring
+    /// systems say so.)
+    AutoReply,
+}
+
+impl Automatic {
+    /// Why it was not taken, for the user's history and the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Automatic::TocsinsOwn => {
+                "it is a notification tocsin sent (it carries X-Tocsin-Loop), forwarded back; taking it would loop"
+            }
+            Automatic::AutoReply => {
+                "it is an auto-responder's answer (Auto-Submitted: auto-replied), not an alert"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +124,16 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
                 _ => None,
             }
         });
+    let marked = |m: &mail_parser::Message<'_>| m.header(tocsin_model::own::LOOP_HEADER).is_some();
+    let automatic = if marked(&msg) || msg.attachments().any(|p| p.message().is_some_and(marked)) {
+        Some(Automatic::TocsinsOwn)
+    } else if header_text("Auto-Submitted")
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("auto-replied"))
+    {
+        Some(Automatic::AutoReply)
+    } else {
+        None
+    };
     let mut subject = msg.subject().map(one_line).unwrap_or_default();
     let mut from = sender(msg.from());
     let mut text = body_of(&msg);
@@ -152,6 +192,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         more_attachments,
         priority,
         forwarded,
+        automatic,
     })
 }
 

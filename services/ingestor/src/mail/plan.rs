@@ -1,9 +1,10 @@
 //! The one plan from a parsed e-mail to what is published, for the SMTP ingress and the IMAP
 //! watches alike: the message's key, its `ingested` event and, when it passes the source's
-//! filter, the notification with its `matched` event (else a `filtered_out` event). Pure.
+//! filter, the notification with its `matched` event (else a `filtered_out` event). Mail that
+//! is tocsin's own or an auto-responder's is never a notification (a `refused` event). Pure.
 
 use crate::mail::parse::ParsedMail;
-use tocsin_model::{CompiledFilter, Event, Item, Millis, Notification, UserId};
+use tocsin_model::{CompiledFilter, Event, EventKind, Item, Millis, Notification, UserId};
 
 /// How the message reached tocsin (the `ingested` event's source).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,20 @@ pub fn plan(parsed: &ParsedMail, key: &str, via: Via, to: Mailbox<'_>, now: Mill
     if let Some(source) = to.source_id {
         ingested = ingested.source(Some(source));
     }
+    if let Some(automatic) = parsed.automatic {
+        let refused = Event::new(
+            EventKind::Refused,
+            &[to.user.as_str(), to.source_id.unwrap_or_default(), key],
+            now,
+        )
+        .user(to.user)
+        .source(to.source_id)
+        .detail(automatic.reason());
+        return MailPlan {
+            notification: None,
+            events: vec![ingested, refused],
+        };
+    }
     let passes = to.filter.is_none_or(|f| {
         f.matches(&Item {
             title: &parsed.subject,
@@ -72,6 +87,7 @@ pub fn plan(parsed: &ParsedMail, key: &str, via: Via, to: Mailbox<'_>, now: Mill
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mail::parse::Automatic;
     use tocsin_model::{EventKind, Filter};
 
     const ALERT: &[u8] = b"From: Grafana <alerts@grafana.example.org>\r\nTo: u1.s@in.example\r\nSubject: [FIRING:1] DiskSpaceLow\r\nMessage-ID: <a1@grafana.example.org>\r\n\r\n/var is 97% full on db1\r\n";
@@ -141,5 +157,42 @@ mod tests {
         let n = plan(&parsed, "k", Via::Imap, to, 5).notification.unwrap();
         assert_eq!(n.source.id.as_deref(), Some("s1"));
         assert_eq!(n.tags, ["email", "imap"]);
+    }
+
+    #[test]
+    fn tocsins_own_mail_and_auto_replies_are_never_notifications() {
+        let user = UserId::parse("u1").unwrap();
+        let mailbox = || Mailbox {
+            user: &user,
+            source_id: None,
+            filter: None,
+            tags: vec![],
+        };
+        let own = b"From: tocsin <notify@tocsin.example>\r\nSubject: DiskSpaceLow\r\nx-tocsin-loop: tocsin.example\r\nAuto-Submitted: auto-generated\r\n\r\nbody\r\n";
+        // forwarded as an attachment by a mail client: the mark is on the message inside
+        let attached = b"From: ann@example.org\r\nSubject: Fwd: DiskSpaceLow\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee below\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: tocsin <notify@tocsin.example>\r\nX-Tocsin-Loop: tocsin.example\r\nSubject: DiskSpaceLow\r\n\r\nbody\r\n--b--\r\n";
+        let vacation = b"From: ann@example.org\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\n\r\nback Monday\r\n";
+        for (raw, why) in [
+            (&own[..], Automatic::TocsinsOwn),
+            (&attached[..], Automatic::TocsinsOwn),
+            (&vacation[..], Automatic::AutoReply),
+        ] {
+            let parsed = crate::mail::parse::parse(raw).unwrap();
+            assert_eq!(parsed.automatic, Some(why));
+            let p = plan(&parsed, "k", Via::Smtp, mailbox(), 5);
+            assert!(p.notification.is_none());
+            let kinds: Vec<_> = p.events.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, [EventKind::Ingested, EventKind::Refused]);
+            assert_eq!(p.events[1].detail, why.reason());
+        }
+        // an alert that says it is automatic is what tocsin is for
+        let cron = b"From: cron@db1.example\r\nSubject: backup failed\r\nAuto-Submitted: auto-generated\r\n\r\nexit 1\r\n";
+        let parsed = crate::mail::parse::parse(cron).unwrap();
+        assert_eq!(parsed.automatic, None);
+        assert!(
+            plan(&parsed, "k", Via::Smtp, mailbox(), 5)
+                .notification
+                .is_some()
+        );
     }
 }

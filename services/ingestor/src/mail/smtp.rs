@@ -534,7 +534,9 @@ async fn deliver(
     if let Some(v) = &verdict {
         tags.extend(v.tags());
     }
-    metrics::counter!(crate::telemetry::MAIL).increment(1);
+    if parsed.automatic.is_none() {
+        metrics::counter!(crate::telemetry::MAIL).increment(1);
+    }
     let mut ids = Vec::new();
     for user in accepted.iter().copied() {
         let to = plan::Mailbox {
@@ -544,11 +546,18 @@ async fn deliver(
             tags: tags.clone(),
         };
         let plan::MailPlan {
-            notification: Some(n),
+            notification,
             events,
-        } = plan::plan(&parsed, &key, plan::Via::Smtp, to, tocsin_model::now_ms())
-        else {
-            continue; // (no filter: every message passes)
+        } = plan::plan(&parsed, &key, plan::Via::Smtp, to, tocsin_model::now_ms());
+        let Some(n) = notification else {
+            // (no filter: only tocsin's own mail and auto-replies are not taken) accepted, so
+            // that no bounce answers it, and said in the user's history
+            let reason = parsed.automatic.map(|a| a.reason()).unwrap_or_default();
+            refused(ctx, user, sender, reason).await;
+            if let Err(e) = ctx.bus.publish_events(events, "ingestor").await {
+                debug!(error = %e, "cannot record a message not taken");
+            }
+            continue;
         };
         let id = n.id.to_string();
         if let Err(e) = ctx.bus.notify(n, events, "ingestor").await {
@@ -557,6 +566,11 @@ async fn deliver(
             return "451 4.3.0 temporary failure, try again later\r\n".into();
         }
         ids.push(id);
+    }
+    if let Some(a) = parsed.automatic {
+        metrics::counter!(crate::telemetry::MAIL_REFUSED, "reason" => "automatic").increment(1);
+        info!(from = %parsed.from, reason = a.reason(), "inbound e-mail accepted and dropped");
+        return "250 2.0.0 OK, dropped: automatic mail is not taken\r\n".into();
     }
     info!(recipients = accepted.len(), from = %parsed.from, "inbound e-mail queued");
     format!("250 2.0.0 OK queued as {}\r\n", ids.join(","))
