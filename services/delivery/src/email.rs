@@ -56,6 +56,24 @@ impl Default for SmtpConfig {
 }
 
 impl SmtpConfig {
+    /// What is allowed but unwise, said once at start: plain SMTP to a relay on another
+    /// machine sends every message, and the relay password, across the network in clear.
+    pub fn warning(&self) -> Option<String> {
+        let local = self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+        (self.tls == SmtpTls::None && !local).then(|| {
+            format!(
+                "delivery.smtp.tls = \"none\" to {}, not this machine: messages{} cross the network in clear; set tls = \"starttls\" or \"tls\"",
+                self.host,
+                if self.username.is_empty() { "" } else { " and the relay password" }
+            )
+        })
+    }
+
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.host.is_empty() {
@@ -251,6 +269,25 @@ mod tests {
             reference: Some(3),
             ack_url: Some("https://t.example/v1/ack/u1/n1/sig".into()),
         }
+    }
+
+    #[test]
+    fn plain_smtp_to_another_machine_is_a_warning() {
+        let cfg = |host: &str, tls| SmtpConfig {
+            host: host.into(),
+            tls,
+            username: "relay".into(),
+            ..Default::default()
+        };
+        for local in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            assert_eq!(cfg(local, SmtpTls::None).warning(), None, "{local}");
+        }
+        let w = cfg("smtp.example.org", SmtpTls::None).warning().unwrap();
+        assert!(
+            w.contains("smtp.example.org") && w.contains("relay password"),
+            "{w}"
+        );
+        assert_eq!(cfg("smtp.example.org", SmtpTls::Starttls).warning(), None);
     }
 
     #[test]

@@ -46,7 +46,7 @@ use tocsin_netguard::AddressPolicy;
 use tocsin_runtime::ServiceError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 pub(crate) struct Ctx {
     pub(crate) bus: Bus,
@@ -84,6 +84,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     })
     .map_err(ServiceError::Setup)?;
     let mailer = if config.delivery.channels.contains(&Channel::Email) {
+        if let Some(w) = config.delivery.smtp.warning() {
+            warn!("{w}");
+        }
         Some(email::Mailer::new(&config.delivery.smtp).map_err(ServiceError::Setup)?)
     } else {
         None

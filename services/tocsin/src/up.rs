@@ -23,7 +23,7 @@ pub(crate) async fn up(
     tocsin_runtime::init_tracing();
     let demo_every_secs = demo.map(|(_, e)| e.as_secs()).unwrap_or(10);
     let data = args.data_dir.clone();
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    private_dir(&data)?;
     let admin_file = data.join("admin-token");
     let admin = match read_trimmed(&admin_file) {
         Some(t) => t,
@@ -209,10 +209,24 @@ fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
+/// `tocsin up`'s data directory, made if missing, readable by its owner only (0700): it holds
+/// the admin token, the VAPID key, the bus's store and every user's history.
+fn private_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (0700)", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Write a secret readable by its owner only (0600, also when the file was there before).
 fn write_private(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -220,6 +234,9 @@ fn write_private(path: &Path, content: &str) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private (0600)", path.display()))?;
     f.write_all(content.as_bytes())?;
     Ok(())
 }
@@ -276,6 +293,25 @@ fn local_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_and_its_secrets_are_its_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let token = data.join("admin-token");
+        std::fs::write(&token, "old").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+        private_dir(&data).unwrap();
+        write_private(&token, "adm_new").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&token), 0o600);
+        assert_eq!(std::fs::read_to_string(&token).unwrap(), "adm_new");
+    }
 
     fn load(source: ConfigSource) -> AllConfig {
         AllConfig::load(&source.load().unwrap()).unwrap()

@@ -7,12 +7,14 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod local_nats;
+pub mod logs;
 pub mod memory;
 pub mod ops;
 pub mod rate;
 
 pub use config::{ConfigDoc, ConfigSource, Section};
 pub use error::ServiceError;
+pub use logs::init_tracing;
 pub use ops::{Readiness, serve_ops};
 
 /// Lock `m`, recovering it if a panic poisoned it. For state that stays consistent whatever
@@ -29,23 +31,6 @@ use tokio_util::sync::CancellationToken;
 /// Exit code for configuration errors (`EX_USAGE`-style, as sysexits' `EX_CONFIG` is 78 but
 /// operators grep for 64 in our docs).
 pub const EXIT_CONFIG: u8 = 64;
-
-/// Set up logging: `TOCSIN_LOG` (an `EnvFilter`, default `info`) and `TOCSIN_LOG_FORMAT`
-/// (`pretty`, the default, or `json` for clusters). Safe to call more than once.
-pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TOCSIN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    let json = std::env::var("TOCSIN_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.compact().try_init()
-    };
-}
 
 /// The start every service shares: connect to the bus as `name`, make sure the streams exist,
 /// and serve `/healthz`, `/readyz` and `/metrics` on `ops_listen` (ready once the caller says

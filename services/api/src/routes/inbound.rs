@@ -111,7 +111,7 @@ pub(crate) async fn new_address(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let u = authenticate(&state, &headers).await?;
-    let secret = crate::auth::random_hex(8);
+    let secret = crate::routes::users::inbound_secret();
     let reply = command(
         &state,
         &u.id,

@@ -45,7 +45,7 @@ pub(crate) async fn create_user(
     let user = UserId::generate(rand::rng().random());
     let token = new_token(&user);
     let feed_token = random_hex(16);
-    let inbound_token = random_hex(8);
+    let inbound_token = inbound_secret();
     let reply = command(
         &state,
         &user,
@@ -82,6 +82,12 @@ pub(crate) async fn me(
         "sources": u.sources.len(),
         "destinations": u.destinations.len(),
     })))
+}
+
+/// A new inbound address's secret: 128 random bits (32 hex digits; with a generated user id
+/// the local part stays within SMTP's 64 characters).
+pub(crate) fn inbound_secret() -> String {
+    random_hex(16)
 }
 
 /// A user's inbound e-mail address: `<user>.<secret>@<api.inbound_domain>`.

@@ -1,0 +1,99 @@
+//! Logging: `TOCSIN_LOG` filters, `TOCSIN_LOG_FORMAT=json` for clusters; in the text format
+//! every field and message has its control characters escaped, so input that reaches a log
+//! line (a feed title, an e-mail sender) cannot start a forged line or colour a terminal.
+
+use std::fmt::Write as _;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::Writer;
+
+/// Set up logging: `TOCSIN_LOG` (an `EnvFilter`, default `info`) and `TOCSIN_LOG_FORMAT`
+/// (text, the default, or `json`, where the encoder escapes). Safe to call more than once.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOCSIN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let json = std::env::var("TOCSIN_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().fmt_fields(text_fields()).try_init()
+    };
+}
+
+/// The text format's fields: `name=value`, the message bare, control characters escaped.
+pub fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
+    tracing_subscriber::fmt::format::debug_fn(|w: &mut Writer<'_>, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            w.write_str(&text)
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
+/// `s` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`).
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            crate::lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn input_in_a_log_line_cannot_start_another_or_colour_it() {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .with_ansi(false)
+            .compact()
+            .fmt_fields(text_fields())
+            .finish();
+        let title = "Bike\n2026-12-03T00:00:00Z  INFO forged: admin signed in\x1b[31m";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(title = %title, sender = "eve\r\n", "fetched {}", title);
+        });
+        let text = String::from_utf8(crate::lock(&buf.0).clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(text.contains("title=Bike\\n2026"), "{text}");
+        assert!(text.contains("fetched Bike\\n"), "{text}");
+        assert!(text.contains(r#"sender="eve\r\n""#), "{text}");
+    }
+}
