@@ -558,6 +558,15 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     let address = b.input_value("#in-new", |s| s.contains('@')).await?;
     assert!(address.ends_with("@tocsin.localhost"), "{address}");
     let _ = shown;
+    // new private feed addresses, shown once, serve the feed
+    b.goto(&format!("{}/app/sessions", h.api_url)).await?;
+    b.click(&b.find("form[data-api='/v1/me/feed'] button").await?)
+        .await?;
+    b.accept_dialog().await?;
+    let feed = b
+        .input_value("#keys-new-feed", |s| s.contains("/feeds/"))
+        .await?;
+    assert_eq!(h.http.get(&feed).send().await?.status(), 200, "{feed}");
 
     // signing out ends the session on the server: the cookie no longer works anywhere
     let cookie = b

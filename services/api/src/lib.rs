@@ -162,6 +162,12 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
     Router::new()
         .route("/v1/users", post(create_user))
         .route("/v1/me", get(me))
+        .route("/v1/me/token", post(routes::credentials::new_api_token))
+        .route("/v1/me/feed", post(routes::credentials::new_feed_secret))
+        .route(
+            "/v1/sessions",
+            delete(routes::credentials::end_other_sessions),
+        )
         .route("/v1/sources", get(list_sources).post(add_source))
         .route(
             "/v1/sources/preview",

@@ -165,7 +165,9 @@ async function submit(form) {
       const shown = form.parentElement.querySelector(".shown");
       const input = shown?.querySelector("input");
       if (input) {
-        input.value = r.data?.[form.dataset.show] ?? "";
+        // a name, or a path into the answer (`feed.atom`)
+        const value = form.dataset.show.split(".").reduce((o, k) => o?.[k], r.data);
+        input.value = value ?? "";
         shown.hidden = false;
         input.focus();
         input.select();

@@ -290,6 +290,19 @@ pub enum Command {
     SetInboundAddress {
         inbound_token_hash: String,
     },
+    /// Credentials replaced, each at once: a new API token's hash, a new private feed secret's
+    /// hash; with `end_sessions`, every web session ends but `keep_session` (the caller's own,
+    /// by its id's hash).
+    ReplaceCredentials {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_hash: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feed_token_hash: Option<String>,
+        #[serde(default)]
+        end_sessions: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keep_session: Option<String>,
+    },
     /// A browser signed in to the web app (see [`crate::WebSession`]).
     StartSession {
         session: crate::WebSession,

@@ -4,6 +4,7 @@ pub(crate) mod acks;
 pub(crate) mod admin;
 pub(crate) mod alert_hooks;
 pub(crate) mod analytics;
+pub(crate) mod credentials;
 pub(crate) mod destinations;
 pub(crate) mod heartbeats;
 pub(crate) mod history;

@@ -1,4 +1,6 @@
-//! The sessions screen: the browsers signed in as the user, this one marked.
+//! The sessions screen: the browsers signed in as the user, this one marked, and the
+//! credentials to replace when one may have leaked (the others signed out, a new API token, new
+//! private feed addresses).
 
 use crate::web::layout::{self, Viewer};
 use crate::web::render;
@@ -30,6 +32,33 @@ pub(crate) async fn page(headers: HeaderMap, v: Viewer) -> Response {
                         }
                     }
                 }
+            }
+            form data-api="/v1/sessions" data-method="DELETE" data-then="reload"
+                data-confirm="Sign out every other browser?" {
+                button type="submit" { "Sign out everywhere else" }
+                (layout::form_status())
+            }
+            section.card aria-labelledby="keys-token" {
+                h2 id="keys-token" { "API token" }
+                p { "Scripts and the command line use your API token. A new one is shown once; "
+                    "the old one stops working at once and every other browser is signed out." }
+                form data-api="/v1/me/token" data-method="POST" data-show="token"
+                    data-confirm="Make a new API token? The old one stops working at once." {
+                    button type="submit" { "Make a new API token" }
+                    (layout::form_status())
+                }
+                (layout::shown_once("keys-new-token", html! { "Your new API token" }))
+            }
+            section.card aria-labelledby="keys-feed" {
+                h2 id="keys-feed" { "Private feed" }
+                p { "Your history as an Atom feed for a feed reader. New addresses are shown once; "
+                    "the old ones stop working at once." }
+                form data-api="/v1/me/feed" data-method="POST" data-show="feed.atom"
+                    data-confirm="Make a new feed address? The old one stops working at once." {
+                    button type="submit" { "Make a new feed address" }
+                    (layout::form_status())
+                }
+                (layout::shown_once("keys-new-feed", html! { "Your new feed address (Atom)" }))
             }
         },
     ))

@@ -124,6 +124,27 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             "inbound e-mail address replaced".to_owned(),
         ),
+        Command::ReplaceCredentials {
+            token_hash,
+            feed_token_hash,
+            end_sessions,
+            ..
+        } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            [
+                (token_hash.is_some(), "API token replaced"),
+                (feed_token_hash.is_some(), "private feed address replaced"),
+                (*end_sessions, "other web sessions ended"),
+            ]
+            .iter()
+            .filter(|(done, _)| *done)
+            .map(|(_, what)| *what)
+            .collect::<Vec<_>>()
+            .join(", "),
+        ),
         Command::StartSession { session } => (
             EventKind::SessionChanged,
             None,
@@ -438,6 +459,23 @@ pub(crate) fn command_effects(
                 ));
             }
             r.inbound_token_hash = inbound_token_hash;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::ReplaceCredentials {
+            token_hash,
+            feed_token_hash,
+            end_sessions,
+            keep_session,
+        } => {
+            let r = existing(user, record)?;
+            crate::decide::sessions::replace_credentials(
+                r,
+                token_hash,
+                feed_token_hash,
+                end_sessions.then_some(keep_session.as_deref()),
+                now,
+            )?;
             fx.dirty = true;
             Ok(())
         }

@@ -1,6 +1,7 @@
-//! The web app's sign-ins as the avatar keeps them: browsers' sessions started and ended, and
-//! one-time links mailed and used up (the link's use and the session's start are one step, so
-//! a link signs in once however many browsers open it).
+//! The web app's sign-ins and the user's credentials as the avatar keeps them: browsers'
+//! sessions started and ended, one-time links mailed and used up (the link's use and the
+//! session's start are one step, so a link signs in once however many browsers open it), the
+//! API token and private feed secret replaced.
 
 use crate::decide::{Effects, Refusal};
 use tocsin_model::{
@@ -20,6 +21,37 @@ fn check_hash(field: &str, hash: &str) -> Result<(), Refusal> {
 pub(crate) fn start(r: &mut UserRecord, session: WebSession, now: Millis) -> Result<(), Refusal> {
     check_hash("session.id_hash", &session.id_hash)?;
     WebSession::admit(&mut r.sessions, session, now);
+    Ok(())
+}
+
+/// The API token and the private feed secret replaced (by their hashes), each when given;
+/// with `end_sessions`, every web session ends but the one whose id hashes to the inner value.
+/// Checked before anything changes.
+pub(crate) fn replace_credentials(
+    r: &mut UserRecord,
+    token_hash: Option<String>,
+    feed_token_hash: Option<String>,
+    end_sessions: Option<Option<&str>>,
+    now: Millis,
+) -> Result<(), Refusal> {
+    for (field, hash) in [
+        ("token_hash", &token_hash),
+        ("feed_token_hash", &feed_token_hash),
+    ] {
+        if let Some(h) = hash {
+            check_hash(field, h)?;
+        }
+    }
+    if let Some(h) = token_hash {
+        r.token_hash = h;
+    }
+    if let Some(h) = feed_token_hash {
+        r.feed_token_hash = h;
+    }
+    if let Some(keep) = end_sessions {
+        r.sessions
+            .retain(|s| Some(s.id_hash.as_str()) == keep && s.expires_at_ms > now);
+    }
     Ok(())
 }
 
@@ -133,6 +165,26 @@ mod tests {
             expires_at_ms: i64::MAX,
             label: "test".into(),
         }
+    }
+
+    #[test]
+    fn credentials_are_replaced_only_when_well_formed_and_other_sessions_end() {
+        let mut r = record_with(&[]);
+        for i in 1..=3 {
+            start(&mut r, session(i), 0).unwrap();
+        }
+        let before = r.clone();
+        let bad = replace_credentials(&mut r, Some("a".repeat(64)), Some("xyz".into()), None, 0);
+        assert!(bad.is_err());
+        assert_eq!(r, before, "nothing changes when one hash is bad");
+        let keep = session(2).id_hash;
+        replace_credentials(&mut r, Some("a".repeat(64)), None, Some(Some(&keep)), 0).unwrap();
+        assert_eq!(r.token_hash, "a".repeat(64));
+        assert_eq!(r.feed_token_hash, before.feed_token_hash);
+        assert_eq!(r.sessions, [session(2)]);
+        replace_credentials(&mut r, None, Some("b".repeat(64)), Some(None), 0).unwrap();
+        assert_eq!(r.feed_token_hash, "b".repeat(64));
+        assert!(r.sessions.is_empty());
     }
 
     #[test]
