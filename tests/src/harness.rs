@@ -60,6 +60,8 @@ pub struct Harness {
     pub bus: BusConfig,
     pub data: tempfile::TempDir,
     pub api_url: String,
+    /// Where the API's /readyz and /metrics answer: `api_url`, or `api.ops_listen`'s address.
+    pub api_ops_url: String,
     pub feeds: FeedServer,
     pub http: reqwest::Client,
     pub ingestor: tocsin_ingestor::IngestorConfig,
@@ -207,6 +209,10 @@ impl Harness {
         let feeds = FeedServer::start().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let api_url = format!("http://{}", listener.local_addr()?);
+        let api_ops_url = match api.ops_listen.as_str() {
+            "" => api_url.clone(),
+            ops => format!("http://{ops}"),
+        };
         let api_cfg = tocsin_api::Config {
             bus: bus.clone(),
             api: tocsin_api::ApiConfig {
@@ -236,6 +242,7 @@ impl Harness {
             bus,
             data,
             api_url,
+            api_ops_url,
             feeds,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -494,7 +501,7 @@ impl Harness {
             || async {
                 let r = self
                     .http
-                    .get(format!("{}/readyz", self.api_url))
+                    .get(format!("{}/readyz", self.api_ops_url))
                     .send()
                     .await
                     .ok()?;

@@ -160,3 +160,33 @@ async fn a_replaced_token_feed_address_or_session_stops_working_at_once() -> any
     h.shutdown().await;
     Ok(())
 }
+
+/// With `api.ops_listen` (the Helm chart sets it), `/metrics` and the probes are served there
+/// and not on the public listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_kept_off_the_public_listener() -> anyhow::Result<()> {
+    let ops_port = tocsin_testkit::free_port();
+    let h = Harness::start_with("e2eopsport", move |s| {
+        s.api.ops_listen = format!("127.0.0.1:{ops_port}");
+    })
+    .await?;
+    let ops = format!("http://127.0.0.1:{ops_port}");
+    let metrics = h.http.get(format!("{ops}/metrics")).send().await?;
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await?;
+    assert!(text.contains("# TYPE tocsin_"), "tocsin's metrics: {text}");
+    assert_eq!(status_of(&h, &format!("{ops}/readyz")).await?, 200);
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        let public = format!("{}{path}", h.api_url);
+        // (not found, or not allowed where it reads as an ntfy-style topic)
+        let r = h.http.get(&public).send().await?;
+        assert!(
+            matches!(r.status().as_u16(), 404 | 405),
+            "{public}: {}",
+            r.status()
+        );
+        assert!(!r.text().await?.contains("# TYPE"), "{public}");
+    }
+    h.shutdown().await;
+    Ok(())
+}

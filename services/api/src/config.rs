@@ -8,8 +8,11 @@ use tocsin_bus::BusConfig;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Where the API (and its /healthz, /readyz, /metrics) listens.
+    /// Where the API listens (and its /healthz, /readyz, /metrics, unless `ops_listen` is set).
     pub listen: String,
+    /// Where /healthz, /readyz and /metrics listen instead, off the public listener (the Helm
+    /// chart sets it). Empty: on `listen`.
+    pub ops_listen: String,
     /// The URL people reach the API at; private feed URLs are built from it.
     pub public_url: String,
     /// The token that may create users and handle dead letters. Empty: admin calls refused.
@@ -56,6 +59,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            ops_listen: String::new(),
             public_url: "http://127.0.0.1:8080".into(),
             admin_token: String::new(),
             command_timeout_secs: 10,
@@ -77,7 +81,7 @@ impl Default for ApiConfig {
     }
 }
 
-tocsin_runtime::service_config!(api: ApiConfig, ops: listen);
+tocsin_runtime::service_config!(api: ApiConfig, ops: ops_listen);
 
 impl ApiConfig {
     /// The listener's limits.

@@ -131,7 +131,11 @@ pub async fn serve(
         keys,
         cfg: config.api.clone(),
     });
-    let app = router(state, ready.clone());
+    // the ops routes on their own address when one is given, else beside the API's
+    let ops = tocsin_runtime::serve_ops(&config.api.ops_listen, ready.clone(), shutdown.clone())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let app = router(state, ops.is_none().then(|| ready.clone()));
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     ready.set(true);
     info!(addr = ?addr, "api listening");
@@ -157,9 +161,10 @@ pub async fn serve(
     Ok(())
 }
 
-fn router(state: Arc<AppState>, ready: Readiness) -> Router {
+/// The API's routes, with the ops routes when `ops` is given (no separate ops listener).
+fn router(state: Arc<AppState>, ops: Option<Readiness>) -> Router {
     let max = state.cfg.max_body_bytes;
-    Router::new()
+    let app = Router::new()
         .route("/v1/users", post(create_user))
         .route("/v1/me", get(me))
         .route("/v1/me/token", post(routes::credentials::new_api_token))
@@ -277,8 +282,11 @@ fn router(state: Arc<AppState>, ready: Readiness) -> Router {
         .layer(axum::middleware::from_fn(session::csrf_guard))
         .layer(axum::middleware::from_fn(web::secure_headers))
         .layer(axum::middleware::from_fn(request_span))
-        .with_state(state)
-        .merge(tocsin_runtime::ops::ops_router(ready))
+        .with_state(state);
+    match ops {
+        Some(ready) => app.merge(tocsin_runtime::ops::ops_router(ready)),
+        None => app,
+    }
 }
 
 /// One span per request, named by its route (`/feeds/{user}/{file}`), never by the path it
