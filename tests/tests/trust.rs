@@ -3,6 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tocsin_tests::Harness;
 
 /// A browser's session: its cookie and CSRF token, from a sign-in with `token`.
@@ -187,6 +188,183 @@ async fn metrics_can_be_kept_off_the_public_listener() -> anyhow::Result<()> {
         );
         assert!(!r.text().await?.contains("# TYPE"), "{public}");
     }
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Deleting a user (issue 20, item 5) leaves nothing of them, checked by reading each place:
+/// their record, their address in the index, their escalation timer, their topic, their
+/// history in the silo's database; the feed they shared keeps serving the other subscriber,
+/// and nothing of theirs is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_user_leaves_nothing_behind_and_others_keep_their_shared_feed()
+-> anyhow::Result<()> {
+    use tocsin_model::{AddressEntry, Channel, TopicRecord};
+    use tocsin_testkit::wait_for;
+    use tocsin_tests::{ADMIN, Recorder, rdf};
+    let hooks = Recorder::start().await?;
+    let h = Harness::start("e2edelete").await?;
+    h.feeds.set(
+        "shared.rdf",
+        rdf(&[("1", "Old bike", "listed")]),
+        "application/rdf+xml",
+    );
+    let url = h.feeds.url("shared.rdf");
+    let (gus, gus_token, _) = h.create_user("Gus").await?;
+    let (_kim, kim_token, _) = h.create_user("Kim").await?;
+    for t in [&gus_token, &kim_token] {
+        h.add_source(t, json!({"url": url})).await?;
+        h.wait_sources_checked(t, 1).await?;
+    }
+    h.add_destination(
+        &gus_token,
+        json!({"channel": "webhook", "address": hooks.url("/gus")}),
+    )
+    .await?;
+    let phone = "+15550001234";
+    h.add_destination(&gus_token, json!({"channel": "sms", "address": phone}))
+        .await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/topics",
+            Some(&gus_token),
+            Some(json!({"name": "gusalerts"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    // an escalation whose second step is an hour after the first: a timer is pending
+    h.set_policy(
+        &gus_token,
+        json!({"steps": [{"channels": ["webhook"], "wait_secs": 3600}, {"channels": ["webhook"]}]}),
+    )
+    .await?;
+    let id = h.publish(&gus_token, json!({"title": "Disk full"})).await?;
+    h.wait_for_title(&gus_token, "Disk full").await?;
+    wait_for(Duration::from_secs(20), "the first step sent", || async {
+        (!hooks.requests("/gus").is_empty()).then_some(())
+    })
+    .await?;
+
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let user = tocsin_model::UserId::parse(&gus)?;
+    let silo = bus.silo_of(&user);
+    let (avatars, addresses, timers, topics) = (
+        bus.kv("avatars").await?,
+        bus.kv("addresses").await?,
+        bus.kv("timers").await?,
+        bus.kv("topics").await?,
+    );
+    let phone_key = AddressEntry::key(Channel::Sms, phone);
+    let timer_key = format!("s{silo}.{gus}");
+    let topic_key = TopicRecord::key("gusalerts");
+    wait_for(
+        Duration::from_secs(20),
+        "the escalation's timer",
+        || async { timers.get(&timer_key).await.ok().flatten().map(|_| ()) },
+    )
+    .await?;
+    assert!(avatars.get(&gus).await?.is_some());
+    assert!(addresses.get(&phone_key).await?.is_some());
+    assert!(topics.get(&topic_key).await?.is_some());
+    let db = h.data.path().join(format!("history/silo-{silo}.db"));
+    let stored = |id: String| {
+        let db = db.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                tocsin_history::store::Store::open(&db)
+                    .and_then(|s| s.contains(&id))
+                    .unwrap_or(true)
+            })
+            .await
+            .unwrap_or(true)
+        }
+    };
+    assert!(stored(id.clone()).await, "in history before");
+
+    let (status, v) = h.call(Method::GET, "/v1/users", Some(ADMIN), None).await?;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(2), "{v}");
+    let path = format!("/v1/users/{gus}");
+    let (status, v) = h
+        .call(Method::DELETE, &path, Some(&gus_token), None)
+        .await?;
+    assert_eq!(status, 401, "a user is not the operator: {v}");
+    let (status, v) = h.call(Method::DELETE, &path, Some(ADMIN), None).await?;
+    assert_eq!(status, 204, "{v}");
+
+    // gone at once from the bus's buckets, and from history once it has read the order
+    assert_eq!(avatars.get(&gus).await?, None, "the record");
+    assert_eq!(addresses.get(&phone_key).await?, None, "the address index");
+    assert_eq!(timers.get(&timer_key).await?, None, "the escalation timer");
+    assert_eq!(topics.get(&topic_key).await?, None, "the topic");
+    wait_for(Duration::from_secs(20), "history to forget", || async {
+        (!stored(id.clone()).await).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        h.call(Method::GET, "/v1/me", Some(&gus_token), None)
+            .await?
+            .0,
+        401
+    );
+    let (_, v) = h.call(Method::GET, "/v1/users", Some(ADMIN), None).await?;
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        h.call(Method::DELETE, &path, Some(ADMIN), None).await?.0,
+        404
+    );
+
+    // the shared feed still serves Kim; nothing reaches Gus's webhook again
+    h.feeds.set(
+        "shared.rdf",
+        rdf(&[("2", "New bike", "just in"), ("1", "Old bike", "listed")]),
+        "application/rdf+xml",
+    );
+    h.wait_for_title(&kim_token, "New bike").await?;
+    assert_eq!(
+        hooks.requests("/gus").len(),
+        1,
+        "only the first step, before"
+    );
+
+    // a user deletes their own account, confirming with their id
+    let (status, v) = h
+        .call(
+            Method::DELETE,
+            "/v1/me",
+            Some(&kim_token),
+            Some(json!({"confirm": "yes"})),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), v["error"]["field"].as_str()),
+        (400, Some("confirm")),
+        "{v}"
+    );
+    let kim = h
+        .call(Method::GET, "/v1/me", Some(&kim_token), None)
+        .await?
+        .1["user_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (status, v) = h
+        .call(
+            Method::DELETE,
+            "/v1/me",
+            Some(&kim_token),
+            Some(json!({"confirm": kim})),
+        )
+        .await?;
+    assert_eq!(status, 204, "{v}");
+    assert_eq!(
+        h.call(Method::GET, "/v1/me", Some(&kim_token), None)
+            .await?
+            .0,
+        401
+    );
+    bus.drain().await;
     h.shutdown().await;
     Ok(())
 }

@@ -919,6 +919,23 @@ async fn the_operator_sees_users_silos_and_replays_a_dead_letter() -> anyhow::Re
         .await?;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["name"], "Nina");
+    // and deleting her, after a confirmation, ends her token at once
+    let nina = me["user_id"].as_str().unwrap_or_default();
+    b.goto(&format!("{}/app/admin", h.api_url)).await?;
+    b.click(
+        &b.find(&format!("form[data-api=\"/v1/users/{nina}\"] button"))
+            .await?,
+    )
+    .await?;
+    b.accept_dialog().await?;
+    wait_for(Duration::from_secs(10), "Nina deleted", || async {
+        let (status, _) = h
+            .call(Method::GET, "/v1/me", Some(&new_token), None)
+            .await
+            .ok()?;
+        (status == 401).then_some(())
+    })
+    .await?;
     b.close().await;
     h.shutdown().await;
     Ok(())

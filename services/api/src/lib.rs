@@ -165,8 +165,12 @@ pub async fn serve(
 fn router(state: Arc<AppState>, ops: Option<Readiness>) -> Router {
     let max = state.cfg.max_body_bytes;
     let app = Router::new()
-        .route("/v1/users", post(create_user))
-        .route("/v1/me", get(me))
+        .route(
+            "/v1/users",
+            post(create_user).get(routes::users::list_users),
+        )
+        .route("/v1/users/{id}", delete(routes::users::delete_user))
+        .route("/v1/me", get(me).delete(routes::users::delete_me))
         .route("/v1/me/token", post(routes::credentials::new_api_token))
         .route("/v1/me/feed", post(routes::credentials::new_feed_secret))
         .route(

@@ -61,6 +61,21 @@ CREATE TABLE IF NOT EXISTS timeline (
 CREATE VIRTUAL TABLE IF NOT EXISTS notifications_fts USING fts5 (title, body);
 ";
 
+/// Delete every notification of `user`, with its timeline and search entries (a deleted
+/// user's history; by the `notifications_by_user` index).
+fn forget(tx: &rusqlite::Transaction<'_>, user: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM notifications_fts WHERE rowid IN (SELECT seq FROM notifications WHERE user = ?1)",
+        params![user],
+    )?;
+    tx.execute(
+        "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM notifications WHERE user = ?1)",
+        params![user],
+    )?;
+    tx.execute("DELETE FROM notifications WHERE user = ?1", params![user])?;
+    Ok(())
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let p = path.display().to_string();
@@ -157,6 +172,11 @@ impl Store {
                         entry,
                         ..
                     } => (notification_id.as_str(), entry),
+                    HistoryRecord::Forget { .. } => {
+                        forget(&tx, user).map_err(err)?;
+                        fresh.retain(|n| n.user.as_str() != user);
+                        continue;
+                    }
                 };
                 tl.execute(params![
                     nid,
@@ -567,5 +587,52 @@ mod tests {
             })
             .unwrap();
         assert_eq!(others.items.len(), 5);
+    }
+
+    #[test]
+    fn a_deleted_user_is_forgotten_whole_and_no_one_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("h.db")).unwrap();
+        let u1 = UserId::parse("u1").unwrap();
+        let mut recs: Vec<_> = (0..5)
+            .map(|i| n(&format!("a{i}"), "u1", i, "bike"))
+            .collect();
+        recs.push(n("b0", "u2", 0, "bike"));
+        recs.push(HistoryRecord::Timeline {
+            user: u1.clone(),
+            notification_id: NotificationId("a0".into()),
+            entry: TimelineEntry {
+                at_ms: 9,
+                kind: "acked".into(),
+                channel: None,
+                detail: String::new(),
+            },
+        });
+        s.apply(&recs).unwrap();
+        // a notification in the same batch before the order goes too, and is not fresh
+        let fresh = s
+            .apply(&[n("a9", "u1", 9, "bike"), HistoryRecord::Forget { user: u1 }])
+            .unwrap();
+        assert!(fresh.is_empty(), "{fresh:?}");
+        let count = |sql: &str| -> i64 { s.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM notifications WHERE user = 'u1'"),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM timeline WHERE notification_id LIKE 'a%'"),
+            0
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM notifications_fts"),
+            1,
+            "u2's only"
+        );
+        let q2 = HistoryQuery {
+            limit: 500,
+            q: Some("bike".into()),
+            ..q("u2")
+        };
+        assert_eq!(s.query(&q2).unwrap().items.len(), 1);
     }
 }

@@ -273,6 +273,24 @@ impl Avatar {
         // the timer is written before the record, so a crash between the two leaves an extra
         // wake-up (harmless: nothing is due) rather than an escalation nobody wakes
         let timer_key = timers::key(self.silo, &self.user);
+        if self.dirty && self.record.is_none() && self.revision != 0 {
+            // the user was deleted: everything their deletion caused is out (history's
+            // forget, unsubscriptions, index deletes), now their timer and record go, leaving
+            // no value behind (purge)
+            let ctx = self.ctx.clone();
+            for (bucket, key) in [
+                (&ctx.timers, timer_key.clone()),
+                (&ctx.kv, self.user.to_string()),
+            ] {
+                if let Err(e) = bucket.purge(key).await {
+                    warn!(error = %e, "cannot delete a deleted user's record or timer; will retry");
+                    self.fail(Duration::from_secs(1)).await;
+                    return;
+                }
+            }
+            self.revision = 0;
+            self.dirty = false;
+        }
         let mut clear_timer = false;
         if let Some(rec) = &mut self.record {
             let due = rec.reach.earliest_due();

@@ -27,6 +27,7 @@ pub fn outputs(
                 entry,
                 ..
             } => msg_id::timeline(notification_id, &entry.kind, entry.channel, entry.at_ms),
+            HistoryRecord::Forget { user } => msg_id::forget(user),
         };
         out.push(
             Outgoing::record(

@@ -244,6 +244,10 @@ pub(crate) enum UserCmd {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// List the first 1,000 users.
+    List,
+    /// Delete a user and everything of theirs (sources, destinations, history, timers), at once.
+    Delete { user_id: String },
 }
 
 #[derive(Subcommand)]

@@ -87,21 +87,25 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                 }
             }
         }
-        Cmd::User {
-            cmd: UserCmd::Add { name },
-            api,
-        } => {
+        Cmd::User { cmd, api } => {
             let c = ApiClient::new(&api.api)?;
             let admin = admin_token(&api)?;
-            let v = c
-                .call(
+            let (method, path, body) = match &cmd {
+                UserCmd::Add { name } => (
                     Method::POST,
-                    "/v1/users",
-                    Some(&admin),
-                    Some(&json!({ "name": name })),
-                )
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+                    "/v1/users".to_owned(),
+                    Some(json!({ "name": name })),
+                ),
+                UserCmd::List => (Method::GET, "/v1/users".to_owned(), None),
+                UserCmd::Delete { user_id } => {
+                    (Method::DELETE, format!("/v1/users/{user_id}"), None)
+                }
+            };
+            let v = c.call(method, &path, Some(&admin), body.as_ref()).await?;
+            match cmd {
+                UserCmd::Delete { user_id } => println!("deleted {user_id}"),
+                _ => println!("{}", serde_json::to_string_pretty(&v)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Feed { cmd, api } => feed(cmd, api).await,

@@ -29,6 +29,11 @@ pub fn command_answer(destination: &str, at_ms: Millis) -> String {
     format!("reply:{destination}:{at_ms}")
 }
 
+/// History's order to forget a deleted user.
+pub fn forget(user: &UserId) -> String {
+    format!("forget:{user}")
+}
+
 /// An entry of a notification's timeline in history.
 pub fn timeline(
     notification: &NotificationId,

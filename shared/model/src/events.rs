@@ -71,10 +71,13 @@ pub enum EventKind {
     /// A browser signed in to the web app or signed out (`detail` says which, and the
     /// browser; never the session's secret).
     SessionChanged,
+    /// The user and everything of theirs were deleted: the archive's earlier events of this
+    /// user can be filtered out by it.
+    UserDeleted,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Ingested,
         EventKind::Matched,
         EventKind::FilteredOut,
@@ -95,6 +98,7 @@ impl EventKind {
         EventKind::HeartbeatMissed,
         EventKind::Grouped,
         EventKind::SessionChanged,
+        EventKind::UserDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +123,7 @@ impl EventKind {
             EventKind::HeartbeatMissed => "heartbeat_missed",
             EventKind::Grouped => "grouped",
             EventKind::SessionChanged => "session_changed",
+            EventKind::UserDeleted => "user_deleted",
         }
     }
 

@@ -290,6 +290,10 @@ pub enum Command {
     SetInboundAddress {
         inbound_token_hash: String,
     },
+    /// Delete the user and everything of theirs: the record, their sources (shared feeds
+    /// unsubscribed, IMAP watches stopped), their addresses in the index, their history in the
+    /// silo, their pending timers. A `user_deleted` event says so.
+    DeleteUser {},
     /// Credentials replaced, each at once: a new API token's hash, a new private feed secret's
     /// hash; with `end_sessions`, every web session ends but `keep_session` (the caller's own,
     /// by its id's hash).
@@ -518,13 +522,15 @@ pub enum HistoryRecord {
         notification_id: NotificationId,
         entry: TimelineEntry,
     },
+    /// The user was deleted: every notification and timeline entry of theirs goes.
+    Forget { user: UserId },
 }
 
 impl HistoryRecord {
     pub fn user(&self) -> &UserId {
         match self {
             HistoryRecord::Notification { notification, .. } => &notification.user,
-            HistoryRecord::Timeline { user, .. } => user,
+            HistoryRecord::Timeline { user, .. } | HistoryRecord::Forget { user } => user,
         }
     }
 }

@@ -1,17 +1,14 @@
 //! The admin screen, for the operator signed in with the admin token: users (and a form that
 //! creates one), which instance serves which silo, and the dead letters with replay.
 
-use crate::auth::load_user;
 use crate::web::layout;
 use crate::web::render;
 use crate::{AppState, St};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
-use futures::StreamExt;
 use maud::{Markup, html};
 use tocsin_bus::LeaseValue;
-use tocsin_model::UserId;
 
 /// The users the screen lists (the first, by key order of the bucket).
 const USERS_SHOWN: usize = 100;
@@ -72,33 +69,17 @@ pub(crate) async fn page(State(state): St, headers: HeaderMap) -> Response {
 }
 
 async fn users(state: &AppState) -> Markup {
-    let mut ids = Vec::new();
-    match state.avatars.keys().await {
-        Ok(keys) => {
-            let mut keys = keys.take(USERS_SHOWN);
-            while let Some(k) = keys.next().await {
-                if let Ok(k) = k
-                    && let Ok(id) = UserId::parse(&k)
-                {
-                    ids.push(id);
-                }
-            }
-        }
-        Err(e) => return html! { p.error { "Cannot list the users: " (e) } },
-    }
-    let mut rows = Vec::new();
-    for id in ids {
-        if let Ok(Some(u)) = load_user(state, &id).await {
-            rows.push(u);
-        }
-    }
+    let rows = match crate::routes::users::first_users(state, USERS_SHOWN).await {
+        Ok(rows) => rows,
+        Err(e) => return html! { p.error { (e.message) } },
+    };
     html! {
         @if rows.is_empty() {
             p.empty { "No users yet." }
         } @else {
             div.scroll {
                 table {
-                    thead { tr { th scope="col" { "User" } th scope="col" { "Name" } th scope="col" { "Sources" } th scope="col" { "Destinations" } th scope="col" { "Escalating" } th scope="col" { "Silo" } } }
+                    thead { tr { th scope="col" { "User" } th scope="col" { "Name" } th scope="col" { "Sources" } th scope="col" { "Destinations" } th scope="col" { "Escalating" } th scope="col" { "Silo" } th scope="col" { span.sr { "Delete" } } } }
                     tbody {
                         @for u in &rows {
                             tr {
@@ -108,6 +89,13 @@ async fn users(state: &AppState) -> Markup {
                                 td { (u.destinations.len()) }
                                 td { (u.reach.escalations.len()) }
                                 td { (state.bus.silo_of(&u.id)) }
+                                td {
+                                    form.inline data-api={ "/v1/users/" (u.id) } data-method="DELETE" data-then="reload"
+                                        data-confirm={ "Delete " (u.id) " (" (u.name) ") with their sources, destinations and history? This cannot be undone." } {
+                                        button type="submit" { "Delete " span.sr { (u.id) } }
+                                        (layout::form_status())
+                                    }
+                                }
                             }
                         }
                     }

@@ -3,8 +3,8 @@
 
 use crate::decide::{Effects, Limits, Refusal};
 use tocsin_model::{
-    AddressEntry, Command, Event, EventKind, FeedSubscription, Millis, Source, SourceSpec,
-    SubscriptionOp, UserId, UserRecord,
+    AddressEntry, Command, Event, EventKind, FeedSubscription, HistoryRecord, Millis, Source,
+    SourceSpec, SubscriptionOp, UserId, UserRecord,
 };
 
 /// The furthest ahead a source may be muted.
@@ -71,6 +71,13 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             Some(destination.id.as_str()),
             Some(destination.channel),
             format!("destination {} set", destination.id),
+        ),
+        Command::DeleteUser {} => (
+            EventKind::UserDeleted,
+            None,
+            None,
+            None,
+            "user deleted, with their sources, destinations, history and timers".to_owned(),
         ),
         Command::RemoveDestination { destination_id } => (
             EventKind::DestinationChanged,
@@ -210,6 +217,22 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
     e
 }
 
+/// Stop what watches `source` for `user`: its feed subscription, its IMAP watch.
+fn unsubscribe(user: &UserId, source: &Source, fx: &mut Effects) {
+    fx.subscriptions
+        .extend(subscription(user, source, SubscriptionOp::Remove));
+    if matches!(source.spec, SourceSpec::Imap { .. }) {
+        fx.imap.push(tocsin_model::ImapSubscription {
+            op: SubscriptionOp::Remove,
+            user: user.clone(),
+            source_id: source.id.clone(),
+            label: source.label.clone(),
+            filter: source.filter.clone(),
+            spec: None,
+        });
+    }
+}
+
 pub(crate) fn command_effects(
     user: &UserId,
     record: &mut Option<UserRecord>,
@@ -328,18 +351,27 @@ pub(crate) fn command_effects(
             r.reach.groups.remove(&source_id);
             let fired = crate::decide::heartbeats::removed(r, &source_id, now);
             fx.take(user, fired);
-            fx.subscriptions
-                .extend(subscription(user, &source, SubscriptionOp::Remove));
-            if matches!(source.spec, SourceSpec::Imap { .. }) {
-                fx.imap.push(tocsin_model::ImapSubscription {
-                    op: SubscriptionOp::Remove,
-                    user: user.clone(),
-                    source_id: source.id.clone(),
-                    label: source.label.clone(),
-                    filter: source.filter.clone(),
-                    spec: None,
-                });
+            unsubscribe(user, &source, fx);
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::DeleteUser {} => {
+            let r = existing(user, record)?;
+            for source in &r.sources {
+                unsubscribe(user, source, fx);
             }
+            for d in r
+                .destinations
+                .iter()
+                .filter(|d| AddressEntry::indexed(d.channel))
+            {
+                fx.index
+                    .push((AddressEntry::key(d.channel, &d.address), None));
+            }
+            fx.history
+                .push(HistoryRecord::Forget { user: user.clone() });
+            // what the user had pending (escalations, groups, digests) goes with the record
+            *record = None;
             fx.dirty = true;
             Ok(())
         }

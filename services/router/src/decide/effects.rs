@@ -20,7 +20,8 @@ pub struct Effects {
     /// Events for the archive; `lib.rs` fills in the user and silo and publishes them with the
     /// other outputs.
     pub events: Vec<Event>,
-    /// The record changed and must be saved before the message is acked.
+    /// The record changed and must be saved before the message is acked (or, when the
+    /// record is gone, deleted with the user's timer).
     pub dirty: bool,
     /// What it came to (a bounded label for metrics and logs).
     pub outcome: Outcome,
