@@ -368,3 +368,33 @@ async fn a_deleted_user_leaves_nothing_behind_and_others_keep_their_shared_feed(
     h.shutdown().await;
     Ok(())
 }
+
+/// SMS costs the operator: a number is taken only in a country the operator allows
+/// (`api.sms_allowed_prefixes`, `+1` in these tests) and never in a premium-rate range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_goes_only_to_allowed_countries_and_never_to_premium_ranges() -> anyhow::Result<()> {
+    let h = Harness::start("e2esmsprefix").await?;
+    let (_, token, _) = h.create_user("Pia").await?;
+    for (number, says) in [
+        ("+447700900123", "only to numbers starting +1"),
+        ("+19005550123", "premium-rate"),
+        ("+8816123456789", "premium-rate"),
+    ] {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                "/v1/destinations",
+                Some(&token),
+                Some(json!({"channel": "sms", "address": number})),
+            )
+            .await?;
+        assert_eq!(status, 400, "{number}: {v}");
+        assert_eq!(v["error"]["field"], "address");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{number}: {message}");
+    }
+    h.add_destination(&token, json!({"channel": "sms", "address": "+15551234567"}))
+        .await?;
+    h.shutdown().await;
+    Ok(())
+}

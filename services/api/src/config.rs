@@ -53,6 +53,12 @@ pub struct ApiConfig {
     pub idle_timeout_secs: u64,
     /// How long a browser stays signed in to the web app (days).
     pub session_days: u64,
+    /// The number prefixes users may add SMS destinations for (`["+1", "+44"]`); empty: none
+    /// (every message is paid by the operator, so countries are opted into).
+    pub sms_allowed_prefixes: Vec<String>,
+    /// Prefixes never texted, besides the built-in premium-rate and satellite ranges
+    /// (`crate::sms_numbers::PREMIUM`).
+    pub sms_blocked_prefixes: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +83,8 @@ impl Default for ApiConfig {
             header_timeout_secs: 30,
             idle_timeout_secs: 60,
             session_days: 30,
+            sms_allowed_prefixes: Vec::new(),
+            sms_blocked_prefixes: Vec::new(),
         }
     }
 }
@@ -121,6 +129,12 @@ impl ApiConfig {
         }
         if self.max_body_bytes < 1024 {
             p.push("api.max_body_bytes: must be at least 1024".into());
+        }
+        for (field, list) in [
+            ("sms_allowed_prefixes", &self.sms_allowed_prefixes),
+            ("sms_blocked_prefixes", &self.sms_blocked_prefixes),
+        ] {
+            p.extend(crate::sms_numbers::problems(field, list));
         }
         p
     }

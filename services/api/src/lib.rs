@@ -16,6 +16,7 @@ pub mod listener;
 mod openapi;
 mod routes;
 mod session;
+mod sms_numbers;
 mod telemetry;
 mod web;
 

@@ -166,7 +166,8 @@ pub(crate) async fn owner(
 }
 
 /// Refuse an address that leads back into tocsin (its own sending address, an inbound
-/// address, its own API), and an IM address or phone number another user has registered.
+/// address, its own API), a phone number the operator does not text, and an IM address or
+/// phone number another user has registered.
 async fn check_address_usable(
     state: &AppState,
     user: &UserId,
@@ -185,6 +186,14 @@ async fn check_address_usable(
     };
     if let Some(why) = tocsin_model::own::loops_back(channel, address, &own) {
         return Err(ApiError::bad_request(why, Some("address".into())));
+    }
+    if channel == Channel::Sms {
+        crate::sms_numbers::allowed(
+            address,
+            &state.cfg.sms_allowed_prefixes,
+            &state.cfg.sms_blocked_prefixes,
+        )
+        .map_err(|why| ApiError::bad_request(why, Some("address".into())))?;
     }
     if !AddressEntry::indexed(channel) {
         return Ok(());
