@@ -337,6 +337,7 @@ async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration
                 label: String::new(),
                 push_format: None,
                 throttle: None,
+                verification: None,
                 created_at_ms: now_ms(),
             },
         }

@@ -373,6 +373,7 @@ fn webhook(id: &str) -> Destination {
         label: String::new(),
         push_format: None,
         throttle: None,
+        verification: None,
         created_at_ms: now_ms(),
     }
 }

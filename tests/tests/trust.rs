@@ -398,3 +398,151 @@ async fn sms_goes_only_to_allowed_countries_and_never_to_premium_ranges() -> any
     h.shutdown().await;
     Ok(())
 }
+
+/// Verified destinations (issue 20, item 3): a new SMS number gets a code and nothing else
+/// until the code comes back; wrong codes use up tries; a new code is sent at most once a
+/// minute; once confirmed it gets the user's notifications. Against a Twilio stand-in (Twilio
+/// is on the internet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sms_number_gets_only_its_code_until_the_code_comes_back() -> anyhow::Result<()> {
+    use tocsin_testkit::wait_for;
+    use tocsin_tests::{Recorder, twilio_path, use_twilio};
+    let twilio = Recorder::start().await?;
+    let hooks = Recorder::start().await?;
+    let h = Harness::start_with("e2everify", |s| {
+        s.api.verify_destinations = true;
+        s.delivery.channels = vec![tocsin_model::Channel::Sms, tocsin_model::Channel::Webhook];
+        use_twilio(&mut s.delivery, &twilio);
+    })
+    .await?;
+    let (_, token, _) = h.create_user("Vera").await?;
+    h.set_policy(&token, json!({"steps": [{"channels": ["sms", "webhook"]}]}))
+        .await?;
+    let texts = || -> Vec<String> {
+        twilio
+            .requests(&twilio_path())
+            .iter()
+            .filter_map(|r| r.form("Body"))
+            .collect()
+    };
+    // a webhook needs no code: it is the user's own URL, behind the address guard
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "webhook", "address": hooks.url("/vera")})),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), v["destination"]["verified"].as_bool()),
+        (201, Some(true)),
+        "{v}"
+    );
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "sms", "address": "+15550004321"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["destination"]["verified"], false, "{v}");
+    assert!(
+        v["verification"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a code was sent"),
+        "{v}"
+    );
+    let phone = v["destination"]["id"].as_str().unwrap().to_owned();
+    let first = wait_for(Duration::from_secs(20), "the code by SMS", || async {
+        texts().into_iter().find(|t| t.contains("Your tocsin code"))
+    })
+    .await?;
+    let code =
+        |text: &str| -> String { text.chars().filter(char::is_ascii_digit).take(6).collect() };
+    let first_code = code(&first);
+    assert_eq!(first_code.len(), 6, "{first}");
+
+    // unconfirmed: a notification reaches the webhook, not the number; no test message either
+    h.publish(&token, json!({"title": "Disk full"})).await?;
+    wait_for(Duration::from_secs(20), "the webhook", || async {
+        (!hooks.requests("/vera").is_empty()).then_some(())
+    })
+    .await?;
+    let test_path = format!("/v1/destinations/{phone}/test");
+    assert_eq!(
+        h.call(Method::POST, &test_path, Some(&token), None)
+            .await?
+            .0,
+        409
+    );
+    let verify = format!("/v1/destinations/{phone}/verify");
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &verify,
+            Some(&token),
+            Some(json!({"code": "000000"})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("4 tries left"),
+        "{v}"
+    );
+    // a new code at once is refused (a minute between codes), and the old one still works
+    let (status, v) = h
+        .call(Method::POST, &verify, Some(&token), Some(json!({})))
+        .await?;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("wait"),
+        "{v}"
+    );
+    assert!(
+        !texts().iter().any(|t| t.contains("Disk full")),
+        "nothing but the code reached the number: {:?}",
+        texts()
+    );
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &verify,
+            Some(&token),
+            Some(json!({"code": first_code})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let (_, list) = h
+        .call(Method::GET, "/v1/destinations", Some(&token), None)
+        .await?;
+    let confirmed = list["destinations"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["id"] == phone.as_str()))
+        .map(|d| d["verified"].clone());
+    assert_eq!(confirmed, Some(json!(true)), "{list}");
+
+    // confirmed: the next notification reaches it
+    h.publish(&token, json!({"title": "Disk still full"}))
+        .await?;
+    wait_for(Duration::from_secs(20), "the SMS", || async {
+        texts().into_iter().find(|t| t.contains("Disk still full"))
+    })
+    .await?;
+    assert!(
+        !texts().iter().any(|t| t.contains("Disk full -")),
+        "{:?}",
+        texts()
+    );
+    h.shutdown().await;
+    Ok(())
+}

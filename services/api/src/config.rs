@@ -56,6 +56,9 @@ pub struct ApiConfig {
     /// The number prefixes users may add SMS destinations for (`["+1", "+44"]`); empty: none
     /// (every message is paid by the operator, so countries are opted into).
     pub sms_allowed_prefixes: Vec<String>,
+    /// New SMS, e-mail and XMPP destinations get notifications only once their owner gives
+    /// back the code sent to them. Off only where every user is trusted with every address.
+    pub verify_destinations: bool,
     /// Prefixes never texted, besides the built-in premium-rate and satellite ranges
     /// (`crate::sms_numbers::PREMIUM`).
     pub sms_blocked_prefixes: Vec<String>,
@@ -83,6 +86,7 @@ impl Default for ApiConfig {
             header_timeout_secs: 30,
             idle_timeout_secs: 60,
             session_days: 30,
+            verify_destinations: true,
             sms_allowed_prefixes: Vec::new(),
             sms_blocked_prefixes: Vec::new(),
         }

@@ -204,6 +204,10 @@ fn router(state: Arc<AppState>, ops: Option<Readiness>) -> Router {
             "/v1/destinations/{id}/test",
             post(routes::destinations::test_destination),
         )
+        .route(
+            "/v1/destinations/{id}/verify",
+            post(routes::destinations::verify_destination),
+        )
         .route("/v1/inbound", get(get_inbound).put(put_inbound))
         .route("/v1/inbound/rules", get(get_mail_rules).put(put_mail_rules))
         .route("/v1/inbound/address", post(routes::inbound::new_address))

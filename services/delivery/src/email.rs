@@ -263,6 +263,7 @@ mod tests {
                 label: String::new(),
                 push_format: None,
                 throttle: None,
+                verification: None,
                 created_at_ms: 0,
             },
             kind: JobKind::Notification,

@@ -411,6 +411,12 @@ pub(crate) enum DestCmd {
     Rm {
         id: String,
     },
+    /// Confirm an SMS, e-mail or XMPP destination with the code sent to it; without a code,
+    /// send a new one.
+    Verify {
+        id: String,
+        code: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

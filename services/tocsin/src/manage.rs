@@ -153,6 +153,19 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                     }
                 }
                 DestCmd::Rm { id } => remove(&c, &token, "/v1/destinations", &id).await?,
+                DestCmd::Verify { id, code } => {
+                    let path = format!("/v1/destinations/{id}/verify");
+                    let body = match &code {
+                        Some(code) => json!({ "code": code }),
+                        None => json!({}),
+                    };
+                    c.call(Method::POST, &path, Some(&token), Some(&body))
+                        .await?;
+                    match code {
+                        Some(_) => println!("destination {id} confirmed"),
+                        None => println!("a new code was sent to destination {id}"),
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -416,6 +429,11 @@ async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> 
         v["destination"]["address"].as_str().unwrap_or("?"),
         v["destination"]["id"].as_str().unwrap_or("?")
     );
+    if let Some(hint) = v["verification"].as_str() {
+        let id = v["destination"]["id"].as_str().unwrap_or("?");
+        println!("{hint}");
+        println!("(or: tocsin dest verify {id} CODE)");
+    }
     if body["channel"] == "xmpp" {
         println!("accept the presence subscription request from tocsin in your XMPP client");
     }

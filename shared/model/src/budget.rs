@@ -252,6 +252,12 @@ mod tests {
                     per_hour: crate::Throttle::MAX_PER_HOUR,
                     urgent_bypass: false,
                 }),
+                verification: Some(Box::new(crate::Verification {
+                    code_hash: "h".repeat(64),
+                    sent_at_ms: crate::Millis::MAX,
+                    expires_at_ms: crate::Millis::MAX,
+                    attempts: u32::MAX,
+                })),
                 created_at_ms: 0,
             });
             r.reach.presence.insert(

@@ -349,14 +349,16 @@ impl Step {
         }
     }
 
-    /// The destinations this step names, in the user's order.
+    /// The destinations this step names, in the user's order; never one still waiting for
+    /// its owner to confirm it.
     pub fn targets<'a>(&self, destinations: &'a [Destination]) -> Vec<&'a Destination> {
         destinations
             .iter()
             .filter(|d| {
-                (self.destinations.is_empty() && self.channels.is_empty())
-                    || self.destinations.contains(&d.id)
-                    || self.channels.contains(&d.channel)
+                d.verified()
+                    && ((self.destinations.is_empty() && self.channels.is_empty())
+                        || self.destinations.contains(&d.id)
+                        || self.channels.contains(&d.channel))
             })
             .collect()
     }
@@ -403,6 +405,7 @@ mod tests {
             label: String::new(),
             push_format: None,
             throttle: None,
+            verification: None,
             created_at_ms: 0,
         }
     }

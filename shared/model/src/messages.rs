@@ -248,6 +248,18 @@ pub enum Command {
     RemoveDestination {
         destination_id: String,
     },
+    /// Send a new confirmation code to an unconfirmed destination (at most once a minute);
+    /// the earlier code stops working.
+    SendVerificationCode {
+        destination_id: String,
+        code: String,
+    },
+    /// The owner gives back the code sent to the destination (by its hash): right, and the
+    /// destination is confirmed; wrong, and one of its tries is used.
+    VerifyDestination {
+        destination_id: String,
+        code_hash: String,
+    },
     /// Who may send to the user's inbound address (empty: anyone).
     SetAllowedSenders {
         senders: Vec<String>,

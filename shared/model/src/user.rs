@@ -275,7 +275,45 @@ pub struct Destination {
     /// At most so many notifications an hour; the rest of the hour go out as one digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<crate::Throttle>,
+    /// Set while the destination waits for its owner to confirm the code sent to it: it gets
+    /// nothing else until then. None: confirmed (or a channel that needs no confirming).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Box<Verification>>,
     pub created_at_ms: Millis,
+}
+
+/// The code sent to a new SMS, e-mail or XMPP destination, which its owner gives back to
+/// prove the address is theirs (only its hash is kept).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Verification {
+    pub code_hash: String,
+    pub sent_at_ms: Millis,
+    pub expires_at_ms: Millis,
+    /// Wrong codes given for this one.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl Verification {
+    /// How long a code works.
+    pub const LIFETIME_MS: Millis = 30 * 60_000;
+    /// Wrong tries before the code stops working (a new one must be sent).
+    pub const MAX_ATTEMPTS: u32 = 5;
+    /// A new code is sent at most this often.
+    pub const RESEND_MS: Millis = 60_000;
+
+    /// Whether a destination on `channel` must be confirmed: an address tocsin sends to at the
+    /// operator's cost or in the operator's name, which anyone could type.
+    pub fn needed(channel: Channel) -> bool {
+        matches!(channel, Channel::Sms | Channel::Email | Channel::Xmpp)
+    }
+}
+
+impl Destination {
+    /// Whether it may get notifications (confirmed, or needing no confirmation).
+    pub fn verified(&self) -> bool {
+        self.verification.is_none()
+    }
 }
 
 /// An entry of the address index: who owns an IM address or phone number, so that presence

@@ -238,6 +238,7 @@ mod tests {
             label: String::new(),
             push_format: Some(crate::PushFormat::WebPush),
             throttle: None,
+            verification: None,
             created_at_ms: 0,
         };
         let good = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4.BTBZMqHH6r4Tts7J_aSIgg";
@@ -315,6 +316,7 @@ mod tests {
             label: String::new(),
             push_format: None,
             throttle: None,
+            verification: None,
             created_at_ms: 0,
         };
         assert!(validate_destination(d(Channel::Sms, "+1 555 000 1111")).is_ok());

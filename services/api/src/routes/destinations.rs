@@ -8,9 +8,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use tocsin_model::{AddressEntry, Channel, Command, Destination, UserId, now_ms};
+use tocsin_model::{AddressEntry, Channel, Command, Destination, UserId, Verification, now_ms};
 
 /// A destination as the API shows it: the secret is never returned.
 pub(crate) fn destination_view(d: &Destination) -> serde_json::Value {
@@ -22,6 +23,7 @@ pub(crate) fn destination_view(d: &Destination) -> serde_json::Value {
         "signed": d.secret.is_some(),
         "push_format": d.push_format,
         "throttle": d.throttle,
+        "verified": d.verified(),
         "created_at_ms": d.created_at_ms,
     })
 }
@@ -77,16 +79,98 @@ pub(crate) async fn add_destination(
         label: req.label.trim().to_owned(),
         push_format: req.push_format,
         throttle: req.throttle,
+        // unconfirmed until the code sent below comes back
+        verification: (state.cfg.verify_destinations && Verification::needed(req.channel)).then(
+            || {
+                Box::new(Verification {
+                    code_hash: String::new(),
+                    sent_at_ms: 0,
+                    expires_at_ms: 0,
+                    attempts: 0,
+                })
+            },
+        ),
         created_at_ms: now_ms(),
     })
     .map_err(|e| ApiError::bad_request(e.to_string(), Some(e.field)))?;
     check_address_usable(&state, &u.id, destination.channel, &destination.address).await?;
     let view = destination_view(&destination);
+    let (id, unconfirmed) = (destination.id.clone(), !destination.verified());
     let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
     if !reply.ok {
         return Err(refusal(reply));
     }
-    Ok((StatusCode::CREATED, Json(json!({ "destination": view }))).into_response())
+    let mut body = json!({ "destination": view });
+    if unconfirmed {
+        body["verification"] = json!(match send_code(&state, &u.id, &id).await {
+            Ok(()) => format!(
+                "a code was sent to it: give it back with POST /v1/destinations/{id}/verify {{\"code\": \"…\"}} within {} minutes; until then it gets nothing",
+                Verification::LIFETIME_MS / 60_000
+            ),
+            Err(e) => format!(
+                "no code could be sent yet ({}): ask for one with POST /v1/destinations/{id}/verify {{}}",
+                e.message
+            ),
+        });
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Send a new confirmation code to `user`'s destination `id` (the avatar sends it, at most
+/// once a minute).
+async fn send_code(state: &AppState, user: &UserId, id: &str) -> Result<(), ApiError> {
+    let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+    let send = Command::SendVerificationCode {
+        destination_id: id.to_owned(),
+        code,
+    };
+    let reply = command(state, user, send).await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Verify {
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `POST /v1/destinations/{id}/verify` `{code}`: confirm a destination with the code sent to
+/// it; `{}`: send a new code (at most once a minute; counted with previews and test messages,
+/// each being a message to an address the user typed).
+pub(crate) async fn verify_destination(
+    State(state): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: Verify = parse_body(&body)?;
+    let Some(d) = u.destinations.iter().find(|d| d.id == id) else {
+        return Err(ApiError::not_found(format!("no destination {id}")));
+    };
+    let Some(code) = req.code else {
+        if let Err(wait) = state.previews.take(&u.id) {
+            return Err(ApiError::too_many(format!(
+                "too many previews, test messages and codes; retry in {}s",
+                wait.as_secs().max(1)
+            )));
+        }
+        send_code(&state, &u.id, &id).await?;
+        return Ok(Json(json!({ "sent_to": d.address })));
+    };
+    let verify = Command::VerifyDestination {
+        destination_id: id.clone(),
+        code_hash: tocsin_model::hash_token(code.trim()),
+    };
+    let reply = command(&state, &u.id, verify).await?;
+    if !reply.ok {
+        return Err(refusal(reply));
+    }
+    Ok(Json(json!({ "destination": id, "verified": true })))
 }
 
 #[derive(Deserialize)]
@@ -219,6 +303,11 @@ pub(crate) async fn test_destination(
     let Some(destination) = u.destinations.iter().find(|d| d.id == id).cloned() else {
         return Err(ApiError::not_found(format!("no destination {id}")));
     };
+    if !destination.verified() {
+        return Err(ApiError::conflict(format!(
+            "destination {id} is not confirmed yet: give back the code sent to it (POST /v1/destinations/{id}/verify)"
+        )));
+    }
     if let Err(wait) = state.previews.take(&u.id) {
         return Err(ApiError::too_many(format!(
             "too many test messages and previews; retry in {}s",

@@ -28,6 +28,7 @@ pub(crate) async fn page(v: Viewer) -> Response {
                         }
                         p.health {
                             @match v.user.destination_status.get(&d.id) {
+                                _ if !d.verified() => { span.badge.bad { "Waiting for its code" } }
                                 Some(st) if !st.ok => {
                                     span.badge.bad { "Paused after failures" }
                                     @if let Some(e) = &st.error { p.error { "Last error: " (e) } }
@@ -35,10 +36,27 @@ pub(crate) async fn page(v: Viewer) -> Response {
                                 _ => { span.badge.ok { "In use" } }
                             }
                         }
-                        div.actions {
-                            form.inline data-api={ "/v1/destinations/" (d.id) "/test" } data-method="POST" data-say="detail" data-ok="delivered" {
-                                button type="submit" { "Send a test message " span.sr { "to " (name) } }
+                        @if !d.verified() {
+                            // a code was sent to it: nothing else is until it comes back
+                            form data-api={ "/v1/destinations/" (d.id) "/verify" } data-method="POST" data-then="reload" {
+                                label for={ "code-" (d.id) } { "The code sent to it" }
+                                input id={ "code-" (d.id) } name="code" inputmode="numeric" autocomplete="one-time-code" required;
+                                button type="submit" { "Confirm " span.sr { (name) } }
                                 (layout::form_status())
+                            }
+                        }
+                        div.actions {
+                            @if d.verified() {
+                                form.inline data-api={ "/v1/destinations/" (d.id) "/test" } data-method="POST" data-say="detail" data-ok="delivered" {
+                                    button type="submit" { "Send a test message " span.sr { "to " (name) } }
+                                    (layout::form_status())
+                                }
+                            } @else {
+                                form.inline data-api={ "/v1/destinations/" (d.id) "/verify" } data-method="POST" data-done="A new code was sent" {
+                                    input type="hidden" name="$" data-kind="json" value="{}";
+                                    button type="submit" { "Send a new code " span.sr { "to " (name) } }
+                                    (layout::form_status())
+                                }
                             }
                             form.inline data-api={ "/v1/destinations/" (d.id) } data-method="DELETE" data-confirm={ "Delete " (name) "?" } data-then="reload" {
                                 button.danger type="submit" { "Delete " span.sr { (name) } }

@@ -72,6 +72,20 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             Some(destination.channel),
             format!("destination {} set", destination.id),
         ),
+        Command::SendVerificationCode { destination_id, .. } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination_id.as_str()),
+            None,
+            format!("a confirmation code sent to destination {destination_id}"),
+        ),
+        Command::VerifyDestination { destination_id, .. } => (
+            EventKind::DestinationChanged,
+            None,
+            Some(destination_id.as_str()),
+            None,
+            format!("destination {destination_id} confirmed by its code"),
+        ),
         Command::DeleteUser {} => (
             EventKind::UserDeleted,
             None,
@@ -355,6 +369,20 @@ pub(crate) fn command_effects(
             fx.dirty = true;
             Ok(())
         }
+        Command::SendVerificationCode {
+            destination_id,
+            code,
+        } => {
+            let r = existing(user, record)?;
+            crate::decide::verify::send_code(r, &destination_id, &code, now, fx)
+        }
+        Command::VerifyDestination {
+            destination_id,
+            code_hash,
+        } => {
+            let r = existing(user, record)?;
+            crate::decide::verify::verify(r, &destination_id, &code_hash, now, fx)
+        }
         Command::DeleteUser {} => {
             let r = existing(user, record)?;
             for source in &r.sources {
@@ -377,9 +405,17 @@ pub(crate) fn command_effects(
         }
         Command::AddDestination { destination } => {
             let r = existing(user, record)?;
-            let destination =
+            let mut destination =
                 tocsin_model::validate_destination(destination).map_err(Refusal::from)?;
             let id = destination.id.clone();
+            // an edit of an unconfirmed destination keeps it unconfirmed: only its code
+            // confirms it
+            if let Some(old) = r.destinations.iter().find(|d| d.id == id)
+                && old.address_key() == destination.address_key()
+                && destination.verification.is_none()
+            {
+                destination.verification = old.verification.clone();
+            }
             if let Some(old) = r.destinations.iter().find(|d| d.id == id)
                 && AddressEntry::indexed(old.channel)
                 && old.address_key() != destination.address_key()

@@ -28,6 +28,7 @@ mod silences;
 pub(crate) mod tests;
 mod throttle;
 mod told;
+mod verify;
 
 pub use effects::{Effects, Outcome};
 

@@ -73,7 +73,7 @@ pub(crate) fn mail_link(
     let mail: Vec<_> = r
         .destinations
         .iter()
-        .filter(|d| d.channel == Channel::Email)
+        .filter(|d| d.channel == Channel::Email && d.verified())
         .cloned()
         .collect();
     if mail.is_empty() {

@@ -122,6 +122,7 @@ pub(crate) fn add_dest(id: &str, channel: Channel, address: &str) -> AvatarMessa
             label: String::new(),
             push_format: None,
             throttle: None,
+            verification: None,
             created_at_ms: 0,
         },
     })
@@ -591,6 +592,7 @@ fn destinations_get_jobs_and_outcomes_become_timeline_entries() {
                 label: String::new(),
                 push_format: None,
                 throttle: None,
+                verification: None,
                 created_at_ms: 1,
             },
         },
