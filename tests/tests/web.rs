@@ -1027,3 +1027,55 @@ async fn a_mailed_link_signs_in_once() -> anyhow::Result<()> {
     h.shutdown().await;
     Ok(())
 }
+
+/// A destination waiting for its code says so on the destinations screen, and the code typed
+/// there confirms it (an SMS number, through a Twilio stand-in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_is_confirmed_with_its_code_on_the_destinations_screen() -> anyhow::Result<()>
+{
+    let twilio = Recorder::start().await?;
+    let h = Harness::start_with("e2ewebverify", |s| {
+        s.api.verify_destinations = true;
+        s.delivery.channels = vec![tocsin_model::Channel::Sms];
+        tocsin_tests::use_twilio(&mut s.delivery, &twilio);
+    })
+    .await?;
+    let (_, token, _) = h.create_user("Wes").await?;
+    let id = h
+        .add_destination(&token, json!({"channel": "sms", "address": "+15550007777"}))
+        .await?;
+    let text = wait_for(Duration::from_secs(20), "the code by SMS", || async {
+        twilio
+            .requests(&tocsin_tests::twilio_path())
+            .iter()
+            .find_map(|r| r.form("Body"))
+    })
+    .await?;
+    let code: String = text.chars().filter(char::is_ascii_digit).take(6).collect();
+    let b = Browser::start(PHONE.0, PHONE.1).await?;
+    sign_in(&b, &h, &token).await?;
+    b.goto(&format!("{}/app/destinations", h.api_url)).await?;
+    let badge = b
+        .wait_text("main .badge", "the destination's state", |t| !t.is_empty())
+        .await?;
+    assert_eq!(badge, "Waiting for its code");
+    check_screen(&b, "destination-code").await?;
+    b.fill(&b.find(&format!("#code-{id}")).await?, &code)
+        .await?;
+    b.click(
+        &b.find(&format!(
+            "form[data-api=\"/v1/destinations/{id}/verify\"] button[type=\"submit\"]"
+        ))
+        .await?,
+    )
+    .await?;
+    b.wait_text("main .badge", "confirmed", |t| t == "In use")
+        .await?;
+    let (_, list) = h
+        .call(Method::GET, "/v1/destinations", Some(&token), None)
+        .await?;
+    assert_eq!(list["destinations"][0]["verified"], true, "{list}");
+    b.close().await;
+    h.shutdown().await;
+    Ok(())
+}
