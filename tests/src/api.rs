@@ -267,6 +267,27 @@ impl Harness {
             .collect())
     }
 
+    /// Add destination `body` for the user of `token`, expecting 400 naming its address;
+    /// returns the refusal's message.
+    pub async fn destination_refused(&self, token: &str, body: Value) -> Result<String> {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/destinations",
+                Some(token),
+                Some(body),
+            )
+            .await?;
+        anyhow::ensure!(
+            status == StatusCode::BAD_REQUEST && v["error"]["field"] == "address",
+            "expected 400 on the address: {status} {v}"
+        );
+        Ok(v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
     /// Wait until source `id` of the user of `token` reports an error; returns it.
     pub async fn source_error(&self, token: &str, id: &str) -> Result<String> {
         tocsin_testkit::wait_for(

@@ -24,12 +24,14 @@ pub(crate) async fn page(State(state): St, v: Viewer) -> Response {
                 @if u.inbound_token_hash.is_empty() {
                     p { "You have no inbound address yet." }
                 }
-                form data-api="/v1/inbound/address" data-method="POST" data-show="inbound_address"
-                    data-confirm="Make a new address? The old one stops taking mail at once." {
-                    button type="submit" { "Make a new address" }
-                    (layout::form_status())
-                }
-                (layout::shown_once("in-new", html! { "Your new address" }))
+                (layout::replace_form(layout::Replace {
+                    api: "/v1/inbound/address",
+                    show: "inbound_address",
+                    confirm: "Make a new address? The old one stops taking mail at once.",
+                    button: "Make a new address",
+                    id: "in-new",
+                    what: "Your new address",
+                }))
             }
             section.card aria-labelledby="in-senders" {
                 h2 id="in-senders" { "Who may send to it" }

@@ -128,6 +128,27 @@ pub(crate) fn form_status() -> Markup {
 
 /// Where a secret the server shows once appears (a new address, a hook's URL, a new user's
 /// token), hidden until a form's answer fills it, with a button that copies it.
+/// A button that replaces a credential (after `confirm`): `POST api`, and the new value,
+/// `show` in the answer, shown once in the field `id` labelled `what`.
+pub(crate) struct Replace<'a> {
+    pub api: &'a str,
+    pub show: &'a str,
+    pub confirm: &'a str,
+    pub button: &'a str,
+    pub id: &'a str,
+    pub what: &'a str,
+}
+
+pub(crate) fn replace_form(r: Replace<'_>) -> Markup {
+    html! {
+        form data-api=(r.api) data-method="POST" data-show=(r.show) data-confirm=(r.confirm) {
+            button type="submit" { (r.button) }
+            (form_status())
+        }
+        (shown_once(r.id, html! { (r.what) }))
+    }
+}
+
 pub(crate) fn shown_once(id: &str, what: Markup) -> Markup {
     html! {
         div.shown hidden {

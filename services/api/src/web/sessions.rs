@@ -42,23 +42,27 @@ pub(crate) async fn page(headers: HeaderMap, v: Viewer) -> Response {
                 h2 id="keys-token" { "API token" }
                 p { "Scripts and the command line use your API token. A new one is shown once; "
                     "the old one stops working at once and every other browser is signed out." }
-                form data-api="/v1/me/token" data-method="POST" data-show="token"
-                    data-confirm="Make a new API token? The old one stops working at once." {
-                    button type="submit" { "Make a new API token" }
-                    (layout::form_status())
-                }
-                (layout::shown_once("keys-new-token", html! { "Your new API token" }))
+                (layout::replace_form(layout::Replace {
+                    api: "/v1/me/token",
+                    show: "token",
+                    confirm: "Make a new API token? The old one stops working at once.",
+                    button: "Make a new API token",
+                    id: "keys-new-token",
+                    what: "Your new API token",
+                }))
             }
             section.card aria-labelledby="keys-feed" {
                 h2 id="keys-feed" { "Private feed" }
                 p { "Your history as an Atom feed for a feed reader. New addresses are shown once; "
                     "the old ones stop working at once." }
-                form data-api="/v1/me/feed" data-method="POST" data-show="feed.atom"
-                    data-confirm="Make a new feed address? The old one stops working at once." {
-                    button type="submit" { "Make a new feed address" }
-                    (layout::form_status())
-                }
-                (layout::shown_once("keys-new-feed", html! { "Your new feed address (Atom)" }))
+                (layout::replace_form(layout::Replace {
+                    api: "/v1/me/feed",
+                    show: "feed.atom",
+                    confirm: "Make a new feed address? The old one stops working at once.",
+                    button: "Make a new feed address",
+                    id: "keys-new-feed",
+                    what: "Your new feed address (Atom)",
+                }))
             }
         },
     ))
