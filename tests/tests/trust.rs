@@ -537,3 +537,108 @@ async fn a_new_sms_number_gets_only_its_code_until_the_code_comes_back() -> anyh
     h.shutdown().await;
     Ok(())
 }
+
+/// A phone number someone added and never confirmed is theirs only for the claim period
+/// (`api.claim_unconfirmed_after_secs`, a day; 1 s here): then its real owner adds and
+/// confirms it, the index says it is theirs, and the squatter removing their stale
+/// destination does not take it away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_held_unconfirmed_is_claimed_by_whoever_confirms_it() -> anyhow::Result<()> {
+    use tocsin_model::{AddressEntry, Channel};
+    use tocsin_testkit::wait_for;
+    use tocsin_tests::{Recorder, twilio_path, use_twilio};
+    let twilio = Recorder::start().await?;
+    let h = Harness::start_with("e2eclaim", |s| {
+        s.api.verify_destinations = true;
+        s.api.claim_unconfirmed_after_secs = 1;
+        s.delivery.channels = vec![Channel::Sms];
+        use_twilio(&mut s.delivery, &twilio);
+    })
+    .await?;
+    let (_, squatter, _) = h.create_user("Sid").await?;
+    let (owner_id, owner, _) = h.create_user("Olive").await?;
+    let number = "+15550005555";
+    let sms = json!({"channel": "sms", "address": number});
+    let stale = h.add_destination(&squatter, sms.clone()).await?;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&owner),
+            Some(sms.clone()),
+        )
+        .await?;
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not confirmed it yet"),
+        "{v}"
+    );
+    let mine = wait_for(
+        Duration::from_secs(10),
+        "the claim period to pass",
+        || async {
+            let (status, v) = h
+                .call(
+                    Method::POST,
+                    "/v1/destinations",
+                    Some(&owner),
+                    Some(sms.clone()),
+                )
+                .await
+                .ok()?;
+            (status == 201).then(|| v["destination"]["id"].as_str().map(str::to_owned))?
+        },
+    )
+    .await?;
+    let code = wait_for(Duration::from_secs(20), "the owner's code", || async {
+        let texts: Vec<String> = twilio
+            .requests(&twilio_path())
+            .iter()
+            .filter_map(|r| r.form("Body"))
+            .collect();
+        // the squatter's code went first; the owner's is the last one
+        (texts.len() >= 2).then(|| texts.last().cloned())?
+    })
+    .await?;
+    let code: String = code.chars().filter(char::is_ascii_digit).take(6).collect();
+    let verify = format!("/v1/destinations/{mine}/verify");
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &verify,
+            Some(&owner),
+            Some(json!({"code": code})),
+        )
+        .await?;
+    assert_eq!(status, 200, "{v}");
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let addresses = bus.kv("addresses").await?;
+    let key = AddressEntry::key(Channel::Sms, number);
+    let holder = || async {
+        let b = addresses.get(&key).await.ok().flatten()?;
+        serde_json::from_slice::<AddressEntry>(&b).ok()
+    };
+    let entry = holder().await.expect("indexed");
+    assert_eq!(
+        (entry.user.as_str(), entry.unconfirmed_since_ms),
+        (owner_id.as_str(), None)
+    );
+    // the squatter removes theirs: the owner's entry stays
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/destinations/{stale}"),
+            Some(&squatter),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let entry = holder().await.expect("still indexed");
+    assert_eq!(entry.user.as_str(), owner_id);
+    bus.drain().await;
+    h.shutdown().await;
+    Ok(())
+}

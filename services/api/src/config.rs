@@ -59,6 +59,9 @@ pub struct ApiConfig {
     /// New SMS, e-mail and XMPP destinations get notifications only once their owner gives
     /// back the code sent to them. Off only where every user is trusted with every address.
     pub verify_destinations: bool,
+    /// An IM address or phone number held unconfirmed this long (seconds) may be taken over by
+    /// a user who confirms it.
+    pub claim_unconfirmed_after_secs: u64,
     /// Prefixes never texted, besides the built-in premium-rate and satellite ranges
     /// (`crate::sms_numbers::PREMIUM`).
     pub sms_blocked_prefixes: Vec<String>,
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             idle_timeout_secs: 60,
             session_days: 30,
             verify_destinations: true,
+            claim_unconfirmed_after_secs: 86_400,
             sms_allowed_prefixes: Vec::new(),
             sms_blocked_prefixes: Vec::new(),
         }

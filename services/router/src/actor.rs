@@ -257,12 +257,23 @@ impl Avatar {
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 },
-                None => self
-                    .ctx
-                    .addresses
-                    .delete(&key)
-                    .await
-                    .map_err(|e| e.to_string()),
+                // only this user's entry: another user may have taken the address over from
+                // an unconfirmed holder
+                None => match self.ctx.addresses.get(&key).await {
+                    Ok(Some(b))
+                        if serde_json::from_slice::<tocsin_model::AddressEntry>(&b)
+                            .is_ok_and(|e| e.user != self.user) =>
+                    {
+                        Ok(())
+                    }
+                    Ok(_) => self
+                        .ctx
+                        .addresses
+                        .delete(&key)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
             };
             if let Err(e) = written {
                 warn!(key, error = %e, "cannot update the address index; will retry");

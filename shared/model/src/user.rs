@@ -324,9 +324,52 @@ pub struct AddressEntry {
     pub destination_id: String,
     pub channel: Channel,
     pub address: String,
+    /// Set while the owner has not confirmed the address (when they added it): after the
+    /// operator's claim period (a day) someone who confirms it may take it over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed_since_ms: Option<Millis>,
 }
 
 impl AddressEntry {
+    /// The index key and entry of `user`'s destination `d`.
+    pub fn of(user: &UserId, d: &Destination) -> (String, AddressEntry) {
+        (
+            AddressEntry::key(d.channel, &d.address),
+            AddressEntry {
+                user: user.clone(),
+                destination_id: d.id.clone(),
+                channel: d.channel,
+                address: d.address.clone(),
+                unconfirmed_since_ms: (!d.verified()).then_some(d.created_at_ms),
+            },
+        )
+    }
+
+    /// Why `user` may not add this address, or None: it is theirs, or its holder left it
+    /// unconfirmed for `claim_after_ms` or longer.
+    pub fn held_against(
+        &self,
+        user: &UserId,
+        now: Millis,
+        claim_after_ms: Millis,
+    ) -> Option<String> {
+        if self.user == *user {
+            return None;
+        }
+        match self.unconfirmed_since_ms {
+            Some(since) if now.saturating_sub(since) >= claim_after_ms => None,
+            Some(since) => Some(format!(
+                "{} is held by another user who has not confirmed it yet; if it is yours, add it again after {} (UTC) and confirm it with the code sent to it",
+                self.address,
+                crate::text::utc_minute(since.saturating_add(claim_after_ms))
+            )),
+            None => Some(format!(
+                "{} is already registered by another user; replies from it could not be told apart",
+                self.address
+            )),
+        }
+    }
+
     /// The index key of an address: `<channel>.<32 hex of its SHA-256>` (KV keys cannot hold
     /// `@` or `+`).
     pub fn key(channel: Channel, address: &str) -> String {
@@ -608,6 +651,37 @@ pub fn hash_token(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unconfirmed_address_can_be_claimed_after_the_claim_period_only() {
+        let (ann, bob) = (UserId::parse("ann").unwrap(), UserId::parse("bob").unwrap());
+        let mut d = Destination {
+            id: "d1".into(),
+            channel: Channel::Sms,
+            address: "+15550001234".into(),
+            secret: None,
+            label: String::new(),
+            push_format: None,
+            throttle: None,
+            verification: None,
+            created_at_ms: 1_000,
+        };
+        let (_, confirmed) = AddressEntry::of(&ann, &d);
+        assert!(confirmed.held_against(&ann, 0, 10).is_none(), "hers");
+        let why = confirmed.held_against(&bob, i64::MAX, 10).unwrap();
+        assert!(why.contains("already registered"), "{why}");
+        d.verification = Some(Box::new(Verification {
+            code_hash: String::new(),
+            sent_at_ms: 0,
+            expires_at_ms: 0,
+            attempts: 0,
+        }));
+        let (_, held) = AddressEntry::of(&ann, &d);
+        assert_eq!(held.unconfirmed_since_ms, Some(1_000));
+        let why = held.held_against(&bob, 1_009, 10).unwrap();
+        assert!(why.contains("not confirmed it yet"), "{why}");
+        assert!(held.held_against(&bob, 1_010, 10).is_none(), "claimable");
+    }
 
     #[test]
     fn email_addresses_are_checked() {

@@ -282,11 +282,13 @@ async fn check_address_usable(
     if !AddressEntry::indexed(channel) {
         return Ok(());
     }
-    match owner(state, channel, address).await? {
-        Some(e) if e.user != *user => Err(ApiError::conflict(format!(
-            "{address} is already registered by another user; replies from it could not be told apart"
-        ))),
-        _ => Ok(()),
+    let claim_after_ms = state.cfg.claim_unconfirmed_after_secs.saturating_mul(1000) as i64;
+    match owner(state, channel, address)
+        .await?
+        .and_then(|e| e.held_against(user, now_ms(), claim_after_ms))
+    {
+        Some(why) => Err(ApiError::conflict(why)),
+        None => Ok(()),
     }
 }
 

@@ -425,15 +425,8 @@ pub(crate) fn command_effects(
                 r.reach.presence.remove(&old.address_key());
             }
             if AddressEntry::indexed(destination.channel) {
-                fx.index.push((
-                    AddressEntry::key(destination.channel, &destination.address),
-                    Some(AddressEntry {
-                        user: user.clone(),
-                        destination_id: id.clone(),
-                        channel: destination.channel,
-                        address: destination.address.clone(),
-                    }),
-                ));
+                let (key, entry) = AddressEntry::of(user, &destination);
+                fx.index.push((key, Some(entry)));
             }
             let limit = limits.max_destinations;
             upsert(

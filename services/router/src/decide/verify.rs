@@ -88,6 +88,7 @@ pub(crate) fn verify(
     now: Millis,
     fx: &mut Effects,
 ) -> Result<(), Refusal> {
+    let user = r.id.clone();
     let d = unconfirmed(r, destination_id)?;
     let Some(v) = d.verification.as_mut() else {
         return Ok(());
@@ -112,6 +113,12 @@ pub(crate) fn verify(
         ));
     }
     d.verification = None;
+    // confirmed: the address is theirs in the index (taking it over from a holder who never
+    // confirmed it)
+    if tocsin_model::AddressEntry::indexed(d.channel) {
+        let (key, entry) = tocsin_model::AddressEntry::of(&user, d);
+        fx.index.push((key, Some(entry)));
+    }
     fx.dirty = true;
     Ok(())
 }
