@@ -8,7 +8,8 @@ use tocsin_model::{
 };
 
 /// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the
-/// answer to send back.
+/// answer to send back; nothing for an address its owner has not confirmed (whoever typed it
+/// in may not be whoever writes from it).
 pub fn reply(
     r: &mut UserRecord,
     channel: Channel,
@@ -21,7 +22,7 @@ pub fn reply(
     let dest = r
         .destinations
         .iter()
-        .find(|d| d.address_key() == key)?
+        .find(|d| d.address_key() == key && d.verified())?
         .clone();
     let via = format!("{} ({address})", channel.as_str());
     let mut fired = Fired::default();

@@ -193,4 +193,23 @@ mod tests {
         assert_eq!(step.targets(&r.destinations).len(), 1);
         assert!(verify(&mut r, "p", &hash_token("333333"), late + 2, &mut fx).is_err());
     }
+
+    #[test]
+    fn an_unconfirmed_number_cannot_change_anything_by_writing_back() {
+        let mut rec = Some(unconfirmed_sms());
+        let mute = tocsin_model::AvatarMessage::Reply {
+            channel: Channel::Sms,
+            address: "+15550001234".into(),
+            text: "mute 30d".into(),
+            at_ms: 5,
+        };
+        crate::decide::apply(&user(), &mut rec, mute.clone(), &LIMITS, 5);
+        assert_eq!(rec.as_ref().unwrap().reach.muted_until_ms, None);
+        rec.as_mut().unwrap().destinations[0].verification = None;
+        crate::decide::apply(&user(), &mut rec, mute, &LIMITS, 6);
+        assert!(
+            rec.as_ref().unwrap().reach.muted_until_ms.is_some(),
+            "once confirmed"
+        );
+    }
 }
