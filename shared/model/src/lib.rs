@@ -7,6 +7,7 @@
 pub mod analytics;
 pub mod budget;
 pub mod canonical;
+pub mod destination;
 pub mod digest;
 pub mod escalation;
 pub mod events;

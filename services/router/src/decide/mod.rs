@@ -3,7 +3,10 @@
 //! publishes the effects (`outputs.rs` maps them to bus messages).
 
 #[cfg(test)]
+mod account_tests;
+#[cfg(test)]
 mod budget_tests;
+pub mod command_events;
 pub mod commands;
 #[cfg(test)]
 mod digest_tests;
@@ -32,7 +35,8 @@ mod verify;
 
 pub use effects::{Effects, Outcome};
 
-use crate::decide::commands::{command_effects, command_event};
+use crate::decide::command_events::command_event;
+use crate::decide::commands::command_effects;
 use crate::decide::escalate::{Fired, Links};
 use crate::decide::routing::route;
 use tocsin_model::{
