@@ -94,6 +94,17 @@ for name, t in pods.items():
     c = t["metadata"]["labels"]["app.kubernetes.io/component"]
     assert selects(egress, t["metadata"]["labels"]) == (c in ("router", "history", "api")), name
 print(f"helm: NetworkPolicies: {', '.join(sorted(policies))}; open to anyone: api:http, ingestor:smtp")
+# every pod connects to NATS as its own service's identity, and holds no other's (ADR 0029)
+for name, t in pods.items():
+    c = t["spec"]["containers"][0]
+    svc = c["args"][0]
+    seeds = [v["secret"]["secretName"] for v in t["spec"]["volumes"] if v["name"] == "nats-identity"]
+    assert seeds == [f"tocsin-nats-{svc}"], (name, seeds)
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    assert env.get("TOCSIN_BUS__NKEY_SEED_FILE") == "/var/run/tocsin/nats/seed", name
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts.get("nats-identity") == "/var/run/tocsin/nats", name
+print(f"helm: NATS identities: each of {len(pods)} workloads mounts its own service's seed only")
 PY
   # what a router pod and each delivery group would load (secrets as placeholders)
   groups=$("$TOOLS/kvenv/bin/python" -c "
@@ -114,4 +125,21 @@ for d in docs:
   done
   echo "helm: $values lints, renders, validates against Kubernetes $KUBE, and its config loads (delivery groups: $(echo $groups))"
 done
+# TLS to NATS: every pod trusts the CA from the Secret named, and the chart refuses to render
+# without one
+"$HELM" template check helm/tocsin --kube-version "$KUBE" --set nats.tls.enabled=true \
+  --set nats.tls.caSecret=nats-ca --set nats.url=tls://nats:4222 > "$out/tls.yaml"
+"$TOOLS/kvenv/bin/python" - "$out/tls.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+for p in pods:
+    env = {e["name"]: e.get("value") for e in p["containers"][0]["env"]}
+    assert env["TOCSIN_BUS__TLS_CA_FILE"] == "/var/run/tocsin/nats-ca/ca.crt", env
+    assert any(v.get("secret", {}).get("secretName") == "nats-ca" for v in p["volumes"])
+print(f"helm: nats.tls: each of {len(pods)} workloads trusts the CA in Secret nats-ca")
+PY
+if "$HELM" template check helm/tocsin --set nats.tls.enabled=true >/dev/null 2>&1; then
+  echo "helm: nats.tls without nats.tls.caSecret rendered" >&2; exit 1
+fi
 rm -rf "$out"

@@ -45,6 +45,11 @@ pub struct Settings {
     /// Run the ingestor, router, history, delivery and archiver as their own processes (the
     /// binaries of this build, built on first use), so that a kill is SIGKILL of a process.
     pub processes: bool,
+    /// Run nats-server with tocsin's authorization block, every service with its own NKey
+    /// identity (ADR 0029); `bus.nkey_seed_file` is then the operators' (`admin`) identity.
+    pub nats_auth: bool,
+    /// Serve NATS over TLS only, with a certificate made for this run (`bus.tls_ca_file`).
+    pub nats_tls: bool,
 }
 
 /// A started service: a task of this process, or a process of its own.
@@ -57,7 +62,10 @@ pub struct Harness {
     /// The one nats-server, unless the test asked for a cluster.
     pub nats: Option<NatsServer>,
     pub cluster: Option<NatsCluster>,
+    /// The operators' connection (with the `admin` identity when `nats_auth`).
     pub bus: BusConfig,
+    /// Each service's NKey identity, when the server checks them.
+    pub identities: Vec<tocsin_bus::credentials::Identity>,
     pub data: tempfile::TempDir,
     pub api_url: String,
     /// Where the API's /readyz and /metrics answer: `api_url`, or `api.ops_listen`'s address.
@@ -187,6 +195,8 @@ impl Harness {
             router_replicas: 0,
             history_replicas: 0,
             processes: false,
+            nats_auth: true,
+            nats_tls: false,
         };
         tweak(&mut settings);
         let Settings {
@@ -198,16 +208,60 @@ impl Harness {
             router_replicas,
             history_replicas,
             processes,
+            nats_auth,
+            nats_tls,
         } = settings;
         if processes {
             build_service_binaries()?;
         }
+        let data = tempfile::tempdir()?;
+        let mut server_conf = String::new();
+        let identities = if nats_auth {
+            let ids = tocsin_bus::credentials::ensure_identities(&data.path().join("nats-auth"))?;
+            server_conf.push_str(&tocsin_bus::credentials::server_config(
+                &ids,
+                &tocsin_bus::Subjects::new(&bus.prefix),
+                bus.silo_count,
+            ));
+            // what the server refuses is logged, and `shutdown` looks
+            server_conf.push_str(&format!(
+                "log_file: {:?}\n",
+                data.path().join("nats.log").display().to_string()
+            ));
+            ids
+        } else {
+            Vec::new()
+        };
+        if nats_tls {
+            let (crt, key) = crate::test_certificate(data.path())?;
+            server_conf.push_str(&format!(
+                "tls: {{cert_file: {:?}, key_file: {:?}}}\n",
+                crt.display().to_string(),
+                key.display().to_string()
+            ));
+            bus.tls_ca_file = crt.display().to_string();
+        }
+        let auth_conf = (!server_conf.is_empty())
+            .then(|| -> Result<std::path::PathBuf> {
+                let conf = data.path().join("nats.conf");
+                std::fs::write(&conf, &server_conf)?;
+                Ok(conf)
+            })
+            .transpose()?;
+        let seed_of = |role: tocsin_bus::Role| -> String {
+            identities
+                .iter()
+                .find(|i| i.role == role)
+                .map(|i| i.seed_file.display().to_string())
+                .unwrap_or_default()
+        };
+        bus.nkey_seed_file = seed_of(tocsin_bus::Role::Admin);
         let (nats, cluster) = if cluster_nodes > 0 {
-            let c = NatsCluster::start(cluster_nodes)?;
+            let c = NatsCluster::start_with_config(cluster_nodes, auth_conf.as_deref())?;
             bus.url = c.url();
             (None, Some(c))
         } else {
-            let n = NatsServer::start()?;
+            let n = NatsServer::start_with_config(auth_conf.as_deref())?;
             bus.url = n.url();
             (Some(n), None)
         };
@@ -219,7 +273,10 @@ impl Harness {
             ops => format!("http://{ops}"),
         };
         let api_cfg = tocsin_api::Config {
-            bus: bus.clone(),
+            bus: BusConfig {
+                nkey_seed_file: seed_of(tocsin_bus::Role::Api),
+                ..bus.clone()
+            },
             api: tocsin_api::ApiConfig {
                 listen: String::new(),
                 public_url: api_url.clone(),
@@ -234,7 +291,6 @@ impl Harness {
                 panic!("api failed: {e}");
             }
         });
-        let data = tempfile::tempdir()?;
         let archiver = tocsin_archiver::ArchiverConfig {
             target: data.path().join("archive").display().to_string(),
             roll_max_age_secs: 1,
@@ -245,6 +301,7 @@ impl Harness {
             nats,
             cluster,
             bus,
+            identities,
             data,
             api_url,
             api_ops_url,
@@ -277,10 +334,25 @@ impl Harness {
         Ok(h)
     }
 
+    /// The bus settings of a service with `role`'s identity.
+    pub fn bus_as(&self, role: tocsin_bus::Role) -> BusConfig {
+        let mut bus = self.bus.clone();
+        if let Some(id) = self.identities.iter().find(|i| i.role == role) {
+            bus.nkey_seed_file = id.seed_file.display().to_string();
+        }
+        bus
+    }
+
     pub fn start_service(&mut self, s: Svc) {
         let t = CancellationToken::new();
         let token = t.clone();
-        let bus = self.bus.clone();
+        let bus = self.bus_as(match s {
+            Svc::Router | Svc::RouterReplica(_) => tocsin_bus::Role::Router,
+            Svc::History | Svc::HistoryReplica(_) => tocsin_bus::Role::History,
+            Svc::Delivery => tocsin_bus::Role::Delivery,
+            Svc::Ingestor => tocsin_bus::Role::Ingestor,
+            Svc::Archiver => tocsin_bus::Role::Archiver,
+        });
         let running = match s {
             Svc::Router | Svc::RouterReplica(_) => {
                 let (ordinal, count) = match s {
@@ -471,6 +543,19 @@ impl Harness {
         }
         self.api.0.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.api.1).await;
+        // every service did only what its identity allows: the server refused nothing
+        if let Ok(log) = std::fs::read_to_string(self.data.path().join("nats.log")) {
+            let refused: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(" Violation - Subject"))
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "nats-server refused what a service did (shared/bus/src/permissions.rs lacks \
+                 it):\n{}",
+                refused.join("\n")
+            );
+        }
     }
 
     /// Wait until the routers have handled and settled everything sent to every silo (each

@@ -9,9 +9,11 @@ mod channels;
 mod feeds;
 mod harness;
 mod recorder;
+mod tls;
 pub mod workload;
 
 pub use channels::{TWILIO_SID, XMPP_SERVICE, smtp_out, twilio_path, use_twilio, xmpp_service};
 pub use feeds::{FeedServer, rdf};
 pub use harness::{ADMIN, Harness, Settings, Svc};
 pub use recorder::{Recorded, Recorder};
+pub use tls::test_certificate;

@@ -340,50 +340,13 @@ async fn e_mail_rules_resolve_a_forwarded_alert_with_its_resolved_mail() -> anyh
     Ok(())
 }
 
-/// A self-signed leaf for localhost / 127.0.0.1 (CA:FALSE, which rustls requires of a leaf).
-fn test_certificate(
-    dir: &std::path::Path,
-) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let (crt, key) = (dir.join("localhost.crt"), dir.join("localhost.key"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(
-        status.success(),
-        "openssl could not make a test certificate"
-    );
-    Ok((crt, key))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyhow::Result<()> {
     use lettre::AsyncTransport;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     tocsin_runtime::install_crypto();
     let dir = tempfile::tempdir()?;
-    let (crt, key) = test_certificate(dir.path())?;
+    let (crt, key) = tocsin_tests::test_certificate(dir.path())?;
     let in_port = free_port();
     let (c, k) = (crt.display().to_string(), key.display().to_string());
     let h = Harness::start_with("e2emailtls", move |s| {

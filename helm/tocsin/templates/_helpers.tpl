@@ -31,6 +31,14 @@ app.kubernetes.io/component: {{ .component }}
       value: {{ .root.Values.nats.url | quote }}
     - name: TOCSIN_LOG_FORMAT
       value: json
+    {{- if .root.Values.nats.auth.enabled }}
+    - name: TOCSIN_BUS__NKEY_SEED_FILE
+      value: /var/run/tocsin/nats/seed
+    {{- end }}
+    {{- if .root.Values.nats.tls.enabled }}
+    - name: TOCSIN_BUS__TLS_CA_FILE
+      value: /var/run/tocsin/nats-ca/ca.crt
+    {{- end }}
     {{- with .env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -62,6 +70,16 @@ app.kubernetes.io/component: {{ .component }}
       readOnly: true
     - name: tmp
       mountPath: /tmp
+    {{- if .root.Values.nats.auth.enabled }}
+    - name: nats-identity
+      mountPath: /var/run/tocsin/nats
+      readOnly: true
+    {{- end }}
+    {{- if .root.Values.nats.tls.enabled }}
+    - name: nats-ca
+      mountPath: /var/run/tocsin/nats-ca
+      readOnly: true
+    {{- end }}
     {{- with .mounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -93,6 +111,20 @@ volumes:
       name: {{ include "tocsin.fullname" .root }}
   - name: tmp
     emptyDir: {}
+{{- if .root.Values.nats.auth.enabled }}
+  # this service's NATS identity alone (ADR 0029): `tocsin nats-auth --helm` makes the Secrets
+  - name: nats-identity
+    secret:
+      secretName: {{ printf "%s-%s" .root.Values.nats.auth.secretPrefix .service }}
+      defaultMode: 0400
+      items: [{key: seed, path: seed}]
+{{- end }}
+{{- if .root.Values.nats.tls.enabled }}
+  - name: nats-ca
+    secret:
+      secretName: {{ required "nats.tls.caSecret: the Secret holding the NATS server's CA (ca.crt)" .root.Values.nats.tls.caSecret }}
+      items: [{key: ca.crt, path: ca.crt}]
+{{- end }}
 {{- with .volumes }}
 {{- toYaml . | nindent 2 }}
 {{- end }}

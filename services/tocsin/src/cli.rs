@@ -66,6 +66,20 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Make every service's NATS identity (an NKey seed file each, kept if it exists) and
+    /// nats-server's authorization block allowing each only what it does (ADR 0029).
+    NatsAuth {
+        /// Where the seeds (`<service>.nk`, 0600) and `auth.conf` go.
+        #[arg(long, default_value = "./nats-auth")]
+        dir: PathBuf,
+        /// The configuration whose `bus.prefix` and `bus.silo_count` the permissions name.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also write `secrets.json` (a Kubernetes Secret per service, for the chart's
+        /// `nats.auth`) and `nats-values.json` (the official NATS chart's values).
+        #[arg(long)]
+        helm: bool,
+    },
     /// Check a configuration file and the environment: every problem is listed.
     Config {
         #[arg(long)]

@@ -96,6 +96,23 @@ impl AllConfig {
         self.delivery.bus.url = url.to_owned();
         self.archiver.bus.url = url.to_owned();
     }
+
+    /// Connect every service as its own identity among `ids` (ADR 0029).
+    pub fn set_nats_identities(&mut self, ids: &[tocsin_bus::credentials::Identity]) {
+        use tocsin_bus::Role;
+        for id in ids {
+            let bus = match id.role {
+                Role::Ingestor => &mut self.ingestor.bus,
+                Role::Router => &mut self.router.bus,
+                Role::History => &mut self.history.bus,
+                Role::Api => &mut self.api.bus,
+                Role::Delivery => &mut self.delivery.bus,
+                Role::Archiver => &mut self.archiver.bus,
+                Role::Admin => continue,
+            };
+            bus.nkey_seed_file = id.seed_file.display().to_string();
+        }
+    }
 }
 
 type ServiceFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;

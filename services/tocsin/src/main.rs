@@ -3,6 +3,7 @@
 
 mod cli;
 mod manage;
+mod nats_auth;
 mod print;
 mod up;
 
@@ -66,6 +67,7 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             tocsin::demo::serve(listener, Duration::from_secs(every_secs.max(1)), token).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::NatsAuth { dir, config, helm } => nats_auth::run(&dir, config, helm),
         other => manage::run(other).await,
     }
 }

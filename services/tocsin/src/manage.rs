@@ -416,7 +416,9 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { .. } | Cmd::DemoFeed { .. } => Err(anyhow!("not a management command")),
+        Cmd::Up { .. } | Cmd::DemoFeed { .. } | Cmd::NatsAuth { .. } => {
+            Err(anyhow!("not a management command"))
+        }
     }
 }
 

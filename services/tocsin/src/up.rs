@@ -62,6 +62,8 @@ pub(crate) async fn up(
         }
     };
     let mut nats = None;
+    // the operators' identity, for tocsin up's own look at the bus
+    let mut admin_seed = cfg.history.bus.nkey_seed_file.clone();
     if let Some(u) = nats_url {
         cfg.set_nats_url(&u);
     } else {
@@ -69,11 +71,28 @@ pub(crate) async fn up(
             .with_context(|| format!("bus.url {} is not a URL", cfg.router.bus.url))?;
         let port = url.port().unwrap_or(4222);
         let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
-        let local = LocalNats::start(
+        // every service as its own identity, allowed only what it does (ADR 0029)
+        let ids = tocsin_bus::credentials::ensure_identities(&data.join("nats-auth"))?;
+        let bus = &cfg.router.bus;
+        let conf = data.join("nats-auth").join("auth.conf");
+        write_private(
+            &conf,
+            &tocsin_bus::credentials::server_config(
+                &ids,
+                &tocsin_bus::Subjects::new(&bus.prefix),
+                bus.silo_count,
+            ),
+        )?;
+        cfg.set_nats_identities(&ids);
+        if let Some(admin) = ids.iter().find(|i| i.role == tocsin_bus::Role::Admin) {
+            admin_seed = admin.seed_file.display().to_string();
+        }
+        let local = LocalNats::start_with_args(
             &binary,
             port,
             &data.join("nats"),
             Some(&data.join("nats.log")),
+            &["-c".to_owned(), conf.display().to_string()],
         )
         .map_err(|e| anyhow!(e))?;
         eprintln!(
@@ -104,7 +123,7 @@ pub(crate) async fn up(
         None
     };
     let client = ApiClient::new(&api_url)?;
-    let ready = wait_ready(&client, &cfg).await;
+    let ready = wait_ready(&client, &cfg, &admin_seed).await;
     if let Err(e) = ready {
         shutdown.cancel();
         bail!("tocsin did not become ready: {e:#}");
@@ -186,7 +205,7 @@ pub(crate) async fn up(
 }
 
 /// Ready when the API answers and history serves every silo.
-async fn wait_ready(client: &ApiClient, cfg: &AllConfig) -> Result<()> {
+async fn wait_ready(client: &ApiClient, cfg: &AllConfig, admin_seed: &str) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match client.call(Method::GET, "/readyz", None, None).await {
@@ -195,7 +214,11 @@ async fn wait_ready(client: &ApiClient, cfg: &AllConfig) -> Result<()> {
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let bus = tocsin_bus::Bus::connect(&cfg.history.bus, "up").await?;
+    let admin = tocsin_bus::BusConfig {
+        nkey_seed_file: admin_seed.to_owned(),
+        ..cfg.history.bus.clone()
+    };
+    let bus = tocsin_bus::Bus::connect(&admin, "up").await?;
     tocsin_history::wait_serving(&bus, Duration::from_secs(60)).await?;
     bus.drain().await;
     Ok(())
@@ -223,7 +246,7 @@ fn private_dir(path: &Path) -> Result<()> {
 }
 
 /// Write a secret readable by its owner only (0600, also when the file was there before).
-fn write_private(path: &Path, content: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

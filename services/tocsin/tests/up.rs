@@ -218,6 +218,34 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         set.contains(&format!("source {source}: priority 2, muted until ")),
         "{set}"
     );
+    // the bus takes only the services' identities (ADR 0029): seeds kept private, and a
+    // client without credentials refused by the server
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for role in [
+            "api", "router", "history", "delivery", "ingestor", "archiver", "admin",
+        ] {
+            let seed = data.join("nats-auth").join(format!("{role}.nk"));
+            let mode = std::fs::metadata(&seed)
+                .expect("a seed per service")
+                .permissions();
+            assert_eq!(mode.mode() & 0o777, 0o600, "{}", seed.display());
+        }
+    }
+    {
+        use std::io::{BufRead, Write};
+        let conn = std::net::TcpStream::connect(("127.0.0.1", nats)).expect("nats port");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut lines = std::io::BufReader::new(conn.try_clone().unwrap()).lines();
+        let info = lines.next().expect("INFO").expect("INFO line");
+        assert!(info.contains("\"auth_required\":true"), "{info}");
+        (&conn)
+            .write_all(b"CONNECT {\"verbose\":false}\r\nPING\r\n")
+            .unwrap();
+        let answer = lines.next().expect("an answer").expect("an answer line");
+        assert!(answer.contains("Authorization Violation"), "{answer}");
+    }
     // issue 17's commands: a named policy the source follows, a silence, a heartbeat, a hook,
     // e-mail rules
     let file = |name: &str, json: &str| {

@@ -35,6 +35,16 @@ pub struct BusConfig {
     pub publish_retry_secs: u64,
     /// Outstanding PubAcks per connection before publishers wait.
     pub max_ack_inflight: usize,
+    /// The file holding this service's NKey seed (one line, `SU…`): its identity on NATS,
+    /// which the server's `authorization` block lets do only what this service does
+    /// (`tocsin nats-auth` makes one per service; ADR 0029). Empty: no credentials.
+    pub nkey_seed_file: String,
+    /// A PEM file of the certificate authority that signed the NATS server's certificate:
+    /// set, the connection must be TLS and the server must prove itself with it.
+    pub tls_ca_file: String,
+    /// Require TLS to NATS even without `tls_ca_file` (the server's certificate is then
+    /// checked against the system's roots).
+    pub tls_required: bool,
 }
 
 impl Default for BusConfig {
@@ -54,6 +64,9 @@ impl Default for BusConfig {
             request_timeout_secs: 5,
             publish_retry_secs: 10,
             max_ack_inflight: 4096,
+            nkey_seed_file: String::new(),
+            tls_ca_file: String::new(),
+            tls_required: false,
         }
     }
 }
@@ -131,6 +144,14 @@ impl BusConfig {
         ] {
             if v == 0 {
                 err(f, "must be greater than 0".into());
+            }
+        }
+        for (f, v) in [
+            ("nkey_seed_file", &self.nkey_seed_file),
+            ("tls_ca_file", &self.tls_ca_file),
+        ] {
+            if !v.is_empty() && !std::path::Path::new(v).is_file() {
+                err(f, format!("{v:?} is not a readable file"));
             }
         }
         if self.max_ack_inflight == 0 {

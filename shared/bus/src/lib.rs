@@ -13,6 +13,7 @@
 //! `docs/bus.md` documents every subject and payload.
 
 mod config;
+pub mod credentials;
 mod dlq;
 pub mod envelope;
 mod inbound;
@@ -21,6 +22,7 @@ pub mod lease;
 pub mod msg_id;
 mod names;
 mod outbox;
+pub mod permissions;
 mod publish;
 mod pulling;
 pub mod rpc;
@@ -36,6 +38,7 @@ pub use kv_many::{Latest, MAX_KEYS as KV_LATEST_MAX_KEYS};
 pub use lease::{LeaseValue, Leases};
 pub use names::{StreamKind, Subjects};
 pub use outbox::{Outbox, Outgoing, Receipt};
+pub use permissions::{Permissions, Role};
 pub use publish::PublishWindow;
 pub use pulling::Pull;
 pub use send::PendingAck;
@@ -44,12 +47,12 @@ pub use silo::{SiloSet, SiloSetError, jump_consistent_hash, silo_of};
 use async_nats::jetstream::{self};
 use serde::Serialize;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 /// Errors talking to the bus. `kind()` says whether a retry can help.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to nats at {url}: {message} (is nats-server running with -js?)")]
+    #[error("cannot connect to nats at {url}: {message}")]
     Connect { url: String, message: String },
     #[error("jetstream setup failed for {what}: {message}")]
     Setup { what: String, message: String },
@@ -105,49 +108,119 @@ pub struct Bus {
     js: jetstream::Context,
     subjects: Subjects,
     config: BusConfig,
+    role: Role,
 }
 
 impl Bus {
-    /// Connect to the configured server. Fails if the server cannot be reached within
-    /// `connect_timeout_secs`; reconnects by itself afterwards.
+    /// Connect to the configured server as service `name` (its identity and its own reply
+    /// subjects: [`Role::of`]). Fails at once if the server refuses the credentials, and if it
+    /// cannot be reached within `connect_timeout_secs`; reconnects by itself afterwards.
     pub async fn connect(config: &BusConfig, name: &str) -> Result<Bus, BusError> {
-        let opts = async_nats::ConnectOptions::new()
-            .name(format!("tocsin-{name}"))
-            .connection_timeout(Duration::from_secs(config.connect_timeout_secs))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .event_callback(|e| async move {
-                match e {
-                    async_nats::Event::Disconnected => warn!("nats connection lost, reconnecting"),
-                    async_nats::Event::Connected => debug!("nats connected"),
-                    other => debug!(event = %other, "nats event"),
-                }
-            });
-        let client = tokio::time::timeout(
-            Duration::from_secs(config.connect_timeout_secs),
-            opts.connect(config.server_urls()),
-        )
-        .await
-        .map_err(|_| BusError::Connect {
-            url: config.url.clone(),
-            message: format!("no answer within {}s", config.connect_timeout_secs),
-        })?
-        .map_err(|e| BusError::Connect {
-            url: config.url.clone(),
-            message: e.to_string(),
-        })?;
-        // wait until the connection is really up (retry_on_initial_connect returns early)
+        let role = Role::of(name);
+        let seed = match config.nkey_seed_file.as_str() {
+            "" => None,
+            f => Some(credentials::read_seed(std::path::Path::new(f))?),
+        };
+        let options = || {
+            let mut opts = async_nats::ConnectOptions::new()
+                .name(format!("tocsin-{name}"))
+                .custom_inbox_prefix(role.inbox_prefix())
+                .connection_timeout(Duration::from_secs(config.connect_timeout_secs))
+                .max_reconnects(None)
+                .event_callback(move |e| async move {
+                    match e {
+                        async_nats::Event::Disconnected => {
+                            warn!("nats connection lost, reconnecting")
+                        }
+                        async_nats::Event::Connected => debug!("nats connected"),
+                        async_nats::Event::ServerError(e) => error!(
+                            error = %e,
+                            identity = role.name(),
+                            "nats-server refused something this service did: if it is a \
+                             permissions violation, the server's authorization block is older \
+                             than this version (run `tocsin nats-auth` again and reload \
+                             nats-server)"
+                        ),
+                        other => debug!(event = %other, "nats event"),
+                    }
+                });
+            if let Some(pair) = &seed
+                && let Ok(s) = pair.seed()
+            {
+                opts = opts.nkey(s);
+            }
+            if !config.tls_ca_file.is_empty() {
+                opts = opts
+                    .add_root_certificates(config.tls_ca_file.clone().into())
+                    .require_tls(true);
+            } else if config.tls_required {
+                opts = opts.require_tls(true);
+            }
+            opts
+        };
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(config.connect_timeout_secs);
-        while client.connection_state() != async_nats::connection::State::Connected {
-            if tokio::time::Instant::now() > deadline {
-                return Err(BusError::Connect {
-                    url: config.url.clone(),
-                    message: format!("not connected after {}s", config.connect_timeout_secs),
-                });
+        let mut last = None;
+        let client = loop {
+            let attempt =
+                tokio::time::timeout_at(deadline, options().connect(config.server_urls())).await;
+            match attempt {
+                Ok(Ok(client)) => break client,
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Authentication
+                    ) =>
+                {
+                    let who = match &seed {
+                        Some(p) => format!(
+                            "the identity {} (bus.nkey_seed_file {})",
+                            p.public_key(),
+                            config.nkey_seed_file
+                        ),
+                        None => "no credentials (bus.nkey_seed_file is empty)".to_owned(),
+                    };
+                    return Err(BusError::Connect {
+                        url: config.url.clone(),
+                        message: format!(
+                            "nats-server refused tocsin-{name} with {who}: {e}. Give this \
+                             service the seed `tocsin nats-auth` made for it, and the server \
+                             the authorization block made with it"
+                        ),
+                    });
+                }
+                Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                    debug!(error = %e, "nats not reachable yet, retrying");
+                    last = Some(e.to_string());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => {
+                    return Err(BusError::Connect {
+                        url: config.url.clone(),
+                        message: format!(
+                            "{e} (is nats-server running with -js, and do bus.tls_ca_file and \
+                             the server's TLS agree?)"
+                        ),
+                    });
+                }
+                Err(_) => {
+                    return Err(BusError::Connect {
+                        url: config.url.clone(),
+                        message: match last {
+                            Some(e) => format!(
+                                "not connected within {}s; the last attempt: {e}",
+                                config.connect_timeout_secs
+                            ),
+                            None => format!(
+                                "no answer within {}s (is nats-server running with -js?)",
+                                config.connect_timeout_secs
+                            ),
+                        },
+                    });
+                }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(config.request_timeout_secs))
             .max_ack_inflight(config.max_ack_inflight)
@@ -158,6 +231,7 @@ impl Bus {
             js,
             subjects: Subjects::new(&config.prefix),
             config: config.clone(),
+            role,
         })
     }
 
@@ -181,6 +255,11 @@ impl Bus {
 
     pub fn config(&self) -> &BusConfig {
         &self.config
+    }
+
+    /// The identity this bus was connected as.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The silo that owns `user`.

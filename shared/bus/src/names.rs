@@ -67,6 +67,11 @@ impl Subjects {
         format!("{}.silo.{silo}.>", self.prefix)
     }
 
+    /// Every subject of every silo.
+    pub fn silos_all(&self) -> String {
+        format!("{}.silo.>", self.prefix)
+    }
+
     /// `<p>.history.<k>.<user>`: a record for the history service owning silo `k`.
     pub fn history(&self, silo: u32, user: &str) -> String {
         format!("{}.history.{silo}.{user}", self.prefix)

@@ -57,19 +57,23 @@ fn same_stream_spec(have: &stream::Config, want: &stream::Config) -> bool {
 }
 
 impl Bus {
-    /// Create or update every stream of the contract. Idempotent; every service calls it at
-    /// start-up, so the order services start in does not matter.
+    /// Make every stream of the contract exist, and bring the streams this service owns to
+    /// their specification ([`Role::manages_stream`](crate::Role::manages_stream): a stream's
+    /// settings are its owner's, whatever another service's configuration says). Idempotent;
+    /// every service calls it at start-up, so the order services start in does not matter.
     pub async fn ensure_streams(&self) -> Result<(), BusError> {
-        for cfg in self.stream_configs() {
+        for (kind, cfg) in self.stream_specs() {
             let name = cfg.name.clone();
+            let owner = self.role.manages_stream(kind);
             setup(&format!("stream {name}"), || async {
-                // as specified already (every start after the first): nothing to write
-                if let Ok(stream) = self.js.get_stream(&name).await
-                    && same_stream_spec(&stream.cached_info().config, &cfg)
-                {
-                    return Ok(());
+                match self.js.get_stream(&name).await {
+                    // as specified already (every start after the first): nothing to write
+                    Ok(stream) if same_stream_spec(&stream.cached_info().config, &cfg) => Ok(()),
+                    Ok(_) if !owner => Ok(()),
+                    Ok(_) => self.js.create_or_update_stream(cfg.clone()).await.map(drop),
+                    Err(_) if owner => self.js.create_or_update_stream(cfg.clone()).await.map(drop),
+                    Err(_) => self.js.create_stream(cfg.clone()).await.map(drop),
                 }
-                self.js.create_or_update_stream(cfg.clone()).await.map(drop)
             })
             .await?;
         }
@@ -78,6 +82,10 @@ impl Bus {
 
     /// The declarative specification of every stream.
     pub fn stream_configs(&self) -> Vec<stream::Config> {
+        self.stream_specs().into_iter().map(|(_, c)| c).collect()
+    }
+
+    fn stream_specs(&self) -> Vec<(StreamKind, stream::Config)> {
         let s = &self.subjects;
         let dup = Duration::from_secs(self.config.duplicate_window_secs);
         let replicas = self.config.replicas;
@@ -93,53 +101,71 @@ impl Bus {
         };
         let mut out = Vec::new();
         for k in 0..self.config.silo_count {
-            out.push(work_queue(
-                s.stream(StreamKind::Silo(k)),
-                vec![s.silo_all(k)],
-                "everything addressed to the avatars of one silo",
+            out.push((
+                StreamKind::Silo(k),
+                work_queue(
+                    s.stream(StreamKind::Silo(k)),
+                    vec![s.silo_all(k)],
+                    "everything addressed to the avatars of one silo",
+                ),
             ));
         }
-        out.push(work_queue(
-            s.stream(StreamKind::History),
-            vec![s.history_all()],
-            "routed notifications and timeline entries for the history service",
+        out.push((
+            StreamKind::History,
+            work_queue(
+                s.stream(StreamKind::History),
+                vec![s.history_all()],
+                "routed notifications and timeline entries for the history service",
+            ),
         ));
-        out.push(work_queue(
-            s.stream(StreamKind::Ingest),
-            vec![s.ingest_all()],
-            "feed subscription changes and shared topics' messages for the ingestor",
+        out.push((
+            StreamKind::Ingest,
+            work_queue(
+                s.stream(StreamKind::Ingest),
+                vec![s.ingest_all()],
+                "feed subscription changes and shared topics' messages for the ingestor",
+            ),
         ));
-        out.push(work_queue(
-            s.stream(StreamKind::Delivery),
-            vec![s.delivery_all()],
-            "delivery jobs, one subject per channel",
+        out.push((
+            StreamKind::Delivery,
+            work_queue(
+                s.stream(StreamKind::Delivery),
+                vec![s.delivery_all()],
+                "delivery jobs, one subject per channel",
+            ),
         ));
-        out.push(stream::Config {
-            name: s.stream(StreamKind::DeadLetter),
-            subjects: vec![s.dead_letter_all()],
-            description: Some("messages that failed max_deliver times or were rejected".into()),
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            max_age: Duration::from_secs(self.config.dead_letter_max_age_days * 86_400),
-            duplicate_window: dup,
-            ..Default::default()
-        });
-        out.push(stream::Config {
-            name: s.stream(StreamKind::Events),
-            subjects: vec![s.events_all()],
-            description: Some("every state change, for the archiver".into()),
-            retention: stream::RetentionPolicy::Limits,
-            storage: stream::StorageType::File,
-            num_replicas: replicas,
-            max_age: Duration::from_secs(self.config.events_max_age_hours * 3_600),
-            max_bytes: match self.config.events_max_bytes {
-                0 => -1,
-                b => i64::try_from(b).unwrap_or(i64::MAX),
+        out.push((
+            StreamKind::DeadLetter,
+            stream::Config {
+                name: s.stream(StreamKind::DeadLetter),
+                subjects: vec![s.dead_letter_all()],
+                description: Some("messages that failed max_deliver times or were rejected".into()),
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_age: Duration::from_secs(self.config.dead_letter_max_age_days * 86_400),
+                duplicate_window: dup,
+                ..Default::default()
             },
-            duplicate_window: dup,
-            ..Default::default()
-        });
+        ));
+        out.push((
+            StreamKind::Events,
+            stream::Config {
+                name: s.stream(StreamKind::Events),
+                subjects: vec![s.events_all()],
+                description: Some("every state change, for the archiver".into()),
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_age: Duration::from_secs(self.config.events_max_age_hours * 3_600),
+                max_bytes: match self.config.events_max_bytes {
+                    0 => -1,
+                    b => i64::try_from(b).unwrap_or(i64::MAX),
+                },
+                duplicate_window: dup,
+                ..Default::default()
+            },
+        ));
         out
     }
 
@@ -207,18 +233,37 @@ impl Bus {
     }
 
     /// A KV bucket as `cfg` says: opened if it exists with the same `max_age`, else created
-    /// or updated.
+    /// or updated — updated only by the service that owns the bucket
+    /// ([`Role::manages_bucket`](crate::Role::manages_bucket)); another opens it as it is, or
+    /// creates it when it is missing.
     pub async fn kv_with(
         &self,
         cfg: jetstream::kv::Config,
     ) -> Result<jetstream::kv::Store, BusError> {
         let name = cfg.bucket.clone();
+        let short = name
+            .strip_prefix(&self.subjects.bucket(""))
+            .unwrap_or(&name)
+            .to_ascii_lowercase();
+        let owner = self.role.manages_bucket(&short);
         setup(&format!("kv bucket {name}"), || async {
-            if let Ok(store) = self.js.get_key_value(name.as_str()).await
-                && let Ok(status) = store.status().await
-                && status.max_age() == cfg.max_age
-            {
-                return Ok(store);
+            match self.js.get_key_value(name.as_str()).await {
+                Ok(store) if !owner => return Ok(store),
+                Ok(store) => {
+                    if let Ok(status) = store.status().await
+                        && status.max_age() == cfg.max_age
+                    {
+                        return Ok(store);
+                    }
+                }
+                Err(_) if !owner => {
+                    return self
+                        .js
+                        .create_key_value(cfg.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                }
+                Err(_) => {}
             }
             self.js
                 .create_or_update_key_value(cfg.clone())

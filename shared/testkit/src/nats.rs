@@ -15,11 +15,19 @@ pub struct NatsServer {
 impl NatsServer {
     /// Start a server on a free port and wait until it accepts connections.
     pub fn start() -> Result<Self> {
+        Self::start_with_config(None)
+    }
+
+    /// [`NatsServer::start`] with a configuration file (`-c`: an authorization block).
+    pub fn start_with_config(config: Option<&std::path::Path>) -> Result<Self> {
         let binary = find_binary(&workspace_root()).map_err(|e| anyhow!(e))?;
         let store = tempfile::tempdir()?;
+        let args: Vec<String> = config
+            .map(|c| vec!["-c".to_owned(), c.display().to_string()])
+            .unwrap_or_default();
         let mut last = String::new();
         for _ in 0..5 {
-            match LocalNats::start(&binary, free_port(), store.path(), None) {
+            match LocalNats::start_with_args(&binary, free_port(), store.path(), None, &args) {
                 Ok(inner) => {
                     return Ok(Self {
                         inner,
@@ -63,6 +71,11 @@ impl NatsCluster {
     /// Start `n` nodes and wait (30 s at most) until every one reports JetStream healthy
     /// (current with the meta leader).
     pub fn start(n: usize) -> Result<Self> {
+        Self::start_with_config(n, None)
+    }
+
+    /// [`NatsCluster::start`] with a configuration file for every node (`-c`).
+    pub fn start_with_config(n: usize, config: Option<&std::path::Path>) -> Result<Self> {
         let binary = find_binary(&workspace_root()).map_err(|e| anyhow!(e))?;
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -76,7 +89,7 @@ impl NatsCluster {
         let mut stores = Vec::new();
         for (i, (port, cluster, monitor)) in ports.iter().enumerate() {
             let store = tempfile::tempdir()?;
-            let args = [
+            let mut args = vec![
                 "--server_name".to_owned(),
                 format!("n{i}"),
                 "--cluster_name".to_owned(),
@@ -88,6 +101,9 @@ impl NatsCluster {
                 "-m".to_owned(),
                 monitor.to_string(),
             ];
+            if let Some(c) = config {
+                args.extend(["-c".to_owned(), c.display().to_string()]);
+            }
             let node = LocalNats::start_with_args(&binary, *port, store.path(), None, &args)
                 .map_err(|e| anyhow!("cluster node n{i}: {e}"))?;
             nodes.push((node, *monitor));
