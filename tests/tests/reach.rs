@@ -682,8 +682,89 @@ async fn sms_through_a_real_kannel_gateway_and_an_ack_from_the_phone() -> Result
             .await?;
     assert_eq!(v["pending_escalations"], 0, "{v}");
     assert!(w.hooks_about("/first", &n).is_empty() && w.hooks_about("/last", &n).is_empty());
+
+    // a sender number can be forged: a reply that changes settings needs Ann's reply PIN.
+    // Without one set, and with a wrong one, nothing changes and her history says why.
+    kannel.phone_sends("15550001111", "mute 30d")?;
+    let why = sms_refusals(&w, 1).await?;
+    assert!(why[0].contains("PUT /v1/me/reply-pin"), "{why:?}");
+    let pin = |pin: &str| json!({ "pin": pin });
+    let (status, v) =
+        w.h.call(
+            Method::PUT,
+            "/v1/me/reply-pin",
+            Some(&w.token),
+            Some(pin("12")),
+        )
+        .await?;
+    assert_eq!(
+        (status.as_u16(), v["error"]["field"].as_str()),
+        (400, Some("pin"))
+    );
+    let (status, _) =
+        w.h.call(
+            Method::PUT,
+            "/v1/me/reply-pin",
+            Some(&w.token),
+            Some(pin("4821")),
+        )
+        .await?;
+    assert_eq!(status, 204);
+    let (_, me) =
+        w.h.call(Method::GET, "/v1/me", Some(&w.token), None)
+            .await?;
+    assert_eq!(me["reply_pin"], true);
+    kannel.phone_sends("15550001111", "1111 mute 30d")?;
+    let why = sms_refusals(&w, 2).await?;
+    assert_eq!(why[0], "the reply PIN was wrong");
+    let (_, v) =
+        w.h.call(Method::GET, "/v1/policy", Some(&w.token), None)
+            .await?;
+    assert!(
+        v["muted_until_ms"].is_null(),
+        "muted by a refused reply: {v}"
+    );
+    // with the PIN, the same reply mutes her
+    kannel.phone_sends("15550001111", "4821 mute 30d")?;
+    wait_for(
+        Duration::from_secs(20),
+        "muted by the reply with the PIN",
+        || async {
+            let (_, v) =
+                w.h.call(Method::GET, "/v1/policy", Some(&w.token), None)
+                    .await
+                    .ok()?;
+            v["muted_until_ms"].as_i64()
+        },
+    )
+    .await?;
+    assert_eq!(sms_refusals(&w, 2).await?.len(), 2);
     w.h.shutdown().await;
     Ok(())
+}
+
+/// The reasons of the SMS replies refused in the user's history once there are `n`, newest
+/// first.
+async fn sms_refusals(w: &World, n: usize) -> Result<Vec<String>> {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{n} refused SMS replies in history"),
+        || async {
+            let items = w.h.history(&w.token).await.ok()?;
+            let why: Vec<String> = items
+                .iter()
+                .map(|i| &i["notification"])
+                .filter(|n| {
+                    n["title"]
+                        .as_str()
+                        .is_some_and(|t| t.starts_with("Refused an SMS reply from"))
+                })
+                .map(|n| n["body"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (why.len() >= n).then_some(why)
+        },
+    )
+    .await
 }
 
 /// Many IM users online and subscribed: when the delivery service starts a fresh session, the

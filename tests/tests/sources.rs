@@ -96,19 +96,22 @@ async fn sources_doc_recipes_work() -> anyhow::Result<()> {
         "https://listings.example/search/bik",
     ))?;
     h.add_source(&token, page).await?;
-    h.wait_for_title(&token, "Road bike, 56 cm - $650").await?;
-    let items = h.history(&token).await?;
-    let road = items
-        .iter()
-        .find(|i| i["notification"]["title"] == "Road bike, 56 cm - $650")
-        .unwrap();
     let base = h.feeds.url("page");
     let origin = &base[..base.len() - "/page".len()];
-    assert_eq!(
-        road["notification"]["url"],
-        format!("{origin}/bik/d/road-bike/7712.html"),
-        "relative links resolved against the page"
-    );
+    let want = format!("{origin}/bik/d/road-bike/7712.html");
+    // the JSON API's listing has the same title: wait for the page's own, its relative link
+    // resolved against the page
+    let road = wait_for(
+        Duration::from_secs(20),
+        "the page's listing, its link resolved against the page",
+        || async {
+            h.history(&token).await.ok()?.into_iter().find(|i| {
+                i["notification"]["title"] == "Road bike, 56 cm - $650"
+                    && i["notification"]["url"] == want.as_str()
+            })
+        },
+    )
+    .await?;
     assert_eq!(road["notification"]["body"], "(oakland)");
 
     // the watched page recipe: nothing at first, then the change told as lines

@@ -567,6 +567,19 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .input_value("#keys-new-feed", |s| s.contains("/feeds/"))
         .await?;
     assert_eq!(h.http.get(&feed).send().await?.status(), 200, "{feed}");
+    // the SMS reply PIN is set on the same screen
+    b.fill(&b.find("#reply-pin").await?, "4821").await?;
+    b.click(
+        &b.find("form[data-api='/v1/me/reply-pin'][data-method='PUT'] button")
+            .await?,
+    )
+    .await?;
+    b.wait_text(
+        "#keys-pin + p, section[aria-labelledby='keys-pin'] p",
+        "the PIN set",
+        |t| t.contains("A PIN is set"),
+    )
+    .await?;
 
     // signing out ends the session on the server: the cookie no longer works anywhere
     let cookie = b

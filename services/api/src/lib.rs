@@ -175,6 +175,10 @@ fn router(state: Arc<AppState>, ops: Option<Readiness>) -> Router {
         .route("/v1/me/token", post(routes::credentials::new_api_token))
         .route("/v1/me/feed", post(routes::credentials::new_feed_secret))
         .route(
+            "/v1/me/reply-pin",
+            put(routes::credentials::set_reply_pin).delete(routes::credentials::remove_reply_pin),
+        )
+        .route(
             "/v1/sessions",
             delete(routes::credentials::end_other_sessions),
         )

@@ -169,6 +169,7 @@ mod tests {
             recent: Default::default(),
             reach: Default::default(),
             sessions: vec![],
+            reply_pin: None,
             sign_in_links: vec![],
         };
         // configuration: sources until the budget says no

@@ -44,7 +44,10 @@ pub use mail_rules::MailRule;
 pub use mapping::JsonMapping;
 pub use messages::*;
 pub use reach::{Beat, Escalation, Group, PresenceState, Reach, Show, Throttled, Told};
-pub use replies::{AckTarget, ReplyCommand, ack_signature, ack_signature_valid, parse_duration};
+pub use replies::{
+    AckTarget, ReplyCommand, ReplyPin, ack_signature, ack_signature_valid, is_pin, parse_duration,
+    reply_pin_hash, split_pin,
+};
 pub use request::SourceRequest;
 pub use requests::*;
 pub use session::{SignInLink, WebSession};

@@ -319,6 +319,12 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         keep_session: Option<String>,
     },
+    /// The PIN SMS replies that change settings must start with, by its hash
+    /// ([`crate::reply_pin_hash`]); `None` removes it.
+    SetReplyPin {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin_hash: Option<String>,
+    },
     /// A browser signed in to the web app (see [`crate::WebSession`]).
     StartSession {
         session: crate::WebSession,

@@ -1,7 +1,8 @@
 //! What a person may write back over IM or SMS (`ack 12`, `mute 1h`, `silence 2h bikes`), and
 //! the signed links that acknowledge a notification.
 
-use crate::NotificationId;
+use crate::{Millis, NotificationId, UserId};
+use serde::{Deserialize, Serialize};
 
 /// What a person may write back over IM or SMS.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +76,59 @@ impl ReplyCommand {
             _ => ReplyCommand::Unknown(text.trim().to_owned()),
         }
     }
+}
+
+impl ReplyCommand {
+    /// Whether the command changes the user's settings: over SMS, whose sender can be forged,
+    /// it then needs the user's reply PIN ([`split_pin`]).
+    pub fn changes_settings(&self) -> bool {
+        matches!(
+            self,
+            ReplyCommand::Mute(_)
+                | ReplyCommand::Unmute
+                | ReplyCommand::Silence { .. }
+                | ReplyCommand::Unsilence(_)
+        )
+    }
+}
+
+/// The user's reply PIN, which SMS replies that change settings start with: its hash
+/// ([`reply_pin_hash`]) and the wrong ones in a row.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplyPin {
+    pub hash: String,
+    #[serde(default)]
+    pub failures: u32,
+    /// After [`ReplyPin::MAX_FAILURES`] wrong PINs, SMS replies change nothing until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until_ms: Option<Millis>,
+}
+
+impl ReplyPin {
+    pub const MAX_FAILURES: u32 = 5;
+    pub const LOCK_MS: Millis = 3_600_000;
+}
+
+/// A PIN: 4 to 8 digits.
+pub fn is_pin(s: &str) -> bool {
+    (4..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A reply's leading PIN (`4821 mute 30d`) and the command after it; no PIN: the whole text.
+pub fn split_pin(text: &str) -> (Option<&str>, &str) {
+    let t = text.trim_start();
+    let end = t.find(char::is_whitespace).unwrap_or(t.len());
+    let (first, rest) = t.split_at(end);
+    if is_pin(first) && !rest.trim().is_empty() {
+        (Some(first), rest.trim_start())
+    } else {
+        (None, text)
+    }
+}
+
+/// What the record keeps of a user's reply PIN.
+pub fn reply_pin_hash(user: &UserId, pin: &str) -> String {
+    crate::digest(&["reply-pin", user.as_str(), pin])
 }
 
 /// `90s`, `30m`, `1h`, `2d` (at most 30 days) in seconds.
@@ -175,6 +229,32 @@ mod tests {
         ));
         assert_eq!(parse_duration("0m"), None);
         assert_eq!(parse_duration("31d"), None);
+    }
+
+    #[test]
+    fn a_pin_leads_a_reply_and_only_settings_need_it() {
+        assert_eq!(split_pin("4821 mute 30d"), (Some("4821"), "mute 30d"));
+        assert_eq!(split_pin(" 12345678  silence 2h bikes").0, Some("12345678"));
+        // too short or long, alone, or not first: no PIN
+        for text in [
+            "482 mute 1h",
+            "123456789 mute 1h",
+            "4821",
+            "mute 1h 4821",
+            "ack 1234",
+        ] {
+            assert_eq!(split_pin(text), (None, text), "{text}");
+        }
+        assert!(ReplyCommand::parse("mute 1h").changes_settings());
+        assert!(ReplyCommand::parse("unsilence").changes_settings());
+        for text in ["ack", "ack 12", "status", "list", "help"] {
+            assert!(!ReplyCommand::parse(text).changes_settings(), "{text}");
+        }
+        let u = UserId::parse("u1").unwrap();
+        assert_ne!(
+            reply_pin_hash(&u, "4821"),
+            reply_pin_hash(&UserId::parse("u2").unwrap(), "4821")
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct UserRecord {
     /// The browsers signed in to the web app (at most [`WebSession::MAX_PER_USER`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<WebSession>,
+    /// The PIN SMS replies that change settings start with (none: they change nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_pin: Option<crate::ReplyPin>,
     /// Sign-in links mailed and not yet used (at most [`SignInLink::MAX_PENDING`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sign_in_links: Vec<SignInLink>,
@@ -487,6 +490,7 @@ mod tests {
             recent,
             reach: Default::default(),
             sessions: vec![],
+            reply_pin: None,
             sign_in_links: vec![],
         };
         let stored = serde_json::to_vec(&record).unwrap();

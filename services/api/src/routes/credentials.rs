@@ -1,15 +1,18 @@
 //! Replacing a user's credentials, each stopping at once: `POST /v1/me/token` (a new API
 //! token; the other web sessions end with the old one), `POST /v1/me/feed` (new private feed
 //! addresses) and `DELETE /v1/sessions` (sign out everywhere else). The inbound address has
-//! its own, `POST /v1/inbound/address`.
+//! its own, `POST /v1/inbound/address`. And the PIN that SMS replies changing settings need:
+//! `PUT`/`DELETE /v1/me/reply-pin`.
 
 use crate::auth::{authenticate, bearer, new_token, random_hex};
 use crate::client::{command, refusal};
+use crate::routes::parse_body;
 use crate::routes::users::feed_urls;
 use crate::{ApiError, St, session};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
 use tocsin_model::{Command, UserRecord, hash_token};
 
 /// The web session the caller signed in with (by its id's hash), kept when the others end;
@@ -85,5 +88,41 @@ pub(crate) async fn end_other_sessions(
         keep_session: callers_session(&headers),
     };
     replace(&state, &u, replacement).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplyPinBody {
+    pin: String,
+}
+
+/// `PUT /v1/me/reply-pin {pin}`: the PIN (4 to 8 digits) an SMS reply that changes settings
+/// must start with (`4821 mute 30d`); the record keeps only its hash.
+pub(crate) async fn set_reply_pin(
+    State(state): St,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    let req: ReplyPinBody = parse_body(&body)?;
+    if !tocsin_model::is_pin(&req.pin) {
+        return Err(ApiError::bad_request(
+            "a reply PIN is 4 to 8 digits",
+            Some("pin".into()),
+        ));
+    }
+    let pin_hash = Some(tocsin_model::reply_pin_hash(&u.id, &req.pin));
+    replace(&state, &u, Command::SetReplyPin { pin_hash }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/me/reply-pin`: no PIN; SMS replies then change no settings.
+pub(crate) async fn remove_reply_pin(
+    State(state): St,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let u = authenticate(&state, &headers).await?;
+    replace(&state, &u, Command::SetReplyPin { pin_hash: None }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

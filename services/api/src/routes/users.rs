@@ -79,6 +79,7 @@ fn user_view(u: &UserRecord) -> serde_json::Value {
         "created_at_ms": u.created_at_ms,
         "sources": u.sources.len(),
         "destinations": u.destinations.len(),
+        "reply_pin": u.reply_pin.is_some(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! The sessions screen: the browsers signed in as the user, this one marked, and the
 //! credentials to replace when one may have leaked (the others signed out, a new API token, new
-//! private feed addresses).
+//! private feed addresses), and the reply PIN SMS replies that change settings need.
 
 use crate::web::layout::{self, Viewer};
 use crate::web::render;
@@ -63,6 +63,27 @@ pub(crate) async fn page(headers: HeaderMap, v: Viewer) -> Response {
                     id: "keys-new-feed",
                     what: "Your new feed address (Atom)",
                 }))
+            }
+            section.card aria-labelledby="keys-pin" {
+                h2 id="keys-pin" { "SMS reply PIN" }
+                p { "A text message's sender can be forged, so an SMS reply that changes your "
+                    "settings must start with this PIN: " code { "4821 mute 30d" } ". "
+                    @if v.user.reply_pin.is_some() { "A PIN is set." }
+                    @else { "No PIN is set: SMS replies acknowledge, but change no settings." } }
+                form data-api="/v1/me/reply-pin" data-method="PUT" data-then="reload" {
+                    label for="reply-pin" { "New PIN (4 to 8 digits)" }
+                    input id="reply-pin" name="pin" inputmode="numeric" pattern="[0-9]{4,8}"
+                        autocomplete="off" required;
+                    button type="submit" { "Set the PIN" }
+                    (layout::form_status())
+                }
+                @if v.user.reply_pin.is_some() {
+                    form data-api="/v1/me/reply-pin" data-method="DELETE" data-then="reload"
+                        data-confirm="Remove the PIN? SMS replies will change no settings." {
+                        button.danger type="submit" { "Remove the PIN" }
+                        (layout::form_status())
+                    }
+                }
             }
         },
     ))

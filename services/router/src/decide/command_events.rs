@@ -138,6 +138,17 @@ pub(crate) fn command_event(command: &Command, command_id: &str, now: Millis) ->
             None,
             "inbound e-mail address replaced".to_owned(),
         ),
+        Command::SetReplyPin { pin_hash } => (
+            EventKind::SessionChanged,
+            None,
+            None,
+            None,
+            match pin_hash {
+                Some(_) => "reply PIN set",
+                None => "reply PIN removed",
+            }
+            .to_owned(),
+        ),
         Command::ReplaceCredentials {
             token_hash,
             feed_token_hash,

@@ -67,6 +67,7 @@ pub(crate) fn command_effects(
                 recent: Default::default(),
                 reach: Default::default(),
                 sessions: vec![],
+                reply_pin: None,
                 sign_in_links: vec![],
             });
             fx.dirty = true;
@@ -316,6 +317,18 @@ pub(crate) fn command_effects(
                 end_sessions.then_some(keep_session.as_deref()),
                 now,
             )?;
+            fx.dirty = true;
+            Ok(())
+        }
+        Command::SetReplyPin { pin_hash } => {
+            let r = existing(user, record)?;
+            if pin_hash.as_ref().is_some_and(|h| h.len() != 64) {
+                return Err(Refusal::field("pin_hash", "must be 64 hex digits"));
+            }
+            r.reply_pin = pin_hash.map(|hash| tocsin_model::ReplyPin {
+                hash,
+                ..Default::default()
+            });
             fx.dirty = true;
             Ok(())
         }

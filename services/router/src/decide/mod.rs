@@ -20,7 +20,10 @@ mod health;
 mod heartbeat_tests;
 mod heartbeats;
 #[cfg(test)]
+mod pin_tests;
+#[cfg(test)]
 mod policy_tests;
+mod refusals;
 mod replies;
 pub mod routing;
 mod sessions;
@@ -40,8 +43,8 @@ use crate::decide::commands::command_effects;
 use crate::decide::escalate::{Fired, Links};
 use crate::decide::routing::route;
 use tocsin_model::{
-    AvatarMessage, CommandReply, Event, EventKind, HistoryRecord, Millis, Notification,
-    RefusalCode, TimelineEntry, UserId, UserRecord, budget,
+    AvatarMessage, CommandReply, Event, EventKind, Millis, RefusalCode, TimelineEntry, UserId,
+    UserRecord, budget,
 };
 
 /// Limits an avatar enforces on its user's configuration.
@@ -339,7 +342,19 @@ fn decide(
             };
             let mut fx = Effects::labelled(Outcome::Reply);
             match replies::reply(r, channel, &address, &text, at_ms, now) {
-                Some(fired) => fx.take(user, fired),
+                Some(Ok(fired)) => fx.take(user, fired),
+                Some(Err(reason)) => {
+                    fx = refusals::refused(
+                        user,
+                        tocsin_model::SourceKind::Publish,
+                        "an SMS reply",
+                        &address,
+                        reason,
+                        at_ms,
+                    );
+                    // the wrong PINs are counted in the record
+                    fx.dirty = true;
+                }
                 None => fx.outcome = Outcome::ReplyUnknownAddress,
             }
             fx
@@ -368,60 +383,13 @@ fn decide(
             at_ms,
         } => {
             if record.is_none() {
-                return Effects {
-                    outcome: Outcome::NoUser,
-                    ..Default::default()
-                };
+                return Effects::labelled(Outcome::NoUser);
             }
-            let from = tocsin_model::text::truncate(&tocsin_model::text::one_line(&from), 200);
-            let id = tocsin_model::digest(&[
-                "refused",
-                user.as_str(),
-                &from,
-                &reason,
-                &at_ms.to_string(),
-            ]);
             let what = match source {
-                tocsin_model::SourceKind::Email => "e-mail",
-                _ => "message",
+                tocsin_model::SourceKind::Email => "an e-mail",
+                _ => "a message",
             };
-            let notification = Notification {
-                id: tocsin_model::NotificationId(format!("x{}", &id[..32])),
-                user: user.clone(),
-                source: tocsin_model::SourceRef {
-                    kind: source,
-                    id: None,
-                    label: from.clone(),
-                },
-                title: format!(
-                    "Refused an {what} from {}",
-                    if from.is_empty() { "<>" } else { &from }
-                ),
-                body: reason.clone(),
-                url: None,
-                priority: tocsin_model::Priority::LOWEST,
-                tags: vec!["refused".into()],
-                created_at_ms: at_ms,
-                published_at_ms: None,
-                dedup_key: None,
-            };
-            let event = Event::new(EventKind::Refused, &[notification.id.as_str()], at_ms)
-                .notification(&notification.id)
-                .detail(&format!("{}: {reason}", notification.title));
-            Effects {
-                history: vec![HistoryRecord::Notification {
-                    notification,
-                    entry: TimelineEntry {
-                        at_ms,
-                        kind: "refused".into(),
-                        channel: None,
-                        detail: reason,
-                    },
-                }],
-                events: vec![event],
-                outcome: Outcome::Refused,
-                ..Default::default()
-            }
+            refusals::refused(user, source, what, &from, reason, at_ms)
         }
         AvatarMessage::Ping { source_id, at_ms } => {
             let Some(r) = record.as_mut() else {

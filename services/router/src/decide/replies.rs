@@ -4,12 +4,13 @@
 use crate::decide::escalate::{Fired, ack, clock};
 use tocsin_model::{
     AckTarget, Channel, DeliveryJob, Escalation, JobKind, Millis, Notification, NotificationId,
-    Reach, ReplyCommand, UserRecord,
+    Reach, ReplyCommand, ReplyPin, UserRecord,
 };
 
 /// The user wrote `text` from `address` on `channel`. Returns what to record and, for IM, the
-/// answer to send back; nothing for an address its owner has not confirmed (whoever typed it
-/// in may not be whoever writes from it).
+/// answer to send back; why not, for an SMS reply that would change settings without the
+/// user's reply PIN (it changes nothing but the count of wrong PINs); nothing for an address
+/// its owner has not confirmed (whoever typed it in may not be whoever writes from it).
 pub fn reply(
     r: &mut UserRecord,
     channel: Channel,
@@ -17,7 +18,7 @@ pub fn reply(
     text: &str,
     at_ms: Millis,
     now: Millis,
-) -> Option<Fired> {
+) -> Option<Result<Fired, String>> {
     let key = format!("{}:{address}", channel.as_str());
     let dest = r
         .destinations
@@ -26,7 +27,16 @@ pub fn reply(
         .clone();
     let via = format!("{} ({address})", channel.as_str());
     let mut fired = Fired::default();
-    let answer = match ReplyCommand::parse(text) {
+    let (pin, text) = tocsin_model::split_pin(text);
+    let command = ReplyCommand::parse(text);
+    // a text's sender can be forged: over SMS, only the PIN lets a reply change settings
+    if channel == Channel::Sms
+        && command.changes_settings()
+        && let Err(why) = check_pin(r, pin, now)
+    {
+        return Some(Err(why));
+    }
+    let answer = match command {
         ReplyCommand::Ack(target) => {
             let ids: Vec<NotificationId> = match target {
                 AckTarget::Latest => latest_pending(&r.reach).into_iter().collect(),
@@ -186,7 +196,48 @@ pub fn reply(
             ack_url: None,
         });
     }
-    Some(fired)
+    Some(Ok(fired))
+}
+
+/// Whether `pin` is the user's reply PIN. A wrong or missing one counts; after
+/// [`ReplyPin::MAX_FAILURES`] in a row, SMS replies change nothing for an hour.
+fn check_pin(r: &mut UserRecord, pin: Option<&str>, now: Millis) -> Result<(), String> {
+    let given = pin.map(|p| tocsin_model::reply_pin_hash(&r.id, p));
+    let Some(saved) = r.reply_pin.as_mut() else {
+        return Err(
+            "it would change settings, which an SMS reply does only when it starts with \
+                    the reply PIN: set one (PUT /v1/me/reply-pin), then write e.g. \
+                    \"4821 mute 1h\""
+                .to_owned(),
+        );
+    };
+    if let Some(until) = saved.locked_until_ms.filter(|u| *u > now) {
+        return Err(format!(
+            "{} wrong PINs in a row: SMS replies change no settings until {} UTC",
+            ReplyPin::MAX_FAILURES,
+            clock(until)
+        ));
+    }
+    if given.as_deref().is_some_and(|h| {
+        crate::decide::verify::constant_time_eq(h.as_bytes(), saved.hash.as_bytes())
+    }) {
+        saved.failures = 0;
+        saved.locked_until_ms = None;
+        return Ok(());
+    }
+    saved.failures += 1;
+    if saved.failures >= ReplyPin::MAX_FAILURES {
+        saved.failures = 0;
+        saved.locked_until_ms = Some(now + ReplyPin::LOCK_MS);
+    }
+    Err(match pin {
+        None => {
+            "it would change settings and did not start with the reply PIN (write e.g. \
+                 \"4821 mute 1h\")"
+        }
+        Some(_) => "the reply PIN was wrong",
+    }
+    .to_owned())
 }
 
 /// The id of the user's source called `name` (by id or label, without case), if one is.

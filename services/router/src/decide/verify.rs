@@ -123,7 +123,7 @@ pub(crate) fn verify(
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -203,9 +203,19 @@ mod tests {
             text: "mute 30d".into(),
             at_ms: 5,
         };
-        crate::decide::apply(&user(), &mut rec, mute.clone(), &LIMITS, 5);
+        crate::decide::apply(&user(), &mut rec, mute, &LIMITS, 5);
         assert_eq!(rec.as_ref().unwrap().reach.muted_until_ms, None);
         rec.as_mut().unwrap().destinations[0].verification = None;
+        rec.as_mut().unwrap().reply_pin = Some(tocsin_model::ReplyPin {
+            hash: tocsin_model::reply_pin_hash(&user(), "4821"),
+            ..Default::default()
+        });
+        let mute = tocsin_model::AvatarMessage::Reply {
+            channel: Channel::Sms,
+            address: "+15550001234".into(),
+            text: "4821 mute 30d".into(),
+            at_ms: 6,
+        };
         crate::decide::apply(&user(), &mut rec, mute, &LIMITS, 6);
         assert!(
             rec.as_ref().unwrap().reach.muted_until_ms.is_some(),
