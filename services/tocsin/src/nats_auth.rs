@@ -38,6 +38,15 @@ pub(crate) fn run(dir: &Path, config: Option<PathBuf>, helm: bool) -> Result<Exi
             id.public_key
         );
     }
+    // for the systemd units: each reads its own `<service>.env` (EnvironmentFile)
+    for id in ids.iter().filter(|i| i.role != Role::Admin) {
+        let seed = std::path::absolute(&id.seed_file)
+            .with_context(|| format!("cannot resolve {}", id.seed_file.display()))?;
+        write(
+            &dir.join(format!("{}.env", id.role.name())),
+            &format!("TOCSIN_BUS__NKEY_SEED_FILE={}\n", seed.display()),
+        )?;
+    }
     if helm {
         let values = dir.join("nats-values.json");
         write(
