@@ -1,33 +1,41 @@
-# One image for every tocsin service and the CLI; the first argument picks the service:
+# One image for every tocsin service and the CLI: one multi-call binary, no shell. The first
+# argument picks the service:
 #   docker run IMAGE router --config /etc/tocsin/tocsin.toml
+#   docker run IMAGE tocsin user list           (the CLI)
 # Build arguments (pin them for a reproducible image):
 #   RUST_IMAGE  the build toolchain image (default rust:1.95-bookworm)
-#   BASE_IMAGE  the runtime base (default debian:bookworm-slim)
+#   BASE_IMAGE  the runtime base (default debian:bookworm-slim, with the CA bundle and tzdata
+#               added); deploy/image/build.sh passes a base made by mmdebstrap instead
+#   BINARY      `build` (compile in RUST_IMAGE) or `prebuilt` (the binary in ./out/tocsin of
+#               the build context: deploy/image/build.sh puts it there from cargo's target/)
 # `cargo build --locked` uses Cargo.lock as committed, so the same source builds the same
 # dependency set; SOURCE_DATE_EPOCH may be passed for timestamps.
 ARG RUST_IMAGE=rust:1.95-bookworm
-ARG BASE_IMAGE=debian:bookworm-slim
+ARG BASE_IMAGE=registry-base
+ARG BINARY=build
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked \
-      -p tocsin -p tocsin-ingestor -p tocsin-router -p tocsin-history -p tocsin-delivery -p tocsin-api \
-      -p tocsin-archiver \
+RUN cargo build --release --locked -p tocsin \
  && mkdir /out \
- && cp target/release/tocsin target/release/tocsin-ingestor target/release/tocsin-router \
-       target/release/tocsin-history target/release/tocsin-delivery target/release/tocsin-api \
-       target/release/tocsin-archiver /out/
+ && strip -o /out/tocsin target/release/tocsin
 
-FROM ${BASE_IMAGE}
+FROM scratch AS prebuilt
+COPY out/tocsin /out/tocsin
+
+FROM debian:bookworm-slim AS registry-base
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/tocsin --create-home tocsin
-COPY --from=build /out/ /usr/local/bin/
-COPY deploy/docker-entrypoint.sh /usr/local/bin/tocsin-entrypoint
+
+FROM ${BINARY} AS binary
+
+FROM ${BASE_IMAGE}
+COPY --from=binary /out/tocsin /usr/local/bin/tocsin
 COPY deploy/tocsin.example.toml /etc/tocsin/tocsin.example.toml
 USER 10001:10001
 WORKDIR /var/lib/tocsin
-ENTRYPOINT ["/usr/local/bin/tocsin-entrypoint"]
+ENTRYPOINT ["/usr/local/bin/tocsin", "entrypoint"]
 CMD ["help"]

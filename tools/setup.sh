@@ -43,6 +43,8 @@ if [ "${1:-}" = "--test" ]; then
   need "command -v dnsmasq" dnsmasq-base                 # DNS for SPF/DKIM
   need "command -v dovecot && test -e /usr/lib/dovecot/lmtp" dovecot-imapd dovecot-lmtpd  # IMAP
   need "command -v chromium && command -v chromedriver" chromium chromium-driver  # the web app's browser tests
+  need "command -v buildah && command -v podman && command -v runc && command -v mmdebstrap" \
+    buildah podman runc mmdebstrap                       # the container image, built and run
 fi
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 if [ ! -x "$VENV/bin/python" ]; then

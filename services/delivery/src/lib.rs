@@ -96,7 +96,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .connect_timeout(Duration::from_secs(config.delivery.webhook_timeout_secs))
         .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| ServiceError::Setup(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| {
+            ServiceError::Setup(format!(
+                "cannot build the HTTP client: {}",
+                tocsin_netguard::with_causes(&e)
+            ))
+        })?;
     let (bus, ready) = config.connect(&shutdown).await?;
     let xmpp = if config.delivery.channels.contains(&Channel::Xmpp) {
         let addresses = bus.kv("addresses").await?;

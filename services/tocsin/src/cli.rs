@@ -80,6 +80,13 @@ pub(crate) enum Cmd {
         #[arg(long)]
         helm: bool,
     },
+    /// The container image's entrypoint: `entrypoint <service> [--config FILE]` runs that
+    /// service, `entrypoint tocsin <command>` the CLI.
+    #[command(hide = true)]
+    Entrypoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Check a configuration file and the environment: every problem is listed.
     Config {
         #[arg(long)]

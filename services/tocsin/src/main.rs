@@ -2,6 +2,7 @@
 //! history and dead letters through the API.
 
 mod cli;
+mod entrypoint;
 mod manage;
 mod nats_auth;
 mod print;
@@ -26,6 +27,12 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
+    if let Some(service) = entrypoint::called_as() {
+        let args = std::env::args().skip(1).collect();
+        return entrypoint::service(service, args)
+            .await
+            .unwrap_or(ExitCode::FAILURE);
+    }
     tocsin_runtime::install_crypto();
     let cli = Cli::parse();
     match dispatch(cli.command).await {
@@ -68,6 +75,26 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NatsAuth { dir, config, helm } => nats_auth::run(&dir, config, helm),
+        Cmd::Entrypoint { args } => {
+            let mut args = args.into_iter();
+            let first = args.next().unwrap_or_else(|| "help".to_owned());
+            if first == "tocsin" || first == "cli" {
+                let cli = Cli::try_parse_from(std::iter::once("tocsin".to_owned()).chain(args))
+                    .unwrap_or_else(|e| e.exit());
+                return Box::pin(dispatch(cli.command)).await;
+            }
+            match entrypoint::service(&first, args.collect()).await {
+                Some(code) => Ok(code),
+                None => {
+                    eprintln!("{}", entrypoint::USAGE);
+                    Ok(if first == "help" {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(tocsin_runtime::EXIT_CONFIG)
+                    })
+                }
+            }
+        }
         other => manage::run(other).await,
     }
 }

@@ -416,7 +416,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { .. } | Cmd::DemoFeed { .. } | Cmd::NatsAuth { .. } => {
+        Cmd::Up { .. } | Cmd::DemoFeed { .. } | Cmd::NatsAuth { .. } | Cmd::Entrypoint { .. } => {
             Err(anyhow!("not a management command"))
         }
     }

@@ -210,6 +210,18 @@ pub fn check_url(url: &reqwest::Url, policy: AddressPolicy) -> Result<(), String
     }
 }
 
+/// An error and every error under it, `: `-separated (reqwest's own say only "builder error").
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// The one client for requests made on a user's behalf (see the crate's documentation).
 #[derive(Clone, Debug)]
 pub struct GuardedClient {
@@ -227,7 +239,7 @@ impl GuardedClient {
     ) -> Result<GuardedClient, String> {
         let client = configure(client_builder(policy, max_redirects))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| format!("cannot build the HTTP client: {}", with_causes(&e)))?;
         Ok(GuardedClient { client, policy })
     }
 

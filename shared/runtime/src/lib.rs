@@ -94,7 +94,13 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 /// The `--config PATH` argument, if given.
 pub fn config_path_from_args() -> Result<Option<std::path::PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
+    config_path_from(std::env::args().skip(1))
+}
+
+/// [`config_path_from_args`] over `args` (a service's arguments, without the program's name).
+pub fn config_path_from(
+    mut args: impl Iterator<Item = String>,
+) -> Result<Option<std::path::PathBuf>, String> {
     let mut path = None;
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -124,9 +130,25 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    service_main_with(name, std::env::args().skip(1), load, run).await
+}
+
+/// [`service_main`] with the service's arguments given (the multi-call `tocsin` binary's).
+pub async fn service_main_with<C, E, L, R, Fut>(
+    name: &str,
+    args: impl Iterator<Item = String>,
+    load: L,
+    run: R,
+) -> ExitCode
+where
+    L: FnOnce(&ConfigDoc) -> Result<C, Vec<String>>,
+    R: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     init_tracing();
     install_crypto();
-    let path = match config_path_from_args() {
+    let path = match config_path_from(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("tocsin-{name}: {e}");
