@@ -37,7 +37,12 @@ strip -o "$work/out/tocsin" "$bin"
 mkdir -p "$work/ctx/deploy"
 cp -r "$work/out" "$work/ctx/out"
 cp deploy/tocsin.example.toml "$work/ctx/deploy/"
+before=$(podman images --quiet --filter dangling=true | sort)
 buildah bud --quiet --layers=false -f Dockerfile --build-arg BINARY=prebuilt \
   --build-arg BASE_IMAGE="$base" -t "$tag" "$work/ctx" >/dev/null
+# the stages' images this build left behind (the prebuilt binary's), and no one else's
+after=$(podman images --quiet --filter dangling=true | sort)
+left=$(comm -13 <(echo "$before") <(echo "$after"))
+[ -z "$left" ] || podman rmi --force $left >/dev/null
 size=$(podman save "$tag" | gzip -c | wc -c)
 echo "image: $tag, $(( size / 1024 / 1024 )) MiB compressed ($(podman image inspect "$tag" --format '{{.Size}}') bytes unpacked)"

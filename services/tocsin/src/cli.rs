@@ -80,6 +80,13 @@ pub(crate) enum Cmd {
         #[arg(long)]
         helm: bool,
     },
+    /// Exit 0 if URL answers 200 within the timeout: a container's health check
+    /// (`tocsin probe http://127.0.0.1:9102/readyz`; the image has no shell or curl).
+    Probe {
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// The container image's entrypoint: `entrypoint <service> [--config FILE]` runs that
     /// service, `entrypoint tocsin <command>` the CLI.
     #[command(hide = true)]

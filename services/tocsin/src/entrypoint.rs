@@ -4,6 +4,7 @@
 //! `tocsin-<service>` is that service too.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// What the image runs: the services, and `tocsin` for the CLI.
 pub(crate) const SERVICES: [&str; 6] = [
@@ -67,3 +68,19 @@ pub(crate) fn called_as() -> Option<&'static str> {
 
 /// How the entrypoint is used, for a wrong first argument.
 pub(crate) const USAGE: &str = "usage: IMAGE ingestor|router|history|delivery|api|archiver [--config FILE]\n       IMAGE tocsin <command>   (the CLI)";
+
+/// A health check: whether `url` answers 200 within `timeout` (the reason on stderr if not).
+pub(crate) async fn probe(url: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    match client.get(url).send().await {
+        Ok(r) if r.status() == reqwest::StatusCode::OK => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("{url}: {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{url}: {}", tocsin_netguard::with_causes(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

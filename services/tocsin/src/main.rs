@@ -75,6 +75,9 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::NatsAuth { dir, config, helm } => nats_auth::run(&dir, config, helm),
+        Cmd::Probe { url, timeout_secs } => {
+            entrypoint::probe(&url, Duration::from_secs(timeout_secs)).await
+        }
         Cmd::Entrypoint { args } => {
             let mut args = args.into_iter();
             let first = args.next().unwrap_or_else(|| "help".to_owned());

@@ -416,9 +416,11 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { .. } | Cmd::DemoFeed { .. } | Cmd::NatsAuth { .. } | Cmd::Entrypoint { .. } => {
-            Err(anyhow!("not a management command"))
-        }
+        Cmd::Up { .. }
+        | Cmd::DemoFeed { .. }
+        | Cmd::NatsAuth { .. }
+        | Cmd::Entrypoint { .. }
+        | Cmd::Probe { .. } => Err(anyhow!("not a management command")),
     }
 }
 
