@@ -6,8 +6,8 @@
 #   RUST_IMAGE  the build toolchain image (default rust:1.95-bookworm)
 #   BASE_IMAGE  the runtime base (default debian:bookworm-slim, with the CA bundle and tzdata
 #               added); deploy/image/build.sh passes a base made by mmdebstrap instead
-#   BINARY      `build` (compile in RUST_IMAGE) or `prebuilt` (the binary in ./out/tocsin of
-#               the build context: deploy/image/build.sh puts it there from cargo's target/)
+#   BINARY      `build` (compile in RUST_IMAGE) or `prebuilt` (./out/ of the build context
+#               holds the binary and its SBOM: deploy/image/build.sh puts them there)
 # `cargo build --locked` uses Cargo.lock as committed, so the same source builds the same
 # dependency set; SOURCE_DATE_EPOCH may be passed for timestamps.
 ARG RUST_IMAGE=rust:1.95-bookworm
@@ -19,10 +19,12 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p tocsin \
  && mkdir /out \
- && strip -o /out/tocsin target/release/tocsin
+ && strip -o /out/tocsin target/release/tocsin \
+ && (command -v python3 >/dev/null || (apt-get update && apt-get install -y --no-install-recommends python3)) \
+ && python3 deploy/image/sbom.py "$(/out/tocsin --version | cut -d' ' -f2)" > /out/sbom.cdx.json
 
 FROM scratch AS prebuilt
-COPY out/tocsin /out/tocsin
+COPY out/ /out/
 
 FROM debian:bookworm-slim AS registry-base
 RUN apt-get update \
@@ -34,6 +36,8 @@ FROM ${BINARY} AS binary
 
 FROM ${BASE_IMAGE}
 COPY --from=binary /out/tocsin /usr/local/bin/tocsin
+# every Rust crate in the binary (CycloneDX; deploy/image/sbom.py)
+COPY --from=binary /out/sbom.cdx.json /usr/share/doc/tocsin/sbom.cdx.json
 COPY deploy/tocsin.example.toml /etc/tocsin/tocsin.example.toml
 USER 10001:10001
 WORKDIR /var/lib/tocsin

@@ -125,6 +125,19 @@ for d in docs:
   done
   echo "helm: $values lints, renders, validates against Kubernetes $KUBE, and its config loads (delivery groups: $(echo $groups))"
 done
+# every workload runs the image the build makes: deploy/image/build.sh tags it with the
+# binary's version, which is the chart's appVersion
+version=$("${tocsin[@]}" --version | cut -d' ' -f2)
+"$HELM" template check helm/tocsin --kube-version "$KUBE" > "$out/images.yaml"
+"$TOOLS/kvenv/bin/python" - "$out/images.yaml" "$version" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+images = {c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+          for c in d["spec"]["template"]["spec"]["containers"]}
+want = f"ghcr.io/tocsin/tocsin:{sys.argv[2]}"
+assert images == {want}, f"the chart runs {images}, the build tags {want}"
+print(f"helm: every workload runs {want}, the version deploy/image/build.sh tags")
+PY
 # TLS to NATS: every pod trusts the CA from the Secret named, and the chart refuses to render
 # without one
 "$HELM" template check helm/tocsin --kube-version "$KUBE" --set nats.tls.enabled=true \

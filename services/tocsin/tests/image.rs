@@ -88,6 +88,34 @@ fn the_image_builds_without_a_registry_and_runs_every_service_read_only() {
         "10001:10001 [\"/usr/local/bin/tocsin\",\"entrypoint\"]"
     );
 
+    // its SBOM, in the image, names every crate in the binary, the bus client among them
+    let copy = tempfile::tempdir().unwrap();
+    let ctr = format!("tocsin-sbom-{}", std::process::id());
+    let created = run(Command::new("podman").args(["create", "--name", &ctr, &tag]));
+    assert!(created.status.success(), "{}", text(&created));
+    let copied = run(Command::new("podman").args([
+        "cp",
+        &format!("{ctr}:/usr/share/doc/tocsin/sbom.cdx.json"),
+        &copy.path().display().to_string(),
+    ]));
+    let _ = run(Command::new("podman").args(["rm", "--force", &ctr]));
+    assert!(copied.status.success(), "{}", text(&copied));
+    let sbom: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(copy.path().join("sbom.cdx.json")).expect("the SBOM"),
+    )
+    .expect("the SBOM is JSON");
+    assert_eq!(sbom["bomFormat"], "CycloneDX");
+    let crates = sbom["components"].as_array().expect("components");
+    assert!(
+        crates.iter().any(|c| c["name"] == "async-nats"),
+        "{}",
+        crates.len()
+    );
+    assert!(crates.iter().all(|c| {
+        c["purl"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("pkg:cargo/"))
+    }));
     // the CLI, and the configuration every service loads
     let version = podman_run(&tag, data, &[], &["tocsin", "--version"]);
     assert!(version.status.success(), "{}", text(&version));
