@@ -111,6 +111,9 @@ fn build_service_binaries() -> Result<()> {
         .get_or_init(|| {
             let mut cmd = std::process::Command::new(env!("CARGO"));
             cmd.args(["build", "-q"]);
+            // and the multi-call `tocsin` the image is built from (tests/tests/deployment.rs):
+            // one selection for every test, so cargo resolves features once
+            cmd.args(["-p", "tocsin"]);
             for p in ["ingestor", "router", "history", "delivery", "archiver"] {
                 cmd.args(["-p", &format!("tocsin-{p}")]);
             }
@@ -122,6 +125,18 @@ fn build_service_binaries() -> Result<()> {
         })
         .clone()
         .map_err(|e| anyhow!(e))
+}
+
+/// The `tocsin` binary of this build, built first if need be (the image's one binary).
+pub fn tocsin_binary() -> Result<std::path::PathBuf> {
+    build_service_binaries()?;
+    let exe = std::env::current_exe()?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("tocsin"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("no tocsin binary beside {}", exe.display()))
 }
 
 /// `tocsin-<bin>` of this build: beside the test executable's directory (`target/<profile>`).

@@ -14,6 +14,6 @@ pub mod workload;
 
 pub use channels::{TWILIO_SID, XMPP_SERVICE, smtp_out, twilio_path, use_twilio, xmpp_service};
 pub use feeds::{FeedServer, rdf};
-pub use harness::{ADMIN, Harness, Settings, Svc};
+pub use harness::{ADMIN, Harness, Settings, Svc, tocsin_binary};
 pub use recorder::{Recorded, Recorder};
 pub use tls::test_certificate;

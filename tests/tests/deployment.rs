@@ -9,11 +9,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 use tocsin_testkit::{free_port, wait_for, workspace_root};
-use tocsin_tests::{FeedServer, Recorder, rdf};
+use tocsin_tests::{FeedServer, Recorder, rdf, tocsin_binary};
 
 const ADMIN: &str = "admin-token-for-the-deployment-test";
 const SERVICES: [&str; 6] = [
@@ -41,21 +40,6 @@ fn ok(out: Output, what: &str) -> anyhow::Result<String> {
     );
     anyhow::ensure!(out.status.success(), "{what}: {text}");
     Ok(text)
-}
-
-/// The `tocsin` binary of this build (built here when only this test's crate was).
-fn tocsin_binary() -> anyhow::Result<PathBuf> {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "tocsin"])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build -p tocsin failed");
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("tocsin"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow::anyhow!("no tocsin binary beside {}", exe.display()))
 }
 
 /// Everything the test made in podman, removed when it ends, failed or not.
