@@ -197,11 +197,12 @@ impl Role {
     }
 }
 
-/// Builds one role's lists from what it does.
+/// Builds one role's lists from what it does (each subject once, in the order granted).
 struct Grants<'a> {
     s: &'a Subjects,
     role: Role,
     out: Permissions,
+    seen: std::collections::HashSet<(bool, String)>,
 }
 
 impl<'a> Grants<'a> {
@@ -213,6 +214,7 @@ impl<'a> Grants<'a> {
             s,
             role,
             out: Permissions::default(),
+            seen: Default::default(),
         };
         g.sub(&format!("{}.>", role.inbox_prefix()));
         g.pub_("$JS.API.INFO");
@@ -237,13 +239,13 @@ impl<'a> Grants<'a> {
     }
 
     fn pub_(&mut self, subject: &str) {
-        if !self.out.publish.iter().any(|s| s == subject) {
+        if self.seen.insert((true, subject.to_owned())) {
             self.out.publish.push(subject.to_owned());
         }
     }
 
     fn sub(&mut self, subject: &str) {
-        if !self.out.subscribe.iter().any(|s| s == subject) {
+        if self.seen.insert((false, subject.to_owned())) {
             self.out.subscribe.push(subject.to_owned());
         }
     }
