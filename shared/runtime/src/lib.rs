@@ -92,12 +92,8 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
-/// The `--config PATH` argument, if given.
-pub fn config_path_from_args() -> Result<Option<std::path::PathBuf>, String> {
-    config_path_from(std::env::args().skip(1))
-}
-
-/// [`config_path_from_args`] over `args` (a service's arguments, without the program's name).
+/// The `--config PATH` argument among a service's arguments (without the program's name), if
+/// given.
 pub fn config_path_from(
     mut args: impl Iterator<Item = String>,
 ) -> Result<Option<std::path::PathBuf>, String> {
