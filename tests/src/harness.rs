@@ -130,24 +130,22 @@ fn build_service_binaries() -> Result<()> {
 /// The `tocsin` binary of this build, built first if need be (the image's one binary).
 pub fn tocsin_binary() -> Result<std::path::PathBuf> {
     build_service_binaries()?;
-    let exe = std::env::current_exe()?;
-    exe.ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("tocsin"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("no tocsin binary beside {}", exe.display()))
+    built("tocsin").ok_or_else(|| anyhow!("no tocsin binary beside this test"))
 }
 
-/// `tocsin-<bin>` of this build: beside the test executable's directory (`target/<profile>`).
-fn service_binary(bin: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
+/// The binary `name` of this build: beside the test executable's directory (`target/<profile>`).
+fn built(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|d| d.join(format!("tocsin-{bin}")))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("no tocsin-{bin} beside {}", exe.display()))
+}
+
+/// `tocsin-<bin>` of this build.
+fn service_binary(bin: &str) -> std::path::PathBuf {
+    built(&format!("tocsin-{bin}")).unwrap_or_else(|| panic!("no tocsin-{bin} beside this test"))
 }
 
 impl Harness {

@@ -19,14 +19,8 @@ const SERVICES: [&str; 6] = [
     "ingestor", "router", "history", "delivery", "api", "archiver",
 ];
 
-/// `podman …` with runc and the repository's containers.conf (docs/deploy.md).
 fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .env(
-            "CONTAINERS_CONF",
-            workspace_root().join("deploy/image/containers.conf"),
-        )
-        .args(["--runtime", "/usr/bin/runc"])
+    tocsin_testkit::podman()
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run podman (make test-tools installs it): {e}"))

@@ -8,33 +8,10 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tocsin_testkit::{free_port, wait_for, workspace_root};
+use tocsin_testkit::{Graceful, free_port, wait_for, workspace_root};
 
 /// The store the previous release (the stop-28 landing, commit 17851db) left.
 const FIXTURE: &str = "tests/fixtures/upgrade/17851db.tar.gz";
-
-/// `tocsin up`, stopped (SIGTERM, then SIGKILL) when the test ends however it ends.
-struct Up(std::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.0.id().to_string())
-                .status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Value> {
     let r = http.get(url).bearer_auth(token).send().await?;
@@ -73,7 +50,7 @@ async fn the_previous_releases_store_upgrades_without_losing_anything() -> anyho
     for s in ["INGESTOR", "ROUTER", "HISTORY", "DELIVERY", "ARCHIVER"] {
         cmd.env(format!("TOCSIN_{s}__OPS_LISTEN"), "");
     }
-    let mut up = Up(cmd.spawn()?);
+    let mut up = Graceful(cmd.spawn()?);
     let stdout = up.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -21,19 +21,15 @@ fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `podman run --rm --read-only --network none IMAGE args…` with runc (ENVIRONMENT: crun
-/// cannot run containers on every host) and the repository's containers.conf; the data
+/// `podman run --rm --read-only --network none IMAGE args…` (testkit's podman: runc and the
+/// repository's containers.conf); the data
 /// directory on volume `data` (podman gives a new volume the image's owner of the directory,
 /// user 10001).
 fn podman_run(image: &str, data: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = Command::new("podman");
-    cmd.env(
-        "CONTAINERS_CONF",
-        root().join("deploy/image/containers.conf"),
-    )
-    .args(["--runtime", "/usr/bin/runc", "run", "--rm", "--read-only"])
-    .args(["--network", "none"])
-    .args(["--volume", &format!("{data}:/var/lib/tocsin")]);
+    let mut cmd = tocsin_testkit::podman();
+    cmd.args(["run", "--rm", "--read-only"])
+        .args(["--network", "none"])
+        .args(["--volume", &format!("{data}:/var/lib/tocsin")]);
     for (k, v) in env {
         cmd.arg("--env").arg(format!("{k}={v}"));
     }
@@ -48,10 +44,10 @@ struct Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
+        let _ = tocsin_testkit::podman()
             .args(["volume", "rm", "--force", &self.volume])
             .output();
-        let _ = Command::new("podman")
+        let _ = tocsin_testkit::podman()
             .args(["rmi", "--force", &self.image])
             .output();
     }
@@ -76,7 +72,7 @@ fn the_image_builds_without_a_registry_and_runs_every_service_read_only() {
         text(&built)
     );
     eprintln!("{}", text(&built).trim());
-    let inspect = run(Command::new("podman").args([
+    let inspect = run(tocsin_testkit::podman().args([
         "image",
         "inspect",
         &tag,
@@ -91,14 +87,14 @@ fn the_image_builds_without_a_registry_and_runs_every_service_read_only() {
     // its SBOM, in the image, names every crate in the binary, the bus client among them
     let copy = tempfile::tempdir().unwrap();
     let ctr = format!("tocsin-sbom-{}", std::process::id());
-    let created = run(Command::new("podman").args(["create", "--name", &ctr, &tag]));
+    let created = run(tocsin_testkit::podman().args(["create", "--name", &ctr, &tag]));
     assert!(created.status.success(), "{}", text(&created));
-    let copied = run(Command::new("podman").args([
+    let copied = run(tocsin_testkit::podman().args([
         "cp",
         &format!("{ctr}:/usr/share/doc/tocsin/sbom.cdx.json"),
         &copy.path().display().to_string(),
     ]));
-    let _ = run(Command::new("podman").args(["rm", "--force", &ctr]));
+    let _ = run(tocsin_testkit::podman().args(["rm", "--force", &ctr]));
     assert!(copied.status.success(), "{}", text(&copied));
     let sbom: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(copy.path().join("sbom.cdx.json")).expect("the SBOM"),

@@ -6,41 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tocsin_testkit::{Graceful, free_port};
 
 fn tocsin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tocsin"))
-}
-
-/// `tocsin up` as a child that is stopped (SIGTERM, then SIGKILL) even when the test fails,
-/// so that neither it nor its nats-server outlives the test.
-struct Up(std::process::Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.0.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// A webhook receiver: answers every request 200 and counts the POSTs.
@@ -92,25 +61,27 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
     let _ = std::fs::remove_dir_all(&data);
     let (nats, api, demo, smtp) = (free_port(), free_port(), free_port(), free_port());
     let api_url = format!("http://127.0.0.1:{api}");
-    let mut up = Up(tocsin()
-        .args(["up", "--demo-feed-port", &demo.to_string(), "--data-dir"])
-        .arg(&data)
-        .env("TOCSIN_BUS__URL", format!("nats://127.0.0.1:{nats}"))
-        .env("TOCSIN_API__LISTEN", format!("127.0.0.1:{api}"))
-        .env("TOCSIN_API__PUBLIC_URL", &api_url)
-        .env("TOCSIN_INGESTOR__OPS_LISTEN", "")
-        .env("TOCSIN_INGESTOR__SMTP_LISTEN", format!("127.0.0.1:{smtp}"))
-        .env("TOCSIN_ROUTER__OPS_LISTEN", "")
-        .env("TOCSIN_HISTORY__OPS_LISTEN", "")
-        .env("TOCSIN_DELIVERY__OPS_LISTEN", "")
-        .env("TOCSIN_ARCHIVER__OPS_LISTEN", "")
-        .env("TOCSIN_ARCHIVER__ROLL_MAX_AGE_SECS", "1")
-        .env("TOCSIN_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tocsin up"));
+    let mut up = Graceful(
+        tocsin()
+            .args(["up", "--demo-feed-port", &demo.to_string(), "--data-dir"])
+            .arg(&data)
+            .env("TOCSIN_BUS__URL", format!("nats://127.0.0.1:{nats}"))
+            .env("TOCSIN_API__LISTEN", format!("127.0.0.1:{api}"))
+            .env("TOCSIN_API__PUBLIC_URL", &api_url)
+            .env("TOCSIN_INGESTOR__OPS_LISTEN", "")
+            .env("TOCSIN_INGESTOR__SMTP_LISTEN", format!("127.0.0.1:{smtp}"))
+            .env("TOCSIN_ROUTER__OPS_LISTEN", "")
+            .env("TOCSIN_HISTORY__OPS_LISTEN", "")
+            .env("TOCSIN_DELIVERY__OPS_LISTEN", "")
+            .env("TOCSIN_ARCHIVER__OPS_LISTEN", "")
+            .env("TOCSIN_ARCHIVER__ROLL_MAX_AGE_SECS", "1")
+            .env("TOCSIN_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tocsin up"),
+    );
     let stdout = up.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

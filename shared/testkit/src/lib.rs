@@ -21,6 +21,7 @@ pub use browser::ChromeDriver;
 pub use dns::Dns;
 pub use imap::Dovecot;
 pub use nats::{NatsCluster, NatsServer};
+pub use process::{Graceful, podman};
 pub use push_service::PushService;
 pub use s3::S3Server;
 pub use sms::Kannel;
