@@ -20,6 +20,7 @@
 //! redelivered from one to the other while the first was writing could be archived twice.
 
 pub mod analytics;
+mod position;
 mod reports;
 pub mod store;
 pub mod table;
@@ -176,6 +177,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             {
                 roll.take(&bus, m).await;
             }
+            // what was found already written (after a restart) is acked as far as it may go
+            roll.position.ack().await;
         }
         let full = roll.len() >= cfg.roll_max_events || roll.bytes >= cfg.roll_max_bytes;
         let old = roll
@@ -201,6 +204,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     for m in rest {
         roll.take(&bus, m).await;
     }
+    roll.position.ack().await;
     if !roll.is_empty()
         && let Err(e) = roll.write().await
     {
@@ -254,10 +258,9 @@ async fn consumer(
     // events are held until their file is written: they must not be redelivered meanwhile;
     // two rolls' worth are pending at most (one being written while the next fills)
     let ack_wait = Duration::from_secs(cfg.roll_max_age_secs + bus.config().ack_wait_secs);
-    bus.pull_consumer_with(
+    bus.positional_consumer(
         StreamKind::Events,
         "archiver",
-        None,
         2 * cfg.roll_max_events as i64,
         ack_wait,
     )
@@ -405,6 +408,8 @@ struct Roll {
     found: BTreeMap<u64, BTreeSet<String>>,
     /// Messages of the roll being written on its own task.
     in_flight: BTreeSet<u64>,
+    /// How far the consumer may be acked.
+    position: position::Position,
 }
 
 /// A roll taken out to be written while the next fills: its messages, unacked until their
@@ -434,6 +439,7 @@ impl Roll {
             written: BTreeSet::new(),
             found,
             in_flight: BTreeSet::new(),
+            position: position::Position::default(),
         }
     }
 
@@ -461,7 +467,7 @@ impl Roll {
         }
         if self.written.contains(&seq) {
             debug!(seq, "already archived; acking it again");
-            msg.settle(bus, Disposition::Ack).await;
+            self.position.settle(seq, msg.into_positioned());
             return;
         }
         let mut events = match decode_events(&msg.message().payload) {
@@ -469,7 +475,16 @@ impl Roll {
             Err(e) => {
                 warn!(subject = %msg.message().subject, seq, error = %e, "an event that cannot be archived; dead-lettering it");
                 metrics::counter!(crate::telemetry::REJECTED).increment(1);
-                msg.settle(bus, Disposition::Reject(e.to_string())).await;
+                // set aside, then settled by position (a Term would settle all before it)
+                match bus.set_aside(msg.message(), &e.to_string()).await {
+                    Ok(()) => self.position.settle(seq, msg.into_positioned()),
+                    Err(e) => {
+                        // held back until it is redelivered and set aside
+                        warn!(seq, error = %e, "cannot dead-letter an event; it is tried again after ack_wait");
+                        self.position.open(seq);
+                        msg.leave();
+                    }
+                }
                 return;
             }
         };
@@ -478,12 +493,13 @@ impl Roll {
             events.retain(|e| !ids.contains(&e.id));
             if events.is_empty() {
                 debug!(seq, "already archived; acking it again");
-                msg.settle(bus, Disposition::Ack).await;
+                self.position.settle(seq, msg.into_positioned());
                 return;
             }
         }
         let size = msg.message().payload.len();
         let count = events.len();
+        self.position.open(seq);
         match self.held.insert(seq, (events, msg)) {
             // a redelivery of a message already held: the newer delivery is acked with the roll
             Some((older_events, older)) => {
@@ -529,17 +545,16 @@ impl Roll {
         sealed
     }
 
-    /// A sealed roll's files are durable: ack its events and remember them as written.
+    /// A sealed roll's files are durable: settle its events, ack as far as that allows (one
+    /// ack for the roll), and remember them as written.
     async fn acked(&mut self, sealed: Sealed) {
         for (seq, (_, msg)) in sealed.held {
-            if let Err(e) = msg.ack().await {
-                // redelivered later, then recognised as written
-                debug!(seq, error = %e, "ack failed");
-            }
+            self.position.settle(seq, msg.into_positioned());
             self.in_flight.remove(&seq);
             self.written.insert(seq);
             self.found.remove(&seq);
         }
+        self.position.ack().await;
         metrics::counter!(crate::telemetry::EVENTS).increment(sealed.events as u64);
     }
 

@@ -44,6 +44,23 @@ async fn acked_then_stop(
     task.await.unwrap().unwrap();
 }
 
+/// The stream sequences of every row in the archive, in order.
+async fn archived_seqs(archive: &Archive) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for f in archive.list().await.unwrap() {
+        seqs.extend(table::read_seqs(archive.get(&f.relative).await.unwrap()).unwrap());
+    }
+    seqs.sort_unstable();
+    seqs
+}
+
+/// `n` routed events, numbered from 0.
+fn routed(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
+        .collect()
+}
+
 /// A nats-server, an archive directory, and a bus and archiver configured for them.
 async fn setup(
     name: &str,
@@ -122,9 +139,7 @@ async fn an_envelope_half_archived_before_a_crash_is_completed_not_repeated() {
 #[tokio::test]
 async fn files_written_but_not_acked_before_a_crash_are_not_written_twice() {
     let (_nats, _dir, bus_cfg, cfg, bus) = setup("archiver-crash").await;
-    let events: Vec<Event> = (0..100)
-        .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
-        .collect();
+    let events = routed(100);
     bus.publish_events(events, "test").await.unwrap();
 
     // the first life: pull everything, write the file, die before acking
@@ -159,11 +174,7 @@ async fn files_written_but_not_acked_before_a_crash_are_not_written_twice() {
         now[0], files[0],
         "the first file is as the first life left it"
     );
-    let mut seqs = Vec::new();
-    for f in &now {
-        seqs.extend(table::read_seqs(archive.get(&f.relative).await.unwrap()).unwrap());
-    }
-    seqs.sort_unstable();
+    let seqs = archived_seqs(&archive).await;
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>(), "each event once");
 }
 
@@ -245,9 +256,7 @@ async fn the_archive_on_an_s3_compatible_store_is_written_and_reported() {
 #[tokio::test]
 async fn a_roll_that_fails_to_write_is_held_again_and_written_with_the_next() {
     let (_nats, _dir, _bus_cfg, cfg, bus) = setup("archiver-retry").await;
-    let events: Vec<Event> = (0..20)
-        .map(|i| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms()))
-        .collect();
+    let events = routed(20);
     bus.publish_events(events, "test").await.unwrap();
     let c = consumer(&bus, &cfg).await.unwrap();
     let mut pull = tocsin_bus::Pull::new(c.clone(), 20, "test");
@@ -302,4 +311,80 @@ async fn a_roll_that_fails_to_write_is_held_again_and_written_with_the_next() {
     })
     .await
     .unwrap();
+}
+
+/// An event that cannot be decoded is set aside as a dead letter, and the acknowledgement by
+/// position passes it: the events after it are acked, and it is not archived.
+#[tokio::test]
+async fn an_event_that_cannot_be_decoded_is_dead_lettered_and_acked_past() {
+    let (_nats, _dir, bus_cfg, cfg, bus) = setup("archiver-garbage").await;
+    let event = |i: usize| Event::new(EventKind::Routed, &[&i.to_string()], tocsin_model::now_ms());
+    bus.publish_events(vec![event(1)], "test").await.unwrap();
+    let (subject, _, _) = bus.event_output(event(2), "test").unwrap();
+    bus.jetstream()
+        .publish(subject, "{not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    bus.publish_events(vec![event(3)], "test").await.unwrap();
+
+    let c = consumer(&bus, &cfg).await.unwrap();
+    let (shutdown, task) = start(bus_cfg, &cfg);
+    acked_then_stop(&c, 3, shutdown, task).await;
+    let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
+    let seqs = archived_seqs(&archive).await;
+    assert_eq!(seqs, vec![1, 3]);
+    let dead = bus.dead_letters(0, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].original_seq, 2);
+    assert!(dead[0].reason.contains("event"), "{}", dead[0].reason);
+    let info = c.clone().info().await.unwrap().clone();
+    assert_eq!(
+        info.config.ack_policy,
+        jetstream::consumer::AckPolicy::All,
+        "acknowledged by position"
+    );
+}
+
+/// A consumer left by an earlier release (one ack per message), with a message delivered
+/// and not acked, is made again from its ack floor: what was acked is not archived again,
+/// what was not is archived once.
+#[tokio::test]
+async fn a_consumer_acked_per_message_is_made_again_from_its_ack_floor() {
+    let (_nats, _dir, bus_cfg, cfg, bus) = setup("archiver-upgrade").await;
+    for e in routed(3) {
+        bus.publish_events(vec![e], "test").await.unwrap();
+    }
+    // the earlier release's consumer: the first event archived and acked, the second
+    // delivered and never acked
+    let old = bus
+        .pull_consumer_with(
+            StreamKind::Events,
+            "archiver",
+            None,
+            100,
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    let mut pull = tocsin_bus::Pull::new(old.clone(), 2, "test");
+    for i in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(10), pull.next())
+            .await
+            .expect("events");
+        match i {
+            0 => m.ack().await.unwrap(),
+            _ => m.leave(),
+        }
+    }
+    drop(pull);
+    bus.client().flush().await.unwrap();
+
+    let (shutdown, task) = start(bus_cfg, &cfg);
+    // the old consumer would give the second event back only after its ack_wait (600 s)
+    acked_then_stop(&old, 3, shutdown, task).await;
+    let archive = Archive::open(&cfg.target, &cfg.s3).unwrap();
+    let seqs = archived_seqs(&archive).await;
+    assert_eq!(seqs, vec![2, 3]);
 }

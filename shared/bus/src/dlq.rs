@@ -52,6 +52,18 @@ impl Bus {
         msg: &jetstream::Message,
         reason: &str,
     ) -> Result<(), async_nats::Error> {
+        self.set_aside(msg, reason).await?;
+        msg.ack_with(jetstream::AckKind::Term).await
+    }
+
+    /// Copy `msg` into the dead-letter stream with `reason`, without settling it: for a
+    /// consumer acknowledged by position ([`Bus::positional_consumer`]), whose user then
+    /// counts it as settled (a per-message Term would settle everything before it).
+    pub async fn set_aside(
+        &self,
+        msg: &jetstream::Message,
+        reason: &str,
+    ) -> Result<(), async_nats::Error> {
         let info = msg.info()?;
         let stream = info.stream.to_owned();
         let seq = info.stream_sequence;
@@ -75,7 +87,7 @@ impl Bus {
             Some(headers),
         )
         .await?;
-        msg.ack_with(jetstream::AckKind::Term).await
+        Ok(())
     }
 
     /// Set record `index` of an envelope aside alone, as the message it would have been on its

@@ -54,6 +54,15 @@ impl Inbound {
         self.message().ack_with(jetstream::AckKind::Progress).await
     }
 
+    /// The message, to be settled by position: for a consumer acknowledged by position
+    /// ([`Bus::positional_consumer`](crate::Bus::positional_consumer)), whose user acks a later
+    /// message once this one is done, or leaves it for redelivery.
+    pub fn into_positioned(mut self) -> jetstream::Message {
+        self.msg
+            .take()
+            .unwrap_or_else(|| unreachable!("an Inbound is settled only by consuming it"))
+    }
+
     /// Let it go unsettled on purpose, to be redelivered after `ack_wait`: a later delivery of
     /// the same message replaced it, or it is left on the bus for the next start.
     pub fn leave(mut self) {

@@ -210,6 +210,62 @@ impl Bus {
         .await
     }
 
+    /// A durable consumer acknowledged by position (`AckPolicy::All`): one ack settles every
+    /// message up to it, so a consumer that makes many messages durable at once (the
+    /// archiver's rolls) acks them with one message instead of one each. Its one user must
+    /// ack only up to a position below which every message it was given is settled.
+    ///
+    /// A consumer left with messages delivered and not acknowledged (a crash, a stop with a
+    /// pull in flight), or made before with per-message acks, is made again from its ack
+    /// floor: otherwise the messages it still holds for the last run would come back only
+    /// after `ack_wait`, behind newer ones a position ack would settle unseen. Only for a
+    /// consumer one process reads (two would take each other's messages over).
+    pub async fn positional_consumer(
+        &self,
+        stream: StreamKind,
+        durable: &str,
+        max_ack_pending: i64,
+        ack_wait: Duration,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+        let stream_name = self.subjects.stream(stream);
+        let what = format!("consumer {durable} on {stream_name}");
+        let handle = setup(&what, || self.js.get_stream(stream_name.as_str())).await?;
+        let mut start = 0;
+        if let Ok(old) = handle.get_consumer::<pull::Config>(durable).await {
+            // the state it was left in, as `get_consumer` read it
+            let info = old.cached_info();
+            let positional = info.config.ack_policy == jetstream::consumer::AckPolicy::All;
+            let floor = info.ack_floor.stream_sequence;
+            if !positional || info.delivered.stream_sequence > floor {
+                tracing::info!(
+                    consumer = durable,
+                    stream = %stream_name,
+                    from = floor + 1,
+                    "making the consumer again from its ack floor (it held messages of the last run, or acked each message)"
+                );
+                setup(&what, || handle.delete_consumer(durable)).await?;
+                start = floor + 1;
+            }
+        }
+        let cfg = pull::Config {
+            durable_name: Some(durable.to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::All,
+            ack_wait,
+            max_deliver: -1,
+            max_ack_pending,
+            deliver_policy: match start {
+                0 | 1 => jetstream::consumer::DeliverPolicy::All,
+                s => jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: s },
+            },
+            ..Default::default()
+        };
+        setup(&what, || {
+            self.js
+                .create_consumer_on_stream(cfg.clone(), stream_name.as_str())
+        })
+        .await
+    }
+
     /// A JetStream KV bucket of the contract, created if missing.
     pub async fn kv(&self, bucket: &str) -> Result<jetstream::kv::Store, BusError> {
         self.kv_with(jetstream::kv::Config {
