@@ -96,8 +96,8 @@ pub fn config_bytes(r: &UserRecord) -> usize {
 mod tests {
     use super::*;
     use crate::{
-        Channel, Destination, Escalation, Filter, NotificationId, Policy, PresenceState, Priority,
-        Show, Source, SourceKind, SourceRef, SourceSpec, SourceStatus, UserId,
+        Channel, Destination, Escalation, Filter, NotificationId, PresenceState, Priority, Show,
+        Source, SourceKind, SourceRef, SourceSpec, SourceStatus, UserId,
     };
 
     fn encode_len<T: serde::Serialize>(v: &T) -> usize {
@@ -272,7 +272,7 @@ mod tests {
         while config_bytes(&r) > CONFIG_BUDGET {
             r.sources.pop();
         }
-        r.reach.policy = Some(Policy::default());
+        r.reach.policy = Some(Box::default());
         // a heartbeat's state per source, missed (the largest it gets)
         for s in &r.sources {
             r.reach.beats.insert(

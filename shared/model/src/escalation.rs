@@ -468,7 +468,7 @@ mod tests {
         );
         // and the built-in `feeds` is made of the user's default
         let reach = Reach {
-            policy: Some(p.clone()),
+            policy: Some(Box::new(p.clone())),
             ..Default::default()
         };
         assert_eq!(reach.policy_named("feeds", &ds), (f, false));

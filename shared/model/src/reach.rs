@@ -173,9 +173,10 @@ impl Beat {
 /// What an avatar keeps to escalate and to take acknowledgements.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reach {
-    /// The `default` policy (absent: [`Policy::default_for`] the user's destinations).
+    /// The `default` policy (absent: [`Policy::default_for`] the user's destinations). Boxed:
+    /// most users have none, and an active avatar holds its record in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<Policy>,
+    pub policy: Option<Box<Policy>>,
     /// The user's other policies by name (at most [`Reach::MAX_POLICIES`]); a source names
     /// the one its notifications follow. `feeds`, when the user has not written one, is the
     /// default policy without SMS.
@@ -267,7 +268,8 @@ impl Reach {
         }
         let default = || {
             self.policy
-                .clone()
+                .as_deref()
+                .cloned()
                 .unwrap_or_else(|| Policy::default_for(destinations))
         };
         if name == Self::FEEDS_POLICY {
@@ -285,7 +287,10 @@ impl Reach {
 
     /// Every policy the user wrote, `default` first.
     pub fn written_policies(&self) -> impl Iterator<Item = &Policy> {
-        self.policy.iter().chain(self.policies.values())
+        self.policy
+            .as_deref()
+            .into_iter()
+            .chain(self.policies.values())
     }
 
     /// `id` paged for dedup key `key` at `at_ms`: it is that key's open notification.

@@ -8,6 +8,7 @@ pub use crate::destination::{
 use crate::{Filter, Millis, SignInLink, UserId, WebSession};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// What the avatar keeps for one user.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -57,8 +58,9 @@ pub struct UserRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<WebSession>,
     /// The PIN SMS replies that change settings start with (none: they change nothing).
+    /// Boxed, as most users have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_pin: Option<crate::ReplyPin>,
+    pub reply_pin: Option<Box<crate::ReplyPin>>,
     /// Sign-in links mailed and not yet used (at most [`SignInLink::MAX_PENDING`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sign_in_links: Vec<SignInLink>,
@@ -300,11 +302,12 @@ impl Channel {
     }
 }
 
-/// A bounded, insertion-ordered set of recent keys.
+/// A bounded, insertion-ordered set of recent keys. Each key is one allocation shared by the
+/// order and the set (an active avatar keeps up to [`RecentSet::CAPACITY`] of them in memory).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecentSet {
-    order: VecDeque<String>,
-    set: HashSet<String>,
+    order: VecDeque<Arc<str>>,
+    set: HashSet<Arc<str>>,
 }
 
 impl RecentSet {
@@ -317,9 +320,10 @@ impl RecentSet {
 
     /// Insert `key`, forgetting the oldest key past capacity. Returns false if present.
     pub fn insert(&mut self, key: String) -> bool {
-        if self.set.contains(&key) {
+        if self.set.contains(key.as_str()) {
             return false;
         }
+        let key: Arc<str> = Arc::from(key);
         self.set.insert(key.clone());
         self.order.push_back(key);
         while self.order.len() > Self::CAPACITY {
@@ -343,14 +347,14 @@ impl RecentSet {
         if !self.set.remove(key) {
             return false;
         }
-        self.order.retain(|k| k != key);
+        self.order.retain(|k| &**k != key);
         true
     }
 }
 
 impl Serialize for RecentSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.order.serialize(s)
+        s.collect_seq(self.order.iter().map(|k| &**k))
     }
 }
 

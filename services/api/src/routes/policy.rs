@@ -21,7 +21,8 @@ pub(crate) async fn get_policy(
     let policy = u
         .reach
         .policy
-        .clone()
+        .as_deref()
+        .cloned()
         .unwrap_or_else(|| Policy::default_for(&u.destinations));
     Ok(Json(json!({
         "policy": policy,

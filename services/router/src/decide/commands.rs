@@ -260,7 +260,7 @@ pub(crate) fn command_effects(
             if let Some(p) = &policy {
                 check_policy(p, r)?;
             }
-            r.reach.policy = policy;
+            r.reach.policy = policy.map(Box::new);
             fx.dirty = true;
             Ok(())
         }
@@ -325,9 +325,11 @@ pub(crate) fn command_effects(
             if pin_hash.as_ref().is_some_and(|h| h.len() != 64) {
                 return Err(Refusal::field("pin_hash", "must be 64 hex digits"));
             }
-            r.reply_pin = pin_hash.map(|hash| tocsin_model::ReplyPin {
-                hash,
-                ..Default::default()
+            r.reply_pin = pin_hash.map(|hash| {
+                Box::new(tocsin_model::ReplyPin {
+                    hash,
+                    ..Default::default()
+                })
             });
             fx.dirty = true;
             Ok(())
@@ -376,7 +378,7 @@ pub(crate) fn command_effects(
                 if let Some(p) = &policy {
                     check_policy(p, r)?;
                 }
-                r.reach.policy = policy;
+                r.reach.policy = policy.map(Box::new);
                 fx.dirty = true;
                 return Ok(());
             }

@@ -372,7 +372,7 @@ fn quiet_hours_hold_until_they_end_or_the_user_is_present() {
     apply(
         &user(),
         &mut rec,
-        command(Command::SetPolicy { policy: Some(p) }),
+        command(Command::SetPolicy { policy: Some(*p) }),
         &l,
         1,
     );

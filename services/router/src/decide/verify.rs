@@ -206,10 +206,10 @@ mod tests {
         crate::decide::apply(&user(), &mut rec, mute, &LIMITS, 5);
         assert_eq!(rec.as_ref().unwrap().reach.muted_until_ms, None);
         rec.as_mut().unwrap().destinations[0].verification = None;
-        rec.as_mut().unwrap().reply_pin = Some(tocsin_model::ReplyPin {
+        rec.as_mut().unwrap().reply_pin = Some(Box::new(tocsin_model::ReplyPin {
             hash: tocsin_model::reply_pin_hash(&user(), "4821"),
             ..Default::default()
-        });
+        }));
         let mute = tocsin_model::AvatarMessage::Reply {
             channel: Channel::Sms,
             address: "+15550001234".into(),
