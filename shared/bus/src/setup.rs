@@ -230,10 +230,20 @@ impl Bus {
         let stream_name = self.subjects.stream(stream);
         let what = format!("consumer {durable} on {stream_name}");
         let handle = setup(&what, || self.js.get_stream(stream_name.as_str())).await?;
+        // the consumer as it was left (None: there is none yet); any other failure to read it
+        // is retried, then fails the start, rather than being taken for its absence
+        let existing = setup(&what, || async {
+            match handle.consumer_info(durable).await {
+                Ok(info) => Ok(Some(info)),
+                Err(e) if e.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
         let mut start = 0;
-        if let Ok(old) = handle.get_consumer::<pull::Config>(durable).await {
-            // the state it was left in, as `get_consumer` read it
-            let info = old.cached_info();
+        if let Some(info) = existing {
             let positional = info.config.ack_policy == jetstream::consumer::AckPolicy::All;
             let floor = info.ack_floor.stream_sequence;
             if !positional || info.delivered.stream_sequence > floor {
