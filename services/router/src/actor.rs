@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{BusError, Disposition};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
-use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
 pub(crate) struct Avatar {
@@ -44,7 +43,7 @@ impl Avatar {
     /// The avatar's task. `self` comes boxed: an `async fn` keeps its arguments in its state
     /// twice (as passed and as bound), and an avatar's state is most of what an idle avatar
     /// costs.
-    pub(crate) async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<Box<Handed>>) {
+    pub(crate) async fn run(mut self: Box<Self>, mut rx: crate::mailbox::Receiver<Box<Handed>>) {
         let idle = Duration::from_secs(self.ctx.cfg.avatar_idle_secs);
         let every = Duration::from_millis(self.ctx.cfg.checkpoint_ms);
         loop {

@@ -18,6 +18,7 @@ mod bulk;
 pub mod config;
 pub mod decide;
 mod handed;
+mod mailbox;
 pub mod outputs;
 mod silo;
 mod telemetry;

@@ -12,15 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tocsin_bus::{BusError, Disposition, StreamKind, envelope};
 use tocsin_model::UserId;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
-/// Messages travel to an avatar boxed: a channel allocates its slots 32 at a time, and 32
-/// unboxed messages (408 bytes each) would cost every active avatar 13 KB.
+/// Messages travel to an avatar boxed: a mailbox keeps the room a burst needed (up to
+/// [`crate::mailbox`]'s `KEPT` slots), and unboxed messages are 408 bytes each.
 pub(crate) struct AvatarHandle {
-    tx: mpsc::Sender<Box<Handed>>,
+    tx: crate::mailbox::Sender<Box<Handed>>,
     /// Aborted when dropped: a silo worker that is itself dropped takes its avatars along.
     join: AbortOnDropHandle<()>,
 }
@@ -149,7 +148,7 @@ impl Worker {
                 .or_insert_with(|| spawn_avatar(ctx, *silo, outbox, user.clone(), None));
             match handle.tx.send(Box::new(msg)).await {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(back)) => {
+                Err(back) => {
                     // the avatar went idle and is finishing; wait so two never run for one user
                     msg = *back;
                     if let Some(old) = avatars.remove(&user) {
@@ -170,7 +169,7 @@ pub(crate) fn spawn_avatar(
     user: UserId,
     loaded: Option<Loaded>,
 ) -> AvatarHandle {
-    let (tx, rx) = mpsc::channel(ctx.cfg.avatar_queue);
+    let (tx, rx) = crate::mailbox::mailbox(ctx.cfg.avatar_queue);
     let span = info_span!("avatar", user = %user, silo);
     let mut avatar = Box::new(Avatar {
         ctx: ctx.clone(),
