@@ -1,9 +1,11 @@
 //! `tocsin-bench reach`: escalation timers and instant messages, measured on this machine.
 //!
-//! 1. Timers: `users` users, each with a two-step policy (a webhook, then another one after
-//!    `wait_secs`), get one notification each at once; the router holds one escalation per
-//!    user until it is due, then fires them all. Printed: how fast they fire and how late,
-//!    the router process's memory per active avatar and per pending escalation.
+//! 1. Timers: `users` users, each with a three-step policy (a webhook, another after
+//!    `wait_secs`, a third after `wait_secs` more), get one notification each at once; the
+//!    router holds one escalation per user. The second steps fire with the router running
+//!    (how late); then the router is stopped until every third step is due and started again,
+//!    so that all are due at once (how fast). Also printed: the router process's memory per
+//!    active avatar and per pending escalation.
 //! 2. Instant messages: publish → router → delivery → Prosody → a real XMPP client, at a fixed
 //!    rate, with each message's latency (needs `prosody`; skipped with a note otherwise).
 //!
@@ -57,7 +59,12 @@ pub struct Registered {
 pub struct ReachReport {
     pub options: ReachBenchOptions,
     pub burst_baseline: Figures,
+    /// The escalation steps all due at once after a restart: their rate.
     pub timers: Figures,
+    /// The steps fired with the router running, each when due: how late.
+    pub timers_on_time: Figures,
+    /// From the router's restart to the first step it fired.
+    pub restart_ms: f64,
     pub hold_secs: f64,
     pub avatar_bytes: Option<f64>,
     pub escalation_bytes: Option<f64>,
@@ -70,13 +77,18 @@ impl ReachReport {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin-bench reach: {} users with one escalation each (step 2 after {} s); {} instant messages at {}/s\n",
+            "tocsin-bench reach: {} users with one escalation each (steps 2 and 3 after {} s each; the router restarted while step 3 is held); {} instant messages at {}/s\n",
             o.users, o.wait_secs, o.im_messages, o.im_rate
         );
-        s.push_str(&figure_rows(&[&self.burst_baseline, &self.timers], 46));
+        s.push_str(&figure_rows(
+            &[&self.burst_baseline, &self.timers_on_time, &self.timers],
+            46,
+        ));
         s.push_str(&format!(
-            "{:<46} {:>10.3}\n",
-            "ratio timers fired/baseline (rate)",
+            "{:<46} {:>10.0}\n{:<46} {:>10.3}\n",
+            "first step fired after the restart (ms)",
+            self.restart_ms,
+            "ratio fired all at once/baseline (rate)",
             self.timers.per_sec / self.burst_baseline.per_sec
         ));
         let mem = |b: Option<f64>| b.map(|b| format!("{:.0}", b)).unwrap_or("n/a".into());
@@ -148,8 +160,7 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
     let rate_baseline = baseline(&url, &base(opts.im_messages, opts.im_rate))
         .await
         .context("baseline at a rate")?;
-    let (timers, hold_secs, avatar_bytes, escalation_bytes) =
-        timers(&url, &opts).await.context("timers")?;
+    let t = timers(&url, &opts).await.context("timers")?;
     let im = instant_messages(&url, &opts)
         .await
         .map_err(|e| format!("{e:#}"));
@@ -161,10 +172,12 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
     Ok(ReachReport {
         options: opts,
         burst_baseline,
-        timers,
-        hold_secs,
-        avatar_bytes,
-        escalation_bytes,
+        timers: t.at_once,
+        timers_on_time: t.on_time,
+        restart_ms: t.restart_ms,
+        hold_secs: t.hold_secs,
+        avatar_bytes: t.avatar_bytes,
+        escalation_bytes: t.escalation_bytes,
         rate_baseline,
         im,
         registered,
@@ -378,13 +391,44 @@ fn webhook(id: &str) -> Destination {
     }
 }
 
-type TimerFigures = (Figures, f64, Option<f64>, Option<f64>);
+/// The escalations fired with the router running (their lateness), and all due at once after
+/// a restart (their rate); seconds held; bytes per active avatar and per pending escalation.
+struct TimerFigures {
+    on_time: Figures,
+    at_once: Figures,
+    /// From the router's restart to the first step fired.
+    restart_ms: f64,
+    hold_secs: f64,
+    avatar_bytes: Option<f64>,
+    escalation_bytes: Option<f64>,
+}
 
+/// The next delivery job seen on `jobs` (a core subscription), by `deadline`.
+async fn next_job(
+    jobs: &mut async_nats::Subscriber,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Result<DeliveryJob> {
+    let m = tokio::time::timeout_at(deadline, jobs.next())
+        .await
+        .map_err(|_| anyhow!("{what}: not all fired in time"))?
+        .ok_or_else(|| anyhow!("subscription ended"))?;
+    Ok(serde_json::from_slice(&m.payload)?)
+}
+
+/// Each user's policy: webhook `first` at once, `second` after `wait_secs`, `third` after
+/// `wait_secs` more. The second steps fire with the router running: their lateness. Then the
+/// router is stopped until every third step is due and started again: 10,000 due at once,
+/// their rate.
 async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
-    let (bus_cfg, mut router) = bench_router(url, "benchtimers", 16);
-    // every avatar stays active: their memory is one of the figures
-    router.router.avatar_idle_secs = 3600;
-    router.router.ack_link_base_url = "https://tocsin.example.org".into();
+    let router_config = || {
+        let (bus_cfg, mut router) = bench_router(url, "benchtimers", 16);
+        // every avatar stays active: their memory is one of the figures
+        router.router.avatar_idle_secs = 3600;
+        router.router.ack_link_base_url = "https://tocsin.example.org".into();
+        (bus_cfg, router)
+    };
+    let (bus_cfg, router) = router_config();
     let shutdown = CancellationToken::new();
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
@@ -396,18 +440,17 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss1 = rss_bytes();
+    let step = |to: &str, wait_secs: u64| Step {
+        destinations: vec![to.into()],
+        when: Condition::Always,
+        wait_secs,
+        ..Default::default()
+    };
     let policy = Policy {
         steps: vec![
-            Step {
-                destinations: vec!["first".into()],
-                when: Condition::Always,
-                wait_secs: opts.wait_secs,
-                ..Default::default()
-            },
-            Step {
-                destinations: vec!["second".into()],
-                ..Default::default()
-            },
+            step("first", opts.wait_secs),
+            step("second", opts.wait_secs),
+            step("third", 0),
         ],
         urgent_steps: None,
         quiet_hours: None,
@@ -415,7 +458,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     };
     let mut setup = Vec::new();
     for u in &users {
-        for d in ["first", "second"] {
+        for d in ["first", "second", "third"] {
             setup.push((
                 u.clone(),
                 Command::AddDestination {
@@ -443,33 +486,33 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     let deadline = tokio::time::Instant::now() + opts.timeout + Duration::from_secs(opts.wait_secs);
     // read the jobs while publishing: a subscription's buffer would overflow otherwise
     let watcher = tokio::spawn(async move {
-        let mut firsts = 0;
-        let mut hist = Histogram::<u64>::new(3).expect("histogram");
-        let mut fired = 0;
+        let (mut firsts, mut seconds) = (0, 0);
+        let mut late = Histogram::<u64>::new(3).expect("histogram");
         let mut first_due: Option<i64> = None;
         let mut rss3 = None;
         let mut held_at = None;
-        while fired < total {
-            let m = tokio::time::timeout_at(deadline, jobs.next())
-                .await
-                .context("escalations did not all fire in time")?
-                .ok_or_else(|| anyhow!("subscription ended"))?;
-            let job: DeliveryJob = serde_json::from_slice(&m.payload)?;
+        while seconds < total {
+            let job = next_job(&mut jobs, deadline, "the second steps").await?;
             let due = job.notification.created_at_ms + wait_ms;
-            if job.destination.id == "first" {
-                firsts += 1;
-                first_due = Some(first_due.map_or(due, |d: i64| d.min(due)));
-                if firsts == total {
-                    held_at = Some(now_ms());
-                    rss3 = rss_bytes();
+            match job.destination.id.as_str() {
+                "first" => {
+                    firsts += 1;
+                    first_due = Some(first_due.map_or(due, |d: i64| d.min(due)));
+                    if firsts == total {
+                        held_at = Some(now_ms());
+                        rss3 = rss_bytes();
+                    }
                 }
-            } else {
-                let lag = (now_ms() - due).max(1) as u64;
-                hist.record(lag * 1000)?;
-                fired += 1;
+                "second" => {
+                    late.record((now_ms() - due).max(1) as u64 * 1000)?;
+                    seconds += 1;
+                }
+                other => anyhow::bail!(
+                    "step '{other}' fired before the router was stopped: --wait-secs must exceed the time to route them all"
+                ),
             }
         }
-        Ok::<_, anyhow::Error>((hist, first_due, rss3, held_at))
+        Ok::<_, anyhow::Error>((jobs, late, first_due, rss3, held_at))
     });
     let mut w = bus.window(512);
     for (i, u) in users.iter().enumerate() {
@@ -481,30 +524,64 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
             .await;
     }
     w.flush().await?;
-    let (hist, first_due, rss3, held_at) = watcher.await.context("the job watcher failed")??;
+    let (mut jobs, late, first_due, rss3, held_at) =
+        watcher.await.context("the job watcher failed")??;
+    let seconds_done = now_ms();
+    let first_due = first_due.unwrap_or(seconds_done);
+    let on_time_span = Duration::from_millis((seconds_done - first_due).max(1) as u64);
+    // stop the router while the third steps are held, until every one of them is due (each
+    // was set when its second step fired, all before `seconds_done`), then start it again
+    shutdown.cancel();
+    let _ = r.await;
+    let all_due = seconds_done + wait_ms + 250;
+    tokio::time::sleep(Duration::from_millis((all_due - now_ms()).max(0) as u64)).await;
+    let (_, router) = router_config();
+    let shutdown = CancellationToken::new();
+    let restarted = now_ms();
+    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + opts.timeout;
+    let mut after_first = Histogram::<u64>::new(3).expect("histogram");
+    let mut first_fired = None;
+    for _ in 0..total {
+        let job = next_job(&mut jobs, deadline, "the third steps, after the restart").await?;
+        anyhow::ensure!(
+            job.destination.id == "third",
+            "step '{}' fired again after the restart",
+            job.destination.id
+        );
+        let now = now_ms();
+        let first = *first_fired.get_or_insert(now);
+        after_first.record((now - first).max(1) as u64 * 1000)?;
+    }
     let done = now_ms();
     shutdown.cancel();
     let _ = r.await;
-    let first_due = first_due.unwrap_or(done);
+    let first_fired = first_fired.unwrap_or(done);
     let hold_secs = held_at
         .map(|h| (first_due - h) as f64 / 1000.0)
         .unwrap_or(0.0);
-    let span = Duration::from_millis((done - first_due).max(1) as u64);
     let per = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => Some((b - a) / users.len() as f64),
         _ => None,
     };
-    Ok((
-        figures(
-            "escalation step fired (due→job; ms late)",
-            users.len(),
-            span,
-            &hist,
+    Ok(TimerFigures {
+        on_time: figures(
+            "escalation step fired, router running (ms late)",
+            total,
+            on_time_span,
+            &late,
         ),
+        at_once: figures(
+            "all due at once after a restart (ms from 1st)",
+            total,
+            Duration::from_millis((done - first_fired).max(1) as u64),
+            &after_first,
+        ),
+        restart_ms: (first_fired - restarted) as f64,
         hold_secs,
-        per(rss0, rss1),
-        per(rss2, rss3),
-    ))
+        avatar_bytes: per(rss0, rss1),
+        escalation_bytes: per(rss2, rss3),
+    })
 }
 
 /// publish → router → delivery (xmpp) → Prosody → a real client, at `im_rate`.

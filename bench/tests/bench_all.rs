@@ -40,6 +40,9 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     let reach = &report.reach;
     assert_eq!(reach.timers.count, opts.reach.users);
     assert!(reach.timers.per_sec > 0.0 && reach.hold_secs > 0.0);
+    // the second steps fired with the router running, the third ones after its restart
+    assert_eq!(reach.timers_on_time.count, opts.reach.users);
+    assert!(reach.restart_ms >= 0.0);
     let im = reach
         .im
         .as_ref()
