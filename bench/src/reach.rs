@@ -538,6 +538,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     let (_, router) = router_config();
     let shutdown = CancellationToken::new();
     let restarted = now_ms();
+    eprintln!("bench-reach: router restarted at {restarted} ms (Unix time) with {total} steps due");
     let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
     let deadline = tokio::time::Instant::now() + opts.timeout;
     let mut after_first = Histogram::<u64>::new(3).expect("histogram");
@@ -554,6 +555,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
         after_first.record((now - first).max(1) as u64 * 1000)?;
     }
     let done = now_ms();
+    eprintln!("bench-reach: the last of them fired at {done} ms");
     shutdown.cancel();
     let _ = r.await;
     let first_fired = first_fired.unwrap_or(done);
