@@ -267,7 +267,14 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .await?;
     let ping = b.input_value("#hb-url", |u| u.starts_with("http")).await?;
     assert_eq!(reqwest::get(&ping).await?.status(), 200, "{ping}");
-    // OPML: a reader's export imported (one feed new, one watched already), ours exported
+    // OPML: a reader's export imported (one feed new, one watched already), ours exported.
+    // The new feed is served: a feed that answered 404 would break after a few polls, and its
+    // "not working" notice would start an escalation that the acknowledgement below does not stop
+    h.feeds.set(
+        "flats.rdf",
+        rdf(&[("1", "Two rooms, balcony", "Fourth floor: $900")]),
+        "application/rss+xml",
+    );
     let opml = tempfile::NamedTempFile::with_suffix(".opml")?;
     std::fs::write(
         opml.path(),
