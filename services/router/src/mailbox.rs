@@ -130,8 +130,16 @@ impl<T> Receiver<T> {
 }
 
 impl<T> Drop for Receiver<T> {
+    /// Closed, and what was queued is dropped now (as tokio's receiver does), not when the
+    /// sender goes: an avatar that ended leaves no messages held in memory behind it.
     fn drop(&mut self) {
-        self.close();
+        let queued = {
+            let mut s = self.shared.lock();
+            s.closed = true;
+            std::mem::take(&mut s.queue)
+        };
+        self.shared.to_sender.notify_one();
+        drop(queued);
     }
 }
 
@@ -196,6 +204,13 @@ mod tests {
             .expect("the sender was woken")
             .unwrap();
         assert_eq!(back, Err(2));
+        // what was queued when the receiver went is dropped with it
+        let (tx, rx) = mailbox::<Arc<()>>(4);
+        let held = Arc::new(());
+        tx.send(held.clone()).await.unwrap();
+        assert_eq!(Arc::strong_count(&held), 2);
+        drop(rx);
+        assert_eq!(Arc::strong_count(&held), 1);
     }
 
     #[tokio::test]
