@@ -126,9 +126,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     // the API offers what needs a channel only when some instance serves it (a sign-in link
     // by e-mail)
     for c in &config.delivery.channels {
-        keys.put(format!("channel.{}", c.as_str()), "served".into())
-            .await
-            .map_err(|e| ServiceError::Setup(format!("cannot publish the channels served: {e}")))?;
+        bus.kv_put_setup(&keys, &format!("channel.{}", c.as_str()), "served".into())
+            .await?;
     }
     // the addresses this instance sends from: the API refuses them as destinations (a
     // notification to tocsin's own address would come back as a new one)
@@ -136,23 +135,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         let Some(own) = config.delivery.own_address(*c) else {
             continue;
         };
-        keys.put(tocsin_model::own::key(*c), own.into())
-            .await
-            .map_err(|e| {
-                ServiceError::Setup(format!("cannot publish tocsin's own addresses: {e}"))
-            })?;
+        bus.kv_put_setup(&keys, &tocsin_model::own::key(*c), own.into())
+            .await?;
     }
     if let Some(v) = &vapid {
         // the API hands browsers this key to subscribe with
         let published = webpush::PublishedKey {
             public_key: v.public_key(),
         };
-        keys.put(
+        bus.kv_put_setup(
+            &keys,
             "vapid",
             serde_json::to_vec(&published).unwrap_or_default().into(),
         )
-        .await
-        .map_err(|e| ServiceError::Setup(format!("cannot publish the VAPID public key: {e}")))?;
+        .await?;
         info!(public_key = %published.public_key, "web push ready");
     }
     let mut rates = HashMap::new();

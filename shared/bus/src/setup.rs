@@ -288,6 +288,22 @@ impl Bus {
         .await
     }
 
+    /// Write `value` under `key` as a setup step (what an instance serves, its public keys),
+    /// retried like the rest of setup: a bucket just created on a cluster that is still
+    /// forming may refuse writes for a moment ("no stream found for given subject").
+    pub async fn kv_put_setup(
+        &self,
+        store: &jetstream::kv::Store,
+        key: &str,
+        value: bytes::Bytes,
+    ) -> Result<(), BusError> {
+        setup(&format!("key {key} in kv bucket {}", store.name), || {
+            store.put(key, value.clone())
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// A bucket of the contract as it is, to read (None: nobody created it yet). Unlike
     /// [`Bus::kv`] it never creates or changes a bucket, so it can open one whose settings
     /// belong to another service (the leases' `max_age`).
