@@ -97,33 +97,32 @@ impl Avatar {
             if now < until {
                 // an earlier batch was given back: this message must not overtake it
                 let wait = until - now + Duration::from_millis(50);
-                msg.settle(&self.ctx.bus, Disposition::Retry(wait)).await;
+                Box::pin(msg.settle(&self.ctx.bus, Disposition::Retry(wait))).await;
                 return;
             }
             self.hold_until = None;
         }
         if msg.exhausted(&self.ctx.bus) {
             // it has failed on every delivery: do not let it block this user any longer
-            self.flush().await;
+            Box::pin(self.flush()).await;
             let reason = "handling failed on every delivery".to_owned();
-            msg.settle(&self.ctx.bus, Disposition::Reject(reason)).await;
+            Box::pin(msg.settle(&self.ctx.bus, Disposition::Reject(reason))).await;
             return;
         }
         let parsed: AvatarMessage = match tocsin_bus::decode(msg.payload(), "avatar message") {
             Ok(m) => m,
             Err(e) => {
-                self.flush().await;
-                msg.settle(&self.ctx.bus, Disposition::Reject(e.to_string()))
-                    .await;
+                Box::pin(self.flush()).await;
+                Box::pin(msg.settle(&self.ctx.bus, Disposition::Reject(e.to_string()))).await;
                 return;
             }
         };
         if !self.loaded
-            && let Err(e) = self.load().await
+            && let Err(e) = Box::pin(self.load()).await
         {
             warn!(error = %e, "cannot load the user's record; will retry");
             self.pending.push(msg);
-            self.fail(Duration::from_secs(1)).await;
+            Box::pin(self.fail(Duration::from_secs(1))).await;
             return;
         }
         let kind = parsed.kind();
@@ -155,7 +154,7 @@ impl Avatar {
         if let Err(e) = sent {
             warn!(error = %e, "cannot encode a routed output; will retry");
             self.pending.push(msg);
-            self.fail(Duration::from_secs(1)).await;
+            Box::pin(self.fail(Duration::from_secs(1))).await;
             return;
         }
         if let Some((to, reply)) = fx.reply
@@ -229,7 +228,7 @@ impl Avatar {
         let receipt = self.outbox.submit(std::mem::take(&mut self.outgoing));
         if let Err(e) = receipt.await {
             warn!(error = %e, "a routed output was not acknowledged by the bus; will retry");
-            self.fail(Duration::from_secs(1)).await;
+            Box::pin(self.fail(Duration::from_secs(1))).await;
             return false;
         }
         true
@@ -244,6 +243,99 @@ impl Avatar {
         if !self.publish().await {
             return;
         }
+        if !self.index.is_empty() && !Box::pin(self.write_index()).await {
+            return;
+        }
+        // the timer is written before the record, so a crash between the two leaves an extra
+        // wake-up (harmless: nothing is due) rather than an escalation nobody wakes
+        let timer_key = timers::key(self.silo, &self.user);
+        if self.dirty && self.record.is_none() && self.revision != 0 {
+            // the user was deleted: everything their deletion caused is out (history's
+            // forget, unsubscriptions, index deletes), now their timer and record go, leaving
+            // no value behind (purge)
+            let ctx = self.ctx.clone();
+            for (bucket, key) in [
+                (&ctx.timers, timer_key.clone()),
+                (&ctx.kv, self.user.to_string()),
+            ] {
+                if let Err(e) = Box::pin(bucket.purge(key)).await {
+                    warn!(error = %e, "cannot delete a deleted user's record or timer; will retry");
+                    Box::pin(self.fail(Duration::from_secs(1))).await;
+                    return;
+                }
+            }
+            self.revision = 0;
+            self.dirty = false;
+        }
+        let mut clear_timer = false;
+        if let Some(rec) = &mut self.record {
+            let due = rec.reach.earliest_due();
+            if due != rec.reach.timer_due_ms {
+                if let Some(t) = due
+                    && let Err(e) =
+                        Box::pin(self.ctx.timers.put(&timer_key, t.to_string().into())).await
+                {
+                    warn!(error = %e, "cannot set the escalation timer; will retry");
+                    Box::pin(self.fail(Duration::from_secs(1))).await;
+                    return;
+                }
+                clear_timer = due.is_none();
+                rec.reach.timer_due_ms = due;
+                self.dirty = true;
+            }
+        }
+        if self.dirty
+            && let Some(rec) = &self.record
+        {
+            // the write's state boxed, as every large await here: a fan-out's avatars all
+            // hold their checkpoint's future at once, so it is kept small
+            let saved = match tocsin_bus::encode(rec) {
+                Ok(bytes) if self.revision == 0 => {
+                    Box::pin(self.ctx.kv.create(self.user.as_str(), bytes))
+                        .await
+                        .map_err(|e| self.kv_err(e))
+                }
+                Ok(bytes) => Box::pin(self.ctx.kv.update(self.user.as_str(), bytes, self.revision))
+                    .await
+                    .map_err(|e| self.kv_err(e)),
+                Err(e) => Err(e),
+            };
+            match saved {
+                Ok(rev) => {
+                    self.revision = rev;
+                    self.dirty = false;
+                }
+                Err(e) => {
+                    // most likely another router wrote this user (silos moving): reload
+                    warn!(error = %e, "cannot save the user's record; reloading and retrying");
+                    Box::pin(self.fail(Duration::from_secs(1))).await;
+                    return;
+                }
+            }
+        }
+        if clear_timer && let Err(e) = Box::pin(self.ctx.timers.delete(&timer_key)).await {
+            // the scheduler wakes the avatar once more and finds nothing due
+            debug!(error = %e, "cannot clear the escalation timer");
+        }
+        // taken, not drained: an idle avatar keeps no room for messages (408 bytes each) it
+        // no longer holds
+        Box::pin(settle_all(
+            &self.ctx.bus,
+            std::mem::take(&mut self.pending),
+            Disposition::Ack,
+        ))
+        .await;
+        self.pending_since = None;
+        for (to, payload) in std::mem::take(&mut self.replies) {
+            if let Err(e) = Box::pin(self.ctx.bus.client().publish(to, payload)).await {
+                debug!(error = %e, "could not send a command reply");
+            }
+        }
+    }
+
+    /// Write the address index's changes (rare: a destination added, confirmed or removed);
+    /// false (and everything given back) if one cannot be written.
+    async fn write_index(&mut self) -> bool {
         for (key, entry) in std::mem::take(&mut self.index) {
             let written = match entry {
                 Some(e) => match tocsin_bus::encode(&e) {
@@ -276,93 +368,11 @@ impl Avatar {
             };
             if let Err(e) = written {
                 warn!(key, error = %e, "cannot update the address index; will retry");
-                self.fail(Duration::from_secs(1)).await;
-                return;
+                Box::pin(self.fail(Duration::from_secs(1))).await;
+                return false;
             }
         }
-        // the timer is written before the record, so a crash between the two leaves an extra
-        // wake-up (harmless: nothing is due) rather than an escalation nobody wakes
-        let timer_key = timers::key(self.silo, &self.user);
-        if self.dirty && self.record.is_none() && self.revision != 0 {
-            // the user was deleted: everything their deletion caused is out (history's
-            // forget, unsubscriptions, index deletes), now their timer and record go, leaving
-            // no value behind (purge)
-            let ctx = self.ctx.clone();
-            for (bucket, key) in [
-                (&ctx.timers, timer_key.clone()),
-                (&ctx.kv, self.user.to_string()),
-            ] {
-                if let Err(e) = bucket.purge(key).await {
-                    warn!(error = %e, "cannot delete a deleted user's record or timer; will retry");
-                    self.fail(Duration::from_secs(1)).await;
-                    return;
-                }
-            }
-            self.revision = 0;
-            self.dirty = false;
-        }
-        let mut clear_timer = false;
-        if let Some(rec) = &mut self.record {
-            let due = rec.reach.earliest_due();
-            if due != rec.reach.timer_due_ms {
-                if let Some(t) = due
-                    && let Err(e) = self.ctx.timers.put(&timer_key, t.to_string().into()).await
-                {
-                    warn!(error = %e, "cannot set the escalation timer; will retry");
-                    self.fail(Duration::from_secs(1)).await;
-                    return;
-                }
-                clear_timer = due.is_none();
-                rec.reach.timer_due_ms = due;
-                self.dirty = true;
-            }
-        }
-        if self.dirty
-            && let Some(rec) = &self.record
-        {
-            let saved = match tocsin_bus::encode(rec) {
-                Ok(bytes) if self.revision == 0 => self
-                    .ctx
-                    .kv
-                    .create(self.user.as_str(), bytes)
-                    .await
-                    .map_err(|e| self.kv_err(e)),
-                Ok(bytes) => self
-                    .ctx
-                    .kv
-                    .update(self.user.as_str(), bytes, self.revision)
-                    .await
-                    .map_err(|e| self.kv_err(e)),
-                Err(e) => Err(e),
-            };
-            match saved {
-                Ok(rev) => {
-                    self.revision = rev;
-                    self.dirty = false;
-                }
-                Err(e) => {
-                    // most likely another router wrote this user (silos moving): reload
-                    warn!(error = %e, "cannot save the user's record; reloading and retrying");
-                    self.fail(Duration::from_secs(1)).await;
-                    return;
-                }
-            }
-        }
-        if clear_timer && let Err(e) = self.ctx.timers.delete(&timer_key).await {
-            // the scheduler wakes the avatar once more and finds nothing due
-            debug!(error = %e, "cannot clear the escalation timer");
-        }
-        // taken, not drained: an idle avatar keeps no room for messages (408 bytes each) it
-        // no longer holds
-        for msg in std::mem::take(&mut self.pending) {
-            msg.settle(&self.ctx.bus, Disposition::Ack).await;
-        }
-        self.pending_since = None;
-        for (to, payload) in std::mem::take(&mut self.replies) {
-            if let Err(e) = self.ctx.bus.client().publish(to, payload).await {
-                debug!(error = %e, "could not send a command reply");
-            }
-        }
+        true
     }
 
     /// Give back everything not yet durable: nak it for redelivery and forget the in-memory
@@ -384,6 +394,15 @@ impl Avatar {
         self.loaded = false;
         self.dirty = false;
         self.record = None;
+    }
+}
+
+/// Settle each of `msgs` alike, in order. Its own future, boxed where it is awaited: the state
+/// of a settle (an ack on its way) would otherwise be part of every checkpoint's future, which
+/// a fan-out's avatars all hold at once while their records are written.
+async fn settle_all(bus: &tocsin_bus::Bus, msgs: Vec<Handed>, disposition: Disposition) {
+    for msg in msgs {
+        msg.settle(bus, disposition.clone()).await;
     }
 }
 

@@ -134,10 +134,8 @@ impl Part {
                     self.payload.clone(),
                 );
                 let origin = &self.envelope.origin;
-                match bus
-                    .dead_letter_record(origin, self.index, record, &reason)
-                    .await
-                {
+                // boxed: the rare path's state would otherwise be in every settle's future
+                match Box::pin(bus.dead_letter_record(origin, self.index, record, &reason)).await {
                     Ok(()) => None,
                     // kept with its envelope, which is retried for it
                     Err(_) => Some(Duration::from_secs(1)),

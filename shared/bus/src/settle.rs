@@ -16,13 +16,15 @@ impl Bus {
             Disposition::Ack => msg.ack().await,
             Disposition::Retry(_) if self.out_of_retries(msg, delivered + 1) => {
                 let reason = format!("still failing after {delivered} deliveries");
-                self.dead_letter(msg, &reason).await
+                // boxed, here and below: the rare path's state would otherwise make every
+                // settle's future (held by each task that settles) its size
+                Box::pin(self.dead_letter(msg, &reason)).await
             }
             Disposition::Retry(after) => {
                 let backoff = backoff(delivered, after);
                 msg.ack_with(jetstream::AckKind::Nak(Some(backoff))).await
             }
-            Disposition::Reject(reason) => self.dead_letter(msg, &reason).await,
+            Disposition::Reject(reason) => Box::pin(self.dead_letter(msg, &reason)).await,
         };
         if let Err(e) = result {
             // the server redelivers after ack_wait; handlers are idempotent, so that is safe
