@@ -34,6 +34,9 @@ pub(super) struct Connection {
     /// What we last told each avatar (per bare JID).
     pub(super) shown: HashMap<String, Show>,
     pub(super) link: watch::Sender<Link>,
+    /// Which client this is: counts the logins made anew, so the answer to a ping sent by a
+    /// client since replaced is not taken for the fresh one's.
+    pub(super) generation: u64,
 }
 
 fn show_of(p: &Presence) -> Show {
@@ -81,7 +84,8 @@ impl Connection {
         };
         let every = Duration::from_secs(self.cfg.keepalive_secs);
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let (pong_tx, mut pong_rx) = mpsc::channel::<bool>(4);
+        // (the client's generation, whether the server answered)
+        let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, bool)>(4);
         let mut pinging = false;
         loop {
             tokio::select! {
@@ -105,14 +109,22 @@ impl Connection {
                     };
                     let tx = pong_tx.clone();
                     let wait = Duration::from_secs(self.cfg.send_timeout_secs);
+                    let generation = self.generation;
                     tokio::spawn(async move {
                         let answered = matches!(tokio::time::timeout(wait, token).await, Ok(Ok(_)));
-                        let _ = tx.send(answered).await;
+                        let _ = tx.send((generation, answered)).await;
                     });
                 }
-                Some(answered) = pong_rx.recv() => {
+                Some((generation, answered)) = pong_rx.recv() => {
                     pinging = false;
-                    if !answered {
+                    if generation != self.generation {
+                        // the ping went out on a client replaced since (its end fails the
+                        // ping): the fresh one is healthy as far as anyone knows. Taken for
+                        // the fresh one's, it logged in a third time and dropped the stanzas
+                        // the second had just handed over, which their retries then sent
+                        // again (the fault suite's IM outage, 2026-12-04).
+                        debug!("the answer to a ping on a replaced XMPP connection; ignored");
+                    } else if !answered {
                         // tokio-xmpp can get stuck retrying a stream resumption the server
                         // refused; a fresh client logs in anew
                         warn!("the XMPP server did not answer a ping; logging in again");
@@ -158,6 +170,7 @@ impl Connection {
             return;
         };
         let old = std::mem::replace(&mut self.client, fresh);
+        self.generation += 1;
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), old.send_end()).await;
         });

@@ -164,6 +164,7 @@ impl Xmpp {
             resources: HashMap::new(),
             shown: HashMap::new(),
             link: link_tx,
+            generation: 0,
         };
         let task =
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task.run(out_rx, shutdown)));
