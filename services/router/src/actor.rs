@@ -288,7 +288,10 @@ impl Avatar {
             && let Some(rec) = &self.record
         {
             // the write's state boxed, as every large await here: a fan-out's avatars all
-            // hold their checkpoint's future at once, so it is kept small
+            // hold their checkpoint's future at once, so it is kept small; and only so many
+            // encode and write at once (the permit is held until the server answers)
+            let ctx = self.ctx.clone();
+            let _permit = ctx.writes.acquire().await.ok();
             let saved = match tocsin_bus::encode(rec) {
                 Ok(bytes) if self.revision == 0 => {
                     Box::pin(self.ctx.kv.create(self.user.as_str(), bytes))
