@@ -261,6 +261,12 @@ impl AllReport {
                 ),
                 ratio: format!("{:.3}", routed / fan.baseline.per_sec.max(0.001)),
             });
+            rows.push(Row {
+                figure: "  and every record written, every input acked, in".into(),
+                tocsin: format!("{:.2} s", fan.settled_secs),
+                baseline: String::new(),
+                ratio: String::new(),
+            });
         }
         rows.push(rate_row(
             format!(
