@@ -41,6 +41,10 @@ pub struct HistoryConfig {
     pub retention_days: u64,
     /// Records written per transaction at most.
     pub batch: usize,
+    /// How many of this instance's silos write a batch at once. Each write is a transaction
+    /// with its fsync; the silos waiting for their turn gather what arrives meanwhile, so under
+    /// load the batches grow instead of every silo committing a few records at a time.
+    pub writers: usize,
     pub max_ack_pending: i64,
     /// How many entries a private feed shows.
     pub feed_items: u32,
@@ -58,6 +62,7 @@ impl Default for HistoryConfig {
             ops_listen: "127.0.0.1:9103".into(),
             retention_days: 90,
             batch: 256,
+            writers: 2,
             max_ack_pending: 20_000,
             feed_items: 50,
             max_items_per_user: 100_000,
@@ -76,6 +81,9 @@ impl HistoryConfig {
         }
         if self.batch == 0 {
             p.push("history.batch: must be greater than 0".into());
+        }
+        if self.writers == 0 {
+            p.push("history.writers: must be at least 1".into());
         }
         if self.max_items_per_user == 0 {
             p.push("history.max_items_per_user: must be at least 1".into());
@@ -128,6 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut tasks = Vec::new();
     // per silo: whether its last write succeeded; /readyz is false while one cannot write
     let mut writable = Vec::new();
+    let writers = Arc::new(tokio::sync::Semaphore::new(config.history.writers.max(1)));
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));
         let store: Shared = Arc::new(Mutex::new(
@@ -150,7 +159,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             silo,
             consumer,
             (store.clone(), ok),
-            config.history.batch,
+            (config.history.batch, writers.clone()),
             shutdown.clone(),
         ))));
         let reader = lock(&store).reader();
@@ -216,7 +225,7 @@ async fn consume(
     silo: u32,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     (store, writable): (Shared, Arc<std::sync::atomic::AtomicBool>),
-    batch: usize,
+    (batch, writers): (usize, Arc<tokio::sync::Semaphore>),
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let mut messages = tocsin_bus::Pull::new(consumer, batch, format!("history silo {silo}"));
@@ -225,6 +234,9 @@ async fn consume(
             _ = shutdown.cancelled() => break,
             m = messages.next() => vec![m],
         };
+        // this silo's turn to write (the semaphore is never closed; were it, the write goes
+        // ahead without a turn); what arrives while it waits joins the batch below
+        let _turn = writers.acquire().await.ok();
         // take whatever else is already here, without waiting: batching under load,
         // no added latency when idle
         while msgs.len() < batch {

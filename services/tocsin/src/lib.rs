@@ -281,7 +281,11 @@ mod tests {
         std::fs::write(&f, "[bus]\nsilo_count = 0\n[routr]\nx = 1\n[ingestor]\njitter = 2.0\n[api]\npublic_url = \"nope\"\n").unwrap();
         let doc = ConfigSource {
             file: Some(f),
-            env: [("TOCSIN_HISTORY__BATCH".to_string(), "0".to_string())].into(),
+            env: [
+                ("TOCSIN_HISTORY__BATCH".to_string(), "0".to_string()),
+                ("TOCSIN_HISTORY__WRITERS".to_string(), "0".to_string()),
+            ]
+            .into(),
             ..Default::default()
         }
         .load()
@@ -293,6 +297,7 @@ mod tests {
             "ingestor.jitter",
             "api.public_url",
             "history.batch",
+            "history.writers",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(want)),
