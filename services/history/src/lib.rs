@@ -9,6 +9,7 @@
 
 pub mod feed;
 mod reader;
+mod retention;
 pub mod store;
 mod telemetry;
 
@@ -43,7 +44,8 @@ pub struct HistoryConfig {
     pub batch: usize,
     /// How many of this instance's silos write a batch at once. Each write is a transaction
     /// with its fsync; the silos waiting for their turn gather what arrives meanwhile, so under
-    /// load the batches grow instead of every silo committing a few records at a time.
+    /// load the batches grow instead of every silo committing a few records at a time. What
+    /// retention and the quota delete takes turns too, a few thousand rows at a time.
     pub writers: usize,
     pub max_ack_pending: i64,
     /// How many entries a private feed shows.
@@ -170,10 +172,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             config.history.feed_items,
             shutdown.clone(),
         ))));
-        tasks.push(AbortOnDropHandle::new(tokio::spawn(prune(
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(retention::run(
             store,
-            config.history.retention_days,
-            config.history.max_items_per_user,
+            writers.clone(),
+            (
+                config.history.retention_days,
+                config.history.max_items_per_user,
+            ),
             shutdown.clone(),
         ))));
     }
@@ -476,46 +481,6 @@ fn answer_feed(store: &store::Reader, payload: &[u8], feed_items: u32) -> Vec<u8
 }
 
 /// Every hour: retention (when `retention_days` is set) and each user's quota.
-async fn prune(
-    store: Shared,
-    retention_days: u64,
-    max_items_per_user: u64,
-    shutdown: CancellationToken,
-) -> Result<(), ServiceError> {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = every.tick() => {}
-        }
-        let s = store.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let mut store = lock(&s);
-            let old = match retention_days {
-                0 => Ok(0),
-                days => store.prune(now_ms() - (days as i64) * 86_400_000),
-            };
-            (old, store.enforce_quota(max_items_per_user))
-        })
-        .await;
-        let Ok((old, quota)) = done else { continue };
-        match old {
-            Ok(n) if n > 0 => info!(deleted = n, "history retention applied"),
-            Err(e) => warn!(error = %e, "history retention failed"),
-            _ => {}
-        }
-        match quota {
-            Ok(n) if n > 0 => info!(
-                deleted = n,
-                max_items_per_user,
-                "users over their history quota lost their oldest notifications"
-            ),
-            Err(e) => warn!(error = %e, "history quota failed"),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 pub use crate::reader::{PAGE_BYTES, QUERY_TIME, Reader, fts_query};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord, Millis, Notification};
+use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord, Notification};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,8 +35,8 @@ impl From<StoreError> for tocsin_runtime::ServiceError {
 }
 
 pub struct Store {
-    conn: Connection,
-    path: String,
+    pub(crate) conn: Connection,
+    pub(crate) path: String,
     reader: std::sync::Arc<Reader>,
 }
 
@@ -109,7 +109,7 @@ impl Store {
         self.reader.query(q)
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub(crate) fn err(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
             source,
@@ -205,96 +205,14 @@ impl Store {
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))
     }
-
-    /// Delete what is older than `before_ms`; returns how many notifications went.
-    pub fn prune(&mut self, before_ms: Millis) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "DELETE FROM notifications_fts WHERE rowid IN (SELECT seq FROM notifications WHERE created_at_ms < ?1)",
-            params![before_ms],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM notifications WHERE created_at_ms < ?1)",
-            params![before_ms],
-        )
-        .map_err(err)?;
-        let n = tx
-            .execute(
-                "DELETE FROM notifications WHERE created_at_ms < ?1",
-                params![before_ms],
-            )
-            .map_err(err)?;
-        // entries whose notification is gone (or never was)
-        tx.execute(
-            "DELETE FROM timeline WHERE at_ms < ?1 AND notification_id NOT IN (SELECT id FROM notifications)",
-            params![before_ms],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(n)
-    }
-
-    /// Delete each user's oldest notifications past `max_per_user`; returns how many went.
-    pub fn enforce_quota(&mut self, max_per_user: u64) -> Result<usize, StoreError> {
-        let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let over: Vec<String> = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT user FROM notifications GROUP BY user HAVING COUNT(*) > ?1")
-                .map_err(err)?;
-            stmt.query_map(params![max_per_user as i64], |r| r.get(0))
-                .and_then(|r| r.collect())
-                .map_err(err)?
-        };
-        let mut deleted = 0;
-        for user in over {
-            let tx = self.conn.transaction().map_err(err)?;
-            // the newest kept: everything of the user's at or below the next one goes
-            let cut: i64 = tx
-                .query_row(
-                    "SELECT seq FROM notifications WHERE user = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
-                    params![user, max_per_user as i64],
-                    |r| r.get(0),
-                )
-                .map_err(err)?;
-            tx.execute(
-                "DELETE FROM notifications_fts WHERE rowid IN (SELECT seq FROM notifications WHERE user = ?1 AND seq <= ?2)",
-                params![user, cut],
-            )
-            .map_err(err)?;
-            tx.execute(
-                "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM notifications WHERE user = ?1 AND seq <= ?2)",
-                params![user, cut],
-            )
-            .map_err(err)?;
-            deleted += tx
-                .execute(
-                    "DELETE FROM notifications WHERE user = ?1 AND seq <= ?2",
-                    params![user, cut],
-                )
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
-        Ok(deleted)
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tocsin_model::*;
 
-    fn n(id: &str, user: &str, at: i64, title: &str) -> HistoryRecord {
+    pub(crate) fn n(id: &str, user: &str, at: i64, title: &str) -> HistoryRecord {
         HistoryRecord::Notification {
             notification: Notification {
                 id: NotificationId(id.into()),
