@@ -2,8 +2,8 @@
 //! in one SQLite database per silo; queries and private feeds answered over the bus.
 //!
 //! For each owned silo it pulls `history-<silo>` from the history stream in batches, writes
-//! a batch in one transaction (idempotent on the notification id), acks the batch after the
-//! commit, and announces each new notification on `live.<user>` for live streams. It answers
+//! a batch in one transaction (idempotent on the notification id; at most `writers` silos at
+//! once), acks the batch after the commit, and announces each new notification on `live.<user>` for live streams. It answers
 //! `rpc.history.<silo>.query` (a page of history) and `rpc.history.<silo>.feed` (the private
 //! Atom/RSS document) in a queue group, so several replicas can serve reads.
 
@@ -480,7 +480,6 @@ fn answer_feed(store: &store::Reader, payload: &[u8], feed_items: u32) -> Vec<u8
     within_payload(&reply)
 }
 
-/// Every hour: retention (when `retention_days` is set) and each user's quota.
 #[cfg(test)]
 mod tests {
     use super::*;
