@@ -16,7 +16,9 @@ use tracing::{info, warn};
 pub(crate) const STEP: usize = 2_000;
 
 impl Store {
-    /// Delete what is older than `before_ms`; returns how many notifications went.
+    /// Delete what is older than `before_ms`, every step at once; how many notifications went.
+    /// (The service takes the steps in turns: [`run`].)
+    #[cfg(test)]
     pub fn prune(&mut self, before_ms: Millis) -> Result<usize, StoreError> {
         until_done(|| self.prune_step(before_ms, STEP))
     }
@@ -41,7 +43,9 @@ impl Store {
         )
     }
 
-    /// Delete each user's oldest notifications past `max_per_user`; returns how many went.
+    /// Delete each user's oldest notifications past `max_per_user`, every step at once; how many
+    /// went. (The service takes the steps in turns: [`run`].)
+    #[cfg(test)]
     pub fn enforce_quota(&mut self, max_per_user: u64) -> Result<usize, StoreError> {
         let mut deleted = 0;
         for user in over_quota(&self.path, max_per_user)? {
@@ -122,6 +126,7 @@ impl Store {
 }
 
 /// Run `step` until it deletes fewer than [`STEP`]; the total.
+#[cfg(test)]
 fn until_done(mut step: impl FnMut() -> Result<usize, StoreError>) -> Result<usize, StoreError> {
     let mut total = 0;
     loop {
@@ -166,7 +171,9 @@ pub(crate) async fn run(
             _ = every.tick() => {}
         }
         if retention_days > 0 {
-            let before = now_ms() - (retention_days as i64) * 86_400_000;
+            // a retention longer than the clock can count keeps everything
+            let days = i64::try_from(retention_days).unwrap_or(i64::MAX);
+            let before = now_ms().saturating_sub(days.saturating_mul(86_400_000));
             match in_turns(&store, &turns, &shutdown, move |s| {
                 s.prune_step(before, STEP)
             })
@@ -185,7 +192,10 @@ pub(crate) async fn run(
                 warn!(error = %e, "cannot find the users over their history quota; trying again in an hour");
                 continue;
             }
-            Err(_) => continue,
+            Err(e) => {
+                warn!(error = %e, "the history quota's scan failed; trying again in an hour");
+                continue;
+            }
         };
         for user in users {
             let quota = in_turns(&store, &turns, &shutdown, {
