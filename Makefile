@@ -52,11 +52,11 @@ fuzz:
 
 ## the fault suite's long version: ten times the notifications, three rounds of kills
 faults-long: test-tools
-	TOCSIN_FAULTS_LONG=1 cargo test -p tocsin-tests --test faults -- --nocapture
+	TOCSIN_FAULTS_LONG=1 cargo test -p tocsin-tests --test e2e faults:: -- --nocapture
 
 ## the web app's screenshots in docs/screenshots (desktop and 360 px), from its browser tests
 screenshots: test-tools
-	TOCSIN_SCREENSHOTS=docs/screenshots PATH="$(CURDIR)/.tools/venv/bin:$$PATH" cargo test -p tocsin-tests --test web
+	TOCSIN_SCREENSHOTS=docs/screenshots PATH="$(CURDIR)/.tools/venv/bin:$$PATH" cargo test -p tocsin-tests --test e2e web::
 
 clean:
 	rm -rf target .tools

@@ -4,7 +4,7 @@
 //! every screen checked by axe-core at 1280 px and 360 px; hostile titles, bodies and links
 //! inert; CSRF and framing refused.
 //!
-//! `TOCSIN_SCREENSHOTS=docs/screenshots cargo test -p tocsin-tests --test web` (or
+//! `TOCSIN_SCREENSHOTS=docs/screenshots cargo test -p tocsin-tests --test e2e web::` (or
 //! `make screenshots`) writes each screen's screenshot there.
 
 use reqwest::Method;
