@@ -310,12 +310,17 @@ pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, BusError> {
         })
 }
 
-/// Decode a JSON payload.
+/// Decode a JSON payload. The payload is checked to be UTF-8 once, as a whole, and parsed as
+/// text: parsed from bytes, serde_json checks every string it reads on its own, which cost a
+/// sixth of a cold avatar's record decode (docs/performance.md).
 pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, BusError> {
-    serde_json::from_slice(payload).map_err(|e| BusError::Codec {
+    let codec = |message: String| BusError::Codec {
         what: what.to_owned(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| codec(format!("not UTF-8 (JSON must be): {e}")))?;
+    serde_json::from_str(text).map_err(|e| codec(e.to_string()))
 }
 
 #[cfg(test)]
@@ -328,5 +333,19 @@ mod tests {
         assert_eq!(backoff(3, Duration::ZERO), Duration::from_secs(1));
         assert_eq!(backoff(100, Duration::ZERO), Duration::from_secs(60));
         assert_eq!(backoff(1, Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn decode_names_what_is_wrong() {
+        let ok: Vec<String> = decode("[\"caf\\u00e9\", \"café\"]".as_bytes(), "list").unwrap();
+        assert_eq!(ok, ["café", "café"]);
+        let e = decode::<Vec<String>>(b"[\"a\xff\"]", "list")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("list") && e.contains("not UTF-8"), "{e}");
+        let e = decode::<Vec<String>>(b"[1]", "list")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("list") && e.contains("expected a string"), "{e}");
     }
 }
