@@ -350,7 +350,7 @@ fn read_records(
             true => format!("record {i} ({}): ", part.id),
             false => String::new(),
         };
-        match tocsin_bus::decode::<HistoryRecord>(&part.payload, "history record") {
+        match tocsin_bus::decode_with(&part.payload, "history record", HistoryRecord::from_json) {
             Ok(r) => {
                 let silo = bus.silo_of(r.user());
                 let expected = match enveloped {

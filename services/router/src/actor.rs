@@ -109,7 +109,11 @@ impl Avatar {
             Box::pin(msg.settle(&self.ctx.bus, Disposition::Reject(reason))).await;
             return;
         }
-        let parsed: AvatarMessage = match tocsin_bus::decode(msg.payload(), "avatar message") {
+        let parsed = match tocsin_bus::decode_with(
+            msg.payload(),
+            "avatar message",
+            AvatarMessage::from_json,
+        ) {
             Ok(m) => m,
             Err(e) => {
                 Box::pin(self.flush()).await;

@@ -314,13 +314,23 @@ pub fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, BusError> {
 /// text: parsed from bytes, serde_json checks every string it reads on its own, which cost a
 /// sixth of a cold avatar's record decode (docs/performance.md).
 pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], what: &str) -> Result<T, BusError> {
+    decode_with(payload, what, |text| serde_json::from_str(text))
+}
+
+/// [`decode`] with a decoder of its own for the text (`AvatarMessage::from_json`, which reads
+/// the busiest messages in one pass).
+pub fn decode_with<T>(
+    payload: &[u8],
+    what: &str,
+    from_json: impl FnOnce(&str) -> serde_json::Result<T>,
+) -> Result<T, BusError> {
     let codec = |message: String| BusError::Codec {
         what: what.to_owned(),
         message,
     };
     let text = std::str::from_utf8(payload)
         .map_err(|e| codec(format!("not UTF-8 (JSON must be): {e}")))?;
-    serde_json::from_str(text).map_err(|e| codec(e.to_string()))
+    from_json(text).map_err(|e| codec(e.to_string()))
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod request;
 pub mod requests;
 pub mod session;
 pub mod silence;
+mod tag_first;
 pub mod text;
 pub mod topics;
 pub mod user;
