@@ -6,12 +6,12 @@
 //! is `checkpoint_ms` old. Until then the silo stream is the log: a crash replays what was
 //! handled since the checkpoint, and its outputs come again with the same ids (ADR 0016).
 
-use crate::handed::Handed;
 use crate::silo::Loaded;
 use crate::{Ctx, decide, outputs, timers};
 use async_nats::jetstream::kv;
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_bus::Handed;
 use tocsin_bus::{BusError, Disposition};
 use tocsin_model::{AvatarMessage, UserId, UserRecord, now_ms};
 use tracing::{Instrument, debug, info_span, warn};

@@ -3,10 +3,10 @@
 //! request, then each record handed to its user's avatar in order, as the message it would
 //! have been on its own.
 
-use crate::handed::{self, Handed};
 use crate::silo::{Loaded, Worker, spawn_avatar};
 use std::collections::HashMap;
 use std::time::Duration;
+use tocsin_bus::handed::{self, Handed};
 use tocsin_bus::{Disposition, envelope};
 use tocsin_model::UserId;
 use tracing::debug;
@@ -46,7 +46,7 @@ impl Worker {
             })
             .collect();
         self.preload(&records).await;
-        let Some(parts) = handed::split(&bus, msg, records).await else {
+        let Some(parts) = handed::split(&bus, msg, records, None).await else {
             return;
         };
         for part in parts {

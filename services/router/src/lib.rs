@@ -17,7 +17,6 @@ mod actor;
 mod bulk;
 pub mod config;
 pub mod decide;
-mod handed;
 mod mailbox;
 pub mod outputs;
 mod silo;

@@ -4,12 +4,12 @@
 
 use crate::Ctx;
 use crate::actor::Avatar;
-use crate::handed::Handed;
 use crate::timers;
 use async_nats::jetstream::{self};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tocsin_bus::Handed;
 use tocsin_bus::{BusError, Disposition, StreamKind, envelope};
 use tocsin_model::UserId;
 use tokio_util::sync::CancellationToken;

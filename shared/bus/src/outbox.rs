@@ -8,7 +8,8 @@
 //! load (group commit). See ADR 0016.
 
 use crate::envelope;
-use crate::{Bus, BusError, Disposition, Inbound, PendingAck};
+use crate::handed::{self, Handed};
+use crate::{Bus, BusError, Disposition, PendingAck};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -61,7 +62,7 @@ impl Outgoing {
 enum Then {
     Tell(oneshot::Sender<Result<(), String>>),
     /// Ack the message the outputs answer (on failure, give it back for a retry), then say so.
-    Settle(Box<Inbound>, oneshot::Sender<()>),
+    Settle(Box<Handed>, oneshot::Sender<()>),
 }
 
 struct Submission {
@@ -127,8 +128,10 @@ impl Outbox {
     /// outbox is gone), `msg` is given back (retried) so that its handler runs again. Returns
     /// once `msg` is settled and the server has the ack, so a caller that handles its messages
     /// one at a time never has more than one of them done but not yet acked (what a crash
-    /// would make it do again).
-    pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: Inbound) {
+    /// would make it do again). A record of an envelope that keeps its progress counts as
+    /// acked once that progress is written ([`handed`]).
+    pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: impl Into<Handed>) {
+        let msg = msg.into();
         if let Some(e) = oversized(&items) {
             // it would fail every time: dead-lettered with the reason, not retried
             msg.settle(bus, Disposition::Reject(e)).await;
@@ -175,6 +178,7 @@ fn oversized(items: &[Outgoing]) -> Option<String> {
 async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>) {
     let mut round = Vec::new();
     let mut told = Vec::new();
+    let mut open = Vec::new();
     while let Some(first) = rx.recv().await {
         round.push(first);
         while round.len() < ROUND {
@@ -198,11 +202,13 @@ async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>
                         Ok(()) => Disposition::Ack,
                         Err(_) => Disposition::Retry(Duration::from_secs(1)),
                     };
-                    msg.settle(&bus, d).await;
+                    open.extend(msg.settle_in_round(&bus, d).await);
                     told.push(settled);
                 }
             }
         }
+        // envelopes with records still out: what is settled of them, before anyone goes on
+        handed::record_progress(std::mem::take(&mut open)).await;
         if !told.is_empty() {
             // an ack is a message like any other: until the server has read it, a crash of
             // this process loses it and the job comes back. Its submitter takes its next job

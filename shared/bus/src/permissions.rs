@@ -20,7 +20,7 @@ pub enum Role {
 }
 
 /// The KV buckets of the contract and the service that creates and configures each.
-pub const BUCKETS: [(&str, Role); 8] = [
+pub const BUCKETS: [(&str, Role); 9] = [
     ("avatars", Role::Router),
     ("addresses", Role::Router),
     ("timers", Role::Router),
@@ -28,6 +28,7 @@ pub const BUCKETS: [(&str, Role); 8] = [
     ("feeds", Role::Ingestor),
     ("imap", Role::Ingestor),
     ("keys", Role::Delivery),
+    ("progress", Role::Delivery),
     ("topics", Role::Api),
 ];
 
@@ -166,6 +167,7 @@ impl Role {
                 p.consumes(StreamKind::Delivery);
                 p.owns_stream(StreamKind::Delivery);
                 p.writes("keys");
+                p.writes("progress");
                 p.reads("addresses");
                 p.pub_(&format!("{pre}.delivery.*.parked"));
                 p.pub_(&s.history_all());

@@ -242,3 +242,107 @@ async fn many_keys_are_read_at_once_with_their_revisions() {
         .unwrap();
     assert!(none.is_empty());
 }
+
+/// An envelope of jobs whose holder settled some of them and then went away is delivered again
+/// with only the others: the holder's outbox round wrote what it had settled
+/// (`ProgressLog`), and whoever takes the envelope next reads it.
+#[tokio::test(flavor = "current_thread")]
+async fn an_envelope_delivered_again_hands_out_only_what_was_not_settled() {
+    use std::sync::Arc;
+    use tocsin_bus::handed::{self, Handed, Progress};
+    use tocsin_bus::{Outbox, ProgressLog, envelope};
+    let (_nats, bus) = bus("progress", BusConfig::default().max_ack_inflight).await;
+    let subject = bus.subjects().delivery("webhook");
+    let records: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("n{i}:d1"), format!("{{\"job\":{i}}}").into_bytes()))
+        .collect();
+    let payload = envelope::encode(records.iter().map(|(id, p)| (id.as_str(), p.as_slice())));
+    bus.publish(subject.clone(), "env-1", payload)
+        .await
+        .unwrap();
+    let consumer = bus
+        .pull_consumer(
+            StreamKind::Delivery,
+            "progress-test",
+            Some(subject.clone()),
+            10,
+        )
+        .await
+        .unwrap();
+    let mut pull = Pull::new(consumer.clone(), 1, "test");
+    let store = bus.kv("progress").await.unwrap();
+    let parts_of = |msg: &tocsin_bus::Inbound| -> Vec<(String, String, bytes::Bytes)> {
+        envelope::records(&msg.message().payload)
+            .unwrap()
+            .into_iter()
+            .map(|r| (subject.clone(), r.id, r.payload))
+            .collect()
+    };
+
+    // the first holder settles jobs 0 and 2 through its outbox, then is gone
+    let first = next(&mut pull).await;
+    let raw = first.message().clone();
+    let seq = raw.info().unwrap().stream_sequence;
+    let log = Arc::new(ProgressLog::open(store.clone()).await);
+    let records_now = parts_of(&first);
+    let progress = Progress {
+        log: log.clone(),
+        done: Vec::new(),
+    };
+    let parts = handed::split(&bus, first, records_now, Some(progress))
+        .await
+        .unwrap();
+    assert_eq!(parts.len(), 4);
+    let (outbox, _task) = Outbox::spawn(bus.clone(), "test".into());
+    let mut kept = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        match i {
+            0 | 2 => {
+                outbox
+                    .submit_then_ack(&bus, Vec::new(), Handed::Part(part))
+                    .await
+            }
+            _ => kept.push(part),
+        }
+    }
+    // as a crash would: the envelope comes back (here at once), the rest never settled
+    raw.ack_with(async_nats::jetstream::AckKind::Nak(None))
+        .await
+        .unwrap();
+    drop(kept);
+
+    // the next holder, started after: only jobs 1 and 3
+    let again = next(&mut pull).await;
+    assert_eq!(again.message().info().unwrap().delivered, 2);
+    let next_log = Arc::new(ProgressLog::open(store).await);
+    let done = next_log.earlier(seq).await;
+    assert_eq!(done, vec![0, 2]);
+    let records_again = parts_of(&again);
+    let progress = Progress {
+        log: next_log,
+        done,
+    };
+    let parts: Vec<Handed> = handed::split(&bus, again, records_again, Some(progress))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Handed::Part)
+        .collect();
+    let payloads: Vec<String> = parts
+        .iter()
+        .map(|p| String::from_utf8(p.payload().to_vec()).unwrap())
+        .collect();
+    assert_eq!(payloads, ["{\"job\":1}", "{\"job\":3}"]);
+    for part in parts {
+        part.settle(&bus, Disposition::Ack).await;
+    }
+    tocsin_testkit::wait_for(Duration::from_secs(10), "the envelope to be acked", || {
+        let mut c = consumer.clone();
+        async move {
+            let i = c.info().await.ok()?.clone();
+            (i.ack_floor.stream_sequence == seq && i.num_ack_pending == 0).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
