@@ -23,13 +23,13 @@ pub(crate) async fn handle(
     ctx: &Ctx,
     channel: Channel,
     permits: &crate::permits::Permits,
-    msg: tocsin_bus::Inbound,
+    msg: tocsin_bus::Handed,
     job: DeliveryJob,
     breaker: &impl Fn(bool) -> Option<Breaker>,
 ) {
     let span = info_span!("deliver", notification = %job.notification.id, user = %job.notification.user, channel = channel.as_str());
     async {
-        let mut attempts = msg.message().info().map(|i| i.delivered).unwrap_or(1);
+        let mut attempts = msg.delivered();
         let max = ctx.bus.config().max_deliver;
         let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
         // `attempted` events for sends that did not deliver, published with the outcome (and
@@ -85,8 +85,9 @@ pub(crate) async fn handle(
             .expect("sent lock")
             .insert(&job.job_id, Done { delivered, detail: detail.clone(), attempts, at_ms });
         if job.kind == JobKind::Reply {
-            // an answer to the user's own command: nothing to record
-            msg.settle(&ctx.bus, Disposition::Ack).await;
+            // an answer to the user's own command: nothing to record; acked with a round (in an
+            // envelope, its progress is recorded with the round's, so a crash does not repeat it)
+            ctx.outbox.submit_then_ack(&ctx.bus, Vec::new(), msg).await;
             return;
         }
         let outcome = DeliveryOutcome {

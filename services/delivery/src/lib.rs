@@ -67,6 +67,8 @@ pub(crate) struct Ctx {
     pub(crate) sent: std::sync::Mutex<Sent>,
     /// Where the lanes' reports go: published in rounds, each job acked after its report.
     pub(crate) outbox: tocsin_bus::Outbox,
+    /// What is settled of the job envelopes in hand ([`tocsin_bus::ProgressLog`]).
+    pub(crate) progress: Arc<tocsin_bus::ProgressLog>,
 }
 
 /// Run until `shutdown`; jobs in flight finish and settle within the grace period.
@@ -160,6 +162,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             rates.insert(c, rate);
         }
     }
+    let progress = bus
+        .kv_with(async_nats::jetstream::kv::Config {
+            bucket: bus.subjects().bucket("progress"),
+            description: "per delivery instance, which jobs of the job envelopes it holds are settled".into(),
+            history: 1,
+            // a crashed instance's table expires
+            max_age: Duration::from_secs(86_400),
+            num_replicas: bus.config().replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let progress = Arc::new(tocsin_bus::ProgressLog::open(progress).await);
     let (outbox, outbox_task) = tocsin_bus::Outbox::spawn(bus.clone(), "delivery".into());
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
@@ -172,6 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         cfg: config.delivery.clone(),
         sent: Default::default(),
         outbox,
+        progress,
     });
     let mut workers = Vec::new();
     for channel in &config.delivery.channels {
@@ -224,6 +240,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         );
     }
     drop(outbox_task);
+    ctx.progress.close().await;
     if let Some(x) = &ctx.xmpp {
         x.closed().await;
     }

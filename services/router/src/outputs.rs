@@ -1,6 +1,7 @@
 //! The map from an avatar's effects to bus messages, in the order the actor submits them to
 //! its silo's outbox: history records (in the silo's history envelopes, acknowledged first),
-//! delivery jobs, IMAP watch changes, events (in event envelopes), feed subscription changes.
+//! delivery jobs (in envelopes per channel), IMAP watch changes, events (in event envelopes),
+//! feed subscription changes.
 //! Pure: the actor submits what this returns.
 
 use crate::decide::Effects;
@@ -39,7 +40,8 @@ pub fn outputs(
         );
     }
     for job in &fx.jobs {
-        out.push(Outgoing::alone(
+        // in the round's envelopes of jobs for the channel (delivery splits them again)
+        out.push(Outgoing::record(
             subjects.delivery(job.destination.channel.as_str()),
             job.job_id.clone(),
             tocsin_bus::encode(job)?,
@@ -105,6 +107,7 @@ mod tests {
             .find(|o| o.subject == s.delivery("webhook"))
             .expect("a job");
         assert_eq!(job.id, "n1:d1");
+        assert!(job.enveloped && !job.first);
         let decoded: DeliveryJob = serde_json::from_slice(&job.payload).unwrap();
         assert_eq!(decoded.destination.id, "d1");
         let events: Vec<Event> = out
