@@ -2,7 +2,10 @@
 //! and reports each outcome: a delivered job as an entry of the notification's timeline,
 //! straight to history; a failed one to the user's avatar, which records it and may escalate.
 //! Reports leave through one outbox in rounds (records in envelopes), and a job is acked once
-//! its report is durable.
+//! its report is durable. Jobs arrive one message each or in envelopes (a router round's jobs
+//! for a channel), split into their jobs (`tocsin_bus::handed`); an envelope is acked when all
+//! of its jobs are, and what is settled of it is kept in the `progress` bucket meanwhile, so a
+//! crash repeats only the jobs in hand.
 //!
 //! One worker pool per enabled channel, each with its own durable consumer
 //! (`delivery-<channel>`) and concurrency limit. Sending is kept apart from the retry
