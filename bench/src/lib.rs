@@ -6,6 +6,7 @@ pub mod all;
 pub mod archive;
 pub mod common;
 pub mod feeds;
+pub mod jobs;
 pub mod mail;
 pub mod pipeline;
 pub mod reach;

@@ -17,6 +17,7 @@ use crate::common::{
     BenchNats, Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows,
     figures, notification,
 };
+use crate::jobs::{Jobs, next_job};
 use crate::pipeline::BenchOptions;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -25,8 +26,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tocsin_bus::Bus;
 use tocsin_model::{
-    AvatarMessage, Channel, Command, Condition, DeliveryJob, Destination, Policy, Step, UserId,
-    UserRecord, now_ms,
+    AvatarMessage, Channel, Command, Condition, Destination, Policy, Step, UserId, UserRecord,
+    now_ms,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -403,34 +404,6 @@ struct TimerFigures {
     escalation_bytes: Option<f64>,
 }
 
-/// The delivery jobs published on a channel's subject, seen by a core subscription: a
-/// message is one job, or an envelope of a router round's jobs.
-struct Jobs {
-    sub: async_nats::Subscriber,
-    pending: std::collections::VecDeque<DeliveryJob>,
-}
-
-/// The next delivery job seen on `jobs`, by `deadline`.
-async fn next_job(
-    jobs: &mut Jobs,
-    deadline: tokio::time::Instant,
-    what: &str,
-) -> Result<DeliveryJob> {
-    loop {
-        if let Some(job) = jobs.pending.pop_front() {
-            return Ok(job);
-        }
-        let m = tokio::time::timeout_at(deadline, jobs.sub.next())
-            .await
-            .map_err(|_| anyhow!("{what}: not all fired in time"))?
-            .ok_or_else(|| anyhow!("subscription ended"))?;
-        for record in tocsin_bus::envelope::records(&m.payload)? {
-            jobs.pending
-                .push_back(tocsin_bus::decode(&record.payload, "delivery job")?);
-        }
-    }
-}
-
 /// Each user's policy: webhook `first` at once, `second` after `wait_secs`, `third` after
 /// `wait_secs` more. The second steps fire with the router running: their lateness. Then the
 /// router is stopped until every third step is due and started again: 10,000 due at once,
@@ -490,13 +463,7 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     }
     commands(&bus, setup, opts.timeout).await?;
     // watch the delivery jobs go by (a core subscription sees every publish)
-    let mut jobs = Jobs {
-        sub: bus
-            .client()
-            .subscribe(bus.subjects().delivery(Channel::Webhook.as_str()))
-            .await?,
-        pending: Default::default(),
-    };
+    let mut jobs = Jobs::watch(&bus, Channel::Webhook).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss2 = rss_bytes();
     let wait_ms = opts.wait_secs as i64 * 1000;
