@@ -244,6 +244,24 @@ impl AllReport {
                     &r.baseline,
                 ));
             }
+            if let Some((raw, ours)) = &r.cpu {
+                rows.push(Row {
+                    figure: format!("  CPU per notification, {label} (this process + nats-server)"),
+                    tocsin: format!(
+                        "{:.0} + {:.0} = {:.0} µs",
+                        ours.process_us,
+                        ours.server_us,
+                        ours.total_us()
+                    ),
+                    baseline: format!(
+                        "{:.0} + {:.0} = {:.0} µs ({wq})",
+                        raw.process_us,
+                        raw.server_us,
+                        raw.total_us()
+                    ),
+                    ratio: format!("{:.2}", ours.total_us() / raw.total_us().max(0.001)),
+                });
+            }
         }
         let f = &self.feeds;
         if let Some(fan) = &f.fanout {

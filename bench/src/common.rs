@@ -73,6 +73,11 @@ pub(crate) struct BenchNats {
 }
 
 impl BenchNats {
+    /// A meter of this process's CPU and this server's.
+    pub(crate) fn cpu_meter(&self) -> crate::cpu::CpuMeter {
+        crate::cpu::CpuMeter::new(self.nats.pid())
+    }
+
     pub(crate) fn start() -> Result<BenchNats> {
         let binary = find_binary(&std::env::current_dir()?).map_err(|e| anyhow!(e))?;
         let store = tempfile_dir()?;

@@ -5,6 +5,7 @@
 pub mod all;
 pub mod archive;
 pub mod common;
+pub mod cpu;
 pub mod feeds;
 pub mod jobs;
 pub mod mail;

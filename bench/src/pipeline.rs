@@ -7,6 +7,7 @@ use crate::common::{
     BenchNats, Figures, Pacer, baseline, bench_router, command_each, create_users, figure_rows,
     figures, notification,
 };
+use crate::cpu::{CpuMeter, CpuPer};
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -38,6 +39,9 @@ pub struct Report {
     pub nats_version: String,
     /// One notification's latency by hop, from the router's and delivery's own events.
     pub hops: Hops,
+    /// The CPU each message cost the baseline and each notification cost tocsin (until the
+    /// last was stored and delivered), where `/proc` could be read.
+    pub cpu: Option<(CpuPer, CpuPer)>,
 }
 
 /// Per-hop latency percentiles (p50, p99) in ms, from the `routed` and `delivered` events'
@@ -77,6 +81,18 @@ impl Report {
             "hops ({} notifications, ms from their events): publish → routed p50 {:.0} p99 {:.0}; routed → delivered p50 {:.0} p99 {:.0}\n",
             h.seen, h.routed.0, h.routed.1, h.to_delivered.0, h.to_delivered.1
         ));
+        if let Some((raw, ours)) = &self.cpu {
+            s.push_str(&format!(
+                "cpu per message, µs (this process + nats-server): raw {:.1} + {:.1} = {:.1}; tocsin {:.1} + {:.1} = {:.1} ({:.1}x)\n",
+                raw.process_us,
+                raw.server_us,
+                raw.total_us(),
+                ours.process_us,
+                ours.server_us,
+                ours.total_us(),
+                ours.total_us() / raw.total_us().max(0.001)
+            ));
+        }
         for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
             s.push_str(&format!(
                 "{:<44} {:>10.3} {:>10.1} {:>10.1} {:>10.1}\n",
@@ -100,8 +116,13 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
     let url = nats.url.clone();
+    let meter = nats.cpu_meter();
+    let before = meter.read();
     let baseline = baseline(&url, &opts).await.context("baseline")?;
-    let (pipeline, delivered, hops) = pipeline(&url, &opts, &nats.store)
+    let raw_cpu = before
+        .zip(meter.read())
+        .map(|(a, b)| a.per(b, baseline.count));
+    let (pipeline, delivered, hops, cpu) = pipeline(&url, &opts, &nats.store, meter)
         .await
         .context("pipeline")?;
     Ok(Report {
@@ -109,6 +130,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         pipeline,
         delivered,
         hops,
+        cpu: raw_cpu.zip(cpu),
         options: opts,
         nats_version: version,
     })
@@ -122,7 +144,8 @@ async fn pipeline(
     url: &str,
     opts: &BenchOptions,
     store: &std::path::Path,
-) -> Result<(Figures, Figures, Hops)> {
+    meter: CpuMeter,
+) -> Result<(Figures, Figures, Hops, Option<CpuPer>)> {
     let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
     let shutdown = CancellationToken::new();
     let history = tocsin_history::Config {
@@ -161,6 +184,7 @@ async fn pipeline(
     // bench shares the process (and its two cores) with the services it measures.
     let events = bus.client().subscribe(bus.subjects().events_all()).await?;
     let n = opts.notifications;
+    let cpu_before = meter.read();
     let start = Instant::now();
     let stored = receive(live, n, sent.clone(), start, |payload| {
         serde_json::from_slice::<Notification>(payload)
@@ -186,6 +210,7 @@ async fn pipeline(
     window.flush().await?;
     let stored = tokio::time::timeout(opts.timeout, stored).await;
     let delivered = tokio::time::timeout(opts.timeout, delivered).await;
+    let cpu = cpu_before.zip(meter.read()).map(|(a, b)| a.per(b, n));
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
@@ -206,6 +231,7 @@ async fn pipeline(
             &delivered_hist,
         ),
         hops,
+        cpu,
     ))
 }
 
