@@ -296,12 +296,11 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
                 m.settle(bus, d).await;
             }
             metrics::counter!(crate::telemetry::RECORDS).increment(n as u64);
-            for notification in fresh {
-                if let Ok(p) = tocsin_bus::encode(&notification) {
-                    let subject = bus.subjects().live(notification.user.as_str());
-                    if let Err(e) = bus.client().publish(subject, p).await {
-                        debug!(error = %e, "live announcement failed");
-                    }
+            // the document as stored is the notification's JSON: announced as it is
+            for f in fresh {
+                let subject = bus.subjects().live(f.user.as_str());
+                if let Err(e) = bus.client().publish(subject, f.doc.into()).await {
+                    debug!(error = %e, "live announcement failed");
                 }
             }
             true

@@ -8,7 +8,7 @@
 pub use crate::reader::{PAGE_BYTES, QUERY_TIME, Reader, fts_query};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord, Notification};
+use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +32,14 @@ impl From<StoreError> for tocsin_runtime::ServiceError {
     fn from(e: StoreError) -> Self {
         tocsin_runtime::ServiceError::Store(Box::new(e))
     }
+}
+
+/// A notification a batch stored for the first time: its user, and the document as stored
+/// (the JSON of the notification), which is also what the live announcement carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    pub user: tocsin_model::UserId,
+    pub doc: String,
 }
 
 pub struct Store {
@@ -116,9 +124,9 @@ impl Store {
         }
     }
 
-    /// Apply a batch in one transaction. Returns the notifications that were new (a
-    /// redelivered record is ignored: the notification id is unique).
-    pub fn apply(&mut self, records: &[HistoryRecord]) -> Result<Vec<Notification>, StoreError> {
+    /// Apply a batch in one transaction. Returns the notifications that were new, as stored
+    /// (a redelivered record is ignored: the notification id is unique).
+    pub fn apply(&mut self, records: &[HistoryRecord]) -> Result<Vec<Fresh>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -157,13 +165,16 @@ impl Store {
                                 n.id.as_str(),
                                 n.user.as_str(),
                                 n.created_at_ms,
-                                doc
+                                &doc
                             ])
                             .map_err(err)?;
                         if added == 1 {
                             let seq = tx.last_insert_rowid();
                             fts.execute(params![seq, n.title, n.body]).map_err(err)?;
-                            fresh.push(n.clone());
+                            fresh.push(Fresh {
+                                user: n.user.clone(),
+                                doc,
+                            });
                         }
                         (n.id.as_str(), entry)
                     }
@@ -174,7 +185,7 @@ impl Store {
                     } => (notification_id.as_str(), entry),
                     HistoryRecord::Forget { .. } => {
                         forget(&tx, user).map_err(err)?;
-                        fresh.retain(|n| n.user.as_str() != user);
+                        fresh.retain(|f| f.user.as_str() != user);
                         continue;
                     }
                 };
