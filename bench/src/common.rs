@@ -190,10 +190,12 @@ pub(crate) fn bench_router(
     (bus, router)
 }
 
-/// A typical notification for the benchmarks.
-pub(crate) fn notification(user: &UserId, id: String, title: String) -> Notification {
+/// A typical notification for the benchmarks, published with idempotency key `key`: its id is
+/// derived as the API derives it (a hash, so stores index ids spread as in production, not in
+/// the order they were sent).
+pub(crate) fn notification(user: &UserId, key: String, title: String) -> Notification {
     Notification {
-        id: NotificationId(id),
+        id: NotificationId::for_publish(user, &key),
         user: user.clone(),
         source: SourceRef {
             kind: SourceKind::Publish,
