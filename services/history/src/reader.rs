@@ -135,7 +135,8 @@ impl Reader {
                 i64::from(p.get()).into(),
             );
         }
-        const HAS: &str = "EXISTS (SELECT 1 FROM timeline t WHERE t.notification_id = notifications.id AND t.kind = ";
+        const HAS: &str =
+            "EXISTS (SELECT 1 FROM entries t WHERE t.seq = notifications.seq AND t.kind = ";
         match q.state {
             None => {}
             Some(HistoryState::Resolved) => sql.push_str(&format!(" AND {HAS}'resolved')")),
@@ -160,7 +161,7 @@ impl Reader {
         for (seq, doc) in rows.into_iter().take(limit as usize) {
             let notification: Notification =
                 serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let timeline = self.timeline(conn, notification.id.as_str())?;
+            let timeline = self.timeline(conn, seq)?;
             // what the item adds to the reply: its stored document (JSON already) and its
             // entries, with room for their field names
             let size = doc.len()
@@ -191,14 +192,15 @@ impl Reader {
         })
     }
 
-    fn timeline(&self, conn: &Connection, id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+    /// The timeline of the notification stored as `seq`.
+    fn timeline(&self, conn: &Connection, seq: i64) -> Result<Vec<TimelineEntry>, StoreError> {
         let mut stmt = conn
             .prepare_cached(
-                "SELECT at_ms, kind, channel, detail FROM timeline WHERE notification_id = ?1 ORDER BY at_ms, rowid",
+                "SELECT at_ms, kind, channel, detail FROM entries WHERE seq = ?1 ORDER BY at_ms, rowid",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![id], |r| {
+            .query_map(params![seq], |r| {
                 let channel: String = r.get(2)?;
                 Ok(TimelineEntry {
                     at_ms: r.get(0)?,

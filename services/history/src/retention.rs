@@ -34,7 +34,7 @@ impl Store {
                 // entries whose notification is gone (or never was)
                 true => tx
                     .execute(
-                        "DELETE FROM timeline WHERE at_ms < ?1 AND notification_id NOT IN (SELECT id FROM notifications)",
+                        "DELETE FROM entries WHERE at_ms < ?1 AND seq NOT IN (SELECT seq FROM notifications)",
                         params![before_ms],
                     )
                     .map(|_| ()),
@@ -99,17 +99,17 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY, id TEXT NOT NULL); DELETE FROM doomed;",
+            "CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY); DELETE FROM doomed;",
         )
         .map_err(err)?;
         tx.execute(
-            &format!("INSERT INTO doomed (seq, id) SELECT seq, id FROM notifications WHERE {pick}"),
+            &format!("INSERT INTO doomed (seq) SELECT seq FROM notifications WHERE {pick}"),
             args,
         )
         .map_err(err)?;
         for sql in [
             "DELETE FROM notifications_fts WHERE rowid IN (SELECT seq FROM doomed)",
-            "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM doomed)",
+            "DELETE FROM entries WHERE seq IN (SELECT seq FROM doomed)",
         ] {
             tx.execute(sql, []).map_err(err)?;
         }
@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(s.prune_step(20, 8).unwrap(), 8);
         assert_eq!(s.prune_step(20, 8).unwrap(), 4);
         assert_eq!(s.prune_step(20, 8).unwrap(), 0);
-        for table in ["notifications", "timeline", "notifications_fts"] {
+        for table in ["notifications", "entries", "notifications_fts"] {
             assert_eq!(count(&s, table), 5, "{table}");
         }
         assert!(s.contains("a20").unwrap());
@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(s.quota_step("u1", 5, 3).unwrap(), 0);
         assert!(!s.contains("a06").unwrap() && s.contains("a07").unwrap());
         assert_eq!(count(&s, "notifications"), 5 + 12);
-        assert_eq!(count(&s, "timeline"), 5 + 12);
+        assert_eq!(count(&s, "entries"), 5 + 12);
         assert_eq!(count(&s, "notifications_fts"), 5 + 12);
         assert_eq!(over_quota(&s.path, 5).unwrap(), vec!["u2".to_owned()]);
     }

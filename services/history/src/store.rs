@@ -58,15 +58,27 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user, seq);
 CREATE INDEX IF NOT EXISTS notifications_by_time ON notifications (created_at_ms);
-CREATE TABLE IF NOT EXISTS timeline (
-    notification_id TEXT NOT NULL,
-    at_ms           INTEGER NOT NULL,
-    kind            TEXT NOT NULL,
-    channel         TEXT NOT NULL DEFAULT '',
-    detail          TEXT NOT NULL DEFAULT '',
-    UNIQUE (notification_id, kind, at_ms, channel)
+CREATE TABLE IF NOT EXISTS entries (
+    seq     INTEGER NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    channel TEXT NOT NULL DEFAULT '',
+    detail  TEXT NOT NULL DEFAULT '',
+    UNIQUE (seq, kind, at_ms, channel)
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS notifications_fts USING fts5 (title, body);
+";
+
+/// A timeline entry is keyed by its notification's `seq`, which grows with time, so a batch's
+/// entries land at the right edge of their index. Stores written before 2026-12-05 keyed them
+/// by the notification's id (a hash: every entry a write to a page of its own, half of a
+/// notification's write cost); their `timeline` table is moved into `entries` once, at open.
+const MIGRATE_TIMELINE: &str = "
+INSERT OR IGNORE INTO entries (seq, at_ms, kind, channel, detail)
+    SELECT n.seq, t.at_ms, t.kind, t.channel, t.detail
+    FROM timeline t JOIN notifications n ON n.id = t.notification_id
+    ORDER BY t.rowid;
+DROP TABLE timeline;
 ";
 
 /// Delete every notification of `user`, with its timeline and search entries (a deleted
@@ -77,7 +89,7 @@ fn forget(tx: &rusqlite::Transaction<'_>, user: &str) -> rusqlite::Result<()> {
         params![user],
     )?;
     tx.execute(
-        "DELETE FROM timeline WHERE notification_id IN (SELECT id FROM notifications WHERE user = ?1)",
+        "DELETE FROM entries WHERE seq IN (SELECT seq FROM notifications WHERE user = ?1)",
         params![user],
     )?;
     tx.execute("DELETE FROM notifications WHERE user = ?1", params![user])?;
@@ -100,6 +112,23 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let old: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'timeline')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if old {
+            let started = std::time::Instant::now();
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {MIGRATE_TIMELINE} COMMIT;"))
+                .map_err(err)?;
+            tracing::info!(
+                path = %p,
+                secs = started.elapsed().as_secs_f64(),
+                "timeline entries moved to the table keyed by notification sequence (once per store)"
+            );
+        }
         Ok(Store {
             conn,
             reader: std::sync::Arc::new(Reader::new(p.clone())),
@@ -149,7 +178,7 @@ impl Store {
             // of an id that is not the user's (or not stored) leaves nothing behind
             let mut tl = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO timeline (notification_id, at_ms, kind, channel, detail) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?1 AND user = ?6)",
+                    "INSERT OR IGNORE INTO entries (seq, at_ms, kind, channel, detail) SELECT seq, ?2, ?3, ?4, ?5 FROM notifications WHERE id = ?1 AND user = ?6",
                 )
                 .map_err(err)?;
             for rec in records {
@@ -472,9 +501,74 @@ pub(crate) mod tests {
         assert_eq!(timeline_of(&s, "u1", "n1"), ["routed", "delivered"]);
         let rows: i64 = s
             .conn
-            .query_row("SELECT COUNT(*) FROM timeline", [], |r| r.get(0))
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2, "nothing kept for ids that are not the user's");
+    }
+
+    /// A store written before timeline entries were keyed by sequence: its entries are moved
+    /// at open, in order, and the old table is gone; an entry whose notification is gone is not
+    /// carried over.
+    #[test]
+    fn a_store_with_the_timeline_keyed_by_id_is_moved_once_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.apply(&[n("n1", "u1", 10, "one"), n("n2", "u1", 20, "two")])
+                .unwrap();
+            // the layout of before: the same notifications, entries by id (two at the same
+            // time, whose order is the order they were written in)
+            s.conn
+                .execute_batch(
+                    "DROP TABLE entries;
+                     CREATE TABLE timeline (
+                         notification_id TEXT NOT NULL, at_ms INTEGER NOT NULL,
+                         kind TEXT NOT NULL, channel TEXT NOT NULL DEFAULT '',
+                         detail TEXT NOT NULL DEFAULT '',
+                         UNIQUE (notification_id, kind, at_ms, channel));
+                     INSERT INTO timeline VALUES ('n1', 10, 'routed', '', 'to sink');
+                     INSERT INTO timeline VALUES ('n2', 20, 'routed', '', '');
+                     INSERT INTO timeline VALUES ('n1', 15, 'sent', 'sink', '');
+                     INSERT INTO timeline VALUES ('n1', 15, 'delivered', 'sink', 'ok');
+                     INSERT INTO timeline VALUES ('gone', 5, 'routed', '', '');",
+                )
+                .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(timeline_of(&s, "u1", "n1"), ["routed", "sent", "delivered"]);
+        assert_eq!(timeline_of(&s, "u1", "n2"), ["routed"]);
+        let page = s.query(&q("u1")).unwrap();
+        let n1 = page
+            .items
+            .iter()
+            .find(|i| i.notification.id.0 == "n1")
+            .unwrap();
+        assert_eq!(n1.timeline[0].detail, "to sink");
+        assert_eq!(n1.timeline[2].channel, Some(Channel::Sink));
+        let old: i64 = s
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'timeline'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        let rows: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            rows, 4,
+            "the entry of a notification that is gone stays behind"
+        );
+        // and it goes on as a new store
+        s.apply(&[entry("u1", "n2", 30, "acked")]).unwrap();
+        assert_eq!(timeline_of(&s, "u1", "n2"), ["routed", "acked"]);
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(timeline_of(&s, "u1", "n2"), ["routed", "acked"]);
     }
 
     #[test]
@@ -549,7 +643,9 @@ pub(crate) mod tests {
             0
         );
         assert_eq!(
-            count("SELECT count(*) FROM timeline WHERE notification_id LIKE 'a%'"),
+            count(
+                "SELECT count(*) FROM entries WHERE seq NOT IN (SELECT seq FROM notifications WHERE user = 'u2')"
+            ),
             0
         );
         assert_eq!(
