@@ -11,6 +11,7 @@ use crate::feeds::{FeedBenchOptions, FeedReport};
 use crate::mail::{MailBenchOptions, MailReport};
 use crate::pipeline::{BenchOptions, Report};
 use crate::reach::{ReachBenchOptions, ReachReport};
+use crate::store::{StoreBenchOptions, StoreReport};
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ pub struct AllOptions {
     pub reach: ReachBenchOptions,
     pub mail: MailBenchOptions,
     pub archive: ArchiveBenchOptions,
+    pub store: StoreBenchOptions,
     pub short: bool,
 }
 
@@ -71,6 +73,12 @@ impl AllOptions {
                 events: 200_000,
                 report_events: 10_000_000,
                 timeout,
+            },
+            store: StoreBenchOptions {
+                prefill: 200_000,
+                notifications: 20_000,
+                batch: 40,
+                users: 60,
             },
             short: false,
         }
@@ -120,6 +128,12 @@ impl AllOptions {
                 report_events: 200_000,
                 timeout,
             },
+            store: StoreBenchOptions {
+                prefill: 2_000,
+                notifications: 1_000,
+                batch: 40,
+                users: 60,
+            },
             short: true,
         }
     }
@@ -132,6 +146,7 @@ pub struct AllReport {
     pub reach: ReachReport,
     pub mail: MailReport,
     pub archive: ArchiveReport,
+    pub store: StoreReport,
     pub elapsed: Duration,
     pub short: bool,
 }
@@ -167,6 +182,11 @@ pub async fn run(opts: AllOptions) -> Result<AllReport> {
     let archive = crate::archive::run(opts.archive.clone())
         .await
         .context("archive")?;
+    step("history's store");
+    let store = opts.store.clone();
+    let store = tokio::task::spawn_blocking(move || crate::store::run(store))
+        .await
+        .context("history's store")??;
     Ok(AllReport {
         burst,
         steady,
@@ -174,6 +194,7 @@ pub async fn run(opts: AllOptions) -> Result<AllReport> {
         reach,
         mail,
         archive,
+        store,
         elapsed: started.elapsed(),
         short: opts.short,
     })
@@ -377,6 +398,21 @@ impl AllReport {
             tocsin: format!("{:.2} s", a.report_secs),
             baseline: format!("{:.1} bytes per event on disk", a.bytes_per_event),
             ratio: "-".into(),
+        });
+        let st = &self.store;
+        rows.push(Row {
+            figure: format!(
+                "history's store: {} notifications in batches of {} into {}, per notification",
+                thousands(st.options.notifications as f64),
+                st.options.batch,
+                thousands(st.options.prefill as f64)
+            ),
+            tocsin: format!("{:.1} µs ({:.1} cpu)", st.tocsin.wall_us, st.tocsin.cpu_us),
+            baseline: format!(
+                "{:.1} µs ({:.1} cpu) bare rows, same commits",
+                st.bare.wall_us, st.bare.cpu_us
+            ),
+            ratio: format!("{:.2}", st.tocsin.wall_us / st.bare.wall_us.max(0.001)),
         });
         rows
     }

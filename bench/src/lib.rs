@@ -11,3 +11,4 @@ pub mod jobs;
 pub mod mail;
 pub mod pipeline;
 pub mod reach;
+pub mod store;

@@ -21,6 +21,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Measure history's write path alone: notifications and their timeline entries applied
+    /// in batches to one silo's store that already holds many, beside the same batches as bare
+    /// rows in a table without indexes.
+    HistoryStore {
+        #[arg(long, default_value_t = 200_000)]
+        prefill: usize,
+        #[arg(long, default_value_t = 20_000)]
+        notifications: usize,
+        #[arg(long, default_value_t = 40)]
+        batch: usize,
+        #[arg(long, default_value_t = 60)]
+        users: usize,
+    },
     /// Measure the SMTP ingress (concurrent senders) and the mail parser against a raw
     /// JetStream baseline.
     #[command(alias = "bench-mail")]
@@ -190,6 +203,23 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;
+            print!("{}", report.table());
+            Ok(())
+        }
+        Cmd::HistoryStore {
+            prefill,
+            notifications,
+            batch,
+            users,
+        } => {
+            let opts = tocsin_bench::store::StoreBenchOptions {
+                prefill,
+                notifications: notifications.max(1),
+                batch: batch.max(1),
+                users: users.max(1),
+            };
+            let report =
+                tokio::task::spawn_blocking(move || tocsin_bench::store::run(opts)).await??;
             print!("{}", report.table());
             Ok(())
         }

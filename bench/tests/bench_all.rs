@@ -67,6 +67,16 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     assert!(a.baseline_runs.0 > 0.0 && a.baseline_runs.1 > 0.0 && a.archived_per_sec > 0.0);
     assert!(a.files > 0 && a.bytes_per_event > 0.0);
     assert!(a.report_rows > 0 && a.report_secs > 0.0);
+    // history's store, and what a notification cost in CPU beside a raw message
+    let st = &report.store;
+    assert!(st.tocsin.wall_us > 0.0 && st.bare.wall_us > 0.0, "{st:?}");
+    for r in [&report.burst, &report.steady] {
+        let (raw, ours) = r.cpu.expect("/proc is readable on Linux");
+        assert!(
+            raw.total_us() > 0.0 && ours.total_us() > 0.0,
+            "{raw:?} {ours:?}"
+        );
+    }
 
     // one table, a row per figure, each with its baseline and (where one applies) a ratio
     for row in [
@@ -80,6 +90,8 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
         "SMTP ingress, 4 senders",
         "archiver: events into durable Parquet",
         "analytics report over 200,000 events",
+        "history's store: 1,000 notifications in batches of 40 into 2,000",
+        "CPU per notification, burst",
     ] {
         assert!(table.contains(row), "{row:?} missing from\n{table}");
     }
