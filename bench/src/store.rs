@@ -120,6 +120,10 @@ fn records(
 
 /// Run both sides, each in a directory of its own that is removed afterwards.
 pub fn run(opts: StoreBenchOptions) -> Result<StoreReport> {
+    anyhow::ensure!(
+        opts.notifications > 0,
+        "--notifications must be at least 1 (nothing to time)"
+    );
     let users: Vec<UserId> = (0..opts.users.max(1))
         .map(|i| UserId::parse(&format!("bench{i}")).expect("valid"))
         .collect();
