@@ -70,7 +70,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS notifications_fts USING fts5 (title, body);
 ";
 
 /// A timeline entry is keyed by its notification's `seq`, which grows with time, so a batch's
-/// entries land at the right edge of their index. Stores written before 2026-12-05 keyed them
+/// entries land at the right edge of their index. Stores written before 2026-12-04 (late) keyed them
 /// by the notification's id (a hash: every entry a write to a page of its own, half of a
 /// notification's write cost); their `timeline` table is moved into `entries` once, at open.
 const MIGRATE_TIMELINE: &str = "
