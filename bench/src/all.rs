@@ -40,6 +40,7 @@ impl AllOptions {
             window: 512,
             rate: 0,
             timeout,
+            warm: 0,
         };
         AllOptions {
             steady: BenchOptions {
@@ -93,6 +94,7 @@ impl AllOptions {
             window: 64,
             rate: 0,
             timeout,
+            warm: 0,
         };
         AllOptions {
             steady: BenchOptions {

@@ -336,6 +336,7 @@ async fn fanout(
             window: 512,
             rate: 0,
             timeout: opts.timeout,
+            warm: 0,
         },
     )
     .await?;

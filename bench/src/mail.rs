@@ -72,6 +72,7 @@ pub async fn run(opts: MailBenchOptions) -> Result<MailReport> {
         window: 512,
         rate: 0,
         timeout: opts.timeout,
+        warm: 0,
     };
     let baseline = baseline(&url, &base_opts).await.context("baseline")?;
 

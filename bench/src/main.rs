@@ -126,6 +126,10 @@ enum Cmd {
         rate: u64,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// Notifications each user gets before the measured ones (their records then hold
+        /// recent ids, as a long-lived user's do; 256 fills a record's 512 keys halfway).
+        #[arg(long, default_value_t = 0)]
+        warm: usize,
     },
 }
 
@@ -260,6 +264,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             window,
             rate,
             timeout_secs,
+            warm,
         } => {
             let report = tocsin_bench::pipeline::run(tocsin_bench::pipeline::BenchOptions {
                 notifications,
@@ -268,6 +273,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
                 window: window.max(1),
                 rate,
                 timeout: Duration::from_secs(timeout_secs),
+                warm,
             })
             .await?;
             print!("{}", report.table());

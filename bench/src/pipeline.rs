@@ -27,6 +27,9 @@ pub struct BenchOptions {
     /// Publishes per second; 0 publishes as fast as the window allows (a burst).
     pub rate: u64,
     pub timeout: Duration,
+    /// Notifications each user gets (in a burst, awaited) before the measured ones, so the
+    /// avatars carry a history (recent ids in their records) as a long-lived user's do.
+    pub warm: usize,
 }
 
 pub struct Report {
@@ -60,9 +63,13 @@ impl Report {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin-bench pipeline: {} notifications, {} users, {} silos, window {}, {}, nats-server {}\n",
+            "tocsin-bench pipeline: {} notifications, {} users{}, {} silos, window {}, {}, nats-server {}\n",
             o.notifications,
             o.users,
+            match o.warm {
+                0 => String::new(),
+                w => format!(" (warmed up with {w} each)"),
+            },
             o.silo_count,
             o.window,
             if o.rate == 0 {
@@ -176,47 +183,25 @@ async fn pipeline(
     // confirmed
     create_users(&bus, &users, |_| String::new(), opts.window, opts.timeout).await?;
     add_sinks(&bus, &users, opts.window, opts.timeout).await?;
-    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let prefix = bus.subjects().prefix().to_owned();
-    let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
-    // delivery reports each delivered job with its `delivered` event: seen here as the
-    // envelope carrying it is published. One subscription, each event decoded once: the
-    // bench shares the process (and its two cores) with the services it measures.
-    let events = bus.client().subscribe(bus.subjects().events_all()).await?;
+    if opts.warm > 0 {
+        let burst = BenchOptions {
+            rate: 0,
+            ..opts.clone()
+        };
+        publish_and_wait(&bus, &users, users.len() * opts.warm, "warm", &burst)
+            .await
+            .context("warming the users up")?;
+    }
     let n = opts.notifications;
     let cpu_before = meter.read();
-    let start = Instant::now();
-    let stored = receive(live, n, sent.clone(), start, |payload| {
-        serde_json::from_slice::<Notification>(payload)
-            .map(|note| note.id.0)
-            .into_iter()
-            .collect()
-    });
-    let delivered = read_events(events, n, sent.clone(), start, Duration::from_secs(10));
-    let mut window = bus.window(opts.window);
-    let pacer = Pacer::new(opts.rate);
-    for i in 0..n {
-        pacer.wait(i).await;
-        let u = &users[i % users.len()];
-        let note = notification(u, format!("nbench{i}"), format!("bench notification {i}"));
-        let id = note.id.clone();
-        let msg = AvatarMessage::Notify { notification: note };
-        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
-        sent.lock()
-            .expect("lock")
-            .insert(id.0.clone(), Instant::now());
-        window.push(subject, id.0, tocsin_bus::encode(&msg)?).await;
-    }
-    window.flush().await?;
-    let stored = tokio::time::timeout(opts.timeout, stored).await;
-    let delivered = tokio::time::timeout(opts.timeout, delivered).await;
+    let (stored, delivered) = publish_and_wait(&bus, &users, n, "nbench", opts).await?;
     let cpu = cpu_before.zip(meter.read()).map(|(a, b)| a.per(b, n));
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
     let _ = d.await;
-    let (stored_in, stored_hist) = stored.context("history timed out")???;
-    let ((delivered_in, delivered_hist), hops) = delivered.context("delivery timed out")???;
+    let (stored_in, stored_hist) = stored;
+    let ((delivered_in, delivered_hist), hops) = delivered;
     Ok((
         figures(
             "tocsin publish→router→history (stored)",
@@ -237,6 +222,55 @@ async fn pipeline(
 
 /// When the last of a path's notifications arrived, and each one's latency in µs.
 type Arrival = (Duration, Histogram<u64>);
+
+/// Publish `n` notifications round-robin over `users` (idempotency keys `<key><i>`) at
+/// `opts.rate` (0: a burst) and wait until each is stored (history's live announcement of
+/// it) and delivered (its `delivered` event): when the last of each arrived, each one's
+/// latency, and the hops.
+async fn publish_and_wait(
+    bus: &Bus,
+    users: &[UserId],
+    n: usize,
+    key: &str,
+    opts: &BenchOptions,
+) -> Result<(Arrival, (Arrival, Hops))> {
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let prefix = bus.subjects().prefix().to_owned();
+    let live = bus.client().subscribe(format!("{prefix}.live.*")).await?;
+    // delivery reports each delivered job with its `delivered` event: seen here as the
+    // envelope carrying it is published. One subscription, each event decoded once: the
+    // bench shares the process (and its two cores) with the services it measures.
+    let events = bus.client().subscribe(bus.subjects().events_all()).await?;
+    let start = Instant::now();
+    let stored = receive(live, n, sent.clone(), start, |payload| {
+        serde_json::from_slice::<Notification>(payload)
+            .map(|note| note.id.0)
+            .into_iter()
+            .collect()
+    });
+    let delivered = read_events(events, n, sent.clone(), start, Duration::from_secs(10));
+    let mut window = bus.window(opts.window);
+    let pacer = Pacer::new(opts.rate);
+    for i in 0..n {
+        pacer.wait(i).await;
+        let u = &users[i % users.len()];
+        let note = notification(u, format!("{key}{i}"), format!("bench notification {i}"));
+        let id = note.id.clone();
+        let msg = AvatarMessage::Notify { notification: note };
+        let subject = bus.subjects().silo(bus.silo_of(u), u.as_str(), msg.kind());
+        sent.lock()
+            .expect("lock")
+            .insert(id.0.clone(), Instant::now());
+        window.push(subject, id.0, tocsin_bus::encode(&msg)?).await;
+    }
+    window.flush().await?;
+    let stored = tokio::time::timeout(opts.timeout, stored).await;
+    let delivered = tokio::time::timeout(opts.timeout, delivered).await;
+    Ok((
+        stored.context("history timed out")???,
+        delivered.context("delivery timed out")???,
+    ))
+}
 
 /// A task that reads the events of `n` notifications from `sub`, each message decoded once:
 /// the time from each notification's publish (`sent`) to its `delivered` event being seen,

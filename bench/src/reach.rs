@@ -154,6 +154,7 @@ pub async fn run(opts: ReachBenchOptions) -> Result<ReachReport> {
         window: 512,
         rate,
         timeout: opts.timeout,
+        warm: 0,
     };
     let burst_baseline = baseline(&url, &base(opts.users, 0))
         .await
