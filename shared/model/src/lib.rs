@@ -21,6 +21,7 @@ pub mod mapping;
 pub mod messages;
 pub mod own;
 pub mod reach;
+pub mod recent;
 pub mod replies;
 pub mod request;
 pub mod requests;
@@ -45,6 +46,7 @@ pub use mail_rules::MailRule;
 pub use mapping::JsonMapping;
 pub use messages::*;
 pub use reach::{Beat, Escalation, Group, PresenceState, Reach, Show, Throttled, Told};
+pub use recent::RecentSet;
 pub use replies::{
     AckTarget, ReplyCommand, ReplyPin, ack_signature, ack_signature_valid, is_pin, parse_duration,
     reply_pin_hash, split_pin,

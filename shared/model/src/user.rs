@@ -5,10 +5,9 @@
 pub use crate::destination::{
     AddressEntry, Destination, PushFormat, Verification, validate_e164, validate_jid,
 };
-use crate::{Filter, Millis, SignInLink, UserId, WebSession};
+use crate::{Filter, Millis, RecentSet, SignInLink, UserId, WebSession};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 /// What the avatar keeps for one user.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -48,8 +47,9 @@ pub struct UserRecord {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destination_status: BTreeMap<String, SourceStatus>,
     /// Recently routed notification ids and content keys, for deduplication across sources
-    /// and across retries that fall outside JetStream's duplicate window.
-    #[serde(default)]
+    /// and across retries that fall outside JetStream's duplicate window. Stored as `seen`
+    /// (fingerprints, [`crate::recent`]); a record from before keeps them as `recent`.
+    #[serde(default, rename = "seen", alias = "recent")]
     pub recent: RecentSet,
     /// Escalation policy, presence, pending escalations, acknowledgement references.
     #[serde(default)]
@@ -302,73 +302,6 @@ impl Channel {
     }
 }
 
-/// A bounded, insertion-ordered set of recent keys. Each key is one allocation shared by the
-/// order and the set (an active avatar keeps up to [`RecentSet::CAPACITY`] of them in memory).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RecentSet {
-    order: VecDeque<Arc<str>>,
-    set: HashSet<Arc<str>>,
-}
-
-impl RecentSet {
-    /// How many keys a user's avatar remembers.
-    pub const CAPACITY: usize = 512;
-
-    pub fn contains(&self, key: &str) -> bool {
-        self.set.contains(key)
-    }
-
-    /// Insert `key`, forgetting the oldest key past capacity. Returns false if present.
-    pub fn insert(&mut self, key: String) -> bool {
-        if self.set.contains(key.as_str()) {
-            return false;
-        }
-        let key: Arc<str> = Arc::from(key);
-        self.set.insert(key.clone());
-        self.order.push_back(key);
-        while self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    /// Forget `key`. Returns whether it was there.
-    pub fn remove(&mut self, key: &str) -> bool {
-        if !self.set.remove(key) {
-            return false;
-        }
-        self.order.retain(|k| &**k != key);
-        true
-    }
-}
-
-impl Serialize for RecentSet {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.order.iter().map(|k| &**k))
-    }
-}
-
-impl<'de> Deserialize<'de> for RecentSet {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let keys = Vec::<String>::deserialize(d)?;
-        let mut r = RecentSet::default();
-        for k in keys {
-            r.insert(k);
-        }
-        Ok(r)
-    }
-}
-
 /// Check and normalise an allowed-senders list: each entry an address or `@domain`.
 pub fn validate_allowed_senders(list: &[String]) -> Result<Vec<String>, String> {
     if list.len() > 100 {
@@ -513,6 +446,22 @@ mod tests {
     }
 
     #[test]
+    fn recent_keys_are_stored_as_seen_and_read_from_a_record_from_before() {
+        let mut record: UserRecord = serde_json::from_str(
+            r#"{"id":"ann","name":"Ann","created_at_ms":1,"token_hash":"t","feed_token_hash":"f",
+                "recent":["nold","k:sha256:ab"]}"#,
+        )
+        .unwrap();
+        assert!(record.recent.contains("nold") && record.recent.contains("k:sha256:ab"));
+        record.recent.insert("nnew");
+        let stored = serde_json::to_value(&record).unwrap();
+        assert!(stored.get("recent").is_none(), "{stored}");
+        let back: UserRecord = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.recent.len(), 3);
+        assert!(back.recent.contains("nold") && back.recent.contains("nnew"));
+    }
+
+    #[test]
     fn allowed_senders() {
         let l =
             validate_allowed_senders(&[" Ann@Example.org ".into(), "@alerts.example.com".into()])
@@ -525,20 +474,5 @@ mod tests {
         assert!(!sender_allowed(&l, "eve@example.org"));
         assert!(!sender_allowed(&l, "x@evilalerts.example.com.net"));
         assert!(!sender_allowed(&l, ""), "a null sender is not on a list");
-    }
-
-    #[test]
-    fn recent_set_is_bounded_and_round_trips() {
-        let mut r = RecentSet::default();
-        for i in 0..RecentSet::CAPACITY + 10 {
-            assert!(r.insert(format!("k{i}")));
-        }
-        assert_eq!(r.len(), RecentSet::CAPACITY);
-        assert!(!r.contains("k0"));
-        assert!(r.contains("k521"));
-        assert!(!r.insert("k521".into()));
-        let json = serde_json::to_string(&r).unwrap();
-        let back: RecentSet = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, r);
     }
 }
