@@ -2,10 +2,11 @@
 
 use crate::{Bus, BusConfig, BusError};
 use async_nats::jetstream::{self, context::PublishErrorKind};
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tracing::debug;
 
 pub(crate) async fn publish_with_retry(
@@ -66,46 +67,53 @@ pub(crate) fn retry_delay(attempt: u32) -> Duration {
 /// message; a window keeps the server busy. Publishes run concurrently, so they may be stored
 /// in any order: for messages whose order matters (one user's commands), use [`Bus::send`],
 /// which pipelines in order.
+///
+/// The publishes are futures the window polls itself (no task each): [`PublishWindow::push`]
+/// hands its message to the connection at once and keeps the wait for its PubAck (and any
+/// retry) in the window, polled whenever the caller pushes into a full window or flushes.
 pub struct PublishWindow {
-    bus: Bus,
-    permits: Arc<Semaphore>,
-    tasks: JoinSet<Result<(), BusError>>,
+    bus: Arc<Bus>,
+    size: usize,
+    in_flight: FuturesUnordered<BoxFuture<'static, Result<(), BusError>>>,
     first_error: Option<BusError>,
 }
 
 impl PublishWindow {
     pub(crate) fn new(bus: Bus, size: usize) -> Self {
         Self {
-            bus,
-            permits: Arc::new(Semaphore::new(size.max(1))),
-            tasks: JoinSet::new(),
+            bus: Arc::new(bus),
+            size: size.max(1),
+            in_flight: FuturesUnordered::new(),
             first_error: None,
         }
     }
 
     /// Start a publish, waiting first if the window is full.
     pub async fn push(&mut self, subject: String, msg_id: String, payload: bytes::Bytes) {
-        // reap finished publishes so the set stays small
-        while let Some(done) = self.tasks.try_join_next() {
+        // take what has finished, so a failure is seen early and the set stays small
+        while let Some(Some(done)) = self.in_flight.next().now_or_never() {
             self.record(done);
         }
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        while self.in_flight.len() >= self.size {
+            match self.in_flight.next().await {
+                Some(done) => self.record(done),
+                None => break,
+            }
+        }
         let bus = self.bus.clone();
-        self.tasks.spawn(async move {
-            let r = bus.publish(subject, &msg_id, payload).await;
-            drop(permit);
-            r
-        });
+        let mut publish: BoxFuture<'static, Result<(), BusError>> =
+            Box::pin(async move { bus.publish(subject, &msg_id, payload).await });
+        // polled once here, so the message leaves now rather than when the window is next
+        // polled; what is left is the wait for its PubAck
+        match futures::poll!(publish.as_mut()) {
+            std::task::Poll::Ready(done) => self.record(done),
+            std::task::Poll::Pending => self.in_flight.push(publish),
+        }
     }
 
     /// Wait for every publish; the first error, if any.
     pub async fn flush(mut self) -> Result<(), BusError> {
-        while let Some(done) = self.tasks.join_next().await {
+        while let Some(done) = self.in_flight.next().await {
             self.record(done);
         }
         match self.first_error {
@@ -114,14 +122,11 @@ impl PublishWindow {
         }
     }
 
-    fn record(&mut self, done: Result<Result<(), BusError>, tokio::task::JoinError>) {
-        let err = match done {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) => e,
-            Err(e) => BusError::Other(format!("publish task failed: {e}")),
-        };
-        if self.first_error.is_none() {
-            self.first_error = Some(err);
+    fn record(&mut self, done: Result<(), BusError>) {
+        if let Err(e) = done
+            && self.first_error.is_none()
+        {
+            self.first_error = Some(e);
         }
     }
 }

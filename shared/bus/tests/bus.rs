@@ -200,6 +200,42 @@ async fn an_oversized_output_fails_its_submitter_and_no_one_else() {
     good.await.expect("the other submitter's output is stored");
 }
 
+/// A publish window on a runtime of one thread (nothing runs unless the window polls it):
+/// more publishes than the window holds all end stored, and one that cannot be (too large
+/// for the server) is the error its flush reports, without holding up the others.
+#[tokio::test(flavor = "current_thread")]
+async fn a_publish_window_stores_everything_and_reports_the_first_failure() {
+    let (_nats, bus) = bus("window", BusConfig::default().max_ack_inflight).await;
+    let s = bus.subjects();
+    let mut window = bus.window(4);
+    for i in 0..50 {
+        window
+            .push(s.history(0, &format!("u{i}")), format!("w{i}"), "{}".into())
+            .await;
+        if i == 20 {
+            window
+                .push(
+                    s.history(0, "big"),
+                    "too-big".into(),
+                    bytes::Bytes::from(vec![b'x'; 2 * 1024 * 1024]),
+                )
+                .await;
+        }
+    }
+    let e = tokio::time::timeout(Duration::from_secs(30), window.flush())
+        .await
+        .expect("the window finished")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(".big"), "{e}");
+    let mut stream = bus
+        .jetstream()
+        .get_stream(s.stream(StreamKind::History))
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 50);
+}
+
 /// The latest entries of many keys in batched requests: values and revisions as written, a
 /// deleted key without a value, a key never written absent; more keys than one request takes.
 #[tokio::test(flavor = "current_thread")]
