@@ -145,6 +145,9 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     tocsin_runtime::install_crypto();
+    // the services log as they do when deployed (`TOCSIN_LOG`, `info` by default), so their
+    // spans and log lines cost here what they cost there; `TOCSIN_LOG=off` measures without
+    tocsin_runtime::init_tracing();
     match dispatch(Cli::parse().command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
