@@ -63,6 +63,7 @@ impl AllOptions {
                 registered: 1_000_000,
                 active: 100_000,
                 timeout: timeout.max(Duration::from_secs(900)),
+                aged_keys: 0,
             },
             mail: MailBenchOptions {
                 messages: 10_000,
@@ -118,6 +119,7 @@ impl AllOptions {
                 registered: 2_000,
                 active: 200,
                 timeout,
+                aged_keys: 0,
             },
             mail: MailBenchOptions {
                 messages: 200,

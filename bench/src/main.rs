@@ -96,6 +96,10 @@ enum Cmd {
         active: usize,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
+        /// Recent keys written into each user's record before the restart, as a long-lived
+        /// user's record holds (512 at most are kept; 0: records as created).
+        #[arg(long, default_value_t = 0)]
+        aged_keys: usize,
     },
     /// Run every benchmark in turn (pipeline burst and fixed rate, feed polling and fan-out,
     /// escalation timers, instant messages, router memory, SMTP ingress, archive) and print
@@ -167,6 +171,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             registered,
             active,
             timeout_secs,
+            aged_keys,
         } => {
             let report = tocsin_bench::reach::run(tocsin_bench::reach::ReachBenchOptions {
                 users: users.max(1),
@@ -176,6 +181,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
                 registered,
                 active,
                 timeout: Duration::from_secs(timeout_secs),
+                aged_keys,
             })
             .await?;
             print!("{}", report.table());

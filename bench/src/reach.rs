@@ -42,6 +42,9 @@ pub struct ReachBenchOptions {
     /// Of those, how many are made active at once.
     pub active: usize,
     pub timeout: Duration,
+    /// Recent keys written into each escalation user's record while the router is stopped,
+    /// so the restart wakes avatars whose records are a long-lived user's (0: as created).
+    pub aged_keys: usize,
 }
 
 /// A router's memory with many registered users and some of them active.
@@ -78,8 +81,15 @@ impl ReachReport {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut s = format!(
-            "tocsin-bench reach: {} users with one escalation each (steps 2 and 3 after {} s each; the router restarted while step 3 is held); {} instant messages at {}/s\n",
-            o.users, o.wait_secs, o.im_messages, o.im_rate
+            "tocsin-bench reach: {} users with one escalation each (steps 2 and 3 after {} s each; the router restarted while step 3 is held{}); {} instant messages at {}/s\n",
+            o.users,
+            o.wait_secs,
+            match o.aged_keys {
+                0 => String::new(),
+                k => format!(", their records aged with {k} recent keys first"),
+            },
+            o.im_messages,
+            o.im_rate
         );
         s.push_str(&figure_rows(
             &[&self.burst_baseline, &self.timers_on_time, &self.timers],
@@ -519,6 +529,9 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
     // was set when its second step fired, all before `seconds_done`), then start it again
     shutdown.cancel();
     let _ = r.await;
+    if opts.aged_keys > 0 {
+        age_records(&bus, &users, opts.aged_keys).await?;
+    }
     let all_due = seconds_done + wait_ms + 250;
     tokio::time::sleep(Duration::from_millis((all_due - now_ms()).max(0) as u64)).await;
     let (_, router) = router_config();
@@ -570,6 +583,45 @@ async fn timers(url: &str, opts: &ReachBenchOptions) -> Result<TimerFigures> {
         avatar_bytes: per(rss0, rss1),
         escalation_bytes: per(rss2, rss3),
     })
+}
+
+/// Give each user's stored record `keys` recent keys (half notification ids, half content
+/// keys, as routing adds them), written while no router runs: the avatars woken next meet the
+/// record of a user who has had notifications for a while.
+async fn age_records(bus: &Bus, users: &[UserId], keys: usize) -> Result<()> {
+    use futures::StreamExt;
+    let avatars = bus.kv("avatars").await?;
+    let started = std::time::Instant::now();
+    let avatars = &avatars;
+    let mut writes = futures::stream::iter(users.iter().map(|u| async move {
+        let stored = avatars
+            .get(u.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{u} has no record to age"))?;
+        let mut rec: UserRecord = serde_json::from_slice(&stored)?;
+        for k in 0..keys {
+            let key = tocsin_model::digest(&["aged", u.as_str(), &k.to_string()]);
+            rec.recent.insert(if k % 2 == 0 {
+                format!("n{}", &key[..32])
+            } else {
+                format!("k:sha256:{key}")
+            });
+        }
+        avatars
+            .put(u.as_str(), serde_json::to_vec(&rec)?.into())
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    }))
+    .buffer_unordered(64);
+    while let Some(done) = writes.next().await {
+        done?;
+    }
+    eprintln!(
+        "bench-reach: {} records aged with {keys} recent keys in {:.1} s",
+        users.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// publish → router → delivery (xmpp) → Prosody → a real client, at `im_rate`.
