@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod feeds;
 pub mod jobs;
 pub mod mail;
+pub mod memory;
 pub mod pipeline;
 pub mod reach;
 pub mod store;
