@@ -596,7 +596,9 @@ impl Harness {
         Ok(())
     }
 
-    /// Wait until the API answers and history serves queries for every silo.
+    /// Wait until the API answers, history serves queries for every silo, and the SMTP
+    /// ingress (when it has an address) takes connections: the ingestor binds it only after
+    /// its own setup, which a busy machine can leave behind the API's.
     pub async fn wait_ready(&self) -> Result<()> {
         tocsin_testkit::wait_for(
             Duration::from_secs(30),
@@ -615,6 +617,15 @@ impl Harness {
         let bus = tocsin_bus::Bus::connect(&self.bus, "harness").await?;
         tocsin_history::wait_serving(&bus, Duration::from_secs(30)).await?;
         bus.drain().await;
+        let smtp = self.ingestor.smtp_listen.as_str();
+        if !smtp.is_empty() {
+            tocsin_testkit::wait_for(
+                Duration::from_secs(30),
+                "the SMTP ingress to take connections",
+                || async { tokio::net::TcpStream::connect(smtp).await.ok().map(drop) },
+            )
+            .await?;
+        }
         Ok(())
     }
 }
