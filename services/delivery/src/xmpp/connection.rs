@@ -1,8 +1,8 @@
-//! The task that owns the XMPP client: it sends what the handle asks, keeps the presence
+//! The task that owns the XMPP stream: it sends what the handle asks, keeps the presence
 //! subscriptions of every registered JID, and turns their presence and replies into messages
 //! to their avatars.
 
-use super::{Link, Out, PUT_TIMEOUT, XmppConfig, new_client};
+use super::{Link, Out, PUT_TIMEOUT, XmppConfig, new_stream};
 use async_nats::jetstream::kv;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -12,17 +12,20 @@ use tocsin_bus::Bus;
 use tocsin_model::{AddressEntry, AvatarMessage, Channel, Show, now_ms};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_xmpp::parsers::jid::{BareJid, Jid};
+use tokio_xmpp::Stanza;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::jid::BareJid;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
-use tokio_xmpp::stanzastream::StanzaToken;
-use tokio_xmpp::{Client, Event, IqRequest, Stanza};
+use tokio_xmpp::stanzastream::{
+    Event, StanzaStage, StanzaState, StanzaStream, StanzaToken, StreamEvent,
+};
 use tracing::{debug, info, warn};
 
-/// The task that owns the client.
+/// The task that owns the stream.
 pub(super) struct Connection {
-    pub(super) client: Client,
+    pub(super) stream: StanzaStream,
     pub(super) cfg: XmppConfig,
     pub(super) me: BareJid,
     pub(super) bus: Bus,
@@ -34,9 +37,14 @@ pub(super) struct Connection {
     /// What we last told each avatar (per bare JID).
     pub(super) shown: HashMap<String, Show>,
     pub(super) link: watch::Sender<Link>,
-    /// Which client this is: counts the logins made anew, so the answer to a ping sent by a
-    /// client since replaced is not taken for the fresh one's.
-    pub(super) generation: u64,
+    /// Whether the session has stream management (XEP-0198: the server acks each stanza); a
+    /// resumed session keeps what it had.
+    pub(super) acks: bool,
+    /// The keepalive ping waiting for its answer: its id, and when it is overdue. A fresh
+    /// login forgets it (the answer could only come on the stream that was replaced).
+    pub(super) ping: Option<(String, tokio::time::Instant)>,
+    /// Pings sent, for their ids.
+    pub(super) pings: u64,
 }
 
 fn show_of(p: &Presence) -> Show {
@@ -84,57 +92,21 @@ impl Connection {
         };
         let every = Duration::from_secs(self.cfg.keepalive_secs);
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        // (the client's generation, whether the server answered)
-        let (pong_tx, mut pong_rx) = mpsc::channel::<(u64, bool)>(4);
-        let mut pinging = false;
         loop {
+            let overdue = self.ping.as_ref().map(|(_, at)| *at);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = keepalive.tick(), if !pinging => {
-                    pinging = true;
-                    let server = BareJid::from_str(self.me.domain().as_str()).ok().map(Jid::from);
-                    let token = match tokio::time::timeout(
-                        PUT_TIMEOUT,
-                        self.client.send_iq(server, IqRequest::Get(Ping.into())),
-                    )
-                    .await
-                    {
-                        Ok(t) => t,
-                        Err(_) => {
-                            pinging = false;
-                            warn!("the XMPP connection takes no stanzas; logging in again");
-                            self.relogin();
-                            continue;
-                        }
-                    };
-                    let tx = pong_tx.clone();
-                    let wait = Duration::from_secs(self.cfg.send_timeout_secs);
-                    let generation = self.generation;
-                    tokio::spawn(async move {
-                        let answered = matches!(tokio::time::timeout(wait, token).await, Ok(Ok(_)));
-                        let _ = tx.send((generation, answered)).await;
-                    });
+                _ = keepalive.tick(), if overdue.is_none() => self.send_ping().await,
+                _ = tokio::time::sleep_until(overdue.unwrap_or_else(tokio::time::Instant::now)), if overdue.is_some() => {
+                    // tokio-xmpp can get stuck retrying a stream resumption the server
+                    // refused; a fresh login starts anew
+                    warn!("the XMPP server did not answer a ping; logging in again");
+                    self.relogin();
                 }
-                Some((generation, answered)) = pong_rx.recv() => {
-                    pinging = false;
-                    if generation != self.generation {
-                        // the ping went out on a client replaced since (its end fails the
-                        // ping): the fresh one is healthy as far as anyone knows. Taken for
-                        // the fresh one's, it logged in a third time and dropped the stanzas
-                        // the second had just handed over, which their retries then sent
-                        // again (the fault suite's IM outage, 2026-12-04).
-                        debug!("the answer to a ping on a replaced XMPP connection; ignored");
-                    } else if !answered {
-                        // tokio-xmpp can get stuck retrying a stream resumption the server
-                        // refused; a fresh client logs in anew
-                        warn!("the XMPP server did not answer a ping; logging in again");
-                        self.relogin();
-                    }
-                }
-                ev = self.client.next() => match ev {
+                ev = self.stream.next() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => {
-                        warn!("the XMPP client stopped");
+                        warn!("the XMPP stream stopped");
                         break;
                     }
                 },
@@ -158,32 +130,43 @@ impl Connection {
             }
         }
         let _ = self.link.send(Link::Offline);
-        let _ = self.client.send_end().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.close()).await;
     }
 
-    /// Replace the client with a fresh one (a new login, no stream state carried over). The
-    /// old one is closed in the background, bounded in time (dropping it makes tokio-xmpp's
-    /// worker panic); a stanza it still queued could go out then — next to the retry of its
-    /// job, which is the at-least-once the channel promises anyway.
+    /// Replace the stream with a fresh one (a new login, no stream state carried over). The
+    /// old one is closed in the background, bounded in time; a stanza it still queued could go
+    /// out then — next to the retry of its job, which is the at-least-once the channel
+    /// promises anyway.
     fn relogin(&mut self) {
-        let Ok(fresh) = new_client(&self.cfg, &self.me) else {
+        let Ok(fresh) = new_stream(&self.cfg, &self.me) else {
             return;
         };
-        let old = std::mem::replace(&mut self.client, fresh);
-        self.generation += 1;
+        let old = std::mem::replace(&mut self.stream, fresh);
+        self.ping = None;
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), old.send_end()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.close()).await;
         });
         let _ = self.link.send(Link::Offline);
         metrics::counter!(crate::telemetry::XMPP_RELOGINS).increment(1);
     }
 
-    /// Hand `stanza` to the connection. tokio-xmpp waits until it is written, which never
-    /// happens on a connection stuck reconnecting: past [`PUT_TIMEOUT`] the connection is
-    /// replaced (and the stanza with it, so it cannot go out later as a duplicate).
+    /// Hand `stanza` to the stream and wait until it is written, which never happens on a
+    /// connection stuck reconnecting: past [`PUT_TIMEOUT`] the connection is replaced (and the
+    /// stanza with it, so it cannot go out later as a duplicate).
     async fn put(&mut self, stanza: Stanza) -> Result<StanzaToken, String> {
-        match tokio::time::timeout(PUT_TIMEOUT, self.client.send_stanza(stanza)).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+        let stream = &self.stream;
+        let written = tokio::time::timeout(PUT_TIMEOUT, async move {
+            let mut token = stream.send(Box::new(stanza)).await;
+            let state = token.wait_for(StanzaStage::Sent).await;
+            (token, state)
+        })
+        .await;
+        match written {
+            Ok((token, Some(StanzaState::Sent { .. } | StanzaState::Acked { .. }))) => Ok(token),
+            Ok((_, Some(StanzaState::Failed { error }))) => Err(error.to_string()),
+            Ok((_, state)) => Err(format!(
+                "the XMPP stream dropped the stanza before writing it ({state:?})"
+            )),
             Err(_) => {
                 warn!("the XMPP connection takes no stanzas; logging in again");
                 self.relogin();
@@ -234,37 +217,64 @@ impl Connection {
         }
     }
 
+    /// Send a keepalive ping (XEP-0199) to the server; its answer is awaited in the loop.
+    async fn send_ping(&mut self) {
+        self.pings += 1;
+        let id = format!("tocsin-ping-{}", self.pings);
+        let mut ping = Iq::from_get(id.clone(), Ping);
+        if let Ok(server) = BareJid::from_str(self.me.domain().as_str()) {
+            ping = ping.with_to(server.into());
+        }
+        // a ping the stream takes no time to write has already replaced the connection
+        if self.put(ping.into()).await.is_ok() {
+            let wait = Duration::from_secs(self.cfg.send_timeout_secs);
+            self.ping = Some((id, tokio::time::Instant::now() + wait));
+        }
+    }
+
     async fn event(&mut self, ev: Event) {
         match ev {
-            Event::Online {
+            Event::Stream(StreamEvent::Reset {
                 bound_jid,
                 features,
-                resumed,
-            } => {
-                let acks = features.stream_management.is_some();
-                info!(jid = %bound_jid, stream_management = acks, resumed, "connected to the XMPP server");
-                if !resumed {
-                    // a fresh session: announce ourselves; the server then sends the presence
-                    // of everyone subscribed
-                    let _ = self.put(Presence::available().into()).await;
-                    self.resources.clear();
-                    let jids: Vec<String> = self.by_jid.keys().cloned().collect();
-                    for j in jids {
-                        self.ask_subscription(&j).await;
-                    }
+            }) => {
+                self.acks = features.stream_management.is_some();
+                info!(jid = %bound_jid, stream_management = self.acks, "logged in to the XMPP server");
+                // a fresh session: announce ourselves; the server then sends the presence of
+                // everyone subscribed
+                let _ = self.put(Presence::available().into()).await;
+                self.resources.clear();
+                let jids: Vec<String> = self.by_jid.keys().cloned().collect();
+                for j in jids {
+                    self.ask_subscription(&j).await;
                 }
-                let _ = self.link.send(Link::Online { acks });
-                metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(1.0);
+                self.online();
             }
-            Event::Disconnected(e) => {
-                warn!(error = %e, "lost the XMPP connection; reconnecting");
-                let _ = self.link.send(Link::Offline);
-                metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(0.0);
+            Event::Stream(StreamEvent::Resumed) => {
+                info!("the XMPP session was resumed");
+                self.online();
+            }
+            Event::Stream(StreamEvent::Suspended) => {
+                // what is sent meanwhile waits in the stream's queue, and goes out when the
+                // session is resumed (or fails with it)
+                info!("lost the XMPP connection; reconnecting");
             }
             Event::Stanza(Stanza::Presence(p)) => self.presence(p).await,
             Event::Stanza(Stanza::Message(m)) => self.message(m).await,
-            Event::Stanza(Stanza::Iq(_)) => {}
+            Event::Stanza(Stanza::Iq(iq)) => {
+                if let Iq::Result { id, .. } | Iq::Error { id, .. } = &iq
+                    && self.ping.as_ref().is_some_and(|(p, _)| p == id)
+                {
+                    // any answer, an error too, shows the server is there
+                    self.ping = None;
+                }
+            }
         }
+    }
+
+    fn online(&self) {
+        let _ = self.link.send(Link::Online { acks: self.acks });
+        metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(1.0);
     }
 
     /// Whether `bare` (lower-case) is tocsin's own account.

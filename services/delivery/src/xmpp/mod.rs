@@ -26,12 +26,12 @@ use tocsin_bus::Bus;
 use tocsin_model::DeliveryJob;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_xmpp::Stanza;
 use tokio_xmpp::connect::{DnsConfig, StartTlsServerConnector, TcpServerConnector};
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message};
-use tokio_xmpp::stanzastream::{StanzaStage, StanzaToken};
+use tokio_xmpp::stanzastream::{StanzaStage, StanzaStream, StanzaToken};
 use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Client, Stanza};
 use tracing::warn;
 
 /// The `[delivery.xmpp]` section.
@@ -151,11 +151,11 @@ impl Xmpp {
                 "delivery.xmpp.tls = none: the XMPP password and messages travel in plain text; use it only for a server on this machine"
             );
         }
-        let client = new_client(cfg, &jid)?;
+        let stream = new_stream(cfg, &jid)?;
         let (out_tx, out_rx) = mpsc::channel(256);
         let (link_tx, link_rx) = watch::channel(Link::Offline);
         let task = Connection {
-            client,
+            stream,
             cfg: cfg.clone(),
             me: jid,
             bus,
@@ -164,7 +164,9 @@ impl Xmpp {
             resources: HashMap::new(),
             shown: HashMap::new(),
             link: link_tx,
-            generation: 0,
+            acks: false,
+            ping: None,
+            pings: 0,
         };
         let task =
             tokio_util::task::AbortOnDropHandle::new(tokio::spawn(task.run(out_rx, shutdown)));
@@ -277,8 +279,16 @@ impl Xmpp {
     }
 }
 
-/// A client for `cfg`; it connects (and reconnects) by itself once polled.
-pub(super) fn new_client(cfg: &XmppConfig, jid: &BareJid) -> Result<Client, String> {
+/// The stanza stream for `cfg`: it logs in (and in again, resuming the session where the
+/// server offers it) by itself once polled.
+///
+/// Used directly, not through tokio-xmpp's `Client`: the client (6.0) splits the stream into
+/// halves behind one lock, and its receiving half answers `Pending` without a waker when the
+/// sending half holds the lock. A stanza that arrives while a message is being handed over
+/// then wakes the receiver once, finds the lock taken, and nothing wakes it again: the
+/// client stops receiving for good (presence, replies and ping answers stay queued until a
+/// fresh login drops them). One task owning the whole stream has no such lock.
+pub(super) fn new_stream(cfg: &XmppConfig, jid: &BareJid) -> Result<StanzaStream, String> {
     let dns = if cfg.server.is_empty() {
         DnsConfig::srv_default_client(jid.domain().as_str())
     } else {
@@ -293,21 +303,28 @@ pub(super) fn new_client(cfg: &XmppConfig, jid: &BareJid) -> Result<Client, Stri
         read_timeout: Duration::from_secs(60),
         response_timeout: Duration::from_secs(30),
     };
+    let jid = Jid::from(jid.clone());
+    let password = cfg.password.clone();
     Ok(match cfg.tls {
-        XmppTls::Starttls => Client::new_with_connector(
-            jid.clone(),
-            cfg.password.clone(),
+        XmppTls::Starttls => StanzaStream::new_c2s(
             StartTlsServerConnector::from(dns),
+            jid,
+            password,
             timeouts,
+            QUEUE_DEPTH,
         ),
-        XmppTls::None => Client::new_with_connector(
-            jid.clone(),
-            cfg.password.clone(),
+        XmppTls::None => StanzaStream::new_c2s(
             TcpServerConnector::from(dns),
+            jid,
+            password,
             timeouts,
+            QUEUE_DEPTH,
         ),
     })
 }
+
+/// Stanzas the stream queues each way (tokio-xmpp's `Client` uses the same).
+const QUEUE_DEPTH: usize = 16;
 
 #[cfg(test)]
 mod tests {
