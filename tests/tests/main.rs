@@ -10,6 +10,7 @@ mod deployment;
 mod email;
 mod faults;
 mod hostile;
+mod im_link;
 mod nats_auth;
 mod pipeline;
 mod reach;

@@ -24,9 +24,16 @@ pub fn resolved_job(notification: &NotificationId, destination: &str) -> String 
     format!("{notification}:{destination}:resolved")
 }
 
-/// The answer to an IM or SMS command, sent to `destination` for a reply received at `at_ms`.
-pub fn command_answer(destination: &str, at_ms: Millis) -> String {
-    format!("reply:{destination}:{at_ms}")
+/// The answer to what the user said (an IM command, or asked for through the API: `said`),
+/// sent to `destination` for a request received at `at_ms`. Different commands received in
+/// the same millisecond (a client or gateway handing over several at once) are each answered;
+/// the same one twice in a millisecond, once.
+pub fn command_answer(destination: &str, at_ms: Millis, said: &str) -> String {
+    let said = tocsin_model::digest(&[said]);
+    format!(
+        "reply:{destination}:{at_ms}:{}",
+        &said[..said.len().min(16)]
+    )
 }
 
 /// History's order to forget a deleted user.
@@ -149,7 +156,11 @@ mod tests {
         let u = UserId::parse("u1").unwrap();
         assert_eq!(delivery_job(&n, "d1", 0), "n1:d1");
         assert_eq!(delivery_job(&n, "d1", 2), "n1:d1:s2");
-        assert_eq!(command_answer("d1", 7), "reply:d1:7");
+        assert!(command_answer("d1", 7, "status").starts_with("reply:d1:7:"));
+        assert_ne!(
+            command_answer("d1", 7, "status"),
+            command_answer("d1", 7, "list")
+        );
         assert_eq!(
             timeline(&n, "delivered", Some(Channel::Sms), 9),
             "n1:delivered:sms:9"

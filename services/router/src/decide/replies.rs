@@ -182,7 +182,7 @@ pub fn reply(
     // only IM gets an answer: an SMS answer costs the user money and says little
     if channel == Channel::Xmpp {
         fired.jobs.push(DeliveryJob {
-            job_id: tocsin_bus::msg_id::command_answer(&dest.id, at_ms),
+            job_id: tocsin_bus::msg_id::command_answer(&dest.id, at_ms, text),
             notification: Notification::from_tocsin(
                 NotificationId(format!("r{at_ms}")),
                 r.id.clone(),

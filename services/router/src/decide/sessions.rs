@@ -95,7 +95,7 @@ pub(crate) fn mail_link(
     });
     for d in mail {
         fx.jobs.push(DeliveryJob {
-            job_id: tocsin_bus::msg_id::command_answer(&d.id, now),
+            job_id: tocsin_bus::msg_id::command_answer(&d.id, now, "sign in"),
             notification: Notification {
                 url: Some(link.to_owned()),
                 ..Notification::from_tocsin(

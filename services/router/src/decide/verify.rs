@@ -60,7 +60,7 @@ pub(crate) fn send_code(
     };
     let destination = d.clone();
     fx.jobs.push(DeliveryJob {
-        job_id: tocsin_bus::msg_id::command_answer(&destination.id, now),
+        job_id: tocsin_bus::msg_id::command_answer(&destination.id, now, "verify"),
         notification: Notification::from_tocsin(
             NotificationId(format!("verify{now}")),
             user,
