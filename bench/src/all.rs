@@ -53,6 +53,7 @@ impl AllOptions {
                 concurrency: 64,
                 seconds: 10,
                 fanout: 100_000,
+                aged_keys: 0,
                 timeout: timeout.max(Duration::from_secs(900)),
             },
             reach: ReachBenchOptions {
@@ -109,6 +110,7 @@ impl AllOptions {
                 concurrency: 16,
                 seconds: 2,
                 fanout: 300,
+                aged_keys: 0,
                 timeout,
             },
             reach: ReachBenchOptions {

@@ -312,3 +312,42 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
         &hist,
     ))
 }
+
+/// Give each user's stored record `keys` recent keys (half notification ids, half content
+/// keys, as routing adds them), written while no router runs: the avatars woken next meet the
+/// record of a user who has had notifications for a while.
+pub(crate) async fn age_records(bus: &Bus, users: &[UserId], keys: usize) -> Result<()> {
+    use futures::StreamExt;
+    let avatars = bus.kv("avatars").await?;
+    let started = std::time::Instant::now();
+    let avatars = &avatars;
+    let mut writes = futures::stream::iter(users.iter().map(|u| async move {
+        let stored = avatars
+            .get(u.as_str())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{u} has no record to age"))?;
+        let mut rec: tocsin_model::UserRecord = serde_json::from_slice(&stored)?;
+        for k in 0..keys {
+            let key = format!("aged{k}");
+            rec.recent.insert(if k % 2 == 0 {
+                tocsin_model::NotificationId::for_publish(u, &key).0
+            } else {
+                format!("k:sha256:{}", tocsin_model::digest(&[&key]))
+            });
+        }
+        avatars
+            .put(u.as_str(), serde_json::to_vec(&rec)?.into())
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    }))
+    .buffer_unordered(64);
+    while let Some(done) = writes.next().await {
+        done?;
+    }
+    eprintln!(
+        "bench: {} records aged with {keys} recent keys in {:.1} s",
+        users.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -30,6 +30,10 @@ pub struct FeedBenchOptions {
     pub seconds: u64,
     /// Subscribers of the one feed whose new item is fanned out (0: skip).
     pub fanout: usize,
+    /// Recent keys written into each subscriber's record before the item appears, as a
+    /// long-lived user's record holds (512 at most are kept). Not 0: the router is restarted
+    /// first, so the item wakes every subscriber's avatar from its record.
+    pub aged_keys: usize,
     pub timeout: Duration,
 }
 
@@ -37,6 +41,8 @@ pub struct FeedBenchOptions {
 #[derive(Debug, Clone)]
 pub struct Fanout {
     pub subscribers: usize,
+    /// Recent keys in each subscriber's record (0: the records as created, avatars warm).
+    pub aged_keys: usize,
     /// From the fetch that found the item to the last subscriber's notification routed.
     pub secs: f64,
     /// From the same fetch until every silo's stream is empty: each avatar has also written
@@ -88,6 +94,12 @@ impl FeedReport {
             self.first_round_secs,
         );
         if let Some(f) = &self.fanout {
+            if f.aged_keys > 0 {
+                s.push_str(&format!(
+                    "(the subscribers' records aged with {} recent keys, the router restarted: every avatar wakes cold)\n",
+                    f.aged_keys
+                ));
+            }
             s.push_str(&format!(
                 "{:<46} {:>10.2}\n{:<46} {:>10.0}\n{:<46} {:>10.2}\n{:<46} {:>10.2}\n{:<46} {:>10.3}\n",
                 format!(
@@ -343,7 +355,8 @@ async fn fanout(
     let silos = 16;
     let (bus_cfg, router) = crate::common::bench_router(url, "benchfan", silos);
     let shutdown = CancellationToken::new();
-    let r = tokio::spawn(tocsin_router::run(router, shutdown.clone()));
+    let router_stop = CancellationToken::new();
+    let mut r = tokio::spawn(tocsin_router::run(router.clone(), router_stop.clone()));
     let bus = Bus::connect(&bus_cfg, "bench").await?;
     bus.ensure_streams().await?;
     let users: Vec<UserId> = (0..n)
@@ -401,6 +414,18 @@ async fn fanout(
         "bench-feeds: {n} subscriptions taken in and the feed polled after {:.1} s",
         intake.elapsed().as_secs_f64()
     );
+    let router_stop = if opts.aged_keys > 0 {
+        // long-lived subscribers: their records aged while no router runs, then a router
+        // whose avatars all wake from those records when the item reaches them
+        router_stop.cancel();
+        let _ = r.await;
+        crate::common::age_records(&bus, &users, opts.aged_keys).await?;
+        let stop = CancellationToken::new();
+        r = tokio::spawn(tocsin_router::run(router, stop.clone()));
+        stop
+    } else {
+        router_stop
+    };
     // routed = the avatar's history record is stored in the history stream (nobody consumes
     // it here); counted from the stream (records in the silos' envelopes), read by an ordered
     // consumer from where it stood, as a core subscription would drop messages when 100k
@@ -476,11 +501,13 @@ async fn fanout(
         done_unix.saturating_sub(took.as_millis() as i64)
     );
     shutdown.cancel();
+    router_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), ing).await;
     let _ = r.await;
     bus.drain().await;
     Ok(Fanout {
         subscribers: n,
+        aged_keys: opts.aged_keys,
         secs: took.as_secs_f64(),
         settled_secs: settled.duration_since(seen).as_secs_f64(),
         baseline,

@@ -71,6 +71,10 @@ enum Cmd {
         /// Subscribers of one feed whose new item is fanned out (0 skips it); e.g. 100000.
         #[arg(long, default_value_t = 0)]
         fanout: usize,
+        /// Recent keys written into each subscriber's record before the item appears (the
+        /// router restarted, so every avatar wakes from its record; 512 at most are kept).
+        #[arg(long, default_value_t = 0)]
+        aged_keys: usize,
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
@@ -206,6 +210,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             concurrency,
             seconds,
             fanout,
+            aged_keys,
             timeout_secs,
         } => {
             let report = tocsin_bench::feeds::run(tocsin_bench::feeds::FeedBenchOptions {
@@ -213,6 +218,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
                 concurrency: concurrency.max(1),
                 seconds: seconds.max(1),
                 fanout,
+                aged_keys,
                 timeout: Duration::from_secs(timeout_secs),
             })
             .await?;
