@@ -4,7 +4,8 @@
 //! answers were keyed by the millisecond they arrived in, and all but one of a batch went
 //! unanswered); this also runs the link where tokio-xmpp's `Client` could stop receiving for
 //! good (ADR 0010), though that race is too narrow for a run to be sure to meet it. Many
-//! contacts: a fresh session with a hundred users online keeps delivering.
+//! contacts: a fresh session with a hundred users online keeps delivering. Requests: tocsin
+//! answers a ping and refuses what it does not serve.
 
 use anyhow::{Result, ensure};
 use reqwest::Method;
@@ -178,6 +179,55 @@ async fn a_fresh_xmpp_session_with_many_contacts_online_keeps_delivering() -> Re
         "delivered {:.1} s after the delivery service started a fresh session with {USERS} contacts online",
         started.elapsed().as_secs_f64()
     );
+    h.shutdown().await;
+    Ok(())
+}
+
+/// tocsin answers what any XMPP entity must (RFC 6120 §8.2.3): a ping with a result (XEP-0199;
+/// servers that ping their clients drop silent ones), a request it does not serve with
+/// `service-unavailable`. tokio-xmpp's `Client` answered neither, and so did tocsin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tocsin_answers_a_ping_and_refuses_what_it_does_not_serve() -> Result<()> {
+    use tocsin_testkit::im::Iq;
+    use tocsin_testkit::im::parsers::disco::DiscoInfoQuery;
+    use tocsin_testkit::im::parsers::jid::Jid;
+    use tocsin_testkit::im::parsers::ping::Ping;
+    use tocsin_testkit::im::parsers::stanza_error::DefinedCondition;
+    let prosody = Prosody::start()?;
+    let xmpp = xmpp_service(&prosody)?;
+    let h = Harness::start_with("im-iq", |s| {
+        s.delivery.channels = vec![Channel::Xmpp];
+        s.delivery.xmpp = xmpp;
+    })
+    .await?;
+    prosody.register("ann", "ann-pw")?;
+    let mut ann = ImUser::login(&prosody.addr(), "ann@localhost", "ann-pw").await?;
+    ann.show(None);
+    let (_, token, _) = h.create_user("ann").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "xmpp", "address": "ann@localhost"}),
+    )
+    .await?;
+    // Ann asked for tocsin's presence when it asked for hers: its resource, to address it
+    let tocsin = wait_for(
+        Duration::from_secs(30),
+        "tocsin seen online by Ann",
+        || async { ann.online_as(XMPP_SERVICE) },
+    )
+    .await?;
+    let tocsin = Jid::new(&tocsin)?;
+    let ping = Iq::from_get("ping-1", Ping).with_to(tocsin.clone());
+    let answer = ann.request(ping, Duration::from_secs(10)).await?;
+    ensure!(matches!(answer, Iq::Result { .. }), "a ping: {answer:?}");
+    let disco = Iq::from_get("disco-1", DiscoInfoQuery { node: None }).with_to(tocsin);
+    match ann.request(disco, Duration::from_secs(10)).await? {
+        Iq::Error { error, .. } => ensure!(
+            error.defined_condition == DefinedCondition::ServiceUnavailable,
+            "{error:?}"
+        ),
+        other => anyhow::bail!("a request tocsin does not serve: {other:?}"),
+    }
     h.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! A real XMPP client for tests and benchmarks (tokio-xmpp): it logs in to Prosody as a user,
 //! approves tocsin's presence subscription, shows a presence, collects the chat messages it
-//! receives and writes back.
+//! receives, writes back, sees who is online and sends IQ requests.
 
 use anyhow::{Result, anyhow};
 use futures::StreamExt;
@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
+pub use tokio_xmpp::parsers;
+pub use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Lang, Message, MessageType};
 pub use tokio_xmpp::parsers::presence::Show;
@@ -20,6 +22,10 @@ pub struct ImUser {
     out: mpsc::UnboundedSender<Stanza>,
     /// (from, body, when, stanza id)
     inbox: mpsc::UnboundedReceiver<(String, String, std::time::Instant, Option<String>)>,
+    /// Answers to IQ requests (results and errors).
+    answers: mpsc::UnboundedReceiver<Iq>,
+    /// Contacts seen available: bare JID → the full JID of their latest available resource.
+    online: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -55,6 +61,9 @@ impl ImUser {
         online?;
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Stanza>();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        let online = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let seen = online.clone();
         let task = tokio::spawn(async move {
             // what to announce again after a fresh login, as a real client does
             let mut announced: Option<Presence> = None;
@@ -68,6 +77,21 @@ impl ImUser {
                             let bare = from.to_bare();
                             put(&stream, Presence::subscribed().with_to(bare.clone()).into()).await;
                             Some(Presence::subscribe().with_to(bare).into())
+                        }
+                        Some(Event::Stanza(Stanza::Presence(p))) => {
+                            if let Some(from) = p.from {
+                                let mut seen = tocsin_runtime::lock(&seen);
+                                match p.type_ {
+                                    PresenceType::None => { seen.insert(from.to_bare().to_string(), from.to_string()); }
+                                    PresenceType::Unavailable => { seen.remove(&from.to_bare().to_string()); }
+                                    _ => {}
+                                }
+                            }
+                            None
+                        }
+                        Some(Event::Stanza(Stanza::Iq(iq @ (Iq::Result { .. } | Iq::Error { .. })))) => {
+                            let _ = answers_tx.send(iq);
+                            None
                         }
                         Some(Event::Stanza(Stanza::Message(m))) => {
                             if let (Some(from), Some((_, body))) = (m.from.clone(), m.get_best_body(vec![])) {
@@ -99,8 +123,32 @@ impl ImUser {
         Ok(ImUser {
             out: out_tx,
             inbox: in_rx,
+            answers,
+            online,
             task,
         })
+    }
+
+    /// The full JID (with its resource) of `bare` if this client has seen it available.
+    pub fn online_as(&self, bare: &str) -> Option<String> {
+        tocsin_runtime::lock(&self.online).get(bare).cloned()
+    }
+
+    /// Send the IQ request `iq` and wait (within `timeout`) for its answer, a result or an
+    /// error.
+    pub async fn request(&mut self, iq: Iq, timeout: Duration) -> Result<Iq> {
+        let id = iq.id().to_owned();
+        let _ = self.out.send(iq.into());
+        tokio::time::timeout(timeout, async {
+            while let Some(answer) = self.answers.recv().await {
+                if answer.id() == id {
+                    return Ok(answer);
+                }
+            }
+            Err(anyhow!("the client stopped"))
+        })
+        .await
+        .map_err(|_| anyhow!("no answer to IQ {id} within {timeout:?}"))?
     }
 
     /// Show a presence: `None` available, or away/xa/dnd/chat.

@@ -1,6 +1,6 @@
 //! The task that owns the XMPP stream: it sends what the handle asks, keeps the presence
-//! subscriptions of every registered JID, and turns their presence and replies into messages
-//! to their avatars.
+//! subscriptions of every registered JID, turns their presence and replies into messages to
+//! their avatars, and answers the requests every XMPP entity must.
 
 use super::{Link, Out, PUT_TIMEOUT, XmppConfig, new_stream};
 use async_nats::jetstream::kv;
@@ -16,8 +16,10 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::jid::BareJid;
 use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::ping::Ping;
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 use tokio_xmpp::stanzastream::{
     Event, StanzaStage, StanzaState, StanzaStream, StanzaToken, StreamEvent,
 };
@@ -261,14 +263,57 @@ impl Connection {
             }
             Event::Stanza(Stanza::Presence(p)) => self.presence(p).await,
             Event::Stanza(Stanza::Message(m)) => self.message(m).await,
-            Event::Stanza(Stanza::Iq(iq)) => {
-                if let Iq::Result { id, .. } | Iq::Error { id, .. } = &iq
-                    && self.ping.as_ref().is_some_and(|(p, _)| p == id)
-                {
+            Event::Stanza(Stanza::Iq(iq)) => self.iq(iq).await,
+        }
+    }
+
+    /// An answer to our ping; or a request, which every entity must answer (RFC 6120 §8.2.3):
+    /// a ping (XEP-0199: servers that ping their clients drop those that stay silent) and a
+    /// roster push from our own server with a result, anything else with
+    /// `service-unavailable`.
+    async fn iq(&mut self, iq: Iq) {
+        let (from, id, payload) = match iq {
+            Iq::Result { id, .. } | Iq::Error { id, .. } => {
+                if self.ping.as_ref().is_some_and(|(p, _)| *p == id) {
                     // any answer, an error too, shows the server is there
                     self.ping = None;
                 }
+                return;
             }
+            Iq::Get {
+                from, id, payload, ..
+            }
+            | Iq::Set {
+                from, id, payload, ..
+            } => (from, id, payload),
+        };
+        let ours = from
+            .as_ref()
+            .is_none_or(|f| f.to_bare() == self.me || f.as_str() == self.me.domain().as_str());
+        let answer = if payload.is("ping", ns::PING) || (ours && payload.is("query", ns::ROSTER)) {
+            Iq::Result {
+                from: None,
+                to: from,
+                id,
+                payload: None,
+            }
+        } else {
+            debug!(from = ?from, request = payload.name(), "an IQ request tocsin does not serve; answered service-unavailable");
+            Iq::Error {
+                from: None,
+                to: from,
+                id,
+                payload: None,
+                error: StanzaError::new(
+                    ErrorType::Cancel,
+                    DefinedCondition::ServiceUnavailable,
+                    "en",
+                    "",
+                ),
+            }
+        };
+        if let Err(e) = self.put(answer.into()).await {
+            debug!(error = %e, "cannot answer an IQ request");
         }
     }
 
