@@ -16,19 +16,19 @@ use tocsin_testkit::im::ImUser;
 use tocsin_testkit::{Prosody, wait_for};
 use tocsin_tests::{Harness, Svc, XMPP_SERVICE, xmpp_service};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_written_while_tocsin_sends_are_all_answered() -> Result<()> {
-    const NOTIFICATIONS: usize = 150;
-    const COMMANDS: usize = 150;
+/// tocsin with the xmpp channel on a Prosody of its own, and Ann: logged in with a real
+/// client, her IM destination added, seen present by tocsin. (Prosody, tocsin, Ann's client,
+/// her API token.)
+async fn ann_on_im(name: &str) -> Result<(Prosody, Harness, ImUser, String)> {
     let prosody = Prosody::start()?;
     let xmpp = xmpp_service(&prosody)?;
-    let h = Harness::start_with("im-link", |s| {
+    let h = Harness::start_with(name, |s| {
         s.delivery.channels = vec![Channel::Xmpp];
         s.delivery.xmpp = xmpp;
     })
     .await?;
     prosody.register("ann", "ann-pw")?;
-    let mut ann = ImUser::login(&prosody.addr(), "ann@localhost", "ann-pw").await?;
+    let ann = ImUser::login(&prosody.addr(), "ann@localhost", "ann-pw").await?;
     ann.show(None);
     let (_, token, _) = h.create_user("ann").await?;
     h.add_destination(
@@ -44,6 +44,14 @@ async fn commands_written_while_tocsin_sends_are_all_answered() -> Result<()> {
         (v["present"] == json!(true)).then_some(())
     })
     .await?;
+    Ok((prosody, h, ann, token))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_written_while_tocsin_sends_are_all_answered() -> Result<()> {
+    const NOTIFICATIONS: usize = 150;
+    const COMMANDS: usize = 150;
+    let (_prosody, h, mut ann, token) = ann_on_im("im-link").await?;
 
     // both ways at once: the notifications published as fast as the API takes them, the
     // commands written meanwhile
@@ -193,22 +201,7 @@ async fn tocsin_answers_a_ping_and_refuses_what_it_does_not_serve() -> Result<()
     use tocsin_testkit::im::parsers::jid::Jid;
     use tocsin_testkit::im::parsers::ping::Ping;
     use tocsin_testkit::im::parsers::stanza_error::DefinedCondition;
-    let prosody = Prosody::start()?;
-    let xmpp = xmpp_service(&prosody)?;
-    let h = Harness::start_with("im-iq", |s| {
-        s.delivery.channels = vec![Channel::Xmpp];
-        s.delivery.xmpp = xmpp;
-    })
-    .await?;
-    prosody.register("ann", "ann-pw")?;
-    let mut ann = ImUser::login(&prosody.addr(), "ann@localhost", "ann-pw").await?;
-    ann.show(None);
-    let (_, token, _) = h.create_user("ann").await?;
-    h.add_destination(
-        &token,
-        json!({"channel": "xmpp", "address": "ann@localhost"}),
-    )
-    .await?;
+    let (_prosody, h, mut ann, _) = ann_on_im("im-iq").await?;
     // Ann asked for tocsin's presence when it asked for hers: its resource, to address it
     let tocsin = wait_for(
         Duration::from_secs(30),
