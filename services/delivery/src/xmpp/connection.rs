@@ -131,7 +131,7 @@ impl Connection {
                 },
             }
         }
-        let _ = self.link.send(Link::Offline);
+        self.offline();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.close()).await;
     }
 
@@ -148,13 +148,14 @@ impl Connection {
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), old.close()).await;
         });
-        let _ = self.link.send(Link::Offline);
+        self.offline();
         metrics::counter!(crate::telemetry::XMPP_RELOGINS).increment(1);
     }
 
     /// Hand `stanza` to the stream and wait until it is written, which never happens on a
-    /// connection stuck reconnecting: past [`PUT_TIMEOUT`] the connection is replaced (and the
-    /// stanza with it, so it cannot go out later as a duplicate).
+    /// connection stuck reconnecting: past [`PUT_TIMEOUT`] the connection is replaced (the
+    /// stanza could still go out as the old stream closes, next to its job's retry: at least
+    /// once, see [`Self::relogin`]).
     async fn put(&mut self, stanza: Stanza) -> Result<StanzaToken, String> {
         let stream = &self.stream;
         let written = tokio::time::timeout(PUT_TIMEOUT, async move {
@@ -308,7 +309,7 @@ impl Connection {
                     ErrorType::Cancel,
                     DefinedCondition::ServiceUnavailable,
                     "en",
-                    "",
+                    "tocsin answers only pings",
                 ),
             }
         };
@@ -320,6 +321,11 @@ impl Connection {
     fn online(&self) {
         let _ = self.link.send(Link::Online { acks: self.acks });
         metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(1.0);
+    }
+
+    fn offline(&self) {
+        let _ = self.link.send(Link::Offline);
+        metrics::gauge!(crate::telemetry::XMPP_ONLINE).set(0.0);
     }
 
     /// Whether `bare` (lower-case) is tocsin's own account.
