@@ -279,3 +279,99 @@ async fn a_slow_receiver_gets_backpressure_not_a_backlog_in_memory() -> anyhow::
     h.shutdown().await;
     Ok(())
 }
+
+/// A job that comes again in another envelope — a router round handed over again after a
+/// crash, its records batched anew, so the server's duplicate window does not drop it — to a
+/// delivery instance started after the one that sent it was killed, is not sent again: the
+/// instances' log of the jobs they sent (the `sent` bucket) says it went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_repeated_in_another_envelope_after_a_delivery_crash_is_not_sent_again()
+-> anyhow::Result<()> {
+    use anyhow::Context;
+    use futures::StreamExt;
+    use tocsin_bus::envelope;
+    use tocsin_tests::{Recorder, Svc};
+    let mut h = Harness::start("resent").await?;
+    let hooks = Recorder::start().await?;
+    let (_u, token, _) = h.create_user("ann").await?;
+    h.add_destination(
+        &token,
+        json!({"channel": "webhook", "address": hooks.url("/ann")}),
+    )
+    .await?;
+    // what the router hands delivery, as it goes by
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let subject = bus.subjects().delivery("webhook");
+    let mut spy = bus.client().subscribe(subject.clone()).await?;
+    let first = h.publish(&token, json!({"title": "once"})).await?;
+    let handed = tokio::time::timeout(Duration::from_secs(30), spy.next())
+        .await
+        .context("no job for the first notification within 30 s")?
+        .context("the subscription ended")?;
+    let sent_to_ann = |id: &str| {
+        hooks
+            .requests("/ann")
+            .iter()
+            // the job's id: the notification's, then the destination's
+            .filter(|r| {
+                r.headers
+                    .get("x-tocsin-id")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with(&format!("{id}:")))
+            })
+            .count()
+    };
+    // sent, and its job acked: nothing of it is left for a new instance to repeat
+    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
+    let consumer: async_nats::jetstream::consumer::PullConsumer = bus
+        .jetstream()
+        .get_stream(&stream)
+        .await?
+        .get_consumer("delivery-webhook")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    wait_for(
+        Duration::from_secs(30),
+        "the first job sent and acked",
+        || {
+            let mut c = consumer.clone();
+            let sent = sent_to_ann(&first);
+            async move {
+                let i = c.info().await.ok()?.clone();
+                (sent == 1 && i.num_ack_pending == 0 && i.num_pending == 0).then_some(())
+            }
+        },
+    )
+    .await?;
+    h.kill(Svc::Delivery).await;
+    // the same jobs again, in an envelope of another id
+    let mut records = envelope::records(&handed.payload)?;
+    if !envelope::is_envelope(&handed.payload) {
+        // a job of its own: its id is the message's
+        records[0].id = handed
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .context("a job message without Nats-Msg-Id")?
+            .to_string();
+    }
+    let again = envelope::encode(records.iter().map(|r| (r.id.as_str(), r.payload.as_ref())));
+    bus.publish(subject, "env:handed-again", again).await?;
+    h.start_service(Svc::Delivery);
+    // a later notification to the same destination goes out after the repeated job (one
+    // destination's jobs go in order): once it is there, the repeat was handled
+    let second = h.publish(&token, json!({"title": "after"})).await?;
+    wait_for(Duration::from_secs(60), "the second notification", || {
+        let n = sent_to_ann(&second);
+        async move { (n == 1).then_some(()) }
+    })
+    .await?;
+    assert_eq!(
+        sent_to_ann(&first),
+        1,
+        "the first notification was sent again"
+    );
+    bus.drain().await;
+    h.shutdown().await;
+    Ok(())
+}

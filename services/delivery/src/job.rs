@@ -32,6 +32,13 @@ pub(crate) async fn handle(
         let mut attempts = msg.delivered();
         let max = ctx.bus.config().max_deliver;
         let before = ctx.sent.lock().expect("sent lock").get(&job.job_id);
+        if before.is_none() && ctx.done.contains(&job.job_id) {
+            // sent by an instance that crashed before this copy (in another envelope) came:
+            // its report is durable, and the job is done
+            debug!("sent by an earlier instance; settled without sending it again");
+            ctx.outbox.submit_then_ack(&ctx.bus, Vec::new(), msg).await;
+            return;
+        }
         // `attempted` events for sends that did not deliver, published with the outcome (and
         // settled with it); a send that delivers is the `delivered` event itself — one event,
         // not two, on the common path
@@ -87,7 +94,7 @@ pub(crate) async fn handle(
         if job.kind == JobKind::Reply {
             // an answer to the user's own command: nothing to record; acked with a round (in an
             // envelope, its progress is recorded with the round's, so a crash does not repeat it)
-            ctx.outbox.submit_then_ack(&ctx.bus, Vec::new(), msg).await;
+            ctx.outbox.submit_done_then_ack(&ctx.bus, Vec::new(), msg, job.job_id).await;
             return;
         }
         let outcome = DeliveryOutcome {
@@ -117,7 +124,11 @@ pub(crate) async fn handle(
                 .detail(&outcome.detail),
         );
         match report(ctx, &outcome, events) {
-            Ok(items) => ctx.outbox.submit_then_ack(&ctx.bus, items, msg).await,
+            Ok(items) => {
+                ctx.outbox
+                    .submit_done_then_ack(&ctx.bus, items, msg, job.job_id.clone())
+                    .await
+            }
             // the job is redelivered and reported again (not sent: it is in `sent`)
             Err(e) => {
                 warn!(error = %e, "cannot encode the outcome; the job will be redelivered");

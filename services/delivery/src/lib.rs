@@ -68,6 +68,10 @@ pub(crate) struct Ctx {
     /// (its ack or outcome lost while the bus failed over), or published again after a
     /// server restart forgot its id, is reported, not sent again.
     pub(crate) sent: std::sync::Mutex<Sent>,
+    /// The jobs any instance sent within the duplicate window (the `sent` bucket): a job
+    /// repeated in another envelope after the instance that sent it crashed is settled, not
+    /// sent again.
+    pub(crate) done: Arc<tocsin_bus::DoneLog>,
     /// Where the lanes' reports go: published in rounds, each job acked after its report.
     pub(crate) outbox: tocsin_bus::Outbox,
     /// What is settled of the job envelopes in hand ([`tocsin_bus::ProgressLog`]).
@@ -178,7 +182,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         })
         .await?;
     let progress = Arc::new(tocsin_bus::ProgressLog::open(progress).await);
-    let (outbox, outbox_task) = tocsin_bus::Outbox::spawn(bus.clone(), "delivery".into());
+    let sent_log = bus
+        .kv_with(async_nats::jetstream::kv::Config {
+            bucket: bus.subjects().bucket("sent"),
+            description: "the jobs the delivery instances sent lately, per outbox round".into(),
+            history: 1,
+            // as long as the server drops a message published again
+            max_age: Duration::from_secs(bus.config().duplicate_window_secs.max(1)),
+            num_replicas: bus.config().replicas,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let done = Arc::new(tocsin_bus::DoneLog::open(sent_log).await);
+    let (outbox, outbox_task) =
+        tocsin_bus::Outbox::spawn_with(bus.clone(), "delivery".into(), Some(done.clone()));
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         http,
@@ -189,6 +207,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         rates,
         cfg: config.delivery.clone(),
         sent: Default::default(),
+        done,
         outbox,
         progress,
     });

@@ -15,6 +15,7 @@
 mod config;
 pub mod credentials;
 mod dlq;
+pub mod done_log;
 pub mod envelope;
 pub mod handed;
 mod inbound;
@@ -35,6 +36,7 @@ mod silo;
 
 pub use config::{BusConfig, ConfigError};
 pub use dlq::{DeadLetter, RecordOrigin};
+pub use done_log::DoneLog;
 pub use handed::Handed;
 pub use inbound::Inbound;
 pub use kv_many::{Latest, MAX_KEYS as KV_LATEST_MAX_KEYS};

@@ -5,12 +5,15 @@
 //!
 //! Nothing waits on a timer: an idle outbox publishes a submission at once; under load, what
 //! arrives during one round's PubAcks becomes the next round, so the batches grow with the
-//! load (group commit). See ADR 0016.
+//! load (group commit). See ADR 0016. An outbox may also log the ids of the records its
+//! rounds finish ([`DoneLog`]: delivery's jobs sent), once per round.
 
+use crate::done_log::DoneLog;
 use crate::envelope;
 use crate::handed::{self, Handed};
 use crate::{Bus, BusError, Disposition, PendingAck};
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
@@ -68,6 +71,8 @@ enum Then {
 struct Submission {
     items: Vec<Outgoing>,
     then: Then,
+    /// The id of the record this submission finishes, for the outbox's [`DoneLog`].
+    done: Option<String>,
 }
 
 /// The answer to [`Outbox::submit`]: await it for the round's result.
@@ -102,8 +107,18 @@ const ROUND: usize = 4096;
 impl Outbox {
     /// Start an outbox publishing on `bus`; `name` is for its logs.
     pub fn spawn(bus: Bus, name: String) -> (Outbox, AbortOnDropHandle<()>) {
+        Self::spawn_with(bus, name, None)
+    }
+
+    /// An outbox that writes the ids of the records its rounds finish
+    /// ([`Outbox::submit_done_then_ack`]) to `log`, once per round.
+    pub fn spawn_with(
+        bus: Bus,
+        name: String,
+        log: Option<Arc<DoneLog>>,
+    ) -> (Outbox, AbortOnDropHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = AbortOnDropHandle::new(tokio::spawn(run(bus, name, rx)));
+        let task = AbortOnDropHandle::new(tokio::spawn(run(bus, name, log, rx)));
         (Outbox { tx }, task)
     }
 
@@ -120,6 +135,7 @@ impl Outbox {
         let _ = self.tx.send(Submission {
             items,
             then: Then::Tell(tx),
+            done: None,
         });
         Receipt(rx)
     }
@@ -131,7 +147,29 @@ impl Outbox {
     /// would make it do again). A record of an envelope that keeps its progress counts as
     /// acked once that progress is written ([`handed`]).
     pub async fn submit_then_ack(&self, bus: &Bus, items: Vec<Outgoing>, msg: impl Into<Handed>) {
-        let msg = msg.into();
+        self.settle_after(bus, items, msg.into(), None).await
+    }
+
+    /// [`Outbox::submit_then_ack`] for the message that brought record `done`, which the
+    /// outputs finish: its id goes to the outbox's [`DoneLog`] with the round, after the
+    /// outputs are durable and before the submitter is answered.
+    pub async fn submit_done_then_ack(
+        &self,
+        bus: &Bus,
+        items: Vec<Outgoing>,
+        msg: impl Into<Handed>,
+        done: String,
+    ) {
+        self.settle_after(bus, items, msg.into(), Some(done)).await
+    }
+
+    async fn settle_after(
+        &self,
+        bus: &Bus,
+        items: Vec<Outgoing>,
+        msg: Handed,
+        done: Option<String>,
+    ) {
         if let Some(e) = oversized(&items) {
             // it would fail every time: dead-lettered with the reason, not retried
             msg.settle(bus, Disposition::Reject(e)).await;
@@ -141,6 +179,7 @@ impl Outbox {
         let sent = self.tx.send(Submission {
             items,
             then: Then::Settle(Box::new(msg), settled),
+            done,
         });
         match sent {
             Err(mpsc::error::SendError(Submission {
@@ -175,10 +214,16 @@ fn oversized(items: &[Outgoing]) -> Option<String> {
         })
 }
 
-async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>) {
+async fn run(
+    bus: Bus,
+    name: String,
+    log: Option<Arc<DoneLog>>,
+    mut rx: mpsc::UnboundedReceiver<Submission>,
+) {
     let mut round = Vec::new();
     let mut told = Vec::new();
     let mut open = Vec::new();
+    let mut done = Vec::new();
     while let Some(first) = rx.recv().await {
         round.push(first);
         while round.len() < ROUND {
@@ -193,6 +238,9 @@ async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>
             debug!(outbox = %name, error = %e, "an outbox round failed; its submitters retry");
         }
         for s in round.drain(..) {
+            if result.is_ok() {
+                done.extend(s.done);
+            }
             match s.then {
                 Then::Tell(tx) => {
                     let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -207,8 +255,15 @@ async fn run(bus: Bus, name: String, mut rx: mpsc::UnboundedReceiver<Submission>
                 }
             }
         }
-        // envelopes with records still out: what is settled of them, before anyone goes on
-        handed::record_progress(std::mem::take(&mut open)).await;
+        // envelopes with records still out: what is settled of them; and the records the round
+        // finished — both before anyone goes on
+        let finished = std::mem::take(&mut done);
+        let log_done = async {
+            if let Some(log) = &log {
+                log.write(&finished).await;
+            }
+        };
+        tokio::join!(handed::record_progress(std::mem::take(&mut open)), log_done);
         if !told.is_empty() {
             // an ack is a message like any other: until the server has read it, a crash of
             // this process loses it and the job comes back. Its submitter takes its next job

@@ -20,7 +20,7 @@ pub enum Role {
 }
 
 /// The KV buckets of the contract and the service that creates and configures each.
-pub const BUCKETS: [(&str, Role); 9] = [
+pub const BUCKETS: [(&str, Role); 10] = [
     ("avatars", Role::Router),
     ("addresses", Role::Router),
     ("timers", Role::Router),
@@ -29,6 +29,7 @@ pub const BUCKETS: [(&str, Role); 9] = [
     ("imap", Role::Ingestor),
     ("keys", Role::Delivery),
     ("progress", Role::Delivery),
+    ("sent", Role::Delivery),
     ("topics", Role::Api),
 ];
 
@@ -168,6 +169,7 @@ impl Role {
                 p.owns_stream(StreamKind::Delivery);
                 p.writes("keys");
                 p.writes("progress");
+                p.writes("sent");
                 p.reads("addresses");
                 p.pub_(&format!("{pre}.delivery.*.parked"));
                 p.pub_(&s.history_all());

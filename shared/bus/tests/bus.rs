@@ -1,6 +1,7 @@
 //! The bus against a real nats-server: publishing never deadlocks on the client's in-flight
-//! permits, a pulled message is settled once, through its `Inbound`, and many keys of a KV
-//! bucket are read in one batched request.
+//! permits, a pulled message is settled once, through its `Inbound`, many keys of a KV
+//! bucket are read in one batched request, and what one instance's outbox rounds finish is
+//! known to every instance, running or started later.
 
 use std::time::Duration;
 use tocsin_bus::{Bus, BusConfig, Disposition, Pull, StreamKind};
@@ -381,4 +382,59 @@ async fn an_envelope_delivered_again_hands_out_only_what_was_not_settled() {
     })
     .await
     .unwrap();
+}
+
+/// The records an outbox round finishes are logged once its outputs are durable and before its
+/// submitter goes on: an instance started later knows them when it opens, one already running
+/// learns them as they are written, and a record never finished is known to none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_round_finished_are_known_to_every_instance() {
+    use std::sync::Arc;
+    use tocsin_bus::{DoneLog, Outbox};
+    let (_nats, bus) = bus("donelog", BusConfig::default().max_ack_inflight).await;
+    let store = bus.kv("sent").await.unwrap();
+    let running = DoneLog::open(store.clone()).await;
+    let log = Arc::new(DoneLog::open(store.clone()).await);
+    let (outbox, _task) = Outbox::spawn_with(bus.clone(), "test".into(), Some(log.clone()));
+    let subject = bus.subjects().delivery("webhook");
+    for id in ["n1:d1", "n2:d1"] {
+        bus.publish(subject.clone(), id, bytes::Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+    }
+    let consumer = bus
+        .pull_consumer(StreamKind::Delivery, "done-test", Some(subject), 10)
+        .await
+        .unwrap();
+    let mut pull = Pull::new(consumer, 2, "test");
+    // n1 is finished through the outbox; n2 is taken and dropped unfinished
+    let first = next(&mut pull).await;
+    let report = tocsin_bus::Outgoing::alone(
+        bus.subjects().history(0, "u1"),
+        "report-n1".into(),
+        bytes::Bytes::from_static(b"{}"),
+    );
+    outbox
+        .submit_done_then_ack(&bus, vec![report], first, "n1:d1".into())
+        .await;
+    let second = next(&mut pull).await;
+    second.leave();
+    assert!(log.contains("n1:d1"));
+    let later = DoneLog::open(store).await;
+    assert!(
+        later.contains("n1:d1"),
+        "an instance started later knows it"
+    );
+    assert!(!later.contains("n2:d1") && !log.contains("n2:d1"));
+    tocsin_testkit::wait_for(
+        Duration::from_secs(10),
+        "the running instance to learn it",
+        || {
+            let known = running.contains("n1:d1");
+            async move { known.then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!running.contains("n2:d1"));
 }

@@ -19,8 +19,8 @@ pub struct RecentSet {
     order: VecDeque<u64>,
 }
 
-/// The fingerprint a key is remembered by.
-fn fingerprint(key: &str) -> u64 {
+/// The fingerprint a key is remembered by (here, and in the bus's log of records done).
+pub fn fingerprint(key: &str) -> u64 {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(key.as_bytes());
     let mut first = [0u8; 8];
