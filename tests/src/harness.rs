@@ -227,7 +227,13 @@ impl Harness {
         if processes {
             build_service_binaries()?;
         }
-        let data = tempfile::tempdir()?;
+        let mut data = tempfile::tempdir()?;
+        if std::env::var_os("TOCSIN_TEST_KEEP").is_some() {
+            // TOCSIN_TEST_KEEP=1: the run's directory (configurations, the service processes'
+            // logs, nats-server's log and store) stays for a look afterwards
+            data.disable_cleanup(true);
+            eprintln!("{name}: kept in {}", data.path().display());
+        }
         let mut server_conf = String::new();
         let identities = if nats_auth {
             let ids = tocsin_bus::credentials::ensure_identities(&data.path().join("nats-auth"))?;
@@ -495,7 +501,11 @@ impl Harness {
         let child = std::process::Command::new(service_binary(bin))
             .arg("--config")
             .arg(&file)
-            .env("TOCSIN_LOG", "warn")
+            // TOCSIN_TEST_SERVICE_LOG=info,tocsin_delivery=debug: what the processes log
+            .env(
+                "TOCSIN_LOG",
+                std::env::var("TOCSIN_TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

@@ -19,6 +19,15 @@ pub fn title(i: usize) -> String {
     format!("[n{i}]")
 }
 
+/// One request a webhook accepted.
+struct Accepted {
+    /// Its `X-Tocsin-Id`.
+    job: String,
+    /// The webhook's path (whose it is).
+    path: String,
+    at: std::time::Instant,
+}
+
 #[derive(Clone)]
 pub struct User {
     pub token: String,
@@ -31,6 +40,8 @@ pub struct Workload {
     /// (user index, notification id) in publish order.
     published: Arc<Mutex<Vec<(usize, String)>>>,
     done: Arc<AtomicBool>,
+    /// Time zero of the run's reports ([`Workload::elapsed`]).
+    created: std::time::Instant,
     publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -92,7 +103,14 @@ impl Workload {
             published: Arc::default(),
             done: Arc::default(),
             publisher: None,
+            created: std::time::Instant::now(),
         })
+    }
+
+    /// How long since the workload was made: what a test's fault log and the report of
+    /// repeated deliveries both count from.
+    pub fn elapsed(&self) -> Duration {
+        self.created.elapsed()
     }
 
     /// Publish round-robin over the users, one every `gap`, until [`Workload::finish`].
@@ -167,10 +185,10 @@ impl Workload {
         Ok(self.published())
     }
 
-    /// The notification ids the webhooks accepted, each with the `X-Tocsin-Id` of every
-    /// accepted request that carried it (refused attempts are not deliveries).
-    fn delivered(&self) -> HashMap<String, Vec<String>> {
-        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    /// The notification ids the webhooks accepted, each with every accepted request that
+    /// carried it (refused attempts are not deliveries).
+    fn delivered(&self) -> HashMap<String, Vec<Accepted>> {
+        let mut out: HashMap<String, Vec<Accepted>> = HashMap::new();
         for u in &self.users {
             for r in self.hooks.requests(&u.path) {
                 if r.status >= 300 {
@@ -184,7 +202,11 @@ impl Workload {
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                out.entry(id).or_default().push(job);
+                out.entry(id).or_default().push(Accepted {
+                    job,
+                    path: u.path.clone(),
+                    at: r.at,
+                });
             }
         }
         out
@@ -223,21 +245,36 @@ impl Workload {
         })?;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let d = self.delivered();
-        let twice: Vec<_> = d.iter().filter(|(_, jobs)| jobs.len() > 1).collect();
+        let twice: Vec<_> = d.iter().filter(|(_, got)| got.len() > 1).collect();
+        // each repeat: whose, its job id, and when each copy arrived (seconds into the run, as
+        // [`Workload::elapsed`] counts), to tell which fault it followed
+        let described: Vec<String> = twice
+            .iter()
+            .map(|(_, got)| {
+                let times: Vec<String> = got
+                    .iter()
+                    .map(|a| {
+                        let since = a.at.saturating_duration_since(self.created);
+                        format!("{:.3}s", since.as_secs_f64())
+                    })
+                    .collect();
+                format!("{} {} at {}", got[0].path, got[0].job, times.join(", "))
+            })
+            .collect();
         anyhow::ensure!(
             twice.len() <= repeats,
-            "delivered more than once ({} allowed): {twice:?}",
+            "delivered more than once ({} allowed): {described:#?}",
             repeats
         );
         anyhow::ensure!(
             twice
                 .iter()
-                .all(|(_, jobs)| jobs.iter().all(|j| j == &jobs[0])),
-            "a repeated delivery changed its X-Tocsin-Id: {twice:?}"
+                .all(|(_, got)| got.iter().all(|a| a.job == got[0].job)),
+            "a repeated delivery changed its X-Tocsin-Id: {described:#?}"
         );
         if !twice.is_empty() {
             eprintln!(
-                "{} deliveries repeated after a delivery crash (same X-Tocsin-Id)",
+                "{} deliveries repeated after a delivery crash (same X-Tocsin-Id): {described:#?}",
                 twice.len()
             );
         }

@@ -46,6 +46,7 @@ async fn every_service_killed_in_turn_loses_and_doubles_nothing() -> Result<()> 
     for _ in 0..rounds {
         for svc in [Svc::Router, Svc::History, Svc::Delivery, Svc::Ingestor] {
             h.kill(svc).await;
+            eprintln!("{svc:?} killed at {:.3}s", w.elapsed().as_secs_f64());
             w.advance(step).await?;
             h.start_service(svc);
             w.advance(step).await?;
@@ -54,6 +55,7 @@ async fn every_service_killed_in_turn_loses_and_doubles_nothing() -> Result<()> 
         // the bus itself: SIGKILL, store kept, restarted on the same port
         let nats = h.nats.as_mut().expect("one nats-server");
         nats.kill();
+        eprintln!("nats-server killed at {:.3}s", w.elapsed().as_secs_f64());
         nats.restart()?;
         w.advance(step).await?;
         // the target refuses for a while: deliveries wait and retry, nothing is dropped
