@@ -1,6 +1,7 @@
 //! Delivery to a webhook on loopback: signed, retried through an outage, delivered once,
 //! recorded in the notification's timeline; a permanent failure is recorded too; a slow
-//! receiver gets backpressure (a bounded number of jobs held, the backlog in the stream).
+//! receiver gets backpressure (a bounded number of jobs held, the backlog in the stream); a
+//! job repeated in another envelope after a delivery crash is not sent again.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -204,6 +205,19 @@ async fn a_permanently_failing_webhook_is_recorded_as_failed() -> anyhow::Result
     Ok(())
 }
 
+/// Delivery's consumer of webhook jobs, to watch what it holds.
+async fn webhook_jobs(
+    bus: &tocsin_bus::Bus,
+) -> anyhow::Result<async_nats::jetstream::consumer::PullConsumer> {
+    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
+    bus.jetstream()
+        .get_stream(&stream)
+        .await?
+        .get_consumer("delivery-webhook")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_gets_backpressure_not_a_backlog_in_memory() -> anyhow::Result<()> {
     const HELD: i64 = 20;
@@ -239,14 +253,7 @@ async fn a_slow_receiver_gets_backpressure_not_a_backlog_in_memory() -> anyhow::
     // one destination's jobs go out in order, one at a time: ~6 s for all. Meanwhile the
     // delivery consumer never holds more than HELD; the rest waits in the stream.
     let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
-    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
-    let mut consumer: async_nats::jetstream::consumer::PullConsumer = bus
-        .jetstream()
-        .get_stream(&stream)
-        .await?
-        .get_consumer("delivery-webhook")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut consumer = webhook_jobs(&bus).await?;
     let (mut most_held, mut most_waiting) = (0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while got.lock().unwrap().len() < N {
@@ -322,14 +329,7 @@ async fn a_job_repeated_in_another_envelope_after_a_delivery_crash_is_not_sent_a
             .count()
     };
     // sent, and its job acked: nothing of it is left for a new instance to repeat
-    let stream = bus.subjects().stream(tocsin_bus::StreamKind::Delivery);
-    let consumer: async_nats::jetstream::consumer::PullConsumer = bus
-        .jetstream()
-        .get_stream(&stream)
-        .await?
-        .get_consumer("delivery-webhook")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let consumer = webhook_jobs(&bus).await?;
     wait_for(
         Duration::from_secs(30),
         "the first job sent and acked",

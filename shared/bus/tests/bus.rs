@@ -438,3 +438,37 @@ async fn records_a_round_finished_are_known_to_every_instance() {
     .unwrap();
     assert!(!running.contains("n2:d1"));
 }
+
+/// An instance keeps following the log through a restart of the nats-server (killed, its store
+/// kept): what another instance finishes afterwards still reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_of_records_done_is_followed_through_a_server_restart() {
+    use tocsin_bus::DoneLog;
+    let (mut nats, bus) = bus("donelog-restart", BusConfig::default().max_ack_inflight).await;
+    let store = bus.kv("sent").await.unwrap();
+    let running = DoneLog::open(store.clone()).await;
+    let other = DoneLog::open(store).await;
+    other.write(&["before:d1".to_owned()]).await;
+    let learn = |id: &'static str| {
+        let running = &running;
+        tocsin_testkit::wait_for(
+            Duration::from_secs(30),
+            "the running instance to learn it",
+            move || {
+                let known = running.contains(id);
+                async move { known.then_some(()) }
+            },
+        )
+    };
+    learn("before:d1").await.unwrap();
+    nats.kill();
+    nats.restart().unwrap();
+    // written once JetStream is back (a write while the server is down is only logged)
+    tocsin_testkit::wait_for(Duration::from_secs(30), "JetStream back", || async {
+        bus.kv("sent").await.ok()
+    })
+    .await
+    .unwrap();
+    other.write(&["after:d1".to_owned()]).await;
+    learn("after:d1").await.unwrap();
+}
