@@ -127,6 +127,7 @@ impl DoneLog {
             self.round.fetch_add(1, Ordering::Relaxed)
         );
         if let Err(e) = self.store.put(&key, packed.into()).await {
+            metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "sent").increment(1);
             debug!(bucket = self.store.name, records = ids.len(), error = %e,
                 "cannot log the records done in a round; only this instance will know them");
         }

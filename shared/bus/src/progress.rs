@@ -149,6 +149,7 @@ impl ProgressLog {
         if let Err(e) = self.store.put(&self.key, table).await {
             // the next round writes it again
             lock(&self.state).changed = true;
+            metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "progress").increment(1);
             debug!(error = %e, "cannot write the progress of the envelopes in hand");
         }
     }
