@@ -6,7 +6,9 @@
 //! sequence, record count, a bitmap of the settled records), rewritten at the end of each
 //! outbox round in which it changed, before the round's submitters take their next record, so
 //! that a crash repeats at most the record each has in hand, as with a message per record. One
-//! write per round, whatever the number of envelopes. An instance reads every key when it
+//! write per round, whatever the number of envelopes, and none when the table reads as it did:
+//! an envelope taken, settled and acked within one round (at low load, each one) never
+//! appears in it. An instance reads every key when it
 //! starts, and again (at most once a second) when an envelope comes back that it knows nothing
 //! of (another instance held it). A clean stop deletes the instance's key; a crashed instance's
 //! key expires with the bucket's `max_age`.
@@ -34,6 +36,8 @@ struct State {
     /// This instance's open envelopes: which records are settled.
     open: BTreeMap<u64, Vec<bool>>,
     changed: bool,
+    /// The table as it was last written (empty before the first write).
+    written: Bytes,
     /// What other (earlier) instances had settled, by stream sequence.
     earlier: HashMap<u64, Vec<usize>>,
     read_at: Option<Instant>,
@@ -129,7 +133,10 @@ impl ProgressLog {
         }
     }
 
-    /// Write the table if it changed since it was last written.
+    /// Write the table if it changed since it was last written. A table that reads as the
+    /// one written last is not written again: an envelope taken, settled and acked within
+    /// one round (at low load, each one) never appears in the stored table, so its round
+    /// writes nothing.
     pub(crate) async fn write(&self) {
         let table = {
             let mut s = lock(&self.state);
@@ -137,7 +144,11 @@ impl ProgressLog {
                 return;
             }
             s.changed = false;
-            encode(&s.open)
+            let table = encode(&s.open);
+            if table == s.written {
+                return;
+            }
+            table
         };
         if table.len() > MAX_TABLE {
             warn!(
@@ -146,11 +157,15 @@ impl ProgressLog {
             );
             return;
         }
-        if let Err(e) = self.store.put(&self.key, table).await {
-            // the next round writes it again
-            lock(&self.state).changed = true;
-            metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "progress").increment(1);
-            debug!(error = %e, "cannot write the progress of the envelopes in hand");
+        match self.store.put(&self.key, table.clone()).await {
+            Ok(_) => lock(&self.state).written = table,
+            Err(e) => {
+                // the next round writes it again
+                lock(&self.state).changed = true;
+                metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "progress")
+                    .increment(1);
+                debug!(error = %e, "cannot write the progress of the envelopes in hand");
+            }
         }
     }
 

@@ -472,3 +472,77 @@ async fn the_log_of_records_done_is_followed_through_a_server_restart() {
     other.write(&["after:d1".to_owned()]).await;
     learn("after:d1").await.unwrap();
 }
+
+/// The progress table is written only when what it says changes: an envelope whose jobs are
+/// all settled within one outbox round (at low load, each one) never appears in the stored
+/// table, so that round writes nothing; one left half done is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_that_leaves_the_progress_table_as_it_was_writes_nothing() {
+    use std::sync::Arc;
+    use tocsin_bus::handed::{self, Handed, Progress};
+    use tocsin_bus::{Outbox, ProgressLog, envelope};
+    let (_nats, bus) = bus("progress-quiet", BusConfig::default().max_ack_inflight).await;
+    let subject = bus.subjects().delivery("webhook");
+    let consumer = bus
+        .pull_consumer(
+            StreamKind::Delivery,
+            "quiet-test",
+            Some(subject.clone()),
+            10,
+        )
+        .await
+        .unwrap();
+    let mut pull = Pull::new(consumer, 1, "test");
+    let store = bus.kv("progress").await.unwrap();
+    let log = Arc::new(ProgressLog::open(store.clone()).await);
+    let (outbox, _task) = Outbox::spawn(bus.clone(), "test".into());
+    let writes = || {
+        let mut stream = store.stream.clone();
+        async move { stream.info().await.unwrap().state.last_sequence }
+    };
+    // each envelope: its records as parts, handed out with the log
+    let mut parts_of = async |name: &str, jobs: usize| {
+        let records: Vec<(String, Vec<u8>)> = (0..jobs)
+            .map(|i| (format!("{name}-{i}:d1"), b"{}".to_vec()))
+            .collect();
+        let payload = envelope::encode(records.iter().map(|(id, p)| (id.as_str(), p.as_slice())));
+        bus.publish(subject.clone(), name, payload).await.unwrap();
+        let msg = next(&mut pull).await;
+        let recs = envelope::records(&msg.message().payload)
+            .unwrap()
+            .into_iter()
+            .map(|r| (subject.clone(), r.id, r.payload))
+            .collect();
+        let progress = Progress {
+            log: log.clone(),
+            done: Vec::new(),
+        };
+        handed::split(&bus, msg, recs, Some(progress))
+            .await
+            .unwrap()
+    };
+    let before = writes().await;
+    for name in ["one", "two", "three"] {
+        for part in parts_of(name, 1).await {
+            outbox
+                .submit_then_ack(&bus, Vec::new(), Handed::Part(part))
+                .await;
+        }
+    }
+    assert_eq!(
+        writes().await,
+        before,
+        "envelopes done within their rounds wrote a table"
+    );
+    // half of an envelope settled: that is worth writing
+    let mut parts = parts_of("half", 2).await;
+    let _kept = parts.pop();
+    outbox
+        .submit_then_ack(&bus, Vec::new(), Handed::Part(parts.remove(0)))
+        .await;
+    assert_eq!(
+        writes().await,
+        before + 1,
+        "a half-done envelope's table was not written"
+    );
+}
