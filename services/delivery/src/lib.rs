@@ -170,29 +170,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }
     }
     let progress = bus
-        .kv_with(async_nats::jetstream::kv::Config {
-            bucket: bus.subjects().bucket("progress"),
-            description: "per delivery instance, which jobs of the job envelopes it holds are settled".into(),
-            history: 1,
+        .kv_expiring(
+            "progress",
+            "per delivery instance, which jobs of the job envelopes it holds are settled",
             // a crashed instance's table expires
-            max_age: Duration::from_secs(86_400),
-            num_replicas: bus.config().replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
+            Duration::from_secs(86_400),
+        )
         .await?;
     let progress = Arc::new(tocsin_bus::ProgressLog::open(progress).await);
     let sent_log = bus
-        .kv_with(async_nats::jetstream::kv::Config {
-            bucket: bus.subjects().bucket("sent"),
-            description: "the jobs the delivery instances sent lately, per outbox round".into(),
-            history: 1,
+        .kv_expiring(
+            "sent",
+            "the jobs the delivery instances sent lately, per outbox round",
             // as long as the server drops a message published again
-            max_age: Duration::from_secs(bus.config().duplicate_window_secs.max(1)),
-            num_replicas: bus.config().replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
+            Duration::from_secs(bus.config().duplicate_window_secs.max(1)),
+        )
         .await?;
     let done = Arc::new(tocsin_bus::DoneLog::open(sent_log).await);
     let (outbox, outbox_task) =

@@ -23,7 +23,7 @@
 //! ever overlap (clocks running at very different rates).
 
 use crate::{Bus, BusError};
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -71,15 +71,11 @@ impl Leases {
     /// Open (create if missing) the lease bucket, whose `max_age` is `ttl`.
     pub async fn open(bus: &Bus, service: &str, ttl: Duration) -> Result<Leases, BusError> {
         let kv = bus
-            .kv_with(kv::Config {
-                bucket: bus.subjects().bucket("leases"),
-                description: "which instance serves which silo (service.silo → holder)".into(),
-                history: 1,
-                max_age: ttl,
-                num_replicas: bus.config().replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
+            .kv_expiring(
+                "leases",
+                "which instance serves which silo (service.silo → holder)",
+                ttl,
+            )
             .await?;
         let host = std::env::var("HOSTNAME")
             .ok()

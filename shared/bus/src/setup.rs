@@ -278,9 +278,22 @@ impl Bus {
 
     /// A JetStream KV bucket of the contract, created if missing.
     pub async fn kv(&self, bucket: &str) -> Result<jetstream::kv::Store, BusError> {
+        self.kv_expiring(bucket, "", Duration::ZERO).await
+    }
+
+    /// [`Bus::kv`] for a bucket whose entries expire `max_age` after they are written
+    /// (`Duration::ZERO`: never), described for whoever lists the server's streams.
+    pub async fn kv_expiring(
+        &self,
+        bucket: &str,
+        description: &str,
+        max_age: Duration,
+    ) -> Result<jetstream::kv::Store, BusError> {
         self.kv_with(jetstream::kv::Config {
             bucket: self.subjects.bucket(bucket),
+            description: description.to_owned(),
             history: 1,
+            max_age,
             num_replicas: self.config.replicas,
             storage: stream::StorageType::File,
             ..Default::default()

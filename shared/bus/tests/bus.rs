@@ -118,6 +118,32 @@ async fn next(pull: &mut Pull) -> tocsin_bus::Inbound {
         .expect("a message")
 }
 
+/// A consumer `name` of the delivery stream's webhook jobs, as delivery has one: the jobs'
+/// subject and the consumer.
+async fn webhook_jobs(
+    bus: &Bus,
+    name: &str,
+) -> (
+    String,
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+) {
+    let subject = bus.subjects().delivery("webhook");
+    let consumer = bus
+        .pull_consumer(StreamKind::Delivery, name, Some(subject.clone()), 10)
+        .await
+        .unwrap();
+    (subject, consumer)
+}
+
+/// The records of the envelope `msg` brought, each with the subject it came on.
+fn records_of(subject: &str, msg: &tocsin_bus::Inbound) -> Vec<(String, String, bytes::Bytes)> {
+    tocsin_bus::envelope::records(&msg.message().payload)
+        .unwrap()
+        .into_iter()
+        .map(|r| (subject.to_owned(), r.id, r.payload))
+        .collect()
+}
+
 /// An outbox turns what many submitters gave it while it was busy into one round: each
 /// subject's records in envelopes (every record once, in order), the `first` ones stored and
 /// acknowledged before the messages of their own; every receipt answers once the round is
@@ -289,7 +315,7 @@ async fn an_envelope_delivered_again_hands_out_only_what_was_not_settled() {
     use tocsin_bus::handed::{self, Handed, Progress};
     use tocsin_bus::{Outbox, ProgressLog, envelope};
     let (_nats, bus) = bus("progress", BusConfig::default().max_ack_inflight).await;
-    let subject = bus.subjects().delivery("webhook");
+    let (subject, consumer) = webhook_jobs(&bus, "progress-test").await;
     let records: Vec<(String, Vec<u8>)> = (0..4)
         .map(|i| (format!("n{i}:d1"), format!("{{\"job\":{i}}}").into_bytes()))
         .collect();
@@ -297,24 +323,9 @@ async fn an_envelope_delivered_again_hands_out_only_what_was_not_settled() {
     bus.publish(subject.clone(), "env-1", payload)
         .await
         .unwrap();
-    let consumer = bus
-        .pull_consumer(
-            StreamKind::Delivery,
-            "progress-test",
-            Some(subject.clone()),
-            10,
-        )
-        .await
-        .unwrap();
     let mut pull = Pull::new(consumer.clone(), 1, "test");
     let store = bus.kv("progress").await.unwrap();
-    let parts_of = |msg: &tocsin_bus::Inbound| -> Vec<(String, String, bytes::Bytes)> {
-        envelope::records(&msg.message().payload)
-            .unwrap()
-            .into_iter()
-            .map(|r| (subject.clone(), r.id, r.payload))
-            .collect()
-    };
+    let parts_of = |msg: &tocsin_bus::Inbound| records_of(&subject, msg);
 
     // the first holder settles jobs 0 and 2 through its outbox, then is gone
     let first = next(&mut pull).await;
@@ -396,16 +407,12 @@ async fn records_a_round_finished_are_known_to_every_instance() {
     let running = DoneLog::open(store.clone()).await;
     let log = Arc::new(DoneLog::open(store.clone()).await);
     let (outbox, _task) = Outbox::spawn_with(bus.clone(), "test".into(), Some(log.clone()));
-    let subject = bus.subjects().delivery("webhook");
+    let (subject, consumer) = webhook_jobs(&bus, "done-test").await;
     for id in ["n1:d1", "n2:d1"] {
         bus.publish(subject.clone(), id, bytes::Bytes::from_static(b"{}"))
             .await
             .unwrap();
     }
-    let consumer = bus
-        .pull_consumer(StreamKind::Delivery, "done-test", Some(subject), 10)
-        .await
-        .unwrap();
     let mut pull = Pull::new(consumer, 2, "test");
     // n1 is finished through the outbox; n2 is taken and dropped unfinished
     let first = next(&mut pull).await;
@@ -482,16 +489,7 @@ async fn a_round_that_leaves_the_progress_table_as_it_was_writes_nothing() {
     use tocsin_bus::handed::{self, Handed, Progress};
     use tocsin_bus::{Outbox, ProgressLog, envelope};
     let (_nats, bus) = bus("progress-quiet", BusConfig::default().max_ack_inflight).await;
-    let subject = bus.subjects().delivery("webhook");
-    let consumer = bus
-        .pull_consumer(
-            StreamKind::Delivery,
-            "quiet-test",
-            Some(subject.clone()),
-            10,
-        )
-        .await
-        .unwrap();
+    let (subject, consumer) = webhook_jobs(&bus, "quiet-test").await;
     let mut pull = Pull::new(consumer, 1, "test");
     let store = bus.kv("progress").await.unwrap();
     let log = Arc::new(ProgressLog::open(store.clone()).await);
@@ -508,11 +506,7 @@ async fn a_round_that_leaves_the_progress_table_as_it_was_writes_nothing() {
         let payload = envelope::encode(records.iter().map(|(id, p)| (id.as_str(), p.as_slice())));
         bus.publish(subject.clone(), name, payload).await.unwrap();
         let msg = next(&mut pull).await;
-        let recs = envelope::records(&msg.message().payload)
-            .unwrap()
-            .into_iter()
-            .map(|r| (subject.clone(), r.id, r.payload))
-            .collect();
+        let recs = records_of(&subject, &msg);
         let progress = Progress {
             log: log.clone(),
             done: Vec::new(),
