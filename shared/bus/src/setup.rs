@@ -44,9 +44,25 @@ where
     }
 }
 
+/// The key of a silo stream's metadata that records how many silos the installation was
+/// made with: users are placed in silos by that number, so every service must use it.
+pub(crate) const SILO_COUNT_KEY: &str = "tocsin_silo_count";
+
+/// The number of silos an existing silo stream was made for, when it records one that is not
+/// the one specified. (A stream made before the number was recorded records none; its owner
+/// records the configured one at its next start.)
+fn other_silo_count(have: &stream::Config, want: &stream::Config) -> Option<String> {
+    let wanted = want.metadata.get(SILO_COUNT_KEY)?;
+    have.metadata
+        .get(SILO_COUNT_KEY)
+        .filter(|n| *n != wanted)
+        .cloned()
+}
+
 /// Whether an existing stream already has every setting tocsin specifies.
 fn same_stream_spec(have: &stream::Config, want: &stream::Config) -> bool {
-    have.subjects == want.subjects
+    have.metadata.get(SILO_COUNT_KEY) == want.metadata.get(SILO_COUNT_KEY)
+        && have.subjects == want.subjects
         && have.retention == want.retention
         && have.storage == want.storage
         && have.num_replicas == want.num_replicas
@@ -61,21 +77,55 @@ impl Bus {
     /// their specification ([`Role::manages_stream`](crate::Role::manages_stream): a stream's
     /// settings are its owner's, whatever another service's configuration says). Idempotent;
     /// every service calls it at start-up, so the order services start in does not matter.
+    ///
+    /// A silo stream made for another number of silos than `bus.silo_count` (recorded in its
+    /// metadata, [`SILO_COUNT_KEY`]) fails the start, naming the number it was made for.
     pub async fn ensure_streams(&self) -> Result<(), BusError> {
         for (kind, cfg) in self.stream_specs() {
             let name = cfg.name.clone();
+            let what = format!("stream {name}");
             let owner = self.role.manages_stream(kind);
-            setup(&format!("stream {name}"), || async {
+            // Some(n): the stream exists, made for n silos, not this configuration's number
+            let made_for = setup(&what, || async {
                 match self.js.get_stream(&name).await {
-                    // as specified already (every start after the first): nothing to write
-                    Ok(stream) if same_stream_spec(&stream.cached_info().config, &cfg) => Ok(()),
-                    Ok(_) if !owner => Ok(()),
-                    Ok(_) => self.js.create_or_update_stream(cfg.clone()).await.map(drop),
-                    Err(_) if owner => self.js.create_or_update_stream(cfg.clone()).await.map(drop),
-                    Err(_) => self.js.create_stream(cfg.clone()).await.map(drop),
+                    Ok(stream) => {
+                        let have = &stream.cached_info().config;
+                        if let Some(n) = other_silo_count(have, &cfg) {
+                            return Ok(Some(n));
+                        }
+                        match same_stream_spec(have, &cfg) || !owner {
+                            // as specified already (every start after the first), or not
+                            // this service's to configure: nothing to write
+                            true => Ok(None),
+                            false => self
+                                .js
+                                .create_or_update_stream(cfg.clone())
+                                .await
+                                .map(|_| None),
+                        }
+                    }
+                    Err(_) if owner => self
+                        .js
+                        .create_or_update_stream(cfg.clone())
+                        .await
+                        .map(|_| None),
+                    Err(_) => self.js.create_stream(cfg.clone()).await.map(|_| None),
                 }
             })
             .await?;
+            if let Some(n) = made_for {
+                return Err(BusError::Setup {
+                    what,
+                    message: format!(
+                        "bus.silo_count is {}, but this installation was made with {n} silos \
+                         (the stream says so): every user is placed in a silo by that number, so \
+                         it cannot change once the streams exist (users' messages and history \
+                         would be looked for in other silos). Set bus.silo_count = {n} in every \
+                         service's configuration.",
+                        self.config.silo_count
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -101,14 +151,18 @@ impl Bus {
         };
         let mut out = Vec::new();
         for k in 0..self.config.silo_count {
-            out.push((
-                StreamKind::Silo(k),
-                work_queue(
-                    s.stream(StreamKind::Silo(k)),
-                    vec![s.silo_all(k)],
-                    "everything addressed to the avatars of one silo",
-                ),
-            ));
+            let mut silo = work_queue(
+                s.stream(StreamKind::Silo(k)),
+                vec![s.silo_all(k)],
+                "everything addressed to the avatars of one silo",
+            );
+            silo.metadata = [(
+                SILO_COUNT_KEY.to_owned(),
+                self.config.silo_count.to_string(),
+            )]
+            .into_iter()
+            .collect();
+            out.push((StreamKind::Silo(k), silo));
         }
         out.push((
             StreamKind::History,

@@ -540,3 +540,71 @@ async fn a_round_that_leaves_the_progress_table_as_it_was_writes_nothing() {
         "a half-done envelope's table was not written"
     );
 }
+
+/// The silo count is recorded in the silo streams: a service configured with another number
+/// for the same installation refuses to start (naming the number to set) instead of placing
+/// users in other silos than their messages and history are in; a stream made before the
+/// number was recorded is given it by its owner, the router.
+#[tokio::test(flavor = "current_thread")]
+async fn a_service_configured_with_another_silo_count_refuses_to_start() {
+    let nats = tocsin_testkit::NatsServer::start().expect("nats-server");
+    let prefix = tocsin_testkit::unique_prefix("silocount");
+    let cfg = |silo_count| BusConfig {
+        url: nats.url(),
+        prefix: prefix.clone(),
+        silo_count,
+        ..Default::default()
+    };
+    let router = Bus::connect(&cfg(4), "router").await.unwrap();
+    router.ensure_streams().await.unwrap();
+    // every service, owner of the silo streams or not, checks
+    for (count, service) in [(2, "history"), (8, "router"), (1, "api")] {
+        let other = Bus::connect(&cfg(count), service).await.unwrap();
+        let e = other.ensure_streams().await.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("bus.silo_count is {count}"))
+                && e.contains("made with 4 silos")
+                && e.contains("bus.silo_count = 4"),
+            "{e}"
+        );
+    }
+    // the same number again: fine, for any service
+    Bus::connect(&cfg(4), "history")
+        .await
+        .unwrap()
+        .ensure_streams()
+        .await
+        .unwrap();
+
+    // a silo stream as an earlier release made it, with no number recorded
+    let js = async_nats::jetstream::new(router.client().clone());
+    let name = router.subjects().stream(StreamKind::Silo(0));
+    let mut legacy = router
+        .stream_configs()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap();
+    legacy.metadata.clear();
+    js.update_stream(&legacy).await.unwrap();
+    let recorded = |js: async_nats::jetstream::Context, name: String| async move {
+        let mut s = js.get_stream(&name).await.unwrap();
+        s.info()
+            .await
+            .unwrap()
+            .config
+            .metadata
+            .get("tocsin_silo_count")
+            .cloned()
+    };
+    assert_eq!(recorded(js.clone(), name.clone()).await, None);
+    // another service leaves it as it is; the router records its number
+    Bus::connect(&cfg(4), "history")
+        .await
+        .unwrap()
+        .ensure_streams()
+        .await
+        .unwrap();
+    assert_eq!(recorded(js.clone(), name.clone()).await, None);
+    router.ensure_streams().await.unwrap();
+    assert_eq!(recorded(js, name).await.as_deref(), Some("4"));
+}
