@@ -46,7 +46,7 @@ pub use outbox::{Outbox, Outgoing, Receipt};
 pub use permissions::{Permissions, Role};
 pub use progress::ProgressLog;
 pub use publish::PublishWindow;
-pub use pulling::Pull;
+pub use pulling::{PULL_BYTES, Pull};
 pub use send::PendingAck;
 pub use silo::{SiloSet, SiloSetError, jump_consistent_hash, silo_of};
 

@@ -11,6 +11,14 @@ use futures::{FutureExt, StreamExt};
 use std::time::Duration;
 use tracing::warn;
 
+/// The most one pull request asks the server for, in bytes, whatever its count of messages:
+/// 256 envelopes of half a megabyte each (a backlog of a fan-out's hand-over) would otherwise
+/// sit in the client at once for each silo. The client asks again once half of it has
+/// arrived, so a pull holds at most about one and a half times this. Eight times the largest
+/// message tocsin publishes ([`tocsin_model::budget::RECORD_LIMIT`]): a request never asks
+/// for less than the next message takes (the server would refuse it, every time).
+pub const PULL_BYTES: usize = 8 * 1024 * 1024;
+
 /// A renewing pull from one durable consumer.
 pub struct Pull {
     consumer: jetstream::consumer::Consumer<pull::Config>,
@@ -20,7 +28,8 @@ pub struct Pull {
 }
 
 impl Pull {
-    /// Pull from `consumer` in batches of `batch`; `what` names it in logs.
+    /// Pull from `consumer` in batches of `batch` messages and at most [`PULL_BYTES`];
+    /// `what` names it in logs.
     pub fn new(
         consumer: jetstream::consumer::Consumer<pull::Config>,
         batch: usize,
@@ -44,6 +53,7 @@ impl Pull {
                     .consumer
                     .stream()
                     .max_messages_per_batch(self.batch)
+                    .max_bytes_per_batch(PULL_BYTES)
                     .heartbeat(Duration::from_secs(5))
                     .expires(Duration::from_secs(30))
                     .messages()

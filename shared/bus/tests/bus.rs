@@ -608,3 +608,50 @@ async fn a_service_configured_with_another_silo_count_refuses_to_start() {
     router.ensure_streams().await.unwrap();
     assert_eq!(recorded(js, name).await.as_deref(), Some("4"));
 }
+
+/// A pull asks for at most `PULL_BYTES` at once whatever its count: a backlog of large
+/// messages (a fan-out's envelopes) is not all taken into memory by one silo's consumer.
+#[tokio::test(flavor = "current_thread")]
+async fn a_pull_of_large_messages_takes_a_bounded_number_of_bytes() {
+    let (_nats, bus) = bus("pullbytes", BusConfig::default().max_ack_inflight).await;
+    // forty messages of 900 KiB: 35 MiB waiting
+    let size = 900 * 1024;
+    for i in 0..40 {
+        bus.publish(
+            bus.subjects().history(0, "u1"),
+            &format!("m{i}"),
+            bytes::Bytes::from(vec![b'x'; size]),
+        )
+        .await
+        .unwrap();
+    }
+    let consumer = bus
+        .pull_consumer(StreamKind::History, "bytes-test", None, 1_000)
+        .await
+        .unwrap();
+    let mut pull = Pull::new(consumer.clone(), 256, "test");
+    let first = next(&mut pull).await;
+    assert_eq!(first.message().payload.len(), size);
+    // the pull asked once: wait until the server has answered all of it (its request is
+    // spent) or sent everything
+    let info = tocsin_testkit::wait_for(Duration::from_secs(10), "the pull's answer", || {
+        let mut c = consumer.clone();
+        async move {
+            let i = c.info().await.ok()?.clone();
+            (i.num_waiting == 0 || i.num_pending == 0).then_some(i)
+        }
+    })
+    .await
+    .unwrap();
+    let most = tocsin_bus::PULL_BYTES / size + 1;
+    assert!(
+        info.num_ack_pending as usize <= most,
+        "{} of 40 messages sent to one pull (at most {most} fit in its bytes)",
+        info.num_ack_pending
+    );
+    // and the rest still comes, as it is taken
+    first.settle(&bus, Disposition::Ack).await;
+    for _ in 1..40 {
+        next(&mut pull).await.settle(&bus, Disposition::Ack).await;
+    }
+}
