@@ -62,20 +62,8 @@ async fn senders_holding_pubacks_never_deadlock_on_in_flight_permits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_given_back_and_dropped_messages_each_end_as_they_should() {
     let (_nats, bus) = bus("inbound", BusConfig::default().max_ack_inflight).await;
-    for i in 0..3 {
-        bus.publish(
-            bus.subjects().history(0, "u1"),
-            &format!("m{i}"),
-            bytes::Bytes::from(format!("{i}")),
-        )
-        .await
-        .unwrap();
-    }
-    let consumer = bus
-        .pull_consumer(StreamKind::History, "inbound-test", None, 10)
-        .await
-        .unwrap();
-    let mut pull = Pull::new(consumer.clone(), 1, "test");
+    let payloads = (0..3).map(|i| bytes::Bytes::from(format!("{i}")));
+    let (consumer, mut pull) = pulled_history(&bus, payloads, "inbound-test", (10, 1)).await;
 
     let first = next(&mut pull).await;
     assert_eq!(&first.message().payload[..], b"0");
@@ -110,6 +98,31 @@ async fn acked_given_back_and_dropped_messages_each_end_as_they_should() {
         info.num_ack_pending, 1,
         "the dropped message is still pending"
     );
+}
+
+/// `payloads` published in order on one user's history subject (ids `m0`, `m1`, …), and a
+/// consumer `name` of them (`max_ack_pending`) with a pull of `batch`.
+async fn pulled_history(
+    bus: &Bus,
+    payloads: impl Iterator<Item = bytes::Bytes>,
+    name: &str,
+    (max_ack_pending, batch): (i64, usize),
+) -> (
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    Pull,
+) {
+    for (i, payload) in payloads.enumerate() {
+        let subject = bus.subjects().history(0, "u1");
+        bus.publish(subject, &format!("m{i}"), payload)
+            .await
+            .unwrap();
+    }
+    let consumer = bus
+        .pull_consumer(StreamKind::History, name, None, max_ack_pending)
+        .await
+        .unwrap();
+    let pull = Pull::new(consumer.clone(), batch, "test");
+    (consumer, pull)
 }
 
 async fn next(pull: &mut Pull) -> tocsin_bus::Inbound {
@@ -569,12 +582,8 @@ async fn a_service_configured_with_another_silo_count_refuses_to_start() {
         );
     }
     // the same number again: fine, for any service
-    Bus::connect(&cfg(4), "history")
-        .await
-        .unwrap()
-        .ensure_streams()
-        .await
-        .unwrap();
+    let history = Bus::connect(&cfg(4), "history").await.unwrap();
+    history.ensure_streams().await.unwrap();
 
     // a silo stream as an earlier release made it, with no number recorded
     let js = async_nats::jetstream::new(router.client().clone());
@@ -598,12 +607,7 @@ async fn a_service_configured_with_another_silo_count_refuses_to_start() {
     };
     assert_eq!(recorded(js.clone(), name.clone()).await, None);
     // another service leaves it as it is; the router records its number
-    Bus::connect(&cfg(4), "history")
-        .await
-        .unwrap()
-        .ensure_streams()
-        .await
-        .unwrap();
+    history.ensure_streams().await.unwrap();
     assert_eq!(recorded(js.clone(), name.clone()).await, None);
     router.ensure_streams().await.unwrap();
     assert_eq!(recorded(js, name).await.as_deref(), Some("4"));
@@ -616,20 +620,8 @@ async fn a_pull_of_large_messages_takes_a_bounded_number_of_bytes() {
     let (_nats, bus) = bus("pullbytes", BusConfig::default().max_ack_inflight).await;
     // forty messages of 900 KiB: 35 MiB waiting
     let size = 900 * 1024;
-    for i in 0..40 {
-        bus.publish(
-            bus.subjects().history(0, "u1"),
-            &format!("m{i}"),
-            bytes::Bytes::from(vec![b'x'; size]),
-        )
-        .await
-        .unwrap();
-    }
-    let consumer = bus
-        .pull_consumer(StreamKind::History, "bytes-test", None, 1_000)
-        .await
-        .unwrap();
-    let mut pull = Pull::new(consumer.clone(), 256, "test");
+    let payloads = (0..40).map(|_| bytes::Bytes::from(vec![b'x'; size]));
+    let (consumer, mut pull) = pulled_history(&bus, payloads, "bytes-test", (1_000, 256)).await;
     let first = next(&mut pull).await;
     assert_eq!(first.message().payload.len(), size);
     // the pull asked once: wait until the server has answered all of it (its request is
