@@ -19,6 +19,10 @@ use tracing::warn;
 /// for less than the next message takes (the server would refuse it, every time).
 pub const PULL_BYTES: usize = 8 * 1024 * 1024;
 
+// a record limit raised past an eighth of this would make pulls of its largest messages
+// smaller than the rule above says; past all of it, a pull that can never be answered
+const _: () = assert!(PULL_BYTES >= 8 * tocsin_model::budget::RECORD_LIMIT);
+
 /// A renewing pull from one durable consumer.
 pub struct Pull {
     consumer: jetstream::consumer::Consumer<pull::Config>,
