@@ -22,6 +22,7 @@ pub mod messages;
 pub mod own;
 pub mod reach;
 pub mod recent;
+pub mod references;
 pub mod replies;
 pub mod request;
 pub mod requests;

@@ -2,9 +2,10 @@
 //! heartbeats, groups, silences and resolution notices, each with its bound.
 
 use crate::escalation::Policy;
+use crate::references::References;
 use crate::{Destination, Millis, Notification, NotificationId, Priority};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// XMPP presence, as the user's client last announced it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,9 +189,15 @@ pub struct Reach {
     /// Pending escalations by notification id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub escalations: BTreeMap<String, Escalation>,
-    /// Recently sent notifications by short reference, newest last.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
-    pub references: VecDeque<(u32, NotificationId, String)>,
+    /// Recently sent notifications by short reference, newest last (stored packed as `refs`;
+    /// a record from before keeps them, with titles, as `references`).
+    #[serde(
+        default,
+        rename = "refs",
+        alias = "references",
+        skip_serializing_if = "References::is_empty"
+    )]
+    pub references: References,
     #[serde(default)]
     pub next_reference: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,7 +233,7 @@ pub struct Reach {
 
 impl Reach {
     /// How many short references are remembered.
-    pub const REFERENCES: usize = 100;
+    pub const REFERENCES: usize = References::CAPACITY;
     /// How many escalations may be pending for one user; the oldest is given up past it.
     pub const MAX_ESCALATIONS: usize = 200;
     /// How many open alerts (dedup keys) a user's record holds; the oldest is forgotten past it.
@@ -343,27 +350,19 @@ impl Reach {
             .min()
     }
 
-    /// A fresh short reference for `n`, remembered with its title.
+    /// A fresh short reference for `n` (its own if it has one already).
     pub fn reference(&mut self, n: &Notification) -> u32 {
-        if let Some((r, _, _)) = self.references.iter().find(|(_, id, _)| *id == n.id) {
-            return *r;
+        if let Some(r) = self.references.number_of(&n.id) {
+            return r;
         }
         self.next_reference = self.next_reference % 999 + 1;
         let r = self.next_reference;
-        self.references.retain(|(x, _, _)| *x != r);
-        self.references
-            .push_back((r, n.id.clone(), crate::text::truncate(&n.title, 80)));
-        while self.references.len() > Self::REFERENCES {
-            self.references.pop_front();
-        }
+        self.references.push(r, n.id.clone());
         r
     }
 
     pub fn by_reference(&self, r: u32) -> Option<&NotificationId> {
-        self.references
-            .iter()
-            .find(|(x, _, _)| *x == r)
-            .map(|(_, id, _)| id)
+        self.references.by_number(r)
     }
 }
 
@@ -391,5 +390,21 @@ mod tests {
         }
         assert_eq!(r.references.len(), Reach::REFERENCES);
         assert_eq!(r.by_reference(300), Some(&NotificationId("n299".into())));
+    }
+
+    #[test]
+    fn references_of_a_record_from_before_are_read_and_written_packed() {
+        let id = format!("n{}", "0f".repeat(16));
+        let old: Reach = serde_json::from_value(serde_json::json!({
+            "references": [[12, id, "Disk full on db1"]], "next_reference": 12
+        }))
+        .unwrap();
+        assert_eq!(old.by_reference(12), Some(&NotificationId(id.clone())));
+        let json = serde_json::to_value(&old).unwrap();
+        assert!(json.get("references").is_none(), "{json}");
+        let packed = json["refs"].as_str().expect("packed references");
+        assert_eq!(packed.len(), 24, "18 bytes in base64: {packed}");
+        let back: Reach = serde_json::from_value(json).unwrap();
+        assert_eq!(back, old);
     }
 }

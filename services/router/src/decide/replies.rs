@@ -51,13 +51,7 @@ pub fn reply(
             };
             let refs: Vec<String> = ids
                 .iter()
-                .filter_map(|id| {
-                    r.reach
-                        .references
-                        .iter()
-                        .find(|(_, x, _)| x == id)
-                        .map(|(n, _, _)| n.to_string())
-                })
+                .filter_map(|id| r.reach.references.number_of(id).map(|n| n.to_string()))
                 .collect();
             let mut acked = 0;
             for id in &ids {
@@ -256,5 +250,5 @@ fn latest_pending(reach: &Reach) -> Option<NotificationId> {
         .filter(|e| !e.acked)
         .max_by_key(|e| (e.notification.created_at_ms, e.reference))
         .map(|e| e.notification.id.clone())
-        .or_else(|| reach.references.back().map(|(_, id, _)| id.clone()))
+        .or_else(|| reach.references.latest().cloned())
 }
