@@ -20,6 +20,7 @@ pub mod mail_rules;
 pub mod mapping;
 pub mod messages;
 pub mod own;
+mod packed;
 pub mod reach;
 pub mod recent;
 pub mod references;

@@ -8,8 +8,6 @@
 //! fingerprinting each key. Two different keys of one user share a fingerprint with
 //! probability about 2⁻⁶⁴ per pair: a set of 512 makes a false "seen" about 3·10⁻¹⁷ a lookup.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -80,7 +78,7 @@ impl Serialize for RecentSet {
         for f in &self.order {
             packed.extend_from_slice(&f.to_le_bytes());
         }
-        s.serialize_str(&STANDARD_NO_PAD.encode(packed))
+        s.serialize_str(&crate::packed::pack(&packed))
     }
 }
 
@@ -101,23 +99,10 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
 
     /// The stored form: the fingerprints packed, 8 bytes each, in base64.
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RecentSet, E> {
-        // a record is bounded by the KV's value size; a set longer than its capacity keeps
-        // its newest keys, as inserting them one by one would
-        if v.len() > (RecentSet::CAPACITY * 8).div_ceil(3) * 4 * 4 {
-            return Err(E::custom(format!(
-                "recent fingerprints: {} bytes of base64, more than four times the capacity",
-                v.len()
-            )));
-        }
-        let packed = STANDARD_NO_PAD
-            .decode(v)
-            .map_err(|e| E::custom(format!("recent fingerprints: not base64 ({e})")))?;
-        if packed.len() % 8 != 0 {
-            return Err(E::custom(format!(
-                "recent fingerprints: {} bytes, not a whole number of 8-byte fingerprints",
-                packed.len()
-            )));
-        }
+        // a set longer than its capacity keeps its newest keys, as inserting them one by one
+        // would
+        let packed = crate::packed::unpack(v, 8, RecentSet::CAPACITY, "recent fingerprints")
+            .map_err(E::custom)?;
         // written from a set, so without repeats: taken as they are, in linear time
         let mut order: VecDeque<u64> = packed
             .chunks_exact(8)

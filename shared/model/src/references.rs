@@ -10,8 +10,6 @@
 //! read); it is read as the same list.
 
 use crate::NotificationId;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::de::{IgnoredAny, SeqAccess};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize};
@@ -90,7 +88,7 @@ impl References {
             packed.extend_from_slice(&u16::try_from(*r).ok()?.to_le_bytes());
             packed.extend_from_slice(&Self::id_bytes(id)?);
         }
-        Some(STANDARD_NO_PAD.encode(packed))
+        Some(crate::packed::pack(&packed))
     }
 }
 
@@ -124,23 +122,9 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
 
     /// The stored form: each entry's number and id packed, 18 bytes each, in base64.
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<References, E> {
-        // a record is bounded by the KV's value size; more than capacity keeps the newest,
-        // as pushing them one by one would
-        if v.len() > (References::CAPACITY * PACKED).div_ceil(3) * 4 * 4 {
-            return Err(E::custom(format!(
-                "references: {} bytes of base64, more than four times the capacity",
-                v.len()
-            )));
-        }
-        let packed = STANDARD_NO_PAD
-            .decode(v)
-            .map_err(|e| E::custom(format!("references: not base64 ({e})")))?;
-        if packed.len() % PACKED != 0 {
-            return Err(E::custom(format!(
-                "references: {} bytes, not a whole number of {PACKED}-byte entries",
-                packed.len()
-            )));
-        }
+        // more than capacity keeps the newest, as pushing them one by one would
+        let packed = crate::packed::unpack(v, PACKED, References::CAPACITY, "references")
+            .map_err(E::custom)?;
         let mut out = References::default();
         for entry in packed.chunks_exact(PACKED) {
             let r = u16::from_le_bytes([entry[0], entry[1]]);
