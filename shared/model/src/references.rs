@@ -25,8 +25,6 @@ pub struct References {
 /// Bytes of one packed entry: the number, then the id's 16 bytes.
 const PACKED: usize = 18;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 impl References {
     /// How many are remembered.
     pub const CAPACITY: usize = 100;
@@ -70,15 +68,12 @@ impl References {
         if hex.len() != 32 {
             return None;
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let mut out = [0u8; 16];
-        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            *o = digit(pair[0])? << 4 | digit(pair[1])?;
+        // upper-case digits would come back lower-case: such an id is not packed
+        if !hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
         }
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(hex, &mut out).ok()?;
         Some(out)
     }
 
@@ -128,12 +123,7 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
         let mut out = References::default();
         for entry in packed.chunks_exact(PACKED) {
             let r = u16::from_le_bytes([entry[0], entry[1]]);
-            let mut id = String::with_capacity(33);
-            id.push('n');
-            for b in &entry[2..] {
-                id.push(HEX[usize::from(b >> 4)] as char);
-                id.push(HEX[usize::from(b & 15)] as char);
-            }
+            let id = format!("n{}", hex::encode(&entry[2..]));
             out.push(u32::from(r), NotificationId(id));
         }
         Ok(out)
