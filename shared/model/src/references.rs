@@ -64,16 +64,16 @@ impl References {
 
     /// The 16 bytes of an id of the usual form (`n` and 32 lowercase hex digits).
     fn id_bytes(id: &NotificationId) -> Option<[u8; 16]> {
-        let hex = id.as_str().strip_prefix('n')?.as_bytes();
-        if hex.len() != 32 {
+        let digits = id.as_str().strip_prefix('n')?.as_bytes();
+        if digits.len() != 32 {
             return None;
         }
         // upper-case digits would come back lower-case: such an id is not packed
-        if !hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        if !digits.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
         let mut out = [0u8; 16];
-        hex::decode_to_slice(hex, &mut out).ok()?;
+        hex::decode_to_slice(digits, &mut out).ok()?;
         Some(out)
     }
 
