@@ -69,7 +69,10 @@ impl References {
             return None;
         }
         // upper-case digits would come back lower-case: such an id is not packed
-        if !digits.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        if !digits
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return None;
         }
         let mut out = [0u8; 16];
