@@ -32,7 +32,10 @@ impl References {
     /// Remember `id` as number `r`, forgetting whatever held `r` before and the oldest past
     /// capacity.
     pub fn push(&mut self, r: u32, id: NotificationId) {
-        self.order.retain(|(x, _)| *x != r);
+        // numbers are unique, so at most one holds `r`: found without moving the others
+        if let Some(i) = self.order.iter().position(|(x, _)| *x == r) {
+            self.order.remove(i);
+        }
         while self.order.len() >= Self::CAPACITY {
             self.order.pop_front();
         }
@@ -126,7 +129,10 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
         let mut out = References::default();
         for entry in packed.chunks_exact(PACKED) {
             let r = u16::from_le_bytes([entry[0], entry[1]]);
-            let id = format!("n{}", hex::encode(&entry[2..]));
+            let mut id = [b'n'; 33];
+            hex::encode_to_slice(&entry[2..], &mut id[1..])
+                .map_err(|e| E::custom(format!("references: {e}")))?;
+            let id = String::from_utf8_lossy(&id).into_owned();
             out.push(u32::from(r), NotificationId(id));
         }
         Ok(out)
