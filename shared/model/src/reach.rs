@@ -357,11 +357,11 @@ impl Reach {
         }
         self.next_reference = self.next_reference % 999 + 1;
         let r = self.next_reference;
-        self.references.push(r, n.id.clone());
+        self.references.push(r, &n.id);
         r
     }
 
-    pub fn by_reference(&self, r: u32) -> Option<&NotificationId> {
+    pub fn by_reference(&self, r: u32) -> Option<NotificationId> {
         self.references.by_number(r)
     }
 }
@@ -389,7 +389,7 @@ mod tests {
             r.reference(&n);
         }
         assert_eq!(r.references.len(), Reach::REFERENCES);
-        assert_eq!(r.by_reference(300), Some(&NotificationId("n299".into())));
+        assert_eq!(r.by_reference(300), Some(NotificationId("n299".into())));
     }
 
     #[test]
@@ -399,7 +399,7 @@ mod tests {
             "references": [[12, id, "Disk full on db1"]], "next_reference": 12
         }))
         .unwrap();
-        assert_eq!(old.by_reference(12), Some(&NotificationId(id.clone())));
+        assert_eq!(old.by_reference(12), Some(NotificationId(id.clone())));
         let json = serde_json::to_value(&old).unwrap();
         assert!(json.get("references").is_none(), "{json}");
         let packed = json["refs"].as_str().expect("packed references");

@@ -7,7 +7,8 @@
 //! form every constructor in [`crate::ids`] gives (`n` and 32 hex digits), 2.4 KB at capacity.
 //! A list that holds any other id is written as `[[number, "id"], …]` instead. A record from
 //! before kept them under `references` as `[number, "id", "title"]` (the title was never
-//! read); it is read as the same list.
+//! read); it is read as the same list. In memory an id of the usual form is held as its 16
+//! bytes too, so writing the list copies them and finding a number compares them.
 
 use crate::NotificationId;
 use serde::de::{IgnoredAny, SeqAccess};
@@ -16,10 +17,65 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-/// The notifications a user can acknowledge by number, oldest first.
+/// The notifications a user can acknowledge by number, oldest first. An id of the usual form
+/// is held as its 16 bytes, so finding one compares 16 bytes and writing the list copies them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct References {
-    order: VecDeque<(u32, NotificationId)>,
+    order: VecDeque<(u32, Held)>,
+}
+
+/// A remembered id: its 16 bytes, or as written when it is not of the usual form.
+#[derive(Clone, Debug, PartialEq)]
+enum Held {
+    Bytes([u8; 16]),
+    Text(NotificationId),
+}
+
+impl Held {
+    fn of(id: &NotificationId) -> Self {
+        match id_bytes(id) {
+            Some(b) => Held::Bytes(b),
+            None => Held::Text(id.clone()),
+        }
+    }
+
+    /// Whether this is `id`, whose bytes (if of the usual form) are `bytes`.
+    fn is(&self, id: &NotificationId, bytes: Option<&[u8; 16]>) -> bool {
+        match self {
+            Held::Bytes(b) => bytes == Some(b),
+            Held::Text(t) => t == id,
+        }
+    }
+
+    fn id(&self) -> NotificationId {
+        match self {
+            Held::Bytes(b) => {
+                let mut id = [b'n'; 33];
+                // 16 bytes always fit 32 digits
+                let _ = hex::encode_to_slice(b, &mut id[1..]);
+                NotificationId(String::from_utf8_lossy(&id).into_owned())
+            }
+            Held::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// The 16 bytes of an id of the usual form (`n` and 32 lowercase hex digits).
+fn id_bytes(id: &NotificationId) -> Option<[u8; 16]> {
+    let digits = id.as_str().strip_prefix('n')?.as_bytes();
+    if digits.len() != 32 {
+        return None;
+    }
+    // upper-case digits would come back lower-case: such an id is held as written
+    if !digits
+        .iter()
+        .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(digits, &mut out).ok()?;
+    Some(out)
 }
 
 /// Bytes of one packed entry: the number, then the id's 16 bytes.
@@ -31,7 +87,11 @@ impl References {
 
     /// Remember `id` as number `r`, forgetting whatever held `r` before and the oldest past
     /// capacity.
-    pub fn push(&mut self, r: u32, id: NotificationId) {
+    pub fn push(&mut self, r: u32, id: &NotificationId) {
+        self.push_held(r, Held::of(id));
+    }
+
+    fn push_held(&mut self, r: u32, held: Held) {
         // numbers are unique, so at most one holds `r`: found without moving the others
         if let Some(i) = self.order.iter().position(|(x, _)| *x == r) {
             self.order.remove(i);
@@ -39,22 +99,29 @@ impl References {
         while self.order.len() >= Self::CAPACITY {
             self.order.pop_front();
         }
-        self.order.push_back((r, id));
+        self.order.push_back((r, held));
     }
 
     /// The number `id` was given, if it is remembered.
     pub fn number_of(&self, id: &NotificationId) -> Option<u32> {
-        self.order.iter().find(|(_, x)| x == id).map(|(r, _)| *r)
+        let bytes = id_bytes(id);
+        self.order
+            .iter()
+            .find(|(_, x)| x.is(id, bytes.as_ref()))
+            .map(|(r, _)| *r)
     }
 
     /// The notification number `r` stands for.
-    pub fn by_number(&self, r: u32) -> Option<&NotificationId> {
-        self.order.iter().find(|(x, _)| *x == r).map(|(_, id)| id)
+    pub fn by_number(&self, r: u32) -> Option<NotificationId> {
+        self.order
+            .iter()
+            .find(|(x, _)| *x == r)
+            .map(|(_, held)| held.id())
     }
 
     /// The notification sent last.
-    pub fn latest(&self) -> Option<&NotificationId> {
-        self.order.back().map(|(_, id)| id)
+    pub fn latest(&self) -> Option<NotificationId> {
+        self.order.back().map(|(_, held)| held.id())
     }
 
     pub fn len(&self) -> usize {
@@ -65,29 +132,15 @@ impl References {
         self.order.is_empty()
     }
 
-    /// The 16 bytes of an id of the usual form (`n` and 32 lowercase hex digits).
-    fn id_bytes(id: &NotificationId) -> Option<[u8; 16]> {
-        let digits = id.as_str().strip_prefix('n')?.as_bytes();
-        if digits.len() != 32 {
-            return None;
-        }
-        // upper-case digits would come back lower-case: such an id is not packed
-        if !digits
-            .iter()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return None;
-        }
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(digits, &mut out).ok()?;
-        Some(out)
-    }
-
+    /// The packed form, if every entry has one.
     fn packed(&self) -> Option<String> {
         let mut packed = Vec::with_capacity(self.order.len() * PACKED);
-        for (r, id) in &self.order {
+        for (r, held) in &self.order {
+            let Held::Bytes(b) = held else {
+                return None;
+            };
             packed.extend_from_slice(&u16::try_from(*r).ok()?.to_le_bytes());
-            packed.extend_from_slice(&Self::id_bytes(id)?);
+            packed.extend_from_slice(b);
         }
         Some(crate::packed::pack(&packed))
     }
@@ -99,8 +152,8 @@ impl Serialize for References {
             return s.serialize_str(&packed);
         }
         let mut seq = s.serialize_seq(Some(self.order.len()))?;
-        for entry in &self.order {
-            seq.serialize_element(entry)?;
+        for (r, held) in &self.order {
+            seq.serialize_element(&(r, held.id()))?;
         }
         seq.end()
     }
@@ -129,11 +182,9 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
         let mut out = References::default();
         for entry in packed.chunks_exact(PACKED) {
             let r = u16::from_le_bytes([entry[0], entry[1]]);
-            let mut id = [b'n'; 33];
-            hex::encode_to_slice(&entry[2..], &mut id[1..])
-                .map_err(|e| E::custom(format!("references: {e}")))?;
-            let id = String::from_utf8_lossy(&id).into_owned();
-            out.push(u32::from(r), NotificationId(id));
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&entry[2..]);
+            out.push_held(u32::from(r), Held::Bytes(id));
         }
         Ok(out)
     }
@@ -142,7 +193,7 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<References, A::Error> {
         let mut out = References::default();
         while let Some(Entry(r, id)) = seq.next_element()? {
-            out.push(r, id);
+            out.push(r, &id);
         }
         Ok(out)
     }
@@ -189,13 +240,13 @@ mod tests {
     fn is_bounded_and_round_trips_packed() {
         let mut r = References::default();
         for i in 0..References::CAPACITY + 20 {
-            r.push(i as u32 % 999 + 1, id(i));
+            r.push(i as u32 % 999 + 1, &id(i));
         }
         assert_eq!(r.len(), References::CAPACITY);
-        assert_eq!(r.by_number(120), Some(&id(119)));
+        assert_eq!(r.by_number(120), Some(id(119)));
         assert_eq!(r.number_of(&id(119)), Some(120));
         assert_eq!(r.by_number(20), None, "the oldest are forgotten");
-        assert_eq!(r.latest(), Some(&id(119)));
+        assert_eq!(r.latest(), Some(id(119)));
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.starts_with('"'), "packed: {json}");
         assert!(json.len() <= 2_402, "{} bytes", json.len());
@@ -203,8 +254,8 @@ mod tests {
         assert_eq!(back, r);
         // a number taken again leaves its old notification
         let mut again = back;
-        again.push(120, id(1000));
-        assert_eq!(again.by_number(120), Some(&id(1000)));
+        again.push(120, &id(1000));
+        assert_eq!(again.by_number(120), Some(id(1000)));
         assert_eq!(again.number_of(&id(119)), None);
         assert_eq!(again.len(), References::CAPACITY);
     }
@@ -212,15 +263,18 @@ mod tests {
     #[test]
     fn ids_of_another_form_are_written_as_a_list() {
         let mut r = References::default();
-        r.push(1, id(1));
-        r.push(2, NotificationId("n2".into()));
+        r.push(1, &id(1));
+        r.push(2, &NotificationId("n2".into()));
+        assert_eq!(r.number_of(&id(1)), Some(1));
+        assert_eq!(r.number_of(&NotificationId("n2".into())), Some(2));
+        assert_eq!(r.by_number(1), Some(id(1)));
         let json = serde_json::to_string(&r).unwrap();
         assert!(json.starts_with('['), "{json}");
         let back: References = serde_json::from_str(&json).unwrap();
         assert_eq!(back, r);
         // upper-case hex is not the usual form either: kept as written
         let mut upper = References::default();
-        upper.push(3, NotificationId(format!("n{}", "AB".repeat(16))));
+        upper.push(3, &NotificationId(format!("n{}", "AB".repeat(16))));
         let back: References =
             serde_json::from_str(&serde_json::to_string(&upper).unwrap()).unwrap();
         assert_eq!(back, upper);
@@ -232,8 +286,8 @@ mod tests {
             serde_json::from_str(r#"[[7,"n1","Disk full"],[8,"n2","a \"quoted\" title"]]"#)
                 .unwrap();
         assert_eq!(old.len(), 2);
-        assert_eq!(old.by_number(8), Some(&NotificationId("n2".into())));
-        assert_eq!(old.latest(), Some(&NotificationId("n2".into())));
+        assert_eq!(old.by_number(8), Some(NotificationId("n2".into())));
+        assert_eq!(old.latest(), Some(NotificationId("n2".into())));
     }
 
     #[test]

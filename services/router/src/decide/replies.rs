@@ -40,7 +40,7 @@ pub fn reply(
         ReplyCommand::Ack(target) => {
             let ids: Vec<NotificationId> = match target {
                 AckTarget::Latest => latest_pending(&r.reach).into_iter().collect(),
-                AckTarget::Reference(n) => r.reach.by_reference(n).cloned().into_iter().collect(),
+                AckTarget::Reference(n) => r.reach.by_reference(n).into_iter().collect(),
                 AckTarget::All => r
                     .reach
                     .escalations
@@ -250,5 +250,5 @@ fn latest_pending(reach: &Reach) -> Option<NotificationId> {
         .filter(|e| !e.acked)
         .max_by_key(|e| (e.notification.created_at_ms, e.reference))
         .map(|e| e.notification.id.clone())
-        .or_else(|| reach.references.latest().cloned())
+        .or_else(|| reach.references.latest())
 }
