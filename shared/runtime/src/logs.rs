@@ -24,37 +24,40 @@ pub fn init_tracing() {
 }
 
 /// The text format's fields: `name=value`, the message bare, control characters escaped.
+/// Each value is written straight into the line through [`Escaped`]: spans are formatted when
+/// they are made, one per message an avatar handles, so this runs on the hot path.
 pub fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
     tracing_subscriber::fmt::format::debug_fn(|w: &mut Writer<'_>, field, value| {
-        let raw = format!("{value:?}");
-        let text = escape_controls(&raw);
-        if field.name() == "message" {
-            w.write_str(&text)
-        } else {
-            write!(w, "{}={text}", field.name())
+        if field.name() != "message" {
+            write!(w, "{}=", field.name())?;
         }
+        write!(Escaped(w), "{value:?}")
     })
     .delimited(" ")
 }
 
-/// `s` with every control character written as an escape (`\n`, `\r`, `\t`, `\u{1b}`).
-pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return s.into();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+/// Writes through to `W` with every control character written as an escape (`\n`, `\r`,
+/// `\t`, `\u{1b}`), so input that reaches a log line cannot start another.
+struct Escaped<W>(W);
+
+impl<W: std::fmt::Write> std::fmt::Write for Escaped<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut start = 0;
+        for (i, c) in s.char_indices() {
+            if !c.is_control() {
+                continue;
             }
-            c => out.push(c),
+            self.0.write_str(&s[start..i])?;
+            start = i + c.len_utf8();
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
         }
+        self.0.write_str(&s[start..])
     }
-    out.into()
 }
 
 #[cfg(test)]
@@ -95,5 +98,12 @@ mod tests {
         assert!(text.contains("title=Bike\\n2026"), "{text}");
         assert!(text.contains("fetched Bike\\n"), "{text}");
         assert!(text.contains(r#"sender="eve\r\n""#), "{text}");
+    }
+
+    #[test]
+    fn every_control_character_is_escaped_and_the_rest_kept() {
+        let mut out = String::new();
+        Escaped(&mut out).write_str("a\tb\u{7}c\u{85}é\n").unwrap();
+        assert_eq!(out, r"a\tb\u{7}c\u{85}é\n");
     }
 }
