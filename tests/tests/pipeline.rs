@@ -486,10 +486,19 @@ async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -
         tocsin_bus::encode(&note("noted"))?,
         tocsin_bus::encode(&note("seen"))?,
     );
+    // a record of a user in another silo does not belong in this silo's envelope
+    let stranger = (0..1000)
+        .filter_map(|i| tocsin_model::UserId::parse(&format!("ustranger{i}")).ok())
+        .find(|u| bus.silo_of(u) != bus.silo_of(&user))
+        .ok_or_else(|| anyhow::anyhow!("no user of another silo among 1,000 names"))?;
+    let strayed = tocsin_bus::encode(&tocsin_model::HistoryRecord::Forget {
+        user: stranger.clone(),
+    })?;
     let payload = tocsin_bus::envelope::encode([
         ("good-1", &good1[..]),
         ("bad", &b"{\"not\":\"a record\"}"[..]),
         ("good-2", &good2[..]),
+        ("strayed", &strayed[..]),
     ]);
     let subject = bus.subjects().history_envelope(bus.silo_of(&user));
     bus.publish(subject.clone(), "env-test-1", payload).await?;
@@ -497,6 +506,12 @@ async fn an_envelope_with_a_bad_record_keeps_the_good_ones_and_names_the_bad() -
     assert_eq!(letter["original_subject"], subject);
     let reason = letter["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("record 1 (bad): "), "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "; record 3 (strayed): record for user {stranger} arrived on the wrong subject"
+        )),
+        "{reason}"
+    );
     let kinds = |items: Vec<serde_json::Value>| -> Vec<String> {
         items
             .iter()

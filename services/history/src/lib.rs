@@ -344,28 +344,36 @@ fn read_records(
     let enveloped = tocsin_bus::envelope::is_envelope(&msg.payload);
     let mut records = Vec::with_capacity(parts.len());
     let mut problems = Vec::new();
+    // an envelope's records are all of one silo: its subject is made once, not per record
+    let mut envelope_of: Option<(u32, String)> = None;
     for (i, part) in parts.iter().enumerate() {
-        let place = match enveloped {
+        let place = || match enveloped {
             true => format!("record {i} ({}): ", part.id),
             false => String::new(),
         };
         match tocsin_bus::decode_with(&part.payload, "history record", HistoryRecord::from_json) {
             Ok(r) => {
                 let silo = bus.silo_of(r.user());
-                let expected = match enveloped {
-                    true => bus.subjects().history_envelope(silo),
-                    false => bus.subjects().history(silo, r.user().as_str()),
+                let on_its_subject = match enveloped {
+                    true => {
+                        if envelope_of.as_ref().is_none_or(|(k, _)| *k != silo) {
+                            envelope_of = Some((silo, bus.subjects().history_envelope(silo)));
+                        }
+                        envelope_of.as_ref().is_some_and(|(_, e)| e == subject)
+                    }
+                    false => bus.subjects().history(silo, r.user().as_str()) == subject,
                 };
-                if expected == subject {
+                if on_its_subject {
                     records.push(r);
                 } else {
                     problems.push(format!(
-                        "{place}record for user {} arrived on the wrong subject",
+                        "{}record for user {} arrived on the wrong subject",
+                        place(),
                         r.user()
                     ));
                 }
             }
-            Err(e) => problems.push(format!("{place}{e}")),
+            Err(e) => problems.push(format!("{}{e}", place())),
         }
     }
     (records, problems)
