@@ -49,7 +49,10 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        tocsin_model::to_hex(&mac.finalize().into_bytes())
+    )
 }
 
 /// Classify an HTTP status from `what` (`the webhook`, `ntfy`, …).

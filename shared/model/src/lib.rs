@@ -83,7 +83,20 @@ pub fn digest(parts: &[&str]) -> String {
         }
         h.update(p.as_bytes());
     }
-    hex::encode(h.finalize())
+    to_hex(&h.finalize())
+}
+
+/// `bytes` in lower-case hex. Written two digits a byte into a String made once (`hex::encode`
+/// collects one char at a time: 1.5 % of a burst's samples when every event id, notification
+/// id and acknowledgement link went through it).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// Check a feed URL's shape: absolute `http`/`https` with a host, at most 2048 bytes, no
@@ -130,5 +143,18 @@ mod url_tests {
         ] {
             assert!(validate_feed_url(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::{digest, to_hex};
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(to_hex(&all), hex::encode(&all));
+        assert_eq!(to_hex(&[]), "");
+        assert_eq!(digest(&["a", "b"]).len(), 64);
     }
 }

@@ -157,7 +157,7 @@ pub fn ack_signature(token_hash: &str, notification: &NotificationId) -> String 
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
     mac.update(b"ack\0");
     mac.update(notification.as_str().as_bytes());
-    hex::encode(&mac.finalize().into_bytes()[..16])
+    crate::to_hex(&mac.finalize().into_bytes()[..16])
 }
 
 /// Constant-time check of a link signature.

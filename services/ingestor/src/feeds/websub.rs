@@ -338,7 +338,10 @@ mod tests {
         let body = b"<feed/>";
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"k").unwrap();
         mac.update(body);
-        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let good = format!(
+            "sha256={}",
+            tocsin_model::to_hex(&mac.finalize().into_bytes())
+        );
         assert!(signature_ok("k", Some(&good), body));
         assert!(!signature_ok("other", Some(&good), body));
         assert!(!signature_ok("k", Some(&good), b"<feed>tampered</feed>"));
@@ -350,7 +353,7 @@ mod tests {
             "k",
             Some(&format!(
                 "sha1={}",
-                hex::encode(mac.finalize().into_bytes())
+                tocsin_model::to_hex(&mac.finalize().into_bytes())
             )),
             body
         ));
