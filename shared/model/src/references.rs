@@ -181,10 +181,12 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
             .map_err(E::custom)?;
         let mut out = References::default();
         for entry in packed.chunks_exact(PACKED) {
-            let r = u16::from_le_bytes([entry[0], entry[1]]);
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&entry[2..]);
-            out.push_held(u32::from(r), Held::Bytes(id));
+            // split by type, not by index: an entry of another length cannot reach a panic
+            let (r, id) = entry
+                .split_first_chunk::<2>()
+                .and_then(|(r, id)| Some((*r, <[u8; 16]>::try_from(id).ok()?)))
+                .ok_or_else(|| E::custom("references: an entry of the wrong length"))?;
+            out.push_held(u32::from(u16::from_le_bytes(r)), Held::Bytes(id));
         }
         Ok(out)
     }
