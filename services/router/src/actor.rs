@@ -133,10 +133,14 @@ impl Avatar {
             return;
         }
         let kind = parsed.kind();
-        let span = tracing::Span::current();
-        span.record("kind", kind);
-        if let Some(id) = notification_of(&parsed) {
-            span.record("notification", id.as_str());
+        // the message span exists at debug level only; otherwise the current span is the
+        // avatar's, and looking it up per message would be work for nothing
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            let span = tracing::Span::current();
+            span.record("kind", kind);
+            if let Some(id) = notification_of(&parsed) {
+                span.record("notification", id.as_str());
+            }
         }
         let cmd_id = match &parsed {
             AvatarMessage::Command { command_id, .. } => command_id.clone(),
