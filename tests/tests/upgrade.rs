@@ -190,5 +190,9 @@ async fn the_previous_releases_store_upgrades_without_losing_anything() -> anyho
     assert!(read >= 5, "only {read} records read");
     bus.drain().await;
     drop(up);
+    // made before `tocsin up` recorded its silo count: it kept the built-in 16 its streams were
+    // made with (a new data directory takes 4, ADR 0032), and that is now recorded
+    let recorded = std::fs::read_to_string(data.path().join("silo-count"))?;
+    assert_eq!(recorded, "16\n");
     Ok(())
 }

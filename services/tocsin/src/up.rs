@@ -43,12 +43,17 @@ pub(crate) async fn up(
             k
         }
     };
+    // the silo count this data directory's installation was made with (ADR 0032)
+    let own_nats = nats_url.is_none();
+    let silos_file = data.join("silo-count");
+    let silos = recorded_silos(&silos_file, own_nats, &data.join("nats"))?;
     let source = local_source(
         ConfigSource::from_process(config),
         &data,
         admin,
         vapid,
         allow_loopback,
+        silos,
     );
     let doc = source.load().map_err(|e| anyhow!(e))?;
     let mut cfg = match AllConfig::load(&doc) {
@@ -61,6 +66,9 @@ pub(crate) async fn up(
             return Ok(ExitCode::from(tocsin_runtime::EXIT_CONFIG));
         }
     };
+    if own_nats && !silos_file.exists() {
+        write_private(&silos_file, &format!("{}\n", cfg.router.bus.silo_count))?;
+    }
     let mut nats = None;
     // the operators' identity, for tocsin up's own look at the bus
     let mut admin_seed = cfg.history.bus.nkey_seed_file.clone();
@@ -96,10 +104,11 @@ pub(crate) async fn up(
         )
         .map_err(|e| anyhow!(e))?;
         eprintln!(
-            "nats-server {} on {} (store {})",
+            "nats-server {} on {} (store {}; users in {} silos)",
             binary.display(),
             local.url(),
-            data.join("nats").display()
+            data.join("nats").display(),
+            cfg.router.bus.silo_count
         );
         cfg.set_nats_url(&local.url());
         nats = Some(local);
@@ -264,6 +273,38 @@ pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
     Ok(())
 }
 
+/// Silos for an installation `tocsin up` makes on one machine: its streams, consumers, outboxes
+/// and history files are per silo, and a machine's few cores batch better in a few of them
+/// (ADR 0032).
+pub(crate) const ONE_MACHINE_SILOS: u32 = 4;
+
+/// The default `bus.silo_count` for `tocsin up` on this data directory: the count recorded in
+/// `file` when the directory's installation was made; for a new installation on its own bus (no
+/// `nats_store` yet), [`ONE_MACHINE_SILOS`]; otherwise none, which leaves the built-in default
+/// (16), the count of every installation made before the record was kept or whose bus is
+/// elsewhere. The configuration file and the environment outrank it; the silo streams refuse a
+/// count they were not made for.
+fn recorded_silos(file: &Path, own_nats: bool, nats_store: &Path) -> Result<Option<u32>> {
+    match std::fs::read_to_string(file) {
+        Ok(s) => {
+            let n = s.trim().parse::<u32>().with_context(|| {
+                format!(
+                    "{} should hold the number of silos this installation was made with, \
+                     not {:?}; write the number its silo streams were made for (the services \
+                     name it if it is wrong)",
+                    file.display(),
+                    s.trim()
+                )
+            })?;
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((own_nats && !nats_store.exists()).then_some(ONE_MACHINE_SILOS))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", file.display())),
+    }
+}
+
 /// `tocsin up`'s configuration: local defaults (data under `data`, the admin token kept there,
 /// loopback feeds and webhooks allowed because the demo feed is on loopback, SMTP on
 /// 127.0.0.1:2525) rank below the file and the environment; `--no-loopback-feeds` on the
@@ -274,6 +315,7 @@ fn local_source(
     admin: String,
     vapid: String,
     allow_loopback: bool,
+    silos: Option<u32>,
 ) -> ConfigSource {
     let defaults = [
         (
@@ -302,6 +344,11 @@ fn local_source(
     source
         .defaults
         .extend(defaults.map(|(k, v)| (k.to_owned(), v)));
+    if let Some(n) = silos {
+        source
+            .defaults
+            .insert("bus.silo_count".to_owned(), n.to_string());
+    }
     if !allow_loopback {
         for k in [
             "TOCSIN_INGESTOR__ALLOW_LOOPBACK",
@@ -336,6 +383,64 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&token).unwrap(), "adm_new");
     }
 
+    #[test]
+    fn a_new_installation_takes_four_silos_and_an_existing_one_keeps_its_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("silo-count");
+        let store = dir.path().join("nats");
+        // a new data directory on its own bus: the one-machine count
+        assert_eq!(recorded_silos(&file, true, &store).unwrap(), Some(4));
+        // on another bus, or with a bus store made before the record was kept: the built-in
+        // default, which is what such an installation was made with
+        assert_eq!(recorded_silos(&file, false, &store).unwrap(), None);
+        std::fs::create_dir(&store).unwrap();
+        assert_eq!(recorded_silos(&file, true, &store).unwrap(), None);
+        // the record wins wherever the bus is
+        std::fs::write(&file, "16\n").unwrap();
+        assert_eq!(recorded_silos(&file, true, &store).unwrap(), Some(16));
+        assert_eq!(recorded_silos(&file, false, &store).unwrap(), Some(16));
+        // and one that is not a number is named, with what to do
+        std::fs::write(&file, "four").unwrap();
+        let e = format!("{:#}", recorded_silos(&file, true, &store).unwrap_err());
+        assert!(e.contains("silo-count") && e.contains("\"four\""), "{e}");
+        assert!(
+            e.contains("the number its silo streams were made for"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_recorded_count_ranks_below_the_file_and_a_missing_one_leaves_sixteen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tocsin.toml");
+        std::fs::write(&file, "[bus]\nsilo_count = 8\n").unwrap();
+        let with = |source: ConfigSource| {
+            load(local_source(
+                source,
+                dir.path(),
+                String::new(),
+                String::new(),
+                true,
+                Some(4),
+            ))
+        };
+        assert_eq!(with(ConfigSource::default()).router.bus.silo_count, 4);
+        let from_file = ConfigSource {
+            file: Some(file),
+            ..Default::default()
+        };
+        assert_eq!(with(from_file).router.bus.silo_count, 8);
+        let none = local_source(
+            ConfigSource::default(),
+            dir.path(),
+            String::new(),
+            String::new(),
+            true,
+            None,
+        );
+        assert_eq!(load(none).router.bus.silo_count, 16);
+    }
+
     fn load(source: ConfigSource) -> AllConfig {
         AllConfig::load(&source.load().unwrap()).unwrap()
     }
@@ -364,6 +469,7 @@ mod tests {
             admin.clone(),
             String::new(),
             true,
+            None,
         ));
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2626");
         assert!(!cfg.ingestor.ingestor.allow_loopback);
@@ -382,6 +488,7 @@ mod tests {
             admin.clone(),
             String::new(),
             true,
+            None,
         );
         let cfg = load(nothing);
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2525");
@@ -403,10 +510,18 @@ mod tests {
             admin.clone(),
             String::new(),
             true,
+            None,
         ));
         assert_eq!(cfg.ingestor.ingestor.smtp_listen, "127.0.0.1:2727");
 
-        let flag = local_source(ConfigSource::default(), &data, admin, String::new(), false);
+        let flag = local_source(
+            ConfigSource::default(),
+            &data,
+            admin,
+            String::new(),
+            false,
+            None,
+        );
         let cfg = load(flag);
         assert!(!cfg.ingestor.ingestor.allow_loopback && !cfg.delivery.delivery.allow_loopback);
     }

@@ -299,5 +299,15 @@ fn tocsin_up_runs_the_walkthrough_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "tocsin up exited with {status}");
+    // a new installation on one machine took 4 silos, recorded for its later starts (ADR 0032)
+    let recorded = std::fs::read_to_string(data.join("silo-count")).expect("the recorded count");
+    assert_eq!(recorded, "4\n");
+    let mut stores: Vec<String> = std::fs::read_dir(data.join("history"))
+        .expect("history's data directory")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    stores.sort();
+    assert_eq!(stores, ["silo-0.db", "silo-1.db", "silo-2.db", "silo-3.db"]);
     let _ = std::fs::remove_dir_all(&data);
 }
