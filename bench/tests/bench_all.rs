@@ -20,7 +20,8 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     println!("{table}");
 
     // the pipeline: every notification stored and delivered, in both runs
-    for r in [&report.burst, &report.steady] {
+    assert_eq!(report.steady.len(), opts.steady.len());
+    for r in std::iter::once(&report.burst).chain(&report.steady) {
         for f in [&r.baseline, &r.pipeline, &r.delivered] {
             assert_eq!(f.count, r.options.notifications);
             assert!(
@@ -70,7 +71,7 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     // history's store, and what a notification cost in CPU beside a raw message
     let st = &report.store;
     assert!(st.tocsin.wall_us > 0.0 && st.bare.wall_us > 0.0, "{st:?}");
-    for r in [&report.burst, &report.steady] {
+    for r in std::iter::once(&report.burst).chain(&report.steady) {
         let (raw, ours) = r.cpu.expect("/proc is readable on Linux");
         assert!(
             raw.total_us() > 0.0 && ours.total_us() > 0.0,
@@ -80,8 +81,8 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
 
     // one table, a row per figure, each with its baseline and (where one applies) a ratio
     for row in [
-        "publish → delivered (sink), 500 as fast as they go",
-        "publish → history, 300 at 300/s offered",
+        "publish → delivered (sink), 500 as fast as they go, 4 silos",
+        "publish → history, 300 at 300/s offered, 4 silos",
         "one feed item to 300 subscribers",
         "feed polling, 300 feeds",
         "router memory, 2,000 registered",
