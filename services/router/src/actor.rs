@@ -24,8 +24,14 @@ pub(crate) struct Avatar {
     pub(crate) revision: u64,
     pub(crate) loaded: bool,
     pub(crate) dirty: bool,
-    /// Handled but not yet acked.
-    pub(crate) pending: Vec<Handed>,
+    /// Handled but not yet acked: kept in the boxes they came in. A `Handed` is 408 bytes and
+    /// a vector's first room is for four, so unboxed, an avatar waiting for its checkpoint with
+    /// one message held 1.6 KB (measured with heaptrack: a third of an active avatar).
+    #[allow(
+        clippy::vec_box,
+        reason = "a Handed is 408 bytes; a vector's room is for four"
+    )]
+    pub(crate) pending: Vec<Box<Handed>>,
     /// The outputs of the messages handled so far, for the silo's outbox.
     pub(crate) outgoing: Vec<tocsin_bus::Outgoing>,
     pub(crate) outbox: tocsin_bus::Outbox,
@@ -78,7 +84,7 @@ impl Avatar {
                 kind = tracing::field::Empty,
                 notification = tracing::field::Empty,
             );
-            Box::pin(self.handle(*msg).instrument(span)).await;
+            Box::pin(self.handle(msg).instrument(span)).await;
             if !self.pending.is_empty() && self.pending_since.is_none() {
                 self.pending_since = Some(tokio::time::Instant::now());
             }
@@ -94,7 +100,7 @@ impl Avatar {
         debug!("avatar evicted");
     }
 
-    async fn handle(&mut self, msg: Handed) {
+    async fn handle(&mut self, msg: Box<Handed>) {
         if let Some(until) = self.hold_until {
             let now = tokio::time::Instant::now();
             if now < until {
@@ -331,8 +337,7 @@ impl Avatar {
             // the scheduler wakes the avatar once more and finds nothing due
             debug!(error = %e, "cannot clear the escalation timer");
         }
-        // taken, not drained: an idle avatar keeps no room for messages (408 bytes each) it
-        // no longer holds
+        // taken, not drained: an idle avatar keeps no room for messages it no longer holds
         Box::pin(settle_all(
             &self.ctx.bus,
             std::mem::take(&mut self.pending),
@@ -414,7 +419,11 @@ impl Avatar {
 /// Settle each of `msgs` alike, in order. Its own future, boxed where it is awaited: the state
 /// of a settle (an ack on its way) would otherwise be part of every checkpoint's future, which
 /// a fan-out's avatars all hold at once while their records are written.
-async fn settle_all(bus: &tocsin_bus::Bus, msgs: Vec<Handed>, disposition: Disposition) {
+#[allow(
+    clippy::vec_box,
+    reason = "the avatar's pending messages, boxed as they came"
+)]
+async fn settle_all(bus: &tocsin_bus::Bus, msgs: Vec<Box<Handed>>, disposition: Disposition) {
     for msg in msgs {
         msg.settle(bus, disposition.clone()).await;
     }
