@@ -25,7 +25,8 @@ pub fn init_tracing() {
 
 /// The text format's fields: `name=value`, the message bare, control characters escaped.
 /// Each value is written straight into the line through [`Escaped`]: spans are formatted when
-/// they are made, one per message an avatar handles, so this runs on the hot path.
+/// they are made, one per active avatar and one per delivery job (and per message an avatar
+/// handles at debug level), so this runs on the hot path.
 pub fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
     tracing_subscriber::fmt::format::debug_fn(|w: &mut Writer<'_>, field, value| {
         if field.name() != "message" {
