@@ -66,9 +66,6 @@ pub(crate) async fn up(
             return Ok(ExitCode::from(tocsin_runtime::EXIT_CONFIG));
         }
     };
-    if own_nats && !silos_file.exists() {
-        write_private(&silos_file, &format!("{}\n", cfg.router.bus.silo_count))?;
-    }
     let mut nats = None;
     // the operators' identity, for tocsin up's own look at the bus
     let mut admin_seed = cfg.history.bus.nkey_seed_file.clone();
@@ -136,6 +133,11 @@ pub(crate) async fn up(
     if let Err(e) = ready {
         shutdown.cancel();
         bail!("tocsin did not become ready: {e:#}");
+    }
+    // recorded once the services are running, so the silo streams have accepted the count: a
+    // count they refused (a file naming another one) is not written down as the installation's
+    if own_nats && !silos_file.exists() {
+        write_private(&silos_file, &format!("{}\n", cfg.router.bus.silo_count))?;
     }
     let demo_file = data.join("demo-user.json");
     let demo = match std::fs::read_to_string(&demo_file)
@@ -276,7 +278,7 @@ pub(crate) fn write_private(path: &Path, content: &str) -> Result<()> {
 /// Silos for an installation `tocsin up` makes on one machine: its streams, consumers, outboxes
 /// and history files are per silo, and a machine's few cores batch better in a few of them
 /// (ADR 0032).
-pub(crate) const ONE_MACHINE_SILOS: u32 = 4;
+const ONE_MACHINE_SILOS: u32 = 4;
 
 /// The default `bus.silo_count` for `tocsin up` on this data directory: the count recorded in
 /// `file` when the directory's installation was made; for a new installation on its own bus (no
@@ -286,18 +288,16 @@ pub(crate) const ONE_MACHINE_SILOS: u32 = 4;
 /// count they were not made for.
 fn recorded_silos(file: &Path, own_nats: bool, nats_store: &Path) -> Result<Option<u32>> {
     match std::fs::read_to_string(file) {
-        Ok(s) => {
-            let n = s.trim().parse::<u32>().with_context(|| {
-                format!(
-                    "{} should hold the number of silos this installation was made with, \
+        Ok(s) => match s.trim().parse::<u32>() {
+            Ok(n) if (1..=4096).contains(&n) => Ok(Some(n)),
+            _ => bail!(
+                "{} should hold the number of silos this installation was made with (1-4096), \
                      not {:?}; write the number its silo streams were made for (the services \
                      name it if it is wrong)",
-                    file.display(),
-                    s.trim()
-                )
-            })?;
-            Ok(Some(n))
-        }
+                file.display(),
+                s.trim()
+            ),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Ok((own_nats && !nats_store.exists()).then_some(ONE_MACHINE_SILOS))
         }
@@ -400,13 +400,18 @@ mod tests {
         assert_eq!(recorded_silos(&file, true, &store).unwrap(), Some(16));
         assert_eq!(recorded_silos(&file, false, &store).unwrap(), Some(16));
         // and one that is not a number is named, with what to do
-        std::fs::write(&file, "four").unwrap();
-        let e = format!("{:#}", recorded_silos(&file, true, &store).unwrap_err());
-        assert!(e.contains("silo-count") && e.contains("\"four\""), "{e}");
-        assert!(
-            e.contains("the number its silo streams were made for"),
-            "{e}"
-        );
+        for bad in ["four", "0", "5000"] {
+            std::fs::write(&file, bad).unwrap();
+            let e = format!("{:#}", recorded_silos(&file, true, &store).unwrap_err());
+            assert!(
+                e.contains("silo-count") && e.contains(&format!("{bad:?}")),
+                "{e}"
+            );
+            assert!(
+                e.contains("the number its silo streams were made for"),
+                "{e}"
+            );
+        }
     }
 
     #[test]
