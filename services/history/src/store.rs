@@ -181,6 +181,12 @@ impl Store {
                     "INSERT OR IGNORE INTO entries (seq, at_ms, kind, channel, detail) SELECT seq, ?2, ?3, ?4, ?5 FROM notifications WHERE id = ?1 AND user = ?6",
                 )
                 .map_err(err)?;
+            // the entry of a notification this batch has just stored: its `seq` is known
+            let mut tl_seq = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO entries (seq, at_ms, kind, channel, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
             for rec in records {
                 let user = rec.user().as_str();
                 let (nid, entry) = match rec {
@@ -204,6 +210,16 @@ impl Store {
                                 user: n.user.clone(),
                                 doc,
                             });
+                            tl_seq
+                                .execute(params![
+                                    seq,
+                                    entry.at_ms,
+                                    entry.kind,
+                                    entry.channel.map(|c| c.as_str()).unwrap_or(""),
+                                    entry.detail,
+                                ])
+                                .map_err(err)?;
+                            continue;
                         }
                         (n.id.as_str(), entry)
                     }
