@@ -8,7 +8,7 @@
 pub use crate::reader::{PAGE_BYTES, QUERY_TIME, Reader, fts_query};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
-use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord};
+use tocsin_model::{HistoryPage, HistoryQuery, HistoryRecord, TimelineEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -94,6 +94,11 @@ fn forget(tx: &rusqlite::Transaction<'_>, user: &str) -> rusqlite::Result<()> {
     )?;
     tx.execute("DELETE FROM notifications WHERE user = ?1", params![user])?;
     Ok(())
+}
+
+/// A timeline entry's channel as its row keeps it ("" for none).
+fn stored_channel(entry: &TimelineEntry) -> &'static str {
+    entry.channel.map(|c| c.as_str()).unwrap_or("")
 }
 
 impl Store {
@@ -215,7 +220,7 @@ impl Store {
                                     seq,
                                     entry.at_ms,
                                     entry.kind,
-                                    entry.channel.map(|c| c.as_str()).unwrap_or(""),
+                                    stored_channel(entry),
                                     entry.detail,
                                 ])
                                 .map_err(err)?;
@@ -238,7 +243,7 @@ impl Store {
                     nid,
                     entry.at_ms,
                     entry.kind,
-                    entry.channel.map(|c| c.as_str()).unwrap_or(""),
+                    stored_channel(entry),
                     entry.detail,
                     user
                 ])
