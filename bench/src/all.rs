@@ -325,6 +325,15 @@ impl AllReport {
                     ratio: format!("{:.2}", ours.total_us() / raw.total_us().max(0.001)),
                 });
             }
+            let (raw, ours) = &r.writes;
+            rows.push(Row {
+                figure: format!(
+                    "  JetStream writes per notification, {label}, {silos} silos (KV included)"
+                ),
+                tocsin: format!("{:.2} (by stream below)", ours.total),
+                baseline: format!("{:.2} ({wq})", raw.total),
+                ratio: format!("{:.2}", ours.total / raw.total.max(0.001)),
+            });
         }
         let f = &self.feeds;
         if let Some(fan) = &f.fanout {
@@ -495,6 +504,20 @@ impl AllReport {
             "ratio: tocsin's rate / the baseline's (1 = as fast as the bare server or client), or its \
              p50 latency as a multiple of the baseline's\n",
         );
+        s.push_str(
+            "JetStream writes per notification by stream (stored messages; KV buckets as `kv`):\n",
+        );
+        for r in std::iter::once(&self.burst).chain(&self.steady) {
+            let o = &r.options;
+            let load = match o.rate {
+                0 => "burst".to_owned(),
+                rate => format!("{rate}/s"),
+            };
+            s.push_str(&format!(
+                "  {load}, {} silos: {}\n",
+                o.silo_count, r.writes.1
+            ));
+        }
         s
     }
 }

@@ -13,3 +13,4 @@ pub mod memory;
 pub mod pipeline;
 pub mod reach;
 pub mod store;
+pub mod writes;

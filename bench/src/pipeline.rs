@@ -8,6 +8,7 @@ use crate::common::{
     figures, notification,
 };
 use crate::cpu::{CpuMeter, CpuPer};
+use crate::writes::{WritesPer, settled, stored};
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -45,6 +46,9 @@ pub struct Report {
     /// The CPU each message cost the baseline and each notification cost tocsin (until the
     /// last was stored and delivered), where `/proc` could be read.
     pub cpu: Option<(CpuPer, CpuPer)>,
+    /// The JetStream writes (stored messages, KV included) each message cost the baseline and
+    /// each notification cost tocsin, over the same part as `cpu`.
+    pub writes: (WritesPer, WritesPer),
 }
 
 /// Per-hop latency percentiles (p50, p99) in ms, from the `routed` and `delivered` events'
@@ -100,6 +104,11 @@ impl Report {
                 ours.total_us() / raw.total_us().max(0.001)
             ));
         }
+        let (raw, ours) = &self.writes;
+        s.push_str(&format!(
+            "jetstream writes per message (stored, KV included): raw {:.2}; tocsin {ours}\n",
+            raw.total
+        ));
         for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
             s.push_str(&format!(
                 "{:<44} {:>10.3} {:>10.1} {:>10.1} {:>10.1}\n",
@@ -124,12 +133,15 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         .unwrap_or_default();
     let url = nats.url.clone();
     let meter = nats.cpu_meter();
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
     let before = meter.read();
+    let written = stored(&js).await?;
     let baseline = baseline(&url, &opts).await.context("baseline")?;
     let raw_cpu = before
         .zip(meter.read())
         .map(|(a, b)| a.per(b, baseline.count));
-    let (pipeline, delivered, hops, cpu) = pipeline(&url, &opts, &nats.store, meter)
+    let raw_writes = written.per(&stored(&js).await?, baseline.count);
+    let (pipeline, delivered, hops, (cpu, writes)) = pipeline(&url, &opts, &nats.store, meter)
         .await
         .context("pipeline")?;
     Ok(Report {
@@ -138,6 +150,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         delivered,
         hops,
         cpu: raw_cpu.zip(cpu),
+        writes: (raw_writes, writes),
         options: opts,
         nats_version: version,
     })
@@ -152,7 +165,7 @@ async fn pipeline(
     opts: &BenchOptions,
     store: &std::path::Path,
     meter: CpuMeter,
-) -> Result<(Figures, Figures, Hops, Option<CpuPer>)> {
+) -> Result<(Figures, Figures, Hops, (Option<CpuPer>, WritesPer))> {
     let (bus_cfg, router) = bench_router(url, "bench", opts.silo_count);
     let shutdown = CancellationToken::new();
     let history = tocsin_history::Config {
@@ -194,13 +207,17 @@ async fn pipeline(
     }
     let n = opts.notifications;
     let cpu_before = meter.read();
-    let (stored, delivered) = publish_and_wait(&bus, &users, n, "nbench", opts).await?;
+    let written = stored(bus.jetstream()).await?;
+    let (arrived, delivered) = publish_and_wait(&bus, &users, n, "nbench", opts).await?;
     let cpu = cpu_before.zip(meter.read()).map(|(a, b)| a.per(b, n));
+    // the writes that follow the last delivery (checkpoints, settled envelopes) are the run's too
+    settled(bus.jetstream(), opts.timeout).await?;
+    let writes = written.per(&stored(bus.jetstream()).await?, n);
     shutdown.cancel();
     let _ = r.await;
     let _ = h.await;
     let _ = d.await;
-    let (stored_in, stored_hist) = stored;
+    let (stored_in, stored_hist) = arrived;
     let ((delivered_in, delivered_hist), hops) = delivered;
     Ok((
         figures(
@@ -216,7 +233,7 @@ async fn pipeline(
             &delivered_hist,
         ),
         hops,
-        cpu,
+        (cpu, writes),
     ))
 }
 

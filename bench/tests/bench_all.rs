@@ -72,6 +72,15 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     let st = &report.store;
     assert!(st.tocsin.wall_us > 0.0 && st.bare.wall_us > 0.0, "{st:?}");
     for r in std::iter::once(&report.burst).chain(&report.steady) {
+        // every notification is at least its one publish into a silo stream; a raw message is
+        // exactly its one publish
+        let (raw_w, ours_w) = &r.writes;
+        assert!((raw_w.total - 1.0).abs() < 1e-9, "{raw_w:?}");
+        assert!(ours_w.total >= 1.0, "{ours_w:?}");
+        assert!(
+            ours_w.by_kind.iter().any(|(k, w)| k == "silo" && *w >= 1.0),
+            "{ours_w:?}"
+        );
         let (raw, ours) = r.cpu.expect("/proc is readable on Linux");
         assert!(
             raw.total_us() > 0.0 && ours.total_us() > 0.0,
