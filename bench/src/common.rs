@@ -305,6 +305,8 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
     let (elapsed, hist) = tokio::time::timeout(opts.timeout, consume)
         .await
         .context("baseline timed out")???;
+    // the last acks are on their way out of this connection's buffer: sent before it closes
+    bus.client().flush().await?;
     Ok(figures(
         "raw jetstream work queue (publish→ack)",
         n,

@@ -35,7 +35,8 @@ pub(crate) async fn stored(js: &async_nats::jetstream::Context) -> Result<Stored
 
 /// Wait until every consumer on the server has been given and has acked all its stream holds
 /// for it (the avatars' checkpoints made, every envelope settled): writes that follow the last
-/// delivery count too. `timeout` at most.
+/// delivery count too. `timeout` at most. The raw baselines' streams (kind `raw`) are not the
+/// pipeline's and are left out.
 pub(crate) async fn settled(
     js: &async_nats::jetstream::Context,
     timeout: std::time::Duration,
@@ -49,6 +50,9 @@ pub(crate) async fn settled(
             .await
             .context("list the server's streams")?
         {
+            if kind(&info.config.name) == "raw" {
+                continue;
+            }
             let stream = js.get_stream(&info.config.name).await?;
             let mut consumers = stream.consumers();
             while let Some(c) = consumers.try_next().await.context("list consumers")? {
