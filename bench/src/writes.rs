@@ -19,15 +19,20 @@ pub struct WritesPer {
     pub by_kind: Vec<(String, f64)>,
 }
 
+/// Every stream on the server `js` talks to, as it is now.
+async fn streams(
+    js: &async_nats::jetstream::Context,
+) -> Result<Vec<async_nats::jetstream::stream::Info>> {
+    js.streams()
+        .try_collect()
+        .await
+        .context("list the server's streams")
+}
+
 /// Read every stream's last sequence on the server `js` talks to.
 pub(crate) async fn stored(js: &async_nats::jetstream::Context) -> Result<Stored> {
     let mut by = BTreeMap::new();
-    let mut streams = js.streams();
-    while let Some(info) = streams
-        .try_next()
-        .await
-        .context("list the server's streams")?
-    {
+    for info in streams(js).await? {
         *by.entry(kind(&info.config.name)).or_default() += info.state.last_sequence;
     }
     Ok(Stored(by))
@@ -44,12 +49,7 @@ pub(crate) async fn settled(
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut busy = Vec::new();
-        let mut streams = js.streams();
-        while let Some(info) = streams
-            .try_next()
-            .await
-            .context("list the server's streams")?
-        {
+        for info in streams(js).await? {
             if kind(&info.config.name) == "raw" {
                 continue;
             }
