@@ -357,6 +357,12 @@ impl AllReport {
                 baseline: String::new(),
                 ratio: String::new(),
             });
+            rows.push(Row {
+                figure: "  JetStream writes per subscriber (KV included)".into(),
+                tocsin: format!("{:.2} (by stream below)", fan.writes.total),
+                baseline: format!("1 per message ({wq})"),
+                ratio: format!("{:.2}", fan.writes.total),
+            });
         }
         rows.push(rate_row(
             format!(
@@ -516,6 +522,13 @@ impl AllReport {
             s.push_str(&format!(
                 "  {load}, {} silos: {}\n",
                 o.silo_count, r.writes.1
+            ));
+        }
+        if let Some(fan) = &self.feeds.fanout {
+            s.push_str(&format!(
+                "  one item to {} subscribers, per subscriber: {}\n",
+                thousands(fan.subscribers as f64),
+                fan.writes
             ));
         }
         s

@@ -51,6 +51,9 @@ pub struct Fanout {
     pub settled_secs: f64,
     /// The same number of messages through raw JetStream (publish → consumed), for scale.
     pub baseline: crate::common::Figures,
+    /// JetStream writes per subscriber, from the item's appearance until the silos' streams
+    /// were empty (the records written, every input acked).
+    pub writes: crate::writes::WritesPer,
 }
 
 pub struct FeedReport {
@@ -115,6 +118,10 @@ impl FeedReport {
                 f.baseline.count as f64 / f.baseline.per_sec.max(0.001),
                 "ratio fan-out/baseline (rate)",
                 (f.subscribers as f64 / f.secs.max(0.001)) / f.baseline.per_sec.max(0.001),
+            ));
+            s.push_str(&format!(
+                "jetstream writes per subscriber (stored, KV included): {}\n",
+                f.writes
             ));
         }
         s
@@ -449,6 +456,7 @@ async fn fanout(
         };
         m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
     }
+    let written = crate::writes::stored(bus.jetstream()).await?;
     counters.fan_version.fetch_add(1, Ordering::SeqCst);
     let mut routed = 0usize;
     let done = loop {
@@ -487,6 +495,7 @@ async fn fanout(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let writes = written.per(&crate::writes::stored(bus.jetstream()).await?, n);
     let seen = counters
         .fan_seen
         .lock()
@@ -511,5 +520,6 @@ async fn fanout(
         secs: took.as_secs_f64(),
         settled_secs: settled.duration_since(seen).as_secs_f64(),
         baseline,
+        writes,
     })
 }

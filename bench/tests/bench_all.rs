@@ -37,6 +37,19 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     let fan = feeds.fanout.as_ref().expect("asked for");
     assert_eq!(fan.subscribers, opts.feeds.fanout);
     assert!(fan.secs > 0.0);
+    // the ingestor hands the item to the silos in bulk: well under one silo message per
+    // subscriber, while every subscriber's record is written
+    let silo = |w: &tocsin_bench::writes::WritesPer| {
+        w.by_kind
+            .iter()
+            .find(|(k, _)| k == "silo")
+            .map_or(0.0, |(_, w)| *w)
+    };
+    assert!(
+        silo(&fan.writes) > 0.0 && silo(&fan.writes) < 1.0,
+        "{:?}",
+        fan.writes
+    );
     // timers, instant messages, memory
     let reach = &report.reach;
     assert_eq!(reach.timers.count, opts.reach.users);
