@@ -511,7 +511,7 @@ impl AllReport {
              p50 latency as a multiple of the baseline's\n",
         );
         s.push_str(
-            "JetStream writes per notification by stream (stored messages; KV buckets as `kv`):\n",
+            "JetStream writes by stream, per notification or subscriber (stored messages; KV buckets as `kv`):\n",
         );
         for r in std::iter::once(&self.burst).chain(&self.steady) {
             let o = &r.options;

@@ -47,7 +47,8 @@ pub struct Report {
     /// last was stored and delivered), where `/proc` could be read.
     pub cpu: Option<(CpuPer, CpuPer)>,
     /// The JetStream writes (stored messages, KV included) each message cost the baseline and
-    /// each notification cost tocsin, over the same part as `cpu`.
+    /// each notification cost tocsin: from where `cpu` starts until every consumer had acked
+    /// all it was given (later than `cpu` ends: checkpoints and settled envelopes count too).
     pub writes: (WritesPer, WritesPer),
 }
 
