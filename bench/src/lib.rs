@@ -7,6 +7,7 @@ pub mod archive;
 pub mod common;
 pub mod cpu;
 pub mod feeds;
+pub mod floor;
 pub mod jobs;
 pub mod mail;
 pub mod memory;

@@ -8,6 +8,7 @@ use crate::common::{
     figures, notification,
 };
 use crate::cpu::{CpuMeter, CpuPer};
+use crate::floor::Floor;
 use crate::writes::{WritesPer, settled, stored};
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -50,6 +51,9 @@ pub struct Report {
     /// each notification cost tocsin: from where `cpu` starts until every consumer had acked
     /// all it was given (later than `cpu` ends: checkpoints and settled envelopes count too).
     pub writes: (WritesPer, WritesPer),
+    /// The same notifications through tocsin's hops with none of its work ([`crate::floor`]):
+    /// what the shape itself costs on this server.
+    pub floor: Floor,
 }
 
 /// Per-hop latency percentiles (p50, p99) in ms, from the `routed` and `delivered` events'
@@ -84,8 +88,15 @@ impl Report {
             },
             self.nats_version
         );
+        let floor = &self.floor;
         s.push_str(&figure_rows(
-            &[&self.baseline, &self.pipeline, &self.delivered],
+            &[
+                &self.baseline,
+                &floor.stored,
+                &floor.delivered,
+                &self.pipeline,
+                &self.delivered,
+            ],
             44,
         ));
         let h = &self.hops;
@@ -94,30 +105,40 @@ impl Report {
             h.seen, h.routed.0, h.routed.1, h.to_delivered.0, h.to_delivered.1
         ));
         if let Some((raw, ours)) = &self.cpu {
+            let of = |c: &CpuPer| {
+                format!(
+                    "{:.1} + {:.1} = {:.1}",
+                    c.process_us,
+                    c.server_us,
+                    c.total_us()
+                )
+            };
+            let floor = floor.cpu.as_ref().map_or("-".into(), of);
             s.push_str(&format!(
-                "cpu per message, µs (this process + nats-server): raw {:.1} + {:.1} = {:.1}; tocsin {:.1} + {:.1} = {:.1} ({:.1}x)\n",
-                raw.process_us,
-                raw.server_us,
-                raw.total_us(),
-                ours.process_us,
-                ours.server_us,
-                ours.total_us(),
+                "cpu per message, µs (this process + nats-server): raw {}; floor {floor}; tocsin {} ({:.1}x)\n",
+                of(raw),
+                of(ours),
                 ours.total_us() / raw.total_us().max(0.001)
             ));
         }
         let (raw, ours) = &self.writes;
         s.push_str(&format!(
-            "jetstream writes per message (stored, KV included): raw {:.2}; tocsin {ours}\n",
-            raw.total
+            "jetstream writes per message (stored, KV included): raw {:.2}; floor {:.2}; tocsin {ours}\n",
+            raw.total, floor.writes.total
         ));
-        for (what, f) in [("stored", &self.pipeline), ("delivered", &self.delivered)] {
+        for (what, f, base, against) in [
+            ("stored", &self.pipeline, &self.baseline, "baseline"),
+            ("delivered", &self.delivered, &self.baseline, "baseline"),
+            ("stored", &self.pipeline, &floor.stored, "floor"),
+            ("delivered", &self.delivered, &floor.delivered, "floor"),
+        ] {
             s.push_str(&format!(
                 "{:<44} {:>10.3} {:>10.1} {:>10.1} {:>10.1}\n",
-                format!("ratio {what}/baseline (rate; latency x)"),
-                f.per_sec / self.baseline.per_sec,
-                f.p50_ms / self.baseline.p50_ms.max(0.001),
-                f.p99_ms / self.baseline.p99_ms.max(0.001),
-                f.p999_ms / self.baseline.p999_ms.max(0.001),
+                format!("ratio {what}/{against} (rate; latency x)"),
+                f.per_sec / base.per_sec,
+                f.p50_ms / base.p50_ms.max(0.001),
+                f.p99_ms / base.p99_ms.max(0.001),
+                f.p999_ms / base.p999_ms.max(0.001),
             ));
         }
         s
@@ -142,6 +163,9 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         .zip(meter.read())
         .map(|(a, b)| a.per(b, baseline.count));
     let raw_writes = written.per(&stored(&js).await?, baseline.count);
+    let floor = crate::floor::run(&url, &opts, &nats.store, meter)
+        .await
+        .context("the shape's floor")?;
     let (pipeline, delivered, hops, (cpu, writes)) = pipeline(&url, &opts, &nats.store, meter)
         .await
         .context("pipeline")?;
@@ -152,6 +176,7 @@ pub async fn run(opts: BenchOptions) -> Result<Report> {
         hops,
         cpu: raw_cpu.zip(cpu),
         writes: (raw_writes, writes),
+        floor,
         options: opts,
         nats_version: version,
     })
