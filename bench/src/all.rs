@@ -305,6 +305,34 @@ impl AllReport {
                     &r.baseline,
                 ));
             }
+            // the same notifications through tocsin's hops with none of its work: how much of
+            // the gap to the raw baseline is the shape's, how much tocsin's own
+            let floor = &r.floor;
+            rows.push(rate_row(
+                format!(
+                    "  the shape's floor (tocsin's hops, none of its work), {label}: delivered"
+                ),
+                floor.delivered.per_sec,
+                r.baseline.per_sec,
+                "/s",
+                wq,
+            ));
+            rows.push(Row {
+                figure: "    its latency p50 / p99 / p99.9 ms; ratio: tocsin's delivered p99 to it"
+                    .into(),
+                tocsin: format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    floor.delivered.p50_ms, floor.delivered.p99_ms, floor.delivered.p999_ms
+                ),
+                baseline: format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    r.baseline.p50_ms, r.baseline.p99_ms, r.baseline.p999_ms
+                ),
+                ratio: format!(
+                    "{:.1}x",
+                    r.delivered.p99_ms / floor.delivered.p99_ms.max(0.001)
+                ),
+            });
             if let Some((raw, ours)) = &r.cpu {
                 rows.push(Row {
                     figure: format!(
@@ -324,6 +352,21 @@ impl AllReport {
                     ),
                     ratio: format!("{:.2}", ours.total_us() / raw.total_us().max(0.001)),
                 });
+                if let Some(f) = &floor.cpu {
+                    rows.push(Row {
+                        figure: format!(
+                            "    the shape's floor's CPU; ratio: tocsin's to it, {label}, {silos} silos"
+                        ),
+                        tocsin: format!(
+                            "{:.0} + {:.0} = {:.0} µs",
+                            f.process_us,
+                            f.server_us,
+                            f.total_us()
+                        ),
+                        baseline: format!("{:.0} µs ({wq})", raw.total_us()),
+                        ratio: format!("{:.2}", ours.total_us() / f.total_us().max(0.001)),
+                    });
+                }
             }
             let (raw, ours) = &r.writes;
             rows.push(Row {
@@ -520,8 +563,8 @@ impl AllReport {
                 rate => format!("{rate}/s"),
             };
             s.push_str(&format!(
-                "  {load}, {} silos: {}\n",
-                o.silo_count, r.writes.1
+                "  {load}, {} silos: {}; the shape's floor {:.2}\n",
+                o.silo_count, r.writes.1, r.floor.writes.total
             ));
         }
         if let Some(fan) = &self.feeds.fanout {

@@ -22,7 +22,11 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     // the pipeline: every notification stored and delivered, in both runs
     assert_eq!(report.steady.len(), opts.steady.len());
     for r in std::iter::once(&report.burst).chain(&report.steady) {
-        for f in [&r.baseline, &r.pipeline, &r.delivered] {
+        let floor = [&r.floor.stored, &r.floor.delivered];
+        for f in [&r.baseline, &r.pipeline, &r.delivered]
+            .into_iter()
+            .chain(floor)
+        {
             assert_eq!(f.count, r.options.notifications);
             assert!(
                 f.per_sec > 0.0 && f.p50_ms > 0.0 && f.p99_ms >= f.p50_ms && f.p999_ms >= f.p99_ms,
@@ -94,6 +98,17 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
             ours_w.by_kind.iter().any(|(k, w)| k == "silo" && *w >= 1.0),
             "{ours_w:?}"
         );
+        // the shape's floor: each notification published once, and its rounds' envelopes
+        // (two per round, at most two per notification)
+        let fw = &r.floor.writes;
+        assert!(fw.total > 1.0 && fw.total <= 3.0, "{fw:?}");
+        assert!(
+            fw.by_kind
+                .iter()
+                .any(|(k, w)| k == "floor_silo" && *w == 1.0),
+            "{fw:?}"
+        );
+        assert!(r.floor.cpu.is_some_and(|c| c.total_us() > 0.0));
         let (raw, ours) = r.cpu.expect("/proc is readable on Linux");
         assert!(
             raw.total_us() > 0.0 && ours.total_us() > 0.0,
@@ -115,6 +130,7 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
         "analytics report over 200,000 events",
         "history's store: 1,000 notifications in batches of 40 into 2,000",
         "CPU per notification, burst",
+        "the shape's floor (tocsin's hops, none of its work), burst",
     ] {
         assert!(table.contains(row), "{row:?} missing from\n{table}");
     }
