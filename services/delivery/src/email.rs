@@ -13,6 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tocsin_model::DeliveryJob;
 use tocsin_model::text::{one_line, truncate};
@@ -30,6 +31,7 @@ pub struct SmtpConfig {
     pub password: String,
     /// The sender: `tocsin <notify@example.org>`.
     pub from: String,
+    /// Bounds a send: connecting, and the whole conversation after it.
     pub timeout_secs: u64,
 }
 
@@ -94,7 +96,9 @@ impl SmtpConfig {
 
 /// A connection pool to the relay, and the sender.
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Replaced when a send overruns its time (see [`Mailer::send`]).
+    transport: std::sync::Mutex<Arc<AsyncSmtpTransport<Tokio1Executor>>>,
+    cfg: SmtpConfig,
     from: Mailbox,
 }
 
@@ -104,47 +108,81 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| format!("delivery.smtp.from: {e}"))?;
-        let tls = || {
-            TlsParameters::new(cfg.host.clone()).map_err(|e| format!("TLS for {}: {e}", cfg.host))
-        };
-        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.as_str())
-            .port(cfg.port)
-            .timeout(Some(Duration::from_secs(cfg.timeout_secs)));
-        b = match cfg.tls {
-            SmtpTls::None => b.tls(Tls::None),
-            SmtpTls::Starttls => b.tls(Tls::Required(tls()?)),
-            SmtpTls::Tls => b.tls(Tls::Wrapper(tls()?)),
-        };
-        if !cfg.username.is_empty() {
-            b = b.credentials(Credentials::new(cfg.username.clone(), cfg.password.clone()));
-        }
         Ok(Mailer {
-            transport: b.build(),
+            transport: std::sync::Mutex::new(Arc::new(transport(cfg)?)),
+            cfg: cfg.clone(),
             from,
         })
     }
 
-    /// Build and send the message for `job`.
+    /// Build and send the message for `job`: the whole conversation, from connecting to the
+    /// relay's last reply, within `timeout_secs` (lettre's own timeout bounds only the connect).
     pub async fn send(&self, job: &DeliveryJob) -> SendResult {
         let msg = match build(&self.from, job) {
             Ok(m) => m,
             Err(e) => return SendResult::Permanent(e),
         };
-        match self.transport.send(msg).await {
-            Ok(r) => SendResult::Delivered(format!("SMTP {}", r.code())),
-            Err(e) if e.is_permanent() => SendResult::Permanent(format!(
+        let transport = self.transport.lock().expect("mailer lock").clone();
+        let limit = Duration::from_secs(self.cfg.timeout_secs);
+        match tokio::time::timeout(limit, transport.send(msg)).await {
+            Ok(Ok(r)) => SendResult::Delivered(format!("SMTP {}", r.code())),
+            Ok(Err(e)) if e.is_permanent() => SendResult::Permanent(format!(
                 "the mail server refused it: {}",
                 one_line(&e.to_string())
             )),
-            Err(e) => SendResult::Transient {
+            Ok(Err(e)) => SendResult::Transient {
                 detail: format!(
                     "cannot send through the mail server: {}",
                     one_line(&e.to_string())
                 ),
                 after: None,
             },
+            Err(_) => {
+                self.replace(&transport);
+                SendResult::Transient {
+                    detail: format!(
+                        "the mail server {}:{} did not finish the conversation within {} s \
+                         (delivery.smtp.timeout_secs); trying again later",
+                        self.cfg.host, self.cfg.port, self.cfg.timeout_secs
+                    ),
+                    after: None,
+                }
+            }
         }
     }
+
+    /// A send that overran gave its connection back to the pool in the middle of a
+    /// conversation; reused, its replies would be out of step with its commands. So the pool
+    /// goes (closing its connections once the sends still using it are done) and the next
+    /// send opens a new one — unless another overrun has replaced it already.
+    fn replace(&self, stale: &Arc<AsyncSmtpTransport<Tokio1Executor>>) {
+        let mut current = self.transport.lock().expect("mailer lock");
+        if Arc::ptr_eq(&current, stale) {
+            match transport(&self.cfg) {
+                Ok(t) => *current = Arc::new(t),
+                // the same settings made a transport at start; kept as it is if not now
+                Err(e) => tracing::warn!(error = %e, "cannot renew the mail server's connections"),
+            }
+        }
+    }
+}
+
+/// A pooled transport to the relay `cfg` names.
+fn transport(cfg: &SmtpConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let tls =
+        || TlsParameters::new(cfg.host.clone()).map_err(|e| format!("TLS for {}: {e}", cfg.host));
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(cfg.host.as_str())
+        .port(cfg.port)
+        .timeout(Some(Duration::from_secs(cfg.timeout_secs)));
+    b = match cfg.tls {
+        SmtpTls::None => b.tls(Tls::None),
+        SmtpTls::Starttls => b.tls(Tls::Required(tls()?)),
+        SmtpTls::Tls => b.tls(Tls::Wrapper(tls()?)),
+    };
+    if !cfg.username.is_empty() {
+        b = b.credentials(Credentials::new(cfg.username.clone(), cfg.password.clone()));
+    }
+    Ok(b.build())
 }
 
 /// The message for a job (pure).
@@ -317,5 +355,89 @@ mod tests {
         assert!(!raw.contains("javascript:"), "{raw}");
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("https://t.example/v1/ack/u1/n1/sig"), "{raw}");
+    }
+
+    /// A relay on loopback: the first connection answers the greeting and EHLO, then never
+    /// answers MAIL; every later one speaks SMTP to the end. Counts connections.
+    async fn stalling_relay() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"220 relay.test ESMTP\r\n").await?;
+                    let mut data = false;
+                    while let Some(line) = lines.next_line().await? {
+                        let reply: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase() {
+                            _ if data && line == "." => {
+                                data = false;
+                                b"250 2.0.0 queued\r\n"
+                            }
+                            _ if data => continue,
+                            c if c == "EHLO" => b"250 relay.test\r\n",
+                            // the first connection goes silent here and holds on
+                            c if c == "MAIL" && n == 0 => std::future::pending().await,
+                            c if c == "DATA" => {
+                                data = true;
+                                b"354 go on\r\n"
+                            }
+                            c if c == "QUIT" => b"221 bye\r\n",
+                            _ => b"250 ok\r\n",
+                        };
+                        w.write_all(reply).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_stops_answering_fails_the_send_in_time_and_its_connection_is_not_reused()
+    {
+        let (port, accepted) = stalling_relay().await;
+        let mailer = Mailer::new(&SmtpConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::None,
+            from: "tocsin <notify@tocsin.test>".into(),
+            timeout_secs: 1,
+            ..Default::default()
+        })
+        .unwrap();
+        let job = job("Disk full", None);
+        let bound = Duration::from_secs(10);
+        let first = tokio::time::timeout(bound, mailer.send(&job))
+            .await
+            .expect("a stalled relay holds a send for timeout_secs, not for ever");
+        match first {
+            SendResult::Transient { detail, .. } => assert!(
+                detail.contains(&format!("127.0.0.1:{port}"))
+                    && detail.contains("delivery.smtp.timeout_secs"),
+                "{detail}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // the overrun send's connection goes back to its pool from a task of its own: let it
+        // run (this runtime has one thread), so the next send would find it there
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+        // the next send does not get the stalled connection back from the pool
+        let second = tokio::time::timeout(bound, mailer.send(&job))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&second, SendResult::Delivered(d) if d == "SMTP 250"),
+            "{second:?}"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
