@@ -369,9 +369,11 @@ async fn the_ingress_offers_starttls_when_a_certificate_is_configured() -> anyho
             .build();
     let envelope =
         lettre::address::Envelope::new(Some("me@example.org".parse()?), vec![inbound.parse()?])?;
-    let reply = transport
-        .send_raw(&envelope, b"Subject: over TLS\r\n\r\nsecret stuff\r\n")
-        .await?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        transport.send_raw(&envelope, b"Subject: over TLS\r\n\r\nsecret stuff\r\n"),
+    )
+    .await??;
     assert!(reply.is_positive());
     h.wait_for_title(&token, "over TLS").await?;
     // plain sessions keep working beside it
@@ -399,7 +401,13 @@ async fn send_mail_from(
     let envelope =
         lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()])
             .unwrap();
-    transport.send_raw(&envelope, raw).await
+    // lettre's timeout bounds only the connect: a session the ingress stops answering would
+    // otherwise hold the test for ever
+    tokio::time::timeout(Duration::from_secs(30), transport.send_raw(&envelope, raw))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the SMTP ingress on port {port} did not finish a session within 30 s")
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
