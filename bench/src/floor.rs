@@ -89,7 +89,8 @@ fn records(envelope: &[u8]) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|l| l.split_once(' '))
 }
 
-/// Run the floor against the server at `url`; `store` holds its SQLite files.
+/// Run the floor against the server at `url`, once per server (its streams' names and its
+/// message ids are the same every run); `store` holds its SQLite files.
 pub(crate) async fn run(
     url: &str,
     opts: &BenchOptions,
