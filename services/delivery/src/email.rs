@@ -122,7 +122,7 @@ impl Mailer {
             Ok(m) => m,
             Err(e) => return SendResult::Permanent(e),
         };
-        let transport = self.transport.lock().expect("mailer lock").clone();
+        let transport = self.current().clone();
         let limit = Duration::from_secs(self.cfg.timeout_secs);
         match tokio::time::timeout(limit, transport.send(msg)).await {
             Ok(Ok(r)) => SendResult::Delivered(format!("SMTP {}", r.code())),
@@ -151,12 +151,20 @@ impl Mailer {
         }
     }
 
+    /// The transport in use. Its lock is held only to clone or swap an `Arc`; were it ever
+    /// poisoned, the transport it guards is still whole, so sends go on rather than panic.
+    fn current(&self) -> std::sync::MutexGuard<'_, Arc<AsyncSmtpTransport<Tokio1Executor>>> {
+        self.transport
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A send that overran gave its connection back to the pool in the middle of a
     /// conversation; reused, its replies would be out of step with its commands. So the pool
     /// goes (closing its connections once the sends still using it are done) and the next
     /// send opens a new one — unless another overrun has replaced it already.
     fn replace(&self, stale: &Arc<AsyncSmtpTransport<Tokio1Executor>>) {
-        let mut current = self.transport.lock().expect("mailer lock");
+        let mut current = self.current();
         if Arc::ptr_eq(&current, stale) {
             match transport(&self.cfg) {
                 Ok(t) => *current = Arc::new(t),
