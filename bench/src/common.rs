@@ -241,19 +241,25 @@ pub(crate) fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
+/// A connection, as the bench, to the server at `url` under `prefix` (one silo: the streams a
+/// baseline makes are its own).
+pub(crate) async fn bench_bus(url: &str, prefix: &str) -> Result<Bus> {
+    let cfg = BusConfig {
+        url: url.into(),
+        prefix: prefix.into(),
+        silo_count: 1,
+        ..Default::default()
+    };
+    Ok(Bus::connect(&cfg, "bench").await?)
+}
+
 /// Raw JetStream: a work-queue stream, windowed publishes with ids, one pull consumer acking.
 pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> {
     // each run its own stream: message ids repeat from one run to the next
     use std::sync::atomic::{AtomicU32, Ordering};
     static RUN: AtomicU32 = AtomicU32::new(0);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
-    let cfg = BusConfig {
-        url: url.into(),
-        prefix: "benchraw".into(),
-        silo_count: 1,
-        ..Default::default()
-    };
-    let bus = Bus::connect(&cfg, "bench").await?;
+    let bus = bench_bus(url, "benchraw").await?;
     let js = bus.jetstream().clone();
     let stream = js
         .create_stream(jetstream::stream::Config {

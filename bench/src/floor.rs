@@ -10,7 +10,7 @@
 //! delivered. No decisions, no state, no events, no JSON: what is left is the bus, the round
 //! trips and the durable commit, each batched as far as the load allows.
 
-use crate::common::{Figures, Pacer, figures};
+use crate::common::{Figures, Pacer, bench_bus, figures};
 use crate::cpu::{CpuMeter, CpuPer};
 use crate::pipeline::BenchOptions;
 use crate::writes::{WritesPer, stored};
@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tocsin_bus::{Bus, BusConfig, Inbound, Pull};
+use tocsin_bus::{Inbound, Pull};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -97,13 +97,7 @@ pub(crate) async fn run(
     store: &std::path::Path,
     meter: CpuMeter,
 ) -> Result<Floor> {
-    let cfg = BusConfig {
-        url: url.into(),
-        prefix: "benchfloor".into(),
-        silo_count: 1,
-        ..Default::default()
-    };
-    let bus = Bus::connect(&cfg, "bench").await?;
+    let bus = bench_bus(url, "benchfloor").await?;
     let js = bus.jetstream().clone();
     let silos = opts.silo_count.max(1) as usize;
     let work_queue = |name: String, subject: String| jetstream::stream::Config {
