@@ -38,10 +38,10 @@ pub(crate) async fn stored(js: &async_nats::jetstream::Context) -> Result<Stored
     Ok(Stored(by))
 }
 
-/// Wait until every consumer on the server has been given and has acked all its stream holds
-/// for it (the avatars' checkpoints made, every envelope settled): writes that follow the last
-/// delivery count too. `timeout` at most. The raw baselines' streams (kind `raw`) are not the
-/// pipeline's and are left out.
+/// Wait until every durable consumer on the server has been given and has acked all its
+/// stream holds for it (the avatars' checkpoints made, every envelope settled): writes that
+/// follow the last delivery count too. `timeout` at most. The raw baselines' streams (kind
+/// `raw`) are not the pipeline's and are left out.
 pub(crate) async fn settled(
     js: &async_nats::jetstream::Context,
     timeout: std::time::Duration,
@@ -56,6 +56,12 @@ pub(crate) async fn settled(
             let stream = js.get_stream(&info.config.name).await?;
             let mut consumers = stream.consumers();
             while let Some(c) = consumers.try_next().await.context("list consumers")? {
+                // an ephemeral consumer is a listing or a watch (a KV bucket's keys read once),
+                // not a stage of the pipeline: one left behind lingers until the server drops
+                // it for inactivity, and would hold the wait that long
+                if c.config.durable_name.is_none() {
+                    continue;
+                }
                 if c.num_ack_pending > 0 || c.num_pending > 0 {
                     busy.push(format!(
                         "{}/{}: {} unacked, {} not yet delivered",
