@@ -108,9 +108,9 @@ impl DoneLog {
     /// Record that the records `ids` are done (their outputs durable). One entry, written
     /// before this returns; a failed write is logged and leaves them recognised by this
     /// instance only.
-    pub async fn write(&self, ids: &[String]) {
+    pub async fn write(&self, ids: &[String]) -> bool {
         if ids.is_empty() {
-            return;
+            return false;
         }
         let mut packed = Vec::with_capacity(ids.len() * 8);
         {
@@ -126,10 +126,14 @@ impl DoneLog {
             self.instance,
             self.round.fetch_add(1, Ordering::Relaxed)
         );
-        if let Err(e) = self.store.put(&key, packed.into()).await {
-            metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "sent").increment(1);
-            debug!(bucket = self.store.name, records = ids.len(), error = %e,
-                "cannot log the records done in a round; only this instance will know them");
+        match self.store.put(&key, packed.into()).await {
+            Ok(_) => true,
+            Err(e) => {
+                metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "sent").increment(1);
+                debug!(bucket = self.store.name, records = ids.len(), error = %e,
+                    "cannot log the records done in a round; only this instance will know them");
+                false
+            }
         }
     }
 }

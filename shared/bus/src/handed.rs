@@ -254,13 +254,16 @@ fn lock(state: &Mutex<Settling>) -> std::sync::MutexGuard<'_, Settling> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Write each of `logs` once (it is listed once per record settled in the round).
-pub(crate) async fn record_progress(logs: Vec<Arc<ProgressLog>>) {
+/// Write each of `logs` once (it is listed once per record settled in the round); says whether
+/// any was written.
+pub(crate) async fn record_progress(logs: Vec<Arc<ProgressLog>>) -> bool {
     let mut seen: Vec<Arc<ProgressLog>> = Vec::new();
     for log in logs {
         if !seen.iter().any(|l| Arc::ptr_eq(l, &log)) {
             seen.push(log);
         }
     }
-    futures::future::join_all(seen.iter().map(|l| l.write())).await;
+    futures::future::join_all(seen.iter().map(|l| l.write()))
+        .await
+        .contains(&true)
 }

@@ -63,7 +63,7 @@ impl Outgoing {
 
 /// What to do once a submission's round is durable (or has failed).
 enum Then {
-    Tell(oneshot::Sender<Result<(), String>>),
+    Tell(oneshot::Sender<RoundResult>),
     /// Ack the message the outputs answer (on failure, give it back for a retry), then say so.
     Settle(Box<Handed>, oneshot::Sender<()>),
 }
@@ -76,7 +76,7 @@ struct Submission {
 }
 
 /// The answer to [`Outbox::submit`]: await it for the round's result.
-pub struct Receipt(oneshot::Receiver<Result<(), String>>);
+pub struct Receipt(oneshot::Receiver<RoundResult>);
 
 impl std::future::IntoFuture for Receipt {
     type Output = Result<(), BusError>;
@@ -220,10 +220,17 @@ async fn run(
     log: Option<Arc<DoneLog>>,
     mut rx: mpsc::UnboundedReceiver<Submission>,
 ) {
+    // what follows a round's PubAcks runs on a task of its own, round after round in order,
+    // while the next round is already publishing: a submitter's answer still waits for all of
+    // it, but the rounds follow each other one round trip apart, not three
+    let (after, finishing) = mpsc::unbounded_channel();
+    let finisher = AbortOnDropHandle::new(tokio::spawn(finish(
+        bus.clone(),
+        name.clone(),
+        log,
+        finishing,
+    )));
     let mut round = Vec::new();
-    let mut told = Vec::new();
-    let mut open = Vec::new();
-    let mut done = Vec::new();
     while let Some(first) = rx.recv().await {
         round.push(first);
         while round.len() < ROUND {
@@ -237,44 +244,84 @@ async fn run(
         if let Err(e) = &result {
             debug!(outbox = %name, error = %e, "an outbox round failed; its submitters retry");
         }
+        let mut published = Published::default();
         for s in round.drain(..) {
             if result.is_ok() {
-                done.extend(s.done);
+                published.done.extend(s.done);
             }
             match s.then {
-                Then::Tell(tx) => {
-                    let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                }
+                Then::Tell(tx) => published
+                    .tell
+                    .push((tx, result.as_ref().map(|_| ()).map_err(|e| e.to_string()))),
                 Then::Settle(msg, settled) => {
                     let d = match &result {
                         Ok(()) => Disposition::Ack,
                         Err(_) => Disposition::Retry(Duration::from_secs(1)),
                     };
-                    open.extend(msg.settle_in_round(&bus, d).await);
-                    told.push(settled);
+                    published.open.extend(msg.settle_in_round(&bus, d).await);
+                    published.settled.push(settled);
                 }
             }
         }
-        // envelopes with records still out: what is settled of them; and the records the round
-        // finished — both before anyone goes on
-        let finished = std::mem::take(&mut done);
+        // the finisher lives as long as this loop: it is gone only if it panicked
+        let _ = after.send(published);
+    }
+    drop(after);
+    let _ = finisher.await;
+}
+
+/// What a round's submitters are told: done, or why not.
+type RoundResult = Result<(), String>;
+
+/// A round whose outputs are durable and whose input messages are settled, and what is left
+/// to do for it.
+#[derive(Default)]
+struct Published {
+    /// Submitters to answer, with the round's result.
+    tell: Vec<(oneshot::Sender<RoundResult>, RoundResult)>,
+    /// Submitters whose message was settled, to tell once the server has the settles.
+    settled: Vec<oneshot::Sender<()>>,
+    /// Envelopes with records still out: their progress, to write.
+    open: Vec<Arc<crate::progress::ProgressLog>>,
+    /// The records the round finished, for the [`DoneLog`].
+    done: Vec<String>,
+}
+
+/// Finish each round in the order they were published: write what is settled of the
+/// envelopes with records still out and the records the round finished, both before anyone
+/// goes on; then make sure the server has the round's acks, and answer its submitters.
+async fn finish(
+    bus: Bus,
+    name: String,
+    log: Option<Arc<DoneLog>>,
+    mut rounds: mpsc::UnboundedReceiver<Published>,
+) {
+    while let Some(round) = rounds.recv().await {
         let log_done = async {
-            if let Some(log) = &log {
-                log.write(&finished).await;
+            match &log {
+                Some(log) => log.write(&round.done).await,
+                None => false,
             }
         };
-        tokio::join!(handed::record_progress(std::mem::take(&mut open)), log_done);
-        if !told.is_empty() {
+        let (progress, logged) = tokio::join!(handed::record_progress(round.open), log_done);
+        if !round.settled.is_empty() {
             // an ack is a message like any other: until the server has read it, a crash of
             // this process loses it and the job comes back. Its submitter takes its next job
-            // only once the server has the ack (one round trip for the round's acks), so a
-            // crash repeats at most the one job each submitter has in hand.
-            if let Err(e) = bus.client().flush().await {
+            // only once the server has the ack, so a crash repeats at most the one job each
+            // submitter has in hand. A write acknowledged after the acks were sent on the
+            // same connection says the server has read them (it reads a connection in
+            // order); without one, a flush's round trip does.
+            if !(progress || logged)
+                && let Err(e) = bus.client().flush().await
+            {
                 debug!(outbox = %name, error = %e, "cannot confirm the round's acks reached the server");
             }
-            for settled in told.drain(..) {
+            for settled in round.settled {
                 let _ = settled.send(());
             }
+        }
+        for (tx, result) in round.tell {
+            let _ = tx.send(result);
         }
     }
 }

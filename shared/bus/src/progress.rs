@@ -137,16 +137,17 @@ impl ProgressLog {
     /// one written last is not written again: an envelope taken, settled and acked within
     /// one round (at low load, each one) never appears in the stored table, so its round
     /// writes nothing.
-    pub(crate) async fn write(&self) {
+    /// Says whether it wrote (the server stored the table).
+    pub(crate) async fn write(&self) -> bool {
         let table = {
             let mut s = lock(&self.state);
             if !s.changed {
-                return;
+                return false;
             }
             s.changed = false;
             let table = encode(&s.open);
             if table == s.written {
-                return;
+                return false;
             }
             table
         };
@@ -155,16 +156,20 @@ impl ProgressLog {
                 bytes = table.len(),
                 "the table of envelopes in hand is too large to keep; after a crash their jobs are handed out whole"
             );
-            return;
+            return false;
         }
         match self.store.put(&self.key, table.clone()).await {
-            Ok(_) => lock(&self.state).written = table,
+            Ok(_) => {
+                lock(&self.state).written = table;
+                true
+            }
             Err(e) => {
                 // the next round writes it again
                 lock(&self.state).changed = true;
                 metrics::counter!("tocsin_bus_dedup_unwritten_total", "log" => "progress")
                     .increment(1);
                 debug!(error = %e, "cannot write the progress of the envelopes in hand");
+                false
             }
         }
     }
@@ -173,7 +178,7 @@ impl ProgressLog {
     /// period ran out) their table is kept for whoever takes them next.
     pub async fn close(&self) {
         if !lock(&self.state).open.is_empty() {
-            self.write().await;
+            let _ = self.write().await;
             return;
         }
         if let Err(e) = self.store.purge(&self.key).await {
