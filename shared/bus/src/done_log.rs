@@ -107,7 +107,7 @@ impl DoneLog {
 
     /// Record that the records `ids` are done (their outputs durable). One entry, written
     /// before this returns; a failed write is logged and leaves them recognised by this
-    /// instance only.
+    /// instance only. Says whether it was written.
     pub async fn write(&self, ids: &[String]) -> bool {
         if ids.is_empty() {
             return false;

@@ -136,8 +136,7 @@ impl ProgressLog {
     /// Write the table if it changed since it was last written. A table that reads as the
     /// one written last is not written again: an envelope taken, settled and acked within
     /// one round (at low load, each one) never appears in the stored table, so its round
-    /// writes nothing.
-    /// Says whether it wrote (the server stored the table).
+    /// writes nothing. Says whether it wrote (the server stored the table).
     pub(crate) async fn write(&self) -> bool {
         let table = {
             let mut s = lock(&self.state);
