@@ -308,11 +308,19 @@ mod tests {
                 },
             );
         }
-        // state: recent keys, references and escalations at their caps
+        // state: recent keys, references and escalations at their caps; the keys as the most
+        // change to a base a record can carry (its base's writes failing since): every key of
+        // the base forgotten, and as many added
+        let key = |i: usize| format!("k:sha256:{}", crate::digest(&[&i.to_string()]));
         for i in 0..crate::RecentSet::CAPACITY {
-            r.recent
-                .insert(format!("k:sha256:{}", crate::digest(&[&i.to_string()])));
+            r.recent.insert(key(i));
         }
+        r.recent.rebased(1);
+        for i in 0..crate::RecentSet::CAPACITY {
+            r.recent.remove(&key(i));
+            r.recent.insert(key(i + crate::RecentSet::CAPACITY));
+        }
+        assert_eq!(r.recent.changes(), 2 * crate::RecentSet::CAPACITY);
         let mut held = 0;
         for i in 0..crate::Reach::MAX_ESCALATIONS {
             let n = notification(i);

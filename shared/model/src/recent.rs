@@ -1,20 +1,43 @@
-//! A user's recent keys (notification ids, content keys, acks), kept as 64-bit fingerprints.
+//! A user's recent keys (notification ids, content keys, acks), kept as 64-bit fingerprints,
+//! and stored as a base of their own plus the record's change since (ADR 0033).
 //!
 //! The avatar asks one question of them — "was this key seen lately?" — so it keeps no key's
 //! text: each key is the first 8 bytes of its SHA-256, and the set is those numbers in
-//! insertion order, oldest first. Stored, they are one base64 string of the packed numbers
-//! (8 bytes a key, 5.5 KB at capacity) under `seen`, written and read without a string per
-//! key; a record from before (a list of the keys' text under `recent`) is read by
-//! fingerprinting each key. Two different keys of one user share a fingerprint with
+//! insertion order, oldest first. Two different keys of one user share a fingerprint with
 //! probability about 2⁻⁶⁴ per pair: a set of 512 makes a false "seen" about 3·10⁻¹⁷ a lookup.
+//!
+//! Stored, a user with few keys has them all in the record: one base64 string of the packed
+//! numbers under `seen`. Once more than [`RecentSet::SPILL`] keys changed, the avatar writes
+//! every key as the user's *base* (the `seen` bucket, [`RecentSet::base_bytes`]) and the record
+//! keeps only what changed since: `seen` becomes `{"base": <the base's revision>, "added":
+//! <packed>, "forgot": <packed>}`. So a notification rewrites a few hundred bytes of keys with
+//! the record rather than all 4 KB of them, and the base is rewritten once per
+//! [`RecentSet::SPILL`] changes. A record read that way holds only the change until the base is
+//! merged into it ([`RecentSet::needs_base`], [`RecentSet::adopt_base`]). A record from before
+//! fingerprints (a list of the keys' text under `recent`) is read by fingerprinting each key.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
-/// A bounded, insertion-ordered set of recent keys' fingerprints.
+/// A bounded, insertion-ordered set of recent keys' fingerprints, and what of it changed since
+/// its stored base.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RecentSet {
     order: VecDeque<u64>,
+    /// How many of the newest keys in `order` were added since the base (none of them is in
+    /// it). Without a base, all of them.
+    fresh: u32,
+    /// Read from a record whose base is not merged in yet: `order` holds only the added keys.
+    partial: bool,
+    /// The revision of the stored base the change applies to (0: no base).
+    base: u64,
+    /// Keys of the base forgotten since it was written. Boxed: most users never forget one,
+    /// and every record in memory would carry an empty vector's 24 bytes.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes in every record rather than 24 for a list most never have"
+    )]
+    forgot: Option<Box<Vec<u64>>>,
 }
 
 /// The fingerprint a key is remembered by (here, and in the bus's log of records done).
@@ -26,9 +49,25 @@ pub fn fingerprint(key: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// Whether a stored record (its JSON) names a base of recent keys, told from its bytes without
+/// decoding it: a hint for reading many users' bases together (whoever decodes the record
+/// learns it for sure). A record's keys are written as `"seen":{` exactly when they are a
+/// change to a base; inside a JSON string those quotes would be escaped.
+pub fn names_base(record: &[u8]) -> bool {
+    memchr::memmem::find(record, br#""seen":{"#).is_some()
+}
+
+/// The first byte of a stored base: its format (fingerprints packed, 8 bytes each, oldest
+/// first).
+const BASE_FORMAT: u8 = 1;
+
 impl RecentSet {
     /// How many keys a user's avatar remembers.
     pub const CAPACITY: usize = 512;
+
+    /// How many changes (keys added or base keys forgotten) a record carries before its
+    /// avatar writes a new base.
+    pub const SPILL: usize = 64;
 
     pub fn contains(&self, key: &str) -> bool {
         self.order.contains(&fingerprint(key))
@@ -43,11 +82,17 @@ impl RecentSet {
         if self.order.contains(&f) {
             return false;
         }
-        // make room first, so a full set never grows its buffer past the capacity
+        // make room first, so a full set never grows its buffer past the capacity; the oldest
+        // is a base key unless every key is new (the stored form forgets it the same way:
+        // the added keys push it out again when the base is merged)
         while self.order.len() >= Self::CAPACITY {
             self.order.pop_front();
+            if self.fresh as usize > self.order.len() {
+                self.fresh -= 1;
+            }
         }
         self.order.push_back(f);
+        self.fresh += 1;
         true
     }
 
@@ -62,23 +107,132 @@ impl RecentSet {
     /// Forget `key`. Returns whether it was there.
     pub fn remove(&mut self, key: &str) -> bool {
         let f = fingerprint(key);
-        match self.order.iter().position(|&k| k == f) {
-            Some(i) => {
-                self.order.remove(i);
-                true
-            }
-            None => false,
+        let Some(i) = self.order.iter().position(|&k| k == f) else {
+            return false;
+        };
+        self.order.remove(i);
+        if i >= self.order.len() + 1 - self.fresh as usize {
+            // added since the base: the base never had it
+            self.fresh -= 1;
+        } else {
+            self.forgot.get_or_insert_default().push(f);
         }
+        true
+    }
+
+    /// How many changes the stored record carries besides its base.
+    pub fn changes(&self) -> usize {
+        self.fresh as usize + self.forgot.as_ref().map_or(0, |f| f.len())
+    }
+
+    /// Whether the avatar should write a new base after it writes the record.
+    pub fn wants_base(&self) -> bool {
+        !self.partial && self.changes() > Self::SPILL
+    }
+
+    /// Whether this set was read from a record whose base must be merged in before it is used.
+    pub fn needs_base(&self) -> bool {
+        self.partial
+    }
+
+    /// The revision of the stored base the record's change applies to (0: none).
+    pub fn base_revision(&self) -> u64 {
+        self.base
+    }
+
+    /// Every key, as the value of a new base.
+    pub fn base_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.order.len() * 8);
+        out.push(BASE_FORMAT);
+        for f in &self.order {
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        out
+    }
+
+    /// The base written from [`RecentSet::base_bytes`] is stored as `revision`: nothing has
+    /// changed since.
+    pub fn rebased(&mut self, revision: u64) {
+        self.fresh = 0;
+        self.forgot = None;
+        self.base = revision;
+    }
+
+    /// Merge the stored base (its value and revision; None: there is none) into a set read
+    /// from a record: the base's keys less those forgotten, then the added keys in order.
+    /// Any base read for this user may be merged, also one written after the record (by a
+    /// checkpoint that ended before the next record write): it holds the record's change
+    /// already, and merging it again changes nothing. A damaged base is an error; the caller
+    /// decides whether to go on without it.
+    pub fn adopt_base(&mut self, stored: Option<(&[u8], u64)>) -> Result<(), String> {
+        self.partial = false;
+        let Some((value, revision)) = stored else {
+            // the base is gone (deleted by hand, or a bucket lost): what the record holds
+            self.fresh = self.order.len() as u32;
+            self.forgot = None;
+            self.base = 0;
+            return Ok(());
+        };
+        let packed = match value.split_first() {
+            Some((&BASE_FORMAT, rest)) if rest.len() % 8 == 0 => rest,
+            Some((&BASE_FORMAT, rest)) => {
+                return Err(format!(
+                    "recent keys' base: {} bytes, not a whole number of 8-byte fingerprints",
+                    rest.len()
+                ));
+            }
+            Some((v, _)) => return Err(format!("recent keys' base: unknown format {v}")),
+            None => return Err("recent keys' base: empty".into()),
+        };
+        let added = std::mem::take(&mut self.order);
+        let forgot = self.forgot.take();
+        // the newest keys of a base longer than the capacity, as inserting them would keep
+        let skip = (packed.len() / 8).saturating_sub(Self::CAPACITY);
+        let mut merged = RecentSet {
+            order: packed
+                .chunks_exact(8)
+                .skip(skip)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+            base: revision,
+            ..Default::default()
+        };
+        for f in forgot.iter().flat_map(|f| f.iter()) {
+            if let Some(i) = merged.order.iter().position(|k| k == f) {
+                merged.order.remove(i);
+                merged.forgot.get_or_insert_default().push(*f);
+            }
+        }
+        for f in added {
+            merged.insert_fingerprint(f);
+        }
+        *self = merged;
+        Ok(())
     }
 }
 
 impl Serialize for RecentSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut packed = Vec::with_capacity(self.order.len() * 8);
-        for f in &self.order {
-            packed.extend_from_slice(&f.to_le_bytes());
+        use serde::ser::SerializeMap;
+        let packed = |fs: &mut dyn Iterator<Item = &u64>| {
+            let mut bytes = Vec::with_capacity(self.order.len() * 8);
+            for f in fs {
+                bytes.extend_from_slice(&f.to_le_bytes());
+            }
+            crate::packed::pack(&bytes)
+        };
+        if self.base == 0 && self.forgot.is_none() {
+            // no base: every key is in the record
+            return s.serialize_str(&packed(&mut self.order.iter()));
         }
-        s.serialize_str(&crate::packed::pack(&packed))
+        let added = self.order.len() - self.fresh as usize;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("base", &self.base)?;
+        m.serialize_entry("added", &packed(&mut self.order.iter().skip(added)))?;
+        if let Some(forgot) = &self.forgot {
+            m.serialize_entry("forgot", &packed(&mut forgot.iter()))?;
+        }
+        m.end()
     }
 }
 
@@ -88,34 +242,66 @@ impl<'de> Deserialize<'de> for RecentSet {
     }
 }
 
+/// Fingerprints packed in base64, at most the set's capacity of them (the newest kept).
+fn unpacked(v: &str, what: &str) -> Result<VecDeque<u64>, String> {
+    let packed = crate::packed::unpack(v, 8, RecentSet::CAPACITY, what)?;
+    let skip = (packed.len() / 8).saturating_sub(RecentSet::CAPACITY);
+    Ok(packed
+        .chunks_exact(8)
+        .skip(skip)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect())
+}
+
 struct Visitor;
 
 impl<'de> serde::de::Visitor<'de> for Visitor {
     type Value = RecentSet;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("packed fingerprints in base64, or a list of keys")
+        f.write_str("packed fingerprints in base64, a change to a base, or a list of keys")
     }
 
-    /// The stored form: the fingerprints packed, 8 bytes each, in base64.
+    /// Every key in the record: the fingerprints packed, 8 bytes each, in base64. Written
+    /// from a set, so without repeats: taken as they are, in linear time.
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RecentSet, E> {
-        // a set longer than its capacity keeps its newest keys, as inserting them one by one
-        // would
-        let packed = crate::packed::unpack(v, 8, RecentSet::CAPACITY, "recent fingerprints")
-            .map_err(E::custom)?;
-        // written from a set, so without repeats: taken as they are, in linear time
-        let mut order: VecDeque<u64> = packed
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                u64::from_le_bytes(b)
-            })
-            .collect();
-        while order.len() > RecentSet::CAPACITY {
-            order.pop_front();
+        let order = unpacked(v, "recent fingerprints").map_err(E::custom)?;
+        Ok(RecentSet {
+            fresh: order.len() as u32,
+            order,
+            ..Default::default()
+        })
+    }
+
+    /// The change since a base: its revision, the keys added, the base keys forgotten.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RecentSet, A::Error> {
+        use serde::de::Error;
+        let mut set = RecentSet {
+            partial: true,
+            ..Default::default()
+        };
+        while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match field.as_ref() {
+                "base" => set.base = map.next_value()?,
+                "added" => {
+                    let v = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                    set.order = unpacked(&v, "recent keys added").map_err(A::Error::custom)?;
+                    set.fresh = set.order.len() as u32;
+                }
+                "forgot" => {
+                    let v = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                    let forgot = unpacked(&v, "recent keys forgotten").map_err(A::Error::custom)?;
+                    set.forgot = Some(Box::new(forgot.into()));
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
         }
-        Ok(RecentSet { order })
+        if set.base == 0 {
+            return Err(A::Error::custom("recent keys: a change names no base"));
+        }
+        Ok(set)
     }
 
     /// A record written before fingerprints: the keys' text, oldest first.
@@ -129,65 +315,5 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn is_bounded_and_round_trips() {
-        let mut r = RecentSet::default();
-        for i in 0..RecentSet::CAPACITY + 10 {
-            assert!(r.insert(format!("k{i}")));
-        }
-        assert_eq!(r.len(), RecentSet::CAPACITY);
-        assert!(!r.contains("k0"));
-        assert!(r.contains("k521"));
-        assert!(!r.insert("k521"));
-        assert!(r.remove("k521"));
-        assert!(!r.remove("k521"));
-        assert!(!r.contains("k521"));
-        let json = serde_json::to_string(&r).unwrap();
-        assert!(
-            json.len() < RecentSet::CAPACITY * 11 + 2,
-            "{} bytes",
-            json.len()
-        );
-        let back: RecentSet = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, r);
-        // and the order survives: the oldest is forgotten first after the round trip too
-        let mut back = back;
-        back.insert("new"); // back to capacity (k521 was removed)
-        back.insert("newer");
-        assert!(!back.contains("k10"));
-        assert!(back.contains("k11"));
-    }
-
-    #[test]
-    fn a_list_of_keys_from_before_reads_as_their_fingerprints() {
-        let old: RecentSet = serde_json::from_str(r#"["nabc","k:sha256:01","ack:nabc"]"#).unwrap();
-        assert_eq!(old.len(), 3);
-        assert!(old.contains("nabc") && old.contains("k:sha256:01") && old.contains("ack:nabc"));
-        assert!(!old.contains("ndef"));
-        // escaped text is the key it stands for
-        let escaped: RecentSet = serde_json::from_str(r#"["k:a\"b"]"#).unwrap();
-        assert!(escaped.contains("k:a\"b"));
-    }
-
-    #[test]
-    fn damaged_fingerprints_are_refused_with_what_is_wrong() {
-        for (bad, says) in [
-            (r#""AAAA""#, "whole number"),
-            (r#""!!!""#, "not base64"),
-            (r#"42"#, "packed fingerprints"),
-        ] {
-            let e = serde_json::from_str::<RecentSet>(bad)
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-        let huge = format!("\"{}\"", "A".repeat(RecentSet::CAPACITY * 64));
-        let e = serde_json::from_str::<RecentSet>(&huge)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("four times"), "{e}");
-    }
-}
+#[path = "recent_tests.rs"]
+mod tests;
