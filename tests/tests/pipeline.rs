@@ -650,6 +650,81 @@ async fn an_evicted_avatar_comes_back_with_its_state() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A long-lived user's recent keys spill out of their record into a base of their own
+/// (ADR 0033); a restarted router reads both, and what reached the user before still counts
+/// as seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_lived_users_recent_keys_outlive_a_restart_in_their_base() -> anyhow::Result<()> {
+    let mut h = Harness::start("e2eseenbase").await?;
+    let (user, token, _) = h.create_user("hal").await?;
+    // each alert is two keys (its id and its content key): 80, past the 64 a record carries
+    for i in 0..40 {
+        let alert = json!({"title": format!("alert {i}"), "dedup_key": format!("a{i}")});
+        h.publish(&token, alert).await?;
+    }
+    h.notifications_at_least(&token, 40).await?;
+    let bus = tocsin_bus::Bus::connect(&h.bus, "test").await?;
+    let (avatars, seen) = (bus.kv("avatars").await?, bus.kv("seen").await?);
+    let base = wait_for(
+        Duration::from_secs(20),
+        "the user's base of recent keys",
+        || async { seen.entry(user.as_str()).await.ok().flatten() },
+    )
+    .await?;
+    assert_eq!(base.value[0], 1, "the base's format byte");
+    assert!(base.value.len() > 1 + 8 * 64, "{} bytes", base.value.len());
+    // the record written with the base held every key; the next one keeps only the change
+    h.publish(&token, json!({"title": "one more", "dedup_key": "more"}))
+        .await?;
+    let in_record = wait_for(
+        Duration::from_secs(20),
+        "a record naming its base",
+        || async {
+            let stored = avatars.get(user.as_str()).await.ok().flatten()?;
+            let record: serde_json::Value = serde_json::from_slice(&stored).ok()?;
+            record["seen"]["base"]
+                .is_u64()
+                .then(|| record["seen"].clone())
+        },
+    )
+    .await?;
+    assert_eq!(in_record["base"], base.revision, "{in_record}");
+    // the two keys added since: 16 bytes of fingerprints in base64
+    assert_eq!(
+        in_record["added"].as_str().map(str::len),
+        Some(22),
+        "{in_record}"
+    );
+    h.stop(Svc::Router).await;
+    h.start_service(Svc::Router);
+    // the first alert again (its content key is in the base), then a new one: in order, so
+    // once the new one is in history the repeat has been handled
+    h.publish(&token, json!({"title": "alert 0 again", "dedup_key": "a0"}))
+        .await?;
+    h.publish(&token, json!({"title": "after", "dedup_key": "new"}))
+        .await?;
+    let titles = wait_for(
+        Duration::from_secs(20),
+        "the new alert in history",
+        || async {
+            let t = h.history_titles(&token).await.ok()?;
+            t.iter().any(|t| t == "after").then_some(t)
+        },
+    )
+    .await?;
+    assert_eq!(titles.len(), 42, "{titles:?}");
+    assert!(!titles.iter().any(|t| t == "alert 0 again"), "{titles:?}");
+    // deleted, the user leaves no base behind either
+    let path = format!("/v1/users/{user}");
+    let (status, v) = h.call(Method::DELETE, &path, Some(ADMIN), None).await?;
+    assert_eq!(status, 204, "{v}");
+    assert_eq!(avatars.get(user.as_str()).await?, None, "the record");
+    assert_eq!(seen.get(user.as_str()).await?, None, "the base");
+    bus.drain().await;
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ingestor_keeps_its_subscribers_and_what_it_has_seen() -> anyhow::Result<()> {
     let mut h = Harness::start("e2eingrestart").await?;

@@ -190,27 +190,80 @@ impl Avatar {
             .entry(self.user.as_str())
             .await
             .map_err(|e| self.kv_err(e))?;
-        self.adopt(match entry {
-            Some(e) => Loaded {
-                value: (e.operation == kv::Operation::Put).then_some(e.value),
-                revision: e.revision,
-            },
-            None => Loaded {
-                value: None,
-                revision: 0,
-            },
-        })
+        let (value, revision) = stored(entry);
+        Box::pin(self.adopt(Loaded {
+            value,
+            revision,
+            base: None,
+        }))
+        .await
     }
 
-    /// Take the record as read (by [`Avatar::load`] or in a batch for many avatars).
-    pub(crate) fn adopt(&mut self, read: Loaded) -> Result<(), BusError> {
-        self.record = match &read.value {
+    /// Take the record as read (by [`Avatar::load`] or in a batch for many avatars), with its
+    /// base of recent keys merged in: read with it, or read here if the record names one.
+    pub(crate) async fn adopt(&mut self, read: Loaded) -> Result<(), BusError> {
+        let mut record: Option<UserRecord> = match &read.value {
             Some(bytes) => Some(tocsin_bus::decode(bytes, "user record")?),
             None => None,
         };
+        if let Some(rec) = &mut record {
+            let base = match read.base {
+                Some(base) => Some(base),
+                None if rec.recent.needs_base() => Some(Box::pin(self.read_base()).await?),
+                None => None,
+            };
+            if let Some((value, revision)) = base {
+                merge_base(rec, value.as_deref(), revision);
+            }
+        }
+        self.record = record;
         self.revision = read.revision;
         self.loaded = true;
         Ok(())
+    }
+
+    /// The user's base of recent keys: its bytes (None: no entry) and revision.
+    async fn read_base(&self) -> Result<(Option<bytes::Bytes>, u64), BusError> {
+        let entry = self
+            .ctx
+            .seen
+            .entry(self.user.as_str())
+            .await
+            .map_err(|e| BusError::Kv {
+                bucket: "seen".into(),
+                key: self.user.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(stored(entry))
+    }
+
+    /// Once the record carries more than [`tocsin_model::RecentSet::SPILL`] changes to its
+    /// recent keys, write them all as the user's new base (ADR 0033). Called right after the
+    /// record's revision-checked write, which fences it; if it fails, the change stays in the
+    /// record until the next checkpoint.
+    async fn write_base(&mut self) {
+        let ctx = self.ctx.clone();
+        let Some(rec) = &mut self.record else {
+            return;
+        };
+        let value = bytes::Bytes::from(rec.recent.base_bytes());
+        let key = self.user.as_str();
+        let written = match rec.recent.base_revision() {
+            0 => Box::pin(ctx.seen.put(key, value))
+                .await
+                .map_err(|e| e.to_string()),
+            revision => Box::pin(ctx.seen.update(key, value, revision))
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(revision) => rec.recent.rebased(revision),
+            Err(e) => warn!(
+                error = %e,
+                changes = rec.recent.changes(),
+                "cannot write the user's base of recent keys; the record keeps the change and the next checkpoint tries again"
+            ),
+        }
     }
 
     fn kv_err(&self, e: impl std::fmt::Display) -> BusError {
@@ -273,6 +326,7 @@ impl Avatar {
             let ctx = self.ctx.clone();
             for (bucket, key) in [
                 (&ctx.timers, timer_key.clone()),
+                (&ctx.seen, self.user.to_string()),
                 (&ctx.kv, self.user.to_string()),
             ] {
                 if let Err(e) = Box::pin(bucket.purge(key)).await {
@@ -324,6 +378,9 @@ impl Avatar {
                 Ok(rev) => {
                     self.revision = rev;
                     self.dirty = false;
+                    if rec.recent.wants_base() {
+                        Box::pin(self.write_base()).await;
+                    }
                 }
                 Err(e) => {
                     // most likely another router wrote this user (silos moving): reload
@@ -426,6 +483,34 @@ impl Avatar {
 async fn settle_all(bus: &tocsin_bus::Bus, msgs: Vec<Box<Handed>>, disposition: Disposition) {
     for msg in msgs {
         msg.settle(bus, disposition.clone()).await;
+    }
+}
+
+/// A KV entry as read: its value (None: deleted or never written) and revision (0: never
+/// written).
+fn stored(entry: Option<kv::Entry>) -> (Option<bytes::Bytes>, u64) {
+    match entry {
+        Some(e) => (
+            (e.operation == kv::Operation::Put).then_some(e.value),
+            e.revision,
+        ),
+        None => (None, 0),
+    }
+}
+
+/// Merge the base read for `rec` into its recent keys. A damaged or lost base costs only the
+/// keys it held: the avatar goes on with those in the record, and says so.
+fn merge_base(rec: &mut UserRecord, value: Option<&[u8]>, revision: u64) {
+    let named = rec.recent.base_revision();
+    if value.is_none() && named != 0 {
+        warn!(
+            base = named,
+            "the user's base of recent keys is gone; going on with the keys in the record (a notification seen before may be routed again)"
+        );
+    }
+    if let Err(e) = rec.recent.adopt_base(value.map(|v| (v, revision))) {
+        warn!(error = %e, "the user's base of recent keys does not read; going on with the keys in the record (a notification seen before may be routed again)");
+        let _ = rec.recent.adopt_base(None);
     }
 }
 

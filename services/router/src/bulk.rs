@@ -98,6 +98,7 @@ impl Worker {
                 return;
             }
         };
+        let mut bases = self.preload_bases(&latest).await;
         let mut found: HashMap<String, tocsin_bus::Latest> =
             latest.into_iter().map(|l| (l.key.clone(), l)).collect();
         for user in users {
@@ -109,6 +110,7 @@ impl Worker {
             let loaded = Loaded {
                 value: l.value,
                 revision: l.revision,
+                base: bases.as_mut().and_then(|b| b.remove(user.as_str())),
             };
             let handle = spawn_avatar(
                 &self.ctx,
@@ -119,5 +121,47 @@ impl Worker {
             );
             self.avatars.insert(user, handle);
         }
+    }
+
+    /// The bases of recent keys (ADR 0033) of the records just read that name one, in one more
+    /// batched request: per such user its bytes (None: no entry) and revision. None if they
+    /// cannot be read that way; each avatar then reads its own.
+    async fn preload_bases(
+        &self,
+        records: &[tocsin_bus::Latest],
+    ) -> Option<HashMap<String, (Option<bytes::Bytes>, u64)>> {
+        let keys: Vec<&str> = records
+            .iter()
+            .filter(|l| {
+                l.value
+                    .as_deref()
+                    .is_some_and(tocsin_model::recent::names_base)
+            })
+            .map(|l| l.key.as_str())
+            .collect();
+        if keys.is_empty() {
+            return None;
+        }
+        let read = self
+            .ctx
+            .bus
+            .kv_latest(&self.ctx.seen, &keys, PRELOAD_TIMEOUT)
+            .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                debug!(silo = self.silo, error = %e, "cannot read the avatars' bases of recent keys in one request; each reads its own");
+                return None;
+            }
+        };
+        // a key the read did not return has no entry
+        let mut bases: HashMap<String, (Option<bytes::Bytes>, u64)> = keys
+            .into_iter()
+            .map(|k| (k.to_owned(), (None, 0)))
+            .collect();
+        for l in read {
+            bases.insert(l.key, (l.value, l.revision));
+        }
+        Some(bases)
     }
 }

@@ -39,6 +39,8 @@ use tracing::{info, warn};
 pub(crate) struct Ctx {
     pub(crate) bus: Bus,
     pub(crate) kv: kv::Store,
+    /// The users' bases of recent keys, apart from their records (ADR 0033).
+    pub(crate) seen: kv::Store,
     /// Who owns an IM address or phone number (`AddressEntry`).
     pub(crate) addresses: kv::Store,
     /// One key per user with escalations pending: `s<silo>.<user>` → the earliest due time.
@@ -66,11 +68,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         .map_err(ServiceError::Config)?;
     let (bus, ready) = config.connect(&shutdown).await?;
     let kv = bus.kv("avatars").await?;
+    let seen = bus.kv("seen").await?;
     let addresses = bus.kv("addresses").await?;
     let timers = bus.kv("timers").await?;
     let ctx = Arc::new(Ctx {
         bus: bus.clone(),
         kv,
+        seen,
         addresses,
         timers,
         limits: decide::Limits {

@@ -113,6 +113,10 @@ pub(crate) struct Worker {
 pub(crate) struct Loaded {
     pub(crate) value: Option<bytes::Bytes>,
     pub(crate) revision: u64,
+    /// The user's base of recent keys (ADR 0033), if it was read with the record: its bytes
+    /// (None: no entry) and revision. None: not read; the avatar reads it if the record names
+    /// one.
+    pub(crate) base: Option<(Option<bytes::Bytes>, u64)>,
 }
 
 impl Worker {
@@ -190,7 +194,7 @@ pub(crate) fn spawn_avatar(
     let task = async move {
         // a record that does not decode is left to the avatar's own load, which reports it
         if let Some(l) = loaded {
-            let _ = avatar.adopt(l);
+            let _ = Box::pin(avatar.adopt(l)).await;
         }
         avatar.run(rx).await
     };

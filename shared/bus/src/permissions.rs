@@ -20,8 +20,9 @@ pub enum Role {
 }
 
 /// The KV buckets of the contract and the service that creates and configures each.
-pub const BUCKETS: [(&str, Role); 10] = [
+pub const BUCKETS: [(&str, Role); 11] = [
     ("avatars", Role::Router),
+    ("seen", Role::Router),
     ("addresses", Role::Router),
     ("timers", Role::Router),
     ("leases", Role::Router),
@@ -146,7 +147,7 @@ impl Role {
                     p.consumes(StreamKind::Silo(k));
                     p.owns_stream(StreamKind::Silo(k));
                 }
-                for b in ["avatars", "addresses", "timers", "leases"] {
+                for b in ["avatars", "seen", "addresses", "timers", "leases"] {
                     p.writes(b);
                 }
                 p.pub_(&s.silos_all());
