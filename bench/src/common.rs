@@ -323,12 +323,14 @@ pub(crate) async fn baseline(url: &str, opts: &BenchOptions) -> Result<Figures> 
 
 /// Give each user's stored record `keys` recent keys (half notification ids, half content
 /// keys, as routing adds them), written while no router runs: the avatars woken next meet the
-/// record of a user who has had notifications for a while.
+/// record of a user who has had notifications for a while. Stored as an avatar stores them:
+/// past `RecentSet::SPILL` of them, as a base of their own and a record naming it (ADR 0033).
 pub(crate) async fn age_records(bus: &Bus, users: &[UserId], keys: usize) -> Result<()> {
     use futures::StreamExt;
     let avatars = bus.kv("avatars").await?;
+    let seen = bus.kv("seen").await?;
     let started = std::time::Instant::now();
-    let avatars = &avatars;
+    let (avatars, seen) = (&avatars, &seen);
     let mut writes = futures::stream::iter(users.iter().map(|u| async move {
         let stored = avatars
             .get(u.as_str())
@@ -342,6 +344,10 @@ pub(crate) async fn age_records(bus: &Bus, users: &[UserId], keys: usize) -> Res
             } else {
                 format!("k:sha256:{}", tocsin_model::digest(&[&key]))
             });
+        }
+        if rec.recent.wants_base() {
+            let revision = seen.put(u.as_str(), rec.recent.base_bytes().into()).await?;
+            rec.recent.rebased(revision);
         }
         avatars
             .put(u.as_str(), serde_json::to_vec(&rec)?.into())
