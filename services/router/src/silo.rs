@@ -191,10 +191,13 @@ pub(crate) fn spawn_avatar(
         hold_until: None,
         pending_since: None,
     });
+    // boxed: what a task captures stays in its state for as long as it runs, and a record
+    // read with its base is 88 bytes every active avatar would carry
+    let loaded = loaded.map(Box::new);
     let task = async move {
         // a record that does not decode is left to the avatar's own load, which reports it
         if let Some(l) = loaded {
-            let _ = Box::pin(avatar.adopt(l)).await;
+            let _ = Box::pin(avatar.adopt(*l)).await;
         }
         avatar.run(rx).await
     };
