@@ -302,6 +302,8 @@ async fn the_api_names_bad_fields_and_keeps_users_apart() -> anyhow::Result<()> 
         .send()
         .await?;
     assert_eq!(r.status(), 413);
+    // the body was not read: the connection is not reused for the next request
+    assert_eq!(r.headers()["connection"], "close");
     let (status, _) = h
         .call(Method::GET, "/v1/history?limit=0", Some(&ta), None)
         .await?;

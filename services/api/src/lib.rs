@@ -295,6 +295,7 @@ fn router(state: Arc<AppState>, ops: Option<Readiness>) -> Router {
         .layer(axum::middleware::from_fn(session::csrf_guard))
         .layer(axum::middleware::from_fn(web::secure_headers))
         .layer(axum::middleware::from_fn(request_span))
+        .layer(axum::middleware::from_fn(close_after_refused_body))
         .with_state(state);
     match ops {
         Some(ready) => app.merge(tocsin_runtime::ops::ops_router(ready)),
@@ -313,6 +314,24 @@ async fn request_span(req: axum::extract::Request, next: axum::middleware::Next)
     let span = tracing::info_span!("request", method = %req.method(), route = %route);
     let response = next.run(req).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    response
+}
+
+/// A body refused for its size (413) was not read, so the connection cannot carry another
+/// request: say so (`Connection: close`), or the client may send its next request on a
+/// connection the server is closing and see it fail ("connection closed before message
+/// completed").
+async fn close_after_refused_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     response
 }
 
