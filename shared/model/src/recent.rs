@@ -186,14 +186,8 @@ impl RecentSet {
         };
         let added = std::mem::take(&mut self.order);
         let forgot = self.forgot.take();
-        // the newest keys of a base longer than the capacity, as inserting them would keep
-        let skip = (packed.len() / 8).saturating_sub(Self::CAPACITY);
         let mut merged = RecentSet {
-            order: packed
-                .chunks_exact(8)
-                .skip(skip)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect(),
+            order: newest(packed),
             base: revision,
             ..Default::default()
         };
@@ -245,12 +239,18 @@ impl<'de> Deserialize<'de> for RecentSet {
 /// Fingerprints packed in base64, at most the set's capacity of them (the newest kept).
 fn unpacked(v: &str, what: &str) -> Result<VecDeque<u64>, String> {
     let packed = crate::packed::unpack(v, 8, RecentSet::CAPACITY, what)?;
+    Ok(newest(&packed))
+}
+
+/// The fingerprints packed in `packed` (8 bytes each, oldest first; a partial last one is
+/// ignored), at most the set's capacity of them: the newest, as inserting them all would keep.
+fn newest(packed: &[u8]) -> VecDeque<u64> {
     let skip = (packed.len() / 8).saturating_sub(RecentSet::CAPACITY);
-    Ok(packed
+    packed
         .chunks_exact(8)
         .skip(skip)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect())
+        .collect()
 }
 
 struct Visitor;
