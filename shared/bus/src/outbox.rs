@@ -171,8 +171,10 @@ impl Outbox {
         done: Option<String>,
     ) {
         if let Some(e) = oversized(&items) {
-            // it would fail every time: dead-lettered with the reason, not retried
-            msg.settle(bus, Disposition::Reject(e)).await;
+            // it would fail every time: dead-lettered with the reason, not retried (boxed, as
+            // below: the rare paths' settle would otherwise be in every submitter's future,
+            // copied with it for every job a delivery lane handles)
+            Box::pin(msg.settle(bus, Disposition::Reject(e))).await;
             return;
         }
         let (settled, wait) = oneshot::channel();
@@ -185,10 +187,7 @@ impl Outbox {
             Err(mpsc::error::SendError(Submission {
                 then: Then::Settle(msg, _),
                 ..
-            })) => {
-                msg.settle(bus, Disposition::Retry(Duration::from_secs(1)))
-                    .await
-            }
+            })) => Box::pin(msg.settle(bus, Disposition::Retry(Duration::from_secs(1)))).await,
             // an error here means the outbox stopped: the message is then redelivered
             _ => {
                 let _ = wait.await;
