@@ -64,7 +64,8 @@ pub(crate) async fn handle(
                     SendResult::Transient { detail, .. } => detail.as_str(),
                     _ => "",
                 };
-                report_breaker(ctx, &job, change, last).await;
+                // boxed, as the other rare paths below: not in every job's future
+                Box::pin(report_breaker(ctx, &job, change, last)).await;
             }
             let (label, how) = match &result {
                 SendResult::Delivered(d) => ("delivered", d),
@@ -135,7 +136,7 @@ pub(crate) async fn handle(
             // the job is redelivered and reported again (not sent: it is in `sent`)
             Err(e) => {
                 warn!(notification = %nid, %user, channel = channel.as_str(), error = %e, "cannot encode the outcome; the job will be redelivered");
-                msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1))).await;
+                Box::pin(msg.settle(&ctx.bus, Disposition::Retry(Duration::from_secs(1)))).await;
             }
         }
     }
