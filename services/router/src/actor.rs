@@ -152,13 +152,11 @@ impl Avatar {
             AvatarMessage::Command { command_id, .. } => command_id.clone(),
             _ => String::new(),
         };
-        let fx = decide::apply(
-            &self.user,
-            &mut self.record,
-            parsed,
-            &self.ctx.limits,
-            now_ms(),
-        );
+        let Some(fx) = Box::pin(self.decide(parsed, &msg)).await else {
+            self.pending.push(msg);
+            Box::pin(self.fail(Duration::from_secs(1))).await;
+            return;
+        };
         metrics::counter!(crate::telemetry::MESSAGES, "kind" => kind, "outcome" => fx.outcome.as_str())
             .increment(1);
         if fx.outcome == decide::Outcome::NoUser {
@@ -209,7 +207,7 @@ impl Avatar {
         if let Some(rec) = &mut record {
             let base = match read.base {
                 Some(base) => Some(base),
-                None if rec.recent.needs_base() => Some(Box::pin(self.read_base()).await?),
+                None if rec.recent.base_wanted_for(&[]) => Some(Box::pin(self.read_base()).await?),
                 None => None,
             };
             if let Some((value, revision)) = base {
@@ -220,6 +218,54 @@ impl Avatar {
         self.revision = read.revision;
         self.loaded = true;
         Ok(())
+    }
+
+    /// The decision on `parsed`, the message `msg` carries. While the record's base of recent
+    /// keys is not merged (ADR 0033), the decision is taken without it when its filter rules
+    /// out every key the decision looks at; when it does not, the decision is undone, the base
+    /// read and merged, and the message decided on again. None if the base cannot be read.
+    async fn decide(&mut self, parsed: AvatarMessage, msg: &Handed) -> Option<decide::Effects> {
+        let now = now_ms();
+        let Some(rec) = self.record.as_ref().filter(|r| r.recent.needs_base()) else {
+            return Some(self.apply(parsed, now));
+        };
+        if rec.recent.base_wanted_for(&[]) {
+            Box::pin(self.merge_base(msg)).await?;
+            return Some(self.apply(parsed, now));
+        }
+        let before = self.record.clone();
+        let fx = self.apply(parsed, now);
+        if !self.record.as_ref().is_some_and(|r| r.recent.took_unsure()) {
+            return Some(fx);
+        }
+        self.record = before;
+        Box::pin(self.merge_base(msg)).await?;
+        // it was decoded before, so it decodes again
+        let parsed =
+            tocsin_bus::decode_with(msg.payload(), "avatar message", AvatarMessage::from_json)
+                .ok()?;
+        Some(self.apply(parsed, now))
+    }
+
+    /// Read the user's base of recent keys and merge it into the record; None (and said) if
+    /// it cannot be read.
+    async fn merge_base(&mut self, msg: &Handed) -> Option<()> {
+        match Box::pin(self.read_base()).await {
+            Ok((value, revision)) => {
+                if let Some(rec) = &mut self.record {
+                    merge_base(rec, value.as_deref(), revision);
+                }
+                Some(())
+            }
+            Err(e) => {
+                warn!(subject = %msg.subject(), error = %e, "cannot read the user's base of recent keys; will retry");
+                None
+            }
+        }
+    }
+
+    fn apply(&mut self, parsed: AvatarMessage, now: tocsin_model::Millis) -> decide::Effects {
+        decide::apply(&self.user, &mut self.record, parsed, &self.ctx.limits, now)
     }
 
     /// The user's base of recent keys: its bytes (None: no entry) and revision.

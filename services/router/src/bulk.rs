@@ -123,9 +123,10 @@ impl Worker {
         }
     }
 
-    /// The bases of recent keys (ADR 0033) of the records just read that name one, in one more
-    /// batched request: per such user its bytes (None: no entry) and revision. None if they
-    /// cannot be read that way; each avatar then reads its own.
+    /// The bases of recent keys (ADR 0033) that the records just read need at once (they name
+    /// one and carry no filter of it), in one more batched request: per such user its bytes
+    /// (None: no entry) and revision. None if there are none, or they cannot be read that way;
+    /// each avatar then reads its own when it needs it.
     async fn preload_bases(
         &self,
         records: &[tocsin_bus::Latest],
@@ -135,7 +136,7 @@ impl Worker {
             .filter(|l| {
                 l.value
                     .as_deref()
-                    .is_some_and(tocsin_model::recent::names_base)
+                    .is_some_and(tocsin_model::recent::base_read_on_wake)
             })
             .map(|l| l.key.as_str())
             .collect();

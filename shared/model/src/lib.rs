@@ -23,6 +23,7 @@ pub mod own;
 mod packed;
 pub mod reach;
 pub mod recent;
+pub mod recent_filter;
 pub mod references;
 pub mod replies;
 pub mod request;

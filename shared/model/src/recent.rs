@@ -13,9 +13,13 @@
 //! <packed>, "forgot": <packed>}`. So a notification rewrites a few hundred bytes of keys with
 //! the record rather than all 4 KB of them, and the base is rewritten once per
 //! [`RecentSet::SPILL`] changes. A record read that way holds only the change until the base is
-//! merged into it ([`RecentSet::needs_base`], [`RecentSet::adopt_base`]). A record from before
-//! fingerprints (a list of the keys' text under `recent`) is read by fingerprinting each key.
+//! merged into it ([`RecentSet::needs_base`], [`RecentSet::adopt_base`]). The change also
+//! carries a filter of the base's keys (`filter`, [`BaseFilter`]): until the base is merged,
+//! the set answers for any key the filter rules out, and only a key it may hold needs the base
+//! read ([`RecentSet::base_wanted_for`]). A record from before fingerprints (a list of the
+//! keys' text under `recent`) is read by fingerprinting each key.
 
+use crate::recent_filter::{BaseFilter, MAX_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -38,6 +42,30 @@ pub struct RecentSet {
         reason = "8 bytes in every record rather than 24 for a list most never have"
     )]
     forgot: Option<Box<Vec<u64>>>,
+    /// While the base is not merged: the filter of its keys, as the record carried it (None:
+    /// a record from before filters, whose base must be read before the set is used). A
+    /// merged set computes it from its keys when it is stored.
+    filter: Option<Box<BaseFilter>>,
+    /// Set when a key the filter may hold was looked up or changed before the base was merged:
+    /// what was answered then cannot be trusted ([`RecentSet::took_unsure`]).
+    unsure: Unsure,
+}
+
+/// Whether a set answered without the base for a key the base may hold. Not part of what the
+/// set holds: clones start clear, and sets compare equal whatever it says.
+#[derive(Debug, Default)]
+struct Unsure(std::sync::atomic::AtomicBool);
+
+impl Clone for Unsure {
+    fn clone(&self) -> Self {
+        Unsure::default()
+    }
+}
+
+impl PartialEq for Unsure {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// The fingerprint a key is remembered by (here, and in the bus's log of records done).
@@ -57,6 +85,20 @@ pub fn names_base(record: &[u8]) -> bool {
     memchr::memmem::find(record, br#""seen":{"#).is_some()
 }
 
+/// Whether an avatar woken from a stored record (its JSON) reads its base of recent keys at
+/// once, told from its bytes like [`names_base`]: the record names one and carries no filter of
+/// it (written before filters). One that carries a filter reads it only if a key it is asked
+/// about may be in it.
+pub fn base_read_on_wake(record: &[u8]) -> bool {
+    let Some(at) = memchr::memmem::find(record, br#""seen":{"#) else {
+        return false;
+    };
+    // the change holds a number and base64 strings, so its object ends at the first brace
+    let change = &record[at..];
+    let change = &change[..memchr::memchr(b'}', change).unwrap_or(change.len())];
+    memchr::memmem::find(change, br#""filter":""#).is_none()
+}
+
 /// The first byte of a stored base: its format (fingerprints packed, 8 bytes each, oldest
 /// first).
 const BASE_FORMAT: u8 = 1;
@@ -70,7 +112,41 @@ impl RecentSet {
     pub const SPILL: usize = 64;
 
     pub fn contains(&self, key: &str) -> bool {
-        self.order.contains(&fingerprint(key))
+        let f = fingerprint(key);
+        self.answerable(f);
+        self.order.contains(&f)
+    }
+
+    /// Before the base is merged only a key its filter rules out is answered for; any other
+    /// marks the set unsure.
+    fn answerable(&self, f: u64) {
+        if self.partial && self.filter.as_ref().is_none_or(|b| b.may_hold(f)) {
+            self.unsure
+                .0
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether, before its base was merged, the set was asked about or changed for a key the
+    /// base may hold: whatever used it then must be undone and done again once the base is
+    /// merged ([`RecentSet::adopt_base`], which clears this).
+    pub fn took_unsure(&self) -> bool {
+        self.unsure.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the stored base must be merged ([`RecentSet::adopt_base`]) before `keys` are
+    /// looked up or changed: the base is not merged, and the record carried no filter of it,
+    /// or the filter may hold one of them, or the change has grown to where the next
+    /// checkpoint writes a new base. With no keys: whether it must be merged before any use.
+    pub fn base_wanted_for(&self, keys: &[&str]) -> bool {
+        self.partial
+            && match &self.filter {
+                None => true,
+                Some(filter) => {
+                    self.changes() >= Self::SPILL
+                        || keys.iter().any(|k| filter.may_hold(fingerprint(k)))
+                }
+            }
     }
 
     /// Insert `key`, forgetting the oldest key past capacity. Returns false if present.
@@ -79,6 +155,7 @@ impl RecentSet {
     }
 
     fn insert_fingerprint(&mut self, f: u64) -> bool {
+        self.answerable(f);
         if self.order.contains(&f) {
             return false;
         }
@@ -107,6 +184,7 @@ impl RecentSet {
     /// Forget `key`. Returns whether it was there.
     pub fn remove(&mut self, key: &str) -> bool {
         let f = fingerprint(key);
+        self.answerable(f);
         let Some(i) = self.order.iter().position(|&k| k == f) else {
             return false;
         };
@@ -130,7 +208,8 @@ impl RecentSet {
         !self.partial && self.changes() > Self::SPILL
     }
 
-    /// Whether this set was read from a record whose base must be merged in before it is used.
+    /// Whether this set was read from a record whose base is not merged in yet (see
+    /// [`RecentSet::base_wanted_for`] for when it must be).
     pub fn needs_base(&self) -> bool {
         self.partial
     }
@@ -166,6 +245,8 @@ impl RecentSet {
     /// decides whether to go on without it.
     pub fn adopt_base(&mut self, stored: Option<(&[u8], u64)>) -> Result<(), String> {
         self.partial = false;
+        self.filter = None;
+        self.unsure = Unsure::default();
         let Some((value, revision)) = stored else {
             // the base is gone (deleted by hand, or a bucket lost): what the record holds
             self.fresh = self.order.len() as u32;
@@ -225,6 +306,17 @@ impl Serialize for RecentSet {
         m.serialize_entry("added", &packed(&mut self.order.iter().skip(added)))?;
         if let Some(forgot) = &self.forgot {
             m.serialize_entry("forgot", &packed(&mut forgot.iter()))?;
+        }
+        if self.base != 0 {
+            // the base's keys this set still holds: one forgotten since, or pushed out by newer
+            // ones, is not seen any more, so the filter need not answer for it
+            let filter = match &self.filter {
+                Some(read) => crate::packed::pack(&read.to_bytes()),
+                None => crate::packed::pack(
+                    &BaseFilter::of(self.order.iter().take(added).copied()).to_bytes(),
+                ),
+            };
+            m.serialize_entry("filter", &filter)?;
         }
         m.end()
     }
@@ -287,6 +379,14 @@ impl<'de> serde::de::Visitor<'de> for Visitor {
                     let v = map.next_value::<std::borrow::Cow<'de, str>>()?;
                     set.order = unpacked(&v, "recent keys added").map_err(A::Error::custom)?;
                     set.fresh = set.order.len() as u32;
+                }
+                "filter" => {
+                    // a filter that does not read only costs the base's read
+                    let v = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                    set.filter = crate::packed::unpack(&v, 8, MAX_BYTES / 8, "base filter")
+                        .ok()
+                        .and_then(|b| BaseFilter::from_bytes(&b))
+                        .map(Box::new);
                 }
                 "forgot" => {
                     let v = map.next_value::<std::borrow::Cow<'de, str>>()?;

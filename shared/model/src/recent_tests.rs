@@ -189,4 +189,104 @@ fn a_record_naming_a_base_is_told_from_its_bytes() {
     r.rebased(3);
     r.insert("b");
     assert!(names_base(&record(&r, "plain")));
+    // with the base's filter in the change, waking needs no base; without it (a record from
+    // before filters), it does, whatever else of the record is called a filter
+    assert!(!base_read_on_wake(&record(&r, "plain")));
+    let mut without = serde_json::to_value(&r).unwrap();
+    without.as_object_mut().unwrap().remove("filter");
+    let old = serde_json::to_vec(&serde_json::json!({"a": {"filter": "x"}, "seen": without}));
+    assert!(base_read_on_wake(&old.unwrap()));
+    let plain = RecentSet::default();
+    assert!(!base_read_on_wake(&record(&plain, "plain")));
+}
+
+#[test]
+fn read_with_its_filter_a_record_answers_without_its_base_for_keys_the_base_cannot_hold() {
+    let mut r = RecentSet::default();
+    for i in 0..300 {
+        r.insert(format!("old{i}"));
+    }
+    let base = r.base_bytes();
+    r.rebased(5);
+    r.insert("new0");
+    assert!(r.remove("old7"));
+    let record = serde_json::to_string(&r).unwrap();
+    let mut read: RecentSet = serde_json::from_str(&record).unwrap();
+    assert!(read.needs_base() && !read.base_wanted_for(&[]));
+    // every key of the base still held (old7 is forgotten) needs it read; almost no other
+    // key does
+    assert!(
+        (0..300)
+            .filter(|&i| i != 7)
+            .all(|i| read.base_wanted_for(&[&format!("old{i}")]))
+    );
+    let fresh: Vec<String> = (0..1000).map(|i| format!("item{i}")).collect();
+    let answerable: Vec<&str> = fresh
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !read.base_wanted_for(&[k]))
+        .collect();
+    assert!(answerable.len() > 950, "{} of 1000", answerable.len());
+    // those are answered and added without the base, and stored again with the same filter
+    assert!(read.contains("new0") && !read.contains(answerable[0]));
+    assert!(read.insert(answerable[0]) && !read.insert(answerable[0]));
+    assert!(read.remove("new0"));
+    assert!(!read.took_unsure());
+    // a key of the base is not answered for (its answer would be a guess), and says so
+    let probe = read.clone();
+    probe.contains("old8");
+    assert!(probe.took_unsure() && !read.took_unsure());
+    let again: serde_json::Value = serde_json::to_value(&read).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(
+        (&again["filter"], &again["base"]),
+        (&first["filter"], &first["base"])
+    );
+    // merged at last, it holds what a set merged at once and changed the same way holds
+    let mut reread: RecentSet = serde_json::from_value(again).unwrap();
+    reread.adopt_base(Some((&base, 5))).unwrap();
+    let mut direct: RecentSet = serde_json::from_str(&record).unwrap();
+    direct.adopt_base(Some((&base, 5))).unwrap();
+    direct.insert(answerable[0]);
+    direct.remove("new0");
+    assert_eq!(keys(&reread), keys(&direct));
+    assert!(reread.contains(answerable[0]) && reread.contains("old8") && !reread.contains("old7"));
+    // a merged set stores a filter of the base keys it still holds
+    let stored = serde_json::to_value(&reread).unwrap();
+    let filter = crate::packed::unpack(stored["filter"].as_str().unwrap(), 8, 64, "f").unwrap();
+    let filter = BaseFilter::from_bytes(&filter).unwrap();
+    assert!(filter.may_hold(fingerprint("old8")));
+}
+
+#[test]
+fn an_unmerged_base_is_wanted_once_the_change_is_due_to_spill_or_there_is_no_filter() {
+    let mut r = RecentSet::default();
+    for i in 0..100 {
+        r.insert(format!("old{i}"));
+    }
+    r.rebased(3);
+    let mut read: RecentSet = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    let mut added = 0;
+    for i in 0..10_000 {
+        let k = format!("item{i}");
+        if read.base_wanted_for(&[&k]) {
+            continue;
+        }
+        if read.changes() >= RecentSet::SPILL {
+            break;
+        }
+        read.insert(k);
+        added += 1;
+    }
+    assert_eq!(added, RecentSet::SPILL);
+    assert!(read.base_wanted_for(&[]) && !read.wants_base());
+    // a record from before filters: its base is wanted before any use
+    let mut stored = serde_json::to_value(&r).unwrap();
+    stored.as_object_mut().unwrap().remove("filter");
+    let old: RecentSet = serde_json::from_value(stored.clone()).unwrap();
+    assert!(old.base_wanted_for(&[]));
+    // as is one whose filter does not read
+    stored["filter"] = "AAAA".into();
+    let damaged: RecentSet = serde_json::from_value(stored).unwrap();
+    assert!(damaged.base_wanted_for(&[]));
 }
