@@ -20,10 +20,11 @@ use tracing::{info, warn};
 /// Poll one feed, fan out what is new, record the outcome.
 ///
 /// The feed's state is copied without its subscribers for the fetch: most polls are answered
-/// 304, and a popular feed's subscribers (100,000 of them in the fan-out benchmark) cost more
-/// to copy than the poll. Only a document is planned against them, with a copy taken when it
-/// has arrived (one poll of a feed runs at a time, so only the subscribers can have changed
-/// meanwhile, and the plan and the record's update see the same ones).
+/// 304. Only a document is planned against them, with a copy of the record taken when it has
+/// arrived (one poll of a feed runs at a time, so only the subscribers can have changed
+/// meanwhile, and the plan and the record's update see the same ones). That copy shares the
+/// subscribers (100,000 of them in the fan-out benchmark) rather than copying them; a
+/// subscription changed while the poll holds them copies them then ([`Subscribers`](crate::feeds::record::Subscribers)).
 pub(crate) async fn poll(shared: &Shared, key: &str) {
     let (snapshot, pending_existing) = {
         let mut feeds = shared.feeds.lock().expect("feeds lock");

@@ -5,6 +5,7 @@ use crate::config::IngestorConfig;
 use crate::feeds::websub;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use tocsin_model::{Filter, Millis, UserId};
 
 /// One subscriber of a feed.
@@ -34,6 +35,69 @@ pub struct Subscriber {
     pub active_hours: Option<tocsin_model::Window>,
 }
 
+/// A feed's subscribers by `<user>/<source>`, shared by the copies of its record a poll
+/// takes (a feed may have 100,000 of them) and copied only when one of those copies is
+/// changed while another is still held. Reads go through [`std::ops::Deref`]; the changes
+/// below copy first if they must.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(from = "BTreeMap<String, Subscriber>")]
+pub struct Subscribers(Arc<BTreeMap<String, Subscriber>>);
+
+impl From<BTreeMap<String, Subscriber>> for Subscribers {
+    fn from(map: BTreeMap<String, Subscriber>) -> Self {
+        Subscribers(Arc::new(map))
+    }
+}
+
+impl FromIterator<(String, Subscriber)> for Subscribers {
+    fn from_iter<I: IntoIterator<Item = (String, Subscriber)>>(iter: I) -> Self {
+        Subscribers(Arc::new(iter.into_iter().collect()))
+    }
+}
+
+impl std::ops::Deref for Subscribers {
+    type Target = BTreeMap<String, Subscriber>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Subscribers {
+    /// Whether both are the same map, not copies of it.
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &Subscribers) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    fn edit(&mut self) -> &mut BTreeMap<String, Subscriber> {
+        Arc::make_mut(&mut self.0)
+    }
+
+    pub fn insert(&mut self, key: String, sub: Subscriber) -> Option<Subscriber> {
+        self.edit().insert(key, sub)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<Subscriber> {
+        self.edit().remove(key)
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Subscriber> {
+        self.edit().get_mut(key)
+    }
+
+    pub fn clear(&mut self) {
+        self.edit().clear()
+    }
+
+    pub fn iter_mut(&mut self) -> std::collections::btree_map::IterMut<'_, String, Subscriber> {
+        self.edit().iter_mut()
+    }
+
+    pub fn values_mut(&mut self) -> std::collections::btree_map::ValuesMut<'_, String, Subscriber> {
+        self.edit().values_mut()
+    }
+}
+
 /// Everything the ingestor keeps about one distinct feed URL (the `feeds` KV entry).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub struct FeedRecord {
@@ -44,7 +108,7 @@ pub struct FeedRecord {
     /// ([`subscriber_key`]), so a feed with many subscribers never outgrows a KV value and
     /// a poll rewrites only the feed's own state.
     #[serde(default, skip_serializing)]
-    pub subscribers: BTreeMap<String, Subscriber>,
+    pub subscribers: Subscribers,
     #[serde(default)]
     pub etag: Option<String>,
     #[serde(default)]

@@ -69,8 +69,16 @@ pub fn after_success(
         rec.etag = r.etag;
         rec.last_modified = r.last_modified;
         rec.polled = true;
-        // subscribers who got the existing items (those waiting in the snapshot) are done
-        for (k, s) in rec.subscribers.iter_mut() {
+        // subscribers who got the existing items (those waiting in the snapshot) are done;
+        // looked for first, as changing the subscribers copies them while the snapshot holds
+        // them too
+        let served_some = rec.subscribers.values().any(|s| s.pending_existing)
+            && snapshot.subscribers.values().any(|s| s.pending_existing);
+        for (k, s) in served_some
+            .then(|| rec.subscribers.iter_mut())
+            .into_iter()
+            .flatten()
+        {
             if s.pending_existing
                 && snapshot
                     .subscribers
@@ -264,6 +272,21 @@ mod tests {
         assert_eq!(rec.etag.as_deref(), Some("\"e1\""));
         assert!(rec.subscribers["u3/s"].pending_existing);
         assert_eq!(rec.next_poll_ms, 5, "u3 still waits: polled again at once");
+    }
+
+    #[test]
+    fn a_document_nobody_waits_for_leaves_the_subscribers_shared_with_the_snapshot() {
+        let mut rec = polled();
+        let snapshot = rec.clone();
+        assert!(rec.subscribers.shares_with(&snapshot.subscribers));
+        let doc = Some(doc(&["a"], None));
+        let out = after_success(&mut rec, &snapshot, doc, &cfg(), 5, 0.5, String::new);
+        assert!(out.must_save && out.served.is_empty());
+        assert!(rec.subscribers.shares_with(&snapshot.subscribers));
+        // a change copies them: the snapshot keeps what it was taken with
+        rec.subscribers.insert("u2/s".into(), sub("u2", false));
+        assert!(!rec.subscribers.shares_with(&snapshot.subscribers));
+        assert_eq!((rec.subscribers.len(), snapshot.subscribers.len()), (2, 1));
     }
 
     #[test]
