@@ -16,6 +16,17 @@ fn stored_and_read(set: &RecentSet, base: Option<(&[u8], u64)>) -> RecentSet {
     back
 }
 
+/// A set of `n` keys `<prefix><i>` just written as base `revision`, and that base.
+fn with_base(prefix: &str, n: usize, revision: u64) -> (RecentSet, Vec<u8>) {
+    let mut r = RecentSet::default();
+    for i in 0..n {
+        r.insert(format!("{prefix}{i}"));
+    }
+    let base = r.base_bytes();
+    r.rebased(revision);
+    (r, base)
+}
+
 #[test]
 fn is_bounded_and_round_trips() {
     let mut r = RecentSet::default();
@@ -130,12 +141,7 @@ fn a_few_keys_stay_in_the_record_and_more_spill_into_a_base() {
 
 #[test]
 fn a_base_written_after_the_record_merges_to_the_same_keys() {
-    let mut r = RecentSet::default();
-    for i in 0..100 {
-        r.insert(format!("k{i}"));
-    }
-    let first = r.base_bytes();
-    r.rebased(4);
+    let (mut r, first) = with_base("k", 100, 4);
     r.insert("x");
     r.remove("k50");
     // the record is written with this change; its checkpoint then writes a new base, and
@@ -155,12 +161,7 @@ fn a_base_written_after_the_record_merges_to_the_same_keys() {
 
 #[test]
 fn at_capacity_the_added_keys_push_out_the_oldest_of_the_base() {
-    let mut r = RecentSet::default();
-    for i in 0..RecentSet::CAPACITY {
-        r.insert(format!("old{i}"));
-    }
-    let base = r.base_bytes();
-    r.rebased(2);
+    let (mut r, base) = with_base("old", RecentSet::CAPACITY, 2);
     for i in 0..10 {
         r.insert(format!("new{i}"));
     }
@@ -202,12 +203,7 @@ fn a_record_naming_a_base_is_told_from_its_bytes() {
 
 #[test]
 fn read_with_its_filter_a_record_answers_without_its_base_for_keys_the_base_cannot_hold() {
-    let mut r = RecentSet::default();
-    for i in 0..300 {
-        r.insert(format!("old{i}"));
-    }
-    let base = r.base_bytes();
-    r.rebased(5);
+    let (mut r, base) = with_base("old", 300, 5);
     r.insert("new0");
     assert!(r.remove("old7"));
     let record = serde_json::to_string(&r).unwrap();
@@ -260,11 +256,7 @@ fn read_with_its_filter_a_record_answers_without_its_base_for_keys_the_base_cann
 
 #[test]
 fn an_unmerged_base_is_wanted_once_the_change_is_due_to_spill_or_there_is_no_filter() {
-    let mut r = RecentSet::default();
-    for i in 0..100 {
-        r.insert(format!("old{i}"));
-    }
-    r.rebased(3);
+    let (r, _) = with_base("old", 100, 3);
     let mut read: RecentSet = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     let mut added = 0;
     for i in 0..10_000 {
