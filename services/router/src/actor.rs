@@ -207,7 +207,7 @@ impl Avatar {
         if let Some(rec) = &mut record {
             let base = match read.base {
                 Some(base) => Some(base),
-                None if rec.recent.base_wanted_for(&[]) => Some(Box::pin(self.read_base()).await?),
+                None if rec.recent.base_wanted() => Some(Box::pin(self.read_base()).await?),
                 None => None,
             };
             if let Some((value, revision)) = base {
@@ -229,7 +229,7 @@ impl Avatar {
         let Some(rec) = self.record.as_ref().filter(|r| r.recent.needs_base()) else {
             return Some(self.apply(parsed, now));
         };
-        if rec.recent.base_wanted_for(&[]) {
+        if rec.recent.base_wanted() {
             Box::pin(self.merge_base(msg)).await?;
             return Some(self.apply(parsed, now));
         }

@@ -16,7 +16,7 @@
 //! merged into it ([`RecentSet::needs_base`], [`RecentSet::adopt_base`]). The change also
 //! carries a filter of the base's keys (`filter`, [`BaseFilter`]): until the base is merged,
 //! the set answers for any key the filter rules out, and only a key it may hold needs the base
-//! read ([`RecentSet::base_wanted_for`]). A record from before fingerprints (a list of the
+//! read ([`RecentSet::took_unsure`]). A record from before fingerprints (a list of the
 //! keys' text under `recent`) is read by fingerprinting each key.
 
 use crate::recent_filter::{BaseFilter, MAX_BYTES};
@@ -134,19 +134,13 @@ impl RecentSet {
         self.unsure.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether the stored base must be merged ([`RecentSet::adopt_base`]) before `keys` are
-    /// looked up or changed: the base is not merged, and the record carried no filter of it,
-    /// or the filter may hold one of them, or the change has grown to where the next
-    /// checkpoint writes a new base. With no keys: whether it must be merged before any use.
-    pub fn base_wanted_for(&self, keys: &[&str]) -> bool {
-        self.partial
-            && match &self.filter {
-                None => true,
-                Some(filter) => {
-                    self.changes() >= Self::SPILL
-                        || keys.iter().any(|k| filter.may_hold(fingerprint(k)))
-                }
-            }
+    /// Whether the stored base must be merged ([`RecentSet::adopt_base`]) before the set is
+    /// used at all: it is not merged, and the record carried no filter of it, or the change
+    /// has grown to where the next checkpoint writes a new base. Otherwise the set answers for
+    /// the keys its filter rules out, and says when it was asked about another
+    /// ([`RecentSet::took_unsure`]).
+    pub fn base_wanted(&self) -> bool {
+        self.partial && (self.filter.is_none() || self.changes() >= Self::SPILL)
     }
 
     /// Insert `key`, forgetting the oldest key past capacity. Returns false if present.
@@ -209,7 +203,7 @@ impl RecentSet {
     }
 
     /// Whether this set was read from a record whose base is not merged in yet (see
-    /// [`RecentSet::base_wanted_for`] for when it must be).
+    /// [`RecentSet::base_wanted`] for when it must be).
     pub fn needs_base(&self) -> bool {
         self.partial
     }
