@@ -4,10 +4,10 @@
 //! would otherwise read for every one of them.
 //!
 //! Built from the keys' fingerprints (already uniform 64-bit hashes), with
-//! [`PROBES`] bits per key picked by double hashing from the fingerprint's halves, and 8 to 16
-//! bits per key (the size a power of two between [`MIN_BYTES`] and [`MAX_BYTES`]): a key not
-//! in the base is taken for one of its keys about 2 % of the time with a full base of 512, and
-//! less with fewer. A filter never misses a key it was built with.
+//! [`PROBES`] bits per key picked by double hashing from the fingerprint's halves, and at
+//! least 8 bits of filter per key (the size a power of two between [`MIN_BYTES`] and
+//! [`MAX_BYTES`]): a key not in the base is taken for one of its keys about 2 % of the time
+//! with a full base of 512, and less with fewer. A filter never misses a key it was built with.
 
 /// Bits set per key.
 const PROBES: u32 = 5;
