@@ -230,7 +230,7 @@ impl Avatar {
             return Some(self.apply(parsed, now));
         };
         if rec.recent.base_wanted() {
-            Box::pin(self.merge_base(msg)).await?;
+            Box::pin(self.read_and_merge_base(msg)).await?;
             return Some(self.apply(parsed, now));
         }
         let before = self.record.clone();
@@ -239,7 +239,7 @@ impl Avatar {
             return Some(fx);
         }
         self.record = before;
-        Box::pin(self.merge_base(msg)).await?;
+        Box::pin(self.read_and_merge_base(msg)).await?;
         // it was decoded before, so it decodes again
         let parsed =
             tocsin_bus::decode_with(msg.payload(), "avatar message", AvatarMessage::from_json)
@@ -249,7 +249,7 @@ impl Avatar {
 
     /// Read the user's base of recent keys and merge it into the record; None (and said) if
     /// it cannot be read.
-    async fn merge_base(&mut self, msg: &Handed) -> Option<()> {
+    async fn read_and_merge_base(&mut self, msg: &Handed) -> Option<()> {
         match Box::pin(self.read_base()).await {
             Ok((value, revision)) => {
                 if let Some(rec) = &mut self.record {

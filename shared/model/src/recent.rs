@@ -77,26 +77,23 @@ pub fn fingerprint(key: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
-/// Whether a stored record (its JSON) names a base of recent keys, told from its bytes without
-/// decoding it: a hint for reading many users' bases together (whoever decodes the record
-/// learns it for sure). A record's keys are written as `"seen":{` exactly when they are a
-/// change to a base; inside a JSON string those quotes would be escaped.
-pub fn names_base(record: &[u8]) -> bool {
-    memchr::memmem::find(record, br#""seen":{"#).is_some()
+/// The change to a base of recent keys in a stored record (its JSON), found in its bytes
+/// without decoding it: from `"seen":{` to the object's end (it holds a number and base64
+/// strings, so no other brace). A record's keys are written that way exactly when they are a
+/// change to a base; inside a JSON string those quotes would be escaped. None: no base named.
+fn change_in(record: &[u8]) -> Option<&[u8]> {
+    let at = memchr::memmem::find(record, br#""seen":{"#)?;
+    let change = &record[at..];
+    Some(&change[..memchr::memchr(b'}', change).unwrap_or(change.len())])
 }
 
 /// Whether an avatar woken from a stored record (its JSON) reads its base of recent keys at
-/// once, told from its bytes like [`names_base`]: the record names one and carries no filter of
-/// it (written before filters). One that carries a filter reads it only if a key it is asked
-/// about may be in it.
+/// once, told from its bytes: a hint for reading many users' bases together (whoever decodes
+/// the record learns it for sure). It does when the record names a base and carries no filter
+/// of it (written before filters); one that carries a filter reads its base only if a key it
+/// is asked about may be in it.
 pub fn base_read_on_wake(record: &[u8]) -> bool {
-    let Some(at) = memchr::memmem::find(record, br#""seen":{"#) else {
-        return false;
-    };
-    // the change holds a number and base64 strings, so its object ends at the first brace
-    let change = &record[at..];
-    let change = &change[..memchr::memchr(b'}', change).unwrap_or(change.len())];
-    memchr::memmem::find(change, br#""filter":""#).is_none()
+    change_in(record).is_some_and(|change| memchr::memmem::find(change, br#""filter":""#).is_none())
 }
 
 /// The first byte of a stored base: its format (fingerprints packed, 8 bytes each, oldest

@@ -191,12 +191,12 @@ fn a_record_naming_a_base_is_told_from_its_bytes() {
     let record = |r: &RecentSet, title: &str| {
         serde_json::to_vec(&serde_json::json!({"name": title, "seen": r})).unwrap()
     };
-    assert!(!names_base(&record(&r, "plain")));
+    assert!(change_in(&record(&r, "plain")).is_none());
     // a user's own text cannot pass for it: its quotes are escaped
-    assert!(!names_base(&record(&r, r#"x"seen":{"base":1}"#)));
+    assert!(change_in(&record(&r, r#"x"seen":{"base":1}"#)).is_none());
     r.rebased(3);
     r.insert("b");
-    assert!(names_base(&record(&r, "plain")));
+    assert!(change_in(&record(&r, "plain")).is_some());
     // with the base's filter in the change, waking needs no base; without it (a record from
     // before filters), it does, whatever else of the record is called a filter
     assert!(!base_read_on_wake(&record(&r, "plain")));
