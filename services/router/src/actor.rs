@@ -152,7 +152,7 @@ impl Avatar {
             AvatarMessage::Command { command_id, .. } => command_id.clone(),
             _ => String::new(),
         };
-        let Some(fx) = Box::pin(self.decide(parsed, &msg)).await else {
+        let Some(mut fx) = Box::pin(self.decide(parsed, &msg)).await else {
             self.pending.push(msg);
             Box::pin(self.fail(Duration::from_secs(1))).await;
             return;
@@ -164,7 +164,7 @@ impl Avatar {
         }
         self.dirty |= fx.dirty;
         let silo = self.ctx.bus.silo_of(&self.user);
-        let sent = outputs::outputs(&fx, &self.user, silo, self.ctx.bus.subjects(), &cmd_id)
+        let sent = outputs::outputs(&mut fx, &self.user, silo, self.ctx.bus.subjects(), &cmd_id)
             .map(|out| self.outgoing.extend(out));
         if let Err(e) = sent {
             warn!(subject = %msg.subject(), error = %e, "cannot encode a routed output; will retry");

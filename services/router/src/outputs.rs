@@ -9,9 +9,10 @@ use tocsin_bus::{BusError, Outgoing, Subjects, msg_id};
 use tocsin_model::{HistoryRecord, UserId};
 
 /// The messages `fx` makes for `user` in `silo`; `command_id` is the command being handled
-/// (empty for other messages). Events get the user, the silo and the router as their service.
+/// (empty for other messages). Events get the user, the silo and the router as their service;
+/// they are taken from `fx` rather than copied.
 pub fn outputs(
-    fx: &Effects,
+    fx: &mut Effects,
     user: &UserId,
     silo: u32,
     subjects: &Subjects,
@@ -54,12 +55,15 @@ pub fn outputs(
             tocsin_bus::encode(sub)?,
         ));
     }
-    for event in &fx.events {
-        let mut event = event.clone();
+    for mut event in std::mem::take(&mut fx.events) {
         event.user = Some(user.clone());
         event.silo = Some(silo);
-        let (_, id, payload) = tocsin_bus::event_message(subjects, event, "router")?;
-        out.push(Outgoing::record(subjects.events_envelope(), id, payload));
+        let payload = tocsin_bus::event_payload(&mut event, "router")?;
+        out.push(Outgoing::record(
+            subjects.events_envelope(),
+            event.id,
+            payload,
+        ));
     }
     for (i, sub) in fx.subscriptions.iter().enumerate() {
         out.push(Outgoing::alone(
@@ -96,8 +100,8 @@ mod tests {
             &LIMITS,
             1,
         );
-        let fx = apply(&user(), &mut rec, notify("n1", None), &LIMITS, 2);
-        let out = outputs(&fx, &user(), 3, &subjects(), "").unwrap();
+        let mut fx = apply(&user(), &mut rec, notify("n1", None), &LIMITS, 2);
+        let out = outputs(&mut fx, &user(), 3, &subjects(), "").unwrap();
         let s = subjects();
         assert_eq!(out[0].subject, s.history_envelope(3));
         assert!(out[0].enveloped && out[0].first);
@@ -168,8 +172,8 @@ mod tests {
             },
             reply_to: None,
         };
-        let fx = apply(&user(), &mut rec, add, &LIMITS, 2);
-        let out = outputs(&fx, &user(), 0, &subjects(), "c7").unwrap();
+        let mut fx = apply(&user(), &mut rec, add, &LIMITS, 2);
+        let out = outputs(&mut fx, &user(), 0, &subjects(), "c7").unwrap();
         let last = out.last().unwrap();
         assert_eq!(last.subject, subjects().ingest_subscriptions());
         assert_eq!(last.id, "sub:u1:s1:c7:0");

@@ -299,11 +299,20 @@ pub fn event_message(
     mut event: tocsin_model::Event,
     service: &str,
 ) -> Result<(String, String, bytes::Bytes), BusError> {
+    let payload = event_payload(&mut event, service)?;
+    Ok((subjects.events(event.kind), event.id, payload))
+}
+
+/// `event`'s payload, with `service` filled in when it names none (for an event that travels
+/// as a record of an envelope, whose subject is the envelope's).
+pub fn event_payload(
+    event: &mut tocsin_model::Event,
+    service: &str,
+) -> Result<bytes::Bytes, BusError> {
     if event.service.is_empty() {
         event.service = service.to_owned();
     }
-    let payload = encode(&event)?;
-    Ok((subjects.events(event.kind), event.id, payload))
+    encode(event)
 }
 
 /// Encode a payload as JSON.

@@ -352,13 +352,11 @@ impl Reach {
 
     /// A fresh short reference for `n` (its own if it has one already).
     pub fn reference(&mut self, n: &Notification) -> u32 {
-        if let Some(r) = self.references.number_of(&n.id) {
-            return r;
-        }
-        self.next_reference = self.next_reference % 999 + 1;
-        let r = self.next_reference;
-        self.references.push(r, &n.id);
-        r
+        let next = &mut self.next_reference;
+        self.references.number_or_give(&n.id, || {
+            *next = *next % 999 + 1;
+            *next
+        })
     }
 
     pub fn by_reference(&self, r: u32) -> Option<NotificationId> {

@@ -60,22 +60,28 @@ impl Held {
     }
 }
 
-/// The 16 bytes of an id of the usual form (`n` and 32 lowercase hex digits).
+/// The 16 bytes of an id of the usual form (`n` and 32 lowercase hex digits), read in one
+/// pass. Upper-case digits would come back lower-case: such an id is held as written.
 fn id_bytes(id: &NotificationId) -> Option<[u8; 16]> {
     let digits = id.as_str().strip_prefix('n')?.as_bytes();
     if digits.len() != 32 {
         return None;
     }
-    // upper-case digits would come back lower-case: such an id is held as written
-    if !digits
-        .iter()
-        .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return None;
-    }
     let mut out = [0u8; 16];
-    hex::decode_to_slice(digits, &mut out).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let [high, low] = pair else { return None };
+        *byte = (digit(*high)? << 4) | digit(*low)?;
+    }
     Some(out)
+}
+
+/// A lowercase hex digit's value.
+fn digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
 }
 
 /// Bytes of one packed entry: the number, then the id's 16 bytes.
@@ -100,6 +106,18 @@ impl References {
             self.order.pop_front();
         }
         self.order.push_back((r, held));
+    }
+
+    /// The number `id` was given if it is remembered; otherwise the number `next` gives it,
+    /// remembered as [`References::push`] does. The id is read once for both.
+    pub fn number_or_give(&mut self, id: &NotificationId, next: impl FnOnce() -> u32) -> u32 {
+        let held = Held::of(id);
+        if let Some((r, _)) = self.order.iter().find(|(_, x)| *x == held) {
+            return *r;
+        }
+        let r = next();
+        self.push_held(r, held);
+        r
     }
 
     /// The number `id` was given, if it is remembered.
@@ -260,6 +278,42 @@ mod tests {
         assert_eq!(again.by_number(120), Some(id(1000)));
         assert_eq!(again.number_of(&id(119)), None);
         assert_eq!(again.len(), References::CAPACITY);
+    }
+
+    #[test]
+    fn an_id_keeps_its_number_and_a_new_one_is_given_the_next() {
+        let mut r = References::default();
+        let upper = NotificationId(format!("n{}", "AB".repeat(16)));
+        let mut given = 0;
+        for (i, n) in [id(1), upper.clone(), NotificationId("n2".into())]
+            .iter()
+            .enumerate()
+        {
+            let number = r.number_or_give(n, || {
+                given += 1;
+                i as u32 + 10
+            });
+            assert_eq!(number, i as u32 + 10);
+            assert_eq!(r.by_number(number).as_ref(), Some(n));
+        }
+        assert_eq!(given, 3);
+        // asked again, each keeps its number and `next` is not asked
+        for (i, n) in [id(1), upper, NotificationId("n2".into())]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                r.number_or_give(n, || unreachable!("{n} has a number")),
+                i as u32 + 10
+            );
+        }
+        // one hex digit off is another notification; a non-hex digit is read as written
+        let near = NotificationId(format!("n{}1", &id(1).as_str()[1..32]));
+        assert_eq!(r.number_or_give(&near, || 20), 20);
+        let odd = NotificationId(format!("n{}g", &id(1).as_str()[1..32]));
+        assert_eq!(r.number_or_give(&odd, || 21), 21);
+        assert_eq!(r.number_of(&odd), Some(21));
+        assert_eq!(r.len(), 5);
     }
 
     #[test]
