@@ -12,6 +12,7 @@ use crate::mail::{MailBenchOptions, MailReport};
 use crate::pipeline::{BenchOptions, Report};
 use crate::reach::{ReachBenchOptions, ReachReport};
 use crate::store::{StoreBenchOptions, StoreReport};
+use crate::work::WorkOptions;
 use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ pub struct AllOptions {
     pub mail: MailBenchOptions,
     pub archive: ArchiveBenchOptions,
     pub store: StoreBenchOptions,
+    pub work: WorkOptions,
     pub short: bool,
 }
 
@@ -102,6 +104,12 @@ impl AllOptions {
                 batch: 40,
                 users: 60,
             },
+            work: WorkOptions {
+                users: 1000,
+                notifications: 50_000,
+                per_checkpoint: 4,
+                rounds: 5,
+            },
             short: false,
         }
     }
@@ -159,6 +167,12 @@ impl AllOptions {
                 batch: 40,
                 users: 60,
             },
+            work: WorkOptions {
+                users: 100,
+                notifications: 2_000,
+                per_checkpoint: 4,
+                rounds: 2,
+            },
             short: true,
         }
     }
@@ -172,6 +186,7 @@ pub struct AllReport {
     pub mail: MailReport,
     pub archive: ArchiveReport,
     pub store: StoreReport,
+    pub work: crate::work::Report,
     pub elapsed: Duration,
     pub short: bool,
 }
@@ -220,6 +235,11 @@ pub async fn run(opts: AllOptions) -> Result<AllReport> {
     let store = tokio::task::spawn_blocking(move || crate::store::run(store))
         .await
         .context("history's store")??;
+    step("tocsin's own work, no bus");
+    let work = opts.work.clone();
+    let work = tokio::task::spawn_blocking(move || crate::work::run(work))
+        .await
+        .context("tocsin's own work")??;
     Ok(AllReport {
         burst,
         steady,
@@ -228,6 +248,7 @@ pub async fn run(opts: AllOptions) -> Result<AllReport> {
         mail,
         archive,
         store,
+        work,
         elapsed: started.elapsed(),
         short: opts.short,
     })
@@ -513,6 +534,17 @@ impl AllReport {
                 st.bare.wall_us, st.bare.cpu_us
             ),
             ratio: format!("{:.2}", st.tocsin.wall_us / st.bare.wall_us.max(0.001)),
+        });
+        let w = &self.work;
+        let own = w.total();
+        rows.push(Row {
+            figure: "tocsin's own work on a notification, no bus (router, history's and delivery's decode)".into(),
+            tocsin: format!("{:.1} µs cpu, {:.0} allocations", own.micros, own.allocations),
+            baseline: format!(
+                "{:.1} µs, {:.0} allocations: its message parsed as JSON",
+                w.baseline.micros, w.baseline.allocations
+            ),
+            ratio: format!("{:.2}", own.micros / w.baseline.micros.max(0.001)),
         });
         rows
     }

@@ -110,14 +110,19 @@ pub(crate) async fn create_users(
     timeout: Duration,
 ) -> Result<()> {
     command_each(bus, users, "create", window, timeout, |u| {
-        Command::CreateUser {
-            name: u.to_string(),
-            token_hash: "bench".into(),
-            feed_token_hash: "bench".into(),
-            inbound_token_hash: inbound_hash(u),
-        }
+        create_user(u, inbound_hash(u))
     })
     .await
+}
+
+/// The command creating a bench user (`inbound_token_hash` empty: no inbound address).
+pub(crate) fn create_user(u: &UserId, inbound_token_hash: String) -> Command {
+    Command::CreateUser {
+        name: u.to_string(),
+        token_hash: "bench".into(),
+        feed_token_hash: "bench".into(),
+        inbound_token_hash,
+    }
 }
 
 /// Send each user's avatar one command (`command(user)`, id `<what>-<user>`) through a

@@ -14,4 +14,5 @@ pub mod memory;
 pub mod pipeline;
 pub mod reach;
 pub mod store;
+pub mod work;
 pub mod writes;

@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;
 
-tocsin_runtime::global_allocator!();
+/// tocsin's allocator, counting each thread's allocations for `tocsin-bench work`.
+#[global_allocator]
+static GLOBAL: tocsin_runtime::thread_meter::CountingAllocator =
+    tocsin_runtime::thread_meter::CountingAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -139,6 +142,20 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         warm: usize,
     },
+    /// Measure tocsin's own work on a notification with no bus, server or disk: the router's
+    /// decode, decision, outputs and record, history's and delivery's decode; CPU time and
+    /// allocations per notification, beside the notification parsed as a bare JSON value.
+    Work {
+        #[arg(long, default_value_t = 50_000)]
+        notifications: usize,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        /// Notifications an avatar handles between two checkpoints of its record.
+        #[arg(long, default_value_t = 4)]
+        per_checkpoint: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -167,6 +184,21 @@ async fn run() -> ExitCode {
 
 async fn dispatch(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Work {
+            notifications,
+            users,
+            per_checkpoint,
+            rounds,
+        } => {
+            let report = tocsin_bench::work::run(tocsin_bench::work::WorkOptions {
+                users: users.max(1),
+                notifications: notifications.max(1),
+                per_checkpoint: per_checkpoint.max(1),
+                rounds: rounds.max(1),
+            })?;
+            print!("{}", report.table());
+            Ok(())
+        }
         Cmd::Reach {
             users,
             wait_secs,

@@ -4,6 +4,11 @@
 use std::time::Duration;
 use tocsin_bench::all::{AllOptions, run};
 
+/// As the bench binary: tocsin's allocator, counting each thread's allocations.
+#[global_allocator]
+static GLOBAL: tocsin_runtime::thread_meter::CountingAllocator =
+    tocsin_runtime::thread_meter::CountingAllocator;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     tocsin_runtime::install_crypto();
@@ -88,6 +93,13 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
     // history's store, and what a notification cost in CPU beside a raw message
     let st = &report.store;
     assert!(st.tocsin.wall_us > 0.0 && st.bare.wall_us > 0.0, "{st:?}");
+    // tocsin's own work: every stage measured, and more than parsing the message takes
+    let w = &report.work;
+    for c in [&w.baseline, &w.route, &w.checkpoint, &w.read] {
+        assert!(c.micros > 0.0 && c.allocations > 0.0, "{c:?}");
+    }
+    assert!(w.total().allocations > w.baseline.allocations, "{w:?}");
+    assert!(w.output_bytes > 0.0);
     for r in std::iter::once(&report.burst).chain(&report.steady) {
         // every notification is at least its one publish into a silo stream; a raw message is
         // exactly its one publish
@@ -131,6 +143,7 @@ async fn the_bench_short_mode_measures_every_part_and_prints_one_table() {
         "history's store: 1,000 notifications in batches of 40 into 2,000",
         "CPU per notification, burst",
         "the shape's floor (tocsin's hops, none of its work), burst",
+        "tocsin's own work on a notification, no bus",
     ] {
         assert!(table.contains(row), "{row:?} missing from\n{table}");
     }

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod memory;
 pub mod ops;
 pub mod rate;
+pub mod thread_meter;
 
 pub use config::{ConfigDoc, ConfigSource, Section};
 pub use error::ServiceError;
