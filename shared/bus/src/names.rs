@@ -79,7 +79,14 @@ impl Subjects {
 
     /// `<p>.history.<k>.ENVELOPE`: records of many users of silo `k` in envelopes.
     pub fn history_envelope(&self, silo: u32) -> String {
-        format!("{}.history.{silo}.{}", self.prefix, crate::envelope::TOKEN)
+        let mut digits = [0u8; 10];
+        joined(&[
+            &self.prefix,
+            ".history.",
+            decimal(silo, &mut digits),
+            ".",
+            crate::envelope::TOKEN,
+        ])
     }
 
     pub fn history_silo(&self, silo: u32) -> String {
@@ -133,7 +140,7 @@ impl Subjects {
 
     /// `<p>.delivery.<channel>`: delivery jobs for one channel.
     pub fn delivery(&self, channel: &str) -> String {
-        format!("{}.delivery.{channel}", self.prefix)
+        joined(&[&self.prefix, ".delivery.", channel])
     }
 
     /// `<p>.delivery.<channel>.parked`: jobs parked back in the stream (a user over its
@@ -168,7 +175,7 @@ impl Subjects {
 
     /// `<p>.events.ENVELOPE`: events of many kinds in envelopes.
     pub fn events_envelope(&self) -> String {
-        format!("{}.events.{}", self.prefix, crate::envelope::TOKEN)
+        joined(&[&self.prefix, ".events.", crate::envelope::TOKEN])
     }
 
     pub fn events_all(&self) -> String {
@@ -184,6 +191,31 @@ impl Subjects {
         let _silo = parts.next()?;
         parts.next()
     }
+}
+
+/// `parts` as one string, allocated once at its length. The subjects an avatar names for each
+/// of its outputs are made this way: through `format!` they were 6 % of the router's own work
+/// on a notification (`tocsin-bench work`).
+fn joined(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
+/// `n` in decimal, written at the end of `buf` (ten digits hold any `u32`).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &str {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(buf.get(start..).unwrap_or_default()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -204,5 +236,10 @@ mod tests {
         assert_eq!(s.history(2, "u1"), "t-1.history.2.u1");
         assert_eq!(s.bucket("avatars"), "T_1_AVATARS");
         assert_eq!(s.dead_letter("T_1_SILO_3"), "t-1.dlq.t_1_silo_3");
+        assert_eq!(s.delivery("sink"), "t-1.delivery.sink");
+        assert_eq!(s.events_envelope(), "t-1.events.ENVELOPE");
+        for k in [0, 7, 10, 15, 999, u32::MAX] {
+            assert_eq!(s.history_envelope(k), format!("t-1.history.{k}.ENVELOPE"));
+        }
     }
 }
