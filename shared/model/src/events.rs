@@ -270,7 +270,11 @@ impl Event {
 
     /// `detail`, on one line and at most 500 bytes.
     pub fn detail(mut self, detail: &str) -> Event {
-        self.detail = crate::text::truncate(&crate::text::one_line(detail), 500);
+        let line = crate::text::one_line(detail);
+        self.detail = match line.len() {
+            0..=500 => line,
+            _ => crate::text::truncate(&line, 500),
+        };
         self
     }
 }
@@ -306,5 +310,16 @@ mod tests {
         assert_eq!(back, e);
         let lat = Event::new(EventKind::Delivered, &["n"], 5).since(10);
         assert_eq!(lat.latency_ms, Some(0));
+    }
+
+    #[test]
+    fn a_detail_is_one_line_of_at_most_500_bytes() {
+        let detail = |d: &str| Event::new(EventKind::Routed, &["n"], 5).detail(d).detail;
+        assert_eq!(detail("  sent\tto\r\n sms  "), "sent to sms");
+        assert_eq!(detail(""), "");
+        assert_eq!(detail(&"x".repeat(500)), "x".repeat(500));
+        let long = detail(&"é ".repeat(400));
+        assert!(long.len() <= 500 && long.ends_with('…'), "{long}");
+        assert!(long.starts_with("é é"));
     }
 }

@@ -158,7 +158,15 @@ pub fn xml_escape(s: &str) -> String {
 
 /// A single line: all white space (line breaks included) folded into single spaces.
 pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    // written into one string of the input's size: every event's detail comes through here
+    let mut line = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    line
 }
 
 /// Decode HTML character references: the common named ones and every numeric one.
