@@ -10,8 +10,8 @@ use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use tocsin_bus::{Bus, BusConfig};
 use tocsin_model::{
-    AvatarMessage, Command, Notification, NotificationId, Priority, SourceKind, SourceRef, UserId,
-    now_ms,
+    AvatarMessage, Channel, Command, Destination, Notification, NotificationId, Priority,
+    SourceKind, SourceRef, UserId, now_ms,
 };
 use tocsin_runtime::local_nats::{LocalNats, find_binary};
 
@@ -113,6 +113,21 @@ pub(crate) async fn create_users(
         create_user(u, inbound_hash(u))
     })
     .await
+}
+
+/// A bench user's destination `id` on `channel` at `address`, with nothing else set.
+pub(crate) fn destination(id: &str, channel: Channel, address: String) -> Destination {
+    Destination {
+        id: id.into(),
+        channel,
+        address,
+        secret: None,
+        label: String::new(),
+        push_format: None,
+        throttle: None,
+        verification: None,
+        created_at_ms: now_ms(),
+    }
 }
 
 /// The command creating a bench user (`inbound_token_hash` empty: no inbound address).

@@ -4,8 +4,8 @@
 //! run on the same server.
 
 use crate::common::{
-    BenchNats, Figures, Pacer, baseline, bench_router, command_each, create_users, figure_rows,
-    figures, notification,
+    BenchNats, Figures, Pacer, baseline, bench_router, command_each, create_users, destination,
+    figure_rows, figures, notification,
 };
 use crate::cpu::{CpuMeter, CpuPer};
 use crate::floor::Floor;
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tocsin_bus::Bus;
-use tocsin_model::{AvatarMessage, Channel, Command, Destination, EventKind, UserId, now_ms};
+use tocsin_model::{AvatarMessage, Channel, Command, Destination, EventKind, UserId};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -456,15 +456,5 @@ async fn add_sinks(bus: &Bus, users: &[UserId], window: usize, timeout: Duration
 
 /// The bench users' one destination: the `sink` channel, which does no I/O.
 pub(crate) fn sink() -> Destination {
-    Destination {
-        id: "sink".into(),
-        channel: Channel::Sink,
-        address: "bench".into(),
-        secret: None,
-        label: String::new(),
-        push_format: None,
-        throttle: None,
-        verification: None,
-        created_at_ms: now_ms(),
-    }
+    destination("sink", Channel::Sink, "bench".into())
 }

@@ -14,8 +14,8 @@
 //! timers are measured, not the webhooks.
 
 use crate::common::{
-    BenchNats, Figures, Pacer, baseline, bench_router, count_replies, create_users, figure_rows,
-    figures, notification,
+    BenchNats, Figures, Pacer, baseline, bench_router, count_replies, create_users, destination,
+    figure_rows, figures, notification,
 };
 use crate::jobs::{Jobs, next_job};
 use crate::pipeline::BenchOptions;
@@ -226,17 +226,11 @@ pub(crate) async fn commands(
 }
 
 fn webhook(id: &str) -> Destination {
-    Destination {
-        id: id.into(),
-        channel: Channel::Webhook,
-        address: format!("https://hooks.example.org/{id}"),
-        secret: None,
-        label: String::new(),
-        push_format: None,
-        throttle: None,
-        verification: None,
-        created_at_ms: now_ms(),
-    }
+    destination(
+        id,
+        Channel::Webhook,
+        format!("https://hooks.example.org/{id}"),
+    )
 }
 
 /// The escalations fired with the router running (their lateness), and all due at once after
