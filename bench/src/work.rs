@@ -12,7 +12,7 @@ use crate::common::{create_user, notification};
 use crate::pipeline::sink;
 use anyhow::{Context, Result, bail};
 use tocsin_model::{
-    AvatarMessage, Command, DeliveryJob, HistoryRecord, UserId, UserRecord, now_ms,
+    AvatarMessage, Channel, Command, DeliveryJob, HistoryRecord, UserId, UserRecord, now_ms,
 };
 use tocsin_router::decide::{self, Limits, escalate::Links};
 use tocsin_runtime::thread_meter::{allocations, thread_cpu};
@@ -209,7 +209,10 @@ pub fn run(opts: WorkOptions) -> Result<Report> {
             Ok(bytes)
         });
         encoded?;
-        let history = subjects.history_envelope(0);
+        let (history, jobs) = (
+            subjects.history_envelope(0),
+            subjects.delivery(Channel::Sink.as_str()),
+        );
         let (read_n, read) = measure(n, || -> Result<usize> {
             let mut read = 0;
             for o in &outputs {
@@ -220,15 +223,17 @@ pub fn run(opts: WorkOptions) -> Result<Report> {
                         HistoryRecord::from_json,
                     )?;
                     read += 1;
-                } else if o.subject.starts_with("bench.delivery.") {
+                } else if o.subject == jobs {
                     tocsin_bus::decode::<DeliveryJob>(&o.payload, "delivery job")?;
                     read += 1;
                 }
             }
             Ok(read)
         });
-        if read_n? < n {
-            bail!("fewer records and jobs than notifications: the users did not route them");
+        // each notification is stored (a history record) and sent to its user's sink (a job)
+        let read_n = read_n?;
+        if read_n != 2 * n {
+            bail!("{read_n} history records and jobs for {n} notifications, not two each");
         }
         report.output_bytes =
             outputs.iter().map(|o| o.payload.len()).sum::<usize>() as f64 / n as f64;
