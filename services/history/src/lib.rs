@@ -23,6 +23,7 @@ use store::Store;
 use tocsin_bus::{Bus, BusConfig, BusError, Disposition, SiloSet, StreamKind};
 use tocsin_model::{FeedRequest, HistoryPage, HistoryQuery, HistoryRecord, Reply, now_ms};
 use tocsin_runtime::ServiceError;
+use tocsin_runtime::background::Background;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -47,6 +48,11 @@ pub struct HistoryConfig {
     /// load the batches grow instead of every silo committing a few records at a time. What
     /// retention and the quota delete takes turns too, a few thousand rows at a time.
     pub writers: usize,
+    /// The nice value (0 to 19) of the threads that write the stores: they run at a lower CPU
+    /// priority than the pipeline, so on a machine it shares, writing history (which nothing
+    /// waits for on the way to delivery) yields the cores to notifications being delivered.
+    /// 0 runs them at the process's priority.
+    pub writer_nice: i32,
     pub max_ack_pending: i64,
     /// How many entries a private feed shows.
     pub feed_items: u32,
@@ -65,6 +71,7 @@ impl Default for HistoryConfig {
             retention_days: 90,
             batch: 256,
             writers: 2,
+            writer_nice: 10,
             max_ack_pending: 20_000,
             feed_items: 50,
             max_items_per_user: 100_000,
@@ -86,6 +93,9 @@ impl HistoryConfig {
         }
         if self.writers == 0 {
             p.push("history.writers: must be at least 1".into());
+        }
+        if !(0..=19).contains(&self.writer_nice) {
+            p.push("history.writer_nice: must be 0-19 (0: the process's priority)".into());
         }
         if self.max_items_per_user == 0 {
             p.push("history.max_items_per_user: must be at least 1".into());
@@ -139,6 +149,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     // per silo: whether its last write succeeded; /readyz is false while one cannot write
     let mut writable = Vec::new();
     let writers = Arc::new(tokio::sync::Semaphore::new(config.history.writers.max(1)));
+    // a thread for each writer's turn, and one for the hourly quota scan, which takes none
+    let threads = Arc::new(Background::start(
+        "history-writer",
+        config.history.writers.max(1) + 1,
+        config.history.writer_nice,
+    )?);
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));
         let store: Shared = Arc::new(Mutex::new(
@@ -161,7 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             silo,
             consumer,
             (store.clone(), ok),
-            (config.history.batch, writers.clone()),
+            (config.history.batch, writers.clone(), threads.clone()),
             shutdown.clone(),
         ))));
         let reader = lock(&store).reader();
@@ -174,7 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         ))));
         tasks.push(AbortOnDropHandle::new(tokio::spawn(retention::run(
             store,
-            writers.clone(),
+            (writers.clone(), threads.clone()),
             (
                 config.history.retention_days,
                 config.history.max_items_per_user,
@@ -230,7 +246,7 @@ async fn consume(
     silo: u32,
     consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
     (store, writable): (Shared, Arc<std::sync::atomic::AtomicBool>),
-    (batch, writers): (usize, Arc<tokio::sync::Semaphore>),
+    (batch, writers, threads): (usize, Arc<tokio::sync::Semaphore>, Arc<Background>),
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let mut messages = tocsin_bus::Pull::new(consumer, batch, format!("history silo {silo}"));
@@ -251,14 +267,20 @@ async fn consume(
             }
         }
         let span = info_span!("batch", silo, records = msgs.len());
-        let written = write_batch(&bus, &store, msgs).instrument(span).await;
+        let written = write_batch(&bus, (&store, &threads), msgs)
+            .instrument(span)
+            .await;
         writable.store(written, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(())
 }
 
 /// Write one batch; false when the store refused it (the batch is given back).
-async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) -> bool {
+async fn write_batch(
+    bus: &Bus,
+    (store, threads): (&Shared, &Background),
+    msgs: Vec<tocsin_bus::Inbound>,
+) -> bool {
     let mut records = Vec::with_capacity(msgs.len());
     // each message with the records of it that could not be read, if any
     let mut good: Vec<(tocsin_bus::Inbound, Vec<String>)> = Vec::with_capacity(msgs.len());
@@ -281,9 +303,7 @@ async fn write_batch(bus: &Bus, store: &Shared, msgs: Vec<tocsin_bus::Inbound>) 
     }
     let n = records.len();
     let s = store.clone();
-    let result = tokio::task::spawn_blocking(move || lock(&s).apply(&records))
-        .await
-        .expect("write task");
+    let result = threads.run(move || lock(&s).apply(&records)).await;
     match result {
         Ok(fresh) => {
             for (m, problems) in good {
@@ -490,6 +510,23 @@ fn answer_feed(store: &store::Reader, payload: &[u8], feed_items: u32) -> Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_nice_outside_0_to_19_is_refused_naming_the_field() {
+        let bus = BusConfig::default();
+        let with = |writer_nice| HistoryConfig {
+            writer_nice,
+            ..Default::default()
+        };
+        assert!(with(0).check(&bus).is_empty());
+        assert!(with(19).check(&bus).is_empty());
+        for wrong in [-1, 20] {
+            assert_eq!(
+                with(wrong).check(&bus),
+                ["history.writer_nice: must be 0-19 (0: the process's priority)"]
+            );
+        }
+    }
 
     #[test]
     fn a_silo_whose_store_lock_was_poisoned_still_answers_and_writes() {

@@ -8,6 +8,7 @@ use crate::{Shared, lock};
 use rusqlite::{OpenFlags, params};
 use std::time::Duration;
 use tocsin_model::{Millis, now_ms};
+use tocsin_runtime::background::Background;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -159,7 +160,7 @@ fn over_quota(path: &str, max_per_user: u64) -> Result<Vec<String>, StoreError> 
 /// `turns`.
 pub(crate) async fn run(
     store: Shared,
-    turns: std::sync::Arc<Semaphore>,
+    (turns, threads): (std::sync::Arc<Semaphore>, std::sync::Arc<Background>),
     (retention_days, max_items_per_user): (u64, u64),
     shutdown: CancellationToken,
 ) -> Result<(), tocsin_runtime::ServiceError> {
@@ -174,7 +175,7 @@ pub(crate) async fn run(
             // a retention longer than the clock can count keeps everything
             let days = i64::try_from(retention_days).unwrap_or(i64::MAX);
             let before = now_ms().saturating_sub(days.saturating_mul(86_400_000));
-            match in_turns(&store, &turns, &shutdown, move |s| {
+            match in_turns(&store, (&turns, &threads), &shutdown, move |s| {
                 s.prune_step(before, STEP)
             })
             .await
@@ -185,20 +186,18 @@ pub(crate) async fn run(
             }
         }
         let p = path.clone();
-        let over = tokio::task::spawn_blocking(move || over_quota(&p, max_items_per_user)).await;
+        let over = threads
+            .run(move || over_quota(&p, max_items_per_user))
+            .await;
         let users = match over {
-            Ok(Ok(users)) => users,
-            Ok(Err(e)) => {
-                warn!(error = %e, "cannot find the users over their history quota; trying again in an hour");
-                continue;
-            }
+            Ok(users) => users,
             Err(e) => {
-                warn!(error = %e, "the history quota's scan failed; trying again in an hour");
+                warn!(error = %e, "cannot find the users over their history quota; trying again in an hour");
                 continue;
             }
         };
         for user in users {
-            let quota = in_turns(&store, &turns, &shutdown, {
+            let quota = in_turns(&store, (&turns, &threads), &shutdown, {
                 let user = user.clone();
                 move |s| s.quota_step(&user, max_items_per_user, STEP)
             })
@@ -221,7 +220,7 @@ pub(crate) async fn run(
 /// `shutdown`; how many went.
 async fn in_turns(
     store: &Shared,
-    turns: &Semaphore,
+    (turns, threads): (&Semaphore, &Background),
     shutdown: &CancellationToken,
     step: impl Fn(&mut Store) -> Result<usize, StoreError> + Clone + Send + 'static,
 ) -> Result<usize, String> {
@@ -230,9 +229,9 @@ async fn in_turns(
         // never closed; were it, the step goes ahead without a turn
         let _turn = turns.acquire().await.ok();
         let (s, f) = (store.clone(), step.clone());
-        let n = tokio::task::spawn_blocking(move || f(&mut lock(&s)))
+        let n = threads
+            .run(move || f(&mut lock(&s)))
             .await
-            .map_err(|e| format!("the deleting task failed: {e}"))?
             .map_err(|e| e.to_string())?;
         total += n;
         if n < STEP {

@@ -3,6 +3,7 @@
 //! `/healthz`, `/readyz`, `/metrics` endpoints. Each service's `main` is
 //! [`service_main`]; its library's `run(config, shutdown)` does the work.
 
+pub mod background;
 pub mod clients;
 pub mod config;
 pub mod error;
