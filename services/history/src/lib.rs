@@ -150,11 +150,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut writable = Vec::new();
     let writers = Arc::new(tokio::sync::Semaphore::new(config.history.writers.max(1)));
     // a thread for each writer's turn, and one for the hourly quota scan, which takes none
-    let threads = Arc::new(Background::start(
-        "history-writer",
-        config.history.writers.max(1) + 1,
-        config.history.writer_nice,
-    )?);
+    let threads = Arc::new(
+        Background::start(
+            "history-writer",
+            config.history.writers.max(1) + 1,
+            config.history.writer_nice,
+        )
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot start history's writer threads: {e}"),
+            )
+        })?,
+    );
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));
         let store: Shared = Arc::new(Mutex::new(
