@@ -311,7 +311,12 @@ async fn write_batch(
     }
     let n = records.len();
     let s = store.clone();
-    let result = threads.run(move || lock(&s).apply(&records)).await;
+    // a panic while writing (a bug) fails the batch like an error does: it is redelivered, and
+    // after max_deliver it is dead-lettered rather than stopping the silo's history
+    let result = match threads.run(move || lock(&s).apply(&records)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(panicked) => Err(panicked.to_string()),
+    };
     match result {
         Ok(fresh) => {
             for (m, problems) in good {

@@ -190,9 +190,13 @@ pub(crate) async fn run(
             .run(move || over_quota(&p, max_items_per_user))
             .await;
         let users = match over {
-            Ok(users) => users,
-            Err(e) => {
+            Ok(Ok(users)) => users,
+            Ok(Err(e)) => {
                 warn!(error = %e, "cannot find the users over their history quota; trying again in an hour");
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "the history quota's scan failed; trying again in an hour");
                 continue;
             }
         };
@@ -232,6 +236,7 @@ async fn in_turns(
         let n = threads
             .run(move || f(&mut lock(&s)))
             .await
+            .map_err(|e| format!("the deleting step failed: {e}"))?
             .map_err(|e| e.to_string())?;
         total += n;
         if n < STEP {

@@ -7,11 +7,16 @@
 //! be lowered (a sandbox that forbids the call) runs at the process's, and says so once.
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// A job that panicked (a bug, never input), with the panic's message.
+#[derive(Debug, thiserror::Error)]
+#[error("the job panicked: {0}")]
+pub struct Panicked(pub String);
 
 /// A fixed set of threads taking blocking jobs in the order they are given.
 pub struct Background {
@@ -54,10 +59,10 @@ impl Background {
         Ok(Background { jobs })
     }
 
-    /// Run `f` on one of the threads and wait for what it returns. A panic in `f` is raised
-    /// again here, in the caller, as `tokio::task::spawn_blocking` followed by `expect` would;
-    /// the thread itself carries on with the next job.
-    pub async fn run<T, F>(&self, f: F) -> T
+    /// Run `f` on one of the threads and wait for what it returns. A panic in `f` is caught
+    /// and returned as [`Panicked`], for the caller to treat as the failure of that one job;
+    /// the thread itself carries on with the next.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, Panicked>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -73,8 +78,15 @@ impl Background {
             .send(job)
             .unwrap_or_else(|_| unreachable!("the background threads outlive their pool"));
         match rx.await {
-            Ok(Ok(value)) => value,
-            Ok(Err(panic)) => resume_unwind(panic),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_owned());
+                Err(Panicked(message))
+            }
             Err(_) => unreachable!("a background job always answers: its panics are caught"),
         }
     }
@@ -128,27 +140,29 @@ mod tests {
                     std::thread::current().name().map(str::to_owned),
                 )
             })
-            .await;
+            .await
+            .unwrap();
         // lowered to 7, or left where it was if the process already ran lower than that
         assert_eq!(theirs, before.max(7));
         assert_eq!(name.as_deref(), Some("bg-priority"));
         assert_eq!(nice_here(), before, "the caller's thread is not touched");
         for i in 0..20u64 {
-            assert_eq!(pool.run(move || i * 2).await, i * 2);
+            assert_eq!(pool.run(move || i * 2).await.unwrap(), i * 2);
         }
     }
 
     #[tokio::test]
-    async fn a_panicking_job_panics_its_caller_and_the_threads_carry_on() {
-        let pool = Arc::new(Background::start("bg-panic", 1, 0).unwrap());
-        let p = pool.clone();
-        let caller = tokio::spawn(async move {
-            p.run(|| -> u32 { panic!("a job's own bug") }).await;
-        });
-        let e = caller.await.unwrap_err();
-        assert!(e.is_panic());
+    async fn a_panicking_job_is_its_callers_error_and_the_thread_carries_on() {
+        let pool = Background::start("bg-panic", 1, 0).unwrap();
+        let e = pool
+            .run(|| -> u32 { panic!("a job's own bug: {}", 7) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the job panicked: a job's own bug: 7");
+        let e = pool.run(|| -> u32 { panic!("static") }).await.unwrap_err();
+        assert_eq!(e.0, "static");
         assert_eq!(
-            pool.run(|| 41 + 1).await,
+            pool.run(|| 41 + 1).await.unwrap(),
             42,
             "the one thread took the next job"
         );
