@@ -115,6 +115,33 @@ pub(crate) async fn create_users(
     .await
 }
 
+/// Wait until the work-queue streams `kinds` hold nothing: every message in them acked (an
+/// avatar acks its silo's message after its checkpoint), `timeout` at most; `what` names the
+/// wait in its error.
+pub(crate) async fn emptied(
+    bus: &Bus,
+    kinds: impl IntoIterator<Item = tocsin_bus::StreamKind>,
+    timeout: Duration,
+    what: &str,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for kind in kinds {
+        let name = bus.subjects().stream(kind);
+        loop {
+            let mut s = bus.jetstream().get_stream(&name).await?;
+            if s.info().await?.state.messages == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{what}: {name} not emptied in time"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 /// A bench user's destination `id` on `channel` at `address`, with nothing else set.
 pub(crate) fn destination(id: &str, channel: Channel, address: String) -> Destination {
     Destination {

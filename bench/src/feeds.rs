@@ -401,16 +401,14 @@ async fn fanout(
     let intake = Instant::now();
     crate::reach::commands(&bus, add, opts.timeout).await?;
     // every subscription taken in (the work queue is empty), then two polls for the baseline
-    let ingest = bus.subjects().stream(tocsin_bus::StreamKind::Ingest);
     let deadline = Instant::now() + opts.timeout;
-    loop {
-        let mut s = bus.jetstream().get_stream(&ingest).await?;
-        if s.info().await?.state.messages == 0 {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "subscriptions not taken in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::common::emptied(
+        &bus,
+        [tocsin_bus::StreamKind::Ingest],
+        opts.timeout,
+        "subscriptions taken in",
+    )
+    .await?;
     // two more fetches of the feed: the newcomers' baseline is taken
     let fetched = counters.fan_fetches.load(Ordering::SeqCst);
     while counters.fan_fetches.load(Ordering::SeqCst) < fetched + 2 {

@@ -1,7 +1,7 @@
 //! `tocsin-bench reach --registered N --active M`: a router process's resident memory with N
 //! users registered (in the avatars bucket, not in memory) and M of them made active.
 
-use crate::common::{bench_router, create_users, notification};
+use crate::common::{bench_router, create_users, emptied, notification};
 use crate::reach::ReachBenchOptions;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
@@ -43,6 +43,17 @@ pub(crate) async fn registered(url: &str, opts: &ReachBenchOptions) -> Result<Re
         let started = Instant::now();
         create_users(&bus, &users, |_| String::new(), 512, opts.timeout).await?;
         let per_sec = users.len() as f64 / started.elapsed().as_secs_f64();
+        // an avatar answers before its checkpoint: wait for every command to be acked, or
+        // the router's stop hands the rest to the process measured, which would take them
+        // up before its first reading (tens of thousands of users active in "none")
+        let silos = (0..bus_cfg.silo_count).map(tocsin_bus::StreamKind::Silo);
+        emptied(
+            &bus,
+            silos,
+            opts.timeout,
+            "every user's creation checkpointed",
+        )
+        .await?;
         shutdown.cancel();
         let _ = r.await;
         bus.drain().await;
