@@ -149,20 +149,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     // per silo: whether its last write succeeded; /readyz is false while one cannot write
     let mut writable = Vec::new();
     let writers = Arc::new(tokio::sync::Semaphore::new(config.history.writers.max(1)));
-    // a thread for each writer's turn, and one for the hourly quota scan, which takes none
-    let threads = Arc::new(
-        Background::start(
-            "history-writer",
-            config.history.writers.max(1) + 1,
-            config.history.writer_nice,
-        )
-        .map_err(|e| {
+    // the writes' threads, one for each turn, so a turn never waits for a thread; and one for
+    // the silos' hourly quota scans (reads that take no turn, and may take seconds on a large
+    // store), which wait for each other rather than for, or in front of, a write
+    let start = |name: &str, threads: usize| {
+        Background::start(name, threads, config.history.writer_nice).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot start history's writer threads: {e}"),
+                format!("cannot start history's {name} threads: {e}"),
             )
-        })?,
-    );
+        })
+    };
+    let threads = Arc::new(start("history-writer", config.history.writers.max(1))?);
+    let scans = Arc::new(start("history-scan", 1)?);
     for silo in silos.iter() {
         let path = config.history.data_dir.join(format!("silo-{silo}.db"));
         let store: Shared = Arc::new(Mutex::new(
@@ -198,7 +197,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         ))));
         tasks.push(AbortOnDropHandle::new(tokio::spawn(retention::run(
             store,
-            (writers.clone(), threads.clone()),
+            (writers.clone(), threads.clone(), scans.clone()),
             (
                 config.history.retention_days,
                 config.history.max_items_per_user,

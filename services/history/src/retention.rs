@@ -160,7 +160,11 @@ fn over_quota(path: &str, max_per_user: u64) -> Result<Vec<String>, StoreError> 
 /// `turns`.
 pub(crate) async fn run(
     store: Shared,
-    (turns, threads): (std::sync::Arc<Semaphore>, std::sync::Arc<Background>),
+    (turns, threads, scans): (
+        std::sync::Arc<Semaphore>,
+        std::sync::Arc<Background>,
+        std::sync::Arc<Background>,
+    ),
     (retention_days, max_items_per_user): (u64, u64),
     shutdown: CancellationToken,
 ) -> Result<(), tocsin_runtime::ServiceError> {
@@ -186,9 +190,7 @@ pub(crate) async fn run(
             }
         }
         let p = path.clone();
-        let over = threads
-            .run(move || over_quota(&p, max_items_per_user))
-            .await;
+        let over = scans.run(move || over_quota(&p, max_items_per_user)).await;
         let users = match over {
             Ok(Ok(users)) => users,
             Ok(Err(e)) => {
