@@ -92,12 +92,23 @@ impl Background {
     }
 }
 
-/// Set the calling thread's nice value.
+/// Lower the calling thread's priority to nice value `nice`; a thread already at that nice value
+/// or lower in priority (a process started under `nice`) is left as it is, never raised.
 #[allow(unsafe_code)]
 fn lower_priority(nice: i32) -> io::Result<()> {
-    // SAFETY: both calls take and return plain integers and touch no memory of ours
+    // SAFETY: the calls take and return plain integers and touch no memory of ours
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     let tid = libc::id_t::try_from(tid).map_err(|_| io::Error::other("no thread id"))?;
+    // the raw system call answers 20 - nice (1 to 40), so -1 can only be an error
+    // SAFETY: as above
+    let answer = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
+    if answer == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let current = 20 - i32::try_from(answer).unwrap_or(20);
+    if current >= nice {
+        return Ok(());
+    }
     // SAFETY: as above
     match unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } {
         0 => Ok(()),
@@ -146,6 +157,12 @@ mod tests {
         assert_eq!(theirs, before.max(7));
         assert_eq!(name.as_deref(), Some("bg-priority"));
         assert_eq!(nice_here(), before, "the caller's thread is not touched");
+        let asked_higher = pool
+            .run(|| lower_priority(3).map(|()| nice_here()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(asked_higher, before.max(7), "a priority is never raised");
         for i in 0..20u64 {
             assert_eq!(pool.run(move || i * 2).await.unwrap(), i * 2);
         }
