@@ -169,23 +169,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_panicking_job_is_its_callers_error_and_the_thread_carries_on() {
-        let pool = Background::start("bg-panic", 1, 0).unwrap();
-        let e = pool
-            .run(|| -> u32 { panic!("a job's own bug: {}", 7) })
-            .await
-            .unwrap_err();
-        assert_eq!(e.to_string(), "the job panicked: a job's own bug: 7");
-        let e = pool.run(|| -> u32 { panic!("static") }).await.unwrap_err();
-        assert_eq!(e.0, "static");
-        assert_eq!(
-            pool.run(|| 41 + 1).await.unwrap(),
-            42,
-            "the one thread took the next job"
-        );
-    }
-
-    #[tokio::test]
     async fn the_threads_end_when_the_pool_is_dropped() {
         let until = |n: usize, what: &'static str| async move {
             let deadline = Instant::now() + Duration::from_secs(10);
