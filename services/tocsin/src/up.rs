@@ -185,7 +185,7 @@ pub(crate) async fn up(
     if let Some(d) = &demo_url {
         println!("  demo feed:      {d}   (a new listing every {demo_every_secs}s)");
         println!();
-        println!("  try:  tocsin feed add {d} --match bike --price-max 1000");
+        println!("  try:  tocsin feed add {d} --match bike --price-max 1000 --poll-secs 10");
         println!("        tocsin history");
     }
     println!();
