@@ -147,6 +147,7 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .await?;
     b.fill(&b.find("#feed-label").await?, "Bikes").await?;
     b.fill(&b.find("#feed-any").await?, "bike, bicycle").await?;
+    b.fill(&b.find("#feed-every").await?, "600").await?;
     b.click(&b.find("button[data-action=\"preview\"]").await?)
         .await?;
     let summary = b
@@ -176,6 +177,9 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         sources["sources"][0]["filter"]["any"],
         json!(["bike", "bicycle"])
     );
+    assert_eq!(sources["sources"][0]["poll_interval_secs"], json!(600));
+    let card = b.text(&b.find("ul.cards li.card").await?).await?;
+    assert!(card.contains("asked to be checked every 10 min"), "{card}");
     // its settings, edited in place
     let sid = sources["sources"][0]["id"].as_str().unwrap().to_owned();
     b.click(
@@ -240,6 +244,9 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
     .await?;
     b.fill(&b.find(&format!("#any-{sid}")).await?, "bike, tandem")
         .await?;
+    // 0: back to the server's own interval
+    b.fill(&b.find(&format!("#every-{sid}")).await?, "0")
+        .await?;
     b.click(
         &b.find(&format!("#any-{sid} ~ button[type=\"submit\"]"))
             .await?,
@@ -250,7 +257,9 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
             .call(Method::GET, "/v1/sources", Some(&token), None)
             .await
             .ok()?;
-        (v["sources"][0]["filter"]["any"] == json!(["bike", "tandem"])).then_some(())
+        (v["sources"][0]["filter"]["any"] == json!(["bike", "tandem"])
+            && v["sources"][0]["poll_interval_secs"].is_null())
+        .then_some(())
     })
     .await?;
     // a heartbeat: its ping URL is shown once, and works

@@ -43,13 +43,19 @@ fn what(s: &Source) -> Markup {
     match &s.spec {
         SourceSpec::Feed {
             url,
-            extract: Some(x),
+            extract,
+            poll_interval_secs,
             ..
         } => html! {
-            (match x.kind() { "html" => "Web page ", "change" => "Watched page ", _ => "JSON API " })
+            (match extract.as_ref().map(|x| x.kind()) {
+                None => "Feed ",
+                Some("html") => "Web page ",
+                Some("change") => "Watched page ",
+                Some(_) => "JSON API ",
+            })
             code.url { (url) }
+            @if let Some(every) = poll_interval_secs { ", asked to be checked every " (layout::duration(*every)) }
         },
-        SourceSpec::Feed { url, .. } => html! { "Feed " code.url { (url) } },
         SourceSpec::Imap {
             host,
             username,
@@ -197,6 +203,8 @@ fn add_feed() -> Markup {
                     option value="" { "As its items say (3)" }
                     @for p in 1..=5 { option value=(p) { (p) } }
                 }
+                label for="feed-every" { "Check it every this many seconds (empty: the server's own interval; the server keeps a shortest one)" }
+                input id="feed-every" name="poll_interval_secs" data-kind="int" inputmode="numeric";
                 div.check {
                     input id="feed-existing" name="deliver_existing" type="checkbox";
                     label for="feed-existing" { "Also send the items it has now" }
@@ -394,13 +402,21 @@ fn digest_fields(s: &tocsin_model::Source) -> Markup {
     }
 }
 
-/// A polled source's listing rules, in its words form: what a price change and a repost do.
+/// A polled source's own fields, in its words form: how often it is checked, and its listing
+/// rules (what a price change and a repost do).
 fn listing_fields(s: &tocsin_model::Source) -> Markup {
     use tocsin_model::{PriceAlerts, Reposts};
-    let tocsin_model::SourceSpec::Feed { listing, .. } = &s.spec else {
+    let tocsin_model::SourceSpec::Feed {
+        listing,
+        poll_interval_secs,
+        ..
+    } = &s.spec
+    else {
         return html! {};
     };
     html! {
+        label for={ "every-" (s.id) } { "Check it every this many seconds (0: the server's own interval; the server keeps a shortest one)" }
+        input id={ "every-" (s.id) } name="poll_interval_secs" data-kind="int" inputmode="numeric" value=(poll_interval_secs.unwrap_or(0));
         label for={ "prices-" (s.id) } { "A listing's price changes" }
         select id={ "prices-" (s.id) } name="listing.prices" {
             option value="drops" selected[listing.prices == PriceAlerts::Drops] { "Tell me of drops" }
