@@ -203,8 +203,7 @@ fn add_feed() -> Markup {
                     option value="" { "As its items say (3)" }
                     @for p in 1..=5 { option value=(p) { (p) } }
                 }
-                label for="feed-every" { "Check it every this many seconds (empty: the server's own interval; the server keeps a shortest one)" }
-                input id="feed-every" name="poll_interval_secs" data-kind="int" inputmode="numeric";
+                (every_field("feed-every"))
                 div.check {
                     input id="feed-existing" name="deliver_existing" type="checkbox";
                     label for="feed-existing" { "Also send the items it has now" }
@@ -283,6 +282,7 @@ fn add_other() -> Markup {
                     input id="json-key" name="mapping.key" placeholder="{{ /id }}";
                     label for="json-any" { "Any of these words (comma-separated)" }
                     input id="json-any" name="filter.any" data-kind="list";
+                    (every_field("json-every"))
                     div.check {
                         input id="json-existing" name="deliver_existing" type="checkbox";
                         label for="json-existing" { "Also send the listings it has now" }
@@ -307,6 +307,7 @@ fn add_other() -> Markup {
                     input id="html-price" name="selectors.price" placeholder=".result-price";
                     label for="html-any" { "Any of these words (comma-separated)" }
                     input id="html-any" name="filter.any" data-kind="list";
+                    (every_field("html-every"))
                     div.check {
                         input id="html-existing" name="deliver_existing" type="checkbox";
                         label for="html-existing" { "Also send the listings it has now" }
@@ -325,6 +326,7 @@ fn add_other() -> Markup {
                     input id="change-label" name="label" maxlength="100";
                     label for="change-selector" { "Only this part (a CSS selector; empty: the whole page)" }
                     input id="change-selector" name="selector" placeholder="#prices";
+                    (every_field("change-every"))
                     button type="submit" { "Watch page" }
                     (layout::form_status())
                 }
@@ -399,6 +401,14 @@ fn digest_fields(s: &tocsin_model::Source) -> Markup {
         input id={ "digest-tz-" (s.id) } name="digest.tz" data-needs="digest.every" maxlength="64" value=(d.and_then(|d| d.tz.clone()).unwrap_or_default());
         label for={ "digest-count-" (s.id) } { "How many make a digest" }
         input id={ "digest-count-" (s.id) } name="digest.count" data-needs="digest.every" data-kind="int" inputmode="numeric" value=(d.and_then(|d| d.count).map(|c| c.to_string()).unwrap_or_default());
+    }
+}
+
+/// How often a source being added is checked; empty: the server's own interval.
+fn every_field(id: &str) -> Markup {
+    html! {
+        label for=(id) { "Check it every this many seconds (empty: the server's own interval; the server keeps a shortest one)" }
+        input id=(id) name="poll_interval_secs" data-kind="int" inputmode="numeric";
     }
 }
 
