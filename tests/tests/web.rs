@@ -276,6 +276,22 @@ async fn a_person_signs_in_adds_a_feed_and_acknowledges_a_live_notification() ->
         .await?;
     let ping = b.input_value("#hb-url", |u| u.starts_with("http")).await?;
     assert_eq!(reqwest::get(&ping).await?.status(), 200, "{ping}");
+    // its health is its pings, not "not checked yet" as a feed's before its first poll
+    wait_for(
+        Duration::from_secs(10),
+        "the heartbeat's health",
+        || async {
+            b.goto(&format!("{}/app/sources", h.api_url)).await.ok()?;
+            for card in b.all("ul.cards li.card").await.ok()? {
+                let text = b.text(&card).await.ok()?;
+                if text.contains("Nightly backup") {
+                    return text.contains("Working · overdue after").then_some(());
+                }
+            }
+            None
+        },
+    )
+    .await?;
     // OPML: a reader's export imported (one feed new, one watched already), ours exported.
     // The new feed is served: a feed that answered 404 would break after a few polls, and its
     // "not working" notice would start an escalation that the acknowledgement below does not stop

@@ -533,19 +533,7 @@ async fn feed(cmd: FeedCmd, api: ApiArgs) -> Result<ExitCode> {
             let v = c
                 .call(Method::GET, "/v1/sources", Some(&token), None)
                 .await?;
-            for s in v["sources"].as_array().into_iter().flatten() {
-                let status = match (&s["status"]["ok"], s["status"]["error"].as_str()) {
-                    (Value::Bool(true), _) => "ok".to_owned(),
-                    (_, Some(e)) => format!("error: {e}"),
-                    _ => "waiting for first poll".to_owned(),
-                };
-                println!(
-                    "{}  {}  [{}]",
-                    s["id"].as_str().unwrap_or("?"),
-                    s["url"].as_str().unwrap_or("?"),
-                    status
-                );
-            }
+            crate::print::print_sources(&v);
         }
         FeedCmd::Rm { id } => remove(&c, &token, "/v1/sources", &id).await?,
         FeedCmd::AddJson { file } => {

@@ -1,7 +1,9 @@
-//! How the CLI prints history for a person: one line per notification with what was decided
-//! for it (its policy and why) and how it ended, times in UTC.
+//! How the CLI prints for a person: history, a notification with what was decided for it (its
+//! policy and why) and how it ended; sources, one line each with their health. Times in UTC.
 
 use serde_json::Value;
+use tocsin_model::text::duration;
+use tocsin_model::{Source, SourceSpec};
 
 pub(crate) fn print_history(v: &Value) {
     let items = v["items"].as_array().cloned().unwrap_or_default();
@@ -38,6 +40,82 @@ pub(crate) fn print_history(v: &Value) {
     }
 }
 
+/// Each of `GET /v1/sources`'s sources on a line: its id, what it is and watches, its name, and
+/// its health (or, before any, what it waits for).
+pub(crate) fn print_sources(v: &Value) {
+    let sources = v["sources"].as_array().cloned().unwrap_or_default();
+    if sources.is_empty() {
+        println!("no sources yet");
+    }
+    for s in &sources {
+        println!("{}", source_line(s));
+    }
+}
+
+fn source_line(s: &Value) -> String {
+    let id = s["id"].as_str().unwrap_or("?");
+    let Ok(source) = serde_json::from_value::<Source>(s.clone()) else {
+        return format!("{id}  (a kind of source this tocsin does not know: update it)");
+    };
+    let kind = source.spec.kind_name();
+    let what = match &source.spec {
+        SourceSpec::Feed {
+            url,
+            poll_interval_secs,
+            ..
+        } => match poll_interval_secs {
+            Some(every) => format!("{kind} {url}, asked every {}", duration(*every)),
+            None => format!("{kind} {url}"),
+        },
+        SourceSpec::Imap {
+            host,
+            username,
+            mailbox,
+            ..
+        } => format!("{kind} {mailbox} of {username} at {host}"),
+        SourceSpec::Heartbeat {
+            period_secs,
+            grace_secs,
+            ..
+        } => match grace_secs {
+            0 => format!("{kind} every {}", duration(*period_secs)),
+            g => format!(
+                "{kind} every {}, {} of grace",
+                duration(*period_secs),
+                duration(*g)
+            ),
+        },
+        SourceSpec::Hook { .. } => {
+            format!("{kind} ({})", s["format"].as_str().unwrap_or("?"))
+        }
+        SourceSpec::Topic { topic } => format!("{kind} {topic}"),
+    };
+    let label = if source.label.is_empty() {
+        String::new()
+    } else {
+        format!(" \"{}\"", source.label)
+    };
+    let beat = &s["heartbeat"];
+    let status = match (&s["status"]["ok"], s["status"]["error"].as_str()) {
+        // a heartbeat's health is its pings; a hook's status is kept once a request is refused
+        _ if beat.is_object() => match (beat["missed"].is_null(), beat["last_ping_ms"].as_i64()) {
+            (false, last) => format!("missed: no ping since {}", utc(last.unwrap_or(0))),
+            (true, _) => format!(
+                "ok, overdue after {}",
+                utc(beat["due_ms"].as_i64().unwrap_or(0))
+            ),
+        },
+        (Value::Bool(true), _) => "ok".to_owned(),
+        (_, Some(e)) => format!("error: {e}"),
+        _ => match &source.spec {
+            SourceSpec::Hook { .. } => "ok, no request refused".to_owned(),
+            SourceSpec::Topic { .. } => "ok".to_owned(),
+            _ => "waiting for the first check".to_owned(),
+        },
+    };
+    format!("{id}  {what}{label}  [{status}]")
+}
+
 /// A time in milliseconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC); out of range: `?`.
 fn utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -47,6 +125,49 @@ fn utc(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn each_kind_of_source_says_what_it_is_and_what_it_waits_for() {
+        let line = |v| super::source_line(&v);
+        let feed = json!({"id": "s1", "kind": "feed", "url": "https://x.example/a.rss",
+            "poll_interval_secs": 600, "label": "bikes", "created_at_ms": 0,
+            "status": {"ok": true, "checked_at_ms": 1}});
+        assert_eq!(
+            line(feed),
+            "s1  Feed https://x.example/a.rss, asked every 10 min \"bikes\"  [ok]"
+        );
+        let failing = json!({"id": "s2", "kind": "feed", "url": "https://x.example/b",
+            "extract": {"kind": "change"}, "created_at_ms": 0,
+            "status": {"ok": false, "error": "HTTP 404", "checked_at_ms": 1}});
+        assert_eq!(
+            line(failing),
+            "s2  Watched page https://x.example/b  [error: HTTP 404]"
+        );
+        let hook = json!({"id": "s3", "kind": "hook", "format": "alertmanager",
+            "token_hash": "h", "label": "prod", "created_at_ms": 0});
+        assert_eq!(
+            line(hook),
+            "s3  Webhook (alertmanager) \"prod\"  [ok, no request refused]"
+        );
+        let heartbeat = json!({"id": "s4", "kind": "heartbeat", "period_secs": 3600,
+            "grace_secs": 300, "token_hash": "h", "created_at_ms": 0,
+            "heartbeat": {"due_ms": 1_700_000_000_123_i64, "last_ping_ms": 0}});
+        assert_eq!(
+            line(heartbeat),
+            "s4  Heartbeat every 1 h, 5 min of grace  [ok, overdue after 2023-11-14 22:13:20Z]"
+        );
+        let missed = json!({"id": "s6", "kind": "heartbeat", "period_secs": 60,
+            "token_hash": "h", "created_at_ms": 0,
+            "heartbeat": {"due_ms": 1, "last_ping_ms": 0, "missed": "n1"}});
+        assert_eq!(
+            line(missed),
+            "s6  Heartbeat every 60 s  [missed: no ping since 1970-01-01 00:00:00Z]"
+        );
+        let unknown = json!({"id": "s5", "kind": "carrier-pigeon", "created_at_ms": 0});
+        assert!(line(unknown).starts_with("s5  (a kind of source"));
+    }
+
     #[test]
     fn times_print_in_utc_and_far_ones_do_not_panic() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00Z");

@@ -1,4 +1,4 @@
-//! Text helpers: HTML reduced to plain text, prices found in listing titles, length caps.
+//! Text helpers: HTML reduced to plain text, prices in listing titles, length caps, durations.
 //!
 //! Notifications carry plain text only. Whatever HTML a feed or an e-mail brings is reduced
 //! here, so no markup (and no script, event handler or `javascript:` link) can survive into
@@ -268,6 +268,26 @@ pub fn utc_minute(ms: crate::Millis) -> String {
     )
 }
 
+/// A duration for people: `at once`, `90 s`, `5 min`, `1 h`, `1 h 30 min`, `2 d 3 h`.
+pub fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match secs {
+        0 => "at once".to_owned(),
+        1..120 => format!("{secs} s"),
+        120..3600 if s == 0 => format!("{m} min"),
+        120..3600 => format!("{m} min {s} s"),
+        3600..86_400 if m == 0 => format!("{h} h"),
+        3600..86_400 => format!("{h} h {m} min"),
+        _ if h == 0 => format!("{d} d"),
+        _ => format!("{d} d {h} h"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +323,17 @@ mod tests {
             let t = truncate(&s, max);
             if s.len() <= max { prop_assert_eq!(t, s); } else { prop_assert!(t.len() <= max); }
         }
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(super::duration(0), "at once");
+        assert_eq!(super::duration(90), "90 s");
+        assert_eq!(super::duration(300), "5 min");
+        assert_eq!(super::duration(150), "2 min 30 s");
+        assert_eq!(super::duration(3600), "1 h");
+        assert_eq!(super::duration(5400), "1 h 30 min");
+        assert_eq!(super::duration(86_400 * 2 + 3 * 3600), "2 d 3 h");
+        assert_eq!(super::duration(7 * 86_400), "7 d");
     }
 }

@@ -236,6 +236,24 @@ impl SourceSpec {
             SourceSpec::Topic { .. } => "topic",
         }
     }
+
+    /// What the kind is called for a person, in the web app's and the CLI's lists of sources.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SourceSpec::Feed { extract: None, .. } => "Feed",
+            SourceSpec::Feed {
+                extract: Some(x), ..
+            } => match x.kind() {
+                "html" => "Web page",
+                "change" => "Watched page",
+                _ => "JSON API",
+            },
+            SourceSpec::Imap { .. } => "Mailbox",
+            SourceSpec::Heartbeat { .. } => "Heartbeat",
+            SourceSpec::Hook { .. } => "Webhook",
+            SourceSpec::Topic { .. } => "Shared topic",
+        }
+    }
 }
 
 fn inbox() -> String {

@@ -187,41 +187,11 @@ pub(crate) fn outside_link(url: Option<&str>, text: Markup) -> Markup {
     }
 }
 
-/// A duration for people: `at once`, `90 s`, `5 min`, `1 h`, `1 h 30 min`, `2 d 3 h`.
-pub(crate) fn duration(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs % 86_400 / 3600,
-        secs % 3600 / 60,
-        secs % 60,
-    );
-    match secs {
-        0 => "at once".to_owned(),
-        1..120 => format!("{secs} s"),
-        120..3600 if s == 0 => format!("{m} min"),
-        120..3600 => format!("{m} min {s} s"),
-        3600..86_400 if m == 0 => format!("{h} h"),
-        3600..86_400 => format!("{h} h {m} min"),
-        _ if h == 0 => format!("{d} d"),
-        _ => format!("{d} d {h} h"),
-    }
-}
+pub(crate) use tocsin_model::text::duration;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_people_say_them() {
-        assert_eq!(duration(0), "at once");
-        assert_eq!(duration(90), "90 s");
-        assert_eq!(duration(300), "5 min");
-        assert_eq!(duration(150), "2 min 30 s");
-        assert_eq!(duration(3600), "1 h");
-        assert_eq!(duration(5400), "1 h 30 min");
-        assert_eq!(duration(86_400 * 2 + 3 * 3600), "2 d 3 h");
-        assert_eq!(duration(7 * 86_400), "7 d");
-    }
 
     #[test]
     fn only_web_links_are_links() {

@@ -5,7 +5,7 @@ use crate::web::layout::{self, Viewer};
 use crate::web::render;
 use axum::response::Response;
 use maud::{Markup, html};
-use tocsin_model::{Source, SourceSpec, SourceStatus, now_ms};
+use tocsin_model::{Beat, Source, SourceSpec, SourceStatus, now_ms};
 
 pub(crate) async fn page(v: Viewer) -> Response {
     let now = now_ms();
@@ -19,7 +19,7 @@ pub(crate) async fn page(v: Viewer) -> Response {
             }
             ul.cards aria-label="Your sources" {
                 @for s in &v.user.sources {
-                    (source(s, v.user.source_status.get(&s.id), now))
+                    (source(s, v.user.source_status.get(&s.id), v.user.reach.beats.get(&s.id), now))
                 }
             }
             (add_feed())
@@ -40,20 +40,14 @@ pub(crate) async fn page(v: Viewer) -> Response {
 }
 
 fn what(s: &Source) -> Markup {
+    let kind = s.spec.kind_name();
     match &s.spec {
         SourceSpec::Feed {
             url,
-            extract,
             poll_interval_secs,
             ..
         } => html! {
-            (match extract.as_ref().map(|x| x.kind()) {
-                None => "Feed ",
-                Some("html") => "Web page ",
-                Some("change") => "Watched page ",
-                Some(_) => "JSON API ",
-            })
-            code.url { (url) }
+            (kind) " " code.url { (url) }
             @if let Some(every) = poll_interval_secs { ", asked to be checked every " (layout::duration(*every)) }
         },
         SourceSpec::Imap {
@@ -62,26 +56,41 @@ fn what(s: &Source) -> Markup {
             mailbox,
             ..
         } => {
-            html! { "Mailbox " code { (mailbox) } " of " code { (username) } " at " code { (host) } }
+            html! { (kind) " " code { (mailbox) } " of " code { (username) } " at " code { (host) } }
         }
         SourceSpec::Heartbeat {
             period_secs,
             grace_secs,
             ..
         } => html! {
-            "Heartbeat: pinged at least every " (layout::duration(*period_secs))
+            (kind) ": pinged at least every " (layout::duration(*period_secs))
             ", told after " (layout::duration(*grace_secs)) " more"
         },
         SourceSpec::Hook { format, .. } => {
-            html! { "Webhook (" (format!("{format:?}").to_lowercase()) ")" }
+            html! { (kind) " (" (format!("{format:?}").to_lowercase()) ")" }
         }
-        SourceSpec::Topic { topic } => html! { "Shared topic " code { (topic) } },
+        SourceSpec::Topic { topic } => html! { (kind) " " code { (topic) } },
     }
 }
 
-fn health(status: Option<&SourceStatus>) -> Markup {
+fn health(spec: &SourceSpec, status: Option<&SourceStatus>, beat: Option<&Beat>) -> Markup {
+    if let Some(b) = beat {
+        return match b.missed {
+            Some(_) => html! {
+                span.badge.bad { "Missed" } " · no ping since " (layout::time(b.last_ping_ms))
+            },
+            None => html! {
+                span.badge.ok { "Working" } " · overdue after " (layout::time(b.due_ms))
+            },
+        };
+    }
     match status {
-        None => html! { span.badge.unknown { "Not checked yet" } },
+        // a hook's status is kept only once a request is refused; a topic has none
+        None => match spec {
+            SourceSpec::Hook { .. } => html! { span.badge.ok { "Ready" } " · no request refused" },
+            SourceSpec::Topic { .. } => html! { span.badge.ok { "Ready" } },
+            _ => html! { span.badge.unknown { "Not checked yet" } },
+        },
         Some(st) if st.ok => html! {
             span.badge.ok { "Working" } " · checked " (layout::time(st.checked_at_ms))
         },
@@ -95,7 +104,7 @@ fn health(status: Option<&SourceStatus>) -> Markup {
     }
 }
 
-fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
+fn source(s: &Source, status: Option<&SourceStatus>, beat: Option<&Beat>, now: i64) -> Markup {
     let name = if s.label.is_empty() { &s.id } else { &s.label };
     let muted = s.settings.muted_until_ms.filter(|t| *t > now);
     // a pause or a resume changes the mute alone: the other settings are sent as they are
@@ -106,7 +115,7 @@ fn source(s: &Source, status: Option<&SourceStatus>, now: i64) -> Markup {
         li.card id={ "source-" (s.id) } {
             h2 { (name) }
             p { (what(s)) }
-            p.health { (health(status)) }
+            p.health { (health(&s.spec, status, beat)) }
             @if !s.filter.any.is_empty() || !s.filter.all.is_empty() || !s.filter.exclude.is_empty() {
                 p.filter {
                     @if !s.filter.any.is_empty() { "Any of: " (s.filter.any.join(", ")) ". " }
