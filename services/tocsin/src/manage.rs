@@ -143,14 +143,7 @@ pub(crate) async fn run(cmd: Cmd) -> Result<ExitCode> {
                     let v = c
                         .call(Method::GET, "/v1/destinations", Some(&token), None)
                         .await?;
-                    for d in v["destinations"].as_array().into_iter().flatten() {
-                        println!(
-                            "{}  {}  {}",
-                            d["id"].as_str().unwrap_or("?"),
-                            d["channel"].as_str().unwrap_or("?"),
-                            d["address"].as_str().unwrap_or("?")
-                        );
-                    }
+                    crate::print::print_destinations(&v);
                 }
                 DestCmd::Rm { id } => remove(&c, &token, "/v1/destinations", &id).await?,
                 DestCmd::Verify { id, code } => {

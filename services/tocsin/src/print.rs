@@ -1,5 +1,6 @@
 //! How the CLI prints for a person: history, a notification with what was decided for it (its
-//! policy and why) and how it ended; sources, one line each with their health. Times in UTC.
+//! policy and why) and how it ended; sources with their health and destinations with their
+//! confirmation, one line each. Times in UTC.
 
 use serde_json::Value;
 use tocsin_model::text::duration;
@@ -116,6 +117,32 @@ fn source_line(s: &Value) -> String {
     format!("{id}  {what}{label}  [{status}]")
 }
 
+/// Each of `GET /v1/destinations`'s destinations on a line: its id, channel and address, and
+/// whether it is confirmed (one waiting for its code gets nothing).
+pub(crate) fn print_destinations(v: &Value) {
+    let destinations = v["destinations"].as_array().cloned().unwrap_or_default();
+    if destinations.is_empty() {
+        println!("no destinations yet: add one with `tocsin dest webhook|email|xmpp|sms|push …`");
+    }
+    for d in &destinations {
+        println!("{}", destination_line(d));
+    }
+}
+
+fn destination_line(d: &Value) -> String {
+    let id = d["id"].as_str().unwrap_or("?");
+    let state = if d["verified"] == Value::Bool(false) {
+        format!("waiting for its code, gets nothing until then: tocsin dest verify {id} CODE")
+    } else {
+        "confirmed".to_owned()
+    };
+    format!(
+        "{id}  {}  {}  [{state}]",
+        d["channel"].as_str().unwrap_or("?"),
+        d["address"].as_str().unwrap_or("?")
+    )
+}
+
 /// A time in milliseconds since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC); out of range: `?`.
 fn utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -166,6 +193,23 @@ mod tests {
         );
         let unknown = json!({"id": "s5", "kind": "carrier-pigeon", "created_at_ms": 0});
         assert!(line(unknown).starts_with("s5  (a kind of source"));
+    }
+
+    #[test]
+    fn a_destination_waiting_for_its_code_says_so_and_how_to_give_it() {
+        let d = json!({"id": "d1", "channel": "email", "address": "me@example.org",
+            "verified": false});
+        assert_eq!(
+            super::destination_line(&d),
+            "d1  email  me@example.org  [waiting for its code, gets nothing until then: \
+             tocsin dest verify d1 CODE]"
+        );
+        let d = json!({"id": "d2", "channel": "webhook", "address": "https://x.example/h",
+            "verified": true});
+        assert_eq!(
+            super::destination_line(&d),
+            "d2  webhook  https://x.example/h  [confirmed]"
+        );
     }
 
     #[test]
