@@ -35,6 +35,11 @@ async fn run() -> ExitCode {
     }
     tocsin_runtime::install_crypto();
     let cli = Cli::parse();
+    // a command that prints ends quietly when its reader goes (`tocsin history | head`); what
+    // serves (`up`, the demo feed) keeps Rust's default and sees a closed pipe as an error
+    if !matches!(cli.command, Cmd::Up { .. } | Cmd::DemoFeed { .. }) {
+        tocsin_runtime::cli_pipe::end_quietly_on_closed_pipe();
+    }
     match dispatch(cli.command).await {
         Ok(code) => code,
         Err(e) => {

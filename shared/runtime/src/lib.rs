@@ -4,6 +4,7 @@
 //! [`service_main`]; its library's `run(config, shutdown)` does the work.
 
 pub mod background;
+pub mod cli_pipe;
 pub mod clients;
 pub mod config;
 pub mod error;
