@@ -1,5 +1,5 @@
 //! How the CLI prints for a person: history, a notification with what was decided for it (its
-//! policy and why) and how it ended; sources with their health and destinations with their
+//! policy and why), where it went and how it ended; sources with their health and destinations with their
 //! confirmation, one line each. Times in UTC.
 
 use serde_json::Value;
@@ -7,38 +7,45 @@ use tocsin_model::text::duration;
 use tocsin_model::{Source, SourceSpec};
 
 pub(crate) fn print_history(v: &Value) {
+    for line in history_lines(v) {
+        println!("{line}");
+    }
+}
+
+fn history_lines(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
     let items = v["items"].as_array().cloned().unwrap_or_default();
     if items.is_empty() {
-        println!("no notifications yet");
+        out.push("no notifications yet".to_owned());
     }
     for i in items {
         let n = &i["notification"];
-        let when = n["created_at_ms"].as_i64().unwrap_or(0);
-        let when = utc(when);
-        println!(
-            "{when}  [{}] {}",
+        out.push(format!(
+            "{}  [{}] {}",
+            utc(n["created_at_ms"].as_i64().unwrap_or(0)),
             n["source"]["label"].as_str().unwrap_or(""),
             n["title"].as_str().unwrap_or("")
-        );
+        ));
         if let Some(u) = n["url"].as_str() {
-            println!("    {u}");
+            out.push(format!("    {u}"));
         }
-        // what was decided (which policy and why, held, silenced, grouped), and how it ended
-        let timeline = i["timeline"].as_array().cloned().unwrap_or_default();
-        for e in &timeline {
+        // what was decided (which policy and why, held, silenced, grouped), where it went and
+        // how it ended; single delivery attempts, where kept, are left to `--json`
+        for e in i["timeline"].as_array().into_iter().flatten() {
             let kind = e["kind"].as_str().unwrap_or("");
-            if matches!(kind, "routed" | "acked" | "resolved" | "ack_expired") {
-                println!(
+            if kind != "attempt" {
+                out.push(format!(
                     "    {kind} {}: {}",
                     utc(e["at_ms"].as_i64().unwrap_or(0)),
                     e["detail"].as_str().unwrap_or("")
-                );
+                ));
             }
         }
     }
     if let Some(c) = v["next_cursor"].as_str() {
-        println!("(more: --cursor {c})");
+        out.push(format!("(more: --cursor {c})"));
     }
+    out
 }
 
 /// Each of `GET /v1/sources`'s sources on a line: its id, what it is and watches, its name, and
@@ -193,6 +200,38 @@ mod tests {
         );
         let unknown = json!({"id": "s5", "kind": "carrier-pigeon", "created_at_ms": 0});
         assert!(line(unknown).starts_with("s5  (a kind of source"));
+    }
+
+    #[test]
+    fn history_shows_where_a_notification_went_and_how_it_ended() {
+        let v = json!({"items": [{
+            "notification": {"created_at_ms": 0, "source": {"label": "prod"},
+                "title": "db1 down", "url": "https://x.example/a"},
+            "timeline": [
+                {"at_ms": 0, "kind": "routed", "detail": "policy default: to sms d1"},
+                {"at_ms": 1000, "kind": "attempt", "detail": "HTTP 503"},
+                {"at_ms": 2000, "kind": "failed", "channel": "sms", "detail": "d1: HTTP 400"},
+                {"at_ms": 3000, "kind": "escalated", "detail": "to webhook d2"},
+                {"at_ms": 4000, "kind": "delivered", "channel": "webhook", "detail": "d2: HTTP 200"},
+                {"at_ms": 5000, "kind": "acked", "detail": "via the API"}]}],
+            "next_cursor": "c2"});
+        assert_eq!(
+            super::history_lines(&v),
+            [
+                "1970-01-01 00:00:00Z  [prod] db1 down",
+                "    https://x.example/a",
+                "    routed 1970-01-01 00:00:00Z: policy default: to sms d1",
+                "    failed 1970-01-01 00:00:02Z: d1: HTTP 400",
+                "    escalated 1970-01-01 00:00:03Z: to webhook d2",
+                "    delivered 1970-01-01 00:00:04Z: d2: HTTP 200",
+                "    acked 1970-01-01 00:00:05Z: via the API",
+                "(more: --cursor c2)",
+            ]
+        );
+        assert_eq!(
+            super::history_lines(&json!({"items": []})),
+            ["no notifications yet"]
+        );
     }
 
     #[test]
