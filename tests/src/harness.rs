@@ -626,6 +626,18 @@ impl Harness {
         .await?;
         let bus = tocsin_bus::Bus::connect(&self.bus, "harness").await?;
         tocsin_history::wait_serving(&bus, Duration::from_secs(30)).await?;
+        // delivery has said which channels it serves: the API sends a destination's code only
+        // for those
+        let keys = bus.kv("keys").await?;
+        for c in &self.delivery.channels {
+            let key = format!("channel.{}", c.as_str());
+            tocsin_testkit::wait_for(
+                Duration::from_secs(30),
+                &format!("delivery to serve {}", c.as_str()),
+                || async { keys.get(key.as_str()).await.ok().flatten().map(drop) },
+            )
+            .await?;
+        }
         bus.drain().await;
         let smtp = self.ingestor.smtp_listen.as_str();
         if !smtp.is_empty() {

@@ -448,6 +448,39 @@ async fn a_new_sms_number_gets_only_its_code_until_the_code_comes_back() -> anyh
         "{v}"
     );
     let phone = v["destination"]["id"].as_str().unwrap().to_owned();
+    // a channel no delivery instance serves: no code is sent to wait unsent, and asking for
+    // one says why
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/v1/destinations",
+            Some(&token),
+            Some(json!({"channel": "xmpp", "address": "vera@im.example"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{v}");
+    let said = v["verification"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("no code was sent: this server does not deliver by xmpp"),
+        "{v}"
+    );
+    let im = v["destination"]["id"].as_str().unwrap().to_owned();
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &format!("/v1/destinations/{im}/verify"),
+            Some(&token),
+            Some(json!({})),
+        )
+        .await?;
+    assert_eq!(status, 409, "{v}");
+    h.call(
+        Method::DELETE,
+        &format!("/v1/destinations/{im}"),
+        Some(&token),
+        None,
+    )
+    .await?;
     let first = wait_for(Duration::from_secs(20), "the code by SMS", || async {
         texts().into_iter().find(|t| t.contains("Your tocsin code"))
     })

@@ -81,6 +81,15 @@ pub(crate) struct AppState {
     pub(crate) cfg: ApiConfig,
 }
 
+impl AppState {
+    /// Whether some delivery instance serves `channel`: each says so in `keys` at its start
+    /// (`channel.<channel>`), and the key stays when it stops.
+    pub(crate) async fn served(&self, channel: tocsin_model::Channel) -> bool {
+        let key = format!("channel.{}", channel.as_str());
+        matches!(self.keys.get(key).await, Ok(Some(v)) if !v.is_empty())
+    }
+}
+
 pub(crate) type St = State<Arc<AppState>>;
 
 /// Costly actions one user may ask for a minute (see `AppState::previews`).

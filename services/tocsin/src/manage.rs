@@ -429,7 +429,11 @@ async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> 
     if let Some(hint) = v["verification"].as_str() {
         let id = v["destination"]["id"].as_str().unwrap_or("?");
         println!("{hint}");
-        println!("(or: tocsin dest verify {id} CODE)");
+        if hint.starts_with("a code was sent") {
+            println!("(or: tocsin dest verify {id} CODE)");
+        } else {
+            println!("(a code later: tocsin dest verify {id})");
+        }
     }
     if body["channel"] == "xmpp" {
         println!("accept the presence subscription request from tocsin in your XMPP client");

@@ -96,12 +96,19 @@ pub(crate) async fn add_destination(
     check_address_usable(&state, &u.id, destination.channel, &destination.address).await?;
     let view = destination_view(&destination);
     let (id, unconfirmed) = (destination.id.clone(), !destination.verified());
+    let channel = destination.channel;
     let reply = command(&state, &u.id, Command::AddDestination { destination }).await?;
     if !reply.ok {
         return Err(refusal(reply));
     }
     let mut body = json!({ "destination": view });
-    if unconfirmed {
+    if unconfirmed && !state.served(channel).await {
+        // the code would wait, unsent, for a delivery instance that may never come
+        body["verification"] = json!(format!(
+            "no code was sent: this server does not deliver by {} yet (its operator adds it to delivery.channels, docs/channels.md); once it does, ask for a code with POST /v1/destinations/{id}/verify {{}}",
+            channel.as_str()
+        ));
+    } else if unconfirmed {
         body["verification"] = json!(match send_code(&state, &u.id, &id).await {
             Ok(()) => format!(
                 "a code was sent to it: give it back with POST /v1/destinations/{id}/verify {{\"code\": \"…\"}} within {} minutes; until then it gets nothing",
@@ -153,6 +160,12 @@ pub(crate) async fn verify_destination(
         return Err(ApiError::not_found(format!("no destination {id}")));
     };
     let Some(code) = req.code else {
+        if !state.served(d.channel).await {
+            return Err(ApiError::conflict(format!(
+                "no code can be sent: this server does not deliver by {} yet (its operator adds it to delivery.channels, docs/channels.md)",
+                d.channel.as_str()
+            )));
+        }
         if let Err(wait) = state.previews.take(&u.id) {
             return Err(ApiError::too_many(format!(
                 "too many previews, test messages and codes; retry in {}s",

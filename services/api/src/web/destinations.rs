@@ -1,13 +1,23 @@
 //! The destinations screen: where the user is reached, each with its state, and the form
 //! that adds one.
 
+use crate::St;
 use crate::web::layout::{self, Viewer};
 use crate::web::render;
+use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 use tocsin_model::Channel;
 
-pub(crate) async fn page(v: Viewer) -> Response {
+pub(crate) async fn page(State(state): St, v: Viewer) -> Response {
+    // the channels of unconfirmed destinations no delivery instance serves: no code can reach
+    // them, so none is asked for
+    let mut unserved = Vec::new();
+    for d in v.user.destinations.iter().filter(|d| !d.verified()) {
+        if !unserved.contains(&d.channel) && !state.served(d.channel).await {
+            unserved.push(d.channel);
+        }
+    }
     render(layout::page(
         &v,
         "/app/destinations",
@@ -36,7 +46,13 @@ pub(crate) async fn page(v: Viewer) -> Response {
                                 _ => { span.badge.ok { "In use" } }
                             }
                         }
-                        @if !d.verified() {
+                        @if !d.verified() && unserved.contains(&d.channel) {
+                            p.error {
+                                "No code can be sent: this server does not deliver by "
+                                (channel_name(d.channel)) " yet (its operator adds it to "
+                                code { "delivery.channels" } ")."
+                            }
+                        } @else if !d.verified() {
                             // a code was sent to it: nothing else is until it comes back
                             form data-api={ "/v1/destinations/" (d.id) "/verify" } data-method="POST" data-then="reload" {
                                 label for={ "code-" (d.id) } { "The code sent to it" }

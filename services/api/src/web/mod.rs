@@ -157,7 +157,7 @@ async fn sign_in(State(state): St, headers: HeaderMap) -> Response {
         return Redirect::to("/app/").into_response();
     }
     // a link by mail, where some delivery instance serves e-mail
-    let mail = matches!(state.keys.get("channel.email").await, Ok(Some(v)) if !v.is_empty());
+    let mail = state.served(tocsin_model::Channel::Email).await;
     render(layout::bare(
         "Sign in",
         maud::html! {
