@@ -426,6 +426,7 @@ async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> 
         v["destination"]["address"].as_str().unwrap_or("?"),
         v["destination"]["id"].as_str().unwrap_or("?")
     );
+    let mut unserved = false;
     if let Some(hint) = v["verification"].as_str() {
         let id = v["destination"]["id"].as_str().unwrap_or("?");
         println!("{hint}");
@@ -433,9 +434,10 @@ async fn add_destination(c: &ApiClient, token: &str, body: Value) -> Result<()> 
             println!("(or: tocsin dest verify {id} CODE)");
         } else {
             println!("(a code later: tocsin dest verify {id})");
+            unserved = hint.starts_with("no code was sent");
         }
     }
-    if body["channel"] == "xmpp" {
+    if body["channel"] == "xmpp" && !unserved {
         println!("accept the presence subscription request from tocsin in your XMPP client");
     }
     Ok(())
