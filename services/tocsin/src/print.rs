@@ -51,12 +51,17 @@ fn history_lines(v: &Value) -> Vec<String> {
 /// Each of `GET /v1/sources`'s sources on a line: its id, what it is and watches, its name, and
 /// its health (or, before any, what it waits for).
 pub(crate) fn print_sources(v: &Value) {
-    let sources = v["sources"].as_array().cloned().unwrap_or_default();
-    if sources.is_empty() {
-        println!("no sources yet");
+    print_each(&v["sources"], "no sources yet", source_line);
+}
+
+/// Each entry of the list `list` on a line of `line`'s making; `empty` when there is none.
+fn print_each(list: &Value, empty: &str, line: fn(&Value) -> String) {
+    let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if entries.is_empty() {
+        println!("{empty}");
     }
-    for s in &sources {
-        println!("{}", source_line(s));
+    for e in entries {
+        println!("{}", line(e));
     }
 }
 
@@ -127,13 +132,11 @@ fn source_line(s: &Value) -> String {
 /// Each of `GET /v1/destinations`'s destinations on a line: its id, channel and address, and
 /// whether it is confirmed (one waiting for its code gets nothing).
 pub(crate) fn print_destinations(v: &Value) {
-    let destinations = v["destinations"].as_array().cloned().unwrap_or_default();
-    if destinations.is_empty() {
-        println!("no destinations yet: add one with `tocsin dest webhook|email|xmpp|sms|push …`");
-    }
-    for d in &destinations {
-        println!("{}", destination_line(d));
-    }
+    print_each(
+        &v["destinations"],
+        "no destinations yet: add one with `tocsin dest webhook|email|xmpp|sms|push …`",
+        destination_line,
+    );
 }
 
 fn destination_line(d: &Value) -> String {
