@@ -1,7 +1,8 @@
 //! Delivery to a webhook on loopback: signed, retried through an outage, delivered once,
 //! recorded in the notification's timeline; a permanent failure is recorded too; a slow
 //! receiver gets backpressure (a bounded number of jobs held, the backlog in the stream); a
-//! job repeated in another envelope after a delivery crash is not sent again.
+//! job repeated in another envelope after a delivery crash is not sent again; a number removed
+//! while its message is retried gets no more tries.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -373,5 +374,52 @@ async fn a_job_repeated_in_another_envelope_after_a_delivery_crash_is_not_sent_a
     );
     bus.drain().await;
     h.shutdown().await;
+    Ok(())
+}
+
+/// A number removed while its message waits to be retried gets no more tries: before each send
+/// delivery reads the address index, which says the destination went after the notification
+/// was made. Against a Twilio stand-in (Twilio is on the internet) that keeps answering 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_removed_while_its_message_is_retried_gets_no_more_tries() -> anyhow::Result<()> {
+    use tocsin_tests::{Recorder, twilio_path, use_twilio};
+    let twilio = Recorder::start().await?;
+    let h = Harness::start_with("e2eremoved", |s| {
+        s.delivery.channels = vec![tocsin_model::Channel::Sms];
+        use_twilio(&mut s.delivery, &twilio);
+    })
+    .await?;
+    twilio.answer(&twilio_path(), 503, r#"{"message":"try later"}"#);
+    let (_, token, _) = h.create_user("Rae").await?;
+    let phone = h
+        .add_destination(&token, json!({"channel": "sms", "address": "+15550006666"}))
+        .await?;
+    h.set_policy(&token, json!({"steps": [{"channels": ["sms"]}]}))
+        .await?;
+    let id = h.publish(&token, json!({"title": "Disk full"})).await?;
+    wait_for(Duration::from_secs(20), "the first try", || async {
+        (!twilio.requests(&twilio_path()).is_empty()).then_some(())
+    })
+    .await?;
+    let (status, v) = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/destinations/{phone}"),
+            Some(&token),
+            None,
+        )
+        .await?;
+    assert!(status.is_success(), "{v}");
+    // the job ends at its next try, saying why, long before its attempts would run out
+    let failed = h.timeline_entry(&token, &id, "failed").await?;
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the destination was removed after the notification was made"),
+        "{failed}"
+    );
+    let tries = twilio.requests(&twilio_path()).len();
+    assert!(tries < 6, "{tries} tries: the removal was not heeded");
     Ok(())
 }

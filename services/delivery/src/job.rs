@@ -51,6 +51,11 @@ pub(crate) async fn handle(
             attempts = done.attempts;
             (done.delivered, done.detail, done.at_ms)
         } else { loop {
+            // a number or IM address removed or taken over since: no more messages to it
+            if let Some(why) = Box::pin(crate::moved::gone(ctx, &job)).await {
+                warn!(notification = %nid, %user, channel = channel.as_str(), attempt = attempts, "{why}");
+                break (false, why, now_ms());
+            }
             let result = {
                 let _permit = permits.acquire(job.notification.user.as_str()).await;
                 if let Some(rate) = ctx.rates.get(&channel) {

@@ -26,6 +26,7 @@ pub mod email;
 pub mod fairness;
 mod job;
 mod lanes;
+mod moved;
 mod permits;
 pub mod push;
 pub mod retry;
@@ -59,6 +60,9 @@ pub(crate) struct Ctx {
     pub(crate) providers: reqwest::Client,
     pub(crate) mailer: Option<email::Mailer>,
     pub(crate) xmpp: Option<Arc<xmpp::Xmpp>>,
+    /// The address index (`addresses`): whether a number or IM address still leads to the
+    /// destination a job was made for.
+    pub(crate) addresses: async_nats::jetstream::kv::Store,
     /// The VAPID identity Web Push is sent with, when configured.
     pub(crate) vapid: Option<webpush::Vapid>,
     /// A provider rate limit per channel.
@@ -112,13 +116,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             ))
         })?;
     let (bus, ready) = config.connect(&shutdown).await?;
+    // the address index: IM presence and replies find their user in it, and a send to a
+    // number or IM address checks it first (`moved`)
+    let addresses = bus.kv("addresses").await?;
     let xmpp = if config.delivery.channels.contains(&Channel::Xmpp) {
-        let addresses = bus.kv("addresses").await?;
         Some(
             xmpp::Xmpp::start(
                 &config.delivery.xmpp,
                 bus.clone(),
-                addresses,
+                addresses.clone(),
                 shutdown.clone(),
             )
             .map_err(ServiceError::Setup)?,
@@ -195,6 +201,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         providers,
         mailer,
         xmpp,
+        addresses,
         vapid,
         rates,
         cfg: config.delivery.clone(),
