@@ -97,6 +97,21 @@ async fn each_service_is_refused_outside_its_permissions() -> anyhow::Result<()>
     let presence = s.silo(0, "someone", "presence");
     delivery.publish(presence.clone(), "{}".into()).await?;
     delivery.flush().await?;
+    // and it reads the address index, a deletion's marker included, as a send checks it
+    // (ADR 0035)
+    let admin = Bus::connect(&h.bus, "harness").await?;
+    let index = admin.kv("addresses").await?;
+    index.put("sms.checked", "{}".into()).await?;
+    index.delete("sms.checked").await?;
+    let seen = js
+        .get_key_value(s.bucket("addresses"))
+        .await?
+        .entry("sms.checked")
+        .await?;
+    assert_eq!(
+        seen.map(|e| e.operation),
+        Some(jetstream::kv::Operation::Delete)
+    );
 
     // the API cannot read history records: no subscription, no consumer, no direct read
     let (api_conn, log) = connect_as(&h, Role::Api).await?;
